@@ -1,0 +1,24 @@
+//! Queue adapters and the messages they carry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::StepRef;
+
+/// A queued message. Every message is safe to deliver twice, late or out of order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Run one step of a job. `not_before_ms` chains waits longer than a queue's maximum delay.
+    Step {
+        #[serde(flatten)]
+        step: StepRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+}

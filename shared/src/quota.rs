@@ -1,0 +1,326 @@
+//! Shared provider state: what every instance has learned about each provider's limits.
+//!
+//! The state is updated by [`ProviderState::apply`] here (in-memory store) and by the same rules
+//! in `store/upstash/scripts/finish.lua` (the store contract tests hold the two together).
+//! Reading it is pure: [`ProviderState::available_at`] says when a provider may be called again.
+
+use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::providers::ErrorClass;
+
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 86_400_000;
+
+/// When a provider's daily quota starts again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetClock {
+    /// 00:00 UTC (OpenRouter, Groq, most).
+    #[default]
+    UtcMidnight,
+    /// 00:00 America/Los_Angeles (Gemini).
+    PacificMidnight,
+}
+
+impl ResetClock {
+    /// The id of the quota day `now_ms` falls in.
+    pub fn day(self, now_ms: u64) -> u64 {
+        match self {
+            ResetClock::UtcMidnight => now_ms / DAY_MS,
+            ResetClock::PacificMidnight => (now_ms - pacific_offset_ms(now_ms)) / DAY_MS,
+        }
+    }
+
+    /// The instant the quota day containing `now_ms` ends.
+    pub fn next_reset(self, now_ms: u64) -> u64 {
+        let next_day = self.day(now_ms) + 1;
+        match self {
+            ResetClock::UtcMidnight => next_day * DAY_MS,
+            ResetClock::PacificMidnight => {
+                // Local midnight never falls inside a 02:00 DST switch, so one correction suffices.
+                let standard = next_day * DAY_MS + 8 * 3_600_000;
+                next_day * DAY_MS + pacific_offset_ms(standard)
+            }
+        }
+    }
+}
+
+/// How far US Pacific time is behind UTC at `t` (7 h in daylight time, 8 h otherwise).
+fn pacific_offset_ms(t: u64) -> u64 {
+    let Some(utc) = Utc.timestamp_millis_opt(t as i64).single() else { return 8 * 3_600_000 };
+    let year = utc.year();
+    // Daylight time: second Sunday of March 02:00 PST (10:00 UTC) to first Sunday of November 02:00 PDT (09:00 UTC).
+    let start = nth_sunday(year, 3, 2).map(|d| d * DAY_MS + 10 * 3_600_000);
+    let end = nth_sunday(year, 11, 1).map(|d| d * DAY_MS + 9 * 3_600_000);
+    match (start, end) {
+        (Some(s), Some(e)) if t >= s && t < e => 7 * 3_600_000,
+        _ => 8 * 3_600_000,
+    }
+}
+
+/// Days since the epoch of the n-th Sunday of a month.
+fn nth_sunday(year: i32, month: u32, n: u32) -> Option<u64> {
+    let first = NaiveDate::from_ymd_opt(year, month, 1)?;
+    let to_sunday = (7 - first.weekday().num_days_from_sunday()) % 7;
+    let date = first + chrono::Days::new(u64::from(to_sunday + 7 * (n - 1)));
+    debug_assert_eq!(date.weekday(), Weekday::Sun);
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    u64::try_from((date - epoch).num_days()).ok()
+}
+
+/// A provider's published limits (configuration, never hard-coded truths).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderLimits {
+    pub rpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub reset: ResetClock,
+}
+
+/// How failures back a provider off (shared by every job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackoffPolicy {
+    /// First back-off after an overload; doubles with each consecutive failure.
+    pub base_ms: u64,
+    pub cap_ms: u64,
+    /// Consecutive failures that open the circuit.
+    pub circuit_threshold: u32,
+    /// How long an open circuit keeps the provider out before one trial call (half-open).
+    pub circuit_open_ms: u64,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self { base_ms: 2_000, cap_ms: 300_000, circuit_threshold: 5, circuit_open_ms: 120_000 }
+    }
+}
+
+/// Stored per provider (short keys: it is read on every step).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderState {
+    /// Minute window id and requests counted in it.
+    #[serde(rename = "mw", default)]
+    pub minute: u64,
+    #[serde(rename = "mc", default)]
+    pub minute_requests: u64,
+    /// Token estimate counted in the minute window `tw`.
+    #[serde(rename = "tw", default)]
+    pub token_minute: u64,
+    #[serde(rename = "tc", default)]
+    pub minute_tokens: u64,
+    /// Quota day id (per the provider's reset clock) and requests counted in it.
+    #[serde(rename = "dw", default)]
+    pub day: u64,
+    #[serde(rename = "dc", default)]
+    pub day_requests: u64,
+    /// Not to be called before this instant (rate limit, quota, back-off).
+    #[serde(rename = "cu", default)]
+    pub cooldown_until_ms: u64,
+    #[serde(rename = "cf", default)]
+    pub consecutive_failures: u32,
+    /// The circuit is open until this instant; afterwards one trial call decides (half-open).
+    #[serde(rename = "co", default)]
+    pub circuit_open_until_ms: u64,
+    /// Disabled for everyone (bad key, retired model) and why.
+    #[serde(rename = "dis", default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+    /// The last outcome class (`ok` or an [`ErrorClass`] name) and when.
+    #[serde(rename = "lc", default, skip_serializing_if = "Option::is_none")]
+    pub last_class: Option<String>,
+    #[serde(rename = "la", default)]
+    pub last_at_ms: u64,
+}
+
+/// When a provider may be called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// From this instant on (at or before `now`: right away).
+    At(u64),
+    /// Never, until someone fixes the configuration.
+    Disabled(String),
+}
+
+impl ProviderState {
+    pub fn available_at(&self, limits: &ProviderLimits, now_ms: u64) -> Availability {
+        if let Some(reason) = &self.disabled {
+            return Availability::Disabled(reason.clone());
+        }
+        let mut at = self.cooldown_until_ms.max(self.circuit_open_until_ms);
+        let minute = now_ms / MINUTE_MS;
+        if let Some(rpm) = limits.rpm {
+            if self.minute == minute && self.minute_requests >= rpm {
+                at = at.max((minute + 1) * MINUTE_MS);
+            }
+        }
+        if let Some(tpm) = limits.tpm {
+            if self.token_minute == minute && self.minute_tokens >= tpm {
+                at = at.max((minute + 1) * MINUTE_MS);
+            }
+        }
+        if let Some(rpd) = limits.rpd {
+            if self.day == limits.reset.day(now_ms) && self.day_requests >= rpd {
+                at = at.max(limits.reset.next_reset(now_ms));
+            }
+        }
+        Availability::At(at)
+    }
+
+    /// Requests left in the current minute and day, where limits are known.
+    pub fn remaining(&self, limits: &ProviderLimits, now_ms: u64) -> (Option<u64>, Option<u64>) {
+        let minute_used = if self.minute == now_ms / MINUTE_MS { self.minute_requests } else { 0 };
+        let day_used = if self.day == limits.reset.day(now_ms) { self.day_requests } else { 0 };
+        (
+            limits.rpm.map(|l| l.saturating_sub(minute_used)),
+            limits.rpd.map(|l| l.saturating_sub(day_used)),
+        )
+    }
+
+    /// Folds one attempt's outcome in. Mirrors `finish.lua` rule for rule.
+    pub fn apply(&mut self, e: &ProviderEvent) {
+        if self.minute == e.minute {
+            self.minute_requests += 1;
+        } else {
+            self.minute = e.minute;
+            self.minute_requests = 1;
+        }
+        if self.token_minute == e.minute {
+            self.minute_tokens += e.tokens;
+        } else {
+            self.token_minute = e.minute;
+            self.minute_tokens = e.tokens;
+        }
+        if self.day == e.day {
+            self.day_requests += 1;
+        } else {
+            self.day = e.day;
+            self.day_requests = 1;
+        }
+        self.cooldown_until_ms = self.cooldown_until_ms.max(e.cooldown_until_ms);
+        match e.class {
+            None => {
+                self.consecutive_failures = 0;
+                self.circuit_open_until_ms = 0;
+            }
+            Some(ErrorClass::Overloaded) => {
+                self.consecutive_failures += 1;
+                let doublings = (self.consecutive_failures - 1).min(20);
+                let backoff = e.backoff.base_ms.saturating_mul(1 << doublings).min(e.backoff.cap_ms);
+                self.cooldown_until_ms = self.cooldown_until_ms.max(e.now_ms + backoff);
+                if self.consecutive_failures >= e.backoff.circuit_threshold {
+                    self.circuit_open_until_ms = e.now_ms + e.backoff.circuit_open_ms;
+                }
+            }
+            Some(ErrorClass::AuthInvalid) | Some(ErrorClass::Gone) => {
+                self.disabled = Some(e.message.clone());
+            }
+            Some(_) => {}
+        }
+        self.last_class = Some(e.class.map_or("ok", ErrorClass::as_str).to_string());
+        self.last_at_ms = e.now_ms;
+    }
+}
+
+/// One attempt's effect on its provider's shared state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEvent {
+    pub provider: String,
+    pub now_ms: u64,
+    pub minute: u64,
+    pub day: u64,
+    pub tokens: u64,
+    /// `None` on success.
+    pub class: Option<ErrorClass>,
+    /// From a retry hint, a quota reset, or a success whose headers said nothing is left (0 = none).
+    pub cooldown_until_ms: u64,
+    /// Short reason, kept when the class disables the provider.
+    pub message: String,
+    pub backoff: BackoffPolicy,
+}
+
+impl ProviderEvent {
+    pub fn new(provider: &str, limits: &ProviderLimits, now_ms: u64, backoff: BackoffPolicy) -> Self {
+        Self {
+            provider: provider.to_string(),
+            now_ms,
+            minute: now_ms / MINUTE_MS,
+            day: limits.reset.day(now_ms),
+            tokens: 0,
+            class: None,
+            cooldown_until_ms: 0,
+            message: String::new(),
+            backoff,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(rfc3339: &str) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis() as u64
+    }
+
+    #[test]
+    fn pacific_reset_follows_daylight_time() {
+        // Summer: midnight PDT is 07:00 UTC.
+        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-07-01T12:00:00Z")), ms("2026-07-02T07:00:00Z"));
+        // Winter: midnight PST is 08:00 UTC.
+        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-12-01T12:00:00Z")), ms("2026-12-02T08:00:00Z"));
+        // 05:00 UTC on 1 July is still 30 June in California.
+        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-07-01T05:00:00Z")), ms("2026-07-01T07:00:00Z"));
+        // The day daylight time ends (1 Nov 2026): the next midnight is already PST.
+        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-11-01T12:00:00Z")), ms("2026-11-02T08:00:00Z"));
+        // The day it starts (8 Mar 2026): the next midnight is PDT.
+        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-03-08T12:00:00Z")), ms("2026-03-09T07:00:00Z"));
+        assert_eq!(ResetClock::UtcMidnight.next_reset(ms("2026-03-08T12:00:00Z")), ms("2026-03-09T00:00:00Z"));
+    }
+
+    #[test]
+    fn daily_quota_parks_until_reset_and_rpm_until_next_minute() {
+        let limits = ProviderLimits { rpm: Some(2), rpd: Some(3), tpm: None, reset: ResetClock::UtcMidnight };
+        let now = ms("2026-11-25T10:00:10Z");
+        let mut s = ProviderState::default();
+        let e = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
+        s.apply(&e);
+        assert_eq!(s.available_at(&limits, now), Availability::At(0));
+        s.apply(&e);
+        assert_eq!(s.available_at(&limits, now), Availability::At(ms("2026-11-25T10:01:00Z")));
+        let later = ms("2026-11-25T10:05:00Z");
+        s.apply(&ProviderEvent::new("p", &limits, later, BackoffPolicy::default()));
+        assert_eq!(s.available_at(&limits, later), Availability::At(ms("2026-11-26T00:00:00Z")));
+        assert_eq!(s.remaining(&limits, later), (Some(1), Some(0)));
+    }
+
+    #[test]
+    fn overloads_back_off_exponentially_and_open_the_circuit() {
+        let limits = ProviderLimits::default();
+        let policy = BackoffPolicy { base_ms: 1_000, cap_ms: 10_000, circuit_threshold: 3, circuit_open_ms: 60_000 };
+        let mut s = ProviderState::default();
+        let mut e = ProviderEvent::new("p", &limits, 1_000_000, policy);
+        e.class = Some(ErrorClass::Overloaded);
+        s.apply(&e);
+        assert_eq!(s.cooldown_until_ms, 1_001_000);
+        s.apply(&e);
+        assert_eq!(s.cooldown_until_ms, 1_002_000);
+        s.apply(&e);
+        assert_eq!(s.circuit_open_until_ms, 1_060_000);
+        let mut ok = ProviderEvent::new("p", &limits, 1_070_000, policy);
+        ok.class = None;
+        s.apply(&ok);
+        assert_eq!((s.consecutive_failures, s.circuit_open_until_ms), (0, 0));
+    }
+
+    #[test]
+    fn bad_key_disables_for_everyone() {
+        let limits = ProviderLimits::default();
+        let mut s = ProviderState::default();
+        let mut e = ProviderEvent::new("p", &limits, 5, BackoffPolicy::default());
+        e.class = Some(ErrorClass::AuthInvalid);
+        e.message = "401 invalid api key".into();
+        s.apply(&e);
+        assert_eq!(s.available_at(&limits, 10), Availability::Disabled("401 invalid api key".into()));
+    }
+}

@@ -1,0 +1,13 @@
+//! Store adapters.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store rejected our credentials")]
+    Unauthorized,
+    #[error("store command failed: {0}")]
+    Command(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
