@@ -1,1 +1,72 @@
-//! (being written)
+//! Wiring: builds the service once per process (or Lambda container) from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::auth::ApiKeys;
+use crate::config::Config;
+use crate::engine::{Engine, ProviderSlot};
+use crate::ports::{Clock, Queue, Store, SystemClock};
+use crate::providers::spec;
+use crate::store::memory::MemoryStore;
+use crate::store::upstash::{UpstashClient, UpstashStore};
+
+/// Everything a request or a step needs, built once.
+pub struct Service {
+    pub engine: Engine,
+    pub keys: ApiKeys,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// Which store backs the service, for the start-up message.
+pub fn store_name(config: &Config) -> &'static str {
+    if config.upstash.is_some() {
+        "Upstash Redis (UPSTASH_REDIS_REST_URL)"
+    } else {
+        "in-memory (set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN for Upstash)"
+    }
+}
+
+pub fn build(config: &Config, queue: Arc<dyn Queue>) -> Result<Service, BuildError> {
+    build_with_clock(config, queue, Arc::new(SystemClock))
+}
+
+pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Result<Service, BuildError> {
+    // One pooled client for every provider: connections are reused across steps of a warm container.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    let store: Arc<dyn Store> = match &config.upstash {
+        Some(upstash) => {
+            let client = UpstashClient::new(&upstash.url, upstash.token.clone(), Duration::from_secs(5))
+                .map_err(|e| BuildError::Http(e.to_string()))?;
+            Arc::new(UpstashStore::new(client))
+        }
+        None => Arc::new(MemoryStore::new(clock.clone())),
+    };
+    let providers = config
+        .providers
+        .iter()
+        .map(|spec| ProviderSlot {
+            name: spec.name.clone(),
+            limits: spec.limits,
+            small_context: spec.small_context,
+            timeout_ms: spec.timeout_ms,
+            provider: spec::build(spec, http.clone()),
+        })
+        .collect();
+    let engine = Engine {
+        store,
+        queue,
+        clock,
+        providers: Arc::new(providers),
+        settings: Arc::new(config.settings.clone()),
+    };
+    Ok(Service { engine, keys: config.keys.clone() })
+}

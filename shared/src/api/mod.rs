@@ -1,1 +1,9 @@
-//! (being written)
+//! The HTTP face: one set of routes for every entry point (the three HTTP Lambdas and `stepper-local`).
+
+pub mod auth;
+pub mod errors;
+pub mod routes;
+mod views;
+
+pub use errors::ApiError;
+pub use routes::{poll_routes, purge_routes, router, submit_routes};

@@ -1,1 +1,7 @@
-//! (being written)
+//! The step engine: [`decide`] is the pure decision, [`step`] runs one step through the ports.
+
+pub mod decide;
+pub mod step;
+
+pub use decide::{decide, Candidate, Decision, GiveUp, StepPolicy};
+pub use step::{Engine, ProviderSlot, StepError, StepOutcome};

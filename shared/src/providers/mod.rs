@@ -138,3 +138,33 @@ mod duration_ms {
         Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
+
+pub mod spec {
+    //! (compile shim until the provider specs land)
+    use std::sync::Arc;
+    pub struct ProviderEntry {
+        pub name: String,
+        pub enabled: Option<bool>,
+    }
+    impl<'de> serde::Deserialize<'de> for ProviderEntry {
+        fn deserialize<D: serde::Deserializer<'de>>(_d: D) -> Result<Self, D::Error> {
+            unimplemented!()
+        }
+    }
+    #[derive(Debug, Clone)]
+    pub struct ProviderSpec {
+        pub name: String,
+        pub limits: crate::quota::ProviderLimits,
+        pub small_context: bool,
+        pub timeout_ms: u64,
+    }
+    pub fn resolve(_e: ProviderEntry, _env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderSpec, String> {
+        unimplemented!()
+    }
+    pub fn from_catalog_env(_env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpec> {
+        vec![]
+    }
+    pub fn build(_s: &ProviderSpec, _c: reqwest::Client) -> Arc<dyn crate::ports::Provider> {
+        unimplemented!()
+    }
+}

@@ -1,5 +1,7 @@
 //! Queue adapters and the messages they carry.
 
+pub mod local;
+
 use serde::{Deserialize, Serialize};
 
 use crate::job::StepRef;

@@ -1,4 +1,7 @@
-//! Store adapters.
+//! Store adapters: in-memory (the embedded default) and Upstash Redis over REST (production).
+
+pub mod memory;
+pub mod upstash;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

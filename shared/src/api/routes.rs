@@ -1,0 +1,231 @@
+//! Routes and handlers. Each handler: authenticate, parse, one store call (two for a new job: the
+//! create and the first step message), answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use super::views;
+use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
+use crate::ports::Created;
+use crate::presets::commit_report::{report_identity, ReportRequest};
+use crate::presets::generic::GenerateRequest;
+use crate::queue::Message;
+use crate::service::Service;
+
+/// Largest request body accepted (a report with a large diff fits; Lambda's own cap is 6 MB).
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+type AppState = Arc<Service>;
+
+/// Every route, for `stepper-local`.
+pub fn router(service: Arc<Service>) -> Router {
+    submit_routes(service.clone()).merge(poll_routes(service.clone())).merge(purge_routes(service))
+}
+
+/// `POST /v1/reports`, `POST /v1/generate` (the submit function).
+pub fn submit_routes(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/v1/reports", post(submit_report))
+        .route("/v1/generate", post(submit_generic))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(not_found)
+        .with_state(service)
+}
+
+/// Polls, health and provider status (the poll function).
+pub fn poll_routes(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/v1/reports/{job_id}", get(poll))
+        .route("/v1/jobs/{job_id}", get(poll))
+        .route("/health", get(health))
+        .route("/v1/providers", get(providers))
+        .fallback(not_found)
+        .with_state(service)
+}
+
+/// Purges by commit and by id (the purge function).
+pub fn purge_routes(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/v1/reports", delete(purge_report))
+        .route("/v1/jobs/{job_id}", delete(purge_job))
+        .fallback(not_found)
+        .with_state(service)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+fn authenticate(service: &Service, headers: &HeaderMap) -> Result<String, ApiError> {
+    service.keys.owner(headers).map_err(|rejection| ApiError::Unauthorized {
+        rejection,
+        header: service.keys.header_name().to_string(),
+    })
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit: MAX_BODY_BYTES },
+        _ => ApiError::InvalidJson(rejection.body_text()),
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidJson("expected a JSON object".into()));
+    }
+    Ok(value)
+}
+
+async fn submit_report(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let request = ReportRequest::from_json(&parse_body(body)?)?;
+    let deadline = request.deadline_seconds;
+    submit(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/reports/").await
+}
+
+async fn submit_generic(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let request = GenerateRequest::from_json(&parse_body(body)?)?;
+    let deadline = request.deadline_seconds;
+    submit(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/jobs/").await
+}
+
+/// Creates the job (or meets the identical one) and queues its first step.
+async fn submit(
+    service: &Service,
+    owner: String,
+    identity: String,
+    spec: JobSpec,
+    deadline_seconds: Option<u64>,
+    status_prefix: &str,
+) -> Result<Response, ApiError> {
+    let engine = &service.engine;
+    let now = engine.clock.now_ms();
+    let deadline_ms = now + deadline_seconds.map_or(engine.settings.default_deadline_ms, |s| s * 1000);
+    let job = Job {
+        id: job_id(&owner, &identity),
+        owner,
+        gen: new_gen(),
+        seq: 1,
+        state: JobState::Queued,
+        spec,
+        created_at_ms: now,
+        deadline_ms,
+        next_attempt_at_ms: None,
+        attempts: Vec::new(),
+        result: None,
+        error: None,
+        finished_at_ms: None,
+        expires_at_ms: deadline_ms + engine.settings.unfinished_margin_ms,
+    };
+    let queued = || {
+        let body = json!({"status": "queued", "jobId": job.id, "statusUrl": format!("{status_prefix}{}", job.id)});
+        (StatusCode::ACCEPTED, Json(body)).into_response()
+    };
+    match engine.store.create(&job).await? {
+        Created::New => {
+            let first = Message::Step { step: job.step_ref(), not_before_ms: None };
+            if let Err(e) = engine.queue.send(&first, Duration::ZERO).await {
+                // Leave no job that nothing will ever step: undo the create, tell the caller to retry.
+                if let Err(undo) = engine.store.purge(&job.owner, &job.id).await {
+                    tracing::error!(job_id = %job.id, error = %undo, "could not undo a job whose first step was not queued");
+                }
+                return Err(e.into());
+            }
+            tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
+            Ok(queued())
+        }
+        Created::Existing(existing) => match (&existing.state, &existing.result) {
+            (JobState::Succeeded, Some(result)) => Ok((StatusCode::OK, Json(views::cached(result))).into_response()),
+            _ => {
+                let body = json!({
+                    "status": "queued", "jobId": existing.id, "statusUrl": format!("{status_prefix}{}", existing.id)
+                });
+                Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+            }
+        },
+    }
+}
+
+async fn poll(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    if !is_valid_job_id(&job_id) {
+        return Err(ApiError::JobNotFound);
+    }
+    let grace = Duration::from_millis(service.engine.settings.delivery_grace_ms);
+    let delivered = service.engine.store.deliver(&owner, &job_id, grace).await?.ok_or(ApiError::JobNotFound)?;
+    Ok(Json(views::job_status(&delivered.job, delivered.running)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgeQuery {
+    user_id: Option<String>,
+    commit_sha: Option<String>,
+    template: Option<String>,
+}
+
+async fn purge_report(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<PurgeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let Query(query) = query.map_err(|_| ApiError::MissingPurgeParameters)?;
+    let (Some(user_id), Some(commit_sha)) = (
+        query.user_id.filter(|s| !s.is_empty()),
+        query.commit_sha.filter(|s| !s.is_empty()),
+    ) else {
+        return Err(ApiError::MissingPurgeParameters);
+    };
+    let id = job_id(&owner, &report_identity(&user_id, &commit_sha, query.template.as_deref()));
+    let deleted = service.engine.store.purge(&owner, &id).await?;
+    Ok(Json(json!({"success": true, "message": "Cache entry deleted", "deleted": deleted})))
+}
+
+async fn purge_job(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    if !is_valid_job_id(&job_id) || !service.engine.store.purge(&owner, &job_id).await? {
+        return Err(ApiError::JobNotFound);
+    }
+    Ok(Json(json!({"success": true, "message": "Job deleted"})))
+}
+
+/// `GET /health`: no key needed; 503 when nothing can serve jobs.
+async fn health(State(service): State<AppState>) -> Response {
+    let report = views::health(&service).await;
+    let status = if report["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(report)).into_response()
+}
+
+/// `GET /v1/providers`: the health summary plus each provider's shared quota state.
+async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authenticate(&service, &headers)?;
+    Ok(Json(views::health(&service).await))
+}

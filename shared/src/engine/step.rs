@@ -1,0 +1,275 @@
+//! One step of one job: claim → decide → call → finish → enqueue. Only ports, no I/O of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::decide::{decide, Candidate, Decision, GiveUp};
+use crate::config::Settings;
+use crate::job::{Attempt, Job, JobResult, JobState, StepRef};
+use crate::llm::CompletionRequest;
+use crate::ports::{Claim, Clock, Provider, Queue, Store};
+use crate::providers::{CallReport, ErrorClass, Failure};
+use crate::queue::{Message, QueueError};
+use crate::quota::{ProviderEvent, ProviderLimits, ProviderState};
+use crate::store::StoreError;
+
+/// A configured provider: its adapter plus what the engine needs to know about it.
+#[derive(Clone)]
+pub struct ProviderSlot {
+    pub name: String,
+    pub limits: ProviderLimits,
+    /// Gets the job's compact prompt (smaller evidence budget).
+    pub small_context: bool,
+    pub timeout_ms: u64,
+    pub provider: Arc<dyn Provider>,
+}
+
+/// Runs steps. Built once per process (or Lambda container) and shared.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    pub providers: Arc<Vec<ProviderSlot>>,
+    pub settings: Arc<Settings>,
+}
+
+/// What a step did; every variant means the message is done with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The message arrived before its `not_before`: sent on again.
+    Rescheduled,
+    /// The message was stale, duplicate, or its job is gone.
+    Dropped(&'static str),
+    /// The job moved on; its next step is queued with this delay.
+    Progressed { delay_ms: u64 },
+    /// The job ended in this state.
+    Finished(JobState),
+}
+
+/// The message must be retried (it stays on the queue).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("another worker holds this step's lease")]
+    Busy,
+}
+
+impl Engine {
+    /// The lease a step takes: long enough for the slowest provider call (the OpenAI adapter may
+    /// retry once without json_schema), short enough that a crashed step is re-run soon.
+    fn lease(&self) -> Duration {
+        let slowest = self.providers.iter().map(|p| p.timeout_ms).max().unwrap_or(0);
+        Duration::from_millis(slowest * 2 + 10_000)
+    }
+
+    /// Handles one step message. `receive_count` is how often the queue delivered it (1 = first).
+    pub async fn run_step(
+        &self,
+        step: &StepRef,
+        not_before_ms: Option<u64>,
+        receive_count: u32,
+    ) -> Result<StepOutcome, StepError> {
+        let now = self.clock.now_ms();
+        if let Some(at) = not_before_ms.filter(|at| *at > now) {
+            let message = Message::Step { step: step.clone(), not_before_ms: Some(at) };
+            self.queue.send(&message, Duration::from_millis(at - now)).await?;
+            return Ok(StepOutcome::Rescheduled);
+        }
+        let (job, states) = match self.store.claim(step, self.lease()).await? {
+            Claim::Acquired { job, providers } => (job, providers),
+            Claim::Busy => return Err(StepError::Busy),
+            Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
+            Claim::Stale(job) => return self.resend_lost_next(step, &job, receive_count).await,
+        };
+        let next = self.advance(job, &states).await;
+        let (next_job, event) = next;
+        if !self.store.finish(step, &next_job, event.as_ref()).await? {
+            return Ok(StepOutcome::Dropped("job moved on during the step"));
+        }
+        if next_job.state.is_finished() {
+            info!(job_id = %next_job.id, state = ?next_job.state, "job finished");
+            return Ok(StepOutcome::Finished(next_job.state));
+        }
+        let delay_ms = self.enqueue_next(&next_job).await?;
+        Ok(StepOutcome::Progressed { delay_ms })
+    }
+
+    /// A redelivered message whose step was written but whose next message may never have been sent
+    /// (the send failed after the state write): send it again. Duplicates are harmless (fencing).
+    async fn resend_lost_next(&self, step: &StepRef, job: &Job, receive_count: u32) -> Result<StepOutcome, StepError> {
+        let is_successor = job.gen == step.gen && job.seq == step.seq + 1;
+        if receive_count > 1 && is_successor && !job.state.is_finished() {
+            let delay_ms = self.enqueue_next(job).await?;
+            warn!(job_id = %job.id, seq = job.seq, delay_ms, "re-sent a possibly lost step message");
+            return Ok(StepOutcome::Progressed { delay_ms });
+        }
+        Ok(StepOutcome::Dropped("stale step message"))
+    }
+
+    async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
+        let now = self.clock.now_ms();
+        let delay_ms = job.next_attempt_at_ms.map_or(0, |at| at.saturating_sub(now));
+        let message = Message::Step { step: job.step_ref(), not_before_ms: None };
+        self.queue.send(&message, Duration::from_millis(delay_ms)).await?;
+        Ok(delay_ms)
+    }
+
+    fn candidates<'a>(&'a self, states: &'a std::collections::HashMap<String, ProviderState>) -> Vec<Candidate<'a>> {
+        static FRESH: std::sync::OnceLock<ProviderState> = std::sync::OnceLock::new();
+        let fresh = FRESH.get_or_init(ProviderState::default);
+        self.providers
+            .iter()
+            .map(|slot| Candidate {
+                name: &slot.name,
+                limits: slot.limits,
+                state: states.get(&slot.name).unwrap_or(fresh),
+            })
+            .collect()
+    }
+
+    /// Decides, makes at most one provider call, and computes the job's next state.
+    async fn advance(
+        &self,
+        mut job: Job,
+        states: &std::collections::HashMap<String, ProviderState>,
+    ) -> (Job, Option<ProviderEvent>) {
+        let now = self.clock.now_ms();
+        job.seq += 1;
+        let index = match decide(&job, &self.candidates(states), now, &self.settings.policy) {
+            Decision::Call(index) => index,
+            Decision::Wait { until_ms } => return (self.wait(job, until_ms), None),
+            Decision::GiveUp(reason) => return (self.give_up(job, &reason, now), None),
+        };
+        let slot = &self.providers[index];
+        let request = CompletionRequest {
+            messages: match (&job.spec.compact_messages, slot.small_context) {
+                (Some(compact), true) => compact.clone(),
+                _ => job.spec.messages.clone(),
+            },
+            format: job.spec.format.clone(),
+            max_tokens: job.spec.max_tokens,
+            temperature: job.spec.temperature,
+        };
+        let report = slot.provider.call(&request).await;
+        let after = self.clock.now_ms();
+        let accepted = match &report.result {
+            Ok(answer) => crate::output::accept(&answer.text, answer.finish, &job.spec)
+                .map_err(|e| Failure::new(ErrorClass::InvalidOutput, e.to_string())),
+            Err(failure) => Err(failure.clone()),
+        };
+        let event = self.provider_event(slot, &request, &report, accepted.as_ref().err(), after);
+        job.attempts.push(attempt(&job, slot, &report, accepted.as_ref().err(), after));
+        info!(
+            job_id = %job.id, provider = %slot.name, class = accepted.as_ref().err().map_or("ok", |f| f.class.as_str()),
+            http_status = report.http_status, duration_ms = report.duration_ms, "provider attempt"
+        );
+        let next = match accepted {
+            Ok(output) => {
+                let provider_ms = job.attempts.iter().map(|a| a.duration_ms).sum();
+                job.result = Some(JobResult {
+                    output,
+                    used_provider: slot.name.clone(),
+                    fallback: false,
+                    total_ms: after.saturating_sub(job.created_at_ms),
+                    provider_ms,
+                });
+                self.finished(job, JobState::Succeeded, after)
+            }
+            Err(_) => {
+                // Decide the follow-up with what this attempt taught us about the provider.
+                let mut learned = states.clone();
+                learned.entry(slot.name.clone()).or_default().apply(&event);
+                match decide(&job, &self.candidates(&learned), after, &self.settings.policy) {
+                    Decision::Call(_) => {
+                        job.state = JobState::Queued;
+                        job.next_attempt_at_ms = None;
+                        job.expires_at_ms = job.deadline_ms + self.settings.unfinished_margin_ms;
+                        job
+                    }
+                    Decision::Wait { until_ms } => self.wait(job, until_ms),
+                    Decision::GiveUp(reason) => self.give_up(job, &reason, after),
+                }
+            }
+        };
+        (next, Some(event))
+    }
+
+    fn wait(&self, mut job: Job, until_ms: u64) -> Job {
+        job.state = JobState::WaitingForRetry;
+        job.next_attempt_at_ms = Some(until_ms);
+        job.expires_at_ms = job.deadline_ms + self.settings.unfinished_margin_ms;
+        job
+    }
+
+    /// Ends a job no provider could serve: with the preset's fallback when it has one, failed otherwise.
+    fn give_up(&self, mut job: Job, reason: &GiveUp, now: u64) -> Job {
+        if let Some(fallback) = job.spec.fallback.clone() {
+            job.result = Some(JobResult {
+                output: fallback,
+                used_provider: "fallback".into(),
+                fallback: true,
+                total_ms: now.saturating_sub(job.created_at_ms),
+                provider_ms: job.attempts.iter().map(|a| a.duration_ms).sum(),
+            });
+            return self.finished(job, JobState::Succeeded, now);
+        }
+        let last = job.attempts.last().map(|a| {
+            format!(" (last attempt: {} {})", a.provider, a.message.as_deref().unwrap_or("failed"))
+        });
+        job.error = Some(format!("{}{}", reason.message(), last.unwrap_or_default()));
+        self.finished(job, JobState::Failed, now)
+    }
+
+    fn finished(&self, mut job: Job, state: JobState, now: u64) -> Job {
+        job.state = state;
+        job.next_attempt_at_ms = None;
+        job.finished_at_ms = Some(now);
+        let ttl = match state {
+            JobState::Succeeded => self.settings.result_ttl_ms,
+            _ => self.settings.failure_ttl_ms,
+        };
+        job.expires_at_ms = now + ttl;
+        job
+    }
+
+    fn provider_event(
+        &self,
+        slot: &ProviderSlot,
+        request: &CompletionRequest,
+        report: &CallReport,
+        failure: Option<&Failure>,
+        now: u64,
+    ) -> ProviderEvent {
+        let mut event = ProviderEvent::new(&slot.name, &slot.limits, now, self.settings.backoff);
+        event.tokens = request.estimated_tokens();
+        // An unusable answer (InvalidOutput) is counted but does not back the provider off: see `apply`.
+        event.class = failure.map(|f| f.class);
+        event.message = failure.map(|f| format!("{}: {}", f.class.as_str(), f.message)).unwrap_or_default();
+        let hinted = failure.and_then(|f| f.retry).map(|r| r.resolve(now));
+        let exhausted = report.rate.exhausted_until(now);
+        event.cooldown_until_ms = hinted.max(exhausted).unwrap_or(0);
+        event
+    }
+}
+
+fn attempt(job: &Job, slot: &ProviderSlot, report: &CallReport, failure: Option<&Failure>, now: u64) -> Attempt {
+    let retry_after_s = failure
+        .and_then(|f| f.retry)
+        .map(|r| r.resolve(now).saturating_sub(now).div_ceil(1000));
+    Attempt {
+        provider: slot.name.clone(),
+        number: job.attempts.len() as u32 + 1,
+        class: failure.map(|f| f.class),
+        http_status: report.http_status,
+        duration_ms: report.duration_ms,
+        retry_after_s,
+        message: failure.map(|f| f.message.clone()),
+        at_ms: now,
+    }
+}

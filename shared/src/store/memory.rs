@@ -1,0 +1,119 @@
+//! The in-memory store: the embedded default of `stepper-local` and the fast unit tests.
+//! Same semantics as the Upstash store (the store contract suite runs against both).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::job::{Job, JobState, StepRef};
+use crate::ports::{Claim, Clock, Created, Delivered, Store};
+use crate::quota::{ProviderEvent, ProviderState};
+
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<(String, String), Job>,
+    /// Step leases: (owner, job id, gen, seq) → held until (epoch ms).
+    leases: HashMap<(String, String, String, u64), u64>,
+    providers: HashMap<String, ProviderState>,
+}
+
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { inner: Mutex::new(Inner::default()), clock }
+    }
+
+    /// Locks the state and drops whatever expired (records keep their own expiry instant).
+    fn live(&self) -> MutexGuard<'_, Inner> {
+        let now = self.clock.now_ms();
+        // A poisoned lock only means another request panicked mid-update; the maps stay usable.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.jobs.retain(|_, job| job.expires_at_ms > now);
+        inner.leases.retain(|_, until| *until > now);
+        inner
+    }
+}
+
+fn lease_key(step: &StepRef) -> (String, String, String, u64) {
+    (step.owner.clone(), step.job_id.clone(), step.gen.clone(), step.seq)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
+        let mut inner = self.live();
+        let key = (job.owner.clone(), job.id.clone());
+        match inner.jobs.get(&key) {
+            Some(existing) if existing.state != JobState::Failed => Ok(Created::Existing(existing.clone())),
+            _ => {
+                inner.jobs.insert(key, job.clone());
+                Ok(Created::New)
+            }
+        }
+    }
+
+    async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        let Some(job) = inner.jobs.get(&(step.owner.clone(), step.job_id.clone())).cloned() else {
+            return Ok(Claim::Missing);
+        };
+        if job.gen != step.gen || job.seq != step.seq {
+            return Ok(Claim::Stale(job));
+        }
+        let key = lease_key(step);
+        if inner.leases.contains_key(&key) {
+            return Ok(Claim::Busy);
+        }
+        inner.leases.insert(key, now + lease.as_millis() as u64);
+        Ok(Claim::Acquired { job, providers: inner.providers.clone() })
+    }
+
+    async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
+        let mut inner = self.live();
+        let key = (step.owner.clone(), step.job_id.clone());
+        match inner.jobs.get(&key) {
+            Some(job) if job.gen == step.gen && job.seq == step.seq => {}
+            _ => return Ok(false),
+        }
+        inner.jobs.insert(key, next.clone());
+        if let Some(event) = event {
+            inner.providers.entry(event.provider.clone()).or_default().apply(event);
+        }
+        Ok(true)
+    }
+
+    async fn deliver(&self, owner: &str, job_id: &str, grace: Duration) -> Result<Option<Delivered>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        let Some(job) = inner.jobs.get_mut(&(owner.to_string(), job_id.to_string())) else {
+            return Ok(None);
+        };
+        if job.state.is_finished() {
+            job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
+            return Ok(Some(Delivered { job: job.clone(), running: false }));
+        }
+        let job = job.clone();
+        let running = inner.leases.contains_key(&lease_key(&job.step_ref()));
+        Ok(Some(Delivered { job, running }))
+    }
+
+    async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError> {
+        Ok(self.live().jobs.remove(&(owner.to_string(), job_id.to_string())).is_some())
+    }
+
+    async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
+        Ok(self.live().providers.clone())
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(self.live().jobs.values().filter(|j| !j.state.is_finished()).cloned().collect())
+    }
+}
