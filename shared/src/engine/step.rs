@@ -273,3 +273,15 @@ fn attempt(job: &Job, slot: &ProviderSlot, report: &CallReport, failure: Option<
         at_ms: now,
     }
 }
+
+impl Engine {
+    /// Queues the next step of every unfinished job. Run at start on a persistent store (a restarted
+    /// `stepper-local`), or by hand to re-drive jobs whose message was lost. Duplicates are harmless.
+    pub async fn redrive_unfinished(&self) -> Result<usize, StepError> {
+        let jobs = self.store.unfinished().await?;
+        for job in &jobs {
+            self.enqueue_next(job).await?;
+        }
+        Ok(jobs.len())
+    }
+}
