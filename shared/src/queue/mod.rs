@@ -1,6 +1,7 @@
 //! Queue adapters and the messages they carry.
 
 pub mod local;
+pub mod unused;
 
 use serde::{Deserialize, Serialize};
 

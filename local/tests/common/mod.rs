@@ -1,0 +1,165 @@
+//! Runs the real `stepper-local` binary on a free port and talks to it over HTTP.
+
+#![allow(dead_code)] // each test binary uses a different part of this harness
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ALICE: &str = "alice-key";
+pub const BOB: &str = "bob-key";
+
+pub struct Local {
+    pub base: String,
+    pub http: reqwest::Client,
+    child: Child,
+    _dir: TempDir,
+}
+
+/// A temporary folder removed on drop (keeps the config file of one test).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("stepper-test-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+/// One `[[providers]]` entry of an OpenAI-compatible fake.
+pub fn openai_provider(name: &str, base_url: &str) -> String {
+    format!(
+        "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodel = \"fake-model\"\n\
+         api_key_env = \"FAKE_KEY\"\ntimeout_ms = 3000\n\n"
+    )
+}
+
+impl Local {
+    /// Starts `stepper-local` with this providers file and extra environment.
+    pub async fn start(providers_toml: &str, env: &[(&str, &str)]) -> Local {
+        let dir = TempDir::new();
+        let config = dir.0.join("stepper.toml");
+        std::fs::write(&config, providers_toml).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepper-local"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", "0")
+            .env("STEPPER_CONFIG", &config)
+            .env("FAKE_KEY", "sk-test")
+            .env("STEPPER_API_KEYS", format!("alice={ALICE},bob={BOB}"))
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn stepper-local");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let base = loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .expect("stepper-local did not start in time")
+                .expect("read stderr")
+                .expect("stepper-local exited before listening");
+            if let Some(addr) = line.strip_prefix("stepper-local listening on ") {
+                break addr.trim().to_string();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Local { base, http: reqwest::Client::new(), child, _dir: dir }
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}")))
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, Some(key), None).await
+    }
+
+    /// Polls a status URL until the job is completed or failed.
+    pub async fn wait_finished(&self, status_url: &str, key: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.get(status_url, key).await;
+            assert_eq!(code, 200, "poll {status_url}: {body}");
+            if body["status"] == "completed" || body["status"] == "failed" {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "job not finished in time: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A valid commit-report body; `sha` makes it unique.
+pub fn report(sha: &str) -> Value {
+    json!({
+        "userId": "user-1",
+        "commitSha": sha,
+        "repo": "acme/diary",
+        "message": "Add token refresh to the auth client",
+        "files": ["src/auth.ts", "src/client.ts"],
+        "components": ["auth"],
+        "diffSummary": "diff --git a/src/auth.ts b/src/auth.ts\n+export function refresh() {}\n",
+        "template": "default"
+    })
+}
+
+/// A report the preset's schema accepts.
+pub fn good_report_json() -> String {
+    json!({
+        "title": "Add token refresh to the auth client",
+        "summary": "The auth client now refreshes its access token before it expires, so long sessions keep working.",
+        "changes": ["Added refresh() to src/auth.ts", "Client retries once after a refresh"],
+        "rationale": "Sessions were dropping after an hour when the token expired.",
+        "impact_and_tests": "Affects every authenticated call; covered by the client tests.",
+        "next_steps": ["Add metrics for refresh failures"],
+        "tags": "auth, client"
+    })
+    .to_string()
+}

@@ -1,0 +1,18 @@
+//! The queue of functions that never send (poll, purge): building an SQS client there would only
+//! slow their cold start.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Message, QueueError};
+use crate::ports::Queue;
+
+pub struct NoQueue;
+
+#[async_trait]
+impl Queue for NoQueue {
+    async fn send(&self, _message: &Message, _delay: Duration) -> Result<(), QueueError> {
+        Err(QueueError::Unavailable("this function does not send step messages".into()))
+    }
+}
