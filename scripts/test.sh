@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs the local stack's tools into .tools/ (npm and
+# PyPI packages; redis-server from Debian when missing), checks the SAM template, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-tools.sh
+export STEPPER_TOOLS_DIR="$PWD/.tools"
+export PATH="$STEPPER_TOOLS_DIR/venv/bin:$PATH"
+export CARGO_TERM_COLOR=never
+
+echo "== cfn-lint template.yaml"
+cfn-lint template.yaml
+echo "cfn-lint: clean"
+
+echo "== cargo test (whole workspace, one build)"
+cargo test --workspace --no-fail-fast
