@@ -14,18 +14,29 @@ const SPEC_BODY: &str = r#"{"test": 2432232314}"#;
 const SPEC_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
-    let matches: Vec<&str> =
-        headers.iter().filter(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str()).collect();
+    let matches: Vec<&str> = headers
+        .iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+        .collect();
     assert_eq!(matches.len(), 1, "exactly one `{name}` header in {headers:?}");
     matches[0]
 }
 
 /// Runs a Node script with `args` as `process.argv.slice(1)`; `None` (loudly) when Node is absent.
 fn node(script: &str, args: &[&str]) -> Option<String> {
-    let program = if std::path::Path::new("/usr/bin/node").exists() { "/usr/bin/node" } else { "node" };
+    let program = if std::path::Path::new("/usr/bin/node").exists() {
+        "/usr/bin/node"
+    } else {
+        "node"
+    };
     match Command::new(program).arg("-e").arg(script).args(args).output() {
         Ok(output) => {
-            assert!(output.status.success(), "node failed: {}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "node failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             Some(String::from_utf8(output.stdout).unwrap())
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -73,8 +84,9 @@ fn base64_of(bytes: &[u8], padded: bool) -> String {
 #[test]
 fn legacy_and_plain_secret_signatures_match_node_crypto() {
     let secret = "plain-secret-ünïcode";
-    let body = to_js_body(&json!({"jobId": "j1", "status": "completed", "result": "é/😀", "timestamp": 1_700_000_000_123u64}))
-        .unwrap();
+    let body =
+        to_js_body(&json!({"jobId": "j1", "status": "completed", "result": "é/😀", "timestamp": 1_700_000_000_123u64}))
+            .unwrap();
     let now_ms = 1_700_000_000_123;
     let headers = signed_headers(&WebhookSecrets::new(secret, None).unwrap(), "msg_abc", now_ms, &body);
     let script = r#"
@@ -84,7 +96,9 @@ fn legacy_and_plain_secret_signatures_match_node_crypto() {
         const standard = crypto.createHmac('sha256', Buffer.from(secret, 'utf8')).update(`${id}.${ts}.${body}`).digest('base64');
         process.stdout.write(JSON.stringify([legacy, 'v1,' + standard]));
     "#;
-    let Some(output) = node(script, &[secret, &body, "msg_abc", "1700000000"]) else { return };
+    let Some(output) = node(script, &[secret, &body, "msg_abc", "1700000000"]) else {
+        return;
+    };
     let [legacy, standard]: [String; 2] = serde_json::from_str(&output).unwrap();
     assert_eq!(header(&headers, "X-Webhook-Signature"), legacy);
     assert_eq!(header(&headers, "webhook-signature"), standard);
@@ -100,14 +114,21 @@ fn caller_verifying_the_reparsed_body_accepts_our_legacy_signature() {
         "provider": "gemini", "generationTimeMs": 1250.0, "fallback": false, "timestamp": 1_700_000_000_000u64
     }))
     .unwrap();
-    let headers = signed_headers(&WebhookSecrets::new(secret, None).unwrap(), "msg_x", 1_700_000_000_000, &body);
+    let headers = signed_headers(
+        &WebhookSecrets::new(secret, None).unwrap(),
+        "msg_x",
+        1_700_000_000_000,
+        &body,
+    );
     let script = r#"
         const crypto = require('crypto');
         const [secret, body, signature] = process.argv.slice(1);
         const expected = crypto.createHmac('sha256', secret).update(JSON.stringify(JSON.parse(body))).digest('hex');
         process.stdout.write(expected === signature ? 'valid' : 'invalid');
     "#;
-    let Some(verdict) = node(script, &[secret, &body, header(&headers, "X-Webhook-Signature")]) else { return };
+    let Some(verdict) = node(script, &[secret, &body, header(&headers, "X-Webhook-Signature")]) else {
+        return;
+    };
     assert_eq!(verdict, "valid");
 }
 
@@ -121,8 +142,16 @@ fn rotation_sends_one_signature_per_secret_current_first() {
     assert_eq!(entries.len(), 2);
 
     let only = |secret: &str| {
-        let headers = signed_headers(&WebhookSecrets::new(secret, None).unwrap(), "msg_r", 1_700_000_000_000, "{}");
-        (header(&headers, "webhook-signature").to_owned(), header(&headers, "X-Webhook-Signature").to_owned())
+        let headers = signed_headers(
+            &WebhookSecrets::new(secret, None).unwrap(),
+            "msg_r",
+            1_700_000_000_000,
+            "{}",
+        );
+        (
+            header(&headers, "webhook-signature").to_owned(),
+            header(&headers, "X-Webhook-Signature").to_owned(),
+        )
     };
     let (current_standard, current_legacy) = only(current);
     let (previous_standard, _) = only(previous);
@@ -145,7 +174,10 @@ fn secrets_never_appear_in_headers_debug_or_errors() {
         }
     }
     let debug = format!("{secrets:?}");
-    assert!(!debug.contains(previous) && !debug.contains(&current[6..]) && !debug.contains(decoded_key), "{debug}");
+    assert!(
+        !debug.contains(previous) && !debug.contains(&current[6..]) && !debug.contains(decoded_key),
+        "{debug}"
+    );
 
     let bad = "whsec_not*base64!";
     let error = WebhookSecrets::new(bad, None).unwrap_err();
@@ -158,8 +190,19 @@ fn unusable_secret_configurations_are_refused() {
     assert_eq!(WebhookSecrets::new("", None).unwrap_err(), SecretError::Empty);
     assert_eq!(WebhookSecrets::new("ok", Some("")).unwrap_err(), SecretError::Empty);
     assert_eq!(WebhookSecrets::new("whsec_", None).unwrap_err(), SecretError::Empty);
-    assert_eq!(WebhookSecrets::from_list::<&str>(&[]).unwrap_err(), SecretError::WrongCount(0));
-    assert_eq!(WebhookSecrets::from_list(&["a", "b", "c"]).unwrap_err(), SecretError::WrongCount(3));
+    assert_eq!(
+        WebhookSecrets::from_list::<&str>(&[]).unwrap_err(),
+        SecretError::WrongCount(0)
+    );
+    assert_eq!(
+        WebhookSecrets::from_list(&["a", "b", "c"]).unwrap_err(),
+        SecretError::WrongCount(3)
+    );
     assert_eq!(WebhookSecrets::from_list(&["a"]).unwrap().count(), 1);
-    assert_eq!(WebhookSecrets::from_list(&["a".to_owned(), "b".to_owned()]).unwrap().count(), 2);
+    assert_eq!(
+        WebhookSecrets::from_list(&["a".to_owned(), "b".to_owned()])
+            .unwrap()
+            .count(),
+        2
+    );
 }

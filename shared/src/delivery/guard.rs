@@ -226,7 +226,7 @@ impl UrlGuard {
 
     fn is_allow_listed(&self, url: &Url) -> bool {
         let origin = url.origin();
-        self.allowed_origins.iter().any(|allowed| *allowed == origin)
+        self.allowed_origins.contains(&origin)
     }
 
     /// The face-value rules; returns whether the URL's origin is allow-listed.
