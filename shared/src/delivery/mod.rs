@@ -1,1 +1,9 @@
-//! (being written)
+//! Webhook delivery building blocks: the body the caller can verify, its signatures, and the SSRF-guarded POST.
+//!
+//! - [`js_json`]: the body text, byte-identical to JavaScript's `JSON.stringify(JSON.parse(body))`.
+//! - [`sign`]: the legacy `X-Webhook-*` headers and the Standard Webhooks `webhook-*` headers.
+//! - [`guard`]: which URLs we may call, a resolve-once pinned target, and the POST itself.
+
+pub mod guard;
+pub mod js_json;
+pub mod sign;
