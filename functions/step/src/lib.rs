@@ -1,0 +1,48 @@
+//! The step function's handler: an SQS batch in, one step per record, partial batch failures out.
+//! Kept apart from `main.rs` so tests can hand it batches exactly as Lambda would.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use shared::engine::Engine;
+use shared::queue::Message;
+use tracing::{error, info, warn};
+
+/// Runs every record of the batch (concurrently: each is one provider attempt at most) and reports
+/// the ones that must come back (`ReportBatchItemFailures`), so only those are retried.
+pub async fn handle_batch(engine: &Engine, event: SqsEvent) -> SqsBatchResponse {
+    let runs = event.records.into_iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let receive_count =
+            record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+        let Some(body) = record.body.as_deref() else {
+            warn!(message_id = %id, "dropping an SQS record without a body");
+            return None;
+        };
+        let message: Message = match serde_json::from_str(body) {
+            Ok(m) => m,
+            Err(e) => {
+                // Retrying cannot fix it; the redrive policy would only move it to the DLQ later.
+                warn!(message_id = %id, error = %e, "dropping an unreadable step message");
+                return None;
+            }
+        };
+        let result = match &message {
+            Message::Step { step, not_before_ms } => engine.run_step(step, *not_before_ms, receive_count).await,
+        };
+        match result {
+            Ok(outcome) => {
+                info!(message_id = %id, ?outcome, "step done");
+                None
+            }
+            Err(e) => {
+                error!(message_id = %id, error = %e, receive_count, "step failed; the message will be retried");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                Some(failure)
+            }
+        }
+    });
+    let failures = futures::future::join_all(runs).await.into_iter().flatten().collect();
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
