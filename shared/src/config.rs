@@ -5,7 +5,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use std::collections::HashMap;
+
 use crate::api::auth::{ApiKeys, AuthError};
+use crate::delivery::guard::UrlGuard;
+use crate::delivery::sign::WebhookSecrets;
 use crate::engine::StepPolicy;
 use crate::providers::spec::{self, ProviderEntry, ProviderSpec};
 use crate::quota::BackoffPolicy;
@@ -37,6 +41,11 @@ pub struct Settings {
     pub default_deadline_ms: u64,
     pub policy: StepPolicy,
     pub backoff: BackoffPolicy,
+    /// Per-owner webhook secrets (`STEPPER_WEBHOOK_SECRETS`): current first, previous during a rotation.
+    pub webhook_secrets: HashMap<String, WebhookSecrets>,
+    /// Decides which callback URLs may be called (`CALLBACK_ALLOWED_ORIGINS` opens origins such as
+    /// `http://127.0.0.1:8080` that the SSRF rules would refuse).
+    pub url_guard: UrlGuard,
 }
 
 impl Default for Settings {
@@ -49,6 +58,9 @@ impl Default for Settings {
             default_deadline_ms: 86_400_000,
             policy: StepPolicy::default(),
             backoff: BackoffPolicy::default(),
+            webhook_secrets: HashMap::new(),
+            // An empty allow-list has no origin to parse, so it cannot fail.
+            url_guard: UrlGuard::new(&[]).expect("an empty allow-list is valid"),
         }
     }
 }
@@ -108,6 +120,15 @@ impl Config {
                 ConfigError::Invalid { name: "MAX_FAILURES_PER_PROVIDER", message: format!("expected a positive integer, got {v:?}") }
             })?;
         }
+        settings.webhook_secrets = webhook_secrets(env("STEPPER_WEBHOOK_SECRETS").as_deref().unwrap_or(""))?;
+        let origins: Vec<String> = env("CALLBACK_ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        settings.url_guard = UrlGuard::new(&origins)
+            .map_err(|e| ConfigError::Invalid { name: "CALLBACK_ALLOWED_ORIGINS", message: e.to_string() })?;
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
         let (providers, providers_source) = match env("STEPPER_CONFIG") {
@@ -130,6 +151,29 @@ impl Config {
         };
         Ok(Self { settings, keys, providers, providers_source, upstash, step_queue_url: env("STEP_QUEUE_URL"), port })
     }
+}
+
+/// `owner=secret` entries, comma-separated; an owner may appear twice during a rotation (current first).
+fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { name: "STEPPER_WEBHOOK_SECRETS", message };
+    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+    for (index, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        let (owner, secret) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("entry {}: expected owner=secret", index + 1)))?;
+        let (owner, secret) = (owner.trim().to_string(), secret.trim().to_string());
+        match lists.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, secrets)) => secrets.push(secret),
+            None => lists.push((owner, vec![secret])),
+        }
+    }
+    lists
+        .into_iter()
+        .map(|(owner, secrets)| {
+            let parsed = WebhookSecrets::from_list(&secrets).map_err(|e| invalid(format!("owner {owner}: {e}")))?;
+            Ok((owner, parsed))
+        })
+        .collect()
 }
 
 fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ProviderSpec>, ConfigError> {

@@ -1,0 +1,67 @@
+//! Delivery steps: once a job has finished, its remaining steps send its webhook and callbacks, one
+//! attempt per step message, fenced and leased like provider steps. The deliveries were recorded in the
+//! same state write that finished the job, so a crash in between loses none of them.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::{info, warn};
+
+use super::step::{Engine, StepError, StepOutcome};
+use crate::delivery::send::{self, DeliveryStatus, Finished};
+use crate::job::{Job, JobState, StepRef};
+
+/// How long one delivery attempt may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Engine {
+    /// Runs the next due delivery of a finished job.
+    pub(super) async fn delivery_step(&self, step: &StepRef, job: Job) -> Result<StepOutcome, StepError> {
+        let now = self.clock.now_ms();
+        let Some((index, due_at)) = send::next_due(&job.deliveries) else {
+            return Ok(StepOutcome::Dropped("nothing left to deliver"));
+        };
+        if due_at > now {
+            // Early (a re-drive): come back when it is due.
+            self.enqueue_next(&Job { next_attempt_at_ms: Some(due_at), ..job }).await?;
+            return Ok(StepOutcome::Rescheduled);
+        }
+        let target = &job.deliveries[index].target;
+        let result = job.result.as_ref();
+        let finished = Finished {
+            job_id: &job.id,
+            completed: job.state == JobState::Succeeded,
+            result: result.map(|r| &r.output),
+            error: job.error.as_deref(),
+            provider: result.map(|r| r.used_provider.as_str()),
+            generation_time_ms: result.map_or(0, |r| r.total_ms),
+            fallback: result.is_some_and(|r| r.fallback),
+            context: &job.spec.context,
+        };
+        let body = send::body(target.kind, &finished, now);
+        // Stable across retries of one target, so receivers can drop duplicates by id.
+        let msg_id = format!("msg_{}_{}_{index}", job.id, job.gen);
+        let secrets = self.settings.webhook_secrets.get(&job.owner);
+        let report =
+            send::attempt(target, &body, &msg_id, secrets, &self.settings.url_guard, now, DELIVERY_TIMEOUT).await;
+        let after = self.clock.now_ms();
+        let mut next = job.clone();
+        next.seq += 1;
+        let jitter: f64 = rand::thread_rng().gen();
+        let due = send::record(&mut next.deliveries, index, &report, after, jitter);
+        next.next_attempt_at_ms = due.map(|(_, at)| at);
+        let status = next.deliveries[index].status;
+        if status == DeliveryStatus::Dead {
+            warn!(job_id = %job.id, target = index, error = ?report.error, "delivery dead-lettered");
+        } else {
+            info!(job_id = %job.id, target = index, delivered = report.delivered, status = ?report.status, "delivery attempt");
+        }
+        if !self.store.finish(step, &next, None).await? {
+            return Ok(StepOutcome::Dropped("job moved on during the delivery"));
+        }
+        match due {
+            Some(_) => Ok(StepOutcome::Progressed { delay_ms: self.enqueue_next(&next).await? }),
+            None => Ok(StepOutcome::Finished(next.state)),
+        }
+    }
+}
