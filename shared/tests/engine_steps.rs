@@ -1,0 +1,295 @@
+//! The step engine over the in-memory store and an in-process queue, with providers scripted at the
+//! port (no HTTP here: the wire formats have their own tests against the fake servers).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shared::config::Settings;
+use shared::engine::{Engine, ProviderSlot, StepError, StepOutcome};
+use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
+use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
+use shared::ports::{Clock, Created, Provider, Queue, Store};
+use shared::providers::{Answer, CallReport, ErrorClass, Failure, RateSignals, RetryHint};
+use shared::queue::{Message, QueueError};
+use shared::store::memory::MemoryStore;
+
+struct ManualClock(AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ManualClock {
+    fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+/// Records sent messages; can be told to fail.
+#[derive(Default)]
+struct RecordingQueue {
+    sent: Mutex<Vec<(Message, Duration)>>,
+    broken: AtomicBool,
+}
+
+#[async_trait]
+impl Queue for RecordingQueue {
+    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(QueueError::Unavailable("broken on purpose".into()));
+        }
+        self.sent.lock().unwrap().push((message.clone(), delay));
+        Ok(())
+    }
+}
+
+impl RecordingQueue {
+    fn take(&self) -> Vec<(Message, Duration)> {
+        std::mem::take(&mut self.sent.lock().unwrap())
+    }
+}
+
+/// A provider answering from a script, counting its calls.
+struct Scripted {
+    name: String,
+    replies: Mutex<VecDeque<Result<Answer, Failure>>>,
+    calls: AtomicU64,
+}
+
+#[async_trait]
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn call(&self, _request: &CompletionRequest) -> CallReport {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let result = self.replies.lock().unwrap().pop_front().unwrap_or_else(|| Ok(text("default")));
+        let http_status = Some(match &result {
+            Ok(_) => 200,
+            Err(f) if f.class == ErrorClass::RateLimited => 429,
+            Err(_) => 503,
+        });
+        CallReport { result, http_status, duration_ms: 12, rate: RateSignals::default() }
+    }
+}
+
+fn text(s: &str) -> Answer {
+    Answer { text: s.to_string(), finish: FinishReason::Stop, usage: Usage::default() }
+}
+
+fn limited(seconds: u64) -> Failure {
+    Failure::new(ErrorClass::RateLimited, "429 slow down").with_retry(Some(RetryHint::After(Duration::from_secs(seconds))))
+}
+
+struct World {
+    clock: Arc<ManualClock>,
+    store: Arc<MemoryStore>,
+    queue: Arc<RecordingQueue>,
+    providers: Vec<Arc<Scripted>>,
+    engine: Engine,
+}
+
+const T0: u64 = 1_764_000_000_000;
+
+fn world(names: &[&str]) -> World {
+    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let store = Arc::new(MemoryStore::new(clock.clone()));
+    let queue = Arc::new(RecordingQueue::default());
+    let providers: Vec<Arc<Scripted>> = names
+        .iter()
+        .map(|n| Arc::new(Scripted { name: n.to_string(), replies: Mutex::new(VecDeque::new()), calls: AtomicU64::new(0) }))
+        .collect();
+    let slots = providers
+        .iter()
+        .map(|p| ProviderSlot {
+            name: p.name.clone(),
+            limits: Default::default(),
+            small_context: false,
+            timeout_ms: 1_000,
+            provider: p.clone(),
+        })
+        .collect();
+    let engine = Engine {
+        store: store.clone(),
+        queue: queue.clone(),
+        clock: clock.clone(),
+        providers: Arc::new(slots),
+        settings: Arc::new(Settings::default()),
+    };
+    World { clock, store, queue, providers, engine }
+}
+
+impl World {
+    fn script(&self, provider: usize, replies: Vec<Result<Answer, Failure>>) {
+        self.providers[provider].replies.lock().unwrap().extend(replies);
+    }
+    fn calls(&self, provider: usize) -> u64 {
+        self.providers[provider].calls.load(Ordering::SeqCst)
+    }
+    async fn submit(&self, fallback: Option<serde_json::Value>) -> StepRef {
+        let now = self.clock.now_ms();
+        let job = Job {
+            id: job_id("o", &new_gen()),
+            owner: "o".into(),
+            gen: new_gen(),
+            seq: 1,
+            state: JobState::Queued,
+            spec: JobSpec {
+                kind: JobKind::Generic,
+                messages: vec![ChatMessage::user("hello")],
+                compact_messages: None,
+                format: ResponseFormat::Text,
+                max_tokens: 50,
+                temperature: None,
+                fallback,
+                context: Default::default(),
+            },
+            created_at_ms: now,
+            deadline_ms: now + 60_000,
+            next_attempt_at_ms: None,
+            attempts: vec![],
+            result: None,
+            error: None,
+            finished_at_ms: None,
+            expires_at_ms: now + 120_000,
+        };
+        assert_eq!(self.store.create(&job).await.unwrap(), Created::New);
+        job.step_ref()
+    }
+    async fn job(&self, step: &StepRef) -> Job {
+        self.store.deliver(&step.owner, &step.job_id, Duration::from_secs(600)).await.unwrap().unwrap().job
+    }
+    async fn step(&self, step: &StepRef) -> Result<StepOutcome, StepError> {
+        self.engine.run_step(step, None, 1).await
+    }
+}
+
+fn next_of(step: &StepRef) -> StepRef {
+    StepRef { seq: step.seq + 1, ..step.clone() }
+}
+
+#[tokio::test]
+async fn success_on_the_first_provider_finishes_the_job() {
+    let w = world(&["a", "b"]);
+    w.script(0, vec![Ok(text("hi there"))]);
+    let s = w.submit(None).await;
+    assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    let job = w.job(&s).await;
+    let result = job.result.unwrap();
+    assert_eq!((result.output, result.used_provider.as_str(), result.fallback), (serde_json::json!("hi there"), "a", false));
+    assert_eq!(job.attempts.len(), 1);
+    assert!(w.queue.take().is_empty(), "a finished job queues nothing");
+    assert_eq!(w.store.provider_states().await.unwrap()["a"].minute_requests, 1);
+}
+
+#[tokio::test]
+async fn a_rate_limit_fails_over_at_once_and_cools_the_provider_for_everyone() {
+    let w = world(&["a", "b"]);
+    w.script(0, vec![Err(limited(30))]);
+    let s = w.submit(None).await;
+    assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Progressed { delay_ms: 0 });
+    assert_eq!(w.queue.take(), vec![(Message::Step { step: next_of(&s), not_before_ms: None }, Duration::ZERO)]);
+    assert_eq!(w.store.provider_states().await.unwrap()["a"].cooldown_until_ms, T0 + 30_000);
+    assert_eq!(w.step(&next_of(&s)).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    assert_eq!(w.job(&s).await.result.unwrap().used_provider, "b");
+
+    // Another job goes straight to b while a cools down.
+    let other = w.submit(None).await;
+    w.step(&other).await.unwrap();
+    assert_eq!((w.calls(0), w.calls(1)), (1, 2));
+}
+
+#[tokio::test]
+async fn when_everyone_is_limited_the_job_waits_for_the_earliest() {
+    let w = world(&["a", "b"]);
+    w.script(0, vec![Err(limited(20))]);
+    w.script(1, vec![Err(limited(5))]);
+    let s = w.submit(None).await;
+    w.step(&s).await.unwrap();
+    w.queue.take();
+    assert_eq!(w.step(&next_of(&s)).await.unwrap(), StepOutcome::Progressed { delay_ms: 5_000 });
+    let job = w.job(&s).await;
+    assert_eq!((job.state, job.next_attempt_at_ms), (JobState::WaitingForRetry, Some(T0 + 5_000)));
+    let third = next_of(&next_of(&s));
+    assert_eq!(w.queue.take(), vec![(Message::Step { step: third.clone(), not_before_ms: None }, Duration::from_secs(5))]);
+    w.clock.advance(5_000);
+    assert_eq!(w.step(&third).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    assert_eq!(w.job(&s).await.result.unwrap().used_provider, "b");
+    assert_eq!((w.calls(0), w.calls(1)), (1, 2));
+}
+
+#[tokio::test]
+async fn an_early_message_is_sent_on_without_touching_the_store() {
+    let w = world(&["a"]);
+    let s = w.submit(None).await;
+    let outcome = w.engine.run_step(&s, Some(T0 + 2_000_000), 1).await.unwrap();
+    assert_eq!(outcome, StepOutcome::Rescheduled);
+    assert_eq!(
+        w.queue.take(),
+        vec![(Message::Step { step: s.clone(), not_before_ms: Some(T0 + 2_000_000) }, Duration::from_secs(2_000))]
+    );
+    assert_eq!(w.calls(0), 0);
+    assert_eq!(w.job(&s).await.seq, 1);
+}
+
+#[tokio::test]
+async fn duplicates_never_call_a_provider_twice() {
+    let w = world(&["a"]);
+    w.script(0, vec![Err(Failure::new(ErrorClass::Overloaded, "503"))]);
+    let s = w.submit(None).await;
+    w.step(&s).await.unwrap();
+    assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Dropped("stale step message"));
+    assert_eq!(w.calls(0), 1);
+}
+
+#[tokio::test]
+async fn a_held_lease_makes_the_message_come_back_later() {
+    let w = world(&["a"]);
+    let s = w.submit(None).await;
+    assert!(matches!(w.store.claim(&s, Duration::from_secs(60)).await.unwrap(), shared::ports::Claim::Acquired { .. }));
+    assert!(matches!(w.step(&s).await, Err(StepError::Busy)));
+    assert_eq!(w.calls(0), 0);
+}
+
+#[tokio::test]
+async fn a_lost_next_message_is_sent_again_by_the_redelivery() {
+    let w = world(&["a", "b"]);
+    w.script(0, vec![Err(limited(30))]);
+    let s = w.submit(None).await;
+    w.queue.broken.store(true, Ordering::SeqCst);
+    assert!(matches!(w.step(&s).await, Err(StepError::Queue(_))), "the state was written but the send failed");
+    w.queue.broken.store(false, Ordering::SeqCst);
+    // The same message comes back (receive count 2): the job is one step further, so re-send its next.
+    assert_eq!(w.engine.run_step(&s, None, 2).await.unwrap(), StepOutcome::Progressed { delay_ms: 0 });
+    assert_eq!(w.queue.take(), vec![(Message::Step { step: next_of(&s), not_before_ms: None }, Duration::ZERO)]);
+    assert_eq!(w.calls(0), 1, "no second provider call");
+}
+
+#[tokio::test]
+async fn every_provider_failing_for_good_uses_the_fallback_or_fails() {
+    let w = world(&["a"]);
+    w.script(0, vec![Err(Failure::new(ErrorClass::BadRequest, "400 too long")); 2]);
+    let with_fallback = w.submit(Some(serde_json::json!({"title": "template"}))).await;
+    assert_eq!(w.step(&with_fallback).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    let result = w.job(&with_fallback).await.result.unwrap();
+    assert_eq!((result.used_provider.as_str(), result.fallback), ("fallback", true));
+
+    let without = w.submit(None).await;
+    assert_eq!(w.step(&without).await.unwrap(), StepOutcome::Finished(JobState::Failed));
+    let job = w.job(&without).await;
+    assert_eq!(job.error.as_deref(), Some("every provider failed for this job (last attempt: a 400 too long)"));
+}
+
+#[tokio::test]
+async fn the_deadline_ends_a_waiting_job() {
+    let w = world(&["a"]);
+    w.script(0, vec![Err(limited(3_600))]);
+    let s = w.submit(None).await;
+    assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Finished(JobState::Failed));
+    assert!(w.job(&s).await.error.unwrap().starts_with("the job's deadline passed"));
+}
