@@ -69,6 +69,8 @@ impl Default for Settings {
 pub struct UpstashConfig {
     pub url: String,
     pub token: Secret,
+    /// Per-request timeout (`UPSTASH_TIMEOUT_MS`, 5 s): a slow store must not hold a request or a step.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +138,17 @@ impl Config {
             None => (spec::from_catalog_env(env), "provider key variables in the environment".to_string()),
         };
         let upstash = match (env("UPSTASH_REDIS_REST_URL"), env("UPSTASH_REDIS_REST_TOKEN")) {
-            (Some(url), Some(token)) => Some(UpstashConfig { url: url.trim_end_matches('/').to_string(), token: Secret::new(token) }),
+            (Some(url), Some(token)) => Some(UpstashConfig {
+                url: url.trim_end_matches('/').to_string(),
+                token: Secret::new(token),
+                timeout_ms: match env("UPSTASH_TIMEOUT_MS") {
+                    None => 5_000,
+                    Some(v) => v.trim().parse().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Invalid {
+                        name: "UPSTASH_TIMEOUT_MS",
+                        message: format!("expected a positive number of milliseconds, got {v:?}"),
+                    })?,
+                },
+            }),
             (Some(_), None) => {
                 return Err(ConfigError::Invalid {
                     name: "UPSTASH_REDIS_REST_TOKEN",

@@ -44,7 +44,7 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
         .map_err(|e| BuildError::Http(e.to_string()))?;
     let store: Arc<dyn Store> = match &config.upstash {
         Some(upstash) => {
-            let client = UpstashClient::new(&upstash.url, upstash.token.clone(), Duration::from_secs(5))
+            let client = UpstashClient::new(&upstash.url, upstash.token.clone(), Duration::from_millis(upstash.timeout_ms))
                 .map_err(|e| BuildError::Http(e.to_string()))?;
             Arc::new(UpstashStore::new(client))
         }
