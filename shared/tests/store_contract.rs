@@ -285,3 +285,10 @@ async fn memory_store_meets_the_contract() {
     run_contract(Arc::new(MemoryStore::new(Arc::new(SystemClock)))).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstash_store_meets_the_contract_on_the_real_stack() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis).await.expect("upstash emulator");
+    let client = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
+    run_contract(Arc::new(UpstashStore::new(client))).await;
+}

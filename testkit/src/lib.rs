@@ -1,1 +1,3 @@
-pub mod placeholder {}
+//! Test support: faithful fake AI provider servers and launchers for the real local stack.
+
+pub mod stack;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests need into .tools/ (git-ignored), once: the Upstash REST emulator (npm),
+# moto's SQS server and cfn-lint (PyPI, in a venv), and redis-server (Debian) only when missing.
+# A second run finds the stamp and returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
+UPSTASH_EMULATOR="@humanwhocodes/upstash-redis-server@1.0.0"
+PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0"
+STAMP="$TOOLS/.stamp-$(echo "$UPSTASH_EMULATOR $PY_PACKAGES" | sha256sum | cut -c1-16)"
+mkdir -p "$TOOLS"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "install-tools: redis-server (Debian)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+echo "install-tools: redis-server $(redis-server --version | awk '{print $3}')"
+
+if [ -f "$STAMP" ]; then
+  echo "install-tools: npm and PyPI tools already in $TOOLS"
+  exit 0
+fi
+
+echo "install-tools: $UPSTASH_EMULATOR (npm)"
+mkdir -p "$TOOLS/node"
+npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error "$UPSTASH_EMULATOR" >/dev/null
+
+echo "install-tools: $PY_PACKAGES (PyPI, venv)"
+python3 -m venv "$TOOLS/venv"
+"$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check $PY_PACKAGES
+
+touch "$STAMP"
+echo "install-tools: done"

@@ -1,0 +1,179 @@
+//! The real local stack for tests and the benchmark: `redis-server`, the Upstash REST emulator
+//! (`@humanwhocodes/upstash-redis-server`) in front of it, and moto's SQS server. Each starts on a
+//! free loopback port and is killed when dropped. Tools come from `scripts/install-tools.sh`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// `$STEPPER_TOOLS_DIR`, or `<workspace>/.tools`.
+pub fn tools_dir() -> PathBuf {
+    match std::env::var_os("STEPPER_TOOLS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".tools"),
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut stderr).await;
+            }
+            let tail: String = stderr.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            bail!("{what} exited with {status} before listening:\n{tail}");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on port {port} within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    _child: Child,
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("redis-server is not installed (scripts/install-tools.sh installs it)")?;
+        wait_for_port(port, &mut child, "redis-server").await?;
+        Ok(Self { port, _child: child })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends one command over RESP and returns the raw reply text (bulk strings unwrapped).
+    pub async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        stream.write_all(request.as_bytes()).await?;
+        let mut reader = BufReader::new(stream);
+        let mut first = String::new();
+        reader.read_line(&mut first).await?;
+        match first.as_bytes().first() {
+            Some(b'+') | Some(b':') => Ok(first[1..].trim_end().to_string()),
+            Some(b'-') => Err(anyhow!("redis: {}", first[1..].trim_end())),
+            Some(b'$') => {
+                let len: i64 = first[1..].trim_end().parse()?;
+                if len < 0 {
+                    return Ok(String::new());
+                }
+                let mut body = vec![0u8; len as usize + 2];
+                reader.read_exact(&mut body).await?;
+                body.truncate(len as usize);
+                Ok(String::from_utf8(body)?)
+            }
+            _ => Err(anyhow!("unexpected redis reply {first:?}")),
+        }
+    }
+
+    /// Calls per command since the last reset (`INFO commandstats`), commands inside scripts included.
+    pub async fn command_stats(&self) -> anyhow::Result<HashMap<String, u64>> {
+        let info = self.command(&["INFO", "commandstats"]).await?;
+        let mut stats = HashMap::new();
+        for line in info.lines() {
+            // cmdstat_get:calls=3,usec=12,...
+            if let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) {
+                let calls = rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                stats.insert(name.to_string(), calls);
+            }
+        }
+        Ok(stats)
+    }
+
+    pub async fn reset_stats(&self) -> anyhow::Result<()> {
+        self.command(&["CONFIG", "RESETSTAT"]).await.map(|_| ())
+    }
+
+    pub async fn dbsize(&self) -> anyhow::Result<u64> {
+        Ok(self.command(&["DBSIZE"]).await?.parse()?)
+    }
+}
+
+/// The Upstash REST API emulator in front of a [`RedisServer`].
+pub struct UpstashEmulator {
+    pub url: String,
+    pub token: String,
+    _child: Child,
+}
+
+impl UpstashEmulator {
+    pub async fn start(redis: &RedisServer) -> anyhow::Result<Self> {
+        let server = tools_dir().join("node/node_modules/@humanwhocodes/upstash-redis-server/dist/server.js");
+        if !server.exists() {
+            bail!("{} is missing: run scripts/install-tools.sh", server.display());
+        }
+        let port = free_port()?;
+        let token = format!("test-token-{port}");
+        let mut child = Command::new("node")
+            .arg(&server)
+            .env("URS_TOKEN", &token)
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", redis.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("node is not installed")?;
+        wait_for_port(port, &mut child, "the Upstash emulator").await?;
+        Ok(Self { url: format!("http://127.0.0.1:{port}"), token, _child: child })
+    }
+}
+
+/// moto's server, for SQS (`region us-east-1`, any credentials).
+pub struct MotoServer {
+    pub endpoint: String,
+    _child: Child,
+}
+
+impl MotoServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let moto = tools_dir().join("venv/bin/moto_server");
+        if !moto.exists() {
+            bail!("{} is missing: run scripts/install-tools.sh", moto.display());
+        }
+        let port = free_port()?;
+        let mut child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_for_port(port, &mut child, "moto_server").await?;
+        Ok(Self { endpoint: format!("http://127.0.0.1:{port}"), _child: child })
+    }
+}
