@@ -2,6 +2,11 @@
 //! classification of every answer into an [`ErrorClass`]. A provider module knows its wire format
 //! and nothing about jobs.
 
+pub mod catalog;
+pub mod classify;
+pub mod openai;
+pub mod spec;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -139,32 +144,3 @@ mod duration_ms {
     }
 }
 
-pub mod spec {
-    //! (compile shim until the provider specs land)
-    use std::sync::Arc;
-    pub struct ProviderEntry {
-        pub name: String,
-        pub enabled: Option<bool>,
-    }
-    impl<'de> serde::Deserialize<'de> for ProviderEntry {
-        fn deserialize<D: serde::Deserializer<'de>>(_d: D) -> Result<Self, D::Error> {
-            unimplemented!()
-        }
-    }
-    #[derive(Debug, Clone)]
-    pub struct ProviderSpec {
-        pub name: String,
-        pub limits: crate::quota::ProviderLimits,
-        pub small_context: bool,
-        pub timeout_ms: u64,
-    }
-    pub fn resolve(_e: ProviderEntry, _env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderSpec, String> {
-        unimplemented!()
-    }
-    pub fn from_catalog_env(_env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpec> {
-        vec![]
-    }
-    pub fn build(_s: &ProviderSpec, _c: reqwest::Client) -> Arc<dyn crate::ports::Provider> {
-        unimplemented!()
-    }
-}

@@ -1,0 +1,248 @@
+//! Where status, headers and bodies become outcome classes. Wire modules hand their raw answer here.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use super::{ErrorClass, Failure, RateSignals, RetryHint};
+use crate::quota::ResetClock;
+
+/// Parses a Go duration as rate-limit headers carry it: `1s`, `6m0s`, `2m59.56s`, `12ms`, `1h2m3.5s`.
+pub fn go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += value * factor;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// `retry-after`: delay-seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<RetryHint> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(seconds) = v.parse::<f64>() {
+        return (seconds >= 0.0).then(|| RetryHint::After(Duration::from_secs_f64(seconds)));
+    }
+    chrono::DateTime::parse_from_rfc2822(v).ok().map(|t| RetryHint::At(t.timestamp_millis().max(0) as u64))
+}
+
+/// "Please try again in 5.289s" / "try again in 2m59.56s" inside an error message (Groq, OpenAI).
+pub fn try_again_in(message: &str) -> Option<RetryHint> {
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find("try again in ")? + "try again in ".len();
+    let token: String = lower[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+    go_duration(token.trim_end_matches('.')).map(RetryHint::After)
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().map(|v| v.max(0.0) as u64)
+}
+
+/// A reset header: a Go duration, float seconds, or epoch seconds/milliseconds.
+fn reset_hint(headers: &HeaderMap, name: &str) -> Option<RetryHint> {
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    if let Ok(n) = v.parse::<f64>() {
+        return Some(match n {
+            n if n > 1e12 => RetryHint::At(n as u64),
+            n if n > 1e9 => RetryHint::At((n * 1000.0) as u64),
+            n => RetryHint::After(Duration::from_secs_f64(n.max(0.0))),
+        });
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Some(RetryHint::At(t.timestamp_millis().max(0) as u64));
+    }
+    go_duration(v).map(RetryHint::After)
+}
+
+/// Rate-limit headers of any response, success included.
+pub fn rate_signals(headers: &HeaderMap) -> RateSignals {
+    let first = |names: &[&str]| names.iter().find_map(|n| header_u64(headers, n));
+    let first_reset = |names: &[&str]| names.iter().find_map(|n| reset_hint(headers, n));
+    RateSignals {
+        requests_remaining: first(&[
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-remaining-requests-day",
+            "x-ratelimit-remaining-req-minute",
+            "x-ratelimit-remaining",
+            "anthropic-ratelimit-requests-remaining",
+        ]),
+        requests_reset: first_reset(&[
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-reset-requests-day",
+            "x-ratelimit-reset",
+            "anthropic-ratelimit-requests-reset",
+        ]),
+        tokens_remaining: first(&[
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-remaining-tokens-minute",
+            "anthropic-ratelimit-tokens-remaining",
+        ]),
+        tokens_reset: first_reset(&["x-ratelimit-reset-tokens", "x-ratelimit-reset-tokens-minute", "anthropic-ratelimit-tokens-reset"]),
+    }
+}
+
+/// The error object of an OpenAI-style body: `{"error":{...}}`, Gemini's `[{"error":{...}}]`,
+/// NVIDIA's problem details `{"status","title","detail"}`, or `{"message"}`.
+pub fn error_object(body: &Value) -> Option<(String, String)> {
+    let body = match body {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    if let Some(e) = body.get("error") {
+        let message = e.get("message").and_then(Value::as_str).or_else(|| e.as_str()).unwrap_or("").to_string();
+        let code = e
+            .get("code")
+            .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()))
+            .or_else(|| e.get("status").and_then(Value::as_str).map(str::to_string))
+            .or_else(|| e.get("type").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        return Some((code, message));
+    }
+    if let Some(title) = body.get("title").and_then(Value::as_str) {
+        let detail = body.get("detail").and_then(Value::as_str).unwrap_or(title);
+        return Some((title.to_string(), detail.to_string()));
+    }
+    body.get("message").and_then(Value::as_str).map(|m| (String::new(), m.to_string()))
+}
+
+fn short(s: &str) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+/// Classifies an HTTP error answer (any status that is not a usable 200).
+pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetClock, now_ms: u64) -> Failure {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let (code, message) = error_object(&parsed).unwrap_or_else(|| {
+        let text = if body.trim_start().starts_with('<') { "an HTML error page".to_string() } else { body.to_string() };
+        (String::new(), text)
+    });
+    let lower = format!("{code} {message}").to_ascii_lowercase();
+    let text = short(&format!("{status} {}{}", if code.is_empty() { String::new() } else { format!("{code}: ") }, message));
+    let until_reset = || Some(RetryHint::At(reset.next_reset(now_ms)));
+    let quota_words = ["insufficient_quota", "quota", "credits", "balance", "spend_limit", "per day", "daily"];
+    match status {
+        429 if quota_words.iter().any(|w| lower.contains(w)) && !lower.contains("per minute") => {
+            Failure::new(ErrorClass::QuotaExhausted, text).with_retry(until_reset())
+        }
+        429 => {
+            let hint = retry_after(headers)
+                .or_else(|| try_again_in(&message))
+                .or_else(|| reset_hint(headers, "x-ratelimit-reset-requests"))
+                .or_else(|| reset_hint(headers, "x-ratelimit-reset"));
+            Failure::new(ErrorClass::RateLimited, text).with_retry(hint)
+        }
+        402 => Failure::new(ErrorClass::QuotaExhausted, text).with_retry(until_reset()),
+        401 | 403 if lower.contains("moderation") || lower.contains("flagged") => Failure::new(ErrorClass::Filtered, text),
+        401 | 403 => Failure::new(ErrorClass::AuthInvalid, text),
+        400 if lower.contains("api_key_invalid") || lower.contains("api key not valid") => {
+            Failure::new(ErrorClass::AuthInvalid, text)
+        }
+        404 | 410 => Failure::new(ErrorClass::Gone, text),
+        408 | 498 | 500..=599 => Failure::new(ErrorClass::Overloaded, text).with_retry(retry_after(headers)),
+        400..=499 => Failure::new(ErrorClass::BadRequest, text),
+        _ => Failure::new(ErrorClass::Overloaded, text),
+    }
+}
+
+/// A transport failure: no answer, a reset connection, or our own deadline.
+pub fn transport_failure(error: &reqwest::Error, timeout_ms: u64) -> Failure {
+    let message = if error.is_timeout() {
+        format!("timeout after {timeout_ms}ms")
+    } else if error.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "connection error".to_string()
+    };
+    Failure::new(ErrorClass::Overloaded, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn go_durations() {
+        for (s, ms) in [("1s", 1000), ("6m0s", 360_000), ("2m59.56s", 179_560), ("12ms", 12), ("1h2m3.5s", 3_723_500)] {
+            assert_eq!(go_duration(s).map(|d| d.as_millis()), Some(ms), "{s}");
+        }
+        assert_eq!(go_duration("soon"), None);
+    }
+
+    const NOW: u64 = 1_764_000_000_000;
+
+    #[test]
+    fn table_of_error_answers() {
+        let rows: Vec<(u16, Vec<(&str, &str)>, &str, ErrorClass, Option<RetryHint>)> = vec![
+            (429, vec![("retry-after", "7")], r#"{"error":{"message":"Rate limit","code":"rate_limit_exceeded"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_secs(7)))),
+            (429, vec![], r#"{"error":{"message":"Rate limit reached. Please try again in 5.289s.","type":"tokens"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(5289)))),
+            (429, vec![("x-ratelimit-reset-requests", "2m59.56s")], r#"{"error":{"message":"slow down"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(179_560)))),
+            (429, vec![], r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::At(ResetClock::UtcMidnight.next_reset(NOW)))),
+            (429, vec![], r#"{"status":429,"title":"Too Many Requests"}"#, ErrorClass::RateLimited, None),
+            (429, vec![], r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#, ErrorClass::RateLimited, None),
+            (402, vec![], r#"{"error":{"message":"Insufficient credits","code":402}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::At(ResetClock::UtcMidnight.next_reset(NOW)))),
+            (401, vec![], r#"{"error":{"message":"Invalid API Key","code":"invalid_api_key"}}"#, ErrorClass::AuthInvalid, None),
+            (400, vec![], r#"[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}]"#, ErrorClass::AuthInvalid, None),
+            (400, vec![], r#"{"error":{"message":"context too long"}}"#, ErrorClass::BadRequest, None),
+            (413, vec![], "", ErrorClass::BadRequest, None),
+            (404, vec![], r#"{"error":{"message":"model not found"}}"#, ErrorClass::Gone, None),
+            (410, vec![], "", ErrorClass::Gone, None),
+            (503, vec![], r#"{"error":{"message":"overloaded"}}"#, ErrorClass::Overloaded, None),
+            (529, vec![], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, ErrorClass::Overloaded, None),
+            (502, vec![], "<html><body>Bad Gateway</body></html>", ErrorClass::Overloaded, None),
+            (498, vec![], "{}", ErrorClass::Overloaded, None),
+        ];
+        for (status, h, body, class, retry) in rows {
+            let f = http_failure(status, &headers(&h), body, ResetClock::UtcMidnight, NOW);
+            assert_eq!(f.class, class, "{status} {body}");
+            assert_eq!(f.retry, retry, "{status} {body}");
+            assert!(!f.message.contains('\n') && f.message.chars().count() <= 170);
+        }
+    }
+
+    #[test]
+    fn http_date_retry_after() {
+        let f = http_failure(429, &headers(&[("retry-after", "Wed, 25 Nov 2026 10:00:00 GMT")]), "{}", ResetClock::UtcMidnight, NOW);
+        let expected = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().timestamp_millis() as u64;
+        assert_eq!(f.retry, Some(RetryHint::At(expected)));
+    }
+
+    #[test]
+    fn rate_headers_on_success() {
+        let s = rate_signals(&headers(&[("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "6m0s")]));
+        assert_eq!(s.exhausted_until(NOW), Some(NOW + 360_000));
+        let openrouter = rate_signals(&headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1764000060000")]));
+        assert_eq!(openrouter.exhausted_until(NOW), Some(1_764_000_060_000));
+        assert_eq!(rate_signals(&HeaderMap::new()).exhausted_until(NOW), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! The OpenAI chat-completions wire format, spoken by most free providers (Groq, OpenRouter, Cerebras,
+//! Mistral, NVIDIA, Cloudflare, Hugging Face, Together, DeepSeek, Perplexity, Gemini's OpenAI
+//! endpoint, Ollama, llama.cpp). Per-provider differences are data (base URL, headers, limits).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::classify::{error_object, http_failure, rate_signals, transport_failure};
+use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
+use crate::config::Secret;
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Usage};
+use crate::ports::{Clock, Provider, SystemClock};
+use crate::quota::ResetClock;
+
+pub struct OpenAiProvider {
+    pub name: String,
+    pub url: String,
+    pub model: String,
+    pub key: Option<Secret>,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub reset: ResetClock,
+    pub client: reqwest::Client,
+    /// Set once the model refused `json_schema`: later calls ask for `json_object` straight away.
+    json_schema_refused: AtomicBool,
+}
+
+impl OpenAiProvider {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        model: &str,
+        key: Option<Secret>,
+        headers: BTreeMap<String, String>,
+        timeout: Duration,
+        reset: ResetClock,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            model: model.to_string(),
+            key,
+            headers,
+            timeout,
+            reset,
+            client,
+            json_schema_refused: AtomicBool::new(false),
+        }
+    }
+
+    fn body(&self, request: &CompletionRequest, use_schema: bool) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+        });
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        if let ResponseFormat::Json { schema } = &request.format {
+            body["response_format"] = match schema {
+                Some(schema) if use_schema => {
+                    json!({"type": "json_schema", "json_schema": {"name": "result", "schema": schema, "strict": false}})
+                }
+                _ => json!({"type": "json_object"}),
+            };
+        }
+        body
+    }
+
+    async fn send(&self, body: &Value) -> Result<(u16, http::HeaderMap, String), reqwest::Error> {
+        let mut req = self.client.post(&self.url).timeout(self.timeout).json(body);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key.expose());
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let response = req.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        Ok((status, headers, text))
+    }
+}
+
+fn schema_refused(status: u16, body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    status == 400 && (lower.contains("json_schema") || lower.contains("response_format"))
+}
+
+/// Reads a 200 answer: the message, or an error the provider put inside the 200 (OpenRouter).
+fn parse_success(body: &str, headers: &http::HeaderMap, reset: ResetClock, now_ms: u64) -> Result<Answer, Failure> {
+    let parsed: Value = serde_json::from_str(body)
+        .map_err(|_| Failure::new(ErrorClass::InvalidOutput, "200 with a body that is not JSON"))?;
+    if parsed.get("error").is_some() {
+        let status = error_object(&parsed)
+            .and_then(|(code, _)| code.parse::<u16>().ok())
+            .filter(|s| (400..600).contains(s))
+            .unwrap_or(502);
+        return Err(http_failure(status, headers, body, reset, now_ms));
+    }
+    let choice = &parsed["choices"][0];
+    let finish = match choice["finish_reason"].as_str() {
+        Some("stop") | Some("eos") | None => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some(_) => FinishReason::Other,
+    };
+    if finish == FinishReason::ContentFilter {
+        return Err(Failure::new(ErrorClass::Filtered, "finish_reason content_filter"));
+    }
+    let text = choice["message"]["content"].as_str().unwrap_or("").to_string();
+    if text.trim().is_empty() {
+        return Err(Failure::new(ErrorClass::InvalidOutput, "empty message content"));
+    }
+    let usage = Usage {
+        input_tokens: parsed["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        output_tokens: parsed["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+    };
+    Ok(Answer { text, finish, usage })
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn call(&self, request: &CompletionRequest) -> CallReport {
+        let started = Instant::now();
+        let mut use_schema = !self.json_schema_refused.load(Ordering::Relaxed);
+        let mut sent = self.send(&self.body(request, use_schema)).await;
+        let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
+        if let Ok((status, _, body)) = &sent {
+            if wants_schema && use_schema && schema_refused(*status, body) {
+                // Some models reject json_schema: remember it and ask for plain JSON mode instead.
+                self.json_schema_refused.store(true, Ordering::Relaxed);
+                use_schema = false;
+                sent = self.send(&self.body(request, use_schema)).await;
+            }
+        }
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let now = SystemClock.now_ms();
+        let report = match sent {
+            Err(e) => CallReport {
+                result: Err(transport_failure(&e, self.timeout.as_millis() as u64)),
+                http_status: None,
+                duration_ms,
+                rate: RateSignals::default(),
+            },
+            Ok((status, headers, body)) => CallReport {
+                result: if status == 200 {
+                    parse_success(&body, &headers, self.reset, now)
+                } else {
+                    Err(http_failure(status, &headers, &body, self.reset, now))
+                },
+                http_status: Some(status),
+                duration_ms,
+                rate: rate_signals(&headers),
+            },
+        };
+        tracing::info!(
+            provider = %self.name, status = report.http_status, duration_ms,
+            class = report.result.as_ref().err().map_or("ok", |f| f.class.as_str()), "provider call"
+        );
+        report
+    }
+}
