@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::delivery::send::{DeliveryState, Target};
 use crate::llm::{ChatMessage, ResponseFormat};
 use crate::providers::ErrorClass;
 
@@ -70,6 +71,9 @@ pub struct JobSpec {
     /// Caller-supplied context echoed in callbacks (userId, commitSha, repo, tenantId, requestId, metadata).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub context: serde_json::Map<String, serde_json::Value>,
+    /// Who to tell when the job ends (`callbackUrl`, then `callbacks` in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
 }
 
 /// One provider attempt, as shown to the caller in `providersAttempted`.
@@ -125,9 +129,17 @@ pub struct Job {
     pub finished_at_ms: Option<u64>,
     /// When the stored record expires (epoch ms); set from the TTL policy at every write.
     pub expires_at_ms: u64,
+    /// The deliveries a finished job owes, planned in the same write that finishes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryState>,
 }
 
 impl Job {
+    /// Work is left: steps to run, or deliveries to make.
+    pub fn has_work_left(&self) -> bool {
+        !self.state.is_finished() || crate::delivery::send::next_due(&self.deliveries).is_some()
+    }
+
     pub fn step_ref(&self) -> StepRef {
         StepRef { owner: self.owner.clone(), job_id: self.id.clone(), gen: self.gen.clone(), seq: self.seq }
     }

@@ -83,8 +83,8 @@ pub trait Store: Send + Sync {
     async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError>;
     /// Every provider's shared state (for `GET /v1/providers`).
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError>;
-    /// Jobs that are not finished, for re-driving after a restart or a lost message.
-    async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
+    /// Jobs with work left (unfinished, or owing deliveries), for re-driving after a restart or a lost message.
+    async fn with_work_left(&self) -> Result<Vec<Job>, StoreError>;
 }
 
 /// Delayed messages: the next step of a job, later deliveries.

@@ -148,6 +148,7 @@ impl World {
                 temperature: None,
                 fallback,
                 context: Default::default(),
+                targets: vec![],
             },
             created_at_ms: now,
             deadline_ms: now + 60_000,
@@ -157,6 +158,7 @@ impl World {
             error: None,
             finished_at_ms: None,
             expires_at_ms: now + 120_000,
+            deliveries: vec![],
         };
         assert_eq!(self.store.create(&job).await.unwrap(), Created::New);
         job.step_ref()

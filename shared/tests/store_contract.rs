@@ -39,6 +39,7 @@ fn job(owner: &str) -> Job {
             temperature: Some(0.2),
             fallback: None,
             context: Default::default(),
+            targets: vec![],
         },
         created_at_ms: t,
         deadline_ms: t + 3_600_000,
@@ -48,6 +49,7 @@ fn job(owner: &str) -> Job {
         error: None,
         finished_at_ms: None,
         expires_at_ms: t + 3_600_000,
+        deliveries: vec![],
     }
 }
 
@@ -217,7 +219,7 @@ async fn unfinished_lists_only_unfinished_jobs(store: Arc<dyn Store>) {
     finished.seq = 2;
     finished.state = JobState::Succeeded;
     assert!(store.finish(&done.step_ref(), &finished, None).await.unwrap());
-    let listed: Vec<String> = store.unfinished().await.unwrap().into_iter().filter(|j| j.owner == owner).map(|j| j.id).collect();
+    let listed: Vec<String> = store.with_work_left().await.unwrap().into_iter().filter(|j| j.owner == owner).map(|j| j.id).collect();
     assert_eq!(listed, vec![open.id]);
 }
 

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::errors::ApiError;
 use super::views;
+use crate::delivery::send::{Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
 use crate::ports::Created;
 use crate::presets::commit_report::{report_identity, ReportRequest};
@@ -93,6 +94,7 @@ async fn submit_report(
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let request = ReportRequest::from_json(&parse_body(body)?)?;
+    check_targets(&service, &owner, &request.targets)?;
     let deadline = request.deadline_seconds;
     submit(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/reports/").await
 }
@@ -104,8 +106,37 @@ async fn submit_generic(
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let request = GenerateRequest::from_json(&parse_body(body)?)?;
+    check_targets(&service, &owner, &request.targets)?;
     let deadline = request.deadline_seconds;
     submit(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/jobs/").await
+}
+
+/// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
+/// nobody could verify because its owner has no secret.
+fn check_targets(service: &Service, owner: &str, targets: &[Target]) -> Result<(), ApiError> {
+    let mut callback_index = 0;
+    for target in targets {
+        let field = match target.kind {
+            TargetKind::Webhook => "callbackUrl".to_string(),
+            TargetKind::Callback => {
+                callback_index += 1;
+                format!("callbacks[{}].url", callback_index - 1)
+            }
+        };
+        let settings = &service.engine.settings;
+        if let Err(e) = settings.url_guard.check(&target.url) {
+            return Err(ApiError::InvalidCallbackUrl { field, message: e.to_string() });
+        }
+        if target.kind == TargetKind::Webhook && !settings.webhook_secrets.contains_key(owner) {
+            return Err(ApiError::InvalidCallbackUrl {
+                field,
+                message: "no webhook secret is configured for this key's owner (STEPPER_WEBHOOK_SECRETS), so the \
+                          webhook could not be signed"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Creates the job (or meets the identical one) and queues its first step.
@@ -135,6 +166,7 @@ async fn submit(
         error: None,
         finished_at_ms: None,
         expires_at_ms: deadline_ms + engine.settings.unfinished_margin_ms,
+        deliveries: Vec::new(),
     };
     let queued = || {
         let body = json!({"status": "queued", "jobId": job.id, "statusUrl": format!("{status_prefix}{}", job.id)});

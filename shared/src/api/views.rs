@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::delivery::send::DeliveryState;
 use crate::job::{Attempt, Job, JobResult, JobState};
 use crate::quota::Availability;
 use crate::service::Service;
@@ -45,6 +46,26 @@ fn attempt_view(a: &Attempt) -> Value {
     Value::Object(v)
 }
 
+fn delivery_view(d: &DeliveryState) -> Value {
+    let mut v = Map::new();
+    v.insert("kind".into(), json!(d.target.kind));
+    // Only the origin: a callback URL may carry the caller's token in its path or query.
+    let origin = url::Url::parse(&d.target.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    v.insert("target".into(), json!(origin));
+    v.insert("status".into(), json!(d.status));
+    v.insert("attempts".into(), json!(d.attempts));
+    if let Some(s) = d.last_status {
+        v.insert("lastStatus".into(), json!(s));
+    }
+    if let Some(e) = &d.last_error {
+        v.insert("lastError".into(), json!(e));
+    }
+    if let Some(at) = d.next_at_ms {
+        v.insert("nextAttemptAt".into(), json!(iso(at)));
+    }
+    Value::Object(v)
+}
+
 /// `GET /v1/jobs/{id}`: the contract's fields plus attempts, timing and the next attempt's time.
 pub fn job_status(job: &Job, running: bool) -> Value {
     let state = if running && !job.state.is_finished() { JobState::Running } else { job.state };
@@ -76,6 +97,10 @@ pub fn job_status(job: &Job, running: bool) -> Value {
     }
     if let Some(at) = job.finished_at_ms {
         v.insert("finishedAt".into(), json!(iso(at)));
+    }
+    if !job.deliveries.is_empty() {
+        let deliveries: Vec<Value> = job.deliveries.iter().map(delivery_view).collect();
+        v.insert("deliveries".into(), json!(deliveries));
     }
     Value::Object(v)
 }

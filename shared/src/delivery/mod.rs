@@ -3,7 +3,9 @@
 //! - [`js_json`]: the body text, byte-identical to JavaScript's `JSON.stringify(JSON.parse(body))`.
 //! - [`sign`]: the legacy `X-Webhook-*` headers and the Standard Webhooks `webhook-*` headers.
 //! - [`guard`]: which URLs we may call, a resolve-once pinned target, and the POST itself.
+//! - [`send`]: the deliveries a finished job owes, one attempt at a time, and their retry schedule.
 
 pub mod guard;
 pub mod js_json;
+pub mod send;
 pub mod sign;

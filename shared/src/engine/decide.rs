@@ -135,6 +135,7 @@ mod tests {
                 temperature: None,
                 fallback: None,
                 context: Default::default(),
+                targets: vec![],
             },
             created_at_ms: 0,
             deadline_ms,
@@ -144,6 +145,7 @@ mod tests {
             error: None,
             finished_at_ms: None,
             expires_at_ms: deadline_ms,
+            deliveries: vec![],
         }
     }
 

@@ -1,6 +1,7 @@
 //! The step engine: [`decide`] is the pure decision, [`step`] runs one step through the ports.
 
 pub mod decide;
+mod deliver;
 pub mod step;
 
 pub use decide::{decide, Candidate, Decision, GiveUp, StepPolicy};

@@ -87,13 +87,20 @@ impl Engine {
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
             Claim::Stale(job) => return self.resend_lost_next(step, &job, receive_count).await,
         };
+        if job.state.is_finished() {
+            // A finished job's remaining steps are its deliveries.
+            return self.delivery_step(step, job).await;
+        }
         let next = self.advance(job, &states).await;
         let (next_job, event) = next;
         if !self.store.finish(step, &next_job, event.as_ref()).await? {
             return Ok(StepOutcome::Dropped("job moved on during the step"));
         }
         if next_job.state.is_finished() {
-            info!(job_id = %next_job.id, state = ?next_job.state, "job finished");
+            info!(job_id = %next_job.id, state = ?next_job.state, deliveries = next_job.deliveries.len(), "job finished");
+            if next_job.has_work_left() {
+                self.enqueue_next(&next_job).await?;
+            }
             return Ok(StepOutcome::Finished(next_job.state));
         }
         let delay_ms = self.enqueue_next(&next_job).await?;
@@ -104,7 +111,7 @@ impl Engine {
     /// (the send failed after the state write): send it again. Duplicates are harmless (fencing).
     async fn resend_lost_next(&self, step: &StepRef, job: &Job, receive_count: u32) -> Result<StepOutcome, StepError> {
         let is_successor = job.gen == step.gen && job.seq == step.seq + 1;
-        if receive_count > 1 && is_successor && !job.state.is_finished() {
+        if receive_count > 1 && is_successor && job.has_work_left() {
             let delay_ms = self.enqueue_next(job).await?;
             warn!(job_id = %job.id, seq = job.seq, delay_ms, "re-sent a possibly lost step message");
             return Ok(StepOutcome::Progressed { delay_ms });
@@ -112,7 +119,7 @@ impl Engine {
         Ok(StepOutcome::Dropped("stale step message"))
     }
 
-    async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
+    pub(super) async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
         let now = self.clock.now_ms();
         let delay_ms = job.next_attempt_at_ms.map_or(0, |at| at.saturating_sub(now));
         let message = Message::Step { step: job.step_ref(), not_before_ms: None };
@@ -226,10 +233,12 @@ impl Engine {
         self.finished(job, JobState::Failed, now)
     }
 
+    /// Ends the job; its deliveries are planned in this same write, so a crash cannot lose them.
     fn finished(&self, mut job: Job, state: JobState, now: u64) -> Job {
         job.state = state;
         job.next_attempt_at_ms = None;
         job.finished_at_ms = Some(now);
+        job.deliveries = crate::delivery::send::plan(&job.spec.targets);
         let ttl = match state {
             JobState::Succeeded => self.settings.result_ttl_ms,
             _ => self.settings.failure_ttl_ms,
@@ -275,10 +284,10 @@ fn attempt(job: &Job, slot: &ProviderSlot, report: &CallReport, failure: Option<
 }
 
 impl Engine {
-    /// Queues the next step of every unfinished job. Run at start on a persistent store (a restarted
+    /// Queues the next step of every job with work left. Run at start on a persistent store (a restarted
     /// `stepper-local`), or by hand to re-drive jobs whose message was lost. Duplicates are harmless.
     pub async fn redrive_unfinished(&self) -> Result<usize, StepError> {
-        let jobs = self.store.unfinished().await?;
+        let jobs = self.store.with_work_left().await?;
         for job in &jobs {
             self.enqueue_next(job).await?;
         }

@@ -113,7 +113,7 @@ impl Store for MemoryStore {
         Ok(self.live().providers.clone())
     }
 
-    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
-        Ok(self.live().jobs.values().filter(|j| !j.state.is_finished()).cloned().collect())
+    async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(self.live().jobs.values().filter(|j| j.has_work_left()).cloned().collect())
     }
 }

@@ -196,7 +196,7 @@ impl Store for UpstashStore {
         Ok(decode_providers(&self.client.command(vec![arg("HGETALL"), arg(PROVIDERS_KEY)]).await?))
     }
 
-    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+    async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         let mut cursor = "0".to_string();
         let mut jobs = Vec::new();
         loop {
@@ -214,7 +214,7 @@ impl Store for UpstashStore {
                 if let Value::Array(records) = self.client.command(get).await? {
                     for record in &records {
                         if let Some(job) = decode_value(record)? {
-                            if !job.state.is_finished() {
+                            if job.has_work_left() {
                                 jobs.push(job);
                             }
                         }
