@@ -66,8 +66,8 @@ async fn a_rate_limited_provider_is_skipped_by_every_job_until_its_retry_after()
     assert_eq!(second["data"]["providersAttempted"].as_array().unwrap().len(), 1);
     assert_eq!(a.hits(), 1);
 
-    // Once it has passed, alpha is first again.
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(limited_at.elapsed())).await;
+    // Once it has passed (it counts from the 429's arrival, a little after `limited_at`), alpha is first again.
+    tokio::time::sleep(Duration::from_millis(3_500).saturating_sub(limited_at.elapsed())).await;
     let (_, third) = local.post("/v1/reports", ALICE, report("sha-2c")).await;
     let third = local.wait_finished(third["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
     assert_eq!(third["data"]["usedProvider"], "alpha");
@@ -236,19 +236,19 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
     let (code, body) = local.post("/v1/reports", ALICE, missing).await;
     assert_eq!((code, body["field"].as_str()), (400, Some("userId")), "{body}");
 
-    let mut empty_message = report("sha-9b");
-    empty_message["message"] = json!("");
-    assert_eq!(local.post("/v1/reports", ALICE, empty_message).await.0, 202, "an empty message is accepted");
-
-    let huge = "x".repeat(7 * 1024 * 1024);
-    let resp = local.http.post(format!("{}/v1/generate", local.base)).header("x-api-key", ALICE).body(huge).send().await.unwrap();
-    assert_eq!(resp.status(), 413);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["code"], "payload_too_large");
+    // Announce a body over the cap: the answer comes before the body is read (raw HTTP, so the early
+    // answer is read instead of failing on a closed pipe).
+    let (status, body) = oversized_post(&local.base, "/v1/generate", 7 * 1024 * 1024).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["code"], "payload_too_large", "{body}");
 
     let (code, body) = local.post("/v1/generate", ALICE, json!({"responseMode": "text"})).await;
     assert_eq!(code, 400, "{body}");
     assert_eq!(a.hits(), 0, "nothing invalid reached a provider");
+
+    let mut empty_message = report("sha-9b");
+    empty_message["message"] = json!("");
+    assert_eq!(local.post("/v1/reports", ALICE, empty_message).await.0, 202, "an empty message is accepted");
 }
 
 #[tokio::test]
@@ -271,4 +271,46 @@ async fn keys_are_required_and_checked() {
     let (code, health) = local.request(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(code, 200);
     assert_eq!(health["providers"][0], json!({"name": "alpha", "healthy": true, "enabled": true, "requestsLeftMinute": null, "requestsLeftDay": null, "lastErrorClass": null}));
+}
+
+async fn oversized_post(base: &str, path: &str, length: usize) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {ALICE}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n{{\"prompt\": \""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Stream the body until the server stops reading it (it answers once the cap is passed).
+    let filler = vec![b'x'; 64 * 1024];
+    let mut sent = head.len();
+    while sent < length {
+        if stream.write_all(&filler).await.is_err() {
+            break;
+        }
+        sent += filler.len();
+    }
+    // The server answers without reading the rest; read until the announced response body is complete.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let want = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .unwrap_or(0);
+            if body.len() >= want {
+                break;
+            }
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }

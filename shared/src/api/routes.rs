@@ -31,36 +31,45 @@ type AppState = Arc<Service>;
 
 /// Every route, for `stepper-local`.
 pub fn router(service: Arc<Service>) -> Router {
-    submit_routes(service.clone()).merge(poll_routes(service.clone())).merge(purge_routes(service))
+    submit(service.clone()).merge(poll_and_health(service.clone())).merge(purge(service)).fallback(not_found)
 }
 
 /// `POST /v1/reports`, `POST /v1/generate` (the submit function).
 pub fn submit_routes(service: Arc<Service>) -> Router {
-    Router::new()
-        .route("/v1/reports", post(submit_report))
-        .route("/v1/generate", post(submit_generic))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .fallback(not_found)
-        .with_state(service)
+    submit(service).fallback(not_found)
 }
 
 /// Polls, health and provider status (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
+    poll_and_health(service).fallback(not_found)
+}
+
+/// Purges by commit and by id (the purge function).
+pub fn purge_routes(service: Arc<Service>) -> Router {
+    purge(service).fallback(not_found)
+}
+
+fn submit(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/v1/reports", post(submit_report))
+        .route("/v1/generate", post(submit_generic))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+fn poll_and_health(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/reports/{job_id}", get(poll))
         .route("/v1/jobs/{job_id}", get(poll))
         .route("/health", get(health))
         .route("/v1/providers", get(providers))
-        .fallback(not_found)
         .with_state(service)
 }
 
-/// Purges by commit and by id (the purge function).
-pub fn purge_routes(service: Arc<Service>) -> Router {
+fn purge(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/reports", delete(purge_report))
         .route("/v1/jobs/{job_id}", delete(purge_job))
-        .fallback(not_found)
         .with_state(service)
 }
 
@@ -96,7 +105,7 @@ async fn submit_report(
     let request = ReportRequest::from_json(&parse_body(body)?)?;
     check_targets(&service, &owner, &request.targets)?;
     let deadline = request.deadline_seconds;
-    submit(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/reports/").await
+    create_job(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/reports/").await
 }
 
 async fn submit_generic(
@@ -108,7 +117,7 @@ async fn submit_generic(
     let request = GenerateRequest::from_json(&parse_body(body)?)?;
     check_targets(&service, &owner, &request.targets)?;
     let deadline = request.deadline_seconds;
-    submit(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/jobs/").await
+    create_job(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/jobs/").await
 }
 
 /// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
@@ -140,7 +149,7 @@ fn check_targets(service: &Service, owner: &str, targets: &[Target]) -> Result<(
 }
 
 /// Creates the job (or meets the identical one) and queues its first step.
-async fn submit(
+async fn create_job(
     service: &Service,
     owner: String,
     identity: String,
