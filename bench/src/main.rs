@@ -56,8 +56,10 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
         return StatusCode::BAD_REQUEST.into_response();
     };
     let mut upstream = proxy.http.post(format!("{}{}", proxy.upstream, parts.uri.path())).body(bytes);
-    if let Some(auth) = parts.headers.get(http::header::AUTHORIZATION) {
-        upstream = upstream.header(http::header::AUTHORIZATION, auth);
+    for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
+        if let Some(value) = parts.headers.get(&name) {
+            upstream = upstream.header(name, value);
+        }
     }
     match upstream.send().await {
         Ok(r) => {
@@ -101,8 +103,9 @@ async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>) 
     Ok((status, serde_json::from_slice(&bytes)?))
 }
 
+/// Commands the jobs executed; the benchmark's own `INFO`/`CONFIG RESETSTAT` are not theirs.
 fn total_calls(stats: &std::collections::HashMap<String, u64>) -> u64 {
-    stats.values().sum()
+    stats.iter().filter(|(name, _)| !name.starts_with("info") && !name.starts_with("config")).map(|(_, calls)| calls).sum()
 }
 
 #[tokio::main]
@@ -136,18 +139,29 @@ async fn main() -> anyhow::Result<()> {
     let service = Arc::new(shared::service::build(&config, Arc::new(queue.clone()))?);
     tokio::spawn(run_workers(deliveries, queue, service.engine.clone(), WorkerPolicy::default()));
     let app = shared::api::router(service.clone());
+    eprintln!("stepper-bench: stack up (redis {}, emulator {}); warming up", redis.url(), upstash.url);
 
     // Warm-up: the first use of each script loads it (NOSCRIPT → EVAL) and the provider state hash
     // gets its first expiry; neither recurs per job.
     let (_, warm) = call(&app, "POST", "/v1/reports", Some(report_body(usize::MAX))).await?;
-    let warm_url = warm["statusUrl"].as_str().context("warm-up statusUrl")?.to_string();
-    while call(&app, "GET", &warm_url, None).await?.1["status"] != "completed" {
+    let warm_url = warm["statusUrl"].as_str().with_context(|| format!("warm-up submit answered {warm}"))?.to_string();
+    let warm_deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, status) = call(&app, "GET", &warm_url, None).await?;
+        if status["status"] == "completed" {
+            break;
+        }
+        if Instant::now() > warm_deadline {
+            bail!("the warm-up job did not complete: {status}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     call(&app, "DELETE", &warm_url.replace("/v1/reports/", "/v1/jobs/"), None).await?;
 
+    eprintln!("stepper-bench: running {} jobs", o.jobs);
     redis.reset_stats().await?;
     requests.store(0, Ordering::SeqCst);
+    let hits_before = provider.hits();
     let started = Instant::now();
     let mut ids = Vec::with_capacity(o.jobs);
     for i in 0..o.jobs {
@@ -159,7 +173,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let submit_requests = requests.load(Ordering::SeqCst);
     // Wait for the steps without polling: the provider's hit count says when every job was called.
-    let hits_before = provider.hits();
     while provider.hits() < hits_before + o.jobs {
         if started.elapsed() > Duration::from_secs(300) {
             bail!("jobs did not run within 5 minutes");
@@ -207,6 +220,10 @@ async fn main() -> anyhow::Result<()> {
         .command(vec![json!("SCAN"), json!("0"), json!("MATCH"), json!("st:j:*"), json!("COUNT"), json!(1_000_000)])
         .await?;
     let leftover_jobs = leftover[1].as_array().map_or(0, Vec::len);
+    let leases = probe
+        .command(vec![json!("SCAN"), json!("0"), json!("MATCH"), json!("st:l:*"), json!("COUNT"), json!(1_000_000)])
+        .await?;
+    let leases = leases[1].as_array().map_or(0, Vec::len);
 
     println!("stepper-bench: {} jobs, each succeeding on its first provider attempt", o.jobs);
     println!(
@@ -215,10 +232,9 @@ async fn main() -> anyhow::Result<()> {
         n / elapsed.as_secs_f64()
     );
     println!(
-        "  REST requests per delivered job          {:>9.2}  (submit {:.2}, steps {:.2}, poll {:.2}, purge {:.2})",
+        "  REST requests per delivered job          {:>9.2}  (submit+steps {:.2}, poll {:.2}, purge {:.2})",
         total_requests as f64 / n,
-        submit_requests as f64 / n,
-        step_requests as f64 / n,
+        (submit_requests + step_requests) as f64 / n,
         poll_requests as f64 / n,
         purge_requests as f64 / n
     );
@@ -226,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  Redis commands per job (scripts incl.)   {:>9.2}", commands as f64 / n);
     println!("  bytes held per finished job              {:>9.0}", bytes as f64 / n);
     println!("  job records left after purge             {leftover_jobs:>9}");
+    println!("  step leases left (expire by themselves)  {leases:>9}");
 
     requests.store(0, Ordering::SeqCst);
     redis.reset_stats().await?;

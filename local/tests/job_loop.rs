@@ -314,3 +314,29 @@ async fn oversized_post(base: &str, path: &str, length: usize) -> (u16, serde_js
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
+
+#[tokio::test]
+async fn a_queued_generic_job_keeps_its_output_schema_and_completes_validated() {
+    let (a, b) = (fake().await, fake().await);
+    // alpha answers JSON of the wrong shape; beta answers in prose around valid JSON.
+    a.set_default(FakeReply::openai_text(r#"{"colours": "red, green"}"#));
+    b.set_default(FakeReply::openai_text("Here you go: {\"colours\": [\"red\", \"green\", \"blue\"]} Enjoy!"));
+    let config = openai_provider("alpha", &a.base_url()) + &openai_provider("beta", &b.base_url());
+    let local = Local::start(&config, &[]).await;
+    let schema = json!({"type": "object", "required": ["colours"], "properties": {"colours": {"type": "array", "items": {"type": "string"}, "minItems": 3}}});
+    let (code, queued) = local
+        .post("/v1/generate", ALICE, json!({"prompt": "Name three colours", "outputSchema": schema, "requestId": "r-1"}))
+        .await;
+    assert_eq!(code, 202, "{queued}");
+    let done = local.wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["data"]["result"], json!({"colours": ["red", "green", "blue"]}));
+    assert_eq!(done["data"]["usedProvider"], "beta");
+    let first = &done["data"]["providersAttempted"][0];
+    assert_eq!(first["errorCode"], "invalid_output");
+    assert!(first["error"].as_str().unwrap().contains("/colours"), "the schema error names the path: {first}");
+    // The schema reached the provider as a native JSON-schema request.
+    let sent = &a.requests()[0].body;
+    assert_eq!(sent["response_format"]["type"], "json_schema");
+    assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
+}
