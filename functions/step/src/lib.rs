@@ -46,3 +46,14 @@ pub async fn handle_batch(engine: &Engine, event: SqsEvent) -> SqsBatchResponse 
     response.batch_item_failures = failures;
     response
 }
+
+/// The function's entry: an SQS event, or `{"action":"redrive"}` sent by hand.
+pub async fn handle(engine: &Engine, payload: serde_json::Value) -> Result<serde_json::Value, lambda_runtime::Error> {
+    if payload.get("action").and_then(serde_json::Value::as_str) == Some("redrive") {
+        let redriven = engine.redrive_unfinished().await?;
+        info!(redriven, "re-drove jobs with work left");
+        return Ok(serde_json::json!({ "redriven": redriven }));
+    }
+    let event: SqsEvent = serde_json::from_value(payload)?;
+    Ok(serde_json::to_value(handle_batch(engine, event).await)?)
+}

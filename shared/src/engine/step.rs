@@ -65,7 +65,7 @@ impl Engine {
     /// retry once without json_schema), short enough that a crashed step is re-run soon.
     fn lease(&self) -> Duration {
         let slowest = self.providers.iter().map(|p| p.timeout_ms).max().unwrap_or(0);
-        Duration::from_millis(slowest * 2 + 10_000)
+        Duration::from_millis(slowest * 2 + 2_000)
     }
 
     /// Handles one step message. `receive_count` is how often the queue delivered it (1 = first).

@@ -1,6 +1,8 @@
 //! Queue adapters and the messages they carry.
 
 pub mod local;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 pub mod unused;
 
 use serde::{Deserialize, Serialize};
