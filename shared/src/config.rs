@@ -46,6 +46,9 @@ pub struct Settings {
     /// Decides which callback URLs may be called (`CALLBACK_ALLOWED_ORIGINS` opens origins such as
     /// `http://127.0.0.1:8080` that the SSRF rules would refuse).
     pub url_guard: UrlGuard,
+    /// Attempts and first back-off of `callbackUrl` webhooks (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`).
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff_ms: u64,
 }
 
 impl Default for Settings {
@@ -61,6 +64,8 @@ impl Default for Settings {
             webhook_secrets: HashMap::new(),
             // An empty allow-list has no origin to parse, so it cannot fail.
             url_guard: UrlGuard::new(&[]).expect("an empty allow-list is valid"),
+            webhook_max_attempts: 5,
+            webhook_backoff_ms: 2_000,
         }
     }
 }
@@ -120,6 +125,16 @@ impl Config {
         if let Some(v) = env("MAX_FAILURES_PER_PROVIDER") {
             settings.policy.max_failures_per_provider = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError::Invalid { name: "MAX_FAILURES_PER_PROVIDER", message: format!("expected a positive integer, got {v:?}") }
+            })?;
+        }
+        if let Some(v) = env("WEBHOOK_MAX_ATTEMPTS") {
+            settings.webhook_max_attempts = v.trim().parse().ok().filter(|n| (1..=20).contains(n)).ok_or_else(|| {
+                ConfigError::Invalid { name: "WEBHOOK_MAX_ATTEMPTS", message: format!("expected 1 to 20, got {v:?}") }
+            })?;
+        }
+        if let Some(v) = env("WEBHOOK_BACKOFF_MS") {
+            settings.webhook_backoff_ms = v.trim().parse().ok().filter(|n| (100..=600_000).contains(n)).ok_or_else(|| {
+                ConfigError::Invalid { name: "WEBHOOK_BACKOFF_MS", message: format!("expected 100 to 600000, got {v:?}") }
             })?;
         }
         settings.webhook_secrets = webhook_secrets(env("STEPPER_WEBHOOK_SECRETS").as_deref().unwrap_or(""))?;

@@ -102,8 +102,8 @@ async fn submit_report(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let request = ReportRequest::from_json(&parse_body(body)?)?;
-    check_targets(&service, &owner, &request.targets)?;
+    let mut request = ReportRequest::from_json(&parse_body(body)?)?;
+    check_targets(&service, &owner, &mut request.targets)?;
     let deadline = request.deadline_seconds;
     create_job(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/reports/").await
 }
@@ -114,19 +114,23 @@ async fn submit_generic(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let request = GenerateRequest::from_json(&parse_body(body)?)?;
-    check_targets(&service, &owner, &request.targets)?;
+    let mut request = GenerateRequest::from_json(&parse_body(body)?)?;
+    check_targets(&service, &owner, &mut request.targets)?;
     let deadline = request.deadline_seconds;
     create_job(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/jobs/").await
 }
 
 /// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
-/// nobody could verify because its owner has no secret.
-fn check_targets(service: &Service, owner: &str, targets: &[Target]) -> Result<(), ApiError> {
+/// nobody could verify because its owner has no secret; gives webhooks the configured retry policy.
+fn check_targets(service: &Service, owner: &str, targets: &mut [Target]) -> Result<(), ApiError> {
     let mut callback_index = 0;
     for target in targets {
         let field = match target.kind {
-            TargetKind::Webhook => "callbackUrl".to_string(),
+            TargetKind::Webhook => {
+                target.max_attempts = service.engine.settings.webhook_max_attempts;
+                target.backoff_ms = service.engine.settings.webhook_backoff_ms;
+                "callbackUrl".to_string()
+            }
             TargetKind::Callback => {
                 callback_index += 1;
                 format!("callbacks[{}].url", callback_index - 1)

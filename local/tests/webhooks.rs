@@ -1,0 +1,184 @@
+//! Webhooks end to end: a Node receiver that verifies exactly as the real caller does accepts every
+//! delivery, each exactly once; retries back off; dead letters show on poll; a restart between the
+//! job's end and its delivery still delivers once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{openai_provider, Local, ALICE, BOB};
+use serde_json::{json, Value};
+use testkit::fake::{FakeProvider, FakeReply, Wire};
+use testkit::receiver::{NodeReceiver, ReceivedWebhook};
+use testkit::stack::{free_port, RedisServer, UpstashEmulator};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Non-ASCII text, emoji, a big integer and floats: the body must survive the caller's re-serialisation.
+const ANSWER: &str = r#"{"title": "Déjà vu 🚀 naïve café", "big": 12345678901234567890, "ratio": 0.1, "whole": 2.0, "tiny": 1e-7}"#;
+
+async fn receiver(statuses: &[u16]) -> NodeReceiver {
+    NodeReceiver::start(SECRET, statuses, 0).await.expect("node receiver")
+}
+
+fn env(receiver_port: u16) -> Vec<(String, String)> {
+    vec![
+        ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
+        ("CALLBACK_ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{receiver_port}")),
+        ("WEBHOOK_BACKOFF_MS".into(), "300".into()),
+        ("WEBHOOK_MAX_ATTEMPTS".into(), "3".into()),
+    ]
+}
+
+async fn start(provider: &FakeProvider, extra: &[(String, String)]) -> Local {
+    let pairs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Local::start(&openai_provider("alpha", &provider.base_url()), &pairs).await
+}
+
+async fn wait_for(receiver: &NodeReceiver, count: usize, within: Duration) -> Vec<ReceivedWebhook> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = receiver.deliveries().await.unwrap();
+        if got.len() >= count || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn generate(callback_url: &str) -> Value {
+    json!({"prompt": "Give me the data", "callbackUrl": callback_url, "requestId": "req-1"})
+}
+
+#[tokio::test]
+async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let hook = receiver(&[200]).await;
+    let local = start(&provider, &env(hook.port)).await;
+    let (code, queued) = local.post("/v1/generate", ALICE, generate(&hook.url("/hooks/stepper?token=t0"))).await;
+    assert_eq!(code, 202, "{queued}");
+    let got = wait_for(&hook, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = hook.deliveries().await.unwrap();
+    assert_eq!(got_after.len(), 1, "exactly once: {got_after:?}");
+    let w = &got[0];
+    assert!(w.legacy_ok && w.standard_ok, "{:?}", w.reasons);
+    assert_eq!(w.path, "/hooks/stepper?token=t0");
+    assert_eq!(w.body["jobId"], queued["jobId"]);
+    assert_eq!(w.body["status"], "completed");
+    assert_eq!(w.body["provider"], "alpha");
+    assert_eq!(w.body["result"]["title"], "Déjà vu 🚀 naïve café");
+    assert_eq!(w.body["result"]["ratio"], 0.1);
+    let status = local.get(queued["statusUrl"].as_str().unwrap(), ALICE).await.1;
+    assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
+    assert_eq!(status["deliveries"][0]["target"], format!("http://127.0.0.1:{}", hook.port), "no path or token on poll");
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_growing_gaps_and_a_dead_letter_shows_on_poll() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let flaky = receiver(&[500, 500, 200]).await;
+    let local = start(&provider, &env(flaky.port)).await;
+    local.post("/v1/generate", ALICE, generate(&flaky.url("/flaky"))).await;
+    let got = wait_for(&flaky, 3, Duration::from_secs(15)).await;
+    assert_eq!(got.iter().map(|w| w.answered).collect::<Vec<_>>(), [500, 500, 200]);
+    let (gap1, gap2) = (got[1].at_ms - got[0].at_ms, got[2].at_ms - got[1].at_ms);
+    assert!(gap1 >= 200 && gap2 > gap1, "growing gaps: {gap1} ms then {gap2} ms");
+    assert!(got.iter().all(|w| w.legacy_ok && w.standard_ok));
+    assert_eq!(got[0].webhook_id, got[2].webhook_id, "one message id across retries");
+
+    let dead = receiver(&[500]).await;
+    let mut extra = env(dead.port);
+    extra[1].1 = format!("http://127.0.0.1:{},http://127.0.0.1:{}", flaky.port, dead.port);
+    drop(local);
+    let local = start(&provider, &extra).await;
+    let mut body = generate(&dead.url("/dead"));
+    body["prompt"] = json!("Another prompt");
+    let (_, queued) = local.post("/v1/generate", ALICE, body).await;
+    wait_for(&dead, 3, Duration::from_secs(15)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = local.get(queued["statusUrl"].as_str().unwrap(), ALICE).await.1;
+        if status["deliveries"][0]["status"] == "dead" || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["deliveries"][0]["status"], "dead", "{status}");
+    assert_eq!(status["deliveries"][0]["attempts"], 3);
+    assert_eq!(status["deliveries"][0]["lastStatus"], 500);
+    assert_eq!(dead.deliveries().await.unwrap().len(), 3, "no attempt after the dead letter");
+}
+
+#[tokio::test]
+async fn a_failed_job_sends_one_failure_webhook() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_status(400));
+    let hook = receiver(&[200]).await;
+    let local = start(&provider, &env(hook.port)).await;
+    local.post("/v1/generate", ALICE, generate(&hook.url("/failed"))).await;
+    wait_for(&hook, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = hook.deliveries().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body["status"], "failed");
+    assert!(got[0].body["error"].as_str().unwrap().contains("every provider failed"));
+    assert!(got[0].legacy_ok && got[0].standard_ok);
+}
+
+#[tokio::test]
+async fn unsafe_or_unsignable_callbacks_are_refused_at_submit() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    let hook = receiver(&[200]).await;
+    let local = start(&provider, &env(hook.port)).await;
+    for url in ["http://169.254.169.254/latest", "https://10.0.0.1/x", "http://2130706433/", "https://[::1]/", "ftp://example.com/"] {
+        let (code, body) = local.post("/v1/generate", ALICE, generate(url)).await;
+        assert_eq!((code, body["code"].as_str()), (400, Some("invalid_callback_url")), "{url}: {body}");
+        assert_eq!(body["field"], "callbackUrl");
+    }
+    // Bob has no webhook secret: a webhook he could not verify is refused.
+    let (code, body) = local.post("/v1/generate", BOB, generate(&hook.url("/bob"))).await;
+    assert_eq!((code, body["code"].as_str()), (400, Some("invalid_callback_url")), "{body}");
+    assert_eq!(provider.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_restart_between_the_end_of_a_job_and_its_delivery_still_delivers_once() {
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    // The receiver is down when the job ends: the delivery stays owed in the job record.
+    let port = free_port().unwrap();
+    let mut extra = env(port);
+    extra.push(("UPSTASH_REDIS_REST_URL".into(), upstash.url.clone()));
+    extra.push(("UPSTASH_REDIS_REST_TOKEN".into(), upstash.token.clone()));
+    extra.push(("WEBHOOK_BACKOFF_MS".into(), "1500".into()));
+    let mut first = start(&provider, &extra).await;
+    let (_, queued) = first.post("/v1/generate", ALICE, generate(&format!("http://127.0.0.1:{port}/late"))).await;
+    let url = queued["statusUrl"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = first.get(&url, ALICE).await.1;
+        if status["deliveries"][0]["attempts"] == 1 {
+            assert_eq!(status["status"], "completed");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Kill the process: its in-process queue, with the scheduled retry, dies with it.
+    first.kill();
+    drop(first);
+    let hook = NodeReceiver::start(SECRET, &[200], port).await.unwrap();
+    let second = start(&provider, &extra).await;
+    let got = wait_for(&hook, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.deliveries().await.unwrap().len(), 1, "delivered exactly once after the restart");
+    assert!(got[0].legacy_ok && got[0].standard_ok, "{:?}", got[0].reasons);
+    assert_eq!(got[0].body["jobId"], queued["jobId"]);
+    assert_eq!(second.get(&url, ALICE).await.1["deliveries"][0]["status"], "delivered");
+    assert_eq!(provider.hits(), 1, "the job itself was not run again");
+}
