@@ -210,3 +210,16 @@ async fn a_step_killed_between_the_call_and_the_write_completes_after_redelivery
     assert_eq!(s.provider.hits(), 2, "the lost attempt is made again once, after the lease lapses");
     assert_eq!(done["data"]["providersAttempted"].as_array().unwrap().len(), 1, "only the written attempt is recorded");
 }
+
+#[tokio::test]
+async fn the_sample_sqs_and_redrive_events_are_handled() {
+    let config = Config::from_lookup(&|_| None).unwrap();
+    let (queue, _deliveries) = shared::queue::local::LocalQueue::new();
+    let engine = shared::service::build(&config, Arc::new(queue)).unwrap().engine;
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap()
+    };
+    // The sample names a job that does not exist: dropped, nothing to retry.
+    assert_eq!(step::handle(&engine, read("step-sqs")).await.unwrap(), json!({"batchItemFailures": []}));
+    assert_eq!(step::handle(&engine, read("step-redrive")).await.unwrap(), json!({"redriven": 0}));
+}

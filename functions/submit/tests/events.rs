@@ -1,0 +1,48 @@
+//! Every HTTP event in `events/` (what `cargo lambda invoke --data-file` sends) converts into a request
+//! that its function's router serves: the route matches and the answer is the contract's.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use shared::config::Config;
+use shared::queue::local::LocalQueue;
+use tower::ServiceExt;
+
+async fn answer(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
+    let path = format!("{}/../../events/{event}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{event}: {e}"));
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, Body::from(body.to_vec()));
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn every_http_event_reaches_its_route() {
+    let config = Config::from_lookup(&|name| (name == "STEPPER_API_KEYS").then(|| "dev=dev-key".to_string())).unwrap();
+    let (queue, _deliveries) = LocalQueue::new();
+    let service = Arc::new(shared::service::build(&config, Arc::new(queue)).unwrap());
+    let submit = || shared::api::submit_routes(service.clone());
+    let poll = || shared::api::poll_routes(service.clone());
+    let purge = || shared::api::purge_routes(service.clone());
+
+    let (code, body) = answer(submit(), "submit-report").await;
+    assert_eq!((code, body["status"].as_str()), (202, Some("queued")), "{body}");
+    let (code, body) = answer(submit(), "submit-generate").await;
+    assert_eq!((code, body["status"].as_str()), (202, Some("queued")), "{body}");
+    for event in ["poll-report", "poll-job"] {
+        assert_eq!(answer(poll(), event).await, (404, serde_json::json!({"error": "Job not found"})), "{event}");
+    }
+    let (code, body) = answer(poll(), "health").await;
+    assert_eq!((code, body["status"].as_str()), (503, Some("unhealthy")), "no provider is configured here: {body}");
+    let (code, body) = answer(poll(), "providers").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = answer(purge(), "purge-report").await;
+    assert_eq!((code, body["message"].as_str()), (200, Some("Cache entry deleted")), "{body}");
+    assert_eq!(answer(purge(), "purge-job").await, (404, serde_json::json!({"error": "Job not found"})));
+    // A function answers only its own routes.
+    assert_eq!(answer(poll(), "submit-report").await.1["code"], "not_found");
+}
