@@ -43,7 +43,7 @@ pub enum Created {
     /// The job was written.
     New,
     /// A live job with the same id exists (in flight or finished and not yet purged).
-    Existing(Job),
+    Existing(Box<Job>),
 }
 
 /// What `Store::claim` found.

@@ -69,7 +69,7 @@ async fn create_dedupes_identical_jobs(store: Arc<dyn Store>) {
     let mut again = j.clone();
     again.gen = new_gen();
     match store.create(&again).await.unwrap() {
-        Created::Existing(existing) => assert_eq!(existing, j, "the stored job comes back exactly"),
+        Created::Existing(existing) => assert_eq!(*existing, j, "the stored job comes back exactly"),
         other => panic!("expected the existing job, got {other:?}"),
     }
 }

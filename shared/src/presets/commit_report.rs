@@ -101,12 +101,12 @@ pub fn budget_diff(diff: &str, budget: usize) -> String {
     let lines: Vec<&str> = diff.lines().collect();
     let (head_budget, tail_budget) = (budget * 7 / 10, budget * 3 / 10);
     let (mut head, mut used) = (0, 0);
-    while head < lines.len() && used + lines[head].chars().count() + 1 <= head_budget {
+    while head < lines.len() && used + lines[head].chars().count() < head_budget {
         used += lines[head].chars().count() + 1;
         head += 1;
     }
     let (mut tail, mut used_tail) = (lines.len(), 0);
-    while tail > head && used_tail + lines[tail - 1].chars().count() + 1 <= tail_budget {
+    while tail > head && used_tail + lines[tail - 1].chars().count() < tail_budget {
         used_tail += lines[tail - 1].chars().count() + 1;
         tail -= 1;
     }

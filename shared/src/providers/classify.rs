@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn table_of_error_answers() {
-        let rows: Vec<(u16, Vec<(&str, &str)>, &str, ErrorClass, Option<RetryHint>)> = vec![
+        type Row<'a> = (u16, Vec<(&'a str, &'a str)>, &'a str, ErrorClass, Option<RetryHint>);
+        let rows: Vec<Row> = vec![
             (429, vec![("retry-after", "7")], r#"{"error":{"message":"Rate limit","code":"rate_limit_exceeded"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_secs(7)))),
             (429, vec![], r#"{"error":{"message":"Rate limit reached. Please try again in 5.289s.","type":"tokens"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(5289)))),
             (429, vec![("x-ratelimit-reset-requests", "2m59.56s")], r#"{"error":{"message":"slow down"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(179_560)))),

@@ -51,7 +51,7 @@ impl Store for MemoryStore {
         let mut inner = self.live();
         let key = (job.owner.clone(), job.id.clone());
         match inner.jobs.get(&key) {
-            Some(existing) if existing.state != JobState::Failed => Ok(Created::Existing(existing.clone())),
+            Some(existing) if existing.state != JobState::Failed => Ok(Created::Existing(Box::new(existing.clone()))),
             _ => {
                 inner.jobs.insert(key, job.clone());
                 Ok(Created::New)

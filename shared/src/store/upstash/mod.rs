@@ -120,7 +120,7 @@ impl Store for UpstashStore {
             .await?;
         let Some(existing) = decode_value(&previous)? else { return Ok(Created::New) };
         if existing.state != JobState::Failed {
-            return Ok(Created::Existing(existing));
+            return Ok(Created::Existing(Box::new(existing)));
         }
         let now = self
             .client
@@ -128,7 +128,7 @@ impl Store for UpstashStore {
             .await?;
         Ok(match decode_value(&now)? {
             None => Created::New,
-            Some(current) => Created::Existing(current),
+            Some(current) => Created::Existing(Box::new(current)),
         })
     }
 
