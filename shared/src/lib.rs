@@ -18,3 +18,17 @@ pub mod queue;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod test_support {
+    use http::HeaderMap;
+
+    /// A header map from name/value pairs.
+    pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+}

@@ -117,14 +117,7 @@ impl ApiKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(http::HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
-        }
-        h
-    }
+    use crate::test_support::headers;
 
     #[test]
     fn raw_and_hashed_keys_map_to_their_owners() {

@@ -182,14 +182,7 @@ pub fn transport_failure(error: &reqwest::Error, timeout_ms: u64) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(http::HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
-        }
-        h
-    }
+    use crate::test_support::headers;
 
     #[test]
     fn go_durations() {
