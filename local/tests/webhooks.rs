@@ -182,3 +182,42 @@ async fn a_restart_between_the_end_of_a_job_and_its_delivery_still_delivers_once
     assert_eq!(second.get(&url, ALICE).await.1["deliveries"][0]["status"], "delivered");
     assert_eq!(provider.hits(), 1, "the job itself was not run again");
 }
+
+#[tokio::test]
+async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (failing, second, third) = (receiver(&[500]).await, receiver(&[200]).await, receiver(&[200]).await);
+    let mut extra = env(failing.port);
+    extra[1].1 = [&failing, &second, &third].iter().map(|r| format!("http://127.0.0.1:{}", r.port)).collect::<Vec<_>>().join(",");
+    let local = start(&provider, &extra).await;
+    let callbacks = |continue_first: bool| {
+        json!([
+            {"url": failing.url("/a"), "continueOnFailure": continue_first, "retry": {"maxAttempts": 2, "backoffMs": 100}},
+            {"url": second.url("/b"), "headers": {"x-team": "diary"}},
+            {"url": third.url("/c")}
+        ])
+    };
+    // The first callback fails for good and does not continue: the others are skipped.
+    let (_, stopped) = local.post("/v1/generate", ALICE, json!({"prompt": "one", "callbacks": callbacks(false)})).await;
+    wait_for(&failing, 2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = local.get(stopped["statusUrl"].as_str().unwrap(), ALICE).await.1;
+    let states: Vec<&str> = status["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+    assert_eq!(states, ["dead", "skipped", "skipped"], "{status}");
+    assert!(second.deliveries().await.unwrap().is_empty() && third.deliveries().await.unwrap().is_empty());
+
+    // With continueOnFailure the rest follow, in order, with the contract's callback body.
+    let (_, continued) = local.post("/v1/generate", ALICE, json!({"prompt": "two", "callbacks": callbacks(true), "requestId": "r9"})).await;
+    let b = wait_for(&second, 1, Duration::from_secs(10)).await;
+    let c = wait_for(&third, 1, Duration::from_secs(10)).await;
+    assert!(b[0].at_ms <= c[0].at_ms, "in order");
+    assert_eq!(b[0].body["success"], true);
+    assert_eq!(b[0].body["result"]["title"], "Déjà vu 🚀 naïve café");
+    assert_eq!(b[0].body["metadata"]["jobId"], continued["jobId"]);
+    assert_eq!(b[0].body["metadata"]["provider"], "alpha");
+    assert!(b[0].legacy_ok, "callbacks are signed too: {:?}", b[0].reasons);
+    let status = local.get(continued["statusUrl"].as_str().unwrap(), ALICE).await.1;
+    let states: Vec<&str> = status["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+    assert_eq!(states, ["dead", "delivered", "delivered"], "{status}");
+}
