@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need into .tools/ (git-ignored), once: the Upstash REST emulator (npm),
-# moto's SQS server and cfn-lint (PyPI, in a venv), and redis-server (Debian) only when missing.
+# moto's SQS server, cfn-lint and cargo-lambda (PyPI, in a venv), and redis-server (Debian) only when missing.
 # A second run finds the stamp and returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
 UPSTASH_EMULATOR="@humanwhocodes/upstash-redis-server@1.0.0"
-PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0"
+PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2"
 STAMP="$TOOLS/.stamp-$(echo "$UPSTASH_EMULATOR $PY_PACKAGES" | sha256sum | cut -c1-16)"
 mkdir -p "$TOOLS"
 

@@ -14,3 +14,6 @@ echo "cfn-lint: clean"
 
 echo "== cargo test (whole workspace, one build)"
 cargo test --workspace --no-fail-fast
+
+echo "== cargo lambda invoke with every file in events/"
+bash scripts/invoke-events.sh
