@@ -149,7 +149,7 @@ impl Config {
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
         let (providers, providers_source) = match env("STEPPER_CONFIG") {
-            Some(path) => (load_file(Path::new(&path), env)?, format!("the file {path} (STEPPER_CONFIG)")),
+            Some(path) => (load_file(Path::new(&path), env, &settings.url_guard)?, format!("the file {path} (STEPPER_CONFIG)")),
             None => (spec::from_catalog_env(env), "provider key variables in the environment".to_string()),
         };
         let upstash = match (env("UPSTASH_REDIS_REST_URL"), env("UPSTASH_REDIS_REST_TOKEN")) {
@@ -203,7 +203,7 @@ fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, Config
         .collect()
 }
 
-fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ProviderSpec>, ConfigError> {
+fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>, guard: &UrlGuard) -> Result<Vec<ProviderSpec>, ConfigError> {
     let file_error = |message: String| ConfigError::File { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     let file: ConfigFile = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
@@ -217,7 +217,12 @@ fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Pr
         if entry.enabled == Some(false) {
             continue;
         }
-        specs.push(spec::resolve(entry, env).map_err(|e| ConfigError::Provider { name, message: e.to_string() })?);
+        let spec = spec::resolve(entry, env).map_err(|e| ConfigError::Provider { name: name.clone(), message: e.to_string() })?;
+        // A custom endpoint's URL passes the same SSRF rules as callbacks (allow-list it to reach a private host).
+        if matches!(spec.wire, spec::Wire::Http(_)) {
+            guard.check(&spec.base_url).map_err(|e| ConfigError::Provider { name, message: format!("base_url: {e}") })?;
+        }
+        specs.push(spec);
     }
     Ok(specs)
 }

@@ -58,7 +58,7 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
             limits: spec.limits,
             small_context: spec.small_context,
             timeout_ms: spec.timeout_ms,
-            provider: spec::build(spec, http.clone()),
+            provider: spec::build(spec, http.clone(), &config.settings.url_guard),
         })
         .collect();
     let engine = Engine {

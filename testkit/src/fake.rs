@@ -16,6 +16,38 @@ use serde_json::{json, Value};
 pub enum Wire {
     /// OpenAI chat completions (`POST /v1/chat/completions`), spoken by most free providers.
     OpenAi,
+    /// Gemini native (`POST /v1beta/models/{model}:generateContent`, key in `x-goog-api-key`).
+    Gemini,
+    /// Anthropic Messages (`POST /v1/messages`, `x-api-key`, `anthropic-version` required).
+    Anthropic,
+    /// Cohere v2 chat (`POST /v2/chat`, Bearer).
+    Cohere,
+    /// A self-hosted text-generation endpoint (`POST /generate`, Bearer), for custom `http` providers.
+    Http,
+}
+
+impl Wire {
+    pub const ALL: [Wire; 5] = [Wire::OpenAi, Wire::Gemini, Wire::Anthropic, Wire::Cohere, Wire::Http];
+
+    fn path_ok(self, path: &str) -> bool {
+        match self {
+            Wire::OpenAi => path == "/v1/chat/completions",
+            Wire::Gemini => path.strip_prefix("/v1beta/models/").is_some_and(|m| m.ends_with(":generateContent")),
+            Wire::Anthropic => path == "/v1/messages",
+            Wire::Cohere => path == "/v2/chat",
+            Wire::Http => path == "/generate",
+        }
+    }
+
+    /// Whether the request carries `key` where this wire expects it.
+    fn authorised(self, headers: &HeaderMap, key: &str) -> bool {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match self {
+            Wire::Gemini => header("x-goog-api-key") == Some(key),
+            Wire::Anthropic => header("x-api-key") == Some(key),
+            _ => header("authorization") == Some(format!("Bearer {key}").as_str()),
+        }
+    }
 }
 
 /// One scripted answer.
@@ -91,6 +123,259 @@ impl FakeReply {
     }
 }
 
+/// Gemini native answers (`generateContent`), with Google's error shape `{"error":{"code","message","status","details"}}`.
+impl FakeReply {
+    pub fn gemini_text(text: &str) -> Self {
+        Self::gemini_candidate(text, "STOP")
+    }
+
+    /// One candidate with a chosen `finishReason` (`MAX_TOKENS`, `SAFETY`, `RECITATION`, …).
+    pub fn gemini_candidate(text: &str, finish_reason: &str) -> Self {
+        Self::new(
+            200,
+            json!({
+                "candidates": [{
+                    "content": {"parts": [{"text": text}], "role": "model"},
+                    "finishReason": finish_reason,
+                    "index": 0
+                }],
+                "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 80, "totalTokenCount": 200},
+                "modelVersion": "gemini-2.5-flash",
+                "responseId": "fake-response"
+            })
+            .to_string(),
+        )
+    }
+
+    /// A prompt blocked before generation: HTTP 200, no candidates, `promptFeedback.blockReason`.
+    pub fn gemini_blocked(reason: &str) -> Self {
+        Self::new(
+            200,
+            json!({
+                "promptFeedback": {"blockReason": reason, "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH"}]},
+                "usageMetadata": {"promptTokenCount": 120, "totalTokenCount": 120},
+                "modelVersion": "gemini-2.5-flash"
+            })
+            .to_string(),
+        )
+    }
+
+    pub fn gemini_error(status: u16, google_status: &str, message: &str, details: Value) -> Self {
+        Self::new(status, json!({"error": {"code": status, "message": message, "status": google_status, "details": details}}).to_string())
+    }
+
+    /// A 429 naming the quota that ran out (`quota_id`) and when to retry (`RetryInfo.retryDelay`), no header.
+    pub fn gemini_quota(quota_id: &str, retry_delay: &str) -> Self {
+        Self::gemini_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            &format!("You exceeded your current quota, please check your plan and billing details. Please retry in {retry_delay}."),
+            json!([
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                    "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                    "quotaId": quota_id,
+                    "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash"},
+                    "quotaValue": if quota_id.contains("PerDay") { "250" } else { "10" }
+                }]},
+                {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
+            ]),
+        )
+    }
+
+    /// The per-minute request quota (RetryInfo says when).
+    pub fn gemini_rate_limited(retry_delay: &str) -> Self {
+        Self::gemini_quota("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", retry_delay)
+    }
+
+    /// The per-day request quota: nothing before midnight US Pacific.
+    pub fn gemini_daily_quota() -> Self {
+        Self::gemini_quota("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "23s")
+    }
+
+    /// Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+    pub fn gemini_bad_key() -> Self {
+        Self::gemini_error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            json!([
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                 "metadata": {"service": "generativelanguage.googleapis.com"}},
+                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": "API key not valid. Please pass a valid API key."}
+            ]),
+        )
+    }
+
+    pub fn gemini_status(status: u16) -> Self {
+        match status {
+            400 => Self::gemini_error(400, "INVALID_ARGUMENT", "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).", json!([])),
+            403 => Self::gemini_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", json!([])),
+            404 => Self::gemini_error(404, "NOT_FOUND", "models/fake-model is not found for API version v1beta, or is not supported for generateContent.", json!([])),
+            429 => Self::gemini_rate_limited("1s"),
+            500 => Self::gemini_error(500, "INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", json!([])),
+            503 => Self::gemini_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([])),
+            504 => Self::gemini_error(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.", json!([])),
+            other => Self::gemini_error(other, "UNKNOWN", "error", json!([])),
+        }
+    }
+}
+
+/// Anthropic Messages answers, with its error shape `{"type":"error","error":{"type","message"},"request_id"}`.
+impl FakeReply {
+    pub fn anthropic_text(text: &str) -> Self {
+        Self::anthropic_message(text, "end_turn")
+    }
+
+    /// A message with a chosen `stop_reason` (`max_tokens`, `refusal`, …).
+    pub fn anthropic_message(text: &str, stop_reason: &str) -> Self {
+        Self::new(
+            200,
+            json!({
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-haiku-4-5",
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": stop_reason,
+                "stop_sequence": null,
+                "usage": {"input_tokens": 120, "output_tokens": 80}
+            })
+            .to_string(),
+        )
+        .with_header("anthropic-ratelimit-requests-limit", "50")
+        .with_header("anthropic-ratelimit-requests-remaining", "49")
+        .with_header("anthropic-ratelimit-requests-reset", "2026-11-25T10:00:30Z")
+    }
+
+    pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Self {
+        Self::new(status, json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}).to_string())
+            .with_header("request-id", "req_fake")
+    }
+
+    /// 429 with `retry-after` and the `anthropic-ratelimit-*` headers (reset as RFC 3339).
+    pub fn anthropic_rate_limited(retry_after_s: u64) -> Self {
+        Self::anthropic_error(429, "rate_limit_error", "This request would exceed the rate limit for your organization of 50 requests per minute.")
+            .with_header("retry-after", &retry_after_s.to_string())
+            .with_header("anthropic-ratelimit-requests-limit", "50")
+            .with_header("anthropic-ratelimit-requests-remaining", "0")
+            .with_header("anthropic-ratelimit-requests-reset", "2026-11-25T10:00:30Z")
+    }
+
+    pub fn anthropic_status(status: u16) -> Self {
+        match status {
+            400 => Self::anthropic_error(400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
+            401 => Self::anthropic_error(401, "authentication_error", "invalid x-api-key"),
+            403 => Self::anthropic_error(403, "permission_error", "Your API key does not have permission to use the specified resource."),
+            404 => Self::anthropic_error(404, "not_found_error", "model: claude-fake"),
+            413 => Self::anthropic_error(413, "request_too_large", "Request exceeds the maximum allowed number of bytes."),
+            429 => Self::anthropic_rate_limited(1),
+            500 => Self::anthropic_error(500, "api_error", "Internal server error"),
+            529 => Self::anthropic_error(529, "overloaded_error", "Overloaded"),
+            other => Self::anthropic_error(other, "api_error", "error"),
+        }
+    }
+}
+
+/// Cohere v2 chat answers, with its error shape `{"id","message"}`.
+impl FakeReply {
+    pub fn cohere_text(text: &str) -> Self {
+        Self::cohere_chat(text, "COMPLETE")
+    }
+
+    /// A chat answer with a chosen `finish_reason` (`MAX_TOKENS`, `ERROR`, …).
+    pub fn cohere_chat(text: &str, finish_reason: &str) -> Self {
+        Self::new(
+            200,
+            json!({
+                "id": "fake-chat",
+                "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+                "finish_reason": finish_reason,
+                "usage": {"billed_units": {"input_tokens": 100, "output_tokens": 80}, "tokens": {"input_tokens": 120, "output_tokens": 80}}
+            })
+            .to_string(),
+        )
+    }
+
+    pub fn cohere_error(status: u16, message: &str) -> Self {
+        Self::new(status, json!({"id": "fake-error", "message": message}).to_string())
+    }
+
+    /// A trial key over its per-minute limit (no retry header).
+    pub fn cohere_trial_minute() -> Self {
+        Self::cohere_error(429, "You are using a Trial key, which is limited to 20 API calls / minute. You can continue to use the Trial key for free or upgrade to a Production key with higher rate limits at 'https://dashboard.cohere.com/api-keys'.")
+    }
+
+    /// A trial key over its monthly calls: nothing before the 1st.
+    pub fn cohere_trial_month() -> Self {
+        Self::cohere_error(429, "You are using a Trial key, which is limited to 1000 API calls / month. You can continue to use the Trial key for free or upgrade to a Production key with higher rate limits at 'https://dashboard.cohere.com/api-keys'.")
+    }
+
+    pub fn cohere_status(status: u16) -> Self {
+        match status {
+            400 => Self::cohere_error(400, "invalid request: message must be at least 1 token long or tool results must be specified."),
+            401 => Self::cohere_error(401, "invalid api token"),
+            402 => Self::cohere_error(402, "Please add a payment method to continue."),
+            404 => Self::cohere_error(404, "model 'fake-model' not found, make sure the correct model ID was used and that you have access to the model."),
+            422 => Self::cohere_error(422, "invalid request: max_tokens must be positive"),
+            429 => Self::cohere_trial_minute(),
+            500 => Self::cohere_error(500, "internal server error, this has been reported to our developers"),
+            503 => Self::cohere_error(503, "service unavailable"),
+            other => Self::cohere_error(other, "error"),
+        }
+    }
+}
+
+/// Answers of a self-hosted text-generation endpoint (a TGI-style `[{"generated_text"}]`).
+impl FakeReply {
+    pub fn http_text(text: &str) -> Self {
+        Self::new(200, json!([{"generated_text": text}]).to_string())
+    }
+}
+
+/// The same meaning in each wire's own words.
+impl FakeReply {
+    /// A successful answer whose text is `text`.
+    pub fn text(wire: Wire, text: &str) -> Self {
+        match wire {
+            Wire::OpenAi => Self::openai_text(text),
+            Wire::Gemini => Self::gemini_text(text),
+            Wire::Anthropic => Self::anthropic_text(text),
+            Wire::Cohere => Self::cohere_text(text),
+            Wire::Http => Self::http_text(text),
+        }
+    }
+
+    /// The error body this wire sends with `status`.
+    pub fn status(wire: Wire, status: u16) -> Self {
+        match wire {
+            Wire::OpenAi => Self::openai_status(status),
+            Wire::Gemini => Self::gemini_status(status),
+            Wire::Anthropic => Self::anthropic_status(status),
+            Wire::Cohere => Self::cohere_status(status),
+            Wire::Http => Self::new(status, json!({"error": format!("HTTP {status}")}).to_string()),
+        }
+    }
+
+    fn unknown_path(wire: Wire, method: &Method, path: &str) -> Self {
+        let message = format!("Unknown request URL: {method} {path}");
+        match wire {
+            Wire::Gemini => Self::gemini_error(404, "NOT_FOUND", &message, json!([])),
+            Wire::Anthropic => Self::anthropic_error(404, "not_found_error", &message),
+            Wire::Cohere => Self::cohere_error(404, &message),
+            Wire::OpenAi | Wire::Http => Self::openai_error(404, "invalid_request_error", "unknown_url", &message),
+        }
+    }
+
+    fn unauthorised(wire: Wire) -> Self {
+        match wire {
+            Wire::Gemini => Self::gemini_bad_key(),
+            Wire::Http => Self::new(401, json!({"error": "Unauthorized"}).to_string()),
+            other => Self::status(other, 401),
+        }
+    }
+}
+
 /// A request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -147,8 +432,12 @@ impl FakeProvider {
 
     /// What a provider configuration's `base_url` is for this fake.
     pub fn base_url(&self) -> String {
+        let root = format!("http://127.0.0.1:{}", self.port);
         match self.wire {
-            Wire::OpenAi => format!("http://127.0.0.1:{}/v1", self.port),
+            Wire::OpenAi | Wire::Anthropic => format!("{root}/v1"),
+            Wire::Gemini => format!("{root}/v1beta"),
+            Wire::Cohere => format!("{root}/v2"),
+            Wire::Http => format!("{root}/generate"),
         }
     }
 
@@ -166,7 +455,7 @@ impl FakeProvider {
         self.script().default = Some(reply);
     }
 
-    /// Requests without `Authorization: Bearer <key>` get the wire's own 401.
+    /// Requests without the key where the wire carries it get the wire's own refusal (Gemini: 400).
     pub fn expect_key(&self, key: &str) {
         self.script().expected_key = Some(key.to_string());
     }
@@ -189,19 +478,18 @@ async fn answer(State(shared): State<Shared>, method: Method, uri: Uri, headers:
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         });
-        let wire_path_ok = match shared.wire {
-            Wire::OpenAi => method == Method::POST && uri.path() == "/v1/chat/completions",
-        };
-        let authorised = script.expected_key.as_ref().is_none_or(|key| {
-            headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(format!("Bearer {key}").as_str())
-        });
-        if !wire_path_ok {
-            FakeReply::openai_error(404, "invalid_request_error", "unknown_url", &format!("Unknown request URL: {method} {}", uri.path()))
+        let wire = shared.wire;
+        let authorised = script.expected_key.as_ref().is_none_or(|key| wire.authorised(&headers, key));
+        let version_missing = wire == Wire::Anthropic && headers.get("anthropic-version").is_none();
+        if method != Method::POST || !wire.path_ok(uri.path()) {
+            FakeReply::unknown_path(wire, &method, uri.path())
         } else if !authorised {
-            FakeReply::openai_status(401)
+            FakeReply::unauthorised(wire)
+        } else if version_missing {
+            FakeReply::anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
         } else {
             script.queue.pop_front().or_else(|| script.default.clone()).unwrap_or_else(|| {
-                FakeReply::openai_error(500, "server_error", "unscripted", "the fake provider has no scripted answer")
+                FakeReply::status(wire, 500).with_header("x-fake", "unscripted")
             })
         }
     };

@@ -448,6 +448,21 @@ impl reqwest::dns::Resolve for NoOtherNames {
     }
 }
 
+/// A client that connects only to the pinned target's resolved addresses and never follows redirects (webhooks
+/// and custom `http` providers).
+pub fn pinned_client(target: &PinnedTarget, timeout: Duration, user_agent: &str) -> Result<reqwest::Client, DeliveryError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .user_agent(user_agent)
+        .dns_resolver(Arc::new(NoOtherNames));
+    if let Some(Host::Domain(name)) = target.url.host() {
+        builder = builder.resolve_to_addrs(name, &target.addrs);
+    }
+    builder.build().map_err(|error| DeliveryError::Client(error.without_url().to_string()))
+}
+
 /// POSTs `body` to the pinned target: connects only to its resolved addresses, never follows redirects, gives up
 /// after `timeout`, and reads at most [`RESPONSE_BODY_CAP`] bytes of the answer. `Content-Type: application/json`
 /// is sent unless `headers` set one.
@@ -470,18 +485,7 @@ pub async fn post(
         header_map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
 
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(timeout)
-        .user_agent(concat!("stepper-webhook/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(NoOtherNames));
-    if let Some(Host::Domain(name)) = target.url.host() {
-        builder = builder.resolve_to_addrs(name, &target.addrs);
-    }
-    let client = builder
-        .build()
-        .map_err(|error| DeliveryError::Client(error.without_url().to_string()))?;
+    let client = pinned_client(target, timeout, concat!("stepper-webhook/", env!("CARGO_PKG_VERSION")))?;
 
     let classify_error = |error: reqwest::Error| {
         if error.is_timeout() {

@@ -22,9 +22,13 @@ pub struct CatalogEntry {
 }
 
 const fn openai(id: &'static str, base_url: &'static str, model: &'static str, key_env: &'static str) -> CatalogEntry {
+    native(WireKind::Openai, id, base_url, model, key_env)
+}
+
+const fn native(kind: WireKind, id: &'static str, base_url: &'static str, model: &'static str, key_env: &'static str) -> CatalogEntry {
     CatalogEntry {
         id,
-        kind: WireKind::Openai,
+        kind,
         base_url,
         model,
         key_env: Some(key_env),
@@ -40,12 +44,22 @@ const fn openai(id: &'static str, base_url: &'static str, model: &'static str, k
 
 /// In the order providers are tried when they come from the environment.
 pub const CATALOG: &[CatalogEntry] = &[
+    // Gemini's native API: JSON schemas asked natively, and its 429s say which quota ran out.
     CatalogEntry {
         rpm: Some(10),
         rpd: Some(250),
         tpm: Some(250_000),
         reset: ResetClock::PacificMidnight,
-        ..openai("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", "gemini-2.5-flash", "GEMINI_API_KEY")
+        ..native(WireKind::Gemini, "gemini", "https://generativelanguage.googleapis.com/v1beta", "gemini-2.5-flash", "GEMINI_API_KEY")
+    },
+    // The same quota through Gemini's OpenAI endpoint: from the providers file only, never both from one key.
+    CatalogEntry {
+        rpm: Some(10),
+        rpd: Some(250),
+        tpm: Some(250_000),
+        reset: ResetClock::PacificMidnight,
+        from_env: false,
+        ..openai("gemini-openai", "https://generativelanguage.googleapis.com/v1beta/openai", "gemini-2.5-flash", "GEMINI_API_KEY")
     },
     CatalogEntry {
         rpm: Some(30),
@@ -79,9 +93,12 @@ pub const CATALOG: &[CatalogEntry] = &[
         )
     },
     openai("huggingface", "https://router.huggingface.co/v1", "meta-llama/Llama-3.3-70B-Instruct", "HF_TOKEN"),
+    // Trial keys: 20 calls a minute per model and 1,000 a month (a monthly 429 parks it until the 1st).
+    CatalogEntry { rpm: Some(20), ..native(WireKind::Cohere, "cohere", "https://api.cohere.com/v2", "command-a-03-2025", "COHERE_API_KEY") },
     openai("together", "https://api.together.xyz/v1", "meta-llama/Llama-3.3-70B-Instruct-Turbo-Free", "TOGETHER_API_KEY"),
     openai("deepseek", "https://api.deepseek.com", "deepseek-chat", "DEEPSEEK_API_KEY"),
     openai("perplexity", "https://api.perplexity.ai", "sonar", "PERPLEXITY_API_KEY"),
+    CatalogEntry { rpm: Some(50), ..native(WireKind::Anthropic, "anthropic", "https://api.anthropic.com/v1", "claude-haiku-4-5", "ANTHROPIC_API_KEY") },
     openai("openai", "https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY"),
     CatalogEntry { key_env: None, from_env: false, ..openai("ollama", "http://localhost:11434/v1", "llama3.2", "") },
     CatalogEntry { key_env: None, from_env: false, ..openai("llamacpp", "http://127.0.0.1:8080/v1", "default", "") },

@@ -45,12 +45,47 @@ pub fn retry_after(headers: &HeaderMap) -> Option<RetryHint> {
     chrono::DateTime::parse_from_rfc2822(v).ok().map(|t| RetryHint::At(t.timestamp_millis().max(0) as u64))
 }
 
-/// "Please try again in 5.289s" / "try again in 2m59.56s" inside an error message (Groq, OpenAI).
+/// "Please try again in 5.289s" (Groq, OpenAI) or "Please retry in 47.08s" (Gemini) inside an error message.
 pub fn try_again_in(message: &str) -> Option<RetryHint> {
     let lower = message.to_ascii_lowercase();
-    let at = lower.find("try again in ")? + "try again in ".len();
+    let at = ["try again in ", "retry in "].iter().find_map(|p| lower.find(p).map(|i| i + p.len()))?;
     let token: String = lower[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
     go_duration(token.trim_end_matches('.')).map(RetryHint::After)
+}
+
+/// What Google's `error.details` say: `RetryInfo.retryDelay`, the `QuotaFailure` quota ids, the `ErrorInfo` reason.
+#[derive(Debug, Default, PartialEq)]
+pub struct GoogleDetails {
+    pub retry_delay: Option<Duration>,
+    pub quota_ids: Vec<String>,
+    pub reason: Option<String>,
+}
+
+impl GoogleDetails {
+    /// A per-day quota is used up (it resets at midnight US Pacific); per-minute ones pass within the minute.
+    pub fn daily_quota(&self) -> bool {
+        self.quota_ids.iter().any(|id| id.contains("PerDay"))
+    }
+}
+
+pub fn google_details(body: &Value) -> GoogleDetails {
+    let body = match body {
+        Value::Array(items) => items.first().unwrap_or(&Value::Null),
+        other => other,
+    };
+    let mut found = GoogleDetails::default();
+    for detail in body["error"]["details"].as_array().into_iter().flatten() {
+        let kind = detail["@type"].as_str().unwrap_or("");
+        if kind.ends_with("RetryInfo") {
+            found.retry_delay = detail["retryDelay"].as_str().and_then(go_duration);
+        } else if kind.ends_with("QuotaFailure") {
+            let ids = detail["violations"].as_array().into_iter().flatten();
+            found.quota_ids.extend(ids.filter_map(|v| v["quotaId"].as_str().map(str::to_string)));
+        } else if kind.ends_with("ErrorInfo") {
+            found.reason = detail["reason"].as_str().map(str::to_string);
+        }
+    }
+    found
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -100,13 +135,19 @@ pub fn rate_signals(headers: &HeaderMap) -> RateSignals {
     }
 }
 
-/// The error object of an OpenAI-style body: `{"error":{...}}`, Gemini's `[{"error":{...}}]`,
-/// NVIDIA's problem details `{"status","title","detail"}`, or `{"message"}`.
+/// The error object of any wire format's error body: `{"error":{...}}` (OpenAI, Anthropic, Gemini),
+/// Gemini's `[{"error":{...}}]` on its OpenAI endpoint, NVIDIA's problem details `{"status","title","detail"}`,
+/// Cloudflare's `{"errors":[{"code","message"}]}`, or Cohere's `{"message"}`.
 pub fn error_object(body: &Value) -> Option<(String, String)> {
     let body = match body {
         Value::Array(items) => items.first()?,
         other => other,
     };
+    if let Some(first) = body.get("errors").and_then(Value::as_array).and_then(|e| e.first()) {
+        let code = first.get("code").map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()));
+        let message = first.get("message").and_then(Value::as_str).unwrap_or("");
+        return Some((code.unwrap_or_default(), message.to_string()));
+    }
     if let Some(e) = body.get("error") {
         let message = e.get("message").and_then(Value::as_str).or_else(|| e.as_str()).unwrap_or("").to_string();
         let code = e
@@ -132,20 +173,33 @@ fn short(s: &str) -> String {
     }
 }
 
-/// Classifies an HTTP error answer (any status that is not a usable 200).
-pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetClock, now_ms: u64) -> Failure {
+/// Classifies an HTTP error answer (any status that is not a usable 200). `reset` is the provider's quota
+/// clock: an exhausted daily quota parks the provider until it turns.
+pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetClock) -> Failure {
     let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let (code, message) = error_object(&parsed).unwrap_or_else(|| {
         let text = if body.trim_start().starts_with('<') { "an HTML error page".to_string() } else { body.to_string() };
         (String::new(), text)
     });
+    let google = google_details(&parsed);
     let lower = format!("{code} {message}").to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     let text = short(&format!("{status} {}{}", if code.is_empty() { String::new() } else { format!("{code}: ") }, message));
-    let until_reset = || Some(RetryHint::At(reset.next_reset(now_ms)));
-    let quota_words = ["insufficient_quota", "quota", "credits", "balance", "spend_limit", "per day", "daily"];
+    let daily = Some(RetryHint::NextReset(reset));
+    let out_of_money = ["credit balance", "spend_limit", "spend limit", "insufficient_quota", "insufficient balance"];
     match status {
-        429 if quota_words.iter().any(|w| lower.contains(w)) && !lower.contains("per minute") => {
-            Failure::new(ErrorClass::QuotaExhausted, text).with_retry(until_reset())
+        // Gemini says which quota ran out: per day waits for the Pacific midnight, per minute for retryDelay.
+        429 if google.daily_quota() => Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily),
+        429 if !google.quota_ids.is_empty() || google.retry_delay.is_some() => {
+            let hint = google.retry_delay.map(RetryHint::After).or_else(|| retry_after(headers)).or_else(|| try_again_in(&message));
+            Failure::new(ErrorClass::RateLimited, text).with_retry(hint)
+        }
+        429 if has(&["/ month", "per month", "monthly"]) => {
+            Failure::new(ErrorClass::QuotaExhausted, text).with_retry(Some(RetryHint::NextMonth))
+        }
+        // Cloudflare's 3036: the daily free neurons are spent.
+        429 if code == "3036" || (has(&["quota", "credits", "balance", "per day", "daily"]) || has(&out_of_money)) && !has(&["per minute", "per-minute"]) => {
+            Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily)
         }
         429 => {
             let hint = retry_after(headers)
@@ -154,10 +208,13 @@ pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetCl
                 .or_else(|| reset_hint(headers, "x-ratelimit-reset"));
             Failure::new(ErrorClass::RateLimited, text).with_retry(hint)
         }
-        402 => Failure::new(ErrorClass::QuotaExhausted, text).with_retry(until_reset()),
-        401 | 403 if lower.contains("moderation") || lower.contains("flagged") => Failure::new(ErrorClass::Filtered, text),
+        402 => Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily),
+        // Anthropic answers an empty balance or a reached spend limit with 400/403.
+        400 | 403 if has(&out_of_money) => Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily),
+        401 | 403 if has(&["moderation", "flagged"]) => Failure::new(ErrorClass::Filtered, text),
         401 | 403 => Failure::new(ErrorClass::AuthInvalid, text),
-        400 if lower.contains("api_key_invalid") || lower.contains("api key not valid") => {
+        // Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+        400 if google.reason.as_deref() == Some("API_KEY_INVALID") || has(&["api_key_invalid", "api key not valid"]) => {
             Failure::new(ErrorClass::AuthInvalid, text)
         }
         404 | 410 => Failure::new(ErrorClass::Gone, text),
@@ -201,10 +258,10 @@ mod tests {
             (429, vec![("retry-after", "7")], r#"{"error":{"message":"Rate limit","code":"rate_limit_exceeded"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_secs(7)))),
             (429, vec![], r#"{"error":{"message":"Rate limit reached. Please try again in 5.289s.","type":"tokens"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(5289)))),
             (429, vec![("x-ratelimit-reset-requests", "2m59.56s")], r#"{"error":{"message":"slow down"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(179_560)))),
-            (429, vec![], r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::At(ResetClock::UtcMidnight.next_reset(NOW)))),
+            (429, vec![], r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextReset(ResetClock::UtcMidnight))),
             (429, vec![], r#"{"status":429,"title":"Too Many Requests"}"#, ErrorClass::RateLimited, None),
             (429, vec![], r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#, ErrorClass::RateLimited, None),
-            (402, vec![], r#"{"error":{"message":"Insufficient credits","code":402}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::At(ResetClock::UtcMidnight.next_reset(NOW)))),
+            (402, vec![], r#"{"error":{"message":"Insufficient credits","code":402}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextReset(ResetClock::UtcMidnight))),
             (401, vec![], r#"{"error":{"message":"Invalid API Key","code":"invalid_api_key"}}"#, ErrorClass::AuthInvalid, None),
             (400, vec![], r#"[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}]"#, ErrorClass::AuthInvalid, None),
             (400, vec![], r#"{"error":{"message":"context too long"}}"#, ErrorClass::BadRequest, None),
@@ -215,9 +272,12 @@ mod tests {
             (529, vec![], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, ErrorClass::Overloaded, None),
             (502, vec![], "<html><body>Bad Gateway</body></html>", ErrorClass::Overloaded, None),
             (498, vec![], "{}", ErrorClass::Overloaded, None),
+            (429, vec![], r#"{"errors":[{"message":"AiError: you have used up your daily free allocation of 10,000 neurons","code":3036}],"success":false,"result":null,"messages":[]}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextReset(ResetClock::UtcMidnight))),
+            (429, vec![], r#"[{"error":{"code":429,"message":"You exceeded your current quota. Please retry in 47.08s.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}]"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(47_080)))),
+            (429, vec![], r#"{"message":"You are using a Trial key, which is limited to 1000 API calls / month."}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextMonth)),
         ];
         for (status, h, body, class, retry) in rows {
-            let f = http_failure(status, &headers(&h), body, ResetClock::UtcMidnight, NOW);
+            let f = http_failure(status, &headers(&h), body, ResetClock::UtcMidnight);
             assert_eq!(f.class, class, "{status} {body}");
             assert_eq!(f.retry, retry, "{status} {body}");
             assert!(!f.message.contains('\n') && f.message.chars().count() <= 170);
@@ -226,7 +286,7 @@ mod tests {
 
     #[test]
     fn http_date_retry_after() {
-        let f = http_failure(429, &headers(&[("retry-after", "Wed, 25 Nov 2026 10:00:00 GMT")]), "{}", ResetClock::UtcMidnight, NOW);
+        let f = http_failure(429, &headers(&[("retry-after", "Wed, 25 Nov 2026 10:00:00 GMT")]), "{}", ResetClock::UtcMidnight);
         let expected = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().timestamp_millis() as u64;
         assert_eq!(f.retry, Some(RetryHint::At(expected)));
     }

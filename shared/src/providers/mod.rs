@@ -2,16 +2,22 @@
 //! classification of every answer into an [`ErrorClass`]. A provider module knows its wire format
 //! and nothing about jobs.
 
+pub mod anthropic;
 pub mod catalog;
 pub mod classify;
+pub mod cohere;
+pub mod custom;
+pub mod gemini;
 pub mod openai;
 pub mod spec;
+mod transport;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::llm::{FinishReason, Usage};
+use crate::quota::ResetClock;
 
 /// The classes of failure the step engine tells apart (see docs/providers.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,15 +64,29 @@ pub enum RetryHint {
     After(#[serde(with = "duration_ms")] Duration),
     /// An absolute instant, epoch milliseconds (HTTP dates, RFC 3339 and epoch resets).
     At(u64),
+    /// The next start of the provider's quota day (a daily quota is used up).
+    NextReset(ResetClock),
+    /// The next first of the month, 00:00 UTC (a monthly quota is used up: Cohere's trial keys).
+    NextMonth,
 }
 
 impl RetryHint {
+    /// The instant meant, seen from `now_ms` (the engine's clock, so tests can drive time).
     pub fn resolve(self, now_ms: u64) -> u64 {
         match self {
             RetryHint::After(d) => now_ms + d.as_millis() as u64,
             RetryHint::At(at) => at,
+            RetryHint::NextReset(clock) => clock.next_reset(now_ms),
+            RetryHint::NextMonth => next_month_start(now_ms),
         }
     }
+}
+
+fn next_month_start(now_ms: u64) -> u64 {
+    use chrono::{Datelike, TimeZone, Utc};
+    let Some(now) = Utc.timestamp_millis_opt(now_ms as i64).single() else { return now_ms };
+    let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().map_or(now_ms, |t| t.timestamp_millis() as u64)
 }
 
 /// A classified failure. `message` is short and never contains secrets or prompts.

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::classify::{error_object, http_failure, rate_signals, transport_failure};
-use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
+use super::classify::{error_object, http_failure};
+use super::transport::{self, Raw};
+use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::config::Secret;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Usage};
-use crate::ports::{Clock, Provider, SystemClock};
+use crate::ports::Provider;
 use crate::quota::ResetClock;
 
 pub struct OpenAiProvider {
@@ -74,19 +75,12 @@ impl OpenAiProvider {
         body
     }
 
-    async fn send(&self, body: &Value) -> Result<(u16, http::HeaderMap, String), reqwest::Error> {
-        let mut req = self.client.post(&self.url).timeout(self.timeout).json(body);
+    async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
+        let mut headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(key) = &self.key {
-            req = req.bearer_auth(key.expose());
+            headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
         }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        let response = req.send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await?;
-        Ok((status, headers, text))
+        transport::post_json(&self.client, &self.url, &headers, body, self.timeout).await
     }
 }
 
@@ -96,15 +90,14 @@ fn schema_refused(status: u16, body: &str) -> bool {
 }
 
 /// Reads a 200 answer: the message, or an error the provider put inside the 200 (OpenRouter).
-fn parse_success(body: &str, headers: &http::HeaderMap, reset: ResetClock, now_ms: u64) -> Result<Answer, Failure> {
-    let parsed: Value = serde_json::from_str(body)
-        .map_err(|_| Failure::new(ErrorClass::InvalidOutput, "200 with a body that is not JSON"))?;
+fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
+    let parsed = transport::json_body(&raw.body)?;
     if parsed.get("error").is_some() {
         let status = error_object(&parsed)
             .and_then(|(code, _)| code.parse::<u16>().ok())
             .filter(|s| (400..600).contains(s))
             .unwrap_or(502);
-        return Err(http_failure(status, headers, body, reset, now_ms));
+        return Err(http_failure(status, &raw.headers, &raw.body, reset));
     }
     let choice = &parsed["choices"][0];
     let finish = match choice["finish_reason"].as_str() {
@@ -117,14 +110,11 @@ fn parse_success(body: &str, headers: &http::HeaderMap, reset: ResetClock, now_m
         return Err(Failure::new(ErrorClass::Filtered, "finish_reason content_filter"));
     }
     let text = choice["message"]["content"].as_str().unwrap_or("").to_string();
-    if text.trim().is_empty() {
-        return Err(Failure::new(ErrorClass::InvalidOutput, "empty message content"));
-    }
     let usage = Usage {
         input_tokens: parsed["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         output_tokens: parsed["usage"]["completion_tokens"].as_u64().unwrap_or(0),
     };
-    Ok(Answer { text, finish, usage })
+    transport::non_empty(text, finish, usage)
 }
 
 #[async_trait]
@@ -138,38 +128,14 @@ impl Provider for OpenAiProvider {
         let mut use_schema = !self.json_schema_refused.load(Ordering::Relaxed);
         let mut sent = self.send(&self.body(request, use_schema)).await;
         let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
-        if let Ok((status, _, body)) = &sent {
-            if wants_schema && use_schema && schema_refused(*status, body) {
+        if let Ok(raw) = &sent {
+            if wants_schema && use_schema && schema_refused(raw.status, &raw.body) {
                 // Some models reject json_schema: remember it and ask for plain JSON mode instead.
                 self.json_schema_refused.store(true, Ordering::Relaxed);
                 use_schema = false;
                 sent = self.send(&self.body(request, use_schema)).await;
             }
         }
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let now = SystemClock.now_ms();
-        let report = match sent {
-            Err(e) => CallReport {
-                result: Err(transport_failure(&e, self.timeout.as_millis() as u64)),
-                http_status: None,
-                duration_ms,
-                rate: RateSignals::default(),
-            },
-            Ok((status, headers, body)) => CallReport {
-                result: if status == 200 {
-                    parse_success(&body, &headers, self.reset, now)
-                } else {
-                    Err(http_failure(status, &headers, &body, self.reset, now))
-                },
-                http_status: Some(status),
-                duration_ms,
-                rate: rate_signals(&headers),
-            },
-        };
-        tracing::info!(
-            provider = %self.name, status = report.http_status, duration_ms,
-            class = report.result.as_ref().err().map_or("ok", |f| f.class.as_str()), "provider call"
-        );
-        report
+        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| parse_success(raw, self.reset))
     }
 }

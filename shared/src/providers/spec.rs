@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::anthropic::AnthropicProvider;
 use super::catalog::{self, CatalogEntry};
+use super::cohere::CohereProvider;
+use super::custom::{CustomHttpProvider, JsonPath};
+use super::gemini::GeminiProvider;
 use super::openai::OpenAiProvider;
 use crate::config::Secret;
+use crate::delivery::guard::UrlGuard;
 use crate::ports::Provider;
 use crate::quota::{ProviderLimits, ResetClock};
 
@@ -42,20 +47,44 @@ pub struct ProviderEntry {
     pub small_context: Option<bool>,
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+    /// `kind = "http"` only: the JSON request body with `{{placeholders}}` (see `providers::custom`).
+    pub body_template: Option<serde_json::Value>,
+    /// `kind = "http"` only: where the text is in the answer, e.g. `[0].generated_text`.
+    pub response_path: Option<String>,
+    /// `kind = "http"` only: the header carrying the key (default `authorization`, sent as `Bearer <key>`).
+    pub auth_header: Option<String>,
+}
+
+/// The request and answer shape of a `kind = "http"` provider.
+#[derive(Debug, Clone)]
+pub struct HttpShape {
+    pub body_template: serde_json::Value,
+    pub response_path: JsonPath,
+    pub auth_header: String,
+}
+
+/// The wire format of a resolved provider, with what only that format needs.
+#[derive(Debug, Clone)]
+pub enum Wire {
+    /// OpenAI-compatible, with extra headers (OpenRouter's `X-Title`, a gateway's own).
+    OpenAi { headers: BTreeMap<String, String> },
+    Gemini,
+    Anthropic,
+    Cohere,
+    Http(HttpShape),
 }
 
 /// A resolved, validated provider.
 #[derive(Debug, Clone)]
 pub struct ProviderSpec {
     pub name: String,
-    pub kind: WireKind,
+    pub wire: Wire,
     pub base_url: String,
     pub model: String,
     pub api_key: Option<Secret>,
     pub timeout_ms: u64,
     pub limits: ProviderLimits,
     pub small_context: bool,
-    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +95,14 @@ pub enum SpecError {
     KeyMissing(String),
     #[error("base_url needs the variable {0}")]
     UrlVariable(String),
-    #[error("kind {0:?} has no adapter in this version; use kind = \"openai\" for OpenAI-compatible endpoints")]
-    Unsupported(WireKind),
+    #[error("{0} is only for kind = \"http\"")]
+    HttpOnly(&'static str),
+    #[error("headers are only sent by kind = \"openai\" providers")]
+    HeadersUnsupported,
+    #[error("response_path: {0}")]
+    BadPath(String),
+    #[error("auth_header {0:?} is not a valid header name")]
+    BadHeader(String),
     #[error("names use letters, digits, '.', '_' and '-' (1–64 characters)")]
     BadName,
     #[error("base_url {0:?} is not an http(s) URL")]
@@ -102,11 +137,14 @@ pub fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Re
     }
     let base: Option<&CatalogEntry> = catalog::find(entry.catalog.as_deref().unwrap_or(&entry.name));
     let kind = entry.kind.or(base.map(|b| b.kind)).ok_or(SpecError::Missing("kind"))?;
-    if kind != WireKind::Openai {
-        return Err(SpecError::Unsupported(kind));
-    }
+    let http = http_shape(kind, entry.body_template, entry.response_path, entry.auth_header)?;
     let url = entry.base_url.as_deref().or(base.map(|b| b.base_url)).ok_or(SpecError::Missing("base_url"))?;
-    let model = entry.model.or(base.map(|b| b.model.to_string())).ok_or(SpecError::Missing("model"))?;
+    // A custom endpoint may serve one model and not need its name.
+    let model = entry
+        .model
+        .or(base.map(|b| b.model.to_string()))
+        .or_else(|| (kind == WireKind::Http).then(String::new))
+        .ok_or(SpecError::Missing("model"))?;
     let key_env = entry.api_key_env.or(base.and_then(|b| b.key_env).map(str::to_string));
     let api_key = match key_env {
         Some(var) => Some(Secret::new(env(&var).ok_or(SpecError::KeyMissing(var))?)),
@@ -115,9 +153,19 @@ pub fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Re
     let mut headers: BTreeMap<String, String> =
         base.map(|b| b.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap_or_default();
     headers.extend(entry.headers.unwrap_or_default());
+    if kind != WireKind::Openai && !headers.is_empty() {
+        return Err(SpecError::HeadersUnsupported);
+    }
+    let wire = match (kind, http) {
+        (WireKind::Openai, _) => Wire::OpenAi { headers },
+        (WireKind::Gemini, _) => Wire::Gemini,
+        (WireKind::Anthropic, _) => Wire::Anthropic,
+        (WireKind::Cohere, _) => Wire::Cohere,
+        (WireKind::Http, shape) => Wire::Http(shape.ok_or(SpecError::Missing("body_template"))?),
+    };
     Ok(ProviderSpec {
         name: entry.name,
-        kind,
+        wire,
         base_url: fill_url(url, env)?,
         model,
         api_key,
@@ -129,8 +177,33 @@ pub fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Re
             reset: entry.reset.or(base.map(|b| b.reset)).unwrap_or_default(),
         },
         small_context: entry.small_context.or(base.map(|b| b.small_context)).unwrap_or(false),
-        headers,
     })
+}
+
+fn http_shape(
+    kind: WireKind,
+    body_template: Option<serde_json::Value>,
+    response_path: Option<String>,
+    auth_header: Option<String>,
+) -> Result<Option<HttpShape>, SpecError> {
+    if kind != WireKind::Http {
+        return match (&body_template, &response_path, &auth_header) {
+            (Some(_), _, _) => Err(SpecError::HttpOnly("body_template")),
+            (_, Some(_), _) => Err(SpecError::HttpOnly("response_path")),
+            (_, _, Some(_)) => Err(SpecError::HttpOnly("auth_header")),
+            _ => Ok(None),
+        };
+    }
+    let auth_header = auth_header.unwrap_or_else(|| "authorization".into());
+    if http::HeaderName::try_from(auth_header.as_str()).is_err() {
+        return Err(SpecError::BadHeader(auth_header));
+    }
+    Ok(Some(HttpShape {
+        body_template: body_template.ok_or(SpecError::Missing("body_template"))?,
+        response_path: JsonPath::parse(&response_path.ok_or(SpecError::Missing("response_path"))?)
+            .map_err(SpecError::BadPath)?,
+        auth_header,
+    }))
 }
 
 /// Every catalog provider whose key variable is set, in catalog order (no file given).
@@ -154,6 +227,9 @@ pub fn from_catalog_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpe
                 small_context: None,
                 headers: None,
                 enabled: None,
+                body_template: None,
+                response_path: None,
+                auth_header: None,
             };
             match resolve(entry, env) {
                 Ok(spec) => Some(spec),
@@ -166,18 +242,29 @@ pub fn from_catalog_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpe
         .collect()
 }
 
-/// The adapter for a spec. `resolve` only lets through kinds that have one.
-pub fn build(spec: &ProviderSpec, client: reqwest::Client) -> Arc<dyn Provider> {
-    Arc::new(OpenAiProvider::new(
-        &spec.name,
-        &spec.base_url,
-        &spec.model,
-        spec.api_key.clone(),
-        spec.headers.clone(),
-        Duration::from_millis(spec.timeout_ms),
-        spec.limits.reset,
-        client,
-    ))
+/// The adapter for a spec. `guard` vets the URL of every custom `http` provider call (SSRF).
+pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard) -> Arc<dyn Provider> {
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    let (name, url, model, key, reset) =
+        (spec.name.as_str(), spec.base_url.as_str(), spec.model.as_str(), spec.api_key.clone(), spec.limits.reset);
+    match &spec.wire {
+        Wire::OpenAi { headers } => Arc::new(OpenAiProvider::new(name, url, model, key, headers.clone(), timeout, reset, client)),
+        Wire::Gemini => Arc::new(GeminiProvider::new(name, url, model, key, timeout, reset, client)),
+        Wire::Anthropic => Arc::new(AnthropicProvider::new(name, url, model, key, timeout, reset, client)),
+        Wire::Cohere => Arc::new(CohereProvider::new(name, url, model, key, timeout, reset, client)),
+        Wire::Http(shape) => Arc::new(CustomHttpProvider {
+            name: name.to_string(),
+            url: url.to_string(),
+            model: model.to_string(),
+            key,
+            auth_header: shape.auth_header.clone(),
+            template: shape.body_template.clone(),
+            response_path: shape.response_path.clone(),
+            timeout,
+            reset,
+            guard: guard.clone(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -222,10 +309,30 @@ mod tests {
     }
 
     #[test]
+    fn every_wire_resolves_and_http_needs_its_shape() {
+        let gemini = resolve(entry("name = \"gemini\""), &env(&[("GEMINI_API_KEY", "g")])).unwrap();
+        assert!(matches!(gemini.wire, Wire::Gemini));
+        assert_eq!(gemini.base_url, "https://generativelanguage.googleapis.com/v1beta");
+        let compat = resolve(entry("name = \"gemini-openai\""), &env(&[("GEMINI_API_KEY", "g")])).unwrap();
+        assert!(matches!(compat.wire, Wire::OpenAi { .. }));
+        let anthropic = resolve(entry("name = \"anthropic\""), &env(&[("ANTHROPIC_API_KEY", "a")])).unwrap();
+        assert!(matches!(anthropic.wire, Wire::Anthropic));
+        let cohere = resolve(entry("name = \"cohere\""), &env(&[("COHERE_API_KEY", "c")])).unwrap();
+        assert!(matches!(cohere.wire, Wire::Cohere));
+        let space = "name = \"space\"\nkind = \"http\"\nbase_url = \"https://me-space.hf.space/generate\"\nresponse_path = \"[0].generated_text\"\n[body_template]\ninputs = \"{{prompt}}\"";
+        let spec = resolve(entry(space), &env(&[])).unwrap();
+        assert!(matches!(&spec.wire, Wire::Http(shape) if shape.body_template["inputs"] == "{{prompt}}" && shape.auth_header == "authorization"));
+        let no_path = "name = \"space\"\nkind = \"http\"\nbase_url = \"https://x.example\"\n[body_template]\na = 1";
+        assert!(matches!(resolve(entry(no_path), &env(&[])), Err(SpecError::Missing("response_path"))));
+        let stray = "name = \"groq\"\nresponse_path = \"a\"";
+        assert!(matches!(resolve(entry(stray), &env(&[("GROQ_API_KEY", "k")])), Err(SpecError::HttpOnly("response_path"))));
+    }
+
+    #[test]
     fn the_environment_enables_catalog_providers_in_order() {
         let specs = from_catalog_env(&env(&[("OPENROUTER_API_KEY", "o"), ("GEMINI_API_KEY", "g")]));
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["gemini", "openrouter"]);
+        assert_eq!(names, ["gemini", "openrouter"], "one key never enables two routes to the same quota");
         assert_eq!(specs[0].limits.reset, ResetClock::PacificMidnight);
     }
 }

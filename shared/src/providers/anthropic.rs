@@ -1,0 +1,134 @@
+//! The Anthropic Messages wire format: `POST {base}/messages` with `x-api-key` and `anthropic-version`.
+//! System messages go to the top-level `system`; Messages has no JSON mode, so a JSON job asks for it in
+//! the system instructions (with the schema when there is one) and the output check does the rest.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::classify::http_failure;
+use super::transport::{self, Raw};
+use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::config::Secret;
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role, Usage};
+use crate::ports::Provider;
+use crate::quota::ResetClock;
+
+pub const API_VERSION: &str = "2023-06-01";
+
+pub struct AnthropicProvider {
+    name: String,
+    url: String,
+    model: String,
+    key: Option<Secret>,
+    timeout: Duration,
+    reset: ResetClock,
+    client: reqwest::Client,
+}
+
+impl AnthropicProvider {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        model: &str,
+        key: Option<Secret>,
+        timeout: Duration,
+        reset: ResetClock,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            url: format!("{}/messages", base_url.trim_end_matches('/')),
+            model: model.to_string(),
+            key,
+            timeout,
+            reset,
+            client,
+        }
+    }
+
+    fn body(&self, request: &CompletionRequest) -> Value {
+        let mut system: Vec<String> =
+            request.messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.clone()).collect();
+        if let ResponseFormat::Json { schema } = &request.format {
+            system.push(json_instructions(schema.as_ref()));
+        }
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .map(|m| {
+                let role = if m.role == Role::Assistant { "assistant" } else { "user" };
+                json!({"role": role, "content": m.content})
+            })
+            .collect();
+        let mut body = json!({"model": self.model, "max_tokens": request.max_tokens, "messages": messages});
+        if !system.is_empty() {
+            body["system"] = json!(system.join("\n\n"));
+        }
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        body
+    }
+}
+
+/// What a JSON job adds to the system prompt on a wire without a JSON mode.
+pub fn json_instructions(schema: Option<&Value>) -> String {
+    let mut text = "Reply with a single JSON object and nothing else: no prose, no code fences.".to_string();
+    if let Some(schema) = schema {
+        text.push_str(" The object must validate against this JSON Schema:\n");
+        text.push_str(&schema.to_string());
+    }
+    text
+}
+
+fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
+    let parsed = transport::json_body(&raw.body)?;
+    if parsed["type"] == "error" {
+        // 529-style overload reported inside a 200 by some proxies: classify it as its error type says.
+        let status = match parsed["error"]["type"].as_str() {
+            Some("overloaded_error") => 529,
+            Some("rate_limit_error") => 429,
+            _ => 502,
+        };
+        return Err(http_failure(status, &raw.headers, &raw.body, reset));
+    }
+    let stop = parsed["stop_reason"].as_str().unwrap_or("end_turn");
+    let finish = match stop {
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "refusal" => return Err(Failure::new(ErrorClass::Filtered, "stop_reason refusal")),
+        _ => FinishReason::Other,
+    };
+    let text: String = parsed["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|block| block["type"] == "text")
+        .filter_map(|block| block["text"].as_str())
+        .collect();
+    let usage = Usage {
+        input_tokens: parsed["usage"]["input_tokens"].as_u64().unwrap_or(0),
+        output_tokens: parsed["usage"]["output_tokens"].as_u64().unwrap_or(0),
+    };
+    transport::non_empty(text, finish, usage)
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn call(&self, request: &CompletionRequest) -> CallReport {
+        let started = Instant::now();
+        let mut headers = vec![("anthropic-version".to_string(), API_VERSION.to_string())];
+        if let Some(key) = &self.key {
+            headers.push(("x-api-key".to_string(), key.expose().to_string()));
+        }
+        let sent = transport::post_json(&self.client, &self.url, &headers, &self.body(request), self.timeout).await;
+        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| parse_success(raw, self.reset))
+    }
+}

@@ -1,0 +1,147 @@
+//! Gemini's native `generateContent` wire format: `POST {base}/models/{model}:generateContent` with the key in
+//! `x-goog-api-key`. JSON is asked for natively (`responseMimeType` + `responseJsonSchema`); a model that
+//! rejects the schema gets plain JSON mode from then on. Blocked prompts and safety stops arrive as HTTP 200.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+
+use super::transport::{self, Raw};
+use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::config::Secret;
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role, Usage};
+use crate::ports::Provider;
+use crate::quota::ResetClock;
+
+pub struct GeminiProvider {
+    name: String,
+    url: String,
+    key: Option<Secret>,
+    timeout: Duration,
+    reset: ResetClock,
+    client: reqwest::Client,
+    /// Set once the model refused `responseJsonSchema`: later calls ask for JSON without it.
+    schema_refused: AtomicBool,
+}
+
+impl GeminiProvider {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        model: &str,
+        key: Option<Secret>,
+        timeout: Duration,
+        reset: ResetClock,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            url: format!("{}/models/{model}:generateContent", base_url.trim_end_matches('/')),
+            key,
+            timeout,
+            reset,
+            client,
+            schema_refused: AtomicBool::new(false),
+        }
+    }
+
+    fn body(request: &CompletionRequest, use_schema: bool) -> Value {
+        let system: Vec<&str> =
+            request.messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.as_str()).collect();
+        let contents: Vec<Value> = request
+            .messages
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .map(|m| {
+                let role = if m.role == Role::Assistant { "model" } else { "user" };
+                json!({"role": role, "parts": [{"text": m.content}]})
+            })
+            .collect();
+        let mut config = Map::new();
+        config.insert("maxOutputTokens".into(), json!(request.max_tokens));
+        if let Some(t) = request.temperature {
+            config.insert("temperature".into(), json!(t));
+        }
+        if let ResponseFormat::Json { schema } = &request.format {
+            config.insert("responseMimeType".into(), json!("application/json"));
+            if let (Some(schema), true) = (schema, use_schema) {
+                config.insert("responseJsonSchema".into(), schema.clone());
+            }
+        }
+        let mut body = json!({"contents": contents, "generationConfig": config});
+        if !system.is_empty() {
+            body["systemInstruction"] = json!({"parts": [{"text": system.join("\n\n")}]});
+        }
+        body
+    }
+
+    async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
+        let headers: Vec<(String, String)> =
+            self.key.iter().map(|k| ("x-goog-api-key".to_string(), k.expose().to_string())).collect();
+        transport::post_json(&self.client, &self.url, &headers, body, self.timeout).await
+    }
+}
+
+fn schema_refused(raw: &Raw) -> bool {
+    let lower = raw.body.to_ascii_lowercase();
+    raw.status == 400 && !lower.contains("api_key_invalid") && (lower.contains("json_schema") || lower.contains("jsonschema"))
+}
+
+fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
+    let parsed = transport::json_body(&raw.body)?;
+    let candidate = &parsed["candidates"][0];
+    if candidate.is_null() {
+        // A blocked prompt is a 200 with no candidates and the reason in promptFeedback.
+        let reason = parsed["promptFeedback"]["blockReason"].as_str();
+        return Err(match reason {
+            Some(reason) => Failure::new(ErrorClass::Filtered, format!("prompt blocked: {reason}")),
+            None => Failure::new(ErrorClass::InvalidOutput, "200 without candidates"),
+        });
+    }
+    let reason = candidate["finishReason"].as_str().unwrap_or("STOP");
+    let finish = match reason {
+        "STOP" => FinishReason::Stop,
+        "MAX_TOKENS" => FinishReason::Length,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            return Err(Failure::new(ErrorClass::Filtered, format!("finishReason {reason}")));
+        }
+        _ => FinishReason::Other,
+    };
+    // Thinking models may return thought parts: only the answer's own parts count.
+    let text: String = candidate["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["thought"].as_bool() != Some(true))
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    let usage = Usage {
+        input_tokens: parsed["usageMetadata"]["promptTokenCount"].as_u64().unwrap_or(0),
+        output_tokens: parsed["usageMetadata"]["candidatesTokenCount"].as_u64().unwrap_or(0),
+    };
+    transport::non_empty(text, finish, usage)
+}
+
+#[async_trait]
+impl Provider for GeminiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn call(&self, request: &CompletionRequest) -> CallReport {
+        let started = Instant::now();
+        let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
+        let mut use_schema = !self.schema_refused.load(Ordering::Relaxed);
+        let mut sent = self.send(&Self::body(request, use_schema)).await;
+        if let Ok(raw) = &sent {
+            if wants_schema && use_schema && schema_refused(raw) {
+                self.schema_refused.store(true, Ordering::Relaxed);
+                use_schema = false;
+                sent = self.send(&Self::body(request, use_schema)).await;
+            }
+        }
+        transport::report(&self.name, started, sent, self.timeout, self.reset, parse_success)
+    }
+}

@@ -1,0 +1,86 @@
+//! The part of a provider call every wire format shares: one POST under our own deadline, then a
+//! [`CallReport`] from whatever came back (a transport failure, an error status, or a 200 the wire module
+//! reads), with one log line that names the provider and never the prompt.
+
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use super::classify::{http_failure, rate_signals, transport_failure};
+use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
+use crate::quota::ResetClock;
+
+/// One HTTP answer, read whole.
+pub struct Raw {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// POSTs a JSON body with extra headers (auth, versions) under `timeout`.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    body: &Value,
+    timeout: Duration,
+) -> Result<Raw, reqwest::Error> {
+    let mut request = client.post(url).timeout(timeout).json(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await?;
+    Ok(Raw { status, headers, body })
+}
+
+/// Parses a 200 body as JSON, or says it is unusable.
+pub fn json_body(body: &str) -> Result<Value, Failure> {
+    serde_json::from_str(body).map_err(|_| Failure::new(ErrorClass::InvalidOutput, "200 with a body that is not JSON"))
+}
+
+/// Turns what one call produced into its report; `success` reads a 200 in the wire's format.
+pub fn report(
+    provider: &str,
+    started: Instant,
+    sent: Result<Raw, reqwest::Error>,
+    timeout: Duration,
+    reset: ResetClock,
+    success: impl FnOnce(&Raw) -> Result<Answer, Failure>,
+) -> CallReport {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let report = match sent {
+        Err(e) => CallReport {
+            result: Err(transport_failure(&e, timeout.as_millis() as u64)),
+            http_status: None,
+            duration_ms,
+            rate: RateSignals::default(),
+        },
+        Ok(raw) => CallReport {
+            result: if raw.status == 200 {
+                success(&raw)
+            } else {
+                Err(http_failure(raw.status, &raw.headers, &raw.body, reset))
+            },
+            http_status: Some(raw.status),
+            duration_ms,
+            rate: rate_signals(&raw.headers),
+        },
+    };
+    tracing::info!(
+        provider = %provider, status = report.http_status, duration_ms,
+        class = report.result.as_ref().err().map_or("ok", |f| f.class.as_str()), "provider call"
+    );
+    report
+}
+
+/// The answer must say something: an empty text is an unusable answer, not a success.
+pub fn non_empty(text: String, finish: crate::llm::FinishReason, usage: crate::llm::Usage) -> Result<Answer, Failure> {
+    if text.trim().is_empty() {
+        return Err(Failure::new(ErrorClass::InvalidOutput, "empty answer"));
+    }
+    Ok(Answer { text, finish, usage })
+}
