@@ -391,9 +391,13 @@ impl RecordedRequest {
     }
 }
 
+/// Computes an answer from the request (a provider whose quota the test models over time).
+pub type Responder = Arc<dyn Fn(&RecordedRequest) -> FakeReply + Send + Sync>;
+
 #[derive(Default)]
 struct Script {
     queue: VecDeque<FakeReply>,
+    responder: Option<Responder>,
     default: Option<FakeReply>,
     requests: Vec<RecordedRequest>,
     expected_key: Option<String>,
@@ -450,6 +454,11 @@ impl FakeProvider {
         self.script().queue.push_back(reply);
     }
 
+    /// Answers every request the queue does not: `responder` sees the request and picks the reply.
+    pub fn set_responder(&self, responder: impl Fn(&RecordedRequest) -> FakeReply + Send + Sync + 'static) {
+        self.script().responder = Some(Arc::new(responder));
+    }
+
     /// The answer once the queue is empty (initially: a 500 saying the fake was not scripted).
     pub fn set_default(&self, reply: FakeReply) {
         self.script().default = Some(reply);
@@ -488,7 +497,10 @@ async fn answer(State(shared): State<Shared>, method: Method, uri: Uri, headers:
         } else if version_missing {
             FakeReply::anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
         } else {
-            script.queue.pop_front().or_else(|| script.default.clone()).unwrap_or_else(|| {
+            let responder = script.responder.clone();
+            let recorded = script.requests.last().cloned();
+            let responded = || responder.zip(recorded).map(|(respond, request)| respond(&request));
+            script.queue.pop_front().or_else(responded).or_else(|| script.default.clone()).unwrap_or_else(|| {
                 FakeReply::status(wire, 500).with_header("x-fake", "unscripted")
             })
         }

@@ -1,0 +1,304 @@
+//! Three providers of three wire formats whose quotas run out at different times, behind the real HTTP
+//! routes and step engine, on a clock the test drives: every job completes, no provider is called while the
+//! shared state says it is exhausted (each call is checked against the state read just before its step),
+//! and the jobs that had to wait wake exactly at the providers' reset times. Run on the in-memory store and
+//! on the Upstash store over the real local stack.
+//!
+//! - gemini (native wire): 3 requests per Pacific day, unknown to our configuration; learned from its 429.
+//! - groq (OpenAI wire): 2 requests per UTC day, learned from the rate-limit headers of its successes.
+//! - cohere (v2 wire): 4 requests per UTC day, known from configuration (`rpd`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::Router;
+use http::{Request, StatusCode};
+use serde_json::{json, Value};
+use shared::api::auth::ApiKeys;
+use shared::config::{Config, Secret, Settings, UpstashConfig};
+use shared::engine::Engine;
+use shared::ports::{Clock, Queue};
+use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
+use shared::queue::{Message, QueueError};
+use shared::quota::{Availability, ProviderLimits, ResetClock};
+use testkit::fake::{FakeProvider, FakeReply, Wire};
+use tower::ServiceExt;
+
+fn ms(rfc3339: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis() as u64
+}
+
+struct ManualClock(AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The delay queue in simulated time: messages come out in due order, ties first-in first-out.
+struct SimQueue {
+    clock: Arc<ManualClock>,
+    pending: Mutex<Vec<(u64, u64, Message)>>,
+    sent: AtomicU64,
+}
+
+#[async_trait]
+impl Queue for SimQueue {
+    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
+        let due = self.clock.now_ms() + delay.as_millis() as u64;
+        let order = self.sent.fetch_add(1, Ordering::SeqCst);
+        self.pending.lock().unwrap().push((due, order, message.clone()));
+        Ok(())
+    }
+}
+
+impl SimQueue {
+    fn pop_due_by(&self, limit: u64) -> Option<(u64, Message)> {
+        let mut pending = self.pending.lock().unwrap();
+        let next = pending.iter().enumerate().min_by_key(|(_, (due, order, _))| (*due, *order)).map(|(i, _)| i)?;
+        if pending[next].0 > limit {
+            return None;
+        }
+        let (due, _, message) = pending.remove(next);
+        Some((due, message))
+    }
+}
+
+/// A provider's real quota as the fake enforces it: `limit` calls per quota day of `clock`.
+struct Quota {
+    limit: u64,
+    reset: ResetClock,
+    used: Mutex<(u64, u64)>,
+    /// Calls that arrived over the quota.
+    over: AtomicU64,
+}
+
+impl Quota {
+    fn new(limit: u64, reset: ResetClock) -> Arc<Self> {
+        Arc::new(Self { limit, reset, used: Mutex::new((0, 0)), over: AtomicU64::new(0) })
+    }
+
+    /// Counts a call; the calls left after it, or `None` when the quota was already used up.
+    fn take(&self, now: u64) -> Option<u64> {
+        let mut used = self.used.lock().unwrap();
+        let day = self.reset.day(now);
+        if used.0 != day {
+            *used = (day, 0);
+        }
+        if used.1 >= self.limit {
+            self.over.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        used.1 += 1;
+        Some(self.limit - used.1)
+    }
+}
+
+struct Scenario {
+    clock: Arc<ManualClock>,
+    queue: Arc<SimQueue>,
+    router: Router,
+    engine: Engine,
+    fakes: Vec<FakeProvider>,
+    quotas: Vec<Arc<Quota>>,
+    limits: Vec<ProviderLimits>,
+    wakes: Vec<u64>,
+}
+
+const T0: &str = "2026-11-25T23:40:00Z";
+const UTC_MIDNIGHT: &str = "2026-11-26T00:00:00Z";
+// 26 November is in standard time: midnight in Los Angeles is 08:00 UTC.
+const PACIFIC_MIDNIGHT: &str = "2026-11-26T08:00:00Z";
+
+async fn scenario(upstash: Option<UpstashConfig>) -> Scenario {
+    let clock = Arc::new(ManualClock(AtomicU64::new(ms(T0))));
+    let gemini = FakeProvider::start(Wire::Gemini).await.unwrap();
+    let groq = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    let cohere = FakeProvider::start(Wire::Cohere).await.unwrap();
+    let quotas = vec![Quota::new(3, ResetClock::PacificMidnight), Quota::new(2, ResetClock::UtcMidnight), Quota::new(4, ResetClock::UtcMidnight)];
+
+    let (q, c) = (quotas[0].clone(), clock.clone());
+    gemini.set_responder(move |_| match q.take(c.now_ms()) {
+        Some(_) => FakeReply::gemini_text("a gemini report"),
+        None => FakeReply::gemini_daily_quota(),
+    });
+    let (q, c) = (quotas[1].clone(), clock.clone());
+    groq.set_responder(move |_| {
+        let now = c.now_ms();
+        let to_reset = format!("{:.3}s", (ResetClock::UtcMidnight.next_reset(now) - now) as f64 / 1000.0);
+        match q.take(now) {
+            Some(left) => FakeReply::openai_text("a groq report")
+                .with_header("x-ratelimit-limit-requests", "2")
+                .with_header("x-ratelimit-remaining-requests", &left.to_string())
+                .with_header("x-ratelimit-reset-requests", &to_reset),
+            None => FakeReply::openai_rate_limited(1),
+        }
+    });
+    let (q, c) = (quotas[2].clone(), clock.clone());
+    cohere.set_responder(move |_| match q.take(c.now_ms()) {
+        Some(_) => FakeReply::cohere_text("a cohere report"),
+        None => FakeReply::cohere_trial_minute(),
+    });
+
+    let limits = vec![
+        ProviderLimits { reset: ResetClock::PacificMidnight, ..Default::default() },
+        ProviderLimits::default(),
+        ProviderLimits { rpd: Some(4), ..Default::default() },
+    ];
+    let wires = [SpecWire::Gemini, SpecWire::OpenAi { headers: Default::default() }, SpecWire::Cohere];
+    let providers = ["gemini", "groq", "cohere"]
+        .iter()
+        .zip(wires)
+        .zip([&gemini, &groq, &cohere])
+        .zip(&limits)
+        .map(|(((name, wire), fake), limits)| ProviderSpec {
+            name: name.to_string(),
+            wire,
+            base_url: fake.base_url(),
+            model: "fake-model".into(),
+            api_key: Some(Secret::new("k")),
+            timeout_ms: 2_000,
+            limits: *limits,
+            small_context: false,
+        })
+        .collect();
+    let config = Config {
+        settings: Settings::default(),
+        keys: ApiKeys::parse("o=secret-key", "x-api-key").unwrap(),
+        providers,
+        providers_source: "the scenario".into(),
+        upstash,
+        step_queue_url: None,
+        port: 0,
+    };
+    let queue = Arc::new(SimQueue { clock: clock.clone(), pending: Mutex::new(Vec::new()), sent: AtomicU64::new(0) });
+    let service = Arc::new(shared::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
+    let engine = service.engine.clone();
+    Scenario {
+        clock,
+        queue,
+        router: shared::api::routes::router(service),
+        engine,
+        fakes: vec![gemini, groq, cohere],
+        quotas,
+        limits,
+        wakes: Vec::new(),
+    }
+}
+
+impl Scenario {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-api-key", "secret-key")
+            .header("content-type", "application/json")
+            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn submit(&self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let body = json!({"prompt": format!("write report {i} of {n} at {}", self.clock.now_ms()), "responseMode": "text"});
+            let (status, answer) = self.call("POST", "/v1/generate", Some(body)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            ids.push(answer["jobId"].as_str().unwrap().to_string());
+        }
+        ids
+    }
+
+    async fn status(&self, id: &str) -> String {
+        let (_, answer) = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
+        answer["status"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// Runs every message due by `limit`, one step at a time, moving the clock to each due time. Before each
+    /// step the shared provider states are read; a provider called during the step must have been available.
+    async fn run_until(&mut self, limit: u64) {
+        while let Some((due, message)) = self.queue.pop_due_by(limit) {
+            let now = self.clock.now_ms();
+            if due > now {
+                self.wakes.push(due);
+                self.clock.0.store(due, Ordering::SeqCst);
+            }
+            let now = self.clock.now_ms();
+            let states = self.engine.store.provider_states().await.unwrap();
+            let hits: Vec<usize> = self.fakes.iter().map(FakeProvider::hits).collect();
+            let Message::Step { step, not_before_ms } = message;
+            self.engine.run_step(&step, not_before_ms, 1).await.unwrap();
+            for (i, fake) in self.fakes.iter().enumerate() {
+                if fake.hits() > hits[i] {
+                    let name = ["gemini", "groq", "cohere"][i];
+                    let state = states.get(name).cloned().unwrap_or_default();
+                    match state.available_at(&self.limits[i], now) {
+                        Availability::At(at) => assert!(at <= now, "{name} was called at {now} while exhausted until {at}"),
+                        Availability::Disabled(why) => panic!("{name} was called while disabled: {why}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn quotas_run_out_and_every_job_completes(mut s: Scenario) {
+    let (utc, pacific) = (ms(UTC_MIDNIGHT), ms(PACIFIC_MIDNIGHT));
+    // Wave 1 at 23:40 UTC: 3 + 2 + 4 = 9 calls are left today; 3 jobs must wait for the UTC midnight.
+    let first = s.submit(12).await;
+    s.run_until(utc - 1).await;
+    let waiting = still_waiting(&s, &first).await;
+    assert_eq!(waiting.len(), 3, "three jobs wait for the reset, none failed");
+    s.run_until(utc).await;
+    assert_eq!(s.wakes, [utc], "the waiting jobs woke at the UTC midnight, not before");
+    assert!(still_waiting(&s, &waiting).await.is_empty());
+
+    // Wave 2 at 00:00 UTC: groq and cohere have 3 calls left, gemini waits for midnight in Los Angeles.
+    let second = s.submit(5).await;
+    s.run_until(pacific - 1).await;
+    let waiting = still_waiting(&s, &second).await;
+    assert_eq!(waiting.len(), 2, "two jobs wait for Gemini's reset");
+    s.run_until(u64::MAX).await;
+    assert_eq!(s.wakes, [utc, pacific], "the last jobs woke when Gemini's Pacific day began");
+    assert!(still_waiting(&s, &waiting).await.is_empty());
+
+    // Gemini's quota was unknown to us: one call learned it. The others were never called over quota.
+    let over: Vec<u64> = s.quotas.iter().map(|q| q.over.load(Ordering::SeqCst)).collect();
+    assert_eq!(over, [1, 0, 0], "calls made over quota (gemini, groq, cohere)");
+    let hits: Vec<usize> = s.fakes.iter().map(FakeProvider::hits).collect();
+    assert_eq!(hits, [3 + 1 + 2, 2 + 2, 4 + 4], "calls per provider (gemini, groq, cohere)");
+}
+
+/// The jobs still waiting; every other one must have completed. A finished job is read once only: its
+/// first delivery shortens its life to the grace period, as the caller saves it.
+async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
+    let mut waiting = Vec::new();
+    for id in ids {
+        match s.status(id).await.as_str() {
+            "completed" => {}
+            "delayed" => waiting.push(id.clone()),
+            other => panic!("job {id} is {other}"),
+        }
+    }
+    waiting
+}
+
+#[tokio::test]
+async fn on_the_memory_store() {
+    quotas_run_out_and_every_job_completes(scenario(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_upstash_store_over_the_real_stack() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis).await.expect("upstash emulator");
+    let config = UpstashConfig { url: upstash.url.clone(), token: Secret::new(upstash.token.clone()), timeout_ms: 5_000 };
+    quotas_run_out_and_every_job_completes(scenario(Some(config)).await).await;
+}
