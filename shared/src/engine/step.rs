@@ -260,6 +260,10 @@ impl Engine {
         // An unusable answer (InvalidOutput) is counted but does not back the provider off: see `apply`.
         event.class = failure.map(|f| f.class);
         event.message = failure.map(|f| format!("{}: {}", f.class.as_str(), f.message)).unwrap_or_default();
+        if let Some(f) = failure.filter(|f| matches!(f.class, ErrorClass::AuthInvalid | ErrorClass::Gone)) {
+            tracing::error!(provider = %slot.name, class = f.class.as_str(), reason = %f.message,
+                "provider disabled for every job until its configuration is fixed");
+        }
         let hinted = failure.and_then(|f| f.retry).map(|r| r.resolve(now));
         let exhausted = report.rate.exhausted_until(now);
         event.cooldown_until_ms = hinted.max(exhausted).unwrap_or(0);
