@@ -28,7 +28,10 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options { jobs: 100, idle_seconds: 60 };
+    let mut o = Options {
+        jobs: 100,
+        idle_seconds: 60,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -55,7 +58,10 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let mut upstream = proxy.http.post(format!("{}{}", proxy.upstream, parts.uri.path())).body(bytes);
+    let mut upstream = proxy
+        .http
+        .post(format!("{}{}", proxy.upstream, parts.uri.path()))
+        .body(bytes);
     for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
         if let Some(value) = parts.headers.get(&name) {
             upstream = upstream.header(name, value);
@@ -72,7 +78,11 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
 
 async fn start_proxy(upstream: &str) -> anyhow::Result<(String, Arc<AtomicU64>)> {
     let requests = Arc::new(AtomicU64::new(0));
-    let proxy = Proxy { upstream: upstream.to_string(), http: reqwest::Client::new(), requests: requests.clone() };
+    let proxy = Proxy {
+        upstream: upstream.to_string(),
+        http: reqwest::Client::new(),
+        requests: requests.clone(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let app = axum::Router::new().fallback(forward).with_state(proxy);
@@ -105,7 +115,11 @@ async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>) 
 
 /// Commands the jobs executed; the benchmark's own `INFO`/`CONFIG RESETSTAT` are not theirs.
 fn total_calls(stats: &std::collections::HashMap<String, u64>) -> u64 {
-    stats.iter().filter(|(name, _)| !name.starts_with("info") && !name.starts_with("config")).map(|(_, calls)| calls).sum()
+    stats
+        .iter()
+        .filter(|(name, _)| !name.starts_with("info") && !name.starts_with("config"))
+        .map(|(_, calls)| calls)
+        .sum()
 }
 
 #[tokio::main]
@@ -137,14 +151,26 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_lookup(&env)?;
     let (queue, deliveries) = LocalQueue::new();
     let service = Arc::new(shared::service::build(&config, Arc::new(queue.clone()))?);
-    tokio::spawn(run_workers(deliveries, queue, service.engine.clone(), WorkerPolicy::default()));
+    tokio::spawn(run_workers(
+        deliveries,
+        queue,
+        service.engine.clone(),
+        WorkerPolicy::default(),
+    ));
     let app = shared::api::router(service.clone());
-    eprintln!("stepper-bench: stack up (redis {}, emulator {}); warming up", redis.url(), upstash.url);
+    eprintln!(
+        "stepper-bench: stack up (redis {}, emulator {}); warming up",
+        redis.url(),
+        upstash.url
+    );
 
     // Warm-up: the first use of each script loads it (NOSCRIPT → EVAL) and the provider state hash
     // gets its first expiry; neither recurs per job.
     let (_, warm) = call(&app, "POST", "/v1/reports", Some(report_body(usize::MAX))).await?;
-    let warm_url = warm["statusUrl"].as_str().with_context(|| format!("warm-up submit answered {warm}"))?.to_string();
+    let warm_url = warm["statusUrl"]
+        .as_str()
+        .with_context(|| format!("warm-up submit answered {warm}"))?
+        .to_string();
     let warm_deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, status) = call(&app, "GET", &warm_url, None).await?;
@@ -190,7 +216,11 @@ async fn main() -> anyhow::Result<()> {
     let mut bytes = 0u64;
     for id in &ids {
         let key = format!("st:j:public:{id}");
-        bytes += probe.command(vec![json!("MEMORY"), json!("USAGE"), json!(key)]).await?.as_u64().unwrap_or(0);
+        bytes += probe
+            .command(vec![json!("MEMORY"), json!("USAGE"), json!(key)])
+            .await?
+            .as_u64()
+            .unwrap_or(0);
     }
     let probe_commands = total_calls(&redis.command_stats().await?) - stats_before_probe;
 
@@ -217,15 +247,32 @@ async fn main() -> anyhow::Result<()> {
     let commands = total_calls(&redis.command_stats().await?) - probe_commands;
     let n = o.jobs as f64;
     let leftover = probe
-        .command(vec![json!("SCAN"), json!("0"), json!("MATCH"), json!("st:j:*"), json!("COUNT"), json!(1_000_000)])
+        .command(vec![
+            json!("SCAN"),
+            json!("0"),
+            json!("MATCH"),
+            json!("st:j:*"),
+            json!("COUNT"),
+            json!(1_000_000),
+        ])
         .await?;
     let leftover_jobs = leftover[1].as_array().map_or(0, Vec::len);
     let leases = probe
-        .command(vec![json!("SCAN"), json!("0"), json!("MATCH"), json!("st:l:*"), json!("COUNT"), json!(1_000_000)])
+        .command(vec![
+            json!("SCAN"),
+            json!("0"),
+            json!("MATCH"),
+            json!("st:l:*"),
+            json!("COUNT"),
+            json!(1_000_000),
+        ])
         .await?;
     let leases = leases[1].as_array().map_or(0, Vec::len);
 
-    println!("stepper-bench: {} jobs, each succeeding on its first provider attempt", o.jobs);
+    println!(
+        "stepper-bench: {} jobs, each succeeding on its first provider attempt",
+        o.jobs
+    );
     println!(
         "  wall time, submit to all steps done      {:>9.1} ms ({:.0} jobs/s)",
         elapsed.as_secs_f64() * 1e3,
@@ -239,7 +286,10 @@ async fn main() -> anyhow::Result<()> {
         purge_requests as f64 / n
     );
     println!("  polls that found a job unfinished        {extra_polls:>9}");
-    println!("  Redis commands per job (scripts incl.)   {:>9.2}", commands as f64 / n);
+    println!(
+        "  Redis commands per job (scripts incl.)   {:>9.2}",
+        commands as f64 / n
+    );
     println!("  bytes held per finished job              {:>9.0}", bytes as f64 / n);
     println!("  job records left after purge             {leftover_jobs:>9}");
     println!("  step leases left (expire by themselves)  {leases:>9}");

@@ -48,7 +48,15 @@ fn announce(config: &Config, addr: SocketAddr) {
     let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     eprintln!("stepper-local listening on http://{addr}");
     eprintln!("  store: {}", shared::service::store_name(config));
-    eprintln!("  providers ({}): {}", config.providers_source, if names.is_empty() { "none".into() } else { names.join(", ") });
+    eprintln!(
+        "  providers ({}): {}",
+        config.providers_source,
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    );
     info!(%addr, providers = ?names, open = config.keys.is_open(), "stepper-local started");
 }
 
@@ -56,7 +64,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (queue, deliveries) = LocalQueue::new();
     let service = Arc::new(shared::service::build(&config, Arc::new(queue.clone()))?);
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     announce(&config, addr);
     // A persistent store may hold jobs whose in-process messages died with the last process.
@@ -65,8 +75,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(n) => info!(jobs = n, "re-drove unfinished jobs from the store"),
         Err(e) => warn!(error = %e, "could not re-drive unfinished jobs at start"),
     }
-    let workers = tokio::spawn(run_workers(deliveries, queue, service.engine.clone(), WorkerPolicy::default()));
-    axum::serve(listener, shared::api::router(service)).with_graceful_shutdown(shutdown_signal()).await?;
+    let workers = tokio::spawn(run_workers(
+        deliveries,
+        queue,
+        service.engine.clone(),
+        WorkerPolicy::default(),
+    ));
+    axum::serve(listener, shared::api::router(service))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     workers.abort();
     info!("stepper-local stopped");
     Ok(())

@@ -25,7 +25,9 @@ async fn a_report_completes_through_the_first_provider() {
     let id = body["jobId"].as_str().unwrap().to_string();
     assert_eq!(body["statusUrl"], format!("/v1/reports/{id}"));
 
-    let done = local.wait_finished(&format!("/v1/reports/{id}"), ALICE, Duration::from_secs(10)).await;
+    let done = local
+        .wait_finished(&format!("/v1/reports/{id}"), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["progress"], 100);
     assert_eq!(done["data"]["usedProvider"], "alpha");
@@ -38,7 +40,10 @@ async fn a_report_completes_through_the_first_provider() {
     // The provider got the prompt in its own wire format, with our key.
     let sent = &a.requests()[0];
     assert_eq!(sent.path, "/v1/chat/completions");
-    assert!(sent.body["messages"][1]["content"].as_str().unwrap().contains("acme/diary"));
+    assert!(sent.body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("acme/diary"));
 }
 
 #[tokio::test]
@@ -52,16 +57,26 @@ async fn a_rate_limited_provider_is_skipped_by_every_job_until_its_retry_after()
 
     let limited_at = Instant::now();
     let (_, first) = local.post("/v1/reports", ALICE, report("sha-2a")).await;
-    let first = local.wait_finished(first["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    let first = local
+        .wait_finished(first["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(first["data"]["usedProvider"], "beta", "{first}");
     let tried = &first["data"]["providersAttempted"];
-    assert_eq!((tried[0]["provider"].as_str(), tried[0]["errorCode"].as_str()), (Some("alpha"), Some("rate_limited")));
+    assert_eq!(
+        (tried[0]["provider"].as_str(), tried[0]["errorCode"].as_str()),
+        (Some("alpha"), Some("rate_limited"))
+    );
     assert_eq!(tried[0]["retryAfterSeconds"], 3);
 
     // The next job does not touch alpha while its retry-after runs.
     let (_, second) = local.post("/v1/reports", ALICE, report("sha-2b")).await;
-    let second = local.wait_finished(second["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
-    assert!(limited_at.elapsed() < Duration::from_secs(3), "the second job must finish inside the window");
+    let second = local
+        .wait_finished(second["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
+    assert!(
+        limited_at.elapsed() < Duration::from_secs(3),
+        "the second job must finish inside the window"
+    );
     assert_eq!(second["data"]["usedProvider"], "beta");
     assert_eq!(second["data"]["providersAttempted"].as_array().unwrap().len(), 1);
     assert_eq!(a.hits(), 1);
@@ -69,7 +84,9 @@ async fn a_rate_limited_provider_is_skipped_by_every_job_until_its_retry_after()
     // Once it has passed (it counts from the 429's arrival, a little after `limited_at`), alpha is first again.
     tokio::time::sleep(Duration::from_millis(3_500).saturating_sub(limited_at.elapsed())).await;
     let (_, third) = local.post("/v1/reports", ALICE, report("sha-2c")).await;
-    let third = local.wait_finished(third["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    let third = local
+        .wait_finished(third["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(third["data"]["usedProvider"], "alpha");
     assert_eq!(a.hits(), 2);
 }
@@ -100,7 +117,10 @@ async fn when_every_provider_is_limited_the_job_waits_and_completes_after_recove
     assert!(saw_delayed, "the job waits instead of failing");
     let done = local.wait_finished(&url, ALICE, Duration::from_secs(10)).await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["data"]["usedProvider"], "alpha", "the earliest provider to recover serves it");
+    assert_eq!(
+        done["data"]["usedProvider"], "alpha",
+        "the earliest provider to recover serves it"
+    );
     assert_eq!(a.hits() + b.hits(), 3, "no call while both were cooling down");
 }
 
@@ -112,7 +132,9 @@ async fn an_unusable_answer_moves_the_job_to_the_next_provider() {
     let config = openai_provider("alpha", &a.base_url()) + &openai_provider("beta", &b.base_url());
     let local = Local::start(&config, &[]).await;
     let (_, queued) = local.post("/v1/reports", ALICE, report("sha-4")).await;
-    let done = local.wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    let done = local
+        .wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(done["data"]["usedProvider"], "beta", "{done}");
     assert_eq!(done["data"]["providersAttempted"][0]["errorCode"], "invalid_output");
 }
@@ -125,7 +147,9 @@ async fn overloads_back_off_and_the_job_finishes_elsewhere() {
     let config = openai_provider("alpha", &a.base_url()) + &openai_provider("beta", &b.base_url());
     let local = Local::start(&config, &[]).await;
     let (_, queued) = local.post("/v1/reports", ALICE, report("sha-5")).await;
-    let done = local.wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    let done = local
+        .wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(done["data"]["usedProvider"], "beta");
     assert_eq!(done["data"]["providersAttempted"][0]["errorCode"], "overloaded");
     assert_eq!(done["data"]["providersAttempted"][0]["httpStatus"], 503);
@@ -136,13 +160,24 @@ async fn a_generic_job_fails_when_every_provider_fails_for_good() {
     let a = fake().await;
     a.set_default(FakeReply::openai_status(400));
     let local = Local::start(&openai_provider("alpha", &a.base_url()), &[]).await;
-    let (code, queued) = local.post("/v1/generate", ALICE, json!({"prompt": "Say hi", "responseMode": "text"})).await;
+    let (code, queued) = local
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "Say hi", "responseMode": "text"}),
+        )
+        .await;
     assert_eq!(code, 202, "{queued}");
     assert!(queued["statusUrl"].as_str().unwrap().starts_with("/v1/jobs/"));
-    let done = local.wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    let done = local
+        .wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["progress"], 100);
-    assert!(done["error"].as_str().unwrap().contains("every provider failed"), "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("every provider failed"),
+        "{done}"
+    );
     assert!(done.get("data").is_none());
     assert_eq!(a.hits(), 1, "a bad request is not retried on the same provider");
 }
@@ -159,7 +194,9 @@ async fn identical_submits_meet_on_one_job_and_a_finished_one_answers_from_cache
     // Another owner's identical request is another job.
     let (_, bobs) = local.post("/v1/reports", BOB, report("sha-6")).await;
     assert_ne!(bobs["jobId"], first["jobId"]);
-    local.wait_finished(first["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    local
+        .wait_finished(first["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     let (code, cached) = local.post("/v1/reports", ALICE, report("sha-6")).await;
     assert_eq!(code, 200, "{cached}");
     assert_eq!(cached["status"], "completed");
@@ -181,10 +218,17 @@ async fn jobs_are_visible_and_purgeable_only_by_their_owner() {
     local.wait_finished(&url, ALICE, Duration::from_secs(10)).await;
 
     assert_eq!(local.get(&url, BOB).await, (404, json!({"error": "Job not found"})));
-    assert_eq!(local.get("/v1/reports/0123456789abcdef0123456789abcdef", ALICE).await, (404, json!({"error": "Job not found"})));
+    assert_eq!(
+        local.get("/v1/reports/0123456789abcdef0123456789abcdef", ALICE).await,
+        (404, json!({"error": "Job not found"}))
+    );
     assert_eq!(local.get("/v1/jobs/not-an-id", ALICE).await.0, 404);
     assert_eq!(local.delete(&format!("/v1/jobs/{id}"), BOB).await.0, 404);
-    assert_eq!(local.get(&url, ALICE).await.0, 200, "bob's purge did not touch alice's job");
+    assert_eq!(
+        local.get(&url, ALICE).await.0,
+        200,
+        "bob's purge did not touch alice's job"
+    );
 
     let (code, purged) = local.delete(&format!("/v1/jobs/{id}"), ALICE).await;
     assert_eq!((code, purged["success"].as_bool()), (200, Some(true)));
@@ -201,14 +245,28 @@ async fn purge_by_commit_deletes_the_report() {
     local.wait_finished(&url, ALICE, Duration::from_secs(10)).await;
 
     let missing = json!({"error": "Missing required query parameters: userId, commitSha"});
-    assert_eq!(local.delete("/v1/reports?userId=user-1", ALICE).await, (400, missing.clone()));
+    assert_eq!(
+        local.delete("/v1/reports?userId=user-1", ALICE).await,
+        (400, missing.clone())
+    );
     assert_eq!(local.delete("/v1/reports", ALICE).await, (400, missing));
     // Bob's purge of the same commit is a no-op for alice.
-    assert_eq!(local.delete("/v1/reports?userId=user-1&commitSha=sha-8&template=default", BOB).await.0, 200);
+    assert_eq!(
+        local
+            .delete("/v1/reports?userId=user-1&commitSha=sha-8&template=default", BOB)
+            .await
+            .0,
+        200
+    );
     assert_eq!(local.get(&url, ALICE).await.0, 200);
-    let (code, body) = local.delete("/v1/reports?userId=user-1&commitSha=sha-8&template=default", ALICE).await;
+    let (code, body) = local
+        .delete("/v1/reports?userId=user-1&commitSha=sha-8&template=default", ALICE)
+        .await;
     assert_eq!(code, 200);
-    assert_eq!((body["success"].as_bool(), body["message"].as_str()), (Some(true), Some("Cache entry deleted")));
+    assert_eq!(
+        (body["success"].as_bool(), body["message"].as_str()),
+        (Some(true), Some("Cache entry deleted"))
+    );
     assert_eq!(local.get(&url, ALICE).await.0, 404);
 }
 
@@ -217,7 +275,13 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
     let a = fake().await;
     let local = Local::start(&openai_provider("alpha", &a.base_url()), &[]).await;
     let raw = |body: &'static str| {
-        local.http.post(format!("{}/v1/reports", local.base)).header("x-api-key", ALICE).header("content-type", "application/json").body(body).send()
+        local
+            .http
+            .post(format!("{}/v1/reports", local.base))
+            .header("x-api-key", ALICE)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
     let resp = raw("{not json").await.unwrap();
     assert_eq!(resp.status(), 400);
@@ -248,18 +312,30 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
 
     let mut empty_message = report("sha-9b");
     empty_message["message"] = json!("");
-    assert_eq!(local.post("/v1/reports", ALICE, empty_message).await.0, 202, "an empty message is accepted");
+    assert_eq!(
+        local.post("/v1/reports", ALICE, empty_message).await.0,
+        202,
+        "an empty message is accepted"
+    );
 }
 
 #[tokio::test]
 async fn keys_are_required_and_checked() {
     let a = fake().await;
     let local = Local::start(&openai_provider("alpha", &a.base_url()), &[]).await;
-    let (code, body) = local.request(reqwest::Method::POST, "/v1/reports", None, Some(report("sha-10"))).await;
+    let (code, body) = local
+        .request(reqwest::Method::POST, "/v1/reports", None, Some(report("sha-10")))
+        .await;
     assert_eq!(code, 401);
-    assert_eq!(body, json!({"error": "Unauthorized", "message": "Missing API key. Include it in the 'x-api-key' header."}));
+    assert_eq!(
+        body,
+        json!({"error": "Unauthorized", "message": "Missing API key. Include it in the 'x-api-key' header."})
+    );
     let (code, body) = local.post("/v1/reports", "wrong", report("sha-10")).await;
-    assert_eq!((code, body), (401, json!({"error": "Unauthorized", "message": "Invalid API key."})));
+    assert_eq!(
+        (code, body),
+        (401, json!({"error": "Unauthorized", "message": "Invalid API key."}))
+    );
     let resp = local
         .http
         .get(format!("{}/v1/providers", local.base))
@@ -270,7 +346,10 @@ async fn keys_are_required_and_checked() {
     assert_eq!(resp.status(), 200);
     let (code, health) = local.request(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(code, 200);
-    assert_eq!(health["providers"][0], json!({"name": "alpha", "healthy": true, "enabled": true, "requestsLeftMinute": null, "requestsLeftDay": null, "lastErrorClass": null}));
+    assert_eq!(
+        health["providers"][0],
+        json!({"name": "alpha", "healthy": true, "enabled": true, "requestsLeftMinute": null, "requestsLeftDay": null, "lastErrorClass": null})
+    );
 }
 
 async fn oversized_post(base: &str, path: &str, length: usize) -> (u16, serde_json::Value) {
@@ -298,7 +377,11 @@ async fn oversized_post(base: &str, path: &str, length: usize) -> (u16, serde_js
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let want = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if body.len() >= want {
                 break;
@@ -320,21 +403,32 @@ async fn a_queued_generic_job_keeps_its_output_schema_and_completes_validated() 
     let (a, b) = (fake().await, fake().await);
     // alpha answers JSON of the wrong shape; beta answers in prose around valid JSON.
     a.set_default(FakeReply::openai_text(r#"{"colours": "red, green"}"#));
-    b.set_default(FakeReply::openai_text("Here you go: {\"colours\": [\"red\", \"green\", \"blue\"]} Enjoy!"));
+    b.set_default(FakeReply::openai_text(
+        "Here you go: {\"colours\": [\"red\", \"green\", \"blue\"]} Enjoy!",
+    ));
     let config = openai_provider("alpha", &a.base_url()) + &openai_provider("beta", &b.base_url());
     let local = Local::start(&config, &[]).await;
     let schema = json!({"type": "object", "required": ["colours"], "properties": {"colours": {"type": "array", "items": {"type": "string"}, "minItems": 3}}});
     let (code, queued) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "Name three colours", "outputSchema": schema, "requestId": "r-1"}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "Name three colours", "outputSchema": schema, "requestId": "r-1"}),
+        )
         .await;
     assert_eq!(code, 202, "{queued}");
-    let done = local.wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10)).await;
+    let done = local
+        .wait_finished(queued["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+        .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["data"]["result"], json!({"colours": ["red", "green", "blue"]}));
     assert_eq!(done["data"]["usedProvider"], "beta");
     let first = &done["data"]["providersAttempted"][0];
     assert_eq!(first["errorCode"], "invalid_output");
-    assert!(first["error"].as_str().unwrap().contains("/colours"), "the schema error names the path: {first}");
+    assert!(
+        first["error"].as_str().unwrap().contains("/colours"),
+        "the schema error names the path: {first}"
+    );
     // The schema reached the provider as a native JSON-schema request.
     let sent = &a.requests()[0].body;
     assert_eq!(sent["response_format"]["type"], "json_schema");

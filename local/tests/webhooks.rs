@@ -15,7 +15,8 @@ use testkit::stack::{free_port, RedisServer, UpstashEmulator};
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Non-ASCII text, emoji, a big integer and floats: the body must survive the caller's re-serialisation.
-const ANSWER: &str = r#"{"title": "Déjà vu 🚀 naïve café", "big": 12345678901234567890, "ratio": 0.1, "whole": 2.0, "tiny": 1e-7}"#;
+const ANSWER: &str =
+    r#"{"title": "Déjà vu 🚀 naïve café", "big": 12345678901234567890, "ratio": 0.1, "whole": 2.0, "tiny": 1e-7}"#;
 
 async fn receiver(statuses: &[u16]) -> NodeReceiver {
     NodeReceiver::start(SECRET, statuses, 0).await.expect("node receiver")
@@ -24,7 +25,10 @@ async fn receiver(statuses: &[u16]) -> NodeReceiver {
 fn env(receiver_port: u16) -> Vec<(String, String)> {
     vec![
         ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
-        ("CALLBACK_ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{receiver_port}")),
+        (
+            "CALLBACK_ALLOWED_ORIGINS".into(),
+            format!("http://127.0.0.1:{receiver_port}"),
+        ),
         ("WEBHOOK_BACKOFF_MS".into(), "300".into()),
         ("WEBHOOK_MAX_ATTEMPTS".into(), "3".into()),
     ]
@@ -56,7 +60,9 @@ async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
     provider.set_default(FakeReply::openai_text(ANSWER));
     let hook = receiver(&[200]).await;
     let local = start(&provider, &env(hook.port)).await;
-    let (code, queued) = local.post("/v1/generate", ALICE, generate(&hook.url("/hooks/stepper?token=t0"))).await;
+    let (code, queued) = local
+        .post("/v1/generate", ALICE, generate(&hook.url("/hooks/stepper?token=t0")))
+        .await;
     assert_eq!(code, 202, "{queued}");
     let got = wait_for(&hook, 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -72,7 +78,11 @@ async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
     assert_eq!(w.body["result"]["ratio"], 0.1);
     let status = local.get(queued["statusUrl"].as_str().unwrap(), ALICE).await.1;
     assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
-    assert_eq!(status["deliveries"][0]["target"], format!("http://127.0.0.1:{}", hook.port), "no path or token on poll");
+    assert_eq!(
+        status["deliveries"][0]["target"],
+        format!("http://127.0.0.1:{}", hook.port),
+        "no path or token on poll"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +119,11 @@ async fn failures_are_retried_with_growing_gaps_and_a_dead_letter_shows_on_poll(
     assert_eq!(status["deliveries"][0]["status"], "dead", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 3);
     assert_eq!(status["deliveries"][0]["lastStatus"], 500);
-    assert_eq!(dead.deliveries().await.unwrap().len(), 3, "no attempt after the dead letter");
+    assert_eq!(
+        dead.deliveries().await.unwrap().len(),
+        3,
+        "no attempt after the dead letter"
+    );
 }
 
 #[tokio::test]
@@ -133,14 +147,28 @@ async fn unsafe_or_unsignable_callbacks_are_refused_at_submit() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     let hook = receiver(&[200]).await;
     let local = start(&provider, &env(hook.port)).await;
-    for url in ["http://169.254.169.254/latest", "https://10.0.0.1/x", "http://2130706433/", "https://[::1]/", "ftp://example.com/"] {
+    for url in [
+        "http://169.254.169.254/latest",
+        "https://10.0.0.1/x",
+        "http://2130706433/",
+        "https://[::1]/",
+        "ftp://example.com/",
+    ] {
         let (code, body) = local.post("/v1/generate", ALICE, generate(url)).await;
-        assert_eq!((code, body["code"].as_str()), (400, Some("invalid_callback_url")), "{url}: {body}");
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (400, Some("invalid_callback_url")),
+            "{url}: {body}"
+        );
         assert_eq!(body["field"], "callbackUrl");
     }
     // Bob has no webhook secret: a webhook he could not verify is refused.
     let (code, body) = local.post("/v1/generate", BOB, generate(&hook.url("/bob"))).await;
-    assert_eq!((code, body["code"].as_str()), (400, Some("invalid_callback_url")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (400, Some("invalid_callback_url")),
+        "{body}"
+    );
     assert_eq!(provider.hits(), 0);
 }
 
@@ -157,7 +185,13 @@ async fn a_restart_between_the_end_of_a_job_and_its_delivery_still_delivers_once
     extra.push(("UPSTASH_REDIS_REST_TOKEN".into(), upstash.token.clone()));
     extra.push(("WEBHOOK_BACKOFF_MS".into(), "1500".into()));
     let mut first = start(&provider, &extra).await;
-    let (_, queued) = first.post("/v1/generate", ALICE, generate(&format!("http://127.0.0.1:{port}/late"))).await;
+    let (_, queued) = first
+        .post(
+            "/v1/generate",
+            ALICE,
+            generate(&format!("http://127.0.0.1:{port}/late")),
+        )
+        .await;
     let url = queued["statusUrl"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -176,7 +210,11 @@ async fn a_restart_between_the_end_of_a_job_and_its_delivery_still_delivers_once
     let second = start(&provider, &extra).await;
     let got = wait_for(&hook, 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(hook.deliveries().await.unwrap().len(), 1, "delivered exactly once after the restart");
+    assert_eq!(
+        hook.deliveries().await.unwrap().len(),
+        1,
+        "delivered exactly once after the restart"
+    );
     assert!(got[0].legacy_ok && got[0].standard_ok, "{:?}", got[0].reasons);
     assert_eq!(got[0].body["jobId"], queued["jobId"]);
     assert_eq!(second.get(&url, ALICE).await.1["deliveries"][0]["status"], "delivered");
@@ -189,7 +227,11 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     provider.set_default(FakeReply::openai_text(ANSWER));
     let (failing, second, third) = (receiver(&[500]).await, receiver(&[200]).await, receiver(&[200]).await);
     let mut extra = env(failing.port);
-    extra[1].1 = [&failing, &second, &third].iter().map(|r| format!("http://127.0.0.1:{}", r.port)).collect::<Vec<_>>().join(",");
+    extra[1].1 = [&failing, &second, &third]
+        .iter()
+        .map(|r| format!("http://127.0.0.1:{}", r.port))
+        .collect::<Vec<_>>()
+        .join(",");
     let local = start(&provider, &extra).await;
     let callbacks = |continue_first: bool| {
         json!([
@@ -199,16 +241,33 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
         ])
     };
     // The first callback fails for good and does not continue: the others are skipped.
-    let (_, stopped) = local.post("/v1/generate", ALICE, json!({"prompt": "one", "callbacks": callbacks(false)})).await;
+    let (_, stopped) = local
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "one", "callbacks": callbacks(false)}),
+        )
+        .await;
     wait_for(&failing, 2, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let status = local.get(stopped["statusUrl"].as_str().unwrap(), ALICE).await.1;
-    let states: Vec<&str> = status["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+    let states: Vec<&str> = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["dead", "skipped", "skipped"], "{status}");
     assert!(second.deliveries().await.unwrap().is_empty() && third.deliveries().await.unwrap().is_empty());
 
     // With continueOnFailure the rest follow, in order, with the contract's callback body.
-    let (_, continued) = local.post("/v1/generate", ALICE, json!({"prompt": "two", "callbacks": callbacks(true), "requestId": "r9"})).await;
+    let (_, continued) = local
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "two", "callbacks": callbacks(true), "requestId": "r9"}),
+        )
+        .await;
     let b = wait_for(&second, 1, Duration::from_secs(10)).await;
     let c = wait_for(&third, 1, Duration::from_secs(10)).await;
     assert!(b[0].at_ms <= c[0].at_ms, "in order");
@@ -218,6 +277,11 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     assert_eq!(b[0].body["metadata"]["provider"], "alpha");
     assert!(b[0].legacy_ok, "callbacks are signed too: {:?}", b[0].reasons);
     let status = local.get(continued["statusUrl"].as_str().unwrap(), ALICE).await.1;
-    let states: Vec<&str> = status["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+    let states: Vec<&str> = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["dead", "delivered", "delivered"], "{status}");
 }

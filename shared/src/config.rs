@@ -102,7 +102,10 @@ fn seconds(env: &dyn Fn(&str) -> Option<String>, name: &'static str, default_ms:
         None => Ok(default_ms),
         Some(v) => match v.trim().parse::<u64>() {
             Ok(s) if s > 0 => Ok(s * 1000),
-            _ => Err(ConfigError::Invalid { name, message: format!("expected a positive number of seconds, got {v:?}") }),
+            _ => Err(ConfigError::Invalid {
+                name,
+                message: format!("expected a positive number of seconds, got {v:?}"),
+            }),
         },
     }
 }
@@ -123,19 +126,37 @@ impl Config {
             ..defaults
         };
         if let Some(v) = env("MAX_FAILURES_PER_PROVIDER") {
-            settings.policy.max_failures_per_provider = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ConfigError::Invalid { name: "MAX_FAILURES_PER_PROVIDER", message: format!("expected a positive integer, got {v:?}") }
-            })?;
+            settings.policy.max_failures_per_provider =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "MAX_FAILURES_PER_PROVIDER",
+                        message: format!("expected a positive integer, got {v:?}"),
+                    })?;
         }
         if let Some(v) = env("WEBHOOK_MAX_ATTEMPTS") {
-            settings.webhook_max_attempts = v.trim().parse().ok().filter(|n| (1..=20).contains(n)).ok_or_else(|| {
-                ConfigError::Invalid { name: "WEBHOOK_MAX_ATTEMPTS", message: format!("expected 1 to 20, got {v:?}") }
-            })?;
+            settings.webhook_max_attempts =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=20).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "WEBHOOK_MAX_ATTEMPTS",
+                        message: format!("expected 1 to 20, got {v:?}"),
+                    })?;
         }
         if let Some(v) = env("WEBHOOK_BACKOFF_MS") {
-            settings.webhook_backoff_ms = v.trim().parse().ok().filter(|n| (100..=600_000).contains(n)).ok_or_else(|| {
-                ConfigError::Invalid { name: "WEBHOOK_BACKOFF_MS", message: format!("expected 100 to 600000, got {v:?}") }
-            })?;
+            settings.webhook_backoff_ms = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (100..=600_000).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "WEBHOOK_BACKOFF_MS",
+                    message: format!("expected 100 to 600000, got {v:?}"),
+                })?;
         }
         settings.webhook_secrets = webhook_secrets(env("STEPPER_WEBHOOK_SECRETS").as_deref().unwrap_or(""))?;
         let origins: Vec<String> = env("CALLBACK_ALLOWED_ORIGINS")
@@ -144,13 +165,21 @@ impl Config {
             .map(|o| o.trim().to_string())
             .filter(|o| !o.is_empty())
             .collect();
-        settings.url_guard = UrlGuard::new(&origins)
-            .map_err(|e| ConfigError::Invalid { name: "CALLBACK_ALLOWED_ORIGINS", message: e.to_string() })?;
+        settings.url_guard = UrlGuard::new(&origins).map_err(|e| ConfigError::Invalid {
+            name: "CALLBACK_ALLOWED_ORIGINS",
+            message: e.to_string(),
+        })?;
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
         let (providers, providers_source) = match env("STEPPER_CONFIG") {
-            Some(path) => (load_file(Path::new(&path), env, &settings.url_guard)?, format!("the file {path} (STEPPER_CONFIG)")),
-            None => (spec::from_catalog_env(env), "provider key variables in the environment".to_string()),
+            Some(path) => (
+                load_file(Path::new(&path), env, &settings.url_guard)?,
+                format!("the file {path} (STEPPER_CONFIG)"),
+            ),
+            None => (
+                spec::from_catalog_env(env),
+                "provider key variables in the environment".to_string(),
+            ),
         };
         let upstash = match (env("UPSTASH_REDIS_REST_URL"), env("UPSTASH_REDIS_REST_TOKEN")) {
             (Some(url), Some(token)) => Some(UpstashConfig {
@@ -158,10 +187,15 @@ impl Config {
                 token: Secret::new(token),
                 timeout_ms: match env("UPSTASH_TIMEOUT_MS") {
                     None => 5_000,
-                    Some(v) => v.trim().parse().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Invalid {
-                        name: "UPSTASH_TIMEOUT_MS",
-                        message: format!("expected a positive number of milliseconds, got {v:?}"),
-                    })?,
+                    Some(v) => v
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name: "UPSTASH_TIMEOUT_MS",
+                            message: format!("expected a positive number of milliseconds, got {v:?}"),
+                        })?,
                 },
             }),
             (Some(_), None) => {
@@ -174,15 +208,29 @@ impl Config {
         };
         let port = match env("PORT") {
             None => 3005,
-            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid { name: "PORT", message: format!("not a port: {v:?}") })?,
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                name: "PORT",
+                message: format!("not a port: {v:?}"),
+            })?,
         };
-        Ok(Self { settings, keys, providers, providers_source, upstash, step_queue_url: env("STEP_QUEUE_URL"), port })
+        Ok(Self {
+            settings,
+            keys,
+            providers,
+            providers_source,
+            upstash,
+            step_queue_url: env("STEP_QUEUE_URL"),
+            port,
+        })
     }
 }
 
 /// `owner=secret` entries, comma-separated; an owner may appear twice during a rotation (current first).
 fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid { name: "STEPPER_WEBHOOK_SECRETS", message };
+    let invalid = |message: String| ConfigError::Invalid {
+        name: "STEPPER_WEBHOOK_SECRETS",
+        message,
+    };
     let mut lists: Vec<(String, Vec<String>)> = Vec::new();
     for (index, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
         let (owner, secret) = entry
@@ -203,8 +251,15 @@ fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, Config
         .collect()
 }
 
-fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>, guard: &UrlGuard) -> Result<Vec<ProviderSpec>, ConfigError> {
-    let file_error = |message: String| ConfigError::File { path: path.display().to_string(), message };
+fn load_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    guard: &UrlGuard,
+) -> Result<Vec<ProviderSpec>, ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     let file: ConfigFile = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
     let mut seen = std::collections::HashSet::new();
@@ -212,15 +267,24 @@ fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>, guard: &UrlGuard
     for entry in file.providers {
         let name = entry.name.clone();
         if !seen.insert(name.clone()) {
-            return Err(ConfigError::Provider { name, message: "appears twice".into() });
+            return Err(ConfigError::Provider {
+                name,
+                message: "appears twice".into(),
+            });
         }
         if entry.enabled == Some(false) {
             continue;
         }
-        let spec = spec::resolve(entry, env).map_err(|e| ConfigError::Provider { name: name.clone(), message: e.to_string() })?;
+        let spec = spec::resolve(entry, env).map_err(|e| ConfigError::Provider {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
         // A custom endpoint's URL passes the same SSRF rules as callbacks (allow-list it to reach a private host).
         if matches!(spec.wire, spec::Wire::Http(_)) {
-            guard.check(&spec.base_url).map_err(|e| ConfigError::Provider { name, message: format!("base_url: {e}") })?;
+            guard.check(&spec.base_url).map_err(|e| ConfigError::Provider {
+                name,
+                message: format!("base_url: {e}"),
+            })?;
         }
         specs.push(spec);
     }

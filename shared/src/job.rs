@@ -141,7 +141,12 @@ impl Job {
     }
 
     pub fn step_ref(&self) -> StepRef {
-        StepRef { owner: self.owner.clone(), job_id: self.id.clone(), gen: self.gen.clone(), seq: self.seq }
+        StepRef {
+            owner: self.owner.clone(),
+            job_id: self.id.clone(),
+            gen: self.gen.clone(),
+            seq: self.seq,
+        }
     }
 }
 

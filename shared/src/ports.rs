@@ -50,7 +50,10 @@ pub enum Created {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The step's lease is ours: here is the job and every provider's shared state.
-    Acquired { job: Job, providers: HashMap<String, ProviderState> },
+    Acquired {
+        job: Job,
+        providers: HashMap<String, ProviderState>,
+    },
     /// Another worker holds this step's lease right now.
     Busy,
     /// The job moved past this step (or is another incarnation): the message is stale.

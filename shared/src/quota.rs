@@ -48,7 +48,9 @@ impl ResetClock {
 
 /// How far US Pacific time is behind UTC at `t` (7 h in daylight time, 8 h otherwise).
 fn pacific_offset_ms(t: u64) -> u64 {
-    let Some(utc) = Utc.timestamp_millis_opt(t as i64).single() else { return 8 * 3_600_000 };
+    let Some(utc) = Utc.timestamp_millis_opt(t as i64).single() else {
+        return 8 * 3_600_000;
+    };
     let year = utc.year();
     // Daylight time: second Sunday of March 02:00 PST (10:00 UTC) to first Sunday of November 02:00 PDT (09:00 UTC).
     let start = nth_sunday(year, 3, 2).map(|d| d * DAY_MS + 10 * 3_600_000);
@@ -93,7 +95,12 @@ pub struct BackoffPolicy {
 
 impl Default for BackoffPolicy {
     fn default() -> Self {
-        Self { base_ms: 2_000, cap_ms: 300_000, circuit_threshold: 5, circuit_open_ms: 120_000 }
+        Self {
+            base_ms: 2_000,
+            cap_ms: 300_000,
+            circuit_threshold: 5,
+            circuit_open_ms: 120_000,
+        }
     }
 }
 
@@ -169,8 +176,16 @@ impl ProviderState {
 
     /// Requests left in the current minute and day, where limits are known.
     pub fn remaining(&self, limits: &ProviderLimits, now_ms: u64) -> (Option<u64>, Option<u64>) {
-        let minute_used = if self.minute == now_ms / MINUTE_MS { self.minute_requests } else { 0 };
-        let day_used = if self.day == limits.reset.day(now_ms) { self.day_requests } else { 0 };
+        let minute_used = if self.minute == now_ms / MINUTE_MS {
+            self.minute_requests
+        } else {
+            0
+        };
+        let day_used = if self.day == limits.reset.day(now_ms) {
+            self.day_requests
+        } else {
+            0
+        };
         (
             limits.rpm.map(|l| l.saturating_sub(minute_used)),
             limits.rpd.map(|l| l.saturating_sub(day_used)),
@@ -260,44 +275,80 @@ mod tests {
     use super::*;
 
     fn ms(rfc3339: &str) -> u64 {
-        chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis() as u64
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_millis() as u64
     }
 
     #[test]
     fn pacific_reset_follows_daylight_time() {
         // Summer: midnight PDT is 07:00 UTC.
-        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-07-01T12:00:00Z")), ms("2026-07-02T07:00:00Z"));
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-07-01T12:00:00Z")),
+            ms("2026-07-02T07:00:00Z")
+        );
         // Winter: midnight PST is 08:00 UTC.
-        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-12-01T12:00:00Z")), ms("2026-12-02T08:00:00Z"));
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-12-01T12:00:00Z")),
+            ms("2026-12-02T08:00:00Z")
+        );
         // 05:00 UTC on 1 July is still 30 June in California.
-        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-07-01T05:00:00Z")), ms("2026-07-01T07:00:00Z"));
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-07-01T05:00:00Z")),
+            ms("2026-07-01T07:00:00Z")
+        );
         // The day daylight time ends (1 Nov 2026): the next midnight is already PST.
-        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-11-01T12:00:00Z")), ms("2026-11-02T08:00:00Z"));
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-11-01T12:00:00Z")),
+            ms("2026-11-02T08:00:00Z")
+        );
         // The day it starts (8 Mar 2026): the next midnight is PDT.
-        assert_eq!(ResetClock::PacificMidnight.next_reset(ms("2026-03-08T12:00:00Z")), ms("2026-03-09T07:00:00Z"));
-        assert_eq!(ResetClock::UtcMidnight.next_reset(ms("2026-03-08T12:00:00Z")), ms("2026-03-09T00:00:00Z"));
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-03-08T12:00:00Z")),
+            ms("2026-03-09T07:00:00Z")
+        );
+        assert_eq!(
+            ResetClock::UtcMidnight.next_reset(ms("2026-03-08T12:00:00Z")),
+            ms("2026-03-09T00:00:00Z")
+        );
     }
 
     #[test]
     fn daily_quota_parks_until_reset_and_rpm_until_next_minute() {
-        let limits = ProviderLimits { rpm: Some(2), rpd: Some(3), tpm: None, reset: ResetClock::UtcMidnight };
+        let limits = ProviderLimits {
+            rpm: Some(2),
+            rpd: Some(3),
+            tpm: None,
+            reset: ResetClock::UtcMidnight,
+        };
         let now = ms("2026-11-25T10:00:10Z");
         let mut s = ProviderState::default();
         let e = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
         s.apply(&e);
         assert_eq!(s.available_at(&limits, now), Availability::At(0));
         s.apply(&e);
-        assert_eq!(s.available_at(&limits, now), Availability::At(ms("2026-11-25T10:01:00Z")));
+        assert_eq!(
+            s.available_at(&limits, now),
+            Availability::At(ms("2026-11-25T10:01:00Z"))
+        );
         let later = ms("2026-11-25T10:05:00Z");
         s.apply(&ProviderEvent::new("p", &limits, later, BackoffPolicy::default()));
-        assert_eq!(s.available_at(&limits, later), Availability::At(ms("2026-11-26T00:00:00Z")));
+        assert_eq!(
+            s.available_at(&limits, later),
+            Availability::At(ms("2026-11-26T00:00:00Z"))
+        );
         assert_eq!(s.remaining(&limits, later), (Some(1), Some(0)));
     }
 
     #[test]
     fn overloads_back_off_exponentially_and_open_the_circuit() {
         let limits = ProviderLimits::default();
-        let policy = BackoffPolicy { base_ms: 1_000, cap_ms: 10_000, circuit_threshold: 3, circuit_open_ms: 60_000 };
+        let policy = BackoffPolicy {
+            base_ms: 1_000,
+            cap_ms: 10_000,
+            circuit_threshold: 3,
+            circuit_open_ms: 60_000,
+        };
         let mut s = ProviderState::default();
         let mut e = ProviderEvent::new("p", &limits, 1_000_000, policy);
         e.class = Some(ErrorClass::Overloaded);
@@ -321,6 +372,9 @@ mod tests {
         e.class = Some(ErrorClass::AuthInvalid);
         e.message = "401 invalid api key".into();
         s.apply(&e);
-        assert_eq!(s.available_at(&limits, 10), Availability::Disabled("401 invalid api key".into()));
+        assert_eq!(
+            s.available_at(&limits, 10),
+            Availability::Disabled("401 invalid api key".into())
+        );
     }
 }

@@ -44,8 +44,12 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
         .map_err(|e| BuildError::Http(e.to_string()))?;
     let store: Arc<dyn Store> = match &config.upstash {
         Some(upstash) => {
-            let client = UpstashClient::new(&upstash.url, upstash.token.clone(), Duration::from_millis(upstash.timeout_ms))
-                .map_err(|e| BuildError::Http(e.to_string()))?;
+            let client = UpstashClient::new(
+                &upstash.url,
+                upstash.token.clone(),
+                Duration::from_millis(upstash.timeout_ms),
+            )
+            .map_err(|e| BuildError::Http(e.to_string()))?;
             Arc::new(UpstashStore::new(client))
         }
         None => Arc::new(MemoryStore::new(clock.clone())),
@@ -68,5 +72,8 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
         providers: Arc::new(providers),
         settings: Arc::new(config.settings.clone()),
     };
-    Ok(Service { engine, keys: config.keys.clone() })
+    Ok(Service {
+        engine,
+        keys: config.keys.clone(),
+    })
 }

@@ -7,5 +7,9 @@ pub fn init() {
     let text = crate::config::log_format_is_text();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // A second init (tests) keeps the first subscriber.
-    let _ = if text { builder.try_init() } else { builder.json().flatten_event(true).with_current_span(false).try_init() };
+    let _ = if text {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    };
 }

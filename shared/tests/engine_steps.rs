@@ -68,22 +68,37 @@ impl Provider for Scripted {
     }
     async fn call(&self, _request: &CompletionRequest) -> CallReport {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let result = self.replies.lock().unwrap().pop_front().unwrap_or_else(|| Ok(text("default")));
+        let result = self
+            .replies
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Ok(text("default")));
         let http_status = Some(match &result {
             Ok(_) => 200,
             Err(f) if f.class == ErrorClass::RateLimited => 429,
             Err(_) => 503,
         });
-        CallReport { result, http_status, duration_ms: 12, rate: RateSignals::default() }
+        CallReport {
+            result,
+            http_status,
+            duration_ms: 12,
+            rate: RateSignals::default(),
+        }
     }
 }
 
 fn text(s: &str) -> Answer {
-    Answer { text: s.to_string(), finish: FinishReason::Stop, usage: Usage::default() }
+    Answer {
+        text: s.to_string(),
+        finish: FinishReason::Stop,
+        usage: Usage::default(),
+    }
 }
 
 fn limited(seconds: u64) -> Failure {
-    Failure::new(ErrorClass::RateLimited, "429 slow down").with_retry(Some(RetryHint::After(Duration::from_secs(seconds))))
+    Failure::new(ErrorClass::RateLimited, "429 slow down")
+        .with_retry(Some(RetryHint::After(Duration::from_secs(seconds))))
 }
 
 struct World {
@@ -102,7 +117,13 @@ fn world(names: &[&str]) -> World {
     let queue = Arc::new(RecordingQueue::default());
     let providers: Vec<Arc<Scripted>> = names
         .iter()
-        .map(|n| Arc::new(Scripted { name: n.to_string(), replies: Mutex::new(VecDeque::new()), calls: AtomicU64::new(0) }))
+        .map(|n| {
+            Arc::new(Scripted {
+                name: n.to_string(),
+                replies: Mutex::new(VecDeque::new()),
+                calls: AtomicU64::new(0),
+            })
+        })
         .collect();
     let slots = providers
         .iter()
@@ -121,7 +142,13 @@ fn world(names: &[&str]) -> World {
         providers: Arc::new(slots),
         settings: Arc::new(Settings::default()),
     };
-    World { clock, store, queue, providers, engine }
+    World {
+        clock,
+        store,
+        queue,
+        providers,
+        engine,
+    }
 }
 
 impl World {
@@ -164,7 +191,12 @@ impl World {
         job.step_ref()
     }
     async fn job(&self, step: &StepRef) -> Job {
-        self.store.deliver(&step.owner, &step.job_id, Duration::from_secs(600)).await.unwrap().unwrap().job
+        self.store
+            .deliver(&step.owner, &step.job_id, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .unwrap()
+            .job
     }
     async fn step(&self, step: &StepRef) -> Result<StepOutcome, StepError> {
         self.engine.run_step(step, None, 1).await
@@ -172,7 +204,10 @@ impl World {
 }
 
 fn next_of(step: &StepRef) -> StepRef {
-    StepRef { seq: step.seq + 1, ..step.clone() }
+    StepRef {
+        seq: step.seq + 1,
+        ..step.clone()
+    }
 }
 
 #[tokio::test]
@@ -183,7 +218,10 @@ async fn success_on_the_first_provider_finishes_the_job() {
     assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
     let job = w.job(&s).await;
     let result = job.result.unwrap();
-    assert_eq!((result.output, result.used_provider.as_str(), result.fallback), (serde_json::json!("hi there"), "a", false));
+    assert_eq!(
+        (result.output, result.used_provider.as_str(), result.fallback),
+        (serde_json::json!("hi there"), "a", false)
+    );
     assert_eq!(job.attempts.len(), 1);
     assert!(w.queue.take().is_empty(), "a finished job queues nothing");
     assert_eq!(w.store.provider_states().await.unwrap()["a"].minute_requests, 1);
@@ -195,9 +233,24 @@ async fn a_rate_limit_fails_over_at_once_and_cools_the_provider_for_everyone() {
     w.script(0, vec![Err(limited(30))]);
     let s = w.submit(None).await;
     assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Progressed { delay_ms: 0 });
-    assert_eq!(w.queue.take(), vec![(Message::Step { step: next_of(&s), not_before_ms: None }, Duration::ZERO)]);
-    assert_eq!(w.store.provider_states().await.unwrap()["a"].cooldown_until_ms, T0 + 30_000);
-    assert_eq!(w.step(&next_of(&s)).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    assert_eq!(
+        w.queue.take(),
+        vec![(
+            Message::Step {
+                step: next_of(&s),
+                not_before_ms: None
+            },
+            Duration::ZERO
+        )]
+    );
+    assert_eq!(
+        w.store.provider_states().await.unwrap()["a"].cooldown_until_ms,
+        T0 + 30_000
+    );
+    assert_eq!(
+        w.step(&next_of(&s)).await.unwrap(),
+        StepOutcome::Finished(JobState::Succeeded)
+    );
     assert_eq!(w.job(&s).await.result.unwrap().used_provider, "b");
 
     // Another job goes straight to b while a cools down.
@@ -214,13 +267,31 @@ async fn when_everyone_is_limited_the_job_waits_for_the_earliest() {
     let s = w.submit(None).await;
     w.step(&s).await.unwrap();
     w.queue.take();
-    assert_eq!(w.step(&next_of(&s)).await.unwrap(), StepOutcome::Progressed { delay_ms: 5_000 });
+    assert_eq!(
+        w.step(&next_of(&s)).await.unwrap(),
+        StepOutcome::Progressed { delay_ms: 5_000 }
+    );
     let job = w.job(&s).await;
-    assert_eq!((job.state, job.next_attempt_at_ms), (JobState::WaitingForRetry, Some(T0 + 5_000)));
+    assert_eq!(
+        (job.state, job.next_attempt_at_ms),
+        (JobState::WaitingForRetry, Some(T0 + 5_000))
+    );
     let third = next_of(&next_of(&s));
-    assert_eq!(w.queue.take(), vec![(Message::Step { step: third.clone(), not_before_ms: None }, Duration::from_secs(5))]);
+    assert_eq!(
+        w.queue.take(),
+        vec![(
+            Message::Step {
+                step: third.clone(),
+                not_before_ms: None
+            },
+            Duration::from_secs(5)
+        )]
+    );
     w.clock.advance(5_000);
-    assert_eq!(w.step(&third).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    assert_eq!(
+        w.step(&third).await.unwrap(),
+        StepOutcome::Finished(JobState::Succeeded)
+    );
     assert_eq!(w.job(&s).await.result.unwrap().used_provider, "b");
     assert_eq!((w.calls(0), w.calls(1)), (1, 2));
 }
@@ -233,7 +304,13 @@ async fn an_early_message_is_sent_on_without_touching_the_store() {
     assert_eq!(outcome, StepOutcome::Rescheduled);
     assert_eq!(
         w.queue.take(),
-        vec![(Message::Step { step: s.clone(), not_before_ms: Some(T0 + 2_000_000) }, Duration::from_secs(2_000))]
+        vec![(
+            Message::Step {
+                step: s.clone(),
+                not_before_ms: Some(T0 + 2_000_000)
+            },
+            Duration::from_secs(2_000)
+        )]
     );
     assert_eq!(w.calls(0), 0);
     assert_eq!(w.job(&s).await.seq, 1);
@@ -253,7 +330,10 @@ async fn duplicates_never_call_a_provider_twice() {
 async fn a_held_lease_makes_the_message_come_back_later() {
     let w = world(&["a"]);
     let s = w.submit(None).await;
-    assert!(matches!(w.store.claim(&s, Duration::from_secs(60)).await.unwrap(), shared::ports::Claim::Acquired { .. }));
+    assert!(matches!(
+        w.store.claim(&s, Duration::from_secs(60)).await.unwrap(),
+        shared::ports::Claim::Acquired { .. }
+    ));
     assert!(matches!(w.step(&s).await, Err(StepError::Busy)));
     assert_eq!(w.calls(0), 0);
 }
@@ -264,11 +344,26 @@ async fn a_lost_next_message_is_sent_again_by_the_redelivery() {
     w.script(0, vec![Err(limited(30))]);
     let s = w.submit(None).await;
     w.queue.broken.store(true, Ordering::SeqCst);
-    assert!(matches!(w.step(&s).await, Err(StepError::Queue(_))), "the state was written but the send failed");
+    assert!(
+        matches!(w.step(&s).await, Err(StepError::Queue(_))),
+        "the state was written but the send failed"
+    );
     w.queue.broken.store(false, Ordering::SeqCst);
     // The same message comes back (receive count 2): the job is one step further, so re-send its next.
-    assert_eq!(w.engine.run_step(&s, None, 2).await.unwrap(), StepOutcome::Progressed { delay_ms: 0 });
-    assert_eq!(w.queue.take(), vec![(Message::Step { step: next_of(&s), not_before_ms: None }, Duration::ZERO)]);
+    assert_eq!(
+        w.engine.run_step(&s, None, 2).await.unwrap(),
+        StepOutcome::Progressed { delay_ms: 0 }
+    );
+    assert_eq!(
+        w.queue.take(),
+        vec![(
+            Message::Step {
+                step: next_of(&s),
+                not_before_ms: None
+            },
+            Duration::ZERO
+        )]
+    );
     assert_eq!(w.calls(0), 1, "no second provider call");
 }
 
@@ -277,14 +372,20 @@ async fn every_provider_failing_for_good_uses_the_fallback_or_fails() {
     let w = world(&["a"]);
     w.script(0, vec![Err(Failure::new(ErrorClass::BadRequest, "400 too long")); 2]);
     let with_fallback = w.submit(Some(serde_json::json!({"title": "template"}))).await;
-    assert_eq!(w.step(&with_fallback).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    assert_eq!(
+        w.step(&with_fallback).await.unwrap(),
+        StepOutcome::Finished(JobState::Succeeded)
+    );
     let result = w.job(&with_fallback).await.result.unwrap();
     assert_eq!((result.used_provider.as_str(), result.fallback), ("fallback", true));
 
     let without = w.submit(None).await;
     assert_eq!(w.step(&without).await.unwrap(), StepOutcome::Finished(JobState::Failed));
     let job = w.job(&without).await;
-    assert_eq!(job.error.as_deref(), Some("every provider failed for this job (last attempt: a 400 too long)"));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("every provider failed for this job (last attempt: a 400 too long)")
+    );
 }
 
 #[tokio::test]

@@ -28,7 +28,9 @@ use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 
 fn ms(rfc3339: &str) -> u64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis() as u64
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis() as u64
 }
 
 struct ManualClock(AtomicU64);
@@ -59,7 +61,11 @@ impl Queue for SimQueue {
 impl SimQueue {
     fn pop_due_by(&self, limit: u64) -> Option<(u64, Message)> {
         let mut pending = self.pending.lock().unwrap();
-        let next = pending.iter().enumerate().min_by_key(|(_, (due, order, _))| (*due, *order)).map(|(i, _)| i)?;
+        let next = pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (due, order, _))| (*due, *order))
+            .map(|(i, _)| i)?;
         if pending[next].0 > limit {
             return None;
         }
@@ -79,7 +85,12 @@ struct Quota {
 
 impl Quota {
     fn new(limit: u64, reset: ResetClock) -> Arc<Self> {
-        Arc::new(Self { limit, reset, used: Mutex::new((0, 0)), over: AtomicU64::new(0) })
+        Arc::new(Self {
+            limit,
+            reset,
+            used: Mutex::new((0, 0)),
+            over: AtomicU64::new(0),
+        })
     }
 
     /// Counts a call; the calls left after it, or `None` when the quota was already used up.
@@ -119,7 +130,11 @@ async fn scenario(upstash: Option<UpstashConfig>) -> Scenario {
     let gemini = FakeProvider::start(Wire::Gemini).await.unwrap();
     let groq = FakeProvider::start(Wire::OpenAi).await.unwrap();
     let cohere = FakeProvider::start(Wire::Cohere).await.unwrap();
-    let quotas = vec![Quota::new(3, ResetClock::PacificMidnight), Quota::new(2, ResetClock::UtcMidnight), Quota::new(4, ResetClock::UtcMidnight)];
+    let quotas = vec![
+        Quota::new(3, ResetClock::PacificMidnight),
+        Quota::new(2, ResetClock::UtcMidnight),
+        Quota::new(4, ResetClock::UtcMidnight),
+    ];
 
     let (q, c) = (quotas[0].clone(), clock.clone());
     gemini.set_responder(move |_| match q.take(c.now_ms()) {
@@ -129,7 +144,10 @@ async fn scenario(upstash: Option<UpstashConfig>) -> Scenario {
     let (q, c) = (quotas[1].clone(), clock.clone());
     groq.set_responder(move |_| {
         let now = c.now_ms();
-        let to_reset = format!("{:.3}s", (ResetClock::UtcMidnight.next_reset(now) - now) as f64 / 1000.0);
+        let to_reset = format!(
+            "{:.3}s",
+            (ResetClock::UtcMidnight.next_reset(now) - now) as f64 / 1000.0
+        );
         match q.take(now) {
             Some(left) => FakeReply::openai_text("a groq report")
                 .with_header("x-ratelimit-limit-requests", "2")
@@ -145,11 +163,23 @@ async fn scenario(upstash: Option<UpstashConfig>) -> Scenario {
     });
 
     let limits = vec![
-        ProviderLimits { reset: ResetClock::PacificMidnight, ..Default::default() },
+        ProviderLimits {
+            reset: ResetClock::PacificMidnight,
+            ..Default::default()
+        },
         ProviderLimits::default(),
-        ProviderLimits { rpd: Some(4), ..Default::default() },
+        ProviderLimits {
+            rpd: Some(4),
+            ..Default::default()
+        },
     ];
-    let wires = [SpecWire::Gemini, SpecWire::OpenAi { headers: Default::default() }, SpecWire::Cohere];
+    let wires = [
+        SpecWire::Gemini,
+        SpecWire::OpenAi {
+            headers: Default::default(),
+        },
+        SpecWire::Cohere,
+    ];
     let providers = ["gemini", "groq", "cohere"]
         .iter()
         .zip(wires)
@@ -175,7 +205,11 @@ async fn scenario(upstash: Option<UpstashConfig>) -> Scenario {
         step_queue_url: None,
         port: 0,
     };
-    let queue = Arc::new(SimQueue { clock: clock.clone(), pending: Mutex::new(Vec::new()), sent: AtomicU64::new(0) });
+    let queue = Arc::new(SimQueue {
+        clock: clock.clone(),
+        pending: Mutex::new(Vec::new()),
+        sent: AtomicU64::new(0),
+    });
     let service = Arc::new(shared::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
     let engine = service.engine.clone();
     Scenario {
@@ -240,7 +274,9 @@ impl Scenario {
                     let name = ["gemini", "groq", "cohere"][i];
                     let state = states.get(name).cloned().unwrap_or_default();
                     match state.available_at(&self.limits[i], now) {
-                        Availability::At(at) => assert!(at <= now, "{name} was called at {now} while exhausted until {at}"),
+                        Availability::At(at) => {
+                            assert!(at <= now, "{name} was called at {now} while exhausted until {at}")
+                        }
                         Availability::Disabled(why) => panic!("{name} was called while disabled: {why}"),
                     }
                 }
@@ -266,14 +302,22 @@ async fn quotas_run_out_and_every_job_completes(mut s: Scenario) {
     let waiting = still_waiting(&s, &second).await;
     assert_eq!(waiting.len(), 2, "two jobs wait for Gemini's reset");
     s.run_until(u64::MAX).await;
-    assert_eq!(s.wakes, [utc, pacific], "the last jobs woke when Gemini's Pacific day began");
+    assert_eq!(
+        s.wakes,
+        [utc, pacific],
+        "the last jobs woke when Gemini's Pacific day began"
+    );
     assert!(still_waiting(&s, &waiting).await.is_empty());
 
     // Gemini's quota was unknown to us: one call learned it. The others were never called over quota.
     let over: Vec<u64> = s.quotas.iter().map(|q| q.over.load(Ordering::SeqCst)).collect();
     assert_eq!(over, [1, 0, 0], "calls made over quota (gemini, groq, cohere)");
     let hits: Vec<usize> = s.fakes.iter().map(FakeProvider::hits).collect();
-    assert_eq!(hits, [3 + 1 + 2, 2 + 2, 4 + 4], "calls per provider (gemini, groq, cohere)");
+    assert_eq!(
+        hits,
+        [3 + 1 + 2, 2 + 2, 4 + 4],
+        "calls per provider (gemini, groq, cohere)"
+    );
 }
 
 /// The jobs still waiting; every other one must have completed. A finished job is read once only: its
@@ -298,7 +342,13 @@ async fn on_the_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_upstash_store_over_the_real_stack() {
     let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
-    let upstash = testkit::stack::UpstashEmulator::start(&redis).await.expect("upstash emulator");
-    let config = UpstashConfig { url: upstash.url.clone(), token: Secret::new(upstash.token.clone()), timeout_ms: 5_000 };
+    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+        .await
+        .expect("upstash emulator");
+    let config = UpstashConfig {
+        url: upstash.url.clone(),
+        token: Secret::new(upstash.token.clone()),
+        timeout_ms: 5_000,
+    };
     quotas_run_out_and_every_job_completes(scenario(Some(config)).await).await;
 }

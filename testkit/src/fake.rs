@@ -32,7 +32,9 @@ impl Wire {
     fn path_ok(self, path: &str) -> bool {
         match self {
             Wire::OpenAi => path == "/v1/chat/completions",
-            Wire::Gemini => path.strip_prefix("/v1beta/models/").is_some_and(|m| m.ends_with(":generateContent")),
+            Wire::Gemini => path
+                .strip_prefix("/v1beta/models/")
+                .is_some_and(|m| m.ends_with(":generateContent")),
             Wire::Anthropic => path == "/v1/messages",
             Wire::Cohere => path == "/v2/chat",
             Wire::Http => path == "/generate",
@@ -61,7 +63,12 @@ pub struct FakeReply {
 
 impl FakeReply {
     pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Self { status, headers: vec![("content-type".into(), "application/json".into())], body: body.into(), delay: Duration::ZERO }
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -97,29 +104,62 @@ impl FakeReply {
 
     /// OpenAI's error body `{"error":{"message","type","code"}}` with a status.
     pub fn openai_error(status: u16, kind: &str, code: &str, message: &str) -> Self {
-        Self::new(status, json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string())
+        Self::new(
+            status,
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string(),
+        )
     }
 
     /// A status with the error body OpenAI sends for it.
     pub fn openai_status(status: u16) -> Self {
         match status {
-            400 => Self::openai_error(400, "invalid_request_error", "context_length_exceeded", "This model's maximum context length is 8192 tokens."),
-            401 => Self::openai_error(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-            404 => Self::openai_error(404, "invalid_request_error", "model_not_found", "The model `fake-model` does not exist."),
+            400 => Self::openai_error(
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "This model's maximum context length is 8192 tokens.",
+            ),
+            401 => Self::openai_error(
+                401,
+                "invalid_request_error",
+                "invalid_api_key",
+                "Incorrect API key provided.",
+            ),
+            404 => Self::openai_error(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                "The model `fake-model` does not exist.",
+            ),
             429 => Self::openai_rate_limited(1),
-            500 => Self::openai_error(500, "server_error", "internal_error", "The server had an error while processing your request."),
-            503 => Self::openai_error(503, "server_error", "overloaded", "The engine is currently overloaded, please try again later."),
+            500 => Self::openai_error(
+                500,
+                "server_error",
+                "internal_error",
+                "The server had an error while processing your request.",
+            ),
+            503 => Self::openai_error(
+                503,
+                "server_error",
+                "overloaded",
+                "The engine is currently overloaded, please try again later.",
+            ),
             other => Self::openai_error(other, "server_error", "error", "error"),
         }
     }
 
     /// 429 with `retry-after` seconds and the rate-limit headers OpenAI and Groq send.
     pub fn openai_rate_limited(retry_after_s: u64) -> Self {
-        Self::openai_error(429, "requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again later.")
-            .with_header("retry-after", &retry_after_s.to_string())
-            .with_header("x-ratelimit-limit-requests", "30")
-            .with_header("x-ratelimit-remaining-requests", "0")
-            .with_header("x-ratelimit-reset-requests", &format!("{retry_after_s}s"))
+        Self::openai_error(
+            429,
+            "requests",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests. Please try again later.",
+        )
+        .with_header("retry-after", &retry_after_s.to_string())
+        .with_header("x-ratelimit-limit-requests", "30")
+        .with_header("x-ratelimit-remaining-requests", "0")
+        .with_header("x-ratelimit-reset-requests", &format!("{retry_after_s}s"))
     }
 }
 
@@ -161,7 +201,11 @@ impl FakeReply {
     }
 
     pub fn gemini_error(status: u16, google_status: &str, message: &str, details: Value) -> Self {
-        Self::new(status, json!({"error": {"code": status, "message": message, "status": google_status, "details": details}}).to_string())
+        Self::new(
+            status,
+            json!({"error": {"code": status, "message": message, "status": google_status, "details": details}})
+                .to_string(),
+        )
     }
 
     /// A 429 naming the quota that ran out (`quota_id`) and when to retry (`RetryInfo.retryDelay`), no header.
@@ -249,26 +293,45 @@ impl FakeReply {
     }
 
     pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Self {
-        Self::new(status, json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}).to_string())
-            .with_header("request-id", "req_fake")
+        Self::new(
+            status,
+            json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}).to_string(),
+        )
+        .with_header("request-id", "req_fake")
     }
 
     /// 429 with `retry-after` and the `anthropic-ratelimit-*` headers (reset as RFC 3339).
     pub fn anthropic_rate_limited(retry_after_s: u64) -> Self {
-        Self::anthropic_error(429, "rate_limit_error", "This request would exceed the rate limit for your organization of 50 requests per minute.")
-            .with_header("retry-after", &retry_after_s.to_string())
-            .with_header("anthropic-ratelimit-requests-limit", "50")
-            .with_header("anthropic-ratelimit-requests-remaining", "0")
-            .with_header("anthropic-ratelimit-requests-reset", "2026-11-25T10:00:30Z")
+        Self::anthropic_error(
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests per minute.",
+        )
+        .with_header("retry-after", &retry_after_s.to_string())
+        .with_header("anthropic-ratelimit-requests-limit", "50")
+        .with_header("anthropic-ratelimit-requests-remaining", "0")
+        .with_header("anthropic-ratelimit-requests-reset", "2026-11-25T10:00:30Z")
     }
 
     pub fn anthropic_status(status: u16) -> Self {
         match status {
-            400 => Self::anthropic_error(400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
+            400 => Self::anthropic_error(
+                400,
+                "invalid_request_error",
+                "prompt is too long: 250000 tokens > 200000 maximum",
+            ),
             401 => Self::anthropic_error(401, "authentication_error", "invalid x-api-key"),
-            403 => Self::anthropic_error(403, "permission_error", "Your API key does not have permission to use the specified resource."),
+            403 => Self::anthropic_error(
+                403,
+                "permission_error",
+                "Your API key does not have permission to use the specified resource.",
+            ),
             404 => Self::anthropic_error(404, "not_found_error", "model: claude-fake"),
-            413 => Self::anthropic_error(413, "request_too_large", "Request exceeds the maximum allowed number of bytes."),
+            413 => Self::anthropic_error(
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            ),
             429 => Self::anthropic_rate_limited(1),
             500 => Self::anthropic_error(500, "api_error", "Internal server error"),
             529 => Self::anthropic_error(529, "overloaded_error", "Overloaded"),
@@ -387,7 +450,10 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -427,11 +493,19 @@ impl FakeProvider {
         let script = Arc::new(Mutex::new(Script::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let app = axum::Router::new().fallback(answer).with_state(Shared { wire, script: script.clone() });
+        let app = axum::Router::new().fallback(answer).with_state(Shared {
+            wire,
+            script: script.clone(),
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { wire, port, script, server })
+        Ok(Self {
+            wire,
+            port,
+            script,
+            server,
+        })
     }
 
     /// What a provider configuration's `base_url` is for this fake.
@@ -484,11 +558,17 @@ async fn answer(State(shared): State<Shared>, method: Method, uri: Uri, headers:
         script.requests.push(RecordedRequest {
             method: method.to_string(),
             path: uri.path().to_string(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         });
         let wire = shared.wire;
-        let authorised = script.expected_key.as_ref().is_none_or(|key| wire.authorised(&headers, key));
+        let authorised = script
+            .expected_key
+            .as_ref()
+            .is_none_or(|key| wire.authorised(&headers, key));
         let version_missing = wire == Wire::Anthropic && headers.get("anthropic-version").is_none();
         if method != Method::POST || !wire.path_ok(uri.path()) {
             FakeReply::unknown_path(wire, &method, uri.path())
@@ -500,16 +580,22 @@ async fn answer(State(shared): State<Shared>, method: Method, uri: Uri, headers:
             let responder = script.responder.clone();
             let recorded = script.requests.last().cloned();
             let responded = || responder.zip(recorded).map(|(respond, request)| respond(&request));
-            script.queue.pop_front().or_else(responded).or_else(|| script.default.clone()).unwrap_or_else(|| {
-                FakeReply::status(wire, 500).with_header("x-fake", "unscripted")
-            })
+            script
+                .queue
+                .pop_front()
+                .or_else(responded)
+                .or_else(|| script.default.clone())
+                .unwrap_or_else(|| FakeReply::status(wire, 500).with_header("x-fake", "unscripted"))
         }
     };
     tokio::time::sleep(reply.delay).await;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, reply.body).into_response();
     for (name, value) in &reply.headers {
-        if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value.as_str())) {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value.as_str()),
+        ) {
             response.headers_mut().insert(n, v);
         }
     }

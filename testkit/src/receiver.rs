@@ -42,8 +42,14 @@ impl NodeReceiver {
             .spawn()
             .context("node is not installed")?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let first = lines.next_line().await?.context("the receiver exited before listening")?;
-        Ok(Self { port: first.trim().parse()?, _child: child })
+        let first = lines
+            .next_line()
+            .await?
+            .context("the receiver exited before listening")?;
+        Ok(Self {
+            port: first.trim().parse()?,
+            _child: child,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -36,7 +36,15 @@ async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Resu
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut stderr).await;
             }
-            let tail: String = stderr.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = stderr
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             bail!("{what} exited with {status} before listening:\n{tail}");
         }
         if Instant::now() > deadline {
@@ -55,7 +63,16 @@ impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -150,7 +167,11 @@ impl UpstashEmulator {
             .spawn()
             .context("node is not installed")?;
         wait_for_port(port, &mut child, "the Upstash emulator").await?;
-        Ok(Self { url: format!("http://127.0.0.1:{port}"), token, _child: child })
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}"),
+            token,
+            _child: child,
+        })
     }
 }
 
@@ -174,6 +195,9 @@ impl MotoServer {
             .kill_on_drop(true)
             .spawn()?;
         wait_for_port(port, &mut child, "moto_server").await?;
-        Ok(Self { endpoint: format!("http://127.0.0.1:{port}"), _child: child })
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _child: child,
+        })
     }
 }

@@ -11,8 +11,11 @@ use tracing::{error, info, warn};
 pub async fn handle_batch(engine: &Engine, event: SqsEvent) -> SqsBatchResponse {
     let runs = event.records.into_iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
-        let receive_count =
-            record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
         let Some(body) = record.body.as_deref() else {
             warn!(message_id = %id, "dropping an SQS record without a body");
             return None;

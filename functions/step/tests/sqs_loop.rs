@@ -16,8 +16,8 @@ use shared::config::Config;
 use shared::engine::Engine;
 use shared::job::{Job, StepRef};
 use shared::ports::{Claim, Created, Delivered, Store, SystemClock};
-use shared::quota::{ProviderEvent, ProviderState};
 use shared::queue::sqs::SqsQueue;
+use shared::quota::{ProviderEvent, ProviderState};
 use shared::store::StoreError;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{MotoServer, RedisServer, UpstashEmulator};
@@ -61,10 +61,17 @@ async fn stack() -> Stack {
     let providers = dir.join("providers.toml");
     std::fs::write(
         &providers,
-        format!("[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 1000\n", provider.base_url()),
+        format!(
+            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 1000\n",
+            provider.base_url()
+        ),
     )
     .unwrap();
-    let (url, token, path) = (upstash.url.clone(), upstash.token.clone(), providers.display().to_string());
+    let (url, token, path) = (
+        upstash.url.clone(),
+        upstash.token.clone(),
+        providers.display().to_string(),
+    );
     let config = Config::from_lookup(&|name| match name {
         "UPSTASH_REDIS_REST_URL" => Some(url.clone()),
         "UPSTASH_REDIS_REST_TOKEN" => Some(token.clone()),
@@ -74,7 +81,16 @@ async fn stack() -> Stack {
     .unwrap();
     let queue = SqsQueue::new(sqs.clone(), queue_url.clone(), Arc::new(SystemClock));
     let service = Arc::new(shared::service::build(&config, Arc::new(queue)).unwrap());
-    Stack { _redis: redis, _upstash: upstash, _moto: moto, provider, sqs, queue_url, service, _dir: dir }
+    Stack {
+        _redis: redis,
+        _upstash: upstash,
+        _moto: moto,
+        provider,
+        sqs,
+        queue_url,
+        service,
+        _dir: dir,
+    }
 }
 
 impl Stack {
@@ -82,17 +98,28 @@ impl Stack {
     async fn submit(&self) -> String {
         let request = http::Request::post("/v1/generate")
             .header("content-type", "application/json")
-            .body(Body::from(json!({"prompt": "Say something", "responseMode": "text"}).to_string()))
+            .body(Body::from(
+                json!({"prompt": "Say something", "responseMode": "text"}).to_string(),
+            ))
             .unwrap();
-        let response = shared::api::submit_routes(self.service.clone()).oneshot(request).await.unwrap();
+        let response = shared::api::submit_routes(self.service.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 202);
-        let body: Value = serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+        let body: Value =
+            serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
         body["jobId"].as_str().unwrap().to_string()
     }
 
     async fn status(&self, id: &str) -> Value {
-        let request = http::Request::get(format!("/v1/jobs/{id}")).body(Body::empty()).unwrap();
-        let response = shared::api::poll_routes(self.service.clone()).oneshot(request).await.unwrap();
+        let request = http::Request::get(format!("/v1/jobs/{id}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = shared::api::poll_routes(self.service.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
         serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap()
     }
 
@@ -132,10 +159,20 @@ impl Stack {
         let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
         let first = step::handle_batch(engine, event.clone()).await;
         step::handle_batch(engine, event).await;
-        let failed: Vec<String> = first.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        let failed: Vec<String> = first
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
         for m in &messages {
             if !failed.contains(m.message_id.as_ref().unwrap()) {
-                self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(m.receipt_handle.clone().unwrap()).send().await.unwrap();
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
             }
         }
         messages.len()
@@ -181,7 +218,9 @@ impl Store for DiesBeforeTheWrite {
     }
     async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
         if !self.died.swap(true, Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("the function was killed before its state write".into()));
+            return Err(StoreError::Unavailable(
+                "the function was killed before its state write".into(),
+            ));
         }
         self.inner.finish(step, next, event).await
     }
@@ -203,12 +242,23 @@ impl Store for DiesBeforeTheWrite {
 async fn a_step_killed_between_the_call_and_the_write_completes_after_redelivery() {
     let s = stack().await;
     let mut engine = s.service.engine.clone();
-    engine.store = Arc::new(DiesBeforeTheWrite { inner: engine.store.clone(), died: AtomicBool::new(false) });
+    engine.store = Arc::new(DiesBeforeTheWrite {
+        inner: engine.store.clone(),
+        died: AtomicBool::new(false),
+    });
     let id = s.submit().await;
     let done = s.drive_until_finished(&engine, &id).await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(s.provider.hits(), 2, "the lost attempt is made again once, after the lease lapses");
-    assert_eq!(done["data"]["providersAttempted"].as_array().unwrap().len(), 1, "only the written attempt is recorded");
+    assert_eq!(
+        s.provider.hits(),
+        2,
+        "the lost attempt is made again once, after the lease lapses"
+    );
+    assert_eq!(
+        done["data"]["providersAttempted"].as_array().unwrap().len(),
+        1,
+        "only the written attempt is recorded"
+    );
 }
 
 #[tokio::test]
@@ -217,9 +267,18 @@ async fn the_sample_sqs_and_redrive_events_are_handled() {
     let (queue, _deliveries) = shared::queue::local::LocalQueue::new();
     let engine = shared::service::build(&config, Arc::new(queue)).unwrap().engine;
     let read = |name: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap()
+        serde_json::from_str(
+            &std::fs::read_to_string(format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+        )
+        .unwrap()
     };
     // The sample names a job that does not exist: dropped, nothing to retry.
-    assert_eq!(step::handle(&engine, read("step-sqs")).await.unwrap(), json!({"batchItemFailures": []}));
-    assert_eq!(step::handle(&engine, read("step-redrive")).await.unwrap(), json!({"redriven": 0}));
+    assert_eq!(
+        step::handle(&engine, read("step-sqs")).await.unwrap(),
+        json!({"batchItemFailures": []})
+    );
+    assert_eq!(
+        step::handle(&engine, read("step-redrive")).await.unwrap(),
+        json!({"redriven": 0})
+    );
 }

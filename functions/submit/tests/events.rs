@@ -34,15 +34,30 @@ async fn every_http_event_reaches_its_route() {
     let (code, body) = answer(submit(), "submit-generate").await;
     assert_eq!((code, body["status"].as_str()), (202, Some("queued")), "{body}");
     for event in ["poll-report", "poll-job"] {
-        assert_eq!(answer(poll(), event).await, (404, serde_json::json!({"error": "Job not found"})), "{event}");
+        assert_eq!(
+            answer(poll(), event).await,
+            (404, serde_json::json!({"error": "Job not found"})),
+            "{event}"
+        );
     }
     let (code, body) = answer(poll(), "health").await;
-    assert_eq!((code, body["status"].as_str()), (503, Some("unhealthy")), "no provider is configured here: {body}");
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (503, Some("unhealthy")),
+        "no provider is configured here: {body}"
+    );
     let (code, body) = answer(poll(), "providers").await;
     assert_eq!(code, 200, "{body}");
     let (code, body) = answer(purge(), "purge-report").await;
-    assert_eq!((code, body["message"].as_str()), (200, Some("Cache entry deleted")), "{body}");
-    assert_eq!(answer(purge(), "purge-job").await, (404, serde_json::json!({"error": "Job not found"})));
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (200, Some("Cache entry deleted")),
+        "{body}"
+    );
+    assert_eq!(
+        answer(purge(), "purge-job").await,
+        (404, serde_json::json!({"error": "Job not found"}))
+    );
     // A function answers only its own routes.
     assert_eq!(answer(poll(), "submit-report").await.1["code"], "not_found");
 }

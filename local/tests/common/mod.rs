@@ -88,10 +88,21 @@ impl Local {
         };
         // Keep draining stderr so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Local { base, http: reqwest::Client::new(), child, _dir: dir }
+        Local {
+            base,
+            http: reqwest::Client::new(),
+            child,
+            _dir: dir,
+        }
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = key {
             req = req.header("x-api-key", key);
@@ -102,7 +113,10 @@ impl Local {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}")),
+        )
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {

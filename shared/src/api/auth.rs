@@ -41,7 +41,10 @@ pub struct ApiKeys {
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let owners: Vec<_> = self.entries.iter().map(|e| e.owner.as_str()).collect();
-        f.debug_struct("ApiKeys").field("header", &self.header).field("owners", &owners).finish()
+        f.debug_struct("ApiKeys")
+            .field("header", &self.header)
+            .field("owners", &owners)
+            .finish()
     }
 }
 
@@ -67,7 +70,10 @@ impl ApiKeys {
                 None if !key.is_empty() => Sha256::digest(key.as_bytes()).into(),
                 None => return Err(AuthError::Malformed(index + 1)),
             };
-            entries.push(KeyEntry { owner: owner.to_string(), digest });
+            entries.push(KeyEntry {
+                owner: owner.to_string(),
+                digest,
+            });
         }
         Ok(Self { header, entries })
     }
@@ -124,16 +130,28 @@ mod tests {
         let hashed = hex::encode(Sha256::digest(b"k2"));
         let keys = ApiKeys::parse(&format!("alice=k1, bob=sha256:{hashed}"), "X-API-Key").unwrap();
         assert_eq!(keys.owner(&headers(&[("x-api-key", "k1")])), Ok("alice".into()));
-        assert_eq!(keys.owner(&headers(&[("authorization", "Bearer k2")])), Ok("bob".into()));
+        assert_eq!(
+            keys.owner(&headers(&[("authorization", "Bearer k2")])),
+            Ok("bob".into())
+        );
         assert_eq!(keys.owner(&headers(&[("x-api-key", "nope")])), Err(Rejection::Invalid));
         assert_eq!(keys.owner(&headers(&[])), Err(Rejection::Missing));
     }
 
     #[test]
     fn malformed_entries_are_refused_with_their_position() {
-        assert!(matches!(ApiKeys::parse("alice", "x-api-key"), Err(AuthError::Malformed(1))));
-        assert!(matches!(ApiKeys::parse("a=1,b c=2", "x-api-key"), Err(AuthError::BadOwner(2))));
-        assert!(matches!(ApiKeys::parse("a=sha256:zz", "x-api-key"), Err(AuthError::Malformed(1))));
+        assert!(matches!(
+            ApiKeys::parse("alice", "x-api-key"),
+            Err(AuthError::Malformed(1))
+        ));
+        assert!(matches!(
+            ApiKeys::parse("a=1,b c=2", "x-api-key"),
+            Err(AuthError::BadOwner(2))
+        ));
+        assert!(matches!(
+            ApiKeys::parse("a=sha256:zz", "x-api-key"),
+            Err(AuthError::Malformed(1))
+        ));
         assert!(ApiKeys::parse("", "x-api-key").unwrap().is_open());
     }
 }

@@ -40,20 +40,28 @@ const RETRY_AFTER_SECONDS: &str = "5";
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
-            ApiError::Unauthorized { rejection: Rejection::Missing, header } => (
+            ApiError::Unauthorized {
+                rejection: Rejection::Missing,
+                header,
+            } => (
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "Unauthorized", "message": format!("Missing API key. Include it in the '{header}' header.")}),
             ),
-            ApiError::Unauthorized { rejection: Rejection::Invalid, .. } => {
-                (StatusCode::UNAUTHORIZED, json!({"error": "Unauthorized", "message": "Invalid API key."}))
-            }
+            ApiError::Unauthorized {
+                rejection: Rejection::Invalid,
+                ..
+            } => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "Unauthorized", "message": "Invalid API key."}),
+            ),
             ApiError::Field(e) => (
                 StatusCode::BAD_REQUEST,
                 json!({"error": e.to_string(), "code": "invalid_request", "field": e.field}),
             ),
-            ApiError::InvalidJson(_) => {
-                (StatusCode::BAD_REQUEST, json!({"error": self.to_string(), "code": "invalid_json", "field": "body"}))
-            }
+            ApiError::InvalidJson(_) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": self.to_string(), "code": "invalid_json", "field": "body"}),
+            ),
             ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": self.to_string(), "code": "payload_too_large", "field": "body"}),
@@ -64,18 +72,27 @@ impl IntoResponse for ApiError {
             ),
             ApiError::MissingPurgeParameters => (StatusCode::BAD_REQUEST, json!({"error": self.to_string()})),
             ApiError::JobNotFound => (StatusCode::NOT_FOUND, json!({"error": "Job not found"})),
-            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, json!({"error": "Not found", "code": "not_found"})),
+            ApiError::RouteNotFound => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "Not found", "code": "not_found"}),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store unavailable");
                 let (code, message) = match e {
                     StoreError::Unauthorized => ("store_unauthorized", "The job store rejected our credentials."),
-                    _ => ("store_unavailable", "The job store is unavailable. Please retry shortly."),
+                    _ => (
+                        "store_unavailable",
+                        "The job store is unavailable. Please retry shortly.",
+                    ),
                 };
                 return unavailable(code, message);
             }
             ApiError::Queue(e) => {
                 tracing::error!(error = %e, "queue unavailable");
-                return unavailable("queue_unavailable", "The step queue is unavailable. Please retry shortly.");
+                return unavailable(
+                    "queue_unavailable",
+                    "The step queue is unavailable. Please retry shortly.",
+                );
             }
         };
         (status, Json(body)).into_response()
@@ -84,5 +101,10 @@ impl IntoResponse for ApiError {
 
 fn unavailable(code: &str, message: &str) -> Response {
     let body = json!({"error": "Service temporarily unavailable", "code": code, "message": message});
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)], Json(body)).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
+        Json(body),
+    )
+        .into_response()
 }

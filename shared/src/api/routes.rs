@@ -31,7 +31,10 @@ type AppState = Arc<Service>;
 
 /// Every route, for `stepper-local`.
 pub fn router(service: Arc<Service>) -> Router {
-    submit(service.clone()).merge(poll_and_health(service.clone())).merge(purge(service)).fallback(not_found)
+    submit(service.clone())
+        .merge(poll_and_health(service.clone()))
+        .merge(purge(service))
+        .fallback(not_found)
 }
 
 /// `POST /v1/reports`, `POST /v1/generate` (the submit function).
@@ -89,7 +92,8 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit: MAX_BODY_BYTES },
         _ => ApiError::InvalidJson(rejection.body_text()),
     })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(format!("malformed JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::InvalidJson("expected a JSON object".into()));
     }
@@ -105,7 +109,15 @@ async fn submit_report(
     let mut request = ReportRequest::from_json(&parse_body(body)?)?;
     check_targets(&service, &owner, &mut request.targets)?;
     let deadline = request.deadline_seconds;
-    create_job(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/reports/").await
+    create_job(
+        &service,
+        owner,
+        request.identity(),
+        request.into_spec(),
+        deadline,
+        "/v1/reports/",
+    )
+    .await
 }
 
 async fn submit_generic(
@@ -117,7 +129,15 @@ async fn submit_generic(
     let mut request = GenerateRequest::from_json(&parse_body(body)?)?;
     check_targets(&service, &owner, &mut request.targets)?;
     let deadline = request.deadline_seconds;
-    create_job(&service, owner, request.identity(), request.into_spec(), deadline, "/v1/jobs/").await
+    create_job(
+        &service,
+        owner,
+        request.identity(),
+        request.into_spec(),
+        deadline,
+        "/v1/jobs/",
+    )
+    .await
 }
 
 /// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
@@ -138,7 +158,10 @@ fn check_targets(service: &Service, owner: &str, targets: &mut [Target]) -> Resu
         };
         let settings = &service.engine.settings;
         if let Err(e) = settings.url_guard.check(&target.url) {
-            return Err(ApiError::InvalidCallbackUrl { field, message: e.to_string() });
+            return Err(ApiError::InvalidCallbackUrl {
+                field,
+                message: e.to_string(),
+            });
         }
         if target.kind == TargetKind::Webhook && !settings.webhook_secrets.contains_key(owner) {
             return Err(ApiError::InvalidCallbackUrl {
@@ -187,7 +210,10 @@ async fn create_job(
     };
     match engine.store.create(&job).await? {
         Created::New => {
-            let first = Message::Step { step: job.step_ref(), not_before_ms: None };
+            let first = Message::Step {
+                step: job.step_ref(),
+                not_before_ms: None,
+            };
             if let Err(e) = engine.queue.send(&first, Duration::ZERO).await {
                 // Leave no job that nothing will ever step: undo the create, tell the caller to retry.
                 if let Err(undo) = engine.store.purge(&job.owner, &job.id).await {
@@ -220,7 +246,12 @@ async fn poll(
         return Err(ApiError::JobNotFound);
     }
     let grace = Duration::from_millis(service.engine.settings.delivery_grace_ms);
-    let delivered = service.engine.store.deliver(&owner, &job_id, grace).await?.ok_or(ApiError::JobNotFound)?;
+    let delivered = service
+        .engine
+        .store
+        .deliver(&owner, &job_id, grace)
+        .await?
+        .ok_or(ApiError::JobNotFound)?;
     Ok(Json(views::job_status(&delivered.job, delivered.running)))
 }
 
@@ -245,9 +276,14 @@ async fn purge_report(
     ) else {
         return Err(ApiError::MissingPurgeParameters);
     };
-    let id = job_id(&owner, &report_identity(&user_id, &commit_sha, query.template.as_deref()));
+    let id = job_id(
+        &owner,
+        &report_identity(&user_id, &commit_sha, query.template.as_deref()),
+    );
     let deleted = service.engine.store.purge(&owner, &id).await?;
-    Ok(Json(json!({"success": true, "message": "Cache entry deleted", "deleted": deleted})))
+    Ok(Json(
+        json!({"success": true, "message": "Cache entry deleted", "deleted": deleted}),
+    ))
 }
 
 async fn purge_job(
@@ -265,7 +301,11 @@ async fn purge_job(
 /// `GET /health`: no key needed; 503 when nothing can serve jobs.
 async fn health(State(service): State<AppState>) -> Response {
     let report = views::health(&service).await;
-    let status = if report["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if report["status"] == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (status, Json(report)).into_response()
 }
 

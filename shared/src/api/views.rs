@@ -33,7 +33,10 @@ fn attempt_view(a: &Attempt) -> Value {
     v.insert("attemptNumber".into(), json!(a.number));
     v.insert("durationMs".into(), json!(a.duration_ms));
     if let Some(class) = a.class {
-        v.insert("error".into(), json!(a.message.clone().unwrap_or_else(|| class.as_str().to_string())));
+        v.insert(
+            "error".into(),
+            json!(a.message.clone().unwrap_or_else(|| class.as_str().to_string())),
+        );
         v.insert("errorCode".into(), json!(class.as_str()));
     }
     if let Some(s) = a.retry_after_s {
@@ -50,7 +53,9 @@ fn delivery_view(d: &DeliveryState) -> Value {
     let mut v = Map::new();
     v.insert("kind".into(), json!(d.target.kind));
     // Only the origin: a callback URL may carry the caller's token in its path or query.
-    let origin = url::Url::parse(&d.target.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    let origin = url::Url::parse(&d.target.url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
     v.insert("target".into(), json!(origin));
     v.insert("status".into(), json!(d.status));
     v.insert("attempts".into(), json!(d.attempts));
@@ -68,7 +73,11 @@ fn delivery_view(d: &DeliveryState) -> Value {
 
 /// `GET /v1/jobs/{id}`: the contract's fields plus attempts, timing and the next attempt's time.
 pub fn job_status(job: &Job, running: bool) -> Value {
-    let state = if running && !job.state.is_finished() { JobState::Running } else { job.state };
+    let state = if running && !job.state.is_finished() {
+        JobState::Running
+    } else {
+        job.state
+    };
     let attempts: Vec<Value> = job.attempts.iter().map(attempt_view).collect();
     let mut v = Map::new();
     v.insert("id".into(), json!(job.id));
@@ -87,7 +96,10 @@ pub fn job_status(job: &Job, running: bool) -> Value {
         );
     }
     if job.state == JobState::Failed {
-        v.insert("error".into(), json!(job.error.clone().unwrap_or_else(|| "failed".into())));
+        v.insert(
+            "error".into(),
+            json!(job.error.clone().unwrap_or_else(|| "failed".into())),
+        );
     }
     v.insert("attempts".into(), json!(attempts));
     v.insert("createdAt".into(), json!(iso(job.created_at_ms)));
@@ -113,8 +125,11 @@ pub async fn health(service: &Service) -> Value {
         Ok(states) => states,
         Err(e) => {
             tracing::error!(error = %e, "health: store unavailable");
-            let providers: Vec<Value> =
-                engine.providers.iter().map(|p| json!({"name": p.name, "healthy": false})).collect();
+            let providers: Vec<Value> = engine
+                .providers
+                .iter()
+                .map(|p| json!({"name": p.name, "healthy": false}))
+                .collect();
             return json!({"status": "unhealthy", "providers": providers, "timestamp": iso(now), "store": "unavailable"});
         }
     };

@@ -450,7 +450,11 @@ impl reqwest::dns::Resolve for NoOtherNames {
 
 /// A client that connects only to the pinned target's resolved addresses and never follows redirects (webhooks
 /// and custom `http` providers).
-pub fn pinned_client(target: &PinnedTarget, timeout: Duration, user_agent: &str) -> Result<reqwest::Client, DeliveryError> {
+pub fn pinned_client(
+    target: &PinnedTarget,
+    timeout: Duration,
+    user_agent: &str,
+) -> Result<reqwest::Client, DeliveryError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -460,7 +464,9 @@ pub fn pinned_client(target: &PinnedTarget, timeout: Duration, user_agent: &str)
     if let Some(Host::Domain(name)) = target.url.host() {
         builder = builder.resolve_to_addrs(name, &target.addrs);
     }
-    builder.build().map_err(|error| DeliveryError::Client(error.without_url().to_string()))
+    builder
+        .build()
+        .map_err(|error| DeliveryError::Client(error.without_url().to_string()))
 }
 
 /// POSTs `body` to the pinned target: connects only to its resolved addresses, never follows redirects, gives up

@@ -37,7 +37,14 @@ pub struct Target {
 
 impl Target {
     pub fn webhook(url: String) -> Self {
-        Self { kind: TargetKind::Webhook, url, headers: BTreeMap::new(), continue_on_failure: true, max_attempts: 5, backoff_ms: 2_000 }
+        Self {
+            kind: TargetKind::Webhook,
+            url,
+            headers: BTreeMap::new(),
+            continue_on_failure: true,
+            max_attempts: 5,
+            backoff_ms: 2_000,
+        }
     }
 }
 
@@ -149,7 +156,11 @@ pub struct AttemptReport {
 /// Headers a target may not set: ours carry the signatures and the body type.
 fn reserved(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n == "content-type" || n == "content-length" || n == "host" || n.starts_with("x-webhook-") || n.starts_with("webhook-")
+    n == "content-type"
+        || n == "content-length"
+        || n == "host"
+        || n.starts_with("x-webhook-")
+        || n.starts_with("webhook-")
 }
 
 /// One POST to a target: SSRF-guarded and pinned, signed with the owner's secrets when there are any.
@@ -162,7 +173,12 @@ pub async fn attempt(
     now_ms: u64,
     timeout: Duration,
 ) -> AttemptReport {
-    let refused = |error: String| AttemptReport { delivered: false, status: None, error: Some(error), permanent: true };
+    let refused = |error: String| AttemptReport {
+        delivered: false,
+        status: None,
+        error: Some(error),
+        permanent: true,
+    };
     let url = match url::Url::parse(&target.url) {
         Ok(url) => url,
         Err(e) => return refused(format!("invalid URL: {e}")),
@@ -171,8 +187,12 @@ pub async fn attempt(
         Ok(p) => p,
         Err(e) => return refused(e.to_string()),
     };
-    let mut headers: Vec<(String, String)> =
-        target.headers.iter().filter(|(k, _)| !reserved(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut headers: Vec<(String, String)> = target
+        .headers
+        .iter()
+        .filter(|(k, _)| !reserved(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if let Some(secrets) = secrets {
         headers.extend(sign::signed_headers(secrets, msg_id, now_ms, body));
     }
@@ -183,7 +203,12 @@ pub async fn attempt(
             error: outcome.failure_reason(),
             permanent: false,
         },
-        Err(e) => AttemptReport { delivered: false, status: None, error: Some(e.to_string()), permanent: false },
+        Err(e) => AttemptReport {
+            delivered: false,
+            status: None,
+            error: Some(e.to_string()),
+            permanent: false,
+        },
     }
 }
 
@@ -197,7 +222,9 @@ pub fn record(
     now_ms: u64,
     jitter: f64,
 ) -> Option<(usize, u64)> {
-    let Some(s) = states.get_mut(index) else { return next_due(states) };
+    let Some(s) = states.get_mut(index) else {
+        return next_due(states);
+    };
     s.attempts += 1;
     s.last_status = report.status;
     s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
@@ -209,7 +236,10 @@ pub fn record(
         s.status = DeliveryStatus::Dead;
         s.done_at_ms = Some(now_ms);
         if s.target.kind == TargetKind::Callback && !s.target.continue_on_failure {
-            for later in states[index + 1..].iter_mut().filter(|l| l.target.kind == TargetKind::Callback) {
+            for later in states[index + 1..]
+                .iter_mut()
+                .filter(|l| l.target.kind == TargetKind::Callback)
+            {
                 later.status = DeliveryStatus::Skipped;
             }
         }
@@ -226,14 +256,31 @@ mod tests {
     use super::*;
 
     fn callback(url: &str, continue_on_failure: bool, max_attempts: u32) -> Target {
-        Target { kind: TargetKind::Callback, url: url.into(), headers: BTreeMap::new(), continue_on_failure, max_attempts, backoff_ms: 1_000 }
+        Target {
+            kind: TargetKind::Callback,
+            url: url.into(),
+            headers: BTreeMap::new(),
+            continue_on_failure,
+            max_attempts,
+            backoff_ms: 1_000,
+        }
     }
 
     fn failed(status: u16) -> AttemptReport {
-        AttemptReport { delivered: false, status: Some(status), error: Some(format!("HTTP {status}")), permanent: false }
+        AttemptReport {
+            delivered: false,
+            status: Some(status),
+            error: Some(format!("HTTP {status}")),
+            permanent: false,
+        }
     }
 
-    const OK: AttemptReport = AttemptReport { delivered: true, status: Some(200), error: None, permanent: false };
+    const OK: AttemptReport = AttemptReport {
+        delivered: true,
+        status: Some(200),
+        error: None,
+        permanent: false,
+    };
 
     #[test]
     fn failures_back_off_with_growing_gaps_then_die() {
@@ -241,19 +288,36 @@ mod tests {
         assert_eq!(next_due(&s), Some((0, 0)));
         assert_eq!(record(&mut s, 0, &failed(500), 1_000, 0.5), Some((0, 3_000)));
         assert_eq!(record(&mut s, 0, &failed(500), 3_000, 0.5), Some((0, 7_000)));
-        assert_eq!(record(&mut s, 0, &failed(500), 7_000, 0.0), Some((0, 7_000 + 6_400)), "jitter -20 %");
+        assert_eq!(
+            record(&mut s, 0, &failed(500), 7_000, 0.0),
+            Some((0, 7_000 + 6_400)),
+            "jitter -20 %"
+        );
         record(&mut s, 0, &failed(503), 20_000, 0.5);
         assert_eq!(record(&mut s, 0, &failed(503), 40_000, 0.5), None);
-        assert_eq!((s[0].status, s[0].attempts, s[0].last_status), (DeliveryStatus::Dead, 5, Some(503)));
+        assert_eq!(
+            (s[0].status, s[0].attempts, s[0].last_status),
+            (DeliveryStatus::Dead, 5, Some(503))
+        );
     }
 
     #[test]
     fn callbacks_go_in_order_and_stop_at_a_failure_unless_told_to_continue() {
-        let mut s = plan(&[callback("https://a.example", false, 1), callback("https://b.example", true, 1), callback("https://c.example", true, 1)]);
+        let mut s = plan(&[
+            callback("https://a.example", false, 1),
+            callback("https://b.example", true, 1),
+            callback("https://c.example", true, 1),
+        ]);
         assert_eq!(record(&mut s, 0, &failed(500), 10, 0.5), None);
-        assert_eq!(s.iter().map(|x| x.status).collect::<Vec<_>>(), [DeliveryStatus::Dead, DeliveryStatus::Skipped, DeliveryStatus::Skipped]);
+        assert_eq!(
+            s.iter().map(|x| x.status).collect::<Vec<_>>(),
+            [DeliveryStatus::Dead, DeliveryStatus::Skipped, DeliveryStatus::Skipped]
+        );
 
-        let mut s = plan(&[callback("https://a.example", true, 1), callback("https://b.example", true, 2)]);
+        let mut s = plan(&[
+            callback("https://a.example", true, 1),
+            callback("https://b.example", true, 2),
+        ]);
         assert_eq!(record(&mut s, 0, &failed(500), 10, 0.5), Some((1, 0)));
         assert_eq!(record(&mut s, 1, &OK, 20, 0.5), None);
         assert_eq!(s[1].status, DeliveryStatus::Delivered);
@@ -262,7 +326,12 @@ mod tests {
     #[test]
     fn a_refused_address_dies_at_once() {
         let mut s = plan(&[Target::webhook("https://x.example".into())]);
-        let refused = AttemptReport { delivered: false, status: None, error: Some("loopback address".into()), permanent: true };
+        let refused = AttemptReport {
+            delivered: false,
+            status: None,
+            error: Some("loopback address".into()),
+            permanent: true,
+        };
         assert_eq!(record(&mut s, 0, &refused, 5, 0.5), None);
         assert_eq!((s[0].status, s[0].attempts), (DeliveryStatus::Dead, 1));
     }
@@ -274,13 +343,31 @@ mod tests {
         ctx.insert("commitSha".into(), json!("abc"));
         ctx.insert("repo".into(), json!("acme/x"));
         let result = json!({"title": "Déjà vu 🚀", "n": 12345678901234567890u64, "f": 1.0});
-        let done = Finished { job_id: "j", completed: true, result: Some(&result), error: None, provider: Some("groq"), generation_time_ms: 42, fallback: false, context: &ctx };
+        let done = Finished {
+            job_id: "j",
+            completed: true,
+            result: Some(&result),
+            error: None,
+            provider: Some("groq"),
+            generation_time_ms: 42,
+            fallback: false,
+            context: &ctx,
+        };
         assert_eq!(
             body(TargetKind::Webhook, &done, 7),
             r#"{"jobId":"j","status":"completed","result":{"title":"Déjà vu 🚀","n":12345678901234567000,"f":1},"provider":"groq","generationTimeMs":42,"fallback":false,"timestamp":7}"#
         );
-        let failed = Finished { completed: false, result: None, error: Some("no provider"), provider: None, ..done };
-        assert_eq!(body(TargetKind::Webhook, &failed, 7), r#"{"jobId":"j","status":"failed","error":"no provider","timestamp":7}"#);
+        let failed = Finished {
+            completed: false,
+            result: None,
+            error: Some("no provider"),
+            provider: None,
+            ..done
+        };
+        assert_eq!(
+            body(TargetKind::Webhook, &failed, 7),
+            r#"{"jobId":"j","status":"failed","error":"no provider","timestamp":7}"#
+        );
         assert_eq!(
             body(TargetKind::Callback, &failed, 7),
             r#"{"success":false,"error":"no provider","metadata":{"userId":"u1","commitSha":"abc","repo":"acme/x","jobId":"j","provider":null,"generationTimeMs":42,"timestamp":7}}"#

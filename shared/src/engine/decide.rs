@@ -21,7 +21,9 @@ pub struct StepPolicy {
 
 impl Default for StepPolicy {
     fn default() -> Self {
-        Self { max_failures_per_provider: 2 }
+        Self {
+            max_failures_per_provider: 2,
+        }
     }
 }
 
@@ -167,32 +169,68 @@ mod tests {
     #[test]
     fn a_failure_moves_the_job_to_the_next_provider() {
         let fresh = ProviderState::default();
-        let c: Vec<_> =
-            NAMES[..2].iter().map(|n| Candidate { name: n, limits: Default::default(), state: &fresh }).collect();
+        let c: Vec<_> = NAMES[..2]
+            .iter()
+            .map(|n| Candidate {
+                name: n,
+                limits: Default::default(),
+                state: &fresh,
+            })
+            .collect();
         let j = job(1_000, vec![attempt("a", Some(ErrorClass::InvalidOutput))]);
         assert_eq!(decide(&j, &c, 10, &StepPolicy::default()), Decision::Call(1));
     }
 
     #[test]
     fn all_cooling_down_waits_for_the_earliest() {
-        let a = ProviderState { cooldown_until_ms: 500, ..Default::default() };
-        let b = ProviderState { cooldown_until_ms: 300, ..Default::default() };
+        let a = ProviderState {
+            cooldown_until_ms: 500,
+            ..Default::default()
+        };
+        let b = ProviderState {
+            cooldown_until_ms: 300,
+            ..Default::default()
+        };
         let c = vec![
-            Candidate { name: "a", limits: Default::default(), state: &a },
-            Candidate { name: "b", limits: Default::default(), state: &b },
+            Candidate {
+                name: "a",
+                limits: Default::default(),
+                state: &a,
+            },
+            Candidate {
+                name: "b",
+                limits: Default::default(),
+                state: &b,
+            },
         ];
         let j = job(1_000, vec![attempt("a", Some(ErrorClass::RateLimited))]);
-        assert_eq!(decide(&j, &c, 10, &StepPolicy::default()), Decision::Wait { until_ms: 300 });
-        assert_eq!(decide(&job(200, vec![]), &c, 10, &StepPolicy::default()), Decision::GiveUp(GiveUp::Deadline));
+        assert_eq!(
+            decide(&j, &c, 10, &StepPolicy::default()),
+            Decision::Wait { until_ms: 300 }
+        );
+        assert_eq!(
+            decide(&job(200, vec![]), &c, 10, &StepPolicy::default()),
+            Decision::GiveUp(GiveUp::Deadline)
+        );
     }
 
     #[test]
     fn hard_failures_spend_a_provider_for_the_job() {
         let fresh = ProviderState::default();
-        let c = vec![Candidate { name: "a", limits: Default::default(), state: &fresh }];
+        let c = vec![Candidate {
+            name: "a",
+            limits: Default::default(),
+            state: &fresh,
+        }];
         let j = job(1_000, vec![attempt("a", Some(ErrorClass::BadRequest))]);
-        assert_eq!(decide(&j, &c, 10, &StepPolicy::default()), Decision::GiveUp(GiveUp::ProvidersSpent));
-        assert_eq!(decide(&j, &[], 10, &StepPolicy::default()), Decision::GiveUp(GiveUp::NoProviders));
+        assert_eq!(
+            decide(&j, &c, 10, &StepPolicy::default()),
+            Decision::GiveUp(GiveUp::ProvidersSpent)
+        );
+        assert_eq!(
+            decide(&j, &[], 10, &StepPolicy::default()),
+            Decision::GiveUp(GiveUp::NoProviders)
+        );
     }
 
     fn class_strategy() -> impl Strategy<Value = Option<ErrorClass>> {

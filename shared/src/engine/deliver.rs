@@ -23,7 +23,11 @@ impl Engine {
         };
         if due_at > now {
             // Early (a re-drive): come back when it is due.
-            self.enqueue_next(&Job { next_attempt_at_ms: Some(due_at), ..job }).await?;
+            self.enqueue_next(&Job {
+                next_attempt_at_ms: Some(due_at),
+                ..job
+            })
+            .await?;
             return Ok(StepOutcome::Rescheduled);
         }
         let target = &job.deliveries[index].target;
@@ -42,8 +46,16 @@ impl Engine {
         // Stable across retries of one target, so receivers can drop duplicates by id.
         let msg_id = format!("msg_{}_{}_{index}", job.id, job.gen);
         let secrets = self.settings.webhook_secrets.get(&job.owner);
-        let report =
-            send::attempt(target, &body, &msg_id, secrets, &self.settings.url_guard, now, DELIVERY_TIMEOUT).await;
+        let report = send::attempt(
+            target,
+            &body,
+            &msg_id,
+            secrets,
+            &self.settings.url_guard,
+            now,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
         let after = self.clock.now_ms();
         let mut next = job.clone();
         next.seq += 1;
@@ -60,7 +72,9 @@ impl Engine {
             return Ok(StepOutcome::Dropped("job moved on during the delivery"));
         }
         match due {
-            Some(_) => Ok(StepOutcome::Progressed { delay_ms: self.enqueue_next(&next).await? }),
+            Some(_) => Ok(StepOutcome::Progressed {
+                delay_ms: self.enqueue_next(&next).await?,
+            }),
             None => Ok(StepOutcome::Finished(next.state)),
         }
     }

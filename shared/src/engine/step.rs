@@ -77,7 +77,10 @@ impl Engine {
     ) -> Result<StepOutcome, StepError> {
         let now = self.clock.now_ms();
         if let Some(at) = not_before_ms.filter(|at| *at > now) {
-            let message = Message::Step { step: step.clone(), not_before_ms: Some(at) };
+            let message = Message::Step {
+                step: step.clone(),
+                not_before_ms: Some(at),
+            };
             self.queue.send(&message, Duration::from_millis(at - now)).await?;
             return Ok(StepOutcome::Rescheduled);
         }
@@ -122,7 +125,10 @@ impl Engine {
     pub(super) async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
         let now = self.clock.now_ms();
         let delay_ms = job.next_attempt_at_ms.map_or(0, |at| at.saturating_sub(now));
-        let message = Message::Step { step: job.step_ref(), not_before_ms: None };
+        let message = Message::Step {
+            step: job.step_ref(),
+            not_before_ms: None,
+        };
         self.queue.send(&message, Duration::from_millis(delay_ms)).await?;
         Ok(delay_ms)
     }
@@ -171,7 +177,8 @@ impl Engine {
             Err(failure) => Err(failure.clone()),
         };
         let event = self.provider_event(slot, &request, &report, accepted.as_ref().err(), after);
-        job.attempts.push(attempt(&job, slot, &report, accepted.as_ref().err(), after));
+        job.attempts
+            .push(attempt(&job, slot, &report, accepted.as_ref().err(), after));
         info!(
             job_id = %job.id, provider = %slot.name, class = accepted.as_ref().err().map_or("ok", |f| f.class.as_str()),
             http_status = report.http_status, duration_ms = report.duration_ms, "provider attempt"
@@ -227,7 +234,11 @@ impl Engine {
             return self.finished(job, JobState::Succeeded, now);
         }
         let last = job.attempts.last().map(|a| {
-            format!(" (last attempt: {} {})", a.provider, a.message.as_deref().unwrap_or("failed"))
+            format!(
+                " (last attempt: {} {})",
+                a.provider,
+                a.message.as_deref().unwrap_or("failed")
+            )
         });
         job.error = Some(format!("{}{}", reason.message(), last.unwrap_or_default()));
         self.finished(job, JobState::Failed, now)
@@ -259,7 +270,9 @@ impl Engine {
         event.tokens = request.estimated_tokens();
         // An unusable answer (InvalidOutput) is counted but does not back the provider off: see `apply`.
         event.class = failure.map(|f| f.class);
-        event.message = failure.map(|f| format!("{}: {}", f.class.as_str(), f.message)).unwrap_or_default();
+        event.message = failure
+            .map(|f| format!("{}: {}", f.class.as_str(), f.message))
+            .unwrap_or_default();
         if let Some(f) = failure.filter(|f| matches!(f.class, ErrorClass::AuthInvalid | ErrorClass::Gone)) {
             tracing::error!(provider = %slot.name, class = f.class.as_str(), reason = %f.message,
                 "provider disabled for every job until its configuration is fixed");

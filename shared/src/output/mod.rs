@@ -23,14 +23,25 @@ pub enum OutputError {
 }
 
 fn looks_like_html(text: &str) -> bool {
-    let head = text.trim_start().chars().take(100).collect::<String>().to_ascii_lowercase();
-    head.starts_with("<!doctype html") || head.starts_with("<html") || head.starts_with("<head") || head.starts_with("<body")
+    let head = text
+        .trim_start()
+        .chars()
+        .take(100)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    head.starts_with("<!doctype html")
+        || head.starts_with("<html")
+        || head.starts_with("<head")
+        || head.starts_with("<body")
 }
 
 /// The first JSON object or array in the text: after a code fence if there is one, else anywhere in
 /// the prose. Trailing text after the value is ignored.
 pub fn extract_json(text: &str) -> Option<Value> {
-    let fenced = text.split("```").nth(1).map(|block| block.trim_start_matches(|c: char| c.is_ascii_alphabetic()));
+    let fenced = text
+        .split("```")
+        .nth(1)
+        .map(|block| block.trim_start_matches(|c: char| c.is_ascii_alphabetic()));
     for candidate in fenced.into_iter().chain(std::iter::once(text)) {
         for (i, c) in candidate.char_indices() {
             if c != '{' && c != '[' {
@@ -48,9 +59,14 @@ pub fn extract_json(text: &str) -> Option<Value> {
 }
 
 fn validate(schema: &Value, value: &Value) -> Result<(), OutputError> {
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| OutputError::Schema { path: String::new(), message: format!("invalid schema: {e}") })?;
-    let first = validator.iter_errors(value).next().map(|e| (e.instance_path().to_string(), e.to_string()));
+    let validator = jsonschema::validator_for(schema).map_err(|e| OutputError::Schema {
+        path: String::new(),
+        message: format!("invalid schema: {e}"),
+    })?;
+    let first = validator
+        .iter_errors(value)
+        .next()
+        .map(|e| (e.instance_path().to_string(), e.to_string()));
     match first {
         None => Ok(()),
         Some((path, message)) => Err(OutputError::Schema {
@@ -131,13 +147,25 @@ mod tests {
         let cases: Vec<(String, FinishReason, Result<(), &str>)> = vec![
             (good.clone(), FinishReason::Stop, Ok(())),
             (format!("```json\n{good}\n```"), FinishReason::Stop, Ok(())),
-            (format!("Sure! Here is the report:\n{good}\nLet me know {{if}} you need more."), FinishReason::Stop, Ok(())),
+            (
+                format!("Sure! Here is the report:\n{good}\nLet me know {{if}} you need more."),
+                FinishReason::Stop,
+                Ok(()),
+            ),
             (extra.to_string(), FinishReason::Stop, Ok(())),
-            (good[..good.len() / 2].to_string(), FinishReason::Length, Err("truncated")),
+            (
+                good[..good.len() / 2].to_string(),
+                FinishReason::Length,
+                Err("truncated"),
+            ),
             (good[..good.len() / 2].to_string(), FinishReason::Stop, Err("no json")),
             (wrong_type.to_string(), FinishReason::Stop, Err("/changes")),
             (short_title.to_string(), FinishReason::Stop, Err("/title")),
-            ("<!DOCTYPE html><html><body>502 Bad Gateway</body></html>".into(), FinishReason::Stop, Err("html")),
+            (
+                "<!DOCTYPE html><html><body>502 Bad Gateway</body></html>".into(),
+                FinishReason::Stop,
+                Err("html"),
+            ),
             ("I cannot help with that.".into(), FinishReason::Stop, Err("no json")),
             ("   ".into(), FinishReason::Stop, Err("empty")),
         ];
@@ -157,21 +185,44 @@ mod tests {
     fn a_caller_schema_is_enforced_with_paths_and_extra_keys_follow_the_schema() {
         let schema = json!({"type": "object", "required": ["colours"], "properties": {"colours": {"type": "array", "items": {"type": "string"}}}});
         let s = spec(JobKind::Generic, Some(schema));
-        assert_eq!(accept(r#"{"colours": ["red"], "extra": 1}"#, FinishReason::Stop, &s).unwrap()["extra"], 1);
+        assert_eq!(
+            accept(r#"{"colours": ["red"], "extra": 1}"#, FinishReason::Stop, &s).unwrap()["extra"],
+            1
+        );
         assert_eq!(
             accept(r#"{"colours": ["red", 2]}"#, FinishReason::Stop, &s).unwrap_err(),
-            OutputError::Schema { path: "/colours/1".into(), message: "2 is not of type \"string\"".into() }
+            OutputError::Schema {
+                path: "/colours/1".into(),
+                message: "2 is not of type \"string\"".into()
+            }
         );
-        assert!(matches!(accept(r#"{"colour": "red"}"#, FinishReason::Stop, &s), Err(OutputError::Schema { .. })));
+        assert!(matches!(
+            accept(r#"{"colour": "red"}"#, FinishReason::Stop, &s),
+            Err(OutputError::Schema { .. })
+        ));
         // Braces inside strings do not confuse the extraction.
-        assert_eq!(accept(r#"Result: {"colours": ["{not} a [brace]"]} done"#, FinishReason::Stop, &s).unwrap()["colours"][0], "{not} a [brace]");
+        assert_eq!(
+            accept(
+                r#"Result: {"colours": ["{not} a [brace]"]} done"#,
+                FinishReason::Stop,
+                &s
+            )
+            .unwrap()["colours"][0],
+            "{not} a [brace]"
+        );
     }
 
     #[test]
     fn text_mode_returns_the_text() {
         let mut s = spec(JobKind::Generic, None);
         s.format = ResponseFormat::Text;
-        assert_eq!(accept("Hello there", FinishReason::Stop, &s).unwrap(), json!("Hello there"));
-        assert_eq!(accept("Hello th", FinishReason::Length, &s).unwrap_err(), OutputError::Truncated);
+        assert_eq!(
+            accept("Hello there", FinishReason::Stop, &s).unwrap(),
+            json!("Hello there")
+        );
+        assert_eq!(
+            accept("Hello th", FinishReason::Length, &s).unwrap_err(),
+            OutputError::Truncated
+        );
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::redact::redact;
-use super::{digest, delivery_targets, integer, object, string, string_array, FieldError, PRESET_VERSION};
+use super::{delivery_targets, digest, integer, object, string, string_array, FieldError, PRESET_VERSION};
 use crate::delivery::send::Target;
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat};
@@ -70,7 +70,9 @@ impl ReportRequest {
             kind: JobKind::Report,
             messages: prompt(self, DIFF_BUDGET),
             compact_messages: Some(prompt(self, COMPACT_DIFF_BUDGET)),
-            format: ResponseFormat::Json { schema: Some(report_schema()) },
+            format: ResponseFormat::Json {
+                schema: Some(report_schema()),
+            },
             max_tokens: 1_500,
             temperature: Some(0.2),
             fallback: Some(fallback_report(self)),
@@ -83,7 +85,11 @@ impl ReportRequest {
 /// The identity of a report job: one per user, commit and template (the purge route computes it too).
 pub fn report_identity(user_id: &str, commit_sha: &str, template: Option<&str>) -> String {
     let template = digest(&json!(template.unwrap_or("")));
-    format!("report:v{PRESET_VERSION}:{}:{}:{template}", json!(user_id), json!(commit_sha))
+    format!(
+        "report:v{PRESET_VERSION}:{}:{}:{template}",
+        json!(user_id),
+        json!(commit_sha)
+    )
 }
 
 fn cut_chars(s: &str, max: usize) -> &str {
@@ -146,7 +152,11 @@ fn prompt(r: &ReportRequest, diff_budget: usize) -> Vec<ChatMessage> {
         redact(cut_chars(&r.message, MAX_MESSAGE)),
         r.files.len(),
         files.join("\n"),
-        if components.is_empty() { "none".to_string() } else { components.join(", ") },
+        if components.is_empty() {
+            "none".to_string()
+        } else {
+            components.join(", ")
+        },
         redact(&budget_diff(&r.diff_summary, diff_budget)),
     );
     let mut system = INSTRUCTIONS.to_string();
@@ -157,7 +167,15 @@ fn prompt(r: &ReportRequest, diff_budget: usize) -> Vec<ChatMessage> {
     vec![ChatMessage::system(system), ChatMessage::user(user)]
 }
 
-pub const REPORT_KEYS: [&str; 7] = ["title", "summary", "changes", "rationale", "impact_and_tests", "next_steps", "tags"];
+pub const REPORT_KEYS: [&str; 7] = [
+    "title",
+    "summary",
+    "changes",
+    "rationale",
+    "impact_and_tests",
+    "next_steps",
+    "tags",
+];
 
 /// The report's JSON Schema (unknown keys are dropped by [`normalize`] before validation).
 pub fn report_schema() -> Value {
@@ -181,7 +199,11 @@ pub fn report_schema() -> Value {
 /// Drops keys the report does not have (models add `confidence`, `notes`, ...).
 pub fn normalize(v: Value) -> Value {
     match v {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(k, _)| REPORT_KEYS.contains(&k.as_str())).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| REPORT_KEYS.contains(&k.as_str()))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -199,28 +221,62 @@ fn fit(s: String, min: usize, max: usize, pad: &str) -> String {
 pub fn fallback_report(r: &ReportRequest) -> Value {
     let short_sha: String = r.commit_sha.chars().take(7).collect();
     let first_line = r.message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
-    let title = if first_line.is_empty() { format!("Update {}", r.repo) } else { first_line.to_string() };
-    let title = fit(title.split_whitespace().collect::<Vec<_>>().join(" "), 10, 120, " (commit)");
+    let title = if first_line.is_empty() {
+        format!("Update {}", r.repo)
+    } else {
+        first_line.to_string()
+    };
+    let title = fit(
+        title.split_whitespace().collect::<Vec<_>>().join(" "),
+        10,
+        120,
+        " (commit)",
+    );
     let files: Vec<&String> = r.files.iter().filter(|f| !f.trim().is_empty()).collect();
     let summary = fit(
         format!(
             "Commit {short_sha} in {} changes {} file(s){}. {}",
             r.repo,
             files.len(),
-            if files.is_empty() { String::new() } else { format!(", including {}", files.iter().take(3).map(|f| f.as_str()).collect::<Vec<_>>().join(", ")) },
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", including {}",
+                    files.iter().take(3).map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            },
             cut_chars(first_line, 500)
         ),
         50,
         2000,
         " This summary was built from the commit metadata.",
     );
-    let mut changes: Vec<String> = files.iter().take(10).map(|f| format!("Modified {}", cut_chars(f, 200))).collect();
+    let mut changes: Vec<String> = files
+        .iter()
+        .take(10)
+        .map(|f| format!("Modified {}", cut_chars(f, 200)))
+        .collect();
     if changes.is_empty() {
         changes.push("Updated the repository contents".into());
     }
-    let rationale = fit(format!("From the commit message: {}", cut_chars(first_line, 1500)), 20, 2000, " (no message given)");
-    let scope = if r.components.is_empty() { format!("{} file(s)", files.len()) } else { r.components.iter().take(10).cloned().collect::<Vec<_>>().join(", ") };
-    let impact = fit(format!("Affects {scope}. No automated analysis was available; review the tests covering these changes."), 20, 2000, ".");
+    let rationale = fit(
+        format!("From the commit message: {}", cut_chars(first_line, 1500)),
+        20,
+        2000,
+        " (no message given)",
+    );
+    let scope = if r.components.is_empty() {
+        format!("{} file(s)", files.len())
+    } else {
+        r.components.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+    };
+    let impact = fit(
+        format!("Affects {scope}. No automated analysis was available; review the tests covering these changes."),
+        20,
+        2000,
+        ".",
+    );
     let tags: Vec<String> = r
         .components
         .iter()
@@ -229,7 +285,11 @@ pub fn fallback_report(r: &ReportRequest) -> Value {
         .collect();
     let mut tag_line = String::new();
     for tag in tags.iter().chain(std::iter::once(&"fallback".to_string())) {
-        let candidate = if tag_line.is_empty() { tag.clone() } else { format!("{tag_line}, {tag}") };
+        let candidate = if tag_line.is_empty() {
+            tag.clone()
+        } else {
+            format!("{tag_line}, {tag}")
+        };
         if candidate.chars().count() > 200 {
             break;
         }
@@ -283,9 +343,21 @@ mod tests {
             ("template", json!("t".repeat(10_000)), true),
             ("template", json!("t".repeat(10_001)), false),
             ("diffSummary", json!("d".repeat(100_000)), true),
-            ("callbacks", json!(vec![json!({"url": "https://a.example/x"}); 6]), false),
-            ("callbacks", json!([{"url": "https://a.example/x", "retry": {"maxAttempts": 6}}]), false),
-            ("callbacks", json!([{"url": "https://a.example/x", "retry": {"maxAttempts": 5, "backoffMs": 100}}]), true),
+            (
+                "callbacks",
+                json!(vec![json!({"url": "https://a.example/x"}); 6]),
+                false,
+            ),
+            (
+                "callbacks",
+                json!([{"url": "https://a.example/x", "retry": {"maxAttempts": 6}}]),
+                false,
+            ),
+            (
+                "callbacks",
+                json!([{"url": "https://a.example/x", "retry": {"maxAttempts": 5, "backoffMs": 100}}]),
+                true,
+            ),
         ];
         for (field, value, ok) in cases {
             let mut body = base();
@@ -302,10 +374,16 @@ mod tests {
     fn wrong_types_and_missing_fields_are_named() {
         let mut body = base();
         body["files"] = json!(["ok", 3]);
-        assert_eq!(ReportRequest::from_json(&body).unwrap_err().to_string(), "files[1]: must be a string of at most 2048 characters");
+        assert_eq!(
+            ReportRequest::from_json(&body).unwrap_err().to_string(),
+            "files[1]: must be a string of at most 2048 characters"
+        );
         let mut body = base();
         body.as_object_mut().unwrap().remove("repo");
-        assert_eq!(ReportRequest::from_json(&body).unwrap_err().to_string(), "repo: is required");
+        assert_eq!(
+            ReportRequest::from_json(&body).unwrap_err().to_string(),
+            "repo: is required"
+        );
         assert_eq!(ReportRequest::from_json(&json!([1])).unwrap_err().field, "body");
     }
 
@@ -324,16 +402,24 @@ mod tests {
 
     #[test]
     fn large_diffs_keep_head_and_tail_at_line_boundaries() {
-        let diff: String = (0..6_000).map(|i| format!("+line {i:05} of the generated diff\n")).collect();
+        let diff: String = (0..6_000)
+            .map(|i| format!("+line {i:05} of the generated diff\n"))
+            .collect();
         assert!(diff.len() > 200_000);
         let cut = budget_diff(&diff, DIFF_BUDGET);
         assert!(cut.chars().count() <= DIFF_BUDGET + 80, "{}", cut.len());
         assert!(cut.starts_with("+line 00000 of the generated diff\n"));
         assert!(cut.ends_with("+line 05999 of the generated diff"));
         let marker = cut.lines().find(|l| l.starts_with("… [")).unwrap();
-        assert!(marker.contains("lines /") && marker.ends_with("chars omitted] …"), "{marker}");
+        assert!(
+            marker.contains("lines /") && marker.ends_with("chars omitted] …"),
+            "{marker}"
+        );
         for line in cut.lines().filter(|l| !l.starts_with('…')) {
-            assert!(line.starts_with("+line ") && line.ends_with("diff"), "cut mid-line: {line}");
+            assert!(
+                line.starts_with("+line ") && line.ends_with("diff"),
+                "cut mid-line: {line}"
+            );
         }
         let head_chars: usize = cut.split("\n… [").next().unwrap().len();
         assert!(head_chars > DIFF_BUDGET * 6 / 10 && head_chars <= DIFF_BUDGET * 7 / 10);
@@ -344,7 +430,9 @@ mod tests {
     #[test]
     fn the_prompt_is_budgeted_and_redacted() {
         let mut body = base();
-        body["files"] = json!((0..100).map(|i| format!("src/{}/{i}.rs", "d".repeat(200))).collect::<Vec<_>>());
+        body["files"] = json!((0..100)
+            .map(|i| format!("src/{}/{i}.rs", "d".repeat(200)))
+            .collect::<Vec<_>>());
         body["diffSummary"] = json!(format!("+const password = \"hunter22x\";\n{}", "+x\n".repeat(50_000)));
         body["message"] = json!("Auth: Add token");
         let spec = valid(body).into_spec();
@@ -358,7 +446,9 @@ mod tests {
 
     fn schema_ok(v: &Value) -> Result<(), String> {
         let validator = jsonschema::validator_for(&report_schema()).map_err(|e| e.to_string())?;
-        validator.validate(v).map_err(|e| format!("{} at {}", e, e.instance_path()))
+        validator
+            .validate(v)
+            .map_err(|e| format!("{} at {}", e, e.instance_path()))
     }
 
     proptest! {

@@ -40,11 +40,13 @@ pub fn render(template: &str, scopes: &Value) -> Result<String, FieldError> {
     while let Some(open) = rest.find("{{") {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
-        let close = after.find("}}").ok_or_else(|| FieldError::new("prompt.template", "has an unclosed {{"))?;
+        let close = after
+            .find("}}")
+            .ok_or_else(|| FieldError::new("prompt.template", "has an unclosed {{"))?;
         let name = after[..close].trim();
-        let value = lookup(scopes, name).filter(|_| name.contains('.')).ok_or_else(|| {
-            FieldError::new("prompt.template", format!("unknown placeholder {{{{{name}}}}}"))
-        })?;
+        let value = lookup(scopes, name)
+            .filter(|_| name.contains('.'))
+            .ok_or_else(|| FieldError::new("prompt.template", format!("unknown placeholder {{{{{name}}}}}")))?;
         match value {
             Value::String(s) => out.push_str(s),
             other => out.push_str(&other.to_string()),
@@ -62,7 +64,10 @@ pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError>
     let mut properties = Map::new();
     if let Some(props) = dsl.get("properties") {
         for (key, def) in props.as_object().ok_or_else(|| err("properties must be an object"))? {
-            let ty = def.get("type").and_then(Value::as_str).ok_or_else(|| err("every property needs a type"))?;
+            let ty = def
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err("every property needs a type"))?;
             if !["string", "number", "boolean", "array", "object"].contains(&ty) {
                 return Err(err(&format!("property {key:?} has an unknown type {ty:?}")));
             }
@@ -71,7 +76,14 @@ pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError>
     }
     let required = match dsl.get("requiredKeys") {
         None => Vec::new(),
-        Some(Value::Array(keys)) => keys.iter().map(|k| k.as_str().map(str::to_string).ok_or_else(|| err("requiredKeys must be strings"))).collect::<Result<_, _>>()?,
+        Some(Value::Array(keys)) => keys
+            .iter()
+            .map(|k| {
+                k.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| err("requiredKeys must be strings"))
+            })
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(err("requiredKeys must be an array")),
     };
     let additional = dsl.get("allowAdditionalKeys").and_then(Value::as_bool).unwrap_or(true);
@@ -85,7 +97,8 @@ fn output_schema(o: &Map<String, Value>) -> Result<Option<Value>, FieldError> {
         Some(v @ Value::Object(_)) | Some(v @ Value::Bool(_)) => v.clone(),
         Some(_) => return Err(FieldError::new("outputSchema", "must be a JSON Schema object")),
     };
-    jsonschema::validator_for(&schema).map_err(|e| FieldError::new("outputSchema", format!("is not a valid JSON Schema: {e}")))?;
+    jsonschema::validator_for(&schema)
+        .map_err(|e| FieldError::new("outputSchema", format!("is not a valid JSON Schema: {e}")))?;
     Ok(Some(schema))
 }
 
@@ -107,21 +120,35 @@ fn messages(o: &Map<String, Value>, json_mode: bool, schema: Option<&Value>) -> 
     match (o.get("prompt"), o.get("messages")) {
         (Some(Value::String(p)), _) => {
             if p.trim().is_empty() || p.len() > MAX_PROMPT {
-                return Err(FieldError::new("prompt", format!("must be a non-empty string of at most {MAX_PROMPT} bytes")));
+                return Err(FieldError::new(
+                    "prompt",
+                    format!("must be a non-empty string of at most {MAX_PROMPT} bytes"),
+                ));
             }
             out.push(ChatMessage::user(p.clone()));
         }
         (Some(Value::Object(p)), _) => {
-            let template = string(p, "template", 1, MAX_PROMPT, true).map_err(|e| FieldError::new("prompt.template", e.message))?.unwrap_or_default();
-            if let Some(instructions) = string(p, "instructions", 0, MAX_PROMPT, false).map_err(|e| FieldError::new("prompt.instructions", e.message))? {
-                system.push(render(&instructions, &scopes).map_err(|e| FieldError::new("prompt.instructions", e.message))?);
+            let template = string(p, "template", 1, MAX_PROMPT, true)
+                .map_err(|e| FieldError::new("prompt.template", e.message))?
+                .unwrap_or_default();
+            if let Some(instructions) = string(p, "instructions", 0, MAX_PROMPT, false)
+                .map_err(|e| FieldError::new("prompt.instructions", e.message))?
+            {
+                system.push(
+                    render(&instructions, &scopes).map_err(|e| FieldError::new("prompt.instructions", e.message))?,
+                );
             }
             if p.get("variables").is_some_and(|v| !v.is_object()) {
                 return Err(FieldError::new("prompt.variables", "must be an object"));
             }
             out.push(ChatMessage::user(render(&template, &scopes)?));
         }
-        (Some(_), _) => return Err(FieldError::new("prompt", "must be a string or {template, instructions, variables}")),
+        (Some(_), _) => {
+            return Err(FieldError::new(
+                "prompt",
+                "must be a string or {template, instructions, variables}",
+            ))
+        }
         (None, Some(Value::Array(items))) if !items.is_empty() && items.len() <= 100 => {
             for (i, m) in items.iter().enumerate() {
                 let field = format!("messages[{i}]");
@@ -129,14 +156,30 @@ fn messages(o: &Map<String, Value>, json_mode: bool, schema: Option<&Value>) -> 
                     Some("system") => Role::System,
                     Some("user") => Role::User,
                     Some("assistant") => Role::Assistant,
-                    _ => return Err(FieldError::new(format!("{field}.role"), "must be system, user or assistant")),
+                    _ => {
+                        return Err(FieldError::new(
+                            format!("{field}.role"),
+                            "must be system, user or assistant",
+                        ))
+                    }
                 };
-                let content = m.get("content").and_then(Value::as_str).filter(|c| c.len() <= MAX_PROMPT)
+                let content = m
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .filter(|c| c.len() <= MAX_PROMPT)
                     .ok_or_else(|| FieldError::new(format!("{field}.content"), "must be a string"))?;
-                out.push(ChatMessage { role, content: content.to_string() });
+                out.push(ChatMessage {
+                    role,
+                    content: content.to_string(),
+                });
             }
         }
-        (None, Some(_)) => return Err(FieldError::new("messages", "must be an array of 1 to 100 {role, content}")),
+        (None, Some(_)) => {
+            return Err(FieldError::new(
+                "messages",
+                "must be an array of 1 to 100 {role, content}",
+            ))
+        }
         (None, None) => return Err(FieldError::new("prompt", "is required (or give messages)")),
     }
     if !system.is_empty() {
@@ -164,7 +207,12 @@ impl GenerateRequest {
         }
         let temperature = match o.get("temperature") {
             None | Some(Value::Null) => None,
-            Some(t) => Some(t.as_f64().filter(|t| (0.0..=2.0).contains(t)).ok_or_else(|| FieldError::new("temperature", "must be a number from 0 to 2"))? as f32),
+            Some(t) => Some(
+                t.as_f64()
+                    .filter(|t| (0.0..=2.0).contains(t))
+                    .ok_or_else(|| FieldError::new("temperature", "must be a number from 0 to 2"))?
+                    as f32,
+            ),
         };
         let mut context = Map::new();
         for (from, to) in [("tenantId", "tenantId"), ("requestId", "requestId")] {
@@ -177,7 +225,11 @@ impl GenerateRequest {
         }
         Ok(Self {
             messages: messages(o, json_mode, schema.as_ref())?,
-            format: if json_mode { ResponseFormat::Json { schema } } else { ResponseFormat::Text },
+            format: if json_mode {
+                ResponseFormat::Json { schema }
+            } else {
+                ResponseFormat::Text
+            },
             max_tokens: integer(o, "maxTokens", 1, 32_768)?.unwrap_or(1_024) as u32,
             temperature,
             cache_key: string(o, "cacheKey", 1, 256, false)?,
@@ -239,9 +291,16 @@ mod tests {
             "outputSchema": {"kind": "http-json", "requiredKeys": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "allowAdditionalKeys": false}
         }))
         .unwrap();
-        let ResponseFormat::Json { schema: Some(schema) } = r.format else { panic!("json with schema") };
-        assert_eq!(schema, json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "additionalProperties": false}));
-        let bad = GenerateRequest::from_json(&json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}));
+        let ResponseFormat::Json { schema: Some(schema) } = r.format else {
+            panic!("json with schema")
+        };
+        assert_eq!(
+            schema,
+            json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "additionalProperties": false})
+        );
+        let bad = GenerateRequest::from_json(
+            &json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
+        );
         assert_eq!(bad.unwrap_err().field, "outputSchema");
         let invalid = GenerateRequest::from_json(&json!({"prompt": "x", "outputSchema": {"type": 12}}));
         assert!(invalid.unwrap_err().message.starts_with("is not a valid JSON Schema"));
@@ -268,8 +327,14 @@ mod tests {
             (json!({"prompt": "x", "temperature": 3}), "temperature"),
             (json!({"prompt": "x", "maxTokens": 0}), "maxTokens"),
             (json!({"prompt": "x", "payload": [1]}), "payload"),
-            (json!({"messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
-            (json!({"prompt": "x", "outputSchema": {"type": "object"}, "responseMode": "text"}), "outputSchema"),
+            (
+                json!({"messages": [{"role": "robot", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"prompt": "x", "outputSchema": {"type": "object"}, "responseMode": "text"}),
+                "outputSchema",
+            ),
         ] {
             assert_eq!(GenerateRequest::from_json(&body).unwrap_err().field, field, "{body}");
         }

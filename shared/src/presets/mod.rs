@@ -20,7 +20,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -28,19 +31,33 @@ impl FieldError {
 pub const PRESET_VERSION: &str = "2";
 
 pub(crate) fn object(v: &Value) -> Result<&Map<String, Value>, FieldError> {
-    v.as_object().ok_or_else(|| FieldError::new("body", "must be a JSON object"))
+    v.as_object()
+        .ok_or_else(|| FieldError::new("body", "must be a JSON object"))
 }
 
 /// A string field of `min..=max` characters; `None` when absent (or null) and optional.
-pub(crate) fn string(o: &Map<String, Value>, name: &str, min: usize, max: usize, required: bool) -> Result<Option<String>, FieldError> {
+pub(crate) fn string(
+    o: &Map<String, Value>,
+    name: &str,
+    min: usize,
+    max: usize,
+    required: bool,
+) -> Result<Option<String>, FieldError> {
     match o.get(name) {
         None | Some(Value::Null) if required => Err(FieldError::new(name, "is required")),
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             let n = s.chars().count();
             if n < min || n > max {
-                let range = if min == 0 { format!("at most {max}") } else { format!("{min} to {max}") };
-                return Err(FieldError::new(name, format!("must be a string of {range} characters (got {n})")));
+                let range = if min == 0 {
+                    format!("at most {max}")
+                } else {
+                    format!("{min} to {max}")
+                };
+                return Err(FieldError::new(
+                    name,
+                    format!("must be a string of {range} characters (got {n})"),
+                ));
             }
             Ok(Some(s.clone()))
         }
@@ -48,19 +65,30 @@ pub(crate) fn string(o: &Map<String, Value>, name: &str, min: usize, max: usize,
     }
 }
 
-pub(crate) fn string_array(o: &Map<String, Value>, name: &str, max_items: usize, max_len: usize) -> Result<Vec<String>, FieldError> {
+pub(crate) fn string_array(
+    o: &Map<String, Value>,
+    name: &str,
+    max_items: usize,
+    max_len: usize,
+) -> Result<Vec<String>, FieldError> {
     match o.get(name) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => {
             if items.len() > max_items {
-                return Err(FieldError::new(name, format!("must have at most {max_items} items (got {})", items.len())));
+                return Err(FieldError::new(
+                    name,
+                    format!("must have at most {max_items} items (got {})", items.len()),
+                ));
             }
             items
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
                     Value::String(s) if s.chars().count() <= max_len => Ok(s.clone()),
-                    _ => Err(FieldError::new(format!("{name}[{i}]"), format!("must be a string of at most {max_len} characters"))),
+                    _ => Err(FieldError::new(
+                        format!("{name}[{i}]"),
+                        format!("must be a string of at most {max_len} characters"),
+                    )),
                 })
                 .collect()
         }
@@ -91,8 +119,12 @@ pub(crate) fn delivery_targets(o: &Map<String, Value>) -> Result<Vec<Target>, Fi
     };
     for (i, entry) in entries.iter().enumerate() {
         let field = |f: &str| format!("callbacks[{i}].{f}");
-        let e = entry.as_object().ok_or_else(|| FieldError::new(format!("callbacks[{i}]"), "must be an object"))?;
-        let url = string(e, "url", 1, 2048, true).map_err(|err| FieldError::new(field("url"), err.message))?.unwrap_or_default();
+        let e = entry
+            .as_object()
+            .ok_or_else(|| FieldError::new(format!("callbacks[{i}]"), "must be an object"))?;
+        let url = string(e, "url", 1, 2048, true)
+            .map_err(|err| FieldError::new(field("url"), err.message))?
+            .unwrap_or_default();
         let mut headers = std::collections::BTreeMap::new();
         match e.get("headers") {
             None | Some(Value::Null) => {}
@@ -103,11 +135,21 @@ pub(crate) fn delivery_targets(o: &Map<String, Value>) -> Result<Vec<Target>, Fi
                         Some(s) if valid_name && s.len() <= 4096 && http::HeaderValue::try_from(s).is_ok() => {
                             headers.insert(k.clone(), s.to_string());
                         }
-                        _ => return Err(FieldError::new(field("headers"), format!("header {k:?} must be a valid name with a string value"))),
+                        _ => {
+                            return Err(FieldError::new(
+                                field("headers"),
+                                format!("header {k:?} must be a valid name with a string value"),
+                            ))
+                        }
                     }
                 }
             }
-            Some(_) => return Err(FieldError::new(field("headers"), "must be an object of at most 20 string values")),
+            Some(_) => {
+                return Err(FieldError::new(
+                    field("headers"),
+                    "must be an object of at most 20 string values",
+                ))
+            }
         }
         let continue_on_failure = match e.get("continueOnFailure") {
             None | Some(Value::Null) => false,
@@ -119,12 +161,28 @@ pub(crate) fn delivery_targets(o: &Map<String, Value>) -> Result<Vec<Target>, Fi
             None | Some(Value::Null) => {}
             Some(Value::Object(r)) => {
                 let prefix = |f: &str| format!("callbacks[{i}].retry.{f}");
-                max_attempts = integer(r, "maxAttempts", 1, 5).map_err(|err| FieldError::new(prefix("maxAttempts"), err.message))?.unwrap_or(3) as u32;
-                backoff_ms = integer(r, "backoffMs", 100, 60_000).map_err(|err| FieldError::new(prefix("backoffMs"), err.message))?.unwrap_or(1_000);
+                max_attempts = integer(r, "maxAttempts", 1, 5)
+                    .map_err(|err| FieldError::new(prefix("maxAttempts"), err.message))?
+                    .unwrap_or(3) as u32;
+                backoff_ms = integer(r, "backoffMs", 100, 60_000)
+                    .map_err(|err| FieldError::new(prefix("backoffMs"), err.message))?
+                    .unwrap_or(1_000);
             }
-            Some(_) => return Err(FieldError::new(field("retry"), "must be an object {maxAttempts, backoffMs}")),
+            Some(_) => {
+                return Err(FieldError::new(
+                    field("retry"),
+                    "must be an object {maxAttempts, backoffMs}",
+                ))
+            }
         }
-        targets.push(Target { kind: TargetKind::Callback, url, headers, continue_on_failure, max_attempts, backoff_ms });
+        targets.push(Target {
+            kind: TargetKind::Callback,
+            url,
+            headers,
+            continue_on_failure,
+            max_attempts,
+            backoff_ms,
+        });
     }
     Ok(targets)
 }

@@ -42,7 +42,9 @@ fn secret_like(value: &str, separator: &str) -> bool {
 
 /// Base64-ish runs mixing upper case, lower case and digits; lowercase hex (commit SHAs) is kept.
 fn run_is_secret(run: &str) -> bool {
-    run.chars().any(|c| c.is_ascii_uppercase()) && run.chars().any(|c| c.is_ascii_lowercase()) && run.chars().any(|c| c.is_ascii_digit())
+    run.chars().any(|c| c.is_ascii_uppercase())
+        && run.chars().any(|c| c.is_ascii_lowercase())
+        && run.chars().any(|c| c.is_ascii_digit())
 }
 
 pub fn redact(text: &str) -> String {
@@ -58,7 +60,11 @@ pub fn redact(text: &str) -> String {
         }
     });
     let text = r.long_run.replace_all(&text, |c: &Captures| {
-        if run_is_secret(&c[0]) { "[REDACTED]".to_string() } else { c[0].to_string() }
+        if run_is_secret(&c[0]) {
+            "[REDACTED]".to_string()
+        } else {
+            c[0].to_string()
+        }
     });
     text.into_owned()
 }
@@ -89,7 +95,10 @@ mod tests {
         assert_eq!(redact("password=hunter22"), "password=[REDACTED]");
         assert_eq!(redact("DB_PASSWORD: \"s3cr3t!pass\""), "DB_PASSWORD: \"[REDACTED]\"");
         assert_eq!(redact("api_key=sk-live-1234567890"), "api_key=[REDACTED]");
-        assert_eq!(redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIx"), "Authorization: Bearer [REDACTED]");
+        assert_eq!(
+            redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIx"),
+            "Authorization: Bearer [REDACTED]"
+        );
         assert_eq!(
             redact("key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYabcdef"),
             "key: [REDACTED]"

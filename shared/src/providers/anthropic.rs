@@ -49,8 +49,12 @@ impl AnthropicProvider {
     }
 
     fn body(&self, request: &CompletionRequest) -> Value {
-        let mut system: Vec<String> =
-            request.messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.clone()).collect();
+        let mut system: Vec<String> = request
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.clone())
+            .collect();
         if let ResponseFormat::Json { schema } = &request.format {
             system.push(json_instructions(schema.as_ref()));
         }
@@ -129,6 +133,8 @@ impl Provider for AnthropicProvider {
             headers.push(("x-api-key".to_string(), key.expose().to_string()));
         }
         let sent = transport::post_json(&self.client, &self.url, &headers, &self.body(request), self.timeout).await;
-        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| parse_success(raw, self.reset))
+        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| {
+            parse_success(raw, self.reset)
+        })
     }
 }

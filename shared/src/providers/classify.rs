@@ -20,7 +20,9 @@ pub fn go_duration(s: &str) -> Option<Duration> {
         let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let value: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -42,14 +44,21 @@ pub fn retry_after(headers: &HeaderMap) -> Option<RetryHint> {
     if let Ok(seconds) = v.parse::<f64>() {
         return (seconds >= 0.0).then(|| RetryHint::After(Duration::from_secs_f64(seconds)));
     }
-    chrono::DateTime::parse_from_rfc2822(v).ok().map(|t| RetryHint::At(t.timestamp_millis().max(0) as u64))
+    chrono::DateTime::parse_from_rfc2822(v)
+        .ok()
+        .map(|t| RetryHint::At(t.timestamp_millis().max(0) as u64))
 }
 
 /// "Please try again in 5.289s" (Groq, OpenAI) or "Please retry in 47.08s" (Gemini) inside an error message.
 pub fn try_again_in(message: &str) -> Option<RetryHint> {
     let lower = message.to_ascii_lowercase();
-    let at = ["try again in ", "retry in "].iter().find_map(|p| lower.find(p).map(|i| i + p.len()))?;
-    let token: String = lower[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+    let at = ["try again in ", "retry in "]
+        .iter()
+        .find_map(|p| lower.find(p).map(|i| i + p.len()))?;
+    let token: String = lower[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+        .collect();
     go_duration(token.trim_end_matches('.')).map(RetryHint::After)
 }
 
@@ -80,7 +89,9 @@ pub fn google_details(body: &Value) -> GoogleDetails {
             found.retry_delay = detail["retryDelay"].as_str().and_then(go_duration);
         } else if kind.ends_with("QuotaFailure") {
             let ids = detail["violations"].as_array().into_iter().flatten();
-            found.quota_ids.extend(ids.filter_map(|v| v["quotaId"].as_str().map(str::to_string)));
+            found
+                .quota_ids
+                .extend(ids.filter_map(|v| v["quotaId"].as_str().map(str::to_string)));
         } else if kind.ends_with("ErrorInfo") {
             found.reason = detail["reason"].as_str().map(str::to_string);
         }
@@ -89,7 +100,14 @@ pub fn google_details(body: &Value) -> GoogleDetails {
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().map(|v| v.max(0.0) as u64)
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|v| v.max(0.0) as u64)
 }
 
 /// A reset header: a Go duration, float seconds, or epoch seconds/milliseconds.
@@ -131,7 +149,11 @@ pub fn rate_signals(headers: &HeaderMap) -> RateSignals {
             "x-ratelimit-remaining-tokens-minute",
             "anthropic-ratelimit-tokens-remaining",
         ]),
-        tokens_reset: first_reset(&["x-ratelimit-reset-tokens", "x-ratelimit-reset-tokens-minute", "anthropic-ratelimit-tokens-reset"]),
+        tokens_reset: first_reset(&[
+            "x-ratelimit-reset-tokens",
+            "x-ratelimit-reset-tokens-minute",
+            "anthropic-ratelimit-tokens-reset",
+        ]),
     }
 }
 
@@ -144,12 +166,19 @@ pub fn error_object(body: &Value) -> Option<(String, String)> {
         other => other,
     };
     if let Some(first) = body.get("errors").and_then(Value::as_array).and_then(|e| e.first()) {
-        let code = first.get("code").map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()));
+        let code = first
+            .get("code")
+            .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()));
         let message = first.get("message").and_then(Value::as_str).unwrap_or("");
         return Some((code.unwrap_or_default(), message.to_string()));
     }
     if let Some(e) = body.get("error") {
-        let message = e.get("message").and_then(Value::as_str).or_else(|| e.as_str()).unwrap_or("").to_string();
+        let message = e
+            .get("message")
+            .and_then(Value::as_str)
+            .or_else(|| e.as_str())
+            .unwrap_or("")
+            .to_string();
         let code = e
             .get("code")
             .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()))
@@ -162,7 +191,9 @@ pub fn error_object(body: &Value) -> Option<(String, String)> {
         let detail = body.get("detail").and_then(Value::as_str).unwrap_or(title);
         return Some((title.to_string(), detail.to_string()));
     }
-    body.get("message").and_then(Value::as_str).map(|m| (String::new(), m.to_string()))
+    body.get("message")
+        .and_then(Value::as_str)
+        .map(|m| (String::new(), m.to_string()))
 }
 
 fn short(s: &str) -> String {
@@ -178,27 +209,52 @@ fn short(s: &str) -> String {
 pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetClock) -> Failure {
     let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let (code, message) = error_object(&parsed).unwrap_or_else(|| {
-        let text = if body.trim_start().starts_with('<') { "an HTML error page".to_string() } else { body.to_string() };
+        let text = if body.trim_start().starts_with('<') {
+            "an HTML error page".to_string()
+        } else {
+            body.to_string()
+        };
         (String::new(), text)
     });
     let google = google_details(&parsed);
     let lower = format!("{code} {message}").to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    let text = short(&format!("{status} {}{}", if code.is_empty() { String::new() } else { format!("{code}: ") }, message));
+    let text = short(&format!(
+        "{status} {}{}",
+        if code.is_empty() {
+            String::new()
+        } else {
+            format!("{code}: ")
+        },
+        message
+    ));
     let daily = Some(RetryHint::NextReset(reset));
-    let out_of_money = ["credit balance", "spend_limit", "spend limit", "insufficient_quota", "insufficient balance"];
+    let out_of_money = [
+        "credit balance",
+        "spend_limit",
+        "spend limit",
+        "insufficient_quota",
+        "insufficient balance",
+    ];
     match status {
         // Gemini says which quota ran out: per day waits for the Pacific midnight, per minute for retryDelay.
         429 if google.daily_quota() => Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily),
         429 if !google.quota_ids.is_empty() || google.retry_delay.is_some() => {
-            let hint = google.retry_delay.map(RetryHint::After).or_else(|| retry_after(headers)).or_else(|| try_again_in(&message));
+            let hint = google
+                .retry_delay
+                .map(RetryHint::After)
+                .or_else(|| retry_after(headers))
+                .or_else(|| try_again_in(&message));
             Failure::new(ErrorClass::RateLimited, text).with_retry(hint)
         }
         429 if has(&["/ month", "per month", "monthly"]) => {
             Failure::new(ErrorClass::QuotaExhausted, text).with_retry(Some(RetryHint::NextMonth))
         }
         // Cloudflare's 3036: the daily free neurons are spent.
-        429 if code == "3036" || (has(&["quota", "credits", "balance", "per day", "daily"]) || has(&out_of_money)) && !has(&["per minute", "per-minute"]) => {
+        429 if code == "3036"
+            || (has(&["quota", "credits", "balance", "per day", "daily"]) || has(&out_of_money))
+                && !has(&["per minute", "per-minute"]) =>
+        {
             Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily)
         }
         429 => {
@@ -214,7 +270,9 @@ pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetCl
         401 | 403 if has(&["moderation", "flagged"]) => Failure::new(ErrorClass::Filtered, text),
         401 | 403 => Failure::new(ErrorClass::AuthInvalid, text),
         // Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
-        400 if google.reason.as_deref() == Some("API_KEY_INVALID") || has(&["api_key_invalid", "api key not valid"]) => {
+        400 if google.reason.as_deref() == Some("API_KEY_INVALID")
+            || has(&["api_key_invalid", "api key not valid"]) =>
+        {
             Failure::new(ErrorClass::AuthInvalid, text)
         }
         404 | 410 => Failure::new(ErrorClass::Gone, text),
@@ -243,7 +301,13 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        for (s, ms) in [("1s", 1000), ("6m0s", 360_000), ("2m59.56s", 179_560), ("12ms", 12), ("1h2m3.5s", 3_723_500)] {
+        for (s, ms) in [
+            ("1s", 1000),
+            ("6m0s", 360_000),
+            ("2m59.56s", 179_560),
+            ("12ms", 12),
+            ("1h2m3.5s", 3_723_500),
+        ] {
             assert_eq!(go_duration(s).map(|d| d.as_millis()), Some(ms), "{s}");
         }
         assert_eq!(go_duration("soon"), None);
@@ -255,26 +319,128 @@ mod tests {
     fn table_of_error_answers() {
         type Row<'a> = (u16, Vec<(&'a str, &'a str)>, &'a str, ErrorClass, Option<RetryHint>);
         let rows: Vec<Row> = vec![
-            (429, vec![("retry-after", "7")], r#"{"error":{"message":"Rate limit","code":"rate_limit_exceeded"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_secs(7)))),
-            (429, vec![], r#"{"error":{"message":"Rate limit reached. Please try again in 5.289s.","type":"tokens"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(5289)))),
-            (429, vec![("x-ratelimit-reset-requests", "2m59.56s")], r#"{"error":{"message":"slow down"}}"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(179_560)))),
-            (429, vec![], r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextReset(ResetClock::UtcMidnight))),
-            (429, vec![], r#"{"status":429,"title":"Too Many Requests"}"#, ErrorClass::RateLimited, None),
-            (429, vec![], r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#, ErrorClass::RateLimited, None),
-            (402, vec![], r#"{"error":{"message":"Insufficient credits","code":402}}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextReset(ResetClock::UtcMidnight))),
-            (401, vec![], r#"{"error":{"message":"Invalid API Key","code":"invalid_api_key"}}"#, ErrorClass::AuthInvalid, None),
-            (400, vec![], r#"[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}]"#, ErrorClass::AuthInvalid, None),
-            (400, vec![], r#"{"error":{"message":"context too long"}}"#, ErrorClass::BadRequest, None),
+            (
+                429,
+                vec![("retry-after", "7")],
+                r#"{"error":{"message":"Rate limit","code":"rate_limit_exceeded"}}"#,
+                ErrorClass::RateLimited,
+                Some(RetryHint::After(Duration::from_secs(7))),
+            ),
+            (
+                429,
+                vec![],
+                r#"{"error":{"message":"Rate limit reached. Please try again in 5.289s.","type":"tokens"}}"#,
+                ErrorClass::RateLimited,
+                Some(RetryHint::After(Duration::from_millis(5289))),
+            ),
+            (
+                429,
+                vec![("x-ratelimit-reset-requests", "2m59.56s")],
+                r#"{"error":{"message":"slow down"}}"#,
+                ErrorClass::RateLimited,
+                Some(RetryHint::After(Duration::from_millis(179_560))),
+            ),
+            (
+                429,
+                vec![],
+                r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#,
+                ErrorClass::QuotaExhausted,
+                Some(RetryHint::NextReset(ResetClock::UtcMidnight)),
+            ),
+            (
+                429,
+                vec![],
+                r#"{"status":429,"title":"Too Many Requests"}"#,
+                ErrorClass::RateLimited,
+                None,
+            ),
+            (
+                429,
+                vec![],
+                r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#,
+                ErrorClass::RateLimited,
+                None,
+            ),
+            (
+                402,
+                vec![],
+                r#"{"error":{"message":"Insufficient credits","code":402}}"#,
+                ErrorClass::QuotaExhausted,
+                Some(RetryHint::NextReset(ResetClock::UtcMidnight)),
+            ),
+            (
+                401,
+                vec![],
+                r#"{"error":{"message":"Invalid API Key","code":"invalid_api_key"}}"#,
+                ErrorClass::AuthInvalid,
+                None,
+            ),
+            (
+                400,
+                vec![],
+                r#"[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}]"#,
+                ErrorClass::AuthInvalid,
+                None,
+            ),
+            (
+                400,
+                vec![],
+                r#"{"error":{"message":"context too long"}}"#,
+                ErrorClass::BadRequest,
+                None,
+            ),
             (413, vec![], "", ErrorClass::BadRequest, None),
-            (404, vec![], r#"{"error":{"message":"model not found"}}"#, ErrorClass::Gone, None),
+            (
+                404,
+                vec![],
+                r#"{"error":{"message":"model not found"}}"#,
+                ErrorClass::Gone,
+                None,
+            ),
             (410, vec![], "", ErrorClass::Gone, None),
-            (503, vec![], r#"{"error":{"message":"overloaded"}}"#, ErrorClass::Overloaded, None),
-            (529, vec![], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, ErrorClass::Overloaded, None),
-            (502, vec![], "<html><body>Bad Gateway</body></html>", ErrorClass::Overloaded, None),
+            (
+                503,
+                vec![],
+                r#"{"error":{"message":"overloaded"}}"#,
+                ErrorClass::Overloaded,
+                None,
+            ),
+            (
+                529,
+                vec![],
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                ErrorClass::Overloaded,
+                None,
+            ),
+            (
+                502,
+                vec![],
+                "<html><body>Bad Gateway</body></html>",
+                ErrorClass::Overloaded,
+                None,
+            ),
             (498, vec![], "{}", ErrorClass::Overloaded, None),
-            (429, vec![], r#"{"errors":[{"message":"AiError: you have used up your daily free allocation of 10,000 neurons","code":3036}],"success":false,"result":null,"messages":[]}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextReset(ResetClock::UtcMidnight))),
-            (429, vec![], r#"[{"error":{"code":429,"message":"You exceeded your current quota. Please retry in 47.08s.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}]"#, ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(47_080)))),
-            (429, vec![], r#"{"message":"You are using a Trial key, which is limited to 1000 API calls / month."}"#, ErrorClass::QuotaExhausted, Some(RetryHint::NextMonth)),
+            (
+                429,
+                vec![],
+                r#"{"errors":[{"message":"AiError: you have used up your daily free allocation of 10,000 neurons","code":3036}],"success":false,"result":null,"messages":[]}"#,
+                ErrorClass::QuotaExhausted,
+                Some(RetryHint::NextReset(ResetClock::UtcMidnight)),
+            ),
+            (
+                429,
+                vec![],
+                r#"[{"error":{"code":429,"message":"You exceeded your current quota. Please retry in 47.08s.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}]"#,
+                ErrorClass::RateLimited,
+                Some(RetryHint::After(Duration::from_millis(47_080))),
+            ),
+            (
+                429,
+                vec![],
+                r#"{"message":"You are using a Trial key, which is limited to 1000 API calls / month."}"#,
+                ErrorClass::QuotaExhausted,
+                Some(RetryHint::NextMonth),
+            ),
         ];
         for (status, h, body, class, retry) in rows {
             let f = http_failure(status, &headers(&h), body, ResetClock::UtcMidnight);
@@ -286,16 +452,29 @@ mod tests {
 
     #[test]
     fn http_date_retry_after() {
-        let f = http_failure(429, &headers(&[("retry-after", "Wed, 25 Nov 2026 10:00:00 GMT")]), "{}", ResetClock::UtcMidnight);
-        let expected = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().timestamp_millis() as u64;
+        let f = http_failure(
+            429,
+            &headers(&[("retry-after", "Wed, 25 Nov 2026 10:00:00 GMT")]),
+            "{}",
+            ResetClock::UtcMidnight,
+        );
+        let expected = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .unwrap()
+            .timestamp_millis() as u64;
         assert_eq!(f.retry, Some(RetryHint::At(expected)));
     }
 
     #[test]
     fn rate_headers_on_success() {
-        let s = rate_signals(&headers(&[("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "6m0s")]));
+        let s = rate_signals(&headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "6m0s"),
+        ]));
         assert_eq!(s.exhausted_until(NOW), Some(NOW + 360_000));
-        let openrouter = rate_signals(&headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1764000060000")]));
+        let openrouter = rate_signals(&headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1764000060000"),
+        ]));
         assert_eq!(openrouter.exhausted_until(NOW), Some(1_764_000_060_000));
         assert_eq!(rate_signals(&HeaderMap::new()).exhausted_until(NOW), None);
     }

@@ -94,8 +94,11 @@ impl Provider for CohereProvider {
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
-        let headers: Vec<(String, String)> =
-            self.key.iter().map(|k| ("authorization".to_string(), format!("Bearer {}", k.expose()))).collect();
+        let headers: Vec<(String, String)> = self
+            .key
+            .iter()
+            .map(|k| ("authorization".to_string(), format!("Bearer {}", k.expose())))
+            .collect();
         let sent = transport::post_json(&self.client, &self.url, &headers, &self.body(request), self.timeout).await;
         transport::report(&self.name, started, sent, self.timeout, self.reset, parse_success)
     }

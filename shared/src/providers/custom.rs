@@ -47,7 +47,10 @@ impl JsonPath {
             }
             while !rest.is_empty() {
                 let close = rest.find(']').ok_or_else(|| format!("unclosed [ in {path:?}"))?;
-                let index = rest[1..close].trim().parse::<usize>().map_err(|_| format!("bad index in {path:?}"))?;
+                let index = rest[1..close]
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("bad index in {path:?}"))?;
                 steps.push(Step::Index(index));
                 rest = &rest[close + 1..];
                 if !rest.is_empty() && !rest.starts_with('[') {
@@ -177,7 +180,10 @@ fn parse_success(raw: &Raw, path: &JsonPath) -> Result<Answer, Failure> {
     let text = match path.find(&parsed) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => {
-            return Err(Failure::new(ErrorClass::InvalidOutput, "nothing at response_path in the answer"));
+            return Err(Failure::new(
+                ErrorClass::InvalidOutput,
+                "nothing at response_path in the answer",
+            ));
         }
         // A service that answers structured JSON: hand the JSON on, the output check reads it.
         Some(other) => other.to_string(),
@@ -218,10 +224,19 @@ mod tests {
     #[test]
     fn paths_find_the_text() {
         let answer = json!({"choices": [{"message": {"content": "hi"}}], "out": [[1, {"t": "x"}]]});
-        for (path, want) in [("choices[0].message.content", json!("hi")), ("$.out[0][1].t", json!("x")), ("out.0.1.t", json!("x"))] {
+        for (path, want) in [
+            ("choices[0].message.content", json!("hi")),
+            ("$.out[0][1].t", json!("x")),
+            ("out.0.1.t", json!("x")),
+        ] {
             assert_eq!(JsonPath::parse(path).unwrap().find(&answer), Some(&want), "{path}");
         }
-        assert_eq!(JsonPath::parse("[0].generated_text").unwrap().find(&json!([{"generated_text": "g"}])), Some(&json!("g")));
+        assert_eq!(
+            JsonPath::parse("[0].generated_text")
+                .unwrap()
+                .find(&json!([{"generated_text": "g"}])),
+            Some(&json!("g"))
+        );
         assert!(JsonPath::parse("a[x]").is_err() && JsonPath::parse("a[0").is_err() && JsonPath::parse("$").is_err());
     }
 

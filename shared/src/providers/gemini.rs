@@ -48,8 +48,12 @@ impl GeminiProvider {
     }
 
     fn body(request: &CompletionRequest, use_schema: bool) -> Value {
-        let system: Vec<&str> =
-            request.messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.as_str()).collect();
+        let system: Vec<&str> = request
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.as_str())
+            .collect();
         let contents: Vec<Value> = request
             .messages
             .iter()
@@ -78,15 +82,20 @@ impl GeminiProvider {
     }
 
     async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
-        let headers: Vec<(String, String)> =
-            self.key.iter().map(|k| ("x-goog-api-key".to_string(), k.expose().to_string())).collect();
+        let headers: Vec<(String, String)> = self
+            .key
+            .iter()
+            .map(|k| ("x-goog-api-key".to_string(), k.expose().to_string()))
+            .collect();
         transport::post_json(&self.client, &self.url, &headers, body, self.timeout).await
     }
 }
 
 fn schema_refused(raw: &Raw) -> bool {
     let lower = raw.body.to_ascii_lowercase();
-    raw.status == 400 && !lower.contains("api_key_invalid") && (lower.contains("json_schema") || lower.contains("jsonschema"))
+    raw.status == 400
+        && !lower.contains("api_key_invalid")
+        && (lower.contains("json_schema") || lower.contains("jsonschema"))
 }
 
 fn parse_success(raw: &Raw) -> Result<Answer, Failure> {

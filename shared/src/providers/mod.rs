@@ -84,9 +84,17 @@ impl RetryHint {
 
 fn next_month_start(now_ms: u64) -> u64 {
     use chrono::{Datelike, TimeZone, Utc};
-    let Some(now) = Utc.timestamp_millis_opt(now_ms as i64).single() else { return now_ms };
-    let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().map_or(now_ms, |t| t.timestamp_millis() as u64)
+    let Some(now) = Utc.timestamp_millis_opt(now_ms as i64).single() else {
+        return now_ms;
+    };
+    let (year, month) = if now.month() == 12 {
+        (now.year() + 1, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .map_or(now_ms, |t| t.timestamp_millis() as u64)
 }
 
 /// A classified failure. `message` is short and never contains secrets or prompts.
@@ -100,7 +108,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self { class, message: message.into(), retry: None }
+        Self {
+            class,
+            message: message.into(),
+            retry: None,
+        }
     }
     pub fn with_retry(mut self, retry: Option<RetryHint>) -> Self {
         self.retry = retry;
@@ -163,4 +175,3 @@ mod duration_ms {
         Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
-

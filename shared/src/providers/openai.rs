@@ -136,6 +136,8 @@ impl Provider for OpenAiProvider {
                 sent = self.send(&self.body(request, use_schema)).await;
             }
         }
-        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| parse_success(raw, self.reset))
+        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| {
+            parse_success(raw, self.reset)
+        })
     }
 }

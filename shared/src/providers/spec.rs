@@ -67,7 +67,9 @@ pub struct HttpShape {
 #[derive(Debug, Clone)]
 pub enum Wire {
     /// OpenAI-compatible, with extra headers (OpenRouter's `X-Title`, a gateway's own).
-    OpenAi { headers: BTreeMap<String, String> },
+    OpenAi {
+        headers: BTreeMap<String, String>,
+    },
     Gemini,
     Anthropic,
     Cohere,
@@ -116,7 +118,10 @@ fn fill_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     let mut out = String::new();
     let mut rest = url;
     while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').map(|c| open + c).ok_or_else(|| SpecError::BadUrl(url.to_string()))?;
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c)
+            .ok_or_else(|| SpecError::BadUrl(url.to_string()))?;
         let var = &rest[open + 1..close];
         out.push_str(&rest[..open]);
         out.push_str(&env(var).ok_or_else(|| SpecError::UrlVariable(var.to_string()))?);
@@ -131,14 +136,21 @@ fn fill_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 
 pub fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderSpec, SpecError> {
     let name_ok = (1..=64).contains(&entry.name.len())
-        && entry.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && entry
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if !name_ok {
         return Err(SpecError::BadName);
     }
     let base: Option<&CatalogEntry> = catalog::find(entry.catalog.as_deref().unwrap_or(&entry.name));
     let kind = entry.kind.or(base.map(|b| b.kind)).ok_or(SpecError::Missing("kind"))?;
     let http = http_shape(kind, entry.body_template, entry.response_path, entry.auth_header)?;
-    let url = entry.base_url.as_deref().or(base.map(|b| b.base_url)).ok_or(SpecError::Missing("base_url"))?;
+    let url = entry
+        .base_url
+        .as_deref()
+        .or(base.map(|b| b.base_url))
+        .ok_or(SpecError::Missing("base_url"))?;
     // A custom endpoint may serve one model and not need its name.
     let model = entry
         .model
@@ -150,8 +162,9 @@ pub fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Re
         Some(var) => Some(Secret::new(env(&var).ok_or(SpecError::KeyMissing(var))?)),
         None => None,
     };
-    let mut headers: BTreeMap<String, String> =
-        base.map(|b| b.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap_or_default();
+    let mut headers: BTreeMap<String, String> = base
+        .map(|b| b.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        .unwrap_or_default();
     headers.extend(entry.headers.unwrap_or_default());
     if kind != WireKind::Openai && !headers.is_empty() {
         return Err(SpecError::HeadersUnsupported);
@@ -245,10 +258,24 @@ pub fn from_catalog_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpe
 /// The adapter for a spec. `guard` vets the URL of every custom `http` provider call (SSRF).
 pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard) -> Arc<dyn Provider> {
     let timeout = Duration::from_millis(spec.timeout_ms);
-    let (name, url, model, key, reset) =
-        (spec.name.as_str(), spec.base_url.as_str(), spec.model.as_str(), spec.api_key.clone(), spec.limits.reset);
+    let (name, url, model, key, reset) = (
+        spec.name.as_str(),
+        spec.base_url.as_str(),
+        spec.model.as_str(),
+        spec.api_key.clone(),
+        spec.limits.reset,
+    );
     match &spec.wire {
-        Wire::OpenAi { headers } => Arc::new(OpenAiProvider::new(name, url, model, key, headers.clone(), timeout, reset, client)),
+        Wire::OpenAi { headers } => Arc::new(OpenAiProvider::new(
+            name,
+            url,
+            model,
+            key,
+            headers.clone(),
+            timeout,
+            reset,
+            client,
+        )),
         Wire::Gemini => Arc::new(GeminiProvider::new(name, url, model, key, timeout, reset, client)),
         Wire::Anthropic => Arc::new(AnthropicProvider::new(name, url, model, key, timeout, reset, client)),
         Wire::Cohere => Arc::new(CohereProvider::new(name, url, model, key, timeout, reset, client)),
@@ -294,18 +321,29 @@ mod tests {
             &env(&[]),
         )
         .unwrap();
-        assert_eq!((spec.base_url.as_str(), spec.api_key.is_none()), ("http://10.0.0.5:8000/v1", true));
+        assert_eq!(
+            (spec.base_url.as_str(), spec.api_key.is_none()),
+            ("http://10.0.0.5:8000/v1", true)
+        );
     }
 
     #[test]
     fn unusable_entries_say_why() {
-        assert!(matches!(resolve(entry("name = \"groq\""), &env(&[])), Err(SpecError::KeyMissing(v)) if v == "GROQ_API_KEY"));
-        assert!(matches!(resolve(entry("name = \"x\"\nkind = \"openai\""), &env(&[])), Err(SpecError::Missing("base_url"))));
+        assert!(
+            matches!(resolve(entry("name = \"groq\""), &env(&[])), Err(SpecError::KeyMissing(v)) if v == "GROQ_API_KEY")
+        );
+        assert!(matches!(
+            resolve(entry("name = \"x\"\nkind = \"openai\""), &env(&[])),
+            Err(SpecError::Missing("base_url"))
+        ));
         assert!(matches!(
             resolve(entry("name = \"cloudflare\""), &env(&[("CLOUDFLARE_API_TOKEN", "t")])),
             Err(SpecError::UrlVariable(v)) if v == "CLOUDFLARE_ACCOUNT_ID"
         ));
-        assert!(toml::from_str::<ProviderEntry>("name = \"a\"\nbogus = 1").is_err(), "unknown keys are refused");
+        assert!(
+            toml::from_str::<ProviderEntry>("name = \"a\"\nbogus = 1").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]
@@ -321,18 +359,30 @@ mod tests {
         assert!(matches!(cohere.wire, Wire::Cohere));
         let space = "name = \"space\"\nkind = \"http\"\nbase_url = \"https://me-space.hf.space/generate\"\nresponse_path = \"[0].generated_text\"\n[body_template]\ninputs = \"{{prompt}}\"";
         let spec = resolve(entry(space), &env(&[])).unwrap();
-        assert!(matches!(&spec.wire, Wire::Http(shape) if shape.body_template["inputs"] == "{{prompt}}" && shape.auth_header == "authorization"));
+        assert!(
+            matches!(&spec.wire, Wire::Http(shape) if shape.body_template["inputs"] == "{{prompt}}" && shape.auth_header == "authorization")
+        );
         let no_path = "name = \"space\"\nkind = \"http\"\nbase_url = \"https://x.example\"\n[body_template]\na = 1";
-        assert!(matches!(resolve(entry(no_path), &env(&[])), Err(SpecError::Missing("response_path"))));
+        assert!(matches!(
+            resolve(entry(no_path), &env(&[])),
+            Err(SpecError::Missing("response_path"))
+        ));
         let stray = "name = \"groq\"\nresponse_path = \"a\"";
-        assert!(matches!(resolve(entry(stray), &env(&[("GROQ_API_KEY", "k")])), Err(SpecError::HttpOnly("response_path"))));
+        assert!(matches!(
+            resolve(entry(stray), &env(&[("GROQ_API_KEY", "k")])),
+            Err(SpecError::HttpOnly("response_path"))
+        ));
     }
 
     #[test]
     fn the_environment_enables_catalog_providers_in_order() {
         let specs = from_catalog_env(&env(&[("OPENROUTER_API_KEY", "o"), ("GEMINI_API_KEY", "g")]));
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["gemini", "openrouter"], "one key never enables two routes to the same quota");
+        assert_eq!(
+            names,
+            ["gemini", "openrouter"],
+            "one key never enables two routes to the same quota"
+        );
         assert_eq!(specs[0].limits.reset, ResetClock::PacificMidnight);
     }
 }

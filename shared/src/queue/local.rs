@@ -47,7 +47,13 @@ impl LocalQueue {
 #[async_trait]
 impl Queue for LocalQueue {
     async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
-        self.deliver_later(Delivery { message: message.clone(), receive_count: 1 }, delay)
+        self.deliver_later(
+            Delivery {
+                message: message.clone(),
+                receive_count: 1,
+            },
+            delay,
+        )
     }
 }
 
@@ -63,7 +69,11 @@ pub struct WorkerPolicy {
 
 impl Default for WorkerPolicy {
     fn default() -> Self {
-        Self { concurrency: 8, retry_after: Duration::from_secs(2), max_receive_count: 20 }
+        Self {
+            concurrency: 8,
+            retry_after: Duration::from_secs(2),
+            max_receive_count: 20,
+        }
     }
 }
 
@@ -76,13 +86,16 @@ pub async fn run_workers(
 ) {
     let permits = Arc::new(Semaphore::new(policy.concurrency.max(1)));
     while let Some(delivery) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let (engine, queue) = (engine.clone(), queue.clone());
         tokio::spawn(async move {
             let result = match &delivery.message {
-                Message::Step { step, not_before_ms } => {
-                    engine.run_step(step, *not_before_ms, delivery.receive_count).await.map(|_| ())
-                }
+                Message::Step { step, not_before_ms } => engine
+                    .run_step(step, *not_before_ms, delivery.receive_count)
+                    .await
+                    .map(|_| ()),
             };
             drop(permit);
             if let Err(err) = result {
@@ -98,7 +111,10 @@ fn retry(queue: &LocalQueue, delivery: Delivery, err: StepError, policy: WorkerP
         return;
     }
     warn!(error = %err, receive_count = delivery.receive_count, "step failed; the message will be retried");
-    let again = Delivery { message: delivery.message, receive_count: delivery.receive_count + 1 };
+    let again = Delivery {
+        message: delivery.message,
+        receive_count: delivery.receive_count + 1,
+    };
     if let Err(e) = queue.deliver_later(again, policy.retry_after) {
         error!(error = %e, "could not re-queue a failed message");
     }

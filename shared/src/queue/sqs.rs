@@ -22,7 +22,11 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
-        Self { client, queue_url: queue_url.into(), clock }
+        Self {
+            client,
+            queue_url: queue_url.into(),
+            clock,
+        }
     }
 
     /// From the Lambda environment (region, credentials, and `AWS_ENDPOINT_URL` when set).
@@ -39,7 +43,13 @@ pub fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, i32) {
     }
     let Message::Step { step, not_before_ms } = message;
     let until = not_before_ms.unwrap_or(0).max(now_ms + delay.as_millis() as u64);
-    (Message::Step { step: step.clone(), not_before_ms: Some(until) }, MAX_DELAY.as_secs() as i32)
+    (
+        Message::Step {
+            step: step.clone(),
+            not_before_ms: Some(until),
+        },
+        MAX_DELAY.as_secs() as i32,
+    )
 }
 
 #[async_trait]
@@ -66,11 +76,28 @@ mod tests {
 
     #[test]
     fn long_waits_become_hops_with_not_before() {
-        let step = StepRef { owner: "o".into(), job_id: "j".into(), gen: "g".into(), seq: 3 };
-        let m = Message::Step { step: step.clone(), not_before_ms: None };
+        let step = StepRef {
+            owner: "o".into(),
+            job_id: "j".into(),
+            gen: "g".into(),
+            seq: 3,
+        };
+        let m = Message::Step {
+            step: step.clone(),
+            not_before_ms: None,
+        };
         assert_eq!(hop(&m, Duration::from_millis(1_500), 0), (m.clone(), 2));
         assert_eq!(hop(&m, Duration::from_secs(900), 0).1, 900);
         let (hopped, delay) = hop(&m, Duration::from_secs(1_200), 10_000);
-        assert_eq!((hopped, delay), (Message::Step { step, not_before_ms: Some(1_210_000) }, 900));
+        assert_eq!(
+            (hopped, delay),
+            (
+                Message::Step {
+                    step,
+                    not_before_ms: Some(1_210_000)
+                },
+                900
+            )
+        );
     }
 }

@@ -13,6 +13,8 @@ pub struct NoQueue;
 #[async_trait]
 impl Queue for NoQueue {
     async fn send(&self, _message: &Message, _delay: Duration) -> Result<(), QueueError> {
-        Err(QueueError::Unavailable("this function does not send step messages".into()))
+        Err(QueueError::Unavailable(
+            "this function does not send step messages".into(),
+        ))
     }
 }

@@ -27,7 +27,10 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Mutex::new(Inner::default()), clock }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            clock,
+        }
     }
 
     /// Locks the state and drops whatever expired (records keep their own expiry instant).
@@ -73,7 +76,10 @@ impl Store for MemoryStore {
             return Ok(Claim::Busy);
         }
         inner.leases.insert(key, now + lease.as_millis() as u64);
-        Ok(Claim::Acquired { job, providers: inner.providers.clone() })
+        Ok(Claim::Acquired {
+            job,
+            providers: inner.providers.clone(),
+        })
     }
 
     async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
@@ -98,7 +104,10 @@ impl Store for MemoryStore {
         };
         if job.state.is_finished() {
             job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
-            return Ok(Some(Delivered { job: job.clone(), running: false }));
+            return Ok(Some(Delivered {
+                job: job.clone(),
+                running: false,
+            }));
         }
         let job = job.clone();
         let running = inner.leases.contains_key(&lease_key(&job.step_ref()));
@@ -106,7 +115,11 @@ impl Store for MemoryStore {
     }
 
     async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError> {
-        Ok(self.live().jobs.remove(&(owner.to_string(), job_id.to_string())).is_some())
+        Ok(self
+            .live()
+            .jobs
+            .remove(&(owner.to_string(), job_id.to_string()))
+            .is_some())
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
@@ -114,6 +127,12 @@ impl Store for MemoryStore {
     }
 
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
-        Ok(self.live().jobs.values().filter(|j| j.has_work_left()).cloned().collect())
+        Ok(self
+            .live()
+            .jobs
+            .values()
+            .filter(|j| j.has_work_left())
+            .cloned()
+            .collect())
     }
 }

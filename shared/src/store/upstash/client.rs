@@ -16,7 +16,10 @@ pub struct Script {
 
 impl Script {
     pub fn new(source: &'static str) -> Self {
-        Self { source, sha1: hex::encode(sha1_smol::Sha1::from(source).digest().bytes()) }
+        Self {
+            source,
+            sha1: hex::encode(sha1_smol::Sha1::from(source).digest().bytes()),
+        }
     }
 }
 
@@ -29,7 +32,9 @@ pub struct UpstashClient {
 
 impl std::fmt::Debug for UpstashClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstashClient").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("UpstashClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +50,11 @@ impl UpstashClient {
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { http, url: url.trim_end_matches('/').to_string(), token })
+        Ok(Self {
+            http,
+            url: url.trim_end_matches('/').to_string(),
+            token,
+        })
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
@@ -61,7 +70,10 @@ impl UpstashClient {
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(StoreError::Unauthorized);
         }
-        let text = response.text().await.map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         // Command errors: hosted Upstash answers 400 {"error":"ERR ..."}, the local emulator
         // 500 {"error":"Failed to execute Redis command: ERR ..."}.
@@ -84,8 +96,15 @@ impl UpstashClient {
 
     /// Runs several commands in one request (not atomic); each gets its own result or error.
     pub async fn pipeline(&self, commands: Vec<Vec<Value>>) -> Result<Vec<Result<Value, String>>, StoreError> {
-        let body = self.post("/pipeline", &Value::Array(commands.into_iter().map(Value::Array).collect())).await?;
-        let items = body.as_array().ok_or_else(|| StoreError::Corrupt("pipeline answer is not an array".into()))?;
+        let body = self
+            .post(
+                "/pipeline",
+                &Value::Array(commands.into_iter().map(Value::Array).collect()),
+            )
+            .await?;
+        let items = body
+            .as_array()
+            .ok_or_else(|| StoreError::Corrupt("pipeline answer is not an array".into()))?;
         Ok(items
             .iter()
             .map(|item| match item.get("error").and_then(Value::as_str) {
@@ -117,7 +136,10 @@ impl UpstashClient {
 }
 
 fn command_error(error: &str) -> String {
-    error.strip_prefix("Failed to execute Redis command: ").unwrap_or(error).to_string()
+    error
+        .strip_prefix("Failed to execute Redis command: ")
+        .unwrap_or(error)
+        .to_string()
 }
 
 /// A transport error in a few words (the token is a header, so it never appears here).
@@ -143,7 +165,10 @@ mod tests {
 
     #[test]
     fn both_error_shapes_keep_the_redis_message() {
-        assert_eq!(command_error("Failed to execute Redis command: ERR wrong number"), "ERR wrong number");
+        assert_eq!(
+            command_error("Failed to execute Redis command: ERR wrong number"),
+            "ERR wrong number"
+        );
         assert_eq!(command_error("ERR wrong number"), "ERR wrong number");
     }
 

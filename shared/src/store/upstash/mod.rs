@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use client::{Script, UpstashClient};
 use client::arg;
+pub use client::{Script, UpstashClient};
 
 use super::StoreError;
 use crate::job::{Job, JobState, StepRef};
@@ -45,13 +45,24 @@ fn lease_key(step: &StepRef) -> String {
 /// The stored form of a job: a header the scripts read, then the JSON.
 pub fn encode(job: &Job) -> Result<String, StoreError> {
     let json = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(format!("J1 {} {} {} {}\n{json}", job.state.code(), job.gen, job.seq, job.expires_at_ms))
+    Ok(format!(
+        "J1 {} {} {} {}\n{json}",
+        job.state.code(),
+        job.gen,
+        job.seq,
+        job.expires_at_ms
+    ))
 }
 
 pub fn decode(record: &str) -> Result<Job, StoreError> {
-    let (header, json) = record.split_once('\n').ok_or_else(|| StoreError::Corrupt("record without header".into()))?;
+    let (header, json) = record
+        .split_once('\n')
+        .ok_or_else(|| StoreError::Corrupt("record without header".into()))?;
     if !header.starts_with("J1 ") {
-        return Err(StoreError::Corrupt(format!("unknown record version {:?}", header.get(..2))));
+        return Err(StoreError::Corrupt(format!(
+            "unknown record version {:?}",
+            header.get(..2)
+        )));
     }
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -118,13 +129,19 @@ impl Store for UpstashStore {
                 arg(job.expires_at_ms),
             ])
             .await?;
-        let Some(existing) = decode_value(&previous)? else { return Ok(Created::New) };
+        let Some(existing) = decode_value(&previous)? else {
+            return Ok(Created::New);
+        };
         if existing.state != JobState::Failed {
             return Ok(Created::Existing(Box::new(existing)));
         }
         let now = self
             .client
-            .eval(&self.replace_failed, &[&key], vec![arg(record), arg(existing.gen.as_str()), arg(job.expires_at_ms)])
+            .eval(
+                &self.replace_failed,
+                &[&key],
+                vec![arg(record), arg(existing.gen.as_str()), arg(job.expires_at_ms)],
+            )
             .await?;
         Ok(match decode_value(&now)? {
             None => Created::New,
@@ -137,7 +154,14 @@ impl Store for UpstashStore {
         let results = self
             .client
             .pipeline(vec![
-                vec![arg("SET"), arg(lease_key(step)), arg("1"), arg("NX"), arg("PX"), arg(lease.as_millis() as u64)],
+                vec![
+                    arg("SET"),
+                    arg(lease_key(step)),
+                    arg("1"),
+                    arg("NX"),
+                    arg("PX"),
+                    arg(lease.as_millis() as u64),
+                ],
                 vec![arg("GET"), arg(job_key(&step.owner, &step.job_id))],
                 vec![arg("HGETALL"), arg(PROVIDERS_KEY)],
             ])
@@ -145,7 +169,9 @@ impl Store for UpstashStore {
         let [leased, job, providers] = <[Result<Value, String>; 3]>::try_from(results)
             .map_err(|_| StoreError::Corrupt("claim pipeline answered the wrong number of results".into()))?;
         let leased = leased.map_err(StoreError::Command)?;
-        let Some(job) = decode_value(&job.map_err(StoreError::Command)?)? else { return Ok(Claim::Missing) };
+        let Some(job) = decode_value(&job.map_err(StoreError::Command)?)? else {
+            return Ok(Claim::Missing);
+        };
         if job.gen != step.gen || job.seq != step.seq {
             return Ok(Claim::Stale(job));
         }
@@ -166,7 +192,13 @@ impl Store for UpstashStore {
             .eval(
                 &self.finish,
                 &[&job_key(&step.owner, &step.job_id), PROVIDERS_KEY],
-                vec![arg(encode(next)?), arg(step.gen.as_str()), arg(step.seq.to_string()), arg(next.expires_at_ms), arg(event)],
+                vec![
+                    arg(encode(next)?),
+                    arg(step.gen.as_str()),
+                    arg(step.seq.to_string()),
+                    arg(next.expires_at_ms),
+                    arg(event),
+                ],
             )
             .await?;
         Ok(written.as_i64() == Some(1))
@@ -175,25 +207,37 @@ impl Store for UpstashStore {
     async fn deliver(&self, owner: &str, job_id: &str, grace: Duration) -> Result<Option<Delivered>, StoreError> {
         let answer = self
             .client
-            .eval(&self.deliver, &[&job_key(owner, job_id)], vec![arg(grace.as_millis() as u64), arg(lease_prefix(owner, job_id))])
+            .eval(
+                &self.deliver,
+                &[&job_key(owner, job_id)],
+                vec![arg(grace.as_millis() as u64), arg(lease_prefix(owner, job_id))],
+            )
             .await?;
         match answer.as_array().map(Vec::as_slice) {
             None if answer.is_null() => Ok(None),
             Some([record, running]) => {
                 let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
-                Ok(Some(Delivered { job, running: running.as_i64() == Some(1) }))
+                Ok(Some(Delivered {
+                    job,
+                    running: running.as_i64() == Some(1),
+                }))
             }
             _ => Err(StoreError::Corrupt(format!("unexpected deliver answer {answer}"))),
         }
     }
 
     async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError> {
-        let deleted = self.client.command(vec![arg("DEL"), arg(job_key(owner, job_id))]).await?;
+        let deleted = self
+            .client
+            .command(vec![arg("DEL"), arg(job_key(owner, job_id))])
+            .await?;
         Ok(deleted.as_i64() == Some(1))
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
-        Ok(decode_providers(&self.client.command(vec![arg("HGETALL"), arg(PROVIDERS_KEY)]).await?))
+        Ok(decode_providers(
+            &self.client.command(vec![arg("HGETALL"), arg(PROVIDERS_KEY)]).await?,
+        ))
     }
 
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
@@ -202,7 +246,14 @@ impl Store for UpstashStore {
         loop {
             let page = self
                 .client
-                .command(vec![arg("SCAN"), arg(cursor.as_str()), arg("MATCH"), arg("st:j:*"), arg("COUNT"), arg(500)])
+                .command(vec![
+                    arg("SCAN"),
+                    arg(cursor.as_str()),
+                    arg("MATCH"),
+                    arg("st:j:*"),
+                    arg("COUNT"),
+                    arg(500),
+                ])
                 .await?;
             let (next, keys) = match page.as_array().map(Vec::as_slice) {
                 Some([Value::String(next), Value::Array(keys)]) => (next.clone(), keys.clone()),
