@@ -28,6 +28,8 @@ pub enum ApiError {
     JobNotFound,
     #[error("Not found")]
     RouteNotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -75,6 +77,10 @@ impl IntoResponse for ApiError {
             ApiError::RouteNotFound => (
                 StatusCode::NOT_FOUND,
                 json!({"error": "Not found", "code": "not_found"}),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "Method not allowed", "code": "method_not_allowed"}),
             ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store unavailable");

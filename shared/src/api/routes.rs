@@ -35,21 +35,28 @@ pub fn router(service: Arc<Service>) -> Router {
         .merge(poll_and_health(service.clone()))
         .merge(purge(service))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// `POST /v1/reports`, `POST /v1/generate` (the submit function).
 pub fn submit_routes(service: Arc<Service>) -> Router {
-    submit(service).fallback(not_found)
+    submit(service)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// Polls, health and provider status (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
-    poll_and_health(service).fallback(not_found)
+    poll_and_health(service)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// Purges by commit and by id (the purge function).
 pub fn purge_routes(service: Arc<Service>) -> Router {
-    purge(service).fallback(not_found)
+    purge(service)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 fn submit(service: Arc<Service>) -> Router {
@@ -78,6 +85,10 @@ fn purge(service: Arc<Service>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 fn authenticate(service: &Service, headers: &HeaderMap) -> Result<String, ApiError> {
