@@ -594,3 +594,29 @@ async fn custom_http_errors_are_classified() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn openai_compatible_variants_are_classified() {
+    let gemini_daily = r#"[{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}]"#;
+    let gemini_bad_key = r#"[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}]"#;
+    let nvidia = r#"{"status":429,"title":"Too Many Requests","detail":"Rate limit exceeded"}"#;
+    let cloudflare = r#"{"errors":[{"message":"AiError: daily free allocation of 10,000 neurons used up","code":3036}],"success":false}"#;
+    let groq_tokens = r#"{"error":{"message":"Rate limit reached for model `llama-3.3-70b-versatile` on tokens per minute (TPM): Limit 12000, Used 11800. Please try again in 2m59.56s.","type":"tokens","code":"rate_limit_exceeded"}}"#;
+    let daily = Some(RetryHint::NextReset(ResetClock::PacificMidnight));
+    check_rows(
+        Wire::OpenAi,
+        ResetClock::PacificMidnight,
+        vec![
+            // OpenRouter's moderation refusal, Gemini's OpenAI endpoint (an error array), NVIDIA's problem details,
+            // Cloudflare's daily neurons, Groq's "try again in" with a Go duration.
+            (FakeReply::openai_error(403, "moderation", "403", "Your input was flagged by moderation"), ErrorClass::Filtered, None),
+            (FakeReply::new(400, gemini_bad_key), ErrorClass::AuthInvalid, None),
+            (FakeReply::new(429, gemini_daily), ErrorClass::QuotaExhausted, daily),
+            (FakeReply::new(429, nvidia).with_header("content-type", "application/problem+json"), ErrorClass::RateLimited, None),
+            (FakeReply::new(429, cloudflare), ErrorClass::QuotaExhausted, daily),
+            (FakeReply::new(429, groq_tokens), ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(179_560)))),
+            (FakeReply::openai_error(410, "invalid_request_error", "model_retired", "This model has been retired"), ErrorClass::Gone, None),
+        ],
+    )
+    .await;
+}
