@@ -90,6 +90,9 @@ async fn start_proxy(upstream: &str) -> anyhow::Result<(String, Arc<AtomicU64>)>
     Ok((url, requests))
 }
 
+const BENCH_RATE_LIMIT: &str = "1000000/1h";
+const BENCH_MAX_IN_FLIGHT: &str = "100000";
+
 fn report_body(i: usize) -> Value {
     json!({
         "userId": "bench-user", "commitSha": format!("sha-{i:06}"), "repo": "acme/diary",
@@ -146,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
         "UPSTASH_REDIS_REST_TOKEN" => Some(upstash.token.clone()),
         "STEPPER_CONFIG" => Some(config_path.display().to_string()),
         "FAKE_KEY" => Some("sk-bench".to_string()),
+        // Limits stay on, so their cost is measured, but high enough that no job is refused.
+        "STEPPER_RATE_LIMIT" => Some(BENCH_RATE_LIMIT.to_string()),
+        "STEPPER_MAX_IN_FLIGHT" => Some(BENCH_MAX_IN_FLIGHT.to_string()),
         _ => None,
     };
     let config = Config::from_lookup(&env)?;
@@ -272,6 +278,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "stepper-bench: {} jobs, each succeeding on its first provider attempt",
         o.jobs
+    );
+    println!(
+        "  per-owner limits (counted on every route)  {BENCH_RATE_LIMIT} requests, {BENCH_MAX_IN_FLIGHT} jobs in flight"
     );
     println!(
         "  wall time, submit to all steps done      {:>9.1} ms ({:.0} jobs/s)",

@@ -4,10 +4,22 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use shared::config::Config;
 use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
+
+/// Hard limits of the HTTP server, past which it answers a bare 431 and closes the connection.
+/// They sit well above the router's own caps (`shared::api::caps`: 64 fields, 16 KiB), which answer
+/// with a JSON body; these only bound what one connection can make the process hold.
+const MAX_HEADERS: usize = 128;
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// A client that has not sent its whole request head by then is dropped (slow-header attacks).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -81,12 +93,45 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         service.engine.clone(),
         WorkerPolicy::default(),
     ));
-    axum::serve(listener, shared::api::router(service))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_http(listener, shared::api::router(service)).await;
     workers.abort();
     info!("stepper-local stopped");
     Ok(())
+}
+
+/// HTTP/1.1 with bounded request heads; on a shutdown signal, stops accepting and lets in-flight
+/// requests finish.
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEADER_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {

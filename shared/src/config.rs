@@ -7,10 +7,11 @@ use serde::Deserialize;
 
 use std::collections::HashMap;
 
-use crate::api::auth::{ApiKeys, AuthError};
+use crate::api::auth::{ApiKeys, AuthError, OPEN_OWNER};
 use crate::delivery::guard::UrlGuard;
 use crate::delivery::sign::WebhookSecrets;
 use crate::engine::StepPolicy;
+use crate::ports::{Limits, RateLimit};
 use crate::providers::spec::{self, ProviderEntry, ProviderSpec};
 use crate::quota::BackoffPolicy;
 
@@ -49,6 +50,59 @@ pub struct Settings {
     /// Attempts and first back-off of `callbackUrl` webhooks (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`).
     pub webhook_max_attempts: u32,
     pub webhook_backoff_ms: u64,
+    /// Per-owner request rate and jobs in flight, shared by every instance through the store.
+    pub limits: OwnerLimits,
+}
+
+/// A limit for every owner, and per-owner overrides (`None`: off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerOwner<T> {
+    pub default: Option<T>,
+    pub overrides: HashMap<String, Option<T>>,
+}
+
+impl<T: Copy> PerOwner<T> {
+    pub fn get(&self, owner: &str) -> Option<T> {
+        self.overrides.get(owner).copied().unwrap_or(self.default)
+    }
+}
+
+/// `STEPPER_RATE_LIMIT(S)` and `STEPPER_MAX_IN_FLIGHT(_OVERRIDES)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerLimits {
+    pub rate: PerOwner<RateLimit>,
+    pub in_flight: PerOwner<u32>,
+}
+
+impl OwnerLimits {
+    /// The limits one of `owner`'s requests is held to.
+    pub fn for_owner(&self, owner: &str) -> Limits {
+        Limits {
+            rate: self.rate.get(owner),
+            in_flight: self.in_flight.get(owner),
+        }
+    }
+}
+
+impl Default for OwnerLimits {
+    /// 120 requests a minute (two a second: room to poll a few jobs each second) and 50 unfinished
+    /// jobs per owner: above what one caller's normal traffic needs, low enough that a runaway client
+    /// is refused within a minute instead of spending the store's month in hours.
+    fn default() -> Self {
+        Self {
+            rate: PerOwner {
+                default: Some(RateLimit {
+                    limit: 120,
+                    window_ms: 60_000,
+                }),
+                overrides: HashMap::new(),
+            },
+            in_flight: PerOwner {
+                default: Some(50),
+                overrides: HashMap::new(),
+            },
+        }
+    }
 }
 
 impl Default for Settings {
@@ -66,6 +120,7 @@ impl Default for Settings {
             url_guard: UrlGuard::new(&[]).expect("an empty allow-list is valid"),
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
+            limits: OwnerLimits::default(),
         }
     }
 }
@@ -171,6 +226,7 @@ impl Config {
         })?;
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
+        settings.limits = owner_limits(env, &keys, settings.limits)?;
         let (providers, providers_source) = match env("STEPPER_CONFIG") {
             Some(path) => (
                 load_file(Path::new(&path), env, &settings.url_guard)?,
@@ -251,6 +307,126 @@ fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, Config
         .collect()
 }
 
+/// `120/60s`, `1000/1h`, `10/s` (requests per window of whole seconds, minutes or hours), or `off`.
+fn rate_limit(text: &str) -> Result<Option<RateLimit>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let expected = || format!("expected <requests>/<window> such as 120/60s, 1000/1h or 10/s, or off; got {text:?}");
+    let (requests, window) = text.split_once('/').ok_or_else(expected)?;
+    let limit: u32 = requests.trim().parse().map_err(|_| expected())?;
+    if limit == 0 {
+        return Err(format!(
+            "{text:?} would refuse every request; use off to lift the limit, or remove the key"
+        ));
+    }
+    let window = window.trim();
+    let unit_ms = match window.chars().last() {
+        Some('s') => 1_000,
+        Some('m') => 60_000,
+        Some('h') => 3_600_000,
+        _ => return Err(expected()),
+    };
+    let count = &window[..window.len() - 1];
+    let count: u64 = if count.is_empty() {
+        1
+    } else {
+        count.parse().map_err(|_| expected())?
+    };
+    let window_ms = count.saturating_mul(unit_ms);
+    if !(1_000..=86_400_000).contains(&window_ms) {
+        return Err(format!("the window of {text:?} must be 1 second to 24 hours"));
+    }
+    Ok(Some(RateLimit { limit, window_ms }))
+}
+
+/// A positive number of jobs, or `off`.
+fn in_flight_cap(text: &str) -> Result<Option<u32>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("expected a positive number of jobs, or off; got {text:?}")),
+    }
+}
+
+/// `owner=<value>` entries, comma-separated; every owner must be one a key belongs to.
+fn overrides<T>(
+    name: &'static str,
+    spec: &str,
+    keys: &ApiKeys,
+    parse: fn(&str) -> Result<Option<T>, String>,
+) -> Result<HashMap<String, Option<T>>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { name, message };
+    let mut out = HashMap::new();
+    for (index, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        let (owner, value) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("entry {}: expected owner=<limit>", index + 1)))?;
+        let owner = owner.trim();
+        let known = if keys.is_open() {
+            owner == OPEN_OWNER
+        } else {
+            keys.owners().any(|o| o == owner)
+        };
+        if !known {
+            return Err(invalid(format!(
+                "entry {}: no API key belongs to an owner {owner:?} (STEPPER_API_KEYS)",
+                index + 1
+            )));
+        }
+        let value = parse(value).map_err(|e| invalid(format!("entry {} ({owner}): {e}", index + 1)))?;
+        if out.insert(owner.to_string(), value).is_some() {
+            return Err(invalid(format!("entry {}: owner {owner:?} appears twice", index + 1)));
+        }
+    }
+    Ok(out)
+}
+
+fn owner_limits(
+    env: &dyn Fn(&str) -> Option<String>,
+    keys: &ApiKeys,
+    defaults: OwnerLimits,
+) -> Result<OwnerLimits, ConfigError> {
+    let rate = match env("STEPPER_RATE_LIMIT") {
+        Some(v) => rate_limit(&v).map_err(|message| ConfigError::Invalid {
+            name: "STEPPER_RATE_LIMIT",
+            message,
+        })?,
+        None => defaults.rate.default,
+    };
+    let in_flight = match env("STEPPER_MAX_IN_FLIGHT") {
+        Some(v) => in_flight_cap(&v).map_err(|message| ConfigError::Invalid {
+            name: "STEPPER_MAX_IN_FLIGHT",
+            message,
+        })?,
+        None => defaults.in_flight.default,
+    };
+    Ok(OwnerLimits {
+        rate: PerOwner {
+            default: rate,
+            overrides: overrides(
+                "STEPPER_RATE_LIMITS",
+                &env("STEPPER_RATE_LIMITS").unwrap_or_default(),
+                keys,
+                rate_limit,
+            )?,
+        },
+        in_flight: PerOwner {
+            default: in_flight,
+            overrides: overrides(
+                "STEPPER_MAX_IN_FLIGHT_OVERRIDES",
+                &env("STEPPER_MAX_IN_FLIGHT_OVERRIDES").unwrap_or_default(),
+                keys,
+                in_flight_cap,
+            )?,
+        },
+    })
+}
+
 fn load_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -313,5 +489,115 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn limits_default_to_120_a_minute_and_50_in_flight() {
+        let limits = config(&[]).unwrap().settings.limits;
+        assert_eq!(
+            limits.for_owner(OPEN_OWNER),
+            Limits {
+                rate: Some(RateLimit {
+                    limit: 120,
+                    window_ms: 60_000
+                }),
+                in_flight: Some(50)
+            }
+        );
+    }
+
+    #[test]
+    fn rate_limits_parse_with_overrides_per_owner() {
+        let c = config(&[
+            ("STEPPER_API_KEYS", "alice=a,bob=b,carol=c"),
+            ("STEPPER_RATE_LIMIT", "10/s"),
+            ("STEPPER_RATE_LIMITS", "alice=1000/1h, bob=off"),
+            ("STEPPER_MAX_IN_FLIGHT", "off"),
+            ("STEPPER_MAX_IN_FLIGHT_OVERRIDES", "carol=3"),
+        ])
+        .unwrap();
+        let l = &c.settings.limits;
+        assert_eq!(
+            l.for_owner("alice").rate,
+            Some(RateLimit {
+                limit: 1000,
+                window_ms: 3_600_000
+            })
+        );
+        assert_eq!(l.for_owner("bob").rate, None);
+        assert_eq!(
+            l.for_owner("carol").rate,
+            Some(RateLimit {
+                limit: 10,
+                window_ms: 1_000
+            })
+        );
+        assert_eq!(
+            (l.for_owner("alice").in_flight, l.for_owner("carol").in_flight),
+            (None, Some(3))
+        );
+        assert_eq!(
+            rate_limit(" 120 / 60s ").unwrap(),
+            Some(RateLimit {
+                limit: 120,
+                window_ms: 60_000
+            })
+        );
+        assert_eq!(
+            rate_limit("5/2m").unwrap(),
+            Some(RateLimit {
+                limit: 5,
+                window_ms: 120_000
+            })
+        );
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_the_variable_and_the_entry() {
+        let error = |vars: &[(&str, &str)]| config(vars).unwrap_err().to_string();
+        for bad in [
+            "120", "120/60", "x/60s", "0/60s", "120/0s", "120/2d", "120/25h", "-1/60s",
+        ] {
+            let e = error(&[("STEPPER_RATE_LIMIT", bad)]);
+            assert!(e.starts_with("STEPPER_RATE_LIMIT: "), "{bad}: {e}");
+        }
+        assert!(error(&[("STEPPER_RATE_LIMIT", "0/60s")]).contains("use off"));
+        assert!(
+            error(&[("STEPPER_MAX_IN_FLIGHT", "0")]).starts_with("STEPPER_MAX_IN_FLIGHT: expected a positive number")
+        );
+        let keys = ("STEPPER_API_KEYS", "alice=a");
+        assert_eq!(
+            error(&[keys, ("STEPPER_RATE_LIMITS", "alice=5/s,alcie=5/s")]),
+            "STEPPER_RATE_LIMITS: entry 2: no API key belongs to an owner \"alcie\" (STEPPER_API_KEYS)"
+        );
+        assert_eq!(
+            error(&[keys, ("STEPPER_RATE_LIMITS", "alice=5/s,alice=off")]),
+            "STEPPER_RATE_LIMITS: entry 2: owner \"alice\" appears twice"
+        );
+        assert!(
+            error(&[keys, ("STEPPER_MAX_IN_FLIGHT_OVERRIDES", "alice")]).contains("entry 1: expected owner=<limit>")
+        );
+        assert!(error(&[keys, ("STEPPER_MAX_IN_FLIGHT_OVERRIDES", "alice=many")])
+            .contains("entry 1 (alice): expected a positive"));
+        // Without keys every job belongs to the open owner, which may have its own limits.
+        assert_eq!(
+            config(&[("STEPPER_RATE_LIMITS", "public=off")])
+                .unwrap()
+                .settings
+                .limits
+                .for_owner("public")
+                .rate,
+            None
+        );
     }
 }

@@ -70,20 +70,100 @@ pub struct Delivered {
     pub running: bool,
 }
 
-/// Job state. Every method is one atomic state change (one request on Upstash).
+/// An owner's request budget: at most `limit` requests in each fixed window of `window_ms`.
+/// Windows are aligned to the Unix epoch (window id = now / window_ms), so every instance agrees
+/// on them without talking to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window_ms: u64,
+}
+
+impl RateLimit {
+    /// The window `now_ms` falls in, and the instant it ends.
+    pub fn window(&self, now_ms: u64) -> (u64, u64) {
+        // Configuration never gives a window under a second; a zero here must not divide by zero.
+        let length = self.window_ms.max(1);
+        let id = now_ms / length;
+        (id, (id + 1) * length)
+    }
+
+    /// The owner's window once it has counted `count` requests, the last one at `now_ms`; `Err` when
+    /// that one is over the limit.
+    pub fn check(self, count: u64, now_ms: u64) -> Result<RateWindow, RateWindow> {
+        let remaining = u64::from(self.limit).saturating_sub(count) as u32;
+        let window = RateWindow {
+            limit: self,
+            remaining,
+            resets_in_ms: self.window(now_ms).1 - now_ms,
+        };
+        if count > u64::from(self.limit) {
+            Err(window)
+        } else {
+            Ok(window)
+        }
+    }
+}
+
+/// Where an owner stands in its current window once a request has been counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    pub limit: RateLimit,
+    /// Requests the owner may still make in this window.
+    pub remaining: u32,
+    /// Time left until the window ends.
+    pub resets_in_ms: u64,
+}
+
+impl RateWindow {
+    /// Whole seconds until the window ends, rounded up (so waiting them is always enough).
+    pub fn resets_in_seconds(&self) -> u64 {
+        self.resets_in_ms.div_ceil(1000)
+    }
+}
+
+/// The limits one store call applies to the request's owner (`None`: not limited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rate: Option<RateLimit>,
+    /// Most unfinished jobs the owner may have at once (`create` only).
+    pub in_flight: Option<u32>,
+}
+
+/// A store call that first counts the request against its owner's limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission<T> {
+    /// Counted and done; `rate` is the owner's window after this request (None when not rate-limited).
+    Admitted { value: T, rate: Option<RateWindow> },
+    /// Over the rate limit: nothing was done.
+    RateLimited(RateWindow),
+    /// The owner has `limit` jobs in flight already: nothing was written.
+    TooManyInFlight { limit: u32, rate: Option<RateWindow> },
+}
+
+/// Job state. Every method is one atomic state change (one request on Upstash); the methods a
+/// route calls also count the request against its owner's limits, in that same request.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Writes `job` unless a live job with its id exists; a finally failed job is replaced.
-    async fn create(&self, job: &Job) -> Result<Created, StoreError>;
+    /// A new job counts towards its owner's jobs in flight until it finishes, is purged or expires;
+    /// meeting an existing job is never refused for being over that cap.
+    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError>;
     /// Takes the lease of one step (fenced by gen and seq) and reads the shared provider states.
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError>;
     /// Writes the job's next state if it is still at `step`, and applies the provider event.
     /// Returns false when the job moved on meanwhile (nothing was written).
     async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError>;
     /// Reads a job for its owner; the first read of a finished job shortens its life to `grace`.
-    async fn deliver(&self, owner: &str, job_id: &str, grace: Duration) -> Result<Option<Delivered>, StoreError>;
-    /// Deletes an owner's job at once. Returns whether it existed.
-    async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError>;
+    async fn deliver(
+        &self,
+        owner: &str,
+        job_id: &str,
+        grace: Duration,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<Delivered>>, StoreError>;
+    /// Deletes an owner's job at once. Admitted with whether it existed.
+    async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError>;
     /// Every provider's shared state (for `GET /v1/providers`).
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError>;
     /// Jobs with work left (unfinished, or owing deliveries), for re-driving after a restart or a lost message.

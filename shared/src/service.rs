@@ -50,7 +50,7 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
                 Duration::from_millis(upstash.timeout_ms),
             )
             .map_err(|e| BuildError::Http(e.to_string()))?;
-            Arc::new(UpstashStore::new(client))
+            Arc::new(UpstashStore::new(client, clock.clone()))
         }
         None => Arc::new(MemoryStore::new(clock.clone())),
     };

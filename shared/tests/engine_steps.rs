@@ -11,7 +11,7 @@ use shared::config::Settings;
 use shared::engine::{Engine, ProviderSlot, StepError, StepOutcome};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
-use shared::ports::{Clock, Created, Provider, Queue, Store};
+use shared::ports::{Admission, Clock, Created, Limits, Provider, Queue, Store};
 use shared::providers::{Answer, CallReport, ErrorClass, Failure, RateSignals, RetryHint};
 use shared::queue::{Message, QueueError};
 use shared::store::memory::MemoryStore;
@@ -187,16 +187,27 @@ impl World {
             expires_at_ms: now + 120_000,
             deliveries: vec![],
         };
-        assert_eq!(self.store.create(&job).await.unwrap(), Created::New);
+        assert_eq!(
+            self.store.create(&job, Limits::default()).await.unwrap(),
+            Admission::Admitted {
+                value: Created::New,
+                rate: None
+            }
+        );
         job.step_ref()
     }
     async fn job(&self, step: &StepRef) -> Job {
-        self.store
-            .deliver(&step.owner, &step.job_id, Duration::from_secs(600))
+        match self
+            .store
+            .deliver(&step.owner, &step.job_id, Duration::from_secs(600), None)
             .await
             .unwrap()
-            .unwrap()
-            .job
+        {
+            Admission::Admitted {
+                value: Some(delivered), ..
+            } => delivered.job,
+            other => panic!("expected the job, got {other:?}"),
+        }
     }
     async fn step(&self, step: &StepRef) -> Result<StepOutcome, StepError> {
         self.engine.run_step(step, None, 1).await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shared::config::Secret;
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState};
 use shared::llm::{ChatMessage, ResponseFormat};
-use shared::ports::{Claim, Clock, Created, Store, SystemClock};
+use shared::ports::{Admission, Claim, Clock, Created, Delivered, Limits, RateLimit, RateWindow, Store, SystemClock};
 use shared::providers::ErrorClass;
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
 use shared::store::memory::MemoryStore;
@@ -55,6 +55,26 @@ fn job(owner: &str) -> Job {
     }
 }
 
+/// The value of a store call made with no limits (nothing can refuse it).
+fn unlimited<T: std::fmt::Debug>(admission: Admission<T>) -> T {
+    match admission {
+        Admission::Admitted { value, rate: None } => value,
+        other => panic!("expected an unlimited admission, got {other:?}"),
+    }
+}
+
+async fn create(store: &Arc<dyn Store>, job: &Job) -> Created {
+    unlimited(store.create(job, Limits::default()).await.unwrap())
+}
+
+async fn deliver(store: &Arc<dyn Store>, owner: &str, id: &str, grace: Duration) -> Option<Delivered> {
+    unlimited(store.deliver(owner, id, grace, None).await.unwrap())
+}
+
+async fn purge(store: &Arc<dyn Store>, owner: &str, id: &str) -> bool {
+    unlimited(store.purge(owner, id, None).await.unwrap())
+}
+
 fn event(provider: &str, class: Option<ErrorClass>, cooldown_until_ms: u64) -> ProviderEvent {
     let limits = ProviderLimits {
         rpm: Some(10),
@@ -72,10 +92,10 @@ fn event(provider: &str, class: Option<ErrorClass>, cooldown_until_ms: u64) -> P
 
 async fn create_dedupes_identical_jobs(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
-    assert_eq!(store.create(&j).await.unwrap(), Created::New);
+    assert_eq!(create(&store, &j).await, Created::New);
     let mut again = j.clone();
     again.gen = new_gen();
-    match store.create(&again).await.unwrap() {
+    match create(&store, &again).await {
         Created::Existing(existing) => assert_eq!(*existing, j, "the stored job comes back exactly"),
         other => panic!("expected the existing job, got {other:?}"),
     }
@@ -83,7 +103,7 @@ async fn create_dedupes_identical_jobs(store: Arc<dyn Store>) {
 
 async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     let mut j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
+    create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
         store.claim(&step, Duration::from_secs(30)).await.unwrap(),
@@ -96,15 +116,11 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     assert!(store.finish(&step, &failed, None).await.unwrap());
     j.gen = new_gen();
     assert_eq!(
-        store.create(&j).await.unwrap(),
+        create(&store, &j).await,
         Created::New,
         "a failed job is replaced by a new submit"
     );
-    let delivered = store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let delivered = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(
         (delivered.job.gen, delivered.job.state),
         (j.gen.clone(), JobState::Queued)
@@ -113,7 +129,7 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
 
 async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
+    create(&store, &j).await;
     let step = j.step_ref();
     let mut wrong_seq = step.clone();
     wrong_seq.seq = 7;
@@ -132,11 +148,7 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
         other => panic!("expected the lease, got {other:?}"),
     }
     assert_eq!(store.claim(&step, Duration::from_secs(30)).await.unwrap(), Claim::Busy);
-    let running = store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let running = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert!(running.running, "a held lease shows the job as running");
     let mut missing = step.clone();
     missing.job_id = job_id("nobody", "nothing");
@@ -148,7 +160,7 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
 
 async fn a_lease_expires(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
+    create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
         store.claim(&step, Duration::from_millis(300)).await.unwrap(),
@@ -163,7 +175,7 @@ async fn a_lease_expires(store: Arc<dyn Store>) {
 
 async fn finish_is_fenced(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
+    create(&store, &j).await;
     let step = j.step_ref();
     let mut next = j.clone();
     next.seq = 2;
@@ -177,11 +189,7 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
         !store.finish(&step, &late, None).await.unwrap(),
         "a second finish of the same step is refused"
     );
-    let seen = store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(seen.job, next, "the refused finish changed nothing");
     let mut gone = j.clone();
     gone.id = job_id("nobody", "never");
@@ -189,10 +197,8 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
         !store.finish(&gone.step_ref(), &gone, None).await.unwrap(),
         "finish never creates a job"
     );
-    assert!(store
-        .deliver(&gone.owner, &gone.id, Duration::from_secs(1))
+    assert!(deliver(&store, &gone.owner, &gone.id, Duration::from_secs(1))
         .await
-        .unwrap()
         .is_none());
 }
 
@@ -209,7 +215,7 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
     let mut expected = ProviderState::default();
     for e in &events {
         let j = job(&unique("owner"));
-        store.create(&j).await.unwrap();
+        create(&store, &j).await;
         let mut next = j.clone();
         next.seq = 2;
         assert!(store.finish(&j.step_ref(), &next, Some(e)).await.unwrap());
@@ -222,7 +228,7 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
         "the store folds events exactly as ProviderState::apply"
     );
     let j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
+    create(&store, &j).await;
     match store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap() {
         Claim::Acquired { providers, .. } => assert_eq!(providers.get(&name), Some(&expected)),
         other => panic!("expected the lease, got {other:?}"),
@@ -231,37 +237,29 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
 
 async fn deliver_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
-    assert!(store
-        .deliver("someone-else", &j.id, Duration::from_secs(60))
+    create(&store, &j).await;
+    assert!(deliver(&store, "someone-else", &j.id, Duration::from_secs(60))
         .await
-        .unwrap()
         .is_none());
     let mut done = j.clone();
     done.seq = 2;
     done.state = JobState::Succeeded;
     done.expires_at_ms = now() + 3_600_000;
     assert!(store.finish(&j.step_ref(), &done, None).await.unwrap());
-    let first = store
-        .deliver(&j.owner, &j.id, Duration::from_millis(700))
+    let first = deliver(&store, &j.owner, &j.id, Duration::from_millis(700))
         .await
-        .unwrap()
         .unwrap();
     assert!(!first.running);
     assert_eq!(first.job.state, JobState::Succeeded);
     // A later read with a longer grace does not extend the first deadline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
+    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
         .await
-        .unwrap()
         .is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
-        store
-            .deliver(&j.owner, &j.id, Duration::from_secs(60))
+        deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
             .await
-            .unwrap()
             .is_none(),
         "gone after the grace"
     );
@@ -270,44 +268,36 @@ async fn deliver_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Sto
 async fn unfinished_jobs_expire_at_their_expiry(store: Arc<dyn Store>) {
     let mut j = job(&unique("owner"));
     j.expires_at_ms = now() + 400;
-    store.create(&j).await.unwrap();
-    assert!(store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
+    create(&store, &j).await;
+    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
         .await
-        .unwrap()
         .is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
+    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
         .await
-        .unwrap()
         .is_none());
 }
 
 async fn purge_is_owner_checked(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
-    store.create(&j).await.unwrap();
-    assert!(!store.purge("someone-else", &j.id).await.unwrap());
-    assert!(store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
+    create(&store, &j).await;
+    assert!(!purge(&store, "someone-else", &j.id).await);
+    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
         .await
-        .unwrap()
         .is_some());
-    assert!(store.purge(&j.owner, &j.id).await.unwrap());
-    assert!(store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60))
+    assert!(purge(&store, &j.owner, &j.id).await);
+    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
         .await
-        .unwrap()
         .is_none());
-    assert!(!store.purge(&j.owner, &j.id).await.unwrap());
+    assert!(!purge(&store, &j.owner, &j.id).await);
 }
 
 async fn unfinished_lists_only_unfinished_jobs(store: Arc<dyn Store>) {
     let owner = unique("owner");
     let open = job(&owner);
     let done = job(&owner);
-    store.create(&open).await.unwrap();
-    store.create(&done).await.unwrap();
+    create(&store, &open).await;
+    create(&store, &done).await;
     let mut finished = done.clone();
     finished.seq = 2;
     finished.state = JobState::Succeeded;
@@ -329,7 +319,7 @@ async fn fifty_identical_submits_make_one_job(store: Arc<dyn Store>) {
         let store = store.clone();
         let mut j = template.clone();
         j.gen = new_gen();
-        tokio::spawn(async move { store.create(&j).await.unwrap() })
+        tokio::spawn(async move { create(&store, &j).await })
     });
     let results = futures::future::join_all(attempts).await;
     let new = results
@@ -350,7 +340,7 @@ async fn fifty_identical_submits_make_one_job(store: Arc<dyn Store>) {
 async fn two_concurrent_claims_one_wins(store: Arc<dyn Store>) {
     for _ in 0..10 {
         let j = job(&unique("owner"));
-        store.create(&j).await.unwrap();
+        create(&store, &j).await;
         let step = j.step_ref();
         let (a, b) = tokio::join!(
             store.claim(&step, Duration::from_secs(30)),
@@ -362,6 +352,262 @@ async fn two_concurrent_claims_one_wins(store: Arc<dyn Store>) {
             .count();
         assert_eq!(acquired, 1);
     }
+}
+
+/// Sleeps into a fresh window when fewer than `room_ms` are left in the current one, so a test's
+/// requests all fall in one window.
+async fn with_room_in_window(window_ms: u64, room_ms: u64) {
+    let left = window_ms - now() % window_ms;
+    if left < room_ms {
+        tokio::time::sleep(Duration::from_millis(left + 20)).await;
+    }
+}
+
+fn rate(limit: u32, window_ms: u64) -> Limits {
+    Limits {
+        rate: Some(RateLimit { limit, window_ms }),
+        in_flight: None,
+    }
+}
+
+fn window_of<T: std::fmt::Debug>(admission: &Admission<T>) -> RateWindow {
+    match admission {
+        Admission::Admitted { rate: Some(w), .. } | Admission::RateLimited(w) => *w,
+        other => panic!("expected a counted request, got {other:?}"),
+    }
+}
+
+async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<dyn Store>) {
+    let limits = rate(3, 60_000);
+    with_room_in_window(60_000, 5_000).await;
+    let owner = unique("owner");
+    let a = job(&owner);
+    let grace = Duration::from_secs(60);
+    // Every route's call counts: create, deliver, purge (of a job that is not there, too).
+    let first = store.create(&a, limits).await.unwrap();
+    assert!(
+        matches!(
+            first,
+            Admission::Admitted {
+                value: Created::New,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert_eq!(window_of(&first).remaining, 2);
+    let second = store.deliver(&owner, &a.id, grace, limits.rate).await.unwrap();
+    assert!(
+        matches!(&second, Admission::Admitted { value: Some(d), .. } if d.job == a),
+        "{second:?}"
+    );
+    assert_eq!(window_of(&second).remaining, 1);
+    let third = store
+        .purge(&owner, &job_id(&owner, "nothing"), limits.rate)
+        .await
+        .unwrap();
+    assert!(matches!(third, Admission::Admitted { value: false, .. }), "{third:?}");
+    let w = window_of(&third);
+    assert_eq!((w.remaining, w.limit), (0, limits.rate.unwrap()));
+    assert!(w.resets_in_ms > 0 && w.resets_in_ms <= 60_000, "{w:?}");
+
+    // Over the limit: refused, and nothing is done.
+    let b = job(&owner);
+    let refused = store.create(&b, limits).await.unwrap();
+    assert!(
+        matches!(refused, Admission::RateLimited(RateWindow { remaining: 0, .. })),
+        "{refused:?}"
+    );
+    assert!(
+        deliver(&store, &owner, &b.id, grace).await.is_none(),
+        "a refused create writes nothing"
+    );
+    assert!(matches!(
+        store.purge(&owner, &a.id, limits.rate).await.unwrap(),
+        Admission::RateLimited(_)
+    ));
+    assert!(
+        deliver(&store, &owner, &a.id, grace).await.is_some(),
+        "a refused purge deletes nothing"
+    );
+    let refused = store.deliver(&owner, &a.id, grace, limits.rate).await.unwrap();
+    assert!(matches!(refused, Admission::RateLimited(_)), "{refused:?}");
+    assert!(
+        window_of(&refused).resets_in_ms <= w.resets_in_ms,
+        "the same window, ending at the same time"
+    );
+
+    // Another owner has its own window.
+    let other = store.create(&job(&unique("owner")), limits).await.unwrap();
+    assert!(matches!(
+        other,
+        Admission::Admitted {
+            value: Created::New,
+            ..
+        }
+    ));
+    assert_eq!(window_of(&other).remaining, 2);
+}
+
+async fn a_new_rate_window_starts_afresh(store: Arc<dyn Store>) {
+    let limits = rate(2, 1_000);
+    // Start right after a window begins, so the first three requests share it.
+    tokio::time::sleep(Duration::from_millis(1_000 - now() % 1_000 + 10)).await;
+    let owner = unique("owner");
+    let id = job_id(&owner, "x");
+    for expected_left in [1, 0] {
+        let a = store.purge(&owner, &id, limits.rate).await.unwrap();
+        assert_eq!(window_of(&a).remaining, expected_left, "{a:?}");
+    }
+    assert!(matches!(
+        store.purge(&owner, &id, limits.rate).await.unwrap(),
+        Admission::RateLimited(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(1_000 - now() % 1_000 + 10)).await;
+    let next = store.purge(&owner, &id, limits.rate).await.unwrap();
+    assert!(matches!(next, Admission::Admitted { value: false, .. }), "{next:?}");
+    assert_eq!(window_of(&next).remaining, 1);
+}
+
+fn cap(n: u32) -> Limits {
+    Limits {
+        rate: None,
+        in_flight: Some(n),
+    }
+}
+
+async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(store: Arc<dyn Store>) {
+    let owner = unique("owner");
+    let (a, b, c, d) = (job(&owner), job(&owner), job(&owner), job(&owner));
+    let grace = Duration::from_secs(60);
+    assert_eq!(unlimited(store.create(&a, cap(2)).await.unwrap()), Created::New);
+    assert_eq!(unlimited(store.create(&b, cap(2)).await.unwrap()), Created::New);
+    let refused = store.create(&c, cap(2)).await.unwrap();
+    assert_eq!(refused, Admission::TooManyInFlight { limit: 2, rate: None });
+    assert!(
+        deliver(&store, &owner, &c.id, grace).await.is_none(),
+        "a refused create writes nothing"
+    );
+    // An identical submit at the cap still meets its job, as before, and takes no second slot.
+    let mut again = a.clone();
+    again.gen = new_gen();
+    assert!(matches!(unlimited(store.create(&again, cap(2)).await.unwrap()), Created::Existing(j) if j.gen == a.gen));
+    // Another owner is not affected.
+    assert_eq!(
+        unlimited(store.create(&job(&unique("owner")), cap(2)).await.unwrap()),
+        Created::New
+    );
+
+    // A step that leaves the job unfinished keeps its slot; finishing it frees the slot.
+    let mut waiting = a.clone();
+    waiting.seq = 2;
+    waiting.state = JobState::WaitingForRetry;
+    assert!(store.finish(&a.step_ref(), &waiting, None).await.unwrap());
+    assert!(matches!(
+        store.create(&c, cap(2)).await.unwrap(),
+        Admission::TooManyInFlight { .. }
+    ));
+    let mut done = waiting.clone();
+    done.seq = 3;
+    done.state = JobState::Succeeded;
+    assert!(store.finish(&waiting.step_ref(), &done, None).await.unwrap());
+    assert_eq!(unlimited(store.create(&c, cap(2)).await.unwrap()), Created::New);
+    // A finished job met again at the cap is still the cached answer.
+    assert!(
+        matches!(unlimited(store.create(&a, cap(2)).await.unwrap()), Created::Existing(j) if j.state == JobState::Succeeded)
+    );
+
+    // Purging an unfinished job frees its slot; purging a finished one changes no count.
+    assert!(matches!(
+        store.create(&d, cap(2)).await.unwrap(),
+        Admission::TooManyInFlight { .. }
+    ));
+    assert!(purge(&store, &owner, &a.id).await);
+    assert!(matches!(
+        store.create(&d, cap(2)).await.unwrap(),
+        Admission::TooManyInFlight { .. }
+    ));
+    assert!(purge(&store, &owner, &b.id).await);
+    assert_eq!(unlimited(store.create(&d, cap(2)).await.unwrap()), Created::New);
+
+    // A failed job frees its slot, and its replacement takes one.
+    let mut failed = c.clone();
+    failed.seq = 2;
+    failed.state = JobState::Failed;
+    assert!(store.finish(&c.step_ref(), &failed, None).await.unwrap());
+    let mut retry = c.clone();
+    retry.gen = new_gen();
+    assert_eq!(unlimited(store.create(&retry, cap(2)).await.unwrap()), Created::New);
+    assert!(matches!(
+        store.create(&job(&owner), cap(2)).await.unwrap(),
+        Admission::TooManyInFlight { .. }
+    ));
+}
+
+async fn a_job_that_expires_unfinished_frees_its_slot(store: Arc<dyn Store>) {
+    let owner = unique("owner");
+    let mut short = job(&owner);
+    short.expires_at_ms = now() + 400;
+    assert_eq!(unlimited(store.create(&short, cap(1)).await.unwrap()), Created::New);
+    let next = job(&owner);
+    assert!(matches!(
+        store.create(&next, cap(1)).await.unwrap(),
+        Admission::TooManyInFlight { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        unlimited(store.create(&next, cap(1)).await.unwrap()),
+        Created::New,
+        "no slot is held past expiry"
+    );
+}
+
+async fn concurrent_requests_never_pass_the_limits(store: Arc<dyn Store>) {
+    let owner = unique("owner");
+    let creates = (0..20).map(|_| {
+        let (store, j) = (store.clone(), job(&owner));
+        tokio::spawn(async move { store.create(&j, cap(5)).await.unwrap() })
+    });
+    let results = futures::future::join_all(creates).await;
+    let new = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.as_ref().unwrap(),
+                Admission::Admitted {
+                    value: Created::New,
+                    ..
+                }
+            )
+        })
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r.as_ref().unwrap(), Admission::TooManyInFlight { .. }))
+        .count();
+    assert_eq!(
+        (new, refused),
+        (5, 15),
+        "exactly the cap of 20 concurrent submits get in"
+    );
+
+    with_room_in_window(60_000, 5_000).await;
+    let limits = rate(7, 60_000);
+    let polls = (0..20).map(|_| {
+        let (store, owner) = (store.clone(), owner.clone());
+        tokio::spawn(async move {
+            store
+                .deliver(&owner, "none", Duration::from_secs(1), limits.rate)
+                .await
+                .unwrap()
+        })
+    });
+    let results = futures::future::join_all(polls).await;
+    let admitted = results
+        .iter()
+        .filter(|r| matches!(r.as_ref().unwrap(), Admission::Admitted { .. }))
+        .count();
+    assert_eq!(admitted, 7, "exactly the limit of 20 concurrent polls get in");
 }
 
 macro_rules! contract {
@@ -388,6 +634,11 @@ contract!(
     unfinished_lists_only_unfinished_jobs,
     fifty_identical_submits_make_one_job,
     two_concurrent_claims_one_wins,
+    requests_past_the_rate_limit_are_refused_and_change_nothing,
+    a_new_rate_window_starts_afresh,
+    the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge,
+    a_job_that_expires_unfinished_frees_its_slot,
+    concurrent_requests_never_pass_the_limits,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -402,5 +653,22 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         .await
         .expect("upstash emulator");
     let client = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
-    run_contract(Arc::new(UpstashStore::new(client))).await;
+    run_contract(Arc::new(UpstashStore::new(client.clone(), Arc::new(SystemClock)))).await;
+    // Every key the contract left behind expires by itself: job records, leases, provider states,
+    // rate counters and in-flight sets alike.
+    let keys = client.command(vec!["KEYS".into(), "st:*".into()]).await.unwrap();
+    let keys: Vec<String> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        keys.iter().any(|k| k.starts_with("st:r:")) && keys.iter().any(|k| k.starts_with("st:f:")),
+        "{keys:?}"
+    );
+    for key in keys {
+        let ttl = client.command(vec!["PTTL".into(), key.clone().into()]).await.unwrap();
+        assert!(ttl.as_i64().unwrap() > 0, "{key} has no expiry ({ttl})");
+    }
 }

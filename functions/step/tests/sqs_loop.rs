@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::engine::Engine;
 use shared::job::{Job, StepRef};
-use shared::ports::{Claim, Created, Delivered, Store, SystemClock};
+use shared::ports::{Admission, Claim, Created, Delivered, Limits, RateLimit, Store, SystemClock};
 use shared::queue::sqs::SqsQueue;
 use shared::quota::{ProviderEvent, ProviderState};
 use shared::store::StoreError;
@@ -210,8 +210,8 @@ struct DiesBeforeTheWrite {
 
 #[async_trait]
 impl Store for DiesBeforeTheWrite {
-    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
-        self.inner.create(job).await
+    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+        self.inner.create(job, limits).await
     }
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         self.inner.claim(step, lease).await
@@ -224,11 +224,17 @@ impl Store for DiesBeforeTheWrite {
         }
         self.inner.finish(step, next, event).await
     }
-    async fn deliver(&self, owner: &str, id: &str, grace: Duration) -> Result<Option<Delivered>, StoreError> {
-        self.inner.deliver(owner, id, grace).await
+    async fn deliver(
+        &self,
+        owner: &str,
+        id: &str,
+        grace: Duration,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<Delivered>>, StoreError> {
+        self.inner.deliver(owner, id, grace, rate).await
     }
-    async fn purge(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
-        self.inner.purge(owner, id).await
+    async fn purge(&self, owner: &str, id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
+        self.inner.purge(owner, id, rate).await
     }
     async fn provider_states(&self) -> Result<std::collections::HashMap<String, ProviderState>, StoreError> {
         self.inner.provider_states().await

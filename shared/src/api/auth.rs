@@ -83,6 +83,11 @@ impl ApiKeys {
         self.entries.is_empty()
     }
 
+    /// The owners keys belong to.
+    pub fn owners(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.owner.as_str())
+    }
+
     pub fn header_name(&self) -> &str {
         self.header.as_str()
     }
@@ -105,18 +110,23 @@ impl ApiKeys {
             .filter(|k| !k.is_empty())
             .ok_or(Rejection::Missing)?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        match self.scan(&digest, |a, b| a.ct_eq(b)) {
+            Some(index) => Ok(self.entries[index].owner.clone()),
+            None => Err(Rejection::Invalid),
+        }
+    }
+
+    /// The entry whose digest is `digest`. Compares with every entry, in constant time each, and
+    /// branches on nothing it learns, so a known key, a wrong one and an unknown one cost the same.
+    fn scan(&self, digest: &[u8; 32], equal: impl Fn(&[u8; 32], &[u8; 32]) -> subtle::Choice) -> Option<usize> {
         let mut found = subtle::Choice::from(0);
         let mut index = 0u32;
         for (i, entry) in self.entries.iter().enumerate() {
-            let hit = entry.digest.ct_eq(&digest);
+            let hit = equal(&entry.digest, digest);
             index.conditional_assign(&(i as u32), hit & !found);
             found |= hit;
         }
-        if bool::from(found) {
-            Ok(self.entries[index as usize].owner.clone())
-        } else {
-            Err(Rejection::Invalid)
-        }
+        bool::from(found).then_some(index as usize)
     }
 }
 
@@ -136,6 +146,26 @@ mod tests {
         );
         assert_eq!(keys.owner(&headers(&[("x-api-key", "nope")])), Err(Rejection::Invalid));
         assert_eq!(keys.owner(&headers(&[])), Err(Rejection::Missing));
+    }
+
+    #[test]
+    fn every_lookup_compares_with_every_key_whatever_it_finds() {
+        let keys = ApiKeys::parse("a=key-one,b=key-two,c=key-three,d=key-four", "x-api-key").unwrap();
+        let lookup = |presented: &str| {
+            let compared = std::cell::Cell::new(0);
+            let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+            let found = keys.scan(&digest, |a, b| {
+                compared.set(compared.get() + 1);
+                a.ct_eq(b)
+            });
+            (found, compared.get())
+        };
+        // The first key, the last, a near miss of a real key, and a key nobody has: the same work.
+        assert_eq!(lookup("key-one"), (Some(0), 4));
+        assert_eq!(lookup("key-four"), (Some(3), 4));
+        assert_eq!(lookup("key-fouR"), (None, 4));
+        assert_eq!(lookup("unknown"), (None, 4));
+        assert_eq!(keys.owner(&headers(&[("x-api-key", "key-four")])), Ok("d".into()));
     }
 
     #[test]

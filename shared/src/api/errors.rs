@@ -6,6 +6,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::auth::Rejection;
+use super::limits;
+use crate::ports::RateWindow;
 use crate::presets::FieldError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
@@ -30,6 +32,12 @@ pub enum ApiError {
     RouteNotFound,
     #[error("Method not allowed")]
     MethodNotAllowed,
+    #[error("rate limited")]
+    RateLimited(RateWindow),
+    #[error("too many jobs in flight")]
+    TooManyInFlight { limit: u32, rate: Option<RateWindow> },
+    #[error("request header fields too large: {seen}")]
+    HeadersTooLarge { seen: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -38,6 +46,9 @@ pub enum ApiError {
 
 /// Seconds a client should wait before retrying when a dependency is down.
 const RETRY_AFTER_SECONDS: &str = "5";
+/// Seconds an owner at its cap of jobs in flight should wait before submitting again: when a slot
+/// frees up cannot be known, and a job step takes seconds.
+const IN_FLIGHT_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -82,6 +93,39 @@ impl IntoResponse for ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": "Method not allowed", "code": "method_not_allowed"}),
             ),
+            ApiError::RateLimited(window) => {
+                let wait = window.resets_in_seconds();
+                let message = format!(
+                    "This API key's owner made more than {} requests in {} s. Retry in {wait} s.",
+                    window.limit.limit,
+                    window.limit.window_ms.div_ceil(1000)
+                );
+                return too_many("rate_limited", message, wait, Some(window));
+            }
+            ApiError::TooManyInFlight { limit, rate } => {
+                // Out of requests too: no point retrying before the window ends.
+                let wait = match rate {
+                    Some(w) if w.remaining == 0 => w.resets_in_seconds().max(IN_FLIGHT_RETRY_AFTER_SECONDS),
+                    _ => IN_FLIGHT_RETRY_AFTER_SECONDS,
+                };
+                let message = format!(
+                    "This API key's owner already has {limit} unfinished jobs. Submit again once some finish \
+                     (or purge those no longer needed). Retry in {wait} s."
+                );
+                return too_many("too_many_jobs_in_flight", message, wait, rate.as_ref());
+            }
+            ApiError::HeadersTooLarge { seen } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                json!({
+                    "error": "Request header fields too large",
+                    "code": "headers_too_large",
+                    "message": format!(
+                        "At most {} header fields of {} bytes in all are accepted (got {seen}).",
+                        super::caps::MAX_HEADERS,
+                        super::caps::MAX_HEADER_BYTES
+                    ),
+                }),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store unavailable");
                 let (code, message) = match e {
@@ -103,6 +147,19 @@ impl IntoResponse for ApiError {
         };
         (status, Json(body)).into_response()
     }
+}
+
+/// 429 with `Retry-After` and, when the owner is rate-limited, its `RateLimit` fields.
+fn too_many(code: &str, message: String, retry_after_seconds: u64, rate: Option<&RateWindow>) -> Response {
+    let body = json!({"error": "Too many requests", "code": code, "message": message, "retryAfterSeconds": retry_after_seconds});
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after_seconds.into());
+    if let Some(window) = rate {
+        limits::insert_headers(response.headers_mut(), window);
+    }
+    response
 }
 
 fn unavailable(code: &str, message: &str) -> Response {

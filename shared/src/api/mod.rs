@@ -1,7 +1,9 @@
 //! The HTTP face: one set of routes for every entry point (the three HTTP Lambdas and `stepper-local`).
 
 pub mod auth;
+pub mod caps;
 pub mod errors;
+pub mod limits;
 pub mod routes;
 mod views;
 

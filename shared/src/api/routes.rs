@@ -1,5 +1,5 @@
-//! Routes and handlers. Each handler: authenticate, parse, one store call (two for a new job: the
-//! create and the first step message), answer.
+//! Routes and handlers. Each handler: authenticate, parse, one store call that also counts the request
+//! against its owner's limits (two calls for a new job: the create and the first step message), answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +8,16 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::caps;
 use super::errors::ApiError;
+use super::limits::{admitted, insert_policy, with_rate};
 use super::views;
 use crate::delivery::send::{Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
@@ -31,32 +34,34 @@ type AppState = Arc<Service>;
 
 /// Every route, for `stepper-local`.
 pub fn router(service: Arc<Service>) -> Router {
-    submit(service.clone())
-        .merge(poll_and_health(service.clone()))
-        .merge(purge(service))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    capped(
+        submit(service.clone())
+            .merge(poll_and_health(service.clone()))
+            .merge(purge(service))
+            .fallback(not_found),
+    )
 }
 
 /// `POST /v1/reports`, `POST /v1/generate` (the submit function).
 pub fn submit_routes(service: Arc<Service>) -> Router {
-    submit(service)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    capped(submit(service).fallback(not_found))
 }
 
 /// Polls, health and provider status (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
-    poll_and_health(service)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    capped(poll_and_health(service).fallback(not_found))
 }
 
 /// Purges by commit and by id (the purge function).
 pub fn purge_routes(service: Arc<Service>) -> Router {
-    purge(service)
-        .fallback(not_found)
+    capped(purge(service).fallback(not_found))
+}
+
+/// Header caps on every route, the fallbacks included; a known path with another method is a JSON 405.
+fn capped(router: Router) -> Router {
+    router
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn(caps::header_caps))
 }
 
 fn submit(service: Arc<Service>) -> Router {
@@ -73,6 +78,7 @@ fn poll_and_health(service: Arc<Service>) -> Router {
         .route("/v1/jobs/{job_id}", get(poll))
         .route("/health", get(health))
         .route("/v1/providers", get(providers))
+        .layer(from_fn(caps::bodyless))
         .with_state(service)
 }
 
@@ -80,6 +86,7 @@ fn purge(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/reports", delete(purge_report))
         .route("/v1/jobs/{job_id}", delete(purge_job))
+        .layer(from_fn(caps::bodyless))
         .with_state(service)
 }
 
@@ -103,11 +110,18 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit: MAX_BODY_BYTES },
         _ => ApiError::InvalidJson(rejection.body_text()),
     })?;
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        // serde_json stops at 128 levels, before our own cap can name the path.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            let message = format!("nests arrays and objects deeper than {} levels", caps::MAX_DEPTH);
+            return ApiError::Field(crate::presets::FieldError::new("body", message));
+        }
+        ApiError::InvalidJson(format!("malformed JSON: {e}"))
+    })?;
     if !value.is_object() {
         return Err(ApiError::InvalidJson("expected a JSON object".into()));
     }
+    caps::check_shape(&value)?;
     Ok(value)
 }
 
@@ -219,51 +233,59 @@ async fn create_job(
         let body = json!({"status": "queued", "jobId": job.id, "statusUrl": format!("{status_prefix}{}", job.id)});
         (StatusCode::ACCEPTED, Json(body)).into_response()
     };
-    match engine.store.create(&job).await? {
+    let limits = engine.settings.limits.for_owner(&job.owner);
+    let (created, rate) = admitted(&job.owner, engine.store.create(&job, limits).await?)?;
+    let answer = match created {
         Created::New => {
             let first = Message::Step {
                 step: job.step_ref(),
                 not_before_ms: None,
             };
             if let Err(e) = engine.queue.send(&first, Duration::ZERO).await {
-                // Leave no job that nothing will ever step: undo the create, tell the caller to retry.
-                if let Err(undo) = engine.store.purge(&job.owner, &job.id).await {
+                // Leave no job that nothing will ever step: undo the create (uncounted: it is ours, not
+                // the caller's), tell the caller to retry.
+                if let Err(undo) = engine.store.purge(&job.owner, &job.id, None).await {
                     tracing::error!(job_id = %job.id, error = %undo, "could not undo a job whose first step was not queued");
                 }
                 return Err(e.into());
             }
             tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
-            Ok(queued())
+            queued()
         }
         Created::Existing(existing) => match (&existing.state, &existing.result) {
-            (JobState::Succeeded, Some(result)) => Ok((StatusCode::OK, Json(views::cached(result))).into_response()),
+            (JobState::Succeeded, Some(result)) => (StatusCode::OK, Json(views::cached(result))).into_response(),
             _ => {
                 let body = json!({
                     "status": "queued", "jobId": existing.id, "statusUrl": format!("{status_prefix}{}", existing.id)
                 });
-                Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+                (StatusCode::ACCEPTED, Json(body)).into_response()
             }
         },
-    }
+    };
+    Ok(with_rate(answer, rate))
 }
 
 async fn poll(
     State(service): State<AppState>,
     headers: HeaderMap,
     Path(job_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     if !is_valid_job_id(&job_id) {
         return Err(ApiError::JobNotFound);
     }
-    let grace = Duration::from_millis(service.engine.settings.delivery_grace_ms);
-    let delivered = service
-        .engine
-        .store
-        .deliver(&owner, &job_id, grace)
-        .await?
-        .ok_or(ApiError::JobNotFound)?;
-    Ok(Json(views::job_status(&delivered.job, delivered.running)))
+    let settings = &service.engine.settings;
+    let grace = Duration::from_millis(settings.delivery_grace_ms);
+    let rate = settings.limits.for_owner(&owner).rate;
+    let (delivered, rate) = admitted(
+        &owner,
+        service.engine.store.deliver(&owner, &job_id, grace, rate).await?,
+    )?;
+    let answer = match delivered {
+        Some(d) => Json(views::job_status(&d.job, d.running)).into_response(),
+        None => ApiError::JobNotFound.into_response(),
+    };
+    Ok(with_rate(answer, rate))
 }
 
 #[derive(Deserialize)]
@@ -278,7 +300,7 @@ async fn purge_report(
     State(service): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<PurgeQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let Query(query) = query.map_err(|_| ApiError::MissingPurgeParameters)?;
     let (Some(user_id), Some(commit_sha)) = (
@@ -291,22 +313,29 @@ async fn purge_report(
         &owner,
         &report_identity(&user_id, &commit_sha, query.template.as_deref()),
     );
-    let deleted = service.engine.store.purge(&owner, &id).await?;
-    Ok(Json(
-        json!({"success": true, "message": "Cache entry deleted", "deleted": deleted}),
-    ))
+    let rate = service.engine.settings.limits.for_owner(&owner).rate;
+    let (deleted, rate) = admitted(&owner, service.engine.store.purge(&owner, &id, rate).await?)?;
+    let answer = Json(json!({"success": true, "message": "Cache entry deleted", "deleted": deleted}));
+    Ok(with_rate(answer.into_response(), rate))
 }
 
 async fn purge_job(
     State(service): State<AppState>,
     headers: HeaderMap,
     Path(job_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    if !is_valid_job_id(&job_id) || !service.engine.store.purge(&owner, &job_id).await? {
+    if !is_valid_job_id(&job_id) {
         return Err(ApiError::JobNotFound);
     }
-    Ok(Json(json!({"success": true, "message": "Job deleted"})))
+    let rate = service.engine.settings.limits.for_owner(&owner).rate;
+    let (deleted, rate) = admitted(&owner, service.engine.store.purge(&owner, &job_id, rate).await?)?;
+    let answer = if deleted {
+        Json(json!({"success": true, "message": "Job deleted"})).into_response()
+    } else {
+        ApiError::JobNotFound.into_response()
+    };
+    Ok(with_rate(answer, rate))
 }
 
 /// `GET /health`: no key needed; 503 when nothing can serve jobs.
@@ -320,8 +349,13 @@ async fn health(State(service): State<AppState>) -> Response {
     (status, Json(report)).into_response()
 }
 
-/// `GET /v1/providers`: the health summary plus each provider's shared quota state.
-async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authenticate(&service, &headers)?;
-    Ok(Json(views::health(&service).await))
+/// `GET /v1/providers`: the health summary plus each provider's shared quota state. Like `/health`,
+/// it is not counted (it reads no job); it announces the owner's policy.
+async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let mut answer = Json(views::health(&service).await).into_response();
+    if let Some(limit) = service.engine.settings.limits.for_owner(&owner).rate {
+        insert_policy(answer.headers_mut(), limit);
+    }
+    Ok(answer)
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::job::{Job, JobState, StepRef};
-use crate::ports::{Claim, Clock, Created, Delivered, Store};
+use crate::ports::{Admission, Claim, Clock, Created, Delivered, Limits, RateLimit, RateWindow, Store};
 use crate::quota::{ProviderEvent, ProviderState};
 
 #[derive(Default)]
@@ -18,6 +18,19 @@ struct Inner {
     /// Step leases: (owner, job id, gen, seq) → held until (epoch ms).
     leases: HashMap<(String, String, String, u64), u64>,
     providers: HashMap<String, ProviderState>,
+    /// Requests per (owner, rate window id) → (count, window end in epoch ms).
+    rates: HashMap<(String, u64), (u64, u64)>,
+}
+
+impl Inner {
+    /// Counts one request in its owner's current window. `Err` when it is over the limit.
+    fn count(&mut self, owner: &str, rate: Option<RateLimit>, now: u64) -> Result<Option<RateWindow>, RateWindow> {
+        let Some(limit) = rate else { return Ok(None) };
+        let (id, ends) = limit.window(now);
+        let (count, _) = self.rates.entry((owner.to_string(), id)).or_insert((0, ends));
+        *count += 1;
+        limit.check(*count, now).map(Some)
+    }
 }
 
 pub struct MemoryStore {
@@ -40,6 +53,7 @@ impl MemoryStore {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.jobs.retain(|_, job| job.expires_at_ms > now);
         inner.leases.retain(|_, until| *until > now);
+        inner.rates.retain(|_, (_, ends)| *ends > now);
         inner
     }
 }
@@ -50,16 +64,40 @@ fn lease_key(step: &StepRef) -> (String, String, String, u64) {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
+    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+        let now = self.clock.now_ms();
         let mut inner = self.live();
+        let rate = match inner.count(&job.owner, limits.rate, now) {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
         let key = (job.owner.clone(), job.id.clone());
-        match inner.jobs.get(&key) {
-            Some(existing) if existing.state != JobState::Failed => Ok(Created::Existing(Box::new(existing.clone()))),
-            _ => {
-                inner.jobs.insert(key, job.clone());
-                Ok(Created::New)
+        if let Some(existing) = inner
+            .jobs
+            .get(&key)
+            .filter(|existing| existing.state != JobState::Failed)
+        {
+            return Ok(Admission::Admitted {
+                value: Created::Existing(Box::new(existing.clone())),
+                rate,
+            });
+        }
+        if let Some(cap) = limits.in_flight {
+            // Counted from the live jobs themselves, so a finished, purged or expired job never lingers.
+            let in_flight = inner
+                .jobs
+                .values()
+                .filter(|j| j.owner == job.owner && !j.state.is_finished())
+                .count();
+            if in_flight >= cap as usize {
+                return Ok(Admission::TooManyInFlight { limit: cap, rate });
             }
         }
+        inner.jobs.insert(key, job.clone());
+        Ok(Admission::Admitted {
+            value: Created::New,
+            rate,
+        })
     }
 
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
@@ -96,30 +134,44 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn deliver(&self, owner: &str, job_id: &str, grace: Duration) -> Result<Option<Delivered>, StoreError> {
+    async fn deliver(
+        &self,
+        owner: &str,
+        job_id: &str,
+        grace: Duration,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<Delivered>>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
+        let rate = match inner.count(owner, rate, now) {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let admitted = |value| Ok(Admission::Admitted { value, rate });
         let Some(job) = inner.jobs.get_mut(&(owner.to_string(), job_id.to_string())) else {
-            return Ok(None);
+            return admitted(None);
         };
         if job.state.is_finished() {
             job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
-            return Ok(Some(Delivered {
+            return admitted(Some(Delivered {
                 job: job.clone(),
                 running: false,
             }));
         }
         let job = job.clone();
         let running = inner.leases.contains_key(&lease_key(&job.step_ref()));
-        Ok(Some(Delivered { job, running }))
+        admitted(Some(Delivered { job, running }))
     }
 
-    async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .live()
-            .jobs
-            .remove(&(owner.to_string(), job_id.to_string()))
-            .is_some())
+    async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        let rate = match inner.count(owner, rate, now) {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let existed = inner.jobs.remove(&(owner.to_string(), job_id.to_string())).is_some();
+        Ok(Admission::Admitted { value: existed, rate })
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {

@@ -8,13 +8,23 @@
 //! - `st:l:<owner>:<job id>:<gen>:<seq>` — a step's lease (`SET NX PX`). Named by the fencing token,
 //!   so a lease can only ever block the step it names; it expires by itself.
 //! - `st:providers` — one hash field per provider with its shared quota state (quota.rs).
+//! - `st:r:<owner>:<window id>` — the owner's request count in one fixed rate window (`INCR`; the
+//!   id is now / window length, so windows are aligned to the epoch and every instance agrees). It
+//!   expires when its window ends.
+//! - `st:f:<owner>` — the owner's jobs in flight: a sorted set of job ids scored by each job's
+//!   expiry. Added by the create script, removed when the job finishes (finish.lua) or is purged.
+//!   When the set looks full, the create script first prunes it by score (`ZREMRANGEBYSCORE -inf
+//!   now`), so a job that expired unfinished never causes a refusal and the set never holds more
+//!   than the cap. It expires with its longest-lived member.
 //!
-//! Requests per job that succeeds on its first attempt: submit 1 (`SET NX GET`), claim 1 (pipeline),
-//! finish 1 (script), poll 1 (script), purge 1 (`DEL`).
+//! Requests per job that succeeds on its first attempt: submit 1 (create.lua), claim 1 (pipeline),
+//! finish 1 (script), poll 1 (deliver.lua), purge 1 (purge.lua). The scripts of the routes count the
+//! request against its owner's limits and refuse before doing any work, in that same request.
 
 pub mod client;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,8 +34,8 @@ use client::arg;
 pub use client::{Script, UpstashClient};
 
 use super::StoreError;
-use crate::job::{Job, JobState, StepRef};
-use crate::ports::{Claim, Created, Delivered, Store};
+use crate::job::{Job, StepRef};
+use crate::ports::{Admission, Claim, Clock, Created, Delivered, Limits, RateLimit, Store};
 use crate::quota::{ProviderEvent, ProviderState};
 
 const PROVIDERS_KEY: &str = "st:providers";
@@ -40,6 +50,46 @@ fn lease_prefix(owner: &str, id: &str) -> String {
 
 fn lease_key(step: &StepRef) -> String {
     format!("{}{}:{}", lease_prefix(&step.owner, &step.job_id), step.gen, step.seq)
+}
+
+fn in_flight_key(owner: &str) -> String {
+    format!("st:f:{owner}")
+}
+
+/// A request's rate arguments: the owner's counter key for the current window, then the limit
+/// (`0`: not limited) and the window's end, as the route scripts take them.
+struct RateArgs {
+    key: String,
+    limit: u32,
+    ends_at_ms: u64,
+}
+
+impl RateArgs {
+    fn new(owner: &str, rate: Option<RateLimit>, now_ms: u64) -> Self {
+        match rate {
+            Some(rate) => {
+                let (id, ends_at_ms) = rate.window(now_ms);
+                Self {
+                    key: format!("st:r:{owner}:{id}"),
+                    limit: rate.limit,
+                    ends_at_ms,
+                }
+            }
+            // Not counted; the key is only there because the script declares it.
+            None => Self {
+                key: format!("st:r:{owner}:-"),
+                limit: 0,
+                ends_at_ms: 0,
+            },
+        }
+    }
+}
+
+/// The request's number in its owner's window, as a script counted it.
+fn request_count(count: &Value) -> Result<u64, StoreError> {
+    count
+        .as_u64()
+        .ok_or_else(|| StoreError::Corrupt(format!("unexpected request count {count}")))
 }
 
 /// The stored form of a job: a header the scripts read, then the JSON.
@@ -95,58 +145,71 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
 
 pub struct UpstashStore {
     client: UpstashClient,
+    /// Names the rate window a request falls in and the instant expired jobs are pruned at.
+    clock: Arc<dyn Clock>,
+    create: Script,
     finish: Script,
     deliver: Script,
-    replace_failed: Script,
+    purge: Script,
 }
 
 impl UpstashStore {
-    pub fn new(client: UpstashClient) -> Self {
+    pub fn new(client: UpstashClient, clock: Arc<dyn Clock>) -> Self {
         Self {
             client,
+            clock,
+            create: Script::new(include_str!("scripts/create.lua")),
             finish: Script::new(include_str!("scripts/finish.lua")),
             deliver: Script::new(include_str!("scripts/deliver.lua")),
-            replace_failed: Script::new(include_str!("scripts/replace_failed.lua")),
+            purge: Script::new(include_str!("scripts/purge.lua")),
         }
     }
 }
 
 #[async_trait]
 impl Store for UpstashStore {
-    async fn create(&self, job: &Job) -> Result<Created, StoreError> {
-        let key = job_key(&job.owner, &job.id);
-        let record = encode(job)?;
-        // Create and dedupe in one command: NX writes only a new id, GET returns what was there.
-        let previous = self
-            .client
-            .command(vec![
-                arg("SET"),
-                arg(key.as_str()),
-                arg(record.as_str()),
-                arg("NX"),
-                arg("GET"),
-                arg("PXAT"),
-                arg(job.expires_at_ms),
-            ])
-            .await?;
-        let Some(existing) = decode_value(&previous)? else {
-            return Ok(Created::New);
-        };
-        if existing.state != JobState::Failed {
-            return Ok(Created::Existing(Box::new(existing)));
-        }
-        let now = self
+    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+        let now = self.clock.now_ms();
+        let rate = RateArgs::new(&job.owner, limits.rate, now);
+        let answer = self
             .client
             .eval(
-                &self.replace_failed,
-                &[&key],
-                vec![arg(record), arg(existing.gen.as_str()), arg(job.expires_at_ms)],
+                &self.create,
+                &[&job_key(&job.owner, &job.id), &rate.key, &in_flight_key(&job.owner)],
+                vec![
+                    arg(encode(job)?),
+                    arg(job.id.as_str()),
+                    arg(job.expires_at_ms),
+                    arg(now),
+                    arg(rate.limit),
+                    arg(rate.ends_at_ms),
+                    arg(limits.in_flight.unwrap_or(0)),
+                ],
             )
             .await?;
-        Ok(match decode_value(&now)? {
-            None => Created::New,
-            Some(current) => Created::Existing(Box::new(current)),
-        })
+        let unexpected = || StoreError::Corrupt(format!("unexpected create answer {answer}"));
+        let [verdict, count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        let count = request_count(count)?;
+        let rate = match limits.rate.map(|r| r.check(count, now)).transpose() {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let value = match (verdict.as_str(), rest) {
+            (Some("new"), []) => Created::New,
+            (Some("existing"), [record]) => Created::Existing(Box::new(
+                decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
+            )),
+            (Some("flight"), []) => {
+                return Ok(Admission::TooManyInFlight {
+                    limit: limits.in_flight.unwrap_or(0),
+                    rate,
+                });
+            }
+            _ => return Err(unexpected()),
+        };
+        Ok(Admission::Admitted { value, rate })
     }
 
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
@@ -191,47 +254,91 @@ impl Store for UpstashStore {
             .client
             .eval(
                 &self.finish,
-                &[&job_key(&step.owner, &step.job_id), PROVIDERS_KEY],
+                &[
+                    &job_key(&step.owner, &step.job_id),
+                    PROVIDERS_KEY,
+                    &in_flight_key(&step.owner),
+                ],
                 vec![
                     arg(encode(next)?),
                     arg(step.gen.as_str()),
                     arg(step.seq.to_string()),
                     arg(next.expires_at_ms),
                     arg(event),
+                    arg(step.job_id.as_str()),
                 ],
             )
             .await?;
         Ok(written.as_i64() == Some(1))
     }
 
-    async fn deliver(&self, owner: &str, job_id: &str, grace: Duration) -> Result<Option<Delivered>, StoreError> {
+    async fn deliver(
+        &self,
+        owner: &str,
+        job_id: &str,
+        grace: Duration,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<Delivered>>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
         let answer = self
             .client
             .eval(
                 &self.deliver,
-                &[&job_key(owner, job_id)],
-                vec![arg(grace.as_millis() as u64), arg(lease_prefix(owner, job_id))],
+                &[&job_key(owner, job_id), &args.key],
+                vec![
+                    arg(grace.as_millis() as u64),
+                    arg(lease_prefix(owner, job_id)),
+                    arg(args.limit),
+                    arg(args.ends_at_ms),
+                ],
             )
             .await?;
-        match answer.as_array().map(Vec::as_slice) {
-            None if answer.is_null() => Ok(None),
-            Some([record, running]) => {
+        let unexpected = || StoreError::Corrupt(format!("unexpected deliver answer {answer}"));
+        let [count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        let count = request_count(count)?;
+        let rate = match rate.map(|r| r.check(count, now)).transpose() {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let value = match rest {
+            [] => None,
+            [record, running] => {
                 let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
-                Ok(Some(Delivered {
+                Some(Delivered {
                     job,
                     running: running.as_i64() == Some(1),
-                }))
+                })
             }
-            _ => Err(StoreError::Corrupt(format!("unexpected deliver answer {answer}"))),
-        }
+            _ => return Err(unexpected()),
+        };
+        Ok(Admission::Admitted { value, rate })
     }
 
-    async fn purge(&self, owner: &str, job_id: &str) -> Result<bool, StoreError> {
-        let deleted = self
+    async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
+        let answer = self
             .client
-            .command(vec![arg("DEL"), arg(job_key(owner, job_id))])
+            .eval(
+                &self.purge,
+                &[&job_key(owner, job_id), &args.key, &in_flight_key(owner)],
+                vec![arg(job_id), arg(args.limit), arg(args.ends_at_ms)],
+            )
             .await?;
-        Ok(deleted.as_i64() == Some(1))
+        let Some([count, deleted]) = answer.as_array().map(Vec::as_slice) else {
+            return Err(StoreError::Corrupt(format!("unexpected purge answer {answer}")));
+        };
+        let count = request_count(count)?;
+        Ok(match rate.map(|r| r.check(count, now)).transpose() {
+            Ok(rate) => Admission::Admitted {
+                value: deleted.as_i64() == Some(1),
+                rate,
+            },
+            Err(window) => Admission::RateLimited(window),
+        })
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {

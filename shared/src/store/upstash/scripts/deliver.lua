@@ -1,14 +1,28 @@
--- Reads a job for its poller. The first read of a finished job shortens its life to the grace
--- period (PEXPIRE ... LT never lengthens it, so later reads keep the first deadline).
--- KEYS[1] job record; ARGV[1] grace (ms); ARGV[2] the job's lease key prefix ("st:l:<owner>:<id>:")
--- Returns nil, or {record, 1 if a step holds the lease else 0}.
+-- Reads a job for its poller, once the request is counted in its owner's rate window. The first
+-- read of a finished job shortens its life to the grace period (PEXPIRE ... LT never lengthens it,
+-- so later reads keep the first deadline).
+-- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>)
+-- ARGV[1] grace (ms), ARGV[2] the job's lease key prefix ("st:l:<owner>:<id>:"),
+-- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms)
+-- Returns {count} when over the limit (nothing read) or when there is no such job, else
+-- {count, record, 1 if a step holds the lease else 0}; count is 0 when not rate-limited.
+local count = 0
+if ARGV[3] ~= '0' then
+  count = redis.call('INCR', KEYS[2])
+  if count == 1 then
+    redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+  end
+  if count > tonumber(ARGV[3]) then
+    return {count}
+  end
+end
 local v = redis.call('GET', KEYS[1])
 if not v then
-  return nil
+  return {count}
 end
 local state, gen, seq = string.match(v, '^J1 (%a) (%x+) (%d+) ')
 if state == 's' or state == 'f' then
   redis.call('PEXPIRE', KEYS[1], ARGV[1], 'LT')
-  return {v, 0}
+  return {count, v, 0}
 end
-return {v, redis.call('EXISTS', ARGV[2] .. gen .. ':' .. seq)}
+return {count, v, redis.call('EXISTS', ARGV[2] .. gen .. ':' .. seq)}

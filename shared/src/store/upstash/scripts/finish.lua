@@ -1,8 +1,8 @@
 -- Ends one step: writes the job's next state if the job is still at that step, and folds the
 -- attempt into its provider's shared state. One request, atomic.
--- KEYS[1] job record, KEYS[2] provider states hash
+-- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the owner's jobs in flight (st:f:<owner>)
 -- ARGV[1] next record, ARGV[2] expected gen, ARGV[3] expected seq, ARGV[4] next expiry (epoch ms),
--- ARGV[5] provider event (JSON) or ''
+-- ARGV[5] provider event (JSON) or '', ARGV[6] job id
 -- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone.
 
 -- Swap first (one command on the common path), check the fencing token on what was there.
@@ -10,11 +10,16 @@ local old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
 if not old then
   return 0
 end
-local gen, seq, expires = string.match(old, '^J1 %a (%x+) (%d+) (%d+)\n')
+local was, gen, seq, expires = string.match(old, '^J1 (%a) (%x+) (%d+) (%d+)\n')
 if gen ~= ARGV[2] or seq ~= ARGV[3] then
   -- A stale step: put back what was there, with its own expiry.
   redis.call('SET', KEYS[1], old, 'PXAT', expires)
   return 0
+end
+local becomes = string.sub(ARGV[1], 4, 4)
+if (becomes == 's' or becomes == 'f') and was ~= 's' and was ~= 'f' then
+  -- The job just finished: it leaves its owner's jobs in flight.
+  redis.call('ZREM', KEYS[3], ARGV[6])
 end
 if ARGV[5] == '' then
   return 1

@@ -1,0 +1,57 @@
+-- Submit: counts the request in its owner's rate window, then creates the job or meets the live one
+-- with its id; a new job must fit under the owner's cap on jobs in flight. One request, atomic.
+-- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
+-- KEYS[3] the owner's jobs in flight (st:f:<owner>: member job id, score the job's expiry)
+-- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
+-- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none)
+-- Returns {'new', count} | {'existing', count, record} | {'rate', count} | {'flight', count};
+-- count is the request's number in its window (0 when not rate-limited).
+local count = 0
+if ARGV[5] ~= '0' then
+  count = redis.call('INCR', KEYS[2])
+  if count == 1 then
+    redis.call('PEXPIREAT', KEYS[2], ARGV[6])
+  end
+  if count > tonumber(ARGV[5]) then
+    return {'rate', count}
+  end
+end
+local cap = tonumber(ARGV[7])
+local live = 0
+if cap > 0 then
+  live = redis.call('ZCARD', KEYS[3])
+  if live >= cap then
+    -- Jobs that expired without finishing leave by their score before a refusal is decided, so the
+    -- count cannot drift (and the set never holds more than cap members).
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+    live = redis.call('ZCARD', KEYS[3])
+  end
+  if live >= cap then
+    -- Full: an identical live job is still met (it is already counted), nothing new is written.
+    local v = redis.call('GET', KEYS[1])
+    if v and string.sub(v, 4, 4) ~= 'f' then
+      return {'existing', count, v}
+    end
+    return {'flight', count}
+  end
+end
+-- Create and dedupe in one command: NX writes only a new id, GET returns what was there.
+local old = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
+if old then
+  if string.sub(old, 4, 4) ~= 'f' then
+    return {'existing', count, old}
+  end
+  -- A finally failed job with the same identity: the new submit replaces it.
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+end
+if cap > 0 then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  -- The set lives as long as its longest-lived member; a set that was empty has no expiry yet
+  -- (GT treats "no expiry" as infinite, so it would never set one).
+  if live == 0 then
+    redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+  else
+    redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
+  end
+end
+return {'new', count}

@@ -1,0 +1,25 @@
+-- Deletes an owner's job at once, once the request is counted in its owner's rate window; an
+-- unfinished job leaves its owner's jobs in flight.
+-- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
+-- KEYS[3] the owner's jobs in flight (st:f:<owner>)
+-- ARGV[1] job id, ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms)
+-- Returns {count, 1 if the job existed else 0}; over the limit nothing is deleted.
+local count = 0
+if ARGV[2] ~= '0' then
+  count = redis.call('INCR', KEYS[2])
+  if count == 1 then
+    redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+  end
+  if count > tonumber(ARGV[2]) then
+    return {count, 0}
+  end
+end
+local v = redis.call('GETDEL', KEYS[1])
+if not v then
+  return {count, 0}
+end
+local state = string.sub(v, 4, 4)
+if state ~= 's' and state ~= 'f' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+return {count, 1}
