@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests need into .tools/ (git-ignored), once: the Upstash REST emulator (npm),
-# moto's SQS server, cfn-lint and cargo-lambda (PyPI, in a venv), and redis-server (Debian) only when missing.
+# Installs what the tests need into .tools/ (git-ignored), once: the Upstash REST emulator, TypeScript,
+# Node's type definitions and openapi-typescript (npm, for the examples/typescript client), moto's SQS
+# server, cfn-lint, cargo-lambda and openapi-spec-validator (PyPI, in a venv), and redis-server (Debian)
+# only when missing.
 # A second run finds the stamp and returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
-UPSTASH_EMULATOR="@humanwhocodes/upstash-redis-server@1.0.0"
-PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2"
-STAMP="$TOOLS/.stamp-$(echo "$UPSTASH_EMULATOR $PY_PACKAGES" | sha256sum | cut -c1-16)"
+NPM_PACKAGES="@humanwhocodes/upstash-redis-server@1.0.0 typescript@5.9.3 @types/node@20.19.43 openapi-typescript@7.13.0"
+PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2 openapi-spec-validator==0.9.0"
+STAMP="$TOOLS/.stamp-$(echo "$NPM_PACKAGES $PY_PACKAGES" | sha256sum | cut -c1-16)"
 mkdir -p "$TOOLS"
 
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -22,9 +24,9 @@ if [ -f "$STAMP" ]; then
   exit 0
 fi
 
-echo "install-tools: $UPSTASH_EMULATOR (npm)"
+echo "install-tools: $NPM_PACKAGES (npm)"
 mkdir -p "$TOOLS/node"
-npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error "$UPSTASH_EMULATOR" >/dev/null
+npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error $NPM_PACKAGES >/dev/null
 
 echo "install-tools: $PY_PACKAGES (PyPI, venv)"
 python3 -m venv "$TOOLS/venv"

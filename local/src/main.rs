@@ -1,5 +1,6 @@
 //! `stepper-local`: every route and the step loop in one process, on the embedded default
 //! (in-memory store, in-process delay queue) or on Upstash when `UPSTASH_REDIS_REST_URL` is set.
+//! `stepper-local --print-openapi` prints the OpenAPI document (`GET /openapi.json`) and exits.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -31,6 +32,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if std::env::args().skip(1).any(|a| a == "--print-openapi") {
+        let document = shared::api::openapi::document(config.keys.header_name());
+        return match serde_json::to_string_pretty(&document) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("stepper-local: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -609,13 +609,34 @@ async fn openai_compatible_variants_are_classified() {
         vec![
             // OpenRouter's moderation refusal, Gemini's OpenAI endpoint (an error array), NVIDIA's problem details,
             // Cloudflare's daily neurons, Groq's "try again in" with a Go duration.
-            (FakeReply::openai_error(403, "moderation", "403", "Your input was flagged by moderation"), ErrorClass::Filtered, None),
+            (
+                FakeReply::openai_error(403, "moderation", "403", "Your input was flagged by moderation"),
+                ErrorClass::Filtered,
+                None,
+            ),
             (FakeReply::new(400, gemini_bad_key), ErrorClass::AuthInvalid, None),
             (FakeReply::new(429, gemini_daily), ErrorClass::QuotaExhausted, daily),
-            (FakeReply::new(429, nvidia).with_header("content-type", "application/problem+json"), ErrorClass::RateLimited, None),
+            (
+                FakeReply::new(429, nvidia).with_header("content-type", "application/problem+json"),
+                ErrorClass::RateLimited,
+                None,
+            ),
             (FakeReply::new(429, cloudflare), ErrorClass::QuotaExhausted, daily),
-            (FakeReply::new(429, groq_tokens), ErrorClass::RateLimited, Some(RetryHint::After(Duration::from_millis(179_560)))),
-            (FakeReply::openai_error(410, "invalid_request_error", "model_retired", "This model has been retired"), ErrorClass::Gone, None),
+            (
+                FakeReply::new(429, groq_tokens),
+                ErrorClass::RateLimited,
+                Some(RetryHint::After(Duration::from_millis(179_560))),
+            ),
+            (
+                FakeReply::openai_error(
+                    410,
+                    "invalid_request_error",
+                    "model_retired",
+                    "This model has been retired",
+                ),
+                ErrorClass::Gone,
+                None,
+            ),
         ],
     )
     .await;

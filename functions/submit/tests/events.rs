@@ -48,6 +48,12 @@ async fn every_http_event_reaches_its_route() {
     );
     let (code, body) = answer(poll(), "providers").await;
     assert_eq!(code, 200, "{body}");
+    let (code, body) = answer(poll(), "openapi").await;
+    assert_eq!(
+        (code, body["openapi"].as_str()),
+        (200, Some("3.1.0")),
+        "served without a key"
+    );
     let (code, body) = answer(purge(), "purge-report").await;
     assert_eq!(
         (code, body["message"].as_str()),
@@ -60,4 +66,39 @@ async fn every_http_event_reaches_its_route() {
     );
     // A function answers only its own routes.
     assert_eq!(answer(poll(), "submit-report").await.1["code"], "not_found");
+}
+
+/// The HTTP API in template.yaml routes exactly the documented endpoints, each to its own function.
+#[test]
+fn the_template_routes_every_endpoint_to_its_function() {
+    use shared::api::{Endpoint, Function};
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap();
+    let mut routed = Vec::new();
+    let mut function = None;
+    for line in template.lines() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix("Function:")) {
+            function = match name {
+                "Submit" => Some(Function::Submit),
+                "Poll" => Some(Function::Poll),
+                "Purge" => Some(Function::Purge),
+                _ => None,
+            };
+        }
+        if let (Some(f), Some((_, route))) = (function, line.split_once(", Method: ")) {
+            let (method, path) = route.split_once(", Path: ").unwrap();
+            routed.push((
+                f,
+                method.to_string(),
+                path.trim_end_matches('}').trim_matches('"').to_string(),
+            ));
+        }
+    }
+    let mut documented: Vec<_> = Endpoint::ALL
+        .iter()
+        .map(|e| (e.function(), e.method().to_string(), e.path().to_string()))
+        .collect();
+    let key = |r: &(Function, String, String)| format!("{:?} {} {}", r.0, r.1, r.2);
+    routed.sort_by_key(key);
+    documented.sort_by_key(key);
+    assert_eq!(routed, documented);
 }

@@ -3,7 +3,8 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use super::auth::Rejection;
 use super::limits;
@@ -44,11 +45,89 @@ pub enum ApiError {
     Queue(#[from] QueueError),
 }
 
-/// Seconds a client should wait before retrying when a dependency is down.
-const RETRY_AFTER_SECONDS: &str = "5";
 /// Seconds an owner at its cap of jobs in flight should wait before submitting again: when a slot
 /// frees up cannot be known, and a job step takes seconds.
 const IN_FLIGHT_RETRY_AFTER_SECONDS: u64 = 5;
+/// Seconds a client should wait before retrying when a dependency is down.
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
+/// The machine-readable part of an error answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A body field is missing or wrong; `field` names it (`callbacks[0].url`, `prompt.template`).
+    InvalidRequest,
+    /// The body is not a JSON object.
+    InvalidJson,
+    /// The body is larger than the limit.
+    PayloadTooLarge,
+    /// A `callbackUrl` or callback `url` is refused (unsafe target, or no webhook secret for the owner).
+    InvalidCallbackUrl,
+    /// No such route.
+    NotFound,
+    /// The path exists, the method does not (`Allow` lists those that do).
+    MethodNotAllowed,
+    /// The owner's request budget for this window is spent: retry after `Retry-After` seconds.
+    RateLimited,
+    /// The owner already has its maximum of unfinished jobs: retry after `Retry-After` seconds.
+    TooManyJobsInFlight,
+    /// Too many header fields, or too many header bytes.
+    HeadersTooLarge,
+    /// The job store rejected our credentials (a deployment problem).
+    StoreUnauthorized,
+    /// The job store is unreachable: retry after `Retry-After` seconds.
+    StoreUnavailable,
+    /// The step queue is unreachable: retry after `Retry-After` seconds.
+    QueueUnavailable,
+}
+
+/// Every error answer: `error` is always there (the old service's callers read only it).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// A human-readable summary; for a bad field, `<field>: <message>`.
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ErrorCode")]
+    pub code: Option<ErrorCode>,
+    /// The request field at fault (`body` for the body as a whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub message: Option<String>,
+    /// With `rate_limited` and `too_many_jobs_in_flight`: the same wait as `Retry-After`.
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl ErrorBody {
+    fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            code: None,
+            field: None,
+            message: None,
+            retry_after_seconds: None,
+        }
+    }
+
+    fn code(mut self, code: ErrorCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -58,40 +137,49 @@ impl IntoResponse for ApiError {
                 header,
             } => (
                 StatusCode::UNAUTHORIZED,
-                json!({"error": "Unauthorized", "message": format!("Missing API key. Include it in the '{header}' header.")}),
+                ErrorBody::new("Unauthorized")
+                    .message(format!("Missing API key. Include it in the '{header}' header.")),
             ),
             ApiError::Unauthorized {
                 rejection: Rejection::Invalid,
                 ..
             } => (
                 StatusCode::UNAUTHORIZED,
-                json!({"error": "Unauthorized", "message": "Invalid API key."}),
+                ErrorBody::new("Unauthorized").message("Invalid API key."),
             ),
             ApiError::Field(e) => (
                 StatusCode::BAD_REQUEST,
-                json!({"error": e.to_string(), "code": "invalid_request", "field": e.field}),
+                ErrorBody::new(e.to_string())
+                    .code(ErrorCode::InvalidRequest)
+                    .field(e.field.clone()),
             ),
             ApiError::InvalidJson(_) => (
                 StatusCode::BAD_REQUEST,
-                json!({"error": self.to_string(), "code": "invalid_json", "field": "body"}),
+                ErrorBody::new(self.to_string())
+                    .code(ErrorCode::InvalidJson)
+                    .field("body"),
             ),
             ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": self.to_string(), "code": "payload_too_large", "field": "body"}),
+                ErrorBody::new(self.to_string())
+                    .code(ErrorCode::PayloadTooLarge)
+                    .field("body"),
             ),
             ApiError::InvalidCallbackUrl { field, message } => (
                 StatusCode::BAD_REQUEST,
-                json!({"error": format!("{field}: {message}"), "code": "invalid_callback_url", "field": field}),
+                ErrorBody::new(format!("{field}: {message}"))
+                    .code(ErrorCode::InvalidCallbackUrl)
+                    .field(field.clone()),
             ),
-            ApiError::MissingPurgeParameters => (StatusCode::BAD_REQUEST, json!({"error": self.to_string()})),
-            ApiError::JobNotFound => (StatusCode::NOT_FOUND, json!({"error": "Job not found"})),
+            ApiError::MissingPurgeParameters => (StatusCode::BAD_REQUEST, ErrorBody::new(self.to_string())),
+            ApiError::JobNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Job not found")),
             ApiError::RouteNotFound => (
                 StatusCode::NOT_FOUND,
-                json!({"error": "Not found", "code": "not_found"}),
+                ErrorBody::new("Not found").code(ErrorCode::NotFound),
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "Method not allowed", "code": "method_not_allowed"}),
+                ErrorBody::new("Method not allowed").code(ErrorCode::MethodNotAllowed),
             ),
             ApiError::RateLimited(window) => {
                 let wait = window.resets_in_seconds();
@@ -100,7 +188,7 @@ impl IntoResponse for ApiError {
                     window.limit.limit,
                     window.limit.window_ms.div_ceil(1000)
                 );
-                return too_many("rate_limited", message, wait, Some(window));
+                return too_many(ErrorCode::RateLimited, message, wait, Some(window));
             }
             ApiError::TooManyInFlight { limit, rate } => {
                 // Out of requests too: no point retrying before the window ends.
@@ -112,26 +200,26 @@ impl IntoResponse for ApiError {
                     "This API key's owner already has {limit} unfinished jobs. Submit again once some finish \
                      (or purge those no longer needed). Retry in {wait} s."
                 );
-                return too_many("too_many_jobs_in_flight", message, wait, rate.as_ref());
+                return too_many(ErrorCode::TooManyJobsInFlight, message, wait, rate.as_ref());
             }
             ApiError::HeadersTooLarge { seen } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                json!({
-                    "error": "Request header fields too large",
-                    "code": "headers_too_large",
-                    "message": format!(
+                ErrorBody::new("Request header fields too large")
+                    .code(ErrorCode::HeadersTooLarge)
+                    .message(format!(
                         "At most {} header fields of {} bytes in all are accepted (got {seen}).",
                         super::caps::MAX_HEADERS,
                         super::caps::MAX_HEADER_BYTES
-                    ),
-                }),
+                    )),
             ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store unavailable");
                 let (code, message) = match e {
-                    StoreError::Unauthorized => ("store_unauthorized", "The job store rejected our credentials."),
+                    StoreError::Unauthorized => {
+                        (ErrorCode::StoreUnauthorized, "The job store rejected our credentials.")
+                    }
                     _ => (
-                        "store_unavailable",
+                        ErrorCode::StoreUnavailable,
                         "The job store is unavailable. Please retry shortly.",
                     ),
                 };
@@ -140,7 +228,7 @@ impl IntoResponse for ApiError {
             ApiError::Queue(e) => {
                 tracing::error!(error = %e, "queue unavailable");
                 return unavailable(
-                    "queue_unavailable",
+                    ErrorCode::QueueUnavailable,
                     "The step queue is unavailable. Please retry shortly.",
                 );
             }
@@ -150,8 +238,9 @@ impl IntoResponse for ApiError {
 }
 
 /// 429 with `Retry-After` and, when the owner is rate-limited, its `RateLimit` fields.
-fn too_many(code: &str, message: String, retry_after_seconds: u64, rate: Option<&RateWindow>) -> Response {
-    let body = json!({"error": "Too many requests", "code": code, "message": message, "retryAfterSeconds": retry_after_seconds});
+fn too_many(code: ErrorCode, message: String, retry_after_seconds: u64, rate: Option<&RateWindow>) -> Response {
+    let mut body = ErrorBody::new("Too many requests").code(code).message(message);
+    body.retry_after_seconds = Some(retry_after_seconds);
     let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     response
         .headers_mut()
@@ -162,8 +251,10 @@ fn too_many(code: &str, message: String, retry_after_seconds: u64, rate: Option<
     response
 }
 
-fn unavailable(code: &str, message: &str) -> Response {
-    let body = json!({"error": "Service temporarily unavailable", "code": code, "message": message});
+fn unavailable(code: ErrorCode, message: &str) -> Response {
+    let body = ErrorBody::new("Service temporarily unavailable")
+        .code(code)
+        .message(message);
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],

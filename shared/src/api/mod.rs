@@ -4,8 +4,9 @@ pub mod auth;
 pub mod caps;
 pub mod errors;
 pub mod limits;
+pub mod openapi;
 pub mod routes;
 mod views;
 
 pub use errors::ApiError;
-pub use routes::{poll_routes, purge_routes, router, submit_routes};
+pub use routes::{poll_routes, purge_routes, router, submit_routes, Endpoint, Function};

@@ -5,20 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::caps;
 use super::errors::ApiError;
 use super::limits::{admitted, insert_policy, with_rate};
-use super::views;
+use super::openapi;
+use super::views::{self, HealthStatus, JobView, PurgedJob, PurgedReport, QueuedJob};
 use crate::delivery::send::{Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
 use crate::ports::Created;
@@ -32,61 +33,128 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 type AppState = Arc<Service>;
 
+/// The Lambda function that serves a route (`stepper-local` serves them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Submit,
+    Poll,
+    Purge,
+}
+
+/// Every route. The routers and `/openapi.json` are both built from this list (the document matches
+/// on it exhaustively), so a route cannot be served without being documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    SubmitReport,
+    SubmitGeneric,
+    PollReport,
+    PollJob,
+    PurgeReport,
+    PurgeJob,
+    Health,
+    Providers,
+    OpenApi,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 9] = [
+        Endpoint::SubmitReport,
+        Endpoint::SubmitGeneric,
+        Endpoint::PollReport,
+        Endpoint::PollJob,
+        Endpoint::PurgeReport,
+        Endpoint::PurgeJob,
+        Endpoint::Health,
+        Endpoint::Providers,
+        Endpoint::OpenApi,
+    ];
+
+    pub fn method(self) -> Method {
+        match self {
+            Endpoint::SubmitReport | Endpoint::SubmitGeneric => Method::POST,
+            Endpoint::PollReport | Endpoint::PollJob | Endpoint::Health | Endpoint::Providers | Endpoint::OpenApi => {
+                Method::GET
+            }
+            Endpoint::PurgeReport | Endpoint::PurgeJob => Method::DELETE,
+        }
+    }
+
+    /// The path, in the `{name}` syntax that axum and OpenAPI share.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::SubmitReport | Endpoint::PurgeReport => "/v1/reports",
+            Endpoint::SubmitGeneric => "/v1/generate",
+            Endpoint::PollReport => "/v1/reports/{jobId}",
+            Endpoint::PollJob | Endpoint::PurgeJob => "/v1/jobs/{jobId}",
+            Endpoint::Health => "/health",
+            Endpoint::Providers => "/v1/providers",
+            Endpoint::OpenApi => "/openapi.json",
+        }
+    }
+
+    pub fn function(self) -> Function {
+        match self {
+            Endpoint::SubmitReport | Endpoint::SubmitGeneric => Function::Submit,
+            Endpoint::PollReport | Endpoint::PollJob | Endpoint::Health | Endpoint::Providers | Endpoint::OpenApi => {
+                Function::Poll
+            }
+            Endpoint::PurgeReport | Endpoint::PurgeJob => Function::Purge,
+        }
+    }
+
+    /// Whether the route wants an API key (health and the document are public).
+    pub fn needs_key(self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::OpenApi)
+    }
+
+    fn handler(self, service: &Service) -> MethodRouter<AppState> {
+        match self {
+            Endpoint::SubmitReport => post(submit_report).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+            Endpoint::SubmitGeneric => post(submit_generic).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+            Endpoint::PollReport | Endpoint::PollJob => get(poll).layer(from_fn(caps::bodyless)),
+            Endpoint::PurgeReport => delete(purge_report).layer(from_fn(caps::bodyless)),
+            Endpoint::PurgeJob => delete(purge_job).layer(from_fn(caps::bodyless)),
+            Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
+            Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
+            Endpoint::OpenApi => {
+                // Serialised once, when the router is built; every request shares the bytes.
+                let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
+                get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document)))
+            }
+        }
+    }
+}
+
 /// Every route, for `stepper-local`.
 pub fn router(service: Arc<Service>) -> Router {
-    capped(
-        submit(service.clone())
-            .merge(poll_and_health(service.clone()))
-            .merge(purge(service))
-            .fallback(not_found),
-    )
+    routes(service, |_| true)
 }
 
 /// `POST /v1/reports`, `POST /v1/generate` (the submit function).
 pub fn submit_routes(service: Arc<Service>) -> Router {
-    capped(submit(service).fallback(not_found))
+    routes(service, |f| f == Function::Submit)
 }
 
-/// Polls, health and provider status (the poll function).
+/// Polls, health, provider status and `/openapi.json` (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
-    capped(poll_and_health(service).fallback(not_found))
+    routes(service, |f| f == Function::Poll)
 }
 
 /// Purges by commit and by id (the purge function).
 pub fn purge_routes(service: Arc<Service>) -> Router {
-    capped(purge(service).fallback(not_found))
+    routes(service, |f| f == Function::Purge)
 }
 
-/// Header caps on every route, the fallbacks included; a known path with another method is a JSON 405.
-fn capped(router: Router) -> Router {
+fn routes(service: Arc<Service>, serves: impl Fn(Function) -> bool) -> Router {
+    let router = Endpoint::ALL
+        .into_iter()
+        .filter(|e| serves(e.function()))
+        .fold(Router::new(), |router, e| router.route(e.path(), e.handler(&service)));
+    // Header caps cover every route and the fallbacks; a known path with another method is a JSON 405.
     router
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn(caps::header_caps))
-}
-
-fn submit(service: Arc<Service>) -> Router {
-    Router::new()
-        .route("/v1/reports", post(submit_report))
-        .route("/v1/generate", post(submit_generic))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(service)
-}
-
-fn poll_and_health(service: Arc<Service>) -> Router {
-    Router::new()
-        .route("/v1/reports/{job_id}", get(poll))
-        .route("/v1/jobs/{job_id}", get(poll))
-        .route("/health", get(health))
-        .route("/v1/providers", get(providers))
-        .layer(from_fn(caps::bodyless))
-        .with_state(service)
-}
-
-fn purge(service: Arc<Service>) -> Router {
-    Router::new()
-        .route("/v1/reports", delete(purge_report))
-        .route("/v1/jobs/{job_id}", delete(purge_job))
-        .layer(from_fn(caps::bodyless))
         .with_state(service)
 }
 
@@ -229,10 +297,6 @@ async fn create_job(
         expires_at_ms: deadline_ms + engine.settings.unfinished_margin_ms,
         deliveries: Vec::new(),
     };
-    let queued = || {
-        let body = json!({"status": "queued", "jobId": job.id, "statusUrl": format!("{status_prefix}{}", job.id)});
-        (StatusCode::ACCEPTED, Json(body)).into_response()
-    };
     let limits = engine.settings.limits.for_owner(&job.owner);
     let (created, rate) = admitted(&job.owner, engine.store.create(&job, limits).await?)?;
     let answer = match created {
@@ -250,27 +314,28 @@ async fn create_job(
                 return Err(e.into());
             }
             tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
-            queued()
+            (StatusCode::ACCEPTED, Json(QueuedJob::new(&job.id, status_prefix))).into_response()
         }
         Created::Existing(existing) => match (&existing.state, &existing.result) {
             (JobState::Succeeded, Some(result)) => (StatusCode::OK, Json(views::cached(result))).into_response(),
-            _ => {
-                let body = json!({
-                    "status": "queued", "jobId": existing.id, "statusUrl": format!("{status_prefix}{}", existing.id)
-                });
-                (StatusCode::ACCEPTED, Json(body)).into_response()
-            }
+            _ => (StatusCode::ACCEPTED, Json(QueuedJob::new(&existing.id, status_prefix))).into_response(),
         },
     };
     Ok(with_rate(answer, rate))
 }
 
+/// A path segment that does not even decode names no job: the same 404 as an unknown id.
+fn job_id_in(path: Result<Path<String>, PathRejection>) -> String {
+    path.map(|Path(id)| id).unwrap_or_default()
+}
+
 async fn poll(
     State(service): State<AppState>,
     headers: HeaderMap,
-    Path(job_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
+    let job_id = job_id_in(path);
     if !is_valid_job_id(&job_id) {
         return Err(ApiError::JobNotFound);
     }
@@ -282,7 +347,7 @@ async fn poll(
         service.engine.store.deliver(&owner, &job_id, grace, rate).await?,
     )?;
     let answer = match delivered {
-        Some(d) => Json(views::job_status(&d.job, d.running)).into_response(),
+        Some(d) => Json::<JobView>(views::job_status(&d.job, d.running)).into_response(),
         None => ApiError::JobNotFound.into_response(),
     };
     Ok(with_rate(answer, rate))
@@ -299,7 +364,7 @@ struct PurgeQuery {
 async fn purge_report(
     State(service): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<PurgeQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PurgeQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let Query(query) = query.map_err(|_| ApiError::MissingPurgeParameters)?;
@@ -315,23 +380,32 @@ async fn purge_report(
     );
     let rate = service.engine.settings.limits.for_owner(&owner).rate;
     let (deleted, rate) = admitted(&owner, service.engine.store.purge(&owner, &id, rate).await?)?;
-    let answer = Json(json!({"success": true, "message": "Cache entry deleted", "deleted": deleted}));
+    let answer = Json(PurgedReport {
+        success: true,
+        message: "Cache entry deleted".into(),
+        deleted,
+    });
     Ok(with_rate(answer.into_response(), rate))
 }
 
 async fn purge_job(
     State(service): State<AppState>,
     headers: HeaderMap,
-    Path(job_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
+    let job_id = job_id_in(path);
     if !is_valid_job_id(&job_id) {
         return Err(ApiError::JobNotFound);
     }
     let rate = service.engine.settings.limits.for_owner(&owner).rate;
     let (deleted, rate) = admitted(&owner, service.engine.store.purge(&owner, &job_id, rate).await?)?;
     let answer = if deleted {
-        Json(json!({"success": true, "message": "Job deleted"})).into_response()
+        Json(PurgedJob {
+            success: true,
+            message: "Job deleted".into(),
+        })
+        .into_response()
     } else {
         ApiError::JobNotFound.into_response()
     };
@@ -341,7 +415,7 @@ async fn purge_job(
 /// `GET /health`: no key needed; 503 when nothing can serve jobs.
 async fn health(State(service): State<AppState>) -> Response {
     let report = views::health(&service).await;
-    let status = if report["status"] == "unhealthy" {
+    let status = if report.status == HealthStatus::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -353,7 +427,7 @@ async fn health(State(service): State<AppState>) -> Response {
 /// it is not counted (it reads no job); it announces the owner's policy.
 async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let mut answer = Json(views::health(&service).await).into_response();
+    let mut answer = Json::<views::Health>(views::health(&service).await).into_response();
     if let Some(limit) = service.engine.settings.limits.for_owner(&owner).rate {
         insert_policy(answer.headers_mut(), limit);
     }

@@ -1,174 +1,730 @@
-//! Response bodies of the HTTP contract, built from domain types.
+//! Response bodies of the HTTP contract: typed, so that `/openapi.json` describes exactly what is sent.
+//! Field order is the order on the wire; `skip_serializing_if` marks a field that is omitted rather
+//! than null (the document's component schemas are derived from these types).
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
-use crate::delivery::send::DeliveryState;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::delivery::send::{DeliveryState, DeliveryStatus, TargetKind};
 use crate::job::{Attempt, Job, JobResult, JobState};
-use crate::quota::Availability;
+use crate::quota::{Availability, ProviderLimits, ProviderState};
 use crate::service::Service;
 
-pub fn iso(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+/// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Timestamp(String);
+
+impl Timestamp {
+    pub fn from_ms(ms: u64) -> Self {
+        Self(
+            chrono::DateTime::from_timestamp_millis(ms as i64)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn schema_name() -> Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "format": "date-time"})
+    }
+}
+
+/// The status word of an answer that is always the same (`"queued"`, `"completed"`).
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Queued {
+    Queued,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Completed {
+    Completed,
+}
+
+/// `202`: a new job, or the identical job already in flight.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedJob {
+    pub status: Queued,
+    pub job_id: String,
+    /// Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`.
+    pub status_url: String,
+}
+
+impl QueuedJob {
+    pub fn new(job_id: &str, status_prefix: &str) -> Self {
+        Self {
+            status: Queued::Queued,
+            job_id: job_id.to_string(),
+            status_url: format!("{status_prefix}{job_id}"),
+        }
+    }
+}
+
+/// `200`: an identical job already finished and was not purged or expired.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CachedJob {
+    pub status: Completed,
+    #[schemars(extend("const" = true))]
+    pub cached: bool,
+    /// The job's result: a commit report, or a generic job's output.
+    pub data: Value,
+    pub metadata: CachedMetadata,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CachedMetadata {
+    pub provider: String,
+    pub fallback: bool,
+    pub timings: TotalTiming,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TotalTiming {
+    pub total_ms: u64,
 }
 
 /// The `200 cached` answer of a submit that met a finished identical job.
-pub fn cached(result: &JobResult) -> Value {
-    json!({
-        "status": "completed",
-        "cached": true,
-        "data": result.output,
-        "metadata": {
-            "provider": result.used_provider,
-            "fallback": result.fallback,
-            "timings": {"totalMs": result.total_ms},
+pub fn cached(result: &JobResult) -> CachedJob {
+    CachedJob {
+        status: Completed::Completed,
+        cached: true,
+        data: result.output.clone(),
+        metadata: CachedMetadata {
+            provider: result.used_provider.clone(),
+            fallback: result.fallback,
+            timings: TotalTiming {
+                total_ms: result.total_ms,
+            },
         },
-    })
+    }
 }
 
-fn attempt_view(a: &Attempt) -> Value {
-    let mut v = Map::new();
-    v.insert("provider".into(), json!(a.provider));
-    v.insert("attemptNumber".into(), json!(a.number));
-    v.insert("durationMs".into(), json!(a.duration_ms));
-    if let Some(class) = a.class {
-        v.insert(
-            "error".into(),
-            json!(a.message.clone().unwrap_or_else(|| class.as_str().to_string())),
-        );
-        v.insert("errorCode".into(), json!(class.as_str()));
-    }
-    if let Some(s) = a.retry_after_s {
-        v.insert("retryAfterSeconds".into(), json!(s));
-    }
-    if let Some(status) = a.http_status {
-        v.insert("httpStatus".into(), json!(status));
-    }
-    v.insert("at".into(), json!(iso(a.at_ms)));
-    Value::Object(v)
+/// `DELETE /v1/reports`: the commit's job is gone (or was not there: the answer is the same).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PurgedReport {
+    #[schemars(extend("const" = true))]
+    pub success: bool,
+    /// `Cache entry deleted`.
+    pub message: String,
+    /// Whether a job was there to delete.
+    pub deleted: bool,
 }
 
-fn delivery_view(d: &DeliveryState) -> Value {
-    let mut v = Map::new();
-    v.insert("kind".into(), json!(d.target.kind));
-    // Only the origin: a callback URL may carry the caller's token in its path or query.
-    let origin = url::Url::parse(&d.target.url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
-    v.insert("target".into(), json!(origin));
-    v.insert("status".into(), json!(d.status));
-    v.insert("attempts".into(), json!(d.attempts));
-    if let Some(s) = d.last_status {
-        v.insert("lastStatus".into(), json!(s));
+/// `DELETE /v1/jobs/{jobId}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PurgedJob {
+    #[schemars(extend("const" = true))]
+    pub success: bool,
+    /// `Job deleted`.
+    pub message: String,
+}
+
+/// A job's status word: anything but `completed` and `failed` means "poll again later".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusWord {
+    /// Queued, no attempt under way.
+    Waiting,
+    /// A provider call is under way.
+    Active,
+    /// Every usable provider is cooling down; `nextAttemptAt` says until when.
+    Delayed,
+    Completed,
+    Failed,
+}
+
+impl From<JobState> for StatusWord {
+    fn from(state: JobState) -> Self {
+        match state {
+            JobState::Queued => StatusWord::Waiting,
+            JobState::Running => StatusWord::Active,
+            JobState::WaitingForRetry => StatusWord::Delayed,
+            JobState::Succeeded => StatusWord::Completed,
+            JobState::Failed => StatusWord::Failed,
+        }
     }
-    if let Some(e) = &d.last_error {
-        v.insert("lastError".into(), json!(e));
+}
+
+/// One provider attempt.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub provider: String,
+    /// 1-based, counted across the whole job.
+    pub attempt_number: u32,
+    pub duration_ms: u64,
+    /// What went wrong (absent on success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub error: Option<String>,
+    /// The outcome class: `rate_limited`, `quota_exhausted`, `overloaded`, `auth_invalid`, `bad_request`,
+    /// `filtered`, `invalid_output`, `gone` (absent on success; new classes may appear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub retry_after_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16")]
+    pub http_status: Option<u16>,
+    pub at: Timestamp,
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> Self {
+        Self {
+            provider: a.provider.clone(),
+            attempt_number: a.number,
+            duration_ms: a.duration_ms,
+            error: a
+                .class
+                .map(|class| a.message.clone().unwrap_or_else(|| class.as_str().to_string())),
+            error_code: a.class.map(|class| class.as_str().to_string()),
+            retry_after_seconds: a.retry_after_s,
+            http_status: a.http_status,
+            at: Timestamp::from_ms(a.at_ms),
+        }
     }
-    if let Some(at) = d.next_at_ms {
-        v.insert("nextAttemptAt".into(), json!(iso(at)));
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// The job's `callbackUrl` (signed webhook).
+    Webhook,
+    /// An entry of `callbacks`.
+    Callback,
+}
+
+impl From<TargetKind> for DeliveryKind {
+    fn from(kind: TargetKind) -> Self {
+        match kind {
+            TargetKind::Webhook => DeliveryKind::Webhook,
+            TargetKind::Callback => DeliveryKind::Callback,
+        }
     }
-    Value::Object(v)
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryWord {
+    Pending,
+    Delivered,
+    /// Every attempt failed (or the address was refused): the dead letter.
+    Dead,
+    /// Not attempted: an earlier callback without `continueOnFailure` died.
+    Skipped,
+}
+
+impl From<DeliveryStatus> for DeliveryWord {
+    fn from(status: DeliveryStatus) -> Self {
+        match status {
+            DeliveryStatus::Pending => DeliveryWord::Pending,
+            DeliveryStatus::Delivered => DeliveryWord::Delivered,
+            DeliveryStatus::Dead => DeliveryWord::Dead,
+            DeliveryStatus::Skipped => DeliveryWord::Skipped,
+        }
+    }
+}
+
+/// A webhook or callback the finished job owes.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub kind: DeliveryKind,
+    /// The target's origin only: a callback URL may carry the caller's token in its path or query.
+    pub target: String,
+    pub status: DeliveryWord,
+    pub attempts: u32,
+    /// The HTTP status of the last attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16")]
+    pub last_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+impl From<&DeliveryState> for DeliveryView {
+    fn from(d: &DeliveryState) -> Self {
+        Self {
+            kind: d.target.kind.into(),
+            target: url::Url::parse(&d.target.url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
+            status: d.status.into(),
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            next_attempt_at: d.next_at_ms.map(Timestamp::from_ms),
+        }
+    }
+}
+
+/// A completed job's result.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobData {
+    /// A commit report, or a generic job's output (JSON, or a string in text mode).
+    pub result: Value,
+    /// The provider that produced the result (`fallback` for the commit report's template).
+    pub used_provider: String,
+    pub providers_attempted: Vec<AttemptView>,
+    pub fallback: bool,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    pub total_ms: u64,
+    pub provider_ms: u64,
+}
+
+/// `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub status: StatusWord,
+    /// 0 until the job is finished, then 100.
+    #[schemars(extend("enum" = [0, 100]))]
+    pub progress: u8,
+    /// Only when `status` is `completed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "JobData")]
+    pub data: Option<JobData>,
+    /// Only when `status` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub error: Option<String>,
+    pub attempts: Vec<AttemptView>,
+    pub created_at: Timestamp,
+    /// When the job gives up if it has not finished.
+    pub deadline: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub next_attempt_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub finished_at: Option<Timestamp>,
+    /// The webhooks and callbacks of a finished job (absent when it has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryView>,
 }
 
 /// `GET /v1/jobs/{id}`: the contract's fields plus attempts, timing and the next attempt's time.
-pub fn job_status(job: &Job, running: bool) -> Value {
+pub fn job_status(job: &Job, running: bool) -> JobView {
     let state = if running && !job.state.is_finished() {
         JobState::Running
     } else {
         job.state
     };
-    let attempts: Vec<Value> = job.attempts.iter().map(attempt_view).collect();
-    let mut v = Map::new();
-    v.insert("id".into(), json!(job.id));
-    v.insert("status".into(), json!(state.contract_word()));
-    v.insert("progress".into(), json!(if job.state.is_finished() { 100 } else { 0 }));
-    if let (JobState::Succeeded, Some(result)) = (job.state, &job.result) {
-        v.insert(
-            "data".into(),
-            json!({
-                "result": result.output,
-                "usedProvider": result.used_provider,
-                "providersAttempted": attempts,
-                "fallback": result.fallback,
-                "timings": {"totalMs": result.total_ms, "providerMs": result.provider_ms},
-            }),
-        );
+    let attempts: Vec<AttemptView> = job.attempts.iter().map(AttemptView::from).collect();
+    let data = match (job.state, &job.result) {
+        (JobState::Succeeded, Some(result)) => Some(JobData {
+            result: result.output.clone(),
+            used_provider: result.used_provider.clone(),
+            providers_attempted: attempts.clone(),
+            fallback: result.fallback,
+            timings: Timings {
+                total_ms: result.total_ms,
+                provider_ms: result.provider_ms,
+            },
+        }),
+        _ => None,
+    };
+    JobView {
+        id: job.id.clone(),
+        status: state.into(),
+        progress: if job.state.is_finished() { 100 } else { 0 },
+        data,
+        error: (job.state == JobState::Failed).then(|| job.error.clone().unwrap_or_else(|| "failed".into())),
+        attempts,
+        created_at: Timestamp::from_ms(job.created_at_ms),
+        deadline: Timestamp::from_ms(job.deadline_ms),
+        next_attempt_at: job.next_attempt_at_ms.map(Timestamp::from_ms),
+        finished_at: job.finished_at_ms.map(Timestamp::from_ms),
+        deliveries: job.deliveries.iter().map(DeliveryView::from).collect(),
     }
-    if job.state == JobState::Failed {
-        v.insert(
-            "error".into(),
-            json!(job.error.clone().unwrap_or_else(|| "failed".into())),
-        );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Every provider is usable.
+    Healthy,
+    /// Some providers are disabled or their circuit is open.
+    Degraded,
+    /// Nothing can serve jobs (no usable provider, or the store is down): `GET /health` answers 503.
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreWord {
+    Unavailable,
+}
+
+/// `GET /health`, `GET /v1/providers`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub providers: Vec<ProviderHealth>,
+    pub timestamp: Timestamp,
+    /// Present only when the job store could not be read (the providers' state is then unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "StoreWord")]
+    pub store: Option<StoreWord>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProviderHealth {
+    pub name: String,
+    pub healthy: bool,
+    /// The shared quota state; absent when the store could not be read.
+    #[serde(flatten)]
+    pub quota: Option<ProviderQuota>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderQuota {
+    /// False once a provider is disabled for everyone (a bad key, a retired model).
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub cooling_down_until: Option<Timestamp>,
+    /// Null when no per-minute limit is configured.
+    pub requests_left_minute: Option<u64>,
+    /// Null when no per-day limit is configured.
+    pub requests_left_day: Option<u64>,
+    /// The class of the last failed outcome, null when the last one succeeded or none happened.
+    pub last_error_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub last_at: Option<Timestamp>,
+}
+
+/// One provider's health from its shared state.
+fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, now: u64) -> ProviderHealth {
+    let availability = state.available_at(limits, now);
+    let healthy = !matches!(availability, Availability::Disabled(_)) && state.circuit_open_until_ms <= now;
+    let (left_minute, left_day) = state.remaining(limits, now);
+    let (disabled_reason, cooling_down_until) = match availability {
+        Availability::Disabled(reason) => (Some(reason), None),
+        Availability::At(at) if at > now => (None, Some(Timestamp::from_ms(at))),
+        Availability::At(_) => (None, None),
+    };
+    ProviderHealth {
+        name: name.to_string(),
+        healthy,
+        quota: Some(ProviderQuota {
+            enabled: state.disabled.is_none(),
+            disabled_reason,
+            cooling_down_until,
+            requests_left_minute: left_minute,
+            requests_left_day: left_day,
+            last_error_class: state.last_class.clone().filter(|c| c != "ok"),
+            last_at: (state.last_at_ms > 0).then(|| Timestamp::from_ms(state.last_at_ms)),
+        }),
     }
-    v.insert("attempts".into(), json!(attempts));
-    v.insert("createdAt".into(), json!(iso(job.created_at_ms)));
-    v.insert("deadline".into(), json!(iso(job.deadline_ms)));
-    if let Some(at) = job.next_attempt_at_ms {
-        v.insert("nextAttemptAt".into(), json!(iso(at)));
-    }
-    if let Some(at) = job.finished_at_ms {
-        v.insert("finishedAt".into(), json!(iso(at)));
-    }
-    if !job.deliveries.is_empty() {
-        let deliveries: Vec<Value> = job.deliveries.iter().map(delivery_view).collect();
-        v.insert("deliveries".into(), json!(deliveries));
-    }
-    Value::Object(v)
 }
 
 /// Health and per-provider shared state (`GET /health`, `GET /v1/providers`).
-pub async fn health(service: &Service) -> Value {
+pub async fn health(service: &Service) -> Health {
     let engine = &service.engine;
     let now = engine.clock.now_ms();
     let states = match engine.store.provider_states().await {
         Ok(states) => states,
         Err(e) => {
             tracing::error!(error = %e, "health: store unavailable");
-            let providers: Vec<Value> = engine
+            let providers = engine
                 .providers
                 .iter()
-                .map(|p| json!({"name": p.name, "healthy": false}))
+                .map(|p| ProviderHealth {
+                    name: p.name.clone(),
+                    healthy: false,
+                    quota: None,
+                })
                 .collect();
-            return json!({"status": "unhealthy", "providers": providers, "timestamp": iso(now), "store": "unavailable"});
+            return Health {
+                status: HealthStatus::Unhealthy,
+                providers,
+                timestamp: Timestamp::from_ms(now),
+                store: Some(StoreWord::Unavailable),
+            };
         }
     };
-    let mut usable = 0;
-    let providers: Vec<Value> = engine
+    let providers: Vec<ProviderHealth> = engine
         .providers
         .iter()
         .map(|slot| {
-            let state = states.get(&slot.name).cloned().unwrap_or_default();
-            let availability = state.available_at(&slot.limits, now);
-            let healthy = !matches!(availability, Availability::Disabled(_)) && state.circuit_open_until_ms <= now;
-            usable += usize::from(healthy);
-            let (left_minute, left_day) = state.remaining(&slot.limits, now);
-            let mut v = Map::new();
-            v.insert("name".into(), json!(slot.name));
-            v.insert("healthy".into(), json!(healthy));
-            v.insert("enabled".into(), json!(state.disabled.is_none()));
-            match availability {
-                Availability::Disabled(reason) => {
-                    v.insert("disabledReason".into(), json!(reason));
-                }
-                Availability::At(at) if at > now => {
-                    v.insert("coolingDownUntil".into(), json!(iso(at)));
-                }
-                Availability::At(_) => {}
-            }
-            v.insert("requestsLeftMinute".into(), json!(left_minute));
-            v.insert("requestsLeftDay".into(), json!(left_day));
-            v.insert("lastErrorClass".into(), json!(state.last_class.filter(|c| c != "ok")));
-            if state.last_at_ms > 0 {
-                v.insert("lastAt".into(), json!(iso(state.last_at_ms)));
-            }
-            Value::Object(v)
+            provider_health(
+                &slot.name,
+                &slot.limits,
+                &states.get(&slot.name).cloned().unwrap_or_default(),
+                now,
+            )
         })
         .collect();
+    let usable = providers.iter().filter(|p| p.healthy).count();
     let status = match (usable, providers.len()) {
-        (0, _) => "unhealthy",
-        (u, n) if u < n => "degraded",
-        _ => "healthy",
+        (0, _) => HealthStatus::Unhealthy,
+        (u, n) if u < n => HealthStatus::Degraded,
+        _ => HealthStatus::Healthy,
     };
-    json!({"status": status, "providers": providers, "timestamp": iso(now)})
+    Health {
+        status,
+        providers,
+        timestamp: Timestamp::from_ms(now),
+        store: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::quota::ResetClock;
+
+    /// The view's JSON, after checking it against the schema `/openapi.json` documents for it.
+    fn to_json<T: Serialize + JsonSchema>(view: &T) -> String {
+        let value = serde_json::to_value(view).unwrap();
+        crate::api::openapi::check(&T::schema_name(), &value).unwrap();
+        value.to_string()
+    }
+    use crate::delivery::send::{DeliveryStatus, Target};
+    use crate::job::JobResult;
+    use crate::presets::generic::GenerateRequest;
+    use crate::providers::ErrorClass;
+
+    fn job(state: JobState) -> Job {
+        Job {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            owner: "alice".into(),
+            gen: "g".into(),
+            seq: 3,
+            state,
+            spec: GenerateRequest::from_json(&json!({"prompt": "x"})).unwrap().into_spec(),
+            created_at_ms: 1_700_000_000_000,
+            deadline_ms: 1_700_086_400_000,
+            next_attempt_at_ms: None,
+            attempts: Vec::new(),
+            result: None,
+            error: None,
+            finished_at_ms: None,
+            expires_at_ms: 1_700_090_000_000,
+            deliveries: Vec::new(),
+        }
+    }
+
+    fn attempts() -> Vec<Attempt> {
+        vec![
+            Attempt {
+                provider: "groq".into(),
+                number: 1,
+                class: Some(ErrorClass::RateLimited),
+                http_status: Some(429),
+                duration_ms: 120,
+                retry_after_s: Some(7),
+                message: Some("slow down".into()),
+                at_ms: 1_700_000_001_000,
+            },
+            Attempt {
+                provider: "gemini".into(),
+                number: 2,
+                class: Some(ErrorClass::Overloaded),
+                http_status: None,
+                duration_ms: 30,
+                retry_after_s: None,
+                message: None,
+                at_ms: 1_700_000_002_000,
+            },
+            Attempt {
+                provider: "gemini".into(),
+                number: 3,
+                class: None,
+                http_status: None,
+                duration_ms: 900,
+                retry_after_s: None,
+                message: None,
+                at_ms: 1_700_000_003_000,
+            },
+        ]
+    }
+
+    // These strings pin the contract byte for byte: field order, omitted versus null.
+    #[test]
+    fn an_unfinished_job_reads_as_the_contract_says() {
+        let mut waiting = job(JobState::WaitingForRetry);
+        waiting.attempts = attempts()[..1].to_vec();
+        waiting.next_attempt_at_ms = Some(1_700_000_060_000);
+        assert_eq!(
+            to_json(&job_status(&waiting, false)),
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z"}"#
+        );
+        assert_eq!(
+            to_json(&job_status(&job(JobState::Queued), true)),
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
+        );
+        assert_eq!(job_status(&job(JobState::Queued), false).status, StatusWord::Waiting);
+    }
+
+    #[test]
+    fn a_finished_job_reads_as_the_contract_says() {
+        let mut done = job(JobState::Succeeded);
+        done.attempts = attempts();
+        done.finished_at_ms = Some(1_700_000_004_000);
+        done.result = Some(JobResult {
+            output: json!({"title": "t"}),
+            used_provider: "gemini".into(),
+            fallback: false,
+            total_ms: 4000,
+            provider_ms: 1050,
+        });
+        let mut delivered = DeliveryState {
+            target: Target::webhook("https://hooks.example/path?token=secret".into()),
+            status: DeliveryStatus::Delivered,
+            attempts: 1,
+            last_status: Some(200),
+            last_error: None,
+            next_at_ms: None,
+            done_at_ms: Some(1_700_000_005_000),
+        };
+        let mut pending = delivered.clone();
+        pending.target.kind = crate::delivery::send::TargetKind::Callback;
+        pending.status = DeliveryStatus::Pending;
+        pending.last_status = Some(502);
+        pending.last_error = Some("bad gateway".into());
+        pending.next_at_ms = Some(1_700_000_009_000);
+        delivered.done_at_ms = None;
+        done.deliveries = vec![delivered, pending];
+        let view = to_json(&job_status(&done, true));
+        assert_eq!(
+            view,
+            concat!(
+                r#"{"id":"0123456789abcdef0123456789abcdef","status":"completed","progress":100,"data":{"result":{"title":"t"},"usedProvider":"gemini","providersAttempted":["#,
+                r#"{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"},"#,
+                r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
+                r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
+                r#""fallback":false,"timings":{"totalMs":4000,"providerMs":1050}},"attempts":["#,
+                r#"{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"},"#,
+                r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
+                r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
+                r#""createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z","deliveries":["#,
+                r#"{"kind":"webhook","target":"https://hooks.example","status":"delivered","attempts":1,"lastStatus":200},"#,
+                r#"{"kind":"callback","target":"https://hooks.example","status":"pending","attempts":1,"lastStatus":502,"lastError":"bad gateway","nextAttemptAt":"2023-11-14T22:13:29.000Z"}]}"#
+            )
+        );
+        let mut failed = job(JobState::Failed);
+        failed.finished_at_ms = Some(1_700_000_004_000);
+        assert_eq!(
+            to_json(&job_status(&failed, false)),
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"failed","progress":100,"error":"failed","attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z"}"#
+        );
+        failed.error = Some("every provider failed".into());
+        assert_eq!(
+            job_status(&failed, false).error.as_deref(),
+            Some("every provider failed")
+        );
+        assert_eq!(
+            to_json(&cached(done.result.as_ref().unwrap())),
+            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"timings":{"totalMs":4000}}}"#
+        );
+    }
+    #[test]
+    fn status_words_are_the_contract_words() {
+        for state in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::WaitingForRetry,
+            JobState::Succeeded,
+            JobState::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(StatusWord::from(state)).unwrap(),
+                state.contract_word(),
+                "{state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn provider_health_shows_quota_cooldown_and_disablement() {
+        let now = 1_700_000_030_000;
+        let limits = ProviderLimits {
+            rpm: Some(30),
+            rpd: Some(1000),
+            tpm: None,
+            reset: ResetClock::UtcMidnight,
+        };
+        let busy = ProviderState {
+            minute: now / 60_000,
+            minute_requests: 30,
+            day: ResetClock::UtcMidnight.day(now),
+            day_requests: 400,
+            last_class: Some("rate_limited".into()),
+            last_at_ms: 1_700_000_020_000,
+            ..ProviderState::default()
+        };
+        assert_eq!(
+            to_json(&provider_health("groq", &limits, &busy, now)),
+            r#"{"name":"groq","healthy":true,"enabled":true,"coolingDownUntil":"2023-11-14T22:14:00.000Z","requestsLeftMinute":0,"requestsLeftDay":600,"lastErrorClass":"rate_limited","lastAt":"2023-11-14T22:13:40.000Z"}"#
+        );
+        let dead = ProviderState {
+            disabled: Some("auth_invalid: bad key".into()),
+            last_class: Some("ok".into()),
+            ..ProviderState::default()
+        };
+        let open = ProviderLimits {
+            rpm: None,
+            rpd: None,
+            tpm: None,
+            reset: ResetClock::UtcMidnight,
+        };
+        assert_eq!(
+            to_json(&provider_health("gemini", &open, &dead, now)),
+            r#"{"name":"gemini","healthy":false,"enabled":false,"disabledReason":"auth_invalid: bad key","requestsLeftMinute":null,"requestsLeftDay":null,"lastErrorClass":null}"#
+        );
+        let unknown = ProviderHealth {
+            name: "groq".into(),
+            healthy: false,
+            quota: None,
+        };
+        let report = Health {
+            status: HealthStatus::Unhealthy,
+            providers: vec![unknown],
+            timestamp: Timestamp::from_ms(now),
+            store: Some(StoreWord::Unavailable),
+        };
+        assert_eq!(
+            to_json(&report),
+            r#"{"status":"unhealthy","providers":[{"name":"groq","healthy":false}],"timestamp":"2023-11-14T22:13:50.000Z","store":"unavailable"}"#
+        );
+    }
 }

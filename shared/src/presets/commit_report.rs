@@ -4,7 +4,10 @@
 use serde_json::{json, Map, Value};
 
 use super::redact::redact;
-use super::{delivery_targets, digest, integer, object, string, string_array, FieldError, PRESET_VERSION};
+use super::{
+    delivery_schema_properties, delivery_targets, digest, integer, object, string, string_array, FieldError,
+    PRESET_VERSION,
+};
 use crate::delivery::send::Target;
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat};
@@ -80,6 +83,52 @@ impl ReportRequest {
             targets: self.targets.clone(),
         }
     }
+}
+
+/// The JSON Schema of the request body, as [`ReportRequest::from_json`] reads it (unknown keys are
+/// ignored). The OpenAPI document serves it; a test there checks the parser agrees on every edge.
+pub fn request_schema() -> Value {
+    let text = |min: usize, max: usize, what: &str| json!({"type": "string", "minLength": min, "maxLength": max, "description": what});
+    let list = |items: usize, len: usize, what: &str| json!({"type": "array", "maxItems": items, "items": {"type": "string", "maxLength": len}, "description": what});
+    let mut properties = Map::new();
+    for (name, schema) in [
+        (
+            "userId",
+            text(
+                1,
+                128,
+                "With `commitSha` and `template`, the job's identity: identical submits meet on one job.",
+            ),
+        ),
+        ("commitSha", text(1, 64, "The commit's hash.")),
+        ("repo", text(1, 255, "The repository's name.")),
+        ("message", text(0, 10_000, "The commit message (may be empty).")),
+        ("files", list(2_000, 2_048, "Paths of the changed files.")),
+        ("components", list(200, 256, "Components the commit touches.")),
+        (
+            "diffSummary",
+            json!({"type": "string", "maxLength": MAX_DIFF_INPUT, "description":
+                "The diff, up to 5 MiB of UTF-8; a long one is cut to its head and tail, not refused."}),
+        ),
+        (
+            "template",
+            text(0, 10_000, "The caller's report template; part of the job's identity."),
+        ),
+        (
+            "deadlineSeconds",
+            json!({"type": "integer", "minimum": 60, "maximum": 604_800, "description":
+                "Give up after this long (default `JOB_DEADLINE_SECONDS`)."}),
+        ),
+    ] {
+        properties.insert(name.into(), schema);
+    }
+    properties.extend(delivery_schema_properties());
+    json!({
+        "type": "object",
+        "description": "A commit-report job.",
+        "required": ["userId", "commitSha", "repo"],
+        "properties": properties,
+    })
 }
 
 /// The identity of a report job: one per user, commit and template (the purge route computes it too).

@@ -4,7 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{delivery_targets, digest, integer, object, string, FieldError, PRESET_VERSION};
+use super::{
+    delivery_schema_properties, delivery_targets, digest, integer, object, string, FieldError, PRESET_VERSION,
+};
 use crate::delivery::send::Target;
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat, Role};
@@ -86,7 +88,11 @@ pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError>
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(err("requiredKeys must be an array")),
     };
-    let additional = dsl.get("allowAdditionalKeys").and_then(Value::as_bool).unwrap_or(true);
+    let additional = match dsl.get("allowAdditionalKeys") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(allow)) => *allow,
+        Some(_) => return Err(err("allowAdditionalKeys must be a boolean")),
+    };
     Ok(json!({"type": "object", "required": required, "properties": properties, "additionalProperties": additional}))
 }
 
@@ -186,6 +192,123 @@ fn messages(o: &Map<String, Value>, json_mode: bool, schema: Option<&Value>) -> 
         out.insert(0, ChatMessage::system(system.join("\n\n")));
     }
     Ok(out)
+}
+
+/// The JSON Schema of the request body, as [`GenerateRequest::from_json`] reads it (unknown keys are
+/// ignored). The OpenAPI document serves it; a test there checks the parser agrees on every edge.
+pub fn request_schema() -> Value {
+    let dsl = json!({
+        "type": "object",
+        "description": "The old flat output DSL.",
+        "required": ["kind"],
+        "properties": {
+            "kind": {"const": "http-json"},
+            "requiredKeys": {"type": "array", "items": {"type": "string"}},
+            "properties": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"enum": ["string", "number", "boolean", "array", "object"]}}
+                }
+            },
+            "allowAdditionalKeys": {"type": "boolean", "default": true}
+        },
+        "examples": [{"kind": "http-json", "requiredKeys": ["a"], "properties": {"a": {"type": "string"}}}]
+    });
+    let text = |min: usize, max: usize, what: &str| json!({"type": "string", "minLength": min, "maxLength": max, "description": what});
+    let mut properties = Map::new();
+    for (name, schema) in [
+        (
+            "prompt",
+            json!({"oneOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT, "pattern": "\\S", "description": "The prompt itself."},
+                {
+                    "type": "object",
+                    "description": "A template with `{{payload.x}}`, `{{metadata.x}}` and `{{variables.x}}` placeholders.",
+                    "required": ["template"],
+                    "properties": {
+                        "template": text(1, MAX_PROMPT, "The user message."),
+                        "instructions": text(0, MAX_PROMPT, "The system message."),
+                        "variables": {"type": "object", "additionalProperties": true}
+                    }
+                }
+            ]}),
+        ),
+        (
+            "messages",
+            json!({
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "description": "A whole conversation; read only when `prompt` is absent.",
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"enum": ["system", "user", "assistant"]},
+                        "content": {"type": "string", "maxLength": MAX_PROMPT}
+                    }
+                }
+            }),
+        ),
+        (
+            "payload",
+            json!({"type": "object", "additionalProperties": true, "description": "Data for `{{payload.x}}` placeholders."}),
+        ),
+        (
+            "metadata",
+            json!({"type": "object", "additionalProperties": true, "description":
+                "Data for `{{metadata.x}}` placeholders, kept with the job."}),
+        ),
+        ("responseMode", json!({"enum": ["json", "text"], "default": "json"})),
+        (
+            "outputSchema",
+            json!({
+                "description": "What the JSON answer must validate against: a JSON Schema, or the old flat DSL.",
+                "oneOf": [
+                    {
+                        "type": ["object", "boolean"],
+                        "additionalProperties": true,
+                        "description": "A JSON Schema.",
+                        "not": {"type": "object", "required": ["kind"], "properties": {"kind": {"const": "http-json"}}},
+                        "examples": [{"type": "object", "required": ["colours"]}]
+                    },
+                    dsl
+                ]
+            }),
+        ),
+        ("temperature", json!({"type": "number", "minimum": 0, "maximum": 2})),
+        (
+            "maxTokens",
+            json!({"type": "integer", "minimum": 1, "maximum": 32_768, "default": 1_024}),
+        ),
+        (
+            "cacheKey",
+            text(
+                1,
+                256,
+                "The job's identity when given (else a hash of the prompt and options).",
+            ),
+        ),
+        ("tenantId", text(1, 256, "Kept with the job.")),
+        ("requestId", text(1, 256, "Kept with the job.")),
+        (
+            "deadlineSeconds",
+            json!({"type": "integer", "minimum": 60, "maximum": 604_800, "description":
+                "Give up after this long (default `JOB_DEADLINE_SECONDS`)."}),
+        ),
+    ] {
+        properties.insert(name.into(), schema);
+    }
+    properties.extend(delivery_schema_properties());
+    json!({
+        "type": "object",
+        "description": "A generic job: `prompt` or `messages`, answered as JSON (optionally checked) or text.",
+        "anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
+        "dependentSchemas": {"outputSchema": {"properties": {"responseMode": {"const": "json"}}}},
+        "properties": properties,
+    })
 }
 
 impl GenerateRequest {

@@ -6,7 +6,7 @@ pub mod commit_report;
 pub mod generic;
 mod redact;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::delivery::send::{Target, TargetKind};
 
@@ -185,6 +185,49 @@ pub(crate) fn delivery_targets(o: &Map<String, Value>) -> Result<Vec<Target>, Fi
         });
     }
     Ok(targets)
+}
+
+/// The JSON Schema of `callbackUrl` and `callbacks`, as [`delivery_targets`] reads them (the API's
+/// OpenAPI document includes it; a test there holds the two together).
+pub(crate) fn delivery_schema_properties() -> Map<String, Value> {
+    let url =
+        |what: &str| json!({"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri", "description": what});
+    let callback = json!({
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": url("Where to POST the callback body `{success, result | error, metadata}`."),
+            "headers": {
+                "type": "object",
+                "description": "Headers sent with this callback only.",
+                "maxProperties": 20,
+                "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$"},
+                "additionalProperties": {"type": "string", "maxLength": 4096, "pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"}
+            },
+            "continueOnFailure": {
+                "type": "boolean",
+                "default": false,
+                "description": "Deliver the next callbacks even when this one fails for good."
+            },
+            "retry": {
+                "type": "object",
+                "properties": {
+                    "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 5, "default": 3},
+                    "backoffMs": {"type": "integer", "minimum": 100, "maximum": 60000, "default": 1000}
+                }
+            }
+        }
+    });
+    let mut properties = Map::new();
+    properties.insert(
+        "callbackUrl".into(),
+        url("The signed webhook, POSTed once when the job ends. Needs a webhook secret for the key's owner."),
+    );
+    properties.insert(
+        "callbacks".into(),
+        json!({"type": "array", "maxItems": 5, "items": callback, "description": "Delivered in order after the job ends."}),
+    );
+    properties
 }
 
 /// A stable hash of a canonical JSON value (serde_json keeps insertion order; we build it in a fixed order).

@@ -1,0 +1,864 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of every route in [`Endpoint::ALL`]. Response
+//! schemas are derived from the types the handlers serialise (views.rs, errors.rs); request schemas
+//! come from the presets, next to the parsers they describe.
+
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+
+use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
+use super::routes::Endpoint;
+use super::views::{CachedJob, Health, JobView, PurgedJob, PurgedReport, QueuedJob};
+use crate::presets::{commit_report, generic};
+
+const SCHEMAS: &str = "#/components/schemas/";
+
+/// The whole document; `key_header` is the configured API key header (`API_KEY_HEADER`).
+pub fn document(key_header: &str) -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .for_serialize()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let mut paths = Map::new();
+    for endpoint in Endpoint::ALL {
+        let operation = operation(endpoint, &mut generator);
+        let item = paths.entry(endpoint.path()).or_insert_with(|| json!({}));
+        item[endpoint.method().as_str().to_ascii_lowercase()] = operation;
+    }
+    let error_body = generator.subschema_for::<ErrorBody>();
+    let error_content = json!({"application/json": {"schema": error_body}});
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert("ReportRequest".into(), commit_report::request_schema());
+    schemas.insert("GenerateRequest".into(), generic::request_schema());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "stepper",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Submit an AI job, poll it (or get a webhook), save the result, purge it. \
+                            Every job belongs to the owner of the API key that submitted it; other owners get 404.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": key_header},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <API key>`"},
+            },
+            "headers": {
+                "RateLimit": {
+                    "description": "The owner's budget left in the current window (IETF draft-ietf-httpapi-ratelimit-headers), e.g. `\"default\";r=117;t=42`: `r` requests left, `t` seconds until the window resets. Sent on answers counted against the owner.",
+                    "schema": {"type": "string"},
+                },
+                "RateLimitPolicy": {
+                    "description": "The owner's quota policy, e.g. `\"default\";q=120;w=60`: `q` requests per `w` seconds.",
+                    "schema": {"type": "string"},
+                },
+                "RetryAfter": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer", "minimum": 0, "examples": [RETRY_AFTER_SECONDS.parse::<u64>().unwrap_or(5)]},
+                },
+            },
+            "responses": {
+                "Unauthorized": {"description": "The API key is missing or unknown.", "content": error_content},
+                "Unavailable": {
+                    "description": "The job store or the step queue is unavailable (`code` says which): retry after `Retry-After` seconds.",
+                    "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+                    "content": error_content,
+                },
+                "TooManyRequests": {
+                    "description": "The owner's request budget for this window is spent (`rate_limited`), or it has its maximum of unfinished jobs (`too_many_jobs_in_flight`): retry after `Retry-After` seconds (also in `retryAfterSeconds`).",
+                    "headers": {
+                        "Retry-After": {"$ref": "#/components/headers/RetryAfter"},
+                        "RateLimit": {"$ref": "#/components/headers/RateLimit"},
+                        "RateLimit-Policy": {"$ref": "#/components/headers/RateLimitPolicy"},
+                    },
+                    "content": error_content,
+                },
+                "HeadersTooLarge": {
+                    "description": "Too many header fields or header bytes (`headers_too_large`).",
+                    "content": error_content,
+                },
+                "BodyNotTaken": {
+                    "description": "A body too large for this route, which takes none or a small one (`payload_too_large`).",
+                    "content": error_content,
+                },
+                "JobNotFound": {
+                    "description": "No such job for this key's owner (`{\"error\":\"Job not found\"}`).",
+                    "content": error_content,
+                },
+            },
+        },
+        "security": [{"apiKey": []}, {"bearer": []}],
+    })
+}
+
+fn json_response<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": generator.subschema_for::<T>()}}})
+}
+
+fn job_id_parameter() -> Value {
+    json!({
+        "name": "jobId",
+        "in": "path",
+        "required": true,
+        "description": "The `jobId` a submit answered (32 hex digits).",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    })
+}
+
+fn submit_body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{schema}")}}}})
+}
+
+/// Answers every job route (submit, poll, purge) can give besides its own: each is counted against the
+/// owner's limits in the store, so each may be refused with 429.
+fn keyed(mut responses: Map<String, Value>) -> Value {
+    responses.insert("401".into(), json!({"$ref": "#/components/responses/Unauthorized"}));
+    responses
+        .entry("413")
+        .or_insert_with(|| json!({"$ref": "#/components/responses/BodyNotTaken"}));
+    responses.insert("429".into(), json!({"$ref": "#/components/responses/TooManyRequests"}));
+    responses.insert("431".into(), json!({"$ref": "#/components/responses/HeadersTooLarge"}));
+    responses.insert("503".into(), json!({"$ref": "#/components/responses/Unavailable"}));
+    Value::Object(responses)
+}
+
+fn submit_responses(generator: &mut SchemaGenerator, status_path: &str) -> Value {
+    let mut r = Map::new();
+    r.insert(
+        "202".into(),
+        json_response::<QueuedJob>(
+            generator,
+            &format!("Queued: a new job, or the identical job already in flight. Poll `statusUrl` ({status_path})."),
+        ),
+    );
+    r.insert(
+        "200".into(),
+        json_response::<CachedJob>(
+            generator,
+            "An identical job already finished and was not purged: its result.",
+        ),
+    );
+    r.insert(
+        "400".into(),
+        json_response::<ErrorBody>(
+            generator,
+            "Invalid body: `code` is `invalid_request` (with `field`), `invalid_json` or `invalid_callback_url`.",
+        ),
+    );
+    r.insert(
+        "413".into(),
+        json_response::<ErrorBody>(generator, "The body is larger than 6 MiB (`payload_too_large`)."),
+    );
+    keyed(r)
+}
+
+fn poll_responses(generator: &mut SchemaGenerator) -> Value {
+    let mut r = Map::new();
+    r.insert(
+        "200".into(),
+        json_response::<JobView>(
+            generator,
+            "The job. The first read of a finished job shortens its life to a grace period; a purge deletes it.",
+        ),
+    );
+    r.insert("404".into(), json!({"$ref": "#/components/responses/JobNotFound"}));
+    keyed(r)
+}
+
+/// One route's operation. Exhaustive: a new [`Endpoint`] does not compile until it is documented.
+fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator) -> Value {
+    let mut op = match endpoint {
+        Endpoint::SubmitReport => json!({
+            "operationId": "submitReport",
+            "tags": ["jobs"],
+            "summary": "Submit a commit-report job",
+            "requestBody": submit_body("ReportRequest"),
+            "responses": submit_responses(generator, "`/v1/reports/{jobId}`"),
+        }),
+        Endpoint::SubmitGeneric => json!({
+            "operationId": "submitGenerate",
+            "tags": ["jobs"],
+            "summary": "Submit a generic job",
+            "requestBody": submit_body("GenerateRequest"),
+            "responses": submit_responses(generator, "`/v1/jobs/{jobId}`"),
+        }),
+        Endpoint::PollReport => json!({
+            "operationId": "getReport",
+            "tags": ["jobs"],
+            "summary": "Poll a commit-report job",
+            "parameters": [job_id_parameter()],
+            "responses": poll_responses(generator),
+        }),
+        Endpoint::PollJob => json!({
+            "operationId": "getJob",
+            "tags": ["jobs"],
+            "summary": "Poll a job",
+            "parameters": [job_id_parameter()],
+            "responses": poll_responses(generator),
+        }),
+        Endpoint::PurgeReport => {
+            let query = |name: &str, required: bool, what: &str| json!({"name": name, "in": "query", "required": required, "description": what, "schema": {"type": "string"}});
+            let mut r = Map::new();
+            r.insert(
+                "200".into(),
+                json_response::<PurgedReport>(generator, "Deleted (or nothing was there)."),
+            );
+            r.insert(
+                "400".into(),
+                json_response::<ErrorBody>(generator, "`Missing required query parameters: userId, commitSha`."),
+            );
+            json!({
+                "operationId": "purgeReport",
+                "tags": ["jobs"],
+                "summary": "Forget a commit's report job",
+                "parameters": [
+                    query("userId", true, "As submitted."),
+                    query("commitSha", true, "As submitted."),
+                    query("template", false, "As submitted (absent: the empty template)."),
+                ],
+                "responses": keyed(r),
+            })
+        }
+        Endpoint::PurgeJob => {
+            let mut r = Map::new();
+            r.insert("200".into(), json_response::<PurgedJob>(generator, "Deleted."));
+            r.insert("404".into(), json!({"$ref": "#/components/responses/JobNotFound"}));
+            json!({
+                "operationId": "purgeJob",
+                "tags": ["jobs"],
+                "summary": "Forget a job",
+                "parameters": [job_id_parameter()],
+                "responses": keyed(r),
+            })
+        }
+        Endpoint::Health => json!({
+            "operationId": "health",
+            "tags": ["service"],
+            "summary": "Health: can this service serve jobs?",
+            "responses": {
+                "200": json_response::<Health>(generator, "`healthy` or `degraded`."),
+                "503": json_response::<Health>(generator, "`unhealthy`: no usable provider, or the store is unavailable."),
+            },
+        }),
+        Endpoint::Providers => {
+            let mut r = Map::new();
+            r.insert(
+                "200".into(),
+                json_response::<Health>(generator, "The health summary with each provider's shared quota state."),
+            );
+            r.insert("401".into(), json!({"$ref": "#/components/responses/Unauthorized"}));
+            json!({
+                "operationId": "providers",
+                "tags": ["service"],
+                "summary": "Providers and their shared quota state",
+                "responses": r,
+            })
+        }
+        Endpoint::OpenApi => json!({
+            "operationId": "openapi",
+            "tags": ["service"],
+            "summary": "This document",
+            "responses": {"200": {"description": "The OpenAPI 3.1 document.", "content": {"application/json": {"schema": {"type": "object", "additionalProperties": true}}}}},
+        }),
+    };
+    if !endpoint.needs_key() {
+        op["security"] = json!([]);
+    }
+    op
+}
+
+/// Validates `value` against the document's component schema `name` (tests of the views use it).
+#[cfg(test)]
+pub(crate) fn check(name: &str, value: &Value) -> Result<(), String> {
+    let doc = document("x-api-key");
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("{SCHEMAS}{name}"),
+        "components": doc["components"],
+    });
+    let validator = jsonschema::validator_for(&root).map_err(|e| e.to_string())?;
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name}: {}", errors.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::routes::Function;
+    use crate::config::Config;
+    use crate::queue::local::LocalQueue;
+
+    const JOB: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A service on the in-memory store; its queue works while the returned receiver lives.
+    fn service(env: &[(&str, &str)]) -> (Arc<crate::service::Service>, impl Sized) {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let config =
+            Config::from_lookup(&|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).expect("config");
+        let (queue, deliveries) = LocalQueue::new();
+        (
+            Arc::new(crate::service::build(&config, Arc::new(queue)).expect("service")),
+            deliveries,
+        )
+    }
+
+    async fn call(router: &axum::Router, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn is_fallback(answer: &(u16, Value)) -> bool {
+        answer.0 == 405 || (answer.0 == 404 && answer.1["code"] == "not_found")
+    }
+
+    #[tokio::test]
+    async fn the_document_lists_exactly_the_routes_the_routers_answer() {
+        let doc = document("x-api-key");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        let mut table: Vec<(String, String)> = Endpoint::ALL
+            .iter()
+            .map(|e| (e.method().to_string(), e.path().to_string()))
+            .collect();
+        documented.sort();
+        table.sort();
+        assert_eq!(documented, table);
+
+        let (service, _queue) = service(&[("STEPPER_API_KEYS", "dev=dev-key")]);
+        let all = crate::api::router(service.clone());
+        let functions = [
+            (Function::Submit, crate::api::submit_routes(service.clone())),
+            (Function::Poll, crate::api::poll_routes(service.clone())),
+            (Function::Purge, crate::api::purge_routes(service.clone())),
+        ];
+        let methods = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+        for endpoint in Endpoint::ALL {
+            let path = endpoint.path().replace("{jobId}", JOB);
+            let answer = call(&all, endpoint.method(), &path, Some(json!({}))).await;
+            assert!(
+                !is_fallback(&answer),
+                "{endpoint:?} is documented but not routed: {answer:?}"
+            );
+            let operation = &doc["paths"][endpoint.path()][endpoint.method().as_str().to_ascii_lowercase()];
+            assert!(
+                operation["responses"].get(answer.0.to_string()).is_some(),
+                "{endpoint:?} answered {} without a key, which its operation does not list",
+                answer.0
+            );
+            for (function, router) in &functions {
+                let answer = call(router, endpoint.method(), &path, Some(json!({}))).await;
+                assert_eq!(
+                    !is_fallback(&answer),
+                    *function == endpoint.function(),
+                    "{endpoint:?} on {function:?}: {answer:?}"
+                );
+            }
+            for method in &methods {
+                let documented = Endpoint::ALL
+                    .iter()
+                    .any(|e| e.path() == endpoint.path() && e.method() == method);
+                if !documented {
+                    let answer = call(&all, method.clone(), &path, None).await;
+                    assert_eq!(
+                        answer.0, 405,
+                        "{method} {path} is not documented but answers {answer:?}"
+                    );
+                }
+            }
+        }
+        for path in [
+            "/",
+            "/v1",
+            "/v1/jobs",
+            "/v1/reports/x/y",
+            "/v2/reports",
+            "/openapi.yaml",
+            "/docs",
+            "/v1/health",
+        ] {
+            for method in &methods {
+                assert!(
+                    is_fallback(&call(&all, method.clone(), path, None).await),
+                    "{method} {path} answers"
+                );
+            }
+        }
+    }
+
+    /// `docs/openapi.json` (for readers, and the TypeScript example's generated types) is this document.
+    #[test]
+    fn the_committed_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let current = serde_json::to_string_pretty(&document("x-api-key")).expect("serialize") + "\n";
+        assert!(
+            committed == current,
+            "docs/openapi.json is stale: cargo run -p stepper-local -- --print-openapi > docs/openapi.json, \
+             then scripts/openapi-types.sh"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_served_document_names_the_configured_key_header_and_is_built_once() {
+        let (service, _queue) = service(&[("STEPPER_API_KEYS", "dev=dev-key"), ("API_KEY_HEADER", "X-Stepper-Key")]);
+        let poll = crate::api::poll_routes(service);
+        let (code, served) = call(&poll, Method::GET, "/openapi.json", None).await;
+        assert_eq!(code, 200, "no key needed");
+        assert_eq!(served, document("x-stepper-key"));
+        assert_eq!(
+            served["components"]["securitySchemes"]["apiKey"]["name"],
+            "x-stepper-key"
+        );
+        assert_eq!(served["openapi"], "3.1.0");
+    }
+
+    /// Every answer the routers give validates against the schema its operation documents.
+    #[tokio::test]
+    async fn real_answers_match_their_documented_schemas() {
+        let doc = document("x-api-key");
+        let (working, _queue) = service(&[("STEPPER_API_KEYS", "dev=dev-key")]);
+        // A queue nobody reads refuses messages: the submit answers 503 with Retry-After.
+        let (broken, _) = service(&[("STEPPER_API_KEYS", "dev=dev-key")]);
+        let report = json!({"userId": "u", "commitSha": "abc", "repo": "r", "message": "m", "files": ["a.rs"], "components": []});
+        let routers = [crate::api::router(working), crate::api::router(broken)];
+        let on = |router: usize, method: Method, path: &str, body: Option<Value>| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("x-api-key", "dev-key")
+                .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+                .expect("request");
+            let router = routers[router].clone();
+            async move {
+                let response = router.oneshot(request).await.expect("infallible");
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get("retry-after").is_some();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&bytes).expect("JSON"),
+                    retry_after,
+                )
+            }
+        };
+        let keyed = |method: Method, path: &str, body: Option<Value>| on(0, method, path, body);
+        let queued = keyed(Method::POST, "/v1/reports", Some(report.clone())).await;
+        let status_url = queued.1["statusUrl"].as_str().expect("statusUrl").to_string();
+        let cases = vec![
+            (Endpoint::SubmitReport, queued),
+            (
+                Endpoint::SubmitReport,
+                on(1, Method::POST, "/v1/reports", Some(report.clone())).await,
+            ),
+            (
+                Endpoint::SubmitGeneric,
+                keyed(Method::POST, "/v1/generate", Some(json!({"prompt": "x"}))).await,
+            ),
+            (
+                Endpoint::SubmitGeneric,
+                keyed(Method::POST, "/v1/generate", Some(json!({"prompt": 3}))).await,
+            ),
+            (Endpoint::SubmitGeneric, keyed(Method::POST, "/v1/generate", None).await),
+            (
+                Endpoint::SubmitGeneric,
+                keyed(
+                    Method::POST,
+                    "/v1/generate",
+                    Some(json!({"prompt": "x".repeat(7 << 20)})),
+                )
+                .await,
+            ),
+            (
+                Endpoint::SubmitGeneric,
+                keyed(
+                    Method::POST,
+                    "/v1/generate",
+                    Some(json!({"prompt": "x", "callbackUrl": "http://127.0.0.1/x"})),
+                )
+                .await,
+            ),
+            (Endpoint::PollReport, keyed(Method::GET, &status_url, None).await),
+            (
+                Endpoint::PollJob,
+                keyed(Method::GET, &format!("/v1/jobs/{JOB}"), None).await,
+            ),
+            (Endpoint::PollJob, keyed(Method::GET, "/v1/jobs/%FF%FE", None).await),
+            (
+                Endpoint::PurgeReport,
+                keyed(Method::DELETE, "/v1/reports?userId=u&commitSha=abc", None).await,
+            ),
+            (
+                Endpoint::PurgeReport,
+                keyed(Method::DELETE, "/v1/reports?userId=u", None).await,
+            ),
+            (
+                Endpoint::PurgeJob,
+                keyed(Method::DELETE, &format!("/v1/jobs/{JOB}"), None).await,
+            ),
+            (Endpoint::Health, keyed(Method::GET, "/health", None).await),
+            (Endpoint::Providers, keyed(Method::GET, "/v1/providers", None).await),
+            (Endpoint::OpenApi, keyed(Method::GET, "/openapi.json", None).await),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (endpoint, (status, body, retry_after)) in cases {
+            let operation = &doc["paths"][endpoint.path()][endpoint.method().as_str().to_ascii_lowercase()];
+            let mut response = &operation["responses"][status.to_string()];
+            if let Some(Value::String(reference)) = response.get("$ref") {
+                let name = reference.trim_start_matches("#/components/responses/");
+                response = &doc["components"]["responses"][name];
+                assert_eq!(
+                    retry_after,
+                    response.get("headers").is_some(),
+                    "{endpoint:?} {status}: Retry-After"
+                );
+            }
+            let schema = &response["content"]["application/json"]["schema"];
+            assert!(
+                schema.is_object(),
+                "{endpoint:?} answered {status}, undocumented: {body}"
+            );
+            if let Some(Value::String(reference)) = schema.get("$ref") {
+                check(reference.trim_start_matches(SCHEMAS), &body)
+                    .unwrap_or_else(|e| panic!("{endpoint:?} {status}: {e}"));
+            }
+            seen.insert((endpoint.path(), status));
+        }
+        for expected in [
+            ("/v1/generate", 413),
+            ("/v1/jobs/{jobId}", 404),
+            ("/v1/reports", 503),
+            ("/v1/reports", 400),
+        ] {
+            assert!(seen.contains(&expected), "{expected:?} not exercised: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_documented_and_sent_by_some_error() {
+        let codes = &document("x-api-key")["components"]["schemas"]["ErrorCode"]["oneOf"];
+        let documented: Vec<&str> = codes
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .filter_map(|c| c["const"].as_str())
+            .collect();
+        assert_eq!(documented.len(), 12, "{documented:?}");
+        use crate::api::errors::ErrorCode;
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidJson,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::InvalidCallbackUrl,
+            ErrorCode::NotFound,
+            ErrorCode::StoreUnauthorized,
+            ErrorCode::StoreUnavailable,
+            ErrorCode::QueueUnavailable,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyJobsInFlight,
+            ErrorCode::HeadersTooLarge,
+        ] {
+            let word = serde_json::to_value(code).expect("serialize");
+            assert!(documented.contains(&word.as_str().unwrap_or_default()), "{word}");
+        }
+    }
+
+    // ---- request schemas versus the parsers --------------------------------------------------
+
+    fn example(schema: &Value) -> Value {
+        if let Some(first) = schema.get("examples").and_then(|e| e.get(0)) {
+            return first.clone();
+        }
+        if let Some(value) = schema.get("const") {
+            return value.clone();
+        }
+        if let Some(first) = schema.get("enum").and_then(|e| e.get(0)) {
+            return first.clone();
+        }
+        if let Some(first) = schema.get("oneOf").and_then(|b| b.get(0)) {
+            return example(first);
+        }
+        let n = |key: &str| schema.get(key).and_then(Value::as_u64);
+        match schema["type"].as_str() {
+            Some("string") if schema.get("format") == Some(&json!("uri")) => json!("https://example.com/hook"),
+            Some("string") => json!("x".repeat(n("minLength").unwrap_or(1).max(1) as usize)),
+            Some("integer") => json!(n("minimum").unwrap_or(1)),
+            Some("number") => json!(n("minimum").unwrap_or(0)),
+            Some("boolean") => json!(true),
+            Some("array") => json!(vec![
+                example(&schema["items"]);
+                n("minItems").unwrap_or(1).max(1) as usize
+            ]),
+            _ => {
+                let mut object = Map::new();
+                for name in schema["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    object.insert(name.into(), example(&schema["properties"][name]));
+                }
+                Value::Object(object)
+            }
+        }
+    }
+
+    fn join(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+
+    /// Values to put at one place in a valid body: valid ones at the schema's edges, invalid ones just
+    /// past them or of the wrong type, and the same one level down. Each is labelled with its field path.
+    fn cases(schema: &Value, current: &Value, path: &str) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = vec![(path.to_string(), current.clone())];
+        for wrong in [
+            json!(12345),
+            json!("wrong"),
+            json!(" "),
+            json!(true),
+            json!([]),
+            json!({}),
+        ] {
+            out.push((path.to_string(), wrong));
+        }
+        for value in schema.get("enum").and_then(Value::as_array).into_iter().flatten() {
+            out.push((path.to_string(), value.clone()));
+        }
+        out.push((path.to_string(), json!("not-a-choice")));
+        for branch in schema.get("oneOf").and_then(Value::as_array).into_iter().flatten() {
+            out.extend(cases(branch, &example(branch), path));
+        }
+        let n = |key: &str| schema.get(key).and_then(Value::as_u64);
+        let x = |len: u64| json!("x".repeat(len as usize));
+        match schema["type"].as_str() {
+            Some("string") => {
+                out.extend(
+                    n("maxLength")
+                        .into_iter()
+                        .flat_map(|max| [x(max), x(max + 1)])
+                        .map(|v| (path.to_string(), v)),
+                );
+                out.extend(
+                    n("minLength")
+                        .filter(|m| *m > 0)
+                        .map(|min| (path.to_string(), x(min - 1))),
+                );
+            }
+            Some("integer") | Some("number") => {
+                let bounds = [schema.get("minimum"), schema.get("maximum")];
+                for (bound, step) in bounds.into_iter().zip([-1.0, 1.0]) {
+                    if let Some(b) = bound.and_then(Value::as_f64) {
+                        let past = if schema["type"] == "integer" {
+                            json!(b as i64 + step as i64)
+                        } else {
+                            json!(b + step / 2.0)
+                        };
+                        out.extend([
+                            (path.to_string(), json!(b as i64)),
+                            (path.to_string(), past),
+                            (path.to_string(), json!(b + 0.5)),
+                        ]);
+                    }
+                }
+            }
+            Some("array") => {
+                let item = current.get(0).cloned().unwrap_or_else(|| example(&schema["items"]));
+                for (label, value) in cases(&schema["items"], &item, &format!("{path}[0]")) {
+                    out.push((label, json!([value])));
+                }
+                if let Some(max) = n("maxItems") {
+                    out.push((path.to_string(), json!(vec![item.clone(); max as usize])));
+                    out.push((path.to_string(), json!(vec![item.clone(); max as usize + 1])));
+                }
+                if let Some(min) = n("minItems").filter(|m| *m > 0) {
+                    out.push((path.to_string(), json!(vec![item; min as usize - 1])));
+                }
+            }
+            Some("object") => {
+                let base = current.as_object().cloned().unwrap_or_default();
+                for (name, property) in schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    let value = base.get(name).cloned().unwrap_or_else(|| example(property));
+                    for (label, v) in cases(property, &value, &join(path, name)) {
+                        let mut object = base.clone();
+                        object.insert(name.clone(), v);
+                        out.push((label, Value::Object(object)));
+                    }
+                }
+                for name in schema["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    let mut object = base.clone();
+                    object.remove(name);
+                    out.push((join(path, name), Value::Object(object)));
+                }
+                if let Some(extra) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+                    for (label, v) in cases(extra, &example(extra), &join(path, "x-h0")) {
+                        let mut object = base.clone();
+                        object.insert("x-h0".into(), v);
+                        out.push((label, Value::Object(object)));
+                    }
+                    if let Some(max) = n("maxProperties") {
+                        for count in [max, max + 1] {
+                            let object: Map<String, Value> =
+                                (0..count).map(|i| (format!("x-h{i}"), example(extra))).collect();
+                            out.push((path.to_string(), Value::Object(object)));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Bodies for one request schema: for each property, a minimal body that makes the parser read
+    /// it (the `anyOf` branch naming it, else the first) with that property's cases put in.
+    fn bodies(schema: &Value) -> Vec<(String, Value)> {
+        let branches: Vec<Vec<&str>> = match schema.get("anyOf").and_then(Value::as_array) {
+            Some(branches) => branches
+                .iter()
+                .map(|b| {
+                    b["required"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect()
+                })
+                .collect(),
+            None => vec![Vec::new()],
+        };
+        let base = |branch: &[&str]| {
+            let mut body = example(schema).as_object().cloned().unwrap_or_default();
+            for name in branch {
+                body.insert(name.to_string(), example(&schema["properties"][*name]));
+            }
+            body
+        };
+        let mut out = vec![
+            (String::new(), json!([])),
+            (String::new(), json!("body")),
+            (String::new(), json!({})),
+        ];
+        for (name, property) in schema["properties"].as_object().expect("properties") {
+            let branch = branches
+                .iter()
+                .find(|b| b.contains(&name.as_str()))
+                .unwrap_or(&branches[0]);
+            let body = base(branch);
+            let value = body.get(name).cloned().unwrap_or_else(|| example(property));
+            for (label, v) in cases(property, &value, name) {
+                let mut object = body.clone();
+                object.insert(name.clone(), v);
+                out.push((label, Value::Object(object)));
+            }
+            if branch.contains(&name.as_str())
+                || schema["required"].as_array().is_some_and(|r| r.contains(&json!(name)))
+            {
+                let mut object = body.clone();
+                object.remove(name);
+                out.push((String::new(), Value::Object(object)));
+            }
+        }
+        out
+    }
+
+    fn agree(schema_name: &str, parse: impl Fn(&Value) -> Result<(), crate::presets::FieldError>) -> usize {
+        let doc = document("x-api-key");
+        let schema = &doc["components"]["schemas"][schema_name];
+        let validator = jsonschema::validator_for(&json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": format!("{SCHEMAS}{schema_name}"),
+            "components": doc["components"],
+        }))
+        .expect("the request schema compiles");
+        let cases = bodies(schema);
+        for (label, body) in &cases {
+            let shown: String = body.to_string().chars().take(300).collect();
+            let parsed = parse(body);
+            assert_eq!(
+                validator.is_valid(body),
+                parsed.is_ok(),
+                "{schema_name} at {label:?}: schema and parser disagree on {shown}: {parsed:?}"
+            );
+            if let (Err(e), false) = (parsed, label.is_empty()) {
+                let related =
+                    |a: &str, b: &str| a == b || a.starts_with(&format!("{b}.")) || a.starts_with(&format!("{b}["));
+                assert!(
+                    related(label, &e.field) || related(&e.field, label),
+                    "{schema_name}: changed {label}, the parser blamed {e} in {shown}"
+                );
+            }
+        }
+        cases.len()
+    }
+
+    #[test]
+    fn the_report_request_schema_and_its_parser_agree_at_every_edge() {
+        let checked = agree("ReportRequest", |b| {
+            commit_report::ReportRequest::from_json(b).map(drop)
+        });
+        assert!(checked > 200, "{checked}");
+    }
+
+    #[test]
+    fn the_generate_request_schema_and_its_parser_agree_at_every_edge() {
+        let checked = agree("GenerateRequest", |b| generic::GenerateRequest::from_json(b).map(drop));
+        assert!(checked > 200, "{checked}");
+        let doc = document("x-api-key");
+        let root = json!({"$ref": format!("{SCHEMAS}GenerateRequest"), "components": doc["components"]});
+        let validator = jsonschema::validator_for(&root).expect("compiles");
+        let text_with_schema = json!({"prompt": "x", "responseMode": "text", "outputSchema": {"type": "object"}});
+        assert!(!validator.is_valid(&text_with_schema));
+        assert_eq!(
+            generic::GenerateRequest::from_json(&text_with_schema)
+                .map(drop)
+                .unwrap_err()
+                .field,
+            "outputSchema"
+        );
+    }
+}
