@@ -13,7 +13,10 @@ cfn-lint template.yaml
 echo "cfn-lint: clean"
 
 echo "== cargo test (whole workspace, one build)"
-cargo test --workspace --no-fail-fast
+cargo test --workspace --no-fail-fast -- --skip ten_thousand_generated_requests
+
+echo "== the schema-driven fuzz run against stepper-local (FUZZ_REQUESTS, default 10000)"
+cargo test --workspace --test fuzz_run -- --nocapture
 
 echo "== cargo lambda invoke with every file in events/"
 bash scripts/invoke-events.sh
