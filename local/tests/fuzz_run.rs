@@ -47,7 +47,9 @@ fn operations(doc: &Value) -> Vec<Operation> {
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("path item") {
-            let Ok(method) = method.to_uppercase().parse::<reqwest::Method>() else { continue };
+            let Ok(method) = method.to_uppercase().parse::<reqwest::Method>() else {
+                continue;
+            };
             let query = op["parameters"]
                 .as_array()
                 .into_iter()
@@ -56,7 +58,12 @@ fn operations(doc: &Value) -> Vec<Operation> {
                 .filter_map(|p| p["name"].as_str().map(str::to_string))
                 .collect();
             let body = op.pointer("/requestBody/content/application~1json/schema").cloned();
-            ops.push(Operation { method, path: path.clone(), query, body });
+            ops.push(Operation {
+                method,
+                path: path.clone(),
+                query,
+                body,
+            });
         }
     }
     ops
@@ -69,7 +76,9 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     }
 }
 
-const ALPHABET: &[&str] = &["a", "Z", "7", " ", "-", "_", "/", ".", "é", "漢", "🙂", "\"", "\\", "\n", "{", "%", "<"];
+const ALPHABET: &[&str] = &[
+    "a", "Z", "7", " ", "-", "_", "/", ".", "é", "漢", "🙂", "\"", "\\", "\n", "{", "%", "<",
+];
 
 fn text(rng: &mut StdRng, min: u64, max: u64) -> String {
     let len = rng.gen_range(min..=max.max(min));
@@ -98,11 +107,19 @@ fn valid(doc: &Value, schema: &Value, rng: &mut StdRng, depth: u32) -> Value {
         Value::Array(types) => types.choose(rng).and_then(Value::as_str).unwrap_or("null").to_string(),
         Value::String(t) => t.clone(),
         _ if schema.get("properties").is_some() => "object".into(),
-        _ => ["string", "integer", "boolean", "object"].choose(rng).unwrap_or(&"null").to_string(),
+        _ => ["string", "integer", "boolean", "object"]
+            .choose(rng)
+            .unwrap_or(&"null")
+            .to_string(),
     };
     match kind.as_str() {
         "object" => {
-            let required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let mut object = Map::new();
             for (name, property) in schema["properties"].as_object().into_iter().flatten() {
                 if depth < 6 && (required.contains(&name.as_str()) || rng.gen_bool(0.5)) {
@@ -115,7 +132,11 @@ fn valid(doc: &Value, schema: &Value, rng: &mut StdRng, depth: u32) -> Value {
             let min = schema["minItems"].as_u64().unwrap_or(0);
             let max = schema["maxItems"].as_u64().unwrap_or(min + 3).min(min + 3);
             let items = schema.get("items").cloned().unwrap_or(json!({"type": "string"}));
-            let n = if depth < 6 { rng.gen_range(min..=max.max(min)) } else { min };
+            let n = if depth < 6 {
+                rng.gen_range(min..=max.max(min))
+            } else {
+                min
+            };
             Value::Array((0..n).map(|_| valid(doc, &items, rng, depth + 1)).collect())
         }
         "string" => match schema["format"].as_str() {
@@ -139,14 +160,36 @@ fn valid(doc: &Value, schema: &Value, rng: &mut StdRng, depth: u32) -> Value {
 
 /// A valid body broken in one of the ways clients break them.
 fn mutated(mut body: Value, rng: &mut StdRng) -> Value {
-    let wrong = [json!(null), json!(42), json!(-1), json!(""), json!([]), json!({}), json!(true), json!("x".repeat(70_000)), json!(1e308)];
+    let wrong = [
+        json!(null),
+        json!(42),
+        json!(-1),
+        json!(""),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!("x".repeat(70_000)),
+        json!(1e308),
+    ];
     match (rng.gen_range(0..5), body.as_object_mut()) {
         (0, Some(object)) if !object.is_empty() => {
-            let key = object.keys().cloned().collect::<Vec<_>>().choose(rng).cloned().unwrap_or_default();
+            let key = object
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .choose(rng)
+                .cloned()
+                .unwrap_or_default();
             object.remove(&key);
         }
         (1, Some(object)) if !object.is_empty() => {
-            let key = object.keys().cloned().collect::<Vec<_>>().choose(rng).cloned().unwrap_or_default();
+            let key = object
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .choose(rng)
+                .cloned()
+                .unwrap_or_default();
             object.insert(key, wrong.choose(rng).cloned().unwrap_or_default());
         }
         (2, Some(object)) => {
@@ -162,10 +205,21 @@ fn mutated(mut body: Value, rng: &mut StdRng) -> Value {
 }
 
 fn owner_of(key: &str) -> &'static str {
-    if key == ALICE { "alice" } else { "bob" }
+    if key == ALICE {
+        "alice"
+    } else {
+        "bob"
+    }
 }
 
-async fn one_request(local: &Local, doc: &Value, ops: &[Operation], ledger: &Mutex<Ledger>, tally: &Mutex<Tally>, rng: &mut StdRng) {
+async fn one_request(
+    local: &Local,
+    doc: &Value,
+    ops: &[Operation],
+    ledger: &Mutex<Ledger>,
+    tally: &Mutex<Tally>,
+    rng: &mut StdRng,
+) {
     let op = ops.choose(rng).expect("operations");
     let key = if rng.gen_bool(0.5) { ALICE } else { BOB };
     let me = owner_of(key);
@@ -175,20 +229,43 @@ async fn one_request(local: &Local, doc: &Value, ops: &[Operation], ledger: &Mut
         let known: Vec<(&String, &'static str)> = ledger.jobs.iter().map(|(id, (owner, _))| (id, *owner)).collect();
         match known.choose(rng) {
             Some((id, owner)) if rng.gen_bool(0.8) => ((*id).clone(), Some(*owner)),
-            _ => ([text(rng, 0, 40), format!("{:032x}", rng.gen::<u128>()), "..%2F..%2Fetc".into()].choose(rng).cloned().unwrap_or_default(), None),
+            _ => (
+                [
+                    text(rng, 0, 40),
+                    format!("{:032x}", rng.gen::<u128>()),
+                    "..%2F..%2Fetc".into(),
+                ]
+                .choose(rng)
+                .cloned()
+                .unwrap_or_default(),
+                None,
+            ),
         }
     };
     let path = op.path.replace("{jobId}", &urlencode(&job_id));
-    let commit = (format!("user-{}", rng.gen_range(0..3)), format!("c{}", rng.gen_range(0..6)));
+    let commit = (
+        format!("user-{}", rng.gen_range(0..3)),
+        format!("c{}", rng.gen_range(0..6)),
+    );
     let mut query = Vec::new();
-    for name in op.query.iter().filter(|_| rng.gen_bool(0.9)).cloned().collect::<Vec<_>>() {
+    for name in op
+        .query
+        .iter()
+        .filter(|_| rng.gen_bool(0.9))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
         query.push(match name.as_str() {
             "userId" => format!("userId={}", commit.0),
             "commitSha" => format!("commitSha={}", commit.1),
             other => format!("{other}={}", urlencode(&text(rng, 0, 8))),
         });
     }
-    let url = if query.is_empty() { path.clone() } else { format!("{path}?{}", query.join("&")) };
+    let url = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
     let mut body = op.body.as_ref().map(|schema| valid(doc, schema, rng, 0));
     if let Some(Value::Object(object)) = body.as_mut() {
         if object.contains_key("commitSha") {
@@ -211,7 +288,9 @@ async fn one_request(local: &Local, doc: &Value, ops: &[Operation], ledger: &Mut
     };
     if let Some(body) = &body {
         request = if rng.gen_range(0..30) == 0 {
-            request.header("content-type", "application/json").body(vec![0xff, 0xfe, b'{'])
+            request
+                .header("content-type", "application/json")
+                .body(vec![0xff, 0xfe, b'{'])
         } else {
             request.json(body)
         };
@@ -229,7 +308,10 @@ async fn one_request(local: &Local, doc: &Value, ops: &[Operation], ledger: &Mut
         tally.server_errors.push(format!("{label}: {status} {text}"));
     }
     let Some(answer) = answer else {
-        tally.not_json.push(format!("{label}: {status} {}", text.chars().take(120).collect::<String>()));
+        tally.not_json.push(format!(
+            "{label}: {status} {}",
+            text.chars().take(120).collect::<String>()
+        ));
         return;
     };
     let mut ledger = ledger.lock().unwrap();
@@ -239,11 +321,15 @@ async fn one_request(local: &Local, doc: &Value, ops: &[Operation], ledger: &Mut
         tally.foreign_probes += 1;
     }
     if foreign && names_job && status != 404 && status != 401 && status != 429 {
-        tally.leaks.push(format!("{label}: another owner's job answered {status} {answer}"));
+        tally
+            .leaks
+            .push(format!("{label}: another owner's job answered {status} {answer}"));
     }
     if (200..300).contains(&status) {
         if let Some(id) = answer["jobId"].as_str() {
-            let commit = body.as_ref().and_then(|b| Some((b["userId"].as_str()?.to_string(), b["commitSha"].as_str()?.to_string())));
+            let commit = body
+                .as_ref()
+                .and_then(|b| Some((b["userId"].as_str()?.to_string(), b["commitSha"].as_str()?.to_string())));
             ledger.jobs.entry(id.to_string()).or_insert((me, commit));
         }
         if op.method == reqwest::Method::DELETE && names_job && !foreign {
@@ -257,7 +343,13 @@ async fn one_request(local: &Local, doc: &Value, ops: &[Operation], ledger: &Mut
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~%".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~%".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -274,8 +366,14 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
     let ops = Arc::new(operations(&doc));
     assert!(ops.len() >= 8, "the document lists every route");
 
-    let total: usize = std::env::var("FUZZ_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
-    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|n| n.parse().ok()).unwrap_or_else(rand::random);
+    let total: usize = std::env::var("FUZZ_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let seed: u64 = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(rand::random);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
@@ -299,7 +397,9 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let mut lost = Vec::new();
     for (id, (owner, commit)) in &ledger.jobs {
-        let purged_by_owner = commit.as_ref().is_some_and(|(u, c)| ledger.purged_commits.contains(&(owner, u.clone(), c.clone())));
+        let purged_by_owner = commit
+            .as_ref()
+            .is_some_and(|(u, c)| ledger.purged_commits.contains(&(owner, u.clone(), c.clone())));
         if ledger.deleted.contains(id) || purged_by_owner {
             continue;
         }
@@ -324,10 +424,30 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
         ledger.jobs.len(),
     );
     assert_eq!(tally.sent, total);
-    assert!(tally.server_errors.is_empty(), "server errors: {:#?}", &tally.server_errors[..tally.server_errors.len().min(5)]);
-    assert!(tally.not_json.is_empty(), "non-JSON answers: {:#?}", &tally.not_json[..tally.not_json.len().min(5)]);
-    assert!(tally.leaks.is_empty(), "leaks: {:#?}", &tally.leaks[..tally.leaks.len().min(5)]);
+    assert!(
+        tally.server_errors.is_empty(),
+        "server errors: {:#?}",
+        &tally.server_errors[..tally.server_errors.len().min(5)]
+    );
+    assert!(
+        tally.not_json.is_empty(),
+        "non-JSON answers: {:#?}",
+        &tally.not_json[..tally.not_json.len().min(5)]
+    );
+    assert!(
+        tally.leaks.is_empty(),
+        "leaks: {:#?}",
+        &tally.leaks[..tally.leaks.len().min(5)]
+    );
     assert!(lost.is_empty(), "jobs deleted by someone else: {lost:?}");
-    assert!(tally.foreign_probes > total / 20, "isolation was probed ({})", tally.foreign_probes);
-    assert!(ledger.jobs.len() > 50, "the run created jobs to aim at ({})", ledger.jobs.len());
+    assert!(
+        tally.foreign_probes > total / 20,
+        "isolation was probed ({})",
+        tally.foreign_probes
+    );
+    assert!(
+        ledger.jobs.len() > 50,
+        "the run created jobs to aim at ({})",
+        ledger.jobs.len()
+    );
 }

@@ -8,23 +8,18 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::classify::http_failure;
-use super::transport::{self, Raw};
+use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::config::Secret;
-use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role, Usage};
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 
 pub const API_VERSION: &str = "2023-06-01";
 
 pub struct AnthropicProvider {
-    name: String,
-    url: String,
+    conn: Connection,
     model: String,
-    key: Option<Secret>,
-    timeout: Duration,
-    reset: ResetClock,
-    client: reqwest::Client,
 }
 
 impl AnthropicProvider {
@@ -38,13 +33,15 @@ impl AnthropicProvider {
         client: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.to_string(),
-            url: format!("{}/messages", base_url.trim_end_matches('/')),
+            conn: Connection {
+                name: name.to_string(),
+                url: format!("{}/messages", base_url.trim_end_matches('/')),
+                key,
+                timeout,
+                reset,
+                client,
+            },
             model: model.to_string(),
-            key,
-            timeout,
-            reset,
-            client,
         }
     }
 
@@ -106,35 +103,23 @@ fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
         "refusal" => return Err(Failure::new(ErrorClass::Filtered, "stop_reason refusal")),
         _ => FinishReason::Other,
     };
-    let text: String = parsed["content"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|block| block["type"] == "text")
-        .filter_map(|block| block["text"].as_str())
-        .collect();
-    let usage = Usage {
-        input_tokens: parsed["usage"]["input_tokens"].as_u64().unwrap_or(0),
-        output_tokens: parsed["usage"]["output_tokens"].as_u64().unwrap_or(0),
-    };
+    let text = transport::text_of(&parsed["content"], |block| block["type"] == "text");
+    let usage = transport::usage_at(&parsed, "/usage/input_tokens", "/usage/output_tokens");
     transport::non_empty(text, finish, usage)
 }
 
 #[async_trait]
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.conn.name
     }
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
         let mut headers = vec![("anthropic-version".to_string(), API_VERSION.to_string())];
-        if let Some(key) = &self.key {
-            headers.push(("x-api-key".to_string(), key.expose().to_string()));
-        }
-        let sent = transport::post_json(&self.client, &self.url, &headers, &self.body(request), self.timeout).await;
-        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| {
-            parse_success(raw, self.reset)
-        })
+        headers.extend(self.conn.key_header("x-api-key", false));
+        let sent = self.conn.post(&headers, &self.body(request)).await;
+        self.conn
+            .report(started, sent, |raw| parse_success(raw, self.conn.reset))
     }
 }

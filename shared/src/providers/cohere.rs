@@ -6,21 +6,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::transport::{self, Raw};
+use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::config::Secret;
-use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Usage};
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 
 pub struct CohereProvider {
-    name: String,
-    url: String,
+    conn: Connection,
     model: String,
-    key: Option<Secret>,
-    timeout: Duration,
-    reset: ResetClock,
-    client: reqwest::Client,
 }
 
 impl CohereProvider {
@@ -34,13 +29,15 @@ impl CohereProvider {
         client: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.to_string(),
-            url: format!("{}/chat", base_url.trim_end_matches('/')),
+            conn: Connection {
+                name: name.to_string(),
+                url: format!("{}/chat", base_url.trim_end_matches('/')),
+                key,
+                timeout,
+                reset,
+                client,
+            },
             model: model.to_string(),
-            key,
-            timeout,
-            reset,
-            client,
         }
     }
 
@@ -71,35 +68,23 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
         r if r.contains("TOXIC") => return Err(Failure::new(ErrorClass::Filtered, format!("finish_reason {r}"))),
         _ => FinishReason::Other,
     };
-    let text: String = parsed["message"]["content"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|part| part["type"] == "text")
-        .filter_map(|part| part["text"].as_str())
-        .collect();
-    let tokens = &parsed["usage"]["tokens"];
-    let usage = Usage {
-        input_tokens: tokens["input_tokens"].as_u64().unwrap_or(0),
-        output_tokens: tokens["output_tokens"].as_u64().unwrap_or(0),
-    };
+    let text = transport::text_of(&parsed["message"]["content"], |part| part["type"] == "text");
+    let usage = transport::usage_at(&parsed, "/usage/tokens/input_tokens", "/usage/tokens/output_tokens");
     transport::non_empty(text, finish, usage)
 }
 
 #[async_trait]
 impl Provider for CohereProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.conn.name
     }
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
-        let headers: Vec<(String, String)> = self
-            .key
-            .iter()
-            .map(|k| ("authorization".to_string(), format!("Bearer {}", k.expose())))
-            .collect();
-        let sent = transport::post_json(&self.client, &self.url, &headers, &self.body(request), self.timeout).await;
-        transport::report(&self.name, started, sent, self.timeout, self.reset, parse_success)
+        let sent = self
+            .conn
+            .post(&self.conn.key_header("authorization", true), &self.body(request))
+            .await;
+        self.conn.report(started, sent, parse_success)
     }
 }

@@ -8,20 +8,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::transport::{self, Raw};
+use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::config::Secret;
-use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role, Usage};
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 
 pub struct GeminiProvider {
-    name: String,
-    url: String,
-    key: Option<Secret>,
-    timeout: Duration,
-    reset: ResetClock,
-    client: reqwest::Client,
+    conn: Connection,
     /// Set once the model refused `responseJsonSchema`: later calls ask for JSON without it.
     schema_refused: AtomicBool,
 }
@@ -37,12 +32,14 @@ impl GeminiProvider {
         client: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.to_string(),
-            url: format!("{}/models/{model}:generateContent", base_url.trim_end_matches('/')),
-            key,
-            timeout,
-            reset,
-            client,
+            conn: Connection {
+                name: name.to_string(),
+                url: format!("{}/models/{model}:generateContent", base_url.trim_end_matches('/')),
+                key,
+                timeout,
+                reset,
+                client,
+            },
             schema_refused: AtomicBool::new(false),
         }
     }
@@ -82,12 +79,9 @@ impl GeminiProvider {
     }
 
     async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
-        let headers: Vec<(String, String)> = self
-            .key
-            .iter()
-            .map(|k| ("x-goog-api-key".to_string(), k.expose().to_string()))
-            .collect();
-        transport::post_json(&self.client, &self.url, &headers, body, self.timeout).await
+        self.conn
+            .post(&self.conn.key_header("x-goog-api-key", false), body)
+            .await
     }
 }
 
@@ -119,24 +113,19 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
         _ => FinishReason::Other,
     };
     // Thinking models may return thought parts: only the answer's own parts count.
-    let text: String = candidate["content"]["parts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["thought"].as_bool() != Some(true))
-        .filter_map(|p| p["text"].as_str())
-        .collect();
-    let usage = Usage {
-        input_tokens: parsed["usageMetadata"]["promptTokenCount"].as_u64().unwrap_or(0),
-        output_tokens: parsed["usageMetadata"]["candidatesTokenCount"].as_u64().unwrap_or(0),
-    };
+    let text = transport::text_of(&candidate["content"]["parts"], |p| p["thought"].as_bool() != Some(true));
+    let usage = transport::usage_at(
+        &parsed,
+        "/usageMetadata/promptTokenCount",
+        "/usageMetadata/candidatesTokenCount",
+    );
     transport::non_empty(text, finish, usage)
 }
 
 #[async_trait]
 impl Provider for GeminiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.conn.name
     }
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
@@ -151,6 +140,6 @@ impl Provider for GeminiProvider {
                 sent = self.send(&Self::body(request, use_schema)).await;
             }
         }
-        transport::report(&self.name, started, sent, self.timeout, self.reset, parse_success)
+        self.conn.report(started, sent, parse_success)
     }
 }

@@ -10,22 +10,18 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::classify::{error_object, http_failure};
-use super::transport::{self, Raw};
+use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::config::Secret;
-use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Usage};
+use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 
 pub struct OpenAiProvider {
-    pub name: String,
-    pub url: String,
-    pub model: String,
-    pub key: Option<Secret>,
-    pub headers: BTreeMap<String, String>,
-    pub timeout: Duration,
-    pub reset: ResetClock,
-    pub client: reqwest::Client,
+    conn: Connection,
+    model: String,
+    /// Sent with every call (OpenRouter's `X-Title`, a gateway's own headers).
+    headers: BTreeMap<String, String>,
     /// Set once the model refused `json_schema`: later calls ask for `json_object` straight away.
     json_schema_refused: AtomicBool,
 }
@@ -43,14 +39,16 @@ impl OpenAiProvider {
         client: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.to_string(),
-            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            conn: Connection {
+                name: name.to_string(),
+                url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+                key,
+                timeout,
+                reset,
+                client,
+            },
             model: model.to_string(),
-            key,
             headers,
-            timeout,
-            reset,
-            client,
             json_schema_refused: AtomicBool::new(false),
         }
     }
@@ -77,10 +75,8 @@ impl OpenAiProvider {
 
     async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
         let mut headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        if let Some(key) = &self.key {
-            headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
-        }
-        transport::post_json(&self.client, &self.url, &headers, body, self.timeout).await
+        headers.extend(self.conn.key_header("authorization", true));
+        self.conn.post(&headers, body).await
     }
 }
 
@@ -110,17 +106,14 @@ fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
         return Err(Failure::new(ErrorClass::Filtered, "finish_reason content_filter"));
     }
     let text = choice["message"]["content"].as_str().unwrap_or("").to_string();
-    let usage = Usage {
-        input_tokens: parsed["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-        output_tokens: parsed["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-    };
+    let usage = transport::usage_at(&parsed, "/usage/prompt_tokens", "/usage/completion_tokens");
     transport::non_empty(text, finish, usage)
 }
 
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.conn.name
     }
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
@@ -136,8 +129,7 @@ impl Provider for OpenAiProvider {
                 sent = self.send(&self.body(request, use_schema)).await;
             }
         }
-        transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| {
-            parse_success(raw, self.reset)
-        })
+        self.conn
+            .report(started, sent, |raw| parse_success(raw, self.conn.reset))
     }
 }

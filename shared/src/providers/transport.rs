@@ -9,7 +9,48 @@ use serde_json::Value;
 
 use super::classify::{http_failure, rate_signals, transport_failure};
 use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
+use crate::config::Secret;
+use crate::llm::{FinishReason, Usage};
 use crate::quota::ResetClock;
+
+/// What every wire adapter holds: where it posts, with which key, under which deadline and quota clock.
+pub struct Connection {
+    pub name: String,
+    pub url: String,
+    pub key: Option<Secret>,
+    pub timeout: Duration,
+    pub reset: ResetClock,
+    pub client: reqwest::Client,
+}
+
+impl Connection {
+    /// POSTs `body` to the adapter's URL with its extra headers.
+    pub async fn post(&self, headers: &[(String, String)], body: &Value) -> Result<Raw, reqwest::Error> {
+        post_json(&self.client, &self.url, headers, body, self.timeout).await
+    }
+
+    /// The key as `name: value` (`bearer` sends `Bearer <key>`), or nothing when the provider needs none.
+    pub fn key_header(&self, name: &str, bearer: bool) -> Vec<(String, String)> {
+        let value = |k: &Secret| {
+            if bearer {
+                format!("Bearer {}", k.expose())
+            } else {
+                k.expose().to_string()
+            }
+        };
+        self.key.iter().map(|k| (name.to_string(), value(k))).collect()
+    }
+
+    /// The report of one call; `success` reads a 200 in the wire's format.
+    pub fn report(
+        &self,
+        started: Instant,
+        sent: Result<Raw, reqwest::Error>,
+        success: impl FnOnce(&Raw) -> Result<Answer, Failure>,
+    ) -> CallReport {
+        report(&self.name, started, sent, self.timeout, self.reset, success)
+    }
+}
 
 /// One HTTP answer, read whole.
 pub struct Raw {
@@ -77,8 +118,28 @@ pub fn report(
     report
 }
 
+/// The concatenated `text` of the parts of an answer that `keep` accepts (content blocks, Gemini parts).
+pub fn text_of(parts: &Value, keep: impl Fn(&Value) -> bool) -> String {
+    parts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| keep(p))
+        .filter_map(|p| p["text"].as_str())
+        .collect()
+}
+
+/// Token counts at two JSON pointers of an answer (0 where absent).
+pub fn usage_at(answer: &Value, input: &str, output: &str) -> Usage {
+    let count = |pointer: &str| answer.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: count(input),
+        output_tokens: count(output),
+    }
+}
+
 /// The answer must say something: an empty text is an unusable answer, not a success.
-pub fn non_empty(text: String, finish: crate::llm::FinishReason, usage: crate::llm::Usage) -> Result<Answer, Failure> {
+pub fn non_empty(text: String, finish: FinishReason, usage: Usage) -> Result<Answer, Failure> {
     if text.trim().is_empty() {
         return Err(Failure::new(ErrorClass::InvalidOutput, "empty answer"));
     }
