@@ -13,20 +13,24 @@ use shared::ports::Provider;
 use shared::providers::custom::JsonPath;
 use shared::providers::openai::OpenAiProvider;
 use shared::providers::spec::{self, HttpShape, ProviderSpec};
+use shared::providers::transport::Connection;
 use shared::providers::{ErrorClass, RetryHint};
 use shared::quota::{ProviderLimits, ResetClock};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 
 fn adapter(fake: &FakeProvider) -> OpenAiProvider {
+    let conn = Connection {
+        name: "fake".into(),
+        url: fake.base_url(),
+        key: Some(Secret::new("sk-test")),
+        timeout: Duration::from_millis(500),
+        reset: ResetClock::UtcMidnight,
+        client: reqwest::Client::new(),
+    };
     OpenAiProvider::new(
-        "fake",
-        &fake.base_url(),
+        conn,
         "fake-model",
-        Some(Secret::new("sk-test")),
         BTreeMap::from([("X-Title".to_string(), "stepper".to_string())]),
-        Duration::from_millis(500),
-        ResetClock::UtcMidnight,
-        reqwest::Client::new(),
     )
 }
 

@@ -2,7 +2,7 @@
 //! System messages go to the top-level `system`; Messages has no JSON mode, so a JSON job asks for it in
 //! the system instructions (with the schema when there is one) and the output check does the rest.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use super::classify::http_failure;
 use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
-use crate::config::Secret;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
@@ -23,24 +22,10 @@ pub struct AnthropicProvider {
 }
 
 impl AnthropicProvider {
-    pub fn new(
-        name: &str,
-        base_url: &str,
-        model: &str,
-        key: Option<Secret>,
-        timeout: Duration,
-        reset: ResetClock,
-        client: reqwest::Client,
-    ) -> Self {
+    /// `conn.url` is the base URL; calls go to its `/messages`.
+    pub fn new(conn: Connection, model: &str) -> Self {
         Self {
-            conn: Connection {
-                name: name.to_string(),
-                url: format!("{}/messages", base_url.trim_end_matches('/')),
-                key,
-                timeout,
-                reset,
-                client,
-            },
+            conn: conn.at("/messages"),
             model: model.to_string(),
         }
     }

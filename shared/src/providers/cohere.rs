@@ -1,17 +1,15 @@
 //! Cohere's v2 chat wire format: `POST {base}/chat`, Bearer key, OpenAI-like messages; JSON through
 //! `response_format {"type":"json_object","json_schema"?}`; the text in `message.content[]`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
-use crate::config::Secret;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
-use crate::quota::ResetClock;
 
 pub struct CohereProvider {
     conn: Connection,
@@ -19,24 +17,10 @@ pub struct CohereProvider {
 }
 
 impl CohereProvider {
-    pub fn new(
-        name: &str,
-        base_url: &str,
-        model: &str,
-        key: Option<Secret>,
-        timeout: Duration,
-        reset: ResetClock,
-        client: reqwest::Client,
-    ) -> Self {
+    /// `conn.url` is the base URL; calls go to its `/chat`.
+    pub fn new(conn: Connection, model: &str) -> Self {
         Self {
-            conn: Connection {
-                name: name.to_string(),
-                url: format!("{}/chat", base_url.trim_end_matches('/')),
-                key,
-                timeout,
-                reset,
-                client,
-            },
+            conn: conn.at("/chat"),
             model: model.to_string(),
         }
     }

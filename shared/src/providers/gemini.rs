@@ -3,17 +3,15 @@
 //! rejects the schema gets plain JSON mode from then on. Blocked prompts and safety stops arrive as HTTP 200.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
-use crate::config::Secret;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
-use crate::quota::ResetClock;
 
 pub struct GeminiProvider {
     conn: Connection,
@@ -22,24 +20,10 @@ pub struct GeminiProvider {
 }
 
 impl GeminiProvider {
-    pub fn new(
-        name: &str,
-        base_url: &str,
-        model: &str,
-        key: Option<Secret>,
-        timeout: Duration,
-        reset: ResetClock,
-        client: reqwest::Client,
-    ) -> Self {
+    /// `conn.url` is the base URL (`…/v1beta`); calls go to its `/models/{model}:generateContent`.
+    pub fn new(conn: Connection, model: &str) -> Self {
         Self {
-            conn: Connection {
-                name: name.to_string(),
-                url: format!("{}/models/{model}:generateContent", base_url.trim_end_matches('/')),
-                key,
-                timeout,
-                reset,
-                client,
-            },
+            conn: conn.at(&format!("/models/{model}:generateContent")),
             schema_refused: AtomicBool::new(false),
         }
     }

@@ -10,7 +10,7 @@ pub mod custom;
 pub mod gemini;
 pub mod openai;
 pub mod spec;
-mod transport;
+pub mod transport;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use super::classify::{error_object, http_failure};
 use super::transport::{self, Connection, Raw};
 use super::{Answer, CallReport, ErrorClass, Failure};
-use crate::config::Secret;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
@@ -27,26 +26,10 @@ pub struct OpenAiProvider {
 }
 
 impl OpenAiProvider {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        name: &str,
-        base_url: &str,
-        model: &str,
-        key: Option<Secret>,
-        headers: BTreeMap<String, String>,
-        timeout: Duration,
-        reset: ResetClock,
-        client: reqwest::Client,
-    ) -> Self {
+    /// `conn.url` is the base URL (`…/v1`); calls go to its `/chat/completions`.
+    pub fn new(conn: Connection, model: &str, headers: BTreeMap<String, String>) -> Self {
         Self {
-            conn: Connection {
-                name: name.to_string(),
-                url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
-                key,
-                timeout,
-                reset,
-                client,
-            },
+            conn: conn.at("/chat/completions"),
             model: model.to_string(),
             headers,
             json_schema_refused: AtomicBool::new(false),

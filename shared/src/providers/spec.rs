@@ -13,6 +13,7 @@ use super::cohere::CohereProvider;
 use super::custom::{CustomHttpProvider, JsonPath};
 use super::gemini::GeminiProvider;
 use super::openai::OpenAiProvider;
+use super::transport::Connection;
 use crate::config::Secret;
 use crate::delivery::guard::UrlGuard;
 use crate::ports::Provider;
@@ -265,20 +266,19 @@ pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard) -> 
         spec.api_key.clone(),
         spec.limits.reset,
     );
+    let conn = || Connection {
+        name: name.to_string(),
+        url: url.to_string(),
+        key: key.clone(),
+        timeout,
+        reset,
+        client: client.clone(),
+    };
     match &spec.wire {
-        Wire::OpenAi { headers } => Arc::new(OpenAiProvider::new(
-            name,
-            url,
-            model,
-            key,
-            headers.clone(),
-            timeout,
-            reset,
-            client,
-        )),
-        Wire::Gemini => Arc::new(GeminiProvider::new(name, url, model, key, timeout, reset, client)),
-        Wire::Anthropic => Arc::new(AnthropicProvider::new(name, url, model, key, timeout, reset, client)),
-        Wire::Cohere => Arc::new(CohereProvider::new(name, url, model, key, timeout, reset, client)),
+        Wire::OpenAi { headers } => Arc::new(OpenAiProvider::new(conn(), model, headers.clone())),
+        Wire::Gemini => Arc::new(GeminiProvider::new(conn(), model)),
+        Wire::Anthropic => Arc::new(AnthropicProvider::new(conn(), model)),
+        Wire::Cohere => Arc::new(CohereProvider::new(conn(), model)),
         Wire::Http(shape) => Arc::new(CustomHttpProvider {
             name: name.to_string(),
             url: url.to_string(),

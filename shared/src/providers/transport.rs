@@ -24,6 +24,12 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The same connection posting to `path` below its URL.
+    pub fn at(mut self, path: &str) -> Self {
+        self.url = format!("{}{path}", self.url.trim_end_matches('/'));
+        self
+    }
+
     /// POSTs `body` to the adapter's URL with its extra headers.
     pub async fn post(&self, headers: &[(String, String)], body: &Value) -> Result<Raw, reqwest::Error> {
         post_json(&self.client, &self.url, headers, body, self.timeout).await
