@@ -24,10 +24,13 @@ struct Operation {
     body: Option<Value>,
 }
 
+/// A report job's `(userId, commitSha)`, what a purge by commit names.
+type Commit = (String, String);
+
 /// What the run has learned: whose job is whose, and what each owner may have deleted itself.
 #[derive(Default)]
 struct Ledger {
-    jobs: HashMap<String, (&'static str, Option<(String, String)>)>,
+    jobs: HashMap<String, (&'static str, Option<Commit>)>,
     deleted: HashSet<String>,
     purged_commits: HashSet<(&'static str, String, String)>,
 }
@@ -158,6 +161,16 @@ fn valid(doc: &Value, schema: &Value, rng: &mut StdRng, depth: u32) -> Value {
     }
 }
 
+fn any_key(object: &Map<String, Value>, rng: &mut StdRng) -> String {
+    object
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .choose(rng)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A valid body broken in one of the ways clients break them.
 fn mutated(mut body: Value, rng: &mut StdRng) -> Value {
     let wrong = [
@@ -173,23 +186,11 @@ fn mutated(mut body: Value, rng: &mut StdRng) -> Value {
     ];
     match (rng.gen_range(0..5), body.as_object_mut()) {
         (0, Some(object)) if !object.is_empty() => {
-            let key = object
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .choose(rng)
-                .cloned()
-                .unwrap_or_default();
+            let key = any_key(object, rng);
             object.remove(&key);
         }
         (1, Some(object)) if !object.is_empty() => {
-            let key = object
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .choose(rng)
-                .cloned()
-                .unwrap_or_default();
+            let key = any_key(object, rng);
             object.insert(key, wrong.choose(rng).cloned().unwrap_or_default());
         }
         (2, Some(object)) => {

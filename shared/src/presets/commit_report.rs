@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::redact::redact;
 use super::{
-    delivery_schema_properties, delivery_targets, digest, integer, object, string, string_array, FieldError,
+    common_schema_properties, deadline_seconds, delivery_targets, digest, object, string, string_array, FieldError,
     PRESET_VERSION,
 };
 use crate::delivery::send::Target;
@@ -55,7 +55,7 @@ impl ReportRequest {
             components: string_array(o, "components", 200, 256)?,
             diff_summary,
             template: string(o, "template", 0, 10_000, false)?.unwrap_or_default(),
-            deadline_seconds: integer(o, "deadlineSeconds", 60, 604_800)?,
+            deadline_seconds: deadline_seconds(o)?,
             targets: delivery_targets(o)?,
         })
     }
@@ -114,15 +114,10 @@ pub fn request_schema() -> Value {
             "template",
             text(0, 10_000, "The caller's report template; part of the job's identity."),
         ),
-        (
-            "deadlineSeconds",
-            json!({"type": "integer", "minimum": 60, "maximum": 604_800, "description":
-                "Give up after this long (default `JOB_DEADLINE_SECONDS`)."}),
-        ),
     ] {
         properties.insert(name.into(), schema);
     }
-    properties.extend(delivery_schema_properties());
+    properties.extend(common_schema_properties());
     json!({
         "type": "object",
         "description": "A commit-report job.",

@@ -5,7 +5,8 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    delivery_schema_properties, delivery_targets, digest, integer, object, string, FieldError, PRESET_VERSION,
+    common_schema_properties, deadline_seconds, delivery_targets, digest, integer, object, string, FieldError,
+    PRESET_VERSION,
 };
 use crate::delivery::send::Target;
 use crate::job::{JobKind, JobSpec};
@@ -293,15 +294,10 @@ pub fn request_schema() -> Value {
         ),
         ("tenantId", text(1, 256, "Kept with the job.")),
         ("requestId", text(1, 256, "Kept with the job.")),
-        (
-            "deadlineSeconds",
-            json!({"type": "integer", "minimum": 60, "maximum": 604_800, "description":
-                "Give up after this long (default `JOB_DEADLINE_SECONDS`)."}),
-        ),
     ] {
         properties.insert(name.into(), schema);
     }
-    properties.extend(delivery_schema_properties());
+    properties.extend(common_schema_properties());
     json!({
         "type": "object",
         "description": "A generic job: `prompt` or `messages`, answered as JSON (optionally checked) or text.",
@@ -357,7 +353,7 @@ impl GenerateRequest {
             temperature,
             cache_key: string(o, "cacheKey", 1, 256, false)?,
             context,
-            deadline_seconds: integer(o, "deadlineSeconds", 60, 604_800)?,
+            deadline_seconds: deadline_seconds(o)?,
             targets: delivery_targets(o)?,
         })
     }

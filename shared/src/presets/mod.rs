@@ -187,9 +187,15 @@ pub(crate) fn delivery_targets(o: &Map<String, Value>) -> Result<Vec<Target>, Fi
     Ok(targets)
 }
 
-/// The JSON Schema of `callbackUrl` and `callbacks`, as [`delivery_targets`] reads them (the API's
-/// OpenAPI document includes it; a test there holds the two together).
-pub(crate) fn delivery_schema_properties() -> Map<String, Value> {
+/// `deadlineSeconds`, which every job request takes: give up after this long.
+pub(crate) fn deadline_seconds(o: &Map<String, Value>) -> Result<Option<u64>, FieldError> {
+    integer(o, "deadlineSeconds", 60, 604_800)
+}
+
+/// The JSON Schema of what every job request takes besides its own fields: `deadlineSeconds` as
+/// [`deadline_seconds`] reads it, `callbackUrl` and `callbacks` as [`delivery_targets`] reads them (the
+/// API's OpenAPI document includes it; a test there holds the schemas and the parsers together).
+pub(crate) fn common_schema_properties() -> Map<String, Value> {
     let url =
         |what: &str| json!({"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri", "description": what});
     let callback = json!({
@@ -219,6 +225,11 @@ pub(crate) fn delivery_schema_properties() -> Map<String, Value> {
         }
     });
     let mut properties = Map::new();
+    properties.insert(
+        "deadlineSeconds".into(),
+        json!({"type": "integer", "minimum": 60, "maximum": 604_800, "description":
+            "Give up after this long (default `JOB_DEADLINE_SECONDS`)."}),
+    );
     properties.insert(
         "callbackUrl".into(),
         url("The signed webhook, POSTed once when the job ends. Needs a webhook secret for the key's owner."),
