@@ -255,7 +255,9 @@ pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetCl
             || (has(&["quota", "credits", "balance", "per day", "daily"]) || has(&out_of_money))
                 && !has(&["per minute", "per-minute"]) =>
         {
-            Failure::new(ErrorClass::QuotaExhausted, text).with_retry(daily)
+            // Groq's per-day limits are rolling and say when: trust that over the midnight guess.
+            let hint = retry_after(headers).or_else(|| try_again_in(&message)).or(daily);
+            Failure::new(ErrorClass::QuotaExhausted, text).with_retry(hint)
         }
         429 => {
             let hint = retry_after(headers)
@@ -420,6 +422,13 @@ mod tests {
                 None,
             ),
             (498, vec![], "{}", ErrorClass::Overloaded, None),
+            (
+                429,
+                vec![],
+                r#"{"error":{"message":"Rate limit reached for model `llama-3.3-70b-versatile` on requests per day (RPD): Limit 1000, Used 1000, Requested 1. Please try again in 1m26.4s.","type":"requests","code":"rate_limit_exceeded"}}"#,
+                ErrorClass::QuotaExhausted,
+                Some(RetryHint::After(Duration::from_millis(86_400))),
+            ),
             (
                 429,
                 vec![],
