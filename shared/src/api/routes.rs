@@ -92,13 +92,12 @@ impl Endpoint {
         }
     }
 
+    /// Each function serves one method: submit posts, purge deletes, poll answers every read.
     pub fn function(self) -> Function {
-        match self {
-            Endpoint::SubmitReport | Endpoint::SubmitGeneric => Function::Submit,
-            Endpoint::PollReport | Endpoint::PollJob | Endpoint::Health | Endpoint::Providers | Endpoint::OpenApi => {
-                Function::Poll
-            }
-            Endpoint::PurgeReport | Endpoint::PurgeJob => Function::Purge,
+        match self.method() {
+            Method::POST => Function::Submit,
+            Method::DELETE => Function::Purge,
+            _ => Function::Poll,
         }
     }
 

@@ -122,18 +122,8 @@ impl CustomHttpProvider {
         let target = self.guard.resolve(&url).await.map_err(guard_failure)?;
         let client = pinned_client(&target, self.timeout, concat!("stepper/", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Failure::new(ErrorClass::Overloaded, e.to_string()))?;
-        let headers: Vec<(String, String)> = self
-            .key
-            .iter()
-            .map(|k| {
-                let value = if self.auth_header.eq_ignore_ascii_case("authorization") {
-                    format!("Bearer {}", k.expose())
-                } else {
-                    k.expose().to_string()
-                };
-                (self.auth_header.clone(), value)
-            })
-            .collect();
+        let bearer = self.auth_header.eq_ignore_ascii_case("authorization");
+        let headers = transport::key_header(self.key.as_ref(), &self.auth_header, bearer);
         Ok(transport::post_json(&client, target.url().as_str(), &headers, body, self.timeout).await)
     }
 }

@@ -2,13 +2,12 @@
 //! `x-goog-api-key`. JSON is asked for natively (`responseMimeType` + `responseJsonSchema`); a model that
 //! rejects the schema gets plain JSON mode from then on. Blocked prompts and safety stops arrive as HTTP 200.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::transport::{self, Connection, Raw};
+use super::transport::{self, Connection, Raw, SchemaFallback};
 use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
@@ -16,7 +15,7 @@ use crate::ports::Provider;
 pub struct GeminiProvider {
     conn: Connection,
     /// Set once the model refused `responseJsonSchema`: later calls ask for JSON without it.
-    schema_refused: AtomicBool,
+    json_schema: SchemaFallback,
 }
 
 impl GeminiProvider {
@@ -24,7 +23,7 @@ impl GeminiProvider {
     pub fn new(conn: Connection, model: &str) -> Self {
         Self {
             conn: conn.at(&format!("/models/{model}:generateContent")),
-            schema_refused: AtomicBool::new(false),
+            json_schema: SchemaFallback::default(),
         }
     }
 
@@ -62,9 +61,9 @@ impl GeminiProvider {
         body
     }
 
-    async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
+    async fn send(&self, body: Value) -> Result<Raw, reqwest::Error> {
         self.conn
-            .post(&self.conn.key_header("x-goog-api-key", false), body)
+            .post(&self.conn.key_header("x-goog-api-key", false), &body)
             .await
     }
 }
@@ -115,15 +114,12 @@ impl Provider for GeminiProvider {
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
         let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
-        let mut use_schema = !self.schema_refused.load(Ordering::Relaxed);
-        let mut sent = self.send(&Self::body(request, use_schema)).await;
-        if let Ok(raw) = &sent {
-            if wants_schema && use_schema && schema_refused(raw) {
-                self.schema_refused.store(true, Ordering::Relaxed);
-                use_schema = false;
-                sent = self.send(&Self::body(request, use_schema)).await;
-            }
-        }
+        let sent = self
+            .json_schema
+            .send(wants_schema, schema_refused, |use_schema| {
+                self.send(Self::body(request, use_schema))
+            })
+            .await;
         self.conn.report(started, sent, parse_success)
     }
 }

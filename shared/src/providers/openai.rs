@@ -3,14 +3,13 @@
 //! endpoint, Ollama, llama.cpp). Per-provider differences are data (base URL, headers, limits).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::classify::{error_object, http_failure};
-use super::transport::{self, Connection, Raw};
+use super::transport::{self, Connection, Raw, SchemaFallback};
 use super::{Answer, CallReport, ErrorClass, Failure};
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
@@ -22,7 +21,7 @@ pub struct OpenAiProvider {
     /// Sent with every call (OpenRouter's `X-Title`, a gateway's own headers).
     headers: BTreeMap<String, String>,
     /// Set once the model refused `json_schema`: later calls ask for `json_object` straight away.
-    json_schema_refused: AtomicBool,
+    json_schema: SchemaFallback,
 }
 
 impl OpenAiProvider {
@@ -32,7 +31,7 @@ impl OpenAiProvider {
             conn: conn.at("/chat/completions"),
             model: model.to_string(),
             headers,
-            json_schema_refused: AtomicBool::new(false),
+            json_schema: SchemaFallback::default(),
         }
     }
 
@@ -56,16 +55,16 @@ impl OpenAiProvider {
         body
     }
 
-    async fn send(&self, body: &Value) -> Result<Raw, reqwest::Error> {
+    async fn send(&self, body: Value) -> Result<Raw, reqwest::Error> {
         let mut headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         headers.extend(self.conn.key_header("authorization", true));
-        self.conn.post(&headers, body).await
+        self.conn.post(&headers, &body).await
     }
 }
 
-fn schema_refused(status: u16, body: &str) -> bool {
-    let lower = body.to_ascii_lowercase();
-    status == 400 && (lower.contains("json_schema") || lower.contains("response_format"))
+fn schema_refused(raw: &Raw) -> bool {
+    let lower = raw.body.to_ascii_lowercase();
+    raw.status == 400 && (lower.contains("json_schema") || lower.contains("response_format"))
 }
 
 /// Reads a 200 answer: the message, or an error the provider put inside the 200 (OpenRouter).
@@ -101,17 +100,14 @@ impl Provider for OpenAiProvider {
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
-        let mut use_schema = !self.json_schema_refused.load(Ordering::Relaxed);
-        let mut sent = self.send(&self.body(request, use_schema)).await;
         let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
-        if let Ok(raw) = &sent {
-            if wants_schema && use_schema && schema_refused(raw.status, &raw.body) {
-                // Some models reject json_schema: remember it and ask for plain JSON mode instead.
-                self.json_schema_refused.store(true, Ordering::Relaxed);
-                use_schema = false;
-                sent = self.send(&self.body(request, use_schema)).await;
-            }
-        }
+        // Some models reject json_schema: they get plain JSON mode (json_object) from then on.
+        let sent = self
+            .json_schema
+            .send(wants_schema, schema_refused, |use_schema| {
+                self.send(self.body(request, use_schema))
+            })
+            .await;
         self.conn
             .report(started, sent, |raw| parse_success(raw, self.conn.reset))
     }

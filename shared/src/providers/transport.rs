@@ -2,6 +2,8 @@
 //! [`CallReport`] from whatever came back (a transport failure, an error status, or a 200 the wire module
 //! reads), with one log line that names the provider and never the prompt.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -37,14 +39,7 @@ impl Connection {
 
     /// The key as `name: value` (`bearer` sends `Bearer <key>`), or nothing when the provider needs none.
     pub fn key_header(&self, name: &str, bearer: bool) -> Vec<(String, String)> {
-        let value = |k: &Secret| {
-            if bearer {
-                format!("Bearer {}", k.expose())
-            } else {
-                k.expose().to_string()
-            }
-        };
-        self.key.iter().map(|k| (name.to_string(), value(k))).collect()
+        key_header(self.key.as_ref(), name, bearer)
     }
 
     /// The report of one call; `success` reads a 200 in the wire's format.
@@ -55,6 +50,48 @@ impl Connection {
         success: impl FnOnce(&Raw) -> Result<Answer, Failure>,
     ) -> CallReport {
         report(&self.name, started, sent, self.timeout, self.reset, success)
+    }
+}
+
+/// `key` as the header `name` (`bearer` sends `Bearer <key>`), or nothing without a key.
+pub fn key_header(key: Option<&Secret>, name: &str, bearer: bool) -> Vec<(String, String)> {
+    let value = |k: &Secret| {
+        if bearer {
+            format!("Bearer {}", k.expose())
+        } else {
+            k.expose().to_string()
+        }
+    };
+    key.map(|k| (name.to_string(), value(k))).into_iter().collect()
+}
+
+/// Remembers that a model refused the JSON Schema we asked it to follow, so later calls do not ask again.
+#[derive(Debug, Default)]
+pub struct SchemaFallback {
+    refused: AtomicBool,
+}
+
+impl SchemaFallback {
+    /// Sends with the schema when the job has one and the model has not refused it before; an answer that
+    /// `is_refusal` is remembered and the call is sent again without the schema.
+    pub async fn send<Sent>(
+        &self,
+        wants_schema: bool,
+        is_refusal: impl Fn(&Raw) -> bool,
+        send: impl Fn(bool) -> Sent,
+    ) -> Result<Raw, reqwest::Error>
+    where
+        Sent: Future<Output = Result<Raw, reqwest::Error>>,
+    {
+        let use_schema = wants_schema && !self.refused.load(Ordering::Relaxed);
+        let sent = send(use_schema).await;
+        match &sent {
+            Ok(raw) if use_schema && is_refusal(raw) => {
+                self.refused.store(true, Ordering::Relaxed);
+                send(false).await
+            }
+            _ => sent,
+        }
     }
 }
 
