@@ -502,6 +502,35 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_http_provider_url_passes_the_ssrf_guard_at_start() {
+        let dir = std::env::temp_dir().join(format!("stepper-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("providers.toml");
+        let entry = |url: &str| {
+            format!("[[providers]]\nname = \"box\"\nkind = \"http\"\nbase_url = \"{url}\"\nresponse_path = \"text\"\n[providers.body_template]\nq = \"{{{{prompt}}}}\"\n")
+        };
+        let path = file.to_string_lossy().to_string();
+        std::fs::write(&file, entry("http://10.0.0.5:8080/generate")).unwrap();
+        let refused = config(&[("STEPPER_CONFIG", &path)]).unwrap_err().to_string();
+        assert!(refused.starts_with("provider box: base_url:"), "{refused}");
+        let allowed = config(&[
+            ("STEPPER_CONFIG", &path),
+            ("CALLBACK_ALLOWED_ORIGINS", "http://10.0.0.5:8080"),
+        ]);
+        assert_eq!(
+            allowed.unwrap().providers.len(),
+            1,
+            "an allow-listed origin is accepted"
+        );
+        std::fs::write(&file, entry("https://me-space.hf.space/generate")).unwrap();
+        assert!(
+            config(&[("STEPPER_CONFIG", &path)]).is_ok(),
+            "a public https endpoint needs no allow-list"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn limits_default_to_120_a_minute_and_50_in_flight() {
         let limits = config(&[]).unwrap().settings.limits;
         assert_eq!(

@@ -387,6 +387,29 @@ async fn a_custom_http_provider_fills_its_template_and_is_held_by_the_url_guard(
     assert_eq!(failure.class, ErrorClass::AuthInvalid);
     assert!(failure.message.starts_with("URL guard"), "{}", failure.message);
     assert_eq!(fake.hits(), 1, "the refused call never reached the endpoint");
+
+    // Another header name carries the bare key; structured JSON at the path is handed on as JSON text.
+    let origin = url::Url::parse(&fake.base_url())
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let spec = ProviderSpec {
+        api_key: Some(Secret::new("h-key")),
+        wire: spec::Wire::Http(HttpShape {
+            body_template: json!({"q": "{{prompt}}"}),
+            response_path: JsonPath::parse("[0]").unwrap(),
+            auth_header: "x-api-token".into(),
+        }),
+        ..spec
+    };
+    let guarded = spec::build(&spec, reqwest::Client::new(), &UrlGuard::new(&[origin]).unwrap());
+    fake.push(FakeReply::new(200, r#"[{"ok": true}]"#));
+    assert_eq!(guarded.call(&wants).await.result.unwrap().text, r#"{"ok":true}"#);
+    let sent = &fake.requests()[1];
+    assert_eq!(
+        (sent.header("x-api-token"), sent.header("authorization")),
+        (Some("h-key"), None)
+    );
 }
 
 /// One row: what the fake answers, the class it must become, and the retry hint when it carries one.
@@ -423,6 +446,15 @@ fn after(s: f64) -> Option<RetryHint> {
 #[tokio::test]
 async fn gemini_native_errors_are_classified() {
     let late = FakeReply::gemini_text("late").with_delay(Duration::from_millis(900));
+    // Thinking models may return thought parts: only the answer's own parts are the text.
+    let fake = FakeProvider::start(Wire::Gemini).await.unwrap();
+    let thoughts = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "let me think", "thought": true}, {"text": "the answer"}]}, "finishReason": "STOP"}]});
+    fake.push(FakeReply::new(200, thoughts.to_string()));
+    let answer = built(&fake, Wire::Gemini, "key", ResetClock::PacificMidnight)
+        .call(&request(ResponseFormat::Text))
+        .await;
+    assert_eq!(answer.result.unwrap().text, "the answer");
+
     check_rows(
         Wire::Gemini,
         ResetClock::PacificMidnight,
@@ -508,6 +540,15 @@ async fn anthropic_errors_are_classified() {
             (FakeReply::anthropic_status(413), ErrorClass::BadRequest, None),
             (FakeReply::anthropic_status(404), ErrorClass::Gone, None),
             (FakeReply::anthropic_message("", "refusal"), ErrorClass::Filtered, None),
+            // An error event relayed inside a 200 (proxies do this): classified as its error type says.
+            (
+                FakeReply::new(
+                    200,
+                    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                ),
+                ErrorClass::Overloaded,
+                None,
+            ),
             (
                 FakeReply::anthropic_message("", "end_turn"),
                 ErrorClass::InvalidOutput,
