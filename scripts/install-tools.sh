@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need into .tools/ (git-ignored), once: the Upstash REST emulator, TypeScript,
 # Node's type definitions and openapi-typescript (npm, for the examples/typescript client), moto's SQS
-# server, cfn-lint, cargo-lambda and openapi-spec-validator (PyPI, in a venv), and redis-server (Debian)
-# only when missing.
+# server, cfn-lint, cargo-lambda and openapi-spec-validator (PyPI, in a venv), and redis-server and
+# faketime (Debian) only when missing.
 # A second run finds the stamp and returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +12,15 @@ PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2 openapi-sp
 STAMP="$TOOLS/.stamp-$(echo "$NPM_PACKAGES $PY_PACKAGES" | sha256sum | cut -c1-16)"
 mkdir -p "$TOOLS"
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "install-tools: redis-server (Debian)"
+# Debian packages: redis-server, and faketime (libfaketime runs a redis-server whose clock is a month
+# ahead, the guard against tests anchored to a calendar date).
+DEBS=""
+command -v redis-server >/dev/null 2>&1 || DEBS="$DEBS redis-server"
+command -v faketime >/dev/null 2>&1 || DEBS="$DEBS faketime"
+if [ -n "$DEBS" ]; then
+  echo "install-tools:$DEBS (Debian)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  apt-get update -qq && apt-get install -y -qq $DEBS >/dev/null
 fi
 echo "install-tools: redis-server $(redis-server --version | awk '{print $3}')"
 

@@ -20,18 +20,12 @@ use serde_json::{json, Value};
 use shared::api::auth::ApiKeys;
 use shared::config::{Config, Secret, Settings, UpstashConfig};
 use shared::engine::Engine;
-use shared::ports::{Clock, Queue};
+use shared::ports::{Clock, Queue, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
 use shared::queue::{Message, QueueError};
 use shared::quota::{Availability, ProviderLimits, ResetClock};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
-
-fn ms(rfc3339: &str) -> u64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .unwrap()
-        .timestamp_millis() as u64
-}
 
 struct ManualClock(AtomicU64);
 
@@ -120,13 +114,31 @@ struct Scenario {
     wakes: Vec<u64>,
 }
 
-const T0: &str = "2026-11-25T23:40:00Z";
-const UTC_MIDNIGHT: &str = "2026-11-26T00:00:00Z";
-// 26 November is in standard time: midnight in Los Angeles is 08:00 UTC.
-const PACIFIC_MIDNIGHT: &str = "2026-11-26T08:00:00Z";
+/// The scenario's instants, anchored to the clock that enforces the store's expiries (Redis's `TIME`
+/// on Upstash, the machine's clock on the memory store), never to a calendar date: the test means the
+/// same on any day. The scenario starts 20 minutes before a UTC midnight at least 40 minutes ahead of
+/// that clock, so the manual clock never runs behind the store's (a job written "already expired"
+/// would be refused by the store's clock check, issue 21).
+struct Instants {
+    t0: u64,
+    utc_midnight: u64,
+    /// The first midnight in Los Angeles after it: 07:00 or 08:00 UTC, whichever daylight time says.
+    pacific_midnight: u64,
+}
 
-async fn scenario(upstash: Option<UpstashConfig>) -> Scenario {
-    let clock = Arc::new(ManualClock(AtomicU64::new(ms(T0))));
+impl Instants {
+    fn after(store_now_ms: u64) -> Self {
+        let utc_midnight = ResetClock::UtcMidnight.next_reset(store_now_ms + 3_600_000);
+        Self {
+            t0: utc_midnight - 20 * 60_000,
+            utc_midnight,
+            pacific_midnight: ResetClock::PacificMidnight.next_reset(utc_midnight),
+        }
+    }
+}
+
+async fn scenario(upstash: Option<UpstashConfig>, at: &Instants) -> Scenario {
+    let clock = Arc::new(ManualClock(AtomicU64::new(at.t0)));
     let gemini = FakeProvider::start(Wire::Gemini).await.unwrap();
     let groq = FakeProvider::start(Wire::OpenAi).await.unwrap();
     let cohere = FakeProvider::start(Wire::Cohere).await.unwrap();
@@ -250,9 +262,10 @@ impl Scenario {
         ids
     }
 
-    async fn status(&self, id: &str) -> String {
-        let (_, answer) = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
-        answer["status"].as_str().unwrap_or("?").to_string()
+    /// The job's status word, and the whole answer (for the message when it is not what was expected).
+    async fn status(&self, id: &str) -> (String, StatusCode, Value) {
+        let (code, answer) = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
+        (answer["status"].as_str().unwrap_or("?").to_string(), code, answer)
     }
 
     /// Runs every message due by `limit`, one step at a time, moving the clock to each due time. Before each
@@ -285,8 +298,8 @@ impl Scenario {
     }
 }
 
-async fn quotas_run_out_and_every_job_completes(mut s: Scenario) {
-    let (utc, pacific) = (ms(UTC_MIDNIGHT), ms(PACIFIC_MIDNIGHT));
+async fn quotas_run_out_and_every_job_completes(mut s: Scenario, at: &Instants) {
+    let (utc, pacific) = (at.utc_midnight, at.pacific_midnight);
     // Wave 1 at 23:40 UTC: 3 + 2 + 4 = 9 calls are left today; 3 jobs must wait for the UTC midnight.
     let first = s.submit(12).await;
     s.run_until(utc - 1).await;
@@ -325,10 +338,10 @@ async fn quotas_run_out_and_every_job_completes(mut s: Scenario) {
 async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
     let mut waiting = Vec::new();
     for id in ids {
-        match s.status(id).await.as_str() {
-            "completed" => {}
-            "delayed" => waiting.push(id.clone()),
-            other => panic!("job {id} is {other}"),
+        match s.status(id).await {
+            (word, ..) if word == "completed" => {}
+            (word, ..) if word == "delayed" => waiting.push(id.clone()),
+            (word, code, answer) => panic!("job {id} is {word}: {code} {answer}"),
         }
     }
     waiting
@@ -336,12 +349,11 @@ async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
 
 #[tokio::test]
 async fn on_the_memory_store() {
-    quotas_run_out_and_every_job_completes(scenario(None).await).await;
+    let at = Instants::after(SystemClock.now_ms());
+    quotas_run_out_and_every_job_completes(scenario(None, &at).await, &at).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_the_upstash_store_over_the_real_stack() {
-    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+async fn on_upstash(redis: testkit::stack::RedisServer) {
     let upstash = testkit::stack::UpstashEmulator::start(&redis)
         .await
         .expect("upstash emulator");
@@ -350,5 +362,29 @@ async fn on_the_upstash_store_over_the_real_stack() {
         token: Secret::new(upstash.token.clone()),
         timeout_ms: 5_000,
     };
-    quotas_run_out_and_every_job_completes(scenario(Some(config)).await).await;
+    let at = Instants::after(redis.time_ms().await.expect("redis TIME"));
+    quotas_run_out_and_every_job_completes(scenario(Some(config), &at).await, &at).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_upstash_store_over_the_real_stack() {
+    on_upstash(testkit::stack::RedisServer::start().await.expect("redis-server")).await;
+}
+
+/// The guard against the class of issue 21: the same scenario with Redis's clock a month ahead of the
+/// machine's (libfaketime on redis-server), as if the test ran 30 days later. A scenario anchored to a
+/// fixed date, or to any clock but the store's, fails here: the store refuses its writes as already
+/// expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_upstash_store_with_redis_a_month_ahead() {
+    let redis = testkit::stack::RedisServer::start_shifted("+30d")
+        .await
+        .expect("redis-server under libfaketime");
+    let machine = SystemClock.now_ms();
+    let store = redis.time_ms().await.unwrap();
+    assert!(
+        store > machine + 29 * 86_400_000,
+        "redis-server's clock is not a month ahead: {store} vs {machine}"
+    );
+    on_upstash(redis).await;
 }

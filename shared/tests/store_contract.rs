@@ -12,6 +12,7 @@ use shared::providers::ErrorClass;
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
 use shared::store::memory::MemoryStore;
 use shared::store::upstash::{UpstashClient, UpstashStore};
+use shared::store::StoreError;
 
 fn now() -> u64 {
     SystemClock.now_ms()
@@ -276,6 +277,37 @@ async fn unfinished_jobs_expire_at_their_expiry(store: Arc<dyn Store>) {
     assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
         .await
         .is_none());
+}
+
+/// A record whose absolute expiry is already past would vanish as it is written: every adapter refuses
+/// it with `ExpiryInPast` and writes nothing (issue 21: on Upstash, judged by Redis's own clock).
+async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn Store>) {
+    let mut late = job(&unique("owner"));
+    late.expires_at_ms = now() - 60_000;
+    let refused = store.create(&late, Limits::default()).await;
+    assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
+    assert!(deliver(&store, &late.owner, &late.id, Duration::from_secs(60))
+        .await
+        .is_none());
+
+    let j = job(&unique("owner"));
+    create(&store, &j).await;
+    let step = j.step_ref();
+    assert!(matches!(
+        store.claim(&step, Duration::from_secs(5)).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    let mut next = j.clone();
+    next.seq += 1;
+    next.expires_at_ms = now() - 60_000;
+    let refused = store.finish(&step, &next, None).await;
+    assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
+    let kept = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (kept.job.seq, kept.job.expires_at_ms),
+        (j.seq, j.expires_at_ms),
+        "nothing was written"
+    );
 }
 
 async fn purge_is_owner_checked(store: Arc<dyn Store>) {
@@ -630,6 +662,7 @@ contract!(
     finish_applies_provider_events_like_quota_rs,
     deliver_is_owner_scoped_and_shortens_a_finished_life,
     unfinished_jobs_expire_at_their_expiry,
+    an_expiry_already_past_is_refused_and_nothing_is_written,
     purge_is_owner_checked,
     unfinished_lists_only_unfinished_jobs,
     fifty_identical_submits_make_one_job,
@@ -671,4 +704,43 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         let ttl = client.command(vec!["PTTL".into(), key.clone().into()]).await.unwrap();
         assert!(ttl.as_i64().unwrap() > 0, "{key} has no expiry ({ttl})");
     }
+}
+
+/// Issue 21: an engine whose clock is a month behind Redis's (here Redis runs a month ahead under
+/// libfaketime) computes expiries Redis already sees as past. Every route script refuses before it
+/// writes, with `ExpiryInPast`, instead of writing a job that vanishes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
+    let redis = testkit::stack::RedisServer::start_shifted("+30d")
+        .await
+        .expect("redis-server under libfaketime");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+        .await
+        .expect("upstash emulator");
+    let client = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
+    let store: Arc<dyn Store> = Arc::new(UpstashStore::new(client, Arc::new(SystemClock)));
+
+    let j = job(&unique("owner"));
+    let refused = store.create(&j, Limits::default()).await;
+    assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
+    // A rate window that ended a month ago (by the store's clock) is refused as well.
+    let limits = rate(10, 60_000);
+    let refused = store
+        .deliver(&j.owner, &j.id, Duration::from_secs(60), limits.rate)
+        .await;
+    assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
+    let refused = store.purge(&j.owner, &j.id, limits.rate).await;
+    assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
+    assert_eq!(redis.dbsize().await.unwrap(), 0, "nothing was written");
+
+    // The same job on a clock that agrees with the store's is written and lives.
+    let mut j = job(&unique("owner"));
+    let store_now = redis.time_ms().await.unwrap();
+    j.created_at_ms = store_now;
+    j.deadline_ms = store_now + 3_600_000;
+    j.expires_at_ms = store_now + 3_600_000;
+    assert_eq!(create(&store, &j).await, Created::New);
+    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
+        .await
+        .is_some());
 }

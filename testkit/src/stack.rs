@@ -59,10 +59,59 @@ pub struct RedisServer {
     _child: Child,
 }
 
+/// The shared objects that run `redis-server` on a shifted clock: libfaketime (Debian's `faketime`),
+/// behind glibc's malloc from `libc_malloc_debug` — Debian's redis-server uses jemalloc, whose start-up
+/// calls `clock_gettime` before libfaketime is ready, and the two together abort at start.
+fn faketime_preload() -> anyhow::Result<String> {
+    let triplet = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let faketime = [
+        format!("/usr/lib/{triplet}/faketime/libfaketime.so.1"),
+        "/usr/lib/faketime/libfaketime.so.1".to_string(),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .ok_or_else(|| anyhow!("libfaketime is not installed (scripts/install-tools.sh installs Debian's faketime)"))?;
+    let malloc = [
+        format!("/lib/{triplet}/libc_malloc_debug.so.0"),
+        format!("/usr/lib/{triplet}/libc_malloc_debug.so.0"),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .ok_or_else(|| anyhow!("glibc's libc_malloc_debug.so.0 was not found"))?;
+    Ok(format!("{malloc} {faketime}"))
+}
+
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_at(None).await
+    }
+
+    /// A `redis-server` whose clock runs `offset` ahead of (or behind, `-30d`) the machine's, in
+    /// libfaketime's syntax (`+30d`, `-2h`): the store's idea of now moved, as if the tests ran on
+    /// another date. Its `TIME` and every expiry it enforces follow the shifted clock.
+    pub async fn start_shifted(offset: &str) -> anyhow::Result<Self> {
+        Self::start_at(Some(offset)).await
+    }
+
+    async fn start_at(offset: Option<&str>) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(offset) = offset {
+            command
+                .env("LD_PRELOAD", faketime_preload()?)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        } else {
+            // A test command run under faketime as a whole (`faketime '+30 days' scripts/test.sh`)
+            // shifts redis-server too; it needs glibc's malloc in front of jemalloc to start.
+            if let Some(preload) = std::env::var_os("LD_PRELOAD").filter(|p| p.to_string_lossy().contains("faketime")) {
+                if let Ok(both) = faketime_preload() {
+                    let malloc = both.split(' ').next().unwrap_or_default().to_string();
+                    command.env("LD_PRELOAD", format!("{malloc} {}", preload.to_string_lossy()));
+                }
+            }
+        }
+        let mut child = command
             .args([
                 "--port",
                 &port.to_string(),
@@ -130,6 +179,26 @@ impl RedisServer {
             }
         }
         Ok(stats)
+    }
+
+    /// The server's own clock (`TIME`), in epoch milliseconds: what every expiry is judged by.
+    pub async fn time_ms(&self) -> anyhow::Result<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        stream.write_all(b"*1\r\n$4\r\nTIME\r\n").await?;
+        let mut reader = BufReader::new(stream);
+        // *2, then $n + seconds, then $n + microseconds.
+        let mut lines = Vec::new();
+        for _ in 0..5 {
+            let mut line = String::new();
+            reader.read_line(&mut line).await?;
+            lines.push(line.trim_end().to_string());
+        }
+        if lines[0] != "*2" {
+            bail!("unexpected TIME reply {lines:?}");
+        }
+        let seconds: u64 = lines[2].parse()?;
+        let micros: u64 = lines[4].parse()?;
+        Ok(seconds * 1000 + micros / 1000)
     }
 
     pub async fn reset_stats(&self) -> anyhow::Result<()> {

@@ -77,6 +77,9 @@ pub enum ErrorCode {
     StoreUnauthorized,
     /// The job store is unreachable: retry after `Retry-After` seconds.
     StoreUnavailable,
+    /// The job store's clock and this server's disagree (a record would expire as it is written):
+    /// nothing was written; a deployment problem that retrying does not fix.
+    StoreClockSkew,
     /// The step queue is unreachable: retry after `Retry-After` seconds.
     QueueUnavailable,
 }
@@ -218,6 +221,11 @@ impl IntoResponse for ApiError {
                     StoreError::Unauthorized => {
                         (ErrorCode::StoreUnauthorized, "The job store rejected our credentials.")
                     }
+                    StoreError::ExpiryInPast(_) => (
+                        ErrorCode::StoreClockSkew,
+                        "The job store's clock is ahead of this server's: a record would expire as it is \
+                         written, so nothing was written. The operator must fix the server's clock.",
+                    ),
                     _ => (
                         ErrorCode::StoreUnavailable,
                         "The job store is unavailable. Please retry shortly.",

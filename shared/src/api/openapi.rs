@@ -572,7 +572,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["const"].as_str())
             .collect();
-        assert_eq!(documented.len(), 12, "{documented:?}");
+        assert_eq!(documented.len(), 13, "{documented:?}");
         use crate::api::errors::ErrorCode;
         for code in [
             ErrorCode::InvalidRequest,
@@ -582,6 +582,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::StoreUnauthorized,
             ErrorCode::StoreUnavailable,
+            ErrorCode::StoreClockSkew,
             ErrorCode::QueueUnavailable,
             ErrorCode::MethodNotAllowed,
             ErrorCode::RateLimited,

@@ -58,6 +58,18 @@ impl MemoryStore {
     }
 }
 
+/// The same refusal as the Upstash scripts' clock check: a record written already expired would vanish
+/// as it is written. Here one clock judges both, so only an engine bug can trip it.
+fn expiry_ahead(job: &Job, now: u64) -> Result<(), StoreError> {
+    if job.expires_at_ms <= now {
+        return Err(StoreError::ExpiryInPast(format!(
+            "job expires at {} ms, the store clock reads {now} ms",
+            job.expires_at_ms
+        )));
+    }
+    Ok(())
+}
+
 fn lease_key(step: &StepRef) -> (String, String, String, u64) {
     (step.owner.clone(), step.job_id.clone(), step.gen.clone(), step.seq)
 }
@@ -66,6 +78,7 @@ fn lease_key(step: &StepRef) -> (String, String, String, u64) {
 impl Store for MemoryStore {
     async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
         let now = self.clock.now_ms();
+        expiry_ahead(job, now)?;
         let mut inner = self.live();
         let rate = match inner.count(&job.owner, limits.rate, now) {
             Ok(rate) => rate,
@@ -121,6 +134,7 @@ impl Store for MemoryStore {
     }
 
     async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
+        expiry_ahead(next, self.clock.now_ms())?;
         let mut inner = self.live();
         let key = (step.owner.clone(), step.job_id.clone());
         match inner.jobs.get(&key) {

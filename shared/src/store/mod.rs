@@ -13,4 +13,9 @@ pub enum StoreError {
     Command(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A write whose absolute expiry is already past by the store's own clock: the engine's clock is
+    /// behind the store's (a manual clock anchored to a fixed date, a drifted host). Refused before
+    /// anything is written, so the mistake shows instead of a job that vanishes as it is written.
+    #[error("expiry in the past: {0}")]
+    ExpiryInPast(String),
 }

@@ -79,7 +79,13 @@ impl UpstashClient {
         // 500 {"error":"Failed to execute Redis command: ERR ..."}.
         if let Some(error) = parsed.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str) {
             if status.is_client_error() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR || status.is_success() {
-                return Err(StoreError::Command(command_error(error)));
+                let error = command_error(error);
+                if let Some(at) = error.find(EXPIRY_IN_PAST) {
+                    return Err(StoreError::ExpiryInPast(
+                        error[at + EXPIRY_IN_PAST.len()..].trim().to_string(),
+                    ));
+                }
+                return Err(StoreError::Command(error));
             }
         }
         if !status.is_success() {
@@ -134,6 +140,9 @@ impl UpstashClient {
         }
     }
 }
+
+/// The marker scripts/clock.lua puts in front of its refusal.
+const EXPIRY_IN_PAST: &str = "STEPPER_EXPIRY_IN_PAST";
 
 fn command_error(error: &str) -> String {
     error

@@ -143,6 +143,13 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     states
 }
 
+/// A route script with the clock check every absolute expiry goes through (scripts/clock.lua).
+macro_rules! with_clock {
+    ($file:literal) => {
+        concat!(include_str!("scripts/clock.lua"), "\n", include_str!($file))
+    };
+}
+
 pub struct UpstashStore {
     client: UpstashClient,
     /// Names the rate window a request falls in and the instant expired jobs are pruned at.
@@ -158,10 +165,10 @@ impl UpstashStore {
         Self {
             client,
             clock,
-            create: Script::new(include_str!("scripts/create.lua")),
-            finish: Script::new(include_str!("scripts/finish.lua")),
-            deliver: Script::new(include_str!("scripts/deliver.lua")),
-            purge: Script::new(include_str!("scripts/purge.lua")),
+            create: Script::new(with_clock!("scripts/create.lua")),
+            finish: Script::new(with_clock!("scripts/finish.lua")),
+            deliver: Script::new(with_clock!("scripts/deliver.lua")),
+            purge: Script::new(with_clock!("scripts/purge.lua")),
         }
     }
 }

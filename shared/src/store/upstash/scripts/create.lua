@@ -6,6 +6,10 @@
 -- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none)
 -- Returns {'new', count} | {'existing', count, record} | {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited).
+check_expiry(ARGV[3], 'job', 0)
+if ARGV[5] ~= '0' then
+  check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
+end
 local count = 0
 if ARGV[5] ~= '0' then
   count = redis.call('INCR', KEYS[2])

@@ -6,6 +6,9 @@
 -- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
 -- {count, record, 1 if a step holds the lease else 0}; count is 0 when not rate-limited.
+if ARGV[3] ~= '0' then
+  check_expiry(ARGV[4], 'rate window', RATE_WINDOW_SLACK_MS)
+end
 local count = 0
 if ARGV[3] ~= '0' then
   count = redis.call('INCR', KEYS[2])

@@ -5,6 +5,8 @@
 -- ARGV[5] provider event (JSON) or '', ARGV[6] job id
 -- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone.
 
+check_expiry(ARGV[4], 'job', 0)
+
 -- Swap first (one command on the common path), check the fencing token on what was there.
 local old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
 if not old then

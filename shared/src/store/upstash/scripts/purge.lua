@@ -4,6 +4,9 @@
 -- KEYS[3] the owner's jobs in flight (st:f:<owner>)
 -- ARGV[1] job id, ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms)
 -- Returns {count, 1 if the job existed else 0}; over the limit nothing is deleted.
+if ARGV[2] ~= '0' then
+  check_expiry(ARGV[3], 'rate window', RATE_WINDOW_SLACK_MS)
+end
 local count = 0
 if ARGV[2] ~= '0' then
   count = redis.call('INCR', KEYS[2])

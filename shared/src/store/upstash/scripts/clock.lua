@@ -1,0 +1,21 @@
+-- Prepended to every script that writes an absolute expiry (store/upstash/mod.rs).
+-- Expiries are computed on the engine's clock; Redis enforces them on its own. When the two disagree
+-- by more than skew (a manual clock in a test anchored to a fixed date, a host whose clock drifted),
+-- the key would vanish the moment it is written. That is a bug to surface, not a job to lose: the
+-- script refuses before it writes anything, with an error the adapter turns into
+-- StoreError::ExpiryInPast.
+local function store_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local STORE_NOW = store_now_ms()
+-- what: names the expiry in the error; slack_ms: how far behind the store's clock it may be (the
+-- end of a rate window may fall a little behind under ordinary skew; a job's expiry never may).
+local function check_expiry(at, what, slack_ms)
+  if tonumber(at) + slack_ms <= STORE_NOW then
+    error({err = 'STEPPER_EXPIRY_IN_PAST ' .. what .. ' expires at ' .. at .. ' ms, the store clock reads '
+      .. STORE_NOW .. ' ms: the engine clock is behind the store clock'})
+  end
+end
+-- Rate windows: one second of ordinary skew is forgiven (the counter then simply starts afresh).
+local RATE_WINDOW_SLACK_MS = 1000
