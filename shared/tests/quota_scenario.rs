@@ -27,6 +27,9 @@ use shared::quota::{Availability, ProviderLimits, ResetClock};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 
+/// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
+const MONTH_MS: i64 = 30 * 86_400_000;
+
 struct ManualClock(AtomicU64);
 
 impl Clock for ManualClock {
@@ -377,13 +380,13 @@ async fn on_the_upstash_store_over_the_real_stack() {
 /// expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_upstash_store_with_redis_a_month_ahead() {
-    let redis = testkit::stack::RedisServer::start_shifted("+30d")
+    let redis = testkit::stack::RedisServer::start_shifted(MONTH_MS)
         .await
         .expect("redis-server under libfaketime");
     let machine = SystemClock.now_ms();
     let store = redis.time_ms().await.unwrap();
     assert!(
-        store > machine + 29 * 86_400_000,
+        store > machine + (MONTH_MS as u64) - 86_400_000,
         "redis-server's clock is not a month ahead: {store} vs {machine}"
     );
     on_upstash(redis).await;

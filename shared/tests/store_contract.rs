@@ -14,6 +14,9 @@ use shared::store::memory::MemoryStore;
 use shared::store::upstash::{UpstashClient, UpstashStore};
 use shared::store::StoreError;
 
+/// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
+const MONTH_MS: i64 = 30 * 86_400_000;
+
 fn now() -> u64 {
     SystemClock.now_ms()
 }
@@ -711,7 +714,7 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
 /// writes, with `ExpiryInPast`, instead of writing a job that vanishes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
-    let redis = testkit::stack::RedisServer::start_shifted("+30d")
+    let redis = testkit::stack::RedisServer::start_shifted(MONTH_MS)
         .await
         .expect("redis-server under libfaketime");
     let upstash = testkit::stack::UpstashEmulator::start(&redis)

@@ -86,29 +86,33 @@ impl RedisServer {
         Self::start_at(None).await
     }
 
-    /// A `redis-server` whose clock runs `offset` ahead of (or behind, `-30d`) the machine's, in
-    /// libfaketime's syntax (`+30d`, `-2h`): the store's idea of now moved, as if the tests ran on
-    /// another date. Its `TIME` and every expiry it enforces follow the shifted clock.
-    pub async fn start_shifted(offset: &str) -> anyhow::Result<Self> {
-        Self::start_at(Some(offset)).await
+    /// A `redis-server` whose clock runs `offset_ms` ahead of this process's clock (behind when
+    /// negative): the store's idea of now moved, as if the tests ran on another date. Its `TIME` and every
+    /// expiry it enforces follow the shifted clock. The start instant is given to libfaketime as an
+    /// absolute UTC time computed from this process's clock, so it holds even when the whole test command
+    /// itself runs under faketime.
+    pub async fn start_shifted(offset_ms: i64) -> anyhow::Result<Self> {
+        let now = chrono::Utc::now() + chrono::Duration::milliseconds(offset_ms);
+        Self::start_at(Some(now.format("@%Y-%m-%d %H:%M:%S").to_string())).await
     }
 
-    async fn start_at(offset: Option<&str>) -> anyhow::Result<Self> {
+    async fn start_at(faketime: Option<String>) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut command = Command::new("redis-server");
-        if let Some(offset) = offset {
+        if let Some(start) = faketime {
             command
                 .env("LD_PRELOAD", faketime_preload()?)
-                .env("FAKETIME", offset)
+                .env("FAKETIME", start)
+                .env("TZ", "UTC")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-        } else {
-            // A test command run under faketime as a whole (`faketime '+30 days' scripts/test.sh`)
-            // shifts redis-server too; it needs glibc's malloc in front of jemalloc to start.
-            if let Some(preload) = std::env::var_os("LD_PRELOAD").filter(|p| p.to_string_lossy().contains("faketime")) {
-                if let Ok(both) = faketime_preload() {
-                    let malloc = both.split(' ').next().unwrap_or_default().to_string();
-                    command.env("LD_PRELOAD", format!("{malloc} {}", preload.to_string_lossy()));
-                }
+        } else if let Some(preload) =
+            std::env::var_os("LD_PRELOAD").filter(|p| p.to_string_lossy().contains("faketime"))
+        {
+            // A test command run under faketime as a whole (`faketime -f +30d scripts/test.sh`) shifts
+            // redis-server too; it needs glibc's malloc in front of jemalloc to start.
+            if let Ok(both) = faketime_preload() {
+                let malloc = both.split(' ').next().unwrap_or_default().to_string();
+                command.env("LD_PRELOAD", format!("{malloc} {}", preload.to_string_lossy()));
             }
         }
         let mut child = command
