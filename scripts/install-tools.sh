@@ -22,7 +22,8 @@ if [ -n "$DEBS" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq $DEBS >/dev/null
 fi
-echo "install-tools: redis-server $(redis-server --version | awk '{print $3}')"
+# (libfaketime in the environment, as in `faketime -f +30d scripts/test.sh`, hangs jemalloc's start: asked without it.)
+echo "install-tools: redis-server $(env -u LD_PRELOAD redis-server --version | awk '{print $3}')"
 
 if [ -f "$STAMP" ]; then
   echo "install-tools: npm and PyPI tools already in $TOOLS"
