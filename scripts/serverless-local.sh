@@ -7,8 +7,8 @@
 #
 #   scripts/serverless-local.sh            # Ctrl-C stops everything
 # Environment: WATCH_PORT (9000), SERVERLESS_ENV_FILE (scripts/serverless-local.env), STEP_VISIBILITY
-# (visibility timeout of the step queue in seconds, 30), STEP_MAX_RECEIVE (10), and anything the
-# functions read (STEPPER_CONFIG, provider keys, ...), passed on to them.
+# (visibility timeout of the step queue in seconds, 30), STEP_MAX_RECEIVE (10), WATCH_ARGS (more
+# `cargo lambda watch` flags, e.g. --ignore-changes). Provider keys and STEPPER_CONFIG go in the env file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -72,7 +72,8 @@ PY
 echo "serverless-local: redis-server :$REDIS_PORT, Upstash emulator :$UPSTASH_PORT, moto SQS :$MOTO_PORT"
 echo "serverless-local: step queue $QUEUE_URL (visibility ${VISIBILITY}s, dead-letter after $MAX_RECEIVE receives)"
 echo "serverless-local: API on http://127.0.0.1:$WATCH_PORT/v1/... (cargo lambda watch; env from $ENV_FILE)"
-cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" --env-file "$RUN/functions.env" & PIDS+=($!)
+# shellcheck disable=SC2086
+cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" --env-file "$RUN/functions.env" ${WATCH_ARGS:-} & PIDS+=($!)
 wait_port "$WATCH_PORT" "cargo lambda watch"
 python3 "$ROOT/scripts/sqs-step-driver.py" "$QUEUE_URL" "http://127.0.0.1:$WATCH_PORT" & PIDS+=($!)
 echo "serverless-local: ready"
