@@ -1,40 +1,72 @@
 #!/usr/bin/env bash
-# Invokes every function with every sample event in events/ through `cargo lambda watch`, as a developer
-# would with `cargo lambda invoke --data-file`, against moto's SQS, and checks each answer.
+# Sends every sample event in events/ with `cargo lambda invoke`, as a developer would, to the local
+# serverless loop (scripts/serverless-local.sh: one store, moto's SQS, the SQS -> step driver) and
+# checks each answer. The events name the job events/submit-generate.json creates (job ids are
+# derived from the owner and the request), so after the submit the step driver runs it through a fake
+# OpenAI-compatible provider on loopback; poll then sees it completed, purge removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
+ROOT=$PWD
+TOOLS="${STEPPER_TOOLS_DIR:-$ROOT/.tools}"
 export PATH="$TOOLS/venv/bin:$PATH"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOTO_PORT=$(free_port); INVOKE_PORT=$(free_port)
-LOG=$(mktemp -d)
-cleanup() { kill "$WATCH_PID" "$MOTO_PID" 2>/dev/null || true; pkill -P "$WATCH_PID" 2>/dev/null || true; }
-moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$LOG/moto.log" 2>&1 & MOTO_PID=$!
+PORT=$(free_port); PROVIDER_PORT=$(free_port)
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/stepper-events.XXXXXX")
+LOOP_PID=""; PROVIDER_PID=""
+cleanup() {
+  [ -n "$LOOP_PID" ] && kill -TERM -- "-$LOOP_PID" 2>/dev/null || true
+  [ -n "$PROVIDER_PID" ] && kill "$PROVIDER_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$RUN"
+}
 trap cleanup EXIT
-for _ in $(seq 50); do curl -s "http://127.0.0.1:$MOTO_PORT" >/dev/null && break; sleep 0.2; done
-QUEUE_URL=$(curl -s -X POST "http://127.0.0.1:$MOTO_PORT/" \
-  -H 'authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0' \
-  -d 'Action=CreateQueue&QueueName=steps&Version=2012-11-05' | sed -n 's:.*<QueueUrl>\(.*\)</QueueUrl>.*:\1:p')
-STEPPER_API_KEYS=dev=dev-key STEP_QUEUE_URL="$QUEUE_URL" AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" \
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 RUST_LOG=warn \
-  cargo lambda watch --invoke-port "$INVOKE_PORT" >"$LOG/watch.log" 2>&1 & WATCH_PID=$!
 
+# A fake OpenAI-compatible provider: every chat completion answers the colours the sample job asks for.
+python3 - "$PROVIDER_PORT" >"$RUN/provider.log" 2>&1 <<'PY' &
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"id": "c", "object": "chat.completion", "model": "m", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": "{\"colours\": [\"red\", \"green\", \"blue\"]}"},
+            "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+PROVIDER_PID=$!
+printf '[[providers]]\nname = "fake"\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\nmodel = "m"\ntimeout_ms = 2000\n' \
+  "$PROVIDER_PORT" >"$RUN/providers.toml"
+{ cat scripts/serverless-local.env; echo "STEPPER_CONFIG=$RUN/providers.toml"; } >"$RUN/functions.env"
+
+WATCH_PORT="$PORT" SERVERLESS_ENV_FILE="$RUN/functions.env" STEP_VISIBILITY=2 WATCH_ARGS=--ignore-changes \
+  setsid bash scripts/serverless-local.sh >"$RUN/loop.log" 2>&1 &
+LOOP_PID=$!
+
+invoke() { cargo lambda invoke "$1" --invoke-port "$PORT" --data-file "events/$2.json" 2>&1 | tail -1; }
 failures=0
 check() { # function event expected-fragment
   local out
-  out=$(cargo lambda invoke "$1" --invoke-port "$INVOKE_PORT" --data-file "events/$2.json" 2>&1 | tail -1)
+  out=$(invoke "$1" "$2")
   if [[ "$out" == *"$3"* ]]; then echo "invoke $1 events/$2.json: ok ($3)"; else echo "invoke $1 events/$2.json: FAILED: $out"; failures=$((failures + 1)); fi
 }
-for _ in $(seq 100); do cargo lambda invoke poll --invoke-port "$INVOKE_PORT" --data-file events/health.json >/dev/null 2>&1 && break; sleep 3; done
-check submit submit-report '"statusCode":202'
-check submit submit-generate '"statusCode":202'
-check poll poll-report '"statusCode":404'
-check poll poll-job '"statusCode":404'
-check poll health '"statusCode":503'
+# Up when poll answers (each function compiles on its first call).
+for _ in $(seq 300); do [[ "$(invoke poll health)" == *'"statusCode":200'* ]] && break; sleep 2; done
+
+JOB=$(python3 -c 'import json; print(json.load(open("events/poll-job.json"))["rawPath"].rsplit("/", 1)[1])')
+check submit submit-generate "\"jobId\\\":\\\"$JOB\\\""
+# The step driver takes the job's first step from SQS and runs it.
+for _ in $(seq 120); do [[ "$(invoke poll poll-job)" == *'completed'* ]] && break; sleep 1; done
+check poll poll-job '\"status\":\"completed\"'
+check step step-sqs '{"batchItemFailures":[]}'
+check poll health '"statusCode":200'
 check poll providers '"statusCode":200'
 check poll openapi '"statusCode":200'
+check submit submit-report '"statusCode":202'
+check poll poll-report '"statusCode":404'
+check step step-redrive '"redriven":'
 check purge purge-report '"statusCode":200'
-check purge purge-job '"statusCode":404'
-check step step-sqs '{"batchItemFailures":[]}'
-check step step-redrive '{"redriven":0}'
-[ "$failures" -eq 0 ] || { echo "cargo lambda watch log:"; tail -30 "$LOG/watch.log"; exit 1; }
+check purge purge-job '"statusCode":200'
+check poll poll-job '"statusCode":404'
+[ "$failures" -eq 0 ] || { echo "serverless-local log:"; tail -40 "$RUN/loop.log"; exit 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the local stack's tools into .tools/ (npm and
-# PyPI packages; redis-server from Debian when missing), checks the SAM template, runs every test.
+# PyPI packages; redis-server from Debian when missing), checks the SAM template, runs every test,
+# and builds and packages the functions as `sam deploy` would (scripts/sam-package.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-tools.sh
@@ -18,5 +19,8 @@ cargo test --workspace --no-fail-fast -- --skip ten_thousand_generated_requests
 echo "== the schema-driven fuzz run against stepper-local (FUZZ_REQUESTS, default 10000)"
 cargo test --workspace --test fuzz_run -- --nocapture
 
-echo "== cargo lambda invoke with every file in events/"
+echo "== cargo lambda invoke with every file in events/, through the local serverless loop"
 bash scripts/invoke-events.sh
+
+echo "== sam build + sam package (S3: moto): one arm64 bootstrap per zip"
+bash scripts/sam-package.sh

@@ -471,6 +471,17 @@ fn load_file(
 /// configuration so configuration errors are logged in the chosen format).
 pub fn log_format_is_text() -> bool {
     std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"))
+        || std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"))
+}
+
+/// The log filter: Lambda's `AWS_LAMBDA_LOG_LEVEL` (set from the function's `LoggingConfig`) first, as
+/// the Rust runtime does, then `RUST_LOG`.
+pub fn log_filter() -> Option<String> {
+    std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_ascii_lowercase())
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|l| !l.is_empty()))
 }
 
 /// A credential. Its `Debug` never shows it, so it cannot end up in a log line.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod job;
+pub mod lambda;
 pub mod llm;
 pub mod output;
 pub mod ports;

@@ -1,9 +1,12 @@
-//! Structured logs: JSON lines with job and provider fields (`LOG_FORMAT=text` for humans).
+//! Structured logs: JSON lines with job and provider fields (`LOG_FORMAT=text` for humans). The level
+//! is `AWS_LAMBDA_LOG_LEVEL` when Lambda sets it, else `RUST_LOG`, else `info`.
 
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = crate::config::log_filter()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let text = crate::config::log_format_is_text();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // A second init (tests) keeps the first subscriber.

@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use shared::config::Config;
+use shared::lambda::Needs;
 use shared::queue::unused::NoQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
     // Built once per container; every request reuses the store client and its connections.
-    let config = Config::from_env()?;
+    let config = shared::lambda::init("poll", Needs::Store);
     let service = Arc::new(shared::service::build(&config, Arc::new(NoQueue))?);
-    lambda_http::run(shared::api::poll_routes(service)).await
+    lambda_http::run_concurrent(shared::lambda::buffered(shared::api::poll_routes(service))).await
 }

@@ -1,15 +1,45 @@
 //! The step function's handler: an SQS batch in, one step per record, partial batch failures out.
 //! Kept apart from `main.rs` so tests can hand it batches exactly as Lambda would.
 
+use std::panic::AssertUnwindSafe;
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::FutureExt;
 use shared::engine::Engine;
 use shared::queue::Message;
 use tracing::{error, info, warn};
 
 /// Runs every record of the batch (concurrently: each is one provider attempt at most) and reports
-/// the ones that must come back (`ReportBatchItemFailures`), so only those are retried.
+/// the ones that must come back (`ReportBatchItemFailures`), so only those are retried. A record whose
+/// step panics is one of those: the panic is caught (the release profile unwinds), the other records
+/// of the batch keep their outcome.
 pub async fn handle_batch(engine: &Engine, event: SqsEvent) -> SqsBatchResponse {
     let runs = event.records.into_iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        match AssertUnwindSafe(handle_record(engine, record)).catch_unwind().await {
+            Ok(failure) => failure,
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                error!(message_id = %id, panic = %reason, "step panicked; the message will be retried");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                Some(failure)
+            }
+        }
+    });
+    let failures = futures::future::join_all(runs).await.into_iter().flatten().collect();
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+/// One record: `Some` failure when its message must come back.
+async fn handle_record(engine: &Engine, record: aws_lambda_events::event::sqs::SqsMessage) -> Option<BatchItemFailure> {
+    {
         let id = record.message_id.clone().unwrap_or_default();
         let receive_count = record
             .attributes
@@ -43,11 +73,7 @@ pub async fn handle_batch(engine: &Engine, event: SqsEvent) -> SqsBatchResponse 
                 Some(failure)
             }
         }
-    });
-    let failures = futures::future::join_all(runs).await.into_iter().flatten().collect();
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures;
-    response
+    }
 }
 
 /// The function's entry: an SQS event, or `{"action":"redrive"}` sent by hand.

@@ -5,18 +5,17 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
-use shared::config::Config;
+use shared::lambda::Needs;
 use shared::ports::SystemClock;
 use shared::queue::sqs::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
-    let config = Config::from_env()?;
-    let queue_url = config.step_queue_url.clone().ok_or("STEP_QUEUE_URL is not set")?;
+    let config = shared::lambda::init("step", Needs::StoreAndQueue);
+    let queue_url = config.step_queue_url.clone().unwrap_or_default();
     let queue = SqsQueue::from_environment(queue_url, Arc::new(SystemClock)).await;
     let engine = shared::service::build(&config, Arc::new(queue))?.engine;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let engine = engine.clone();
         async move { step::handle(&engine, event.payload).await }
     }))

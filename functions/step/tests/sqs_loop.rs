@@ -45,6 +45,7 @@ async fn stack() -> Stack {
         .region(Region::new("us-east-1"))
         .endpoint_url(&moto.endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .http_client(shared::queue::sqs::http_client())
         .build();
     let sqs = aws_sdk_sqs::Client::from_conf(conf);
     let queue_url = sqs

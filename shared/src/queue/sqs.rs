@@ -31,9 +31,20 @@ impl SqsQueue {
 
     /// From the Lambda environment (region, credentials, and `AWS_ENDPOINT_URL` when set).
     pub async fn from_environment(queue_url: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http_client())
+            .load()
+            .await;
         Self::new(aws_sdk_sqs::Client::new(&config), queue_url, clock)
     }
+}
+
+/// The AWS SDK's HTTP client on rustls with ring, the one crypto provider of the workspace (reqwest's).
+pub fn http_client() -> aws_sdk_sqs::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// The message and delay SQS gets: waits beyond 15 minutes become a 15-minute hop with `not_before_ms`.

@@ -1,0 +1,156 @@
+//! A panic while one SQS record is handled fails that record only: the batch response names it, and
+//! the other records of the same batch keep their outcome (here: a job that completes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::body::Body;
+use serde_json::{json, Value};
+use shared::config::Config;
+use shared::job::{Job, StepRef};
+use shared::ports::{Admission, Claim, Created, Delivered, Limits, RateLimit, Store};
+use shared::queue::local::LocalQueue;
+use shared::queue::Message;
+use shared::quota::ProviderState;
+use shared::store::StoreError;
+use testkit::fake::{FakeProvider, FakeReply, Wire};
+use tower::ServiceExt;
+
+const DOOMED: &str = "0000000000000000000000000000dead";
+
+/// The real store, except that claiming a step of the job [`DOOMED`] panics.
+struct PanicsOnOneJob(Arc<dyn Store>);
+
+#[async_trait]
+impl Store for PanicsOnOneJob {
+    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+        self.0.create(job, limits).await
+    }
+    async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
+        if step.job_id == DOOMED {
+            panic!("a bug met while claiming {}", step.job_id);
+        }
+        self.0.claim(step, lease).await
+    }
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        event: Option<&shared::quota::ProviderEvent>,
+    ) -> Result<bool, StoreError> {
+        self.0.finish(step, next, event).await
+    }
+    async fn deliver(
+        &self,
+        owner: &str,
+        id: &str,
+        grace: Duration,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<Delivered>>, StoreError> {
+        self.0.deliver(owner, id, grace, rate).await
+    }
+    async fn purge(&self, owner: &str, id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
+        self.0.purge(owner, id, rate).await
+    }
+    async fn provider_states(&self) -> Result<std::collections::HashMap<String, ProviderState>, StoreError> {
+        self.0.provider_states().await
+    }
+    async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
+        self.0.with_work_left().await
+    }
+}
+
+fn record(message_id: &str, message: &Message) -> SqsMessage {
+    serde_json::from_value(json!({
+        "messageId": message_id,
+        "receiptHandle": format!("handle-{message_id}"),
+        "body": serde_json::to_string(message).unwrap(),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795600800000"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:steps",
+        "awsRegion": "us-east-1"
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_panicking_record_fails_alone() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text("a generated answer"));
+    let dir = std::env::temp_dir().join(format!("stepper-panic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let providers = dir.join("providers.toml");
+    std::fs::write(
+        &providers,
+        format!(
+            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 1000\n",
+            provider.base_url()
+        ),
+    )
+    .unwrap();
+    let path = providers.display().to_string();
+    let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
+    let (queue, mut deliveries) = LocalQueue::new();
+    let mut service = shared::service::build(&config, Arc::new(queue)).unwrap();
+    service.engine.store = Arc::new(PanicsOnOneJob(service.engine.store.clone()));
+    let service = Arc::new(service);
+
+    let request = http::Request::post("/v1/generate")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"prompt": "Say something", "responseMode": "text"}).to_string(),
+        ))
+        .unwrap();
+    let response = shared::api::submit_routes(service.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value =
+        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+    let id = body["jobId"].as_str().unwrap().to_string();
+    let first = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .message;
+
+    let Message::Step { step, .. } = &first;
+    let doomed = Message::Step {
+        step: StepRef {
+            job_id: DOOMED.to_string(),
+            ..step.clone()
+        },
+        not_before_ms: None,
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![record("doomed", &doomed), record("healthy", &first)];
+    let response = step::handle_batch(&service.engine, event).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(
+        failed,
+        vec!["doomed".to_string()],
+        "only the panicking record comes back"
+    );
+
+    let request = http::Request::get(format!("/v1/jobs/{id}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = shared::api::poll_routes(service.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let job: Value =
+        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["data"]["result"], "a generated answer");
+    assert_eq!(provider.hits(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
