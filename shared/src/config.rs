@@ -14,6 +14,7 @@ use crate::engine::StepPolicy;
 use crate::ports::{Limits, RateLimit};
 use crate::providers::spec::{self, ProviderEntry, ProviderSpec};
 use crate::quota::BackoffPolicy;
+use crate::scrub::Scrubber;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,6 +53,8 @@ pub struct Settings {
     pub webhook_backoff_ms: u64,
     /// Per-owner request rate and jobs in flight, shared by every instance through the store.
     pub limits: OwnerLimits,
+    /// Every configured secret, scrubbed from outside text (provider errors, receiver answers).
+    pub scrubber: Scrubber,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -121,6 +124,7 @@ impl Default for Settings {
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
             limits: OwnerLimits::default(),
+            scrubber: Scrubber::default(),
         }
     }
 }
@@ -262,6 +266,7 @@ impl Config {
             }
             _ => None,
         };
+        settings.scrubber = scrubber(env, &providers, upstash.as_ref());
         let port = match env("PORT") {
             None => 3005,
             Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -279,6 +284,39 @@ impl Config {
             port,
         })
     }
+}
+
+/// Every secret the configuration holds: API keys given in clear, provider keys, webhook secrets (whole
+/// and without their `whsec_` prefix), the Upstash token.
+fn scrubber(
+    env: &dyn Fn(&str) -> Option<String>,
+    providers: &[ProviderSpec],
+    upstash: Option<&UpstashConfig>,
+) -> Scrubber {
+    let values = |name: &str| -> Vec<String> {
+        env(name)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|entry| entry.split_once('=').map(|(_, v)| v.trim().to_string()))
+            .collect()
+    };
+    let mut secrets: Vec<String> = values("STEPPER_API_KEYS")
+        .into_iter()
+        .filter(|key| !key.starts_with("sha256:"))
+        .collect();
+    for secret in values("STEPPER_WEBHOOK_SECRETS") {
+        if let Some(bare) = secret.strip_prefix("whsec_") {
+            secrets.push(bare.to_string());
+        }
+        secrets.push(secret);
+    }
+    secrets.extend(
+        providers
+            .iter()
+            .filter_map(|p| p.api_key.as_ref().map(|k| k.expose().to_string())),
+    );
+    secrets.extend(upstash.map(|u| u.token.expose().to_string()));
+    Scrubber::new(secrets)
 }
 
 /// `owner=secret` entries, comma-separated; an owner may appear twice during a rotation (current first).
@@ -473,18 +511,28 @@ pub fn log_format_is_text() -> bool {
     std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"))
 }
 
-/// A credential. Its `Debug` never shows it, so it cannot end up in a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A credential, held in a [`secrecy::SecretString`] (wiped from memory when dropped). Its `Debug` never
+/// shows it, so it cannot end up in a log line; [`Secret::expose`] is the one way to read it.
+#[derive(Clone)]
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(secrecy::SecretString::from(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

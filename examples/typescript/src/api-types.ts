@@ -81,7 +81,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Health: can this service serve jobs? */
+        /**
+         * Health for a load balancer: up, and the store reachable
+         * @description No provider detail (that is `GET /v1/providers`, with a key). The store check is cached: an instance asks the store at most once every ten seconds.
+         */
         get: operations["health"];
         put?: never;
         post?: never;
@@ -283,7 +286,24 @@ export interface components {
             /** @description `Job deleted`. */
             message: string;
         };
-        /** @description `GET /health`, `GET /v1/providers`. */
+        /**
+         * @description `GET /health`: only what a load balancer needs. No provider names, no provider text: that detail is on
+         *     the authenticated `GET /v1/providers`. The store check is cached per instance ([`HEALTH_CHECK_EVERY`]).
+         */
+        Liveness: {
+            status: components["schemas"]["LiveWord"];
+            store: components["schemas"]["StoreReach"];
+            /**
+             * Format: date-time
+             * @description When this instance last asked the store (answers in between reuse that check).
+             */
+            checkedAt: string;
+        };
+        /** @description `GET /health`'s status word: the instance is up and its store answers, or not. */
+        LiveWord: "healthy" | "unhealthy";
+        /** @enum {string} */
+        StoreReach: "reachable" | "unreachable";
+        /** @description `GET /v1/providers`. */
         Health: {
             status: components["schemas"]["HealthStatus"];
             providers: components["schemas"]["ProviderHealth"][];
@@ -775,22 +795,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `healthy` or `degraded`. */
+            /** @description `healthy`: up, the store answered. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Health"];
+                    "application/json": components["schemas"]["Liveness"];
                 };
             };
-            /** @description `unhealthy`: no usable provider, or the store is unavailable. */
+            /** @description `unhealthy`: the store did not answer. */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Health"];
+                    "application/json": components["schemas"]["Liveness"];
                 };
             };
         };

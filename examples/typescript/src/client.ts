@@ -9,6 +9,7 @@ export type QueuedJob = Schemas["QueuedJob"];
 export type CachedJob = Schemas["CachedJob"];
 export type JobView = Schemas["JobView"];
 export type Health = Schemas["Health"];
+export type Liveness = Schemas["Liveness"];
 export type ErrorBody = Schemas["ErrorBody"];
 export type PurgedReport = Schemas["PurgedReport"];
 export type PurgedJob = Schemas["PurgedJob"];
@@ -146,9 +147,10 @@ export class StepperClient {
     return (await this.request<PurgedJob>("DELETE", `/v1/jobs/${encodeURIComponent(jobId)}`)).body;
   }
 
-  /** `GET /health`: no key needed. An unhealthy service answers 503 with the same body, returned here. */
-  async health(): Promise<Health> {
-    return (await this.request<Health>("GET", "/health", undefined, [503])).body;
+  /** `GET /health`: no key needed; up and the store reachable. An unhealthy instance answers 503 with the
+   * same body, returned here. No provider detail: that is `providers()`. */
+  async health(): Promise<Liveness> {
+    return (await this.request<Liveness>("GET", "/health", undefined, [503])).body;
   }
 
   /** `GET /v1/providers`: health plus each provider's shared quota state. */

@@ -64,7 +64,8 @@ async function main(): Promise<void> {
   const poll = { initialDelayMs: 200, maxDelayMs: 2_000, timeoutMs: 60_000 };
 
   const health = await client.health();
-  log("health", { status: health.status, providers: health.providers.map((p) => p.name) });
+  const providers = await client.providers();
+  log("health", { status: health.status, store: health.store, providers: providers.providers.map((p) => p.name) });
 
   const commit = { userId: "demo-user", commitSha: `demo-${Date.now()}`, repo: "acme/diary", template: "default" };
   const submitted = await client.submitReport({

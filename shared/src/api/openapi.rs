@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::routes::Endpoint;
-use super::views::{CachedJob, Health, JobView, PurgedJob, PurgedReport, QueuedJob};
+use super::views::{CachedJob, Health, JobView, Liveness, PurgedJob, PurgedReport, QueuedJob};
 use crate::presets::{commit_report, generic};
 
 const SCHEMAS: &str = "#/components/schemas/";
@@ -239,10 +239,12 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator) -> Value {
         Endpoint::Health => json!({
             "operationId": "health",
             "tags": ["service"],
-            "summary": "Health: can this service serve jobs?",
+            "summary": "Health for a load balancer: up, and the store reachable",
+            "description": "No provider detail (that is `GET /v1/providers`, with a key). The store check is \
+                            cached: an instance asks the store at most once every ten seconds.",
             "responses": {
-                "200": json_response::<Health>(generator, "`healthy` or `degraded`."),
-                "503": json_response::<Health>(generator, "`unhealthy`: no usable provider, or the store is unavailable."),
+                "200": json_response::<Liveness>(generator, "`healthy`: up, the store answered."),
+                "503": json_response::<Liveness>(generator, "`unhealthy`: the store did not answer."),
             },
         }),
         Endpoint::Providers => {

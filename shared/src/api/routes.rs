@@ -19,7 +19,7 @@ use super::caps;
 use super::errors::ApiError;
 use super::limits::{admitted, insert_policy, with_rate};
 use super::openapi;
-use super::views::{self, HealthStatus, JobView, PurgedJob, PurgedReport, QueuedJob};
+use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::delivery::send::{Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
 use crate::ports::Created;
@@ -411,19 +411,20 @@ async fn purge_job(
     Ok(with_rate(answer, rate))
 }
 
-/// `GET /health`: no key needed; 503 when nothing can serve jobs.
+/// `GET /health`: no key needed; up and the store reachable, or 503. At most one store request per
+/// instance per ten seconds, however often it is called.
 async fn health(State(service): State<AppState>) -> Response {
-    let report = views::health(&service).await;
-    let status = if report.status == HealthStatus::Unhealthy {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let answer = service.health.get(&service).await;
+    let status = match answer.status {
+        LiveWord::Healthy => StatusCode::OK,
+        LiveWord::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, Json(report)).into_response()
+    (status, Json(answer)).into_response()
 }
 
-/// `GET /v1/providers`: the health summary plus each provider's shared quota state. Like `/health`,
-/// it is not counted (it reads no job); it announces the owner's policy.
+/// `GET /v1/providers`: the health summary plus each provider's shared quota state (scrubbed of every
+/// configured secret where it came from a provider). Like `/health`, it is not counted (it reads no
+/// job); it announces the owner's policy.
 async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let mut answer = Json::<views::Health>(views::health(&service).await).into_response();

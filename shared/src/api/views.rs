@@ -369,6 +369,75 @@ pub fn job_status(job: &Job, running: bool) -> JobView {
     }
 }
 
+/// `GET /health`'s status word: the instance is up and its store answers, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveWord {
+    /// Up, and the store answered its last check.
+    Healthy,
+    /// The store did not answer its last check: `GET /health` answers 503.
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreReach {
+    Reachable,
+    Unreachable,
+}
+
+/// `GET /health`: only what a load balancer needs. No provider names, no provider text: that detail is on
+/// the authenticated `GET /v1/providers`. The store check is cached per instance ([`HEALTH_CHECK_EVERY`]).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Liveness {
+    pub status: LiveWord,
+    pub store: StoreReach,
+    /// When this instance last asked the store (answers in between reuse that check).
+    pub checked_at: Timestamp,
+}
+
+/// However often `/health` is called, an instance asks the store at most once in this long.
+pub const HEALTH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The instance's last store check, shared by every `/health` request of the process.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Liveness)>>,
+}
+
+impl HealthCache {
+    /// The cached check, or a fresh one when it is older than [`HEALTH_CHECK_EVERY`]. Concurrent callers
+    /// wait for the one check under way instead of each asking the store.
+    pub async fn get(&self, service: &Service) -> Liveness {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < HEALTH_CHECK_EVERY {
+                return answer.clone();
+            }
+        }
+        let engine = &service.engine;
+        let reachable = match engine.store.provider_states().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "health: store unavailable");
+                false
+            }
+        };
+        let answer = Liveness {
+            status: if reachable { LiveWord::Healthy } else { LiveWord::Unhealthy },
+            store: if reachable {
+                StoreReach::Reachable
+            } else {
+                StoreReach::Unreachable
+            },
+            checked_at: Timestamp::from_ms(engine.clock.now_ms()),
+        };
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
@@ -376,7 +445,7 @@ pub enum HealthStatus {
     Healthy,
     /// Some providers are disabled or their circuit is open.
     Degraded,
-    /// Nothing can serve jobs (no usable provider, or the store is down): `GET /health` answers 503.
+    /// Nothing can serve jobs (no usable provider, or the store is down).
     Unhealthy,
 }
 
@@ -386,7 +455,7 @@ pub enum StoreWord {
     Unavailable,
 }
 
-/// `GET /health`, `GET /v1/providers`.
+/// `GET /v1/providers`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Health {
     pub status: HealthStatus,
@@ -454,7 +523,7 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
     }
 }
 
-/// Health and per-provider shared state (`GET /health`, `GET /v1/providers`).
+/// Health and per-provider shared state (`GET /v1/providers`).
 pub async fn health(service: &Service) -> Health {
     let engine = &service.engine;
     let now = engine.clock.now_ms();

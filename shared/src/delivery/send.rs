@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::guard::{self, UrlGuard};
 use super::js_json;
 use super::sign::{self, WebhookSecrets};
+use crate::scrub::Scrubber;
 
 /// Longest wait between two attempts of one target.
 const MAX_BACKOFF_MS: u64 = 600_000;
@@ -164,7 +165,25 @@ fn reserved(name: &str) -> bool {
 }
 
 /// One POST to a target: SSRF-guarded and pinned, signed with the owner's secrets when there are any.
+/// What the receiver's side said (a redirect's `Location`, a connection error) passes `scrub` here,
+/// before it is logged or stored with the job.
+#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
+    target: &Target,
+    body: &str,
+    msg_id: &str,
+    secrets: Option<&WebhookSecrets>,
+    guard: &UrlGuard,
+    now_ms: u64,
+    timeout: Duration,
+    scrub: &Scrubber,
+) -> AttemptReport {
+    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, guard, now_ms, timeout).await;
+    report.error = report.error.map(|e| scrub.scrub_owned(e));
+    report
+}
+
+async fn attempt_unscrubbed(
     target: &Target,
     body: &str,
     msg_id: &str,

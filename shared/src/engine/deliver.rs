@@ -54,6 +54,7 @@ impl Engine {
             &self.settings.url_guard,
             now,
             DELIVERY_TIMEOUT,
+            &self.settings.scrubber,
         )
         .await;
         let after = self.clock.now_ms();
