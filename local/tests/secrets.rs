@@ -63,7 +63,10 @@ async fn one_run(log_format: &str) {
     let providers = local.get("/v1/providers", ALICE).await.1;
     let (health_code, health) = local.request(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(health_code, 200, "{health}");
-    assert_eq!(health, json!({"status": "healthy", "store": "reachable", "checkedAt": health["checkedAt"]}));
+    assert_eq!(
+        health,
+        json!({"status": "healthy", "store": "reachable", "checkedAt": health["checkedAt"]})
+    );
     // The run is done: let the last log lines land.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logs = local.logs.lock().unwrap().join("\n");
@@ -93,17 +96,29 @@ async fn one_run(log_format: &str) {
         error.contains("Incorrect API key provided: Bearer [redacted]"),
         "{error}"
     );
-    assert!(webhook.body["error"].as_str().unwrap_or_default().contains("[redacted]"), "{:?}", webhook.body);
+    assert!(
+        webhook.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[redacted]"),
+        "{:?}",
+        webhook.body
+    );
     let reason = providers["providers"][0]["disabledReason"].as_str().unwrap_or_default();
     assert!(reason.contains("[redacted]"), "{providers}");
-    assert!(logs.contains("[redacted]"), "the log names the scrubbed reason:\n{logs}");
+    assert!(
+        logs.contains("[redacted]"),
+        "the log names the scrubbed reason:\n{logs}"
+    );
     assert!(
         !health.to_string().contains("alpha") && !health.to_string().contains("Incorrect"),
         "no provider detail on /health: {health}"
     );
     if log_format == "json" {
         assert!(
-            logs.lines().filter(|l| l.starts_with('{')).all(|l| serde_json::from_str::<Value>(l).is_ok()),
+            logs.lines()
+                .filter(|l| l.starts_with('{'))
+                .all(|l| serde_json::from_str::<Value>(l).is_ok()),
             "JSON log lines"
         );
     }
@@ -145,7 +160,12 @@ async fn health_is_cached_so_it_cannot_spend_the_store() {
     for _ in 0..calls {
         let (http, base) = (local.http.clone(), local.base.clone());
         tasks.push(tokio::spawn(async move {
-            http.get(format!("{base}/health")).send().await.unwrap().status().as_u16()
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     for task in tasks {

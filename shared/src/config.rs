@@ -147,6 +147,61 @@ pub struct Config {
     pub upstash: Option<UpstashConfig>,
     pub step_queue_url: Option<String>,
     pub port: u16,
+    /// `stepper-local`'s HTTP server limits.
+    pub http: HttpLimits,
+}
+
+/// What one connection to `stepper-local` may hold (`HTTP_*` variables). The Lambda functions sit behind
+/// API Gateway and do not use these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request head not complete this long after the server started waiting for it is dropped
+    /// (`HTTP_HEADER_TIMEOUT_SECONDS`, 10): slow headers, and connections that never send one.
+    pub header_timeout_ms: u64,
+    /// A request body not complete this long after its head arrived is refused and its connection
+    /// closed (`HTTP_BODY_TIMEOUT_SECONDS`, 30): slow bodies.
+    pub body_timeout_ms: u64,
+    /// A connection on which nothing moves either way for this long is closed
+    /// (`HTTP_IDLE_TIMEOUT_SECONDS`, 15): idle keep-alive connections, stalled transfers.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once (`HTTP_MAX_CONNECTIONS`, 512); past it, new ones wait in the
+    /// listen backlog, so the process keeps file descriptors for its own outbound calls.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 15_000,
+            max_connections: 512,
+        }
+    }
+}
+
+fn http_limits(env: &dyn Fn(&str) -> Option<String>) -> Result<HttpLimits, ConfigError> {
+    let d = HttpLimits::default();
+    let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+        match env(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    message: format!("expected 1 to 1000000, got {v:?}"),
+                }),
+        }
+    };
+    Ok(HttpLimits {
+        header_timeout_ms: seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", d.header_timeout_ms)?,
+        body_timeout_ms: seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", d.body_timeout_ms)?,
+        idle_timeout_ms: seconds(env, "HTTP_IDLE_TIMEOUT_SECONDS", d.idle_timeout_ms)?,
+        max_connections: count("HTTP_MAX_CONNECTIONS", d.max_connections)?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -282,6 +337,7 @@ impl Config {
             upstash,
             step_queue_url: env("STEP_QUEUE_URL"),
             port,
+            http: http_limits(env)?,
         })
     }
 }

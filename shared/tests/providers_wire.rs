@@ -386,9 +386,14 @@ async fn a_custom_http_provider_fills_its_template_and_is_held_by_the_url_guard(
         limits: ProviderLimits::default(),
         small_context: false,
     };
-    let refused = spec::build(&spec, reqwest::Client::new(), &UrlGuard::new(&[]).unwrap(), &Default::default())
-        .call(&wants)
-        .await;
+    let refused = spec::build(
+        &spec,
+        reqwest::Client::new(),
+        &UrlGuard::new(&[]).unwrap(),
+        &Default::default(),
+    )
+    .call(&wants)
+    .await;
     let failure = refused.result.unwrap_err();
     assert_eq!(failure.class, ErrorClass::AuthInvalid);
     assert!(failure.message.starts_with("URL guard"), "{}", failure.message);

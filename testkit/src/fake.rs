@@ -120,7 +120,10 @@ impl FakeReply {
             "invalid_api_key",
             &format!("Incorrect API key provided: {sent}. You can find your API key at https://example.invalid/keys."),
         )
-        .with_header("www-authenticate", &format!("Bearer realm=\"api\", error=\"invalid_token\", token=\"{sent}\""))
+        .with_header(
+            "www-authenticate",
+            &format!("Bearer realm=\"api\", error=\"invalid_token\", token=\"{sent}\""),
+        )
     }
 
     /// A status with the error body OpenAI sends for it.

@@ -57,10 +57,23 @@ pub fn openai_provider(name: &str, base_url: &str) -> String {
 impl Local {
     /// Starts `stepper-local` with this providers file and extra environment.
     pub async fn start(providers_toml: &str, env: &[(&str, &str)]) -> Local {
+        Self::start_under(&[], providers_toml, env).await
+    }
+
+    /// [`Local::start`] under a wrapper command (`["prlimit", "--nofile=1024:1024"]`).
+    pub async fn start_under(wrapper: &[&str], providers_toml: &str, env: &[(&str, &str)]) -> Local {
         let dir = TempDir::new();
         let config = dir.0.join("stepper.toml");
         std::fs::write(&config, providers_toml).expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepper-local"));
+        let binary = env!("CARGO_BIN_EXE_stepper-local");
+        let mut cmd = match wrapper {
+            [] => Command::new(binary),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary);
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", "0")

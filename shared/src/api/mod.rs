@@ -9,5 +9,5 @@ pub mod routes;
 mod views;
 
 pub use errors::ApiError;
-pub use views::HealthCache;
 pub use routes::{poll_routes, purge_routes, router, submit_routes, Endpoint, Function};
+pub use views::HealthCache;

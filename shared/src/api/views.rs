@@ -425,7 +425,11 @@ impl HealthCache {
             }
         };
         let answer = Liveness {
-            status: if reachable { LiveWord::Healthy } else { LiveWord::Unhealthy },
+            status: if reachable {
+                LiveWord::Healthy
+            } else {
+                LiveWord::Unhealthy
+            },
             store: if reachable {
                 StoreReach::Reachable
             } else {

@@ -191,9 +191,15 @@ impl Provider for CustomHttpProvider {
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
         match self.send(&self.body(request)).await {
-            Ok(sent) => transport::report(&self.name, started, sent, self.timeout, self.reset, &self.scrub, |raw| {
-                parse_success(raw, &self.response_path)
-            }),
+            Ok(sent) => transport::report(
+                &self.name,
+                started,
+                sent,
+                self.timeout,
+                self.reset,
+                &self.scrub,
+                |raw| parse_success(raw, &self.response_path),
+            ),
             Err(refused) => {
                 tracing::warn!(provider = %self.name, class = refused.class.as_str(), reason = %refused.message, "provider call refused");
                 CallReport {

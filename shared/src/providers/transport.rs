@@ -52,7 +52,15 @@ impl Connection {
         sent: Result<Raw, reqwest::Error>,
         success: impl FnOnce(&Raw) -> Result<Answer, Failure>,
     ) -> CallReport {
-        report(&self.name, started, sent, self.timeout, self.reset, &self.scrub, success)
+        report(
+            &self.name,
+            started,
+            sent,
+            self.timeout,
+            self.reset,
+            &self.scrub,
+            success,
+        )
     }
 }
 
