@@ -48,7 +48,10 @@ pub struct Settings {
     /// Decides which callback URLs may be called (`CALLBACK_ALLOWED_ORIGINS` opens origins such as
     /// `http://127.0.0.1:8080` that the SSRF rules would refuse).
     pub url_guard: UrlGuard,
-    /// Attempts and first back-off of `callbackUrl` webhooks (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`).
+    /// The wait before each attempt of a `callbackUrl` webhook (`WEBHOOK_SCHEDULE`; Standard Webhooks'
+    /// schedule by default). Empty when the older exponential knobs are set instead
+    /// (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`: attempts and first back-off, doubling, at most 10 min).
+    pub webhook_schedule_ms: Vec<u64>,
     pub webhook_max_attempts: u32,
     pub webhook_backoff_ms: u64,
     /// Per-owner request rate and jobs in flight, shared by every instance through the store.
@@ -121,6 +124,7 @@ impl Default for Settings {
             webhook_secrets: HashMap::new(),
             // An empty allow-list has no origin to parse, so it cannot fail.
             url_guard: UrlGuard::new(&[]).expect("an empty allow-list is valid"),
+            webhook_schedule_ms: crate::delivery::send::STANDARD_SCHEDULE_MS.to_vec(),
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
             limits: OwnerLimits::default(),
@@ -272,6 +276,23 @@ impl Config {
                     message: format!("expected 100 to 600000, got {v:?}"),
                 })?;
         }
+        let exponential = env("WEBHOOK_MAX_ATTEMPTS").is_some() || env("WEBHOOK_BACKOFF_MS").is_some();
+        match env("WEBHOOK_SCHEDULE") {
+            Some(_) if exponential => {
+                return Err(ConfigError::Invalid {
+                    name: "WEBHOOK_SCHEDULE",
+                    message: "set either WEBHOOK_SCHEDULE or WEBHOOK_MAX_ATTEMPTS/WEBHOOK_BACKOFF_MS, not both".into(),
+                })
+            }
+            Some(v) => {
+                settings.webhook_schedule_ms = schedule(&v).map_err(|message| ConfigError::Invalid {
+                    name: "WEBHOOK_SCHEDULE",
+                    message,
+                })?
+            }
+            None if exponential => settings.webhook_schedule_ms = Vec::new(),
+            None => {}
+        }
         settings.webhook_secrets = webhook_secrets(env("STEPPER_WEBHOOK_SECRETS").as_deref().unwrap_or(""))?;
         let origins: Vec<String> = env("CALLBACK_ALLOWED_ORIGINS")
             .unwrap_or_default()
@@ -399,6 +420,41 @@ fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, Config
             Ok((owner, parsed))
         })
         .collect()
+}
+
+/// `0s,5s,5m,30m,2h,5h,10h,10h`: the wait before each attempt (`ms`, `s`, `m` or `h`; 1 to 20 of them,
+/// each at most 24 h).
+fn schedule(text: &str) -> Result<Vec<u64>, String> {
+    let expected = |item: &str| {
+        format!("expected comma-separated waits such as 0s,5s,5m,30m,2h,5h,10h,10h (ms, s, m or h); got {item:?}")
+    };
+    let waits = text
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let (number, unit_ms) = if let Some(n) = item.strip_suffix("ms") {
+                (n, 1)
+            } else if let Some(n) = item.strip_suffix('s') {
+                (n, 1_000)
+            } else if let Some(n) = item.strip_suffix('m') {
+                (n, 60_000)
+            } else if let Some(n) = item.strip_suffix('h') {
+                (n, 3_600_000)
+            } else {
+                return Err(expected(item));
+            };
+            let n: u64 = number.trim().parse().map_err(|_| expected(item))?;
+            let ms = n.saturating_mul(unit_ms);
+            if ms > 86_400_000 {
+                return Err(format!("{item:?} is longer than 24 h"));
+            }
+            Ok(ms)
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    if waits.len() > 20 {
+        return Err(format!("at most 20 attempts, got {}", waits.len()));
+    }
+    Ok(waits)
 }
 
 /// `120/60s`, `1000/1h`, `10/s` (requests per window of whole seconds, minutes or hours), or `off`.
@@ -632,6 +688,26 @@ mod tests {
             "a public https endpoint needs no allow-list"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_webhook_schedule_is_standard_webhooks_unless_configured() {
+        assert_eq!(
+            config(&[]).unwrap().settings.webhook_schedule_ms,
+            crate::delivery::send::STANDARD_SCHEDULE_MS
+        );
+        let short = config(&[("WEBHOOK_SCHEDULE", "0s, 50ms,3s,1m,2h")]).unwrap();
+        assert_eq!(short.settings.webhook_schedule_ms, [0, 50, 3_000, 60_000, 7_200_000]);
+        let older = config(&[("WEBHOOK_MAX_ATTEMPTS", "3")]).unwrap();
+        assert!(
+            older.settings.webhook_schedule_ms.is_empty(),
+            "the exponential knobs still work"
+        );
+        for bad in ["5x", "", "25h", "1s,,2s"] {
+            let e = config(&[("WEBHOOK_SCHEDULE", bad)]).unwrap_err().to_string();
+            assert!(e.starts_with("WEBHOOK_SCHEDULE: "), "{bad}: {e}");
+        }
+        assert!(config(&[("WEBHOOK_SCHEDULE", "1s"), ("WEBHOOK_BACKOFF_MS", "300")]).is_err());
     }
 
     #[test]

@@ -74,6 +74,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{jobId}/deliveries/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a job's dead or failed webhooks and callbacks again
+         * @description Counted against the owner's request budget like a poll. No body.
+         */
+        post: operations["redeliver"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -179,7 +199,7 @@ export interface components {
             retryAfterSeconds?: number;
         };
         /** @description The machine-readable part of an error answer. */
-        ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "queue_unavailable";
+        ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "queue_unavailable" | "nothing_to_redeliver" | "job_changed";
         /** @description `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`. */
         JobView: {
             id: string;
@@ -256,9 +276,19 @@ export interface components {
             kind: components["schemas"]["DeliveryKind"];
             /** @description The target's origin only: a callback URL may carry the caller's token in its path or query. */
             target: string;
+            /** @description The `webhook-id` header of every attempt of this delivery, redeliveries included. */
+            webhookId: string;
             status: components["schemas"]["DeliveryWord"];
-            /** Format: uint32 */
+            /**
+             * Format: uint32
+             * @description Attempts made, across redeliveries.
+             */
             attempts: number;
+            /**
+             * Format: uint32
+             * @description How often it was redelivered (`POST /v1/jobs/{jobId}/deliveries/redeliver`); absent when never.
+             */
+            redeliveries?: number;
             /**
              * Format: uint16
              * @description The HTTP status of the last attempt.
@@ -285,6 +315,20 @@ export interface components {
             success: true;
             /** @description `Job deleted`. */
             message: string;
+        };
+        /**
+         * @description `202` from `POST /v1/jobs/{jobId}/deliveries/redeliver`: the deliveries sent again now, and every
+         *     delivery's state (as on poll).
+         */
+        Redelivered: {
+            jobId: string;
+            /**
+             * Format: uint
+             * @description Deliveries made due now: dead ones (and the callbacks their death skipped) start a new round with
+             *     the same `webhook-id` and a fresh timestamp; pending ones waiting for a retry go at once.
+             */
+            redelivered: number;
+            deliveries: components["schemas"]["DeliveryView"][];
         };
         /**
          * @description `GET /health`: only what a load balancer needs. No provider names, no provider text: that detail is on
@@ -780,6 +824,44 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["JobNotFound"];
+            413: components["responses"]["BodyNotTaken"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    redeliver: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The `jobId` a submit answered (32 hex digits). */
+                jobId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Sent again now: dead deliveries (and the callbacks their death skipped) start a new round of the schedule, pending ones waiting for a retry go at once; every attempt keeps its delivery's `webhook-id` and carries a fresh timestamp. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Redelivered"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["JobNotFound"];
+            /** @description `nothing_to_redeliver` (the job is unfinished, has no deliveries, or all were delivered) or `job_changed` (a delivery attempt ended meanwhile: send again). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             413: components["responses"]["BodyNotTaken"];
             429: components["responses"]["TooManyRequests"];
             431: components["responses"]["HeadersTooLarge"];

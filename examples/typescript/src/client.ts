@@ -13,6 +13,7 @@ export type Liveness = Schemas["Liveness"];
 export type ErrorBody = Schemas["ErrorBody"];
 export type PurgedReport = Schemas["PurgedReport"];
 export type PurgedJob = Schemas["PurgedJob"];
+export type Redelivered = Schemas["Redelivered"];
 
 /** A submit's answer: a job to poll (202), or an identical finished job's cached result (200). */
 export type Submitted = { kind: "queued"; job: QueuedJob } | { kind: "cached"; job: CachedJob };
@@ -133,6 +134,16 @@ export class StepperClient {
       if (Date.now() + wait > deadline) throw new Error(`job at ${statusUrl} did not finish within ${timeoutMs} ms`);
       await sleep(wait, signal);
     }
+  }
+
+  /**
+   * `POST /v1/jobs/<jobId>/deliveries/redeliver`: send a finished job's dead (or still retrying) webhook
+   * and callbacks again now, with the same `webhook-id` and a fresh timestamp. A `409` (nothing to
+   * redeliver, or the job changed meanwhile) is thrown as a `StepperError`.
+   */
+  async redeliver(jobId: string): Promise<Redelivered> {
+    const path = `/v1/jobs/${encodeURIComponent(jobId)}/deliveries/redeliver`;
+    return (await this.request<Redelivered>("POST", path)).body;
   }
 
   /** `DELETE /v1/reports`: forget a commit's report once you have saved it. */

@@ -251,8 +251,15 @@ pub struct DeliveryView {
     pub kind: DeliveryKind,
     /// The target's origin only: a callback URL may carry the caller's token in its path or query.
     pub target: String,
+    /// The `webhook-id` header of every attempt of this delivery, redeliveries included.
+    pub webhook_id: String,
     pub status: DeliveryWord,
+    /// Attempts made, across redeliveries.
     pub attempts: u32,
+    /// How often it was redelivered (`POST /v1/jobs/{jobId}/deliveries/redeliver`); absent when never.
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schemars(with = "u32")]
+    pub redeliveries: u32,
     /// The HTTP status of the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u16")]
@@ -265,15 +272,22 @@ pub struct DeliveryView {
     pub next_attempt_at: Option<Timestamp>,
 }
 
-impl From<&DeliveryState> for DeliveryView {
-    fn from(d: &DeliveryState) -> Self {
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DeliveryView {
+    /// The `index`-th delivery of `job`.
+    pub fn of(job: &Job, index: usize, d: &DeliveryState) -> Self {
         Self {
             kind: d.target.kind.into(),
             target: url::Url::parse(&d.target.url)
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default(),
+            webhook_id: crate::delivery::send::message_id(&job.id, &job.gen, index),
             status: d.status.into(),
             attempts: d.attempts,
+            redeliveries: d.redeliveries,
             last_status: d.last_status,
             last_error: d.last_error.clone(),
             next_attempt_at: d.next_at_ms.map(Timestamp::from_ms),
@@ -365,7 +379,35 @@ pub fn job_status(job: &Job, running: bool) -> JobView {
         deadline: Timestamp::from_ms(job.deadline_ms),
         next_attempt_at: job.next_attempt_at_ms.map(Timestamp::from_ms),
         finished_at: job.finished_at_ms.map(Timestamp::from_ms),
-        deliveries: job.deliveries.iter().map(DeliveryView::from).collect(),
+        deliveries: deliveries(job),
+    }
+}
+
+fn deliveries(job: &Job) -> Vec<DeliveryView> {
+    job.deliveries
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DeliveryView::of(job, i, d))
+        .collect()
+}
+
+/// `202` from `POST /v1/jobs/{jobId}/deliveries/redeliver`: the deliveries sent again now, and every
+/// delivery's state (as on poll).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Redelivered {
+    pub job_id: String,
+    /// Deliveries made due now: dead ones (and the callbacks their death skipped) start a new round with
+    /// the same `webhook-id` and a fresh timestamp; pending ones waiting for a retry go at once.
+    pub redelivered: usize,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+pub fn redelivered(job: &Job, count: usize) -> Redelivered {
+    Redelivered {
+        job_id: job.id.clone(),
+        redelivered: count,
+        deliveries: deliveries(job),
     }
 }
 
@@ -684,6 +726,8 @@ mod tests {
             target: Target::webhook("https://hooks.example/path?token=secret".into()),
             status: DeliveryStatus::Delivered,
             attempts: 1,
+            round_attempts: 1,
+            redeliveries: 0,
             last_status: Some(200),
             last_error: None,
             next_at_ms: None,
@@ -710,8 +754,8 @@ mod tests {
                 r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
                 r#""createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z","deliveries":["#,
-                r#"{"kind":"webhook","target":"https://hooks.example","status":"delivered","attempts":1,"lastStatus":200},"#,
-                r#"{"kind":"callback","target":"https://hooks.example","status":"pending","attempts":1,"lastStatus":502,"lastError":"bad gateway","nextAttemptAt":"2023-11-14T22:13:29.000Z"}]}"#
+                r#"{"kind":"webhook","target":"https://hooks.example","webhookId":"msg_0123456789abcdef0123456789abcdef_g_0","status":"delivered","attempts":1,"lastStatus":200},"#,
+                r#"{"kind":"callback","target":"https://hooks.example","webhookId":"msg_0123456789abcdef0123456789abcdef_g_1","status":"pending","attempts":1,"lastStatus":502,"lastError":"bad gateway","nextAttemptAt":"2023-11-14T22:13:29.000Z"}]}"#
             )
         );
         let mut failed = job(JobState::Failed);
