@@ -286,9 +286,22 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     assert_eq!(states, ["dead", "delivered", "delivered"], "{status}");
 }
 
-/// Standard Webhooks' schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) on a clock 100 times
-/// faster: the long form of this test is the same schedule at full length (`WEBHOOK_SCHEDULE` unset).
-const SCHEDULE_AT_1_100: &str = "0ms,50ms,3s,18s,72s,180s,360s,360s";
+/// Standard Webhooks' schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and a 10-minute outage on a
+/// clock `WEBHOOK_TEST_SCALE` times faster (100 by default: a 6 s outage, ~25 s of test). The long form,
+/// `WEBHOOK_TEST_SCALE=1`, is the real schedule and a real 10-minute outage (the webhooks arrive at the
+/// 30-minute attempt, about 35 min in).
+fn scaled() -> (u64, String, Duration) {
+    let scale: u64 = std::env::var("WEBHOOK_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(100);
+    let schedule: Vec<String> = shared::delivery::send::STANDARD_SCHEDULE_MS
+        .iter()
+        .map(|ms| format!("{}ms", ms / scale))
+        .collect();
+    (scale, schedule.join(","), Duration::from_millis(600_000 / scale))
+}
 
 fn upstash_env(upstash: &UpstashEmulator) -> Vec<(String, String)> {
     vec![
@@ -304,29 +317,32 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text(ANSWER));
     let port = free_port().unwrap();
+    let (scale, schedule, outage) = scaled();
     let mut extra = vec![
         ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
         ("CALLBACK_ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{port}")),
-        ("WEBHOOK_SCHEDULE".into(), SCHEDULE_AT_1_100.into()),
+        ("WEBHOOK_SCHEDULE".into(), schedule.clone()),
         // A first read would shorten a finished job's life to 1 s, were it not owing deliveries, and a
-        // finished job lives 5 s unless its record is kept until its deliveries end (the webhooks' last
-        // attempt comes ~21 s after the end). 5 s also covers the jitter between the three last attempts.
+        // finished job lives 7 s (at 1/100) unless its record is kept until its deliveries end (the
+        // webhooks' last attempt comes ~21 s after the end). The TTL covers the jitter between the three
+        // jobs' last attempts, so the final polls find them.
         ("DELIVERY_GRACE_SECONDS".into(), "1".into()),
-        ("RESULT_TTL_SECONDS".into(), "5".into()),
+        ("RESULT_TTL_SECONDS".into(), (3 + 360_u64.div_ceil(scale)).to_string()),
     ];
     extra.extend(upstash_env(&upstash));
     let local = start(&provider, &extra).await;
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let outage = Duration::from_secs(6); // 10 min at 1/100
     let down_since = Instant::now();
     let mut jobs = Vec::new();
+    // The callbacks' own retry policy, scaled too: 1, 2, 4, 8 min at full length (15 min > the outage).
+    let backoff = (60_000 / scale).max(100);
     for n in 0..3 {
         let body = json!({
             "prompt": format!("job {n}"),
             "callbackUrl": url(&format!("/hook/{n}")),
             "callbacks": [
-                {"url": url(&format!("/cb1/{n}")), "retry": {"maxAttempts": 5, "backoffMs": 1000}},
-                {"url": url(&format!("/cb2/{n}")), "retry": {"maxAttempts": 5, "backoffMs": 1000}}
+                {"url": url(&format!("/cb1/{n}")), "retry": {"maxAttempts": 5, "backoffMs": backoff}},
+                {"url": url(&format!("/cb2/{n}")), "retry": {"maxAttempts": 5, "backoffMs": backoff}}
             ]
         });
         let (code, queued) = local.post("/v1/generate", ALICE, body).await;
@@ -343,7 +359,12 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
     tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
     let hook = NodeReceiver::start(SECRET, &[200], port).await.unwrap();
     let up_at = Instant::now();
-    let got = wait_for(&hook, 9, Duration::from_secs(40)).await;
+    let got = wait_for(
+        &hook,
+        9,
+        Duration::from_secs(40) + Duration::from_millis(2_400_000 / scale),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_after = hook.deliveries().await.unwrap();
     assert_eq!(got_after.len(), 9, "9 deliveries, no duplicate: {got_after:?}");
@@ -380,9 +401,9 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
         "the webhooks retried: {webhook_attempts:?}"
     );
     println!(
-        "webhooks: receiver down {} s (10 min at 1/100, schedule {SCHEDULE_AT_1_100}): all 9 deliveries of 3 jobs \
+        "webhooks: receiver down {} ms (10 min at 1/{scale}, schedule {schedule}): all 9 deliveries of 3 jobs \
          arrived once each, the last {} ms after it came back; webhook attempts {webhook_attempts:?}",
-        outage.as_secs(),
+        outage.as_millis(),
         up_at.elapsed().as_millis()
     );
 }

@@ -64,6 +64,10 @@ async fn every_http_event_reaches_its_route() {
         answer(purge(), "purge-job").await,
         (404, serde_json::json!({"error": "Job not found"}))
     );
+    assert_eq!(
+        answer(submit(), "redeliver").await,
+        (404, serde_json::json!({"error": "Job not found"}))
+    );
     // A function answers only its own routes.
     assert_eq!(answer(poll(), "submit-report").await.1["code"], "not_found");
 }
