@@ -182,10 +182,20 @@ async fn health_keeps_answering_under_1100_hostile_connections_at_1024_open_file
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 1.0)),
         );
-        report.push((kind, timeout_s, open, percentile(&times, 0.0)));
+        // Those served at once (the cap holds about a third of each kind) close within their timeout + 1 s.
+        let on_time = times
+            .iter()
+            .filter(|t| **t <= Duration::from_millis(timeout_s * 1000 + 1000))
+            .count();
+        println!("hostile: {kind:?}: {on_time} closed within {timeout_s} s + 1 s of connecting");
+        report.push((kind, timeout_s, open, percentile(&times, 0.0), on_time));
     }
-    for (kind, timeout_s, open, first) in report {
+    for (kind, timeout_s, open, first, on_time) in report {
         assert_eq!(open, 0, "{kind:?} connections left open");
+        assert!(
+            on_time >= MAX_CONNECTIONS.min(count) / 3 - 20,
+            "{kind:?}: only {on_time} closed on time"
+        );
         // The first served ones close at their own timeout, not at another kind's.
         assert!(
             first >= Duration::from_millis(timeout_s * 1000 - 300),
