@@ -55,6 +55,8 @@ check() { # function event expected-fragment
 for _ in $(seq 300); do [[ "$(invoke poll health)" == *'"statusCode":200'* ]] && break; sleep 2; done
 
 JOB=$(python3 -c 'import json; print(json.load(open("events/poll-job.json"))["rawPath"].rsplit("/", 1)[1])')
+# The sample job does not exist yet: its redelivery is a clear 404.
+check submit redeliver '"statusCode":404'
 check submit submit-generate "\"jobId\\\":\\\"$JOB\\\""
 # The step driver takes the job's first step from SQS and runs it.
 for _ in $(seq 120); do [[ "$(invoke poll poll-job)" == *'completed'* ]] && break; sleep 1; done

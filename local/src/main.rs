@@ -2,6 +2,8 @@
 //! (in-memory store, in-process delay queue) or on Upstash when `UPSTASH_REDIS_REST_URL` is set.
 //! `stepper-local --print-openapi` prints the OpenAPI document (`GET /openapi.json`) and exits.
 
+mod conn;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use shared::config::Config;
+use shared::config::{Config, HttpLimits};
 use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
 use tracing::{debug, error, info, warn};
 
@@ -19,8 +21,9 @@ use tracing::{debug, error, info, warn};
 /// with a JSON body; these only bound what one connection can make the process hold.
 const MAX_HEADERS: usize = 128;
 const MAX_HEADER_BYTES: usize = 32 * 1024;
-/// A client that has not sent its whole request head by then is dropped (slow-header attacks).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The accept loop's back-off after a failed accept (out of file descriptors and the like): doubling
+/// from the first to the last, reset by the next accepted connection.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -90,9 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (queue, deliveries) = LocalQueue::new();
     let service = Arc::new(shared::service::build(&config, Arc::new(queue.clone()))?);
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener = listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     announce(&config, addr);
     // A persistent store may hold jobs whose in-process messages died with the last process.
@@ -107,41 +108,72 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         service.engine.clone(),
         WorkerPolicy::default(),
     ));
-    serve_http(listener, shared::api::router(service)).await;
+    serve_http(listener, shared::api::router(service), config.http).await;
     workers.abort();
     info!("stepper-local stopped");
     Ok(())
 }
 
-/// HTTP/1.1 with bounded request heads; on a shutdown signal, stops accepting and lets in-flight
-/// requests finish.
-async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) {
+/// Connections past the cap wait in the kernel's accept queue, which must hold them (the kernel caps it
+/// at `net.core.somaxconn`): a connection that overflows it is left half-open by the kernel, unseen.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// HTTP/1.1 with bounded request heads, a deadline on each head and each body, an idle timeout and a cap
+/// on open connections; on a shutdown signal, stops accepting and lets in-flight requests finish.
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits: HttpLimits) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_headers(MAX_HEADERS)
         .max_header_size(MAX_HEADER_BYTES)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms));
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let body_timeout = Duration::from_millis(limits.body_timeout_ms);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
+        // At the cap, wait for a connection to end before accepting: the next ones wait in the listen
+        // backlog instead of taking file descriptors the process needs for its own calls.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    stream
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off (doubling) instead of spinning.
+                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    drop(slot);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let service = TowerToHyperService::new(conn::with_body_deadline(app.clone(), body_timeout));
+        let connection = http.serve_connection(TokioIo::new(conn::IdleTimeout::new(stream, idle)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -200,6 +200,11 @@ async fn the_typescript_example_type_checks_and_runs_against_stepper_local() {
         (Some(true), Some(true)),
         "{webhook}"
     );
+    assert_eq!(
+        step("redeliver"),
+        json!({"step": "redeliver", "status": 409, "code": "nothing_to_redeliver"}),
+        "a delivered webhook has nothing to redeliver"
+    );
     assert_eq!(step("purge-job")["success"], true);
     assert_eq!(step("done")["ok"], true);
 }

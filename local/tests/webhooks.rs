@@ -285,3 +285,232 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
         .collect();
     assert_eq!(states, ["dead", "delivered", "delivered"], "{status}");
 }
+
+/// Standard Webhooks' schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and a 10-minute outage on a
+/// clock `WEBHOOK_TEST_SCALE` times faster (100 by default: a 6 s outage, ~25 s of test). The long form,
+/// `WEBHOOK_TEST_SCALE=1`, is the real schedule and a real 10-minute outage (the webhooks arrive at the
+/// 30-minute attempt, about 35 min in).
+fn scaled() -> (u64, String, Duration) {
+    let scale: u64 = std::env::var("WEBHOOK_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(100);
+    let schedule: Vec<String> = shared::delivery::send::STANDARD_SCHEDULE_MS
+        .iter()
+        .map(|ms| format!("{}ms", ms / scale))
+        .collect();
+    (scale, schedule.join(","), Duration::from_millis(600_000 / scale))
+}
+
+fn upstash_env(upstash: &UpstashEmulator) -> Vec<(String, String)> {
+    vec![
+        ("UPSTASH_REDIS_REST_URL".into(), upstash.url.clone()),
+        ("UPSTASH_REDIS_REST_TOKEN".into(), upstash.token.clone()),
+    ]
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order() {
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let port = free_port().unwrap();
+    let (scale, schedule, outage) = scaled();
+    let mut extra = vec![
+        ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
+        ("CALLBACK_ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{port}")),
+        ("WEBHOOK_SCHEDULE".into(), schedule.clone()),
+        // A first read would shorten a finished job's life to 1 s, were it not owing deliveries, and a
+        // finished job lives 7 s (at 1/100) unless its record is kept until its deliveries end (the
+        // webhooks' last attempt comes ~21 s after the end). The TTL covers the jitter between the three
+        // jobs' last attempts, so the final polls find them.
+        ("DELIVERY_GRACE_SECONDS".into(), "1".into()),
+        ("RESULT_TTL_SECONDS".into(), (3 + 360_u64.div_ceil(scale)).to_string()),
+    ];
+    extra.extend(upstash_env(&upstash));
+    let local = start(&provider, &extra).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let down_since = Instant::now();
+    let mut jobs = Vec::new();
+    // The callbacks' own retry policy, scaled too: 1, 2, 4, 8 min at full length (15 min > the outage).
+    let backoff = (60_000 / scale).max(100);
+    for n in 0..3 {
+        let body = json!({
+            "prompt": format!("job {n}"),
+            "callbackUrl": url(&format!("/hook/{n}")),
+            "callbacks": [
+                {"url": url(&format!("/cb1/{n}")), "retry": {"maxAttempts": 5, "backoffMs": backoff}},
+                {"url": url(&format!("/cb2/{n}")), "retry": {"maxAttempts": 5, "backoffMs": backoff}}
+            ]
+        });
+        let (code, queued) = local.post("/v1/generate", ALICE, body).await;
+        assert_eq!(code, 202, "{queued}");
+        jobs.push(queued);
+    }
+    // Polled while the receiver is down: the jobs are finished, their records must outlive the outage.
+    for job in &jobs {
+        let polled = local
+            .wait_finished(job["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(10))
+            .await;
+        assert_eq!(polled["status"], "completed");
+    }
+    tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
+    let hook = NodeReceiver::start(SECRET, &[200], port).await.unwrap();
+    let up_at = Instant::now();
+    let got = wait_for(
+        &hook,
+        9,
+        Duration::from_secs(40) + Duration::from_millis(2_400_000 / scale),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = hook.deliveries().await.unwrap();
+    assert_eq!(got_after.len(), 9, "9 deliveries, no duplicate: {got_after:?}");
+    let mut ids: Vec<&str> = got.iter().filter_map(|w| w.webhook_id.as_deref()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "each event id exactly once");
+    assert!(got.iter().all(|w| w.legacy_ok && w.standard_ok && w.answered == 200));
+    for n in 0..3 {
+        let at = |prefix: &str| {
+            got.iter()
+                .find(|w| w.path == format!("{prefix}/{n}"))
+                .map(|w| w.at_ms)
+                .unwrap_or_else(|| panic!("no {prefix}/{n}"))
+        };
+        assert!(at("/cb1") <= at("/cb2"), "job {n}: callbacks in order");
+    }
+    let mut webhook_attempts = Vec::new();
+    for job in &jobs {
+        let status = local.get(job["statusUrl"].as_str().unwrap(), ALICE).await.1;
+        let deliveries = status["deliveries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{status}\n{}", local.logs.lock().unwrap().join("\n")));
+        assert!(
+            deliveries
+                .iter()
+                .all(|d| d["status"] == "delivered" && d["lastStatus"] == 200),
+            "{status}"
+        );
+        webhook_attempts.push(deliveries[0]["attempts"].as_u64().unwrap());
+    }
+    assert!(
+        webhook_attempts.iter().all(|a| *a >= 3),
+        "the webhooks retried: {webhook_attempts:?}"
+    );
+    println!(
+        "webhooks: receiver down {} ms (10 min at 1/{scale}, schedule {schedule}): all 9 deliveries of 3 jobs \
+         arrived once each, the last {} ms after it came back; webhook attempts {webhook_attempts:?}",
+        outage.as_millis(),
+        up_at.elapsed().as_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let hook = receiver(&[500, 500, 200]).await;
+    let mut extra = vec![
+        ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
+        (
+            "CALLBACK_ALLOWED_ORIGINS".into(),
+            format!("http://127.0.0.1:{}", hook.port),
+        ),
+        ("WEBHOOK_SCHEDULE".into(), "0s,100ms".into()),
+    ];
+    extra.extend(upstash_env(&upstash));
+    let local = start(&provider, &extra).await;
+    let (_, queued) = local.post("/v1/generate", ALICE, generate(&hook.url("/dead"))).await;
+    let job_id = queued["jobId"].as_str().unwrap();
+    let status_url = queued["statusUrl"].as_str().unwrap();
+    wait_for(&hook, 2, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dead = loop {
+        let status = local.get(status_url, ALICE).await.1;
+        if status["deliveries"][0]["status"] == "dead" || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead["deliveries"][0]["status"], "dead", "{dead}");
+    assert_eq!(dead["deliveries"][0]["attempts"], 2);
+    assert_eq!(dead["deliveries"][0]["lastStatus"], 500);
+
+    let path = format!("/v1/jobs/{job_id}/deliveries/redeliver");
+    let (code, body) = local.request(reqwest::Method::POST, &path, Some(BOB), None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("Job not found")),
+        "owner-scoped"
+    );
+    let answer = local
+        .http
+        .post(format!("{}{path}", local.base))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    assert!(
+        answer.headers().get("ratelimit").is_some(),
+        "counted against the owner's limit"
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["redelivered"], 1, "{body}");
+    assert_eq!(body["deliveries"][0]["status"], "pending", "{body}");
+
+    let got = wait_for(&hook, 3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    let again = &got[2];
+    assert_eq!(again.answered, 200);
+    assert!(
+        again.legacy_ok && again.standard_ok,
+        "both header sets verify: {:?}",
+        again.reasons
+    );
+    assert_eq!(again.webhook_id, got[0].webhook_id, "the same webhook-id");
+    assert_eq!(
+        again.webhook_id.as_deref(),
+        body["deliveries"][0]["webhookId"].as_str(),
+        "poll names it"
+    );
+    let (first_ts, new_ts) = (
+        got[0].body["timestamp"].as_u64().unwrap(),
+        again.body["timestamp"].as_u64().unwrap(),
+    );
+    assert!(new_ts > first_ts, "a fresh timestamp: {first_ts} then {new_ts}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let delivered = loop {
+        let status = local.get(status_url, ALICE).await.1;
+        if status["deliveries"][0]["status"] == "delivered" || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let d = &delivered["deliveries"][0];
+    assert_eq!(
+        (
+            d["status"].as_str(),
+            d["attempts"].as_u64(),
+            d["lastStatus"].as_u64(),
+            d["redeliveries"].as_u64()
+        ),
+        (Some("delivered"), Some(3), Some(200), Some(1)),
+        "{delivered}"
+    );
+    let (code, body) = local.request(reqwest::Method::POST, &path, Some(ALICE), None).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (409, Some("nothing_to_redeliver")),
+        "{body}"
+    );
+    println!(
+        "redelivery: dead after 2 attempts, redelivered, verified (legacy and Standard Webhooks) with webhook-id {}",
+        again.webhook_id.as_deref().unwrap_or_default()
+    );
+}

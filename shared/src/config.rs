@@ -14,6 +14,7 @@ use crate::engine::StepPolicy;
 use crate::ports::{Limits, RateLimit};
 use crate::providers::spec::{self, ProviderEntry, ProviderSpec};
 use crate::quota::BackoffPolicy;
+use crate::scrub::Scrubber;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,11 +48,16 @@ pub struct Settings {
     /// Decides which callback URLs may be called (`CALLBACK_ALLOWED_ORIGINS` opens origins such as
     /// `http://127.0.0.1:8080` that the SSRF rules would refuse).
     pub url_guard: UrlGuard,
-    /// Attempts and first back-off of `callbackUrl` webhooks (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`).
+    /// The wait before each attempt of a `callbackUrl` webhook (`WEBHOOK_SCHEDULE`; Standard Webhooks'
+    /// schedule by default). Empty when the older exponential knobs are set instead
+    /// (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`: attempts and first back-off, doubling, at most 10 min).
+    pub webhook_schedule_ms: Vec<u64>,
     pub webhook_max_attempts: u32,
     pub webhook_backoff_ms: u64,
     /// Per-owner request rate and jobs in flight, shared by every instance through the store.
     pub limits: OwnerLimits,
+    /// Every configured secret, scrubbed from outside text (provider errors, receiver answers).
+    pub scrubber: Scrubber,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -118,9 +124,11 @@ impl Default for Settings {
             webhook_secrets: HashMap::new(),
             // An empty allow-list has no origin to parse, so it cannot fail.
             url_guard: UrlGuard::new(&[]).expect("an empty allow-list is valid"),
+            webhook_schedule_ms: crate::delivery::send::STANDARD_SCHEDULE_MS.to_vec(),
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
             limits: OwnerLimits::default(),
+            scrubber: Scrubber::default(),
         }
     }
 }
@@ -143,6 +151,61 @@ pub struct Config {
     pub upstash: Option<UpstashConfig>,
     pub step_queue_url: Option<String>,
     pub port: u16,
+    /// `stepper-local`'s HTTP server limits.
+    pub http: HttpLimits,
+}
+
+/// What one connection to `stepper-local` may hold (`HTTP_*` variables). The Lambda functions sit behind
+/// API Gateway and do not use these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request head not complete this long after the server started waiting for it is dropped
+    /// (`HTTP_HEADER_TIMEOUT_SECONDS`, 10): slow headers, and connections that never send one.
+    pub header_timeout_ms: u64,
+    /// A request body not complete this long after its head arrived is refused and its connection
+    /// closed (`HTTP_BODY_TIMEOUT_SECONDS`, 30): slow bodies.
+    pub body_timeout_ms: u64,
+    /// A connection on which nothing moves either way for this long is closed
+    /// (`HTTP_IDLE_TIMEOUT_SECONDS`, 15): idle keep-alive connections, stalled transfers.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once (`HTTP_MAX_CONNECTIONS`, 512); past it, new ones wait in the
+    /// listen backlog, so the process keeps file descriptors for its own outbound calls.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 15_000,
+            max_connections: 512,
+        }
+    }
+}
+
+fn http_limits(env: &dyn Fn(&str) -> Option<String>) -> Result<HttpLimits, ConfigError> {
+    let d = HttpLimits::default();
+    let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+        match env(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    message: format!("expected 1 to 1000000, got {v:?}"),
+                }),
+        }
+    };
+    Ok(HttpLimits {
+        header_timeout_ms: seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", d.header_timeout_ms)?,
+        body_timeout_ms: seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", d.body_timeout_ms)?,
+        idle_timeout_ms: seconds(env, "HTTP_IDLE_TIMEOUT_SECONDS", d.idle_timeout_ms)?,
+        max_connections: count("HTTP_MAX_CONNECTIONS", d.max_connections)?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -213,6 +276,23 @@ impl Config {
                     message: format!("expected 100 to 600000, got {v:?}"),
                 })?;
         }
+        let exponential = env("WEBHOOK_MAX_ATTEMPTS").is_some() || env("WEBHOOK_BACKOFF_MS").is_some();
+        match env("WEBHOOK_SCHEDULE") {
+            Some(_) if exponential => {
+                return Err(ConfigError::Invalid {
+                    name: "WEBHOOK_SCHEDULE",
+                    message: "set either WEBHOOK_SCHEDULE or WEBHOOK_MAX_ATTEMPTS/WEBHOOK_BACKOFF_MS, not both".into(),
+                })
+            }
+            Some(v) => {
+                settings.webhook_schedule_ms = schedule(&v).map_err(|message| ConfigError::Invalid {
+                    name: "WEBHOOK_SCHEDULE",
+                    message,
+                })?
+            }
+            None if exponential => settings.webhook_schedule_ms = Vec::new(),
+            None => {}
+        }
         settings.webhook_secrets = webhook_secrets(env("STEPPER_WEBHOOK_SECRETS").as_deref().unwrap_or(""))?;
         let origins: Vec<String> = env("CALLBACK_ALLOWED_ORIGINS")
             .unwrap_or_default()
@@ -262,6 +342,7 @@ impl Config {
             }
             _ => None,
         };
+        settings.scrubber = scrubber(env, &providers, upstash.as_ref());
         let port = match env("PORT") {
             None => 3005,
             Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -277,8 +358,42 @@ impl Config {
             upstash,
             step_queue_url: env("STEP_QUEUE_URL"),
             port,
+            http: http_limits(env)?,
         })
     }
+}
+
+/// Every secret the configuration holds: API keys given in clear, provider keys, webhook secrets (whole
+/// and without their `whsec_` prefix), the Upstash token.
+fn scrubber(
+    env: &dyn Fn(&str) -> Option<String>,
+    providers: &[ProviderSpec],
+    upstash: Option<&UpstashConfig>,
+) -> Scrubber {
+    let values = |name: &str| -> Vec<String> {
+        env(name)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|entry| entry.split_once('=').map(|(_, v)| v.trim().to_string()))
+            .collect()
+    };
+    let mut secrets: Vec<String> = values("STEPPER_API_KEYS")
+        .into_iter()
+        .filter(|key| !key.starts_with("sha256:"))
+        .collect();
+    for secret in values("STEPPER_WEBHOOK_SECRETS") {
+        if let Some(bare) = secret.strip_prefix("whsec_") {
+            secrets.push(bare.to_string());
+        }
+        secrets.push(secret);
+    }
+    secrets.extend(
+        providers
+            .iter()
+            .filter_map(|p| p.api_key.as_ref().map(|k| k.expose().to_string())),
+    );
+    secrets.extend(upstash.map(|u| u.token.expose().to_string()));
+    Scrubber::new(secrets)
 }
 
 /// `owner=secret` entries, comma-separated; an owner may appear twice during a rotation (current first).
@@ -305,6 +420,41 @@ fn webhook_secrets(spec: &str) -> Result<HashMap<String, WebhookSecrets>, Config
             Ok((owner, parsed))
         })
         .collect()
+}
+
+/// `0s,5s,5m,30m,2h,5h,10h,10h`: the wait before each attempt (`ms`, `s`, `m` or `h`; 1 to 20 of them,
+/// each at most 24 h).
+fn schedule(text: &str) -> Result<Vec<u64>, String> {
+    let expected = |item: &str| {
+        format!("expected comma-separated waits such as 0s,5s,5m,30m,2h,5h,10h,10h (ms, s, m or h); got {item:?}")
+    };
+    let waits = text
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let (number, unit_ms) = if let Some(n) = item.strip_suffix("ms") {
+                (n, 1)
+            } else if let Some(n) = item.strip_suffix('s') {
+                (n, 1_000)
+            } else if let Some(n) = item.strip_suffix('m') {
+                (n, 60_000)
+            } else if let Some(n) = item.strip_suffix('h') {
+                (n, 3_600_000)
+            } else {
+                return Err(expected(item));
+            };
+            let n: u64 = number.trim().parse().map_err(|_| expected(item))?;
+            let ms = n.saturating_mul(unit_ms);
+            if ms > 86_400_000 {
+                return Err(format!("{item:?} is longer than 24 h"));
+            }
+            Ok(ms)
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    if waits.len() > 20 {
+        return Err(format!("at most 20 attempts, got {}", waits.len()));
+    }
+    Ok(waits)
 }
 
 /// `120/60s`, `1000/1h`, `10/s` (requests per window of whole seconds, minutes or hours), or `off`.
@@ -484,18 +634,28 @@ pub fn log_filter() -> Option<String> {
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|l| !l.is_empty()))
 }
 
-/// A credential. Its `Debug` never shows it, so it cannot end up in a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A credential, held in a [`secrecy::SecretString`] (wiped from memory when dropped). Its `Debug` never
+/// shows it, so it cannot end up in a log line; [`Secret::expose`] is the one way to read it.
+#[derive(Clone)]
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(secrecy::SecretString::from(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -539,6 +699,26 @@ mod tests {
             "a public https endpoint needs no allow-list"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_webhook_schedule_is_standard_webhooks_unless_configured() {
+        assert_eq!(
+            config(&[]).unwrap().settings.webhook_schedule_ms,
+            crate::delivery::send::STANDARD_SCHEDULE_MS
+        );
+        let short = config(&[("WEBHOOK_SCHEDULE", "0s, 50ms,3s,1m,2h")]).unwrap();
+        assert_eq!(short.settings.webhook_schedule_ms, [0, 50, 3_000, 60_000, 7_200_000]);
+        let older = config(&[("WEBHOOK_MAX_ATTEMPTS", "3")]).unwrap();
+        assert!(
+            older.settings.webhook_schedule_ms.is_empty(),
+            "the exponential knobs still work"
+        );
+        for bad in ["5x", "", "25h", "1s,,2s"] {
+            let e = config(&[("WEBHOOK_SCHEDULE", bad)]).unwrap_err().to_string();
+            assert!(e.starts_with("WEBHOOK_SCHEDULE: "), "{bad}: {e}");
+        }
+        assert!(config(&[("WEBHOOK_SCHEDULE", "1s"), ("WEBHOOK_BACKOFF_MS", "300")]).is_err());
     }
 
     #[test]

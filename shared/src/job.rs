@@ -137,7 +137,12 @@ pub struct Job {
 impl Job {
     /// Work is left: steps to run, or deliveries to make.
     pub fn has_work_left(&self) -> bool {
-        !self.state.is_finished() || crate::delivery::send::next_due(&self.deliveries).is_some()
+        !self.state.is_finished() || self.owes_deliveries()
+    }
+
+    /// A finished job with webhooks or callbacks still to send: a poll must not shorten its life.
+    pub fn owes_deliveries(&self) -> bool {
+        crate::delivery::send::next_due(&self.deliveries).is_some()
     }
 
     pub fn step_ref(&self) -> StepRef {

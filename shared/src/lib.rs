@@ -16,6 +16,7 @@ pub mod presets;
 pub mod providers;
 pub mod queue;
 pub mod quota;
+pub mod scrub;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -15,6 +15,8 @@ use crate::store::upstash::{UpstashClient, UpstashStore};
 pub struct Service {
     pub engine: Engine,
     pub keys: ApiKeys,
+    /// `GET /health`'s cached store check.
+    pub health: crate::api::HealthCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,12 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
             limits: spec.limits,
             small_context: spec.small_context,
             timeout_ms: spec.timeout_ms,
-            provider: spec::build(spec, http.clone(), &config.settings.url_guard),
+            provider: spec::build(
+                spec,
+                http.clone(),
+                &config.settings.url_guard,
+                &config.settings.scrubber,
+            ),
         })
         .collect();
     let engine = Engine {
@@ -75,5 +82,6 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
     Ok(Service {
         engine,
         keys: config.keys.clone(),
+        health: Default::default(),
     })
 }

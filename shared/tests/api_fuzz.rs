@@ -54,6 +54,7 @@ fn router() -> Router {
         upstash: None,
         step_queue_url: None,
         port: 0,
+        http: Default::default(),
     };
     let service = shared::service::build(&config, Arc::new(DroppingQueue)).unwrap();
     shared::api::routes::router(Arc::new(service))

@@ -26,6 +26,7 @@ fn adapter(fake: &FakeProvider) -> OpenAiProvider {
         timeout: Duration::from_millis(500),
         reset: ResetClock::UtcMidnight,
         client: reqwest::Client::new(),
+        scrub: Default::default(),
     };
     OpenAiProvider::new(
         conn,
@@ -198,7 +199,12 @@ fn built(fake: &FakeProvider, wire: Wire, key: &str, reset: ResetClock) -> std::
         .unwrap()
         .origin()
         .ascii_serialization();
-    spec::build(&spec, reqwest::Client::new(), &UrlGuard::new(&[origin]).unwrap())
+    spec::build(
+        &spec,
+        reqwest::Client::new(),
+        &UrlGuard::new(&[origin]).unwrap(),
+        &Default::default(),
+    )
 }
 
 #[tokio::test]
@@ -380,9 +386,14 @@ async fn a_custom_http_provider_fills_its_template_and_is_held_by_the_url_guard(
         limits: ProviderLimits::default(),
         small_context: false,
     };
-    let refused = spec::build(&spec, reqwest::Client::new(), &UrlGuard::new(&[]).unwrap())
-        .call(&wants)
-        .await;
+    let refused = spec::build(
+        &spec,
+        reqwest::Client::new(),
+        &UrlGuard::new(&[]).unwrap(),
+        &Default::default(),
+    )
+    .call(&wants)
+    .await;
     let failure = refused.result.unwrap_err();
     assert_eq!(failure.class, ErrorClass::AuthInvalid);
     assert!(failure.message.starts_with("URL guard"), "{}", failure.message);
@@ -402,7 +413,12 @@ async fn a_custom_http_provider_fills_its_template_and_is_held_by_the_url_guard(
         }),
         ..spec
     };
-    let guarded = spec::build(&spec, reqwest::Client::new(), &UrlGuard::new(&[origin]).unwrap());
+    let guarded = spec::build(
+        &spec,
+        reqwest::Client::new(),
+        &UrlGuard::new(&[origin]).unwrap(),
+        &Default::default(),
+    );
     fake.push(FakeReply::new(200, r#"[{"ok": true}]"#));
     assert_eq!(guarded.call(&wants).await.result.unwrap().text, r#"{"ok":true}"#);
     let sent = &fake.requests()[1];

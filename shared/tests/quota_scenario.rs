@@ -219,6 +219,7 @@ async fn scenario(upstash: Option<UpstashConfig>, at: &Instants) -> Scenario {
         upstash,
         step_queue_url: None,
         port: 0,
+        http: Default::default(),
     };
     let queue = Arc::new(SimQueue {
         clock: clock.clone(),

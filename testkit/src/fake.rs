@@ -110,6 +110,22 @@ impl FakeReply {
         )
     }
 
+    /// The 401 of a gateway that quotes the credential it was sent (some proxies echo the
+    /// `Authorization` header back): use with [`FakeProvider::set_responder`].
+    pub fn openai_bad_key_echoing(request: &RecordedRequest) -> Self {
+        let sent = request.header("authorization").unwrap_or("nothing");
+        Self::openai_error(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            &format!("Incorrect API key provided: {sent}. You can find your API key at https://example.invalid/keys."),
+        )
+        .with_header(
+            "www-authenticate",
+            &format!("Bearer realm=\"api\", error=\"invalid_token\", token=\"{sent}\""),
+        )
+    }
+
     /// A status with the error body OpenAI sends for it.
     pub fn openai_status(status: u16) -> Self {
         match status {

@@ -74,6 +74,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{jobId}/deliveries/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a job's dead or failed webhooks and callbacks again
+         * @description Counted against the owner's request budget like a poll. No body.
+         */
+        post: operations["redeliver"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -81,7 +101,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Health: can this service serve jobs? */
+        /**
+         * Health for a load balancer: up, and the store reachable
+         * @description No provider detail (that is `GET /v1/providers`, with a key). The store check is cached: an instance asks the store at most once every ten seconds.
+         */
         get: operations["health"];
         put?: never;
         post?: never;
@@ -176,7 +199,7 @@ export interface components {
             retryAfterSeconds?: number;
         };
         /** @description The machine-readable part of an error answer. */
-        ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "queue_unavailable";
+        ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "queue_unavailable" | "nothing_to_redeliver" | "job_changed";
         /** @description `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`. */
         JobView: {
             id: string;
@@ -253,9 +276,19 @@ export interface components {
             kind: components["schemas"]["DeliveryKind"];
             /** @description The target's origin only: a callback URL may carry the caller's token in its path or query. */
             target: string;
+            /** @description The `webhook-id` header of every attempt of this delivery, redeliveries included. */
+            webhookId: string;
             status: components["schemas"]["DeliveryWord"];
-            /** Format: uint32 */
+            /**
+             * Format: uint32
+             * @description Attempts made, across redeliveries.
+             */
             attempts: number;
+            /**
+             * Format: uint32
+             * @description How often it was redelivered (`POST /v1/jobs/{jobId}/deliveries/redeliver`); absent when never.
+             */
+            redeliveries?: number;
             /**
              * Format: uint16
              * @description The HTTP status of the last attempt.
@@ -283,7 +316,38 @@ export interface components {
             /** @description `Job deleted`. */
             message: string;
         };
-        /** @description `GET /health`, `GET /v1/providers`. */
+        /**
+         * @description `202` from `POST /v1/jobs/{jobId}/deliveries/redeliver`: the deliveries sent again now, and every
+         *     delivery's state (as on poll).
+         */
+        Redelivered: {
+            jobId: string;
+            /**
+             * Format: uint
+             * @description Deliveries made due now: dead ones (and the callbacks their death skipped) start a new round with
+             *     the same `webhook-id` and a fresh timestamp; pending ones waiting for a retry go at once.
+             */
+            redelivered: number;
+            deliveries: components["schemas"]["DeliveryView"][];
+        };
+        /**
+         * @description `GET /health`: only what a load balancer needs. No provider names, no provider text: that detail is on
+         *     the authenticated `GET /v1/providers`. The store check is cached per instance ([`HEALTH_CHECK_EVERY`]).
+         */
+        Liveness: {
+            status: components["schemas"]["LiveWord"];
+            store: components["schemas"]["StoreReach"];
+            /**
+             * Format: date-time
+             * @description When this instance last asked the store (answers in between reuse that check).
+             */
+            checkedAt: string;
+        };
+        /** @description `GET /health`'s status word: the instance is up and its store answers, or not. */
+        LiveWord: "healthy" | "unhealthy";
+        /** @enum {string} */
+        StoreReach: "reachable" | "unreachable";
+        /** @description `GET /v1/providers`. */
         Health: {
             status: components["schemas"]["HealthStatus"];
             providers: components["schemas"]["ProviderHealth"][];
@@ -766,6 +830,44 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    redeliver: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The `jobId` a submit answered (32 hex digits). */
+                jobId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Sent again now: dead deliveries (and the callbacks their death skipped) start a new round of the schedule, pending ones waiting for a retry go at once; every attempt keeps its delivery's `webhook-id` and carries a fresh timestamp. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Redelivered"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["JobNotFound"];
+            /** @description `nothing_to_redeliver` (the job is unfinished, has no deliveries, or all were delivered) or `job_changed` (a delivery attempt ended meanwhile: send again). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["BodyNotTaken"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     health: {
         parameters: {
             query?: never;
@@ -775,22 +877,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `healthy` or `degraded`. */
+            /** @description `healthy`: up, the store answered. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Health"];
+                    "application/json": components["schemas"]["Liveness"];
                 };
             };
-            /** @description `unhealthy`: no usable provider, or the store is unavailable. */
+            /** @description `unhealthy`: the store did not answer. */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Health"];
+                    "application/json": components["schemas"]["Liveness"];
                 };
             };
         };

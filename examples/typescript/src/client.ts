@@ -9,9 +9,11 @@ export type QueuedJob = Schemas["QueuedJob"];
 export type CachedJob = Schemas["CachedJob"];
 export type JobView = Schemas["JobView"];
 export type Health = Schemas["Health"];
+export type Liveness = Schemas["Liveness"];
 export type ErrorBody = Schemas["ErrorBody"];
 export type PurgedReport = Schemas["PurgedReport"];
 export type PurgedJob = Schemas["PurgedJob"];
+export type Redelivered = Schemas["Redelivered"];
 
 /** A submit's answer: a job to poll (202), or an identical finished job's cached result (200). */
 export type Submitted = { kind: "queued"; job: QueuedJob } | { kind: "cached"; job: CachedJob };
@@ -134,6 +136,16 @@ export class StepperClient {
     }
   }
 
+  /**
+   * `POST /v1/jobs/<jobId>/deliveries/redeliver`: send a finished job's dead (or still retrying) webhook
+   * and callbacks again now, with the same `webhook-id` and a fresh timestamp. A `409` (nothing to
+   * redeliver, or the job changed meanwhile) is thrown as a `StepperError`.
+   */
+  async redeliver(jobId: string): Promise<Redelivered> {
+    const path = `/v1/jobs/${encodeURIComponent(jobId)}/deliveries/redeliver`;
+    return (await this.request<Redelivered>("POST", path)).body;
+  }
+
   /** `DELETE /v1/reports`: forget a commit's report once you have saved it. */
   async purgeReport(userId: string, commitSha: string, template?: string): Promise<PurgedReport> {
     const query = new URLSearchParams({ userId, commitSha });
@@ -146,9 +158,10 @@ export class StepperClient {
     return (await this.request<PurgedJob>("DELETE", `/v1/jobs/${encodeURIComponent(jobId)}`)).body;
   }
 
-  /** `GET /health`: no key needed. An unhealthy service answers 503 with the same body, returned here. */
-  async health(): Promise<Health> {
-    return (await this.request<Health>("GET", "/health", undefined, [503])).body;
+  /** `GET /health`: no key needed; up and the store reachable. An unhealthy instance answers 503 with the
+   * same body, returned here. No provider detail: that is `providers()`. */
+  async health(): Promise<Liveness> {
+    return (await this.request<Liveness>("GET", "/health", undefined, [503])).body;
   }
 
   /** `GET /v1/providers`: health plus each provider's shared quota state. */

@@ -7,7 +7,7 @@
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 
-import { StepperClient } from "./client.js";
+import { StepperClient, StepperError } from "./client.js";
 import { verifyDelivery, verifyLegacy, verifyStandard, type WebhookBody } from "./webhooks.js";
 
 const env = (name: string): string | undefined => process.env[name] || undefined;
@@ -64,7 +64,8 @@ async function main(): Promise<void> {
   const poll = { initialDelayMs: 200, maxDelayMs: 2_000, timeoutMs: 60_000 };
 
   const health = await client.health();
-  log("health", { status: health.status, providers: health.providers.map((p) => p.name) });
+  const providers = await client.providers();
+  log("health", { status: health.status, store: health.store, providers: providers.providers.map((p) => p.name) });
 
   const commit = { userId: "demo-user", commitSha: `demo-${Date.now()}`, repo: "acme/diary", template: "default" };
   const submitted = await client.submitReport({
@@ -102,6 +103,14 @@ async function main(): Promise<void> {
       log("webhook", { legacy: delivery.legacy, standard: delivery.standard, status: delivery.body?.status, jobId: delivery.body?.jobId });
       if (!delivery.legacy || !delivery.standard || delivery.body?.jobId !== generic.job.jobId) {
         throw new Error("the webhook did not verify");
+      }
+      // Delivered already: a redelivery finds nothing to send (a dead letter would be sent again).
+      try {
+        const again = await client.redeliver(generic.job.jobId);
+        log("redeliver", { status: 202, redelivered: again.redelivered });
+      } catch (error) {
+        if (!(error instanceof StepperError) || error.status !== 409) throw error;
+        log("redeliver", { status: error.status, code: error.body?.code });
       }
     }
     const gone = await client.purgeJob(generic.job.jobId);

@@ -16,6 +16,8 @@ pub const BOB: &str = "bob-key";
 pub struct Local {
     pub base: String,
     pub http: reqwest::Client,
+    /// Every line the process wrote to stderr (its log), in order.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     child: Child,
     _dir: TempDir,
 }
@@ -55,10 +57,23 @@ pub fn openai_provider(name: &str, base_url: &str) -> String {
 impl Local {
     /// Starts `stepper-local` with this providers file and extra environment.
     pub async fn start(providers_toml: &str, env: &[(&str, &str)]) -> Local {
+        Self::start_under(&[], providers_toml, env).await
+    }
+
+    /// [`Local::start`] under a wrapper command (`["prlimit", "--nofile=1024:1024"]`).
+    pub async fn start_under(wrapper: &[&str], providers_toml: &str, env: &[(&str, &str)]) -> Local {
         let dir = TempDir::new();
         let config = dir.0.join("stepper.toml");
         std::fs::write(&config, providers_toml).expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepper-local"));
+        let binary = env!("CARGO_BIN_EXE_stepper-local");
+        let mut cmd = match wrapper {
+            [] => Command::new(binary),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary);
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", "0")
@@ -67,7 +82,7 @@ impl Local {
             .env("STEPPER_API_KEYS", format!("alice={ALICE},bob={BOB}"))
             .env("LOG_FORMAT", "text")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         // The machine's clock, when the test command runs with it moved (libfaketime, README): the server
@@ -82,6 +97,15 @@ impl Local {
         }
         let mut child = cmd.spawn().expect("spawn stepper-local");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // The log lines (tracing writes to stdout), kept for the tests that read them.
+        let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let kept = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(20);
         let base = loop {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
@@ -92,12 +116,19 @@ impl Local {
             if let Some(addr) = line.strip_prefix("stepper-local listening on ") {
                 break addr.trim().to_string();
             }
+            logs.lock().unwrap().push(line);
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stderr so the child never blocks on a full pipe, keeping the lines.
+        let kept = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
         Local {
             base,
             http: reqwest::Client::new(),
+            logs,
             child,
             _dir: dir,
         }

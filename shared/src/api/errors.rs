@@ -29,6 +29,12 @@ pub enum ApiError {
     MissingPurgeParameters,
     #[error("Job not found")]
     JobNotFound,
+    /// A redelivery found nothing to send: the job is unfinished, has no deliveries, or all were delivered.
+    #[error("{0}")]
+    NothingToRedeliver(&'static str),
+    /// The job moved on (a delivery attempt ended) between the read and the write of a redelivery.
+    #[error("the job changed during the request")]
+    JobChanged,
     #[error("Not found")]
     RouteNotFound,
     #[error("Method not allowed")]
@@ -82,6 +88,10 @@ pub enum ErrorCode {
     StoreClockSkew,
     /// The step queue is unreachable: retry after `Retry-After` seconds.
     QueueUnavailable,
+    /// `POST …/deliveries/redeliver` found nothing to send (unfinished job, no deliveries, all delivered).
+    NothingToRedeliver,
+    /// The job changed while the request was handled (a delivery attempt ended): send it again.
+    JobChanged,
 }
 
 /// Every error answer: `error` is always there (the old service's callers read only it).
@@ -176,6 +186,18 @@ impl IntoResponse for ApiError {
             ),
             ApiError::MissingPurgeParameters => (StatusCode::BAD_REQUEST, ErrorBody::new(self.to_string())),
             ApiError::JobNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Job not found")),
+            ApiError::NothingToRedeliver(why) => (
+                StatusCode::CONFLICT,
+                ErrorBody::new("Nothing to redeliver")
+                    .code(ErrorCode::NothingToRedeliver)
+                    .message(*why),
+            ),
+            ApiError::JobChanged => (
+                StatusCode::CONFLICT,
+                ErrorBody::new("Job changed")
+                    .code(ErrorCode::JobChanged)
+                    .message("A delivery attempt ended while this request was handled. Send it again."),
+            ),
             ApiError::RouteNotFound => (
                 StatusCode::NOT_FOUND,
                 ErrorBody::new("Not found").code(ErrorCode::NotFound),

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::routes::Endpoint;
-use super::views::{CachedJob, Health, JobView, PurgedJob, PurgedReport, QueuedJob};
+use super::views::{CachedJob, Health, JobView, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered};
 use crate::presets::{commit_report, generic};
 
 const SCHEMAS: &str = "#/components/schemas/";
@@ -236,13 +236,44 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator) -> Value {
                 "responses": keyed(r),
             })
         }
+        Endpoint::Redeliver => {
+            let mut r = Map::new();
+            r.insert(
+                "202".into(),
+                json_response::<Redelivered>(
+                    generator,
+                    "Sent again now: dead deliveries (and the callbacks their death skipped) start a new round of \
+                     the schedule, pending ones waiting for a retry go at once; every attempt keeps its \
+                     delivery's `webhook-id` and carries a fresh timestamp.",
+                ),
+            );
+            r.insert(
+                "409".into(),
+                json_response::<ErrorBody>(
+                    generator,
+                    "`nothing_to_redeliver` (the job is unfinished, has no deliveries, or all were delivered) or \
+                     `job_changed` (a delivery attempt ended meanwhile: send again).",
+                ),
+            );
+            r.insert("404".into(), json!({"$ref": "#/components/responses/JobNotFound"}));
+            json!({
+                "operationId": "redeliver",
+                "tags": ["jobs"],
+                "summary": "Send a job's dead or failed webhooks and callbacks again",
+                "description": "Counted against the owner's request budget like a poll. No body.",
+                "parameters": [job_id_parameter()],
+                "responses": keyed(r),
+            })
+        }
         Endpoint::Health => json!({
             "operationId": "health",
             "tags": ["service"],
-            "summary": "Health: can this service serve jobs?",
+            "summary": "Health for a load balancer: up, and the store reachable",
+            "description": "No provider detail (that is `GET /v1/providers`, with a key). The store check is \
+                            cached: an instance asks the store at most once every ten seconds.",
             "responses": {
-                "200": json_response::<Health>(generator, "`healthy` or `degraded`."),
-                "503": json_response::<Health>(generator, "`unhealthy`: no usable provider, or the store is unavailable."),
+                "200": json_response::<Liveness>(generator, "`healthy`: up, the store answered."),
+                "503": json_response::<Liveness>(generator, "`unhealthy`: the store did not answer."),
             },
         }),
         Endpoint::Providers => {
@@ -525,6 +556,10 @@ mod tests {
                 Endpoint::PurgeJob,
                 keyed(Method::DELETE, &format!("/v1/jobs/{JOB}"), None).await,
             ),
+            (
+                Endpoint::Redeliver,
+                keyed(Method::POST, &format!("/v1/jobs/{JOB}/deliveries/redeliver"), None).await,
+            ),
             (Endpoint::Health, keyed(Method::GET, "/health", None).await),
             (Endpoint::Providers, keyed(Method::GET, "/v1/providers", None).await),
             (Endpoint::OpenApi, keyed(Method::GET, "/openapi.json", None).await),
@@ -572,7 +607,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["const"].as_str())
             .collect();
-        assert_eq!(documented.len(), 13, "{documented:?}");
+        assert_eq!(documented.len(), 15, "{documented:?}");
         use crate::api::errors::ErrorCode;
         for code in [
             ErrorCode::InvalidRequest,
@@ -588,6 +623,8 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::TooManyJobsInFlight,
             ErrorCode::HeadersTooLarge,
+            ErrorCode::NothingToRedeliver,
+            ErrorCode::JobChanged,
         ] {
             let word = serde_json::to_value(code).expect("serialize");
             assert!(documented.contains(&word.as_str().unwrap_or_default()), "{word}");

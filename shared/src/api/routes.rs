@@ -19,8 +19,8 @@ use super::caps;
 use super::errors::ApiError;
 use super::limits::{admitted, insert_policy, with_rate};
 use super::openapi;
-use super::views::{self, HealthStatus, JobView, PurgedJob, PurgedReport, QueuedJob};
-use crate::delivery::send::{Target, TargetKind};
+use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
+use crate::delivery::send::{self, Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
 use crate::ports::Created;
 use crate::presets::commit_report::{report_identity, ReportRequest};
@@ -51,19 +51,21 @@ pub enum Endpoint {
     PollJob,
     PurgeReport,
     PurgeJob,
+    Redeliver,
     Health,
     Providers,
     OpenApi,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::SubmitReport,
         Endpoint::SubmitGeneric,
         Endpoint::PollReport,
         Endpoint::PollJob,
         Endpoint::PurgeReport,
         Endpoint::PurgeJob,
+        Endpoint::Redeliver,
         Endpoint::Health,
         Endpoint::Providers,
         Endpoint::OpenApi,
@@ -71,7 +73,7 @@ impl Endpoint {
 
     pub fn method(self) -> Method {
         match self {
-            Endpoint::SubmitReport | Endpoint::SubmitGeneric => Method::POST,
+            Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Method::POST,
             Endpoint::PollReport | Endpoint::PollJob | Endpoint::Health | Endpoint::Providers | Endpoint::OpenApi => {
                 Method::GET
             }
@@ -86,6 +88,7 @@ impl Endpoint {
             Endpoint::SubmitGeneric => "/v1/generate",
             Endpoint::PollReport => "/v1/reports/{jobId}",
             Endpoint::PollJob | Endpoint::PurgeJob => "/v1/jobs/{jobId}",
+            Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
             Endpoint::Health => "/health",
             Endpoint::Providers => "/v1/providers",
             Endpoint::OpenApi => "/openapi.json",
@@ -113,6 +116,7 @@ impl Endpoint {
             Endpoint::PollReport | Endpoint::PollJob => get(poll).layer(from_fn(caps::bodyless)),
             Endpoint::PurgeReport => delete(purge_report).layer(from_fn(caps::bodyless)),
             Endpoint::PurgeJob => delete(purge_job).layer(from_fn(caps::bodyless)),
+            Endpoint::Redeliver => post(redeliver).layer(from_fn(caps::bodyless)),
             Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
             Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
             Endpoint::OpenApi => {
@@ -129,7 +133,8 @@ pub fn router(service: Arc<Service>) -> Router {
     routes(service, |_| true)
 }
 
-/// `POST /v1/reports`, `POST /v1/generate` (the submit function).
+/// `POST /v1/reports`, `POST /v1/generate`, `POST /v1/jobs/{jobId}/deliveries/redeliver` (the submit
+/// function: every route that queues work).
 pub fn submit_routes(service: Arc<Service>) -> Router {
     routes(service, |f| f == Function::Submit)
 }
@@ -241,6 +246,7 @@ fn check_targets(service: &Service, owner: &str, targets: &mut [Target]) -> Resu
             TargetKind::Webhook => {
                 target.max_attempts = service.engine.settings.webhook_max_attempts;
                 target.backoff_ms = service.engine.settings.webhook_backoff_ms;
+                target.schedule_ms = service.engine.settings.webhook_schedule_ms.clone();
                 "callbackUrl".to_string()
             }
             TargetKind::Callback => {
@@ -411,19 +417,77 @@ async fn purge_job(
     Ok(with_rate(answer, rate))
 }
 
-/// `GET /health`: no key needed; 503 when nothing can serve jobs.
-async fn health(State(service): State<AppState>) -> Response {
-    let report = views::health(&service).await;
-    let status = if report.status == HealthStatus::Unhealthy {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+/// A poll's read that never shortens the job's life (the grace applies to reads that deliver a result).
+const READ_WITHOUT_GRACE: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// `POST /v1/jobs/{jobId}/deliveries/redeliver`: sends the job's dead (and failed, waiting) deliveries
+/// again now, each with its own `webhook-id` and a fresh timestamp. Counted like a poll: one counted read,
+/// then the write, fenced on the step the read saw (a delivery attempt that ends in between wins, and
+/// the caller is told to send again), then the step message.
+async fn redeliver(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let job_id = job_id_in(path);
+    if !is_valid_job_id(&job_id) {
+        return Err(ApiError::JobNotFound);
+    }
+    let engine = &service.engine;
+    let rate = engine.settings.limits.for_owner(&owner).rate;
+    let (read, rate) = admitted(
+        &owner,
+        engine.store.deliver(&owner, &job_id, READ_WITHOUT_GRACE, rate).await?,
+    )?;
+    let answer = match read {
+        None => ApiError::JobNotFound.into_response(),
+        Some(read) if !read.job.state.is_finished() => {
+            ApiError::NothingToRedeliver("the job has not finished: its deliveries have not started").into_response()
+        }
+        Some(read) => {
+            let job = read.job;
+            let now = engine.clock.now_ms();
+            let mut next = job.clone();
+            next.seq += 1;
+            let due = send::redeliver(&mut next.deliveries, now);
+            if due == 0 {
+                let why = if job.deliveries.is_empty() {
+                    "the job has no callbackUrl or callbacks"
+                } else {
+                    "every delivery was delivered"
+                };
+                return Ok(with_rate(ApiError::NothingToRedeliver(why).into_response(), rate));
+            }
+            next.next_attempt_at_ms = Some(now);
+            next.expires_at_ms = engine.delivery_expiry(&next, now);
+            if !engine.store.finish(&job.step_ref(), &next, None).await? {
+                return Ok(with_rate(ApiError::JobChanged.into_response(), rate));
+            }
+            // Written first: were the message lost, the deliveries are pending in the record, and the next
+            // redelivery request (or a re-drive) queues them again.
+            engine.enqueue_next(&next).await?;
+            tracing::info!(job_id = %job.id, owner = %owner, deliveries = due, "deliveries redelivered");
+            (StatusCode::ACCEPTED, Json(views::redelivered(&next, due))).into_response()
+        }
     };
-    (status, Json(report)).into_response()
+    Ok(with_rate(answer, rate))
 }
 
-/// `GET /v1/providers`: the health summary plus each provider's shared quota state. Like `/health`,
-/// it is not counted (it reads no job); it announces the owner's policy.
+/// `GET /health`: no key needed; up and the store reachable, or 503. At most one store request per
+/// instance per ten seconds, however often it is called.
+async fn health(State(service): State<AppState>) -> Response {
+    let answer = service.health.get(&service).await;
+    let status = match answer.status {
+        LiveWord::Healthy => StatusCode::OK,
+        LiveWord::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(answer)).into_response()
+}
+
+/// `GET /v1/providers`: the health summary plus each provider's shared quota state (scrubbed of every
+/// configured secret where it came from a provider). Like `/health`, it is not counted (it reads no
+/// job); it announces the owner's policy.
 async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let mut answer = Json::<views::Health>(views::health(&service).await).into_response();

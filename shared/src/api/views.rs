@@ -251,8 +251,15 @@ pub struct DeliveryView {
     pub kind: DeliveryKind,
     /// The target's origin only: a callback URL may carry the caller's token in its path or query.
     pub target: String,
+    /// The `webhook-id` header of every attempt of this delivery, redeliveries included.
+    pub webhook_id: String,
     pub status: DeliveryWord,
+    /// Attempts made, across redeliveries.
     pub attempts: u32,
+    /// How often it was redelivered (`POST /v1/jobs/{jobId}/deliveries/redeliver`); absent when never.
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schemars(with = "u32")]
+    pub redeliveries: u32,
     /// The HTTP status of the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u16")]
@@ -265,15 +272,22 @@ pub struct DeliveryView {
     pub next_attempt_at: Option<Timestamp>,
 }
 
-impl From<&DeliveryState> for DeliveryView {
-    fn from(d: &DeliveryState) -> Self {
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DeliveryView {
+    /// The `index`-th delivery of `job`.
+    pub fn of(job: &Job, index: usize, d: &DeliveryState) -> Self {
         Self {
             kind: d.target.kind.into(),
             target: url::Url::parse(&d.target.url)
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default(),
+            webhook_id: crate::delivery::send::message_id(&job.id, &job.gen, index),
             status: d.status.into(),
             attempts: d.attempts,
+            redeliveries: d.redeliveries,
             last_status: d.last_status,
             last_error: d.last_error.clone(),
             next_attempt_at: d.next_at_ms.map(Timestamp::from_ms),
@@ -365,7 +379,108 @@ pub fn job_status(job: &Job, running: bool) -> JobView {
         deadline: Timestamp::from_ms(job.deadline_ms),
         next_attempt_at: job.next_attempt_at_ms.map(Timestamp::from_ms),
         finished_at: job.finished_at_ms.map(Timestamp::from_ms),
-        deliveries: job.deliveries.iter().map(DeliveryView::from).collect(),
+        deliveries: deliveries(job),
+    }
+}
+
+fn deliveries(job: &Job) -> Vec<DeliveryView> {
+    job.deliveries
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DeliveryView::of(job, i, d))
+        .collect()
+}
+
+/// `202` from `POST /v1/jobs/{jobId}/deliveries/redeliver`: the deliveries sent again now, and every
+/// delivery's state (as on poll).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Redelivered {
+    pub job_id: String,
+    /// Deliveries made due now: dead ones (and the callbacks their death skipped) start a new round with
+    /// the same `webhook-id` and a fresh timestamp; pending ones waiting for a retry go at once.
+    pub redelivered: usize,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+pub fn redelivered(job: &Job, count: usize) -> Redelivered {
+    Redelivered {
+        job_id: job.id.clone(),
+        redelivered: count,
+        deliveries: deliveries(job),
+    }
+}
+
+/// `GET /health`'s status word: the instance is up and its store answers, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveWord {
+    /// Up, and the store answered its last check.
+    Healthy,
+    /// The store did not answer its last check: `GET /health` answers 503.
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreReach {
+    Reachable,
+    Unreachable,
+}
+
+/// `GET /health`: only what a load balancer needs. No provider names, no provider text: that detail is on
+/// the authenticated `GET /v1/providers`. The store check is cached per instance ([`HEALTH_CHECK_EVERY`]).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Liveness {
+    pub status: LiveWord,
+    pub store: StoreReach,
+    /// When this instance last asked the store (answers in between reuse that check).
+    pub checked_at: Timestamp,
+}
+
+/// However often `/health` is called, an instance asks the store at most once in this long.
+pub const HEALTH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The instance's last store check, shared by every `/health` request of the process.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Liveness)>>,
+}
+
+impl HealthCache {
+    /// The cached check, or a fresh one when it is older than [`HEALTH_CHECK_EVERY`]. Concurrent callers
+    /// wait for the one check under way instead of each asking the store.
+    pub async fn get(&self, service: &Service) -> Liveness {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < HEALTH_CHECK_EVERY {
+                return answer.clone();
+            }
+        }
+        let engine = &service.engine;
+        let reachable = match engine.store.provider_states().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "health: store unavailable");
+                false
+            }
+        };
+        let answer = Liveness {
+            status: if reachable {
+                LiveWord::Healthy
+            } else {
+                LiveWord::Unhealthy
+            },
+            store: if reachable {
+                StoreReach::Reachable
+            } else {
+                StoreReach::Unreachable
+            },
+            checked_at: Timestamp::from_ms(engine.clock.now_ms()),
+        };
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
     }
 }
 
@@ -376,7 +491,7 @@ pub enum HealthStatus {
     Healthy,
     /// Some providers are disabled or their circuit is open.
     Degraded,
-    /// Nothing can serve jobs (no usable provider, or the store is down): `GET /health` answers 503.
+    /// Nothing can serve jobs (no usable provider, or the store is down).
     Unhealthy,
 }
 
@@ -386,7 +501,7 @@ pub enum StoreWord {
     Unavailable,
 }
 
-/// `GET /health`, `GET /v1/providers`.
+/// `GET /v1/providers`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Health {
     pub status: HealthStatus,
@@ -454,7 +569,7 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
     }
 }
 
-/// Health and per-provider shared state (`GET /health`, `GET /v1/providers`).
+/// Health and per-provider shared state (`GET /v1/providers`).
 pub async fn health(service: &Service) -> Health {
     let engine = &service.engine;
     let now = engine.clock.now_ms();
@@ -611,6 +726,8 @@ mod tests {
             target: Target::webhook("https://hooks.example/path?token=secret".into()),
             status: DeliveryStatus::Delivered,
             attempts: 1,
+            round_attempts: 1,
+            redeliveries: 0,
             last_status: Some(200),
             last_error: None,
             next_at_ms: None,
@@ -637,8 +754,8 @@ mod tests {
                 r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
                 r#""createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z","deliveries":["#,
-                r#"{"kind":"webhook","target":"https://hooks.example","status":"delivered","attempts":1,"lastStatus":200},"#,
-                r#"{"kind":"callback","target":"https://hooks.example","status":"pending","attempts":1,"lastStatus":502,"lastError":"bad gateway","nextAttemptAt":"2023-11-14T22:13:29.000Z"}]}"#
+                r#"{"kind":"webhook","target":"https://hooks.example","webhookId":"msg_0123456789abcdef0123456789abcdef_g_0","status":"delivered","attempts":1,"lastStatus":200},"#,
+                r#"{"kind":"callback","target":"https://hooks.example","webhookId":"msg_0123456789abcdef0123456789abcdef_g_1","status":"pending","attempts":1,"lastStatus":502,"lastError":"bad gateway","nextAttemptAt":"2023-11-14T22:13:29.000Z"}]}"#
             )
         );
         let mut failed = job(JobState::Failed);

@@ -1,5 +1,10 @@
-//! The deliveries a finished job owes (its `callbackUrl` webhook, then its `callbacks` in order), one
-//! attempt at a time. Planning and retry scheduling are pure; [`attempt`] is the one POST.
+//! The deliveries a finished job owes (its `callbackUrl` webhook, and its `callbacks` in order), one
+//! attempt at a time. Planning, retry scheduling and redelivery are pure; [`attempt`] is the one POST.
+//!
+//! The webhook follows a schedule measured in hours (Standard Webhooks' by default: immediately, 5 s,
+//! 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, each wait ±10 % jitter), independent of the callbacks; the
+//! callbacks go strictly in order, each with its own `retry` policy. Every attempt of one delivery
+//! carries the same `webhook-id` ([`message_id`]), redeliveries included.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,9 +15,24 @@ use serde_json::{json, Map, Value};
 use super::guard::{self, UrlGuard};
 use super::js_json;
 use super::sign::{self, WebhookSecrets};
+use crate::scrub::Scrubber;
 
-/// Longest wait between two attempts of one target.
+/// Longest wait between two attempts of one target on an exponential policy (callbacks' `retry`).
 const MAX_BACKOFF_MS: u64 = 600_000;
+
+/// Standard Webhooks' retry schedule: the wait before each attempt (the first is immediate).
+pub const STANDARD_SCHEDULE_MS: [u64; 8] = [
+    0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
+];
+
+/// A scheduled wait varies by this fraction either way, so receivers coming back are not hit at once.
+const SCHEDULE_JITTER: f64 = 0.1;
+
+/// The `webhook-id` of one delivery of one job's incarnation: the same for every attempt and every
+/// redelivery, so receivers can drop duplicates by id.
+pub fn message_id(job_id: &str, gen: &str, index: usize) -> String {
+    format!("msg_{job_id}_{gen}_{index}")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,6 +53,10 @@ pub struct Target {
     pub continue_on_failure: bool,
     pub max_attempts: u32,
     pub backoff_ms: u64,
+    /// The wait before each attempt (`[0, 5 s, 5 min, …]`); when set, it replaces `max_attempts` and
+    /// `backoff_ms` (which callbacks' exponential `retry` policy uses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule_ms: Vec<u64>,
 }
 
 impl Target {
@@ -42,9 +66,38 @@ impl Target {
             url,
             headers: BTreeMap::new(),
             continue_on_failure: true,
-            max_attempts: 5,
+            max_attempts: STANDARD_SCHEDULE_MS.len() as u32,
             backoff_ms: 2_000,
+            schedule_ms: STANDARD_SCHEDULE_MS.to_vec(),
         }
+    }
+
+    /// Attempts one round may make.
+    pub fn attempts_allowed(&self) -> u32 {
+        if self.schedule_ms.is_empty() {
+            self.max_attempts
+        } else {
+            self.schedule_ms.len() as u32
+        }
+    }
+
+    /// The wait after the `failed`-th failed attempt of a round (1-based), before jitter.
+    fn wait_after(&self, failed: u32) -> u64 {
+        match self.schedule_ms.get(failed as usize) {
+            Some(wait) => *wait,
+            None if self.schedule_ms.is_empty() => self
+                .backoff_ms
+                .saturating_mul(1 << (failed.saturating_sub(1)).min(20))
+                .min(MAX_BACKOFF_MS),
+            None => 0,
+        }
+    }
+
+    /// The longest a round of this target can take, jitter included: how long a job's record must be kept
+    /// for it.
+    pub fn longest_round_ms(&self) -> u64 {
+        let waits: u64 = (1..self.attempts_allowed()).map(|n| self.wait_after(n)).sum();
+        (waits as f64 * (1.0 + SCHEDULE_JITTER.max(0.2))) as u64
     }
 }
 
@@ -63,7 +116,14 @@ pub enum DeliveryStatus {
 pub struct DeliveryState {
     pub target: Target,
     pub status: DeliveryStatus,
+    /// Every attempt made, across redeliveries.
     pub attempts: u32,
+    /// Attempts in the current round (since the job finished or the last redelivery): the schedule's place.
+    #[serde(default)]
+    pub round_attempts: u32,
+    /// How often it was sent again by `POST /v1/jobs/{id}/deliveries/redeliver`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redeliveries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +134,10 @@ pub struct DeliveryState {
     pub done_at_ms: Option<u64>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 pub fn plan(targets: &[Target]) -> Vec<DeliveryState> {
     targets
         .iter()
@@ -81,6 +145,8 @@ pub fn plan(targets: &[Target]) -> Vec<DeliveryState> {
             target: t.clone(),
             status: DeliveryStatus::Pending,
             attempts: 0,
+            round_attempts: 0,
+            redeliveries: 0,
             last_status: None,
             last_error: None,
             next_at_ms: None,
@@ -89,12 +155,69 @@ pub fn plan(targets: &[Target]) -> Vec<DeliveryState> {
         .collect()
 }
 
-/// The next delivery to attempt and when: targets go strictly in order (the webhook, then each callback).
+/// The next delivery to attempt and when (the earliest due). The webhook runs on its own schedule; the
+/// callbacks go strictly in order, so only the first pending one is a candidate.
 pub fn next_due(states: &[DeliveryState]) -> Option<(usize, u64)> {
-    states
+    let pending = |s: &DeliveryState| s.status == DeliveryStatus::Pending;
+    let webhooks = states
         .iter()
-        .position(|s| s.status == DeliveryStatus::Pending)
-        .map(|i| (i, states[i].next_at_ms.unwrap_or(0)))
+        .enumerate()
+        .filter(|(_, s)| s.target.kind == TargetKind::Webhook && pending(s));
+    let first_callback = states
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.target.kind == TargetKind::Callback && pending(s));
+    webhooks
+        .chain(first_callback)
+        .map(|(i, s)| (i, s.next_at_ms.unwrap_or(0)))
+        .min_by_key(|(i, at)| (*at, *i))
+}
+
+/// Until when a job's record must be kept for the deliveries it still owes, from `now_ms`: the rest of
+/// every pending delivery's round, callbacks one after another (`None` when it owes none).
+pub fn owed_until(states: &[DeliveryState], now_ms: u64) -> Option<u64> {
+    let mut webhooks_until = None;
+    let mut callbacks_until = now_ms;
+    let mut any = false;
+    for s in states.iter().filter(|s| s.status == DeliveryStatus::Pending) {
+        any = true;
+        let start = s.next_at_ms.unwrap_or(now_ms).max(now_ms);
+        let rest: u64 = (s.round_attempts + 1..s.target.attempts_allowed())
+            .map(|n| s.target.wait_after(n))
+            .sum();
+        let rest = (rest as f64 * (1.0 + SCHEDULE_JITTER.max(0.2))) as u64;
+        match s.target.kind {
+            TargetKind::Webhook => webhooks_until = webhooks_until.max(Some(start + rest)),
+            TargetKind::Callback => callbacks_until = callbacks_until.max(start) + rest,
+        }
+    }
+    any.then(|| webhooks_until.unwrap_or(0).max(callbacks_until))
+}
+
+/// Sends again, now: every dead delivery (and the callbacks its death skipped) starts a new round, and
+/// every pending one waiting for its next attempt is due at once. Returns how many deliveries are due.
+pub fn redeliver(states: &mut [DeliveryState], now_ms: u64) -> usize {
+    let mut due = 0;
+    for s in states.iter_mut() {
+        match s.status {
+            DeliveryStatus::Dead | DeliveryStatus::Skipped => {
+                if s.status == DeliveryStatus::Dead {
+                    s.redeliveries += 1;
+                }
+                s.status = DeliveryStatus::Pending;
+                s.round_attempts = 0;
+                s.done_at_ms = None;
+                s.next_at_ms = Some(now_ms);
+                due += 1;
+            }
+            DeliveryStatus::Pending => {
+                s.next_at_ms = Some(now_ms);
+                due += 1;
+            }
+            DeliveryStatus::Delivered => {}
+        }
+    }
+    due
 }
 
 /// The facts of a finished job that the bodies carry.
@@ -164,7 +287,25 @@ fn reserved(name: &str) -> bool {
 }
 
 /// One POST to a target: SSRF-guarded and pinned, signed with the owner's secrets when there are any.
+/// What the receiver's side said (a redirect's `Location`, a connection error) passes `scrub` here,
+/// before it is logged or stored with the job.
+#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
+    target: &Target,
+    body: &str,
+    msg_id: &str,
+    secrets: Option<&WebhookSecrets>,
+    guard: &UrlGuard,
+    now_ms: u64,
+    timeout: Duration,
+    scrub: &Scrubber,
+) -> AttemptReport {
+    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, guard, now_ms, timeout).await;
+    report.error = report.error.map(|e| scrub.scrub_owned(e));
+    report
+}
+
+async fn attempt_unscrubbed(
     target: &Target,
     body: &str,
     msg_id: &str,
@@ -212,9 +353,10 @@ pub async fn attempt(
     }
 }
 
-/// Folds one attempt into the states and says what is due next. Failures wait `backoff_ms × 2^(n-1)`
-/// (±20 % jitter from `jitter` ∈ [0, 1), at most 10 min); the last allowed failure is the dead letter,
-/// and a dead callback without `continueOnFailure` skips the callbacks after it.
+/// Folds one attempt into the states and says what is due next. Failures wait the target's schedule
+/// (±10 % jitter from `jitter` ∈ [0, 1)) or, without one, `backoff_ms × 2^(n-1)` (±20 %, at most 10 min);
+/// the last allowed failure of a round is the dead letter, and a dead callback without
+/// `continueOnFailure` skips the callbacks after it.
 pub fn record(
     states: &mut [DeliveryState],
     index: usize,
@@ -226,13 +368,14 @@ pub fn record(
         return next_due(states);
     };
     s.attempts += 1;
+    s.round_attempts += 1;
     s.last_status = report.status;
     s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
     s.next_at_ms = None;
     if report.delivered {
         s.status = DeliveryStatus::Delivered;
         s.done_at_ms = Some(now_ms);
-    } else if report.permanent || s.attempts >= s.target.max_attempts {
+    } else if report.permanent || s.round_attempts >= s.target.attempts_allowed() {
         s.status = DeliveryStatus::Dead;
         s.done_at_ms = Some(now_ms);
         if s.target.kind == TargetKind::Callback && !s.target.continue_on_failure {
@@ -244,9 +387,14 @@ pub fn record(
             }
         }
     } else {
-        let base = s.target.backoff_ms.saturating_mul(1 << (s.attempts - 1).min(20));
-        let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
-        s.next_at_ms = Some(now_ms + ((base as f64 * spread) as u64).min(MAX_BACKOFF_MS));
+        let base = s.target.wait_after(s.round_attempts);
+        let (spread, cap) = if s.target.schedule_ms.is_empty() {
+            (0.2, MAX_BACKOFF_MS)
+        } else {
+            (SCHEDULE_JITTER, u64::MAX)
+        };
+        let factor = 1.0 - spread + 2.0 * spread * jitter.clamp(0.0, 1.0);
+        s.next_at_ms = Some(now_ms + ((base as f64 * factor) as u64).min(cap));
     }
     next_due(states)
 }
@@ -263,6 +411,7 @@ mod tests {
             continue_on_failure,
             max_attempts,
             backoff_ms: 1_000,
+            schedule_ms: Vec::new(),
         }
     }
 
@@ -284,7 +433,12 @@ mod tests {
 
     #[test]
     fn failures_back_off_with_growing_gaps_then_die() {
-        let mut s = plan(&[Target::webhook("https://x.example/h".into())]);
+        let exponential = Target {
+            max_attempts: 5,
+            schedule_ms: Vec::new(),
+            ..Target::webhook("https://x.example/h".into())
+        };
+        let mut s = plan(&[exponential]);
         assert_eq!(next_due(&s), Some((0, 0)));
         assert_eq!(record(&mut s, 0, &failed(500), 1_000, 0.5), Some((0, 3_000)));
         assert_eq!(record(&mut s, 0, &failed(500), 3_000, 0.5), Some((0, 7_000)));
@@ -299,6 +453,78 @@ mod tests {
             (s[0].status, s[0].attempts, s[0].last_status),
             (DeliveryStatus::Dead, 5, Some(503))
         );
+    }
+
+    #[test]
+    fn the_webhook_follows_the_standard_schedule_for_about_a_day_then_dies() {
+        let mut s = plan(&[Target::webhook("https://x.example/h".into())]);
+        let mut now = 1_000_000;
+        let mut waits = Vec::new();
+        while let Some((0, at)) = next_due(&s) {
+            now = at.max(now);
+            if let Some(next) = record(&mut s, 0, &failed(503), now, 0.5) {
+                waits.push(next.1 - now);
+            }
+        }
+        assert_eq!(
+            waits,
+            STANDARD_SCHEDULE_MS[1..],
+            "no jitter at the middle of the spread"
+        );
+        assert_eq!((s[0].status, s[0].attempts), (DeliveryStatus::Dead, 8));
+        let total: u64 = waits.iter().sum();
+        assert_eq!(total, 99_305_000, "27 h 35 min 5 s in all");
+
+        let mut j = plan(&[Target::webhook("https://x.example/h".into())]);
+        record(&mut j, 0, &failed(500), 0, 0.0);
+        record(&mut j, 0, &failed(500), 5_000, 0.0);
+        assert_eq!(j[0].next_at_ms, Some(5_000 + 270_000), "-10 % jitter on 5 min");
+        record(&mut j, 0, &failed(500), 0, 0.999_999);
+        assert!(j[0].next_at_ms.unwrap() > 1_979_000, "+10 % on 30 min");
+    }
+
+    #[test]
+    fn a_redelivered_dead_letter_starts_a_new_round_and_revives_what_it_skipped() {
+        let mut s = plan(&[
+            Target::webhook("https://x.example/h".into()),
+            callback("https://a.example", false, 1),
+            callback("https://b.example", true, 1),
+        ]);
+        assert_eq!(next_due(&s), Some((0, 0)), "the webhook first at equal times");
+        // The webhook's wait does not hold up the callbacks.
+        assert_eq!(record(&mut s, 0, &failed(500), 10, 0.5), Some((1, 0)));
+        assert_eq!(record(&mut s, 1, &failed(500), 20, 0.5), Some((0, 5_010)));
+        assert_eq!(s[2].status, DeliveryStatus::Skipped);
+        assert_eq!(redeliver(&mut s, 100), 3);
+        assert_eq!(
+            s.iter()
+                .map(|x| (x.status, x.round_attempts, x.next_at_ms))
+                .collect::<Vec<_>>(),
+            [
+                (DeliveryStatus::Pending, 1, Some(100)),
+                (DeliveryStatus::Pending, 0, Some(100)),
+                (DeliveryStatus::Pending, 0, Some(100))
+            ]
+        );
+        assert_eq!((s[1].redeliveries, s[1].attempts), (1, 1));
+        assert_eq!(record(&mut s, 1, &OK, 110, 0.5), Some((0, 100)));
+        assert_eq!(record(&mut s, 0, &OK, 120, 0.5), Some((2, 100)));
+        assert_eq!(record(&mut s, 2, &OK, 130, 0.5), None);
+        assert_eq!(owed_until(&s, 130), None);
+        assert_eq!(redeliver(&mut s, 200), 0, "nothing left to send");
+    }
+
+    #[test]
+    fn the_record_is_kept_for_the_rest_of_every_round() {
+        let mut s = plan(&[
+            Target::webhook("https://x.example/h".into()),
+            callback("https://a.example", true, 3),
+        ]);
+        let day = owed_until(&s, 0).unwrap();
+        assert!((99_305_000..=99_305_000 * 13 / 10).contains(&day), "{day}");
+        record(&mut s, 0, &OK, 0, 0.5);
+        // The callback: two waits of 1 s and 2 s (+20 %).
+        assert_eq!(owed_until(&s, 0), Some(3_600));
     }
 
     #[test]

@@ -15,6 +15,17 @@ use crate::job::{Job, JobState, StepRef};
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Engine {
+    /// When a finished job's record may expire, seen at `now`: its TTL after the last delivery it still
+    /// owes could happen (the rest of every round, jitter included), or its TTL from now once it owes
+    /// none (so a dead letter can still be read and redelivered).
+    pub fn delivery_expiry(&self, job: &Job, now: u64) -> u64 {
+        let ttl = match job.state {
+            JobState::Succeeded => self.settings.result_ttl_ms,
+            _ => self.settings.failure_ttl_ms,
+        };
+        send::owed_until(&job.deliveries, now).unwrap_or(now) + ttl
+    }
+
     /// Runs the next due delivery of a finished job.
     pub(super) async fn delivery_step(&self, step: &StepRef, job: Job) -> Result<StepOutcome, StepError> {
         let now = self.clock.now_ms();
@@ -43,8 +54,8 @@ impl Engine {
             context: &job.spec.context,
         };
         let body = send::body(target.kind, &finished, now);
-        // Stable across retries of one target, so receivers can drop duplicates by id.
-        let msg_id = format!("msg_{}_{}_{index}", job.id, job.gen);
+        // Stable across retries and redeliveries of one target, so receivers can drop duplicates by id.
+        let msg_id = send::message_id(&job.id, &job.gen, index);
         let secrets = self.settings.webhook_secrets.get(&job.owner);
         let report = send::attempt(
             target,
@@ -54,6 +65,7 @@ impl Engine {
             &self.settings.url_guard,
             now,
             DELIVERY_TIMEOUT,
+            &self.settings.scrubber,
         )
         .await;
         let after = self.clock.now_ms();
@@ -62,6 +74,7 @@ impl Engine {
         let jitter: f64 = rand::thread_rng().gen();
         let due = send::record(&mut next.deliveries, index, &report, after, jitter);
         next.next_attempt_at_ms = due.map(|(_, at)| at);
+        next.expires_at_ms = self.delivery_expiry(&next, after);
         let status = next.deliveries[index].status;
         if status == DeliveryStatus::Dead {
             warn!(job_id = %job.id, target = index, error = ?report.error, "delivery dead-lettered");

@@ -122,7 +122,8 @@ impl Engine {
         Ok(StepOutcome::Dropped("stale step message"))
     }
 
-    pub(super) async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
+    /// Queues the job's next step, due at its `next_attempt_at_ms`. Returns the delay.
+    pub(crate) async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
         let now = self.clock.now_ms();
         let delay_ms = job.next_attempt_at_ms.map_or(0, |at| at.saturating_sub(now));
         let message = Message::Step {
@@ -250,11 +251,8 @@ impl Engine {
         job.next_attempt_at_ms = None;
         job.finished_at_ms = Some(now);
         job.deliveries = crate::delivery::send::plan(&job.spec.targets);
-        let ttl = match state {
-            JobState::Succeeded => self.settings.result_ttl_ms,
-            _ => self.settings.failure_ttl_ms,
-        };
-        job.expires_at_ms = now + ttl;
+        // Kept until the deliveries could have ended, plus the TTL.
+        job.expires_at_ms = self.delivery_expiry(&job, now);
         job
     }
 

@@ -182,6 +182,7 @@ pub(crate) fn delivery_targets(o: &Map<String, Value>) -> Result<Vec<Target>, Fi
             continue_on_failure,
             max_attempts,
             backoff_ms,
+            schedule_ms: Vec::new(),
         });
     }
     Ok(targets)

@@ -84,6 +84,7 @@ pub struct CustomHttpProvider {
     pub timeout: Duration,
     pub reset: ResetClock,
     pub guard: UrlGuard,
+    pub scrub: crate::scrub::Scrubber,
 }
 
 impl CustomHttpProvider {
@@ -190,9 +191,15 @@ impl Provider for CustomHttpProvider {
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
         match self.send(&self.body(request)).await {
-            Ok(sent) => transport::report(&self.name, started, sent, self.timeout, self.reset, |raw| {
-                parse_success(raw, &self.response_path)
-            }),
+            Ok(sent) => transport::report(
+                &self.name,
+                started,
+                sent,
+                self.timeout,
+                self.reset,
+                &self.scrub,
+                |raw| parse_success(raw, &self.response_path),
+            ),
             Err(refused) => {
                 tracing::warn!(provider = %self.name, class = refused.class.as_str(), reason = %refused.message, "provider call refused");
                 CallReport {
@@ -244,6 +251,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             reset: ResetClock::UtcMidnight,
             guard: UrlGuard::new(&[]).unwrap(),
+            scrub: Default::default(),
         };
         let evil = "\"}, \"admin\": true, {\"";
         let request = CompletionRequest {

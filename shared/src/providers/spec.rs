@@ -18,6 +18,7 @@ use crate::config::Secret;
 use crate::delivery::guard::UrlGuard;
 use crate::ports::Provider;
 use crate::quota::{ProviderLimits, ResetClock};
+use crate::scrub::Scrubber;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,8 +257,9 @@ pub fn from_catalog_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpe
         .collect()
 }
 
-/// The adapter for a spec. `guard` vets the URL of every custom `http` provider call (SSRF).
-pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard) -> Arc<dyn Provider> {
+/// The adapter for a spec. `guard` vets the URL of every custom `http` provider call (SSRF); `scrub`
+/// takes every configured secret out of the provider's failure texts.
+pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard, scrub: &Scrubber) -> Arc<dyn Provider> {
     let timeout = Duration::from_millis(spec.timeout_ms);
     let (name, url, model, key, reset) = (
         spec.name.as_str(),
@@ -273,6 +275,7 @@ pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard) -> 
         timeout,
         reset,
         client: client.clone(),
+        scrub: scrub.clone(),
     };
     match &spec.wire {
         Wire::OpenAi { headers } => Arc::new(OpenAiProvider::new(conn(), model, headers.clone())),
@@ -290,6 +293,7 @@ pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard) -> 
             timeout,
             reset,
             guard: guard.clone(),
+            scrub: scrub.clone(),
         }),
     }
 }

@@ -14,8 +14,10 @@ use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
 use crate::config::Secret;
 use crate::llm::{FinishReason, Usage};
 use crate::quota::ResetClock;
+use crate::scrub::Scrubber;
 
-/// What every wire adapter holds: where it posts, with which key, under which deadline and quota clock.
+/// What every wire adapter holds: where it posts, with which key, under which deadline and quota clock,
+/// and the scrubber its failures' text goes through.
 pub struct Connection {
     pub name: String,
     pub url: String,
@@ -23,6 +25,7 @@ pub struct Connection {
     pub timeout: Duration,
     pub reset: ResetClock,
     pub client: reqwest::Client,
+    pub scrub: Scrubber,
 }
 
 impl Connection {
@@ -49,7 +52,15 @@ impl Connection {
         sent: Result<Raw, reqwest::Error>,
         success: impl FnOnce(&Raw) -> Result<Answer, Failure>,
     ) -> CallReport {
-        report(&self.name, started, sent, self.timeout, self.reset, success)
+        report(
+            &self.name,
+            started,
+            sent,
+            self.timeout,
+            self.reset,
+            &self.scrub,
+            success,
+        )
     }
 }
 
@@ -126,17 +137,20 @@ pub fn json_body(body: &str) -> Result<Value, Failure> {
     serde_json::from_str(body).map_err(|_| Failure::new(ErrorClass::InvalidOutput, "200 with a body that is not JSON"))
 }
 
-/// Turns what one call produced into its report; `success` reads a 200 in the wire's format.
+/// Turns what one call produced into its report; `success` reads a 200 in the wire's format. This is
+/// where a provider's text enters: every failure's message passes `scrub` here, before anything logs,
+/// stores or answers it.
 pub fn report(
     provider: &str,
     started: Instant,
     sent: Result<Raw, reqwest::Error>,
     timeout: Duration,
     reset: ResetClock,
+    scrub: &Scrubber,
     success: impl FnOnce(&Raw) -> Result<Answer, Failure>,
 ) -> CallReport {
     let duration_ms = started.elapsed().as_millis() as u64;
-    let report = match sent {
+    let mut report = match sent {
         Err(e) => CallReport {
             result: Err(transport_failure(&e, timeout.as_millis() as u64)),
             http_status: None,
@@ -154,6 +168,9 @@ pub fn report(
             rate: rate_signals(&raw.headers),
         },
     };
+    if let Err(failure) = &mut report.result {
+        failure.message = scrub.scrub_owned(std::mem::take(&mut failure.message));
+    }
     tracing::info!(
         provider = %provider, status = report.http_status, duration_ms,
         class = report.result.as_ref().err().map_or("ok", |f| f.class.as_str()), "provider call"

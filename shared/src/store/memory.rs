@@ -166,7 +166,9 @@ impl Store for MemoryStore {
             return admitted(None);
         };
         if job.state.is_finished() {
-            job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
+            if !job.owes_deliveries() {
+                job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
+            }
             return admitted(Some(Delivered {
                 job: job.clone(),
                 running: false,

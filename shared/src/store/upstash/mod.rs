@@ -2,7 +2,8 @@
 //!
 //! Key layout (every key expires):
 //! - `st:j:<owner>:<job id>` — the job record: a header line `J1 <state> <gen> <seq> <expires ms>`
-//!   that the Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
+//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life) that the
+//!   Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
 //!   The id is derived from the owner and the request's identity (`job::job_id`), so this key is also
 //!   the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
 //! - `st:l:<owner>:<job id>:<gen>:<seq>` — a step's lease (`SET NX PX`). Named by the fencing token,
@@ -96,11 +97,16 @@ fn request_count(count: &Value) -> Result<u64, StoreError> {
 pub fn encode(job: &Job) -> Result<String, StoreError> {
     let json = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(format!(
-        "J1 {} {} {} {}\n{json}",
+        "J1 {} {} {} {}{}\n{json}",
         job.state.code(),
         job.gen,
         job.seq,
-        job.expires_at_ms
+        job.expires_at_ms,
+        if job.state.is_finished() && job.owes_deliveries() {
+            " d"
+        } else {
+            ""
+        }
     ))
 }
 

@@ -1,6 +1,6 @@
 -- Reads a job for its poller, once the request is counted in its owner's rate window. The first
 -- read of a finished job shortens its life to the grace period (PEXPIRE ... LT never lengthens it,
--- so later reads keep the first deadline).
+-- so later reads keep the first deadline), unless the job still owes deliveries (header flag ' d').
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>)
 -- ARGV[1] grace (ms), ARGV[2] the job's lease key prefix ("st:l:<owner>:<id>:"),
 -- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms)
@@ -23,9 +23,11 @@ local v = redis.call('GET', KEYS[1])
 if not v then
   return {count}
 end
-local state, gen, seq = string.match(v, '^J1 (%a) (%x+) (%d+) ')
+local state, gen, seq, flag = string.match(v, '^J1 (%a) (%x+) (%d+) %d+ ?(%a*)\n')
 if state == 's' or state == 'f' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1], 'LT')
+  if flag ~= 'd' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1], 'LT')
+  end
   return {count, v, 0}
 end
 return {count, v, redis.call('EXISTS', ARGV[2] .. gen .. ':' .. seq)}

@@ -12,7 +12,7 @@ local old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
 if not old then
   return 0
 end
-local was, gen, seq, expires = string.match(old, '^J1 (%a) (%x+) (%d+) (%d+)\n')
+local was, gen, seq, expires = string.match(old, '^J1 (%a) (%x+) (%d+) (%d+)[ \n]')
 if gen ~= ARGV[2] or seq ~= ARGV[3] then
   -- A stale step: put back what was there, with its own expiry.
   redis.call('SET', KEYS[1], old, 'PXAT', expires)
