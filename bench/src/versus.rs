@@ -405,15 +405,15 @@ fn print_table(o: &Options, orig: &Column, emb: &Column, ups: &Column) {
         machine()
     );
     println!(
-        "| {:<46} | {:>12} | {:>12} | {:>6} | {:>14} | {:>6} |",
+        "| {:<50} | {:>12} | {:>12} | {:>6} | {:>14} | {:>6} |",
         "", "original", "stepper", "", "stepper", ""
     );
     println!(
-        "| {:<46} | {:>12} | {:>12} | {:>6} | {:>14} | {:>6} |",
+        "| {:<50} | {:>12} | {:>12} | {:>6} | {:>14} | {:>6} |",
         "", "(redis)", "(embedded)", "better", "(Upstash emu)", "better"
     );
     println!(
-        "|{:-<48}|{:->14}|{:->14}|{:->8}|{:->16}|{:->8}|",
+        "|{:-<52}|{:->14}|{:->14}|{:->8}|{:->16}|{:->8}|",
         "", "", "", "", "", ""
     );
     for row in &rows {
@@ -422,7 +422,7 @@ fn print_table(o: &Options, orig: &Column, emb: &Column, ups: &Column) {
             Figure::None(why) => (*why).to_string(),
         };
         println!(
-            "| {:<46} | {:>12} | {:>12} | {:>6} | {:>14} | {:>6} |",
+            "| {:<50} | {:>12} | {:>12} | {:>6} | {:>14} | {:>6} |",
             row.label,
             show(&row.values[0]),
             show(&row.values[1]),
