@@ -1,5 +1,7 @@
 //! Test support: faithful fake AI provider servers and launchers for the real local stack.
 
+pub mod billing;
 pub mod fake;
+pub mod instant;
 pub mod receiver;
 pub mod stack;

@@ -212,6 +212,11 @@ impl RedisServer {
     pub async fn dbsize(&self) -> anyhow::Result<u64> {
         Ok(self.command(&["DBSIZE"]).await?.parse()?)
     }
+
+    /// The server's process id (for its CPU time and memory in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
 }
 
 /// The Upstash REST API emulator in front of a [`RedisServer`].
@@ -245,6 +250,11 @@ impl UpstashEmulator {
             token,
             _child: child,
         })
+    }
+
+    /// The emulator's process id (for its CPU time and memory in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
     }
 }
 

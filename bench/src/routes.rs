@@ -1,0 +1,285 @@
+//! What each route of the Lambda path costs on Upstash, measured on the real stack: the service
+//! (the same router and engine the Lambda functions run) on the Upstash REST emulator and
+//! redis-server, behind the proxy that counts what Upstash bills ([`BillingProxy`]).
+//!
+//! [`BILLED_PER_ROUTE`] is the one table of today's figures; a test holds every route to it, so a
+//! change that adds a command to a route fails the test command until the table says so.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{json, Value};
+use shared::config::{Config, Secret};
+use shared::job::StepRef;
+use shared::queue::local::{Delivery, LocalQueue};
+use shared::queue::Message;
+use shared::service::Service;
+use shared::store::upstash::UpstashClient;
+use testkit::billing::{BilledRequest, BillingProxy};
+use testkit::fake::FakeReply;
+use testkit::instant::InstantProvider;
+use testkit::stack::{RedisServer, UpstashEmulator};
+
+use crate::{purge_uri, report_json, REPORT};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tower::ServiceExt;
+
+/// Upstash-billed commands of each route for one job delivered at its first provider attempt
+/// (a pipeline bills each of its commands, a script once). The step is two requests: the claim
+/// (today a pipeline: `SET NX` lease, `GET` job, `HGETALL` provider states) and the finish (a script).
+pub const BILLED_PER_ROUTE: [(&str, u64); 5] = [("submit", 1), ("claim", 3), ("finish", 1), ("poll", 1), ("purge", 1)];
+
+/// Keys one purged job leaves behind (today its step lease, `st:l:…`, which expires by itself).
+pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 1;
+
+/// The per-owner limits stay on, so their cost is in the figures, far above what a run needs.
+pub const RATE_LIMIT: &str = "1000000000/1h";
+pub const MAX_IN_FLIGHT: &str = "10000000";
+
+/// One phase of a job: the REST requests it made to the store and how long it took.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    pub requests: Vec<BilledRequest>,
+    pub duration: Duration,
+}
+
+impl Phase {
+    pub fn billed(&self) -> u64 {
+        self.requests.iter().map(BilledRequest::billed).sum()
+    }
+}
+
+/// One job through every route, in order.
+#[derive(Debug, Clone, Default)]
+pub struct JobTrace {
+    pub submit: Phase,
+    /// One entry per step message the job consumed.
+    pub steps: Vec<Phase>,
+    pub poll: Phase,
+    pub purge: Phase,
+    /// `MEMORY USAGE` of the job's record once finished, before it was read.
+    pub held_bytes: u64,
+}
+
+impl JobTrace {
+    /// Billed commands per route, in [`BILLED_PER_ROUTE`]'s order. The claim is the step's first
+    /// request, the finish the rest of it.
+    pub fn billed_per_route(&self) -> [(&'static str, u64); 5] {
+        let first_step = self.steps.first();
+        let claim = first_step
+            .and_then(|s| s.requests.first())
+            .map_or(0, BilledRequest::billed);
+        let finish = first_step.map_or(0, |s| s.requests.iter().skip(1).map(BilledRequest::billed).sum());
+        [
+            ("submit", self.submit.billed()),
+            ("claim", claim),
+            ("finish", finish),
+            ("poll", self.poll.billed()),
+            ("purge", self.purge.billed()),
+        ]
+    }
+
+    pub fn billed(&self) -> u64 {
+        self.submit.billed()
+            + self.steps.iter().map(Phase::billed).sum::<u64>()
+            + self.poll.billed()
+            + self.purge.billed()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.submit.requests.len()
+            + self.steps.iter().map(|s| s.requests.len()).sum::<usize>()
+            + self.poll.requests.len()
+            + self.purge.requests.len()
+    }
+}
+
+/// The service on the real Upstash stack, in process, with its queue drained by hand so each step
+/// can be counted and timed on its own.
+pub struct UpstashStack {
+    pub redis: RedisServer,
+    pub emulator: UpstashEmulator,
+    pub proxy: BillingProxy,
+    pub provider: InstantProvider,
+    pub service: Arc<Service>,
+    app: axum::Router,
+    deliveries: UnboundedReceiver<Delivery>,
+    /// Straight to the emulator, past the counting proxy: the benchmark's own inspections.
+    probe: UpstashClient,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for UpstashStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl UpstashStack {
+    pub async fn start() -> anyhow::Result<Self> {
+        let redis = RedisServer::start().await?;
+        let emulator = UpstashEmulator::start(&redis).await?;
+        let proxy = BillingProxy::start(&emulator.url).await?;
+        let provider = InstantProvider::start(FakeReply::openai_text(REPORT)).await?;
+        let dir = std::env::temp_dir().join(format!("stepper-routes-{}-{}", std::process::id(), redis.port));
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("providers.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\napi_key_env = \"FAKE_KEY\"\ntimeout_ms = 5000\n",
+                provider.base_url()
+            ),
+        )?;
+        let (proxy_url, token) = (proxy.url.clone(), emulator.token.clone());
+        let env = |name: &str| match name {
+            "UPSTASH_REDIS_REST_URL" => Some(proxy_url.clone()),
+            "UPSTASH_REDIS_REST_TOKEN" => Some(token.clone()),
+            "STEPPER_CONFIG" => Some(config_path.display().to_string()),
+            "FAKE_KEY" => Some("sk-bench".to_string()),
+            "STEPPER_RATE_LIMIT" => Some(RATE_LIMIT.to_string()),
+            "STEPPER_MAX_IN_FLIGHT" => Some(MAX_IN_FLIGHT.to_string()),
+            _ => None,
+        };
+        let config = Config::from_lookup(&env)?;
+        let (queue, deliveries) = LocalQueue::new();
+        let service = Arc::new(shared::service::build(&config, Arc::new(queue))?);
+        let app = shared::api::router(service.clone());
+        let probe = UpstashClient::new(
+            &emulator.url,
+            Secret::new(emulator.token.clone()),
+            Duration::from_secs(10),
+        )?;
+        Ok(Self {
+            redis,
+            emulator,
+            proxy,
+            provider,
+            service,
+            app,
+            deliveries,
+            probe,
+            dir,
+        })
+    }
+
+    /// One request to the router, as the Lambda functions' HTTP API would pass it.
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))?;
+        let response = self.app.clone().oneshot(request).await?;
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024).await?;
+        Ok((status, serde_json::from_slice(&bytes)?))
+    }
+
+    async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>)> {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
+            .await
+            .context("no step message within 10 s")?
+            .context("the queue closed")?;
+        let Message::Step { step, not_before_ms } = delivery.message;
+        Ok((step, not_before_ms))
+    }
+
+    /// Submits job `i`, runs its steps until it is finished, polls it once and purges it by commit,
+    /// recording each phase's store requests and duration.
+    pub async fn one_job(&mut self, run: &str, i: usize) -> anyhow::Result<JobTrace> {
+        let mut trace = JobTrace::default();
+        self.proxy.take_log();
+        let started = Instant::now();
+        let (status, body) = self.call("POST", "/v1/reports", Some(report_json(run, i))).await?;
+        trace.submit = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        if status != 202 {
+            bail!("submit answered {status}: {body}");
+        }
+        let status_url = body["statusUrl"].as_str().context("statusUrl")?.to_string();
+        loop {
+            let (step, not_before_ms) = self.next_step().await?;
+            let started = Instant::now();
+            let outcome = self.service.engine.run_step(&step, not_before_ms, 1).await?;
+            trace.steps.push(Phase {
+                duration: started.elapsed(),
+                requests: self.proxy.take_log(),
+            });
+            if matches!(outcome, shared::engine::StepOutcome::Finished(_)) {
+                trace.held_bytes = self.bytes_of(&format!("st:j:{}:{}", step.owner, step.job_id)).await?;
+                break;
+            }
+            if trace.steps.len() > 20 {
+                bail!("job {i} did not finish in 20 steps (last: {outcome:?})");
+            }
+        }
+        let started = Instant::now();
+        let (status, body) = self.call("GET", &status_url, None).await?;
+        trace.poll = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        if status != 200 || body["status"] != "completed" {
+            bail!("poll answered {status}: {body}");
+        }
+        let started = Instant::now();
+        let (status, body) = self.call("DELETE", &purge_uri(run, i), None).await?;
+        trace.purge = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        if status != 200 {
+            bail!("purge answered {status}: {body}");
+        }
+        Ok(trace)
+    }
+
+    /// Keys in the store whose name starts with `prefix`, read past the counting proxy.
+    pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let mut cursor = "0".to_string();
+        let mut keys = Vec::new();
+        loop {
+            let reply = self
+                .probe
+                .command(vec![
+                    json!("SCAN"),
+                    json!(cursor),
+                    json!("MATCH"),
+                    json!(format!("{prefix}*")),
+                    json!("COUNT"),
+                    json!(1000),
+                ])
+                .await?;
+            cursor = match &reply[0] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            keys.extend(
+                reply[1]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k.as_str().map(str::to_string)),
+            );
+            if cursor == "0" {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// `MEMORY USAGE` of a key in bytes (0 when it does not exist).
+    pub async fn bytes_of(&self, key: &str) -> anyhow::Result<u64> {
+        Ok(self
+            .probe
+            .command(vec![json!("MEMORY"), json!("USAGE"), json!(key)])
+            .await?
+            .as_u64()
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,50 @@
+//! Every route of the Lambda path, on the real stack (the service on the Upstash REST emulator and
+//! redis-server, behind the proxy that counts what Upstash bills), spends exactly what
+//! `BILLED_PER_ROUTE` says. A change that adds a command to a route fails here until that table, the
+//! one place the figures live, is changed with it.
+
+use stepper_bench::routes::{UpstashStack, BILLED_PER_ROUTE, KEYS_LEFT_PER_PURGED_JOB};
+
+#[tokio::test]
+async fn each_route_bills_what_the_table_says() {
+    let mut stack = UpstashStack::start().await.unwrap();
+    // The first job loads each script (NOSCRIPT, then EVAL): a one-off, not a per-job cost.
+    stack.one_job("warm", 0).await.unwrap();
+    let leases_before = stack.keys("st:l:").await.unwrap().len() as u64;
+    let jobs_before = stack.keys("st:j:").await.unwrap().len() as u64;
+    stack.proxy.reset();
+
+    let trace = stack.one_job("routes", 1).await.unwrap();
+    assert_eq!(
+        trace.steps.len(),
+        1,
+        "a job delivered at its first attempt takes one step: {trace:#?}"
+    );
+    assert_eq!(
+        trace.billed_per_route(),
+        BILLED_PER_ROUTE,
+        "billed commands per route (claim = the step's first request, finish = the rest); requests: {trace:#?}"
+    );
+    // Each route is one REST request; the step is two (claim, finish).
+    assert_eq!(trace.submit.requests.len(), 1, "{:?}", trace.submit.requests);
+    assert_eq!(trace.steps[0].requests.len(), 2, "{:?}", trace.steps[0].requests);
+    assert_eq!(trace.poll.requests.len(), 1, "{:?}", trace.poll.requests);
+    assert_eq!(trace.purge.requests.len(), 1, "{:?}", trace.purge.requests);
+    let total: u64 = BILLED_PER_ROUTE.iter().map(|(_, n)| n).sum();
+    assert_eq!(trace.billed(), total);
+    assert_eq!(
+        stack.proxy.tally().billed,
+        total,
+        "nothing else billed while the job ran"
+    );
+    assert!(trace.held_bytes > 0, "the finished job was held in the store");
+
+    let leases_left = stack.keys("st:l:").await.unwrap().len() as u64 - leases_before;
+    let jobs_left = stack.keys("st:j:").await.unwrap().len() as u64 - jobs_before;
+    assert_eq!(jobs_left, 0, "the purge deletes the job record");
+    assert_eq!(
+        jobs_left + leases_left,
+        KEYS_LEFT_PER_PURGED_JOB,
+        "keys one purged job leaves behind"
+    );
+}
