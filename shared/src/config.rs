@@ -30,7 +30,8 @@ pub enum ConfigError {
 /// Knobs of the job lifecycle (defaults in [`Settings::default`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How long a finished result lives when nobody reads it (`RESULT_TTL_SECONDS`, 1 h).
+    /// How long a finished result lives when nobody reads it (`RESULT_TTL_SECONDS`, 24 h: a caller that was
+    /// down for an hour still finds its results; the first read shortens it to `delivery_grace_ms`).
     pub result_ttl_ms: u64,
     /// How long a failed job lives (`FAILURE_TTL_SECONDS`, 1 h).
     pub failure_ttl_ms: u64,
@@ -52,6 +53,12 @@ pub struct Settings {
     pub webhook_backoff_ms: u64,
     /// Per-owner request rate and jobs in flight, shared by every instance through the store.
     pub limits: OwnerLimits,
+    /// How long past its due time a step may go unclaimed before the sweeper sends it again
+    /// (`SWEEP_GRACE_SECONDS`, 30 s): a lost message, a dead process, a lease that lapsed.
+    pub sweep_grace_ms: u64,
+    /// Waits longer than this are not queued: the job stays parked in the due-index and the sweeper
+    /// wakes it (`PARK_AFTER_SECONDS`, 5 min).
+    pub park_after_ms: u64,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -108,7 +115,7 @@ impl Default for OwnerLimits {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            result_ttl_ms: 3_600_000,
+            result_ttl_ms: 86_400_000,
             failure_ttl_ms: 3_600_000,
             delivery_grace_ms: 600_000,
             unfinished_margin_ms: 900_000,
@@ -121,6 +128,8 @@ impl Default for Settings {
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
             limits: OwnerLimits::default(),
+            sweep_grace_ms: 30_000,
+            park_after_ms: 300_000,
         }
     }
 }
@@ -178,6 +187,8 @@ impl Config {
             failure_ttl_ms: seconds(env, "FAILURE_TTL_SECONDS", defaults.failure_ttl_ms)?,
             delivery_grace_ms: seconds(env, "DELIVERY_GRACE_SECONDS", defaults.delivery_grace_ms)?,
             default_deadline_ms: seconds(env, "JOB_DEADLINE_SECONDS", defaults.default_deadline_ms)?,
+            sweep_grace_ms: seconds(env, "SWEEP_GRACE_SECONDS", defaults.sweep_grace_ms)?,
+            park_after_ms: seconds(env, "PARK_AFTER_SECONDS", defaults.park_after_ms)?,
             ..defaults
         };
         if let Some(v) = env("MAX_FAILURES_PER_PROVIDER") {

@@ -28,9 +28,7 @@ pub async fn handle_batch(engine: &Engine, event: SqsEvent) -> SqsBatchResponse 
                 return None;
             }
         };
-        let result = match &message {
-            Message::Step { step, not_before_ms } => engine.run_step(step, *not_before_ms, receive_count).await,
-        };
+        let result = engine.handle(&message, receive_count).await;
         match result {
             Ok(outcome) => {
                 info!(message_id = %id, ?outcome, "step done");

@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::engine::Engine;
 use shared::job::{Job, StepRef};
-use shared::ports::{Admission, Claim, Created, Delivered, Limits, RateLimit, Store, SystemClock};
+use shared::ports::{
+    Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
+};
 use shared::queue::sqs::SqsQueue;
 use shared::quota::{ProviderEvent, ProviderState};
 use shared::store::StoreError;
@@ -210,19 +212,25 @@ struct DiesBeforeTheWrite {
 
 #[async_trait]
 impl Store for DiesBeforeTheWrite {
-    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
-        self.inner.create(job, limits).await
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
+        self.inner.create(job, enlist, limits).await
     }
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         self.inner.claim(step, lease).await
     }
-    async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        due: Option<u64>,
+        event: Option<&ProviderEvent>,
+    ) -> Result<bool, StoreError> {
         if !self.died.swap(true, Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "the function was killed before its state write".into(),
             ));
         }
-        self.inner.finish(step, next, event).await
+        self.inner.finish(step, next, due, event).await
     }
     async fn deliver(
         &self,
@@ -241,6 +249,9 @@ impl Store for DiesBeforeTheWrite {
     }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.inner.with_work_left().await
+    }
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
+        self.inner.sweep(request).await
     }
 }
 
