@@ -50,7 +50,8 @@ pub enum Created {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submitted {
     pub created: Created,
-    /// No sweeper was alive: this token now names the one the caller must start (`Message::Sweep`).
+    /// No sweeper was alive: this token now names the one the caller must start (`Message::Sweep`,
+    /// round 1).
     pub arm_sweeper: Option<String>,
 }
 
@@ -71,12 +72,14 @@ pub struct Enlist {
 pub enum Swept {
     /// Another sweeper holds the token: this one stops.
     Stale,
-    /// The steps that were due (each moved to `requeue_at`), what is left in the index, and the
-    /// earliest score there (`None` when the index is empty: the sweeper token is released).
+    /// The steps that were due (each moved to `requeue_at`), what is left in the index, the
+    /// earliest score there (`None` when the index is empty: the sweeper is released), and the round
+    /// the chain's next message carries.
     Due {
         steps: Vec<StepRef>,
         left: u64,
         next_due_ms: Option<u64>,
+        next_round: u64,
     },
 }
 
@@ -84,6 +87,9 @@ pub enum Swept {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepRequest<'a> {
     pub token: &'a str,
+    /// The message's round: only the one the live chain sent last is accepted (a duplicate
+    /// delivery of an older one stops).
+    pub round: u64,
     /// Take the token over (a process start, the manual redrive) instead of requiring it.
     pub take_over: bool,
     pub now_ms: u64,

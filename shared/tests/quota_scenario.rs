@@ -279,8 +279,8 @@ impl Scenario {
             let step = match message {
                 // Long waits are parked in the due-index: the sweeper wakes them (a wake is a sweep
                 // that re-queued steps).
-                Message::Sweep { token } => {
-                    let outcome = self.engine.sweep(&token, false).await.unwrap();
+                Message::Sweep { token, round } => {
+                    let outcome = self.engine.sweep(&token, round, false).await.unwrap();
                     if matches!(outcome, StepOutcome::Swept { requeued, .. } if requeued > 0) {
                         self.wakes.push(self.clock.now_ms());
                     }

@@ -678,10 +678,11 @@ async fn concurrent_requests_never_pass_the_limits(store: Arc<dyn Store>) {
 }
 
 /// One sweep, as the engine makes it (`take_over` with a fresh token unless one is given).
-async fn sweep_at(store: &Arc<dyn Store>, token: &str, take_over: bool, at: u64) -> Swept {
+async fn sweep_at(store: &Arc<dyn Store>, (token, round): (&str, u64), take_over: bool, at: u64) -> Swept {
     store
         .sweep(&SweepRequest {
             token,
+            round,
             take_over,
             now_ms: at,
             limit: 10_000,
@@ -694,17 +695,18 @@ async fn sweep_at(store: &Arc<dyn Store>, token: &str, take_over: bool, at: u64)
 
 /// The steps of `ids` a sweep at `at` found due (other cases' jobs share the store's index).
 async fn due_of(store: &Arc<dyn Store>, ids: &[&str], at: u64) -> Vec<StepRef> {
-    match sweep_at(store, &new_gen(), true, at).await {
+    match sweep_at(store, (&new_gen(), 0), true, at).await {
         Swept::Due { steps, .. } => steps.into_iter().filter(|s| ids.contains(&s.job_id.as_str())).collect(),
         Swept::Stale => panic!("a take-over sweep is never stale"),
     }
 }
 
-/// Runs first, on an empty store: the sweeper token is armed by the create that finds none, names
-/// the one live sweeper, and is released when the index empties (so an idle store sweeps nothing).
+/// Runs first, on an empty store: the sweeper is armed by the create that finds none; its key names
+/// the one live chain and the round of its next message, so another chain or a duplicate delivery
+/// stops at once; it is released when the index empties (so an idle store sweeps nothing).
 async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>) {
     assert_eq!(
-        sweep_at(&store, "nobody", false, now()).await,
+        sweep_at(&store, ("nobody", 1), false, now()).await,
         Swept::Stale,
         "no sweeper yet"
     );
@@ -713,41 +715,48 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
     let token = first.arm_sweeper.expect("the first create arms the sweeper");
     let second = unlimited(store.create(&b, &enlist(), Limits::default()).await.unwrap());
     assert_eq!(second.arm_sweeper, None, "one sweeper at a time");
-    assert_eq!(sweep_at(&store, "another", false, now()).await, Swept::Stale);
-    match sweep_at(&store, &token, false, now()).await {
+    assert_eq!(sweep_at(&store, ("another", 1), false, now()).await, Swept::Stale);
+    match sweep_at(&store, (&token, 1), false, now()).await {
         Swept::Due {
             steps,
             left,
             next_due_ms,
+            next_round,
         } => {
             assert!(steps.is_empty(), "nothing is due before its grace: {steps:?}");
-            assert_eq!(left, 2);
+            assert_eq!((left, next_round), (2, 2));
             assert!(next_due_ms.is_some_and(|at| at > now() + 20_000), "{next_due_ms:?}");
         }
         Swept::Stale => panic!("the armed token sweeps"),
     }
-    match sweep_at(&store, &token, false, now() + 31_000).await {
+    assert_eq!(
+        sweep_at(&store, (&token, 1), false, now()).await,
+        Swept::Stale,
+        "a duplicate delivery of round 1 stops"
+    );
+    match sweep_at(&store, (&token, 2), false, now() + 31_000).await {
         Swept::Due { mut steps, left, .. } => {
             steps.sort_by(|x, y| x.job_id.cmp(&y.job_id));
             let mut want = vec![a.step_ref(), b.step_ref()];
             want.sort_by(|x, y| x.job_id.cmp(&y.job_id));
             assert_eq!((steps, left), (want, 2), "due jobs come back with their current step");
         }
-        Swept::Stale => panic!("the armed token sweeps"),
+        Swept::Stale => panic!("round 2 is the live one"),
     }
     assert!(purge(&store, &a.owner, &a.id).await && purge(&store, &b.owner, &b.id).await);
     assert_eq!(
-        sweep_at(&store, &token, false, now()).await,
+        sweep_at(&store, (&token, 3), false, now()).await,
         Swept::Due {
             steps: vec![],
             left: 0,
-            next_due_ms: None
+            next_due_ms: None,
+            next_round: 4,
         }
     );
     assert_eq!(
-        sweep_at(&store, &token, false, now()).await,
+        sweep_at(&store, (&token, 4), false, now()).await,
         Swept::Stale,
-        "an empty index released the token: the chain ends"
+        "an empty index released the sweeper: the chain ends"
     );
     let c = job(&unique("owner"));
     let again = unlimited(store.create(&c, &enlist(), Limits::default()).await.unwrap());
@@ -809,7 +818,7 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
 
 /// A job that expires unfinished leaves no index entry behind: the sweep drops it when it meets it.
 async fn an_expired_job_leaves_no_index_entry(store: Arc<dyn Store>) {
-    let before = match sweep_at(&store, &new_gen(), true, now()).await {
+    let before = match sweep_at(&store, (&new_gen(), 0), true, now()).await {
         Swept::Due { left, .. } => left,
         Swept::Stale => unreachable!(),
     };
@@ -822,7 +831,7 @@ async fn an_expired_job_leaves_no_index_entry(store: Arc<dyn Store>) {
         due_of(&store, &ids, u64::MAX / 2).await.is_empty(),
         "an expired job is never swept"
     );
-    match sweep_at(&store, &new_gen(), true, now()).await {
+    match sweep_at(&store, (&new_gen(), 0), true, now()).await {
         Swept::Due { left, .. } => assert!(left <= before, "its entry is gone ({left} > {before})"),
         Swept::Stale => unreachable!(),
     }

@@ -65,25 +65,26 @@ impl Engine {
     /// Starts the sweeper chain a create armed: its first sweep comes after one grace period.
     pub async fn start_sweeper(&self, token: String) -> Result<(), StepError> {
         let delay = Duration::from_millis(self.settings.sweep_grace_ms);
-        self.queue.send(&Message::Sweep { token }, delay).await?;
+        self.queue.send(&Message::Sweep { token, round: 1 }, delay).await?;
         Ok(())
     }
 
     /// Takes the sweeper over and sweeps now (a process start on a persistent store, the manual
     /// redrive): whatever chain was alive before stops at its next sweep.
     pub async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
-        self.sweep(&new_gen(), true).await
+        self.sweep(&new_gen(), 0, true).await
     }
 
     /// One sweep: re-queues the due steps, then sends the sweep on to the next due time (at most
     /// SQS's longest delay, at least one grace period apart) while the index holds jobs.
-    pub async fn sweep(&self, token: &str, take_over: bool) -> Result<StepOutcome, StepError> {
+    pub async fn sweep(&self, token: &str, round: u64, take_over: bool) -> Result<StepOutcome, StepError> {
         let now = self.clock.now_ms();
         let grace = self.settings.sweep_grace_ms;
         let swept = self
             .store
             .sweep(&SweepRequest {
                 token,
+                round,
                 take_over,
                 now_ms: now,
                 limit: SWEEP_LIMIT,
@@ -95,6 +96,7 @@ impl Engine {
             steps,
             left,
             next_due_ms,
+            next_round,
         } = swept
         else {
             return Ok(StepOutcome::Dropped("another sweeper is alive"));
@@ -120,10 +122,13 @@ impl Engine {
             };
             let again = Message::Sweep {
                 token: token.to_string(),
+                round: next_round,
             };
             if let Err(e) = self.queue.send(&again, Duration::from_millis(delay_ms)).await {
-                warn!(error = %e, "could not send the next sweep; the message will be retried");
-                return Err(e.into());
+                // This round is spent, so a retry of this message would stop: the chain ends here, its
+                // key lapses, and the next submit (or the manual redrive) starts a new one.
+                warn!(error = %e, "could not send the next sweep: the sweeper stops until the next submit");
+                return Ok(StepOutcome::Dropped("the next sweep could not be sent"));
             }
         }
         Ok(StepOutcome::Swept {
@@ -136,7 +141,7 @@ impl Engine {
     pub async fn handle(&self, message: &Message, receive_count: u32) -> Result<StepOutcome, StepError> {
         match message {
             Message::Step { step, not_before_ms } => self.run_step(step, *not_before_ms, receive_count).await,
-            Message::Sweep { token } => self.sweep(token, false).await,
+            Message::Sweep { token, round } => self.sweep(token, *round, false).await,
         }
     }
 }

@@ -24,8 +24,9 @@ pub enum Message {
         not_before_ms: Option<u64>,
     },
     /// Sweep the due-index (`engine::sweep`): re-queue what is due or stranded, then send itself on
-    /// while the index holds jobs. `token` names the one live sweeper; any other stops at once.
-    Sweep { token: String },
+    /// while the index holds jobs. `token` and `round` name the live sweeper's next message; any
+    /// other (another chain, a duplicate delivery) stops at once.
+    Sweep { token: String, round: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]

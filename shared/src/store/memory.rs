@@ -22,8 +22,8 @@ struct Inner {
     leases: HashMap<(String, String), (String, u64, u64)>,
     /// The due-index: (owner, job id) → when its next step is due (epoch ms).
     due: HashMap<(String, String), u64>,
-    /// The live sweeper's token and when it lapses.
-    sweeper: Option<(String, u64)>,
+    /// The live sweeper: its token, the round its next message carries, and when it lapses.
+    sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
     rates: HashMap<(String, u64), (u64, u64)>,
@@ -61,7 +61,7 @@ impl MemoryStore {
         inner.jobs.retain(|_, job| job.expires_at_ms > now);
         inner.leases.retain(|_, (_, _, until)| *until > now);
         inner.rates.retain(|_, (_, ends)| *ends > now);
-        if inner.sweeper.as_ref().is_some_and(|(_, until)| *until <= now) {
+        if inner.sweeper.as_ref().is_some_and(|(_, _, until)| *until <= now) {
             inner.sweeper = None;
         }
         inner
@@ -78,10 +78,8 @@ impl MemoryStore {
         if inner.sweeper.is_some() {
             return false;
         }
-        inner.sweeper = Some((
-            enlist.sweeper_token.clone(),
-            now + enlist.sweeper_life.as_millis() as u64,
-        ));
+        let until = now + enlist.sweeper_life.as_millis() as u64;
+        inner.sweeper = Some((enlist.sweeper_token.clone(), 1, until));
         true
     }
 }
@@ -252,9 +250,11 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         let mut inner = self.live();
         let life = now + request.token_life.as_millis() as u64;
-        if request.take_over {
-            inner.sweeper = Some((request.token.to_string(), life));
-        } else if inner.sweeper.as_ref().map(|(t, _)| t.as_str()) != Some(request.token) {
+        let live = inner
+            .sweeper
+            .as_ref()
+            .is_some_and(|(token, round, _)| token == request.token && *round == request.round);
+        if !request.take_over && !live {
             return Ok(Swept::Stale);
         }
         Self::prune_due(&mut inner);
@@ -275,15 +275,13 @@ impl Store for MemoryStore {
         }
         let left = inner.due.len() as u64;
         let next_due_ms = inner.due.values().min().copied();
-        if left == 0 {
-            inner.sweeper = None;
-        } else if let Some((_, until)) = inner.sweeper.as_mut() {
-            *until = life;
-        }
+        let next_round = request.round + 1;
+        inner.sweeper = (left > 0).then(|| (request.token.to_string(), next_round, life));
         Ok(Swept::Due {
             steps,
             left,
             next_due_ms,
+            next_round,
         })
     }
 

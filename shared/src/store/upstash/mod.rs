@@ -13,7 +13,7 @@
 //!   plus the grace when a message carries it; removed when nothing is left). One per store, so one
 //!   sweep reads it in one command whatever the number of owners. Entries whose record expired are
 //!   dropped when a sweep or a claim meets them.
-//! - `st:sweeper` — the token of the one live sweeper chain (sweep.lua); absent while the index is empty.
+//! - `st:sweeper` — `<token>:<round>` of the one live sweeper chain (sweep.lua); absent while the index is empty.
 //! - `st:providers` — one hash field per provider with its shared quota state (quota.rs).
 //! - `st:r:<owner>:<window id>` — the owner's request count in one fixed rate window (`INCR`; the
 //!   id is now / window length, so windows are aligned to the epoch and every instance agrees). It
@@ -306,6 +306,7 @@ impl Store for UpstashStore {
                     arg(request.limit as u64),
                     arg(request.requeue_at_ms),
                     arg(request.token_life.as_millis() as u64),
+                    arg(request.round),
                 ],
             )
             .await?;
@@ -313,7 +314,7 @@ impl Store for UpstashStore {
         let items = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)?;
         match items {
             [v] if v.as_str() == Some("stale") => Ok(Swept::Stale),
-            [v, left, next, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
+            [v, left, next, round, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
                 let mut steps = Vec::with_capacity(due.len() / 3);
                 for entry in due.chunks(3) {
                     let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
@@ -335,6 +336,7 @@ impl Store for UpstashStore {
                     steps,
                     left: left.as_u64().ok_or_else(unexpected)?,
                     next_due_ms,
+                    next_round: round.as_u64().ok_or_else(unexpected)?,
                 })
             }
             _ => Err(unexpected()),

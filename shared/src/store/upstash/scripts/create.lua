@@ -9,7 +9,7 @@
 -- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms)
 -- Returns {'new', count, armed} | {'existing', count, record, armed} | {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
--- was alive and ARGV[9] now names the one the caller must start.
+-- was alive and ARGV[9] now names the one the caller must start (its first message: round 1).
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
@@ -26,7 +26,7 @@ local function due_add(key, score, member, expiry)
   end
 end
 local function arm()
-  if redis.call('SET', KEYS[5], ARGV[9], 'NX', 'PX', ARGV[10]) then
+  if redis.call('SET', KEYS[5], ARGV[9] .. ':1', 'NX', 'PX', ARGV[10]) then
     return 1
   end
   return 0
