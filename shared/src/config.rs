@@ -92,9 +92,11 @@ impl OwnerLimits {
 }
 
 impl Default for OwnerLimits {
-    /// 120 requests a minute (two a second: room to poll a few jobs each second) and 50 unfinished
-    /// jobs per owner: above what one caller's normal traffic needs, low enough that a runaway client
-    /// is refused within a minute instead of spending the store's month in hours.
+    /// 120 requests a minute (two a second: room to poll a few jobs each second) and 1,000 unfinished
+    /// jobs per owner. Parked jobs cost bytes, not commands (issue 14): a job's record is at most
+    /// ≈ 40 KB (a commit report at its full evidence budget, 24 KB of diff plus the 8 KB compact
+    /// prompt, as JSON), so an owner at its cap holds ≤ 40 MB, under a sixth of Upstash free's 256 MB;
+    /// a quota outage of a day fills no caller's cap, while a runaway client is still refused.
     fn default() -> Self {
         Self {
             rate: PerOwner {
@@ -105,7 +107,7 @@ impl Default for OwnerLimits {
                 overrides: HashMap::new(),
             },
             in_flight: PerOwner {
-                default: Some(50),
+                default: Some(1_000),
                 overrides: HashMap::new(),
             },
         }
@@ -542,7 +544,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_default_to_120_a_minute_and_50_in_flight() {
+    fn limits_default_to_120_a_minute_and_1000_in_flight() {
         let limits = config(&[]).unwrap().settings.limits;
         assert_eq!(
             limits.for_owner(OPEN_OWNER),
@@ -551,7 +553,7 @@ mod tests {
                     limit: 120,
                     window_ms: 60_000
                 }),
-                in_flight: Some(50)
+                in_flight: Some(1_000)
             }
         );
     }

@@ -363,3 +363,49 @@ async fn a_job_whose_submit_answer_was_lost_still_runs() {
         "no sweeper is alive"
     );
 }
+
+/// Issue 14 item 6: while every provider is exhausted past the job's deadline, a report completes
+/// with its template fallback (`fallback: true`) and a generic job fails with `deadline_exceeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
+    let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    fake.set_default(FakeReply::openai_rate_limited(16 * 3600));
+    let providers = providers_file(&fake);
+    let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
+    let queue = Arc::new(SimQueue {
+        clock: clock.clone(),
+        pending: Mutex::new(Vec::new()),
+        sent: AtomicU64::new(0),
+    });
+    let service = Arc::new(
+        shared::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone()).unwrap(),
+    );
+    let engine = service.engine.clone();
+    let router = shared::api::router(service);
+    let report = json!({
+        "userId": "user-1", "commitSha": "abc123", "repo": "acme/diary",
+        "message": "Add token refresh to the auth client", "files": ["src/auth.ts"], "components": ["auth"],
+        "diffSummary": "diff --git a/src/auth.ts b/src/auth.ts\n+export function refresh() {}\n",
+        "template": "default", "deadlineSeconds": 600
+    });
+    let (status, answer) = call(&router, "POST", "/v1/reports", Some(report)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let report_id = answer["jobId"].as_str().unwrap().to_string();
+    let generic = json!({"prompt": "hi", "responseMode": "text", "deadlineSeconds": 600});
+    let (status, answer) = call(&router, "POST", "/v1/generate", Some(generic)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let generic_id = answer["jobId"].as_str().unwrap().to_string();
+    let now = clock.now_ms();
+    run_until(&queue, &clock, &engine, now + 3_600_000).await;
+    let (_, report) = call(&router, "GET", &format!("/v1/reports/{report_id}"), None).await;
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["data"]["fallback"], true, "{report}");
+    let (_, generic) = call(&router, "GET", &format!("/v1/jobs/{generic_id}"), None).await;
+    assert_eq!(generic["status"], "failed", "{generic}");
+    assert!(
+        generic["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("deadline_exceeded")),
+        "{generic}"
+    );
+}
