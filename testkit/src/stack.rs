@@ -131,6 +131,19 @@ impl RedisServer {
         Ok(Self { port, _child: child })
     }
 
+    /// Sends a signal to the server (`STOP` freezes it: requests time out instead of being refused;
+    /// `CONT` wakes it and it runs what was sent meanwhile). For the chaos tests.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self._child.id().ok_or_else(|| anyhow!("redis-server has exited"))?;
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

@@ -141,7 +141,11 @@ impl Engine {
     pub async fn handle(&self, message: &Message, receive_count: u32) -> Result<StepOutcome, StepError> {
         match message {
             Message::Step { step, not_before_ms } => self.run_step(step, *not_before_ms, receive_count).await,
-            Message::Sweep { token, round } => self.sweep(token, *round, false).await,
+            // A sweep message delivered again came back because its sweep failed on our side (a
+            // store timeout), and that sweep may have landed and spent its round: it takes the
+            // sweeper over rather than stop, so the chain survives. Were it a queue's duplicate
+            // instead, the two chains carry the same next round and the later one stops.
+            Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1).await,
         }
     }
 }
