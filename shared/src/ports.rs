@@ -103,10 +103,13 @@ pub struct SweepRequest<'a> {
 /// What `Store::claim` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// The step's lease is ours: here is the job and every provider's shared state.
+    /// The step's lease is ours: here is the job and every provider's shared state, and the
+    /// providers whose probe this claim took (their cooldown just ended: this job may call them, the
+    /// others wait for the outcome).
     Acquired {
         job: Job,
         providers: HashMap<String, ProviderState>,
+        probes: Vec<String>,
     },
     /// Another worker holds this step's lease right now; it ends in `lease_left` (come back then).
     Busy { lease_left: Duration },

@@ -427,5 +427,10 @@ async fn the_deadline_ends_a_waiting_job() {
     w.script(0, vec![Err(limited(3_600))]);
     let s = w.submit(None).await;
     assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Finished(JobState::Failed));
-    assert!(w.job(&s).await.error.unwrap().starts_with("the job's deadline passed"));
+    assert!(w
+        .job(&s)
+        .await
+        .error
+        .unwrap()
+        .starts_with("deadline_exceeded: the job's deadline passed"));
 }

@@ -225,6 +225,24 @@ async fn run_until(queue: &SimQueue, clock: &ManualClock, engine: &shared::engin
     (sweeps, steps)
 }
 
+/// Like `run_until`, but every message due at the same instant runs at once, concurrently, as a
+/// pool of workers (or Lambda containers) would run them: the herd is real.
+async fn run_concurrently_until(queue: &SimQueue, clock: &ManualClock, engine: &shared::engine::Engine, limit: u64) {
+    while let Some((due, first)) = queue.pop_due_by(limit) {
+        if due > clock.now_ms() {
+            clock.0.store(due, Ordering::SeqCst);
+        }
+        let mut batch = vec![first];
+        while let Some((_, message)) = queue.pop_due_by(clock.now_ms()) {
+            batch.push(message);
+        }
+        let runs = batch.iter().map(|m| engine.handle(m, 1));
+        for result in futures::future::join_all(runs).await {
+            result.unwrap();
+        }
+    }
+}
+
 /// Issue 14 item 3: 1,000 jobs waiting 16 h for a quota reset. Parked in the due-index, they cost
 /// the sweeps of one chain (about one per 15 minutes, whatever the number of jobs), not a hop each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,4 +426,83 @@ async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
             .is_some_and(|e| e.starts_with("deadline_exceeded")),
         "{generic}"
     );
+}
+
+/// Issue 14 item 7: a 60 s storm of 429 (Retry-After 5) over 40 waiting jobs. When a cooldown
+/// ends, one claim takes the provider's probe and calls; the others wait for its outcome. The
+/// calls answered 429 stay within twice the minimum (one per cooldown window).
+/// With `known`, the storm is known before the jobs arrive (a first job met the first 429): the 40
+/// jobs are all waiting on the cooldown. Without, 40 fresh jobs hit the provider at once.
+async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) -> (u64, u64, usize) {
+    const JOBS: usize = 40;
+    const STORM_MS: u64 = 60_000;
+    const RETRY_AFTER_S: u64 = 5;
+    let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    let providers = providers_file(&fake);
+    let clock = Arc::new(ManualClock(AtomicU64::new(start_ms)));
+    let limited = Arc::new(AtomicU64::new(0));
+    let (c, l) = (clock.clone(), limited.clone());
+    // Each answer takes 100 ms of real time, so the calls of one wake-up overlap.
+    fake.set_responder(move |_| {
+        if c.now_ms() < start_ms + STORM_MS {
+            l.fetch_add(1, Ordering::SeqCst);
+            FakeReply::openai_rate_limited(RETRY_AFTER_S).with_delay(Duration::from_millis(100))
+        } else {
+            FakeReply::openai_text("after the storm").with_delay(Duration::from_millis(100))
+        }
+    });
+    let queue = Arc::new(SimQueue {
+        clock: clock.clone(),
+        pending: Mutex::new(Vec::new()),
+        sent: AtomicU64::new(0),
+    });
+    let service = Arc::new(
+        shared::service::build_with_clock(&config(&providers, upstash, &[]), queue.clone(), clock.clone()).unwrap(),
+    );
+    let engine = service.engine.clone();
+    let router = shared::api::router(service);
+    let mut ids = Vec::new();
+    if known {
+        ids.push(submit(&router, 0).await);
+        run_concurrently_until(&queue, &clock, &engine, start_ms).await;
+    }
+    for i in ids.len()..JOBS {
+        ids.push(submit(&router, i).await);
+    }
+    run_concurrently_until(&queue, &clock, &engine, start_ms + 10 * STORM_MS).await;
+    let mut completed = 0;
+    for id in &ids {
+        let (_, status) = call(&router, "GET", &format!("/v1/jobs/{id}"), None).await;
+        completed += usize::from(status["status"] == "completed");
+    }
+    let windows = STORM_MS / (RETRY_AFTER_S * 1000);
+    (limited.load(Ordering::SeqCst), windows, completed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_storm_is_probed_by_one_caller_per_cooldown() {
+    let (limited, windows, completed) = storm(None, SystemClock.now_ms(), true).await;
+    println!("storm (memory store): 40 waiting jobs, 60 s of 429 Retry-After 5, steps run concurrently: {limited} calls answered 429 for {windows} cooldown windows ({:.2}×), {completed} completed", limited as f64 / windows as f64);
+    assert_eq!(completed, 40);
+    assert!(
+        limited <= 2 * windows,
+        "{limited} calls in a storm of {windows} windows"
+    );
+
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let (limited, windows, completed) = storm(Some(&upstash), redis.time_ms().await.unwrap(), true).await;
+    println!("storm (Upstash): 40 waiting jobs, 60 s of 429 Retry-After 5, steps run concurrently: {limited} calls answered 429 for {windows} cooldown windows ({:.2}×), {completed} completed", limited as f64 / windows as f64);
+    assert_eq!(completed, 40);
+    assert!(
+        limited <= 2 * windows,
+        "{limited} calls in a storm of {windows} windows"
+    );
+
+    // For the record: 40 fresh jobs arriving together into a storm nobody knows of yet all call once
+    // before the first 429 is learned; after that, one probe per window.
+    let (limited, windows, completed) = storm(None, SystemClock.now_ms(), false).await;
+    println!("storm (memory store): 40 fresh concurrent jobs into an unknown storm: {limited} calls answered 429 for {windows} windows (the first burst of 40 included), {completed} completed");
+    assert_eq!(completed, 40);
+    assert!(limited <= 40 + 2 * windows);
 }

@@ -88,7 +88,14 @@ impl Engine {
             return Ok(StepOutcome::Rescheduled);
         }
         let (job, states) = match self.store.claim(step, self.lease()).await? {
-            Claim::Acquired { job, providers } => (job, providers),
+            Claim::Acquired {
+                job,
+                mut providers,
+                probes,
+            } => {
+                crate::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
+                (job, providers)
+            }
             Claim::Busy { lease_left } => return self.come_back(step, lease_left).await,
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
             Claim::Stale(job) => return self.resend_lost_next(step, &job, receive_count).await,

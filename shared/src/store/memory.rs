@@ -168,9 +168,18 @@ impl Store for MemoryStore {
         let until = now + lease.as_millis() as u64;
         inner.leases.insert(key.clone(), (step.gen.clone(), step.seq, until));
         inner.due.insert(key, until);
+        // The thundering herd: the same probe hand-out as claim.lua.
+        let mut probes = Vec::new();
+        for (name, state) in inner.providers.iter_mut() {
+            if state.probe_open(now) {
+                state.probe_until_ms = until;
+                probes.push(name.clone());
+            }
+        }
         Ok(Claim::Acquired {
             job,
             providers: inner.providers.clone(),
+            probes,
         })
     }
 

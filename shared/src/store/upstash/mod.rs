@@ -259,6 +259,7 @@ impl Store for UpstashStore {
 
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         let lease_ms = lease.as_millis() as u64;
+        let now = self.clock.now_ms();
         let key = job_key(&step.owner, &step.job_id);
         let answer = self
             .client
@@ -269,7 +270,8 @@ impl Store for UpstashStore {
                     arg(step.gen.as_str()),
                     arg(step.seq.to_string()),
                     arg(lease_ms),
-                    arg(self.clock.now_ms() + lease_ms),
+                    arg(now + lease_ms),
+                    arg(now),
                 ],
             )
             .await?;
@@ -285,9 +287,13 @@ impl Store for UpstashStore {
                 // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
-            (Some("ok"), [job, providers]) => Claim::Acquired {
+            (Some("ok"), [job, providers, probes]) => Claim::Acquired {
                 job: record(job)?,
                 providers: decode_providers(providers),
+                probes: probes
+                    .as_array()
+                    .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
             },
             _ => return Err(unexpected()),
         })
