@@ -7,6 +7,7 @@
 //! - kill -9 of stepper-local mid-run, then a restart on the same store: every job finishes, 0 stuck.
 //! - Redis frozen (SIGSTOP) during submits, so the store's answers time out: 0 ghosts (every job
 //!   that exists runs and finishes, whatever the route answered), 0 stuck, the in-flight sets empty.
+//! - Redis killed (-9) and restarted mid-run on its append-only file: every accepted job completes.
 //! - The sweeper's idle cost: 0 store commands over a window with no job.
 
 mod common;
@@ -29,7 +30,10 @@ struct Stack {
 }
 
 async fn stack(extra: &[(&'static str, &str)]) -> Stack {
-    let redis = RedisServer::start().await.expect("redis-server");
+    stack_on(RedisServer::start().await.expect("redis-server"), extra).await
+}
+
+async fn stack_on(redis: RedisServer, extra: &[(&'static str, &str)]) -> Stack {
     let upstash = UpstashEmulator::start(&redis).await.expect("upstash emulator");
     let provider = FakeProvider::start(Wire::OpenAi).await.expect("fake provider");
     let mut env = vec![
@@ -212,6 +216,43 @@ async fn redis_frozen_during_submits_leaves_no_ghost() {
          (ghosts included) and all finished {took:?} after the wake, 0 stuck, in flight 0; the retries all answered \
          200/202",
         existing - before.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run_strands_nothing() {
+    let jobs = env_number("CHAOS_JOBS", 40);
+    let dir = std::env::temp_dir().join(format!("stepper-chaos-redis-{}", std::process::id()));
+    let redis = RedisServer::start_persistent(&dir).await.expect("redis-server");
+    let mut s = stack_on(redis, &[("UPSTASH_TIMEOUT_MS", "500")]).await;
+    s.provider
+        .set_default(FakeReply::openai_text(&common::good_report_json()).with_delay(Duration::from_millis(100)));
+    let local = s.local().await;
+    let answers = submit_reports(&local, "restart", jobs).await;
+    let accepted = answers.iter().filter(|(code, _)| *code == 202).count();
+    let started = Instant::now();
+    while s.provider.hits() < (jobs / 3) as usize && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.redis
+        .kill_and_restart(&dir, Duration::from_millis(1_000))
+        .await
+        .expect("redis restart");
+    let took = all_finished(&s, Duration::from_secs(120)).await;
+    let records = s.records().await;
+    assert_eq!(s.in_flight().await, 0, "in-flight counts back to 0");
+    let mut completed = 0;
+    for (_, id) in &answers {
+        let id = id.as_deref().unwrap();
+        let (_, body) = local.get(&format!("/v1/reports/{id}"), ALICE).await;
+        completed += usize::from(body["status"] == "completed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(completed, accepted, "every accepted job completed");
+    println!(
+        "chaos redis kill -9 + restart: {accepted} accepted, {completed} completed, {} records all finished {took:?} \
+         after the restart, 0 stuck, in flight 0",
+        records.len()
     );
 }
 

@@ -86,6 +86,39 @@ impl RedisServer {
         Self::start_at(None).await
     }
 
+    /// A `redis-server` that keeps its data in `dir` (append-only file, fsync on every write), so
+    /// [`RedisServer::kill_and_restart`] brings it back with what it had acknowledged.
+    pub async fn start_persistent(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Self::spawn_persistent(port, dir).await?;
+        Ok(Self { port, _child: child })
+    }
+
+    async fn spawn_persistent(port: u16, dir: &std::path::Path) -> anyhow::Result<Child> {
+        std::fs::create_dir_all(dir)?;
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("redis-server is not installed (scripts/install-tools.sh installs it)")?;
+        wait_for_port(port, &mut child, "redis-server").await?;
+        Ok(child)
+    }
+
+    /// kill -9, then a new server on the same port and data directory (a crash and a restart).
+    pub async fn kill_and_restart(&mut self, dir: &std::path::Path, down_for: Duration) -> anyhow::Result<()> {
+        self._child.start_kill()?;
+        self._child.wait().await?;
+        tokio::time::sleep(down_for).await;
+        self._child = Self::spawn_persistent(self.port, dir).await?;
+        Ok(())
+    }
+
     /// A `redis-server` whose clock runs `offset` ahead of (or behind, `-30d`) the machine's, in
     /// libfaketime's syntax (`+30d`, `-2h`): the store's idea of now moved, as if the tests ran on
     /// another date. Its `TIME` and every expiry it enforces follow the shifted clock.
