@@ -31,7 +31,8 @@ pub enum ConfigError {
 /// Knobs of the job lifecycle (defaults in [`Settings::default`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How long a finished result lives when nobody reads it (`RESULT_TTL_SECONDS`, 1 h).
+    /// How long a finished result lives when nobody reads it (`RESULT_TTL_SECONDS`, 24 h: a caller that was
+    /// down for an hour still finds its results; the first read shortens it to `delivery_grace_ms`).
     pub result_ttl_ms: u64,
     /// How long a failed job lives (`FAILURE_TTL_SECONDS`, 1 h).
     pub failure_ttl_ms: u64,
@@ -58,6 +59,12 @@ pub struct Settings {
     pub limits: OwnerLimits,
     /// Every configured secret, scrubbed from outside text (provider errors, receiver answers).
     pub scrubber: Scrubber,
+    /// How long past its due time a step may go unclaimed before the sweeper sends it again
+    /// (`SWEEP_GRACE_SECONDS`, 30 s): a lost message, a dead process, a lease that lapsed.
+    pub sweep_grace_ms: u64,
+    /// Waits longer than this are not queued: the job stays parked in the due-index and the sweeper
+    /// wakes it (`PARK_AFTER_SECONDS`, 5 min).
+    pub park_after_ms: u64,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -91,9 +98,11 @@ impl OwnerLimits {
 }
 
 impl Default for OwnerLimits {
-    /// 120 requests a minute (two a second: room to poll a few jobs each second) and 50 unfinished
-    /// jobs per owner: above what one caller's normal traffic needs, low enough that a runaway client
-    /// is refused within a minute instead of spending the store's month in hours.
+    /// 120 requests a minute (two a second: room to poll a few jobs each second) and 1,000 unfinished
+    /// jobs per owner. Parked jobs cost bytes, not commands (issue 14): a job's record is at most
+    /// ≈ 40 KB (a commit report at its full evidence budget, 24 KB of diff plus the 8 KB compact
+    /// prompt, as JSON), so an owner at its cap holds ≤ 40 MB, under a sixth of Upstash free's 256 MB;
+    /// a quota outage of a day fills no caller's cap, while a runaway client is still refused.
     fn default() -> Self {
         Self {
             rate: PerOwner {
@@ -104,7 +113,7 @@ impl Default for OwnerLimits {
                 overrides: HashMap::new(),
             },
             in_flight: PerOwner {
-                default: Some(50),
+                default: Some(1_000),
                 overrides: HashMap::new(),
             },
         }
@@ -114,7 +123,7 @@ impl Default for OwnerLimits {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            result_ttl_ms: 3_600_000,
+            result_ttl_ms: 86_400_000,
             failure_ttl_ms: 3_600_000,
             delivery_grace_ms: 600_000,
             unfinished_margin_ms: 900_000,
@@ -129,6 +138,8 @@ impl Default for Settings {
             webhook_backoff_ms: 2_000,
             limits: OwnerLimits::default(),
             scrubber: Scrubber::default(),
+            sweep_grace_ms: 30_000,
+            park_after_ms: 300_000,
         }
     }
 }
@@ -241,6 +252,8 @@ impl Config {
             failure_ttl_ms: seconds(env, "FAILURE_TTL_SECONDS", defaults.failure_ttl_ms)?,
             delivery_grace_ms: seconds(env, "DELIVERY_GRACE_SECONDS", defaults.delivery_grace_ms)?,
             default_deadline_ms: seconds(env, "JOB_DEADLINE_SECONDS", defaults.default_deadline_ms)?,
+            sweep_grace_ms: seconds(env, "SWEEP_GRACE_SECONDS", defaults.sweep_grace_ms)?,
+            park_after_ms: seconds(env, "PARK_AFTER_SECONDS", defaults.park_after_ms)?,
             ..defaults
         };
         if let Some(v) = env("MAX_FAILURES_PER_PROVIDER") {
@@ -722,7 +735,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_default_to_120_a_minute_and_50_in_flight() {
+    fn limits_default_to_120_a_minute_and_1000_in_flight() {
         let limits = config(&[]).unwrap().settings.limits;
         assert_eq!(
             limits.for_owner(OPEN_OWNER),
@@ -731,7 +744,7 @@ mod tests {
                     limit: 120,
                     window_ms: 60_000
                 }),
-                in_flight: Some(50)
+                in_flight: Some(1_000)
             }
         );
     }

@@ -40,22 +40,79 @@ pub trait Provider: Send + Sync {
 /// What `Store::create` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
-    /// The job was written.
+    /// The job was written, and entered the due-index.
     New,
     /// A live job with the same id exists (in flight or finished and not yet purged).
     Existing(Box<Job>),
 }
 
+/// What `Store::create` answered, with the sweeper it armed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub created: Created,
+    /// No sweeper was alive: this token now names the one the caller must start (`Message::Sweep`,
+    /// round 1).
+    pub arm_sweeper: Option<String>,
+}
+
+/// Where `Store::create` puts a new job in the due-index, and the sweeper token it arms when none
+/// is alive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enlist {
+    /// The due-index score: when the job's first step should have started (now + the sweep grace).
+    pub due_at_ms: u64,
+    /// A fresh token, armed only when no sweeper holds one.
+    pub sweeper_token: String,
+    /// How long an armed token lives without a sweep renewing it.
+    pub sweeper_life: Duration,
+}
+
+/// One sweep of the due-index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Swept {
+    /// Another sweeper holds the token: this one stops.
+    Stale,
+    /// The steps that were due (each moved to `requeue_at`), what is left in the index, the
+    /// earliest score there (`None` when the index is empty: the sweeper is released), and the round
+    /// the chain's next message carries.
+    Due {
+        steps: Vec<StepRef>,
+        left: u64,
+        next_due_ms: Option<u64>,
+        next_round: u64,
+    },
+}
+
+/// The arguments of one sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRequest<'a> {
+    pub token: &'a str,
+    /// The message's round: only the one the live chain sent last is accepted (a duplicate
+    /// delivery of an older one stops).
+    pub round: u64,
+    /// Take the token over (a process start, the manual redrive) instead of requiring it.
+    pub take_over: bool,
+    pub now_ms: u64,
+    pub limit: usize,
+    /// The swept jobs' new score: when the sweep looks at them again unless they progress.
+    pub requeue_at_ms: u64,
+    /// How long the token lives without the next sweep.
+    pub token_life: Duration,
+}
+
 /// What `Store::claim` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// The step's lease is ours: here is the job and every provider's shared state.
+    /// The step's lease is ours: here is the job and every provider's shared state, and the
+    /// providers whose probe this claim took (their cooldown just ended: this job may call them, the
+    /// others wait for the outcome).
     Acquired {
         job: Job,
         providers: HashMap<String, ProviderState>,
+        probes: Vec<String>,
     },
-    /// Another worker holds this step's lease right now.
-    Busy,
+    /// Another worker holds this step's lease right now; it ends in `lease_left` (come back then).
+    Busy { lease_left: Duration },
     /// The job moved past this step (or is another incarnation): the message is stale.
     Stale(Job),
     /// No such job (purged or expired).
@@ -146,14 +203,25 @@ pub enum Admission<T> {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Writes `job` unless a live job with its id exists; a finally failed job is replaced.
-    /// A new job counts towards its owner's jobs in flight until it finishes, is purged or expires;
-    /// meeting an existing job is never refused for being over that cap.
-    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError>;
-    /// Takes the lease of one step (fenced by gen and seq) and reads the shared provider states.
+    /// A new job counts towards its owner's jobs in flight until it finishes, is purged or expires,
+    /// and is in the due-index (score `enlist.due_at_ms`) in the same atomic write.
+    /// Meeting an existing job is never refused for being over that cap.
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError>;
+    /// Takes the lease of one step (fenced by gen and seq), reads the shared provider states, and
+    /// moves the job's due-index score to the lease's end.
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError>;
-    /// Writes the job's next state if it is still at `step`, and applies the provider event.
+    /// Writes the job's next state if it is still at `step`, applies the provider event, releases
+    /// the step's lease and moves the job's due-index entry to `due_at_ms` (`None`: out of the index).
     /// Returns false when the job moved on meanwhile (nothing was written).
-    async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError>;
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        due_at_ms: Option<u64>,
+        event: Option<&ProviderEvent>,
+    ) -> Result<bool, StoreError>;
+    /// One sweep of the due-index (one request): the steps due by `now`, entries of vanished jobs dropped.
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError>;
     /// Reads a job for its owner; the first read of a finished job shortens its life to `grace`.
     async fn deliver(
         &self,
@@ -166,7 +234,7 @@ pub trait Store: Send + Sync {
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError>;
     /// Every provider's shared state (for `GET /v1/providers`).
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError>;
-    /// Jobs with work left (unfinished, or owing deliveries), for re-driving after a restart or a lost message.
+    /// Jobs with work left (unfinished, or owing deliveries): the manual redrive (a scan; not for hot paths).
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError>;
 }
 

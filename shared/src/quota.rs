@@ -4,6 +4,8 @@
 //! in `store/upstash/scripts/finish.lua` (the store contract tests hold the two together).
 //! Reading it is pure: [`ProviderState::available_at`] says when a provider may be called again.
 
+use std::collections::HashMap;
+
 use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +140,41 @@ pub struct ProviderState {
     pub last_class: Option<String>,
     #[serde(rename = "la", default)]
     pub last_at_ms: u64,
+    /// One claim holds the provider's probe until this instant: when a cooldown ends, that claim's
+    /// job may call it, the others wait for the probe's outcome (issue 14, the thundering herd).
+    #[serde(rename = "pu", default, skip_serializing_if = "is_zero")]
+    pub probe_until_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The classes after which a provider is probed by one caller before the others follow.
+pub const PROBED_AFTER: [&str; 3] = ["rate_limited", "quota_exhausted", "overloaded"];
+
+impl ProviderState {
+    /// A cooldown (or an open circuit) after a rate limit, a quota or an overload has just ended:
+    /// the next call is a probe. Claim scripts give the probe to one claim at a time (`pu`).
+    pub fn probe_open(&self, now_ms: u64) -> bool {
+        let until = self.cooldown_until_ms.max(self.circuit_open_until_ms);
+        until > 0
+            && until <= now_ms
+            && self.probe_until_ms <= now_ms
+            && self.last_class.as_deref().is_some_and(|c| PROBED_AFTER.contains(&c))
+    }
+}
+
+/// The states a claim's decision sees: a provider whose probe another claim holds is cooling down
+/// until that probe's lease ends (by then its outcome is in the shared state). Pure.
+pub fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
+    for (name, state) in states.iter_mut() {
+        let probing =
+            state.probe_until_ms > now_ms && state.last_class.as_deref().is_some_and(|c| PROBED_AFTER.contains(&c));
+        if probing && !probes.contains(name) {
+            state.cooldown_until_ms = state.cooldown_until_ms.max(state.probe_until_ms);
+        }
+    }
 }
 
 /// When a provider may be called.

@@ -11,7 +11,7 @@ use shared::config::Settings;
 use shared::engine::{Engine, ProviderSlot, StepError, StepOutcome};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
-use shared::ports::{Admission, Clock, Created, Limits, Provider, Queue, Store};
+use shared::ports::{Admission, Clock, Created, Limits, Provider, Queue, Store, Submitted};
 use shared::providers::{Answer, CallReport, ErrorClass, Failure, RateSignals, RetryHint};
 use shared::queue::{Message, QueueError};
 use shared::store::memory::MemoryStore;
@@ -187,13 +187,19 @@ impl World {
             expires_at_ms: now + 120_000,
             deliveries: vec![],
         };
-        assert_eq!(
-            self.store.create(&job, Limits::default()).await.unwrap(),
+        assert!(matches!(
+            self.store
+                .create(&job, &self.engine.enlist(), Limits::default())
+                .await
+                .unwrap(),
             Admission::Admitted {
-                value: Created::New,
+                value: Submitted {
+                    created: Created::New,
+                    ..
+                },
                 rate: None
             }
-        );
+        ));
         job.step_ref()
     }
     async fn job(&self, step: &StepRef) -> Job {
@@ -345,8 +351,24 @@ async fn a_held_lease_makes_the_message_come_back_later() {
         w.store.claim(&s, Duration::from_secs(60)).await.unwrap(),
         shared::ports::Claim::Acquired { .. }
     ));
-    assert!(matches!(w.step(&s).await, Err(StepError::Busy)));
+    w.queue.take();
+    // Not a failure: the same step comes back, as a new message, when the lease ends.
+    let outcome = w.step(&s).await.unwrap();
+    assert_eq!(outcome, StepOutcome::Busy { retry_in_ms: 60_050 });
+    let sent = w.queue.take();
+    assert_eq!(
+        sent,
+        vec![(
+            Message::Step {
+                step: s.clone(),
+                not_before_ms: None
+            },
+            Duration::from_millis(60_050)
+        )]
+    );
     assert_eq!(w.calls(0), 0);
+    w.clock.advance(30_000);
+    assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Busy { retry_in_ms: 30_050 });
 }
 
 #[tokio::test]
@@ -405,5 +427,10 @@ async fn the_deadline_ends_a_waiting_job() {
     w.script(0, vec![Err(limited(3_600))]);
     let s = w.submit(None).await;
     assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Finished(JobState::Failed));
-    assert!(w.job(&s).await.error.unwrap().starts_with("the job's deadline passed"));
+    assert!(w
+        .job(&s)
+        .await
+        .error
+        .unwrap()
+        .starts_with("deadline_exceeded: the job's deadline passed"));
 }

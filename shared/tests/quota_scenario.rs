@@ -19,7 +19,7 @@ use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use shared::api::auth::ApiKeys;
 use shared::config::{Config, Secret, Settings, UpstashConfig};
-use shared::engine::Engine;
+use shared::engine::{Engine, StepOutcome};
 use shared::ports::{Clock, Queue, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
 use shared::queue::{Message, QueueError};
@@ -278,13 +278,29 @@ impl Scenario {
         while let Some((due, message)) = self.queue.pop_due_by(limit) {
             let now = self.clock.now_ms();
             if due > now {
-                self.wakes.push(due);
                 self.clock.0.store(due, Ordering::SeqCst);
             }
+            let step = match message {
+                // Long waits are parked in the due-index: the sweeper wakes them (a wake is a sweep
+                // that re-queued steps).
+                Message::Sweep { token, round } => {
+                    let outcome = self.engine.sweep(&token, round, false).await.unwrap();
+                    if matches!(outcome, StepOutcome::Swept { requeued, .. } if requeued > 0) {
+                        self.wakes.push(self.clock.now_ms());
+                    }
+                    continue;
+                }
+                Message::Step { step, not_before_ms } => {
+                    if due > now {
+                        self.wakes.push(due);
+                    }
+                    (step, not_before_ms)
+                }
+            };
             let now = self.clock.now_ms();
             let states = self.engine.store.provider_states().await.unwrap();
             let hits: Vec<usize> = self.fakes.iter().map(FakeProvider::hits).collect();
-            let Message::Step { step, not_before_ms } = message;
+            let (step, not_before_ms) = step;
             self.engine.run_step(&step, not_before_ms, 1).await.unwrap();
             for (i, fake) in self.fakes.iter().enumerate() {
                 if fake.hits() > hits[i] {
@@ -345,7 +361,7 @@ async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
         match s.status(id).await {
             (word, ..) if word == "completed" => {}
             (word, ..) if word == "delayed" => waiting.push(id.clone()),
-            (word, code, answer) => panic!("job {id} is {word}: {code} {answer}"),
+            (word, code, answer) => panic!("job {id} is {word}: {code} {answer}; wakes {:?}", s.wakes),
         }
     }
     waiting

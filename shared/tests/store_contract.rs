@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::config::Secret;
-use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState};
+use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
-use shared::ports::{Admission, Claim, Clock, Created, Delivered, Limits, RateLimit, RateWindow, Store, SystemClock};
+use shared::ports::{
+    Admission, Claim, Clock, Created, Delivered, Enlist, Limits, RateLimit, RateWindow, Store, SweepRequest, Swept,
+    SystemClock,
+};
 use shared::providers::ErrorClass;
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
 use shared::store::memory::MemoryStore;
@@ -67,8 +70,29 @@ fn unlimited<T: std::fmt::Debug>(admission: Admission<T>) -> T {
     }
 }
 
+/// A fresh due-index entry and sweeper token, as the submit route makes them.
+fn enlist() -> Enlist {
+    Enlist {
+        due_at_ms: now() + 30_000,
+        sweeper_token: new_gen(),
+        sweeper_life: Duration::from_secs(60),
+    }
+}
+
+/// Creates with a fresh enlistment; what was created (the sweeper arming is checked on its own).
+async fn create_with(store: &Arc<dyn Store>, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+    Ok(match store.create(job, &enlist(), limits).await? {
+        Admission::Admitted { value, rate } => Admission::Admitted {
+            value: value.created,
+            rate,
+        },
+        Admission::RateLimited(window) => Admission::RateLimited(window),
+        Admission::TooManyInFlight { limit, rate } => Admission::TooManyInFlight { limit, rate },
+    })
+}
+
 async fn create(store: &Arc<dyn Store>, job: &Job) -> Created {
-    unlimited(store.create(job, Limits::default()).await.unwrap())
+    unlimited(create_with(store, job, Limits::default()).await.unwrap())
 }
 
 async fn deliver(store: &Arc<dyn Store>, owner: &str, id: &str, grace: Duration) -> Option<Delivered> {
@@ -117,7 +141,7 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     failed.seq = 2;
     failed.state = JobState::Failed;
     failed.error = Some("every provider failed".into());
-    assert!(store.finish(&step, &failed, None).await.unwrap());
+    assert!(store.finish(&step, &failed, None, None).await.unwrap());
     j.gen = new_gen();
     assert_eq!(
         create(&store, &j).await,
@@ -151,7 +175,10 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
         Claim::Acquired { job, .. } => assert_eq!(job, j),
         other => panic!("expected the lease, got {other:?}"),
     }
-    assert_eq!(store.claim(&step, Duration::from_secs(30)).await.unwrap(), Claim::Busy);
+    assert!(matches!(
+        store.claim(&step, Duration::from_secs(30)).await.unwrap(),
+        Claim::Busy { lease_left } if lease_left <= Duration::from_secs(30) && lease_left > Duration::from_secs(25)
+    ));
     let running = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert!(running.running, "a held lease shows the job as running");
     let mut missing = step.clone();
@@ -185,12 +212,12 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
     next.seq = 2;
     next.state = JobState::WaitingForRetry;
     next.next_attempt_at_ms = Some(now() + 5_000);
-    assert!(store.finish(&step, &next, None).await.unwrap());
+    assert!(store.finish(&step, &next, None, None).await.unwrap());
     let mut late = next.clone();
     late.seq = 3;
     late.state = JobState::Failed;
     assert!(
-        !store.finish(&step, &late, None).await.unwrap(),
+        !store.finish(&step, &late, None, None).await.unwrap(),
         "a second finish of the same step is refused"
     );
     let seen = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
@@ -198,7 +225,7 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
     let mut gone = j.clone();
     gone.id = job_id("nobody", "never");
     assert!(
-        !store.finish(&gone.step_ref(), &gone, None).await.unwrap(),
+        !store.finish(&gone.step_ref(), &gone, None, None).await.unwrap(),
         "finish never creates a job"
     );
     assert!(deliver(&store, &gone.owner, &gone.id, Duration::from_secs(1))
@@ -222,7 +249,7 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
         create(&store, &j).await;
         let mut next = j.clone();
         next.seq = 2;
-        assert!(store.finish(&j.step_ref(), &next, Some(e)).await.unwrap());
+        assert!(store.finish(&j.step_ref(), &next, None, Some(e)).await.unwrap());
         expected.apply(e);
     }
     let states = store.provider_states().await.unwrap();
@@ -249,7 +276,7 @@ async fn deliver_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Sto
     done.seq = 2;
     done.state = JobState::Succeeded;
     done.expires_at_ms = now() + 3_600_000;
-    assert!(store.finish(&j.step_ref(), &done, None).await.unwrap());
+    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap());
     let first = deliver(&store, &j.owner, &j.id, Duration::from_millis(700))
         .await
         .unwrap();
@@ -287,7 +314,7 @@ async fn unfinished_jobs_expire_at_their_expiry(store: Arc<dyn Store>) {
 async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn Store>) {
     let mut late = job(&unique("owner"));
     late.expires_at_ms = now() - 60_000;
-    let refused = store.create(&late, Limits::default()).await;
+    let refused = create_with(&store, &late, Limits::default()).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     assert!(deliver(&store, &late.owner, &late.id, Duration::from_secs(60))
         .await
@@ -303,7 +330,7 @@ async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn
     let mut next = j.clone();
     next.seq += 1;
     next.expires_at_ms = now() - 60_000;
-    let refused = store.finish(&step, &next, None).await;
+    let refused = store.finish(&step, &next, None, None).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     let kept = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(
@@ -336,7 +363,7 @@ async fn unfinished_lists_only_unfinished_jobs(store: Arc<dyn Store>) {
     let mut finished = done.clone();
     finished.seq = 2;
     finished.state = JobState::Succeeded;
-    assert!(store.finish(&done.step_ref(), &finished, None).await.unwrap());
+    assert!(store.finish(&done.step_ref(), &finished, None, None).await.unwrap());
     let listed: Vec<String> = store
         .with_work_left()
         .await
@@ -419,7 +446,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
     let a = job(&owner);
     let grace = Duration::from_secs(60);
     // Every route's call counts: create, deliver, purge (of a job that is not there, too).
-    let first = store.create(&a, limits).await.unwrap();
+    let first = create_with(&store, &a, limits).await.unwrap();
     assert!(
         matches!(
             first,
@@ -448,7 +475,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
 
     // Over the limit: refused, and nothing is done.
     let b = job(&owner);
-    let refused = store.create(&b, limits).await.unwrap();
+    let refused = create_with(&store, &b, limits).await.unwrap();
     assert!(
         matches!(refused, Admission::RateLimited(RateWindow { remaining: 0, .. })),
         "{refused:?}"
@@ -473,7 +500,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
     );
 
     // Another owner has its own window.
-    let other = store.create(&job(&unique("owner")), limits).await.unwrap();
+    let other = create_with(&store, &job(&unique("owner")), limits).await.unwrap();
     assert!(matches!(
         other,
         Admission::Admitted {
@@ -515,9 +542,9 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let owner = unique("owner");
     let (a, b, c, d) = (job(&owner), job(&owner), job(&owner), job(&owner));
     let grace = Duration::from_secs(60);
-    assert_eq!(unlimited(store.create(&a, cap(2)).await.unwrap()), Created::New);
-    assert_eq!(unlimited(store.create(&b, cap(2)).await.unwrap()), Created::New);
-    let refused = store.create(&c, cap(2)).await.unwrap();
+    assert_eq!(unlimited(create_with(&store, &a, cap(2)).await.unwrap()), Created::New);
+    assert_eq!(unlimited(create_with(&store, &b, cap(2)).await.unwrap()), Created::New);
+    let refused = create_with(&store, &c, cap(2)).await.unwrap();
     assert_eq!(refused, Admission::TooManyInFlight { limit: 2, rate: None });
     assert!(
         deliver(&store, &owner, &c.id, grace).await.is_none(),
@@ -526,10 +553,12 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     // An identical submit at the cap still meets its job, as before, and takes no second slot.
     let mut again = a.clone();
     again.gen = new_gen();
-    assert!(matches!(unlimited(store.create(&again, cap(2)).await.unwrap()), Created::Existing(j) if j.gen == a.gen));
+    assert!(
+        matches!(unlimited(create_with(&store, &again, cap(2)).await.unwrap()), Created::Existing(j) if j.gen == a.gen)
+    );
     // Another owner is not affected.
     assert_eq!(
-        unlimited(store.create(&job(&unique("owner")), cap(2)).await.unwrap()),
+        unlimited(create_with(&store, &job(&unique("owner")), cap(2)).await.unwrap()),
         Created::New
     );
 
@@ -537,44 +566,47 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let mut waiting = a.clone();
     waiting.seq = 2;
     waiting.state = JobState::WaitingForRetry;
-    assert!(store.finish(&a.step_ref(), &waiting, None).await.unwrap());
+    assert!(store.finish(&a.step_ref(), &waiting, None, None).await.unwrap());
     assert!(matches!(
-        store.create(&c, cap(2)).await.unwrap(),
+        create_with(&store, &c, cap(2)).await.unwrap(),
         Admission::TooManyInFlight { .. }
     ));
     let mut done = waiting.clone();
     done.seq = 3;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&waiting.step_ref(), &done, None).await.unwrap());
-    assert_eq!(unlimited(store.create(&c, cap(2)).await.unwrap()), Created::New);
+    assert!(store.finish(&waiting.step_ref(), &done, None, None).await.unwrap());
+    assert_eq!(unlimited(create_with(&store, &c, cap(2)).await.unwrap()), Created::New);
     // A finished job met again at the cap is still the cached answer.
     assert!(
-        matches!(unlimited(store.create(&a, cap(2)).await.unwrap()), Created::Existing(j) if j.state == JobState::Succeeded)
+        matches!(unlimited(create_with(&store, &a, cap(2)).await.unwrap()), Created::Existing(j) if j.state == JobState::Succeeded)
     );
 
     // Purging an unfinished job frees its slot; purging a finished one changes no count.
     assert!(matches!(
-        store.create(&d, cap(2)).await.unwrap(),
+        create_with(&store, &d, cap(2)).await.unwrap(),
         Admission::TooManyInFlight { .. }
     ));
     assert!(purge(&store, &owner, &a.id).await);
     assert!(matches!(
-        store.create(&d, cap(2)).await.unwrap(),
+        create_with(&store, &d, cap(2)).await.unwrap(),
         Admission::TooManyInFlight { .. }
     ));
     assert!(purge(&store, &owner, &b.id).await);
-    assert_eq!(unlimited(store.create(&d, cap(2)).await.unwrap()), Created::New);
+    assert_eq!(unlimited(create_with(&store, &d, cap(2)).await.unwrap()), Created::New);
 
     // A failed job frees its slot, and its replacement takes one.
     let mut failed = c.clone();
     failed.seq = 2;
     failed.state = JobState::Failed;
-    assert!(store.finish(&c.step_ref(), &failed, None).await.unwrap());
+    assert!(store.finish(&c.step_ref(), &failed, None, None).await.unwrap());
     let mut retry = c.clone();
     retry.gen = new_gen();
-    assert_eq!(unlimited(store.create(&retry, cap(2)).await.unwrap()), Created::New);
+    assert_eq!(
+        unlimited(create_with(&store, &retry, cap(2)).await.unwrap()),
+        Created::New
+    );
     assert!(matches!(
-        store.create(&job(&owner), cap(2)).await.unwrap(),
+        create_with(&store, &job(&owner), cap(2)).await.unwrap(),
         Admission::TooManyInFlight { .. }
     ));
 }
@@ -583,15 +615,18 @@ async fn a_job_that_expires_unfinished_frees_its_slot(store: Arc<dyn Store>) {
     let owner = unique("owner");
     let mut short = job(&owner);
     short.expires_at_ms = now() + 400;
-    assert_eq!(unlimited(store.create(&short, cap(1)).await.unwrap()), Created::New);
+    assert_eq!(
+        unlimited(create_with(&store, &short, cap(1)).await.unwrap()),
+        Created::New
+    );
     let next = job(&owner);
     assert!(matches!(
-        store.create(&next, cap(1)).await.unwrap(),
+        create_with(&store, &next, cap(1)).await.unwrap(),
         Admission::TooManyInFlight { .. }
     ));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        unlimited(store.create(&next, cap(1)).await.unwrap()),
+        unlimited(create_with(&store, &next, cap(1)).await.unwrap()),
         Created::New,
         "no slot is held past expiry"
     );
@@ -601,7 +636,7 @@ async fn concurrent_requests_never_pass_the_limits(store: Arc<dyn Store>) {
     let owner = unique("owner");
     let creates = (0..20).map(|_| {
         let (store, j) = (store.clone(), job(&owner));
-        tokio::spawn(async move { store.create(&j, cap(5)).await.unwrap() })
+        tokio::spawn(async move { create_with(&store, &j, cap(5)).await.unwrap() })
     });
     let results = futures::future::join_all(creates).await;
     let new = results
@@ -645,6 +680,175 @@ async fn concurrent_requests_never_pass_the_limits(store: Arc<dyn Store>) {
     assert_eq!(admitted, 7, "exactly the limit of 20 concurrent polls get in");
 }
 
+/// One sweep, as the engine makes it (`take_over` with a fresh token unless one is given).
+async fn sweep_at(store: &Arc<dyn Store>, (token, round): (&str, u64), take_over: bool, at: u64) -> Swept {
+    store
+        .sweep(&SweepRequest {
+            token,
+            round,
+            take_over,
+            now_ms: at,
+            limit: 10_000,
+            requeue_at_ms: at + 30_000,
+            token_life: Duration::from_secs(60),
+        })
+        .await
+        .unwrap()
+}
+
+/// The steps of `ids` a sweep at `at` found due (other cases' jobs share the store's index).
+async fn due_of(store: &Arc<dyn Store>, ids: &[&str], at: u64) -> Vec<StepRef> {
+    match sweep_at(store, (&new_gen(), 0), true, at).await {
+        Swept::Due { steps, .. } => steps.into_iter().filter(|s| ids.contains(&s.job_id.as_str())).collect(),
+        Swept::Stale => panic!("a take-over sweep is never stale"),
+    }
+}
+
+/// Runs first, on an empty store: the sweeper is armed by the create that finds none; its key names
+/// the one live chain and the round of its next message, so another chain or a duplicate delivery
+/// stops at once; it is released when the index empties (so an idle store sweeps nothing).
+async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>) {
+    assert_eq!(
+        sweep_at(&store, ("nobody", 1), false, now()).await,
+        Swept::Stale,
+        "no sweeper yet"
+    );
+    let (a, b) = (job(&unique("owner")), job(&unique("owner")));
+    let first = unlimited(store.create(&a, &enlist(), Limits::default()).await.unwrap());
+    let token = first.arm_sweeper.expect("the first create arms the sweeper");
+    let second = unlimited(store.create(&b, &enlist(), Limits::default()).await.unwrap());
+    assert_eq!(second.arm_sweeper, None, "one sweeper at a time");
+    assert_eq!(sweep_at(&store, ("another", 1), false, now()).await, Swept::Stale);
+    match sweep_at(&store, (&token, 1), false, now()).await {
+        Swept::Due {
+            steps,
+            left,
+            next_due_ms,
+            next_round,
+        } => {
+            assert!(steps.is_empty(), "nothing is due before its grace: {steps:?}");
+            assert_eq!((left, next_round), (2, 2));
+            assert!(next_due_ms.is_some_and(|at| at > now() + 20_000), "{next_due_ms:?}");
+        }
+        Swept::Stale => panic!("the armed token sweeps"),
+    }
+    assert_eq!(
+        sweep_at(&store, (&token, 1), false, now()).await,
+        Swept::Stale,
+        "a duplicate delivery of round 1 stops"
+    );
+    match sweep_at(&store, (&token, 2), false, now() + 31_000).await {
+        Swept::Due { mut steps, left, .. } => {
+            steps.sort_by(|x, y| x.job_id.cmp(&y.job_id));
+            let mut want = vec![a.step_ref(), b.step_ref()];
+            want.sort_by(|x, y| x.job_id.cmp(&y.job_id));
+            assert_eq!((steps, left), (want, 2), "due jobs come back with their current step");
+        }
+        Swept::Stale => panic!("round 2 is the live one"),
+    }
+    assert!(purge(&store, &a.owner, &a.id).await && purge(&store, &b.owner, &b.id).await);
+    assert_eq!(
+        sweep_at(&store, (&token, 3), false, now()).await,
+        Swept::Due {
+            steps: vec![],
+            left: 0,
+            next_due_ms: None,
+            next_round: 4,
+        }
+    );
+    assert_eq!(
+        sweep_at(&store, (&token, 4), false, now()).await,
+        Swept::Stale,
+        "an empty index released the sweeper: the chain ends"
+    );
+    let c = job(&unique("owner"));
+    let again = unlimited(store.create(&c, &enlist(), Limits::default()).await.unwrap());
+    assert!(again.arm_sweeper.is_some(), "the next create arms a new sweeper");
+    assert!(purge(&store, &c.owner, &c.id).await);
+}
+
+/// Create, claim, finish and purge keep the job's due score, in the scripts they already run.
+async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
+    let j = job(&unique("owner"));
+    let t = now();
+    create(&store, &j).await;
+    let ids = [j.id.as_str()];
+    assert!(
+        due_of(&store, &ids, t + 20_000).await.is_empty(),
+        "queued: due a grace after now"
+    );
+    assert_eq!(due_of(&store, &ids, t + 31_000).await, vec![j.step_ref()]);
+    // The sweep moved it a grace on: not due again until then.
+    assert!(due_of(&store, &ids, t + 40_000).await.is_empty());
+    assert_eq!(due_of(&store, &ids, t + 61_000).await, vec![j.step_ref()]);
+
+    // A claim moves it to the lease's end (the step's caller may die, or give up on a late answer).
+    let step = j.step_ref();
+    assert!(matches!(
+        store.claim(&step, Duration::from_secs(120)).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    let t = now();
+    assert!(due_of(&store, &ids, t + 100_000).await.is_empty(), "leased");
+    assert_eq!(due_of(&store, &ids, t + 121_000).await, vec![step.clone()]);
+
+    // Finish moves it to the next attempt (a parked wait), and takes it out when the job is done.
+    let mut waiting = j.clone();
+    waiting.seq = 2;
+    waiting.state = JobState::WaitingForRetry;
+    waiting.next_attempt_at_ms = Some(t + 3_600_000);
+    assert!(store.finish(&step, &waiting, Some(t + 3_600_000), None).await.unwrap());
+    assert!(
+        due_of(&store, &ids, t + 3_599_000).await.is_empty(),
+        "parked until its attempt"
+    );
+    assert_eq!(due_of(&store, &ids, t + 3_600_000).await, vec![waiting.step_ref()]);
+    let mut done = waiting.clone();
+    done.seq = 3;
+    done.state = JobState::Succeeded;
+    assert!(store.finish(&waiting.step_ref(), &done, None, None).await.unwrap());
+    assert!(
+        due_of(&store, &ids, u64::MAX / 2).await.is_empty(),
+        "a finished job leaves the index"
+    );
+
+    // A purged job leaves it too.
+    let p = job(&unique("owner"));
+    create(&store, &p).await;
+    assert!(purge(&store, &p.owner, &p.id).await);
+    assert!(due_of(&store, &[p.id.as_str()], u64::MAX / 2).await.is_empty());
+}
+
+/// A job that expires unfinished leaves no index entry behind: the sweep drops it when it meets it.
+async fn an_expired_job_leaves_no_index_entry(store: Arc<dyn Store>) {
+    let before = match sweep_at(&store, (&new_gen(), 0), true, now()).await {
+        Swept::Due { left, .. } => left,
+        Swept::Stale => unreachable!(),
+    };
+    let mut short = job(&unique("owner"));
+    short.expires_at_ms = now() + 300;
+    create(&store, &short).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = [short.id.as_str()];
+    assert!(
+        due_of(&store, &ids, u64::MAX / 2).await.is_empty(),
+        "an expired job is never swept"
+    );
+    match sweep_at(&store, (&new_gen(), 0), true, now()).await {
+        Swept::Due { left, .. } => assert!(left <= before, "its entry is gone ({left} > {before})"),
+        Swept::Stale => unreachable!(),
+    }
+    // A claim that meets a vanished job drops its entry as well.
+    let mut gone = job(&unique("owner"));
+    gone.expires_at_ms = now() + 300;
+    create(&store, &gone).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        store.claim(&gone.step_ref(), Duration::from_secs(5)).await.unwrap(),
+        Claim::Missing
+    );
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         async fn run_contract(store: Arc<dyn Store>) {
@@ -657,6 +861,10 @@ macro_rules! contract {
 }
 
 contract!(
+    // First: it needs the store's index empty.
+    the_sweeper_lives_only_while_the_index_holds_jobs,
+    the_due_index_follows_the_job,
+    an_expired_job_leaves_no_index_entry,
     create_dedupes_identical_jobs,
     create_replaces_a_failed_job,
     claim_is_fenced_and_leased,
@@ -707,6 +915,39 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         let ttl = client.command(vec!["PTTL".into(), key.clone().into()]).await.unwrap();
         assert!(ttl.as_i64().unwrap() > 0, "{key} has no expiry ({ttl})");
     }
+
+    // Issue 17: a job's lease lives in one key that finish and purge delete: a purged job leaves
+    // no key at all (record, lease, index entry, in-flight entry).
+    let store: Arc<dyn Store> = Arc::new(UpstashStore::new(client.clone(), Arc::new(SystemClock)));
+    let owner = unique("keys");
+    let j = job(&owner);
+    assert_eq!(
+        create_with(&store, &j, cap(5)).await.map(unlimited).unwrap(),
+        Created::New
+    );
+    assert!(matches!(
+        store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    let mut done = j.clone();
+    done.seq = 2;
+    done.state = JobState::Succeeded;
+    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap());
+    assert!(purge(&store, &owner, &j.id).await);
+    let left = client
+        .command(vec!["KEYS".into(), format!("st:*{owner}*").into()])
+        .await
+        .unwrap();
+    assert_eq!(left, serde_json::json!([]), "a purged job leaves no key");
+    let score = client
+        .command(vec![
+            "ZSCORE".into(),
+            "st:due".into(),
+            format!("st:j:{owner}:{}", j.id).into(),
+        ])
+        .await
+        .unwrap();
+    assert!(score.is_null(), "nor a due-index entry: {score}");
 }
 
 /// Issue 21: an engine whose clock is a month behind Redis's (here Redis runs a month ahead under
@@ -724,7 +965,7 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     let store: Arc<dyn Store> = Arc::new(UpstashStore::new(client, Arc::new(SystemClock)));
 
     let j = job(&unique("owner"));
-    let refused = store.create(&j, Limits::default()).await;
+    let refused = create_with(&store, &j, Limits::default()).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     // A rate window that ended a month ago (by the store's clock) is refused as well.
     let limits = rate(10, 60_000);

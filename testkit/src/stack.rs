@@ -81,6 +81,19 @@ fn faketime_preload() -> anyhow::Result<String> {
     Ok(format!("{malloc} {faketime}"))
 }
 
+/// `redis-server`, ready to spawn. A test command run under libfaketime as a whole (README: testing on
+/// another date) shifts redis-server too; it then needs glibc's malloc in front of jemalloc to start.
+fn redis_command() -> Command {
+    let mut command = Command::new("redis-server");
+    if let Some(preload) = std::env::var_os("LD_PRELOAD").filter(|p| p.to_string_lossy().contains("faketime")) {
+        if let Ok(both) = faketime_preload() {
+            let malloc = both.split(' ').next().unwrap_or_default().to_string();
+            command.env("LD_PRELOAD", format!("{malloc} {}", preload.to_string_lossy()));
+        }
+    }
+    command
+}
+
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_at(None).await
@@ -96,24 +109,48 @@ impl RedisServer {
         Self::start_at(Some(now.format("@%Y-%m-%d %H:%M:%S").to_string())).await
     }
 
+    /// A `redis-server` that keeps its data in `dir` (append-only file, fsync on every write), so
+    /// [`RedisServer::kill_and_restart`] brings it back with what it had acknowledged.
+    pub async fn start_persistent(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Self::spawn_persistent(port, dir).await?;
+        Ok(Self { port, _child: child })
+    }
+
+    async fn spawn_persistent(port: u16, dir: &std::path::Path) -> anyhow::Result<Child> {
+        std::fs::create_dir_all(dir)?;
+        let mut child = redis_command()
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("redis-server is not installed (scripts/install-tools.sh installs it)")?;
+        wait_for_port(port, &mut child, "redis-server").await?;
+        Ok(child)
+    }
+
+    /// kill -9, then a new server on the same port and data directory (a crash and a restart).
+    pub async fn kill_and_restart(&mut self, dir: &std::path::Path, down_for: Duration) -> anyhow::Result<()> {
+        self._child.start_kill()?;
+        self._child.wait().await?;
+        tokio::time::sleep(down_for).await;
+        self._child = Self::spawn_persistent(self.port, dir).await?;
+        Ok(())
+    }
+
     async fn start_at(faketime: Option<String>) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut command = Command::new("redis-server");
+        let mut command = redis_command();
         if let Some(start) = faketime {
             command
                 .env("LD_PRELOAD", faketime_preload()?)
                 .env("FAKETIME", start)
                 .env("TZ", "UTC")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-        } else if let Some(preload) =
-            std::env::var_os("LD_PRELOAD").filter(|p| p.to_string_lossy().contains("faketime"))
-        {
-            // A test command run under faketime as a whole (`faketime -f +30d scripts/test.sh`) shifts
-            // redis-server too; it needs glibc's malloc in front of jemalloc to start.
-            if let Ok(both) = faketime_preload() {
-                let malloc = both.split(' ').next().unwrap_or_default().to_string();
-                command.env("LD_PRELOAD", format!("{malloc} {}", preload.to_string_lossy()));
-            }
         }
         let mut child = command
             .args([
@@ -133,6 +170,19 @@ impl RedisServer {
             .context("redis-server is not installed (scripts/install-tools.sh installs it)")?;
         wait_for_port(port, &mut child, "redis-server").await?;
         Ok(Self { port, _child: child })
+    }
+
+    /// Sends a signal to the server (`STOP` freezes it: requests time out instead of being refused;
+    /// `CONT` wakes it and it runs what was sent meanwhile). For the chaos tests.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self._child.id().ok_or_else(|| anyhow!("redis-server has exited"))?;
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
     }
 
     pub fn url(&self) -> String {

@@ -58,9 +58,7 @@ async fn handle_record(engine: &Engine, record: aws_lambda_events::event::sqs::S
                 return None;
             }
         };
-        let result = match &message {
-            Message::Step { step, not_before_ms } => engine.run_step(step, *not_before_ms, receive_count).await,
-        };
+        let result = engine.handle(&message, receive_count).await;
         match result {
             Ok(outcome) => {
                 info!(message_id = %id, ?outcome, "step done");

@@ -2,7 +2,7 @@
 //! provider. A driver receives from the queue and hands each batch to the step handler as Lambda would,
 //! delivering every batch twice on purpose; the visibility timeout brings failed messages back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,11 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::engine::Engine;
 use shared::job::{Job, StepRef};
-use shared::ports::{Admission, Claim, Created, Delivered, Limits, RateLimit, Store, SystemClock};
+use shared::ports::{
+    Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
+};
 use shared::queue::sqs::SqsQueue;
+use shared::queue::Message;
 use shared::quota::{ProviderEvent, ProviderState};
 use shared::store::StoreError;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
@@ -32,9 +35,15 @@ struct Stack {
     queue_url: String,
     service: Arc<shared::service::Service>,
     _dir: std::path::PathBuf,
+    /// The highest ApproximateReceiveCount any delivered message had.
+    max_receive_count: AtomicU32,
 }
 
 async fn stack() -> Stack {
+    stack_with(&[]).await
+}
+
+async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
     let redis = RedisServer::start().await.unwrap();
     let upstash = UpstashEmulator::start(&redis).await.unwrap();
     let moto = MotoServer::start().await.unwrap();
@@ -77,7 +86,7 @@ async fn stack() -> Stack {
         "UPSTASH_REDIS_REST_URL" => Some(url.clone()),
         "UPSTASH_REDIS_REST_TOKEN" => Some(token.clone()),
         "STEPPER_CONFIG" => Some(path.clone()),
-        _ => None,
+        other => extra.iter().find(|(k, _)| *k == other).map(|(_, v)| v.to_string()),
     })
     .unwrap();
     let queue = SqsQueue::new(sqs.clone(), queue_url.clone(), Arc::new(SystemClock));
@@ -91,6 +100,7 @@ async fn stack() -> Stack {
         queue_url,
         service,
         _dir: dir,
+        max_receive_count: AtomicU32::new(0),
     }
 }
 
@@ -150,6 +160,8 @@ impl Stack {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .cloned()
                     .unwrap_or_else(|| "1".into());
+                self.max_receive_count
+                    .fetch_max(count.parse().unwrap_or(1), Ordering::SeqCst);
                 json!({
                     "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
                     "attributes": {"ApproximateReceiveCount": count}, "messageAttributes": {},
@@ -211,19 +223,25 @@ struct DiesBeforeTheWrite {
 
 #[async_trait]
 impl Store for DiesBeforeTheWrite {
-    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
-        self.inner.create(job, limits).await
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
+        self.inner.create(job, enlist, limits).await
     }
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         self.inner.claim(step, lease).await
     }
-    async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        due: Option<u64>,
+        event: Option<&ProviderEvent>,
+    ) -> Result<bool, StoreError> {
         if !self.died.swap(true, Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "the function was killed before its state write".into(),
             ));
         }
-        self.inner.finish(step, next, event).await
+        self.inner.finish(step, next, due, event).await
     }
     async fn deliver(
         &self,
@@ -242,6 +260,9 @@ impl Store for DiesBeforeTheWrite {
     }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.inner.with_work_left().await
+    }
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
+        self.inner.sweep(request).await
     }
 }
 
@@ -266,6 +287,129 @@ async fn a_step_killed_between_the_call_and_the_write_completes_after_redelivery
         1,
         "only the written attempt is recorded"
     );
+}
+
+impl Stack {
+    /// The job's current step, read from the store.
+    async fn step_of(&self, id: &str) -> StepRef {
+        match self
+            .service
+            .engine
+            .store
+            .deliver("public", id, Duration::from_secs(60), None)
+            .await
+        {
+            Ok(Admission::Admitted { value: Some(d), .. }) => d.job.step_ref(),
+            other => panic!("no job {id}: {other:?}"),
+        }
+    }
+
+    /// Receives what is visible now and deletes it unrun: the messages are lost.
+    async fn lose_visible_messages(&self) -> Vec<Message> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let mut lost = Vec::new();
+        for m in received.messages.unwrap_or_default() {
+            lost.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+            self.sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(m.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        lost
+    }
+}
+
+/// Issue 14: a step whose lease another worker holds is not a failure. The message is answered at
+/// once and a new one comes back when the lease ends, so SQS's receive count (and the redrive
+/// policy's budget) is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_comes_back_at_the_leases_end_without_using_the_receive_budget() {
+    let s = stack().await;
+    let id = s.submit().await;
+    let step = s.step_of(&id).await;
+    // Another worker holds the step for 3 s (it died mid-call, say).
+    assert!(matches!(
+        s.service
+            .engine
+            .store
+            .claim(&step, Duration::from_secs(3))
+            .await
+            .unwrap(),
+        Claim::Acquired { .. }
+    ));
+    let started = Instant::now();
+    let done = s.drive_until_finished(&s.service.engine, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_900),
+        "the step ran only once the lease had ended ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(s.provider.hits(), 1);
+    let receive_count = s.max_receive_count.load(Ordering::SeqCst);
+    assert_eq!(receive_count, 1, "no message was ever received twice");
+    println!(
+        "sqs busy: finished {:?} after a 3 s lease, max ApproximateReceiveCount {receive_count}",
+        started.elapsed()
+    );
+}
+
+/// Issue 14: a step message lost in the queue (or never sent) is found by the sweep and the job
+/// runs to completion. The sweep is itself a message on the step queue, armed by the submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_step_message_is_recovered_by_the_sweep() {
+    let s = stack_with(&[("SWEEP_GRACE_SECONDS", "1")]).await;
+    let id = s.submit().await;
+    let lost = s.lose_visible_messages().await;
+    assert!(
+        lost.iter().any(|m| matches!(m, Message::Step { .. })),
+        "the first step message was lost: {lost:?}"
+    );
+    assert!(
+        !lost.iter().any(|m| matches!(m, Message::Sweep { .. })),
+        "the sweep waits its grace"
+    );
+    let started = Instant::now();
+    let done = s.drive_until_finished(&s.service.engine, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(s.provider.hits(), 1);
+    println!("sqs sweep: a lost step message recovered in {:?}", started.elapsed());
+    // Nothing is left in the index: the sweeper chain ends by itself (no idle invocations).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.drive_once(&s.service.engine).await > 0 || Instant::now() < deadline.min(started + Duration::from_secs(4)) {
+        assert!(
+            Instant::now() < deadline,
+            "the sweeper kept itself alive with an empty index"
+        );
+    }
+    let visible = s
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&s.queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let attrs = visible.attributes.unwrap_or_default();
+    let pending: u64 = [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+    .sum();
+    assert_eq!(pending, 0, "no message left on the queue once no job exists: {attrs:?}");
 }
 
 #[tokio::test]

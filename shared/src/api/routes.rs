@@ -303,8 +303,17 @@ async fn create_job(
         deliveries: Vec::new(),
     };
     let limits = engine.settings.limits.for_owner(&job.owner);
-    let (created, rate) = admitted(&job.owner, engine.store.create(&job, limits).await?)?;
-    let answer = match created {
+    // The create puts the job in the due-index in the same command: whatever happens next (a queue
+    // error, a timeout of the answer, a crash), a job that exists is due and the sweeper runs it.
+    let (submitted, rate) = admitted(&job.owner, engine.store.create(&job, &engine.enlist(), limits).await?)?;
+    if let Some(token) = submitted.arm_sweeper {
+        // Should this send fail, the armed token lapses after two grace periods and the next
+        // submit arms a sweeper again.
+        if let Err(e) = engine.start_sweeper(token).await {
+            tracing::warn!(job_id = %job.id, error = %e, "could not start the sweeper");
+        }
+    }
+    let answer = match submitted.created {
         Created::New => {
             let first = Message::Step {
                 step: job.step_ref(),
@@ -312,7 +321,8 @@ async fn create_job(
             };
             if let Err(e) = engine.queue.send(&first, Duration::ZERO).await {
                 // Leave no job that nothing will ever step: undo the create (uncounted: it is ours, not
-                // the caller's), tell the caller to retry.
+                // the caller's), tell the caller to retry. Should the undo fail too, the job is due in
+                // the index and the sweeper runs it.
                 if let Err(undo) = engine.store.purge(&job.owner, &job.id, None).await {
                     tracing::error!(job_id = %job.id, error = %undo, "could not undo a job whose first step was not queued");
                 }
@@ -321,10 +331,21 @@ async fn create_job(
             tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
             (StatusCode::ACCEPTED, Json(QueuedJob::new(&job.id, status_prefix))).into_response()
         }
-        Created::Existing(existing) => match (&existing.state, &existing.result) {
-            (JobState::Succeeded, Some(result)) => (StatusCode::OK, Json(views::cached(result))).into_response(),
-            _ => (StatusCode::ACCEPTED, Json(QueuedJob::new(&existing.id, status_prefix))).into_response(),
-        },
+        Created::Existing(existing) => {
+            if !existing.state.is_finished() {
+                // An identical re-submit of an unfinished job (perhaps one whose first submit answered
+                // 503 after the store had written it): queue its current step again. A step in flight
+                // answers Busy and the duplicate comes back at its lease's end, then drops as stale;
+                // a parked job stays parked.
+                if let Err(e) = engine.enqueue_next(&existing).await {
+                    tracing::warn!(job_id = %existing.id, error = %e, "could not re-queue a re-submitted job");
+                }
+            }
+            match (&existing.state, &existing.result) {
+                (JobState::Succeeded, Some(result)) => (StatusCode::OK, Json(views::cached(result))).into_response(),
+                _ => (StatusCode::ACCEPTED, Json(QueuedJob::new(&existing.id, status_prefix))).into_response(),
+            }
+        }
     };
     Ok(with_rate(answer, rate))
 }

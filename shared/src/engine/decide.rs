@@ -51,7 +51,7 @@ impl GiveUp {
         match self {
             GiveUp::NoProviders => "no AI provider is configured",
             GiveUp::ProvidersSpent => "every provider failed for this job",
-            GiveUp::Deadline => "the job's deadline passed before a provider could answer",
+            GiveUp::Deadline => "deadline_exceeded: the job's deadline passed before a provider could answer",
         }
     }
 }

@@ -81,7 +81,8 @@ impl Engine {
         } else {
             info!(job_id = %job.id, target = index, delivered = report.delivered, status = ?report.status, "delivery attempt");
         }
-        if !self.store.finish(step, &next, None).await? {
+        let due_at = self.due_for(&next);
+        if !self.store.finish(step, &next, due_at, None).await? {
             return Ok(StepOutcome::Dropped("job moved on during the delivery"));
         }
         match due {

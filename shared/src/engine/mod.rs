@@ -3,6 +3,8 @@
 pub mod decide;
 mod deliver;
 pub mod step;
+pub mod sweep;
 
 pub use decide::{decide, Candidate, Decision, GiveUp, StepPolicy};
 pub use step::{Engine, ProviderSlot, StepError, StepOutcome};
+pub use sweep::due_at;

@@ -47,6 +47,11 @@ pub enum StepOutcome {
     Progressed { delay_ms: u64 },
     /// The job ended in this state.
     Finished(JobState),
+    /// Another worker holds the step's lease: the message comes back when the lease ends (a new
+    /// message, so it never uses up the queue's receive budget).
+    Busy { retry_in_ms: u64 },
+    /// A sweep re-queued this many due steps; `left` jobs remain in the due-index.
+    Swept { requeued: usize, left: u64 },
 }
 
 /// The message must be retried (it stays on the queue).
@@ -56,8 +61,6 @@ pub enum StepError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("another worker holds this step's lease")]
-    Busy,
 }
 
 impl Engine {
@@ -85,8 +88,15 @@ impl Engine {
             return Ok(StepOutcome::Rescheduled);
         }
         let (job, states) = match self.store.claim(step, self.lease()).await? {
-            Claim::Acquired { job, providers } => (job, providers),
-            Claim::Busy => return Err(StepError::Busy),
+            Claim::Acquired {
+                job,
+                mut providers,
+                probes,
+            } => {
+                crate::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
+                (job, providers)
+            }
+            Claim::Busy { lease_left } => return self.come_back(step, lease_left).await,
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
             Claim::Stale(job) => return self.resend_lost_next(step, &job, receive_count).await,
         };
@@ -96,7 +106,8 @@ impl Engine {
         }
         let next = self.advance(job, &states).await;
         let (next_job, event) = next;
-        if !self.store.finish(step, &next_job, event.as_ref()).await? {
+        let due = self.due_for(&next_job);
+        if !self.store.finish(step, &next_job, due, event.as_ref()).await? {
             return Ok(StepOutcome::Dropped("job moved on during the step"));
         }
         if next_job.state.is_finished() {
@@ -122,10 +133,29 @@ impl Engine {
         Ok(StepOutcome::Dropped("stale step message"))
     }
 
-    /// Queues the job's next step, due at its `next_attempt_at_ms`. Returns the delay.
-    pub(crate) async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
+    /// A Busy claim: the same step comes back when the lease ends, as a new message.
+    async fn come_back(&self, step: &StepRef, lease_left: Duration) -> Result<StepOutcome, StepError> {
+        // A little past the end, so the lease has surely lapsed when the message returns.
+        let delay = lease_left + Duration::from_millis(50);
+        let message = Message::Step {
+            step: step.clone(),
+            not_before_ms: None,
+        };
+        self.queue.send(&message, delay).await?;
+        Ok(StepOutcome::Busy {
+            retry_in_ms: delay.as_millis() as u64,
+        })
+    }
+
+    /// Queues the job's next step after its wait, or parks it (nothing queued: the due-index holds
+    /// it and the sweeper wakes it) when the wait is long. Returns the wait.
+    pub async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
         let now = self.clock.now_ms();
         let delay_ms = job.next_attempt_at_ms.map_or(0, |at| at.saturating_sub(now));
+        if self.parks(delay_ms) {
+            info!(job_id = %job.id, delay_ms, "parked in the due-index until its next attempt");
+            return Ok(delay_ms);
+        }
         let message = Message::Step {
             step: job.step_ref(),
             not_before_ms: None,
@@ -299,13 +329,15 @@ fn attempt(job: &Job, slot: &ProviderSlot, report: &CallReport, failure: Option<
 }
 
 impl Engine {
-    /// Queues the next step of every job with work left. Run at start on a persistent store (a restarted
-    /// `stepper-local`), or by hand to re-drive jobs whose message was lost. Duplicates are harmless.
+    /// Queues the next step of every job with work left (parked ones stay parked) and takes the
+    /// sweeper over. Run at start on a persistent store (a restarted `stepper-local`), or by hand
+    /// (`{"action":"redrive"}`). Duplicates are harmless.
     pub async fn redrive_unfinished(&self) -> Result<usize, StepError> {
         let jobs = self.store.with_work_left().await?;
         for job in &jobs {
             self.enqueue_next(job).await?;
         }
+        self.take_over_sweeper().await?;
         Ok(jobs.len())
     }
 }

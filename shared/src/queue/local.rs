@@ -91,12 +91,10 @@ pub async fn run_workers(
         };
         let (engine, queue) = (engine.clone(), queue.clone());
         tokio::spawn(async move {
-            let result = match &delivery.message {
-                Message::Step { step, not_before_ms } => engine
-                    .run_step(step, *not_before_ms, delivery.receive_count)
-                    .await
-                    .map(|_| ()),
-            };
+            let result = engine
+                .handle(&delivery.message, delivery.receive_count)
+                .await
+                .map(|_| ());
             drop(permit);
             if let Err(err) = result {
                 retry(&queue, delivery, err, policy);

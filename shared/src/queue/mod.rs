@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::StepRef;
 
+/// The longest delay a queue gives a message (SQS's limit; the local queue keeps to it too).
+pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// A queued message. Every message is safe to deliver twice, late or out of order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -20,6 +23,10 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         not_before_ms: Option<u64>,
     },
+    /// Sweep the due-index (`engine::sweep`): re-queue what is due or stranded, then send itself on
+    /// while the index holds jobs. `token` and `round` name the live sweeper's next message; any
+    /// other (another chain, a duplicate delivery) stops at once.
+    Sweep { token: String, round: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]

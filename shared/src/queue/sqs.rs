@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use super::{Message, QueueError};
 use crate::ports::{Clock, Queue};
 
-/// SQS's longest delay.
-pub const MAX_DELAY: Duration = Duration::from_secs(900);
+pub use super::MAX_DELAY;
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -52,7 +51,10 @@ pub fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, i32) {
     if delay <= MAX_DELAY {
         return (message.clone(), delay.as_millis().div_ceil(1000) as i32);
     }
-    let Message::Step { step, not_before_ms } = message;
+    let Message::Step { step, not_before_ms } = message else {
+        // A sweep re-arms itself within 15 minutes; it never waits longer.
+        return (message.clone(), MAX_DELAY.as_secs() as i32);
+    };
     let until = not_before_ms.unwrap_or(0).max(now_ms + delay.as_millis() as u64);
     (
         Message::Step {

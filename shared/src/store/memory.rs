@@ -9,14 +9,21 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::job::{Job, JobState, StepRef};
-use crate::ports::{Admission, Claim, Clock, Created, Delivered, Limits, RateLimit, RateWindow, Store};
+use crate::ports::{
+    Admission, Claim, Clock, Created, Delivered, Enlist, Limits, RateLimit, RateWindow, Store, Submitted, SweepRequest,
+    Swept,
+};
 use crate::quota::{ProviderEvent, ProviderState};
 
 #[derive(Default)]
 struct Inner {
     jobs: HashMap<(String, String), Job>,
-    /// Step leases: (owner, job id, gen, seq) → held until (epoch ms).
-    leases: HashMap<(String, String, String, u64), u64>,
+    /// Step leases, one per job: (owner, job id) → (gen, seq, held until in epoch ms).
+    leases: HashMap<(String, String), (String, u64, u64)>,
+    /// The due-index: (owner, job id) → when its next step is due (epoch ms).
+    due: HashMap<(String, String), u64>,
+    /// The live sweeper: its token, the round its next message carries, and when it lapses.
+    sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
     rates: HashMap<(String, u64), (u64, u64)>,
@@ -52,9 +59,28 @@ impl MemoryStore {
         // A poisoned lock only means another request panicked mid-update; the maps stay usable.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.jobs.retain(|_, job| job.expires_at_ms > now);
-        inner.leases.retain(|_, until| *until > now);
+        inner.leases.retain(|_, (_, _, until)| *until > now);
         inner.rates.retain(|_, (_, ends)| *ends > now);
+        if inner.sweeper.as_ref().is_some_and(|(_, _, until)| *until <= now) {
+            inner.sweeper = None;
+        }
         inner
+    }
+
+    /// Drops the due-index entries of jobs that are gone (the Upstash sweep does it on read).
+    fn prune_due(inner: &mut Inner) {
+        let Inner { due, jobs, .. } = inner;
+        due.retain(|key, _| jobs.contains_key(key));
+    }
+
+    /// Arms the sweeper with `token` unless one is alive; true when armed.
+    fn arm(inner: &mut Inner, enlist: &Enlist, now: u64) -> bool {
+        if inner.sweeper.is_some() {
+            return false;
+        }
+        let until = now + enlist.sweeper_life.as_millis() as u64;
+        inner.sweeper = Some((enlist.sweeper_token.clone(), 1, until));
+        true
     }
 }
 
@@ -70,13 +96,13 @@ fn expiry_ahead(job: &Job, now: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn lease_key(step: &StepRef) -> (String, String, String, u64) {
-    (step.owner.clone(), step.job_id.clone(), step.gen.clone(), step.seq)
+fn job_key(step: &StepRef) -> (String, String) {
+    (step.owner.clone(), step.job_id.clone())
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         let now = self.clock.now_ms();
         expiry_ahead(job, now)?;
         let mut inner = self.live();
@@ -90,8 +116,10 @@ impl Store for MemoryStore {
             .get(&key)
             .filter(|existing| existing.state != JobState::Failed)
         {
+            let created = Created::Existing(Box::new(existing.clone()));
+            let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
             return Ok(Admission::Admitted {
-                value: Created::Existing(Box::new(existing.clone())),
+                value: Submitted { created, arm_sweeper },
                 rate,
             });
         }
@@ -106,9 +134,15 @@ impl Store for MemoryStore {
                 return Ok(Admission::TooManyInFlight { limit: cap, rate });
             }
         }
+        inner.leases.remove(&key);
+        inner.due.insert(key.clone(), enlist.due_at_ms);
         inner.jobs.insert(key, job.clone());
+        let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
         Ok(Admission::Admitted {
-            value: Created::New,
+            value: Submitted {
+                created: Created::New,
+                arm_sweeper,
+            },
             rate,
         })
     }
@@ -116,24 +150,46 @@ impl Store for MemoryStore {
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
-        let Some(job) = inner.jobs.get(&(step.owner.clone(), step.job_id.clone())).cloned() else {
+        let key = job_key(step);
+        let Some(job) = inner.jobs.get(&key).cloned() else {
+            inner.due.remove(&key);
             return Ok(Claim::Missing);
         };
         if job.gen != step.gen || job.seq != step.seq {
             return Ok(Claim::Stale(job));
         }
-        let key = lease_key(step);
-        if inner.leases.contains_key(&key) {
-            return Ok(Claim::Busy);
+        if let Some((gen, seq, until)) = inner.leases.get(&key) {
+            if *gen == step.gen && *seq == step.seq {
+                return Ok(Claim::Busy {
+                    lease_left: Duration::from_millis(until - now),
+                });
+            }
         }
-        inner.leases.insert(key, now + lease.as_millis() as u64);
+        let until = now + lease.as_millis() as u64;
+        inner.leases.insert(key.clone(), (step.gen.clone(), step.seq, until));
+        inner.due.insert(key, until);
+        // The thundering herd: the same probe hand-out as claim.lua.
+        let mut probes = Vec::new();
+        for (name, state) in inner.providers.iter_mut() {
+            if state.probe_open(now) {
+                state.probe_until_ms = until;
+                probes.push(name.clone());
+            }
+        }
         Ok(Claim::Acquired {
             job,
             providers: inner.providers.clone(),
+            probes,
         })
     }
 
-    async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        due_at_ms: Option<u64>,
+        event: Option<&ProviderEvent>,
+    ) -> Result<bool, StoreError> {
         expiry_ahead(next, self.clock.now_ms())?;
         let mut inner = self.live();
         let key = (step.owner.clone(), step.job_id.clone());
@@ -141,6 +197,11 @@ impl Store for MemoryStore {
             Some(job) if job.gen == step.gen && job.seq == step.seq => {}
             _ => return Ok(false),
         }
+        inner.leases.remove(&key);
+        match due_at_ms {
+            Some(at) => inner.due.insert(key.clone(), at),
+            None => inner.due.remove(&key),
+        };
         inner.jobs.insert(key, next.clone());
         if let Some(event) = event {
             inner.providers.entry(event.provider.clone()).or_default().apply(event);
@@ -175,7 +236,10 @@ impl Store for MemoryStore {
             }));
         }
         let job = job.clone();
-        let running = inner.leases.contains_key(&lease_key(&job.step_ref()));
+        let running = inner
+            .leases
+            .get(&(job.owner.clone(), job.id.clone()))
+            .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
         admitted(Some(Delivered { job, running }))
     }
 
@@ -186,8 +250,50 @@ impl Store for MemoryStore {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let existed = inner.jobs.remove(&(owner.to_string(), job_id.to_string())).is_some();
+        let key = (owner.to_string(), job_id.to_string());
+        inner.leases.remove(&key);
+        inner.due.remove(&key);
+        let existed = inner.jobs.remove(&key).is_some();
         Ok(Admission::Admitted { value: existed, rate })
+    }
+
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        let life = now + request.token_life.as_millis() as u64;
+        let live = inner
+            .sweeper
+            .as_ref()
+            .is_some_and(|(token, round, _)| token == request.token && *round == request.round);
+        if !request.take_over && !live {
+            return Ok(Swept::Stale);
+        }
+        Self::prune_due(&mut inner);
+        let mut due: Vec<(u64, (String, String))> = inner
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= request.now_ms)
+            .map(|(key, at)| (*at, key.clone()))
+            .collect();
+        due.sort();
+        due.truncate(request.limit);
+        let mut steps = Vec::with_capacity(due.len());
+        for (_, key) in due {
+            if let Some(job) = inner.jobs.get(&key) {
+                steps.push(job.step_ref());
+            }
+            inner.due.insert(key, request.requeue_at_ms);
+        }
+        let left = inner.due.len() as u64;
+        let next_due_ms = inner.due.values().min().copied();
+        let next_round = request.round + 1;
+        inner.sweeper = (left > 0).then(|| (request.token.to_string(), next_round, life));
+        Ok(Swept::Due {
+            steps,
+            left,
+            next_due_ms,
+            next_round,
+        })
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {

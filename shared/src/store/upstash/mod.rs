@@ -6,8 +6,15 @@
 //!   Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
 //!   The id is derived from the owner and the request's identity (`job::job_id`), so this key is also
 //!   the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
-//! - `st:l:<owner>:<job id>:<gen>:<seq>` — a step's lease (`SET NX PX`). Named by the fencing token,
-//!   so a lease can only ever block the step it names; it expires by itself.
+//! - `st:l:<owner>:<job id>` — the job's step lease (`SET NX PX`), valued by the fencing token
+//!   `<gen>:<seq>`, so it only ever blocks the step it names. Finish and purge delete it (a purged job
+//!   leaves no key behind); it also expires by itself.
+//! - `st:due` — the due-index: every job with work left, member its record key, scored by when its
+//!   next step is due (create: now + the sweep grace; claim: the lease's end; finish: the next attempt,
+//!   plus the grace when a message carries it; removed when nothing is left). One per store, so one
+//!   sweep reads it in one command whatever the number of owners. Entries whose record expired are
+//!   dropped when a sweep or a claim meets them.
+//! - `st:sweeper` — `<token>:<round>` of the one live sweeper chain (sweep.lua); absent while the index is empty.
 //! - `st:providers` — one hash field per provider with its shared quota state (quota.rs).
 //! - `st:r:<owner>:<window id>` — the owner's request count in one fixed rate window (`INCR`; the
 //!   id is now / window length, so windows are aligned to the epoch and every instance agrees). It
@@ -18,8 +25,9 @@
 //!   now`), so a job that expired unfinished never causes a refusal and the set never holds more
 //!   than the cap. It expires with its longest-lived member.
 //!
-//! Requests per job that succeeds on its first attempt: submit 1 (create.lua), claim 1 (pipeline),
-//! finish 1 (script), poll 1 (deliver.lua), purge 1 (purge.lua). The scripts of the routes count the
+//! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
+//! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (deliver.lua), purge 1 (purge.lua); plus the
+//! sweeps, one command each, shared by every job in the store. The scripts of the routes count the
 //! request against its owner's limits and refuse before doing any work, in that same request.
 
 pub mod client;
@@ -36,21 +44,30 @@ pub use client::{Script, UpstashClient};
 
 use super::StoreError;
 use crate::job::{Job, StepRef};
-use crate::ports::{Admission, Claim, Clock, Created, Delivered, Limits, RateLimit, Store};
+use crate::ports::{
+    Admission, Claim, Clock, Created, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
+};
 use crate::quota::{ProviderEvent, ProviderState};
 
 const PROVIDERS_KEY: &str = "st:providers";
+const DUE_KEY: &str = "st:due";
+const SWEEPER_KEY: &str = "st:sweeper";
+const JOB_PREFIX: &str = "st:j:";
 
 fn job_key(owner: &str, id: &str) -> String {
     format!("st:j:{owner}:{id}")
 }
 
-fn lease_prefix(owner: &str, id: &str) -> String {
-    format!("st:l:{owner}:{id}:")
+fn lease_key(owner: &str, id: &str) -> String {
+    format!("st:l:{owner}:{id}")
 }
 
-fn lease_key(step: &StepRef) -> String {
-    format!("{}{}:{}", lease_prefix(&step.owner, &step.job_id), step.gen, step.seq)
+/// The owner and id a due-index member (a record key) names: the id is the last 32 characters.
+fn parse_job_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(JOB_PREFIX)?;
+    let split = rest.len().checked_sub(33)?;
+    let (owner, id) = (rest.get(..split)?, rest.get(split + 1..)?);
+    crate::job::is_valid_job_id(id).then_some((owner, id))
 }
 
 fn in_flight_key(owner: &str) -> String {
@@ -161,9 +178,11 @@ pub struct UpstashStore {
     /// Names the rate window a request falls in and the instant expired jobs are pruned at.
     clock: Arc<dyn Clock>,
     create: Script,
+    claim: Script,
     finish: Script,
     deliver: Script,
     purge: Script,
+    sweep: Script,
 }
 
 impl UpstashStore {
@@ -172,23 +191,32 @@ impl UpstashStore {
             client,
             clock,
             create: Script::new(with_clock!("scripts/create.lua")),
+            // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
+            claim: Script::new(include_str!("scripts/claim.lua")),
             finish: Script::new(with_clock!("scripts/finish.lua")),
             deliver: Script::new(with_clock!("scripts/deliver.lua")),
             purge: Script::new(with_clock!("scripts/purge.lua")),
+            sweep: Script::new(include_str!("scripts/sweep.lua")),
         }
     }
 }
 
 #[async_trait]
 impl Store for UpstashStore {
-    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         let now = self.clock.now_ms();
         let rate = RateArgs::new(&job.owner, limits.rate, now);
         let answer = self
             .client
             .eval(
                 &self.create,
-                &[&job_key(&job.owner, &job.id), &rate.key, &in_flight_key(&job.owner)],
+                &[
+                    &job_key(&job.owner, &job.id),
+                    &rate.key,
+                    &in_flight_key(&job.owner),
+                    DUE_KEY,
+                    SWEEPER_KEY,
+                ],
                 vec![
                     arg(encode(job)?),
                     arg(job.id.as_str()),
@@ -197,10 +225,14 @@ impl Store for UpstashStore {
                     arg(rate.limit),
                     arg(rate.ends_at_ms),
                     arg(limits.in_flight.unwrap_or(0)),
+                    arg(enlist.due_at_ms),
+                    arg(enlist.sweeper_token.as_str()),
+                    arg(enlist.sweeper_life.as_millis() as u64),
                 ],
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected create answer {answer}"));
+        let armed = |flag: &Value| (flag.as_i64() == Some(1)).then(|| enlist.sweeper_token.clone());
         let [verdict, count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
             return Err(unexpected());
         };
@@ -210,10 +242,16 @@ impl Store for UpstashStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let value = match (verdict.as_str(), rest) {
-            (Some("new"), []) => Created::New,
-            (Some("existing"), [record]) => Created::Existing(Box::new(
-                decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
-            )),
+            (Some("new"), [flag]) => Submitted {
+                created: Created::New,
+                arm_sweeper: armed(flag),
+            },
+            (Some("existing"), [record, flag]) => Submitted {
+                created: Created::Existing(Box::new(
+                    decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
+                )),
+                arm_sweeper: armed(flag),
+            },
             (Some("flight"), []) => {
                 return Ok(Admission::TooManyInFlight {
                     limit: limits.in_flight.unwrap_or(0),
@@ -226,39 +264,104 @@ impl Store for UpstashStore {
     }
 
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
-        // One request: the lease (atomic SET NX, named by the fencing token), the job, the providers.
-        let results = self
+        let lease_ms = lease.as_millis() as u64;
+        let now = self.clock.now_ms();
+        let key = job_key(&step.owner, &step.job_id);
+        let answer = self
             .client
-            .pipeline(vec![
+            .eval(
+                &self.claim,
+                &[&key, &lease_key(&step.owner, &step.job_id), PROVIDERS_KEY, DUE_KEY],
                 vec![
-                    arg("SET"),
-                    arg(lease_key(step)),
-                    arg("1"),
-                    arg("NX"),
-                    arg("PX"),
-                    arg(lease.as_millis() as u64),
+                    arg(step.gen.as_str()),
+                    arg(step.seq.to_string()),
+                    arg(lease_ms),
+                    arg(now + lease_ms),
+                    arg(now),
                 ],
-                vec![arg("GET"), arg(job_key(&step.owner, &step.job_id))],
-                vec![arg("HGETALL"), arg(PROVIDERS_KEY)],
-            ])
+            )
             .await?;
-        let [leased, job, providers] = <[Result<Value, String>; 3]>::try_from(results)
-            .map_err(|_| StoreError::Corrupt("claim pipeline answered the wrong number of results".into()))?;
-        let leased = leased.map_err(StoreError::Command)?;
-        let Some(job) = decode_value(&job.map_err(StoreError::Command)?)? else {
-            return Ok(Claim::Missing);
+        let unexpected = || StoreError::Corrupt(format!("unexpected claim answer {answer}"));
+        let [verdict, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
         };
-        if job.gen != step.gen || job.seq != step.seq {
-            return Ok(Claim::Stale(job));
-        }
-        if leased.is_null() {
-            return Ok(Claim::Busy);
-        }
-        let providers = decode_providers(&providers.map_err(StoreError::Command)?);
-        Ok(Claim::Acquired { job, providers })
+        let record = |v: &Value| decode_value(v)?.ok_or_else(|| StoreError::Corrupt("empty record".into()));
+        Ok(match (verdict.as_str(), rest) {
+            (Some("missing"), []) => Claim::Missing,
+            (Some("stale"), [job]) => Claim::Stale(record(job)?),
+            (Some("busy"), [left]) => Claim::Busy {
+                // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
+                lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
+            },
+            (Some("ok"), [job, providers, probes]) => Claim::Acquired {
+                job: record(job)?,
+                providers: decode_providers(providers),
+                probes: probes
+                    .as_array()
+                    .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+            },
+            _ => return Err(unexpected()),
+        })
     }
 
-    async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
+        let answer = self
+            .client
+            .eval(
+                &self.sweep,
+                &[DUE_KEY, SWEEPER_KEY],
+                vec![
+                    arg(request.token),
+                    arg(if request.take_over { "1" } else { "0" }),
+                    arg(request.now_ms),
+                    arg(request.limit as u64),
+                    arg(request.requeue_at_ms),
+                    arg(request.token_life.as_millis() as u64),
+                    arg(request.round),
+                ],
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected sweep answer {answer}"));
+        let items = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)?;
+        match items {
+            [v] if v.as_str() == Some("stale") => Ok(Swept::Stale),
+            [v, left, next, round, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
+                let mut steps = Vec::with_capacity(due.len() / 3);
+                for entry in due.chunks(3) {
+                    let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
+                        return Err(unexpected());
+                    };
+                    let (Some((owner, id)), Ok(seq)) = (parse_job_key(key), seq.parse()) else {
+                        return Err(unexpected());
+                    };
+                    steps.push(StepRef {
+                        owner: owner.to_string(),
+                        job_id: id.to_string(),
+                        gen: gen.clone(),
+                        seq,
+                    });
+                }
+                // Redis prints a score as a double ("1764500000000" or "1.7645e+12").
+                let next_due_ms = next.as_str().and_then(|s| s.parse::<f64>().ok()).map(|f| f as u64);
+                Ok(Swept::Due {
+                    steps,
+                    left: left.as_u64().ok_or_else(unexpected)?,
+                    next_due_ms,
+                    next_round: round.as_u64().ok_or_else(unexpected)?,
+                })
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        due_at_ms: Option<u64>,
+        event: Option<&ProviderEvent>,
+    ) -> Result<bool, StoreError> {
         let event = match event {
             Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
@@ -271,6 +374,8 @@ impl Store for UpstashStore {
                     &job_key(&step.owner, &step.job_id),
                     PROVIDERS_KEY,
                     &in_flight_key(&step.owner),
+                    &lease_key(&step.owner, &step.job_id),
+                    DUE_KEY,
                 ],
                 vec![
                     arg(encode(next)?),
@@ -279,6 +384,7 @@ impl Store for UpstashStore {
                     arg(next.expires_at_ms),
                     arg(event),
                     arg(step.job_id.as_str()),
+                    arg(due_at_ms.map_or(String::new(), |at| at.to_string())),
                 ],
             )
             .await?;
@@ -301,7 +407,7 @@ impl Store for UpstashStore {
                 &[&job_key(owner, job_id), &args.key],
                 vec![
                     arg(grace.as_millis() as u64),
-                    arg(lease_prefix(owner, job_id)),
+                    arg(lease_key(owner, job_id)),
                     arg(args.limit),
                     arg(args.ends_at_ms),
                 ],
@@ -337,7 +443,13 @@ impl Store for UpstashStore {
             .client
             .eval(
                 &self.purge,
-                &[&job_key(owner, job_id), &args.key, &in_flight_key(owner)],
+                &[
+                    &job_key(owner, job_id),
+                    &args.key,
+                    &in_flight_key(owner),
+                    &lease_key(owner, job_id),
+                    DUE_KEY,
+                ],
                 vec![arg(job_id), arg(args.limit), arg(args.ends_at_ms)],
             )
             .await?;

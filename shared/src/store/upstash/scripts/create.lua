@@ -1,14 +1,35 @@
 -- Submit: counts the request in its owner's rate window, then creates the job or meets the live one
 -- with its id; a new job must fit under the owner's cap on jobs in flight. One request, atomic.
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
--- KEYS[3] the owner's jobs in flight (st:f:<owner>: member job id, score the job's expiry)
+-- KEYS[3] the owner's jobs in flight (st:f:<owner>: member job id, score the job's expiry),
+-- KEYS[4] the due-index (st:due: member the job's key, score when its next step is due),
+-- KEYS[5] the sweeper token (st:sweeper)
 -- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
--- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none)
--- Returns {'new', count} | {'existing', count, record} | {'rate', count} | {'flight', count};
--- count is the request's number in its window (0 when not rate-limited).
+-- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none),
+-- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms)
+-- Returns {'new', count, armed} | {'existing', count, record, armed} | {'rate', count} | {'flight', count};
+-- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
+-- was alive and ARGV[9] now names the one the caller must start (its first message: round 1).
+-- A new job enters the due-index in this same command, so whatever happens to the caller's answer
+-- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
 if ARGV[5] ~= '0' then
   check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
+end
+-- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
+local function due_add(key, score, member, expiry)
+  redis.call('ZADD', key, score, member)
+  if redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIREAT', key, expiry)
+  else
+    redis.call('PEXPIREAT', key, expiry, 'GT')
+  end
+end
+local function arm()
+  if redis.call('SET', KEYS[5], ARGV[9] .. ':1', 'NX', 'PX', ARGV[10]) then
+    return 1
+  end
+  return 0
 end
 local count = 0
 if ARGV[5] ~= '0' then
@@ -34,7 +55,7 @@ if cap > 0 then
     -- Full: an identical live job is still met (it is already counted), nothing new is written.
     local v = redis.call('GET', KEYS[1])
     if v and string.sub(v, 4, 4) ~= 'f' then
-      return {'existing', count, v}
+      return {'existing', count, v, arm()}
     end
     return {'flight', count}
   end
@@ -43,7 +64,7 @@ end
 local old = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 if old then
   if string.sub(old, 4, 4) ~= 'f' then
-    return {'existing', count, old}
+    return {'existing', count, old, arm()}
   end
   -- A finally failed job with the same identity: the new submit replaces it.
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
@@ -58,4 +79,5 @@ if cap > 0 then
     redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
   end
 end
-return {'new', count}
+due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
+return {'new', count, arm()}

@@ -2,7 +2,7 @@
 -- read of a finished job shortens its life to the grace period (PEXPIRE ... LT never lengthens it,
 -- so later reads keep the first deadline), unless the job still owes deliveries (header flag ' d').
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>)
--- ARGV[1] grace (ms), ARGV[2] the job's lease key prefix ("st:l:<owner>:<id>:"),
+-- ARGV[1] grace (ms), ARGV[2] the job's lease key ("st:l:<owner>:<id>", value "<gen>:<seq>"),
 -- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
 -- {count, record, 1 if a step holds the lease else 0}; count is 0 when not rate-limited.
@@ -30,4 +30,7 @@ if state == 's' or state == 'f' then
   end
   return {count, v, 0}
 end
-return {count, v, redis.call('EXISTS', ARGV[2] .. gen .. ':' .. seq)}
+if redis.call('GET', ARGV[2]) == gen .. ':' .. seq then
+  return {count, v, 1}
+end
+return {count, v, 0}

@@ -1,11 +1,24 @@
 -- Ends one step: writes the job's next state if the job is still at that step, and folds the
 -- attempt into its provider's shared state. One request, atomic.
--- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the owner's jobs in flight (st:f:<owner>)
+-- The step's lease goes, and the job's due-index entry moves to when its next step is due (or
+-- leaves the index when nothing is left to do).
+-- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the owner's jobs in flight (st:f:<owner>),
+-- KEYS[4] the job's lease, KEYS[5] the due-index
 -- ARGV[1] next record, ARGV[2] expected gen, ARGV[3] expected seq, ARGV[4] next expiry (epoch ms),
--- ARGV[5] provider event (JSON) or '', ARGV[6] job id
+-- ARGV[5] provider event (JSON) or '', ARGV[6] job id, ARGV[7] next due score (epoch ms) or ''
 -- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone.
 
 check_expiry(ARGV[4], 'job', 0)
+-- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
+local function due_add(key, score, member, expiry)
+  redis.call('ZADD', key, score, member)
+  if redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIREAT', key, expiry)
+  else
+    redis.call('PEXPIREAT', key, expiry, 'GT')
+  end
+end
+
 
 -- Swap first (one command on the common path), check the fencing token on what was there.
 local old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
@@ -22,6 +35,12 @@ local becomes = string.sub(ARGV[1], 4, 4)
 if (becomes == 's' or becomes == 'f') and was ~= 's' and was ~= 'f' then
   -- The job just finished: it leaves its owner's jobs in flight.
   redis.call('ZREM', KEYS[3], ARGV[6])
+end
+redis.call('DEL', KEYS[4])
+if ARGV[7] == '' then
+  redis.call('ZREM', KEYS[5], KEYS[1])
+else
+  due_add(KEYS[5], ARGV[7], KEYS[1], ARGV[4])
 end
 if ARGV[5] == '' then
   return 1

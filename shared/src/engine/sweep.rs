@@ -1,0 +1,181 @@
+//! The due-index's sweeper (issue 14). Every job with work left is in the store's due-index, scored
+//! by when its next step is due; the scripts the routes and steps already run keep it current (no
+//! extra request). One sweeper re-queues what is due: a parked wait whose time has come, a step
+//! whose message was lost or never sent, a lease that lapsed (a step that died, a claim that landed
+//! after its caller gave up). Fencing drops the duplicates this may send.
+//!
+//! The sweeper is a chain of `Message::Sweep` on the step queue (SQS on AWS, the in-process queue in
+//! `stepper-local`): each sweep sends itself on to the next due time while the index holds jobs, and
+//! ends when it is empty, so an idle store costs no request and no invocation. A create that finds no
+//! live sweeper arms one (in the same script) and the submit route starts it.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::step::{Engine, StepError, StepOutcome};
+use crate::job::{new_gen, Job};
+use crate::ports::{Enlist, SweepRequest, Swept};
+use crate::queue::{Message, MAX_DELAY};
+
+/// Most steps one sweep re-queues; more due ones are swept again at once.
+pub const SWEEP_LIMIT: usize = 200;
+
+/// When a job's next step is due in the index, or `None` when nothing is left to do. A step that a
+/// queued message will carry is due at its start plus `grace` (the sweeper only steps in when the
+/// message is late); a wait longer than `park_after_ms` is parked: no message, due exactly then.
+pub fn due_at(job: &Job, now_ms: u64, grace_ms: u64, park_after_ms: u64) -> Option<u64> {
+    if !job.has_work_left() {
+        return None;
+    }
+    let at = job.next_attempt_at_ms.unwrap_or(now_ms).max(now_ms);
+    if at - now_ms > park_after_ms {
+        Some(at)
+    } else {
+        Some(at + grace_ms)
+    }
+}
+
+impl Engine {
+    /// The job's next due-index score.
+    pub(super) fn due_for(&self, job: &Job) -> Option<u64> {
+        due_at(
+            job,
+            self.clock.now_ms(),
+            self.settings.sweep_grace_ms,
+            self.settings.park_after_ms,
+        )
+    }
+
+    /// Whether the job's next step waits long enough to be parked instead of queued.
+    pub(super) fn parks(&self, delay_ms: u64) -> bool {
+        delay_ms > self.settings.park_after_ms
+    }
+
+    /// How a new job enters the due-index, with a fresh sweeper token in case none is alive.
+    pub fn enlist(&self) -> Enlist {
+        Enlist {
+            due_at_ms: self.clock.now_ms() + self.settings.sweep_grace_ms,
+            sweeper_token: new_gen(),
+            // Short until the first sweep renews it: an arm whose message was never sent lapses soon.
+            sweeper_life: Duration::from_millis(self.settings.sweep_grace_ms * 2),
+        }
+    }
+
+    /// Starts the sweeper chain a create armed: its first sweep comes after one grace period.
+    pub async fn start_sweeper(&self, token: String) -> Result<(), StepError> {
+        let delay = Duration::from_millis(self.settings.sweep_grace_ms);
+        self.queue.send(&Message::Sweep { token, round: 1 }, delay).await?;
+        Ok(())
+    }
+
+    /// Takes the sweeper over and sweeps now (a process start on a persistent store, the manual
+    /// redrive): whatever chain was alive before stops at its next sweep.
+    pub async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
+        self.sweep(&new_gen(), 0, true).await
+    }
+
+    /// One sweep: re-queues the due steps, then sends the sweep on to the next due time (at most
+    /// SQS's longest delay, at least one grace period apart) while the index holds jobs.
+    pub async fn sweep(&self, token: &str, round: u64, take_over: bool) -> Result<StepOutcome, StepError> {
+        let now = self.clock.now_ms();
+        let grace = self.settings.sweep_grace_ms;
+        let swept = self
+            .store
+            .sweep(&SweepRequest {
+                token,
+                round,
+                take_over,
+                now_ms: now,
+                limit: SWEEP_LIMIT,
+                requeue_at_ms: now + grace,
+                token_life: MAX_DELAY + Duration::from_millis(grace * 2),
+            })
+            .await?;
+        let Swept::Due {
+            steps,
+            left,
+            next_due_ms,
+            next_round,
+        } = swept
+        else {
+            return Ok(StepOutcome::Dropped("another sweeper is alive"));
+        };
+        for step in &steps {
+            let message = Message::Step {
+                step: step.clone(),
+                not_before_ms: None,
+            };
+            self.queue.send(&message, Duration::ZERO).await?;
+        }
+        if !steps.is_empty() {
+            info!(requeued = steps.len(), left, "sweep re-queued due steps");
+        }
+        if left > 0 {
+            let delay_ms = if steps.len() >= SWEEP_LIMIT {
+                0
+            } else {
+                next_due_ms
+                    .unwrap_or(now)
+                    .saturating_sub(now)
+                    .clamp(grace, MAX_DELAY.as_millis() as u64)
+            };
+            let again = Message::Sweep {
+                token: token.to_string(),
+                round: next_round,
+            };
+            if let Err(e) = self.queue.send(&again, Duration::from_millis(delay_ms)).await {
+                // This round is spent, so a retry of this message would stop: the chain ends here, its
+                // key lapses, and the next submit (or the manual redrive) starts a new one.
+                warn!(error = %e, "could not send the next sweep: the sweeper stops until the next submit");
+                return Ok(StepOutcome::Dropped("the next sweep could not be sent"));
+            }
+        }
+        Ok(StepOutcome::Swept {
+            requeued: steps.len(),
+            left,
+        })
+    }
+
+    /// Handles one queued message (both queues call this).
+    pub async fn handle(&self, message: &Message, receive_count: u32) -> Result<StepOutcome, StepError> {
+        match message {
+            Message::Step { step, not_before_ms } => self.run_step(step, *not_before_ms, receive_count).await,
+            // A sweep message delivered again came back because its sweep failed on our side (a
+            // store timeout), and that sweep may have landed and spent its round: it takes the
+            // sweeper over rather than stop, so the chain survives. Were it a queue's duplicate
+            // instead, the two chains carry the same next round and the later one stops.
+            Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn waiting_until(at: u64) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef0123456789abcdef", "owner": "o", "gen": "g", "seq": 2,
+            "state": "waiting_for_retry", "created_at_ms": 0, "deadline_ms": 1u64 << 50,
+            "next_attempt_at_ms": at, "expires_at_ms": 1u64 << 50,
+            "spec": {"kind": "generic", "messages": [], "format": {"mode": "text"}, "max_tokens": 10}
+        }))
+        .unwrap()
+    }
+
+    proptest! {
+        /// A due score is never in the past; a parked wait is due exactly at its time, a queued one
+        /// a grace after it; a finished job leaves the index.
+        #[test]
+        fn due_scores(now in 0u64..1 << 40, wait in 0u64..1 << 30, grace in 1u64..100_000, park in 1u64..1_000_000) {
+            let mut job = waiting_until(now + wait);
+            let due = due_at(&job, now, grace, park).unwrap();
+            prop_assert!(due >= now);
+            if wait > park { prop_assert_eq!(due, now + wait) } else { prop_assert_eq!(due, now + wait + grace) }
+            job.state = crate::job::JobState::Succeeded;
+            prop_assert_eq!(due_at(&job, now, grace, park), None);
+        }
+    }
+}
