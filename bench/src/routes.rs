@@ -180,12 +180,17 @@ impl UpstashStack {
     }
 
     async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>)> {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
-            .await
-            .context("no step message within 10 s")?
-            .context("the queue closed")?;
-        let Message::Step { step, not_before_ms } = delivery.message;
-        Ok((step, not_before_ms))
+        loop {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
+                .await
+                .context("no step message within 10 s")?
+                .context("the queue closed")?;
+            match delivery.message {
+                Message::Step { step, not_before_ms } => return Ok((step, not_before_ms)),
+                // The sweeper's chain (armed by the first create): not a step of the job under way.
+                Message::Sweep { .. } => continue,
+            }
+        }
     }
 
     /// Submits job `i`, runs its steps until it is finished, polls it once and purges it by commit,

@@ -10,7 +10,7 @@ use axum::body::Body;
 use serde_json::{json, Value};
 use shared::config::Config;
 use shared::job::{Job, StepRef};
-use shared::ports::{Admission, Claim, Created, Delivered, Limits, RateLimit, Store};
+use shared::ports::{Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept};
 use shared::queue::local::LocalQueue;
 use shared::queue::Message;
 use shared::quota::ProviderState;
@@ -25,8 +25,8 @@ struct PanicsOnOneJob(Arc<dyn Store>);
 
 #[async_trait]
 impl Store for PanicsOnOneJob {
-    async fn create(&self, job: &Job, limits: Limits) -> Result<Admission<Created>, StoreError> {
-        self.0.create(job, limits).await
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
+        self.0.create(job, enlist, limits).await
     }
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         if step.job_id == DOOMED {
@@ -38,9 +38,10 @@ impl Store for PanicsOnOneJob {
         &self,
         step: &StepRef,
         next: &Job,
+        due: Option<u64>,
         event: Option<&shared::quota::ProviderEvent>,
     ) -> Result<bool, StoreError> {
-        self.0.finish(step, next, event).await
+        self.0.finish(step, next, due, event).await
     }
     async fn deliver(
         &self,
@@ -59,6 +60,9 @@ impl Store for PanicsOnOneJob {
     }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.0.with_work_left().await
+    }
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
+        self.0.sweep(request).await
     }
 }
 
@@ -112,13 +116,18 @@ async fn a_panicking_record_fails_alone() {
     let body: Value =
         serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
     let id = body["jobId"].as_str().unwrap().to_string();
-    let first = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
-        .await
-        .unwrap()
-        .unwrap()
-        .message;
-
-    let Message::Step { step, .. } = &first;
+    // The job's first step (the sweeper's first message, armed by the same submit, comes a grace later).
+    let (first, step) = loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .message;
+        if let Message::Step { step, .. } = &message {
+            let step = step.clone();
+            break (message, step);
+        }
+    };
     let doomed = Message::Step {
         step: StepRef {
             job_id: DOOMED.to_string(),

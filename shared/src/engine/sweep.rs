@@ -38,7 +38,7 @@ pub fn due_at(job: &Job, now_ms: u64, grace_ms: u64, park_after_ms: u64) -> Opti
 
 impl Engine {
     /// The job's next due-index score.
-    pub(super) fn due_for(&self, job: &Job) -> Option<u64> {
+    pub(crate) fn due_for(&self, job: &Job) -> Option<u64> {
         due_at(
             job,
             self.clock.now_ms(),
