@@ -305,7 +305,16 @@ async fn create_job(
     let limits = engine.settings.limits.for_owner(&job.owner);
     // The create puts the job in the due-index in the same command: whatever happens next (a queue
     // error, a timeout of the answer, a crash), a job that exists is due and the sweeper runs it.
-    let (submitted, rate) = admitted(&job.owner, engine.store.create(&job, &engine.enlist(), limits).await?)?;
+    let created = match engine.store.create(&job, &engine.enlist(), limits).await {
+        Ok(created) => created,
+        Err(e) => {
+            // The store may have written the job (and armed a sweeper) without our hearing it: a
+            // sweep that takes the sweeper over makes sure a job that exists runs.
+            engine.rescue_sweeper().await;
+            return Err(e.into());
+        }
+    };
+    let (submitted, rate) = admitted(&job.owner, created)?;
     if let Some(token) = submitted.arm_sweeper {
         // Should this send fail, the armed token lapses after two grace periods and the next
         // submit arms a sweeper again.

@@ -69,6 +69,21 @@ impl Engine {
         Ok(())
     }
 
+    /// After a create whose answer was lost (an error or a timeout: the store may have written the
+    /// job, and armed a sweeper whose first message nobody sent), sends a sweep that takes the
+    /// sweeper over one grace later (round 0). Sweeping an empty index just stops, so a needless
+    /// rescue costs one message and one command. Best effort: the queue may be down too.
+    pub async fn rescue_sweeper(&self) {
+        let message = Message::Sweep {
+            token: new_gen(),
+            round: 0,
+        };
+        let delay = Duration::from_millis(self.settings.sweep_grace_ms);
+        if let Err(e) = self.queue.send(&message, delay).await {
+            warn!(error = %e, "could not send a rescue sweep after a failed create");
+        }
+    }
+
     /// Takes the sweeper over and sweeps now (a process start on a persistent store, the manual
     /// redrive): whatever chain was alive before stops at its next sweep.
     pub async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
@@ -145,7 +160,8 @@ impl Engine {
             // store timeout), and that sweep may have landed and spent its round: it takes the
             // sweeper over rather than stop, so the chain survives. Were it a queue's duplicate
             // instead, the two chains carry the same next round and the later one stops.
-            Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1).await,
+            // Round 0 is a rescue (`rescue_sweeper`): it takes the sweeper over too.
+            Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1 || *round == 0).await,
         }
     }
 }
