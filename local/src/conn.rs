@@ -1,9 +1,13 @@
-//! What one connection may hold: an idle timeout on the socket and a deadline on each request body.
-//! (The request head's deadline is hyper's own `header_read_timeout`.)
+//! What one connection may hold: an idle timeout on the socket and a deadline on each request body
+//! (the request head's deadline is hyper's own `header_read_timeout`), and which connection gives way
+//! when the server is at its cap.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -134,10 +138,88 @@ impl HttpBody for DeadlineBody {
     }
 }
 
-/// The router, each request's body under a deadline of `timeout` from its head's arrival.
+/// A connection is not closed to make room before it has been open this long without a request: a
+/// client's head arrives within milliseconds of its connection, so only the silent ones are chosen.
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(250);
+
+/// One open connection, as the accept loop sees it when it must make room.
+pub struct Open {
+    since: Instant,
+    /// A request head arrived on it: it is doing (or did) real work.
+    started: AtomicBool,
+    done: AtomicBool,
+    /// Close now: the server is at its cap and this connection never sent a request.
+    pub evict: tokio::sync::Notify,
+}
+
+impl Default for Open {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            started: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            evict: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Open {
+    /// The connection ended (on its own or evicted).
+    pub fn close(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+pub struct Registry {
+    open: Mutex<VecDeque<Arc<Open>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Open>>> {
+        // A panic elsewhere cannot leave the list inconsistent: every change is one push or remove.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new connection; ended ones are dropped from the list as it grows.
+    pub fn add(&self, cap: usize) -> Arc<Open> {
+        let open = Arc::new(Open::default());
+        let mut list = self.lock();
+        if list.len() >= 2 * cap {
+            list.retain(|o| !o.done.load(Ordering::Relaxed));
+        }
+        list.push_back(open.clone());
+        open
+    }
+
+    /// At the cap: closes the oldest connection that has not sent a request head in
+    /// [`EVICTABLE_AFTER`] (idle since it connected, or trickling its head), so a new one is served
+    /// instead of waiting behind it. Returns whether there was one; connections at work are never closed
+    /// to make room.
+    pub fn evict_oldest_idle(&self) -> bool {
+        let mut list = self.lock();
+        list.retain(|o| !o.done.load(Ordering::Relaxed));
+        let Some(index) = list
+            .iter()
+            .position(|o| !o.started.load(Ordering::Relaxed) && o.since.elapsed() >= EVICTABLE_AFTER)
+        else {
+            return false;
+        };
+        if let Some(open) = list.remove(index) {
+            open.close();
+            open.evict.notify_one();
+        }
+        true
+    }
+}
+
+/// The router, each request's body under a deadline of `timeout` from its head's arrival; the first
+/// request marks the connection as started.
 pub fn with_body_deadline(
     app: axum::Router,
     timeout: Duration,
+    open: Arc<Open>,
 ) -> impl tower::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -146,6 +228,7 @@ pub fn with_body_deadline(
 > + Clone {
     use tower::ServiceExt;
     app.map_request(move |request: hyper::Request<Incoming>| {
+        open.started.store(true, Ordering::Relaxed);
         request.map(|inner| {
             Body::new(DeadlineBody {
                 inner,

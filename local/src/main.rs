@@ -114,6 +114,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// At the cap, how often the accept loop looks again for a silent connection to close.
+const CAP_RECHECK: Duration = Duration::from_millis(25);
+
 /// Connections past the cap wait in the kernel's accept queue, which must hold them (the kernel caps it
 /// at `net.core.somaxconn`): a connection that overflows it is left half-open by the kernel, unseen.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -139,16 +142,8 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut backoff = ACCEPT_BACKOFF.0;
+    let registry = conn::Registry::default();
     loop {
-        // At the cap, wait for a connection to end before accepting: the next ones wait in the listen
-        // backlog instead of taking file descriptors the process needs for its own calls.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -158,7 +153,6 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits
                 Err(e) => {
                     // Out of file descriptors and the like: back off (doubling) instead of spinning.
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
-                    drop(slot);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
                     continue;
@@ -166,13 +160,37 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits
             },
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(conn::with_body_deadline(app.clone(), body_timeout));
+        // At the cap: make room by closing the oldest connection that has sent no request for a while;
+        // when every one is at work, wait for one to end (the next ones wait in the accept queue, holding
+        // no descriptor of ours).
+        let slot = loop {
+            if let Ok(slot) = slots.clone().try_acquire_owned() {
+                break Some(slot);
+            }
+            if registry.evict_oldest_idle() {
+                debug!("at the connection cap: closed the oldest connection without a request");
+            }
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => break slot.ok(),
+                _ = tokio::time::sleep(CAP_RECHECK) => {}
+                _ = &mut shutdown => break None,
+            }
+        };
+        let Some(slot) = slot else { break };
+        let open = registry.add(limits.max_connections);
+        let service = TowerToHyperService::new(conn::with_body_deadline(app.clone(), body_timeout, open.clone()));
         let connection = http.serve_connection(TokioIo::new(conn::IdleTimeout::new(stream, idle)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = open.evict.notified() => {}
             }
+            open.close();
             drop(slot);
         });
     }

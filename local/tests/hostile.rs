@@ -1,7 +1,7 @@
 //! stepper-local under hostile connections: 1,100 of them (slow headers, slow bodies, idle) against a
 //! process limited to 1,024 open files (`prlimit`), while a normal client keeps calling `/health` on fresh
 //! connections. Prints the normal client's latencies (p50, p99, max) and when each kind of hostile
-//! connection was closed; fails if `/health` stops answering or a hostile connection is never closed.
+//! connection was closed; fails if `/health` fails once or a hostile connection outlives its timeout.
 //!
 //! Short by default (timeouts of 2–4 s); `HOSTILE_CONNECTIONS` changes the count.
 
@@ -182,25 +182,29 @@ async fn health_keeps_answering_under_1100_hostile_connections_at_1024_open_file
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 1.0)),
         );
-        // Those served at once (the cap holds about a third of each kind) close within their timeout + 1 s.
-        let on_time = times
+        let early = times
             .iter()
-            .filter(|t| **t <= Duration::from_millis(timeout_s * 1000 + 1000))
+            .filter(|t| **t < Duration::from_millis(timeout_s * 1000 - 300))
             .count();
-        println!("hostile: {kind:?}: {on_time} closed within {timeout_s} s + 1 s of connecting");
-        report.push((kind, timeout_s, open, percentile(&times, 0.0), on_time));
+        println!("hostile: {kind:?}: {early} closed before their timeout to make room for new connections");
+        report.push((kind, timeout_s, open, percentile(&times, 0.5), percentile(&times, 1.0)));
     }
-    for (kind, timeout_s, open, first, on_time) in report {
+    for (kind, timeout_s, open, median, last) in report {
         assert_eq!(open, 0, "{kind:?} connections left open");
+        // Every one is closed within its timeout of connecting (plus scheduling slack): none waits in the
+        // accept queue behind the others, since those that never sent a request make room.
         assert!(
-            on_time >= MAX_CONNECTIONS.min(count) / 3 - 20,
-            "{kind:?}: only {on_time} closed on time"
+            last <= Duration::from_millis(timeout_s * 1000 + 1500),
+            "{kind:?}: the last closed {last:?} after connecting"
         );
-        // The first served ones close at their own timeout, not at another kind's.
-        assert!(
-            first >= Duration::from_millis(timeout_s * 1000 - 300),
-            "{kind:?} closed before its timeout: {first:?}"
-        );
+        // A connection at work (a body under way) is never closed to make room, only by its own timeout;
+        // the few whose head the server had not read yet when it was at its cap may have been.
+        if kind == Kind::SlowBody {
+            assert!(
+                median >= Duration::from_millis(timeout_s * 1000 - 300),
+                "{kind:?}: most closed before their timeout: median {median:?}"
+            );
+        }
     }
     assert_eq!(failures, 0, "/health failed {failures} times");
     assert!(latencies.len() >= 10, "the normal client got answers");
