@@ -29,11 +29,11 @@ use tower::ServiceExt;
 
 /// Upstash-billed commands of each route for one job delivered at its first provider attempt
 /// (a pipeline bills each of its commands, a script once). The step is two requests: the claim
-/// (today a pipeline: `SET NX` lease, `GET` job, `HGETALL` provider states) and the finish (a script).
-pub const BILLED_PER_ROUTE: [(&str, u64); 5] = [("submit", 1), ("claim", 3), ("finish", 1), ("poll", 1), ("purge", 1)];
+/// (claim.lua: lease, job, provider states and the due-index in one script) and the finish (finish.lua).
+pub const BILLED_PER_ROUTE: [(&str, u64); 5] = [("submit", 1), ("claim", 1), ("finish", 1), ("poll", 1), ("purge", 1)];
 
-/// Keys one purged job leaves behind (today its step lease, `st:l:…`, which expires by itself).
-pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 1;
+/// Keys one purged job leaves behind: none (its lease, `st:l:<owner>:<id>`, is deleted by finish and purge).
+pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 0;
 
 /// The per-owner limits stay on, so their cost is in the figures, far above what a run needs.
 pub const RATE_LIMIT: &str = "1000000000/1h";
