@@ -20,6 +20,25 @@ struct Inner {
     providers: HashMap<String, ProviderState>,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
     rates: HashMap<(String, u64), (u64, u64)>,
+    /// When the maps are next swept of what expired (epoch ms).
+    next_sweep_ms: u64,
+}
+
+/// How often the maps are swept of expired entries. Between sweeps every read treats an expired
+/// entry as absent, so the sweep only bounds memory; sweeping on every call made each request cost
+/// a pass over every job and lease held (the profile's largest item at a few thousand jobs).
+const SWEEP_EVERY_MS: u64 = 1_000;
+
+fn live_job<'a>(jobs: &'a HashMap<(String, String), Job>, key: &(String, String), now: u64) -> Option<&'a Job> {
+    jobs.get(key).filter(|job| job.expires_at_ms > now)
+}
+
+fn lease_held(
+    leases: &HashMap<(String, String, String, u64), u64>,
+    key: &(String, String, String, u64),
+    now: u64,
+) -> bool {
+    leases.get(key).is_some_and(|until| *until > now)
 }
 
 impl Inner {
@@ -46,14 +65,19 @@ impl MemoryStore {
         }
     }
 
-    /// Locks the state and drops whatever expired (records keep their own expiry instant).
+    /// Locks the state; once every `SWEEP_EVERY_MS`, drops whatever expired first (records keep
+    /// their own expiry instant, and every read checks it).
     fn live(&self) -> MutexGuard<'_, Inner> {
         let now = self.clock.now_ms();
         // A poisoned lock only means another request panicked mid-update; the maps stay usable.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.jobs.retain(|_, job| job.expires_at_ms > now);
-        inner.leases.retain(|_, until| *until > now);
-        inner.rates.retain(|_, (_, ends)| *ends > now);
+        // A clock moved back (a test's manual clock) sweeps again at once.
+        if now >= inner.next_sweep_ms || inner.next_sweep_ms > now + SWEEP_EVERY_MS {
+            inner.jobs.retain(|_, job| job.expires_at_ms > now);
+            inner.leases.retain(|_, until| *until > now);
+            inner.rates.retain(|_, (_, ends)| *ends > now);
+            inner.next_sweep_ms = now + SWEEP_EVERY_MS;
+        }
         inner
     }
 }
@@ -85,11 +109,7 @@ impl Store for MemoryStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let key = (job.owner.clone(), job.id.clone());
-        if let Some(existing) = inner
-            .jobs
-            .get(&key)
-            .filter(|existing| existing.state != JobState::Failed)
-        {
+        if let Some(existing) = live_job(&inner.jobs, &key, now).filter(|existing| existing.state != JobState::Failed) {
             return Ok(Admission::Admitted {
                 value: Created::Existing(Box::new(existing.clone())),
                 rate,
@@ -100,7 +120,7 @@ impl Store for MemoryStore {
             let in_flight = inner
                 .jobs
                 .values()
-                .filter(|j| j.owner == job.owner && !j.state.is_finished())
+                .filter(|j| j.expires_at_ms > now && j.owner == job.owner && !j.state.is_finished())
                 .count();
             if in_flight >= cap as usize {
                 return Ok(Admission::TooManyInFlight { limit: cap, rate });
@@ -116,14 +136,14 @@ impl Store for MemoryStore {
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
-        let Some(job) = inner.jobs.get(&(step.owner.clone(), step.job_id.clone())).cloned() else {
+        let Some(job) = live_job(&inner.jobs, &(step.owner.clone(), step.job_id.clone()), now).cloned() else {
             return Ok(Claim::Missing);
         };
         if job.gen != step.gen || job.seq != step.seq {
             return Ok(Claim::Stale(job));
         }
         let key = lease_key(step);
-        if inner.leases.contains_key(&key) {
+        if lease_held(&inner.leases, &key, now) {
             return Ok(Claim::Busy);
         }
         inner.leases.insert(key, now + lease.as_millis() as u64);
@@ -134,10 +154,11 @@ impl Store for MemoryStore {
     }
 
     async fn finish(&self, step: &StepRef, next: &Job, event: Option<&ProviderEvent>) -> Result<bool, StoreError> {
-        expiry_ahead(next, self.clock.now_ms())?;
+        let now = self.clock.now_ms();
+        expiry_ahead(next, now)?;
         let mut inner = self.live();
         let key = (step.owner.clone(), step.job_id.clone());
-        match inner.jobs.get(&key) {
+        match live_job(&inner.jobs, &key, now) {
             Some(job) if job.gen == step.gen && job.seq == step.seq => {}
             _ => return Ok(false),
         }
@@ -162,7 +183,11 @@ impl Store for MemoryStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let admitted = |value| Ok(Admission::Admitted { value, rate });
-        let Some(job) = inner.jobs.get_mut(&(owner.to_string(), job_id.to_string())) else {
+        let Some(job) = inner
+            .jobs
+            .get_mut(&(owner.to_string(), job_id.to_string()))
+            .filter(|job| job.expires_at_ms > now)
+        else {
             return admitted(None);
         };
         if job.state.is_finished() {
@@ -173,7 +198,7 @@ impl Store for MemoryStore {
             }));
         }
         let job = job.clone();
-        let running = inner.leases.contains_key(&lease_key(&job.step_ref()));
+        let running = lease_held(&inner.leases, &lease_key(&job.step_ref()), now);
         admitted(Some(Delivered { job, running }))
     }
 
@@ -184,7 +209,10 @@ impl Store for MemoryStore {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let existed = inner.jobs.remove(&(owner.to_string(), job_id.to_string())).is_some();
+        let existed = inner
+            .jobs
+            .remove(&(owner.to_string(), job_id.to_string()))
+            .is_some_and(|job| job.expires_at_ms > now);
         Ok(Admission::Admitted { value: existed, rate })
     }
 
@@ -193,11 +221,12 @@ impl Store for MemoryStore {
     }
 
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
+        let now = self.clock.now_ms();
         Ok(self
             .live()
             .jobs
             .values()
-            .filter(|j| j.has_work_left())
+            .filter(|j| j.expires_at_ms > now && j.has_work_left())
             .cloned()
             .collect())
     }
