@@ -20,3 +20,6 @@ cargo test --workspace --test fuzz_run -- --nocapture
 
 echo "== cargo lambda invoke with every file in events/"
 bash scripts/invoke-events.sh
+
+echo "== the side-by-side benchmark against the original, smoke form (debug build; figures not meaningful)"
+BENCH_PROFILE=debug bash scripts/bench-vs-original.sh --smoke
