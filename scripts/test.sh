@@ -24,3 +24,6 @@ bash scripts/invoke-events.sh
 
 echo "== sam build + sam package (S3: moto): one arm64 bootstrap per zip"
 bash scripts/sam-package.sh
+
+echo "== the side-by-side benchmark against the original, smoke form (debug build; figures not meaningful)"
+BENCH_PROFILE=debug bash scripts/bench-vs-original.sh --smoke

@@ -314,3 +314,55 @@ pub(crate) async fn capacity(addr: SocketAddr, run: &str, jobs: usize, callers: 
     total.wall = started.elapsed();
     Ok(total)
 }
+
+/// Submit everything, wait until `processed()` says the server has run every job, then poll each
+/// job once (again 1 ms later if it is not yet completed) and purge it: one poll per job, so the
+/// server's CPU per job is the cost of a job, not of a client's polling. `jobs/s` counts from the
+/// first submit to the last purge.
+pub(crate) async fn capacity_one_poll(
+    addr: SocketAddr,
+    run: &str,
+    jobs: usize,
+    callers: usize,
+    processed: impl Fn() -> bool,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let (pending, mut total) = submit_all(addr, run, jobs, callers).await?;
+    let deadline = Instant::now() + JOB_DEADLINE;
+    while !processed() {
+        if Instant::now() > deadline {
+            bail!("the jobs were not run within {JOB_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let mut shares: Vec<Vec<Pending>> = (0..callers).map(|_| Vec::new()).collect();
+    for (n, job) in pending.into_iter().enumerate() {
+        shares[n % callers].push(job);
+    }
+    let mut tasks = Vec::new();
+    for share in shares {
+        let run = run.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut out = Outcome::default();
+            for job in share {
+                loop {
+                    match poll(&mut conn, &job, &mut out).await? {
+                        Seen::Done | Seen::Failed => break,
+                        Seen::Lost => bail!("job {} vanished before it was read", job.index),
+                        Seen::NotYet if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(1)).await,
+                        Seen::NotYet => bail!("job {} did not finish within {JOB_DEADLINE:?}", job.index),
+                    }
+                }
+                purge(&mut conn, &run, &job, &mut out).await?;
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    for task in tasks {
+        total.absorb(task.await??);
+    }
+    total.jobs = jobs;
+    total.wall = started.elapsed();
+    Ok(total)
+}

@@ -58,11 +58,36 @@ pub fn extract_json(text: &str) -> Option<Value> {
     None
 }
 
-fn validate(schema: &Value, value: &Value) -> Result<(), OutputError> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| OutputError::Schema {
+/// Compiled validators by schema text. Compiling a schema (its `pattern`s become regexes) costs far
+/// more than validating one answer, and most jobs share a schema (every report has the preset's), so
+/// each distinct schema is compiled once per process; past `VALIDATOR_CACHE` schemas the cache starts
+/// over, which bounds what callers' own schemas can make it hold.
+const VALIDATOR_CACHE: usize = 64;
+
+type Validators = std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>;
+
+fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, OutputError> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Validators>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = schema.to_string();
+    // A poisoned lock only means another thread panicked while holding it; the map stays usable.
+    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(found.clone());
+    }
+    let compiled = std::sync::Arc::new(jsonschema::validator_for(schema).map_err(|e| OutputError::Schema {
         path: String::new(),
         message: format!("invalid schema: {e}"),
-    })?;
+    })?);
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= VALIDATOR_CACHE {
+        map.clear();
+    }
+    map.insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+fn validate(schema: &Value, value: &Value) -> Result<(), OutputError> {
+    let validator = validator(schema)?;
     let first = validator
         .iter_errors(value)
         .next()
