@@ -55,7 +55,8 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("an answer through the serverless loop"));
     let port = testkit::stack::free_port().unwrap();
-    let dir = std::env::temp_dir().join(format!("stepper-watch-loop-{}-{port}", std::process::id()));
+    // Cargo's per-test scratch directory: nothing else cleans it behind the running loop's back.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("watch-loop-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let providers = dir.join("providers.toml");
     std::fs::write(
@@ -95,6 +96,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
         .build()
         .unwrap();
 
+    eprintln!("watch_loop: scripts/serverless-local.sh on port {port}, log in {}", dir.display());
     // Up: /health through the watch router (poll compiles on first use).
     until(
         &http,
@@ -104,6 +106,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     )
     .await;
 
+    eprintln!("watch_loop: /health answered; submitting");
     let submitted = http
         .post(format!("{base}/v1/generate"))
         .header("x-api-key", "dev-key")
@@ -121,6 +124,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
         format!("{base}{status_url}")
     };
 
+    eprintln!("watch_loop: job {id} queued; waiting for the step driver");
     // The driver receives the step from SQS and invokes `step` (compiled on first use).
     let (_, done) = until(&http, &status_url, Duration::from_secs(900), |status, body| {
         status == 200 && (body["status"] == "completed" || body["status"] == "failed")
@@ -130,6 +134,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     assert_eq!(done["data"]["result"], "an answer through the serverless loop");
     assert_eq!(provider.hits(), 1);
 
+    eprintln!("watch_loop: completed; purging");
     let purged = http
         .delete(format!("{base}/v1/jobs/{id}"))
         .header("x-api-key", "dev-key")
