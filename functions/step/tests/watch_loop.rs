@@ -56,7 +56,8 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     provider.set_default(FakeReply::openai_text("an answer through the serverless loop"));
     let port = testkit::stack::free_port().unwrap();
     // Cargo's per-test scratch directory: nothing else cleans it behind the running loop's back.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("watch-loop-{}-{port}", std::process::id()));
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("watch-loop-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let providers = dir.join("providers.toml");
     std::fs::write(
@@ -96,7 +97,10 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
         .build()
         .unwrap();
 
-    eprintln!("watch_loop: scripts/serverless-local.sh on port {port}, log in {}", dir.display());
+    eprintln!(
+        "watch_loop: scripts/serverless-local.sh on port {port}, log in {}",
+        dir.display()
+    );
     // Up: /health through the watch router (poll compiles on first use).
     until(
         &http,
