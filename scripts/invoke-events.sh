@@ -46,7 +46,7 @@ LOOP_PID=$!
 
 invoke() { # function event: events/<event>.json, or the copy naming the submitted job
   local file="events/$2.json"; [ -f "$RUN/$2.json" ] && file="$RUN/$2.json"
-  cargo lambda invoke "$1" --invoke-port "$PORT" --data-file "$file" 2>&1 | tail -1
+  cargo lambda invoke "$1" --invoke-address 127.0.0.1 --invoke-port "$PORT" --data-file "$file" 2>&1 | tail -1
 }
 failures=0
 check() { # function event expected-fragment
