@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Sends every sample event in events/ with `cargo lambda invoke`, as a developer would, to the local
 # serverless loop (scripts/serverless-local.sh: one store, moto's SQS, the SQS -> step driver) and
-# checks each answer. The events name the job events/submit-generate.json creates (job ids are
-# derived from the owner and the request), so after the submit the step driver runs it through a fake
-# OpenAI-compatible provider on loopback; poll then sees it completed, purge removes it.
+# checks each answer. The job events/submit-generate.json creates is stepped by the step driver through a
+# fake OpenAI-compatible provider on loopback; the job events (poll-job, purge-job, step-sqs) are then
+# sent naming that job, so poll sees it completed and purge removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,7 +44,10 @@ WATCH_PORT="$PORT" SERVERLESS_ENV_FILE="$RUN/functions.env" STEP_VISIBILITY=2 WA
   setsid bash scripts/serverless-local.sh >"$RUN/loop.log" 2>&1 &
 LOOP_PID=$!
 
-invoke() { cargo lambda invoke "$1" --invoke-port "$PORT" --data-file "events/$2.json" 2>&1 | tail -1; }
+invoke() { # function event: events/<event>.json, or the copy naming the submitted job
+  local file="events/$2.json"; [ -f "$RUN/$2.json" ] && file="$RUN/$2.json"
+  cargo lambda invoke "$1" --invoke-address 127.0.0.1 --invoke-port "$PORT" --data-file "$file" 2>&1 | tail -1
+}
 failures=0
 check() { # function event expected-fragment
   local out
@@ -54,10 +57,14 @@ check() { # function event expected-fragment
 # Up when poll answers (each function compiles on its first call).
 for _ in $(seq 300); do [[ "$(invoke poll health)" == *'"statusCode":200'* ]] && break; sleep 2; done
 
-JOB=$(python3 -c 'import json; print(json.load(open("events/poll-job.json"))["rawPath"].rsplit("/", 1)[1])')
-# The sample job does not exist yet: its redelivery is a clear 404.
+# The sample job does not exist: its redelivery is a clear 404.
 check submit redeliver '"statusCode":404'
-check submit submit-generate "\"jobId\\\":\\\"$JOB\\\""
+SUBMITTED=$(invoke submit submit-generate)
+JOB=$(python3 -c 'import json, sys; print(json.loads(json.loads(sys.argv[1])["body"])["jobId"])' "$SUBMITTED" 2>/dev/null || true)
+if [ -z "$JOB" ]; then echo "invoke submit events/submit-generate.json: FAILED: $SUBMITTED"; tail -40 "$RUN/loop.log"; exit 1; fi
+echo "invoke submit events/submit-generate.json: ok (job $JOB queued)"
+SAMPLE=$(python3 -c 'import json; print(json.load(open("events/poll-job.json"))["rawPath"].rsplit("/", 1)[1])')
+for event in poll-job purge-job step-sqs; do sed "s/$SAMPLE/$JOB/g" "events/$event.json" >"$RUN/$event.json"; done
 # The step driver takes the job's first step from SQS and runs it.
 for _ in $(seq 120); do [[ "$(invoke poll poll-job)" == *'completed'* ]] && break; sleep 1; done
 check poll poll-job '\"status\":\"completed\"'

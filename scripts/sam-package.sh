@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
-export PATH="$TOOLS/sam/bin:$TOOLS/venv/bin:$PATH" SAM_CLI_TELEMETRY=0
+# venv first: cargo-lambda finds zig through the python3 that has ziglang (SAM CLI has its own venv).
+export PATH="$TOOLS/venv/bin:$TOOLS/sam/bin:$PATH" SAM_CLI_TELEMETRY=0
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/stepper-sam.XXXXXX")
 MOTO_PORT=$(free_port)
@@ -20,6 +21,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=test AWS
 export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 python3 -c 'import boto3; boto3.client("s3").create_bucket(Bucket="stepper-artifacts")'
 echo "== sam package (S3: moto)"
-sam package --s3-bucket stepper-artifacts --s3-prefix stepper --output-template-file "$RUN/packaged.yaml" >/dev/null
+sam package --s3-bucket stepper-artifacts --s3-prefix stepper --output-template-file "$RUN/packaged.yaml" \
+  >"$RUN/package.log" 2>&1 || { cat "$RUN/package.log"; exit 1; }
 echo "== the zips"
 "$TOOLS/sam/bin/python" scripts/sam-package-check.py template.yaml "$RUN/packaged.yaml"

@@ -27,7 +27,12 @@ RUN=$(mktemp -d "${TMPDIR:-/tmp}/stepper-serverless.XXXXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # cargo lambda watch stops its function processes on TERM; give everything 3 s, then KILL.
+  for _ in $(seq 30); do
+    alive=0; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   rm -rf "$RUN"
 }
 trap cleanup EXIT

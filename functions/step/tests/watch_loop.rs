@@ -16,16 +16,16 @@ struct Loop(Child);
 
 impl Drop for Loop {
     fn drop(&mut self) {
+        // `--`: else kill(1) reads "-<pgid>" as a signal.
         let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-TERM", &group]).status();
-        // Its trap waits for every component; one that ignores SIGTERM must not hang the test run.
-        for _ in 0..100 {
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..50 {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("kill").args(["-KILL", &group]).status();
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
@@ -62,7 +62,9 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("an answer through the serverless loop"));
     let port = testkit::stack::free_port().unwrap();
-    let dir = std::env::temp_dir().join(format!("stepper-watch-loop-{}-{port}", std::process::id()));
+    // Cargo's per-test scratch directory: nothing else cleans it behind the running loop's back.
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("watch-loop-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let providers = dir.join("providers.toml");
     std::fs::write(
@@ -102,6 +104,10 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
         .build()
         .unwrap();
 
+    eprintln!(
+        "watch_loop: scripts/serverless-local.sh on port {port}, log in {}",
+        dir.display()
+    );
     // Up: /health through the watch router (poll compiles on first use).
     until(
         &http,
@@ -111,6 +117,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     )
     .await;
 
+    eprintln!("watch_loop: /health answered; submitting");
     let submitted = http
         .post(format!("{base}/v1/generate"))
         .header("x-api-key", "dev-key")
@@ -128,6 +135,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
         format!("{base}{status_url}")
     };
 
+    eprintln!("watch_loop: job {id} queued; waiting for the step driver");
     // The driver receives the step from SQS and invokes `step` (compiled on first use).
     let (_, done) = until(&http, &status_url, Duration::from_secs(900), |status, body| {
         status == 200 && (body["status"] == "completed" || body["status"] == "failed")
@@ -137,6 +145,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     assert_eq!(done["data"]["result"], "an answer through the serverless loop");
     assert_eq!(provider.hits(), 1);
 
+    eprintln!("watch_loop: completed; purging");
     let purged = http
         .delete(format!("{base}/v1/jobs/{id}"))
         .header("x-api-key", "dev-key")
