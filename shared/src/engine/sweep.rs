@@ -38,7 +38,7 @@ pub fn due_at(job: &Job, now_ms: u64, grace_ms: u64, park_after_ms: u64) -> Opti
 
 impl Engine {
     /// The job's next due-index score.
-    pub(super) fn due_for(&self, job: &Job) -> Option<u64> {
+    pub(crate) fn due_for(&self, job: &Job) -> Option<u64> {
         due_at(
             job,
             self.clock.now_ms(),
@@ -146,6 +146,7 @@ impl Engine {
             // sweeper over rather than stop, so the chain survives. Were it a queue's duplicate
             // instead, the two chains carry the same next round and the later one stops.
             Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1).await,
+            Message::Alert { alert, sink, attempt } => Ok(self.send_alert(alert, *sink, *attempt).await),
         }
     }
 }
