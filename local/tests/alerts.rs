@@ -38,7 +38,7 @@ async fn a_revoked_key_alerts_once_per_sink_across_two_instances_and_never_quote
     let revoked = FakeProvider::start(Wire::OpenAi).await.unwrap();
     revoked.set_responder(FakeReply::openai_bad_key_echoing);
     let healthy = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    healthy.set_default(FakeReply::openai_text("fine"));
+    healthy.set_default(FakeReply::openai_text(r#"{"answer":"fine"}"#));
     let discord = AlertReceiver::start(&[]).await.unwrap();
     let slack = AlertReceiver::start(&[]).await.unwrap();
     let redis = RedisServer::start().await.unwrap();
@@ -116,7 +116,7 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
     let a = FakeProvider::start(Wire::OpenAi).await.unwrap();
     let b = FakeProvider::start(Wire::OpenAi).await.unwrap();
     for fake in [&a, &b] {
-        fake.set_default(FakeReply::openai_text("fine"));
+        fake.set_default(FakeReply::openai_text(r#"{"answer":"fine"}"#));
         fake.push(FakeReply::openai_rate_limited(3));
     }
     let discord = AlertReceiver::start(&[]).await.unwrap();
