@@ -68,7 +68,9 @@ async fn a_revoked_key_alerts_once_per_sink_across_two_instances_and_never_quote
     let submits = (0..8).map(|i| {
         let local = if i % 2 == 0 { &one } else { &two };
         async move {
-            let (code, queued) = local.post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")})).await;
+            let (code, queued) = local
+                .post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")}))
+                .await;
             assert_eq!(code, 202, "{queued}");
             let url = queued["statusUrl"].as_str().unwrap().to_string();
             let done = local.wait_finished(&url, ALICE, Duration::from_secs(20)).await;
@@ -81,29 +83,65 @@ async fn a_revoked_key_alerts_once_per_sink_across_two_instances_and_never_quote
     let got_discord = settle(|| discord.received(), 1, Duration::from_secs(10)).await;
     let got_slack = settle(|| slack.received(), 1, Duration::from_secs(5)).await;
     eprintln!("revoked provider calls: {}", revoked.hits());
-    eprintln!("discord got: {}", serde_json::to_string_pretty(&got_discord.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap());
-    eprintln!("slack got: {}", serde_json::to_string_pretty(&got_slack.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap());
+    eprintln!(
+        "discord got: {}",
+        serde_json::to_string_pretty(&got_discord.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap()
+    );
+    eprintln!(
+        "slack got: {}",
+        serde_json::to_string_pretty(&got_slack.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap()
+    );
 
     let disabled = of_kind(&got_discord, "provider_disabled");
-    assert_eq!(disabled.len(), 1, "exactly one Discord alert for the revoked key: {got_discord:?}");
+    assert_eq!(
+        disabled.len(),
+        1,
+        "exactly one Discord alert for the revoked key: {got_discord:?}"
+    );
     let d = &disabled[0];
     assert_eq!(d.path, "/api/webhooks/1/abc");
-    assert!(d.body["content"].as_str().unwrap().starts_with("[CRITICAL]"), "{}", d.body);
+    assert!(
+        d.body["content"].as_str().unwrap().starts_with("[CRITICAL]"),
+        "{}",
+        d.body
+    );
     assert_eq!(d.body["embeds"][0]["title"], "Provider alpha disabled");
     assert_eq!(d.body["embeds"][0]["color"], 0xE0_1E_1E, "red for critical");
 
     let disabled = of_kind(&got_slack, "provider_disabled");
-    assert_eq!(disabled.len(), 1, "exactly one Slack alert for the revoked key: {got_slack:?}");
+    assert_eq!(
+        disabled.len(),
+        1,
+        "exactly one Slack alert for the revoked key: {got_slack:?}"
+    );
     let s = &disabled[0];
     assert_eq!(s.path, "/services/T/B/X");
-    assert!(s.body["text"].as_str().unwrap().starts_with("[CRITICAL] Provider alpha disabled"), "{}", s.body);
+    assert!(
+        s.body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[CRITICAL] Provider alpha disabled"),
+        "{}",
+        s.body
+    );
     assert_eq!(s.body["blocks"][0]["type"], "header");
-    assert!(s.body["blocks"][1]["text"]["text"].as_str().unwrap().contains("Incorrect API key provided"));
+    assert!(s.body["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Incorrect API key provided"));
 
     // The provider's 401 quoted the key; no alert does.
     for alert in got_discord.iter().chain(&got_slack) {
-        assert!(!alert.raw.contains(PROVIDER_KEY), "the key leaked into an alert: {}", alert.raw);
-        assert!(alert.raw.contains("[redacted]") || !alert.raw.contains("Incorrect API key"), "{}", alert.raw);
+        assert!(
+            !alert.raw.contains(PROVIDER_KEY),
+            "the key leaked into an alert: {}",
+            alert.raw
+        );
+        assert!(
+            alert.raw.contains("[redacted]") || !alert.raw.contains("Incorrect API key"),
+            "{}",
+            alert.raw
+        );
     }
     assert!(
         got_discord.iter().chain(&got_slack).all(|a| a.raw.len() < 4_000),
@@ -129,7 +167,11 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
         openai_provider("alpha", &a.base_url()),
         openai_provider("beta", &b.base_url())
     );
-    let sinks = format!("discord+{},{}", discord.url("/api/webhooks/2/xyz"), generic.url("/alerts"));
+    let sinks = format!(
+        "discord+{},{}",
+        discord.url("/api/webhooks/2/xyz"),
+        generic.url("/alerts")
+    );
     let origins = format!("{},http://127.0.0.1:{}", discord.origin(), generic.port);
     let env = [
         ("ALERT_WEBHOOK_URLS", sinks.as_str()),
@@ -141,11 +183,16 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
     ];
     let one = Local::start(&providers, &env).await;
     let two = Local::start(&providers, &env).await;
-    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let jobs = (0..4).map(|i| {
         let local = if i % 2 == 0 { &one } else { &two };
         async move {
-            let (code, queued) = local.post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")})).await;
+            let (code, queued) = local
+                .post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")}))
+                .await;
             assert_eq!(code, 202, "{queued}");
             let url = queued["statusUrl"].as_str().unwrap().to_string();
             let done = local.wait_finished(&url, ALICE, Duration::from_secs(30)).await;
@@ -155,7 +202,10 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
     futures::future::join_all(jobs).await;
 
     let got = settle(|| discord.received(), 2, Duration::from_secs(10)).await;
-    eprintln!("discord got: {}", serde_json::to_string_pretty(&got.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap());
+    eprintln!(
+        "discord got: {}",
+        serde_json::to_string_pretty(&got.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap()
+    );
     let down = of_kind(&got, "all_providers_unusable");
     assert_eq!(down.len(), 1, "one 'all providers unusable' alert: {got:?}");
     let text = down[0].body["embeds"][0]["description"].as_str().unwrap();
@@ -166,8 +216,15 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .expect("an ETA in ms");
-    assert!(eta > started && eta < started + 10_000, "the ETA is the first provider's return: {eta} vs {started}");
-    assert_eq!(of_kind(&got, "providers_recovered").len(), 1, "one recovery alert: {got:?}");
+    assert!(
+        eta > started && eta < started + 10_000,
+        "the ETA is the first provider's return: {eta} vs {started}"
+    );
+    assert_eq!(
+        of_kind(&got, "providers_recovered").len(),
+        1,
+        "one recovery alert: {got:?}"
+    );
 
     // The generic sink: the same two incidents, signed (Standard Webhooks), the 500 retried.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -185,23 +242,50 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
         .filter_map(|d| d.body["type"].as_str())
         .collect();
     assert_eq!(types.len(), 2, "{signed:?}");
-    assert!(types.contains(&"alert.all_providers_unusable") && types.contains(&"alert.providers_recovered"), "{types:?}");
-    assert!(signed.iter().all(|d| d.standard_ok), "signed like job webhooks: {signed:?}");
-    assert!(signed.iter().any(|d| d.answered == 500), "the first answer was a 500, retried");
+    assert!(
+        types.contains(&"alert.all_providers_unusable") && types.contains(&"alert.providers_recovered"),
+        "{types:?}"
+    );
+    assert!(
+        signed.iter().all(|d| d.standard_ok),
+        "signed like job webhooks: {signed:?}"
+    );
+    assert!(
+        signed.iter().any(|d| d.answered == 500),
+        "the first answer was a 500, retried"
+    );
 }
 
 #[tokio::test]
 async fn bad_alert_configuration_fails_at_start_naming_the_variable() {
     let cases = [
-        ("ALERT_WEBHOOK_URLS", "http://10.0.0.7/hook", "refused by the callback URL guard"),
-        ("ALERT_WEBHOOK_URLS", "gopher://example.com/x", "unknown scheme `gopher`"),
-        ("ALERT_WEBHOOK_URLS", "teams+https://example.com/x", "unknown scheme `teams+https`"),
-        ("DISCORD_WEBHOOK_URL", "http://169.254.169.254/latest", "refused by the callback URL guard"),
+        (
+            "ALERT_WEBHOOK_URLS",
+            "http://10.0.0.7/hook",
+            "refused by the callback URL guard",
+        ),
+        (
+            "ALERT_WEBHOOK_URLS",
+            "gopher://example.com/x",
+            "unknown scheme `gopher`",
+        ),
+        (
+            "ALERT_WEBHOOK_URLS",
+            "teams+https://example.com/x",
+            "unknown scheme `teams+https`",
+        ),
+        (
+            "DISCORD_WEBHOOK_URL",
+            "http://169.254.169.254/latest",
+            "refused by the callback URL guard",
+        ),
         ("ALERT_WEBHOOK_SECRET", "", "must be set"),
     ];
     for (variable, value, expected) in cases {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepper-local"));
-        cmd.env_clear().env("PORT", "0").env("STEPPER_API_KEYS", format!("alice={ALICE}"));
+        cmd.env_clear()
+            .env("PORT", "0")
+            .env("STEPPER_API_KEYS", format!("alice={ALICE}"));
         if variable == "ALERT_WEBHOOK_SECRET" {
             // A generic sink without the secret its alerts are signed with.
             cmd.env("ALERT_WEBHOOK_URLS", "https://alerts.example.com/in");

@@ -450,7 +450,8 @@ fn alert_settings(env: &dyn Fn(&str) -> Option<String>, guard: &UrlGuard) -> Res
     if secrets.is_none() && sinks.iter().any(|s| s.kind == sink::SinkKind::Generic) {
         return Err(ConfigError::Invalid {
             name: "ALERT_WEBHOOK_SECRET",
-            message: "must be set (whsec_…) when ALERT_WEBHOOK_URLS names a generic webhook: its alerts are signed".into(),
+            message: "must be set (whsec_…) when ALERT_WEBHOOK_URLS names a generic webhook: its alerts are signed"
+                .into(),
         });
     }
     let retry_ms = match env("ALERT_RETRY_SCHEDULE") {

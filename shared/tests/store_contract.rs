@@ -364,7 +364,13 @@ async fn unfinished_lists_only_unfinished_jobs(store: Arc<dyn Store>) {
     let mut finished = done.clone();
     finished.seq = 2;
     finished.state = JobState::Succeeded;
-    assert!(store.finish(&done.step_ref(), &finished, None, None).await.unwrap().written);
+    assert!(
+        store
+            .finish(&done.step_ref(), &finished, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     let listed: Vec<String> = store
         .with_work_left()
         .await
@@ -575,7 +581,13 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let mut done = waiting.clone();
     done.seq = 3;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&waiting.step_ref(), &done, None, None).await.unwrap().written);
+    assert!(
+        store
+            .finish(&waiting.step_ref(), &done, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     assert_eq!(unlimited(create_with(&store, &c, cap(2)).await.unwrap()), Created::New);
     // A finished job met again at the cap is still the cached answer.
     assert!(
@@ -798,7 +810,13 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
     waiting.seq = 2;
     waiting.state = JobState::WaitingForRetry;
     waiting.next_attempt_at_ms = Some(t + 3_600_000);
-    assert!(store.finish(&step, &waiting, Some(t + 3_600_000), None).await.unwrap().written);
+    assert!(
+        store
+            .finish(&step, &waiting, Some(t + 3_600_000), None)
+            .await
+            .unwrap()
+            .written
+    );
     assert!(
         due_of(&store, &ids, t + 3_599_000).await.is_empty(),
         "parked until its attempt"
@@ -807,7 +825,13 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
     let mut done = waiting.clone();
     done.seq = 3;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&waiting.step_ref(), &done, None, None).await.unwrap().written);
+    assert!(
+        store
+            .finish(&waiting.step_ref(), &done, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     assert!(
         due_of(&store, &ids, u64::MAX / 2).await.is_empty(),
         "a finished job leaves the index"
@@ -890,7 +914,9 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
     let limited = ruled(event(&b, Some(ErrorClass::RateLimited), t + 30_000), &peers, t);
     assert_eq!(
         finish_with(&store, &limited).await,
-        vec![Incident::AllProvidersUnusable { eta_ms: Some(t + 30_000) }]
+        vec![Incident::AllProvidersUnusable {
+            eta_ms: Some(t + 30_000)
+        }]
     );
     assert_eq!(finish_with(&store, &limited).await, vec![], "raised once");
     let back = ruled(event(&b, None, 0), &peers, t + 31_000);
@@ -910,7 +936,11 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
         matches!(opened.as_slice(), [Incident::CircuitOpened { provider, failures, .. }] if *provider == c && *failures == threshold),
         "{opened:?}"
     );
-    assert_eq!(finish_with(&store, &ruled(event(&c, None, 0), &[], t + 1_000)).await, vec![], "inside the window");
+    assert_eq!(
+        finish_with(&store, &ruled(event(&c, None, 0), &[], t + 1_000)).await,
+        vec![],
+        "inside the window"
+    );
     let later = t + 61_000;
     let mut reopened = Vec::new();
     let mut suppressed = Vec::new();
@@ -919,11 +949,17 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
         create(&store, &j).await;
         let mut next = j.clone();
         next.seq = 2;
-        let out = store.finish(&j.step_ref(), &next, None, Some(&overload(later))).await.unwrap();
+        let out = store
+            .finish(&j.step_ref(), &next, None, Some(&overload(later)))
+            .await
+            .unwrap();
         suppressed.extend(out.alerts.iter().map(|a| a.suppressed));
         reopened.extend(out.alerts.into_iter().map(|a| a.incident));
     }
-    assert!(matches!(reopened.as_slice(), [Incident::CircuitOpened { .. }]), "{reopened:?}");
+    assert!(
+        matches!(reopened.as_slice(), [Incident::CircuitOpened { .. }]),
+        "{reopened:?}"
+    );
     assert_eq!(suppressed, vec![1], "the closing held back in the window is counted");
 }
 

@@ -42,9 +42,7 @@ impl AlertReceiver {
             got: Vec::new(),
             statuses: statuses.iter().copied().collect(),
         }));
-        let app = Router::new()
-            .fallback(post(record))
-            .with_state(shared.clone());
+        let app = Router::new().fallback(post(record)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let task = tokio::spawn(async move {
@@ -81,7 +79,12 @@ async fn record(State(shared): State<Arc<Mutex<Shared>>>, uri: Uri, headers: Hea
         path: uri.path().to_string(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: serde_json::from_str(&raw).unwrap_or(Value::Null),
         raw,

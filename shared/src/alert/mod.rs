@@ -42,7 +42,11 @@ pub enum Incident {
     /// its configuration is fixed.
     ProviderDisabled { provider: String, reason: String },
     /// Consecutive overloads opened the provider's circuit until `until_ms`.
-    CircuitOpened { provider: String, until_ms: u64, failures: u32 },
+    CircuitOpened {
+        provider: String,
+        until_ms: u64,
+        failures: u32,
+    },
     /// A call succeeded after the circuit had opened.
     CircuitClosed { provider: String },
     /// The provider's quota is spent until `until_ms`.
@@ -53,16 +57,20 @@ pub enum Incident {
     /// A provider answered again after every one had been unusable.
     ProvidersRecovered { provider: String },
     /// A job's webhook or callback gave up after its last attempt.
-    DeliveryDeadLettered { job_id: String, target: usize, error: String },
+    DeliveryDeadLettered {
+        job_id: String,
+        target: usize,
+        error: String,
+    },
 }
 
 impl Incident {
     pub fn severity(&self) -> Severity {
         match self {
             Incident::ProviderDisabled { .. } | Incident::AllProvidersUnusable { .. } => Severity::Critical,
-            Incident::CircuitOpened { .. } | Incident::QuotaExhausted { .. } | Incident::DeliveryDeadLettered { .. } => {
-                Severity::Warning
-            }
+            Incident::CircuitOpened { .. }
+            | Incident::QuotaExhausted { .. }
+            | Incident::DeliveryDeadLettered { .. } => Severity::Warning,
             Incident::CircuitClosed { .. } | Incident::ProvidersRecovered { .. } => Severity::Info,
         }
     }
@@ -253,7 +261,11 @@ mod tests {
         };
         let mut book = AlertBook::default();
         let mut states = HashMap::from([("a".to_string(), cooling(5_000))]);
-        assert_eq!(system_incident(&rules, &states, "a", false, &mut book, 1_000), None, "b is fine");
+        assert_eq!(
+            system_incident(&rules, &states, "a", false, &mut book, 1_000),
+            None,
+            "b is fine"
+        );
         states.insert("b".into(), cooling(3_000));
         assert_eq!(
             system_incident(&rules, &states, "b", false, &mut book, 1_000),

@@ -87,7 +87,9 @@ impl std::fmt::Debug for Sink {
 pub enum SinkError {
     #[error("entry {index}: not a URL ({reason})")]
     NotAUrl { index: usize, reason: String },
-    #[error("entry {index}: unknown scheme `{scheme}` (expected http(s), optionally prefixed discord+, slack+ or webhook+)")]
+    #[error(
+        "entry {index}: unknown scheme `{scheme}` (expected http(s), optionally prefixed discord+, slack+ or webhook+)"
+    )]
     UnknownScheme { index: usize, scheme: String },
     #[error("entry {index}: refused by the callback URL guard: {reason} (CALLBACK_ALLOWED_ORIGINS opens an origin)")]
     Refused { index: usize, reason: String },
@@ -340,14 +342,23 @@ mod tests {
         assert_eq!(kind("https://discord.com/api/webhooks/1/abc"), Ok(SinkKind::Discord));
         assert_eq!(kind("https://hooks.slack.com/services/T/B/X"), Ok(SinkKind::Slack));
         assert_eq!(kind("https://alerts.example.com/in"), Ok(SinkKind::Generic));
-        assert_eq!(kind("discord+http://127.0.0.1:9/api/webhooks/1/abc"), Ok(SinkKind::Discord));
+        assert_eq!(
+            kind("discord+http://127.0.0.1:9/api/webhooks/1/abc"),
+            Ok(SinkKind::Discord)
+        );
         assert_eq!(kind("slack+http://127.0.0.1:9/services/T/B/X"), Ok(SinkKind::Slack));
         assert_eq!(
             parse("slack+http://127.0.0.1:9/x", 1, &g).map(|s| s.url.to_string()),
             Ok("http://127.0.0.1:9/x".to_string())
         );
-        assert!(matches!(kind("ftp://discord.com/x"), Err(SinkError::UnknownScheme { .. })));
-        assert!(matches!(kind("teams+https://example.com/x"), Err(SinkError::UnknownScheme { .. })));
+        assert!(matches!(
+            kind("ftp://discord.com/x"),
+            Err(SinkError::UnknownScheme { .. })
+        ));
+        assert!(matches!(
+            kind("teams+https://example.com/x"),
+            Err(SinkError::UnknownScheme { .. })
+        ));
         assert!(matches!(kind("http://10.0.0.1/x"), Err(SinkError::Refused { .. })));
         assert!(matches!(kind("http://127.0.0.1:8/x"), Err(SinkError::Refused { .. })));
     }
@@ -358,7 +369,10 @@ mod tests {
         let alert = Alert {
             incident: Incident::ProviderDisabled {
                 provider: "gemini".into(),
-                reason: format!("auth_invalid: key sk-live-0123456789abcdef refused {}", "x".repeat(5_000)),
+                reason: format!(
+                    "auth_invalid: key sk-live-0123456789abcdef refused {}",
+                    "x".repeat(5_000)
+                ),
             },
             suppressed: 0,
             at_ms: 1_700_000_000_000,
