@@ -81,6 +81,9 @@ pub enum Swept {
         left: u64,
         next_due_ms: Option<u64>,
         next_round: u64,
+        /// How many of `steps` were stranded: their job was queued or running (not parked, not
+        /// finished) and its step had been due for a whole grace — a lost message, a dead worker.
+        stranded: u64,
     },
 }
 

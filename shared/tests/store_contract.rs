@@ -738,6 +738,7 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
             left,
             next_due_ms,
             next_round,
+            ..
         } => {
             assert!(steps.is_empty(), "nothing is due before its grace: {steps:?}");
             assert_eq!((left, next_round), (2, 2));
@@ -751,11 +752,17 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
         "a duplicate delivery of round 1 stops"
     );
     match sweep_at(&store, (&token, 2), false, now() + 31_000).await {
-        Swept::Due { mut steps, left, .. } => {
+        Swept::Due {
+            mut steps,
+            left,
+            stranded,
+            ..
+        } => {
             steps.sort_by(|x, y| x.job_id.cmp(&y.job_id));
             let mut want = vec![a.step_ref(), b.step_ref()];
             want.sort_by(|x, y| x.job_id.cmp(&y.job_id));
             assert_eq!((steps, left), (want, 2), "due jobs come back with their current step");
+            assert_eq!(stranded, 2, "queued and never claimed in a whole grace: stranded");
         }
         Swept::Stale => panic!("round 2 is the live one"),
     }
@@ -767,6 +774,7 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
             left: 0,
             next_due_ms: None,
             next_round: 4,
+            stranded: 0,
         }
     );
     assert_eq!(

@@ -62,6 +62,9 @@ pub enum Incident {
         target: usize,
         error: String,
     },
+    /// The recovery sweep found queued or running jobs whose step was overdue by a whole grace (a
+    /// lost message, a dead worker) and queued them again.
+    JobsStranded { count: u64 },
 }
 
 impl Incident {
@@ -70,7 +73,8 @@ impl Incident {
             Incident::ProviderDisabled { .. } | Incident::AllProvidersUnusable { .. } => Severity::Critical,
             Incident::CircuitOpened { .. }
             | Incident::QuotaExhausted { .. }
-            | Incident::DeliveryDeadLettered { .. } => Severity::Warning,
+            | Incident::DeliveryDeadLettered { .. }
+            | Incident::JobsStranded { .. } => Severity::Warning,
             Incident::CircuitClosed { .. } | Incident::ProvidersRecovered { .. } => Severity::Info,
         }
     }
@@ -85,6 +89,7 @@ impl Incident {
             Incident::AllProvidersUnusable { .. } => "all_providers_unusable",
             Incident::ProvidersRecovered { .. } => "providers_recovered",
             Incident::DeliveryDeadLettered { .. } => "delivery_dead_lettered",
+            Incident::JobsStranded { .. } => "jobs_stranded",
         }
     }
 

@@ -205,6 +205,12 @@ pub fn describe(alert: &Alert, scrubber: &Scrubber) -> (String, String) {
                 clean(error, scrubber)
             ),
         ),
+        Incident::JobsStranded { count } => (
+            format!("{count} stranded job(s) recovered"),
+            format!(
+                "The recovery sweep found {count} queued or running job(s) overdue by a whole grace (a lost message or a dead worker) and queued them again."
+            ),
+        ),
     };
     if alert.suppressed > 0 {
         text.push_str(&format!(

@@ -301,9 +301,13 @@ impl Store for MemoryStore {
         due.sort();
         due.truncate(request.limit);
         let mut steps = Vec::with_capacity(due.len());
+        let mut stranded = 0;
         for (_, key) in due {
             if let Some(job) = inner.jobs.get(&key) {
                 steps.push(job.step_ref());
+                if matches!(job.state, JobState::Queued | JobState::Running) {
+                    stranded += 1;
+                }
             }
             inner.due.insert(key, request.requeue_at_ms);
         }
@@ -316,6 +320,7 @@ impl Store for MemoryStore {
             left,
             next_due_ms,
             next_round,
+            stranded,
         })
     }
 

@@ -329,7 +329,7 @@ impl Store for UpstashStore {
         let items = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)?;
         match items {
             [v] if v.as_str() == Some("stale") => Ok(Swept::Stale),
-            [v, left, next, round, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
+            [v, left, next, round, stranded, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
                 let mut steps = Vec::with_capacity(due.len() / 3);
                 for entry in due.chunks(3) {
                     let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
@@ -352,6 +352,7 @@ impl Store for UpstashStore {
                     left: left.as_u64().ok_or_else(unexpected)?,
                     next_due_ms,
                     next_round: round.as_u64().ok_or_else(unexpected)?,
+                    stranded: stranded.as_u64().ok_or_else(unexpected)?,
                 })
             }
             _ => Err(unexpected()),
