@@ -933,7 +933,8 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
         vec![Incident::ProvidersRecovered { provider: b.clone() }]
     );
     assert_eq!(finish_with(&store, &back).await, vec![], "cleared once");
-    // A flapping circuit: opened, closed (held back inside the window), opened again after it (summarised).
+    // A flapping circuit: opened and closed (each told once), opened and closed again inside the window (held
+    // back), opened after it (summarised: one held back).
     let overload = |at: u64| ruled(event(&c, Some(ErrorClass::Overloaded), 0), &[], at);
     let threshold = BackoffPolicy::default().circuit_threshold;
     let mut opened = Vec::new();
@@ -944,11 +945,20 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
         matches!(opened.as_slice(), [Incident::CircuitOpened { provider, failures, .. }] if *provider == c && *failures == threshold),
         "{opened:?}"
     );
+    let close = |at: u64| ruled(event(&c, None, 0), &[], at);
     assert_eq!(
-        finish_with(&store, &ruled(event(&c, None, 0), &[], t + 1_000)).await,
-        vec![],
-        "inside the window"
+        finish_with(&store, &close(t + 1_000)).await,
+        vec![Incident::CircuitClosed { provider: c.clone() }],
+        "its recovery, once"
     );
+    assert_eq!(finish_with(&store, &close(t + 1_100)).await, vec![]);
+    // Opened again inside the window: held back, and so is its closing.
+    let mut held = Vec::new();
+    for _ in 0..threshold {
+        held.extend(finish_with(&store, &overload(t + 2_000)).await);
+    }
+    held.extend(finish_with(&store, &close(t + 3_000)).await);
+    assert_eq!(held, vec![], "inside the window");
     let later = t + 61_000;
     let mut reopened = Vec::new();
     let mut suppressed = Vec::new();
@@ -968,7 +978,7 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
         matches!(reopened.as_slice(), [Incident::CircuitOpened { .. }]),
         "{reopened:?}"
     );
-    assert_eq!(suppressed, vec![1], "the closing held back in the window is counted");
+    assert_eq!(suppressed, vec![1], "the opening held back in the window is counted");
 }
 
 macro_rules! contract {

@@ -127,12 +127,14 @@ pub struct AlertRules {
 }
 
 /// The store-side bookkeeping of alerts (`st:alerts` on Upstash): whether "all unusable" is raised,
-/// and per provider the last alert's time and how many were held back since.
+/// and per provider the last alert's time, how many were held back since, and whether the operator
+/// was told its circuit opened (so its closing is told too).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertBook {
     pub all_down: bool,
     pub last_ms: HashMap<String, u64>,
     pub held: HashMap<String, u32>,
+    pub told_open: std::collections::HashSet<String>,
 }
 
 /// The class names that disable a provider.
@@ -221,8 +223,9 @@ pub fn system_incident(
     Some(Incident::AllProvidersUnusable { eta_ms: eta })
 }
 
-/// The flap window: a provider-scoped incident inside the window of the provider's last alert is
-/// held back (counted); otherwise it goes out with the count. Others always go out.
+/// The flap window: a circuit opening or a spent quota inside the window of the provider's last such
+/// alert is held back (counted); otherwise it goes out with the count. A circuit's closing goes out
+/// exactly when its opening did (each incident and its recovery once). Others always go out.
 pub fn gate(incident: Incident, rules: &AlertRules, book: &mut AlertBook, now_ms: u64) -> Option<Alert> {
     let Some(provider) = incident.provider().map(str::to_string) else {
         return Some(Alert {
@@ -231,6 +234,14 @@ pub fn gate(incident: Incident, rules: &AlertRules, book: &mut AlertBook, now_ms
             at_ms: now_ms,
         });
     };
+    let alert = |suppressed| Alert {
+        incident: incident.clone(),
+        suppressed,
+        at_ms: now_ms,
+    };
+    if matches!(incident, Incident::CircuitClosed { .. }) {
+        return book.told_open.remove(&provider).then(|| alert(0));
+    }
     if let Some(last) = book.last_ms.get(&provider) {
         if now_ms < last + rules.window_ms {
             *book.held.entry(provider).or_default() += 1;
@@ -239,11 +250,10 @@ pub fn gate(incident: Incident, rules: &AlertRules, book: &mut AlertBook, now_ms
     }
     book.last_ms.insert(provider.clone(), now_ms);
     let suppressed = book.held.remove(&provider).unwrap_or(0);
-    Some(Alert {
-        incident,
-        suppressed,
-        at_ms: now_ms,
-    })
+    if matches!(incident, Incident::CircuitOpened { .. }) {
+        book.told_open.insert(provider);
+    }
+    Some(alert(suppressed))
 }
 
 #[cfg(test)]
@@ -296,9 +306,17 @@ mod tests {
             until_ms: 1,
             failures: 5,
         };
+        let closed = || Incident::CircuitClosed { provider: "p".into() };
         assert_eq!(gate(open(), &rules, &mut book, 0).map(|a| a.suppressed), Some(0));
+        assert!(gate(closed(), &rules, &mut book, 5_000).is_some(), "its recovery, once");
         assert_eq!(gate(open(), &rules, &mut book, 10_000), None);
+        assert_eq!(
+            gate(closed(), &rules, &mut book, 15_000),
+            None,
+            "its opening was held back"
+        );
         assert_eq!(gate(open(), &rules, &mut book, 20_000), None);
         assert_eq!(gate(open(), &rules, &mut book, 60_000).map(|a| a.suppressed), Some(2));
+        assert!(gate(closed(), &rules, &mut book, 61_000).is_some());
     }
 }

@@ -114,6 +114,12 @@ local touched = false
 for _, incident in ipairs(found) do
   local scoped = incident.kind ~= 'provider_disabled'
   local send = true
+  if incident.kind == 'circuit_closed' then
+    -- Told exactly when its opening was.
+    send = redis.call('HDEL', KEYS[6], 'o:' .. p) == 1
+    scoped = false
+    touched = true
+  end
   if scoped then
     local last = redis.call('HGET', KEYS[6], 'w:' .. p)
     if last and now < tonumber(last) + window then
@@ -123,6 +129,9 @@ for _, incident in ipairs(found) do
       redis.call('HSET', KEYS[6], 'w:' .. p, now)
       incident.suppressed = n(redis.call('HGET', KEYS[6], 'n:' .. p))
       redis.call('HDEL', KEYS[6], 'n:' .. p)
+      if incident.kind == 'circuit_opened' then
+        redis.call('HSET', KEYS[6], 'o:' .. p, '1')
+      end
     end
     touched = true
   end
