@@ -305,3 +305,59 @@ async fn bad_alert_configuration_fails_at_start_naming_the_variable() {
         assert!(!stderr.contains("listening"), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_unreachable_past_its_threshold_alerts_once_then_once_when_it_answers_again() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    let discord = AlertReceiver::start(&[]).await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let sinks = format!("discord+{}", discord.url("/api/webhooks/3/store"));
+    let origin = discord.origin();
+    let local = Local::start(
+        &openai_provider("alpha", &provider.base_url()),
+        &[
+            ("ALERT_WEBHOOK_URLS", sinks.as_str()),
+            ("ALERT_STORE_DOWN_SECONDS", "1"),
+            ("CALLBACK_ALLOWED_ORIGINS", origin.as_str()),
+            ("UPSTASH_REDIS_REST_URL", upstash.url.as_str()),
+            ("UPSTASH_REDIS_REST_TOKEN", upstash.token.as_str()),
+            ("UPSTASH_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    let poll = "/v1/reports/0123456789abcdef0123456789abcdef";
+    assert_eq!(local.get(poll, ALICE).await.0, 404, "the store answers");
+    redis.signal("STOP").unwrap();
+    let frozen = Instant::now();
+    let mut unavailable = 0;
+    while frozen.elapsed() < Duration::from_millis(2_500) {
+        if local.get(poll, ALICE).await.0 == 503 {
+            unavailable += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.signal("CONT").unwrap();
+    assert!(
+        unavailable >= 3,
+        "the routes answered 503 during the outage ({unavailable})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local.get(poll, ALICE).await.0 != 404 {
+        assert!(Instant::now() < deadline, "the store never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = settle(|| discord.received(), 2, Duration::from_secs(10)).await;
+    eprintln!(
+        "discord got: {}",
+        serde_json::to_string_pretty(&got.iter().map(|a| &a.body).collect::<Vec<_>>()).unwrap()
+    );
+    let down = of_kind(&got, "store_unreachable");
+    assert_eq!(down.len(), 1, "{got:?}");
+    assert!(down[0].body["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("[CRITICAL] Store unreachable"));
+    assert_eq!(of_kind(&got, "store_reachable").len(), 1, "{got:?}");
+    assert_eq!(got.len(), 2, "nothing else: {got:?}");
+}

@@ -466,6 +466,7 @@ fn alert_settings(env: &dyn Fn(&str) -> Option<String>, guard: &UrlGuard) -> Res
         secrets,
         flap_window_ms: seconds(env, "ALERT_FLAP_WINDOW_SECONDS", defaults.flap_window_ms)?,
         retry_ms,
+        store_down_ms: seconds(env, "ALERT_STORE_DOWN_SECONDS", defaults.store_down_ms)?,
     })
 }
 

@@ -65,17 +65,25 @@ pub enum Incident {
     /// The recovery sweep found queued or running jobs whose step was overdue by a whole grace (a
     /// lost message, a dead worker) and queued them again.
     JobsStranded { count: u64 },
+    /// This instance got nothing but "unavailable" from the store since `since_ms` (per instance).
+    StoreUnreachable { since_ms: u64 },
+    /// The store answered again after a `StoreUnreachable` (per instance).
+    StoreReachable { down_ms: u64 },
 }
 
 impl Incident {
     pub fn severity(&self) -> Severity {
         match self {
-            Incident::ProviderDisabled { .. } | Incident::AllProvidersUnusable { .. } => Severity::Critical,
+            Incident::ProviderDisabled { .. }
+            | Incident::AllProvidersUnusable { .. }
+            | Incident::StoreUnreachable { .. } => Severity::Critical,
             Incident::CircuitOpened { .. }
             | Incident::QuotaExhausted { .. }
             | Incident::DeliveryDeadLettered { .. }
             | Incident::JobsStranded { .. } => Severity::Warning,
-            Incident::CircuitClosed { .. } | Incident::ProvidersRecovered { .. } => Severity::Info,
+            Incident::CircuitClosed { .. } | Incident::ProvidersRecovered { .. } | Incident::StoreReachable { .. } => {
+                Severity::Info
+            }
         }
     }
 
@@ -90,6 +98,8 @@ impl Incident {
             Incident::ProvidersRecovered { .. } => "providers_recovered",
             Incident::DeliveryDeadLettered { .. } => "delivery_dead_lettered",
             Incident::JobsStranded { .. } => "jobs_stranded",
+            Incident::StoreUnreachable { .. } => "store_unreachable",
+            Incident::StoreReachable { .. } => "store_reachable",
         }
     }
 

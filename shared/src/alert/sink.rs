@@ -51,6 +51,8 @@ pub struct AlertSettings {
     /// The waits before each retry of a failed alert (`ALERT_RETRY_SCHEDULE`, 5s,30s,2m); then it is
     /// dropped (logged).
     pub retry_ms: Vec<u64>,
+    /// The store unreachable this long alerts (`ALERT_STORE_DOWN_SECONDS`, 60 s).
+    pub store_down_ms: u64,
 }
 
 impl Default for AlertSettings {
@@ -60,6 +62,7 @@ impl Default for AlertSettings {
             secrets: None,
             flap_window_ms: 900_000,
             retry_ms: vec![5_000, 30_000, 120_000],
+            store_down_ms: 60_000,
         }
     }
 }
@@ -210,6 +213,17 @@ pub fn describe(alert: &Alert, scrubber: &Scrubber) -> (String, String) {
             format!(
                 "The recovery sweep found {count} queued or running job(s) overdue by a whole grace (a lost message or a dead worker) and queued them again."
             ),
+        ),
+        Incident::StoreUnreachable { since_ms } => (
+            "Store unreachable".to_string(),
+            format!(
+                "This instance has had no answer from the store since {}: submits and polls answer 503, steps wait on the queue.",
+                when(*since_ms)
+            ),
+        ),
+        Incident::StoreReachable { down_ms } => (
+            "Store reachable again".to_string(),
+            format!("The store answers again after {} s.", down_ms / 1000),
         ),
     };
     if alert.suppressed > 0 {
