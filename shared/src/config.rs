@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use std::collections::HashMap;
 
+use crate::alert::sink::{self, AlertSettings};
 use crate::api::auth::{ApiKeys, AuthError, OPEN_OWNER};
 use crate::delivery::guard::UrlGuard;
 use crate::delivery::sign::WebhookSecrets;
@@ -65,6 +66,8 @@ pub struct Settings {
     /// Waits longer than this are not queued: the job stays parked in the due-index and the sweeper
     /// wakes it (`PARK_AFTER_SECONDS`, 5 min).
     pub park_after_ms: u64,
+    /// Where operational alerts go (`ALERT_WEBHOOK_URLS`, `DISCORD_WEBHOOK_URL`, `ALERT_*`).
+    pub alerts: AlertSettings,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -140,6 +143,7 @@ impl Default for Settings {
             scrubber: Scrubber::default(),
             sweep_grace_ms: 30_000,
             park_after_ms: 300_000,
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -317,6 +321,7 @@ impl Config {
             name: "CALLBACK_ALLOWED_ORIGINS",
             message: e.to_string(),
         })?;
+        settings.alerts = alert_settings(env, &settings.url_guard)?;
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
         settings.limits = owner_limits(env, &keys, settings.limits)?;
@@ -406,7 +411,63 @@ fn scrubber(
             .filter_map(|p| p.api_key.as_ref().map(|k| k.expose().to_string())),
     );
     secrets.extend(upstash.map(|u| u.token.expose().to_string()));
+    if let Some(secret) = env("ALERT_WEBHOOK_SECRET") {
+        if let Some(bare) = secret.trim().strip_prefix("whsec_") {
+            secrets.push(bare.to_string());
+        }
+        secrets.push(secret.trim().to_string());
+    }
     Scrubber::new(secrets)
+}
+
+/// `ALERT_WEBHOOK_URLS` (comma-separated), `DISCORD_WEBHOOK_URL` (the original's; added to the list),
+/// `ALERT_WEBHOOK_SECRET`, `ALERT_FLAP_WINDOW_SECONDS`, `ALERT_RETRY_SCHEDULE`. Every URL passes the
+/// callback guard here, at start.
+fn alert_settings(env: &dyn Fn(&str) -> Option<String>, guard: &UrlGuard) -> Result<AlertSettings, ConfigError> {
+    let defaults = AlertSettings::default();
+    let mut sinks = Vec::new();
+    for name in ["ALERT_WEBHOOK_URLS", "DISCORD_WEBHOOK_URL"] {
+        let entries = env(name).unwrap_or_default();
+        for (index, entry) in entries.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+            let parsed = sink::parse(entry, index + 1, guard).map_err(|e| ConfigError::Invalid {
+                name,
+                message: e.to_string(),
+            })?;
+            if !sinks.contains(&parsed) {
+                sinks.push(parsed);
+            }
+        }
+    }
+    let secrets = match env("ALERT_WEBHOOK_SECRET") {
+        Some(secret) => Some(
+            WebhookSecrets::new(secret.trim(), None).map_err(|e| ConfigError::Invalid {
+                name: "ALERT_WEBHOOK_SECRET",
+                message: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    if secrets.is_none() && sinks.iter().any(|s| s.kind == sink::SinkKind::Generic) {
+        return Err(ConfigError::Invalid {
+            name: "ALERT_WEBHOOK_SECRET",
+            message: "must be set (whsec_…) when ALERT_WEBHOOK_URLS names a generic webhook: its alerts are signed"
+                .into(),
+        });
+    }
+    let retry_ms = match env("ALERT_RETRY_SCHEDULE") {
+        Some(v) => schedule(&v).map_err(|message| ConfigError::Invalid {
+            name: "ALERT_RETRY_SCHEDULE",
+            message,
+        })?,
+        None => defaults.retry_ms,
+    };
+    Ok(AlertSettings {
+        sinks,
+        secrets,
+        flap_window_ms: seconds(env, "ALERT_FLAP_WINDOW_SECONDS", defaults.flap_window_ms)?,
+        retry_ms,
+        store_down_ms: seconds(env, "ALERT_STORE_DOWN_SECONDS", defaults.store_down_ms)?,
+    })
 }
 
 /// `owner=secret` entries, comma-separated; an owner may appear twice during a rotation (current first).

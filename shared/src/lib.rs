@@ -3,6 +3,7 @@
 //! Everything the four Lambda functions and `stepper-local` share lives here; see
 //! `docs/architecture.md` for one job's trip through these modules.
 
+pub mod alert;
 pub mod api;
 pub mod config;
 pub mod delivery;

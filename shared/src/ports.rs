@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::alert::Alert;
 use crate::job::{Job, StepRef};
 use crate::llm::CompletionRequest;
 use crate::providers::CallReport;
@@ -80,6 +81,9 @@ pub enum Swept {
         left: u64,
         next_due_ms: Option<u64>,
         next_round: u64,
+        /// How many of `steps` were stranded: their job was queued or running (not parked, not
+        /// finished) and its step had been due for a whole grace — a lost message, a dead worker.
+        stranded: u64,
     },
 }
 
@@ -117,6 +121,16 @@ pub enum Claim {
     Stale(Job),
     /// No such job (purged or expired).
     Missing,
+}
+
+/// What `Store::finish` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinishOutcome {
+    /// The next state was written (false: the job moved on meanwhile, nothing changed).
+    pub written: bool,
+    /// The incidents this write's provider event caused, already deduplicated: this caller, and no
+    /// other instance, alerts them.
+    pub alerts: Vec<Alert>,
 }
 
 /// A job as the poller sees it.
@@ -212,14 +226,16 @@ pub trait Store: Send + Sync {
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError>;
     /// Writes the job's next state if it is still at `step`, applies the provider event, releases
     /// the step's lease and moves the job's due-index entry to `due_at_ms` (`None`: out of the index).
-    /// Returns false when the job moved on meanwhile (nothing was written).
+    /// `written` is false when the job moved on meanwhile (nothing was written); `alerts` are the
+    /// incidents the event's state change caused (`alert::provider_incidents`, `system_incident`,
+    /// `gate`), decided in the same atomic change so that one caller reports each.
     async fn finish(
         &self,
         step: &StepRef,
         next: &Job,
         due_at_ms: Option<u64>,
         event: Option<&ProviderEvent>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<FinishOutcome, StoreError>;
     /// One sweep of the due-index (one request): the steps due by `now`, entries of vanished jobs dropped.
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError>;
     /// Reads a job for its owner; the first read of a finished job shortens its life to `grace`.

@@ -289,6 +289,9 @@ pub struct ProviderEvent {
     /// Short reason, kept when the class disables the provider.
     pub message: String,
     pub backoff: BackoffPolicy,
+    /// What the store needs to decide on alerts (the providers, the flap window).
+    #[serde(default)]
+    pub alerts: crate::alert::AlertRules,
 }
 
 impl ProviderEvent {
@@ -303,6 +306,7 @@ impl ProviderEvent {
             cooldown_until_ms: 0,
             message: String::new(),
             backoff,
+            alerts: crate::alert::AlertRules::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::ports::{Clock, Queue, Store, SystemClock};
 use crate::providers::spec;
 use crate::store::memory::MemoryStore;
 use crate::store::upstash::{UpstashClient, UpstashStore};
+use crate::store::watch::WatchedStore;
 
 /// Everything a request or a step needs, built once.
 pub struct Service {
@@ -56,6 +57,14 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
         }
         None => Arc::new(MemoryStore::new(clock.clone())),
     };
+    let alerts = &config.settings.alerts;
+    let store: Arc<dyn Store> = Arc::new(WatchedStore::new(
+        store,
+        queue.clone(),
+        clock.clone(),
+        alerts.sinks.len(),
+        Duration::from_millis(alerts.store_down_ms),
+    ));
     let providers = config
         .providers
         .iter()

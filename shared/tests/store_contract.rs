@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::alert::{AlertRules, Incident};
 use shared::config::Secret;
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
@@ -141,7 +142,7 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     failed.seq = 2;
     failed.state = JobState::Failed;
     failed.error = Some("every provider failed".into());
-    assert!(store.finish(&step, &failed, None, None).await.unwrap());
+    assert!(store.finish(&step, &failed, None, None).await.unwrap().written);
     j.gen = new_gen();
     assert_eq!(
         create(&store, &j).await,
@@ -212,12 +213,12 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
     next.seq = 2;
     next.state = JobState::WaitingForRetry;
     next.next_attempt_at_ms = Some(now() + 5_000);
-    assert!(store.finish(&step, &next, None, None).await.unwrap());
+    assert!(store.finish(&step, &next, None, None).await.unwrap().written);
     let mut late = next.clone();
     late.seq = 3;
     late.state = JobState::Failed;
     assert!(
-        !store.finish(&step, &late, None, None).await.unwrap(),
+        !store.finish(&step, &late, None, None).await.unwrap().written,
         "a second finish of the same step is refused"
     );
     let seen = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
@@ -225,7 +226,7 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
     let mut gone = j.clone();
     gone.id = job_id("nobody", "never");
     assert!(
-        !store.finish(&gone.step_ref(), &gone, None, None).await.unwrap(),
+        !store.finish(&gone.step_ref(), &gone, None, None).await.unwrap().written,
         "finish never creates a job"
     );
     assert!(deliver(&store, &gone.owner, &gone.id, Duration::from_secs(1))
@@ -249,7 +250,7 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
         create(&store, &j).await;
         let mut next = j.clone();
         next.seq = 2;
-        assert!(store.finish(&j.step_ref(), &next, None, Some(e)).await.unwrap());
+        assert!(store.finish(&j.step_ref(), &next, None, Some(e)).await.unwrap().written);
         expected.apply(e);
     }
     let states = store.provider_states().await.unwrap();
@@ -276,7 +277,7 @@ async fn deliver_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Sto
     done.seq = 2;
     done.state = JobState::Succeeded;
     done.expires_at_ms = now() + 3_600_000;
-    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap());
+    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap().written);
     let first = deliver(&store, &j.owner, &j.id, Duration::from_millis(700))
         .await
         .unwrap();
@@ -363,7 +364,13 @@ async fn unfinished_lists_only_unfinished_jobs(store: Arc<dyn Store>) {
     let mut finished = done.clone();
     finished.seq = 2;
     finished.state = JobState::Succeeded;
-    assert!(store.finish(&done.step_ref(), &finished, None, None).await.unwrap());
+    assert!(
+        store
+            .finish(&done.step_ref(), &finished, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     let listed: Vec<String> = store
         .with_work_left()
         .await
@@ -566,7 +573,7 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let mut waiting = a.clone();
     waiting.seq = 2;
     waiting.state = JobState::WaitingForRetry;
-    assert!(store.finish(&a.step_ref(), &waiting, None, None).await.unwrap());
+    assert!(store.finish(&a.step_ref(), &waiting, None, None).await.unwrap().written);
     assert!(matches!(
         create_with(&store, &c, cap(2)).await.unwrap(),
         Admission::TooManyInFlight { .. }
@@ -574,7 +581,13 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let mut done = waiting.clone();
     done.seq = 3;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&waiting.step_ref(), &done, None, None).await.unwrap());
+    assert!(
+        store
+            .finish(&waiting.step_ref(), &done, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     assert_eq!(unlimited(create_with(&store, &c, cap(2)).await.unwrap()), Created::New);
     // A finished job met again at the cap is still the cached answer.
     assert!(
@@ -598,7 +611,7 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let mut failed = c.clone();
     failed.seq = 2;
     failed.state = JobState::Failed;
-    assert!(store.finish(&c.step_ref(), &failed, None, None).await.unwrap());
+    assert!(store.finish(&c.step_ref(), &failed, None, None).await.unwrap().written);
     let mut retry = c.clone();
     retry.gen = new_gen();
     assert_eq!(
@@ -725,6 +738,7 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
             left,
             next_due_ms,
             next_round,
+            ..
         } => {
             assert!(steps.is_empty(), "nothing is due before its grace: {steps:?}");
             assert_eq!((left, next_round), (2, 2));
@@ -738,11 +752,17 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
         "a duplicate delivery of round 1 stops"
     );
     match sweep_at(&store, (&token, 2), false, now() + 31_000).await {
-        Swept::Due { mut steps, left, .. } => {
+        Swept::Due {
+            mut steps,
+            left,
+            stranded,
+            ..
+        } => {
             steps.sort_by(|x, y| x.job_id.cmp(&y.job_id));
             let mut want = vec![a.step_ref(), b.step_ref()];
             want.sort_by(|x, y| x.job_id.cmp(&y.job_id));
             assert_eq!((steps, left), (want, 2), "due jobs come back with their current step");
+            assert_eq!(stranded, 2, "queued and never claimed in a whole grace: stranded");
         }
         Swept::Stale => panic!("round 2 is the live one"),
     }
@@ -754,6 +774,7 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
             left: 0,
             next_due_ms: None,
             next_round: 4,
+            stranded: 0,
         }
     );
     assert_eq!(
@@ -797,7 +818,13 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
     waiting.seq = 2;
     waiting.state = JobState::WaitingForRetry;
     waiting.next_attempt_at_ms = Some(t + 3_600_000);
-    assert!(store.finish(&step, &waiting, Some(t + 3_600_000), None).await.unwrap());
+    assert!(
+        store
+            .finish(&step, &waiting, Some(t + 3_600_000), None)
+            .await
+            .unwrap()
+            .written
+    );
     assert!(
         due_of(&store, &ids, t + 3_599_000).await.is_empty(),
         "parked until its attempt"
@@ -806,7 +833,13 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
     let mut done = waiting.clone();
     done.seq = 3;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&waiting.step_ref(), &done, None, None).await.unwrap());
+    assert!(
+        store
+            .finish(&waiting.step_ref(), &done, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     assert!(
         due_of(&store, &ids, u64::MAX / 2).await.is_empty(),
         "a finished job leaves the index"
@@ -849,6 +882,105 @@ async fn an_expired_job_leaves_no_index_entry(store: Arc<dyn Store>) {
     );
 }
 
+/// One finish with `e` on a fresh job; the incidents it reported.
+async fn finish_with(store: &Arc<dyn Store>, e: &ProviderEvent) -> Vec<Incident> {
+    let j = job(&unique("owner"));
+    create(store, &j).await;
+    let mut next = j.clone();
+    next.seq = 2;
+    let outcome = store.finish(&j.step_ref(), &next, None, Some(e)).await.unwrap();
+    assert!(outcome.written);
+    outcome.alerts.into_iter().map(|a| a.incident).collect()
+}
+
+fn ruled(mut e: ProviderEvent, providers: &[&str], at: u64) -> ProviderEvent {
+    e.alerts = AlertRules {
+        providers: providers.iter().map(|p| p.to_string()).collect(),
+        window_ms: 60_000,
+    };
+    e.now_ms = at;
+    e
+}
+
+async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
+    let (a, b, c) = (unique("alert-a-"), unique("alert-b-"), unique("alert-c-"));
+    let peers = [a.as_str(), b.as_str()];
+    let t = now();
+    // A revoked key: critical, once, however many workers meet it at once.
+    let revoked = ruled(event(&a, Some(ErrorClass::AuthInvalid), 0), &peers, t);
+    let reports = futures::future::join_all((0..8).map(|_| finish_with(&store, &revoked))).await;
+    let all: Vec<Incident> = reports.into_iter().flatten().collect();
+    assert_eq!(
+        all,
+        vec![Incident::ProviderDisabled {
+            provider: a.clone(),
+            reason: "auth_invalid: 401 bad key".into()
+        }],
+        "eight concurrent finishes, one incident"
+    );
+    // The other provider rate-limited too: every provider unusable, with the first return.
+    let limited = ruled(event(&b, Some(ErrorClass::RateLimited), t + 30_000), &peers, t);
+    assert_eq!(
+        finish_with(&store, &limited).await,
+        vec![Incident::AllProvidersUnusable {
+            eta_ms: Some(t + 30_000)
+        }]
+    );
+    assert_eq!(finish_with(&store, &limited).await, vec![], "raised once");
+    let back = ruled(event(&b, None, 0), &peers, t + 31_000);
+    assert_eq!(
+        finish_with(&store, &back).await,
+        vec![Incident::ProvidersRecovered { provider: b.clone() }]
+    );
+    assert_eq!(finish_with(&store, &back).await, vec![], "cleared once");
+    // A flapping circuit: opened and closed (each told once), opened and closed again inside the window (held
+    // back), opened after it (summarised: one held back).
+    let overload = |at: u64| ruled(event(&c, Some(ErrorClass::Overloaded), 0), &[], at);
+    let threshold = BackoffPolicy::default().circuit_threshold;
+    let mut opened = Vec::new();
+    for _ in 0..threshold {
+        opened.extend(finish_with(&store, &overload(t)).await);
+    }
+    assert!(
+        matches!(opened.as_slice(), [Incident::CircuitOpened { provider, failures, .. }] if *provider == c && *failures == threshold),
+        "{opened:?}"
+    );
+    let close = |at: u64| ruled(event(&c, None, 0), &[], at);
+    assert_eq!(
+        finish_with(&store, &close(t + 1_000)).await,
+        vec![Incident::CircuitClosed { provider: c.clone() }],
+        "its recovery, once"
+    );
+    assert_eq!(finish_with(&store, &close(t + 1_100)).await, vec![]);
+    // Opened again inside the window: held back, and so is its closing.
+    let mut held = Vec::new();
+    for _ in 0..threshold {
+        held.extend(finish_with(&store, &overload(t + 2_000)).await);
+    }
+    held.extend(finish_with(&store, &close(t + 3_000)).await);
+    assert_eq!(held, vec![], "inside the window");
+    let later = t + 61_000;
+    let mut reopened = Vec::new();
+    let mut suppressed = Vec::new();
+    for _ in 0..threshold {
+        let j = job(&unique("owner"));
+        create(&store, &j).await;
+        let mut next = j.clone();
+        next.seq = 2;
+        let out = store
+            .finish(&j.step_ref(), &next, None, Some(&overload(later)))
+            .await
+            .unwrap();
+        suppressed.extend(out.alerts.iter().map(|a| a.suppressed));
+        reopened.extend(out.alerts.into_iter().map(|a| a.incident));
+    }
+    assert!(
+        matches!(reopened.as_slice(), [Incident::CircuitOpened { .. }]),
+        "{reopened:?}"
+    );
+    assert_eq!(suppressed, vec![1], "the opening held back in the window is counted");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         async fn run_contract(store: Arc<dyn Store>) {
@@ -871,6 +1003,7 @@ contract!(
     a_lease_expires,
     finish_is_fenced,
     finish_applies_provider_events_like_quota_rs,
+    finish_reports_each_incident_once,
     deliver_is_owner_scoped_and_shortens_a_finished_life,
     unfinished_jobs_expire_at_their_expiry,
     an_expiry_already_past_is_refused_and_nothing_is_written,
@@ -932,7 +1065,7 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
     let mut done = j.clone();
     done.seq = 2;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap());
+    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap().written);
     assert!(purge(&store, &owner, &j.id).await);
     let left = client
         .command(vec!["KEYS".into(), format!("st:*{owner}*").into()])

@@ -1,5 +1,6 @@
 //! Test support: faithful fake AI provider servers and launchers for the real local stack.
 
+pub mod alert_sink;
 pub mod billing;
 pub mod fake;
 pub mod instant;

@@ -235,7 +235,7 @@ impl Store for DiesBeforeTheWrite {
         next: &Job,
         due: Option<u64>,
         event: Option<&ProviderEvent>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<shared::ports::FinishOutcome, StoreError> {
         if !self.died.swap(true, Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "the function was killed before its state write".into(),

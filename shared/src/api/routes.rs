@@ -492,7 +492,7 @@ async fn redeliver(
             next.next_attempt_at_ms = Some(now);
             next.expires_at_ms = engine.delivery_expiry(&next, now);
             let due_at = engine.due_for(&next);
-            if !engine.store.finish(&job.step_ref(), &next, due_at, None).await? {
+            if !engine.store.finish(&job.step_ref(), &next, due_at, None).await?.written {
                 return Ok(with_rate(ApiError::JobChanged.into_response(), rate));
             }
             // Written first: were the message lost, the deliveries are pending in the record, and the next

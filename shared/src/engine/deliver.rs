@@ -8,6 +8,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use super::step::{Engine, StepError, StepOutcome};
+use crate::alert::{Alert, Incident};
 use crate::delivery::send::{self, DeliveryStatus, Finished};
 use crate::job::{Job, JobState, StepRef};
 
@@ -82,8 +83,21 @@ impl Engine {
             info!(job_id = %job.id, target = index, delivered = report.delivered, status = ?report.status, "delivery attempt");
         }
         let due_at = self.due_for(&next);
-        if !self.store.finish(step, &next, due_at, None).await? {
+        if !self.store.finish(step, &next, due_at, None).await?.written {
             return Ok(StepOutcome::Dropped("job moved on during the delivery"));
+        }
+        if status == DeliveryStatus::Dead {
+            // The fenced write above dead-lettered it: one instance alerts.
+            self.raise(vec![Alert {
+                incident: Incident::DeliveryDeadLettered {
+                    job_id: job.id.clone(),
+                    target: index,
+                    error: next.deliveries[index].last_error.clone().unwrap_or_default(),
+                },
+                suppressed: 0,
+                at_ms: after,
+            }])
+            .await;
         }
         match due {
             Some(_) => Ok(StepOutcome::Progressed {

@@ -1,5 +1,6 @@
 //! The step engine: [`decide`] is the pure decision, [`step`] runs one step through the ports.
 
+mod alerts;
 pub mod decide;
 mod deliver;
 pub mod step;

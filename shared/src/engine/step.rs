@@ -107,9 +107,12 @@ impl Engine {
         let next = self.advance(job, &states).await;
         let (next_job, event) = next;
         let due = self.due_for(&next_job);
-        if !self.store.finish(step, &next_job, due, event.as_ref()).await? {
+        let finished = self.store.finish(step, &next_job, due, event.as_ref()).await?;
+        if !finished.written {
             return Ok(StepOutcome::Dropped("job moved on during the step"));
         }
+        // This write made the incidents' state change: this instance, and no other, alerts them.
+        self.raise(finished.alerts).await;
         if next_job.state.is_finished() {
             info!(job_id = %next_job.id, state = ?next_job.state, deliveries = next_job.deliveries.len(), "job finished");
             if next_job.has_work_left() {
@@ -296,6 +299,7 @@ impl Engine {
     ) -> ProviderEvent {
         let mut event = ProviderEvent::new(&slot.name, &slot.limits, now, self.settings.backoff);
         event.tokens = request.estimated_tokens();
+        event.alerts = self.alert_rules();
         // An unusable answer (InvalidOutput) is counted but does not back the provider off: see `apply`.
         event.class = failure.map(|f| f.class);
         event.message = failure

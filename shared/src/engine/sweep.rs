@@ -112,6 +112,7 @@ impl Engine {
             left,
             next_due_ms,
             next_round,
+            stranded,
         } = swept
         else {
             return Ok(StepOutcome::Dropped("another sweeper is alive"));
@@ -124,7 +125,16 @@ impl Engine {
             self.queue.send(&message, Duration::ZERO).await?;
         }
         if !steps.is_empty() {
-            info!(requeued = steps.len(), left, "sweep re-queued due steps");
+            info!(requeued = steps.len(), stranded, left, "sweep re-queued due steps");
+        }
+        if stranded > 0 {
+            // The sweeper is one chain across instances: this sweep, and no other, found them.
+            self.raise(vec![crate::alert::Alert {
+                incident: crate::alert::Incident::JobsStranded { count: stranded },
+                suppressed: 0,
+                at_ms: now,
+            }])
+            .await;
         }
         if left > 0 {
             let delay_ms = if steps.len() >= SWEEP_LIMIT {
@@ -162,6 +172,7 @@ impl Engine {
             // instead, the two chains carry the same next round and the later one stops.
             // Round 0 is a rescue (`rescue_sweeper`): it takes the sweeper over too.
             Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1 || *round == 0).await,
+            Message::Alert { alert, sink, attempt } => Ok(self.send_alert(alert, *sink, *attempt).await),
         }
     }
 }

@@ -27,6 +27,14 @@ pub enum Message {
     /// while the index holds jobs. `token` and `round` name the live sweeper's next message; any
     /// other (another chain, a duplicate delivery) stops at once.
     Sweep { token: String, round: u64 },
+    /// Send one alert to one configured sink (`engine::alerts`): `sink` indexes the configured
+    /// sinks (the URL, which holds the sink's token, never travels in a message); `attempt` counts
+    /// from 1 along `ALERT_RETRY_SCHEDULE`.
+    Alert {
+        alert: crate::alert::Alert,
+        sink: usize,
+        attempt: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::StoreError;
+use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, Limits, RateLimit, RateWindow, Store, Submitted, SweepRequest,
-    Swept,
+    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Store,
+    Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -25,6 +26,8 @@ struct Inner {
     /// The live sweeper: its token, the round its next message carries, and when it lapses.
     sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
+    /// Which incidents are raised and the flap windows (`st:alerts` on Upstash).
+    alerts: AlertBook,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
     rates: HashMap<(String, u64), (u64, u64)>,
 }
@@ -189,13 +192,13 @@ impl Store for MemoryStore {
         next: &Job,
         due_at_ms: Option<u64>,
         event: Option<&ProviderEvent>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<FinishOutcome, StoreError> {
         expiry_ahead(next, self.clock.now_ms())?;
         let mut inner = self.live();
         let key = (step.owner.clone(), step.job_id.clone());
         match inner.jobs.get(&key) {
             Some(job) if job.gen == step.gen && job.seq == step.seq => {}
-            _ => return Ok(false),
+            _ => return Ok(FinishOutcome::default()),
         }
         inner.leases.remove(&key);
         match due_at_ms {
@@ -203,10 +206,30 @@ impl Store for MemoryStore {
             None => inner.due.remove(&key),
         };
         inner.jobs.insert(key, next.clone());
+        let mut alerts = Vec::new();
         if let Some(event) = event {
-            inner.providers.entry(event.provider.clone()).or_default().apply(event);
+            // The same decisions as finish.lua, under the same lock as the state change.
+            let state = inner.providers.entry(event.provider.clone()).or_default();
+            let before = state.clone();
+            state.apply(event);
+            let after = state.clone();
+            let inner = &mut *inner;
+            for incident in alert::provider_incidents(&event.provider, &before, &after, event.now_ms) {
+                alerts.extend(alert::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+            }
+            let succeeded = event.class.is_none();
+            if let Some(incident) = alert::system_incident(
+                &event.alerts,
+                &inner.providers,
+                &event.provider,
+                succeeded,
+                &mut inner.alerts,
+                event.now_ms,
+            ) {
+                alerts.extend(alert::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+            }
         }
-        Ok(true)
+        Ok(FinishOutcome { written: true, alerts })
     }
 
     async fn deliver(
@@ -278,9 +301,13 @@ impl Store for MemoryStore {
         due.sort();
         due.truncate(request.limit);
         let mut steps = Vec::with_capacity(due.len());
+        let mut stranded = 0;
         for (_, key) in due {
             if let Some(job) = inner.jobs.get(&key) {
                 steps.push(job.step_ref());
+                if matches!(job.state, JobState::Queued | JobState::Running) {
+                    stranded += 1;
+                }
             }
             inner.due.insert(key, request.requeue_at_ms);
         }
@@ -293,6 +320,7 @@ impl Store for MemoryStore {
             left,
             next_due_ms,
             next_round,
+            stranded,
         })
     }
 

@@ -2,6 +2,7 @@
 
 pub mod memory;
 pub mod upstash;
+pub mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -45,13 +45,16 @@ pub use client::{Script, UpstashClient};
 use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
+    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted,
+    SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
 const PROVIDERS_KEY: &str = "st:providers";
 const DUE_KEY: &str = "st:due";
 const SWEEPER_KEY: &str = "st:sweeper";
+/// Which incidents are raised, and the per-provider flap windows (finish.lua).
+const ALERTS_KEY: &str = "st:alerts";
 const JOB_PREFIX: &str = "st:j:";
 
 fn job_key(owner: &str, id: &str) -> String {
@@ -326,7 +329,7 @@ impl Store for UpstashStore {
         let items = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)?;
         match items {
             [v] if v.as_str() == Some("stale") => Ok(Swept::Stale),
-            [v, left, next, round, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
+            [v, left, next, round, stranded, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
                 let mut steps = Vec::with_capacity(due.len() / 3);
                 for entry in due.chunks(3) {
                     let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
@@ -349,6 +352,7 @@ impl Store for UpstashStore {
                     left: left.as_u64().ok_or_else(unexpected)?,
                     next_due_ms,
                     next_round: round.as_u64().ok_or_else(unexpected)?,
+                    stranded: stranded.as_u64().ok_or_else(unexpected)?,
                 })
             }
             _ => Err(unexpected()),
@@ -361,7 +365,7 @@ impl Store for UpstashStore {
         next: &Job,
         due_at_ms: Option<u64>,
         event: Option<&ProviderEvent>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<FinishOutcome, StoreError> {
         let event = match event {
             Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
@@ -376,6 +380,7 @@ impl Store for UpstashStore {
                     &in_flight_key(&step.owner),
                     &lease_key(&step.owner, &step.job_id),
                     DUE_KEY,
+                    ALERTS_KEY,
                 ],
                 vec![
                     arg(encode(next)?),
@@ -388,7 +393,17 @@ impl Store for UpstashStore {
                 ],
             )
             .await?;
-        Ok(written.as_i64() == Some(1))
+        match written {
+            Value::String(incidents) => Ok(FinishOutcome {
+                written: true,
+                alerts: serde_json::from_str(&incidents)
+                    .map_err(|e| StoreError::Corrupt(format!("finish.lua's incidents: {e}")))?,
+            }),
+            other => Ok(FinishOutcome {
+                written: other.as_i64() == Some(1),
+                alerts: Vec::new(),
+            }),
+        }
     }
 
     async fn deliver(

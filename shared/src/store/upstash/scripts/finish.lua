@@ -3,10 +3,12 @@
 -- The step's lease goes, and the job's due-index entry moves to when its next step is due (or
 -- leaves the index when nothing is left to do).
 -- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the owner's jobs in flight (st:f:<owner>),
--- KEYS[4] the job's lease, KEYS[5] the due-index
+-- KEYS[4] the job's lease, KEYS[5] the due-index, KEYS[6] the alert book (st:alerts)
 -- ARGV[1] next record, ARGV[2] expected gen, ARGV[3] expected seq, ARGV[4] next expiry (epoch ms),
 -- ARGV[5] provider event (JSON) or '', ARGV[6] job id, ARGV[7] next due score (epoch ms) or ''
--- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone.
+-- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone, and when written and
+-- the provider event caused incidents, their JSON list instead of 1 (alert/mod.rs: this script's
+-- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
@@ -56,6 +58,9 @@ end
 local function n(x)
   return tonumber(x) or 0
 end
+local before_dis = s.dis
+local before_co = n(s.co)
+local before_cu = n(s.cu)
 if n(s.mw) == e.minute then s.mc = n(s.mc) + 1 else s.mw = e.minute; s.mc = 1 end
 if n(s.tw) == e.minute then s.tc = n(s.tc) + e.tokens else s.tw = e.minute; s.tc = e.tokens end
 local new_day = n(s.dw) ~= e.day
@@ -84,5 +89,94 @@ redis.call('HSET', KEYS[2], e.provider, cjson.encode(s))
 if new_day then
   -- Provider state is a handful of fields; it still expires if every instance goes quiet.
   redis.call('PEXPIRE', KEYS[2], 8 * 86400000)
+end
+
+-- Incidents: the same rules as alert::provider_incidents, system_incident and gate (alert/mod.rs).
+local now = e.now_ms
+local p = e.provider
+local rules = e.alerts or {}
+local window = n(rules.window_ms)
+local found = {}
+if before_dis == nil and s.dis ~= nil then
+  table.insert(found, {kind = 'provider_disabled', provider = p, reason = s.dis})
+end
+if before_co <= now and s.co > now then
+  table.insert(found, {kind = 'circuit_opened', provider = p, until_ms = s.co, failures = s.cf})
+end
+if before_co > 0 and s.co == 0 then
+  table.insert(found, {kind = 'circuit_closed', provider = p})
+end
+if class == 'quota_exhausted' and before_cu <= now and s.cu > now then
+  table.insert(found, {kind = 'quota_exhausted', provider = p, until_ms = s.cu})
+end
+local out = {}
+local touched = false
+for _, incident in ipairs(found) do
+  local scoped = incident.kind ~= 'provider_disabled'
+  local send = true
+  if incident.kind == 'circuit_closed' then
+    -- Told exactly when its opening was.
+    send = redis.call('HDEL', KEYS[6], 'o:' .. p) == 1
+    scoped = false
+    touched = true
+  end
+  if scoped then
+    local last = redis.call('HGET', KEYS[6], 'w:' .. p)
+    if last and now < tonumber(last) + window then
+      redis.call('HINCRBY', KEYS[6], 'n:' .. p, 1)
+      send = false
+    else
+      redis.call('HSET', KEYS[6], 'w:' .. p, now)
+      incident.suppressed = n(redis.call('HGET', KEYS[6], 'n:' .. p))
+      redis.call('HDEL', KEYS[6], 'n:' .. p)
+      if incident.kind == 'circuit_opened' then
+        redis.call('HSET', KEYS[6], 'o:' .. p, '1')
+      end
+    end
+    touched = true
+  end
+  if send then
+    incident.suppressed = incident.suppressed or 0
+    incident.at_ms = now
+    table.insert(out, incident)
+  end
+end
+local peers = rules.providers or {}
+if #peers > 0 then
+  local down = redis.call('HGET', KEYS[6], 'all')
+  if class == 'ok' then
+    if down then
+      redis.call('HDEL', KEYS[6], 'all')
+      table.insert(out, {kind = 'providers_recovered', provider = p, suppressed = 0, at_ms = now})
+    end
+  elseif not down then
+    local states = redis.call('HMGET', KEYS[2], unpack(peers))
+    local eta = nil
+    local usable = false
+    for i = 1, #peers do
+      local st = {}
+      if states[i] then st = cjson.decode(states[i]) end
+      local lc = st.lc
+      if st.dis == nil and lc ~= 'auth_invalid' and lc ~= 'gone' then
+        local at = math.max(n(st.cu), n(st.co))
+        if at <= now then
+          usable = true
+          break
+        end
+        if eta == nil or at < eta then eta = at end
+      end
+    end
+    if not usable then
+      redis.call('HSET', KEYS[6], 'all', '1')
+      touched = true
+      table.insert(out, {kind = 'all_providers_unusable', eta_ms = eta or cjson.null, suppressed = 0, at_ms = now})
+    end
+  end
+end
+if touched then
+  redis.call('PEXPIRE', KEYS[6], 8 * 86400000)
+end
+if #out > 0 then
+  return cjson.encode(out)
 end
 return 1

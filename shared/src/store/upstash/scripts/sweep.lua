@@ -10,20 +10,23 @@
 -- ARGV[1] token, ARGV[2] '1' to take the sweeper over (start, manual redrive), ARGV[3] now (epoch ms),
 -- ARGV[4] most jobs per sweep, ARGV[5] the swept jobs' new score, ARGV[6] the sweeper's life (ms),
 -- ARGV[7] the message's round
--- Returns {'stale'} | {'ok', jobs left in the index, the earliest score or '', next round, key, gen, seq, ...}
+-- Returns {'stale'} | {'ok', jobs left in the index, the earliest score or '', next round, stranded, key, gen, seq, ...}
+-- (stranded: the due jobs still queued or running, header letter 'q': a lost message or a dead worker)
 local round = tonumber(ARGV[7])
 if ARGV[2] ~= '1' and redis.call('GET', KEYS[2]) ~= ARGV[1] .. ':' .. ARGV[7] then
   return {'stale'}
 end
 local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {'ok', 0, '', round + 1}
+local out = {'ok', 0, '', round + 1, 0}
+local stranded = 0
 for _, key in ipairs(keys) do
   local v = redis.call('GET', key)
-  local gen, seq
+  local state, gen, seq
   if v then
-    gen, seq = string.match(v, '^J1 %a (%x+) (%d+) ')
+    state, gen, seq = string.match(v, '^J1 (%a) (%x+) (%d+) ')
   end
   if gen then
+    if state == 'q' then stranded = stranded + 1 end
     redis.call('ZADD', KEYS[1], ARGV[5], key)
     out[#out + 1] = key
     out[#out + 1] = gen
@@ -34,6 +37,7 @@ for _, key in ipairs(keys) do
 end
 local left = redis.call('ZCARD', KEYS[1])
 out[2] = left
+out[5] = stranded
 if left == 0 then
   redis.call('DEL', KEYS[2])
 else
