@@ -9,21 +9,21 @@ export STEPPER_TOOLS_DIR="$PWD/.tools"
 export PATH="$STEPPER_TOOLS_DIR/venv/bin:$PATH"
 export CARGO_TERM_COLOR=never
 
-echo "== cfn-lint template.yaml"
+echo "== [$(date +%T)] cfn-lint template.yaml"
 cfn-lint template.yaml
 echo "cfn-lint: clean"
 
-echo "== cargo test (whole workspace, one build)"
+echo "== [$(date +%T)] cargo test (whole workspace, one build)"
 cargo test --workspace --no-fail-fast -- --skip ten_thousand_generated_requests
 
-echo "== the schema-driven fuzz run against stepper-local (FUZZ_REQUESTS, default 10000)"
+echo "== [$(date +%T)] the schema-driven fuzz run against stepper-local (FUZZ_REQUESTS, default 10000)"
 cargo test --workspace --test fuzz_run -- --nocapture
 
-echo "== cargo lambda invoke with every file in events/, through the local serverless loop"
+echo "== [$(date +%T)] cargo lambda invoke with every file in events/, through the local serverless loop"
 bash scripts/invoke-events.sh
 
-echo "== sam build + sam package (S3: moto): one arm64 bootstrap per zip"
+echo "== [$(date +%T)] sam build + sam package (S3: moto): one arm64 bootstrap per zip"
 bash scripts/sam-package.sh
 
-echo "== the side-by-side benchmark against the original, smoke form (debug build; figures not meaningful)"
+echo "== [$(date +%T)] the side-by-side benchmark against the original, smoke form (debug build; figures not meaningful)"
 BENCH_PROFILE=debug bash scripts/bench-vs-original.sh --smoke

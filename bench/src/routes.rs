@@ -187,8 +187,9 @@ impl UpstashStack {
                 .context("the queue closed")?;
             match delivery.message {
                 Message::Step { step, not_before_ms } => return Ok((step, not_before_ms)),
-                // The sweeper's chain (armed by the first create): not a step of the job under way.
-                Message::Sweep { .. } => continue,
+                // The sweeper's chain (armed by the first create) and operator alerts: not a step of
+                // the job under way.
+                Message::Sweep { .. } | Message::Alert { .. } => continue,
             }
         }
     }

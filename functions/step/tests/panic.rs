@@ -10,7 +10,9 @@ use axum::body::Body;
 use serde_json::{json, Value};
 use shared::config::Config;
 use shared::job::{Job, StepRef};
-use shared::ports::{Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept};
+use shared::ports::{
+    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
+};
 use shared::queue::local::LocalQueue;
 use shared::queue::Message;
 use shared::quota::ProviderState;
@@ -40,7 +42,7 @@ impl Store for PanicsOnOneJob {
         next: &Job,
         due: Option<u64>,
         event: Option<&shared::quota::ProviderEvent>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<FinishOutcome, StoreError> {
         self.0.finish(step, next, due, event).await
     }
     async fn deliver(
