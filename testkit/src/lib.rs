@@ -4,5 +4,6 @@ pub mod alert_sink;
 pub mod billing;
 pub mod fake;
 pub mod instant;
+pub mod lambda_init;
 pub mod receiver;
 pub mod stack;
