@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
 # venv first: cargo-lambda finds zig through the python3 that has ziglang (SAM CLI has its own venv).
 export PATH="$TOOLS/venv/bin:$TOOLS/sam/bin:$PATH" SAM_CLI_TELEMETRY=0
+# --quick (the test command's short form): the same sam build, package and zip checks, with the release
+# profile lightened through cargo's environment (opt-level 1, no LTO, many codegen units), so a cold
+# cross-build fits the test command's budget. What it proves is the packaging (a lone arm64 bootstrap at
+# each zip's root), not the shipped build's speed or size; without --quick it builds exactly as
+# `sam build` does for a deploy.
+if [ "${1:-}" = "--quick" ]; then
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_DEBUG=false
+  echo "sam-package: --quick: release profile lightened (opt-level 1, no LTO) for the check"
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/stepper-sam.XXXXXX")
 MOTO_PORT=$(free_port)

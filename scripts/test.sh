@@ -22,8 +22,8 @@ cargo test --workspace --test fuzz_run -- --nocapture
 echo "== [$(date +%T)] cargo lambda invoke with every file in events/, through the local serverless loop"
 bash scripts/invoke-events.sh
 
-echo "== [$(date +%T)] sam build + sam package (S3: moto): one arm64 bootstrap per zip"
-bash scripts/sam-package.sh
+echo "== [$(date +%T)] sam build + sam package (S3: moto): one arm64 bootstrap per zip (quick profile; the deploy build: scripts/sam-package.sh)"
+bash scripts/sam-package.sh --quick
 
 echo "== [$(date +%T)] the side-by-side benchmark against the original, smoke form (debug build; figures not meaningful)"
 BENCH_PROFILE=debug bash scripts/bench-vs-original.sh --smoke
