@@ -106,3 +106,46 @@ fn the_template_routes_every_endpoint_to_its_function() {
     documented.sort_by_key(key);
     assert_eq!(routed, documented);
 }
+
+/// Every setting in the README's configuration tables reaches the deployed functions through a
+/// template parameter, unless it is listed here with the reason it is not one.
+#[test]
+fn the_template_passes_every_documented_setting() {
+    const NOT_PARAMETERS: &[(&str, &str)] = &[
+        ("PORT", "stepper-local's listener"),
+        ("HTTP_BODY_TIMEOUT_SECONDS", "stepper-local's listener"),
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "stepper-local's listener"),
+        ("HTTP_IDLE_TIMEOUT_SECONDS", "stepper-local's listener"),
+        ("HTTP_MAX_CONNECTIONS", "stepper-local's listener"),
+        ("LOG_FORMAT", "Lambda's LoggingConfig sets the format"),
+        ("STEPPER_CONFIG", "a file path: the zip holds the bootstrap only"),
+        ("WEBHOOK_MAX_ATTEMPTS", "the older form of WEBHOOK_SCHEDULE, a parameter"),
+        ("API_KEY_HEADER", "engine default; set it in Globals to change it"),
+        ("DELIVERY_GRACE_SECONDS", "engine default; set it in Globals to change it"),
+        ("FAILURE_TTL_SECONDS", "engine default; set it in Globals to change it"),
+        ("JOB_DEADLINE_SECONDS", "engine default; set it in Globals to change it"),
+        ("MAX_FAILURES_PER_PROVIDER", "engine default; set it in Globals to change it"),
+        ("PARK_AFTER_SECONDS", "engine default; set it in Globals to change it"),
+        ("RESULT_TTL_SECONDS", "engine default; set it in Globals to change it"),
+        ("SWEEP_GRACE_SECONDS", "engine default; set it in Globals to change it"),
+    ];
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+    let template = std::fs::read_to_string(format!("{root}template.yaml")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}README.md")).unwrap();
+    let passed: Vec<&str> = template
+        .lines()
+        .filter_map(|l| l.strip_prefix("        ")?.split_once(": !Ref ").map(|(name, _)| name))
+        .collect();
+    let documented: std::collections::BTreeSet<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split_once('`').map(|(name, _)| name))
+        .filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .collect();
+    assert!(documented.len() > 20, "README tables not found: {documented:?}");
+    let missing: Vec<&str> = documented
+        .iter()
+        .copied()
+        .filter(|n| !passed.contains(n) && !NOT_PARAMETERS.iter().any(|(m, _)| m == n))
+        .collect();
+    assert!(missing.is_empty(), "documented settings template.yaml does not pass: {missing:?}");
+}
