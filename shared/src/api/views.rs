@@ -855,6 +855,49 @@ mod tests {
         );
     }
     #[test]
+    fn the_overview_groups_attempts_by_provider_and_reads_as_documented() {
+        use crate::ports::{AttemptCount, Delivered, Overview};
+        let count = |provider: &str, outcome: &str, count| AttemptCount {
+            provider: provider.into(),
+            outcome: outcome.into(),
+            count,
+        };
+        let mut delayed = job(JobState::WaitingForRetry);
+        delayed.next_attempt_at_ms = Some(1_700_000_060_000);
+        let overview = Overview {
+            unfinished: 3,
+            counted: 3,
+            waiting: 1,
+            active: 1,
+            delayed: 1,
+            oldest: vec![Delivered {
+                job: delayed,
+                running: false,
+            }],
+            completed_today: 4,
+            failed_today: 1,
+            dead_lettered: 0,
+            dead_letters: vec![],
+            attempts_today: vec![
+                count("alpha", "ok", 3),
+                count("alpha", "rate_limited", 2),
+                count("beta", "quota_exhausted", 1),
+            ],
+        };
+        let now = 1_700_000_030_000;
+        let view = jobs_overview(&overview, now);
+        assert_eq!(
+            to_json(&view.attempts_today[0]),
+            r#"{"provider":"alpha","total":5,"outcomes":{"ok":3,"rate_limited":2}}"#
+        );
+        assert_eq!(view.attempts_today.len(), 2);
+        let json: serde_json::Value = serde_json::from_str(&to_json(&view)).unwrap();
+        assert_eq!(json["counts"]["completedToday"], 4);
+        assert_eq!(json["oldest"][0]["status"], "delayed");
+        assert_eq!(json["day"], "2023-11-14T00:00:00.000Z");
+    }
+
+    #[test]
     fn status_words_are_the_contract_words() {
         for state in [
             JobState::Queued,

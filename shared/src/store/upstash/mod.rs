@@ -550,7 +550,8 @@ impl Store for UpstashStore {
         let [count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
             return Err(unexpected());
         };
-        let rate = match rate.map(|r| r.check(request_count(count)?, now)).transpose() {
+        let count = request_count(count)?;
+        let rate = match rate.map(|r| r.check(count, now)).transpose() {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
