@@ -142,7 +142,7 @@
       bar.setAttribute("aria-label", p.provider + ": " + parts.join(", "));
       chart.appendChild(el("div", { cls: "arow", "data-provider": p.provider }, [
         el("span", { cls: "pname", text: p.provider }), bar,
-        el("span", { cls: "acount", text: p.total + " attempts: " + parts.join(", ") })
+        el("span", { cls: "acount", text: p.total + (p.total === 1 ? " attempt: " : " attempts: ") + parts.join(", ") })
       ]));
     });
     var legend = clear($("attempt-legend"));
