@@ -96,12 +96,16 @@ async fn the_dashboard_shows_every_state_in_a_real_browser_and_redelivers() {
 
     // Completed (gamma disabled on the way), failed (refused by every usable provider), and completed
     // with its webhook dead-lettered (nothing listens on the receiver's port yet).
-    let (code, done) = local.post("/v1/generate", ALICE, json!({"prompt": "Name three colours"})).await;
+    let (code, done) = local
+        .post("/v1/generate", ALICE, json!({"prompt": "Name three colours"}))
+        .await;
     assert_eq!(code, 202, "{done}");
     let done_url = done["statusUrl"].as_str().unwrap().to_string();
     let done = local.wait_finished(&done_url, ALICE, Duration::from_secs(20)).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let (_, failed) = local.post("/v1/generate", ALICE, json!({"prompt": "please fail"})).await;
+    let (_, failed) = local
+        .post("/v1/generate", ALICE, json!({"prompt": "please fail"}))
+        .await;
     let failed = local
         .wait_finished(failed["statusUrl"].as_str().unwrap(), ALICE, Duration::from_secs(20))
         .await;
@@ -121,9 +125,14 @@ async fn the_dashboard_shows_every_state_in_a_real_browser_and_redelivers() {
 
     // Every usable provider cools down: a new job waits (delayed) for the first to come back.
     cooling.store(true, Ordering::SeqCst);
-    let (_, waiting) = local.post("/v1/generate", ALICE, json!({"prompt": "Name a fourth colour"})).await;
+    let (_, waiting) = local
+        .post("/v1/generate", ALICE, json!({"prompt": "Name a fourth colour"}))
+        .await;
     let waiting_url = waiting["statusUrl"].as_str().unwrap().to_string();
-    let waiting = wait_for(&local, &waiting_url, "the job never waited", |b| b["status"] == "delayed").await;
+    let waiting = wait_for(&local, &waiting_url, "the job never waited", |b| {
+        b["status"] == "delayed"
+    })
+    .await;
     let (_, health) = local.get("/v1/providers", ALICE).await;
     let state = |name: &str| {
         health["providers"]
@@ -137,7 +146,9 @@ async fn the_dashboard_shows_every_state_in_a_real_browser_and_redelivers() {
     assert_eq!(state("beta")["lastErrorClass"], "quota_exhausted", "{health}");
 
     // The receiver comes up before the browser clicks Redeliver.
-    let hook = NodeReceiver::start(SECRET, &[200], hook_port).await.expect("node receiver");
+    let hook = NodeReceiver::start(SECRET, &[200], hook_port)
+        .await
+        .expect("node receiver");
 
     let output = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -169,7 +180,12 @@ async fn the_dashboard_shows_every_state_in_a_real_browser_and_redelivers() {
     let run = tokio::time::timeout(Duration::from_secs(180), run)
         .await
         .expect("the browser check finished in 3 minutes")
-        .unwrap_or_else(|e| panic!("{} did not start ({e}): run scripts/install-tools.sh", python().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} did not start ({e}): run scripts/install-tools.sh",
+                python().display()
+            )
+        });
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     print!("{stdout}");

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use shared::alert::{AlertRules, Incident};
 use shared::config::Secret;
+use shared::delivery::send::{DeliveryState, DeliveryStatus, Target};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
-use shared::delivery::send::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, Limits, Overview, OverviewBounds, RateLimit,
     RateWindow, Store, SweepRequest, Swept, SystemClock, DAY_MS,
@@ -1057,7 +1057,14 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     for j in [&done, &failed, &dead] {
         create(&store, j).await;
     }
-    finish_as(&store, &done, JobState::Succeeded, Some(&event(&provider, None, 0)), vec![]).await;
+    finish_as(
+        &store,
+        &done,
+        JobState::Succeeded,
+        Some(&event(&provider, None, 0)),
+        vec![],
+    )
+    .await;
     let overloaded = event(&provider, Some(ErrorClass::Overloaded), 0);
     finish_as(&store, &failed, JobState::Failed, Some(&overloaded), vec![]).await;
     let letter = DeliveryState {
@@ -1108,7 +1115,12 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     // Another owner sees none of it (but the same providers' attempts: providers are shared).
     let other = overview(&store, &unique("stranger"), bounds).await;
     assert_eq!(
-        (other.unfinished, other.dead_lettered, other.completed_today, other.failed_today),
+        (
+            other.unfinished,
+            other.dead_lettered,
+            other.completed_today,
+            other.failed_today
+        ),
         (0, 0, 0, 0)
     );
     assert_eq!(attempts_of(&other, &provider), attempts_of(&seen, &provider));
@@ -1125,7 +1137,14 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(
-        (one.unfinished, one.counted, one.waiting, one.oldest.len(), one.dead_lettered, one.dead_letters.len()),
+        (
+            one.unfinished,
+            one.counted,
+            one.waiting,
+            one.oldest.len(),
+            one.dead_lettered,
+            one.dead_letters.len()
+        ),
         (3, 1, 1, 1, 1, 0)
     );
 
@@ -1135,20 +1154,36 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     let mut again = dead.clone();
     again.seq = 3;
     again.deliveries[0].status = DeliveryStatus::Pending;
-    assert!(store.finish(&dead.step_ref(), &again, Some(now()), None).await.unwrap().written);
+    assert!(
+        store
+            .finish(&dead.step_ref(), &again, Some(now()), None)
+            .await
+            .unwrap()
+            .written
+    );
     let later = overview(&store, &owner, bounds).await;
     assert_eq!((later.unfinished, later.dead_lettered), (2, 0), "{later:?}");
     let mut dead_again = again.clone();
     dead_again.seq = 4;
     dead_again.deliveries[0].status = DeliveryStatus::Dead;
-    assert!(store.finish(&again.step_ref(), &dead_again, None, None).await.unwrap().written);
+    assert!(
+        store
+            .finish(&again.step_ref(), &dead_again, None, None)
+            .await
+            .unwrap()
+            .written
+    );
     assert_eq!(overview(&store, &owner, bounds).await.dead_lettered, 1);
     assert!(purge(&store, &owner, &dead.id).await);
     assert!(purge(&store, &owner, &running.id).await);
     let last = overview(&store, &owner, bounds).await;
     assert_eq!((last.unfinished, last.dead_lettered), (1, 0), "{last:?}");
     if now() / DAY_MS == day {
-        assert_eq!((last.completed_today, last.failed_today), (3, 1), "a purge does not unfinish a job");
+        assert_eq!(
+            (last.completed_today, last.failed_today),
+            (3, 1),
+            "a purge does not unfinish a job"
+        );
     }
 
     // Counted against the owner's rate window like a poll.

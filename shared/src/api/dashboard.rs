@@ -69,7 +69,10 @@ impl Page {
     pub(crate) fn response(&self) -> Response {
         (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                ),
                 (header::CONTENT_SECURITY_POLICY, self.policy.clone()),
                 (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
                 (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
@@ -95,15 +98,31 @@ mod tests {
         for external in ["src=", "href=", "http://", "https://", "@import"] {
             assert!(!html.contains(external), "no external asset: {external}");
         }
-        let script = html.split("<script>").nth(1).and_then(|s| s.split("</script>").next()).unwrap();
-        let style = html.split("<style>").nth(1).and_then(|s| s.split("</style>").next()).unwrap();
+        let script = html
+            .split("<script>")
+            .nth(1)
+            .and_then(|s| s.split("</script>").next())
+            .unwrap();
+        let style = html
+            .split("<style>")
+            .nth(1)
+            .and_then(|s| s.split("</style>").next())
+            .unwrap();
         let policy = page.policy.to_str().unwrap();
-        assert!(policy.contains(&format!("script-src {};", sha256_source(script))), "{policy}");
-        assert!(policy.contains(&format!("style-src {};", sha256_source(style))), "{policy}");
+        assert!(
+            policy.contains(&format!("script-src {};", sha256_source(script))),
+            "{policy}"
+        );
+        assert!(
+            policy.contains(&format!("style-src {};", sha256_source(style))),
+            "{policy}"
+        );
         assert!(policy.starts_with("default-src 'none';") && policy.contains("form-action 'none'"));
         assert!(!policy.contains("unsafe"), "{policy}");
         // The key is kept in session storage only: the script never writes it anywhere else.
-        assert!(!SCRIPT.contains("localStorage") && !SCRIPT.contains("document.cookie") && !SCRIPT.contains("location"));
+        assert!(
+            !SCRIPT.contains("localStorage") && !SCRIPT.contains("document.cookie") && !SCRIPT.contains("location")
+        );
         assert_eq!(escape(r#"a"<b>&'"#), "a&quot;&lt;b&gt;&amp;&#39;");
     }
 }

@@ -11,8 +11,8 @@ use super::StoreError;
 use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview,
-    OverviewBounds, RateLimit, RateWindow, Store, Submitted, SweepRequest, Swept, DAY_MS,
+    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    RateLimit, RateWindow, Store, Submitted, SweepRequest, Swept, DAY_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

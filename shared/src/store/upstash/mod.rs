@@ -53,8 +53,8 @@ pub use client::{Script, UpstashClient};
 use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview,
-    OverviewBounds, RateLimit, Store, Submitted, SweepRequest, Swept, DAY_MS,
+    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    RateLimit, Store, Submitted, SweepRequest, Swept, DAY_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -571,7 +571,9 @@ impl Store for UpstashStore {
             ..Overview::default()
         };
         for pair in oldest.chunks(2) {
-            let [record, running] = pair else { return Err(unexpected()) };
+            let [record, running] = pair else {
+                return Err(unexpected());
+            };
             // A record that expired between the header's read and its own is simply not shown.
             if let Some(job) = decode_value(record)? {
                 overview.oldest.push(Delivered {
@@ -586,7 +588,9 @@ impl Store for UpstashStore {
         overview.dead_letters.truncate(bounds.dead);
         let mine = (format!("o:s:{owner}"), format!("o:f:{owner}"));
         for pair in day.chunks(2) {
-            let [Value::String(field), value] = pair else { return Err(unexpected()) };
+            let [Value::String(field), value] = pair else {
+                return Err(unexpected());
+            };
             let value = number(value)?;
             if *field == mine.0 {
                 overview.completed_today = value;
