@@ -32,6 +32,10 @@ use tower::ServiceExt;
 /// (claim.lua: lease, job, provider states and the due-index in one script) and the finish (finish.lua).
 pub const BILLED_PER_ROUTE: [(&str, u64); 5] = [("submit", 1), ("claim", 1), ("finish", 1), ("poll", 1), ("purge", 1)];
 
+/// Upstash-billed commands of the routes that are no part of a job's trip (the dashboard's reads): not
+/// in a job's cost, held to one command each all the same (`bench/tests/billed_per_route.rs`).
+pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 1)];
+
 /// Keys one purged job leaves behind: none (its lease, `st:l:<owner>:<id>`, is deleted by finish and purge).
 pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 0;
 
@@ -177,6 +181,18 @@ impl UpstashStack {
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024).await?;
         Ok((status, serde_json::from_slice(&bytes)?))
+    }
+
+    /// One GET to the router, with the store requests it made.
+    pub async fn billed_get(&mut self, uri: &str) -> anyhow::Result<(u16, Value, Phase)> {
+        self.proxy.take_log();
+        let started = Instant::now();
+        let (status, body) = self.call("GET", uri, None).await?;
+        let phase = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        Ok((status, body, phase))
     }
 
     async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>)> {

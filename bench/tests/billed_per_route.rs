@@ -3,7 +3,7 @@
 //! `BILLED_PER_ROUTE` says. A change that adds a command to a route fails here until that table, the
 //! one place the figures live, is changed with it.
 
-use stepper_bench::routes::{UpstashStack, BILLED_PER_ROUTE, KEYS_LEFT_PER_PURGED_JOB};
+use stepper_bench::routes::{UpstashStack, BILLED_PER_READ_ROUTE, BILLED_PER_ROUTE, KEYS_LEFT_PER_PURGED_JOB};
 
 #[tokio::test]
 async fn each_route_bills_what_the_table_says() {
@@ -47,4 +47,19 @@ async fn each_route_bills_what_the_table_says() {
         KEYS_LEFT_PER_PURGED_JOB,
         "keys one purged job leaves behind"
     );
+}
+
+/// The dashboard's reads are one command each too, whatever the owner holds.
+#[tokio::test]
+async fn each_read_route_bills_what_the_table_says() {
+    let mut stack = UpstashStack::start().await.unwrap();
+    stack.one_job("warm", 0).await.unwrap();
+    for (name, uri, billed) in BILLED_PER_READ_ROUTE {
+        // The first call loads the script (NOSCRIPT, then EVAL): a one-off.
+        let (status, body, _) = stack.billed_get(uri).await.unwrap();
+        assert_eq!(status, 200, "{name}: {body}");
+        let (status, body, phase) = stack.billed_get(uri).await.unwrap();
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!((phase.requests.len(), phase.billed()), (1, billed), "{name}: {phase:?}");
+    }
 }

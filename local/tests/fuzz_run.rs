@@ -22,6 +22,8 @@ struct Operation {
     path: String,
     query: Vec<String>,
     body: Option<Value>,
+    /// The operation answers an HTML page (`/dashboard`), not JSON.
+    html: bool,
 }
 
 /// A report job's `(userId, commitSha)`, what a purge by commit names.
@@ -61,11 +63,13 @@ fn operations(doc: &Value) -> Vec<Operation> {
                 .filter_map(|p| p["name"].as_str().map(str::to_string))
                 .collect();
             let body = op.pointer("/requestBody/content/application~1json/schema").cloned();
+            let html = op.pointer("/responses/200/content/text~1html").is_some();
             ops.push(Operation {
                 method,
                 path: path.clone(),
                 query,
                 body,
+                html,
             });
         }
     }
@@ -298,8 +302,17 @@ async fn one_request(
     }
     let response = request.send().await.expect("stepper-local answers");
     let status = response.status().as_u16();
+    let is_html = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
     let text = response.text().await.unwrap_or_default();
-    let answer: Option<Value> = serde_json::from_str(&text).ok();
+    // A page the document declares as HTML is held to being that page; every other answer to JSON.
+    let answer: Option<Value> = if op.html && status == 200 && is_html {
+        Some(Value::Null)
+    } else {
+        serde_json::from_str(&text).ok()
+    };
     let label = format!("{} {url} as {me}", op.method);
 
     let mut tally = tally.lock().unwrap();

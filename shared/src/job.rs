@@ -145,6 +145,15 @@ impl Job {
         crate::delivery::send::next_due(&self.deliveries).is_some()
     }
 
+    /// A finished job one of whose deliveries gave up: shown on the dashboard with a redeliver button.
+    pub fn dead_lettered(&self) -> bool {
+        self.state.is_finished()
+            && self
+                .deliveries
+                .iter()
+                .any(|d| d.status == crate::delivery::send::DeliveryStatus::Dead)
+    }
+
     pub fn step_ref(&self) -> StepRef {
         StepRef {
             owner: self.owner.clone(),

@@ -141,6 +141,51 @@ pub struct Delivered {
     pub running: bool,
 }
 
+/// How much one jobs overview (`Store::overview`) reads: bounded, whatever the owner holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverviewBounds {
+    /// Most unfinished jobs whose state is counted, the oldest first.
+    pub scan: usize,
+    /// Most of the oldest unfinished jobs answered whole.
+    pub oldest: usize,
+    /// Most dead-lettered jobs answered whole.
+    pub dead: usize,
+}
+
+/// Today's (UTC) provider attempts of one outcome (`ok` or an error class name), every owner's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AttemptCount {
+    pub provider: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// One owner's jobs at a glance (`GET /v1/jobs`), read in one atomic request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overview {
+    /// The owner's unfinished jobs (those found expired are dropped from the count).
+    pub unfinished: u64,
+    /// How many of them were counted by state below (the oldest, at most `OverviewBounds::scan`).
+    pub counted: u64,
+    pub waiting: u64,
+    /// A step holds the job's lease: a provider call is under way.
+    pub active: u64,
+    pub delayed: u64,
+    /// The oldest unfinished jobs, oldest first (`running`: a step holds the lease).
+    pub oldest: Vec<Delivered>,
+    /// The owner's jobs that finished today (UTC), by how they ended.
+    pub completed_today: u64,
+    pub failed_today: u64,
+    /// The owner's finished jobs with a dead-lettered delivery, and the first of them (soonest to expire first).
+    pub dead_lettered: u64,
+    pub dead_letters: Vec<Job>,
+    /// Today's provider attempts by provider and outcome, sorted.
+    pub attempts_today: Vec<AttemptCount>,
+}
+
+/// Milliseconds in a UTC day: the overview's "today" is `now / DAY_MS`.
+pub const DAY_MS: u64 = 86_400_000;
+
 /// An owner's request budget: at most `limit` requests in each fixed window of `window_ms`.
 /// Windows are aligned to the Unix epoch (window id = now / window_ms), so every instance agrees
 /// on them without talking to each other.
@@ -248,6 +293,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Admission<Option<Delivered>>, StoreError>;
     /// Deletes an owner's job at once. Admitted with whether it existed.
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError>;
+    /// One owner's jobs at a glance, counted against its limits like a poll: its unfinished jobs by
+    /// state (the oldest `bounds.scan`), the oldest of them, its jobs finished today, its dead-lettered
+    /// jobs, and today's provider attempts by outcome. Bounded work on what the store indexes anyway.
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Overview>, StoreError>;
     /// Every provider's shared state (for `GET /v1/providers`).
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError>;
     /// Jobs with work left (unfinished, or owing deliveries): the manual redrive (a scan; not for hot paths).

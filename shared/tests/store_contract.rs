@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use shared::alert::{AlertRules, Incident};
 use shared::config::Secret;
+use shared::delivery::send::{DeliveryState, DeliveryStatus, Target};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
 use shared::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, Limits, RateLimit, RateWindow, Store, SweepRequest, Swept,
-    SystemClock,
+    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, Limits, Overview, OverviewBounds, RateLimit,
+    RateWindow, Store, SweepRequest, Swept, SystemClock, DAY_MS,
 };
 use shared::providers::ErrorClass;
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
@@ -981,6 +982,223 @@ async fn finish_reports_each_incident_once(store: Arc<dyn Store>) {
     assert_eq!(suppressed, vec![1], "the opening held back in the window is counted");
 }
 
+async fn overview(store: &Arc<dyn Store>, owner: &str, bounds: OverviewBounds) -> Overview {
+    unlimited(store.overview(owner, bounds, None).await.unwrap())
+}
+
+/// Today's attempts of one provider, as (outcome, count).
+fn attempts_of(overview: &Overview, provider: &str) -> Vec<(String, u64)> {
+    overview
+        .attempts_today
+        .iter()
+        .filter(|a| a.provider == provider)
+        .map(|a| (a.outcome.clone(), a.count))
+        .collect()
+}
+
+/// Ends `j`'s first step in `state`, with `event` and `deliveries`.
+async fn finish_as(
+    store: &Arc<dyn Store>,
+    j: &Job,
+    state: JobState,
+    event: Option<&ProviderEvent>,
+    deliveries: Vec<DeliveryState>,
+) -> Job {
+    let mut next = j.clone();
+    next.seq = 2;
+    next.state = state;
+    next.deliveries = deliveries;
+    let due = (!state.is_finished()).then(|| now() + 30_000);
+    if state.is_finished() {
+        next.finished_at_ms = Some(now());
+    } else {
+        next.next_attempt_at_ms = due;
+    }
+    assert!(store.finish(&j.step_ref(), &next, due, event).await.unwrap().written);
+    next
+}
+
+/// `GET /v1/jobs`' read: the owner's unfinished jobs by state (a step's lease makes one active), the
+/// oldest first, jobs finished today, dead letters, today's provider attempts by outcome; owner-scoped,
+/// bounded, counted like a poll.
+async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
+    let day = now() / DAY_MS;
+    let owner = unique("overview");
+    let provider = unique("provider-");
+    let bounds = OverviewBounds {
+        scan: 100,
+        oldest: 2,
+        dead: 5,
+    };
+    let empty = overview(&store, &owner, bounds).await;
+    assert_eq!(
+        (empty.unfinished, empty.counted, empty.oldest.len(), empty.dead_lettered),
+        (0, 0, 0, 0)
+    );
+    assert!(attempts_of(&empty, &provider).is_empty());
+
+    // Three unfinished jobs, submitted in this order: queued, then one a step is running, then one delayed.
+    let mut jobs = Vec::new();
+    for age in [3_000, 2_000, 1_000] {
+        let mut j = job(&owner);
+        j.created_at_ms -= age;
+        create(&store, &j).await;
+        jobs.push(j);
+    }
+    let (queued, running, delayed) = (&jobs[0], &jobs[1], &jobs[2]);
+    assert!(matches!(
+        store.claim(&running.step_ref(), Duration::from_secs(30)).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    let limited = event(&provider, Some(ErrorClass::RateLimited), now() + 30_000);
+    finish_as(&store, delayed, JobState::WaitingForRetry, Some(&limited), vec![]).await;
+    // Three finished: completed, failed, completed with its webhook dead-lettered.
+    let (done, failed, dead) = (job(&owner), job(&owner), job(&owner));
+    for j in [&done, &failed, &dead] {
+        create(&store, j).await;
+    }
+    finish_as(
+        &store,
+        &done,
+        JobState::Succeeded,
+        Some(&event(&provider, None, 0)),
+        vec![],
+    )
+    .await;
+    let overloaded = event(&provider, Some(ErrorClass::Overloaded), 0);
+    finish_as(&store, &failed, JobState::Failed, Some(&overloaded), vec![]).await;
+    let letter = DeliveryState {
+        target: Target::webhook("https://hooks.example/down".into()),
+        status: DeliveryStatus::Dead,
+        attempts: 8,
+        round_attempts: 8,
+        redeliveries: 0,
+        last_status: Some(503),
+        last_error: Some("HTTP 503".into()),
+        next_at_ms: None,
+        done_at_ms: Some(now()),
+    };
+    let dead = finish_as(&store, &dead, JobState::Succeeded, None, vec![letter]).await;
+
+    let seen = overview(&store, &owner, bounds).await;
+    assert_eq!(
+        (seen.unfinished, seen.counted, seen.waiting, seen.active, seen.delayed),
+        (3, 3, 1, 1, 1),
+        "{seen:?}"
+    );
+    let oldest: Vec<(&str, bool)> = seen.oldest.iter().map(|d| (d.job.id.as_str(), d.running)).collect();
+    assert_eq!(
+        oldest,
+        vec![(queued.id.as_str(), false), (running.id.as_str(), true)],
+        "the oldest first, bounded"
+    );
+    assert_eq!(seen.oldest[0].job, *queued, "whole records");
+    assert_eq!((seen.dead_lettered, seen.dead_letters.clone()), (1, vec![dead.clone()]));
+    if now() / DAY_MS == day {
+        assert_eq!((seen.completed_today, seen.failed_today), (2, 1));
+        assert_eq!(
+            attempts_of(&seen, &provider),
+            vec![
+                ("ok".to_string(), 1),
+                ("overloaded".to_string(), 1),
+                ("rate_limited".to_string(), 1)
+            ]
+        );
+        assert!(seen.attempts_today.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        assert!(seen.attempts_today.contains(&AttemptCount {
+            provider: provider.clone(),
+            outcome: "ok".into(),
+            count: 1
+        }));
+    }
+
+    // Another owner sees none of it (but the same providers' attempts: providers are shared).
+    let other = overview(&store, &unique("stranger"), bounds).await;
+    assert_eq!(
+        (
+            other.unfinished,
+            other.dead_lettered,
+            other.completed_today,
+            other.failed_today
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(attempts_of(&other, &provider), attempts_of(&seen, &provider));
+
+    // The scan is bounded: counted over the oldest one only, the total still known.
+    let one = overview(
+        &store,
+        &owner,
+        OverviewBounds {
+            scan: 1,
+            oldest: 5,
+            dead: 0,
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            one.unfinished,
+            one.counted,
+            one.waiting,
+            one.oldest.len(),
+            one.dead_lettered,
+            one.dead_letters.len()
+        ),
+        (3, 1, 1, 1, 1, 0)
+    );
+
+    // A job that finishes leaves the unfinished ones; a purge takes a dead letter away; redelivered
+    // (pending again), a dead letter is no longer one.
+    finish_as(&store, queued, JobState::Succeeded, None, vec![]).await;
+    let mut again = dead.clone();
+    again.seq = 3;
+    again.deliveries[0].status = DeliveryStatus::Pending;
+    assert!(
+        store
+            .finish(&dead.step_ref(), &again, Some(now()), None)
+            .await
+            .unwrap()
+            .written
+    );
+    let later = overview(&store, &owner, bounds).await;
+    assert_eq!((later.unfinished, later.dead_lettered), (2, 0), "{later:?}");
+    let mut dead_again = again.clone();
+    dead_again.seq = 4;
+    dead_again.deliveries[0].status = DeliveryStatus::Dead;
+    assert!(
+        store
+            .finish(&again.step_ref(), &dead_again, None, None)
+            .await
+            .unwrap()
+            .written
+    );
+    assert_eq!(overview(&store, &owner, bounds).await.dead_lettered, 1);
+    assert!(purge(&store, &owner, &dead.id).await);
+    assert!(purge(&store, &owner, &running.id).await);
+    let last = overview(&store, &owner, bounds).await;
+    assert_eq!((last.unfinished, last.dead_lettered), (1, 0), "{last:?}");
+    if now() / DAY_MS == day {
+        assert_eq!(
+            (last.completed_today, last.failed_today),
+            (3, 1),
+            "a purge does not unfinish a job"
+        );
+    }
+
+    // Counted against the owner's rate window like a poll.
+    with_room_in_window(60_000, 2_000).await;
+    let limited = rate(1, 60_000);
+    assert!(matches!(
+        store.overview(&owner, bounds, limited.rate).await.unwrap(),
+        Admission::Admitted { rate: Some(_), .. }
+    ));
+    assert!(matches!(
+        store.overview(&owner, bounds, limited.rate).await.unwrap(),
+        Admission::RateLimited(_)
+    ));
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         async fn run_contract(store: Arc<dyn Store>) {
@@ -1016,6 +1234,7 @@ contract!(
     the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge,
     a_job_that_expires_unfinished_frees_its_slot,
     concurrent_requests_never_pass_the_limits,
+    the_overview_counts_what_the_owner_holds,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

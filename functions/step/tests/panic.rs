@@ -60,6 +60,14 @@ impl Store for PanicsOnOneJob {
     async fn provider_states(&self) -> Result<std::collections::HashMap<String, ProviderState>, StoreError> {
         self.0.provider_states().await
     }
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: shared::ports::OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<shared::ports::Overview>, StoreError> {
+        self.0.overview(owner, bounds, rate).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.0.with_work_left().await
     }

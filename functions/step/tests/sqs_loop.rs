@@ -258,6 +258,14 @@ impl Store for DiesBeforeTheWrite {
     async fn provider_states(&self) -> Result<std::collections::HashMap<String, ProviderState>, StoreError> {
         self.inner.provider_states().await
     }
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: shared::ports::OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<shared::ports::Overview>, StoreError> {
+        self.inner.overview(owner, bounds, rate).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.inner.with_work_left().await
     }

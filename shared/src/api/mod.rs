@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod caps;
+mod dashboard;
 pub mod errors;
 pub mod limits;
 pub mod openapi;

@@ -8,7 +8,9 @@ use serde_json::{json, Map, Value};
 
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::routes::Endpoint;
-use super::views::{CachedJob, Health, JobView, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered};
+use super::views::{
+    CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
+};
 use crate::presets::{commit_report, generic};
 
 const SCHEMAS: &str = "#/components/schemas/";
@@ -290,6 +292,34 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator) -> Value {
                 "responses": r,
             })
         }
+        Endpoint::JobsOverview => {
+            let mut r = Map::new();
+            r.insert(
+                "200".into(),
+                json_response::<JobsOverview>(
+                    generator,
+                    "The key owner's jobs at a glance: unfinished jobs by state with the oldest of them, jobs \
+                     finished today, dead-lettered jobs, and today's provider attempts by outcome.",
+                ),
+            );
+            json!({
+                "operationId": "jobsOverview",
+                "tags": ["jobs"],
+                "summary": "The owner's jobs at a glance (the dashboard's data)",
+                "description": "One store request, counted against the owner's request budget like a poll. \
+                                States are counted over the oldest 1,000 unfinished jobs; 20 of them and 20 \
+                                dead-lettered jobs are answered whole.",
+                "responses": keyed(r),
+            })
+        }
+        Endpoint::Dashboard => json!({
+            "operationId": "dashboard",
+            "tags": ["service"],
+            "summary": "The dashboard: an HTML page that asks for an API key and shows providers, jobs, dead letters and the budget",
+            "description": "No key needed to load the page; it keeps the key the user types in the tab's session \
+                            storage and calls the API with it.",
+            "responses": {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }),
         Endpoint::OpenApi => json!({
             "operationId": "openapi",
             "tags": ["service"],
@@ -430,7 +460,7 @@ mod tests {
         for path in [
             "/",
             "/v1",
-            "/v1/jobs",
+            "/v1/jobs/",
             "/v1/reports/x/y",
             "/v2/reports",
             "/openapi.yaml",
@@ -563,6 +593,7 @@ mod tests {
             (Endpoint::Health, keyed(Method::GET, "/health", None).await),
             (Endpoint::Providers, keyed(Method::GET, "/v1/providers", None).await),
             (Endpoint::OpenApi, keyed(Method::GET, "/openapi.json", None).await),
+            (Endpoint::JobsOverview, keyed(Method::GET, "/v1/jobs", None).await),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for (endpoint, (status, body, retry_after)) in cases {

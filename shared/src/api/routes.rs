@@ -16,13 +16,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::caps;
+use super::dashboard;
 use super::errors::ApiError;
 use super::limits::{admitted, insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::delivery::send::{self, Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
-use crate::ports::Created;
+use crate::ports::{Created, OverviewBounds};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
 use crate::queue::Message;
@@ -55,10 +56,12 @@ pub enum Endpoint {
     Health,
     Providers,
     OpenApi,
+    JobsOverview,
+    Dashboard,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::SubmitReport,
         Endpoint::SubmitGeneric,
         Endpoint::PollReport,
@@ -69,14 +72,20 @@ impl Endpoint {
         Endpoint::Health,
         Endpoint::Providers,
         Endpoint::OpenApi,
+        Endpoint::JobsOverview,
+        Endpoint::Dashboard,
     ];
 
     pub fn method(self) -> Method {
         match self {
             Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Method::POST,
-            Endpoint::PollReport | Endpoint::PollJob | Endpoint::Health | Endpoint::Providers | Endpoint::OpenApi => {
-                Method::GET
-            }
+            Endpoint::PollReport
+            | Endpoint::PollJob
+            | Endpoint::Health
+            | Endpoint::Providers
+            | Endpoint::OpenApi
+            | Endpoint::JobsOverview
+            | Endpoint::Dashboard => Method::GET,
             Endpoint::PurgeReport | Endpoint::PurgeJob => Method::DELETE,
         }
     }
@@ -92,6 +101,8 @@ impl Endpoint {
             Endpoint::Health => "/health",
             Endpoint::Providers => "/v1/providers",
             Endpoint::OpenApi => "/openapi.json",
+            Endpoint::JobsOverview => "/v1/jobs",
+            Endpoint::Dashboard => "/dashboard",
         }
     }
 
@@ -104,9 +115,10 @@ impl Endpoint {
         }
     }
 
-    /// Whether the route wants an API key (health and the document are public).
+    /// Whether the route wants an API key (health, the document and the dashboard's page are public;
+    /// the page asks for the key and sends it with the calls it makes).
     pub fn needs_key(self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::OpenApi)
+        !matches!(self, Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard)
     }
 
     fn handler(self, service: &Service) -> MethodRouter<AppState> {
@@ -123,6 +135,12 @@ impl Endpoint {
                 // Serialised once, when the router is built; every request shares the bytes.
                 let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
                 get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document)))
+            }
+            Endpoint::JobsOverview => get(jobs_overview).layer(from_fn(caps::bodyless)),
+            Endpoint::Dashboard => {
+                // Rendered once, when the router is built: the page touches no store and needs no key.
+                let page = dashboard::Page::render(service.keys.header_name());
+                get(move || std::future::ready(page.response())).layer(from_fn(caps::bodyless))
             }
         }
     }
@@ -526,4 +544,23 @@ async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Resul
         insert_policy(answer.headers_mut(), limit);
     }
     Ok(answer)
+}
+
+/// What `GET /v1/jobs` reads: the state of the owner's oldest 1,000 unfinished jobs (the default cap on
+/// jobs in flight), 20 of them whole, and 20 dead-lettered jobs.
+pub const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
+    scan: 1000,
+    oldest: 20,
+    dead: 20,
+};
+
+/// `GET /v1/jobs`: the owner's jobs at a glance (the dashboard's data). One store request, counted like
+/// a poll.
+async fn jobs_overview(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let engine = &service.engine;
+    let rate = engine.settings.limits.for_owner(&owner).rate;
+    let (overview, rate) = admitted(&owner, engine.store.overview(&owner, OVERVIEW_BOUNDS, rate).await?)?;
+    let answer = Json(views::jobs_overview(&overview, engine.clock.now_ms()));
+    Ok(with_rate(answer.into_response(), rate))
 }

@@ -411,6 +411,86 @@ pub fn redelivered(job: &Job, count: usize) -> Redelivered {
     }
 }
 
+/// `GET /v1/jobs`: the key owner's jobs at a glance (the dashboard's data), read in one store request.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobsOverview {
+    pub counts: JobCounts,
+    /// The owner's unfinished jobs; `counts` covers the oldest `counted` of them.
+    pub unfinished: u64,
+    pub counted: u64,
+    /// The oldest unfinished jobs, oldest first (at most 20), as a poll shows them.
+    pub oldest: Vec<JobView>,
+    /// Finished jobs with a dead-lettered delivery (at most 20, soonest to expire first): each can be
+    /// sent again with `POST /v1/jobs/{jobId}/deliveries/redeliver`.
+    pub dead_letters: Vec<JobView>,
+    /// Today's (UTC) provider attempts by outcome, every owner's (providers are shared).
+    pub attempts_today: Vec<ProviderAttempts>,
+    /// Where "today" starts (UTC midnight).
+    pub day: Timestamp,
+    pub timestamp: Timestamp,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCounts {
+    /// Queued, no attempt under way.
+    pub waiting: u64,
+    /// A provider call is under way.
+    pub active: u64,
+    /// Every usable provider is cooling down.
+    pub delayed: u64,
+    /// Finished today (UTC).
+    pub completed_today: u64,
+    pub failed_today: u64,
+    /// Finished jobs holding a dead-lettered delivery.
+    pub dead_lettered: u64,
+}
+
+/// One provider's attempts today.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProviderAttempts {
+    pub provider: String,
+    pub total: u64,
+    /// Attempts by outcome: `ok`, or the error class (`rate_limited`, `quota_exhausted`, `overloaded`, …).
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+}
+
+/// The overview's answer from what the store read.
+pub fn jobs_overview(overview: &crate::ports::Overview, now: u64) -> JobsOverview {
+    let mut attempts: Vec<ProviderAttempts> = Vec::new();
+    for count in &overview.attempts_today {
+        match attempts.last_mut() {
+            Some(last) if last.provider == count.provider => {
+                last.total += count.count;
+                *last.outcomes.entry(count.outcome.clone()).or_default() += count.count;
+            }
+            _ => attempts.push(ProviderAttempts {
+                provider: count.provider.clone(),
+                total: count.count,
+                outcomes: [(count.outcome.clone(), count.count)].into_iter().collect(),
+            }),
+        }
+    }
+    JobsOverview {
+        counts: JobCounts {
+            waiting: overview.waiting,
+            active: overview.active,
+            delayed: overview.delayed,
+            completed_today: overview.completed_today,
+            failed_today: overview.failed_today,
+            dead_lettered: overview.dead_lettered,
+        },
+        unfinished: overview.unfinished,
+        counted: overview.counted,
+        oldest: overview.oldest.iter().map(|d| job_status(&d.job, d.running)).collect(),
+        dead_letters: overview.dead_letters.iter().map(|job| job_status(job, false)).collect(),
+        attempts_today: attempts,
+        day: Timestamp::from_ms(now - now % crate::ports::DAY_MS),
+        timestamp: Timestamp::from_ms(now),
+    }
+}
+
 /// `GET /health`'s status word: the instance is up and its store answers, or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -774,6 +854,49 @@ mod tests {
             r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"timings":{"totalMs":4000}}}"#
         );
     }
+    #[test]
+    fn the_overview_groups_attempts_by_provider_and_reads_as_documented() {
+        use crate::ports::{AttemptCount, Delivered, Overview};
+        let count = |provider: &str, outcome: &str, count| AttemptCount {
+            provider: provider.into(),
+            outcome: outcome.into(),
+            count,
+        };
+        let mut delayed = job(JobState::WaitingForRetry);
+        delayed.next_attempt_at_ms = Some(1_700_000_060_000);
+        let overview = Overview {
+            unfinished: 3,
+            counted: 3,
+            waiting: 1,
+            active: 1,
+            delayed: 1,
+            oldest: vec![Delivered {
+                job: delayed,
+                running: false,
+            }],
+            completed_today: 4,
+            failed_today: 1,
+            dead_lettered: 0,
+            dead_letters: vec![],
+            attempts_today: vec![
+                count("alpha", "ok", 3),
+                count("alpha", "rate_limited", 2),
+                count("beta", "quota_exhausted", 1),
+            ],
+        };
+        let now = 1_700_000_030_000;
+        let view = jobs_overview(&overview, now);
+        assert_eq!(
+            to_json(&view.attempts_today[0]),
+            r#"{"provider":"alpha","total":5,"outcomes":{"ok":3,"rate_limited":2}}"#
+        );
+        assert_eq!(view.attempts_today.len(), 2);
+        let json: serde_json::Value = serde_json::from_str(&to_json(&view)).unwrap();
+        assert_eq!(json["counts"]["completedToday"], 4);
+        assert_eq!(json["oldest"][0]["status"], "delayed");
+        assert_eq!(json["day"], "2023-11-14T00:00:00.000Z");
+    }
+
     #[test]
     fn status_words_are_the_contract_words() {
         for state in [

@@ -1,7 +1,7 @@
 //! The in-memory store: the embedded default of `stepper-local` and the fast unit tests.
 //! Same semantics as the Upstash store (the store contract suite runs against both).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use super::StoreError;
 use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Store,
-    Submitted, SweepRequest, Swept,
+    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    RateLimit, RateWindow, Store, Submitted, SweepRequest, Swept, DAY_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -35,6 +35,15 @@ struct Inner {
     /// When the maps are next cleared of expired entries (at most once a second: every read checks
     /// an entry's expiry itself, so the clearing only bounds memory).
     next_prune_ms: u64,
+    /// Per UTC day: provider attempts by (provider, outcome), and jobs finished by (owner, 's' | 'f')
+    /// (`st:a:<day>` on Upstash). Kept through the next day.
+    days: HashMap<u64, Day>,
+}
+
+#[derive(Default)]
+struct Day {
+    attempts: BTreeMap<(String, String), u64>,
+    finished: HashMap<(String, char), u64>,
 }
 
 /// How often expired entries are dropped from the maps.
@@ -100,6 +109,8 @@ impl Inner {
         unfinished.retain(|_, ids| !ids.is_empty());
         self.leases.retain(|_, (_, _, until)| *until > now);
         self.rates.retain(|_, (_, ends)| *ends > now);
+        let today = now / DAY_MS;
+        self.days.retain(|day, _| day + 1 >= today);
         self.next_prune_ms = now + PRUNE_EVERY_MS;
     }
 
@@ -264,9 +275,19 @@ impl Store for MemoryStore {
         expiry_ahead(next, now)?;
         let mut inner = self.live();
         let key = (step.owner.clone(), step.job_id.clone());
-        match inner.job(&key, now) {
-            Some(job) if job.gen == step.gen && job.seq == step.seq => {}
+        let was_finished = match inner.job(&key, now) {
+            Some(job) if job.gen == step.gen && job.seq == step.seq => job.state.is_finished(),
             _ => return Ok(FinishOutcome::default()),
+        };
+        let day = inner.days.entry(self.clock.now_ms() / DAY_MS).or_default();
+        if next.state.is_finished() && !was_finished {
+            *day.finished.entry((step.owner.clone(), next.state.code())).or_default() += 1;
+        }
+        if let Some(event) = event {
+            let outcome = event.class.map_or("ok", |c| c.as_str());
+            *day.attempts
+                .entry((event.provider.clone(), outcome.to_string()))
+                .or_default() += 1;
         }
         inner.leases.remove(&key);
         match due_at_ms {
@@ -389,6 +410,70 @@ impl Store for MemoryStore {
             next_round,
             stranded,
         })
+    }
+
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Overview>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        let rate = match inner.count(owner, rate, now) {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let mut overview = Overview::default();
+        // Oldest first, ties by id: the order of the Upstash index (score = created at, then member).
+        let mut unfinished: Vec<&Job> = inner
+            .jobs
+            .values()
+            .filter(|j| j.owner == owner && j.expires_at_ms > now && !j.state.is_finished())
+            .collect();
+        unfinished.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        overview.unfinished = unfinished.len() as u64;
+        for job in unfinished.into_iter().take(bounds.scan.max(1)) {
+            let running = inner
+                .lease(&(job.owner.clone(), job.id.clone()), now)
+                .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
+            overview.counted += 1;
+            match (running, job.state) {
+                (true, _) => overview.active += 1,
+                (false, JobState::WaitingForRetry) => overview.delayed += 1,
+                (false, _) => overview.waiting += 1,
+            }
+            if overview.oldest.len() < bounds.oldest {
+                overview.oldest.push(Delivered {
+                    job: job.clone(),
+                    running,
+                });
+            }
+        }
+        // Soonest to expire first, ties by id (the Upstash index's score is the record's expiry).
+        let mut dead: Vec<&Job> = inner
+            .jobs
+            .values()
+            .filter(|j| j.owner == owner && j.expires_at_ms > now && j.dead_lettered())
+            .collect();
+        dead.sort_by(|a, b| (a.expires_at_ms, &a.id).cmp(&(b.expires_at_ms, &b.id)));
+        overview.dead_lettered = dead.len() as u64;
+        overview.dead_letters = dead.into_iter().take(bounds.dead).cloned().collect();
+        if let Some(day) = inner.days.get(&(now / DAY_MS)) {
+            let finished = |code: char| day.finished.get(&(owner.to_string(), code)).copied().unwrap_or(0);
+            overview.completed_today = finished('s');
+            overview.failed_today = finished('f');
+            overview.attempts_today = day
+                .attempts
+                .iter()
+                .map(|((provider, outcome), count)| AttemptCount {
+                    provider: provider.clone(),
+                    outcome: outcome.clone(),
+                    count: *count,
+                })
+                .collect();
+        }
+        Ok(Admission::Admitted { value: overview, rate })
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {

@@ -14,8 +14,8 @@ use super::StoreError;
 use crate::alert::{Alert, Incident};
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Delivered, Enlist, FinishOutcome, Limits, Queue, RateLimit, Store, Submitted,
-    SweepRequest, Swept,
+    Admission, Claim, Clock, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
+    Store, Submitted, SweepRequest, Swept,
 };
 use crate::queue::Message;
 use crate::quota::{ProviderEvent, ProviderState};
@@ -136,6 +136,14 @@ impl Store for WatchedStore {
     }
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         self.observe(self.inner.purge(owner, job_id, rate).await).await
+    }
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Overview>, StoreError> {
+        self.observe(self.inner.overview(owner, bounds, rate).await).await
     }
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
         self.observe(self.inner.provider_states().await).await

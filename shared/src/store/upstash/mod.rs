@@ -24,6 +24,14 @@
 //!   When the set looks full, the create script first prunes it by score (`ZREMRANGEBYSCORE -inf
 //!   now`), so a job that expired unfinished never causes a refusal and the set never holds more
 //!   than the cap. It expires with its longest-lived member.
+//! - `st:u:<owner>` — the owner's unfinished jobs, member job id, scored by when each was submitted (create
+//!   adds, finish removes when the job finishes, purge removes; entries of jobs that expired unfinished
+//!   are dropped when the overview meets them). Expires with its longest-lived member.
+//! - `st:x:<owner>` — the owner's finished jobs with a dead-lettered delivery, member job id, scored by
+//!   the record's expiry (finish adds or removes as the record says, purge removes).
+//! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
+//!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
+//!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
 //!
 //! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
 //! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (deliver.lua), purge 1 (purge.lua); plus the
@@ -45,8 +53,8 @@ pub use client::{Script, UpstashClient};
 use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted,
-    SweepRequest, Swept,
+    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    RateLimit, Store, Submitted, SweepRequest, Swept, DAY_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -75,6 +83,25 @@ fn parse_job_key(key: &str) -> Option<(&str, &str)> {
 
 fn in_flight_key(owner: &str) -> String {
     format!("st:f:{owner}")
+}
+
+fn unfinished_key(owner: &str) -> String {
+    format!("st:u:{owner}")
+}
+
+fn dead_key(owner: &str) -> String {
+    format!("st:x:{owner}")
+}
+
+/// Today's counters (UTC day of `now_ms`) and when they expire: kept through the next day.
+fn day_key(now_ms: u64) -> (String, u64) {
+    let day = now_ms / DAY_MS;
+    (format!("st:a:{day}"), (day + 2) * DAY_MS)
+}
+
+/// A count a script answered (an integer, or a hash value as a string).
+fn count_of(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// A request's rate arguments: the owner's counter key for the current window, then the limit
@@ -186,6 +213,7 @@ pub struct UpstashStore {
     deliver: Script,
     purge: Script,
     sweep: Script,
+    overview: Script,
 }
 
 impl UpstashStore {
@@ -200,6 +228,7 @@ impl UpstashStore {
             deliver: Script::new(with_clock!("scripts/deliver.lua")),
             purge: Script::new(with_clock!("scripts/purge.lua")),
             sweep: Script::new(include_str!("scripts/sweep.lua")),
+            overview: Script::new(with_clock!("scripts/overview.lua")),
         }
     }
 }
@@ -219,6 +248,7 @@ impl Store for UpstashStore {
                     &in_flight_key(&job.owner),
                     DUE_KEY,
                     SWEEPER_KEY,
+                    &unfinished_key(&job.owner),
                 ],
                 vec![
                     arg(encode(job)?),
@@ -231,6 +261,7 @@ impl Store for UpstashStore {
                     arg(enlist.due_at_ms),
                     arg(enlist.sweeper_token.as_str()),
                     arg(enlist.sweeper_life.as_millis() as u64),
+                    arg(job.created_at_ms),
                 ],
             )
             .await?;
@@ -370,6 +401,7 @@ impl Store for UpstashStore {
             Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
         };
+        let (day, day_expires) = day_key(self.clock.now_ms());
         let written = self
             .client
             .eval(
@@ -381,6 +413,9 @@ impl Store for UpstashStore {
                     &lease_key(&step.owner, &step.job_id),
                     DUE_KEY,
                     ALERTS_KEY,
+                    &unfinished_key(&step.owner),
+                    &dead_key(&step.owner),
+                    &day,
                 ],
                 vec![
                     arg(encode(next)?),
@@ -390,6 +425,9 @@ impl Store for UpstashStore {
                     arg(event),
                     arg(step.job_id.as_str()),
                     arg(due_at_ms.map_or(String::new(), |at| at.to_string())),
+                    arg(if next.dead_lettered() { "1" } else { "0" }),
+                    arg(step.owner.as_str()),
+                    arg(day_expires),
                 ],
             )
             .await?;
@@ -464,6 +502,8 @@ impl Store for UpstashStore {
                     &in_flight_key(owner),
                     &lease_key(owner, job_id),
                     DUE_KEY,
+                    &unfinished_key(owner),
+                    &dead_key(owner),
                 ],
                 vec![arg(job_id), arg(args.limit), arg(args.ends_at_ms)],
             )
@@ -479,6 +519,93 @@ impl Store for UpstashStore {
             },
             Err(window) => Admission::RateLimited(window),
         })
+    }
+
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Overview>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
+        let (day, _) = day_key(now);
+        let answer = self
+            .client
+            .eval(
+                &self.overview,
+                &[&args.key, &unfinished_key(owner), &dead_key(owner), &day],
+                vec![
+                    arg(args.limit),
+                    arg(args.ends_at_ms),
+                    arg(owner),
+                    arg(now),
+                    arg(bounds.scan.max(1) as u64),
+                    arg(bounds.oldest as u64),
+                    arg(bounds.dead.max(1) as u64),
+                ],
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected overview answer {answer}"));
+        let [count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        let count = request_count(count)?;
+        let rate = match rate.map(|r| r.check(count, now)).transpose() {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day)] =
+            rest
+        else {
+            return Err(unexpected());
+        };
+        let number = |v: &Value| count_of(v).ok_or_else(unexpected);
+        let mut overview = Overview {
+            unfinished: number(unfinished)?,
+            counted: number(counted)?,
+            waiting: number(waiting)?,
+            active: number(active)?,
+            delayed: number(delayed)?,
+            dead_lettered: number(dead_lettered)?,
+            ..Overview::default()
+        };
+        for pair in oldest.chunks(2) {
+            let [record, running] = pair else {
+                return Err(unexpected());
+            };
+            // A record that expired between the header's read and its own is simply not shown.
+            if let Some(job) = decode_value(record)? {
+                overview.oldest.push(Delivered {
+                    job,
+                    running: running.as_i64() == Some(1),
+                });
+            }
+        }
+        for record in dead {
+            overview.dead_letters.extend(decode_value(record)?);
+        }
+        overview.dead_letters.truncate(bounds.dead);
+        let mine = (format!("o:s:{owner}"), format!("o:f:{owner}"));
+        for pair in day.chunks(2) {
+            let [Value::String(field), value] = pair else {
+                return Err(unexpected());
+            };
+            let value = number(value)?;
+            if *field == mine.0 {
+                overview.completed_today = value;
+            } else if *field == mine.1 {
+                overview.failed_today = value;
+            } else if let Some((outcome, provider)) = field.strip_prefix("p:").and_then(|f| f.split_once(':')) {
+                overview.attempts_today.push(AttemptCount {
+                    provider: provider.to_string(),
+                    outcome: outcome.to_string(),
+                    count: value,
+                });
+            }
+        }
+        overview.attempts_today.sort();
+        Ok(Admission::Admitted { value: overview, rate })
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {

@@ -3,10 +3,12 @@
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
 -- KEYS[3] the owner's jobs in flight (st:f:<owner>: member job id, score the job's expiry),
 -- KEYS[4] the due-index (st:due: member the job's key, score when its next step is due),
--- KEYS[5] the sweeper token (st:sweeper)
+-- KEYS[5] the sweeper token (st:sweeper), KEYS[6] the owner's unfinished jobs by submit time (st:u:<owner>:
+-- member job id, score when it was submitted; read by overview.lua)
 -- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
 -- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none),
--- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms)
+-- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms),
+-- ARGV[11] when the job was submitted (epoch ms)
 -- Returns {'new', count, armed} | {'existing', count, record, armed} | {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
 -- was alive and ARGV[9] now names the one the caller must start (its first message: round 1).
@@ -80,4 +82,5 @@ if cap > 0 then
   end
 end
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
+due_add(KEYS[6], ARGV[11], ARGV[2], ARGV[3])
 return {'new', count, arm()}

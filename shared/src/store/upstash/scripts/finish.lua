@@ -3,9 +3,14 @@
 -- The step's lease goes, and the job's due-index entry moves to when its next step is due (or
 -- leaves the index when nothing is left to do).
 -- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the owner's jobs in flight (st:f:<owner>),
--- KEYS[4] the job's lease, KEYS[5] the due-index, KEYS[6] the alert book (st:alerts)
+-- KEYS[4] the job's lease, KEYS[5] the due-index, KEYS[6] the alert book (st:alerts),
+-- KEYS[7] the owner's unfinished jobs (st:u:<owner>), KEYS[8] the owner's dead-lettered jobs
+-- (st:x:<owner>: member job id, score the record's expiry), KEYS[9] today's counters (st:a:<UTC day>:
+-- 'p:<outcome>:<provider>' attempts, 'o:<s|f>:<owner>' jobs finished; read by overview.lua)
 -- ARGV[1] next record, ARGV[2] expected gen, ARGV[3] expected seq, ARGV[4] next expiry (epoch ms),
--- ARGV[5] provider event (JSON) or '', ARGV[6] job id, ARGV[7] next due score (epoch ms) or ''
+-- ARGV[5] provider event (JSON) or '', ARGV[6] job id, ARGV[7] next due score (epoch ms) or '',
+-- ARGV[8] '1' when the next record has a dead-lettered delivery, ARGV[9] owner, ARGV[10] when today's
+-- counters expire (epoch ms)
 -- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone, and when written and
 -- the provider event caused incidents, their JSON list instead of 1 (alert/mod.rs: this script's
 -- caller is the one instance that alerts them).
@@ -35,8 +40,18 @@ if gen ~= ARGV[2] or seq ~= ARGV[3] then
 end
 local becomes = string.sub(ARGV[1], 4, 4)
 if (becomes == 's' or becomes == 'f') and was ~= 's' and was ~= 'f' then
-  -- The job just finished: it leaves its owner's jobs in flight.
+  -- The job just finished: it leaves its owner's jobs in flight and unfinished jobs, and is counted.
   redis.call('ZREM', KEYS[3], ARGV[6])
+  redis.call('ZREM', KEYS[7], ARGV[6])
+  redis.call('HINCRBY', KEYS[9], 'o:' .. becomes .. ':' .. ARGV[9], 1)
+  redis.call('PEXPIREAT', KEYS[9], ARGV[10])
+end
+if becomes == 's' or becomes == 'f' then
+  if ARGV[8] == '1' then
+    due_add(KEYS[8], ARGV[4], ARGV[6], ARGV[4])
+  else
+    redis.call('ZREM', KEYS[8], ARGV[6])
+  end
 end
 redis.call('DEL', KEYS[4])
 if ARGV[7] == '' then
@@ -86,6 +101,8 @@ end
 s.lc = class
 s.la = e.now_ms
 redis.call('HSET', KEYS[2], e.provider, cjson.encode(s))
+redis.call('HINCRBY', KEYS[9], 'p:' .. class .. ':' .. e.provider, 1)
+redis.call('PEXPIREAT', KEYS[9], ARGV[10])
 if new_day then
   -- Provider state is a handful of fields; it still expires if every instance goes quiet.
   redis.call('PEXPIRE', KEYS[2], 8 * 86400000)

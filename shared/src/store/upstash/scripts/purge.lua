@@ -2,7 +2,8 @@
 -- unfinished job leaves its owner's jobs in flight.
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
 -- KEYS[3] the owner's jobs in flight (st:f:<owner>), KEYS[4] the job's lease, KEYS[5] the due-index
--- (the lease and the index entry go too: a purged job leaves no key behind)
+-- (the lease and the index entry go too: a purged job leaves no key behind), KEYS[6] the owner's
+-- unfinished jobs (st:u:<owner>), KEYS[7] the owner's dead-lettered jobs (st:x:<owner>)
 -- ARGV[1] job id, ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms)
 -- Returns {count, 1 if the job existed else 0}; over the limit nothing is deleted.
 if ARGV[2] ~= '0' then
@@ -24,6 +25,8 @@ if not v then
 end
 redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[5], KEYS[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 local state = string.sub(v, 4, 4)
 if state ~= 's' and state ~= 'f' then
   redis.call('ZREM', KEYS[3], ARGV[1])

@@ -1,0 +1,77 @@
+-- One owner's jobs at a glance (GET /v1/jobs), once the request is counted in its owner's rate window.
+-- Bounded work on what the scripts already index, never a SCAN: the owner's unfinished jobs by submit
+-- time (st:u:<owner>), its dead-lettered jobs by record expiry (st:x:<owner>), today's counters (st:a:<day>).
+-- KEYS[1] the owner's rate counter, KEYS[2] st:u:<owner>, KEYS[3] st:x:<owner>, KEYS[4] st:a:<today>
+-- ARGV[1] rate limit ('0': none), ARGV[2] rate window end (epoch ms), ARGV[3] owner, ARGV[4] now (epoch ms),
+-- ARGV[5] most unfinished jobs counted by state, ARGV[6] most oldest jobs answered whole,
+-- ARGV[7] most dead-lettered jobs answered whole
+-- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
+-- {record, running, ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
+-- counters: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
+if ARGV[1] ~= '0' then
+  check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
+end
+local count = 0
+if ARGV[1] ~= '0' then
+  count = redis.call('INCR', KEYS[1])
+  if count == 1 then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  end
+  if count > tonumber(ARGV[1]) then
+    return {count}
+  end
+end
+local records = 'st:j:' .. ARGV[3] .. ':'
+local leases = 'st:l:' .. ARGV[3] .. ':'
+local waiting, active, delayed, counted = 0, 0, 0, 0
+local oldest = {}
+local want = tonumber(ARGV[6])
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)) do
+  -- The header alone: a record may be tens of KB.
+  local head = redis.call('GETRANGE', records .. id, 0, 80)
+  local state, gen, seq = string.match(head, '^J1 (%a) (%x+) (%d+) ')
+  if state == nil or state == 's' or state == 'f' then
+    -- Expired unfinished (or finished by a write this index missed): it leaves the index.
+    redis.call('ZREM', KEYS[2], id)
+  else
+    counted = counted + 1
+    local running = 0
+    if redis.call('GET', leases .. id) == gen .. ':' .. seq then
+      running = 1
+      active = active + 1
+    elseif state == 'w' then
+      delayed = delayed + 1
+    else
+      waiting = waiting + 1
+    end
+    if #oldest < 2 * want then
+      oldest[#oldest + 1] = redis.call('GET', records .. id)
+      oldest[#oldest + 1] = running
+    end
+  end
+end
+local unfinished = redis.call('ZCARD', KEYS[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+local dead = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[7]) - 1)) do
+  local v = redis.call('GET', records .. id)
+  local state = v and string.sub(v, 4, 4)
+  if state == 's' or state == 'f' then
+    dead[#dead + 1] = v
+  else
+    -- Gone, or replaced by a new submit with the same identity.
+    redis.call('ZREM', KEYS[3], id)
+  end
+end
+local dead_total = redis.call('ZCARD', KEYS[3])
+local day = {}
+local mine_s, mine_f = 'o:s:' .. ARGV[3], 'o:f:' .. ARGV[3]
+local fields = redis.call('HGETALL', KEYS[4])
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  if string.sub(f, 1, 2) == 'p:' or f == mine_s or f == mine_f then
+    day[#day + 1] = f
+    day[#day + 1] = fields[i + 1]
+  end
+end
+return {count, unfinished, counted, waiting, active, delayed, oldest, dead_total, dead, day}
