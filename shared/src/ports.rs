@@ -54,6 +54,19 @@ pub struct Submitted {
     /// No sweeper was alive: this token now names the one the caller must start (`Message::Sweep`,
     /// round 1).
     pub arm_sweeper: Option<String>,
+    /// What the job's ETA needs, read in the same request (empty when the job met is finished).
+    pub standing: Standing,
+}
+
+/// Where an unfinished job stands, for its ETA (engine/eta.rs): read by the script the route runs
+/// anyway (create, deliver), never by a request of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standing {
+    /// Jobs due ahead of it in the due-index. A new job: those due no later than it (it joins the
+    /// end of their line). A job already there: its rank in the index's order (score, then member).
+    pub ahead: u64,
+    /// Every provider's shared state.
+    pub providers: HashMap<String, ProviderState>,
 }
 
 /// Where `Store::create` puts a new job in the due-index, and the sweeper token it arms when none
@@ -139,6 +152,8 @@ pub struct Delivered {
     pub job: Job,
     /// A step holds the job's lease: the job is being worked on right now.
     pub running: bool,
+    /// What the job's ETA needs (empty when the job is finished).
+    pub standing: Standing,
 }
 
 /// An owner's request budget: at most `limit` requests in each fixed window of `window_ms`.

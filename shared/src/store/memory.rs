@@ -11,8 +11,8 @@ use super::StoreError;
 use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Store,
-    Submitted, SweepRequest, Swept,
+    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Standing,
+    Store, Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -76,6 +76,27 @@ impl MemoryStore {
         due.retain(|key, _| jobs.contains_key(key));
     }
 
+    /// A job's rank in the due-index, in the order Redis keeps a sorted set: score, then member (the
+    /// record key `st:j:<owner>:<id>`). 0 when it is not in the index.
+    fn rank(inner: &Inner, key: &(String, String)) -> u64 {
+        let member = |(owner, id): &(String, String)| format!("st:j:{owner}:{id}");
+        let Some(score) = inner.due.get(key) else { return 0 };
+        let mine = (*score, member(key));
+        inner
+            .due
+            .iter()
+            .filter(|(k, at)| (**at, member(k)) < mine)
+            .count() as u64
+    }
+
+    /// What an unfinished job's ETA needs: its rank in the index and every provider's state.
+    fn standing(inner: &Inner, key: &(String, String)) -> Standing {
+        Standing {
+            ahead: Self::rank(inner, key),
+            providers: inner.providers.clone(),
+        }
+    }
+
     /// Arms the sweeper with `token` unless one is alive; true when armed.
     fn arm(inner: &mut Inner, enlist: &Enlist, now: u64) -> bool {
         if inner.sweeper.is_some() {
@@ -119,10 +140,19 @@ impl Store for MemoryStore {
             .get(&key)
             .filter(|existing| existing.state != JobState::Failed)
         {
+            let standing = if existing.state.is_finished() {
+                Standing::default()
+            } else {
+                Self::standing(&inner, &key)
+            };
             let created = Created::Existing(Box::new(existing.clone()));
             let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
             return Ok(Admission::Admitted {
-                value: Submitted { created, arm_sweeper },
+                value: Submitted {
+                    created,
+                    arm_sweeper,
+                    standing,
+                },
                 rate,
             });
         }
@@ -138,6 +168,12 @@ impl Store for MemoryStore {
             }
         }
         inner.leases.remove(&key);
+        // The new job joins the end of the line of those due no later than it (create.lua's ZCOUNT).
+        let ahead = inner
+            .due
+            .iter()
+            .filter(|(k, at)| **at <= enlist.due_at_ms && **k != key)
+            .count() as u64;
         inner.due.insert(key.clone(), enlist.due_at_ms);
         inner.jobs.insert(key, job.clone());
         let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
@@ -145,6 +181,10 @@ impl Store for MemoryStore {
             value: Submitted {
                 created: Created::New,
                 arm_sweeper,
+                standing: Standing {
+                    ahead,
+                    providers: inner.providers.clone(),
+                },
             },
             rate,
         })
@@ -256,14 +296,17 @@ impl Store for MemoryStore {
             return admitted(Some(Delivered {
                 job: job.clone(),
                 running: false,
+                standing: Standing::default(),
             }));
         }
         let job = job.clone();
+        let key = (job.owner.clone(), job.id.clone());
         let running = inner
             .leases
-            .get(&(job.owner.clone(), job.id.clone()))
+            .get(&key)
             .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
-        admitted(Some(Delivered { job, running }))
+        let standing = Self::standing(&inner, &key);
+        admitted(Some(Delivered { job, running, standing }))
     }
 
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {

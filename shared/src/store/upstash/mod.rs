@@ -45,8 +45,8 @@ pub use client::{Script, UpstashClient};
 use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted,
-    SweepRequest, Swept,
+    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Standing, Store,
+    Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -169,6 +169,16 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     states
 }
 
+/// The jobs ahead and the provider states a route script read for the ETA.
+fn decode_standing(ahead: &Value, providers: &Value) -> Result<Standing, StoreError> {
+    Ok(Standing {
+        ahead: ahead
+            .as_u64()
+            .ok_or_else(|| StoreError::Corrupt(format!("unexpected rank {ahead}")))?,
+        providers: decode_providers(providers),
+    })
+}
+
 /// A route script with the clock check every absolute expiry goes through (scripts/clock.lua).
 macro_rules! with_clock {
     ($file:literal) => {
@@ -219,6 +229,7 @@ impl Store for UpstashStore {
                     &in_flight_key(&job.owner),
                     DUE_KEY,
                     SWEEPER_KEY,
+                    PROVIDERS_KEY,
                 ],
                 vec![
                     arg(encode(job)?),
@@ -245,15 +256,17 @@ impl Store for UpstashStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let value = match (verdict.as_str(), rest) {
-            (Some("new"), [flag]) => Submitted {
+            (Some("new"), [flag, ahead, providers]) => Submitted {
                 created: Created::New,
                 arm_sweeper: armed(flag),
+                standing: decode_standing(ahead, providers)?,
             },
-            (Some("existing"), [record, flag]) => Submitted {
+            (Some("existing"), [record, flag, ahead, providers]) => Submitted {
                 created: Created::Existing(Box::new(
                     decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
                 )),
                 arm_sweeper: armed(flag),
+                standing: decode_standing(ahead, providers)?,
             },
             (Some("flight"), []) => {
                 return Ok(Admission::TooManyInFlight {
@@ -419,7 +432,7 @@ impl Store for UpstashStore {
             .client
             .eval(
                 &self.deliver,
-                &[&job_key(owner, job_id), &args.key],
+                &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
                 vec![
                     arg(grace.as_millis() as u64),
                     arg(lease_key(owner, job_id)),
@@ -439,11 +452,17 @@ impl Store for UpstashStore {
         };
         let value = match rest {
             [] => None,
-            [record, running] => {
+            [record, running, standing @ ..] => {
                 let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
+                let standing = match standing {
+                    [] => Standing::default(),
+                    [ahead, providers] => decode_standing(ahead, providers)?,
+                    _ => return Err(unexpected()),
+                };
                 Some(Delivered {
                     job,
                     running: running.as_i64() == Some(1),
+                    standing,
                 })
             }
             _ => return Err(unexpected()),

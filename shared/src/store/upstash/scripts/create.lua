@@ -3,13 +3,17 @@
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
 -- KEYS[3] the owner's jobs in flight (st:f:<owner>: member job id, score the job's expiry),
 -- KEYS[4] the due-index (st:due: member the job's key, score when its next step is due),
--- KEYS[5] the sweeper token (st:sweeper)
+-- KEYS[5] the sweeper token (st:sweeper), KEYS[6] the provider states (st:providers)
 -- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
 -- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none),
 -- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms)
--- Returns {'new', count, armed} | {'existing', count, record, armed} | {'rate', count} | {'flight', count};
+-- Returns {'new', count, armed, ahead, states} | {'existing', count, record, armed, ahead, states} |
+-- {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
 -- was alive and ARGV[9] now names the one the caller must start (its first message: round 1).
+-- ahead and states are what the job's ETA needs (engine/eta.rs), read here so that the submit stays
+-- one request: the jobs due ahead of it in the index (a new job: every job due no later than it; a
+-- job met: its rank) and every provider's state (HGETALL, flat); 0 and {} for a finished job met.
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
@@ -30,6 +34,13 @@ local function arm()
     return 1
   end
   return 0
+end
+-- An unfinished job met: its rank and the provider states; a finished one needs no ETA.
+local function met(v)
+  if string.sub(v, 4, 4) == 's' or string.sub(v, 4, 4) == 'f' then
+    return 0, {}
+  end
+  return redis.call('ZRANK', KEYS[4], KEYS[1]) or 0, redis.call('HGETALL', KEYS[6])
 end
 local count = 0
 if ARGV[5] ~= '0' then
@@ -55,7 +66,8 @@ if cap > 0 then
     -- Full: an identical live job is still met (it is already counted), nothing new is written.
     local v = redis.call('GET', KEYS[1])
     if v and string.sub(v, 4, 4) ~= 'f' then
-      return {'existing', count, v, arm()}
+      local ahead, states = met(v)
+      return {'existing', count, v, arm(), ahead, states}
     end
     return {'flight', count}
   end
@@ -64,7 +76,8 @@ end
 local old = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 if old then
   if string.sub(old, 4, 4) ~= 'f' then
-    return {'existing', count, old, arm()}
+    local ahead, states = met(old)
+    return {'existing', count, old, arm(), ahead, states}
   end
   -- A finally failed job with the same identity: the new submit replaces it.
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
@@ -79,5 +92,8 @@ if cap > 0 then
     redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
   end
 end
+-- The new job joins the end of the line of those due no later than it.
+redis.call('ZREM', KEYS[4], KEYS[1])
+local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', ARGV[8])
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
-return {'new', count, arm()}
+return {'new', count, arm(), ahead, redis.call('HGETALL', KEYS[6])}

@@ -72,6 +72,10 @@ local class = e.class
 if class == cjson.null or class == nil then
   s.cf = 0
   s.co = 0
+  -- The latency average (ETA): a quarter of the way to this call's duration.
+  local lat = n(e.latency_ms)
+  if n(s.lat) == 0 then s.lat = lat else s.lat = math.floor((3 * n(s.lat) + lat) / 4) end
+  if s.lat == 0 then s.lat = nil end
   class = 'ok'
 elseif class == 'overloaded' then
   s.cf = s.cf + 1
