@@ -753,6 +753,25 @@ mod tests {
             r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
         );
         assert_eq!(job_status(&job(JobState::Queued), false, None).status, StatusWord::Waiting);
+        // The ETA: seconds rounded up, after nextAttemptAt.
+        let eta = Eta::of(Some(1_700_000_090_500), 1_700_000_000_000);
+        assert_eq!(
+            to_json(&job_status(&waiting, false, eta)),
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+        );
+        assert_eq!(
+            to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", eta)),
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+        );
+        // No estimate: the 202 of the original contract, byte for byte.
+        assert_eq!(
+            to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", None)),
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef"}"#
+        );
+        // A finished job has none, whatever it is given.
+        let done = job(JobState::Succeeded);
+        assert_eq!(job_status(&done, false, eta).eta_seconds, None);
+        assert_eq!(job_status(&done, false, eta).eta_at, None);
     }
 
     #[test]
