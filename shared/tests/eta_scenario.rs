@@ -341,7 +341,8 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
         "later in line is never sooner"
     );
 
-    // Midway, the poll's estimate of the jobs still waiting.
+    // Midway, the poll's estimate of the jobs still waiting: jobs due at the same instant are ranked in
+    // the order they arrived in the index, the order their messages come back in.
     s.run_until(midnight - 4 * MINUTE + 20_000).await;
     let mut midway = Vec::new();
     for job in &burst {
@@ -380,18 +381,16 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
             ));
         }
     }
-    // A poll ranks a waiting job among those due at the same instant by the index's order (score,
-    // then key), not by the order their messages will arrive in: one by one it can be minutes off (the
-    // README says so); as a whole it must not lean either way.
     let mut midway_pct = Vec::new();
+    let mut midway_misses = Vec::new();
     for (id, at, eta) in &midway {
         let took = finished[id] - at;
         let error = *eta as f64 - finished[id] as f64;
         midway_pct.push(100.0 * error / took as f64);
+        if error.abs() > (0.2 * took as f64).max(5_000.0) {
+            midway_misses.push(format!("{id}: eta in {} ms, completed in {took} ms", eta - at));
+        }
     }
-    let mut sorted = midway_pct.clone();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let midway_median = percentile(&sorted, 50.0);
     let last = burst.iter().map(|j| finished[&j.id]).max().unwrap() - burst[0].submitted;
     println!(
         "ETA honesty on the {store} store: {JOBS} jobs at once, the last completed after {:.1} s\n{}\n{}\n{}",
@@ -406,10 +405,7 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
     let over: Vec<u64> = s.counters.iter().map(|c| c.lock().unwrap().over).collect();
     assert_eq!(over, [0, 0, 0], "no call came in over a known limit");
     assert!(misses.is_empty(), "{} first ETAs off by more than ±20 % / ±5 s:\n{}", misses.len(), misses.join("\n"));
-    assert!(
-        midway_median.abs() <= 20.0,
-        "midway poll ETAs lean {midway_median:.1} % (median)"
-    );
+    assert!(midway_misses.is_empty(), "midway: {}", midway_misses.join("\n"));
 }
 
 /// A UTC midnight at least an hour after the store's clock: the scenario never runs behind it.

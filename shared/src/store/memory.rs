@@ -16,13 +16,33 @@ use crate::ports::{
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
+/// A due-index score as Redis holds it: the millisecond, plus k/4096 ms for the k-th job that create or
+/// finish put at that millisecond (create.lua, finish.lua: ties keep their arrival order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    ms: u64,
+    tie: u64,
+}
+
+impl Due {
+    /// A plain score (claim, sweep: ZADD of a whole millisecond).
+    fn at(ms: u64) -> Self {
+        Self { ms, tie: 0 }
+    }
+
+    /// Due by `now` (`ZRANGEBYSCORE -inf now`).
+    fn by(self, now: u64) -> bool {
+        self.ms < now || (self.ms == now && self.tie == 0)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     jobs: HashMap<(String, String), Job>,
     /// Step leases, one per job: (owner, job id) → (gen, seq, held until in epoch ms).
     leases: HashMap<(String, String), (String, u64, u64)>,
-    /// The due-index: (owner, job id) → when its next step is due (epoch ms).
-    due: HashMap<(String, String), u64>,
+    /// The due-index: (owner, job id) → when its next step is due.
+    due: HashMap<(String, String), Due>,
     /// The live sweeper: its token, the round its next message carries, and when it lapses.
     sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
@@ -74,6 +94,14 @@ impl MemoryStore {
     fn prune_due(inner: &mut Inner) {
         let Inner { due, jobs, .. } = inner;
         due.retain(|key, _| jobs.contains_key(key));
+    }
+
+    /// Puts a job in the due-index after those already due at the same millisecond (create.lua's and
+    /// finish.lua's `due_add`).
+    fn due_add(inner: &mut Inner, key: (String, String), ms: u64) {
+        inner.due.remove(&key);
+        let tie = inner.due.values().filter(|d| d.ms == ms).count() as u64;
+        inner.due.insert(key, Due { ms, tie });
     }
 
     /// A job's rank in the due-index, in the order Redis keeps a sorted set: score, then member (the
@@ -172,9 +200,9 @@ impl Store for MemoryStore {
         let ahead = inner
             .due
             .iter()
-            .filter(|(k, at)| **at <= enlist.due_at_ms && **k != key)
+            .filter(|(k, at)| at.ms <= enlist.due_at_ms && **k != key)
             .count() as u64;
-        inner.due.insert(key.clone(), enlist.due_at_ms);
+        Self::due_add(&mut inner, key.clone(), enlist.due_at_ms);
         inner.jobs.insert(key, job.clone());
         let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
         Ok(Admission::Admitted {
@@ -210,7 +238,7 @@ impl Store for MemoryStore {
         }
         let until = now + lease.as_millis() as u64;
         inner.leases.insert(key.clone(), (step.gen.clone(), step.seq, until));
-        inner.due.insert(key, until);
+        inner.due.insert(key, Due::at(until));
         // The thundering herd: the same probe hand-out as claim.lua.
         let mut probes = Vec::new();
         for (name, state) in inner.providers.iter_mut() {
@@ -242,9 +270,11 @@ impl Store for MemoryStore {
         }
         inner.leases.remove(&key);
         match due_at_ms {
-            Some(at) => inner.due.insert(key.clone(), at),
-            None => inner.due.remove(&key),
-        };
+            Some(at) => Self::due_add(&mut inner, key.clone(), at),
+            None => {
+                inner.due.remove(&key);
+            }
+        }
         inner.jobs.insert(key, next.clone());
         let mut alerts = Vec::new();
         if let Some(event) = event {
@@ -335,10 +365,10 @@ impl Store for MemoryStore {
             return Ok(Swept::Stale);
         }
         Self::prune_due(&mut inner);
-        let mut due: Vec<(u64, (String, String))> = inner
+        let mut due: Vec<(Due, (String, String))> = inner
             .due
             .iter()
-            .filter(|(_, at)| **at <= request.now_ms)
+            .filter(|(_, at)| at.by(request.now_ms))
             .map(|(key, at)| (*at, key.clone()))
             .collect();
         due.sort();
@@ -352,10 +382,10 @@ impl Store for MemoryStore {
                     stranded += 1;
                 }
             }
-            inner.due.insert(key, request.requeue_at_ms);
+            inner.due.insert(key, Due::at(request.requeue_at_ms));
         }
         let left = inner.due.len() as u64;
-        let next_due_ms = inner.due.values().min().copied();
+        let next_due_ms = inner.due.values().min().map(|d| d.ms);
         let next_round = request.round + 1;
         inner.sweeper = (left > 0).then(|| (request.token.to_string(), next_round, life));
         Ok(Swept::Due {

@@ -21,8 +21,13 @@ if ARGV[5] ~= '0' then
   check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
 end
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
+-- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
 local function due_add(key, score, member, expiry)
-  redis.call('ZADD', key, score, member)
+  redis.call('ZREM', key, member)
+  local ms = tonumber(score)
+  local k = redis.call('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
+  redis.call('ZADD', key, string.format('%.12f', ms + k / 4096), member)
   if redis.call('PTTL', key) < 0 then
     redis.call('PEXPIREAT', key, expiry)
   else
@@ -92,8 +97,8 @@ if cap > 0 then
     redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
   end
 end
--- The new job joins the end of the line of those due no later than it.
+-- The new job joins the end of the line of those due no later than it (its millisecond included).
 redis.call('ZREM', KEYS[4], KEYS[1])
-local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', ARGV[8])
+local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
 return {'new', count, arm(), ahead, redis.call('HGETALL', KEYS[6])}
