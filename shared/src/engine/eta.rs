@@ -14,8 +14,10 @@
 //! queue's concurrency: the worker pool, the step function's maximum concurrency). The job itself
 //! only uses the providers it has not spent (a hard failure, or the policy's count of soft ones) and
 //! starts no earlier than its own next attempt; a job whose step is running now has nobody ahead.
-//! The answer is when this job's call ends, never before `now` and never after the job's deadline (by
-//! then it has ended one way or another); `None` when no provider of the chain can serve it (none
+//! The answer is when this job's call ends — the latest end it would have at any place in line up to
+//! its own, so that more jobs ahead never give a sooner answer (a place may get a faster provider than
+//! the one before it) — never before `now` and never after the job's deadline (by then it has ended
+//! one way or another); `None` when no provider of the chain can serve it (none
 //! configured, all disabled or spent for it): the job is about to give up and no estimate is honest.
 //!
 //! What it cannot know is in the README ("How long will it take?"): a quota the provider never
