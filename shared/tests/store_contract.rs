@@ -336,6 +336,12 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
     assert_eq!(d.standing, Standing::default());
     let d = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(d.standing.ahead, ranks[2] - 1);
+    // The second of a tie (a fraction of a millisecond later in the index) is still due by its
+    // millisecond: keeping the order never delays a sweep.
+    assert_eq!(
+        due_of(&store, &[jobs[1].id.as_str(), jobs[2].id.as_str()], base).await,
+        vec![jobs[1].step_ref()]
+    );
     for j in &jobs {
         purge(&store, &owner, &j.id).await;
     }

@@ -30,9 +30,9 @@ impl Due {
         Self { ms, tie: 0 }
     }
 
-    /// Due by `now` (`ZRANGEBYSCORE -inf now`).
+    /// Due by `now` (sweep.lua: the whole millisecond, its ties included).
     fn by(self, now: u64) -> bool {
-        self.ms < now || (self.ms == now && self.tie == 0)
+        self.ms <= now
     }
 }
 
