@@ -67,7 +67,35 @@ pub struct Standing {
     pub ahead: u64,
     /// Every provider's shared state.
     pub providers: HashMap<String, ProviderState>,
+    /// The millisecond the job is due at in the index (`None`: it is not there).
+    pub due_ms: Option<u64>,
+    /// For each of [`HORIZONS_MS`], the jobs due after that millisecond and at most the horizon past
+    /// it: those that go first should this job have to wait (a backlog parked until a quota reset).
+    pub later: Vec<u64>,
 }
+
+/// The horizons of [`Standing::later`] (ms past the job's own due time).
+pub const HORIZONS_MS: [u64; 18] = [
+    0,
+    15_000,
+    30_000,
+    60_000,
+    90_000,
+    120_000,
+    180_000,
+    300_000,
+    600_000,
+    900_000,
+    1_800_000,
+    3_600_000,
+    7_200_000,
+    21_600_000,
+    43_200_000,
+    86_400_000,
+    172_800_000,
+    // Beyond any deadline: everything after the job.
+    400 * 86_400_000,
+];
 
 /// Where `Store::create` puts a new job in the due-index, and the sweeper token it arms when none
 /// is alive.

@@ -40,11 +40,18 @@ pub const UNKNOWN_LATENCY_MS: u64 = 2_000;
 /// (a floor, still monotone). An owner's in-flight cap keeps real indexes far below it.
 pub const MAX_SIMULATED: u64 = 100_000;
 
-/// Where the job stands: how many jobs are due ahead of it, and whether its step is running now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where the job stands: how many jobs are due ahead of it, whether its step is running now, and the
+/// jobs due after it that go first should it have to wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Position {
     pub ahead: u64,
     pub running: bool,
+    /// `(until, n)`, `until` ascending: n jobs are due after this one and no later than `until`
+    /// (epoch ms). Should this job's turn come after `until` (it waits for a provider), they are
+    /// served before it: they were waiting already (a backlog parked until a quota reset).
+    pub later: Vec<(u64, u64)>,
+    /// How far past its wake a waiting job's due score lies (the sweep grace of a queued wait).
+    pub slack_ms: u64,
 }
 
 /// One provider as the estimate serves calls through it: its windows as they will be.
@@ -140,7 +147,7 @@ impl Lane {
 pub fn estimate(
     job: &Job,
     chain: &[Candidate<'_>],
-    position: Position,
+    position: &Position,
     now_ms: u64,
     policy: &StepPolicy,
     concurrency: u32,
@@ -156,7 +163,7 @@ pub fn estimate(
         timed.iter().sum::<u64>() / timed.len() as u64
     };
     // Disabled providers serve nobody; a zero limit never frees up.
-    let mut lanes: Vec<Lane> = chain
+    let lanes: Vec<Lane> = chain
         .iter()
         .filter(|c| c.state.disabled.is_none() && c.limits.rpm != Some(0) && c.limits.rpd != Some(0))
         .map(|c| {
@@ -177,11 +184,33 @@ pub fn estimate(
     if lanes.iter().all(|l| l.spent) {
         return None;
     }
-    let ahead = if position.running {
-        0
-    } else {
-        position.ahead.min(MAX_SIMULATED)
-    };
+    let run = |ahead: u64| simulate(job, lanes.clone(), ahead.min(MAX_SIMULATED), now_ms, concurrency);
+    if position.running {
+        return Some(run(0).1);
+    }
+    // Jobs due after this one that are due before its turn go first: count them in until that stops
+    // moving its turn (each round only adds jobs, so it ends within one round per horizon).
+    let mut extra = 0;
+    for _ in 0..=position.later.len() {
+        let (start, end) = run(position.ahead.saturating_add(extra));
+        let reach = start.saturating_add(position.slack_ms);
+        let before = position
+            .later
+            .iter()
+            .find(|(until, _)| *until >= reach)
+            .or(position.later.last())
+            .map_or(0, |(_, n)| *n);
+        if before <= extra {
+            return Some(end);
+        }
+        extra = before;
+    }
+    Some(run(position.ahead.saturating_add(extra)).1)
+}
+
+/// Serves `ahead` jobs then this one; when this one's call starts and its answer (see the module's
+/// doc), both within [now, deadline].
+fn simulate(job: &Job, mut lanes: Vec<Lane>, ahead: u64, now_ms: u64, concurrency: u32) -> (u64, u64) {
     let slots = u64::from(concurrency.max(1)).min(ahead + 1) as usize;
     let mut free: BinaryHeap<Reverse<u64>> = (0..slots).map(|_| Reverse(now_ms)).collect();
     let own_start = job.next_attempt_at_ms.unwrap_or(now_ms).max(now_ms);
@@ -191,32 +220,32 @@ pub fn estimate(
     let mut hull = now_ms;
     for served in 0..=ahead {
         let slot = free.peek().map_or(now_ms, |Reverse(at)| *at);
-        let (_, mine) = serve(&lanes, slot.max(own_start), |l| !l.spent);
+        let (_, start, mine) = serve(&lanes, slot.max(own_start), |l| !l.spent);
         hull = hull.max(mine);
         if served == ahead {
-            return Some(clamp(hull));
+            return (clamp(start), clamp(hull));
         }
         free.pop();
-        let (index, done) = serve(&lanes, slot, |_| true);
+        let (index, _, done) = serve(&lanes, slot, |_| true);
         lanes[index].count(done);
         // Places that start past the deadline cannot make this job end any later than it.
         if done >= job.deadline_ms {
-            return Some(clamp(job.deadline_ms));
+            return (clamp(job.deadline_ms), clamp(job.deadline_ms));
         }
         free.push(Reverse(done));
     }
-    None
+    (clamp(hull), clamp(hull))
 }
 
-/// Which provider a call ready at `ready` gets, and when it ends: the first of the chain (among
-/// `eligible` ones) that may be called then, else the first to free up. The caller makes sure one is
-/// eligible.
-fn serve(lanes: &[Lane], ready: u64, eligible: impl Fn(&Lane) -> bool) -> (usize, u64) {
+/// Which provider a call ready at `ready` gets, when it starts and when it ends: the first of the
+/// chain (among `eligible` ones) that may be called then, else the first to free up. The caller makes
+/// sure one is eligible.
+fn serve(lanes: &[Lane], ready: u64, eligible: impl Fn(&Lane) -> bool) -> (usize, u64, u64) {
     let mut t = ready;
     // Each round moves t to a window's end at least; a handful settle any chain.
     for _ in 0..16 {
         if let Some(i) = lanes.iter().position(|l| eligible(l) && l.free_at(t) <= t) {
-            return (i, t.saturating_add(lanes[i].latency_ms));
+            return (i, t, t.saturating_add(lanes[i].latency_ms));
         }
         t = lanes
             .iter()
@@ -232,7 +261,7 @@ fn serve(lanes: &[Lane], ready: u64, eligible: impl Fn(&Lane) -> bool) -> (usize
         .map(|(i, l)| (i, l.free_at(t)))
         .min_by_key(|(_, at)| *at)
         .unwrap_or((0, t));
-    (i, at.saturating_add(lanes.get(i).map_or(0, |l| l.latency_ms)))
+    (i, at, at.saturating_add(lanes.get(i).map_or(0, |l| l.latency_ms)))
 }
 
 #[cfg(test)]
@@ -305,7 +334,10 @@ mod tests {
     }
 
     fn at(ahead: u64) -> Position {
-        Position { ahead, running: false }
+        Position {
+            ahead,
+            ..Position::default()
+        }
     }
 
     #[test]
@@ -334,11 +366,11 @@ mod tests {
         let c = chain(&states, &limits);
         let now = 600_000;
         let j = job(now + DAY, None, vec![]);
-        let eta = |ahead| estimate(&j, &c, at(ahead), now, &StepPolicy::default(), 1).unwrap() - now;
+        let eta = |ahead| estimate(&j, &c, &at(ahead), now, &StepPolicy::default(), 1).unwrap() - now;
         // a, a, b in minute 10 (one after another), then the next minute's a.
         assert_eq!([eta(0), eta(1), eta(2), eta(3)], [1_000, 2_000, 5_000, 61_000]);
         // Five workers: the calls of a minute run side by side.
-        let wide = |ahead| estimate(&j, &c, at(ahead), now, &StepPolicy::default(), 5).unwrap() - now;
+        let wide = |ahead| estimate(&j, &c, &at(ahead), now, &StepPolicy::default(), 5).unwrap() - now;
         assert_eq!([wide(0), wide(1), wide(2), wide(3)], [1_000, 1_000, 3_000, 61_000]);
     }
 
@@ -369,20 +401,57 @@ mod tests {
         let c = chain(&states, &limits);
         let j = job(now + 2 * DAY, None, vec![]);
         assert_eq!(
-            estimate(&j, &c, at(0), now, &StepPolicy::default(), 1),
+            estimate(&j, &c, &at(0), now, &StepPolicy::default(), 1),
             Some(now + 90_700)
         );
         // Without b, the job waits for a's new day.
         let j = job(now + 2 * DAY, None, vec![failed_on("b", ErrorClass::BadRequest)]);
         assert_eq!(
-            estimate(&j, &c, at(0), now, &StepPolicy::default(), 1),
+            estimate(&j, &c, &at(0), now, &StepPolicy::default(), 1),
             Some(11 * DAY + 500)
         );
         // A deadline before that is the answer: by then the job has ended one way or another.
         let j = job(now + 60_000, None, vec![failed_on("b", ErrorClass::BadRequest)]);
         assert_eq!(
-            estimate(&j, &c, at(0), now, &StepPolicy::default(), 1),
+            estimate(&j, &c, &at(0), now, &StepPolicy::default(), 1),
             Some(now + 60_000)
+        );
+    }
+
+    #[test]
+    fn a_backlog_parked_until_the_reset_goes_first() {
+        // a has spent its day; five jobs wait for its reset; a new job is due in 30 s.
+        let now = 10 * DAY + 3_600_000;
+        let states = [ProviderState {
+            day: 10,
+            day_requests: 10,
+            latency_ms: 1_000,
+            ..Default::default()
+        }];
+        let limits = [ProviderLimits {
+            rpd: Some(10),
+            ..Default::default()
+        }];
+        let c = chain(&states, &limits);
+        let j = job(now + 2 * DAY, None, vec![]);
+        let due = now + 30_000;
+        let backlog = Position {
+            ahead: 0,
+            running: false,
+            later: vec![(due, 0), (due + 60_000, 0), (due + DAY, 5), (due + 400 * DAY, 5)],
+            slack_ms: 30_000,
+        };
+        let p = StepPolicy::default();
+        assert_eq!(estimate(&j, &c, &at(0), now, &p, 1), Some(11 * DAY + 1_000));
+        assert_eq!(estimate(&j, &c, &backlog, now, &p, 1), Some(11 * DAY + 6_000));
+        // Had the job its turn before they wake, they would not be ahead of it.
+        let fresh = [ProviderState {
+            latency_ms: 1_000,
+            ..Default::default()
+        }];
+        assert_eq!(
+            estimate(&j, &chain(&fresh, &limits), &backlog, now, &p, 1),
+            Some(now + 1_000)
         );
     }
 
@@ -396,11 +465,11 @@ mod tests {
         let limits = [ProviderLimits::default(); 2];
         let j = job(DAY, None, vec![]);
         let p = StepPolicy::default();
-        assert_eq!(estimate(&j, &chain(&states, &limits), at(0), 0, &p, 1), None);
-        assert_eq!(estimate(&j, &[], at(0), 0, &p, 1), None);
+        assert_eq!(estimate(&j, &chain(&states, &limits), &at(0), 0, &p, 1), None);
+        assert_eq!(estimate(&j, &[], &at(0), 0, &p, 1), None);
         let fresh = [ProviderState::default()];
         let spent = job(DAY, None, vec![failed_on("a", ErrorClass::Gone)]);
-        assert_eq!(estimate(&spent, &chain(&fresh, &limits), at(3), 0, &p, 1), None);
+        assert_eq!(estimate(&spent, &chain(&fresh, &limits), &at(3), 0, &p, 1), None);
     }
 
     fn limits_strategy() -> impl Strategy<Value = ProviderLimits> {
@@ -467,15 +536,18 @@ mod tests {
                 let (soft, hard) = job_failures(&j, cand.name);
                 cand.state.disabled.is_none() && !hard && soft < p.max_failures_per_provider
             });
-            let eta = estimate(&j, &c, at(ahead), now, &p, concurrency);
+            let eta = estimate(&j, &c, &at(ahead), now, &p, concurrency);
             prop_assert_eq!(eta.is_some(), usable);
             if let Some(eta) = eta {
                 prop_assert!(eta >= now);
                 prop_assert!(eta <= j.deadline_ms);
-                let later = estimate(&j, &c, at(ahead + 1), now, &p, concurrency).unwrap();
+                let later = estimate(&j, &c, &at(ahead + 1), now, &p, concurrency).unwrap();
                 prop_assert!(later >= eta, "{} ahead: {}, one more: {}", ahead, eta, later);
-                let running = estimate(&j, &c, Position { ahead, running: true }, now, &p, concurrency).unwrap();
-                prop_assert_eq!(running, estimate(&j, &c, at(0), now, &p, concurrency).unwrap());
+                // Jobs due later that would go first only ever make it later.
+                let backlog = Position { ahead, later: vec![(now + 60_000, 1), (now + DAY, 7), (now + 9 * DAY, 9)], slack_ms: 30_000, ..Position::default() };
+                prop_assert!(estimate(&j, &c, &backlog, now, &p, concurrency).unwrap() >= eta);
+                let running = estimate(&j, &c, &Position { ahead, running: true, ..Position::default() }, now, &p, concurrency).unwrap();
+                prop_assert_eq!(running, estimate(&j, &c, &at(0), now, &p, concurrency).unwrap());
                 prop_assert!(running <= eta);
             }
         }
@@ -495,13 +567,13 @@ mod tests {
             let c = chain(&states, &limits);
             let j = job(now + 3 * DAY, Some(now + next_in), vec![]);
             let p = StepPolicy::default();
-            if let Some(eta) = estimate(&j, &c, at(ahead), now, &p, concurrency) {
+            if let Some(eta) = estimate(&j, &c, &at(ahead), now, &p, concurrency) {
                 prop_assert!(eta >= now + next_in);
             }
             let plain = [ProviderState { latency_ms: latency, ..Default::default() }];
             let unlimited = [ProviderLimits::default()];
             let j = job(now + 3 * DAY, None, vec![]);
-            let eta = estimate(&j, &chain(&plain, &unlimited), at(ahead), now, &p, concurrency).unwrap();
+            let eta = estimate(&j, &chain(&plain, &unlimited), &at(ahead), now, &p, concurrency).unwrap();
             prop_assert_eq!(eta, now + (ahead + 1).div_ceil(u64::from(concurrency)) * latency);
         }
     }

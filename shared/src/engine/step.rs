@@ -186,14 +186,23 @@ impl Engine {
         if job.state.is_finished() {
             return None;
         }
+        let later = standing.due_ms.map_or_else(Vec::new, |due| {
+            crate::ports::HORIZONS_MS
+                .iter()
+                .zip(&standing.later)
+                .map(|(h, n)| (due.saturating_add(*h), *n))
+                .collect()
+        });
         let position = super::eta::Position {
             ahead: standing.ahead,
             running,
+            later,
+            slack_ms: self.settings.sweep_grace_ms,
         };
         super::eta::estimate(
             job,
             &self.candidates(&standing.providers),
-            position,
+            &position,
             self.clock.now_ms(),
             &self.settings.policy,
             self.settings.step_concurrency,

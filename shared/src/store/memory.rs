@@ -12,7 +12,7 @@ use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
     Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Standing,
-    Store, Submitted, SweepRequest, Swept,
+    Store, Submitted, SweepRequest, Swept, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -117,11 +117,30 @@ impl MemoryStore {
             .count() as u64
     }
 
-    /// What an unfinished job's ETA needs: its rank in the index and every provider's state.
-    fn standing(inner: &Inner, key: &(String, String)) -> Standing {
+    /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its
+    /// millisecond within each horizon (create.lua's and deliver.lua's `standing`).
+    fn standing(inner: &Inner, key: &(String, String), ahead: u64) -> Standing {
+        let Some(ms) = inner.due.get(key).map(|d| d.ms) else {
+            return Standing {
+                providers: inner.providers.clone(),
+                ..Standing::default()
+            };
+        };
+        let later = HORIZONS_MS
+            .iter()
+            .map(|h| {
+                inner
+                    .due
+                    .values()
+                    .filter(|d| d.ms > ms && d.ms <= ms.saturating_add(*h))
+                    .count() as u64
+            })
+            .collect();
         Standing {
-            ahead: Self::rank(inner, key),
+            ahead,
             providers: inner.providers.clone(),
+            due_ms: Some(ms),
+            later,
         }
     }
 
@@ -148,6 +167,10 @@ fn expiry_ahead(job: &Job, now: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn key_of(job: &Job) -> (String, String) {
+    (job.owner.clone(), job.id.clone())
+}
+
 fn job_key(step: &StepRef) -> (String, String) {
     (step.owner.clone(), step.job_id.clone())
 }
@@ -171,7 +194,7 @@ impl Store for MemoryStore {
             let standing = if existing.state.is_finished() {
                 Standing::default()
             } else {
-                Self::standing(&inner, &key)
+                Self::standing(&inner, &key, Self::rank(&inner, &key))
             };
             let created = Created::Existing(Box::new(existing.clone()));
             let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
@@ -209,10 +232,7 @@ impl Store for MemoryStore {
             value: Submitted {
                 created: Created::New,
                 arm_sweeper,
-                standing: Standing {
-                    ahead,
-                    providers: inner.providers.clone(),
-                },
+                standing: Self::standing(&inner, &key_of(job), ahead),
             },
             rate,
         })
@@ -335,7 +355,7 @@ impl Store for MemoryStore {
             .leases
             .get(&key)
             .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
-        let standing = Self::standing(&inner, &key);
+        let standing = Self::standing(&inner, &key, Self::rank(&inner, &key));
         admitted(Some(Delivered { job, running, standing }))
     }
 

@@ -46,7 +46,7 @@ use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Standing, Store,
-    Submitted, SweepRequest, Swept,
+    Submitted, SweepRequest, Swept, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -169,14 +169,33 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     states
 }
 
-/// The jobs ahead and the provider states a route script read for the ETA.
-fn decode_standing(ahead: &Value, providers: &Value) -> Result<Standing, StoreError> {
-    Ok(Standing {
-        ahead: ahead
-            .as_u64()
-            .ok_or_else(|| StoreError::Corrupt(format!("unexpected rank {ahead}")))?,
-        providers: decode_providers(providers),
-    })
+/// What a route script read for the ETA: `{ahead, provider states, due ms, {later counts}}`, or `{}`
+/// for a finished job.
+fn decode_standing(v: &Value) -> Result<Standing, StoreError> {
+    let unexpected = || StoreError::Corrupt(format!("unexpected standing {v}"));
+    match v.as_array().map(Vec::as_slice) {
+        Some([]) => Ok(Standing::default()),
+        Some([ahead, providers, due, later]) => {
+            let due = due.as_u64().ok_or_else(unexpected)?;
+            Ok(Standing {
+                ahead: ahead.as_u64().ok_or_else(unexpected)?,
+                providers: decode_providers(providers),
+                due_ms: (due > 0).then_some(due),
+                later: later
+                    .as_array()
+                    .ok_or_else(unexpected)?
+                    .iter()
+                    .map(|n| n.as_u64().ok_or_else(unexpected))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The ETA's horizons as script arguments.
+fn horizons() -> impl Iterator<Item = Value> {
+    HORIZONS_MS.iter().map(|h| arg(*h))
 }
 
 /// A route script with the clock check every absolute expiry goes through (scripts/clock.lua).
@@ -231,7 +250,7 @@ impl Store for UpstashStore {
                     SWEEPER_KEY,
                     PROVIDERS_KEY,
                 ],
-                vec![
+                [
                     arg(encode(job)?),
                     arg(job.id.as_str()),
                     arg(job.expires_at_ms),
@@ -242,7 +261,10 @@ impl Store for UpstashStore {
                     arg(enlist.due_at_ms),
                     arg(enlist.sweeper_token.as_str()),
                     arg(enlist.sweeper_life.as_millis() as u64),
-                ],
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected create answer {answer}"));
@@ -256,17 +278,17 @@ impl Store for UpstashStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let value = match (verdict.as_str(), rest) {
-            (Some("new"), [flag, ahead, providers]) => Submitted {
+            (Some("new"), [flag, standing]) => Submitted {
                 created: Created::New,
                 arm_sweeper: armed(flag),
-                standing: decode_standing(ahead, providers)?,
+                standing: decode_standing(standing)?,
             },
-            (Some("existing"), [record, flag, ahead, providers]) => Submitted {
+            (Some("existing"), [record, flag, standing]) => Submitted {
                 created: Created::Existing(Box::new(
                     decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
                 )),
                 arm_sweeper: armed(flag),
-                standing: decode_standing(ahead, providers)?,
+                standing: decode_standing(standing)?,
             },
             (Some("flight"), []) => {
                 return Ok(Admission::TooManyInFlight {
@@ -433,12 +455,15 @@ impl Store for UpstashStore {
             .eval(
                 &self.deliver,
                 &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
-                vec![
+                [
                     arg(grace.as_millis() as u64),
                     arg(lease_key(owner, job_id)),
                     arg(args.limit),
                     arg(args.ends_at_ms),
-                ],
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected deliver answer {answer}"));
@@ -456,7 +481,7 @@ impl Store for UpstashStore {
                 let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
                 let standing = match standing {
                     [] => Standing::default(),
-                    [ahead, providers] => decode_standing(ahead, providers)?,
+                    [standing] => decode_standing(standing)?,
                     _ => return Err(unexpected()),
                 };
                 Some(Delivered {

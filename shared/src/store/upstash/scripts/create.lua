@@ -6,14 +6,14 @@
 -- KEYS[5] the sweeper token (st:sweeper), KEYS[6] the provider states (st:providers)
 -- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
 -- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none),
--- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms)
--- Returns {'new', count, armed, ahead, states} | {'existing', count, record, armed, ahead, states} |
+-- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms),
+-- ARGV[11..] the ETA's horizons (ms)
+-- Returns {'new', count, armed, standing} | {'existing', count, record, armed, standing} |
 -- {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
 -- was alive and ARGV[9] now names the one the caller must start (its first message: round 1).
--- ahead and states are what the job's ETA needs (engine/eta.rs), read here so that the submit stays
--- one request: the jobs due ahead of it in the index (a new job: every job due no later than it; a
--- job met: its rank) and every provider's state (HGETALL, flat); 0 and {} for a finished job met.
+-- standing is what the job's ETA needs (below): for a new job, every job due no later than it is
+-- ahead; for a job met, its rank; {} for a finished job met.
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
@@ -40,12 +40,29 @@ local function arm()
   end
   return 0
 end
--- An unfinished job met: its rank and the provider states; a finished one needs no ETA.
+-- What an unfinished job's ETA needs (engine/eta.rs), read here so the route stays one request:
+-- {jobs ahead of it, every provider's state (HGETALL, flat), the millisecond it is due at, and for each
+-- horizon h in ARGV[first..] the jobs due after that millisecond and at most h past it}; a job not in
+-- the index has nobody ahead and no horizons.
+local function standing(due_key, states_key, ahead, ms, first)
+  local states = redis.call('HGETALL', states_key)
+  if not ms then
+    return {0, states, 0, {}}
+  end
+  local later = {}
+  for i = first, #ARGV do
+    later[#later + 1] = redis.call('ZCOUNT', due_key, string.format('%.0f', ms + 1),
+      string.format('(%.0f', ms + tonumber(ARGV[i]) + 1))
+  end
+  return {ahead, states, ms, later}
+end
+-- An unfinished job met: its rank; a finished one needs no ETA.
 local function met(v)
   if string.sub(v, 4, 4) == 's' or string.sub(v, 4, 4) == 'f' then
-    return 0, {}
+    return {}
   end
-  return redis.call('ZRANK', KEYS[4], KEYS[1]) or 0, redis.call('HGETALL', KEYS[6])
+  local score = redis.call('ZSCORE', KEYS[4], KEYS[1])
+  return standing(KEYS[4], KEYS[6], redis.call('ZRANK', KEYS[4], KEYS[1]) or 0, score and math.floor(tonumber(score)), 11)
 end
 local count = 0
 if ARGV[5] ~= '0' then
@@ -71,8 +88,7 @@ if cap > 0 then
     -- Full: an identical live job is still met (it is already counted), nothing new is written.
     local v = redis.call('GET', KEYS[1])
     if v and string.sub(v, 4, 4) ~= 'f' then
-      local ahead, states = met(v)
-      return {'existing', count, v, arm(), ahead, states}
+      return {'existing', count, v, arm(), met(v)}
     end
     return {'flight', count}
   end
@@ -81,8 +97,7 @@ end
 local old = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 if old then
   if string.sub(old, 4, 4) ~= 'f' then
-    local ahead, states = met(old)
-    return {'existing', count, old, arm(), ahead, states}
+    return {'existing', count, old, arm(), met(old)}
   end
   -- A finally failed job with the same identity: the new submit replaces it.
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
@@ -101,4 +116,4 @@ end
 redis.call('ZREM', KEYS[4], KEYS[1])
 local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
-return {'new', count, arm(), ahead, redis.call('HGETALL', KEYS[6])}
+return {'new', count, arm(), standing(KEYS[4], KEYS[6], ahead, tonumber(ARGV[8]), 11)}

@@ -4,11 +4,27 @@
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
 -- KEYS[3] the due-index (st:due), KEYS[4] the provider states (st:providers)
 -- ARGV[1] grace (ms), ARGV[2] the job's lease key ("st:l:<owner>:<id>", value "<gen>:<seq>"),
--- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms)
+-- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms), ARGV[5..] the ETA's horizons (ms)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
 -- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
--- {count, record, running, rank in the due-index, provider states (HGETALL, flat)}: what its ETA needs
--- (engine/eta.rs), read here so that a poll stays one request. count is 0 when not rate-limited.
+-- {count, record, running, standing}: what its ETA needs (below; ahead is its rank in the due-index).
+-- count is 0 when not rate-limited.
+-- What an unfinished job's ETA needs (engine/eta.rs), read here so the route stays one request:
+-- {jobs ahead of it, every provider's state (HGETALL, flat), the millisecond it is due at, and for each
+-- horizon h in ARGV[first..] the jobs due after that millisecond and at most h past it}; a job not in
+-- the index has nobody ahead and no horizons.
+local function standing(due_key, states_key, ahead, ms, first)
+  local states = redis.call('HGETALL', states_key)
+  if not ms then
+    return {0, states, 0, {}}
+  end
+  local later = {}
+  for i = first, #ARGV do
+    later[#later + 1] = redis.call('ZCOUNT', due_key, string.format('%.0f', ms + 1),
+      string.format('(%.0f', ms + tonumber(ARGV[i]) + 1))
+  end
+  return {ahead, states, ms, later}
+end
 if ARGV[3] ~= '0' then
   check_expiry(ARGV[4], 'rate window', RATE_WINDOW_SLACK_MS)
 end
@@ -37,4 +53,6 @@ local running = 0
 if redis.call('GET', ARGV[2]) == gen .. ':' .. seq then
   running = 1
 end
-return {count, v, running, redis.call('ZRANK', KEYS[3], KEYS[1]) or 0, redis.call('HGETALL', KEYS[4])}
+local score = redis.call('ZSCORE', KEYS[3], KEYS[1])
+return {count, v, running, standing(KEYS[3], KEYS[4], redis.call('ZRANK', KEYS[3], KEYS[1]) or 0,
+  score and math.floor(tonumber(score)), 5)}
