@@ -277,15 +277,15 @@ impl Config {
                     })?;
         }
         if let Some(v) = env("STEP_CONCURRENCY") {
-            settings.step_concurrency = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| (1..=100_000).contains(n))
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "STEP_CONCURRENCY",
-                    message: format!("expected 1 to 100000, got {v:?}"),
-                })?;
+            settings.step_concurrency =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "STEP_CONCURRENCY",
+                        message: format!("expected 1 to 100000, got {v:?}"),
+                    })?;
         }
         if let Some(v) = env("WEBHOOK_MAX_ATTEMPTS") {
             settings.webhook_max_attempts =

@@ -224,7 +224,9 @@ async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> (Scenario, Vec<Fak
 }
 
 fn ms(timestamp: &Value) -> u64 {
-    let text = timestamp.as_str().unwrap_or_else(|| panic!("not a timestamp: {timestamp}"));
+    let text = timestamp
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {timestamp}"));
     chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis() as u64
 }
 
@@ -278,9 +280,14 @@ impl Scenario {
     /// Runs every queued message in due order, moving the clock to each due time, until `limit`.
     async fn run_until(&self, limit: u64) {
         loop {
-            let Some((due, message)) = self.queue.pop_due() else { return };
+            let Some((due, message)) = self.queue.pop_due() else {
+                return;
+            };
             if due > limit {
-                self.queue.send(&message, Duration::from_millis(due - self.clock.now_ms())).await.unwrap();
+                self.queue
+                    .send(&message, Duration::from_millis(due - self.clock.now_ms()))
+                    .await
+                    .unwrap();
                 return;
             }
             if due > self.clock.now_ms() {
@@ -353,7 +360,10 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
             assert!(eta >= at, "{answer}");
             midway.push((job.id.clone(), at, eta));
         } else {
-            assert!(answer.get("etaSeconds").is_none() && answer.get("etaAt").is_none(), "{answer}");
+            assert!(
+                answer.get("etaSeconds").is_none() && answer.get("etaAt").is_none(),
+                "{answer}"
+            );
         }
     }
     assert!(!midway.is_empty());
@@ -397,14 +407,16 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
         last as f64 / 1000.0,
         distribution("first ETA − completion (s)", errors_s),
         distribution("  as % of the job's time", errors_pct),
-        distribution(
-            &format!("midway poll ETA, % ({} jobs)", midway.len()),
-            midway_pct
-        ),
+        distribution(&format!("midway poll ETA, % ({} jobs)", midway.len()), midway_pct),
     );
     let over: Vec<u64> = s.counters.iter().map(|c| c.lock().unwrap().over).collect();
     assert_eq!(over, [0, 0, 0], "no call came in over a known limit");
-    assert!(misses.is_empty(), "{} first ETAs off by more than ±20 % / ±5 s:\n{}", misses.len(), misses.join("\n"));
+    assert!(
+        misses.is_empty(),
+        "{} first ETAs off by more than ±20 % / ±5 s:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
     assert!(midway_misses.is_empty(), "midway: {}", midway_misses.join("\n"));
 }
 

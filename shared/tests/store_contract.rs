@@ -291,7 +291,13 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
             latency_ms,
             ..event(&provider, None, 0)
         };
-        assert!(store.finish(&seed.step_ref(), &done, None, Some(&e)).await.unwrap().written);
+        assert!(
+            store
+                .finish(&seed.step_ref(), &done, None, Some(&e))
+                .await
+                .unwrap()
+                .written
+        );
         expected.apply(&e);
     }
     assert_eq!(expected.latency_ms, 1_000);
@@ -322,7 +328,9 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
     // On poll, a job's rank in the index: jobs due at the same millisecond keep their arrival order.
     assert_eq!(ranks, [ahead[0], ahead[0] + 1, ahead[0] + 2], "{ahead:?}");
     // And the jobs due after its millisecond, per horizon: the third job is 1 s after the first two.
-    let first = deliver(&store, &owner, &jobs[0].id, Duration::from_secs(60)).await.unwrap();
+    let first = deliver(&store, &owner, &jobs[0].id, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(first.standing.due_ms, Some(base));
     assert_eq!(first.standing.later.len(), HORIZONS_MS.len());
     assert_eq!(
@@ -331,7 +339,9 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
         "horizons 0, 15 s, 30 s: {:?}",
         first.standing.later
     );
-    let last = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60)).await.unwrap();
+    let last = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(last.standing.due_ms, Some(base + 1_000));
     assert!(last.standing.later.iter().all(|n| *n == 0), "{:?}", last.standing.later);
     // An identical submit meets the unfinished job with its rank.
@@ -344,10 +354,20 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
     let mut done = jobs[0].clone();
     done.seq = 2;
     done.state = JobState::Succeeded;
-    assert!(store.finish(&jobs[0].step_ref(), &done, None, None).await.unwrap().written);
-    let d = deliver(&store, &owner, &jobs[0].id, Duration::from_secs(60)).await.unwrap();
+    assert!(
+        store
+            .finish(&jobs[0].step_ref(), &done, None, None)
+            .await
+            .unwrap()
+            .written
+    );
+    let d = deliver(&store, &owner, &jobs[0].id, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(d.standing, Standing::default());
-    let d = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60)).await.unwrap();
+    let d = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(d.standing.ahead, ranks[2] - 1);
     // The second of a tie (a fraction of a millisecond later in the index) is still due by its
     // millisecond: keeping the order never delays a sweep.

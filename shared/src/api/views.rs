@@ -752,7 +752,10 @@ mod tests {
             to_json(&job_status(&job(JobState::Queued), true, None)),
             r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
         );
-        assert_eq!(job_status(&job(JobState::Queued), false, None).status, StatusWord::Waiting);
+        assert_eq!(
+            job_status(&job(JobState::Queued), false, None).status,
+            StatusWord::Waiting
+        );
         // The ETA: seconds rounded up, after nextAttemptAt.
         let eta = Eta::of(Some(1_700_000_090_500), 1_700_000_000_000);
         assert_eq!(

@@ -152,11 +152,7 @@ pub fn estimate(
     policy: &StepPolicy,
     concurrency: u32,
 ) -> Option<u64> {
-    let timed: Vec<u64> = chain
-        .iter()
-        .map(|c| c.state.latency_ms)
-        .filter(|l| *l > 0)
-        .collect();
+    let timed: Vec<u64> = chain.iter().map(|c| c.state.latency_ms).filter(|l| *l > 0).collect();
     let fallback_latency = if timed.is_empty() {
         UNKNOWN_LATENCY_MS
     } else {

@@ -11,8 +11,8 @@ use super::StoreError;
 use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Standing,
-    Store, Submitted, SweepRequest, Swept, HORIZONS_MS,
+    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, RateWindow, Standing, Store,
+    Submitted, SweepRequest, Swept, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -110,11 +110,7 @@ impl MemoryStore {
         let member = |(owner, id): &(String, String)| format!("st:j:{owner}:{id}");
         let Some(score) = inner.due.get(key) else { return 0 };
         let mine = (*score, member(key));
-        inner
-            .due
-            .iter()
-            .filter(|(k, at)| (**at, member(k)) < mine)
-            .count() as u64
+        inner.due.iter().filter(|(k, at)| (**at, member(k)) < mine).count() as u64
     }
 
     /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its

@@ -45,8 +45,8 @@ pub use client::{Script, UpstashClient};
 use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Standing, Store,
-    Submitted, SweepRequest, Swept, HORIZONS_MS,
+    Admission, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Standing, Store, Submitted,
+    SweepRequest, Swept, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
