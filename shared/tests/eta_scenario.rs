@@ -33,6 +33,8 @@ use tower::ServiceExt;
 
 const MINUTE: u64 = 60_000;
 const JOBS: usize = 200;
+/// The cooldown the backlog scenario's provider asks for: long enough to park the jobs waiting on it.
+const COOLDOWN_S: u64 = 360;
 
 struct ManualClock(AtomicU64);
 
@@ -128,14 +130,23 @@ struct Scenario {
     counters: Vec<Arc<Mutex<Counter>>>,
 }
 
-async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> (Scenario, Vec<FakeProvider>) {
+/// The service on `plans`; when `trip` is set, the first provider answers its trip-th call (1-based)
+/// with a 429 that asks for `COOLDOWN_S` seconds.
+async fn scenario(
+    upstash: Option<UpstashConfig>,
+    t0: u64,
+    plans: Vec<Plan>,
+    trip: Option<u64>,
+) -> (Scenario, Vec<FakeProvider>) {
     let clock = Arc::new(ManualClock(AtomicU64::new(t0)));
     let seed = Arc::new(AtomicU64::new(0x2545_f491));
     let mut fakes = Vec::new();
     let mut counters = Vec::new();
     let mut providers = Vec::new();
-    for plan in plans() {
+    let calls = Arc::new(AtomicU64::new(0));
+    for (index, plan) in plans.into_iter().enumerate() {
         let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
+        let (calls, trip) = (calls.clone(), trip.filter(|_| index == 0));
         let counter = Arc::new(Mutex::new(Counter::default()));
         let (c, n, s, limits, latency) = (
             clock.clone(),
@@ -145,6 +156,9 @@ async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> (Scenario, Vec<Fak
             plan.latency_ms,
         );
         fake.set_responder(move |_| {
+            if trip == Some(calls.fetch_add(1, Ordering::SeqCst) + 1) {
+                return FakeReply::openai_rate_limited(COOLDOWN_S);
+            }
             // The call takes its time on the manual clock: ±20 % around the provider's latency.
             let r = s.fetch_add(0x9e37_79b9, Ordering::SeqCst).wrapping_mul(0x2545_f491) >> 7;
             let took = latency * 80 / 100 + r % (latency * 40 / 100 + 1);
@@ -420,6 +434,50 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
     assert!(midway_misses.is_empty(), "midway: {}", midway_misses.join("\n"));
 }
 
+/// One provider, no limits, ≈ 2 s a call (its own name: the Upstash test reuses the store).
+fn backlog_plan() -> Plan {
+    Plan {
+        name: "p",
+        limits: ProviderLimits::default(),
+        latency_ms: 2_000,
+    }
+}
+
+/// 100 jobs parked until a provider's cooldown ends, then 5 more submitted: at the end of the
+/// cooldown the backlog goes first, and the 5 first ETAs must say so (jobs due later in the index that
+/// go first, counted by horizon).
+async fn a_backlog_parked_for_a_cooldown_goes_first(s: Scenario, store: &str) {
+    // One job teaches the latency; the next call answers 429 for COOLDOWN_S.
+    let warm = s.submit(1, "cooldown warm-up").await;
+    s.run_until(s.clock.now_ms()).await;
+    assert_eq!(s.poll(&warm[0].id).await["status"], "completed");
+    let backlog = s.submit(100, "cooldown backlog").await;
+    s.run_until(s.clock.now_ms()).await;
+    let parked = s.poll(&backlog[99].id).await;
+    assert_eq!(parked["status"], "delayed", "{parked}");
+    s.clock.0.fetch_add(10_000, Ordering::SeqCst);
+    let late = s.submit(5, "cooldown late").await;
+    s.run_until(u64::MAX).await;
+    let mut errors = Vec::new();
+    let mut misses = Vec::new();
+    for job in &late {
+        let answer = s.poll(&job.id).await;
+        assert_eq!(answer["status"], "completed", "{answer}");
+        let done = ms(&answer["finishedAt"]);
+        let took = done - job.submitted;
+        let error = job.eta as f64 - done as f64;
+        errors.push(100.0 * error / took as f64);
+        if error.abs() > (0.2 * took as f64).max(5_000.0) {
+            misses.push(format!("eta in {} ms, completed in {took} ms", job.eta - job.submitted));
+        }
+    }
+    println!(
+        "ETA behind a parked backlog on the {store} store (100 jobs parked {COOLDOWN_S} s, 5 submitted after them):\n{}",
+        distribution("first ETA − completion, %", errors)
+    );
+    assert!(misses.is_empty(), "{}", misses.join("\n"));
+}
+
 /// A UTC midnight at least an hour after the store's clock: the scenario never runs behind it.
 fn midnight_after(store_now_ms: u64) -> u64 {
     ResetClock::UtcMidnight.next_reset(store_now_ms + 3_600_000)
@@ -428,8 +486,14 @@ fn midnight_after(store_now_ms: u64) -> u64 {
 #[tokio::test]
 async fn on_the_memory_store() {
     let midnight = midnight_after(SystemClock.now_ms());
-    let (s, _fakes) = scenario(None, midnight - 10 * MINUTE).await;
+    let (s, _fakes) = scenario(None, midnight - 10 * MINUTE, plans().into(), None).await;
     the_first_eta_is_within_twenty_percent(s, "memory", midnight).await;
+}
+
+#[tokio::test]
+async fn behind_a_backlog_on_the_memory_store() {
+    let (s, _fakes) = scenario(None, SystemClock.now_ms() + 3_600_000, vec![backlog_plan()], Some(2)).await;
+    a_backlog_parked_for_a_cooldown_goes_first(s, "memory").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,6 +508,9 @@ async fn on_the_upstash_store_over_the_real_stack() {
         timeout_ms: 5_000,
     };
     let midnight = midnight_after(redis.time_ms().await.expect("redis TIME"));
-    let (s, _fakes) = scenario(Some(config), midnight - 10 * MINUTE).await;
+    let (s, _fakes) = scenario(Some(config.clone()), midnight - 10 * MINUTE, plans().into(), None).await;
     the_first_eta_is_within_twenty_percent(s, "Upstash", midnight).await;
+    let start = redis.time_ms().await.expect("redis TIME") + 3_600_000;
+    let (s, _fakes) = scenario(Some(config), start, vec![backlog_plan()], Some(2)).await;
+    a_backlog_parked_for_a_cooldown_goes_first(s, "Upstash").await;
 }
