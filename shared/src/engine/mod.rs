@@ -4,7 +4,7 @@
 mod alerts;
 pub mod decide;
 mod deliver;
-pub mod eta;
+pub(crate) mod eta;
 pub mod step;
 pub mod sweep;
 

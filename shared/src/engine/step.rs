@@ -182,7 +182,7 @@ impl Engine {
 
     /// When an unfinished job is expected to end (epoch ms), from what the route's store call read
     /// (engine/eta.rs); `None` for a finished job, or when no provider can serve it.
-    pub fn eta(&self, job: &Job, standing: &crate::ports::Standing, running: bool) -> Option<u64> {
+    pub(crate) fn eta(&self, job: &Job, standing: &crate::ports::Standing, running: bool) -> Option<u64> {
         if job.state.is_finished() {
             return None;
         }
