@@ -106,13 +106,9 @@ def main(path):
         expect(row.locator(".jstatus")).to_have_text("delayed")
         expect(row).to_contain_text(utc(waiting["nextAttemptAt"]))
         eta = row.locator(".eta")
-        # after-merge: require etaAt in the poll answer (the ETA fields land with another branch).
-        if "etaAt" in waiting:
-            expect(eta).to_contain_text("ETA " + utc(waiting["etaAt"]))
-        elif "etaSeconds" in waiting:
-            expect(eta).to_contain_text("ETA in")
-        else:
-            expect(eta).to_have_text("—")
+        # The poll answer carries the job's ETA, and the page shows the same instant.
+        assert "etaAt" in waiting, "the poll answer of a delayed job carries etaAt: %r" % waiting
+        expect(eta).to_contain_text("ETA " + utc(waiting["etaAt"]))
 
         # The budget projection, or its absence said plainly.
         budget = page.locator("#budget-body")

@@ -68,6 +68,10 @@ pub struct Settings {
     pub park_after_ms: u64,
     /// Where operational alerts go (`ALERT_WEBHOOK_URLS`, `DISCORD_WEBHOOK_URL`, `ALERT_*`).
     pub alerts: AlertSettings,
+    /// How many steps run at once (`STEP_CONCURRENCY`, 5: the template's `StepMaxConcurrency`): the
+    /// pace of the ETA (engine/eta.rs), never a limit. Lambda runs up to maximum concurrency × batch
+    /// size; `stepper-local` runs 8 workers.
+    pub step_concurrency: u32,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -144,6 +148,7 @@ impl Default for Settings {
             sweep_grace_ms: 30_000,
             park_after_ms: 300_000,
             alerts: AlertSettings::default(),
+            step_concurrency: 5,
         }
     }
 }
@@ -269,6 +274,17 @@ impl Config {
                     .ok_or_else(|| ConfigError::Invalid {
                         name: "MAX_FAILURES_PER_PROVIDER",
                         message: format!("expected a positive integer, got {v:?}"),
+                    })?;
+        }
+        if let Some(v) = env("STEP_CONCURRENCY") {
+            settings.step_concurrency =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "STEP_CONCURRENCY",
+                        message: format!("expected 1 to 100000, got {v:?}"),
                     })?;
         }
         if let Some(v) = env("WEBHOOK_MAX_ATTEMPTS") {

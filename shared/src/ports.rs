@@ -54,7 +54,48 @@ pub struct Submitted {
     /// No sweeper was alive: this token now names the one the caller must start (`Message::Sweep`,
     /// round 1).
     pub arm_sweeper: Option<String>,
+    /// What the job's ETA needs, read in the same request (empty when the job met is finished).
+    pub standing: Standing,
 }
+
+/// Where an unfinished job stands, for its ETA (engine/eta.rs): read by the script the route runs
+/// anyway (create, deliver), never by a request of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standing {
+    /// Jobs due ahead of it in the due-index. A new job: those due no later than it (it joins the
+    /// end of their line). A job already there: its rank in the index's order (score, then member).
+    pub ahead: u64,
+    /// Every provider's shared state.
+    pub providers: HashMap<String, ProviderState>,
+    /// The millisecond the job is due at in the index (`None`: it is not there).
+    pub due_ms: Option<u64>,
+    /// For each of [`HORIZONS_MS`], the jobs due after that millisecond and at most the horizon past
+    /// it: those that go first should this job have to wait (a backlog parked until a quota reset).
+    pub later: Vec<u64>,
+}
+
+/// The horizons of [`Standing::later`] (ms past the job's own due time).
+pub const HORIZONS_MS: [u64; 18] = [
+    0,
+    15_000,
+    30_000,
+    60_000,
+    90_000,
+    120_000,
+    180_000,
+    300_000,
+    600_000,
+    900_000,
+    1_800_000,
+    3_600_000,
+    7_200_000,
+    21_600_000,
+    43_200_000,
+    86_400_000,
+    172_800_000,
+    // Beyond any deadline: everything after the job.
+    400 * 86_400_000,
+];
 
 /// Where `Store::create` puts a new job in the due-index, and the sweeper token it arms when none
 /// is alive.
@@ -139,6 +180,8 @@ pub struct Delivered {
     pub job: Job,
     /// A step holds the job's lease: the job is being worked on right now.
     pub running: bool,
+    /// What the job's ETA needs (empty when the job is finished).
+    pub standing: Standing,
 }
 
 /// How much one jobs overview (`Store::overview`) reads: bounded, whatever the owner holds.

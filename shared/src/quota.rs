@@ -144,6 +144,10 @@ pub struct ProviderState {
     /// job may call it, the others wait for the probe's outcome (issue 14, the thundering herd).
     #[serde(rename = "pu", default, skip_serializing_if = "is_zero")]
     pub probe_until_ms: u64,
+    /// A moving average of its successful calls' latency (ms, engine clock; 0: never timed): each
+    /// success moves it a quarter of the way to the new duration. The ETA's pace (engine/eta.rs).
+    #[serde(rename = "lat", default, skip_serializing_if = "is_zero")]
+    pub latency_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -254,6 +258,11 @@ impl ProviderState {
             None => {
                 self.consecutive_failures = 0;
                 self.circuit_open_until_ms = 0;
+                self.latency_ms = if self.latency_ms == 0 {
+                    e.latency_ms
+                } else {
+                    (3 * self.latency_ms + e.latency_ms) / 4
+                };
             }
             Some(ErrorClass::Overloaded) => {
                 self.consecutive_failures += 1;
@@ -289,6 +298,9 @@ pub struct ProviderEvent {
     /// Short reason, kept when the class disables the provider.
     pub message: String,
     pub backoff: BackoffPolicy,
+    /// How long the call took (ms, engine clock): folded into the latency average on success.
+    #[serde(default)]
+    pub latency_ms: u64,
     /// What the store needs to decide on alerts (the providers, the flap window).
     #[serde(default)]
     pub alerts: crate::alert::AlertRules,
@@ -306,6 +318,7 @@ impl ProviderEvent {
             cooldown_until_ms: 0,
             message: String::new(),
             backoff,
+            latency_ms: 0,
             alerts: crate::alert::AlertRules::default(),
         }
     }

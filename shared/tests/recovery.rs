@@ -131,6 +131,8 @@ async fn billed(redis: &RedisServer) -> u64 {
         "zrem",
         "zcard",
         "zrangebyscore",
+        "zcount",
+        "zrank",
         "zrange",
         "pexpire",
         "pexpireat",

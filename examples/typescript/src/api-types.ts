@@ -198,6 +198,18 @@ export interface components {
             jobId: string;
             /** @description Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`. */
             statusUrl: string;
+            /**
+             * Format: uint64
+             * @description Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
+             *     providers' shared state and the jobs due ahead of it (README, "How long will it take?").
+             *     Absent when no estimate is possible.
+             */
+            etaSeconds?: number;
+            /**
+             * Format: date-time
+             * @description The same estimate as an instant.
+             */
+            etaAt?: string;
         };
         /**
          * @description The status word of an answer that is always the same (`"queued"`, `"completed"`).
@@ -264,6 +276,18 @@ export interface components {
             deadline: string;
             /** Format: date-time */
             nextAttemptAt?: string;
+            /**
+             * Format: uint64
+             * @description Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
+             *     ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
+             *     "How long will it take?"). Absent when no estimate is possible.
+             */
+            etaSeconds?: number;
+            /**
+             * Format: date-time
+             * @description The same estimate as an instant.
+             */
+            etaAt?: string;
             /** Format: date-time */
             finishedAt?: string;
             /** @description The webhooks and callbacks of a finished job (absent when it has none). */

@@ -340,7 +340,8 @@ async fn create_job(
             tracing::warn!(job_id = %job.id, error = %e, "could not start the sweeper");
         }
     }
-    let answer = match submitted.created {
+    let eta = |job: &Job| views::Eta::of(engine.eta(job, &submitted.standing, false), engine.clock.now_ms());
+    let answer = match &submitted.created {
         Created::New => {
             let first = Message::Step {
                 step: job.step_ref(),
@@ -356,7 +357,8 @@ async fn create_job(
                 return Err(e.into());
             }
             tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
-            (StatusCode::ACCEPTED, Json(QueuedJob::new(&job.id, status_prefix))).into_response()
+            let queued = QueuedJob::new(&job.id, status_prefix, eta(&job));
+            (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
         Created::Existing(existing) => {
             if !existing.state.is_finished() {
@@ -364,13 +366,16 @@ async fn create_job(
                 // 503 after the store had written it): queue its current step again. A step in flight
                 // answers Busy and the duplicate comes back at its lease's end, then drops as stale;
                 // a parked job stays parked.
-                if let Err(e) = engine.enqueue_next(&existing).await {
+                if let Err(e) = engine.enqueue_next(existing).await {
                     tracing::warn!(job_id = %existing.id, error = %e, "could not re-queue a re-submitted job");
                 }
             }
             match (&existing.state, &existing.result) {
                 (JobState::Succeeded, Some(result)) => (StatusCode::OK, Json(views::cached(result))).into_response(),
-                _ => (StatusCode::ACCEPTED, Json(QueuedJob::new(&existing.id, status_prefix))).into_response(),
+                _ => {
+                    let queued = QueuedJob::new(&existing.id, status_prefix, eta(existing));
+                    (StatusCode::ACCEPTED, Json(queued)).into_response()
+                }
             }
         }
     };
@@ -400,7 +405,11 @@ async fn poll(
         service.engine.store.deliver(&owner, &job_id, grace, rate).await?,
     )?;
     let answer = match delivered {
-        Some(d) => Json::<JobView>(views::job_status(&d.job, d.running)).into_response(),
+        Some(d) => {
+            let engine = &service.engine;
+            let eta = views::Eta::of(engine.eta(&d.job, &d.standing, d.running), engine.clock.now_ms());
+            Json::<JobView>(views::job_status(&d.job, d.running, eta)).into_response()
+        }
         None => ApiError::JobNotFound.into_response(),
     };
     Ok(with_rate(answer, rate))
@@ -561,6 +570,9 @@ async fn jobs_overview(State(service): State<AppState>, headers: HeaderMap) -> R
     let engine = &service.engine;
     let rate = engine.settings.limits.for_owner(&owner).rate;
     let (overview, rate) = admitted(&owner, engine.store.overview(&owner, OVERVIEW_BOUNDS, rate).await?)?;
-    let answer = Json(views::jobs_overview(&overview, engine.clock.now_ms()));
+    let now = engine.clock.now_ms();
+    let answer = Json(views::jobs_overview(&overview, now, |d| {
+        views::Eta::of(engine.eta(&d.job, &d.standing, d.running), now)
+    }));
     Ok(with_rate(answer.into_response(), rate))
 }

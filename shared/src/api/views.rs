@@ -55,6 +55,25 @@ pub enum Completed {
     Completed,
 }
 
+/// An unfinished job's expected end (engine/eta.rs), as `etaSeconds` and `etaAt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eta {
+    pub at_ms: u64,
+    pub now_ms: u64,
+}
+
+impl Eta {
+    /// The estimate `at_ms` (if any) as seen at `now_ms`.
+    pub fn of(at_ms: Option<u64>, now_ms: u64) -> Option<Self> {
+        at_ms.map(|at_ms| Self { at_ms, now_ms })
+    }
+
+    /// Whole seconds from now, rounded up (never negative).
+    fn seconds(self) -> u64 {
+        self.at_ms.saturating_sub(self.now_ms).div_ceil(1000)
+    }
+}
+
 /// `202`: a new job, or the identical job already in flight.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -63,14 +82,26 @@ pub struct QueuedJob {
     pub job_id: String,
     /// Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`.
     pub status_url: String,
+    /// Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
+    /// providers' shared state and the jobs due ahead of it (README, "How long will it take?").
+    /// Absent when no estimate is possible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub eta_seconds: Option<u64>,
+    /// The same estimate as an instant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub eta_at: Option<Timestamp>,
 }
 
 impl QueuedJob {
-    pub fn new(job_id: &str, status_prefix: &str) -> Self {
+    pub fn new(job_id: &str, status_prefix: &str, eta: Option<Eta>) -> Self {
         Self {
             status: Queued::Queued,
             job_id: job_id.to_string(),
             status_url: format!("{status_prefix}{job_id}"),
+            eta_seconds: eta.map(Eta::seconds),
+            eta_at: eta.map(|e| Timestamp::from_ms(e.at_ms)),
         }
     }
 }
@@ -339,6 +370,16 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
     pub next_attempt_at: Option<Timestamp>,
+    /// Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
+    /// ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
+    /// "How long will it take?"). Absent when no estimate is possible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub eta_seconds: Option<u64>,
+    /// The same estimate as an instant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Timestamp")]
+    pub eta_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
     pub finished_at: Option<Timestamp>,
@@ -347,8 +388,10 @@ pub struct JobView {
     pub deliveries: Vec<DeliveryView>,
 }
 
-/// `GET /v1/jobs/{id}`: the contract's fields plus attempts, timing and the next attempt's time.
-pub fn job_status(job: &Job, running: bool) -> JobView {
+/// `GET /v1/jobs/{id}`: the contract's fields plus attempts, timing, the next attempt's time and,
+/// while the job is unfinished, its ETA.
+pub fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
+    let eta = eta.filter(|_| !job.state.is_finished());
     let state = if running && !job.state.is_finished() {
         JobState::Running
     } else {
@@ -378,6 +421,8 @@ pub fn job_status(job: &Job, running: bool) -> JobView {
         created_at: Timestamp::from_ms(job.created_at_ms),
         deadline: Timestamp::from_ms(job.deadline_ms),
         next_attempt_at: job.next_attempt_at_ms.map(Timestamp::from_ms),
+        eta_seconds: eta.map(Eta::seconds),
+        eta_at: eta.map(|e| Timestamp::from_ms(e.at_ms)),
         finished_at: job.finished_at_ms.map(Timestamp::from_ms),
         deliveries: deliveries(job),
     }
@@ -457,7 +502,13 @@ pub struct ProviderAttempts {
 }
 
 /// The overview's answer from what the store read.
-pub fn jobs_overview(overview: &crate::ports::Overview, now: u64) -> JobsOverview {
+/// `eta` gives each of the oldest unfinished jobs its estimate (the engine's, from what the overview
+/// script read for it).
+pub fn jobs_overview(
+    overview: &crate::ports::Overview,
+    now: u64,
+    eta: impl Fn(&crate::ports::Delivered) -> Option<Eta>,
+) -> JobsOverview {
     let mut attempts: Vec<ProviderAttempts> = Vec::new();
     for count in &overview.attempts_today {
         match attempts.last_mut() {
@@ -483,8 +534,8 @@ pub fn jobs_overview(overview: &crate::ports::Overview, now: u64) -> JobsOvervie
         },
         unfinished: overview.unfinished,
         counted: overview.counted,
-        oldest: overview.oldest.iter().map(|d| job_status(&d.job, d.running)).collect(),
-        dead_letters: overview.dead_letters.iter().map(|job| job_status(job, false)).collect(),
+        oldest: overview.oldest.iter().map(|d| job_status(&d.job, d.running, eta(d))).collect(),
+        dead_letters: overview.dead_letters.iter().map(|job| job_status(job, false, None)).collect(),
         attempts_today: attempts,
         day: Timestamp::from_ms(now - now % crate::ports::DAY_MS),
         timestamp: Timestamp::from_ms(now),
@@ -780,14 +831,36 @@ mod tests {
         waiting.attempts = attempts()[..1].to_vec();
         waiting.next_attempt_at_ms = Some(1_700_000_060_000);
         assert_eq!(
-            to_json(&job_status(&waiting, false)),
+            to_json(&job_status(&waiting, false, None)),
             r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z"}"#
         );
         assert_eq!(
-            to_json(&job_status(&job(JobState::Queued), true)),
+            to_json(&job_status(&job(JobState::Queued), true, None)),
             r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
         );
-        assert_eq!(job_status(&job(JobState::Queued), false).status, StatusWord::Waiting);
+        assert_eq!(
+            job_status(&job(JobState::Queued), false, None).status,
+            StatusWord::Waiting
+        );
+        // The ETA: seconds rounded up, after nextAttemptAt.
+        let eta = Eta::of(Some(1_700_000_090_500), 1_700_000_000_000);
+        assert_eq!(
+            to_json(&job_status(&waiting, false, eta)),
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+        );
+        assert_eq!(
+            to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", eta)),
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+        );
+        // No estimate: the 202 of the original contract, byte for byte.
+        assert_eq!(
+            to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", None)),
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef"}"#
+        );
+        // A finished job has none, whatever it is given.
+        let done = job(JobState::Succeeded);
+        assert_eq!(job_status(&done, false, eta).eta_seconds, None);
+        assert_eq!(job_status(&done, false, eta).eta_at, None);
     }
 
     #[test]
@@ -821,7 +894,7 @@ mod tests {
         pending.next_at_ms = Some(1_700_000_009_000);
         delivered.done_at_ms = None;
         done.deliveries = vec![delivered, pending];
-        let view = to_json(&job_status(&done, true));
+        let view = to_json(&job_status(&done, true, None));
         assert_eq!(
             view,
             concat!(
@@ -841,12 +914,12 @@ mod tests {
         let mut failed = job(JobState::Failed);
         failed.finished_at_ms = Some(1_700_000_004_000);
         assert_eq!(
-            to_json(&job_status(&failed, false)),
+            to_json(&job_status(&failed, false, None)),
             r#"{"id":"0123456789abcdef0123456789abcdef","status":"failed","progress":100,"error":"failed","attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z"}"#
         );
         failed.error = Some("every provider failed".into());
         assert_eq!(
-            job_status(&failed, false).error.as_deref(),
+            job_status(&failed, false, None).error.as_deref(),
             Some("every provider failed")
         );
         assert_eq!(
@@ -873,6 +946,7 @@ mod tests {
             oldest: vec![Delivered {
                 job: delayed,
                 running: false,
+                standing: Default::default(),
             }],
             completed_today: 4,
             failed_today: 1,
@@ -885,7 +959,7 @@ mod tests {
             ],
         };
         let now = 1_700_000_030_000;
-        let view = jobs_overview(&overview, now);
+        let view = jobs_overview(&overview, now, |_| None);
         assert_eq!(
             to_json(&view.attempts_today[0]),
             r#"{"provider":"alpha","total":5,"outcomes":{"ok":3,"rate_limited":2}}"#

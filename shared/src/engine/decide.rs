@@ -57,7 +57,7 @@ impl GiveUp {
 }
 
 /// How many times this job failed on this provider, and whether it failed for good there.
-fn job_failures(job: &Job, provider: &str) -> (u32, bool) {
+pub(crate) fn job_failures(job: &Job, provider: &str) -> (u32, bool) {
     let mut soft = 0;
     let mut hard = false;
     for a in job.attempts.iter().filter(|a| a.provider == provider) {

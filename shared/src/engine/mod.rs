@@ -1,8 +1,10 @@
-//! The step engine: [`decide`] is the pure decision, [`step`] runs one step through the ports.
+//! The step engine: [`decide`] is the pure decision, [`eta`] the pure estimate of when a job ends,
+//! [`step`] runs one step through the ports.
 
 mod alerts;
 pub mod decide;
 mod deliver;
+pub(crate) mod eta;
 pub mod step;
 pub mod sweep;
 

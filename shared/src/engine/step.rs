@@ -180,6 +180,35 @@ impl Engine {
             .collect()
     }
 
+    /// When an unfinished job is expected to end (epoch ms), from what the route's store call read
+    /// (engine/eta.rs); `None` for a finished job, or when no provider can serve it.
+    pub(crate) fn eta(&self, job: &Job, standing: &crate::ports::Standing, running: bool) -> Option<u64> {
+        if job.state.is_finished() {
+            return None;
+        }
+        let later = standing.due_ms.map_or_else(Vec::new, |due| {
+            crate::ports::HORIZONS_MS
+                .iter()
+                .zip(&standing.later)
+                .map(|(h, n)| (due.saturating_add(*h), *n))
+                .collect()
+        });
+        let position = super::eta::Position {
+            ahead: standing.ahead,
+            running,
+            later,
+            slack_ms: self.settings.sweep_grace_ms,
+        };
+        super::eta::estimate(
+            job,
+            &self.candidates(&standing.providers),
+            &position,
+            self.clock.now_ms(),
+            &self.settings.policy,
+            self.settings.step_concurrency,
+        )
+    }
+
     /// Decides, makes at most one provider call, and computes the job's next state.
     async fn advance(
         &self,
@@ -210,7 +239,9 @@ impl Engine {
                 .map_err(|e| Failure::new(ErrorClass::InvalidOutput, e.to_string())),
             Err(failure) => Err(failure.clone()),
         };
-        let event = self.provider_event(slot, &request, &report, accepted.as_ref().err(), after);
+        let mut event = self.provider_event(slot, &request, &report, accepted.as_ref().err(), after);
+        // Timed on the engine's clock, like every decision (the ETA's pace).
+        event.latency_ms = after.saturating_sub(now);
         job.attempts
             .push(attempt(&job, slot, &report, accepted.as_ref().err(), after));
         info!(

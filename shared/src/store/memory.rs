@@ -12,17 +12,37 @@ use crate::alert::{self, AlertBook};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
-    RateLimit, RateWindow, Store, Submitted, SweepRequest, Swept, DAY_MS,
+    RateLimit, RateWindow, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
+
+/// A due-index score as Redis holds it: the millisecond, plus k/4096 ms for the k-th job that create or
+/// finish put at that millisecond (create.lua, finish.lua: ties keep their arrival order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    ms: u64,
+    tie: u64,
+}
+
+impl Due {
+    /// A plain score (claim, sweep: ZADD of a whole millisecond).
+    fn at(ms: u64) -> Self {
+        Self { ms, tie: 0 }
+    }
+
+    /// Due by `now` (sweep.lua: the whole millisecond, its ties included).
+    fn by(self, now: u64) -> bool {
+        self.ms <= now
+    }
+}
 
 #[derive(Default)]
 struct Inner {
     jobs: HashMap<(String, String), Job>,
     /// Step leases, one per job: (owner, job id) → (gen, seq, held until in epoch ms).
     leases: HashMap<(String, String), (String, u64, u64)>,
-    /// The due-index: (owner, job id) → when its next step is due (epoch ms).
-    due: HashMap<(String, String), u64>,
+    /// The due-index: (owner, job id) → when its next step is due.
+    due: HashMap<(String, String), Due>,
     /// The live sweeper: its token, the round its next message carries, and when it lapses.
     sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
@@ -160,6 +180,50 @@ impl MemoryStore {
         due.retain(|key, _| jobs.contains_key(key));
     }
 
+    /// Puts a job in the due-index after those already due at the same millisecond (create.lua's and
+    /// finish.lua's `due_add`).
+    fn due_add(inner: &mut Inner, key: (String, String), ms: u64) {
+        inner.due.remove(&key);
+        let tie = inner.due.values().filter(|d| d.ms == ms).count() as u64;
+        inner.due.insert(key, Due { ms, tie });
+    }
+
+    /// A job's rank in the due-index, in the order Redis keeps a sorted set: score, then member (the
+    /// record key `st:j:<owner>:<id>`). 0 when it is not in the index.
+    fn rank(inner: &Inner, key: &(String, String)) -> u64 {
+        let member = |(owner, id): &(String, String)| format!("st:j:{owner}:{id}");
+        let Some(score) = inner.due.get(key) else { return 0 };
+        let mine = (*score, member(key));
+        inner.due.iter().filter(|(k, at)| (**at, member(k)) < mine).count() as u64
+    }
+
+    /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its
+    /// millisecond within each horizon (create.lua's and deliver.lua's `standing`).
+    fn standing(inner: &Inner, key: &(String, String), ahead: u64) -> Standing {
+        let Some(ms) = inner.due.get(key).map(|d| d.ms) else {
+            return Standing {
+                providers: inner.providers.clone(),
+                ..Standing::default()
+            };
+        };
+        let later = HORIZONS_MS
+            .iter()
+            .map(|h| {
+                inner
+                    .due
+                    .values()
+                    .filter(|d| d.ms > ms && d.ms <= ms.saturating_add(*h))
+                    .count() as u64
+            })
+            .collect();
+        Standing {
+            ahead,
+            providers: inner.providers.clone(),
+            due_ms: Some(ms),
+            later,
+        }
+    }
+
     /// Arms the sweeper with `token` unless one is alive; true when armed.
     fn arm(inner: &mut Inner, enlist: &Enlist, now: u64) -> bool {
         if inner.sweeper.is_some() {
@@ -183,6 +247,10 @@ fn expiry_ahead(job: &Job, now: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn key_of(job: &Job) -> (String, String) {
+    (job.owner.clone(), job.id.clone())
+}
+
 fn job_key(step: &StepRef) -> (String, String) {
     (step.owner.clone(), step.job_id.clone())
 }
@@ -202,10 +270,19 @@ impl Store for MemoryStore {
             .job(&key, now)
             .filter(|existing| existing.state != JobState::Failed)
         {
+            let standing = if existing.state.is_finished() {
+                Standing::default()
+            } else {
+                Self::standing(&inner, &key, Self::rank(&inner, &key))
+            };
             let created = Created::Existing(Box::new(existing.clone()));
             let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
             return Ok(Admission::Admitted {
-                value: Submitted { created, arm_sweeper },
+                value: Submitted {
+                    created,
+                    arm_sweeper,
+                    standing,
+                },
                 rate,
             });
         }
@@ -216,13 +293,20 @@ impl Store for MemoryStore {
             }
         }
         inner.leases.remove(&key);
-        inner.due.insert(key.clone(), enlist.due_at_ms);
+        // The new job joins the end of the line of those due no later than it (create.lua's ZCOUNT).
+        let ahead = inner
+            .due
+            .iter()
+            .filter(|(k, at)| at.ms <= enlist.due_at_ms && **k != key)
+            .count() as u64;
+        Self::due_add(&mut inner, key.clone(), enlist.due_at_ms);
         inner.put(key, job.clone());
         let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
         Ok(Admission::Admitted {
             value: Submitted {
                 created: Created::New,
                 arm_sweeper,
+                standing: Self::standing(&inner, &key_of(job), ahead),
             },
             rate,
         })
@@ -248,7 +332,7 @@ impl Store for MemoryStore {
         }
         let until = now + lease.as_millis() as u64;
         inner.leases.insert(key.clone(), (step.gen.clone(), step.seq, until));
-        inner.due.insert(key, until);
+        inner.due.insert(key, Due::at(until));
         // The thundering herd: the same probe hand-out as claim.lua.
         let mut probes = Vec::new();
         for (name, state) in inner.providers.iter_mut() {
@@ -291,9 +375,11 @@ impl Store for MemoryStore {
         }
         inner.leases.remove(&key);
         match due_at_ms {
-            Some(at) => inner.due.insert(key.clone(), at),
-            None => inner.due.remove(&key),
-        };
+            Some(at) => Self::due_add(&mut inner, key.clone(), at),
+            None => {
+                inner.due.remove(&key);
+            }
+        }
         inner.put(key, next.clone());
         let mut alerts = Vec::new();
         if let Some(event) = event {
@@ -345,13 +431,16 @@ impl Store for MemoryStore {
             return admitted(Some(Delivered {
                 job: job.clone(),
                 running: false,
+                standing: Standing::default(),
             }));
         }
         let job = job.clone();
+        let key = (job.owner.clone(), job.id.clone());
         let running = inner
-            .lease(&(job.owner.clone(), job.id.clone()), now)
+            .lease(&key, now)
             .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
-        admitted(Some(Delivered { job, running }))
+        let standing = Self::standing(&inner, &key, Self::rank(&inner, &key));
+        admitted(Some(Delivered { job, running, standing }))
     }
 
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
@@ -380,10 +469,10 @@ impl Store for MemoryStore {
             return Ok(Swept::Stale);
         }
         Self::prune_due(&mut inner, now);
-        let mut due: Vec<(u64, (String, String))> = inner
+        let mut due: Vec<(Due, (String, String))> = inner
             .due
             .iter()
-            .filter(|(_, at)| **at <= request.now_ms)
+            .filter(|(_, at)| at.by(request.now_ms))
             .map(|(key, at)| (*at, key.clone()))
             .collect();
         due.sort();
@@ -397,10 +486,10 @@ impl Store for MemoryStore {
                     stranded += 1;
                 }
             }
-            inner.due.insert(key, request.requeue_at_ms);
+            inner.due.insert(key, Due::at(request.requeue_at_ms));
         }
         let left = inner.due.len() as u64;
-        let next_due_ms = inner.due.values().min().copied();
+        let next_due_ms = inner.due.values().min().map(|d| d.ms);
         let next_round = request.round + 1;
         inner.sweeper = (left > 0).then(|| (request.token.to_string(), next_round, life));
         Ok(Swept::Due {
@@ -444,9 +533,11 @@ impl Store for MemoryStore {
                 (false, _) => overview.waiting += 1,
             }
             if overview.oldest.len() < bounds.oldest {
+                let key = (job.owner.clone(), job.id.clone());
                 overview.oldest.push(Delivered {
                     job: job.clone(),
                     running,
+                    standing: Self::standing(&inner, &key, Self::rank(&inner, &key)),
                 });
             }
         }

@@ -54,7 +54,7 @@ use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
-    RateLimit, Store, Submitted, SweepRequest, Swept, DAY_MS,
+    RateLimit, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -196,10 +196,52 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     states
 }
 
+/// What a route script read for the ETA: `{ahead, provider states, due ms, {later counts}}`, or `{}`
+/// for a finished job.
+fn decode_standing(v: &Value) -> Result<Standing, StoreError> {
+    let unexpected = || StoreError::Corrupt(format!("unexpected standing {v}"));
+    match v.as_array().map(Vec::as_slice) {
+        Some([]) => Ok(Standing::default()),
+        Some([ahead, providers, due, later]) => {
+            let due = due.as_u64().ok_or_else(unexpected)?;
+            Ok(Standing {
+                ahead: ahead.as_u64().ok_or_else(unexpected)?,
+                providers: decode_providers(providers),
+                due_ms: (due > 0).then_some(due),
+                later: later
+                    .as_array()
+                    .ok_or_else(unexpected)?
+                    .iter()
+                    .map(|n| n.as_u64().ok_or_else(unexpected))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The ETA's horizons as script arguments.
+fn horizons() -> impl Iterator<Item = Value> {
+    HORIZONS_MS.iter().map(|h| arg(*h))
+}
+
 /// A route script with the clock check every absolute expiry goes through (scripts/clock.lua).
 macro_rules! with_clock {
     ($file:literal) => {
         concat!(include_str!("scripts/clock.lua"), "\n", include_str!($file))
+    };
+}
+
+/// A route script that also reads what an unfinished job's ETA needs (scripts/standing.lua).
+macro_rules! with_standing {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/clock.lua"),
+            "\n",
+            include_str!("scripts/standing.lua"),
+            "\n",
+            include_str!($file)
+        )
     };
 }
 
@@ -221,14 +263,14 @@ impl UpstashStore {
         Self {
             client,
             clock,
-            create: Script::new(with_clock!("scripts/create.lua")),
+            create: Script::new(with_standing!("scripts/create.lua")),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
             claim: Script::new(include_str!("scripts/claim.lua")),
             finish: Script::new(with_clock!("scripts/finish.lua")),
-            deliver: Script::new(with_clock!("scripts/deliver.lua")),
+            deliver: Script::new(with_standing!("scripts/deliver.lua")),
             purge: Script::new(with_clock!("scripts/purge.lua")),
             sweep: Script::new(include_str!("scripts/sweep.lua")),
-            overview: Script::new(with_clock!("scripts/overview.lua")),
+            overview: Script::new(with_standing!("scripts/overview.lua")),
         }
     }
 }
@@ -249,8 +291,9 @@ impl Store for UpstashStore {
                     DUE_KEY,
                     SWEEPER_KEY,
                     &unfinished_key(&job.owner),
+                    PROVIDERS_KEY,
                 ],
-                vec![
+                [
                     arg(encode(job)?),
                     arg(job.id.as_str()),
                     arg(job.expires_at_ms),
@@ -262,7 +305,10 @@ impl Store for UpstashStore {
                     arg(enlist.sweeper_token.as_str()),
                     arg(enlist.sweeper_life.as_millis() as u64),
                     arg(job.created_at_ms),
-                ],
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected create answer {answer}"));
@@ -276,15 +322,17 @@ impl Store for UpstashStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let value = match (verdict.as_str(), rest) {
-            (Some("new"), [flag]) => Submitted {
+            (Some("new"), [flag, standing]) => Submitted {
                 created: Created::New,
                 arm_sweeper: armed(flag),
+                standing: decode_standing(standing)?,
             },
-            (Some("existing"), [record, flag]) => Submitted {
+            (Some("existing"), [record, flag, standing]) => Submitted {
                 created: Created::Existing(Box::new(
                     decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
                 )),
                 arm_sweeper: armed(flag),
+                standing: decode_standing(standing)?,
             },
             (Some("flight"), []) => {
                 return Ok(Admission::TooManyInFlight {
@@ -457,13 +505,16 @@ impl Store for UpstashStore {
             .client
             .eval(
                 &self.deliver,
-                &[&job_key(owner, job_id), &args.key],
-                vec![
+                &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
+                [
                     arg(grace.as_millis() as u64),
                     arg(lease_key(owner, job_id)),
                     arg(args.limit),
                     arg(args.ends_at_ms),
-                ],
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected deliver answer {answer}"));
@@ -477,11 +528,17 @@ impl Store for UpstashStore {
         };
         let value = match rest {
             [] => None,
-            [record, running] => {
+            [record, running, standing @ ..] => {
                 let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
+                let standing = match standing {
+                    [] => Standing::default(),
+                    [standing] => decode_standing(standing)?,
+                    _ => return Err(unexpected()),
+                };
                 Some(Delivered {
                     job,
                     running: running.as_i64() == Some(1),
+                    standing,
                 })
             }
             _ => return Err(unexpected()),
@@ -534,8 +591,8 @@ impl Store for UpstashStore {
             .client
             .eval(
                 &self.overview,
-                &[&args.key, &unfinished_key(owner), &dead_key(owner), &day],
-                vec![
+                &[&args.key, &unfinished_key(owner), &dead_key(owner), &day, DUE_KEY, PROVIDERS_KEY],
+                [
                     arg(args.limit),
                     arg(args.ends_at_ms),
                     arg(owner),
@@ -543,7 +600,10 @@ impl Store for UpstashStore {
                     arg(bounds.scan.max(1) as u64),
                     arg(bounds.oldest as u64),
                     arg(bounds.dead.max(1) as u64),
-                ],
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected overview answer {answer}"));
@@ -570,8 +630,8 @@ impl Store for UpstashStore {
             dead_lettered: number(dead_lettered)?,
             ..Overview::default()
         };
-        for pair in oldest.chunks(2) {
-            let [record, running] = pair else {
+        for triple in oldest.chunks(3) {
+            let [record, running, standing] = triple else {
                 return Err(unexpected());
             };
             // A record that expired between the header's read and its own is simply not shown.
@@ -579,6 +639,7 @@ impl Store for UpstashStore {
                 overview.oldest.push(Delivered {
                     job,
                     running: running.as_i64() == Some(1),
+                    standing: decode_standing(standing)?,
                 });
             }
         }

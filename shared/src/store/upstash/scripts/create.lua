@@ -4,14 +4,17 @@
 -- KEYS[3] the owner's jobs in flight (st:f:<owner>: member job id, score the job's expiry),
 -- KEYS[4] the due-index (st:due: member the job's key, score when its next step is due),
 -- KEYS[5] the sweeper token (st:sweeper), KEYS[6] the owner's unfinished jobs by submit time (st:u:<owner>:
--- member job id, score when it was submitted; read by overview.lua)
+-- member job id, score when it was submitted; read by overview.lua), KEYS[7] the provider states (st:providers)
 -- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
 -- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none),
 -- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms),
--- ARGV[11] when the job was submitted (epoch ms)
--- Returns {'new', count, armed} | {'existing', count, record, armed} | {'rate', count} | {'flight', count};
+-- ARGV[11] when the job was submitted (epoch ms), ARGV[12..] the ETA's horizons (ms)
+-- Returns {'new', count, armed, standing} | {'existing', count, record, armed, standing} |
+-- {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
 -- was alive and ARGV[9] now names the one the caller must start (its first message: round 1).
+-- standing is what the job's ETA needs (scripts/standing.lua): for a new job, every job due no later than it is
+-- ahead; for a job met, its rank; {} for a finished job met.
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
@@ -19,8 +22,13 @@ if ARGV[5] ~= '0' then
   check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
 end
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
+-- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
 local function due_add(key, score, member, expiry)
-  redis.call('ZADD', key, score, member)
+  redis.call('ZREM', key, member)
+  local ms = tonumber(score)
+  local k = redis.call('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
+  redis.call('ZADD', key, string.format('%.12f', ms + k / 4096), member)
   if redis.call('PTTL', key) < 0 then
     redis.call('PEXPIREAT', key, expiry)
   else
@@ -32,6 +40,14 @@ local function arm()
     return 1
   end
   return 0
+end
+-- An unfinished job met: its rank; a finished one needs no ETA.
+local function met(v)
+  if string.sub(v, 4, 4) == 's' or string.sub(v, 4, 4) == 'f' then
+    return {}
+  end
+  local score = redis.call('ZSCORE', KEYS[4], KEYS[1])
+  return standing(KEYS[4], KEYS[7], redis.call('ZRANK', KEYS[4], KEYS[1]) or 0, score and math.floor(tonumber(score)), 12)
 end
 local count = 0
 if ARGV[5] ~= '0' then
@@ -57,7 +73,7 @@ if cap > 0 then
     -- Full: an identical live job is still met (it is already counted), nothing new is written.
     local v = redis.call('GET', KEYS[1])
     if v and string.sub(v, 4, 4) ~= 'f' then
-      return {'existing', count, v, arm()}
+      return {'existing', count, v, arm(), met(v)}
     end
     return {'flight', count}
   end
@@ -66,7 +82,7 @@ end
 local old = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 if old then
   if string.sub(old, 4, 4) ~= 'f' then
-    return {'existing', count, old, arm()}
+    return {'existing', count, old, arm(), met(old)}
   end
   -- A finally failed job with the same identity: the new submit replaces it.
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
@@ -81,6 +97,9 @@ if cap > 0 then
     redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
   end
 end
+-- The new job joins the end of the line of those due no later than it (its millisecond included).
+redis.call('ZREM', KEYS[4], KEYS[1])
+local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
 due_add(KEYS[6], ARGV[11], ARGV[2], ARGV[3])
-return {'new', count, arm()}
+return {'new', count, arm(), standing(KEYS[4], KEYS[7], ahead, tonumber(ARGV[8]), 12)}

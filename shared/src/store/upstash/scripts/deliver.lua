@@ -1,11 +1,14 @@
 -- Reads a job for its poller, once the request is counted in its owner's rate window. The first
 -- read of a finished job shortens its life to the grace period (PEXPIRE ... LT never lengthens it,
 -- so later reads keep the first deadline), unless the job still owes deliveries (header flag ' d').
--- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>)
+-- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
+-- KEYS[3] the due-index (st:due), KEYS[4] the provider states (st:providers)
 -- ARGV[1] grace (ms), ARGV[2] the job's lease key ("st:l:<owner>:<id>", value "<gen>:<seq>"),
--- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms)
+-- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms), ARGV[5..] the ETA's horizons (ms)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
--- {count, record, 1 if a step holds the lease else 0}; count is 0 when not rate-limited.
+-- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
+-- {count, record, running, standing}: what its ETA needs (scripts/standing.lua; ahead is its rank in the due-index).
+-- count is 0 when not rate-limited.
 if ARGV[3] ~= '0' then
   check_expiry(ARGV[4], 'rate window', RATE_WINDOW_SLACK_MS)
 end
@@ -30,7 +33,10 @@ if state == 's' or state == 'f' then
   end
   return {count, v, 0}
 end
+local running = 0
 if redis.call('GET', ARGV[2]) == gen .. ':' .. seq then
-  return {count, v, 1}
+  running = 1
 end
-return {count, v, 0}
+local score = redis.call('ZSCORE', KEYS[3], KEYS[1])
+return {count, v, running, standing(KEYS[3], KEYS[4], redis.call('ZRANK', KEYS[3], KEYS[1]) or 0,
+  score and math.floor(tonumber(score)), 5)}

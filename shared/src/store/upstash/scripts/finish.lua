@@ -17,8 +17,13 @@
 
 check_expiry(ARGV[4], 'job', 0)
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
+-- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
 local function due_add(key, score, member, expiry)
-  redis.call('ZADD', key, score, member)
+  redis.call('ZREM', key, member)
+  local ms = tonumber(score)
+  local k = redis.call('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
+  redis.call('ZADD', key, string.format('%.12f', ms + k / 4096), member)
   if redis.call('PTTL', key) < 0 then
     redis.call('PEXPIREAT', key, expiry)
   else
@@ -87,6 +92,10 @@ local class = e.class
 if class == cjson.null or class == nil then
   s.cf = 0
   s.co = 0
+  -- The latency average (ETA): a quarter of the way to this call's duration.
+  local lat = n(e.latency_ms)
+  if n(s.lat) == 0 then s.lat = lat else s.lat = math.floor((3 * n(s.lat) + lat) / 4) end
+  if s.lat == 0 then s.lat = nil end
   class = 'ok'
 elseif class == 'overloaded' then
   s.cf = s.cf + 1

@@ -1,12 +1,13 @@
 -- One owner's jobs at a glance (GET /v1/jobs), once the request is counted in its owner's rate window.
 -- Bounded work on what the scripts already index, never a SCAN: the owner's unfinished jobs by submit
 -- time (st:u:<owner>), its dead-lettered jobs by record expiry (st:x:<owner>), today's counters (st:a:<day>).
--- KEYS[1] the owner's rate counter, KEYS[2] st:u:<owner>, KEYS[3] st:x:<owner>, KEYS[4] st:a:<today>
+-- KEYS[1] the owner's rate counter, KEYS[2] st:u:<owner>, KEYS[3] st:x:<owner>, KEYS[4] st:a:<today>,
+-- KEYS[5] the due-index (st:due), KEYS[6] the provider states (st:providers)
 -- ARGV[1] rate limit ('0': none), ARGV[2] rate window end (epoch ms), ARGV[3] owner, ARGV[4] now (epoch ms),
 -- ARGV[5] most unfinished jobs counted by state, ARGV[6] most oldest jobs answered whole,
--- ARGV[7] most dead-lettered jobs answered whole
+-- ARGV[7] most dead-lettered jobs answered whole, ARGV[8..] the ETA's horizons (ms)
 -- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
--- {record, running, ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
+-- {record, running, standing (scripts/standing.lua), ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
 -- counters: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
 if ARGV[1] ~= '0' then
   check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
@@ -44,9 +45,12 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)) do
     else
       waiting = waiting + 1
     end
-    if #oldest < 2 * want then
+    if #oldest < 3 * want then
       oldest[#oldest + 1] = redis.call('GET', records .. id)
       oldest[#oldest + 1] = running
+      local score = redis.call('ZSCORE', KEYS[5], records .. id)
+      oldest[#oldest + 1] = standing(KEYS[5], KEYS[6], redis.call('ZRANK', KEYS[5], records .. id) or 0,
+        score and math.floor(tonumber(score)), 8)
     end
   end
 end

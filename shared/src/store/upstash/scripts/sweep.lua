@@ -16,7 +16,9 @@ local round = tonumber(ARGV[7])
 if ARGV[2] ~= '1' and redis.call('GET', KEYS[2]) ~= ARGV[1] .. ':' .. ARGV[7] then
   return {'stale'}
 end
-local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+-- A whole millisecond: jobs that arrived at the same one carry a fraction of it (create.lua's due_add).
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
+  tonumber(ARGV[4]))
 local out = {'ok', 0, '', round + 1, 0}
 local stranded = 0
 for _, key in ipairs(keys) do
