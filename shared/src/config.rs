@@ -68,6 +68,9 @@ pub struct Settings {
     pub park_after_ms: u64,
     /// Where operational alerts go (`ALERT_WEBHOOK_URLS`, `DISCORD_WEBHOOK_URL`, `ALERT_*`).
     pub alerts: AlertSettings,
+    /// The owner whose `GET /v1/budget` shows the whole deployment and every owner
+    /// (`STEPPER_ADMIN_OWNER`; unset: every owner sees only its own).
+    pub admin_owner: Option<String>,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -144,6 +147,7 @@ impl Default for Settings {
             sweep_grace_ms: 30_000,
             park_after_ms: 300_000,
             alerts: AlertSettings::default(),
+            admin_owner: None,
         }
     }
 }
@@ -228,6 +232,25 @@ fn http_limits(env: &dyn Fn(&str) -> Option<String>) -> Result<HttpLimits, Confi
 struct ConfigFile {
     #[serde(default)]
     providers: Vec<ProviderEntry>,
+}
+
+/// `STEPPER_ADMIN_OWNER`: an owner some API key belongs to (`public` when no keys are configured).
+fn admin_owner(env: &dyn Fn(&str) -> Option<String>, keys: &ApiKeys) -> Result<Option<String>, ConfigError> {
+    let Some(owner) = env("STEPPER_ADMIN_OWNER").map(|o| o.trim().to_string()) else {
+        return Ok(None);
+    };
+    let known = if keys.is_open() {
+        owner == OPEN_OWNER
+    } else {
+        keys.owners().any(|o| o == owner)
+    };
+    if !known {
+        return Err(ConfigError::Invalid {
+            name: "STEPPER_ADMIN_OWNER",
+            message: format!("no API key belongs to an owner {owner:?} (STEPPER_API_KEYS)"),
+        });
+    }
+    Ok(Some(owner))
 }
 
 fn seconds(env: &dyn Fn(&str) -> Option<String>, name: &'static str, default_ms: u64) -> Result<u64, ConfigError> {
@@ -325,6 +348,7 @@ impl Config {
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
         settings.limits = owner_limits(env, &keys, settings.limits)?;
+        settings.admin_owner = admin_owner(env, &keys)?;
         let (providers, providers_source) = match env("STEPPER_CONFIG") {
             Some(path) => (
                 load_file(Path::new(&path), env, &settings.url_guard)?,
@@ -854,6 +878,20 @@ mod tests {
                 window_ms: 120_000
             })
         );
+    }
+
+    #[test]
+    fn the_admin_owner_must_be_an_owner_of_a_key() {
+        let keys = ("STEPPER_API_KEYS", "alice=a,ops=o");
+        let c = config(&[keys, ("STEPPER_ADMIN_OWNER", "ops")]).unwrap();
+        assert_eq!(c.settings.admin_owner.as_deref(), Some("ops"));
+        assert_eq!(config(&[keys]).unwrap().settings.admin_owner, None);
+        assert_eq!(
+            config(&[keys, ("STEPPER_ADMIN_OWNER", "opz")]).unwrap_err().to_string(),
+            "STEPPER_ADMIN_OWNER: no API key belongs to an owner \"opz\" (STEPPER_API_KEYS)"
+        );
+        let open = config(&[("STEPPER_ADMIN_OWNER", "public")]).unwrap();
+        assert_eq!(open.settings.admin_owner.as_deref(), Some("public"));
     }
 
     #[test]

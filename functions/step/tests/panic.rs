@@ -60,6 +60,9 @@ impl Store for PanicsOnOneJob {
     async fn provider_states(&self) -> Result<std::collections::HashMap<String, ProviderState>, StoreError> {
         self.0.provider_states().await
     }
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::budget::Spent, StoreError> {
+        self.0.spent(owner, all_owners).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.0.with_work_left().await
     }

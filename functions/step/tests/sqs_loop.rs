@@ -258,6 +258,9 @@ impl Store for DiesBeforeTheWrite {
     async fn provider_states(&self) -> Result<std::collections::HashMap<String, ProviderState>, StoreError> {
         self.inner.provider_states().await
     }
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::budget::Spent, StoreError> {
+        self.inner.spent(owner, all_owners).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.inner.with_work_left().await
     }

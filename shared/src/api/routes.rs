@@ -54,11 +54,12 @@ pub enum Endpoint {
     Redeliver,
     Health,
     Providers,
+    Budget,
     OpenApi,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::SubmitReport,
         Endpoint::SubmitGeneric,
         Endpoint::PollReport,
@@ -68,15 +69,19 @@ impl Endpoint {
         Endpoint::Redeliver,
         Endpoint::Health,
         Endpoint::Providers,
+        Endpoint::Budget,
         Endpoint::OpenApi,
     ];
 
     pub fn method(self) -> Method {
         match self {
             Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Method::POST,
-            Endpoint::PollReport | Endpoint::PollJob | Endpoint::Health | Endpoint::Providers | Endpoint::OpenApi => {
-                Method::GET
-            }
+            Endpoint::PollReport
+            | Endpoint::PollJob
+            | Endpoint::Health
+            | Endpoint::Providers
+            | Endpoint::Budget
+            | Endpoint::OpenApi => Method::GET,
             Endpoint::PurgeReport | Endpoint::PurgeJob => Method::DELETE,
         }
     }
@@ -91,6 +96,7 @@ impl Endpoint {
             Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
             Endpoint::Health => "/health",
             Endpoint::Providers => "/v1/providers",
+            Endpoint::Budget => "/v1/budget",
             Endpoint::OpenApi => "/openapi.json",
         }
     }
@@ -119,6 +125,7 @@ impl Endpoint {
             Endpoint::Redeliver => post(redeliver).layer(from_fn(caps::bodyless)),
             Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
             Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
+            Endpoint::Budget => get(budget).layer(from_fn(caps::bodyless)),
             Endpoint::OpenApi => {
                 // Serialised once, when the router is built; every request shares the bytes.
                 let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
@@ -139,7 +146,7 @@ pub fn submit_routes(service: Arc<Service>) -> Router {
     routes(service, |f| f == Function::Submit)
 }
 
-/// Polls, health, provider status and `/openapi.json` (the poll function).
+/// Polls, health, provider status, the budget and `/openapi.json` (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
     routes(service, |f| f == Function::Poll)
 }
@@ -526,4 +533,17 @@ async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Resul
         insert_policy(answer.headers_mut(), limit);
     }
     Ok(answer)
+}
+
+/// `GET /v1/budget`: what the key's owner spent on Upstash, Lambda and SQS (the whole deployment and every
+/// owner for `STEPPER_ADMIN_OWNER`), and the month's projection against the free tiers (budget.rs). One
+/// store request, counted in the figures it reads; not counted against the owner's rate limit (like
+/// `/v1/providers`).
+async fn budget(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let engine = &service.engine;
+    let deployment = engine.settings.admin_owner.as_deref() == Some(owner.as_str());
+    let spent = engine.store.spent(&owner, deployment).await?;
+    let answer = views::budget(&owner, deployment, &spent, engine.clock.now_ms());
+    Ok(Json(answer).into_response())
 }

@@ -80,4 +80,6 @@ if cap > 0 then
   end
 end
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
+-- A job created: counted in the budget's buckets (budget.lua).
+budget_add('j', 1)
 return {'new', count, arm()}
