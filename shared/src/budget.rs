@@ -414,11 +414,11 @@ mod tests {
             assert!(key.starts_with("st:b:h:20261"));
             spent.hours.push((start, bucket));
         }
-        spent.month.fold("s", 1000);
+        spent.month.fold("s", 499_990);
         let w = windows(&spent, None, now);
         assert_eq!(w.hour.store_commands, 60);
         assert_eq!(w.day.store_commands, 120);
-        assert_eq!(w.month.store_commands, 1000);
+        assert_eq!(w.month.store_commands, 499_990);
         // Spending since 11:00: the rate is 120 over 1.5 h.
         assert_eq!(w.day_span_ms, 90 * 60_000);
         let alice = windows(&spent, Some("alice"), now);
@@ -426,7 +426,8 @@ mod tests {
         assert_eq!(windows(&spent, Some("bob"), now).day_span_ms, HOUR_MS);
         let m = project_month(&w, now);
         assert_eq!(m.month, "2026-11");
-        assert_eq!(m.first_runs_out.map(|(r, _)| r), Some(Resource::StoreCommands));
+        // 10 commands left at 120 per 90 minutes: 7.5 minutes.
+        assert_eq!(m.first_runs_out, Some((Resource::StoreCommands, now + 450_000)));
         assert_eq!(m.lambda_invocations.runs_out_at_ms, None);
     }
 

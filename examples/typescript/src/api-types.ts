@@ -131,6 +131,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/budget": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Upstash commands, Lambda invocations and SQS requests spent, and the month's projection
+         * @description Counted in the store calls every route and step makes anyway (no extra billed command); the read itself is one. Not counted against the owner's request budget.
+         */
+        get: operations["budget"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -382,6 +402,109 @@ export interface components {
         };
         /** @enum {string} */
         StoreWord: "unavailable";
+        /**
+         * @description `GET /v1/budget`: what this deployment (or the key's owner) spent on Upstash, Lambda and SQS, and
+         *     the month's projection against the free tiers.
+         */
+        Budget: {
+            scope: components["schemas"]["BudgetScope"];
+            /** @description The key's owner. */
+            owner: string;
+            windows: components["schemas"]["BudgetWindows"];
+            perJob: components["schemas"]["PerJob"];
+            projection: components["schemas"]["BudgetProjection"];
+            /** @description Each owner's windows, in the deployment's view only. */
+            owners?: components["schemas"]["OwnerBudget"][] | null;
+        };
+        /** @description Whose spending a `GET /v1/budget` answer shows. */
+        BudgetScope: "owner" | "deployment";
+        /**
+         * @description The three windows: this UTC clock hour so far, the last 24 clock hours (this one included), this
+         *     UTC calendar month so far.
+         */
+        BudgetWindows: {
+            hour: components["schemas"]["BudgetWindow"];
+            day: components["schemas"]["BudgetWindow"];
+            month: components["schemas"]["BudgetWindow"];
+        };
+        /** @description What one scope spent in one window. */
+        BudgetWindow: {
+            /**
+             * Format: uint64
+             * @description Jobs created.
+             */
+            jobs: number;
+            /**
+             * Format: uint64
+             * @description Upstash commands billed (a script is one).
+             */
+            storeCommands: number;
+            /**
+             * Format: uint64
+             * @description Lambda invocations (one per route call and per step or sweep message).
+             */
+            lambdaInvocations: number;
+            /**
+             * Format: uint64
+             * @description SQS requests (per step or sweep message: its send, the event source's receive and delete).
+             */
+            sqsRequests: number;
+        };
+        /** @description This month's spending divided by the jobs created this month (0 when none were). */
+        PerJob: {
+            /** Format: double */
+            storeCommands: number;
+            /** Format: double */
+            lambdaInvocations: number;
+            /** Format: double */
+            sqsRequests: number;
+        };
+        /** @description The month's projection against the free tiers (Upstash 500K commands, Lambda 1M requests, SQS 1M requests). */
+        BudgetProjection: {
+            /** @description The UTC calendar month, `2026-11`. */
+            month: string;
+            storeCommands: components["schemas"]["ResourceProjection"];
+            lambdaInvocations: components["schemas"]["ResourceProjection"];
+            sqsRequests: components["schemas"]["ResourceProjection"];
+            firstRunsOut: components["schemas"]["RunsOut"] | null;
+        };
+        /** @description One resource's month against its free tier. */
+        ResourceProjection: {
+            /**
+             * Format: uint64
+             * @description Spent this month so far.
+             */
+            spent: number;
+            /**
+             * Format: uint64
+             * @description At the current rate (the last 24 hours' spending over the time it spans), linearly, by the
+             *     month's end.
+             */
+            projected: number;
+            /** Format: uint64 */
+            freeTier: number;
+            /**
+             * Format: date-time
+             * @description When the free tier runs out at the current rate (now when it has); null when not this month.
+             */
+            runsOutAt: string | null;
+        };
+        /** @description The first free tier to run out this month. */
+        RunsOut: {
+            resource: components["schemas"]["BudgetResource"];
+            /** Format: date-time */
+            at: string;
+        };
+        /**
+         * @description A resource the free tiers limit.
+         * @enum {string}
+         */
+        BudgetResource: "storeCommands" | "lambdaInvocations" | "sqsRequests";
+        /** @description One owner's windows in the deployment's view. */
+        OwnerBudget: {
+            owner: string;
+            windows: components["schemas"]["BudgetWindows"];
+        };
         /** @description A commit-report job. */
         ReportRequest: {
             /** @description With `commitSha` and `template`, the job's identity: identical submits meet on one job. */
@@ -916,6 +1039,28 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+        };
+    };
+    budget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What the key's owner (the whole deployment, for `STEPPER_ADMIN_OWNER`) spent this hour, in the last 24 hours and this month, per job, and the month's projection against the free tiers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Budget"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["Unavailable"];
         };
     };
     openapi: {

@@ -1,5 +1,5 @@
 -- Prepended to every script a route or a step runs (store/upstash/mod.rs; the rules: budget.rs).
--- Counts what this call spends, in commands Upstash does not bill (a script is one billed command):
+-- budget_count() counts what this call spends, in commands Upstash does not bill (a script is one billed command):
 -- the last two KEYS are this hour's bucket (st:b:h:<yyyymmddhh>) and this month's (st:b:m:<yyyymm>);
 -- the last six ARGV are the owner ('': the deployment's call), the Lambda invocations and the SQS
 -- requests the call implies (budget.rs Charge::aws), the hour bucket's and the month bucket's expiry
@@ -19,8 +19,11 @@ local function budget_add(letter, n)
     end
   end
 end
-budget_add('s', tonumber(ARGV[#ARGV]))
-budget_add('l', tonumber(ARGV[#ARGV - 4]))
-budget_add('q', tonumber(ARGV[#ARGV - 3]))
-redis.call('EXPIREAT', BUDGET_HOUR, ARGV[#ARGV - 2])
-redis.call('EXPIREAT', BUDGET_MONTH, ARGV[#ARGV - 1])
+-- Every counted script calls this once, first thing after its clock checks (a refused script writes nothing).
+local function budget_count()
+  budget_add('s', tonumber(ARGV[#ARGV]))
+  budget_add('l', tonumber(ARGV[#ARGV - 4]))
+  budget_add('q', tonumber(ARGV[#ARGV - 3]))
+  redis.call('EXPIREAT', BUDGET_HOUR, ARGV[#ARGV - 2])
+  redis.call('EXPIREAT', BUDGET_MONTH, ARGV[#ARGV - 1])
+end

@@ -16,6 +16,7 @@ check_expiry(ARGV[3], 'job', 0)
 if ARGV[5] ~= '0' then
   check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
 end
+budget_count()
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 local function due_add(key, score, member, expiry)
   redis.call('ZADD', key, score, member)

@@ -11,6 +11,7 @@
 -- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
+budget_count()
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 local function due_add(key, score, member, expiry)
   redis.call('ZADD', key, score, member)
