@@ -24,6 +24,10 @@ async fn the_budget_equals_what_the_counting_proxy_measured() {
     }
     let (read, body) = stack.budget().await.unwrap();
     let billed = stack.proxy.tally().billed;
+    eprintln!(
+        "{JOBS} jobs, {steps} step messages: the proxy counted {billed} billed commands; the budget says month {}, per job {}",
+        body["windows"]["month"], body["perJob"]
+    );
     assert_eq!(
         read.billed(),
         2,
