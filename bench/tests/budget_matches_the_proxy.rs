@@ -42,7 +42,10 @@ async fn the_budget_equals_what_the_counting_proxy_measured() {
     let owners = body["owners"].as_array().unwrap();
     assert_eq!(owners.len(), 1, "one owner: {body:#}");
     assert_eq!(owners[0]["windows"]["month"], body["windows"]["month"]);
-    assert_eq!(body["perJob"]["storeCommands"].as_f64(), Some(billed as f64 / JOBS as f64));
+    assert_eq!(
+        body["perJob"]["storeCommands"].as_f64(),
+        Some(billed as f64 / JOBS as f64)
+    );
     assert_eq!(body["projection"]["storeCommands"]["spent"].as_u64(), Some(billed));
     assert_eq!(body["projection"]["storeCommands"]["freeTier"].as_u64(), Some(500_000));
 

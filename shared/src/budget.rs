@@ -289,7 +289,14 @@ pub struct Projection {
 /// month ends at `spent + rate × (month_end − now)`. The free tier runs out at `now` when `spent` has
 /// reached it already, else at `now + (free_tier − spent) / rate` when that is before the month ends
 /// (the tiers reset with the month); never at a rate of zero.
-pub fn project(spent: u64, day_spent: u64, day_span_ms: u64, now_ms: u64, month_end_ms: u64, free_tier: u64) -> Projection {
+pub fn project(
+    spent: u64,
+    day_spent: u64,
+    day_span_ms: u64,
+    now_ms: u64,
+    month_end_ms: u64,
+    free_tier: u64,
+) -> Projection {
     let left_ms = month_end_ms.saturating_sub(now_ms);
     let span = day_span_ms.max(1) as u128;
     let projected = spent + (u128::from(day_spent) * u128::from(left_ms) / span) as u64;
@@ -394,7 +401,10 @@ mod tests {
         assert_eq!(slower.runs_out_at_ms, None);
         assert_eq!(slower.projected, 305_000);
         // Spent already: now. Nothing spent lately: never.
-        assert_eq!(project(500_000, 0, HOUR_MS, now, end, 500_000).runs_out_at_ms, Some(now));
+        assert_eq!(
+            project(500_000, 0, HOUR_MS, now, end, 500_000).runs_out_at_ms,
+            Some(now)
+        );
         assert_eq!(project(10, 0, HOUR_MS, now, end, 500_000).runs_out_at_ms, None);
         assert_eq!(project(10, 0, HOUR_MS, now, end, 500_000).projected, 10);
     }
@@ -440,7 +450,10 @@ mod tests {
         assert_eq!(b.hour_expires_s * 1000, ms("2027-01-02T00:00:00Z"));
         assert_eq!(b.month_expires_s * 1000, ms("2027-02-05T00:00:00Z"));
         let (start, end, name) = month_of(now);
-        assert_eq!((start, end, name.as_str()), (ms("2026-12-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"), "2026-12"));
+        assert_eq!(
+            (start, end, name.as_str()),
+            (ms("2026-12-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"), "2026-12")
+        );
         let hours = day_hours(now);
         assert_eq!(hours.len(), 24);
         assert_eq!(hours[0].1, "st:b:h:2026123100");
@@ -451,10 +464,16 @@ mod tests {
     fn a_step_message_costs_one_invocation_and_three_sqs_requests() {
         let step = Charge::Claim.aws();
         assert_eq!((step.lambda_invocations, step.sqs_requests), (1, 3));
-        let job: u64 = [Charge::Create, Charge::Claim, Charge::Finish, Charge::Deliver, Charge::Purge]
-            .iter()
-            .map(|c| c.aws().lambda_invocations)
-            .sum();
+        let job: u64 = [
+            Charge::Create,
+            Charge::Claim,
+            Charge::Finish,
+            Charge::Deliver,
+            Charge::Purge,
+        ]
+        .iter()
+        .map(|c| c.aws().lambda_invocations)
+        .sum();
         assert_eq!(job, 4, "submit, step, poll, purge");
     }
 }

@@ -1013,7 +1013,10 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
     assert_eq!(create(&store, &j).await, Created::New);
     let mut again = j.clone();
     again.gen = new_gen();
-    assert!(matches!(create(&store, &again).await, Created::Existing(_)), "no second job");
+    assert!(
+        matches!(create(&store, &again).await, Created::Existing(_)),
+        "no second job"
+    );
     assert!(matches!(
         store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap(),
         Claim::Acquired { .. }
@@ -1044,10 +1047,16 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
         lambda_invocations: 6,
         sqs_requests: 3,
     };
-    assert_eq!(minus(month_of(&mine, Some(&owner)), month_of(&before, Some(&owner))), expected);
+    assert_eq!(
+        minus(month_of(&mine, Some(&owner)), month_of(&before, Some(&owner))),
+        expected
+    );
     let at = now();
     let day = budget::windows(&mine, Some(&owner), at).day;
-    assert!(day.store_commands >= 7 && day.jobs == 1, "the day window holds them too: {day:?}");
+    assert!(
+        day.store_commands >= 7 && day.jobs == 1,
+        "the day window holds them too: {day:?}"
+    );
 
     let all = store.spent(&owner, true).await.unwrap();
     // The owner's, the sweep (an invocation, its message's three SQS requests), the provider read and

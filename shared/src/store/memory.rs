@@ -41,7 +41,11 @@ impl Inner {
     /// what `charge` implies on AWS, for the deployment and for `owner` (`""`: the deployment's call).
     fn spend(&mut self, charge: Charge, owner: &str, now: u64) {
         let aws = charge.aws();
-        self.add_to_budget(owner, now, &[('s', 1), ('l', aws.lambda_invocations), ('q', aws.sqs_requests)]);
+        self.add_to_budget(
+            owner,
+            now,
+            &[('s', 1), ('l', aws.lambda_invocations), ('q', aws.sqs_requests)],
+        );
     }
 
     fn add_to_budget(&mut self, owner: &str, now: u64, counts: &[(char, u64)]) {

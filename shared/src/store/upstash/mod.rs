@@ -538,7 +538,13 @@ impl Store for UpstashStore {
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
         Ok(decode_providers(
             &self
-                .eval_counted(&self.providers, Charge::ProviderStates, "", &[PROVIDERS_KEY], Vec::new())
+                .eval_counted(
+                    &self.providers,
+                    Charge::ProviderStates,
+                    "",
+                    &[PROVIDERS_KEY],
+                    Vec::new(),
+                )
                 .await?,
         ))
     }
@@ -554,7 +560,10 @@ impl Store for UpstashStore {
             .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, vec![arg(read)])
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected budget answer {answer}"));
-        let lists = answer.as_array().filter(|l| l.len() == hours.len() + 1).ok_or_else(unexpected)?;
+        let lists = answer
+            .as_array()
+            .filter(|l| l.len() == hours.len() + 1)
+            .ok_or_else(unexpected)?;
         let mut buckets = Vec::with_capacity(lists.len());
         for list in lists {
             let mut bucket = Bucket::default();
