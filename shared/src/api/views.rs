@@ -636,6 +636,60 @@ mod tests {
     }
     use crate::delivery::send::{DeliveryStatus, Target};
     use crate::job::JobResult;
+
+    #[test]
+    fn the_budget_shows_an_owner_its_own_and_the_admin_everyone() {
+        // 2026-11-10 12:30 UTC; alice and bob spent this hour, the sweeper is the deployment's.
+        let now = 1_794_313_800_000;
+        let mut spent = budget::Spent::default();
+        for (start, _) in budget::day_hours(now) {
+            let mut bucket = budget::Bucket::default();
+            if start == budget::hour_start(now) {
+                for (field, n) in [
+                    ("j", 3),
+                    ("s", 18),
+                    ("l", 12),
+                    ("q", 12),
+                    ("j:alice", 2),
+                    ("s:alice", 10),
+                    ("l:alice", 8),
+                    ("q:alice", 6),
+                    ("j:bob", 1),
+                    ("s:bob", 5),
+                    ("l:bob", 3),
+                    ("q:bob", 3),
+                ] {
+                    bucket.fold(field, n);
+                }
+            }
+            spent.hours.push((start, bucket));
+        }
+        spent.month = spent.hours.last().map(|(_, b)| b.clone()).unwrap_or_default();
+        let all: Value = serde_json::from_str(&to_json(&budget("ops", true, &spent, now))).unwrap();
+        assert_eq!(all["scope"], "deployment");
+        assert_eq!(all["owner"], "ops");
+        assert_eq!(
+            all["windows"]["hour"],
+            json!({"jobs": 3, "storeCommands": 18, "lambdaInvocations": 12, "sqsRequests": 12})
+        );
+        assert_eq!(all["windows"]["day"], all["windows"]["month"]);
+        assert_eq!(all["perJob"], json!({"storeCommands": 6.0, "lambdaInvocations": 4.0, "sqsRequests": 4.0}));
+        assert_eq!(all["owners"][0]["owner"], "alice");
+        assert_eq!(all["owners"][1]["windows"]["month"]["storeCommands"], 5);
+        let projection = &all["projection"];
+        assert_eq!(projection["month"], "2026-11");
+        assert_eq!(projection["storeCommands"]["freeTier"], 500_000);
+        assert_eq!(projection["storeCommands"]["spent"], 18);
+        // 18 commands an hour (the span is at least an hour) for the 467.5 hours left.
+        assert_eq!(projection["storeCommands"]["projected"], 18 + 8415);
+        assert_eq!(projection["firstRunsOut"], Value::Null);
+
+        let mine: Value = serde_json::from_str(&to_json(&budget("alice", false, &spent, now))).unwrap();
+        assert_eq!(mine["scope"], "owner");
+        assert_eq!(mine["windows"]["month"]["storeCommands"], 10);
+        assert_eq!(mine["perJob"]["lambdaInvocations"], 4.0);
+        assert!(mine.get("owners").is_none(), "{mine}");
+    }
     use crate::presets::generic::GenerateRequest;
     use crate::providers::ErrorClass;
 
