@@ -680,8 +680,8 @@ mod tests {
         assert_eq!(projection["month"], "2026-11");
         assert_eq!(projection["storeCommands"]["freeTier"], 500_000);
         assert_eq!(projection["storeCommands"]["spent"], 18);
-        // 18 commands an hour (the span is at least an hour) for the 467.5 hours left.
-        assert_eq!(projection["storeCommands"]["projected"], 18 + 8415);
+        // 18 commands an hour (the span is at least an hour) for the 491.5 hours left.
+        assert_eq!(projection["storeCommands"]["projected"], 18 + 18 * 4915 / 10);
         assert_eq!(projection["firstRunsOut"], Value::Null);
 
         let mine: Value = serde_json::from_str(&to_json(&budget("alice", false, &spent, now))).unwrap();
