@@ -36,11 +36,11 @@ pub const FREE_SQS_REQUESTS: u64 = 1_000_000;
 
 const HOUR_MS: u64 = 3_600_000;
 /// The day window: the last 24 hourly buckets, the current one included.
-pub const DAY_HOURS: u64 = 24;
+pub(crate) const DAY_HOURS: u64 = 24;
 
 /// A store call that counts what it spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Charge {
+pub(crate) enum Charge {
     /// `Store::create`: the submit route (the submit function's invocation).
     Create,
     /// `Store::claim`: one step message consumed by the step function.
@@ -61,17 +61,17 @@ pub enum Charge {
 
 /// AWS requests one store call implies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Aws {
+pub(crate) struct Aws {
     pub lambda_invocations: u64,
     pub sqs_requests: u64,
 }
 
 /// `SendMessage` of the message, the event source's `ReceiveMessage` that delivered it, its `DeleteMessage`.
-pub const SQS_REQUESTS_PER_MESSAGE: u64 = 3;
+pub(crate) const SQS_REQUESTS_PER_MESSAGE: u64 = 3;
 
 impl Charge {
     /// The one table of what each store call implies on AWS (see the module's doc for the rule).
-    pub const fn aws(self) -> Aws {
+    pub(crate) const fn aws(self) -> Aws {
         let (lambda_invocations, sqs_requests) = match self {
             // The submit's own message is counted by the claim that consumes it.
             Charge::Create => (1, 0),
@@ -163,7 +163,7 @@ pub struct Spent {
 
 /// Where one call's counts go, named from the engine's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Buckets {
+pub(crate) struct Buckets {
     pub hour_key: String,
     pub month_key: String,
     /// When the hour's bucket may go (epoch s): 25 hours after it starts, so the day window finds it.
@@ -177,22 +177,22 @@ fn utc(ms: u64) -> DateTime<Utc> {
 }
 
 /// The start of the hour `ms` falls in.
-pub fn hour_start(ms: u64) -> u64 {
+pub(crate) fn hour_start(ms: u64) -> u64 {
     ms - ms % HOUR_MS
 }
 
 /// The hour bucket's key (`st:b:h:<yyyymmddhh>`, UTC).
-pub fn hour_key(ms: u64) -> String {
+pub(crate) fn hour_key(ms: u64) -> String {
     format!("st:b:h:{}", utc(ms).format("%Y%m%d%H"))
 }
 
 /// The month bucket's key (`st:b:m:<yyyymm>`, UTC).
-pub fn month_key(ms: u64) -> String {
+pub(crate) fn month_key(ms: u64) -> String {
     format!("st:b:m:{}", utc(ms).format("%Y%m"))
 }
 
 /// The UTC calendar month `ms` falls in: its start and its end (epoch ms), and its name (`2026-11`).
-pub fn month_of(ms: u64) -> (u64, u64, String) {
+pub(crate) fn month_of(ms: u64) -> (u64, u64, String) {
     let t = utc(ms);
     let start = Utc
         .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
@@ -212,7 +212,7 @@ pub fn month_of(ms: u64) -> (u64, u64, String) {
 }
 
 impl Buckets {
-    pub fn at(now_ms: u64) -> Self {
+    pub(crate) fn at(now_ms: u64) -> Self {
         let (_, month_end, _) = month_of(now_ms);
         Self {
             hour_key: hour_key(now_ms),
@@ -224,7 +224,7 @@ impl Buckets {
 }
 
 /// The hours a read covers, oldest first: (start in epoch ms, key).
-pub fn day_hours(now_ms: u64) -> Vec<(u64, String)> {
+pub(crate) fn day_hours(now_ms: u64) -> Vec<(u64, String)> {
     let current = hour_start(now_ms);
     (0..DAY_HOURS)
         .rev()
@@ -276,7 +276,7 @@ pub fn windows(spent: &Spent, owner: Option<&str>, now_ms: u64) -> Windows {
 
 /// One resource's month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Projection {
+pub(crate) struct Projection {
     pub spent: u64,
     pub projected: u64,
     pub free_tier: u64,
@@ -289,7 +289,7 @@ pub struct Projection {
 /// month ends at `spent + rate × (month_end − now)`. The free tier runs out at `now` when `spent` has
 /// reached it already, else at `now + (free_tier − spent) / rate` when that is before the month ends
 /// (the tiers reset with the month); never at a rate of zero.
-pub fn project(
+pub(crate) fn project(
     spent: u64,
     day_spent: u64,
     day_span_ms: u64,
@@ -322,7 +322,7 @@ pub fn project(
 
 /// The resources the free tiers limit, in the order of the projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
+pub(crate) enum Resource {
     StoreCommands,
     LambdaInvocations,
     SqsRequests,
@@ -330,7 +330,7 @@ pub enum Resource {
 
 /// The month's projection of the three resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MonthProjection {
+pub(crate) struct MonthProjection {
     /// `2026-11`.
     pub month: String,
     pub store_commands: Projection,
@@ -341,7 +341,7 @@ pub struct MonthProjection {
 }
 
 /// The three projections of one scope's windows.
-pub fn project_month(w: &Windows, now_ms: u64) -> MonthProjection {
+pub(crate) fn project_month(w: &Windows, now_ms: u64) -> MonthProjection {
     let (_, end, month) = month_of(now_ms);
     let one = |spent, day, free| project(spent, day, w.day_span_ms, now_ms, end, free);
     let store_commands = one(w.month.store_commands, w.day.store_commands, FREE_STORE_COMMANDS);
@@ -369,7 +369,7 @@ pub fn project_month(w: &Windows, now_ms: u64) -> MonthProjection {
 }
 
 /// Average spending per job created in `tally` (0 when no job was).
-pub fn per_job(count: u64, jobs: u64) -> f64 {
+pub(crate) fn per_job(count: u64, jobs: u64) -> f64 {
     if jobs == 0 {
         0.0
     } else {
