@@ -91,6 +91,8 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     let per_route: Vec<String> = BILLED_PER_ROUTE
         .iter()
         .enumerate()
+        // The budget read is no step of a job.
+        .filter(|(_, (name, _))| *name != "budget")
         .map(|(k, (name, _))| format!("{name} {:.2}", mean(&|t| t.billed_per_route()[k].1 as f64)))
         .collect();
     println!("    per route                               {}", per_route.join(", "));

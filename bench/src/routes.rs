@@ -30,7 +30,17 @@ use tower::ServiceExt;
 /// Upstash-billed commands of each route for one job delivered at its first provider attempt
 /// (a pipeline bills each of its commands, a script once). The step is two requests: the claim
 /// (claim.lua: lease, job, provider states and the due-index in one script) and the finish (finish.lua).
-pub const BILLED_PER_ROUTE: [(&str, u64); 5] = [("submit", 1), ("claim", 1), ("finish", 1), ("poll", 1), ("purge", 1)];
+/// Each of them also counts itself in the budget's buckets, inside the script (0 extra commands). The
+/// last entry is `GET /v1/budget` (spent.lua: 24 hour buckets and the month's in one script): not a
+/// step of a job, read when the caller wants it.
+pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
+    ("submit", 1),
+    ("claim", 1),
+    ("finish", 1),
+    ("poll", 1),
+    ("purge", 1),
+    ("budget", 1),
+];
 
 /// Upstash-billed commands of the routes that are no part of a job's trip (the dashboard's reads): not
 /// in a job's cost, held to one command each all the same (`bench/tests/billed_per_route.rs`).
@@ -64,6 +74,8 @@ pub struct JobTrace {
     pub steps: Vec<Phase>,
     pub poll: Phase,
     pub purge: Phase,
+    /// A `GET /v1/budget` read, when the caller made one ([`UpstashStack::budget`]); empty otherwise.
+    pub budget: Phase,
     /// `MEMORY USAGE` of the job's record once finished, before it was read.
     pub held_bytes: u64,
 }
@@ -71,7 +83,7 @@ pub struct JobTrace {
 impl JobTrace {
     /// Billed commands per route, in [`BILLED_PER_ROUTE`]'s order. The claim is the step's first
     /// request, the finish the rest of it.
-    pub fn billed_per_route(&self) -> [(&'static str, u64); 5] {
+    pub fn billed_per_route(&self) -> [(&'static str, u64); 6] {
         let first_step = self.steps.first();
         let claim = first_step
             .and_then(|s| s.requests.first())
@@ -83,6 +95,7 @@ impl JobTrace {
             ("finish", finish),
             ("poll", self.poll.billed()),
             ("purge", self.purge.billed()),
+            ("budget", self.budget.billed()),
         ]
     }
 
@@ -91,6 +104,7 @@ impl JobTrace {
             + self.steps.iter().map(Phase::billed).sum::<u64>()
             + self.poll.billed()
             + self.purge.billed()
+            + self.budget.billed()
     }
 
     pub fn requests(&self) -> usize {
@@ -98,6 +112,7 @@ impl JobTrace {
             + self.steps.iter().map(|s| s.requests.len()).sum::<usize>()
             + self.poll.requests.len()
             + self.purge.requests.len()
+            + self.budget.requests.len()
     }
 }
 
@@ -146,6 +161,8 @@ impl UpstashStack {
             "FAKE_KEY" => Some("sk-bench".to_string()),
             "STEPPER_RATE_LIMIT" => Some(RATE_LIMIT.to_string()),
             "STEPPER_MAX_IN_FLIGHT" => Some(MAX_IN_FLIGHT.to_string()),
+            // No keys: every call is the open owner's; its budget read shows the whole deployment.
+            "STEPPER_ADMIN_OWNER" => Some(shared::api::auth::OPEN_OWNER.to_string()),
             _ => None,
         };
         let config = Config::from_lookup(&env)?;
@@ -260,6 +277,21 @@ impl UpstashStack {
             bail!("purge answered {status}: {body}");
         }
         Ok(trace)
+    }
+
+    /// `GET /v1/budget` once: its store requests and its answer.
+    pub async fn budget(&mut self) -> anyhow::Result<(Phase, Value)> {
+        self.proxy.take_log();
+        let started = Instant::now();
+        let (status, body) = self.call("GET", "/v1/budget", None).await?;
+        let phase = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        if status != 200 {
+            bail!("budget answered {status}: {body}");
+        }
+        Ok((phase, body))
     }
 
     /// Keys in the store whose name starts with `prefix`, read past the counting proxy.

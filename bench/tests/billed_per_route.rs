@@ -10,11 +10,13 @@ async fn each_route_bills_what_the_table_says() {
     let mut stack = UpstashStack::start().await.unwrap();
     // The first job loads each script (NOSCRIPT, then EVAL): a one-off, not a per-job cost.
     stack.one_job("warm", 0).await.unwrap();
+    stack.budget().await.unwrap();
     let leases_before = stack.keys("st:l:").await.unwrap().len() as u64;
     let jobs_before = stack.keys("st:j:").await.unwrap().len() as u64;
     stack.proxy.reset();
 
-    let trace = stack.one_job("routes", 1).await.unwrap();
+    let mut trace = stack.one_job("routes", 1).await.unwrap();
+    trace.budget = stack.budget().await.unwrap().0;
     assert_eq!(
         trace.steps.len(),
         1,
@@ -30,6 +32,7 @@ async fn each_route_bills_what_the_table_says() {
     assert_eq!(trace.steps[0].requests.len(), 2, "{:?}", trace.steps[0].requests);
     assert_eq!(trace.poll.requests.len(), 1, "{:?}", trace.poll.requests);
     assert_eq!(trace.purge.requests.len(), 1, "{:?}", trace.purge.requests);
+    assert_eq!(trace.budget.requests.len(), 1, "{:?}", trace.budget.requests);
     let total: u64 = BILLED_PER_ROUTE.iter().map(|(_, n)| n).sum();
     assert_eq!(trace.billed(), total);
     assert_eq!(

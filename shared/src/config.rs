@@ -72,6 +72,9 @@ pub struct Settings {
     /// pace of the ETA (engine/eta.rs), never a limit. Lambda runs up to maximum concurrency × batch
     /// size; `stepper-local` runs 8 workers.
     pub step_concurrency: u32,
+    /// The owner whose `GET /v1/budget` shows the whole deployment and every owner
+    /// (`STEPPER_ADMIN_OWNER`; unset: every owner sees only its own).
+    pub admin_owner: Option<String>,
 }
 
 /// A limit for every owner, and per-owner overrides (`None`: off).
@@ -149,6 +152,7 @@ impl Default for Settings {
             park_after_ms: 300_000,
             alerts: AlertSettings::default(),
             step_concurrency: 5,
+            admin_owner: None,
         }
     }
 }
@@ -233,6 +237,25 @@ fn http_limits(env: &dyn Fn(&str) -> Option<String>) -> Result<HttpLimits, Confi
 struct ConfigFile {
     #[serde(default)]
     providers: Vec<ProviderEntry>,
+}
+
+/// `STEPPER_ADMIN_OWNER`: an owner some API key belongs to (`public` when no keys are configured).
+fn admin_owner(env: &dyn Fn(&str) -> Option<String>, keys: &ApiKeys) -> Result<Option<String>, ConfigError> {
+    let Some(owner) = env("STEPPER_ADMIN_OWNER").map(|o| o.trim().to_string()) else {
+        return Ok(None);
+    };
+    let known = if keys.is_open() {
+        owner == OPEN_OWNER
+    } else {
+        keys.owners().any(|o| o == owner)
+    };
+    if !known {
+        return Err(ConfigError::Invalid {
+            name: "STEPPER_ADMIN_OWNER",
+            message: format!("no API key belongs to an owner {owner:?} (STEPPER_API_KEYS)"),
+        });
+    }
+    Ok(Some(owner))
 }
 
 fn seconds(env: &dyn Fn(&str) -> Option<String>, name: &'static str, default_ms: u64) -> Result<u64, ConfigError> {
@@ -341,6 +364,7 @@ impl Config {
         let header = env("API_KEY_HEADER").unwrap_or_else(|| "x-api-key".to_string());
         let keys = ApiKeys::parse(env("STEPPER_API_KEYS").as_deref().unwrap_or(""), &header)?;
         settings.limits = owner_limits(env, &keys, settings.limits)?;
+        settings.admin_owner = admin_owner(env, &keys)?;
         let (providers, providers_source) = match env("STEPPER_CONFIG") {
             Some(path) => (
                 load_file(Path::new(&path), env, &settings.url_guard)?,
@@ -870,6 +894,20 @@ mod tests {
                 window_ms: 120_000
             })
         );
+    }
+
+    #[test]
+    fn the_admin_owner_must_be_an_owner_of_a_key() {
+        let keys = ("STEPPER_API_KEYS", "alice=a,ops=o");
+        let c = config(&[keys, ("STEPPER_ADMIN_OWNER", "ops")]).unwrap();
+        assert_eq!(c.settings.admin_owner.as_deref(), Some("ops"));
+        assert_eq!(config(&[keys]).unwrap().settings.admin_owner, None);
+        assert_eq!(
+            config(&[keys, ("STEPPER_ADMIN_OWNER", "opz")]).unwrap_err().to_string(),
+            "STEPPER_ADMIN_OWNER: no API key belongs to an owner \"opz\" (STEPPER_API_KEYS)"
+        );
+        let open = config(&[("STEPPER_ADMIN_OWNER", "public")]).unwrap();
+        assert_eq!(open.settings.admin_owner.as_deref(), Some("public"));
     }
 
     #[test]

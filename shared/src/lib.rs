@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod delivery;
 pub mod engine;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::alert::Alert;
+use crate::budget::Spent;
 use crate::job::{Job, StepRef};
 use crate::llm::CompletionRequest;
 use crate::providers::CallReport;
@@ -301,7 +302,9 @@ pub enum Admission<T> {
 }
 
 /// Job state. Every method is one atomic state change (one request on Upstash); the methods a
-/// route calls also count the request against its owner's limits, in that same request.
+/// route calls also count the request against its owner's limits, in that same request. Every method
+/// but `with_work_left` also counts what it spends in the budget's buckets (budget.rs), in that same
+/// request.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Writes `job` unless a live job with its id exists; a finally failed job is replaced.
@@ -347,6 +350,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Admission<Overview>, StoreError>;
     /// Every provider's shared state (for `GET /v1/providers`).
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError>;
+    /// The budget's buckets (budget.rs) for `GET /v1/budget`: every owner's fields and the deployment's
+    /// totals when `all_owners`, else only `owner`'s. One request, counted for `owner` like every other
+    /// call (so the read includes itself).
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError>;
     /// Jobs with work left (unfinished, or owing deliveries): the manual redrive (a scan; not for hot paths).
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError>;
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::alert::{AlertRules, Incident};
+use shared::budget::{self, Spent, Tally};
 use shared::config::Secret;
 use shared::delivery::send::{DeliveryState, DeliveryStatus, Target};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
@@ -1312,6 +1313,98 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     ));
 }
 
+/// What one scope's month bucket holds in a read.
+fn month_of(spent: &Spent, owner: Option<&str>) -> Tally {
+    match owner {
+        None => spent.month.total,
+        Some(o) => spent.month.owners.get(o).copied().unwrap_or_default(),
+    }
+}
+
+fn minus(after: Tally, before: Tally) -> Tally {
+    Tally {
+        jobs: after.jobs - before.jobs,
+        store_commands: after.store_commands - before.store_commands,
+        lambda_invocations: after.lambda_invocations - before.lambda_invocations,
+        sqs_requests: after.sqs_requests - before.sqs_requests,
+    }
+}
+
+/// Issue 18: every call counts what it spends in the same request (one store command, what
+/// `Charge::aws` says it implies on AWS, a job per new create), for the deployment and for its owner;
+/// an owner's read sees only its own fields.
+async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) {
+    let owner = unique("budget");
+    // Every script once, so that none is loaded (and billed twice) inside the measured stretch.
+    store.provider_states().await.unwrap();
+    store.spent(&owner, false).await.unwrap();
+    let before = store.spent(&owner, true).await.unwrap();
+
+    let j = job(&owner);
+    assert_eq!(create(&store, &j).await, Created::New);
+    let mut again = j.clone();
+    again.gen = new_gen();
+    assert!(
+        matches!(create(&store, &again).await, Created::Existing(_)),
+        "no second job"
+    );
+    assert!(matches!(
+        store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    let mut done = j.clone();
+    done.seq = 2;
+    done.state = JobState::Succeeded;
+    assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap().written);
+    assert!(deliver(&store, &owner, &j.id, Duration::from_secs(60)).await.is_some());
+    assert!(purge(&store, &owner, &j.id).await);
+    // The deployment's own calls: a sweep message (stale: another chain's) and a provider-state read.
+    let stale = sweep_at(&store, (&new_gen(), 7), false, now()).await;
+    assert_eq!(stale, Swept::Stale);
+    store.provider_states().await.unwrap();
+
+    let mine = store.spent(&owner, false).await.unwrap();
+    assert_eq!(
+        mine.month.owners.keys().collect::<Vec<_>>(),
+        vec![&owner],
+        "an owner's read holds its own fields only"
+    );
+    assert_eq!(mine.month.total, Tally::default(), "and no deployment totals");
+    assert_eq!(mine.hours.len(), 24);
+    // Two creates, the claim, the finish, the poll, the purge, this read.
+    let expected = Tally {
+        jobs: 1,
+        store_commands: 7,
+        lambda_invocations: 6,
+        sqs_requests: 3,
+    };
+    assert_eq!(
+        minus(month_of(&mine, Some(&owner)), month_of(&before, Some(&owner))),
+        expected
+    );
+    let at = now();
+    let day = budget::windows(&mine, Some(&owner), at).day;
+    assert!(
+        day.store_commands >= 7 && day.jobs == 1,
+        "the day window holds them too: {day:?}"
+    );
+
+    let all = store.spent(&owner, true).await.unwrap();
+    // The owner's, the sweep (an invocation, its message's three SQS requests), the provider read and
+    // this read (counted for its caller too).
+    assert_eq!(
+        minus(month_of(&all, None), month_of(&before, None)),
+        Tally {
+            jobs: 1,
+            store_commands: 7 + 1 + 1 + 1,
+            lambda_invocations: 6 + 1 + 1,
+            sqs_requests: 3 + 3,
+        }
+    );
+    let last_hour = all.hours.last().map(|(_, b)| b.total).unwrap_or_default();
+    assert!(last_hour.store_commands >= 10, "this hour's bucket: {last_hour:?}");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         async fn run_contract(store: Arc<dyn Store>) {
@@ -1349,6 +1442,7 @@ contract!(
     a_job_that_expires_unfinished_frees_its_slot,
     concurrent_requests_never_pass_the_limits,
     the_overview_counts_what_the_owner_holds,
+    the_budget_counts_every_call_in_the_call_itself,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -131,6 +131,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/budget": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Upstash commands, Lambda invocations and SQS requests spent, and the month's projection
+         * @description Counted in the store calls every route and step makes anyway (no extra billed command); the read itself is one. Not counted against the owner's request budget.
+         */
+        get: operations["budget"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -140,46 +160,6 @@ export interface paths {
         };
         /** This document */
         get: operations["openapi"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/v1/jobs": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * The owner's jobs at a glance (the dashboard's data)
-         * @description One store request, counted against the owner's request budget like a poll. States are counted over the oldest 1,000 unfinished jobs; 20 of them and 20 dead-lettered jobs are answered whole.
-         */
-        get: operations["jobsOverview"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/dashboard": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * The dashboard: an HTML page that asks for an API key and shows providers, jobs, dead letters and the budget
-         * @description No key needed to load the page; it keeps the key the user types in the tab's session storage and calls the API with it.
-         */
-        get: operations["dashboard"];
         put?: never;
         post?: never;
         delete?: never;
@@ -198,18 +178,6 @@ export interface components {
             jobId: string;
             /** @description Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`. */
             statusUrl: string;
-            /**
-             * Format: uint64
-             * @description Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
-             *     providers' shared state and the jobs due ahead of it (README, "How long will it take?").
-             *     Absent when no estimate is possible.
-             */
-            etaSeconds?: number;
-            /**
-             * Format: date-time
-             * @description The same estimate as an instant.
-             */
-            etaAt?: string;
         };
         /**
          * @description The status word of an answer that is always the same (`"queued"`, `"completed"`).
@@ -276,18 +244,6 @@ export interface components {
             deadline: string;
             /** Format: date-time */
             nextAttemptAt?: string;
-            /**
-             * Format: uint64
-             * @description Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
-             *     ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
-             *     "How long will it take?"). Absent when no estimate is possible.
-             */
-            etaSeconds?: number;
-            /**
-             * Format: date-time
-             * @description The same estimate as an instant.
-             */
-            etaAt?: string;
             /** Format: date-time */
             finishedAt?: string;
             /** @description The webhooks and callbacks of a finished job (absent when it has none). */
@@ -446,71 +402,108 @@ export interface components {
         };
         /** @enum {string} */
         StoreWord: "unavailable";
-        /** @description `GET /v1/jobs`: the key owner's jobs at a glance (the dashboard's data), read in one store request. */
-        JobsOverview: {
-            counts: components["schemas"]["JobCounts"];
+        /**
+         * @description `GET /v1/budget`: what this deployment (or the key's owner) spent on Upstash, Lambda and SQS, and
+         *     the month's projection against the free tiers.
+         */
+        Budget: {
+            scope: components["schemas"]["BudgetScope"];
+            /** @description The key's owner. */
+            owner: string;
+            windows: components["schemas"]["BudgetWindows"];
+            perJob: components["schemas"]["PerJob"];
+            projection: components["schemas"]["BudgetProjection"];
+            /** @description Each owner's windows, in the deployment's view only. */
+            owners?: components["schemas"]["OwnerBudget"][] | null;
+        };
+        /** @description Whose spending a `GET /v1/budget` answer shows. */
+        BudgetScope: "owner" | "deployment";
+        /**
+         * @description The three windows: this UTC clock hour so far, the last 24 clock hours (this one included), this
+         *     UTC calendar month so far.
+         */
+        BudgetWindows: {
+            hour: components["schemas"]["BudgetWindow"];
+            day: components["schemas"]["BudgetWindow"];
+            month: components["schemas"]["BudgetWindow"];
+        };
+        /** @description What one scope spent in one window. */
+        BudgetWindow: {
             /**
              * Format: uint64
-             * @description The owner's unfinished jobs; `counts` covers the oldest `counted` of them.
+             * @description Jobs created.
              */
-            unfinished: number;
-            /** Format: uint64 */
-            counted: number;
-            /** @description The oldest unfinished jobs, oldest first (at most 20), as a poll shows them. */
-            oldest: components["schemas"]["JobView"][];
+            jobs: number;
             /**
-             * @description Finished jobs with a dead-lettered delivery (at most 20, soonest to expire first): each can be
-             *     sent again with `POST /v1/jobs/{jobId}/deliveries/redeliver`.
+             * Format: uint64
+             * @description Upstash commands billed (a script is one).
              */
-            deadLetters: components["schemas"]["JobView"][];
-            /** @description Today's (UTC) provider attempts by outcome, every owner's (providers are shared). */
-            attemptsToday: components["schemas"]["ProviderAttempts"][];
+            storeCommands: number;
+            /**
+             * Format: uint64
+             * @description Lambda invocations (one per route call and per step or sweep message).
+             */
+            lambdaInvocations: number;
+            /**
+             * Format: uint64
+             * @description SQS requests (per step or sweep message: its send, the event source's receive and delete).
+             */
+            sqsRequests: number;
+        };
+        /** @description This month's spending divided by the jobs created this month (0 when none were). */
+        PerJob: {
+            /** Format: double */
+            storeCommands: number;
+            /** Format: double */
+            lambdaInvocations: number;
+            /** Format: double */
+            sqsRequests: number;
+        };
+        /** @description The month's projection against the free tiers (Upstash 500K commands, Lambda 1M requests, SQS 1M requests). */
+        BudgetProjection: {
+            /** @description The UTC calendar month, `2026-11`. */
+            month: string;
+            storeCommands: components["schemas"]["ResourceProjection"];
+            lambdaInvocations: components["schemas"]["ResourceProjection"];
+            sqsRequests: components["schemas"]["ResourceProjection"];
+            firstRunsOut: components["schemas"]["RunsOut"] | null;
+        };
+        /** @description One resource's month against its free tier. */
+        ResourceProjection: {
+            /**
+             * Format: uint64
+             * @description Spent this month so far.
+             */
+            spent: number;
+            /**
+             * Format: uint64
+             * @description At the current rate (the last 24 hours' spending over the time it spans), linearly, by the
+             *     month's end.
+             */
+            projected: number;
+            /** Format: uint64 */
+            freeTier: number;
             /**
              * Format: date-time
-             * @description Where "today" starts (UTC midnight).
+             * @description When the free tier runs out at the current rate (now when it has); null when not this month.
              */
-            day: string;
+            runsOutAt: string | null;
+        };
+        /** @description The first free tier to run out this month. */
+        RunsOut: {
+            resource: components["schemas"]["BudgetResource"];
             /** Format: date-time */
-            timestamp: string;
+            at: string;
         };
-        JobCounts: {
-            /**
-             * Format: uint64
-             * @description Queued, no attempt under way.
-             */
-            waiting: number;
-            /**
-             * Format: uint64
-             * @description A provider call is under way.
-             */
-            active: number;
-            /**
-             * Format: uint64
-             * @description Every usable provider is cooling down.
-             */
-            delayed: number;
-            /**
-             * Format: uint64
-             * @description Finished today (UTC).
-             */
-            completedToday: number;
-            /** Format: uint64 */
-            failedToday: number;
-            /**
-             * Format: uint64
-             * @description Finished jobs holding a dead-lettered delivery.
-             */
-            deadLettered: number;
-        };
-        /** @description One provider's attempts today. */
-        ProviderAttempts: {
-            provider: string;
-            /** Format: uint64 */
-            total: number;
-            /** @description Attempts by outcome: `ok`, or the error class (`rate_limited`, `quota_exhausted`, `overloaded`, …). */
-            outcomes: {
-                [key: string]: number;
-            };
+        /**
+         * @description A resource the free tiers limit.
+         * @enum {string}
+         */
+        BudgetResource: "storeCommands" | "lambdaInvocations" | "sqsRequests";
+        /** @description One owner's windows in the deployment's view. */
+        OwnerBudget: {
+            owner: string;
+            windows: components["schemas"]["BudgetWindows"];
         };
         /** @description A commit-report job. */
         ReportRequest: {
@@ -1048,6 +1041,28 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
         };
     };
+    budget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What the key's owner (the whole deployment, for `STEPPER_ADMIN_OWNER`) spent this hour, in the last 24 hours and this month, per job, and the month's projection against the free tiers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Budget"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     openapi: {
         parameters: {
             query?: never;
@@ -1066,51 +1081,6 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
-                };
-            };
-        };
-    };
-    jobsOverview: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The key owner's jobs at a glance: unfinished jobs by state with the oldest of them, jobs finished today, dead-lettered jobs, and today's provider attempts by outcome. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["JobsOverview"];
-                };
-            };
-            401: components["responses"]["Unauthorized"];
-            413: components["responses"]["BodyNotTaken"];
-            429: components["responses"]["TooManyRequests"];
-            431: components["responses"]["HeadersTooLarge"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    dashboard: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The page. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "text/html": string;
                 };
             };
         };

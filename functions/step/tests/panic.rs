@@ -68,6 +68,9 @@ impl Store for PanicsOnOneJob {
     ) -> Result<Admission<shared::ports::Overview>, StoreError> {
         self.0.overview(owner, bounds, rate).await
     }
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::budget::Spent, StoreError> {
+        self.0.spent(owner, all_owners).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.0.with_work_left().await
     }

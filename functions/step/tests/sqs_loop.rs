@@ -266,6 +266,9 @@ impl Store for DiesBeforeTheWrite {
     ) -> Result<Admission<shared::ports::Overview>, StoreError> {
         self.inner.overview(owner, bounds, rate).await
     }
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::budget::Spent, StoreError> {
+        self.inner.spent(owner, all_owners).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.inner.with_work_left().await
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::routes::Endpoint;
 use super::views::{
-    CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
+    Budget, CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
 };
 use crate::presets::{commit_report, generic};
 
@@ -320,6 +320,28 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator) -> Value {
                             storage and calls the API with it.",
             "responses": {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
         }),
+        Endpoint::Budget => {
+            let mut r = Map::new();
+            r.insert(
+                "200".into(),
+                json_response::<Budget>(
+                    generator,
+                    "What the key's owner (the whole deployment, for `STEPPER_ADMIN_OWNER`) spent this hour, \
+                     in the last 24 hours and this month, per job, and the month's projection against the \
+                     free tiers.",
+                ),
+            );
+            r.insert("401".into(), json!({"$ref": "#/components/responses/Unauthorized"}));
+            r.insert("503".into(), json!({"$ref": "#/components/responses/Unavailable"}));
+            json!({
+                "operationId": "budget",
+                "tags": ["service"],
+                "summary": "Upstash commands, Lambda invocations and SQS requests spent, and the month's projection",
+                "description": "Counted in the store calls every route and step makes anyway (no extra billed \
+                                command); the read itself is one. Not counted against the owner's request budget.",
+                "responses": r,
+            })
+        }
         Endpoint::OpenApi => json!({
             "operationId": "openapi",
             "tags": ["service"],
@@ -592,6 +614,7 @@ mod tests {
             ),
             (Endpoint::Health, keyed(Method::GET, "/health", None).await),
             (Endpoint::Providers, keyed(Method::GET, "/v1/providers", None).await),
+            (Endpoint::Budget, keyed(Method::GET, "/v1/budget", None).await),
             (Endpoint::OpenApi, keyed(Method::GET, "/openapi.json", None).await),
             (Endpoint::JobsOverview, keyed(Method::GET, "/v1/jobs", None).await),
         ];

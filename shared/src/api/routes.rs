@@ -55,13 +55,14 @@ pub enum Endpoint {
     Redeliver,
     Health,
     Providers,
+    Budget,
     OpenApi,
     JobsOverview,
     Dashboard,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::SubmitReport,
         Endpoint::SubmitGeneric,
         Endpoint::PollReport,
@@ -71,6 +72,7 @@ impl Endpoint {
         Endpoint::Redeliver,
         Endpoint::Health,
         Endpoint::Providers,
+        Endpoint::Budget,
         Endpoint::OpenApi,
         Endpoint::JobsOverview,
         Endpoint::Dashboard,
@@ -83,6 +85,7 @@ impl Endpoint {
             | Endpoint::PollJob
             | Endpoint::Health
             | Endpoint::Providers
+            | Endpoint::Budget
             | Endpoint::OpenApi
             | Endpoint::JobsOverview
             | Endpoint::Dashboard => Method::GET,
@@ -100,6 +103,7 @@ impl Endpoint {
             Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
             Endpoint::Health => "/health",
             Endpoint::Providers => "/v1/providers",
+            Endpoint::Budget => "/v1/budget",
             Endpoint::OpenApi => "/openapi.json",
             Endpoint::JobsOverview => "/v1/jobs",
             Endpoint::Dashboard => "/dashboard",
@@ -131,6 +135,7 @@ impl Endpoint {
             Endpoint::Redeliver => post(redeliver).layer(from_fn(caps::bodyless)),
             Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
             Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
+            Endpoint::Budget => get(budget).layer(from_fn(caps::bodyless)),
             Endpoint::OpenApi => {
                 // Serialised once, when the router is built; every request shares the bytes.
                 let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
@@ -157,7 +162,7 @@ pub fn submit_routes(service: Arc<Service>) -> Router {
     routes(service, |f| f == Function::Submit)
 }
 
-/// Polls, health, provider status and `/openapi.json` (the poll function).
+/// Polls, health, provider status, the budget and `/openapi.json` (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
     routes(service, |f| f == Function::Poll)
 }
@@ -575,4 +580,17 @@ async fn jobs_overview(State(service): State<AppState>, headers: HeaderMap) -> R
         views::Eta::of(engine.eta(&d.job, &d.standing, d.running), now)
     }));
     Ok(with_rate(answer.into_response(), rate))
+}
+
+/// `GET /v1/budget`: what the key's owner spent on Upstash, Lambda and SQS (the whole deployment and every
+/// owner for `STEPPER_ADMIN_OWNER`), and the month's projection against the free tiers (budget.rs). One
+/// store request, counted in the figures it reads; not counted against the owner's rate limit (like
+/// `/v1/providers`).
+async fn budget(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let engine = &service.engine;
+    let deployment = engine.settings.admin_owner.as_deref() == Some(owner.as_str());
+    let spent = engine.store.spent(&owner, deployment).await?;
+    let answer = views::budget(&owner, deployment, &spent, engine.clock.now_ms());
+    Ok(Json(answer).into_response())
 }

@@ -8,6 +8,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::budget;
 use crate::delivery::send::{DeliveryState, DeliveryStatus, TargetKind};
 use crate::job::{Attempt, Job, JobResult, JobState};
 use crate::quota::{Availability, ProviderLimits, ProviderState};
@@ -766,6 +767,60 @@ mod tests {
     }
     use crate::delivery::send::{DeliveryStatus, Target};
     use crate::job::JobResult;
+
+    #[test]
+    fn the_budget_shows_an_owner_its_own_and_the_admin_everyone() {
+        // 2026-11-10 12:30 UTC; alice and bob spent this hour, the sweeper is the deployment's.
+        let now = 1_794_313_800_000;
+        let mut spent = budget::Spent::default();
+        for (start, _) in budget::day_hours(now) {
+            let mut bucket = budget::Bucket::default();
+            if start == budget::hour_start(now) {
+                for (field, n) in [
+                    ("j", 3),
+                    ("s", 18),
+                    ("l", 12),
+                    ("q", 12),
+                    ("j:alice", 2),
+                    ("s:alice", 10),
+                    ("l:alice", 8),
+                    ("q:alice", 6),
+                    ("j:bob", 1),
+                    ("s:bob", 5),
+                    ("l:bob", 3),
+                    ("q:bob", 3),
+                ] {
+                    bucket.fold(field, n);
+                }
+            }
+            spent.hours.push((start, bucket));
+        }
+        spent.month = spent.hours.last().map(|(_, b)| b.clone()).unwrap_or_default();
+        let all: Value = serde_json::from_str(&to_json(&budget("ops", true, &spent, now))).unwrap();
+        assert_eq!(all["scope"], "deployment");
+        assert_eq!(all["owner"], "ops");
+        assert_eq!(
+            all["windows"]["hour"],
+            json!({"jobs": 3, "storeCommands": 18, "lambdaInvocations": 12, "sqsRequests": 12})
+        );
+        assert_eq!(all["windows"]["day"], all["windows"]["month"]);
+        assert_eq!(all["perJob"], json!({"storeCommands": 6.0, "lambdaInvocations": 4.0, "sqsRequests": 4.0}));
+        assert_eq!(all["owners"][0]["owner"], "alice");
+        assert_eq!(all["owners"][1]["windows"]["month"]["storeCommands"], 5);
+        let projection = &all["projection"];
+        assert_eq!(projection["month"], "2026-11");
+        assert_eq!(projection["storeCommands"]["freeTier"], 500_000);
+        assert_eq!(projection["storeCommands"]["spent"], 18);
+        // 18 commands an hour (the span is at least an hour) for the 491.5 hours left.
+        assert_eq!(projection["storeCommands"]["projected"], 18 + 18 * 4915 / 10);
+        assert_eq!(projection["firstRunsOut"], Value::Null);
+
+        let mine: Value = serde_json::from_str(&to_json(&budget("alice", false, &spent, now))).unwrap();
+        assert_eq!(mine["scope"], "owner");
+        assert_eq!(mine["windows"]["month"]["storeCommands"], 10);
+        assert_eq!(mine["perJob"]["lambdaInvocations"], 4.0);
+        assert!(mine.get("owners").is_none(), "{mine}");
+    }
     use crate::presets::generic::GenerateRequest;
     use crate::providers::ErrorClass;
 
@@ -1040,5 +1095,202 @@ mod tests {
             to_json(&report),
             r#"{"status":"unhealthy","providers":[{"name":"groq","healthy":false}],"timestamp":"2023-11-14T22:13:50.000Z","store":"unavailable"}"#
         );
+    }
+}
+
+/// Whose spending a `GET /v1/budget` answer shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// The key's owner's own calls.
+    Owner,
+    /// The whole deployment (the configured `STEPPER_ADMIN_OWNER`): every owner's calls and the
+    /// deployment's own (the sweeper, the provider-state reads).
+    Deployment,
+}
+
+/// What one scope spent in one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetWindow {
+    /// Jobs created.
+    pub jobs: u64,
+    /// Upstash commands billed (a script is one).
+    pub store_commands: u64,
+    /// Lambda invocations (one per route call and per step or sweep message).
+    pub lambda_invocations: u64,
+    /// SQS requests (per step or sweep message: its send, the event source's receive and delete).
+    pub sqs_requests: u64,
+}
+
+impl From<budget::Tally> for BudgetWindow {
+    fn from(t: budget::Tally) -> Self {
+        Self {
+            jobs: t.jobs,
+            store_commands: t.store_commands,
+            lambda_invocations: t.lambda_invocations,
+            sqs_requests: t.sqs_requests,
+        }
+    }
+}
+
+/// The three windows: this UTC clock hour so far, the last 24 clock hours (this one included), this
+/// UTC calendar month so far.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetWindows {
+    pub hour: BudgetWindow,
+    pub day: BudgetWindow,
+    pub month: BudgetWindow,
+}
+
+impl From<&budget::Windows> for BudgetWindows {
+    fn from(w: &budget::Windows) -> Self {
+        Self {
+            hour: w.hour.into(),
+            day: w.day.into(),
+            month: w.month.into(),
+        }
+    }
+}
+
+/// This month's spending divided by the jobs created this month (0 when none were).
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerJob {
+    pub store_commands: f64,
+    pub lambda_invocations: f64,
+    pub sqs_requests: f64,
+}
+
+/// One resource's month against its free tier.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceProjection {
+    /// Spent this month so far.
+    pub spent: u64,
+    /// At the current rate (the last 24 hours' spending over the time it spans), linearly, by the
+    /// month's end.
+    pub projected: u64,
+    pub free_tier: u64,
+    /// When the free tier runs out at the current rate (now when it has); null when not this month.
+    pub runs_out_at: Option<Timestamp>,
+}
+
+impl From<budget::Projection> for ResourceProjection {
+    fn from(p: budget::Projection) -> Self {
+        Self {
+            spent: p.spent,
+            projected: p.projected,
+            free_tier: p.free_tier,
+            runs_out_at: p.runs_out_at_ms.map(Timestamp::from_ms),
+        }
+    }
+}
+
+/// A resource the free tiers limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BudgetResource {
+    StoreCommands,
+    LambdaInvocations,
+    SqsRequests,
+}
+
+/// The first free tier to run out this month.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunsOut {
+    pub resource: BudgetResource,
+    pub at: Timestamp,
+}
+
+/// The month's projection against the free tiers (Upstash 500K commands, Lambda 1M requests, SQS 1M requests).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetProjection {
+    /// The UTC calendar month, `2026-11`.
+    pub month: String,
+    pub store_commands: ResourceProjection,
+    pub lambda_invocations: ResourceProjection,
+    pub sqs_requests: ResourceProjection,
+    pub first_runs_out: Option<RunsOut>,
+}
+
+/// One owner's windows in the deployment's view.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerBudget {
+    pub owner: String,
+    pub windows: BudgetWindows,
+}
+
+/// `GET /v1/budget`: what this deployment (or the key's owner) spent on Upstash, Lambda and SQS, and
+/// the month's projection against the free tiers.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    pub scope: BudgetScope,
+    /// The key's owner.
+    pub owner: String,
+    pub windows: BudgetWindows,
+    pub per_job: PerJob,
+    pub projection: BudgetProjection,
+    /// Each owner's windows, in the deployment's view only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owners: Option<Vec<OwnerBudget>>,
+}
+
+/// The budget answer from a read's buckets: the deployment's when `deployment`, else `owner`'s.
+pub fn budget(owner: &str, deployment: bool, spent: &budget::Spent, now_ms: u64) -> Budget {
+    let scope = (!deployment).then_some(owner);
+    let w = budget::windows(spent, scope, now_ms);
+    let p = budget::project_month(&w, now_ms);
+    let jobs = w.month.jobs;
+    let owners = deployment.then(|| {
+        let mut names: Vec<&String> = spent
+            .hours
+            .iter()
+            .flat_map(|(_, b)| b.owners.keys())
+            .chain(spent.month.owners.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| OwnerBudget {
+                owner: name.clone(),
+                windows: (&budget::windows(spent, Some(name), now_ms)).into(),
+            })
+            .collect()
+    });
+    Budget {
+        scope: if deployment {
+            BudgetScope::Deployment
+        } else {
+            BudgetScope::Owner
+        },
+        owner: owner.to_string(),
+        windows: (&w).into(),
+        per_job: PerJob {
+            store_commands: budget::per_job(w.month.store_commands, jobs),
+            lambda_invocations: budget::per_job(w.month.lambda_invocations, jobs),
+            sqs_requests: budget::per_job(w.month.sqs_requests, jobs),
+        },
+        projection: BudgetProjection {
+            month: p.month,
+            store_commands: p.store_commands.into(),
+            lambda_invocations: p.lambda_invocations.into(),
+            sqs_requests: p.sqs_requests.into(),
+            first_runs_out: p.first_runs_out.map(|(resource, at)| RunsOut {
+                resource: match resource {
+                    budget::Resource::StoreCommands => BudgetResource::StoreCommands,
+                    budget::Resource::LambdaInvocations => BudgetResource::LambdaInvocations,
+                    budget::Resource::SqsRequests => BudgetResource::SqsRequests,
+                },
+                at: Timestamp::from_ms(at),
+            }),
+        },
+        owners,
     }
 }

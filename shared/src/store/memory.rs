@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::alert::{self, AlertBook};
+use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
@@ -58,6 +59,9 @@ struct Inner {
     /// Per UTC day: provider attempts by (provider, outcome), and jobs finished by (owner, 's' | 'f')
     /// (`st:a:<day>` on Upstash). Kept through the next day.
     days: HashMap<u64, Day>,
+    /// The budget's buckets, named as on Upstash (`st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>`) → (expiry in
+    /// epoch ms, field → count), with budget.lua's fields.
+    budget: HashMap<String, (u64, HashMap<String, u64>)>,
 }
 
 #[derive(Default)]
@@ -131,7 +135,36 @@ impl Inner {
         self.rates.retain(|_, (_, ends)| *ends > now);
         let today = now / DAY_MS;
         self.days.retain(|day, _| day + 1 >= today);
+        self.budget.retain(|_, (expires, _)| *expires > now);
         self.next_prune_ms = now + PRUNE_EVERY_MS;
+    }
+
+    /// What budget.lua counts for one call: one store command (as if it were one Upstash script) and
+    /// what `charge` implies on AWS, for the deployment and for `owner` (`""`: the deployment's call).
+    fn spend(&mut self, charge: Charge, owner: &str, now: u64) {
+        let aws = charge.aws();
+        self.add_to_budget(
+            owner,
+            now,
+            &[('s', 1), ('l', aws.lambda_invocations), ('q', aws.sqs_requests)],
+        );
+    }
+
+    fn add_to_budget(&mut self, owner: &str, now: u64, counts: &[(char, u64)]) {
+        let buckets = Buckets::at(now);
+        for (key, expires_s) in [
+            (buckets.hour_key, buckets.hour_expires_s),
+            (buckets.month_key, buckets.month_expires_s),
+        ] {
+            let (expires_ms, fields) = self.budget.entry(key).or_default();
+            *expires_ms = expires_s * 1000;
+            for &(letter, n) in counts.iter().filter(|(_, n)| *n > 0) {
+                *fields.entry(letter.to_string()).or_default() += n;
+                if !owner.is_empty() {
+                    *fields.entry(format!("{letter}:{owner}")).or_default() += n;
+                }
+            }
+        }
     }
 
     /// Counts one request in its owner's current window. `Err` when it is over the limit.
@@ -261,6 +294,7 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         expiry_ahead(job, now)?;
         let mut inner = self.live();
+        inner.spend(Charge::Create, &job.owner, now);
         let rate = match inner.count(&job.owner, limits.rate, now) {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
@@ -301,6 +335,7 @@ impl Store for MemoryStore {
             .count() as u64;
         Self::due_add(&mut inner, key.clone(), enlist.due_at_ms);
         inner.put(key, job.clone());
+        inner.add_to_budget(&job.owner, now, &[('j', 1)]);
         let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
         Ok(Admission::Admitted {
             value: Submitted {
@@ -315,6 +350,7 @@ impl Store for MemoryStore {
     async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
+        inner.spend(Charge::Claim, &step.owner, now);
         let key = job_key(step);
         let Some(job) = inner.job(&key, now).cloned() else {
             inner.due.remove(&key);
@@ -358,6 +394,7 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         expiry_ahead(next, now)?;
         let mut inner = self.live();
+        inner.spend(Charge::Finish, &step.owner, now);
         let key = (step.owner.clone(), step.job_id.clone());
         let was_finished = match inner.job(&key, now) {
             Some(job) if job.gen == step.gen && job.seq == step.seq => job.state.is_finished(),
@@ -416,6 +453,7 @@ impl Store for MemoryStore {
     ) -> Result<Admission<Option<Delivered>>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
+        inner.spend(Charge::Deliver, owner, now);
         let rate = match inner.count(owner, rate, now) {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
@@ -446,6 +484,7 @@ impl Store for MemoryStore {
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
+        inner.spend(Charge::Purge, owner, now);
         let rate = match inner.count(owner, rate, now) {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
@@ -460,6 +499,7 @@ impl Store for MemoryStore {
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
+        inner.spend(Charge::Sweep, "", now);
         let life = now + request.token_life.as_millis() as u64;
         let live = inner
             .sweeper
@@ -509,6 +549,7 @@ impl Store for MemoryStore {
     ) -> Result<Admission<Overview>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
+        inner.spend(Charge::Overview, owner, now);
         let rate = match inner.count(owner, rate, now) {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
@@ -568,7 +609,35 @@ impl Store for MemoryStore {
     }
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
-        Ok(self.live().providers.clone())
+        let mut inner = self.live();
+        inner.spend(Charge::ProviderStates, "", self.clock.now_ms());
+        Ok(inner.providers.clone())
+    }
+
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        inner.spend(Charge::BudgetRead, owner, now);
+        // What spent.lua answers: every field, or only the owner's.
+        let read = |key: &str| {
+            let mut bucket = Bucket::default();
+            if let Some((_, fields)) = inner.budget.get(key) {
+                for (field, n) in fields {
+                    let owned = field.get(1..).and_then(|f| f.strip_prefix(':')) == Some(owner);
+                    if all_owners || owned {
+                        bucket.fold(field, *n);
+                    }
+                }
+            }
+            bucket
+        };
+        Ok(Spent {
+            hours: budget::day_hours(now)
+                .into_iter()
+                .map(|(start, key)| (start, read(&key)))
+                .collect(),
+            month: read(&budget::month_key(now)),
+        })
     }
 
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {

@@ -148,6 +148,9 @@ impl Store for WatchedStore {
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
         self.observe(self.inner.provider_states().await).await
     }
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<crate::budget::Spent, StoreError> {
+        self.observe(self.inner.spent(owner, all_owners).await).await
+    }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.observe(self.inner.with_work_left().await).await
     }

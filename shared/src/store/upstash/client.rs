@@ -12,6 +12,8 @@ use crate::store::StoreError;
 pub struct Script {
     source: &'static str,
     sha1: String,
+    /// The script counts its own billed commands in its last argument (scripts/budget.lua).
+    counted: bool,
 }
 
 impl Script {
@@ -19,6 +21,16 @@ impl Script {
         Self {
             source,
             sha1: hex::encode(sha1_smol::Sha1::from(source).digest().bytes()),
+            counted: false,
+        }
+    }
+
+    /// A script whose last argument is the billed commands it costs (scripts/budget.lua): when it has
+    /// to be loaded first, the `EVAL` after the `NOSCRIPT` answer says 2 (Upstash bills both).
+    pub fn counted(source: &'static str) -> Self {
+        Self {
+            counted: true,
+            ..Self::new(source)
         }
     }
 }
@@ -134,6 +146,11 @@ impl UpstashClient {
             Err(StoreError::Command(e)) if e.contains("NOSCRIPT") => {
                 let mut by_source = vec![arg("EVAL"), arg(script.source)];
                 by_source.extend(tail());
+                if script.counted {
+                    if let Some(last) = by_source.last_mut() {
+                        *last = arg(last.as_u64().unwrap_or(1) + 1);
+                    }
+                }
                 self.command(by_source).await
             }
             other => other,

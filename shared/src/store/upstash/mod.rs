@@ -32,6 +32,10 @@
 //! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
 //!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
 //!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
+//! - `st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>` — the budget's hour and month buckets (budget.rs): every
+//!   counted script starts with scripts/budget.lua, which adds the call's spending with unbilled
+//!   `HINCRBY`s (its keys and arguments go last: [`UpstashStore::eval_counted`]). They expire 25 hours
+//!   after the hour starts and 35 days after the month ends.
 //!
 //! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
 //! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (deliver.lua), purge 1 (purge.lua); plus the
@@ -51,6 +55,7 @@ use client::arg;
 pub use client::{Script, UpstashClient};
 
 use super::StoreError;
+use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
@@ -220,15 +225,30 @@ fn decode_standing(v: &Value) -> Result<Standing, StoreError> {
     }
 }
 
-/// The ETA's horizons as script arguments.
+/// The ETA's horizons as script arguments: their number, then each (standing.lua reads exactly these:
+/// budget.lua's arguments come after them).
 fn horizons() -> impl Iterator<Item = Value> {
-    HORIZONS_MS.iter().map(|h| arg(*h))
+    std::iter::once(arg(HORIZONS_MS.len() as u64)).chain(HORIZONS_MS.iter().map(|h| arg(*h)))
 }
 
-/// A route script with the clock check every absolute expiry goes through (scripts/clock.lua).
+/// A route script with the clock check every absolute expiry goes through (scripts/clock.lua), then
+/// the budget's counting (scripts/budget.lua).
 macro_rules! with_clock {
     ($file:literal) => {
-        concat!(include_str!("scripts/clock.lua"), "\n", include_str!($file))
+        concat!(
+            include_str!("scripts/clock.lua"),
+            "\n",
+            include_str!("scripts/budget.lua"),
+            "\n",
+            include_str!($file)
+        )
+    };
+}
+
+/// A script with the budget's counting only (scripts/budget.lua).
+macro_rules! counted {
+    ($file:literal) => {
+        concat!(include_str!("scripts/budget.lua"), "\n", include_str!($file))
     };
 }
 
@@ -237,6 +257,8 @@ macro_rules! with_standing {
     ($file:literal) => {
         concat!(
             include_str!("scripts/clock.lua"),
+            "\n",
+            include_str!("scripts/budget.lua"),
             "\n",
             include_str!("scripts/standing.lua"),
             "\n",
@@ -256,6 +278,8 @@ pub struct UpstashStore {
     purge: Script,
     sweep: Script,
     overview: Script,
+    providers: Script,
+    spent: Script,
 }
 
 impl UpstashStore {
@@ -263,15 +287,42 @@ impl UpstashStore {
         Self {
             client,
             clock,
-            create: Script::new(with_standing!("scripts/create.lua")),
+            create: Script::counted(with_standing!("scripts/create.lua")),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
-            claim: Script::new(include_str!("scripts/claim.lua")),
-            finish: Script::new(with_clock!("scripts/finish.lua")),
-            deliver: Script::new(with_standing!("scripts/deliver.lua")),
-            purge: Script::new(with_clock!("scripts/purge.lua")),
-            sweep: Script::new(include_str!("scripts/sweep.lua")),
-            overview: Script::new(with_standing!("scripts/overview.lua")),
+            claim: Script::counted(counted!("scripts/claim.lua")),
+            finish: Script::counted(with_clock!("scripts/finish.lua")),
+            deliver: Script::counted(with_standing!("scripts/deliver.lua")),
+            purge: Script::counted(with_clock!("scripts/purge.lua")),
+            sweep: Script::counted(counted!("scripts/sweep.lua")),
+            overview: Script::counted(with_standing!("scripts/overview.lua")),
+            providers: Script::counted(counted!("scripts/providers.lua")),
+            spent: Script::counted(counted!("scripts/spent.lua")),
         }
+    }
+
+    /// Runs a counted script: budget.lua's keys (this hour's and this month's bucket) and arguments
+    /// (`owner`, what `charge` implies on AWS, the buckets' expiries, one billed command) go last.
+    async fn eval_counted(
+        &self,
+        script: &Script,
+        charge: Charge,
+        owner: &str,
+        keys: &[&str],
+        mut args: Vec<Value>,
+    ) -> Result<Value, StoreError> {
+        let buckets = Buckets::at(self.clock.now_ms());
+        let mut all = keys.to_vec();
+        all.extend([buckets.hour_key.as_str(), buckets.month_key.as_str()]);
+        let aws = charge.aws();
+        args.extend([
+            arg(owner),
+            arg(aws.lambda_invocations),
+            arg(aws.sqs_requests),
+            arg(buckets.hour_expires_s),
+            arg(buckets.month_expires_s),
+            arg(1),
+        ]);
+        self.client.eval(script, &all, args).await
     }
 }
 
@@ -281,9 +332,10 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         let rate = RateArgs::new(&job.owner, limits.rate, now);
         let answer = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.create,
+                Charge::Create,
+                &job.owner,
                 &[
                     &job_key(&job.owner, &job.id),
                     &rate.key,
@@ -350,9 +402,10 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         let key = job_key(&step.owner, &step.job_id);
         let answer = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.claim,
+                Charge::Claim,
+                &step.owner,
                 &[&key, &lease_key(&step.owner, &step.job_id), PROVIDERS_KEY, DUE_KEY],
                 vec![
                     arg(step.gen.as_str()),
@@ -389,9 +442,10 @@ impl Store for UpstashStore {
 
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
         let answer = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.sweep,
+                Charge::Sweep,
+                "",
                 &[DUE_KEY, SWEEPER_KEY],
                 vec![
                     arg(request.token),
@@ -451,9 +505,10 @@ impl Store for UpstashStore {
         };
         let (day, day_expires) = day_key(self.clock.now_ms());
         let written = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.finish,
+                Charge::Finish,
+                &step.owner,
                 &[
                     &job_key(&step.owner, &step.job_id),
                     PROVIDERS_KEY,
@@ -502,11 +557,12 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         let args = RateArgs::new(owner, rate, now);
         let answer = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.deliver,
+                Charge::Deliver,
+                owner,
                 &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
-                [
+                vec![
                     arg(grace.as_millis() as u64),
                     arg(lease_key(owner, job_id)),
                     arg(args.limit),
@@ -550,9 +606,10 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         let args = RateArgs::new(owner, rate, now);
         let answer = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.purge,
+                Charge::Purge,
+                owner,
                 &[
                     &job_key(owner, job_id),
                     &args.key,
@@ -588,11 +645,12 @@ impl Store for UpstashStore {
         let args = RateArgs::new(owner, rate, now);
         let (day, _) = day_key(now);
         let answer = self
-            .client
-            .eval(
+            .eval_counted(
                 &self.overview,
+                Charge::Overview,
+                owner,
                 &[&args.key, &unfinished_key(owner), &dead_key(owner), &day, DUE_KEY, PROVIDERS_KEY],
-                [
+                vec![
                     arg(args.limit),
                     arg(args.ends_at_ms),
                     arg(owner),
@@ -671,8 +729,49 @@ impl Store for UpstashStore {
 
     async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
         Ok(decode_providers(
-            &self.client.command(vec![arg("HGETALL"), arg(PROVIDERS_KEY)]).await?,
+            &self
+                .eval_counted(
+                    &self.providers,
+                    Charge::ProviderStates,
+                    "",
+                    &[PROVIDERS_KEY],
+                    Vec::new(),
+                )
+                .await?,
         ))
+    }
+
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError> {
+        let now = self.clock.now_ms();
+        let hours = budget::day_hours(now);
+        let month = budget::month_key(now);
+        let mut keys: Vec<&str> = hours.iter().map(|(_, key)| key.as_str()).collect();
+        keys.push(&month);
+        let read = if all_owners { "" } else { owner };
+        let answer = self
+            .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, vec![arg(read)])
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected budget answer {answer}"));
+        let lists = answer
+            .as_array()
+            .filter(|l| l.len() == hours.len() + 1)
+            .ok_or_else(unexpected)?;
+        let mut buckets = Vec::with_capacity(lists.len());
+        for list in lists {
+            let mut bucket = Bucket::default();
+            for pair in list.as_array().ok_or_else(unexpected)?.chunks(2) {
+                let [Value::String(field), Value::String(n)] = pair else {
+                    return Err(unexpected());
+                };
+                bucket.fold(field, n.parse().map_err(|_| unexpected())?);
+            }
+            buckets.push(bucket);
+        }
+        let month = buckets.pop().unwrap_or_default();
+        Ok(Spent {
+            hours: hours.iter().map(|(start, _)| *start).zip(buckets).collect(),
+            month,
+        })
     }
 
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {

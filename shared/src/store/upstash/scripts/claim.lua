@@ -11,6 +11,7 @@
 -- The thundering herd: when a provider's cooldown after a rate limit, a quota or an overload has just
 -- ended, this claim takes its probe (field pu = the lease's end) unless another claim holds it; the
 -- engine holds the other claims back until the probe's lease ends (quota.rs hold_back_for_probes).
+budget_count()
 local v = redis.call('GET', KEYS[1])
 if not v then
   -- Purged or expired: whatever the index still holds for it goes now.

@@ -8,7 +8,7 @@
 -- ARGV[1] record, ARGV[2] job id, ARGV[3] expiry (epoch ms), ARGV[4] now (epoch ms),
 -- ARGV[5] rate limit ('0': none), ARGV[6] rate window end (epoch ms), ARGV[7] in-flight cap ('0': none),
 -- ARGV[8] due score (epoch ms), ARGV[9] a fresh sweeper token, ARGV[10] its life (ms),
--- ARGV[11] when the job was submitted (epoch ms), ARGV[12..] the ETA's horizons (ms)
+-- ARGV[11] when the job was submitted (epoch ms), ARGV[12] the number of the ETA's horizons, then each (ms)
 -- Returns {'new', count, armed, standing} | {'existing', count, record, armed, standing} |
 -- {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
@@ -21,6 +21,7 @@ check_expiry(ARGV[3], 'job', 0)
 if ARGV[5] ~= '0' then
   check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
 end
+budget_count()
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 -- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
 -- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
@@ -102,4 +103,6 @@ redis.call('ZREM', KEYS[4], KEYS[1])
 local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
 due_add(KEYS[6], ARGV[11], ARGV[2], ARGV[3])
+-- A job created: counted in the budget's buckets (budget.lua).
+budget_add('j', 1)
 return {'new', count, arm(), standing(KEYS[4], KEYS[7], ahead, tonumber(ARGV[8]), 12)}

@@ -4,7 +4,7 @@
 -- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
 -- KEYS[3] the due-index (st:due), KEYS[4] the provider states (st:providers)
 -- ARGV[1] grace (ms), ARGV[2] the job's lease key ("st:l:<owner>:<id>", value "<gen>:<seq>"),
--- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms), ARGV[5..] the ETA's horizons (ms)
+-- ARGV[3] rate limit ('0': none), ARGV[4] rate window end (epoch ms), ARGV[5] the number of the ETA's horizons, then each (ms)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
 -- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
 -- {count, record, running, standing}: what its ETA needs (scripts/standing.lua; ahead is its rank in the due-index).
@@ -12,6 +12,7 @@
 if ARGV[3] ~= '0' then
   check_expiry(ARGV[4], 'rate window', RATE_WINDOW_SLACK_MS)
 end
+budget_count()
 local count = 0
 if ARGV[3] ~= '0' then
   count = redis.call('INCR', KEYS[2])

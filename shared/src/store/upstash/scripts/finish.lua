@@ -16,6 +16,7 @@
 -- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
+budget_count()
 -- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 -- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
 -- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).

@@ -5,13 +5,14 @@
 -- KEYS[5] the due-index (st:due), KEYS[6] the provider states (st:providers)
 -- ARGV[1] rate limit ('0': none), ARGV[2] rate window end (epoch ms), ARGV[3] owner, ARGV[4] now (epoch ms),
 -- ARGV[5] most unfinished jobs counted by state, ARGV[6] most oldest jobs answered whole,
--- ARGV[7] most dead-lettered jobs answered whole, ARGV[8..] the ETA's horizons (ms)
+-- ARGV[7] most dead-lettered jobs answered whole, ARGV[8] the number of the ETA's horizons, then each (ms)
 -- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
 -- {record, running, standing (scripts/standing.lua), ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
 -- counters: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
 if ARGV[1] ~= '0' then
   check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
 end
+budget_count()
 local count = 0
 if ARGV[1] ~= '0' then
   count = redis.call('INCR', KEYS[1])

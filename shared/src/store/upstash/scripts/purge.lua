@@ -9,6 +9,7 @@
 if ARGV[2] ~= '0' then
   check_expiry(ARGV[3], 'rate window', RATE_WINDOW_SLACK_MS)
 end
+budget_count()
 local count = 0
 if ARGV[2] ~= '0' then
   count = redis.call('INCR', KEYS[2])

@@ -12,6 +12,7 @@
 -- ARGV[7] the message's round
 -- Returns {'stale'} | {'ok', jobs left in the index, the earliest score or '', next round, stranded, key, gen, seq, ...}
 -- (stranded: the due jobs still queued or running, header letter 'q': a lost message or a dead worker)
+budget_count()
 local round = tonumber(ARGV[7])
 if ARGV[2] ~= '1' and redis.call('GET', KEYS[2]) ~= ARGV[1] .. ':' .. ARGV[7] then
   return {'stale'}
