@@ -8,7 +8,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::from_fn;
+use axum::extract::Request;
+use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
@@ -104,6 +105,24 @@ impl Endpoint {
         }
     }
 
+    /// The route's metric label, `METHOD /path` (built once per process).
+    pub fn metric_route(self) -> &'static str {
+        static LABELS: std::sync::OnceLock<Vec<(Endpoint, &'static str)>> = std::sync::OnceLock::new();
+        let labels = LABELS.get_or_init(|| {
+            Endpoint::ALL
+                .into_iter()
+                .map(|e| {
+                    let label: &'static str = Box::leak(format!("{} {}", e.method(), e.path()).into_boxed_str());
+                    (e, label)
+                })
+                .collect()
+        });
+        labels
+            .iter()
+            .find(|(e, _)| *e == self)
+            .map_or("other", |(_, label)| *label)
+    }
+
     /// Whether the route wants an API key (health and the document are public).
     pub fn needs_key(self) -> bool {
         !matches!(self, Endpoint::Health | Endpoint::OpenApi)
@@ -153,7 +172,14 @@ fn routes(service: Arc<Service>, serves: impl Fn(Function) -> bool) -> Router {
     let router = Endpoint::ALL
         .into_iter()
         .filter(|e| serves(e.function()))
-        .fold(Router::new(), |router, e| router.route(e.path(), e.handler(&service)));
+        .fold(Router::new(), |router, e| {
+            // Store requests and Redis commands made while serving it carry the route's label.
+            let label = e.metric_route();
+            let handler = e
+                .handler(&service)
+                .layer(from_fn(move |request: Request, next: Next| crate::metrics::in_route(label, next.run(request))));
+            router.route(e.path(), handler)
+        });
     // Header caps cover every route and the fallbacks; a known path with another method is a JSON 405.
     router
         .fallback(not_found)
@@ -338,9 +364,16 @@ async fn create_job(
                 return Err(e.into());
             }
             tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
+            crate::metrics::submitted(&job.spec, &job.owner, crate::metrics::Submitted::New);
             (StatusCode::ACCEPTED, Json(QueuedJob::new(&job.id, status_prefix))).into_response()
         }
         Created::Existing(existing) => {
+            let met = if existing.state.is_finished() {
+                crate::metrics::Submitted::Finished
+            } else {
+                crate::metrics::Submitted::InFlight
+            };
+            crate::metrics::submitted(&job.spec, &job.owner, met);
             if !existing.state.is_finished() {
                 // An identical re-submit of an unfinished job (perhaps one whose first submit answered
                 // 503 after the store had written it): queue its current step again. A step in flight
