@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{good_report_json, openai_provider, report, Local, ALICE, BOB};
 use serde_json::{json, Value};
+use testkit::alert_sink::AlertReceiver;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{tools_dir, RedisServer, UpstashEmulator};
 use tokio::io::AsyncWriteExt;
@@ -130,10 +131,9 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
         FakeProvider::start(Wire::OpenAi).await.expect("fake"),
         FakeProvider::start(Wire::OpenAi).await.expect("fake"),
     );
-    let receiver = FakeProvider::start(Wire::OpenAi).await.expect("receiver");
-    receiver.set_default(FakeReply::new(200, "{}"));
+    let receiver = AlertReceiver::start(&[]).await.expect("callback receiver");
     beta.set_default(FakeReply::openai_text(&good_report_json()));
-    let origin = receiver.base_url().trim_end_matches('/').trim_end_matches("/v1").to_string();
+    let origin = receiver.origin();
     let config = openai_provider("alpha", &alpha.base_url()) + &openai_provider("beta", &beta.base_url());
     let local = Local::start(
         &config,
@@ -155,14 +155,14 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     // A: alpha answers 429 (retry in 8 s), beta completes it; its callback is delivered.
     alpha.push(FakeReply::openai_rate_limited(8));
     let mut a = report("metrics-a");
-    a["callbacks"] = json!([{ "url": format!("{origin}/hook") }]);
+    a["callbacks"] = json!([{ "url": receiver.url("/hook") }]);
     let (code, body) = local.post("/v1/reports", ALICE, a.clone()).await;
     assert_eq!(code, 202, "{body}");
     let (done, polls) = finish(&local, body["statusUrl"].as_str().unwrap(), ALICE).await;
     report_polls += polls;
     assert_eq!(done["data"]["usedProvider"], "beta", "{done}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while receiver.hits() == 0 {
+    while receiver.received().is_empty() {
         assert!(Instant::now() < deadline, "the callback never arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -237,7 +237,7 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
         .iter()
         .filter_map(|s| s.labels.get("le").cloned())
         .collect();
-    for le in ["0.1", "0.5", "1.0", "2.0", "5.0", "10.0", "30.0", "+Inf"] {
+    for le in ["0.1", "0.5", "1", "2", "5", "10", "30", "+Inf"] {
         assert!(buckets.contains(le), "the original's bucket {le} is missing: {buckets:?}");
     }
     m.family("cache_hits_total", "counter", &["status", "preset", "response_mode"]);
