@@ -31,7 +31,11 @@ struct Scrape(BTreeMap<String, Vec<Sample>>);
 impl Scrape {
     async fn parse(text: &str) -> Scrape {
         let python = tools_dir().join("venv/bin/python");
-        assert!(python.exists(), "{} is missing: run scripts/install-tools.sh", python.display());
+        assert!(
+            python.exists(),
+            "{} is missing: run scripts/install-tools.sh",
+            python.display()
+        );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/prom_parse.py");
         let mut child = tokio::process::Command::new(python)
             .arg(script)
@@ -59,11 +63,14 @@ impl Scrape {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().expect("label value").to_string()))
                     .collect();
-                samples.entry(s["name"].as_str().expect("name").to_string()).or_default().push(Sample {
-                    family_type: family["type"].as_str().expect("type").to_string(),
-                    labels,
-                    value: s["value"].as_f64().expect("value"),
-                });
+                samples
+                    .entry(s["name"].as_str().expect("name").to_string())
+                    .or_default()
+                    .push(Sample {
+                        family_type: family["type"].as_str().expect("type").to_string(),
+                        labels,
+                        value: s["value"].as_f64().expect("value"),
+                    });
             }
         }
         Scrape(samples)
@@ -79,16 +86,28 @@ impl Scrape {
         let matching: Vec<&Sample> = self
             .samples(name)
             .iter()
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .collect();
-        assert!(matching.len() <= 1, "{name} {labels:?} matches {} samples", matching.len());
+        assert!(
+            matching.len() <= 1,
+            "{name} {labels:?} matches {} samples",
+            matching.len()
+        );
         matching.first().map_or(0.0, |s| s.value)
     }
 
     /// Asserts the family's type and that every sample carries exactly these label names.
     fn family(&self, name: &str, family_type: &str, label_names: &[&str]) {
         let samples = self.samples(name);
-        assert!(!samples.is_empty(), "no {name} in the scrape: {:?}", self.0.keys().collect::<Vec<_>>());
+        assert!(
+            !samples.is_empty(),
+            "no {name} in the scrape: {:?}",
+            self.0.keys().collect::<Vec<_>>()
+        );
         let expected: BTreeSet<&str> = label_names.iter().copied().collect();
         for s in samples {
             assert_eq!(s.family_type, family_type, "{name}");
@@ -184,7 +203,11 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     alpha.push(FakeReply::openai_status(400));
     beta.push(FakeReply::openai_status(400));
     let (code, body) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "Say hi", "responseMode": "text"}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "Say hi", "responseMode": "text"}),
+        )
         .await;
     assert_eq!(code, 202, "{body}");
     let (done, job_polls) = finish(&local, body["statusUrl"].as_str().unwrap(), ALICE).await;
@@ -202,7 +225,11 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     };
 
     // The original's families, with its label names.
-    m.family("ai_requests_total", "counter", &["provider", "status", "preset", "response_mode"]);
+    m.family(
+        "ai_requests_total",
+        "counter",
+        &["provider", "status", "preset", "response_mode"],
+    );
     for (provider, status, labels, want) in [
         ("alpha", "attempted", &report_json, 2.0),
         ("alpha", "failed", &report_json, 2.0),
@@ -218,7 +245,11 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
         let labels = with(&[("provider", provider), ("status", status)], labels);
         assert_eq!(m.value("ai_requests_total", &labels), want, "{labels:?}");
     }
-    m.family("provider_failures_total", "counter", &["provider", "reason", "preset", "response_mode"]);
+    m.family(
+        "provider_failures_total",
+        "counter",
+        &["provider", "reason", "preset", "response_mode"],
+    );
     for (provider, reason, labels, want) in [
         ("alpha", "RATE_LIMIT", &report_json, 1.0),
         ("alpha", "UNKNOWN", &report_json, 1.0),
@@ -229,7 +260,11 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
         let labels = with(&[("provider", provider), ("reason", reason)], labels);
         assert_eq!(m.value("provider_failures_total", &labels), want, "{labels:?}");
     }
-    m.family("ai_request_duration_seconds_count", "histogram", &["provider", "preset", "response_mode"]);
+    m.family(
+        "ai_request_duration_seconds_count",
+        "histogram",
+        &["provider", "preset", "response_mode"],
+    );
     let beta_report = with(&[("provider", "beta")], &report_json);
     assert_eq!(m.value("ai_request_duration_seconds_count", &beta_report), 1.0);
     let buckets: BTreeSet<String> = m
@@ -238,29 +273,59 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
         .filter_map(|s| s.labels.get("le").cloned())
         .collect();
     for le in ["0.1", "0.5", "1", "2", "5", "10", "30", "+Inf"] {
-        assert!(buckets.contains(le), "the original's bucket {le} is missing: {buckets:?}");
+        assert!(
+            buckets.contains(le),
+            "the original's bucket {le} is missing: {buckets:?}"
+        );
     }
     m.family("cache_hits_total", "counter", &["status", "preset", "response_mode"]);
-    assert_eq!(m.value("cache_hits_total", &with(&[("status", "fresh")], &report_json)), 1.0);
+    assert_eq!(
+        m.value("cache_hits_total", &with(&[("status", "fresh")], &report_json)),
+        1.0
+    );
     m.family("cache_misses_total", "counter", &["preset", "response_mode"]);
     assert_eq!(m.value("cache_misses_total", &report_json), 2.0);
     assert_eq!(m.value("cache_misses_total", &generic_text), 1.0);
-    m.family("jobs_processed_total", "counter", &["status", "kind", "owner", "fallback"]);
+    m.family(
+        "jobs_processed_total",
+        "counter",
+        &["status", "kind", "owner", "fallback"],
+    );
     for (status, kind, owner, fallback) in [
         ("success", "report", "alice", "false"),
         ("success", "report", "bob", "true"),
         ("failed", "generic", "alice", "false"),
     ] {
-        let labels = [("status", status), ("kind", kind), ("owner", owner), ("fallback", fallback)];
+        let labels = [
+            ("status", status),
+            ("kind", kind),
+            ("owner", owner),
+            ("fallback", fallback),
+        ];
         assert_eq!(m.value("jobs_processed_total", &labels), 1.0, "{labels:?}");
     }
     m.family("job_queue_size", "gauge", &[]);
 
     // stepper's own families.
     m.family("stepper_jobs_submitted_total", "counter", &["kind", "owner"]);
-    assert_eq!(m.value("stepper_jobs_submitted_total", &[("kind", "report"), ("owner", "alice")]), 1.0);
-    assert_eq!(m.value("stepper_jobs_submitted_total", &[("kind", "report"), ("owner", "bob")]), 1.0);
-    assert_eq!(m.value("stepper_jobs_submitted_total", &[("kind", "generic"), ("owner", "alice")]), 1.0);
+    assert_eq!(
+        m.value(
+            "stepper_jobs_submitted_total",
+            &[("kind", "report"), ("owner", "alice")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value("stepper_jobs_submitted_total", &[("kind", "report"), ("owner", "bob")]),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "stepper_jobs_submitted_total",
+            &[("kind", "generic"), ("owner", "alice")]
+        ),
+        1.0
+    );
     m.family("stepper_provider_attempts_total", "counter", &["provider", "outcome"]);
     for (provider, outcome, want) in [
         ("alpha", "rate_limited", 1.0),
@@ -274,24 +339,41 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     m.family("stepper_job_duration_seconds_count", "histogram", &["kind", "outcome"]);
     for (kind, outcome) in [("report", "completed"), ("report", "fallback"), ("generic", "failed")] {
         let labels = [("kind", kind), ("outcome", outcome)];
-        assert_eq!(m.value("stepper_job_duration_seconds_count", &labels), 1.0, "{labels:?}");
+        assert_eq!(
+            m.value("stepper_job_duration_seconds_count", &labels),
+            1.0,
+            "{labels:?}"
+        );
     }
     // B waited for alpha's 429 to run out (≈ 8 s less what A and the re-submit took).
     m.family("stepper_wait_seconds_count", "histogram", &["reason"]);
-    assert_eq!(m.value("stepper_wait_seconds_count", &[("reason", "rate_limited")]), 1.0);
+    assert_eq!(
+        m.value("stepper_wait_seconds_count", &[("reason", "rate_limited")]),
+        1.0
+    );
     let waited = m.value("stepper_wait_seconds_sum", &[("reason", "rate_limited")]);
     assert!(waited > 0.0 && waited <= 8.0, "waited {waited} s");
     m.family("stepper_webhook_attempts_total", "counter", &["target", "outcome"]);
     assert_eq!(
-        m.value("stepper_webhook_attempts_total", &[("target", "callback"), ("outcome", "delivered")]),
+        m.value(
+            "stepper_webhook_attempts_total",
+            &[("target", "callback"), ("outcome", "delivered")]
+        ),
         1.0
     );
 
     // Store requests per route and step, and the Redis commands Upstash billed for them: one per
     // request, plus one the first time each script is loaded (EVALSHA answers NOSCRIPT, then EVAL).
-    m.family("stepper_store_requests_total", "counter", &["route", "operation", "outcome"]);
+    m.family(
+        "stepper_store_requests_total",
+        "counter",
+        &["route", "operation", "outcome"],
+    );
     let requests = |route: &str, operation: &str| {
-        m.value("stepper_store_requests_total", &[("route", route), ("operation", operation), ("outcome", "ok")])
+        m.value(
+            "stepper_store_requests_total",
+            &[("route", route), ("operation", operation), ("outcome", "ok")],
+        )
     };
     assert_eq!(requests("POST /v1/reports", "create"), 3.0);
     assert_eq!(requests("POST /v1/generate", "create"), 1.0);
@@ -304,9 +386,17 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     let commands = |route: &str| m.value("stepper_redis_commands_total", &[("route", route)]);
     assert_eq!(commands("POST /v1/reports"), 3.0 + 1.0, "create.lua loaded once");
     assert_eq!(commands("POST /v1/generate"), 1.0);
-    assert_eq!(commands("GET /v1/reports/{jobId}"), f64::from(report_polls) + 1.0, "deliver.lua loaded once");
+    assert_eq!(
+        commands("GET /v1/reports/{jobId}"),
+        f64::from(report_polls) + 1.0,
+        "deliver.lua loaded once"
+    );
     assert_eq!(commands("GET /v1/jobs/{jobId}"), f64::from(job_polls));
-    assert_eq!(commands("step"), 7.0 + 7.0 + 2.0, "claim.lua and finish.lua loaded once each");
+    assert_eq!(
+        commands("step"),
+        7.0 + 7.0 + 2.0,
+        "claim.lua and finish.lua loaded once each"
+    );
     println!(
         "metrics: {} samples in {} bytes of Prometheus text; every route one billed command per request",
         m.0.values().map(Vec::len).sum::<usize>(),

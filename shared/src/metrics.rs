@@ -63,7 +63,11 @@ pub fn describe() {
         Unit::Seconds,
         "Duration of AI provider requests in seconds"
     );
-    describe_counter!(PROVIDER_FAILURES_TOTAL, Unit::Count, "Total number of provider failures");
+    describe_counter!(
+        PROVIDER_FAILURES_TOTAL,
+        Unit::Count,
+        "Total number of provider failures"
+    );
     describe_counter!(CACHE_HITS_TOTAL, Unit::Count, "Total number of cache hits");
     describe_counter!(CACHE_MISSES_TOTAL, Unit::Count, "Total number of cache misses");
     describe_gauge!(
@@ -73,7 +77,11 @@ pub fn describe() {
     );
     describe_counter!(JOBS_PROCESSED_TOTAL, Unit::Count, "Total number of jobs processed");
     describe_counter!(JOBS_SUBMITTED_TOTAL, Unit::Count, "New jobs written by a submit");
-    describe_histogram!(JOB_DURATION_SECONDS, Unit::Seconds, "Time from submit to a finished job");
+    describe_histogram!(
+        JOB_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from submit to a finished job"
+    );
     describe_counter!(
         PROVIDER_ATTEMPTS_TOTAL,
         Unit::Count,
@@ -333,7 +341,14 @@ mod tests {
 
     #[test]
     fn every_class_maps_to_one_of_the_originals_reasons() {
-        let original = ["RATE_LIMIT", "AUTH", "TIMEOUT", "UPSTREAM_UNAVAILABLE", "INVALID_RESPONSE", "UNKNOWN"];
+        let original = [
+            "RATE_LIMIT",
+            "AUTH",
+            "TIMEOUT",
+            "UPSTREAM_UNAVAILABLE",
+            "INVALID_RESPONSE",
+            "UNKNOWN",
+        ];
         for class in [
             ErrorClass::RateLimited,
             ErrorClass::QuotaExhausted,
@@ -364,13 +379,19 @@ mod tests {
         };
         let both = [(&exhausted, &limits), (&rate_limited, &limits)];
         assert_eq!(wait_reason(both, now, now + 5_000), WaitReason::RateLimited);
-        assert_eq!(wait_reason([(&exhausted, &limits)], now, now + 60_000), WaitReason::QuotaExhausted);
+        assert_eq!(
+            wait_reason([(&exhausted, &limits)], now, now + 60_000),
+            WaitReason::QuotaExhausted
+        );
         let circuit = ProviderState {
             circuit_open_until_ms: now + 120_000,
             last_class: Some("overloaded".into()),
             ..Default::default()
         };
-        assert_eq!(wait_reason([(&circuit, &limits)], now, now + 120_000), WaitReason::CircuitOpen);
+        assert_eq!(
+            wait_reason([(&circuit, &limits)], now, now + 120_000),
+            WaitReason::CircuitOpen
+        );
         let probed = ProviderState {
             cooldown_until_ms: now + 9_000,
             probe_until_ms: now + 9_000,

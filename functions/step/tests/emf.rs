@@ -44,7 +44,10 @@ fn flush(validator: &jsonschema::Validator) -> Vec<Value> {
                 for set in directive["Dimensions"].as_array().unwrap() {
                     for dimension in set.as_array().unwrap() {
                         let name = dimension.as_str().unwrap();
-                        assert!(document[name].is_string(), "dimension {name} has no string target: {line}");
+                        assert!(
+                            document[name].is_string(),
+                            "dimension {name} has no string target: {line}"
+                        );
                     }
                 }
                 for metric in directive["Metrics"].as_array().unwrap() {
@@ -78,6 +81,10 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/emf.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let wrong_unit = json!({"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "n", "Dimensions": [[]],
+        "Metrics": [{"Name": "m", "Unit": "Lightyears"}]}]}, "m": 1});
+    assert!(!validator.is_valid(&wrong_unit), "the schema holds the units");
+    assert!(!validator.is_valid(&json!({"m": 1})), "the schema wants _aws");
 
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("a generated answer"));
@@ -100,14 +107,37 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     // The submit function's invocation.
     let request = http::Request::post("/v1/generate")
         .header("content-type", "application/json")
-        .body(Body::from(json!({"prompt": "Say something", "responseMode": "text"}).to_string()))
+        .body(Body::from(
+            json!({"prompt": "Say something", "responseMode": "text"}).to_string(),
+        ))
         .unwrap();
-    let response = shared::api::submit_routes(service.clone()).oneshot(request).await.unwrap();
+    let response = shared::api::submit_routes(service.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     let submit = flush(&validator);
-    assert_eq!(*value(&submit, "cache_misses_total", &[("preset", "generic"), ("response_mode", "text")]), 1);
-    assert_eq!(*value(&submit, "stepper_jobs_submitted_total", &[("kind", "generic"), ("owner", "public")]), 1);
-    let create = [("route", "POST /v1/generate"), ("operation", "create"), ("outcome", "ok")];
+    assert_eq!(
+        *value(
+            &submit,
+            "cache_misses_total",
+            &[("preset", "generic"), ("response_mode", "text")]
+        ),
+        1
+    );
+    assert_eq!(
+        *value(
+            &submit,
+            "stepper_jobs_submitted_total",
+            &[("kind", "generic"), ("owner", "public")]
+        ),
+        1
+    );
+    let create = [
+        ("route", "POST /v1/generate"),
+        ("operation", "create"),
+        ("outcome", "ok"),
+    ];
     assert_eq!(*value(&submit, "stepper_store_requests_total", &create), 1);
     for document in &submit {
         assert_eq!(document["function"], "step", "the function's dimension on every line");
@@ -140,12 +170,26 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     let success = [text_labels.as_slice(), &[("status", "success")]].concat();
     assert_eq!(*value(&step, "ai_requests_total", &success), 1);
     // A histogram is the array of values recorded during the invocation, in seconds.
-    let durations = value(&step, "ai_request_duration_seconds", &text_labels).as_array().unwrap();
+    let durations = value(&step, "ai_request_duration_seconds", &text_labels)
+        .as_array()
+        .unwrap();
     assert_eq!(durations.len(), 1);
     assert!(durations[0].as_f64().unwrap() < started.elapsed().as_secs_f64() + 0.001);
-    let processed = [("status", "success"), ("kind", "generic"), ("owner", "public"), ("fallback", "false")];
+    let processed = [
+        ("status", "success"),
+        ("kind", "generic"),
+        ("owner", "public"),
+        ("fallback", "false"),
+    ];
     assert_eq!(*value(&step, "jobs_processed_total", &processed), 1);
-    assert_eq!(*value(&step, "stepper_provider_attempts_total", &[("provider", "fake"), ("outcome", "ok")]), 1);
+    assert_eq!(
+        *value(
+            &step,
+            "stepper_provider_attempts_total",
+            &[("provider", "fake"), ("outcome", "ok")]
+        ),
+        1
+    );
     let claim = [("route", "step"), ("operation", "claim"), ("outcome", "ok")];
     assert_eq!(*value(&step, "stepper_store_requests_total", &claim), 1);
     let units: Vec<(&str, &str)> = step

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::extract::Request;
 use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -175,9 +175,9 @@ fn routes(service: Arc<Service>, serves: impl Fn(Function) -> bool) -> Router {
         .fold(Router::new(), |router, e| {
             // Store requests and Redis commands made while serving it carry the route's label.
             let label = e.metric_route();
-            let handler = e
-                .handler(&service)
-                .layer(from_fn(move |request: Request, next: Next| crate::metrics::in_route(label, next.run(request))));
+            let handler = e.handler(&service).layer(from_fn(move |request: Request, next: Next| {
+                crate::metrics::in_route(label, next.run(request))
+            }));
             router.route(e.path(), handler)
         });
     // Header caps cover every route and the fallbacks; a known path with another method is a JSON 405.
