@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
 NPM_PACKAGES="@humanwhocodes/upstash-redis-server@1.0.0 typescript@5.9.3 @types/node@20.19.43 openapi-typescript@7.13.0"
-PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1 openapi-spec-validator==0.9.0 playwright==1.65.2"
+PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1 openapi-spec-validator==0.9.0 playwright==1.65.2 prometheus-client==0.26.0"
 SAM_PACKAGES="aws-sam-cli==1.170.0"
 STAMP="$TOOLS/.stamp-$(echo "$NPM_PACKAGES $PY_PACKAGES $SAM_PACKAGES" | sha256sum | cut -c1-16)"
 mkdir -p "$TOOLS"

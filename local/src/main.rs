@@ -3,6 +3,7 @@
 //! `stepper-local --print-openapi` prints the OpenAPI document (`GET /openapi.json`) and exits.
 
 mod conn;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -90,6 +91,7 @@ fn announce(config: &Config, addr: SocketAddr) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = metrics::install()?;
     let (queue, deliveries) = LocalQueue::new();
     let service = Arc::new(shared::service::build(&config, Arc::new(queue.clone()))?);
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
@@ -108,7 +110,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         service.engine.clone(),
         WorkerPolicy::default(),
     ));
-    serve_http(listener, shared::api::router(service), config.http).await;
+    let token = std::env::var("METRICS_TOKEN").ok().filter(|t| !t.is_empty());
+    let app = metrics::routes(metrics, token).merge(shared::api::router(service));
+    serve_http(listener, app, config.http).await;
     workers.abort();
     info!("stepper-local stopped");
     Ok(())

@@ -2,14 +2,21 @@
 //!
 //! `stepper-local` falls back to an in-memory store; a Lambda function must not: each container would
 //! keep its own jobs, so submit would answer 202 and poll 404 with nothing in the logs to say why.
+//!
+//! Metrics (`crate::metrics`) go out as CloudWatch Embedded Metric Format lines on stdout at the end of
+//! each invocation: `buffered` flushes after each response, `flushed` after each step invocation.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::sync::OnceLock;
 
 use axum::body::Body;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use metrics_cloudwatch_embedded::{Builder, Collector};
 
 use crate::config::{Config, ConfigError};
 
@@ -62,6 +69,7 @@ pub fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) ->
 /// status 1 (Lambda reports `Runtime.ExitError` at init; nothing is served half-configured).
 pub fn init(function: &'static str, needs: Needs) -> Config {
     crate::telemetry::init();
+    init_metrics(function);
     match config_from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()), needs) {
         Ok(config) => config,
         Err(e) => {
@@ -69,6 +77,50 @@ pub fn init(function: &'static str, needs: Needs) -> Config {
             std::process::exit(1);
         }
     }
+}
+
+/// The CloudWatch namespace of every metric.
+pub const METRICS_NAMESPACE: &str = "stepper";
+
+static EMF: OnceLock<&'static Collector> = OnceLock::new();
+
+/// Installs the CloudWatch Embedded Metric Format recorder, once per process: every metric of
+/// `crate::metrics` is then kept until the end of the invocation and printed as EMF log lines (no
+/// API call: CloudWatch Logs extracts them). Each line carries the dimension `function`.
+pub fn init_metrics(function: &'static str) {
+    if EMF.get().is_some() {
+        return;
+    }
+    let built = Builder::new()
+        .cloudwatch_namespace(METRICS_NAMESPACE)
+        .with_dimension("function", function)
+        .init();
+    match built {
+        Ok(collector) => {
+            let _ = EMF.set(collector);
+            crate::metrics::describe();
+        }
+        // Another recorder is installed (a test process): its metrics stay there.
+        Err(e) => tracing::warn!(error = %e, "EMF metrics not installed"),
+    }
+}
+
+/// Writes what was recorded since the last flush: one EMF line per label set, nothing when nothing
+/// was recorded.
+pub fn flush_metrics(writer: impl Write) {
+    if let Some(collector) = EMF.get() {
+        if let Err(e) = collector.flush(writer) {
+            tracing::warn!(error = %e, "could not write the EMF metrics");
+        }
+    }
+}
+
+/// Runs one invocation, then prints its metrics to stdout (held locked, so log lines of other
+/// threads cannot cut into them).
+pub async fn flushed<F: Future>(invocation: F) -> F::Output {
+    let output = invocation.await;
+    flush_metrics(std::io::stdout().lock());
+    output
 }
 
 /// A router whose responses are buffered into a `Sync` body, as `lambda_http::run_concurrent` needs
@@ -85,15 +137,18 @@ pub fn buffered(router: axum::Router) -> Buffered {
 fn buffer(response: Response<Body>) -> BoxFuture<'static, Result<Response<Full<Bytes>>, Infallible>> {
     Box::pin(async move {
         let (parts, body) = response.into_parts();
-        match body.collect().await {
-            Ok(collected) => Ok(Response::from_parts(parts, Full::new(collected.to_bytes()))),
+        let response = match body.collect().await {
+            Ok(collected) => Response::from_parts(parts, Full::new(collected.to_bytes())),
             Err(e) => {
                 tracing::error!(error = %e, "a response body could not be read");
                 let mut failed = Response::new(Full::new(Bytes::new()));
                 *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                Ok(failed)
+                failed
             }
-        }
+        };
+        // The invocation's work is done: its metrics go out with it.
+        flush_metrics(std::io::stdout().lock());
+        Ok(response)
     })
 }
 

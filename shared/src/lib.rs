@@ -12,6 +12,7 @@ pub mod engine;
 pub mod job;
 pub mod lambda;
 pub mod llm;
+pub mod metrics;
 pub mod output;
 pub mod ports;
 pub mod presets;

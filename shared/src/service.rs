@@ -9,6 +9,7 @@ use crate::engine::{Engine, ProviderSlot};
 use crate::ports::{Clock, Queue, Store, SystemClock};
 use crate::providers::spec;
 use crate::store::memory::MemoryStore;
+use crate::store::metered::MeteredStore;
 use crate::store::upstash::{UpstashClient, UpstashStore};
 use crate::store::watch::WatchedStore;
 
@@ -57,6 +58,7 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
         }
         None => Arc::new(MemoryStore::new(clock.clone())),
     };
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
     let alerts = &config.settings.alerts;
     let store: Arc<dyn Store> = Arc::new(WatchedStore::new(
         store,

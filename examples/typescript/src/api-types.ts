@@ -168,6 +168,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The owner's jobs at a glance (the dashboard's data)
+         * @description One store request, counted against the owner's request budget like a poll. States are counted over the oldest 1,000 unfinished jobs; 20 of them and 20 dead-lettered jobs are answered whole.
+         */
+        get: operations["jobsOverview"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/dashboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The dashboard: an HTML page that asks for an API key and shows providers, jobs, dead letters and the budget
+         * @description No key needed to load the page; it keeps the key the user types in the tab's session storage and calls the API with it.
+         */
+        get: operations["dashboard"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -178,6 +218,18 @@ export interface components {
             jobId: string;
             /** @description Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`. */
             statusUrl: string;
+            /**
+             * Format: uint64
+             * @description Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
+             *     providers' shared state and the jobs due ahead of it (README, "How long will it take?").
+             *     Absent when no estimate is possible.
+             */
+            etaSeconds?: number;
+            /**
+             * Format: date-time
+             * @description The same estimate as an instant.
+             */
+            etaAt?: string;
         };
         /**
          * @description The status word of an answer that is always the same (`"queued"`, `"completed"`).
@@ -244,6 +296,18 @@ export interface components {
             deadline: string;
             /** Format: date-time */
             nextAttemptAt?: string;
+            /**
+             * Format: uint64
+             * @description Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
+             *     ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
+             *     "How long will it take?"). Absent when no estimate is possible.
+             */
+            etaSeconds?: number;
+            /**
+             * Format: date-time
+             * @description The same estimate as an instant.
+             */
+            etaAt?: string;
             /** Format: date-time */
             finishedAt?: string;
             /** @description The webhooks and callbacks of a finished job (absent when it has none). */
@@ -504,6 +568,72 @@ export interface components {
         OwnerBudget: {
             owner: string;
             windows: components["schemas"]["BudgetWindows"];
+        };
+        /** @description `GET /v1/jobs`: the key owner's jobs at a glance (the dashboard's data), read in one store request. */
+        JobsOverview: {
+            counts: components["schemas"]["JobCounts"];
+            /**
+             * Format: uint64
+             * @description The owner's unfinished jobs; `counts` covers the oldest `counted` of them.
+             */
+            unfinished: number;
+            /** Format: uint64 */
+            counted: number;
+            /** @description The oldest unfinished jobs, oldest first (at most 20), as a poll shows them. */
+            oldest: components["schemas"]["JobView"][];
+            /**
+             * @description Finished jobs with a dead-lettered delivery (at most 20, soonest to expire first): each can be
+             *     sent again with `POST /v1/jobs/{jobId}/deliveries/redeliver`.
+             */
+            deadLetters: components["schemas"]["JobView"][];
+            /** @description Today's (UTC) provider attempts by outcome, every owner's (providers are shared). */
+            attemptsToday: components["schemas"]["ProviderAttempts"][];
+            /**
+             * Format: date-time
+             * @description Where "today" starts (UTC midnight).
+             */
+            day: string;
+            /** Format: date-time */
+            timestamp: string;
+        };
+        JobCounts: {
+            /**
+             * Format: uint64
+             * @description Queued, no attempt under way.
+             */
+            waiting: number;
+            /**
+             * Format: uint64
+             * @description A provider call is under way.
+             */
+            active: number;
+            /**
+             * Format: uint64
+             * @description Every usable provider is cooling down.
+             */
+            delayed: number;
+            /**
+             * Format: uint64
+             * @description Finished today (UTC).
+             */
+            completedToday: number;
+            /** Format: uint64 */
+            failedToday: number;
+            /**
+             * Format: uint64
+             * @description Finished jobs holding a dead-lettered delivery.
+             */
+            deadLettered: number;
+        };
+        /** @description One provider's attempts today. */
+        ProviderAttempts: {
+            provider: string;
+            /** Format: uint64 */
+            total: number;
+            /** @description Attempts by outcome: `ok`, or the error class (`rate_limited`, `quota_exhausted`, `overloaded`, …). */
+            outcomes: {
+                [key: string]: number;
+            };
         };
         /** @description A commit-report job. */
         ReportRequest: {
@@ -1081,6 +1211,51 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
+                };
+            };
+        };
+    };
+    jobsOverview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key owner's jobs at a glance: unfinished jobs by state with the oldest of them, jobs finished today, dead-lettered jobs, and today's provider attempts by outcome. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobsOverview"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            413: components["responses"]["BodyNotTaken"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    dashboard: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
                 };
             };
         };

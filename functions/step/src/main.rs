@@ -17,7 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let engine = shared::service::build(&config, Arc::new(queue))?.engine;
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let engine = engine.clone();
-        async move { step::handle(&engine, event.payload).await }
+        async move { shared::lambda::flushed(step::handle(&engine, event.payload)).await }
     }))
     .await
 }

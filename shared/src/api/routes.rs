@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
@@ -119,6 +120,24 @@ impl Endpoint {
         }
     }
 
+    /// The route's metric label, `METHOD /path` (built once per process).
+    pub fn metric_route(self) -> &'static str {
+        static LABELS: std::sync::OnceLock<Vec<(Endpoint, &'static str)>> = std::sync::OnceLock::new();
+        let labels = LABELS.get_or_init(|| {
+            Endpoint::ALL
+                .into_iter()
+                .map(|e| {
+                    let label: &'static str = Box::leak(format!("{} {}", e.method(), e.path()).into_boxed_str());
+                    (e, label)
+                })
+                .collect()
+        });
+        labels
+            .iter()
+            .find(|(e, _)| *e == self)
+            .map_or("other", |(_, label)| *label)
+    }
+
     /// Whether the route wants an API key (health, the document and the dashboard's page are public;
     /// the page asks for the key and sends it with the calls it makes).
     pub fn needs_key(self) -> bool {
@@ -176,7 +195,14 @@ fn routes(service: Arc<Service>, serves: impl Fn(Function) -> bool) -> Router {
     let router = Endpoint::ALL
         .into_iter()
         .filter(|e| serves(e.function()))
-        .fold(Router::new(), |router, e| router.route(e.path(), e.handler(&service)));
+        .fold(Router::new(), |router, e| {
+            // Store requests and Redis commands made while serving it carry the route's label.
+            let label = e.metric_route();
+            let handler = e.handler(&service).layer(from_fn(move |request: Request, next: Next| {
+                crate::metrics::in_route(label, next.run(request))
+            }));
+            router.route(e.path(), handler)
+        });
     // Header caps cover every route and the fallbacks; a known path with another method is a JSON 405.
     router
         .fallback(not_found)
@@ -362,10 +388,17 @@ async fn create_job(
                 return Err(e.into());
             }
             tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
+            crate::metrics::submitted(&job.spec, &job.owner, crate::metrics::Submitted::New);
             let queued = QueuedJob::new(&job.id, status_prefix, eta(&job));
             (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
         Created::Existing(existing) => {
+            let met = if existing.state.is_finished() {
+                crate::metrics::Submitted::Finished
+            } else {
+                crate::metrics::Submitted::InFlight
+            };
+            crate::metrics::submitted(&job.spec, &job.owner, met);
             if !existing.state.is_finished() {
                 // An identical re-submit of an unfinished job (perhaps one whose first submit answered
                 // 503 after the store had written it): queue its current step again. A step in flight

@@ -77,6 +77,7 @@ impl Engine {
         next.next_attempt_at_ms = due.map(|(_, at)| at);
         next.expires_at_ms = self.delivery_expiry(&next, after);
         let status = next.deliveries[index].status;
+        crate::metrics::webhook_attempt(target.kind, status);
         if status == DeliveryStatus::Dead {
             warn!(job_id = %job.id, target = index, error = ?report.error, "delivery dead-lettered");
         } else {

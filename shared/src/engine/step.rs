@@ -113,7 +113,11 @@ impl Engine {
         }
         // This write made the incidents' state change: this instance, and no other, alerts them.
         self.raise(finished.alerts).await;
+        if next_job.state == JobState::WaitingForRetry {
+            self.record_wait(&states, event.as_ref(), &next_job);
+        }
         if next_job.state.is_finished() {
+            crate::metrics::job_finished(&next_job, self.clock.now_ms());
             info!(job_id = %next_job.id, state = ?next_job.state, deliveries = next_job.deliveries.len(), "job finished");
             if next_job.has_work_left() {
                 self.enqueue_next(&next_job).await?;
@@ -248,6 +252,12 @@ impl Engine {
             job_id = %job.id, provider = %slot.name, class = accepted.as_ref().err().map_or("ok", |f| f.class.as_str()),
             http_status = report.http_status, duration_ms = report.duration_ms, "provider attempt"
         );
+        crate::metrics::provider_attempt(
+            &job.spec,
+            &slot.name,
+            accepted.as_ref().err().map(|f| f.class),
+            report.duration_ms,
+        );
         let next = match accepted {
             Ok(output) => {
                 let provider_ms = job.attempts.iter().map(|a| a.duration_ms).sum();
@@ -277,6 +287,27 @@ impl Engine {
             }
         };
         (next, Some(event))
+    }
+
+    /// Counts a wait the step wrote, named by the provider the job waits for (as the decision saw
+    /// the providers: this step's outcome applied).
+    fn record_wait(
+        &self,
+        states: &std::collections::HashMap<String, ProviderState>,
+        event: Option<&ProviderEvent>,
+        job: &Job,
+    ) {
+        let Some(until_ms) = job.next_attempt_at_ms else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let mut learned = states.clone();
+        if let Some(event) = event {
+            learned.entry(event.provider.clone()).or_default().apply(event);
+        }
+        let candidates = self.candidates(&learned);
+        let reason = crate::metrics::wait_reason(candidates.iter().map(|c| (c.state, &c.limits)), now, until_ms);
+        crate::metrics::waited(reason, Duration::from_millis(until_ms.saturating_sub(now)));
     }
 
     fn wait(&self, mut job: Job, until_ms: u64) -> Job {

@@ -117,6 +117,8 @@ impl Engine {
         else {
             return Ok(StepOutcome::Dropped("another sweeper is alive"));
         };
+        // The sweep counted them anyway: the gauge costs no command.
+        crate::metrics::queue_size(left);
         for step in &steps {
             let message = Message::Step {
                 step: step.clone(),
@@ -165,14 +167,21 @@ impl Engine {
     /// Handles one queued message (both queues call this).
     pub async fn handle(&self, message: &Message, receive_count: u32) -> Result<StepOutcome, StepError> {
         match message {
-            Message::Step { step, not_before_ms } => self.run_step(step, *not_before_ms, receive_count).await,
+            Message::Step { step, not_before_ms } => {
+                crate::metrics::in_route("step", self.run_step(step, *not_before_ms, receive_count)).await
+            }
             // A sweep message delivered again came back because its sweep failed on our side (a
             // store timeout), and that sweep may have landed and spent its round: it takes the
             // sweeper over rather than stop, so the chain survives. Were it a queue's duplicate
             // instead, the two chains carry the same next round and the later one stops.
             // Round 0 is a rescue (`rescue_sweeper`): it takes the sweeper over too.
-            Message::Sweep { token, round } => self.sweep(token, *round, receive_count > 1 || *round == 0).await,
-            Message::Alert { alert, sink, attempt } => Ok(self.send_alert(alert, *sink, *attempt).await),
+            Message::Sweep { token, round } => {
+                let take_over = receive_count > 1 || *round == 0;
+                crate::metrics::in_route("sweep", self.sweep(token, *round, take_over)).await
+            }
+            Message::Alert { alert, sink, attempt } => {
+                Ok(crate::metrics::in_route("alert", self.send_alert(alert, *sink, *attempt)).await)
+            }
         }
     }
 }

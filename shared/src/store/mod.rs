@@ -1,6 +1,7 @@
 //! Store adapters: in-memory (the embedded default) and Upstash Redis over REST (production).
 
 pub mod memory;
+pub mod metered;
 pub mod upstash;
 pub mod watch;
 

@@ -78,6 +78,11 @@ impl UpstashClient {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        // An answer came: Upstash counted (and bills) every command the request carried.
+        crate::metrics::redis_commands(body.as_array().map_or(1, |commands| match path {
+            "/pipeline" => commands.len(),
+            _ => 1,
+        }));
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(StoreError::Unauthorized);
