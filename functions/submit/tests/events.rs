@@ -118,6 +118,7 @@ fn the_template_passes_every_documented_setting() {
         ("HTTP_IDLE_TIMEOUT_SECONDS", "stepper-local's listener"),
         ("HTTP_MAX_CONNECTIONS", "stepper-local's listener"),
         ("LOG_FORMAT", "Lambda's LoggingConfig sets the format"),
+        ("METRICS_TOKEN", "stepper-local's GET /metrics; a Lambda function writes EMF lines instead"),
         ("STEPPER_CONFIG", "a file path: the zip holds the bootstrap only"),
         ("WEBHOOK_MAX_ATTEMPTS", "the older form of WEBHOOK_SCHEDULE, a parameter"),
         ("API_KEY_HEADER", "engine default; set it in Globals to change it"),
