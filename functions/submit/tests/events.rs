@@ -120,12 +120,21 @@ fn the_template_passes_every_documented_setting() {
         ("LOG_FORMAT", "Lambda's LoggingConfig sets the format"),
         ("METRICS_TOKEN", "stepper-local's GET /metrics; a Lambda function writes EMF lines instead"),
         ("STEPPER_CONFIG", "a file path: the zip holds the bootstrap only"),
-        ("WEBHOOK_MAX_ATTEMPTS", "the older form of WEBHOOK_SCHEDULE, a parameter"),
+        (
+            "WEBHOOK_MAX_ATTEMPTS",
+            "the older form of WEBHOOK_SCHEDULE, a parameter",
+        ),
         ("API_KEY_HEADER", "engine default; set it in Globals to change it"),
-        ("DELIVERY_GRACE_SECONDS", "engine default; set it in Globals to change it"),
+        (
+            "DELIVERY_GRACE_SECONDS",
+            "engine default; set it in Globals to change it",
+        ),
         ("FAILURE_TTL_SECONDS", "engine default; set it in Globals to change it"),
         ("JOB_DEADLINE_SECONDS", "engine default; set it in Globals to change it"),
-        ("MAX_FAILURES_PER_PROVIDER", "engine default; set it in Globals to change it"),
+        (
+            "MAX_FAILURES_PER_PROVIDER",
+            "engine default; set it in Globals to change it",
+        ),
         ("PARK_AFTER_SECONDS", "engine default; set it in Globals to change it"),
         ("RESULT_TTL_SECONDS", "engine default; set it in Globals to change it"),
         ("SWEEP_GRACE_SECONDS", "engine default; set it in Globals to change it"),
@@ -140,7 +149,10 @@ fn the_template_passes_every_documented_setting() {
     let documented: std::collections::BTreeSet<&str> = readme
         .lines()
         .filter_map(|l| l.strip_prefix("| `")?.split_once('`').map(|(name, _)| name))
-        .filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
         .collect();
     assert!(documented.len() > 20, "README tables not found: {documented:?}");
     let missing: Vec<&str> = documented
@@ -148,5 +160,8 @@ fn the_template_passes_every_documented_setting() {
         .copied()
         .filter(|n| !passed.contains(n) && !NOT_PARAMETERS.iter().any(|(m, _)| m == n))
         .collect();
-    assert!(missing.is_empty(), "documented settings template.yaml does not pass: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "documented settings template.yaml does not pass: {missing:?}"
+    );
 }

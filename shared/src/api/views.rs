@@ -535,8 +535,16 @@ pub fn jobs_overview(
         },
         unfinished: overview.unfinished,
         counted: overview.counted,
-        oldest: overview.oldest.iter().map(|d| job_status(&d.job, d.running, eta(d))).collect(),
-        dead_letters: overview.dead_letters.iter().map(|job| job_status(job, false, None)).collect(),
+        oldest: overview
+            .oldest
+            .iter()
+            .map(|d| job_status(&d.job, d.running, eta(d)))
+            .collect(),
+        dead_letters: overview
+            .dead_letters
+            .iter()
+            .map(|job| job_status(job, false, None))
+            .collect(),
         attempts_today: attempts,
         day: Timestamp::from_ms(now - now % crate::ports::DAY_MS),
         timestamp: Timestamp::from_ms(now),
@@ -804,7 +812,10 @@ mod tests {
             json!({"jobs": 3, "storeCommands": 18, "lambdaInvocations": 12, "sqsRequests": 12})
         );
         assert_eq!(all["windows"]["day"], all["windows"]["month"]);
-        assert_eq!(all["perJob"], json!({"storeCommands": 6.0, "lambdaInvocations": 4.0, "sqsRequests": 4.0}));
+        assert_eq!(
+            all["perJob"],
+            json!({"storeCommands": 6.0, "lambdaInvocations": 4.0, "sqsRequests": 4.0})
+        );
         assert_eq!(all["owners"][0]["owner"], "alice");
         assert_eq!(all["owners"][1]["windows"]["month"]["storeCommands"], 5);
         let projection = &all["projection"];

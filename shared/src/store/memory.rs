@@ -2,6 +2,7 @@
 //! Same semantics as the Upstash store (the store contract suite runs against both).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,10 +31,103 @@ impl Due {
     fn at(ms: u64) -> Self {
         Self { ms, tie: 0 }
     }
+}
 
-    /// Due by `now` (sweep.lua: the whole millisecond, its ties included).
-    fn by(self, now: u64) -> bool {
-        self.ms <= now
+/// The due-index, ordered as Redis orders a sorted set (score, then member `st:j:<owner>:<id>`): a
+/// rank, a count up to a score or the due entries are a walk over a range, never a pass over every job
+/// (the ETA reads one on every submit and poll).
+#[derive(Default)]
+struct DueIndex {
+    scores: HashMap<(String, String), Due>,
+    order: BTreeMap<(Due, String), (String, String)>,
+}
+
+fn member((owner, id): &(String, String)) -> String {
+    format!("st:j:{owner}:{id}")
+}
+
+/// The first position at or after millisecond `ms` in the index's order.
+fn from_ms(ms: u64) -> Bound<(Due, String)> {
+    Bound::Included((Due::at(ms), String::new()))
+}
+
+impl DueIndex {
+    fn get(&self, key: &(String, String)) -> Option<Due> {
+        self.scores.get(key).copied()
+    }
+
+    fn remove(&mut self, key: &(String, String)) -> Option<Due> {
+        let due = self.scores.remove(key)?;
+        self.order.remove(&(due, member(key)));
+        Some(due)
+    }
+
+    fn insert(&mut self, key: (String, String), due: Due) {
+        self.remove(&key);
+        self.order.insert((due, member(&key)), key.clone());
+        self.scores.insert(key, due);
+    }
+
+    fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// The earliest entry's score.
+    fn first(&self) -> Option<Due> {
+        self.order.first_key_value().map(|((due, _), _)| *due)
+    }
+
+    /// Entries due at a millisecond before `ms`, in order.
+    fn before(&self, ms: u64) -> impl Iterator<Item = (&Due, &(String, String))> {
+        self.order
+            .range((Bound::Unbounded, from_ms(ms)))
+            .map(|((due, _), key)| (due, key))
+    }
+
+    /// Entries due at `ms` or earlier (create.lua's ZCOUNT up to the new job's millisecond).
+    fn count_through(&self, ms: u64) -> u64 {
+        self.before(ms.saturating_add(1)).count() as u64
+    }
+
+    /// Entries due at exactly millisecond `ms`, ties included.
+    fn ties_at(&self, ms: u64) -> u64 {
+        self.order.range((from_ms(ms), from_ms(ms.saturating_add(1)))).count() as u64
+    }
+
+    /// The rank of `key` (ZRANK): entries before it in the index's order; 0 when it is not there.
+    fn rank(&self, key: &(String, String)) -> u64 {
+        let Some(due) = self.get(key) else { return 0 };
+        self.order
+            .range((Bound::Unbounded, Bound::Excluded((due, member(key)))))
+            .count() as u64
+    }
+
+    /// For each horizon h: the entries due after millisecond `ms` and at most h past it, in one walk.
+    fn later(&self, ms: u64, horizons: &[u64]) -> Vec<u64> {
+        let mut counts = vec![0u64; horizons.len()];
+        let Some(&longest) = horizons.iter().max() else {
+            return counts;
+        };
+        for ((due, _), _) in self.order.range((from_ms(ms.saturating_add(1)), Bound::Unbounded)) {
+            let past = due.ms - ms;
+            if past > longest {
+                break;
+            }
+            for (count, h) in counts.iter_mut().zip(horizons) {
+                if past <= *h {
+                    *count += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// Keeps the entries whose key passes `keep`.
+    fn retain(&mut self, keep: impl Fn(&(String, String)) -> bool) {
+        let gone: Vec<(String, String)> = self.scores.keys().filter(|k| !keep(k)).cloned().collect();
+        for key in gone {
+            self.remove(&key);
+        }
     }
 }
 
@@ -43,7 +137,7 @@ struct Inner {
     /// Step leases, one per job: (owner, job id) → (gen, seq, held until in epoch ms).
     leases: HashMap<(String, String), (String, u64, u64)>,
     /// The due-index: (owner, job id) → when its next step is due.
-    due: HashMap<(String, String), Due>,
+    due: DueIndex,
     /// The live sweeper: its token, the round its next message carries, and when it lapses.
     sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
@@ -210,24 +304,21 @@ impl MemoryStore {
     fn prune_due(inner: &mut Inner, now: u64) {
         inner.prune(now);
         let Inner { due, jobs, .. } = inner;
-        due.retain(|key, _| jobs.contains_key(key));
+        due.retain(|key| jobs.contains_key(key));
     }
 
     /// Puts a job in the due-index after those already due at the same millisecond (create.lua's and
     /// finish.lua's `due_add`).
     fn due_add(inner: &mut Inner, key: (String, String), ms: u64) {
         inner.due.remove(&key);
-        let tie = inner.due.values().filter(|d| d.ms == ms).count() as u64;
+        let tie = inner.due.ties_at(ms);
         inner.due.insert(key, Due { ms, tie });
     }
 
     /// A job's rank in the due-index, in the order Redis keeps a sorted set: score, then member (the
     /// record key `st:j:<owner>:<id>`). 0 when it is not in the index.
     fn rank(inner: &Inner, key: &(String, String)) -> u64 {
-        let member = |(owner, id): &(String, String)| format!("st:j:{owner}:{id}");
-        let Some(score) = inner.due.get(key) else { return 0 };
-        let mine = (*score, member(key));
-        inner.due.iter().filter(|(k, at)| (**at, member(k)) < mine).count() as u64
+        inner.due.rank(key)
     }
 
     /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its
@@ -239,16 +330,7 @@ impl MemoryStore {
                 ..Standing::default()
             };
         };
-        let later = HORIZONS_MS
-            .iter()
-            .map(|h| {
-                inner
-                    .due
-                    .values()
-                    .filter(|d| d.ms > ms && d.ms <= ms.saturating_add(*h))
-                    .count() as u64
-            })
-            .collect();
+        let later = inner.due.later(ms, &HORIZONS_MS);
         Standing {
             ahead,
             providers: inner.providers.clone(),
@@ -328,11 +410,8 @@ impl Store for MemoryStore {
         }
         inner.leases.remove(&key);
         // The new job joins the end of the line of those due no later than it (create.lua's ZCOUNT).
-        let ahead = inner
-            .due
-            .iter()
-            .filter(|(k, at)| at.ms <= enlist.due_at_ms && **k != key)
-            .count() as u64;
+        inner.due.remove(&key);
+        let ahead = inner.due.count_through(enlist.due_at_ms);
         Self::due_add(&mut inner, key.clone(), enlist.due_at_ms);
         inner.put(key, job.clone());
         inner.add_to_budget(&job.owner, now, &[('j', 1)]);
@@ -509,14 +588,13 @@ impl Store for MemoryStore {
             return Ok(Swept::Stale);
         }
         Self::prune_due(&mut inner, now);
-        let mut due: Vec<(Due, (String, String))> = inner
+        // In the index's order (score, then member), as sweep.lua's ZRANGEBYSCORE.
+        let due: Vec<(Due, (String, String))> = inner
             .due
-            .iter()
-            .filter(|(_, at)| at.by(request.now_ms))
-            .map(|(key, at)| (*at, key.clone()))
+            .before(request.now_ms.saturating_add(1))
+            .take(request.limit)
+            .map(|(at, key)| (*at, key.clone()))
             .collect();
-        due.sort();
-        due.truncate(request.limit);
         let mut steps = Vec::with_capacity(due.len());
         let mut stranded = 0;
         for (_, key) in due {
@@ -529,7 +607,7 @@ impl Store for MemoryStore {
             inner.due.insert(key, Due::at(request.requeue_at_ms));
         }
         let left = inner.due.len() as u64;
-        let next_due_ms = inner.due.values().min().map(|d| d.ms);
+        let next_due_ms = inner.due.first().map(|d| d.ms);
         let next_round = request.round + 1;
         inner.sweeper = (left > 0).then(|| (request.token.to_string(), next_round, life));
         Ok(Swept::Due {
@@ -688,6 +766,47 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The ordered index answers what a pass over every entry would (the Redis order: score, then
+        /// member), whatever was put in and taken out.
+        #[test]
+        fn the_due_index_counts_as_a_full_pass_would(
+            ops in proptest::collection::vec((0u8..6, 0u64..40, 0u64..3), 1..120),
+        ) {
+            let mut index = DueIndex::default();
+            let mut all: HashMap<(String, String), Due> = HashMap::new();
+            for (job, ms, tie) in ops {
+                let key = ("o".to_string(), format!("j{job}"));
+                if tie == 2 {
+                    index.remove(&key);
+                    all.remove(&key);
+                } else {
+                    index.insert(key.clone(), Due { ms, tie });
+                    all.insert(key, Due { ms, tie });
+                }
+            }
+            let horizons = [0, 3, 10, 25];
+            for (key, due) in &all {
+                let mine = (*due, member(key));
+                let rank = all.iter().filter(|(k, d)| (**d, member(k)) < mine).count() as u64;
+                proptest::prop_assert_eq!(index.rank(key), rank);
+                let later: Vec<u64> = horizons
+                    .iter()
+                    .map(|h| all.values().filter(|d| d.ms > due.ms && d.ms <= due.ms + h).count() as u64)
+                    .collect();
+                proptest::prop_assert_eq!(index.later(due.ms, &horizons), later);
+            }
+            for ms in 0..42 {
+                let through = all.values().filter(|d| d.ms <= ms).count() as u64;
+                proptest::prop_assert_eq!(index.count_through(ms), through);
+                let ties = all.values().filter(|d| d.ms == ms).count() as u64;
+                proptest::prop_assert_eq!(index.ties_at(ms), ties);
+            }
+            proptest::prop_assert_eq!(index.len(), all.len());
+            proptest::prop_assert_eq!(index.first(), all.values().min().copied());
+        }
+    }
+
     /// The maps are cleared once a second; a record that expires between two clearings is already gone
     /// to every read, and no longer counts against its owner's in-flight cap.
     #[tokio::test]
@@ -699,11 +818,20 @@ mod tests {
             sweeper_token: "t".into(),
             sweeper_life: Duration::from_secs(60),
         };
-        let cap = Limits { rate: None, in_flight: Some(1) };
+        let cap = Limits {
+            rate: None,
+            in_flight: Some(1),
+        };
         let short = job("short", 10_300);
         assert!(matches!(
             store.create(&short, &enlist, cap).await.unwrap(),
-            Admission::Admitted { value: Submitted { created: Created::New, .. }, .. }
+            Admission::Admitted {
+                value: Submitted {
+                    created: Created::New,
+                    ..
+                },
+                ..
+            }
         ));
         // Full: the one in-flight slot is taken.
         assert!(matches!(
@@ -712,8 +840,14 @@ mod tests {
         ));
         clock.0.store(10_400, Ordering::SeqCst); // expired, and the next clearing is at 11_000
         let step = short.step_ref();
-        assert!(matches!(store.claim(&step, Duration::from_secs(30)).await.unwrap(), Claim::Missing));
-        let polled = store.deliver("alice", "short", Duration::from_secs(1), None).await.unwrap();
+        assert!(matches!(
+            store.claim(&step, Duration::from_secs(30)).await.unwrap(),
+            Claim::Missing
+        ));
+        let polled = store
+            .deliver("alice", "short", Duration::from_secs(1), None)
+            .await
+            .unwrap();
         assert!(matches!(polled, Admission::Admitted { value: None, .. }));
         assert!(matches!(
             store.purge("alice", "short", None).await.unwrap(),
@@ -721,7 +855,13 @@ mod tests {
         ));
         assert!(matches!(
             store.create(&job("second", 99_000), &enlist, cap).await.unwrap(),
-            Admission::Admitted { value: Submitted { created: Created::New, .. }, .. }
+            Admission::Admitted {
+                value: Submitted {
+                    created: Created::New,
+                    ..
+                },
+                ..
+            }
         ));
         assert!(store.with_work_left().await.unwrap().iter().all(|j| j.id == "second"));
     }

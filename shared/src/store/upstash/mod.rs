@@ -649,7 +649,14 @@ impl Store for UpstashStore {
                 &self.overview,
                 Charge::Overview,
                 owner,
-                &[&args.key, &unfinished_key(owner), &dead_key(owner), &day, DUE_KEY, PROVIDERS_KEY],
+                &[
+                    &args.key,
+                    &unfinished_key(owner),
+                    &dead_key(owner),
+                    &day,
+                    DUE_KEY,
+                    PROVIDERS_KEY,
+                ],
                 vec![
                     arg(args.limit),
                     arg(args.ends_at_ms),
