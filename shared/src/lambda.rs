@@ -71,6 +71,21 @@ pub fn init(function: &'static str, needs: Needs) -> Config {
     }
 }
 
+/// The SQS step queue of `submit` and `step`, from `STEP_QUEUE_URL` and the AWS variables Lambda sets;
+/// when one is missing, one log line naming it and exit status 1, as [`init`] does.
+#[cfg(feature = "sqs")]
+pub fn step_queue(function: &'static str, config: &Config) -> crate::queue::sqs::SqsQueue {
+    let queue_url = config.step_queue_url.clone().unwrap_or_default();
+    let clock = std::sync::Arc::new(crate::ports::SystemClock);
+    match crate::queue::sqs::SqsQueue::from_environment(queue_url, clock) {
+        Ok(queue) => queue,
+        Err(e) => {
+            tracing::error!(function, variable = %e.variable(), "cannot start: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// A router whose responses are buffered into a `Sync` body, as `lambda_http::run_concurrent` needs
 /// (axum's body is not `Sync`; API Gateway gets the whole body at once anyway).
 pub type Buffered = tower::util::AndThen<
