@@ -90,9 +90,7 @@ impl Adapter {
                         got.push(d.message);
                     }
                 }
-                Adapter::Sqs {
-                    reader, queue_url, ..
-                } => {
+                Adapter::Sqs { reader, queue_url, .. } => {
                     let received = reader
                         .receive_message()
                         .queue_url(queue_url)
@@ -208,7 +206,10 @@ async fn a_delayed_message_comes_after_its_delay_and_not_before() {
             "{}: delivered after {elapsed:?}",
             adapter.name()
         );
-        println!("queue contract: {} delivered a 2 s delay after {elapsed:?}", adapter.name());
+        println!(
+            "queue contract: {} delivered a 2 s delay after {elapsed:?}",
+            adapter.name()
+        );
     }
 }
 
@@ -275,7 +276,11 @@ async fn a_queue_that_does_not_exist_fails_at_once() {
     let QueueError::Unavailable(message) = queue.send(&step(1, None), Duration::ZERO).await.unwrap_err();
     assert!(message.contains("after 1 attempt"), "{message}");
     assert!(message.contains("QueueDoesNotExist"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(1), "no back-off: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no back-off: {:?}",
+        started.elapsed()
+    );
 }
 
 /// A scripted SQS: answers the requests it gets with the statuses and bodies it was given, in order,
@@ -296,7 +301,12 @@ async fn scripted_sqs(answers: &[(u16, &'static str)]) -> (Scripted, String) {
             .lock()
             .unwrap()
             .push((headers, serde_json::from_str(&body).unwrap_or_default()));
-        let (status, body) = s.answers.lock().unwrap().pop_front().unwrap_or((500, "script exhausted"));
+        let (status, body) = s
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or((500, "script exhausted"));
         (StatusCode::from_u16(status).unwrap(), body.to_string())
     }
     let app = axum::Router::new()
@@ -316,12 +326,16 @@ fn scripted_queue(endpoint: &str, session_token: Option<&str>) -> SqsQueue {
         secret_access_key: "secret".into(),
         session_token: session_token.map(str::to_string),
     };
-    SqsQueue::new(config, "https://sqs.eu-west-1.amazonaws.com/123456789012/steps", Arc::new(SystemClock))
-        .unwrap()
-        .with_retry(RetryPolicy {
-            max_attempts: 3,
-            base: Duration::from_millis(20),
-        })
+    SqsQueue::new(
+        config,
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/steps",
+        Arc::new(SystemClock),
+    )
+    .unwrap()
+    .with_retry(RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_millis(20),
+    })
 }
 
 const SENT: (u16, &str) = (200, r#"{"MD5OfMessageBody":"x","MessageId":"m-1"}"#);
@@ -356,7 +370,10 @@ async fn the_request_is_a_signed_aws_json_send_message() {
             && authorization.contains("Signature="),
         "{authorization}"
     );
-    assert_eq!(body["QueueUrl"], "https://sqs.eu-west-1.amazonaws.com/123456789012/steps");
+    assert_eq!(
+        body["QueueUrl"],
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/steps"
+    );
     assert_eq!(body["DelaySeconds"], 2, "a part second rounds up");
     let carried: Message = serde_json::from_str(body["MessageBody"].as_str().unwrap()).unwrap();
     assert_eq!(carried, step(5, None));
@@ -382,7 +399,10 @@ async fn retries_stop_after_three_attempts() {
         .await
         .unwrap_err();
     assert_eq!(script.requests.lock().unwrap().len(), 3);
-    assert!(message.contains("after 3 attempt(s): HTTP 500 InternalError: boom"), "{message}");
+    assert!(
+        message.contains("after 3 attempt(s): HTTP 500 InternalError: boom"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -393,12 +413,19 @@ async fn a_permanent_error_is_not_retried() {
         .await
         .unwrap_err();
     assert_eq!(script.requests.lock().unwrap().len(), 1);
-    assert!(message.contains("HTTP 403 AccessDeniedException: not allowed"), "{message}");
+    assert!(
+        message.contains("HTTP 403 AccessDeniedException: not allowed"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_retried_then_reported() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let QueueError::Unavailable(message) = scripted_queue(&format!("http://127.0.0.1:{port}"), None)
         .send(&step(9, None), Duration::ZERO)
         .await

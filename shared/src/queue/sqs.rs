@@ -75,8 +75,7 @@ impl SqsConfig {
             .or_else(|| get("AWS_DEFAULT_REGION"))
             .ok_or(SqsConfigError::Missing("AWS_REGION"))?;
         let access_key_id = get("AWS_ACCESS_KEY_ID").ok_or(SqsConfigError::Missing("AWS_ACCESS_KEY_ID"))?;
-        let secret_access_key =
-            get("AWS_SECRET_ACCESS_KEY").ok_or(SqsConfigError::Missing("AWS_SECRET_ACCESS_KEY"))?;
+        let secret_access_key = get("AWS_SECRET_ACCESS_KEY").ok_or(SqsConfigError::Missing("AWS_SECRET_ACCESS_KEY"))?;
         let endpoint = get("AWS_ENDPOINT_URL_SQS")
             .or_else(|| get("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| default_endpoint(&region));
@@ -235,20 +234,16 @@ impl SqsQueue {
         for header in signature.headers() {
             request = request.header(header.0, header.1);
         }
-        let response = request
-            .body(payload.to_string())
-            .send()
-            .await
-            .map_err(|e| {
-                // A request that could not be built fails the same way every time; a connection or a
-                // timeout may not.
-                let message = transport_error(&e);
-                if e.is_builder() {
-                    Failure::permanent(message)
-                } else {
-                    Failure::retryable(message)
-                }
-            })?;
+        let response = request.body(payload.to_string()).send().await.map_err(|e| {
+            // A request that could not be built fails the same way every time; a connection or a
+            // timeout may not.
+            let message = transport_error(&e);
+            if e.is_builder() {
+                Failure::permanent(message)
+            } else {
+                Failure::retryable(message)
+            }
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -331,7 +326,11 @@ fn classify(status: u16, query_error: Option<&str>, body: &str) -> Failure {
     } else {
         parsed.message
     };
-    let code = if code.is_empty() { "no error code" } else { code.as_str() };
+    let code = if code.is_empty() {
+        "no error code"
+    } else {
+        code.as_str()
+    };
     Failure {
         retryable,
         message: format!("HTTP {status} {code}: {detail}"),
@@ -419,7 +418,14 @@ mod tests {
         );
         assert!(throttled.retryable, "{throttled:?}");
         assert_eq!(throttled.message, "HTTP 400 RequestThrottled: slow down");
-        assert!(classify(400, None, r#"{"__type":"com.amazon.coral.availability#ThrottlingException"}"#).retryable);
+        assert!(
+            classify(
+                400,
+                None,
+                r#"{"__type":"com.amazon.coral.availability#ThrottlingException"}"#
+            )
+            .retryable
+        );
         assert!(classify(500, None, r#"{"__type":"com.amazonaws.sqs#InternalError"}"#).retryable);
         assert!(classify(503, None, "<html>bad gateway</html>").retryable);
         assert!(classify(429, None, "").retryable);
@@ -433,7 +439,14 @@ mod tests {
             missing.message,
             "HTTP 400 QueueDoesNotExist: The specified queue does not exist."
         );
-        assert!(!classify(403, None, r#"{"__type":"com.amazon.coral.service#AccessDeniedException"}"#).retryable);
+        assert!(
+            !classify(
+                403,
+                None,
+                r#"{"__type":"com.amazon.coral.service#AccessDeniedException"}"#
+            )
+            .retryable
+        );
         assert!(!classify(400, None, "not json").retryable);
     }
 
@@ -459,7 +472,10 @@ mod tests {
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
         ]))
         .unwrap();
-        assert_eq!((moto.endpoint.as_str(), moto.region.as_str()), ("http://127.0.0.1:5000", "us-east-1"));
+        assert_eq!(
+            (moto.endpoint.as_str(), moto.region.as_str()),
+            ("http://127.0.0.1:5000", "us-east-1")
+        );
         assert_eq!(moto.session_token, None);
         let sqs_only = SqsConfig::from_lookup(&env(&[
             ("AWS_REGION", "cn-north-1"),
@@ -470,7 +486,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(sqs_only.endpoint, "http://sqs-only");
-        assert_eq!(default_endpoint("cn-north-1"), "https://sqs.cn-north-1.amazonaws.com.cn");
+        assert_eq!(
+            default_endpoint("cn-north-1"),
+            "https://sqs.cn-north-1.amazonaws.com.cn"
+        );
         let no_region = SqsConfig::from_lookup(&env(&[("AWS_ACCESS_KEY_ID", "AK"), ("AWS_SECRET_ACCESS_KEY", "SK")]));
         assert_eq!(no_region.unwrap_err().variable(), "AWS_REGION");
         let no_secret = SqsConfig::from_lookup(&env(&[("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "AK")]));
