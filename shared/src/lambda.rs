@@ -115,6 +115,21 @@ pub fn flush_metrics(writer: impl Write) {
     }
 }
 
+/// The SQS step queue of `submit` and `step`, from `STEP_QUEUE_URL` and the AWS variables Lambda sets;
+/// when one is missing, one log line naming it and exit status 1, as [`init`] does.
+#[cfg(feature = "sqs")]
+pub fn step_queue(function: &'static str, config: &Config) -> crate::queue::sqs::SqsQueue {
+    let queue_url = config.step_queue_url.clone().unwrap_or_default();
+    let clock = std::sync::Arc::new(crate::ports::SystemClock);
+    match crate::queue::sqs::SqsQueue::from_environment(queue_url, clock) {
+        Ok(queue) => queue,
+        Err(e) => {
+            tracing::error!(function, variable = %e.variable(), "cannot start: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Runs one invocation, then prints its metrics to stdout (held locked, so log lines of other
 /// threads cannot cut into them).
 pub async fn flushed<F: Future>(invocation: F) -> F::Output {

@@ -6,14 +6,11 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use shared::lambda::Needs;
-use shared::ports::SystemClock;
-use shared::queue::sqs::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let config = shared::lambda::init("step", Needs::StoreAndQueue);
-    let queue_url = config.step_queue_url.clone().unwrap_or_default();
-    let queue = SqsQueue::from_environment(queue_url, Arc::new(SystemClock)).await;
+    let queue = shared::lambda::step_queue("step", &config);
     let engine = shared::service::build(&config, Arc::new(queue))?.engine;
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let engine = engine.clone();

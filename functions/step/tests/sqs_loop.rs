@@ -18,7 +18,7 @@ use shared::job::{Job, StepRef};
 use shared::ports::{
     Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
 };
-use shared::queue::sqs::SqsQueue;
+use shared::queue::sqs::{SqsConfig, SqsQueue};
 use shared::queue::Message;
 use shared::quota::{ProviderEvent, ProviderState};
 use shared::store::StoreError;
@@ -39,6 +39,14 @@ struct Stack {
     max_receive_count: AtomicU32,
 }
 
+/// The SDK's HTTP client on rustls with ring, the workspace's one crypto provider.
+fn ring_http_client() -> aws_sdk_sqs::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 async fn stack() -> Stack {
     stack_with(&[]).await
 }
@@ -54,7 +62,7 @@ async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
         .region(Region::new("us-east-1"))
         .endpoint_url(&moto.endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .http_client(shared::queue::sqs::http_client())
+        .http_client(ring_http_client())
         .build();
     let sqs = aws_sdk_sqs::Client::from_conf(conf);
     let queue_url = sqs
@@ -89,7 +97,16 @@ async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
         other => extra.iter().find(|(k, _)| *k == other).map(|(_, v)| v.to_string()),
     })
     .unwrap();
-    let queue = SqsQueue::new(sqs.clone(), queue_url.clone(), Arc::new(SystemClock));
+    // The functions' own SQS client sends; the AWS SDK (above) receives and deletes, as Lambda's
+    // event source would.
+    let sqs_config = SqsConfig {
+        endpoint: moto.endpoint.clone(),
+        region: "us-east-1".into(),
+        access_key_id: "test".into(),
+        secret_access_key: "test".into(),
+        session_token: None,
+    };
+    let queue = SqsQueue::new(sqs_config, queue_url.clone(), Arc::new(SystemClock)).unwrap();
     let service = Arc::new(shared::service::build(&config, Arc::new(queue)).unwrap());
     Stack {
         _redis: redis,
