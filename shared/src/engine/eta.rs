@@ -36,9 +36,12 @@ const MINUTE_MS: u64 = 60_000;
 /// The latency assumed for a provider when no provider of the chain has been timed yet.
 pub const UNKNOWN_LATENCY_MS: u64 = 2_000;
 
-/// Most jobs ahead the estimate serves one by one; beyond, the ETA is that of the last one simulated
-/// (a floor, still monotone). An owner's in-flight cap keeps real indexes far below it.
-pub const MAX_SIMULATED: u64 = 100_000;
+/// Most jobs ahead the estimate serves one by one. Beyond, the line keeps the pace of the simulated
+/// places: each further job ahead moves this one's start by the mean time a simulated place took
+/// (monotone; it cannot see a quota reset or a cooldown past the simulated stretch). An estimate is
+/// computed on every submit and poll: serving every place of a 20,000-job backlog one by one made the
+/// embedded server spend milliseconds of CPU per request (stepper-bench capacity).
+pub const MAX_SIMULATED: u64 = 512;
 
 /// Where the job stands: how many jobs are due ahead of it, whether its step is running now, and the
 /// jobs due after it that go first should it have to wait.
@@ -180,7 +183,16 @@ pub fn estimate(
     if lanes.iter().all(|l| l.spent) {
         return None;
     }
-    let run = |ahead: u64| simulate(job, lanes.clone(), ahead.min(MAX_SIMULATED), now_ms, concurrency);
+    let run = |ahead: u64| {
+        let (start, end) = simulate(job, lanes.clone(), ahead.min(MAX_SIMULATED), now_ms, concurrency);
+        if ahead <= MAX_SIMULATED {
+            return (start, end);
+        }
+        let pace = start.saturating_sub(now_ms) as f64 / MAX_SIMULATED as f64;
+        let more = ((ahead - MAX_SIMULATED) as f64 * pace) as u64;
+        let clamp = |at: u64| at.saturating_add(more).min(job.deadline_ms.max(now_ms));
+        (clamp(start), clamp(end))
+    };
     if position.running {
         return Some(run(0).1);
     }
@@ -571,6 +583,29 @@ mod tests {
             let j = job(now + 3 * DAY, None, vec![]);
             let eta = estimate(&j, &chain(&plain, &unlimited), &at(ahead), now, &p, concurrency).unwrap();
             prop_assert_eq!(eta, now + (ahead + 1).div_ceil(u64::from(concurrency)) * latency);
+        }
+
+        /// Past the simulated stretch the line keeps its pace: never sooner with more jobs ahead, and
+        /// with one unlimited provider within one round of L and 1 % of the exact ⌈(k + 1) / P⌉ rounds.
+        #[test]
+        fn past_the_simulated_places_the_line_keeps_its_pace(
+            extra in 0u64..50_000,
+            concurrency in 1u32..6,
+            latency in 1u64..5_000,
+        ) {
+            let now = T0;
+            let p = StepPolicy::default();
+            let plain = [ProviderState { latency_ms: latency, ..Default::default() }];
+            let unlimited = [ProviderLimits::default()];
+            let c = chain(&plain, &unlimited);
+            let j = job(now + 400 * DAY, None, vec![]);
+            let ahead = MAX_SIMULATED - 1 + extra;
+            let eta = estimate(&j, &c, &at(ahead), now, &p, concurrency).unwrap();
+            let one_more = estimate(&j, &c, &at(ahead + 1), now, &p, concurrency).unwrap();
+            prop_assert!(one_more >= eta);
+            let exact = now + (ahead + 1).div_ceil(u64::from(concurrency)) * latency;
+            let bound = latency + (exact - now) / 100;
+            prop_assert!(eta.abs_diff(exact) <= bound, "{} ahead: {} vs exact {}", ahead, eta, exact);
         }
     }
 }
