@@ -118,7 +118,10 @@ fn the_template_passes_every_documented_setting() {
         ("HTTP_IDLE_TIMEOUT_SECONDS", "stepper-local's listener"),
         ("HTTP_MAX_CONNECTIONS", "stepper-local's listener"),
         ("LOG_FORMAT", "Lambda's LoggingConfig sets the format"),
-        ("METRICS_TOKEN", "stepper-local's GET /metrics; a Lambda function writes EMF lines instead"),
+        (
+            "METRICS_TOKEN",
+            "stepper-local's GET /metrics; a Lambda function writes EMF lines instead",
+        ),
         ("STEPPER_CONFIG", "a file path: the zip holds the bootstrap only"),
         (
             "WEBHOOK_MAX_ATTEMPTS",

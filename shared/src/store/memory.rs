@@ -1,7 +1,7 @@
 //! The in-memory store: the embedded default of `stepper-local` and the fast unit tests.
 //! Same semantics as the Upstash store (the store contract suite runs against both).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -86,7 +86,32 @@ impl DueIndex {
 
     /// Entries due at `ms` or earlier (create.lua's ZCOUNT up to the new job's millisecond).
     fn count_through(&self, ms: u64) -> u64 {
-        self.before(ms.saturating_add(1)).count() as u64
+        self.count_below(from_ms(ms.saturating_add(1)))
+    }
+
+    /// Entries strictly before `bound` in the index's order, walking from both ends at once: the cost
+    /// is the shorter side (a new job joins the end of a backlog: its count costs nothing), not the
+    /// index's size.
+    fn count_below(&self, bound: Bound<(Due, String)>) -> u64 {
+        // The rest starts where `bound` ends: what it excludes, or just past what it includes.
+        let after = match &bound {
+            Bound::Included(b) => Bound::Excluded(b.clone()),
+            Bound::Excluded(b) => Bound::Included(b.clone()),
+            Bound::Unbounded => return self.order.len() as u64,
+        };
+        let mut below = self.order.range((Bound::Unbounded, bound));
+        let mut rest = self.order.range((after, Bound::Unbounded));
+        let (mut counted_below, mut counted_rest) = (0u64, 0u64);
+        loop {
+            if below.next().is_none() {
+                return counted_below;
+            }
+            counted_below += 1;
+            if rest.next().is_none() {
+                return self.order.len() as u64 - counted_rest;
+            }
+            counted_rest += 1;
+        }
     }
 
     /// Entries due at exactly millisecond `ms`, ties included.
@@ -97,9 +122,7 @@ impl DueIndex {
     /// The rank of `key` (ZRANK): entries before it in the index's order; 0 when it is not there.
     fn rank(&self, key: &(String, String)) -> u64 {
         let Some(due) = self.get(key) else { return 0 };
-        self.order
-            .range((Bound::Unbounded, Bound::Excluded((due, member(key)))))
-            .count() as u64
+        self.count_below(Bound::Excluded((due, member(key))))
     }
 
     /// For each horizon h: the entries due after millisecond `ms` and at most h past it, in one walk.
@@ -145,8 +168,9 @@ struct Inner {
     alerts: AlertBook,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
     rates: HashMap<(String, u64), (u64, u64)>,
-    /// Each owner's unfinished job ids (the in-flight cap counts these, not every job).
-    unfinished: HashMap<String, HashSet<String>>,
+    /// Each owner's unfinished jobs as (record expiry, id): the in-flight cap counts these, less the few
+    /// that expired since the last clearing, not every job.
+    unfinished: HashMap<String, BTreeSet<(u64, String)>>,
     /// When the maps are next cleared of expired entries (at most once a second: every read checks
     /// an entry's expiry itself, so the clearing only bounds memory).
     next_prune_ms: u64,
@@ -185,30 +209,29 @@ impl Inner {
     /// Writes a job record and keeps its owner's unfinished set in step with it.
     fn put(&mut self, key: (String, String), job: Job) {
         let ids = self.unfinished.entry(key.0.clone()).or_default();
-        if job.state.is_finished() {
-            ids.remove(&key.1);
-        } else {
-            ids.insert(key.1.clone());
+        if let Some(old) = self.jobs.get(&key) {
+            ids.remove(&(old.expires_at_ms, key.1.clone()));
+        }
+        if !job.state.is_finished() {
+            ids.insert((job.expires_at_ms, key.1.clone()));
         }
         self.jobs.insert(key, job);
     }
 
     fn remove(&mut self, key: &(String, String)) -> Option<Job> {
+        let job = self.jobs.remove(key)?;
         if let Some(ids) = self.unfinished.get_mut(&key.0) {
-            ids.remove(&key.1);
+            ids.remove(&(job.expires_at_ms, key.1.clone()));
         }
-        self.jobs.remove(key)
+        Some(job)
     }
 
-    /// The owner's unfinished jobs that are still alive.
+    /// The owner's unfinished jobs that are still alive: the set, less those expired since the last
+    /// clearing (at most a second's worth: a short walk from the set's start).
     fn in_flight(&self, owner: &str, now: u64) -> usize {
         self.unfinished.get(owner).map_or(0, |ids| {
-            ids.iter()
-                .filter(|id| {
-                    self.job(&(owner.to_string(), (*id).clone()), now)
-                        .is_some_and(|j| !j.state.is_finished())
-                })
-                .count()
+            let expired = ids.range(..(now.saturating_add(1), String::new())).count();
+            ids.len() - expired
         })
     }
 
@@ -219,7 +242,7 @@ impl Inner {
             let alive = job.expires_at_ms > now;
             if !alive {
                 if let Some(ids) = unfinished.get_mut(owner) {
-                    ids.remove(id);
+                    ids.remove(&(job.expires_at_ms, id.clone()));
                 }
             }
             alive
