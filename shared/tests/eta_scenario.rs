@@ -11,12 +11,13 @@
 //!   daily calls); the burst starts 8 minutes before a UTC midnight, so c runs out of its day during
 //!   the burst and comes back at the reset.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
@@ -26,53 +27,16 @@ use shared::config::{Config, OwnerLimits, PerOwner, Secret, Settings, UpstashCon
 use shared::engine::Engine;
 use shared::ports::{Clock, Queue, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::queue::{Message, QueueError};
 use shared::quota::{ProviderLimits, ResetClock};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
+
+use common::{ManualClock, SimQueue};
 
 const MINUTE: u64 = 60_000;
 const JOBS: usize = 200;
 /// The cooldown the backlog scenario's provider asks for: long enough to park the jobs waiting on it.
 const COOLDOWN_S: u64 = 360;
-
-struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// The delay queue in simulated time: messages come out in due order, ties first-in first-out.
-struct SimQueue {
-    clock: Arc<ManualClock>,
-    pending: Mutex<Vec<(u64, u64, Message)>>,
-    sent: AtomicU64,
-}
-
-#[async_trait]
-impl Queue for SimQueue {
-    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
-        let due = self.clock.now_ms() + delay.as_millis() as u64;
-        let order = self.sent.fetch_add(1, Ordering::SeqCst);
-        self.pending.lock().unwrap().push((due, order, message.clone()));
-        Ok(())
-    }
-}
-
-impl SimQueue {
-    fn pop_due(&self) -> Option<(u64, Message)> {
-        let mut pending = self.pending.lock().unwrap();
-        let next = pending
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, (due, order, _))| (*due, *order))
-            .map(|(i, _)| i)?;
-        let (due, _, message) = pending.remove(next);
-        Some((due, message))
-    }
-}
 
 /// One provider as the fake plays it: its limits (enforced, and configured: the ETA knows them) and
 /// its typical call duration.
@@ -220,11 +184,7 @@ async fn scenario(
         port: 0,
         http: Default::default(),
     };
-    let queue = Arc::new(SimQueue {
-        clock: clock.clone(),
-        pending: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-    });
+    let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(shared::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
     let engine = service.engine.clone();
     let s = Scenario {

@@ -8,11 +8,11 @@
 //! - groq (OpenAI wire): 2 requests per UTC day, learned from the rate-limit headers of its successes.
 //! - cohere (v2 wire): 4 requests per UTC day, known from configuration (`rpd`).
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
@@ -20,56 +20,17 @@ use serde_json::{json, Value};
 use shared::api::auth::ApiKeys;
 use shared::config::{Config, Secret, Settings, UpstashConfig};
 use shared::engine::{Engine, StepOutcome};
-use shared::ports::{Clock, Queue, SystemClock};
+use shared::ports::{Clock, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::queue::{Message, QueueError};
+use shared::queue::Message;
 use shared::quota::{Availability, ProviderLimits, ResetClock};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 
+use common::{ManualClock, SimQueue};
+
 /// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
 const MONTH_MS: i64 = 30 * 86_400_000;
-
-struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// The delay queue in simulated time: messages come out in due order, ties first-in first-out.
-struct SimQueue {
-    clock: Arc<ManualClock>,
-    pending: Mutex<Vec<(u64, u64, Message)>>,
-    sent: AtomicU64,
-}
-
-#[async_trait]
-impl Queue for SimQueue {
-    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
-        let due = self.clock.now_ms() + delay.as_millis() as u64;
-        let order = self.sent.fetch_add(1, Ordering::SeqCst);
-        self.pending.lock().unwrap().push((due, order, message.clone()));
-        Ok(())
-    }
-}
-
-impl SimQueue {
-    fn pop_due_by(&self, limit: u64) -> Option<(u64, Message)> {
-        let mut pending = self.pending.lock().unwrap();
-        let next = pending
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, (due, order, _))| (*due, *order))
-            .map(|(i, _)| i)?;
-        if pending[next].0 > limit {
-            return None;
-        }
-        let (due, _, message) = pending.remove(next);
-        Some((due, message))
-    }
-}
 
 /// A provider's real quota as the fake enforces it: `limit` calls per quota day of `clock`.
 struct Quota {
@@ -221,11 +182,7 @@ async fn scenario(upstash: Option<UpstashConfig>, at: &Instants) -> Scenario {
         port: 0,
         http: Default::default(),
     };
-    let queue = Arc::new(SimQueue {
-        clock: clock.clone(),
-        pending: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-    });
+    let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(shared::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
     let engine = service.engine.clone();
     Scenario {

@@ -7,64 +7,26 @@
 //! - A submit whose answer never came back (the store wrote the job, the route answered 503): the job
 //!   is due in the index and the sweeper runs it; it never lingers in the in-flight count.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use shared::config::Config;
 use shared::engine::StepOutcome;
-use shared::ports::{Admission, Claim, Clock, Queue, SystemClock};
+use shared::ports::{Admission, Claim, Clock, SystemClock};
 use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
-use shared::queue::{Message, QueueError};
+use shared::queue::Message;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{RedisServer, UpstashEmulator};
 use tower::ServiceExt;
 
-struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// The delay queue in simulated time: messages come out in due order, ties first-in first-out.
-struct SimQueue {
-    clock: Arc<ManualClock>,
-    pending: Mutex<Vec<(u64, u64, Message)>>,
-    sent: AtomicU64,
-}
-
-#[async_trait]
-impl Queue for SimQueue {
-    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
-        let due = self.clock.now_ms() + delay.as_millis() as u64;
-        let order = self.sent.fetch_add(1, Ordering::SeqCst);
-        self.pending.lock().unwrap().push((due, order, message.clone()));
-        Ok(())
-    }
-}
-
-impl SimQueue {
-    fn pop_due_by(&self, limit: u64) -> Option<(u64, Message)> {
-        let mut pending = self.pending.lock().unwrap();
-        let next = pending
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, (due, order, _))| (*due, *order))
-            .map(|(i, _)| i)?;
-        if pending[next].0 > limit {
-            return None;
-        }
-        let (due, _, message) = pending.remove(next);
-        Some((due, message))
-    }
-}
+use common::{ManualClock, SimQueue};
 
 fn providers_file(fake: &FakeProvider) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -259,11 +221,7 @@ async fn a_thousand_jobs_parked_sixteen_hours_cost_a_few_sweeps() {
     fake.set_default(FakeReply::openai_rate_limited(WAIT_S));
     let providers = providers_file(&fake);
     let clock = Arc::new(ManualClock(AtomicU64::new(redis.time_ms().await.unwrap())));
-    let queue = Arc::new(SimQueue {
-        clock: clock.clone(),
-        pending: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-    });
+    let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
         shared::service::build_with_clock(&config(&providers, Some(&upstash), &[]), queue.clone(), clock.clone())
             .unwrap(),
@@ -333,11 +291,7 @@ async fn a_job_whose_submit_answer_was_lost_still_runs() {
     fake.set_default(FakeReply::openai_text("ran anyway"));
     let providers = providers_file(&fake);
     let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
-    let queue = Arc::new(SimQueue {
-        clock: clock.clone(),
-        pending: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-    });
+    let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
         shared::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone()).unwrap(),
     );
@@ -394,11 +348,7 @@ async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
     fake.set_default(FakeReply::openai_rate_limited(16 * 3600));
     let providers = providers_file(&fake);
     let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
-    let queue = Arc::new(SimQueue {
-        clock: clock.clone(),
-        pending: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-    });
+    let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
         shared::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone()).unwrap(),
     );
@@ -455,11 +405,7 @@ async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) ->
             FakeReply::openai_text("after the storm").with_delay(Duration::from_millis(100))
         }
     });
-    let queue = Arc::new(SimQueue {
-        clock: clock.clone(),
-        pending: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-    });
+    let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
         shared::service::build_with_clock(&config(&providers, upstash, &[]), queue.clone(), clock.clone()).unwrap(),
     );
