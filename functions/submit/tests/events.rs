@@ -9,6 +9,12 @@ use shared::queue::local::LocalQueue;
 use tower::ServiceExt;
 
 async fn answer(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
+    let (status, text) = raw_answer(router, event).await;
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+/// An event's answer as text (the dashboard's HTML).
+async fn raw_answer(router: axum::Router, event: &str) -> (u16, String) {
     let path = format!("{}/../../events/{event}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{event}: {e}"));
@@ -17,7 +23,7 @@ async fn answer(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
     let response = router.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[tokio::test]
@@ -48,6 +54,14 @@ async fn every_http_event_reaches_its_route() {
     );
     let (code, body) = answer(poll(), "providers").await;
     assert_eq!(code, 200, "{body}");
+    let (code, body) = answer(poll(), "budget").await;
+    assert_eq!((code, body["scope"].as_str()), (200, Some("owner")), "{body}");
+    let (code, body) = answer(poll(), "jobs-overview").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["oldest"].is_array(), "{body}");
+    let (code, page) = raw_answer(poll(), "dashboard").await;
+    assert_eq!(code, 200);
+    assert!(page.starts_with("<!doctype html>") || page.starts_with("<!DOCTYPE html>"), "{page:.80}");
     let (code, body) = answer(poll(), "openapi").await;
     assert_eq!(
         (code, body["openapi"].as_str()),
