@@ -37,3 +37,50 @@ pub fn assert_refused(binary: &str, function: &str, vars: &[(&str, &str)], varia
     let message = line["message"].as_str().unwrap_or_default();
     assert!(message.contains(variable), "the message names {variable}: {message}");
 }
+
+/// Every function needs a store: without the Upstash pair it refuses to start, naming the first missing
+/// variable (a queue URL alone does not stand in for it).
+pub fn assert_needs_the_store(binary: &str, function: &str) {
+    assert_refused(binary, function, &[], "UPSTASH_REDIS_REST_URL");
+    assert_refused(
+        binary,
+        function,
+        &[("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps")],
+        "UPSTASH_REDIS_REST_URL",
+    );
+    assert_refused(
+        binary,
+        function,
+        &[("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9")],
+        "UPSTASH_REDIS_REST_TOKEN",
+    );
+}
+
+/// The store's variables, set to an address nothing answers on (the checks run before any contact).
+const STORE: [(&str, &str); 2] = [
+    ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9"),
+    ("UPSTASH_REDIS_REST_TOKEN", "t"),
+];
+
+/// A function that sends step messages (submit, step) also needs the queue's URL.
+pub fn assert_needs_the_queue(binary: &str, function: &str) {
+    assert_refused(binary, function, &STORE, "STEP_QUEUE_URL");
+}
+
+/// ... and the region and credentials its SQS requests are signed with, each named when missing.
+pub fn assert_needs_aws_credentials(binary: &str, function: &str) {
+    let base: Vec<(&str, &str)> = STORE
+        .iter()
+        .copied()
+        .chain([("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps")])
+        .collect();
+    let with = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+    assert_refused(binary, function, &base, "AWS_REGION");
+    assert_refused(binary, function, &with(&[("AWS_REGION", "us-east-1")]), "AWS_ACCESS_KEY_ID");
+    assert_refused(
+        binary,
+        function,
+        &with(&[("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "AK")]),
+        "AWS_SECRET_ACCESS_KEY",
+    );
+}

@@ -1,48 +1,21 @@
 //! The step function refuses to start without what it needs: exit status 1 and one log line naming the
-//! missing variable, before any contact with the Runtime API.
+//! missing variable, before any contact with the Runtime API (the checks: testkit::lambda_init).
 
-use testkit::lambda_init::assert_refused;
+use testkit::lambda_init::{assert_needs_aws_credentials, assert_needs_the_queue, assert_needs_the_store};
 
-fn refused(vars: &[(&str, &str)], variable: &str) {
-    assert_refused(env!("CARGO_BIN_EXE_step"), "step", vars, variable);
-}
+const BINARY: &str = env!("CARGO_BIN_EXE_step");
 
 #[test]
 fn without_a_store_it_exits_naming_the_variable() {
-    refused(&[], "UPSTASH_REDIS_REST_URL");
-    refused(
-        &[("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps")],
-        "UPSTASH_REDIS_REST_URL",
-    );
-    refused(
-        &[("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9")],
-        "UPSTASH_REDIS_REST_TOKEN",
-    );
+    assert_needs_the_store(BINARY, "step");
 }
 
 #[test]
 fn without_the_queue_url_it_exits_naming_the_variable() {
-    refused(
-        &[
-            ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9"),
-            ("UPSTASH_REDIS_REST_TOKEN", "t"),
-        ],
-        "STEP_QUEUE_URL",
-    );
+    assert_needs_the_queue(BINARY, "step");
 }
 
 #[test]
 fn without_the_aws_region_or_credentials_it_exits_naming_the_variable() {
-    let base = [
-        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9"),
-        ("UPSTASH_REDIS_REST_TOKEN", "t"),
-        ("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps"),
-    ];
-    refused(&base, "AWS_REGION");
-    let with = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
-    refused(&with(&[("AWS_REGION", "us-east-1")]), "AWS_ACCESS_KEY_ID");
-    refused(
-        &with(&[("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "AK")]),
-        "AWS_SECRET_ACCESS_KEY",
-    );
+    assert_needs_aws_credentials(BINARY, "step");
 }
