@@ -16,6 +16,7 @@ use crate::ports::{Limits, RateLimit};
 use crate::providers::spec::{self, ProviderEntry, ProviderSpec};
 use crate::quota::BackoffPolicy;
 use crate::scrub::Scrubber;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -143,7 +144,7 @@ impl Default for Settings {
             webhook_secrets: HashMap::new(),
             // An empty allow-list has no origin to parse, so it cannot fail.
             url_guard: UrlGuard::new(&[]).expect("an empty allow-list is valid"),
-            webhook_schedule_ms: crate::delivery::send::STANDARD_SCHEDULE_MS.to_vec(),
+            webhook_schedule_ms: crate::domain::delivery::STANDARD_SCHEDULE_MS.to_vec(),
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
             limits: OwnerLimits::default(),
@@ -748,35 +749,6 @@ pub fn log_filter() -> Option<String> {
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|l| !l.is_empty()))
 }
 
-/// A credential, held in a [`secrecy::SecretString`] (wiped from memory when dropped). Its `Debug` never
-/// shows it, so it cannot end up in a log line; [`Secret::expose`] is the one way to read it.
-#[derive(Clone)]
-pub struct Secret(secrecy::SecretString);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(secrecy::SecretString::from(value.into()))
-    }
-    pub fn expose(&self) -> &str {
-        use secrecy::ExposeSecret;
-        self.0.expose_secret()
-    }
-}
-
-impl PartialEq for Secret {
-    fn eq(&self, other: &Self) -> bool {
-        self.expose() == other.expose()
-    }
-}
-
-impl Eq for Secret {}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,7 +791,7 @@ mod tests {
     fn the_webhook_schedule_is_standard_webhooks_unless_configured() {
         assert_eq!(
             config(&[]).unwrap().settings.webhook_schedule_ms,
-            crate::delivery::send::STANDARD_SCHEDULE_MS
+            crate::domain::delivery::STANDARD_SCHEDULE_MS
         );
         let short = config(&[("WEBHOOK_SCHEDULE", "0s, 50ms,3s,1m,2h")]).unwrap();
         assert_eq!(short.settings.webhook_schedule_ms, [0, 50, 3_000, 60_000, 7_200_000]);

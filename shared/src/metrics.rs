@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use ::metrics::{counter, gauge, histogram, Unit};
 
-use crate::delivery::send::{DeliveryStatus, TargetKind};
+use crate::domain::delivery::{DeliveryStatus, TargetKind};
 use crate::job::{Job, JobKind, JobSpec, JobState};
 use crate::llm::ResponseFormat;
-use crate::providers::ErrorClass;
+use crate::domain::error_class::ErrorClass;
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 
 /// The original's families (same names, same labels).

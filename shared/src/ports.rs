@@ -8,12 +8,12 @@ use async_trait::async_trait;
 
 use crate::alert::Alert;
 use crate::budget::Spent;
+use crate::domain::errors::{QueueError, StoreError};
+use crate::domain::message::Message;
+use crate::domain::outcome::CallReport;
 use crate::job::{Job, StepRef};
 use crate::llm::CompletionRequest;
-use crate::providers::CallReport;
-use crate::queue::Message;
 use crate::quota::{ProviderEvent, ProviderState};
-use crate::store::StoreError;
 
 /// Milliseconds since the Unix epoch. A port so tests and the pure engine never read the wall clock.
 pub trait Clock: Send + Sync {
@@ -361,5 +361,5 @@ pub trait Store: Send + Sync {
 /// Delayed messages: the next step of a job, later deliveries.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    async fn send(&self, message: &Message, delay: Duration) -> Result<(), crate::queue::QueueError>;
+    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError>;
 }

@@ -13,10 +13,12 @@ use http::{Request, StatusCode};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use shared::api::auth::ApiKeys;
-use shared::config::{Config, Secret, Settings};
+use shared::config::{Config, Settings};
+use shared::secret::Secret;
 use shared::ports::Queue;
 use shared::providers::spec::{ProviderSpec, Wire};
-use shared::queue::{Message, QueueError};
+use shared::domain::errors::QueueError;
+use shared::domain::message::Message;
 use shared::quota::ProviderLimits;
 use tower::ServiceExt;
 

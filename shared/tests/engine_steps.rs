@@ -12,8 +12,10 @@ use shared::engine::{Engine, ProviderSlot, StepError, StepOutcome};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
 use shared::ports::{Admission, Clock, Created, Limits, Provider, Queue, Store, Submitted};
-use shared::providers::{Answer, CallReport, ErrorClass, Failure, RateSignals, RetryHint};
-use shared::queue::{Message, QueueError};
+use shared::domain::error_class::ErrorClass;
+use shared::domain::errors::QueueError;
+use shared::domain::message::Message;
+use shared::domain::outcome::{Answer, CallReport, Failure, RateSignals, RetryHint};
 use shared::store::memory::MemoryStore;
 
 struct ManualClock(AtomicU64);

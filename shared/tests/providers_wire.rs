@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
-use shared::config::Secret;
 use shared::delivery::guard::UrlGuard;
 use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat};
 use shared::ports::Provider;
@@ -14,7 +13,9 @@ use shared::providers::custom::JsonPath;
 use shared::providers::openai::OpenAiProvider;
 use shared::providers::spec::{self, HttpShape, ProviderSpec};
 use shared::providers::transport::Connection;
-use shared::providers::{ErrorClass, RetryHint};
+use shared::domain::error_class::ErrorClass;
+use shared::domain::outcome::RetryHint;
+use shared::secret::Secret;
 use shared::quota::{ProviderLimits, ResetClock};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 

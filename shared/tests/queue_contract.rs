@@ -17,7 +17,8 @@ use shared::job::StepRef;
 use shared::ports::{Queue, SystemClock};
 use shared::queue::local::{Delivery, LocalQueue};
 use shared::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
-use shared::queue::{Message, QueueError};
+use shared::domain::errors::QueueError;
+use shared::domain::message::Message;
 use testkit::stack::MotoServer;
 use tokio::sync::mpsc::UnboundedReceiver;
 

@@ -21,7 +21,7 @@ use shared::config::Config;
 use shared::engine::StepOutcome;
 use shared::ports::{Admission, Claim, Clock, SystemClock};
 use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
-use shared::queue::Message;
+use shared::domain::message::Message;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{RedisServer, UpstashEmulator};
 use tower::ServiceExt;

@@ -12,7 +12,7 @@ use axum::body::Body;
 use serde_json::{json, Value};
 use shared::config::Config;
 use shared::queue::local::LocalQueue;
-use shared::queue::Message;
+use shared::domain::message::Message;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 

@@ -14,9 +14,9 @@ use shared::ports::{
     Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
 };
 use shared::queue::local::LocalQueue;
-use shared::queue::Message;
+use shared::domain::message::Message;
 use shared::quota::ProviderState;
-use shared::store::StoreError;
+use shared::domain::errors::StoreError;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 

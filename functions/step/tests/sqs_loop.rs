@@ -19,9 +19,9 @@ use shared::ports::{
     Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
 };
 use shared::queue::sqs::{SqsConfig, SqsQueue};
-use shared::queue::Message;
+use shared::domain::message::Message;
 use shared::quota::{ProviderEvent, ProviderState};
-use shared::store::StoreError;
+use shared::domain::errors::StoreError;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{MotoServer, RedisServer, UpstashEmulator};
 use tower::ServiceExt;

@@ -10,8 +10,7 @@ use super::auth::Rejection;
 use super::limits;
 use crate::ports::RateWindow;
 use crate::presets::FieldError;
-use crate::queue::QueueError;
-use crate::store::StoreError;
+use crate::domain::errors::{QueueError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::budget;
-use crate::delivery::send::{DeliveryState, DeliveryStatus, TargetKind};
+use crate::domain::delivery::{DeliveryState, DeliveryStatus, TargetKind};
 use crate::job::{Attempt, Job, JobResult, JobState};
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 use crate::service::Service;
@@ -773,7 +773,7 @@ mod tests {
         crate::api::openapi::check(&T::schema_name(), &value).unwrap();
         value.to_string()
     }
-    use crate::delivery::send::{DeliveryStatus, Target};
+    use crate::domain::delivery::{DeliveryStatus, Target};
     use crate::job::JobResult;
 
     #[test]
@@ -833,7 +833,7 @@ mod tests {
         assert!(mine.get("owners").is_none(), "{mine}");
     }
     use crate::presets::generic::GenerateRequest;
-    use crate::providers::ErrorClass;
+    use crate::domain::error_class::ErrorClass;
 
     fn job(state: JobState) -> Job {
         Job {
@@ -953,7 +953,7 @@ mod tests {
             done_at_ms: Some(1_700_000_005_000),
         };
         let mut pending = delivered.clone();
-        pending.target.kind = crate::delivery::send::TargetKind::Callback;
+        pending.target.kind = crate::domain::delivery::TargetKind::Callback;
         pending.status = DeliveryStatus::Pending;
         pending.last_status = Some(502);
         pending.last_error = Some("bad gateway".into());

@@ -2,7 +2,7 @@
 //! It does no I/O and reads no clock, so it is property-tested (see the tests below).
 
 use crate::job::Job;
-use crate::providers::ErrorClass;
+use crate::domain::error_class::ErrorClass;
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 
 /// One configured provider as the decision sees it.

@@ -8,7 +8,7 @@ use super::{
     common_schema_properties, deadline_seconds, delivery_targets, digest, object, string, string_array, FieldError,
     PRESET_VERSION,
 };
-use crate::delivery::send::Target;
+use crate::domain::delivery::Target;
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat};
 

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::classify::http_failure;
 use super::transport::{self, Connection, Raw};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::domain::error_class::ErrorClass;
+use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
 use crate::quota::ResetClock;

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::transport::{self, Connection, Raw};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::domain::error_class::ErrorClass;
+use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
 

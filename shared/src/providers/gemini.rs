@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::transport::{self, Connection, Raw, SchemaFallback};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::domain::error_class::ErrorClass;
+use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::ports::Provider;
 

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use super::classify::{error_object, http_failure};
 use super::transport::{self, Connection, Raw, SchemaFallback};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::domain::error_class::ErrorClass;
+use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::ports::Provider;
 use crate::quota::ResetClock;

@@ -14,11 +14,11 @@ use super::custom::{CustomHttpProvider, JsonPath};
 use super::gemini::GeminiProvider;
 use super::openai::OpenAiProvider;
 use super::transport::Connection;
-use crate::config::Secret;
 use crate::delivery::guard::UrlGuard;
 use crate::ports::Provider;
 use crate::quota::{ProviderLimits, ResetClock};
 use crate::scrub::Scrubber;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, warn};
 
-use super::{Message, QueueError};
+use crate::domain::errors::QueueError;
+use crate::domain::message::Message;
 use crate::engine::{Engine, StepError};
 use crate::ports::Queue;
 

@@ -20,7 +20,8 @@ use aws_sigv4::sign::v4;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Message, QueueError};
+use crate::domain::errors::QueueError;
+use crate::domain::message::Message;
 use crate::ports::{Clock, Queue};
 
 pub use super::MAX_DELAY;

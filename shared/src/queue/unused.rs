@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Message, QueueError};
+use crate::domain::errors::QueueError;
+use crate::domain::message::Message;
 use crate::ports::Queue;
 
 pub struct NoQueue;

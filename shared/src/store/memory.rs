@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::StoreError;
-use crate::alert::{self, AlertBook};
+use crate::alert::rules::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
+use crate::domain::errors::StoreError;
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
@@ -528,11 +528,11 @@ impl Store for MemoryStore {
             state.apply(event);
             let after = state.clone();
             let inner = &mut *inner;
-            for incident in alert::provider_incidents(&event.provider, &before, &after, event.now_ms) {
-                alerts.extend(alert::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+            for incident in rules::provider_incidents(&event.provider, &before, &after, event.now_ms) {
+                alerts.extend(rules::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
             }
             let succeeded = event.class.is_none();
-            if let Some(incident) = alert::system_incident(
+            if let Some(incident) = rules::system_incident(
                 &event.alerts,
                 &inner.providers,
                 &event.provider,
@@ -540,7 +540,7 @@ impl Store for MemoryStore {
                 &mut inner.alerts,
                 event.now_ms,
             ) {
-                alerts.extend(alert::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+                alerts.extend(rules::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
             }
         }
         Ok(FinishOutcome { written: true, alerts })

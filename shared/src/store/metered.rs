@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use crate::domain::errors::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, Submitted,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::ports::{Clock, Queue};
-use shared::queue::{Message, QueueError};
+use shared::domain::errors::QueueError;
+use shared::domain::message::Message;
 
 /// The engine's clock, moved by the test.
 pub struct ManualClock(pub AtomicU64);

@@ -54,8 +54,8 @@ use serde_json::Value;
 use client::arg;
 pub use client::{Script, UpstashClient};
 
-use super::StoreError;
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
+use crate::domain::errors::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
