@@ -70,7 +70,7 @@ pub fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) ->
 pub fn init(function: &'static str, needs: Needs) -> Config {
     crate::telemetry::init();
     init_metrics(function);
-    match config_from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()), needs) {
+    match config_from_lookup(&crate::config::env::process, needs) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(function, variable = %e.variable(), "cannot start: {e}");

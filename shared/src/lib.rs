@@ -8,12 +8,14 @@ pub mod api;
 pub mod budget;
 pub mod config;
 pub mod delivery;
-pub mod domain;
 pub mod engine;
+pub mod error_class;
 pub mod job;
 pub mod lambda;
 pub mod llm;
+pub mod message;
 pub mod metrics;
+pub mod outcome;
 pub mod output;
 pub mod ports;
 pub mod presets;
@@ -24,6 +26,7 @@ pub mod scrub;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod targets;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use serde_json::json;
 use shared::delivery::guard::UrlGuard;
+use shared::error_class::ErrorClass;
 use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat};
+use shared::outcome::RetryHint;
 use shared::ports::Provider;
 use shared::providers::custom::JsonPath;
 use shared::providers::openai::OpenAiProvider;
 use shared::providers::spec::{self, HttpShape, ProviderSpec};
 use shared::providers::transport::Connection;
-use shared::domain::error_class::ErrorClass;
-use shared::domain::outcome::RetryHint;
-use shared::secret::Secret;
 use shared::quota::{ProviderLimits, ResetClock};
+use shared::secret::Secret;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 
 fn adapter(fake: &FakeProvider) -> OpenAiProvider {

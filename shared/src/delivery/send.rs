@@ -1,6 +1,6 @@
 //! The POST of one delivery a finished job owes: the body the contract promises ([`body`]), its
 //! signatures, and the SSRF-guarded, pinned attempt ([`attempt`]). What is owed and when — targets,
-//! their states and the retry schedule — are the domain's (`domain::delivery`); this module only sends.
+//! their states and the retry schedule — are the domain's (`crate::targets`); this module only sends.
 //! Every attempt of one delivery carries the same `webhook-id` ([`message_id`]), redeliveries included.
 
 use std::time::Duration;
@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use super::guard::{self, UrlGuard};
 use super::js_json;
 use super::sign::{self, WebhookSecrets};
-use crate::domain::delivery::{AttemptReport, Target, TargetKind};
 use crate::scrub::Scrubber;
+use crate::targets::{AttemptReport, Target, TargetKind};
 
 /// The `webhook-id` of one delivery of one job's incarnation: the same for every attempt and every
 /// redelivery, so receivers can drop duplicates by id.

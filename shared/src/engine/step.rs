@@ -6,14 +6,13 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::decide::{decide, Candidate, Decision, GiveUp};
-use crate::config::Settings;
-use crate::domain::error_class::ErrorClass;
-use crate::domain::errors::{QueueError, StoreError};
-use crate::domain::message::Message;
-use crate::domain::outcome::{CallReport, Failure};
+use super::settings::Settings;
+use crate::error_class::ErrorClass;
 use crate::job::{Attempt, Job, JobResult, JobState, StepRef};
 use crate::llm::CompletionRequest;
-use crate::ports::{Claim, Clock, Provider, Queue, Store};
+use crate::message::Message;
+use crate::outcome::{CallReport, Failure};
+use crate::ports::{Claim, Clock, Provider, Queue, QueueError, Store, StoreError};
 use crate::quota::{ProviderEvent, ProviderLimits, ProviderState};
 
 /// A configured provider: its adapter plus what the engine needs to know about it.
@@ -346,7 +345,7 @@ impl Engine {
         job.state = state;
         job.next_attempt_at_ms = None;
         job.finished_at_ms = Some(now);
-        job.deliveries = crate::domain::delivery::plan(&job.spec.targets);
+        job.deliveries = crate::targets::plan(&job.spec.targets);
         // Kept until the deliveries could have ended, plus the TTL.
         job.expires_at_ms = self.delivery_expiry(&job, now);
         job

@@ -1,6 +1,6 @@
 //! Provider adapters: one module per wire format, the catalog of known providers, and the
 //! classification of every answer into an
-//! [`ErrorClass`](crate::domain::error_class::ErrorClass). A provider module knows its wire format
+//! [`ErrorClass`](crate::error_class::ErrorClass). A provider module knows its wire format
 //! and nothing about jobs.
 
 pub mod anthropic;

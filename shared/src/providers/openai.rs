@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use super::classify::{error_object, http_failure};
 use super::transport::{self, Connection, Raw, SchemaFallback};
-use crate::domain::error_class::ErrorClass;
-use crate::domain::outcome::{Answer, CallReport, Failure};
+use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
+use crate::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 

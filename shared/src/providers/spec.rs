@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::anthropic::AnthropicProvider;
-use super::catalog::{self, CatalogEntry};
+use super::catalog::{self, CatalogEntry, WireKind};
 use super::cohere::CohereProvider;
 use super::custom::{CustomHttpProvider, JsonPath};
 use super::gemini::GeminiProvider;
@@ -19,16 +19,6 @@ use crate::ports::Provider;
 use crate::quota::{ProviderLimits, ResetClock};
 use crate::scrub::Scrubber;
 use crate::secret::Secret;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WireKind {
-    Openai,
-    Gemini,
-    Anthropic,
-    Cohere,
-    Http,
-}
 
 /// One `[[providers]]` entry; everything but `name` may come from the catalog entry of that name
 /// (or of `catalog`).

@@ -10,9 +10,9 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::classify::{http_failure, rate_signals, transport_failure};
-use crate::domain::error_class::ErrorClass;
-use crate::domain::outcome::{Answer, CallReport, Failure, RateSignals};
+use crate::error_class::ErrorClass;
 use crate::llm::{FinishReason, Usage};
+use crate::outcome::{Answer, CallReport, Failure, RateSignals};
 use crate::quota::ResetClock;
 use crate::scrub::Scrubber;
 use crate::secret::Secret;

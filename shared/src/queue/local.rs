@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, warn};
 
-use crate::domain::errors::QueueError;
-use crate::domain::message::Message;
 use crate::engine::{Engine, StepError};
-use crate::ports::Queue;
+use crate::message::Message;
+use crate::ports::{Queue, QueueError};
 
 /// A message handed to a worker, with how often it has been delivered.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Queue adapters: the in-process queue (`stepper-local`), SQS (the Lambda deployment), and the queue
-//! of the functions that never send. The messages they carry are the domain's (`domain::message`).
+//! of the functions that never send. The messages they carry are the domain's (`crate::message`).
 
 pub mod local;
 #[cfg(feature = "sqs")]

@@ -20,9 +20,8 @@ use aws_sigv4::sign::v4;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::domain::errors::QueueError;
-use crate::domain::message::Message;
-use crate::ports::{Clock, Queue};
+use crate::message::Message;
+use crate::ports::{Clock, Queue, QueueError};
 
 pub use super::MAX_DELAY;
 

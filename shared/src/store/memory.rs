@@ -10,11 +10,10 @@ use async_trait::async_trait;
 
 use crate::alert::rules::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
-use crate::domain::errors::StoreError;
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
-    RateLimit, RateWindow, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

@@ -1,6 +1,6 @@
-//! Store adapters: in-memory (the embedded default) and Upstash Redis over REST (production). Their
-//! error is the domain's (`domain::errors::StoreError`), so the ports and the engine never import an
-//! adapter.
+//! Store adapters: in-memory (the embedded default) and Upstash Redis over REST (production), and the
+//! decorators that meter and watch them. Their error is the port's (`ports::StoreError`), so the
+//! engine and the routes never import an adapter.
 
 pub mod memory;
 pub mod metered;

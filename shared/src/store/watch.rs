@@ -11,12 +11,11 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use crate::alert::{Alert, Incident};
-use crate::domain::errors::StoreError;
-use crate::domain::message::Message;
 use crate::job::{Job, StepRef};
+use crate::message::Message;
 use crate::ports::{
     Admission, Claim, Clock, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
-    Store, Submitted, SweepRequest, Swept,
+    Store, StoreError, Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

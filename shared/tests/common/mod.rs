@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shared::ports::{Clock, Queue};
-use shared::domain::errors::QueueError;
-use shared::domain::message::Message;
+use shared::message::Message;
+use shared::ports::{Clock, Queue, QueueError};
 
 /// The engine's clock, moved by the test.
 pub struct ManualClock(pub AtomicU64);

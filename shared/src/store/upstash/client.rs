@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::domain::errors::StoreError;
+use crate::ports::StoreError;
 use crate::secret::Secret;
 
 /// A Lua script and its SHA-1, computed once.

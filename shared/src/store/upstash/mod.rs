@@ -55,11 +55,10 @@ use client::arg;
 pub use client::{Script, UpstashClient};
 
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
-use crate::domain::errors::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
-    RateLimit, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    RateLimit, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

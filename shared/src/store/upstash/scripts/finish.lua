@@ -118,7 +118,7 @@ if new_day then
   redis.call('PEXPIRE', KEYS[2], 8 * 86400000)
 end
 
--- Incidents: the same rules as alert::provider_incidents, system_incident and gate (alert/mod.rs).
+-- Incidents: the same rules as alert::rules::provider_incidents, system_incident and gate (alert/rules.rs).
 local now = e.now_ms
 local p = e.provider
 local rules = e.alerts or {}

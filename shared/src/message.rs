@@ -28,9 +28,5 @@ pub enum Message {
     /// Send one alert to one configured sink (`engine::alerts`): `sink` indexes the configured
     /// sinks (the URL, which holds the sink's token, never travels in a message); `attempt` counts
     /// from 1 along `ALERT_RETRY_SCHEDULE`.
-    Alert {
-        alert: Alert,
-        sink: usize,
-        attempt: u32,
-    },
+    Alert { alert: Alert, sink: usize, attempt: u32 },
 }
