@@ -121,7 +121,8 @@ pub fn flush_metrics(writer: impl Write) {
 pub fn step_queue(function: &'static str, config: &Config) -> crate::queue::sqs::SqsQueue {
     let queue_url = config.step_queue_url.clone().unwrap_or_default();
     let clock = std::sync::Arc::new(crate::ports::SystemClock);
-    match crate::queue::sqs::SqsQueue::from_environment(queue_url, clock) {
+    let sqs = crate::queue::sqs::SqsConfig::from_lookup(&crate::config::env::process);
+    match sqs.and_then(|sqs| crate::queue::sqs::SqsQueue::new(sqs, queue_url, clock)) {
         Ok(queue) => queue,
         Err(e) => {
             tracing::error!(function, variable = %e.variable(), "cannot start: {e}");

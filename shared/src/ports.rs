@@ -343,8 +343,8 @@ pub trait Store: Send + Sync {
     /// Writes the job's next state if it is still at `step`, applies the provider event, releases
     /// the step's lease and moves the job's due-index entry to `due_at_ms` (`None`: out of the index).
     /// `written` is false when the job moved on meanwhile (nothing was written); `alerts` are the
-    /// incidents the event's state change caused (`alert::rules::provider_incidents`, `system_incident`,
-    /// `gate`), decided in the same atomic change so that one caller reports each.
+    /// incidents the event's state change caused (`store::incidents`: `provider_incidents`,
+    /// `system_incident`, `gate`), decided in the same atomic change so that one caller reports each.
     async fn finish(
         &self,
         step: &StepRef,

@@ -1,9 +1,9 @@
 //! Operational alerts: the incidents worth telling an operator about, how severe they are, and what a
 //! provider event carries to judge them (domain words, a leaf: the shared provider state, the queue's
 //! messages, the sinks in [`sink`] and the store adapters import them, never the reverse). The rules
-//! that turn a change of shared state into at most one incident are in [`rules`], above `quota`.
+//! that turn a change of shared state into at most one incident are the store's
+//! (`store::incidents`, and `finish.lua` on Upstash): it decides them in the same atomic change.
 
-pub mod rules;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};

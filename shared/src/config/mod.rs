@@ -140,7 +140,7 @@ fn upstash(env: Env) -> Result<Option<UpstashConfig>, ConfigError> {
             url: url.trim_end_matches('/').to_string(),
             token: Secret::new(token),
             timeout_ms: env
-                .number("UPSTASH_TIMEOUT_MS", |ms| *ms > 0, "a positive number of milliseconds")?
+                .number::<u64>("UPSTASH_TIMEOUT_MS", |ms| *ms > 0, "a positive number of milliseconds")?
                 .unwrap_or(5_000),
         })),
         (Some(_), None) => Err(ConfigError::Invalid {

@@ -25,7 +25,7 @@ pub(super) fn engine(env: Env) -> Result<Settings, ConfigError> {
         park_after_ms: env.seconds("PARK_AFTER_SECONDS", defaults.park_after_ms)?,
         ..defaults
     };
-    if let Some(n) = env.number("MAX_FAILURES_PER_PROVIDER", |n| *n > 0, "a positive integer")? {
+    if let Some(n) = env.number::<u32>("MAX_FAILURES_PER_PROVIDER", |n| *n > 0, "a positive integer")? {
         settings.policy.max_failures_per_provider = n;
     }
     if let Some(n) = env.number_in("STEP_CONCURRENCY", 1..=100_000)? {

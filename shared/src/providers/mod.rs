@@ -1,7 +1,7 @@
 //! Provider adapters: one module per wire format, the catalog of known providers, and the
-//! classification of every answer into an
-//! [`ErrorClass`](crate::error_class::ErrorClass). A provider module knows its wire format
-//! and nothing about jobs.
+//! classification of every answer into an [`ErrorClass`](crate::error_class::ErrorClass). A provider
+//! module knows its wire format and nothing about jobs; what a call produced is the domain's
+//! ([`crate::outcome`]), which the adapters build and the engine reads.
 
 pub mod anthropic;
 pub mod catalog;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::anthropic::AnthropicProvider;
 use super::catalog::{self, CatalogEntry, WireKind};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::alert::rules::{self, AlertBook};
+use super::incidents::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
@@ -527,11 +527,11 @@ impl Store for MemoryStore {
             state.apply(event);
             let after = state.clone();
             let inner = &mut *inner;
-            for incident in rules::provider_incidents(&event.provider, &before, &after, event.now_ms) {
-                alerts.extend(rules::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+            for incident in incidents::provider_incidents(&event.provider, &before, &after, event.now_ms) {
+                alerts.extend(incidents::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
             }
             let succeeded = event.class.is_none();
-            if let Some(incident) = rules::system_incident(
+            if let Some(incident) = incidents::system_incident(
                 &event.alerts,
                 &inner.providers,
                 &event.provider,
@@ -539,7 +539,7 @@ impl Store for MemoryStore {
                 &mut inner.alerts,
                 event.now_ms,
             ) {
-                alerts.extend(rules::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+                alerts.extend(incidents::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
             }
         }
         Ok(FinishOutcome { written: true, alerts })

@@ -2,6 +2,7 @@
 //! decorators that meter and watch them. Their error is the port's (`ports::StoreError`), so the
 //! engine and the routes never import an adapter.
 
+pub mod incidents;
 pub mod memory;
 pub mod metered;
 pub mod upstash;

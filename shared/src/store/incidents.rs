@@ -1,6 +1,7 @@
 //! The rules that turn a change of a provider's shared state into at most one incident, and the flap
-//! window that summarises a provider that flaps. The memory store runs them; `finish.lua` mirrors
-//! them rule for rule on Upstash.
+//! window that summarises a provider that flaps: the store's, because it decides them in the same
+//! atomic change as the state itself. The memory store runs them; `finish.lua` mirrors them rule
+//! for rule on Upstash.
 //!
 //! Deduplication across instances rides on the state change the store already makes: the one
 //! `finish` call whose script (or memory-store lock) moved a provider's shared state from one side of
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::{Alert, AlertRules, Incident};
+use crate::alert::{Alert, AlertRules, Incident};
 use crate::quota::ProviderState;
 
 /// The store-side bookkeeping of alerts (`st:alerts` on Upstash): whether "all unusable" is raised,
