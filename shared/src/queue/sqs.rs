@@ -20,10 +20,8 @@ use aws_sigv4::sign::v4;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::message::Message;
+use crate::message::{Message, MAX_DELAY};
 use crate::ports::{Clock, Queue, QueueError};
-
-pub use super::MAX_DELAY;
 
 /// Where SQS is and who calls it.
 #[derive(Clone)]
