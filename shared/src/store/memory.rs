@@ -528,7 +528,12 @@ impl Store for MemoryStore {
             let after = state.clone();
             let inner = &mut *inner;
             for incident in incidents::provider_incidents(&event.provider, &before, &after, event.now_ms) {
-                alerts.extend(incidents::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+                alerts.extend(incidents::gate(
+                    incident,
+                    &event.alerts,
+                    &mut inner.alerts,
+                    event.now_ms,
+                ));
             }
             let succeeded = event.class.is_none();
             if let Some(incident) = incidents::system_incident(
@@ -539,7 +544,12 @@ impl Store for MemoryStore {
                 &mut inner.alerts,
                 event.now_ms,
             ) {
-                alerts.extend(incidents::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+                alerts.extend(incidents::gate(
+                    incident,
+                    &event.alerts,
+                    &mut inner.alerts,
+                    event.now_ms,
+                ));
             }
         }
         Ok(FinishOutcome { written: true, alerts })
