@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::delivery::send::{DeliveryState, Target};
+use crate::error_class::ErrorClass;
 use crate::llm::{ChatMessage, ResponseFormat};
-use crate::providers::ErrorClass;
+use crate::targets::{self, DeliveryState, DeliveryStatus, Target};
 
 /// Internal lifecycle. `Running` is not stored: it is derived from a held step lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,16 +142,12 @@ impl Job {
 
     /// A finished job with webhooks or callbacks still to send: a poll must not shorten its life.
     pub fn owes_deliveries(&self) -> bool {
-        crate::delivery::send::next_due(&self.deliveries).is_some()
+        targets::next_due(&self.deliveries).is_some()
     }
 
     /// A finished job one of whose deliveries gave up: shown on the dashboard with a redeliver button.
     pub fn dead_lettered(&self) -> bool {
-        self.state.is_finished()
-            && self
-                .deliveries
-                .iter()
-                .any(|d| d.status == crate::delivery::send::DeliveryStatus::Dead)
+        self.state.is_finished() && self.deliveries.iter().any(|d| d.status == DeliveryStatus::Dead)
     }
 
     pub fn step_ref(&self) -> StepRef {

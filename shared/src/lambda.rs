@@ -70,7 +70,7 @@ pub fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) ->
 pub fn init(function: &'static str, needs: Needs) -> Config {
     crate::telemetry::init();
     init_metrics(function);
-    match config_from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()), needs) {
+    match config_from_lookup(&crate::config::env::process, needs) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(function, variable = %e.variable(), "cannot start: {e}");
@@ -121,7 +121,8 @@ pub fn flush_metrics(writer: impl Write) {
 pub fn step_queue(function: &'static str, config: &Config) -> crate::queue::sqs::SqsQueue {
     let queue_url = config.step_queue_url.clone().unwrap_or_default();
     let clock = std::sync::Arc::new(crate::ports::SystemClock);
-    match crate::queue::sqs::SqsQueue::from_environment(queue_url, clock) {
+    let sqs = crate::queue::sqs::SqsConfig::from_lookup(&crate::config::env::process);
+    match sqs.and_then(|sqs| crate::queue::sqs::SqsQueue::new(sqs, queue_url, clock)) {
         Ok(queue) => queue,
         Err(e) => {
             tracing::error!(function, variable = %e.variable(), "cannot start: {e}");

@@ -1,7 +1,16 @@
 //! stepper's library: the domain, the step engine, the ports and their adapters.
 //!
 //! Everything the four Lambda functions and `stepper-local` share lives here; see
-//! `docs/architecture.md` for one job's trip through these modules.
+//! `docs/architecture.md` for one job's trip through these modules. Imports point down:
+//!
+//! - the edge: [`lambda`], [`service`] (wiring) and [`config`], the only reader of the environment;
+//! - [`api`] (HTTP only), then [`engine`] (which receives its [`engine::settings::Settings`]);
+//! - the ports ([`ports`]: the traits and their errors) and their adapters ([`store`], [`queue`],
+//!   [`providers`], [`delivery`]'s POST, [`alert::sink`]);
+//! - the domain's words, which import no adapter: [`job`], [`llm`], [`quota`] (shared provider
+//!   state), [`error_class`], [`outcome`] (what a provider call produced), [`targets`] (the deliveries
+//!   a finished job owes), [`message`] (what a queue carries), [`alert`] (incidents), [`budget`],
+//!   and the leaves [`secret`] and [`scrub`].
 
 pub mod alert;
 pub mod api;
@@ -9,10 +18,13 @@ pub mod budget;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod error_class;
 pub mod job;
 pub mod lambda;
 pub mod llm;
+pub mod message;
 pub mod metrics;
+pub mod outcome;
 pub mod output;
 pub mod ports;
 pub mod presets;
@@ -20,8 +32,10 @@ pub mod providers;
 pub mod queue;
 pub mod quota;
 pub mod scrub;
+pub mod secret;
 pub mod service;
 pub mod store;
+pub mod targets;
 pub mod telemetry;
 
 #[cfg(test)]

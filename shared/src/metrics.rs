@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use ::metrics::{counter, gauge, histogram, Unit};
 
-use crate::delivery::send::{DeliveryStatus, TargetKind};
+use crate::error_class::ErrorClass;
 use crate::job::{Job, JobKind, JobSpec, JobState};
 use crate::llm::ResponseFormat;
-use crate::providers::ErrorClass;
 use crate::quota::{Availability, ProviderLimits, ProviderState};
+use crate::targets::{DeliveryStatus, TargetKind};
 
 /// The original's families (same names, same labels).
 pub const AI_REQUESTS_TOTAL: &str = "ai_requests_total";

@@ -10,10 +10,35 @@ use crate::alert::Alert;
 use crate::budget::Spent;
 use crate::job::{Job, StepRef};
 use crate::llm::CompletionRequest;
-use crate::providers::CallReport;
-use crate::queue::Message;
+use crate::message::Message;
+use crate::outcome::CallReport;
 use crate::quota::{ProviderEvent, ProviderState};
-use crate::store::StoreError;
+
+/// What went wrong behind the `Store` port, in words every store adapter shares: the engine and the
+/// routes match on it without knowing which adapter answered.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store rejected our credentials")]
+    Unauthorized,
+    #[error("store command failed: {0}")]
+    Command(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// A write whose absolute expiry is already past by the store's own clock: the engine's clock is
+    /// behind the store's (a manual clock anchored to a fixed date, a drifted host). Refused before
+    /// anything is written, so the mistake shows instead of a job that vanishes as it is written.
+    #[error("expiry in the past: {0}")]
+    ExpiryInPast(String),
+}
+
+/// What went wrong behind the `Queue` port: a message that was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+}
 
 /// Milliseconds since the Unix epoch. A port so tests and the pure engine never read the wall clock.
 pub trait Clock: Send + Sync {
@@ -318,8 +343,8 @@ pub trait Store: Send + Sync {
     /// Writes the job's next state if it is still at `step`, applies the provider event, releases
     /// the step's lease and moves the job's due-index entry to `due_at_ms` (`None`: out of the index).
     /// `written` is false when the job moved on meanwhile (nothing was written); `alerts` are the
-    /// incidents the event's state change caused (`alert::provider_incidents`, `system_incident`,
-    /// `gate`), decided in the same atomic change so that one caller reports each.
+    /// incidents the event's state change caused (`store::incidents`: `provider_incidents`,
+    /// `system_incident`, `gate`), decided in the same atomic change so that one caller reports each.
     async fn finish(
         &self,
         step: &StepRef,
@@ -361,5 +386,5 @@ pub trait Store: Send + Sync {
 /// Delayed messages: the next step of a job, later deliveries.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    async fn send(&self, message: &Message, delay: Duration) -> Result<(), crate::queue::QueueError>;
+    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError>;
 }

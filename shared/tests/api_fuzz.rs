@@ -13,11 +13,13 @@ use http::{Request, StatusCode};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use shared::api::auth::ApiKeys;
-use shared::config::{Config, Secret, Settings};
-use shared::ports::Queue;
+use shared::config::Config;
+use shared::engine::settings::Settings;
+use shared::message::Message;
+use shared::ports::{Queue, QueueError};
 use shared::providers::spec::{ProviderSpec, Wire};
-use shared::queue::{Message, QueueError};
 use shared::quota::ProviderLimits;
+use shared::secret::Secret;
 use tower::ServiceExt;
 
 /// Accepts step messages and drops them: these tests are about the HTTP face, not the steps.

@@ -23,11 +23,13 @@ use axum::Router;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use shared::api::auth::ApiKeys;
-use shared::config::{Config, OwnerLimits, PerOwner, Secret, Settings, UpstashConfig};
+use shared::config::{Config, UpstashConfig};
+use shared::engine::settings::{OwnerLimits, PerOwner, Settings};
 use shared::engine::Engine;
 use shared::ports::{Clock, Queue, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
 use shared::quota::{ProviderLimits, ResetClock};
+use shared::secret::Secret;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 

@@ -6,16 +6,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
-use shared::config::Secret;
 use shared::delivery::guard::UrlGuard;
+use shared::error_class::ErrorClass;
 use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat};
+use shared::outcome::RetryHint;
 use shared::ports::Provider;
 use shared::providers::custom::JsonPath;
 use shared::providers::openai::OpenAiProvider;
 use shared::providers::spec::{self, HttpShape, ProviderSpec};
 use shared::providers::transport::Connection;
-use shared::providers::{ErrorClass, RetryHint};
 use shared::quota::{ProviderLimits, ResetClock};
+use shared::secret::Secret;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 
 fn adapter(fake: &FakeProvider) -> OpenAiProvider {

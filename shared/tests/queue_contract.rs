@@ -14,10 +14,10 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use shared::job::StepRef;
-use shared::ports::{Queue, SystemClock};
+use shared::message::Message;
+use shared::ports::{Queue, QueueError, SystemClock};
 use shared::queue::local::{Delivery, LocalQueue};
 use shared::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
-use shared::queue::{Message, QueueError};
 use testkit::stack::MotoServer;
 use tokio::sync::mpsc::UnboundedReceiver;
 

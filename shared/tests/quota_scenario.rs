@@ -18,12 +18,14 @@ use axum::Router;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use shared::api::auth::ApiKeys;
-use shared::config::{Config, Secret, Settings, UpstashConfig};
+use shared::config::{Config, UpstashConfig};
+use shared::engine::settings::Settings;
 use shared::engine::{Engine, StepOutcome};
+use shared::message::Message;
 use shared::ports::{Clock, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::queue::Message;
 use shared::quota::{Availability, ProviderLimits, ResetClock};
+use shared::secret::Secret;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 

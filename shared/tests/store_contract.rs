@@ -6,19 +6,18 @@ use std::time::Duration;
 
 use shared::alert::{AlertRules, Incident};
 use shared::budget::{self, Spent, Tally};
-use shared::config::Secret;
-use shared::delivery::send::{DeliveryState, DeliveryStatus, Target};
+use shared::error_class::ErrorClass;
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
 use shared::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, Limits, Overview, OverviewBounds, RateLimit,
-    RateWindow, Standing, Store, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
+    RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
-use shared::providers::ErrorClass;
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
+use shared::secret::Secret;
 use shared::store::memory::MemoryStore;
 use shared::store::upstash::{UpstashClient, UpstashStore};
-use shared::store::StoreError;
+use shared::targets::{DeliveryState, DeliveryStatus, Target};
 
 /// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
 const MONTH_MS: i64 = 30 * 86_400_000;

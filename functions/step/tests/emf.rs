@@ -11,8 +11,8 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
 use serde_json::{json, Value};
 use shared::config::Config;
+use shared::message::Message;
 use shared::queue::local::LocalQueue;
-use shared::queue::Message;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 

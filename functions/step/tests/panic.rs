@@ -10,13 +10,13 @@ use axum::body::Body;
 use serde_json::{json, Value};
 use shared::config::Config;
 use shared::job::{Job, StepRef};
+use shared::message::Message;
 use shared::ports::{
-    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
+    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
+    Swept,
 };
 use shared::queue::local::LocalQueue;
-use shared::queue::Message;
 use shared::quota::ProviderState;
-use shared::store::StoreError;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 

@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::engine::Engine;
 use shared::job::{Job, StepRef};
+use shared::message::Message;
 use shared::ports::{
-    Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
+    Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
+    SystemClock,
 };
 use shared::queue::sqs::{SqsConfig, SqsQueue};
-use shared::queue::Message;
 use shared::quota::{ProviderEvent, ProviderState};
-use shared::store::StoreError;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{MotoServer, RedisServer, UpstashEmulator};
 use tower::ServiceExt;

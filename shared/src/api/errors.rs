@@ -8,10 +8,8 @@ use serde::Serialize;
 
 use super::auth::Rejection;
 use super::limits;
-use crate::ports::RateWindow;
+use crate::ports::{QueueError, RateWindow, StoreError};
 use crate::presets::FieldError;
-use crate::queue::QueueError;
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

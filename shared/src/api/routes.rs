@@ -22,13 +22,13 @@ use super::errors::ApiError;
 use super::limits::{admitted, insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::delivery::send::{self, Target, TargetKind};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
+use crate::message::Message;
 use crate::ports::{Created, OverviewBounds};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
-use crate::queue::Message;
 use crate::service::Service;
+use crate::targets::{self, Target, TargetKind};
 
 /// Largest request body accepted (a report with a large diff fits; Lambda's own cap is 6 MB).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -545,7 +545,7 @@ async fn redeliver(
             let now = engine.clock.now_ms();
             let mut next = job.clone();
             next.seq += 1;
-            let due = send::redeliver(&mut next.deliveries, now);
+            let due = targets::redeliver(&mut next.deliveries, now);
             if due == 0 {
                 let why = if job.deliveries.is_empty() {
                     "the job has no callbackUrl or callbacks"

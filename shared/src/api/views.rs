@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::budget;
-use crate::delivery::send::{DeliveryState, DeliveryStatus, TargetKind};
 use crate::job::{Attempt, Job, JobResult, JobState};
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 use crate::service::Service;
+use crate::targets::{DeliveryState, DeliveryStatus, TargetKind};
 
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -773,8 +773,8 @@ mod tests {
         crate::api::openapi::check(&T::schema_name(), &value).unwrap();
         value.to_string()
     }
-    use crate::delivery::send::{DeliveryStatus, Target};
     use crate::job::JobResult;
+    use crate::targets::{DeliveryStatus, Target};
 
     #[test]
     fn the_budget_shows_an_owner_its_own_and_the_admin_everyone() {
@@ -832,8 +832,8 @@ mod tests {
         assert_eq!(mine["perJob"]["lambdaInvocations"], 4.0);
         assert!(mine.get("owners").is_none(), "{mine}");
     }
+    use crate::error_class::ErrorClass;
     use crate::presets::generic::GenerateRequest;
-    use crate::providers::ErrorClass;
 
     fn job(state: JobState) -> Job {
         Job {
@@ -953,7 +953,7 @@ mod tests {
             done_at_ms: Some(1_700_000_005_000),
         };
         let mut pending = delivered.clone();
-        pending.target.kind = crate::delivery::send::TargetKind::Callback;
+        pending.target.kind = crate::targets::TargetKind::Callback;
         pending.status = DeliveryStatus::Pending;
         pending.last_status = Some(502);
         pending.last_error = Some("bad gateway".into());

@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use super::step::{Engine, StepOutcome};
 use crate::alert::sink::{self, Sent};
 use crate::alert::{Alert, AlertRules};
-use crate::queue::Message;
+use crate::message::Message;
 
 /// How long one alert POST may take.
 const ALERT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,8 +1,8 @@
 //! The step decision: a pure function of the job, the providers' shared states, and the time.
 //! It does no I/O and reads no clock, so it is property-tested (see the tests below).
 
+use crate::error_class::ErrorClass;
 use crate::job::Job;
-use crate::providers::ErrorClass;
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 
 /// One configured provider as the decision sees it.

@@ -9,8 +9,9 @@ use tracing::{info, warn};
 
 use super::step::{Engine, StepError, StepOutcome};
 use crate::alert::{Alert, Incident};
-use crate::delivery::send::{self, DeliveryStatus, Finished};
+use crate::delivery::send::{self, Finished};
 use crate::job::{Job, JobState, StepRef};
+use crate::targets::{self, DeliveryStatus};
 
 /// How long one delivery attempt may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,13 +25,13 @@ impl Engine {
             JobState::Succeeded => self.settings.result_ttl_ms,
             _ => self.settings.failure_ttl_ms,
         };
-        send::owed_until(&job.deliveries, now).unwrap_or(now) + ttl
+        targets::owed_until(&job.deliveries, now).unwrap_or(now) + ttl
     }
 
     /// Runs the next due delivery of a finished job.
     pub(super) async fn delivery_step(&self, step: &StepRef, job: Job) -> Result<StepOutcome, StepError> {
         let now = self.clock.now_ms();
-        let Some((index, due_at)) = send::next_due(&job.deliveries) else {
+        let Some((index, due_at)) = targets::next_due(&job.deliveries) else {
             return Ok(StepOutcome::Dropped("nothing left to deliver"));
         };
         if due_at > now {
@@ -73,7 +74,7 @@ impl Engine {
         let mut next = job.clone();
         next.seq += 1;
         let jitter: f64 = rand::thread_rng().gen();
-        let due = send::record(&mut next.deliveries, index, &report, after, jitter);
+        let due = targets::record(&mut next.deliveries, index, &report, after, jitter);
         next.next_attempt_at_ms = due.map(|(_, at)| at);
         next.expires_at_ms = self.delivery_expiry(&next, after);
         let status = next.deliveries[index].status;

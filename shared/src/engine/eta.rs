@@ -277,9 +277,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::error_class::ErrorClass;
     use crate::job::{Attempt, JobKind, JobSpec, JobState};
     use crate::llm::{ChatMessage, ResponseFormat};
-    use crate::providers::ErrorClass;
     use crate::quota::ResetClock;
 
     fn job(deadline_ms: u64, next_attempt_at_ms: Option<u64>, attempts: Vec<Attempt>) -> Job {

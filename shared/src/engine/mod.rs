@@ -5,6 +5,7 @@ mod alerts;
 pub mod decide;
 mod deliver;
 pub(crate) mod eta;
+pub mod settings;
 pub mod step;
 pub mod sweep;
 

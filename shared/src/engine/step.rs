@@ -6,14 +6,14 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::decide::{decide, Candidate, Decision, GiveUp};
-use crate::config::Settings;
+use super::settings::Settings;
+use crate::error_class::ErrorClass;
 use crate::job::{Attempt, Job, JobResult, JobState, StepRef};
 use crate::llm::CompletionRequest;
-use crate::ports::{Claim, Clock, Provider, Queue, Store};
-use crate::providers::{CallReport, ErrorClass, Failure};
-use crate::queue::{Message, QueueError};
+use crate::message::Message;
+use crate::outcome::{CallReport, Failure};
+use crate::ports::{Claim, Clock, Provider, Queue, QueueError, Store, StoreError};
 use crate::quota::{ProviderEvent, ProviderLimits, ProviderState};
-use crate::store::StoreError;
 
 /// A configured provider: its adapter plus what the engine needs to know about it.
 #[derive(Clone)]
@@ -345,7 +345,7 @@ impl Engine {
         job.state = state;
         job.next_attempt_at_ms = None;
         job.finished_at_ms = Some(now);
-        job.deliveries = crate::delivery::send::plan(&job.spec.targets);
+        job.deliveries = crate::targets::plan(&job.spec.targets);
         // Kept until the deliveries could have ended, plus the TTL.
         job.expires_at_ms = self.delivery_expiry(&job, now);
         job

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 use super::step::{Engine, StepError, StepOutcome};
 use crate::job::{new_gen, Job};
+use crate::message::{Message, MAX_DELAY};
 use crate::ports::{Enlist, SweepRequest, Swept};
-use crate::queue::{Message, MAX_DELAY};
 
 /// Most steps one sweep re-queues; more due ones are swept again at once.
 pub const SWEEP_LIMIT: usize = 200;

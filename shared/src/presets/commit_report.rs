@@ -8,9 +8,9 @@ use super::{
     common_schema_properties, deadline_seconds, delivery_targets, digest, object, string, string_array, FieldError,
     PRESET_VERSION,
 };
-use crate::delivery::send::Target;
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat};
+use crate::targets::Target;
 
 /// Diff characters sent to providers; small-context providers get the compact budget.
 pub const DIFF_BUDGET: usize = 24_000;

@@ -8,9 +8,9 @@ use super::{
     common_schema_properties, deadline_seconds, delivery_targets, digest, integer, object, string, FieldError,
     PRESET_VERSION,
 };
-use crate::delivery::send::Target;
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat, Role};
+use crate::targets::Target;
 
 const MAX_PROMPT: usize = 200_000;
 

@@ -8,7 +8,7 @@ mod redact;
 
 use serde_json::{json, Map, Value};
 
-use crate::delivery::send::{Target, TargetKind};
+use crate::targets::{Target, TargetKind};
 
 /// A request field that is missing or wrong. Its `Display` is the contract's 400 `error` text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

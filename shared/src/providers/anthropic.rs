@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use super::classify::http_failure;
 use super::transport::{self, Connection, Raw};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
+use crate::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 

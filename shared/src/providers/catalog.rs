@@ -1,8 +1,20 @@
 //! Known providers and their defaults, as data. Limits here are published free-tier figures (late
 //! 2026) used as defaults only: every one can be overridden in the providers file.
 
-use super::spec::WireKind;
+use serde::{Deserialize, Serialize};
+
 use crate::quota::ResetClock;
+
+/// The wire format a provider speaks: a catalog entry's, or a `[[providers]]` entry's `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireKind {
+    Openai,
+    Gemini,
+    Anthropic,
+    Cohere,
+    Http,
+}
 
 pub struct CatalogEntry {
     pub id: &'static str,

@@ -5,7 +5,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{ErrorClass, Failure, RateSignals, RetryHint};
+use crate::error_class::ErrorClass;
+use crate::outcome::{Failure, RateSignals, RetryHint};
 use crate::quota::ResetClock;
 
 /// Parses a Go duration as rate-limit headers carry it: `1s`, `6m0s`, `2m59.56s`, `12ms`, `1h2m3.5s`.

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::transport::{self, Connection, Raw};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
+use crate::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 
 pub struct CohereProvider {

@@ -15,12 +15,13 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::transport::{self, Raw};
-use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
-use crate::config::Secret;
 use crate::delivery::guard::{pinned_client, GuardError, UrlGuard};
+use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role, Usage};
+use crate::outcome::{Answer, CallReport, Failure, RateSignals};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
+use crate::secret::Secret;
 
 /// A path to the text in a JSON answer: `choices[0].message.content`, `[0].generated_text`, `$.output`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::transport::{self, Connection, Raw, SchemaFallback};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
+use crate::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 
 pub struct GeminiProvider {

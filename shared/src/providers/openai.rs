@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 
 use super::classify::{error_object, http_failure};
 use super::transport::{self, Connection, Raw, SchemaFallback};
-use super::{Answer, CallReport, ErrorClass, Failure};
+use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
+use crate::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 use crate::quota::ResetClock;
 

@@ -5,30 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::anthropic::AnthropicProvider;
-use super::catalog::{self, CatalogEntry};
+use super::catalog::{self, CatalogEntry, WireKind};
 use super::cohere::CohereProvider;
 use super::custom::{CustomHttpProvider, JsonPath};
 use super::gemini::GeminiProvider;
 use super::openai::OpenAiProvider;
 use super::transport::Connection;
-use crate::config::Secret;
 use crate::delivery::guard::UrlGuard;
 use crate::ports::Provider;
 use crate::quota::{ProviderLimits, ResetClock};
 use crate::scrub::Scrubber;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WireKind {
-    Openai,
-    Gemini,
-    Anthropic,
-    Cohere,
-    Http,
-}
+use crate::secret::Secret;
 
 /// One `[[providers]]` entry; everything but `name` may come from the catalog entry of that name
 /// (or of `catalog`).

@@ -10,11 +10,12 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::classify::{http_failure, rate_signals, transport_failure};
-use super::{Answer, CallReport, ErrorClass, Failure, RateSignals};
-use crate::config::Secret;
+use crate::error_class::ErrorClass;
 use crate::llm::{FinishReason, Usage};
+use crate::outcome::{Answer, CallReport, Failure, RateSignals};
 use crate::quota::ResetClock;
 use crate::scrub::Scrubber;
+use crate::secret::Secret;
 
 /// What every wire adapter holds: where it posts, with which key, under which deadline and quota clock,
 /// and the scrubber its failures' text goes through.

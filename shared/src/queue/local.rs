@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, warn};
 
-use super::{Message, QueueError};
 use crate::engine::{Engine, StepError};
-use crate::ports::Queue;
+use crate::message::Message;
+use crate::ports::{Queue, QueueError};
 
 /// A message handed to a worker, with how often it has been delivered.
 #[derive(Debug, Clone)]

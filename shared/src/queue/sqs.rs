@@ -20,10 +20,8 @@ use aws_sigv4::sign::v4;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Message, QueueError};
-use crate::ports::{Clock, Queue};
-
-pub use super::MAX_DELAY;
+use crate::message::{Message, MAX_DELAY};
+use crate::ports::{Clock, Queue, QueueError};
 
 /// Where SQS is and who calls it.
 #[derive(Clone)]
@@ -68,7 +66,8 @@ impl SqsConfigError {
 impl SqsConfig {
     /// From the variables Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`) and the SDKs' endpoint overrides (`AWS_ENDPOINT_URL_SQS`, then
-    /// `AWS_ENDPOINT_URL`: moto locally). Empty values count as unset.
+    /// `AWS_ENDPOINT_URL`: moto locally). Empty values count as unset. The lookup is the
+    /// configuration's (`config::env::process` in the functions): an adapter reads no variable itself.
     pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SqsConfigError> {
         let get = |name: &str| env(name).filter(|v| !v.is_empty());
         let region = get("AWS_REGION")
@@ -86,10 +85,6 @@ impl SqsConfig {
             secret_access_key,
             session_token: get("AWS_SESSION_TOKEN"),
         })
-    }
-
-    pub fn from_environment() -> Result<Self, SqsConfigError> {
-        Self::from_lookup(&|name| std::env::var(name).ok())
     }
 }
 
@@ -164,11 +159,6 @@ impl SqsQueue {
             clock,
             retry: RetryPolicy::default(),
         })
-    }
-
-    /// From the Lambda environment (region, credentials, and `AWS_ENDPOINT_URL(_SQS)` when set).
-    pub fn from_environment(queue_url: impl Into<String>, clock: Arc<dyn Clock>) -> Result<Self, SqsConfigError> {
-        Self::new(SqsConfig::from_environment()?, queue_url, clock)
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Message, QueueError};
-use crate::ports::Queue;
+use crate::message::Message;
+use crate::ports::{Queue, QueueError};
 
 pub struct NoQueue;
 

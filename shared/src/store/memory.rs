@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::StoreError;
-use crate::alert::{self, AlertBook};
+use super::incidents::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
-    RateLimit, RateWindow, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -528,11 +527,16 @@ impl Store for MemoryStore {
             state.apply(event);
             let after = state.clone();
             let inner = &mut *inner;
-            for incident in alert::provider_incidents(&event.provider, &before, &after, event.now_ms) {
-                alerts.extend(alert::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+            for incident in incidents::provider_incidents(&event.provider, &before, &after, event.now_ms) {
+                alerts.extend(incidents::gate(
+                    incident,
+                    &event.alerts,
+                    &mut inner.alerts,
+                    event.now_ms,
+                ));
             }
             let succeeded = event.class.is_none();
-            if let Some(incident) = alert::system_incident(
+            if let Some(incident) = incidents::system_incident(
                 &event.alerts,
                 &inner.providers,
                 &event.provider,
@@ -540,7 +544,12 @@ impl Store for MemoryStore {
                 &mut inner.alerts,
                 event.now_ms,
             ) {
-                alerts.extend(alert::gate(incident, &event.alerts, &mut inner.alerts, event.now_ms));
+                alerts.extend(incidents::gate(
+                    incident,
+                    &event.alerts,
+                    &mut inner.alerts,
+                    event.now_ms,
+                ));
             }
         }
         Ok(FinishOutcome { written: true, alerts })

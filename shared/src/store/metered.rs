@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, Submitted,
-    SweepRequest, Swept,
+    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
+    Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

@@ -10,14 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::warn;
 
-use super::StoreError;
 use crate::alert::{Alert, Incident};
 use crate::job::{Job, StepRef};
+use crate::message::Message;
 use crate::ports::{
     Admission, Claim, Clock, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
-    Store, Submitted, SweepRequest, Swept,
+    Store, StoreError, Submitted, SweepRequest, Swept,
 };
-use crate::queue::Message;
 use crate::quota::{ProviderEvent, ProviderState};
 
 #[derive(Default)]

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shared::ports::{Clock, Queue};
-use shared::queue::{Message, QueueError};
+use shared::message::Message;
+use shared::ports::{Clock, Queue, QueueError};
 
 /// The engine's clock, moved by the test.
 pub struct ManualClock(pub AtomicU64);

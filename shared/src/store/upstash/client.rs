@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::Secret;
-use crate::store::StoreError;
+use crate::ports::StoreError;
+use crate::secret::Secret;
 
 /// A Lua script and its SHA-1, computed once.
 pub struct Script {

@@ -54,12 +54,11 @@ use serde_json::Value;
 use client::arg;
 pub use client::{Script, UpstashClient};
 
-use super::StoreError;
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
-    RateLimit, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    RateLimit, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

@@ -12,7 +12,7 @@
 -- ARGV[8] '1' when the next record has a dead-lettered delivery, ARGV[9] owner, ARGV[10] when today's
 -- counters expire (epoch ms)
 -- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone, and when written and
--- the provider event caused incidents, their JSON list instead of 1 (alert/mod.rs: this script's
+-- the provider event caused incidents, their JSON list instead of 1 (store/incidents.rs: this script's
 -- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
@@ -118,7 +118,7 @@ if new_day then
   redis.call('PEXPIRE', KEYS[2], 8 * 86400000)
 end
 
--- Incidents: the same rules as alert::provider_incidents, system_incident and gate (alert/mod.rs).
+-- Incidents: the same rules as store::incidents::provider_incidents, system_incident and gate (store/incidents.rs).
 local now = e.now_ms
 local p = e.provider
 local rules = e.alerts or {}
