@@ -1,40 +1,42 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of every route in [`Endpoint::ALL`]. Response
-//! schemas are derived from the types the handlers serialise (views.rs, errors.rs); request schemas
-//! come from the presets, next to the parsers they describe.
+//! schemas are derived from the types the handlers serialise (views.rs, errors.rs), request schemas
+//! from the types the presets read bodies as ([`Preset::Body`]): the document cannot say other than
+//! what the code does.
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
-use super::routes::Endpoint;
+use super::endpoints::Endpoint;
 use super::views::{
     Budget, CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
 };
-use crate::presets::{commit_report, generic};
+use crate::presets::commit_report::ReportRequest;
+use crate::presets::generic::GenerateRequest;
+use crate::presets::Preset;
 
 const SCHEMAS: &str = "#/components/schemas/";
 
 /// The whole document; `key_header` is the configured API key header (`API_KEY_HEADER`).
 pub fn document(key_header: &str) -> Value {
-    let mut generator = SchemaSettings::draft2020_12()
-        .for_serialize()
-        .with(|s| {
-            s.definitions_path = "/components/schemas".into();
-            s.meta_schema = None;
-        })
-        .into_generator();
+    let settings = |s: &mut SchemaSettings| {
+        s.definitions_path = "/components/schemas".into();
+        s.meta_schema = None;
+    };
+    // Answers are described as serialised, requests as read (a field with a default is optional).
+    let mut generator = SchemaSettings::draft2020_12().for_serialize().with(settings).into_generator();
+    let mut requests = SchemaSettings::draft2020_12().for_deserialize().with(settings).into_generator();
     let mut paths = Map::new();
     for endpoint in Endpoint::ALL {
-        let operation = operation(endpoint, &mut generator);
+        let operation = operation(endpoint, &mut generator, &mut requests);
         let item = paths.entry(endpoint.path()).or_insert_with(|| json!({}));
         item[endpoint.method().as_str().to_ascii_lowercase()] = operation;
     }
     let error_body = generator.subschema_for::<ErrorBody>();
     let error_content = json!({"application/json": {"schema": error_body}});
     let mut schemas = generator.take_definitions(true);
-    schemas.insert("ReportRequest".into(), commit_report::request_schema());
-    schemas.insert("GenerateRequest".into(), generic::request_schema());
+    schemas.extend(requests.take_definitions(true));
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -112,8 +114,20 @@ fn job_id_parameter() -> Value {
     })
 }
 
-fn submit_body(schema: &str) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{schema}")}}}})
+/// A preset's submit route: its body as the preset reads it, its answers.
+fn submit_operation<P: Preset>(
+    operation_id: &str,
+    summary: &str,
+    generator: &mut SchemaGenerator,
+    requests: &mut SchemaGenerator,
+) -> Value {
+    json!({
+        "operationId": operation_id,
+        "tags": ["jobs"],
+        "summary": summary,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": requests.subschema_for::<P::Body>()}}},
+        "responses": submit_responses(generator, &format!("`{}{{jobId}}`", P::STATUS_PREFIX)),
+    })
 }
 
 /// Answers every job route (submit, poll, purge) can give besides its own: each is counted against the
@@ -173,22 +187,14 @@ fn poll_responses(generator: &mut SchemaGenerator) -> Value {
 }
 
 /// One route's operation. Exhaustive: a new [`Endpoint`] does not compile until it is documented.
-fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator) -> Value {
+fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut SchemaGenerator) -> Value {
     let mut op = match endpoint {
-        Endpoint::SubmitReport => json!({
-            "operationId": "submitReport",
-            "tags": ["jobs"],
-            "summary": "Submit a commit-report job",
-            "requestBody": submit_body("ReportRequest"),
-            "responses": submit_responses(generator, "`/v1/reports/{jobId}`"),
-        }),
-        Endpoint::SubmitGeneric => json!({
-            "operationId": "submitGenerate",
-            "tags": ["jobs"],
-            "summary": "Submit a generic job",
-            "requestBody": submit_body("GenerateRequest"),
-            "responses": submit_responses(generator, "`/v1/jobs/{jobId}`"),
-        }),
+        Endpoint::SubmitReport => {
+            submit_operation::<ReportRequest>("submitReport", "Submit a commit-report job", generator, requests)
+        }
+        Endpoint::SubmitGeneric => {
+            submit_operation::<GenerateRequest>("submitGenerate", "Submit a generic job", generator, requests)
+        }
         Endpoint::PollReport => json!({
             "operationId": "getReport",
             "tags": ["jobs"],
@@ -931,14 +937,14 @@ mod tests {
     #[test]
     fn the_report_request_schema_and_its_parser_agree_at_every_edge() {
         let checked = agree("ReportRequest", |b| {
-            commit_report::ReportRequest::from_json(b).map(drop)
+            ReportRequest::parse(b.clone()).map(drop)
         });
         assert!(checked > 200, "{checked}");
     }
 
     #[test]
     fn the_generate_request_schema_and_its_parser_agree_at_every_edge() {
-        let checked = agree("GenerateRequest", |b| generic::GenerateRequest::from_json(b).map(drop));
+        let checked = agree("GenerateRequest", |b| GenerateRequest::parse(b.clone()).map(drop));
         assert!(checked > 200, "{checked}");
         let doc = document("x-api-key");
         let root = json!({"$ref": format!("{SCHEMAS}GenerateRequest"), "components": doc["components"]});
@@ -946,7 +952,7 @@ mod tests {
         let text_with_schema = json!({"prompt": "x", "responseMode": "text", "outputSchema": {"type": "object"}});
         assert!(!validator.is_valid(&text_with_schema));
         assert_eq!(
-            generic::GenerateRequest::from_json(&text_with_schema)
+            GenerateRequest::parse(text_with_schema.clone())
                 .map(drop)
                 .unwrap_err()
                 .field,

@@ -833,6 +833,7 @@ mod tests {
         assert!(mine.get("owners").is_none(), "{mine}");
     }
     use crate::presets::generic::GenerateRequest;
+    use crate::presets::Preset;
     use crate::providers::ErrorClass;
 
     fn job(state: JobState) -> Job {
@@ -842,7 +843,7 @@ mod tests {
             gen: "g".into(),
             seq: 3,
             state,
-            spec: GenerateRequest::from_json(&json!({"prompt": "x"})).unwrap().into_spec(),
+            spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().into_spec(),
             created_at_ms: 1_700_000_000_000,
             deadline_ms: 1_700_086_400_000,
             next_attempt_at_ms: None,
