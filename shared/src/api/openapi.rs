@@ -16,6 +16,7 @@ use crate::presets::commit_report::ReportRequest;
 use crate::presets::generic::GenerateRequest;
 use crate::presets::Preset;
 
+#[cfg(test)]
 const SCHEMAS: &str = "#/components/schemas/";
 
 /// The whole document; `key_header` is the configured API key header (`API_KEY_HEADER`).
@@ -391,7 +392,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::api::routes::Function;
+    use crate::api::endpoints::Function;
     use crate::config::Config;
     use crate::queue::local::LocalQueue;
 

@@ -340,6 +340,7 @@ struct DslProperty {
 
 #[derive(JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
 #[allow(dead_code)]
 enum DslType {
     String,
@@ -576,8 +577,7 @@ mod tests {
             schema,
             json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "additionalProperties": false})
         );
-        let bad = GenerateRequest::from_json(
-            &json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
+        let bad = GenerateRequest::parse(json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
         );
         assert_eq!(bad.unwrap_err().field, "outputSchema");
         let invalid = GenerateRequest::parse(json!({"prompt": "x", "outputSchema": {"type": 12}}));
