@@ -37,7 +37,7 @@ pub struct GenerateBody {
     /// A whole conversation; read only when `prompt` is absent.
     #[serde(default, deserialize_with = "present")]
     #[schemars(with = "ChatMessages")]
-    messages: Option<Value>,
+    messages: Option<Unread>,
     /// Data for `{{payload.x}}` placeholders.
     #[serde(default)]
     #[schemars(with = "JsonObject")]
@@ -84,6 +84,11 @@ pub struct GenerateBody {
     #[schemars(with = "Callbacks")]
     callbacks: Option<Callbacks>,
 }
+
+/// A field kept as JSON, read later: `messages` is read only when `prompt` is absent.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Unread(Value);
 
 /// `maxTokens` when the request does not say.
 const DEFAULT_MAX_TOKENS: u64 = 1_024;
@@ -338,17 +343,16 @@ struct DslProperty {
     r#type: DslType,
 }
 
-#[derive(JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[schemars(inline)]
-#[allow(dead_code)]
-enum DslType {
-    String,
-    Number,
-    Boolean,
-    Array,
-    Object,
-}
+/// The DSL's property types.
+const DSL_TYPES: [&str; 5] = ["string", "number", "boolean", "array", "object"];
+
+struct DslType;
+
+leaf_schema!(
+    [] DslType,
+    |_g| "DslType",
+    json_schema!({"enum": DSL_TYPES})
+);
 
 /// A generic request, read: the conversation, the answer's format and the options that shape it.
 #[derive(Debug, Clone, PartialEq)]
@@ -408,7 +412,7 @@ pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError>
                 .get("type")
                 .and_then(Value::as_str)
                 .ok_or_else(|| err("every property needs a type"))?;
-            if !["string", "number", "boolean", "array", "object"].contains(&ty) {
+            if !DSL_TYPES.contains(&ty) {
                 return Err(err(&format!("property {key:?} has an unknown type {ty:?}")));
             }
             properties.insert(key.clone(), json!({"type": ty}));
@@ -438,7 +442,7 @@ pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError>
 /// prompt or the caller's messages.
 fn conversation(
     prompt: Option<Prompt>,
-    messages: Option<Value>,
+    messages: Option<Unread>,
     scopes: &mut Value,
     json_mode: bool,
     schema: Option<&Value>,
@@ -464,7 +468,7 @@ fn conversation(
             }
             vec![ChatMessage::user(render(&t.template.0, scopes)?)]
         }
-        (None, Some(messages)) => parse_field::<ChatMessages>("messages", messages)?.0,
+        (None, Some(Unread(messages))) => parse_field::<ChatMessages>("messages", messages)?.0,
         (None, None) => return Err(FieldError::new("prompt", "is required (or give messages)")),
     };
     if !system.is_empty() {
