@@ -436,11 +436,18 @@ mod tests {
                 true,
             ),
         ];
+        // The document's schema of the body says the same at every edge.
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .for_deserialize()
+            .into_generator()
+            .into_root_schema_for::<ReportBody>();
+        let validator = jsonschema::validator_for(schema.as_value()).unwrap();
         for (field, value, ok) in cases {
             let mut body = base();
             body[field] = value;
             let result = ReportRequest::parse(body.clone());
             assert_eq!(result.is_ok(), ok, "{field}: {result:?}");
+            assert_eq!(validator.is_valid(&body), ok, "{field}: the schema");
             if let Err(e) = result {
                 assert!(e.field.starts_with(field), "{e}");
             }

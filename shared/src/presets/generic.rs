@@ -621,4 +621,63 @@ mod tests {
             assert_eq!(GenerateRequest::parse(body.clone()).unwrap_err().field, field, "{body}");
         }
     }
+
+    fn schema_and_parser_agree(bodies: &[Value]) {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .for_deserialize()
+            .into_generator()
+            .into_root_schema_for::<GenerateBody>();
+        let validator = jsonschema::validator_for(schema.as_value()).expect("the schema compiles");
+        for body in bodies {
+            let parsed = GenerateRequest::parse(body.clone());
+            assert_eq!(validator.is_valid(body), parsed.is_ok(), "{body}: {parsed:?}");
+        }
+    }
+
+    /// The whole body's schema and its reading agree on the rules that span fields and on every field
+    /// type of its own (prompt, messages, responseMode, outputSchema).
+    #[test]
+    fn the_request_schema_and_the_parser_agree() {
+        let x = "x".repeat(MAX_PROMPT);
+        schema_and_parser_agree(&[
+            json!({}),
+            json!({"prompt": "x"}),
+            json!({"prompt": null}),
+            json!({"prompt": " "}),
+            json!({"prompt": x}),
+            json!({"prompt": format!("{x}y")}),
+            json!({"prompt": 3}),
+            json!({"prompt": {"template": "t"}}),
+            json!({"prompt": {"template": ""}}),
+            json!({"prompt": {"template": "t", "instructions": ""}}),
+            json!({"prompt": {"template": "t", "variables": null}}),
+            json!({"prompt": {"template": "t", "variables": {"n": 1}}}),
+            json!({"prompt": {}}),
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            json!({"messages": []}),
+            json!({"messages": null}),
+            json!({"messages": vec![json!({"role": "user", "content": "x"}); 100]}),
+            json!({"messages": vec![json!({"role": "user", "content": "x"}); 101]}),
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            json!({"messages": [{"role": "user"}]}),
+            json!({"messages": [{"content": "x"}]}),
+            json!({"messages": ["x"]}),
+            json!({"prompt": "x", "responseMode": "text"}),
+            json!({"prompt": "x", "responseMode": "xml"}),
+            json!({"prompt": "x", "outputSchema": {"type": "object"}}),
+            json!({"prompt": "x", "outputSchema": true}),
+            json!({"prompt": "x", "outputSchema": 5}),
+            json!({"prompt": "x", "outputSchema": {"type": "object"}, "responseMode": "text"}),
+            json!({"prompt": "x", "outputSchema": {"kind": "http-json", "requiredKeys": ["a"]}}),
+            json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
+            json!({"prompt": "x", "payload": [1]}),
+            json!({"prompt": "x", "maxTokens": 0}),
+            json!({"prompt": "x", "maxTokens": 32_768}),
+            json!({"prompt": "x", "cacheKey": ""}),
+            json!({"prompt": "x", "deadlineSeconds": 59}),
+            json!({"prompt": "x", "callbacks": [{"url": "https://a.example/x", "retry": {"backoffMs": 99}}]}),
+            json!({"prompt": "x", "callbacks": [{"url": "https://a.example/x", "continueOnFailure": true}]}),
+            json!({"prompt": "x", "callbacks": [{}]}),
+        ]);
+    }
 }
