@@ -148,7 +148,7 @@ async fn submit<P: Preset>(
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let request = P::parse(parse_body(body)?)?;
-    let mut spec = request.into_spec();
+    let mut spec = request.spec();
     check_targets(&service, &owner, &mut spec.targets)?;
     create_job(
         &service,

@@ -110,7 +110,7 @@ impl Preset for ReportRequest {
         self.deadline_seconds
     }
 
-    fn into_spec(&self) -> JobSpec {
+    fn spec(&self) -> JobSpec {
         let mut context = Map::new();
         context.insert("userId".into(), json!(self.user_id));
         context.insert("commitSha".into(), json!(self.commit_sha));
@@ -532,7 +532,7 @@ mod tests {
             .collect::<Vec<_>>());
         body["diffSummary"] = json!(format!("+const password = \"hunter22x\";\n{}", "+x\n".repeat(50_000)));
         body["message"] = json!("Auth: Add token");
-        let spec = valid(body).into_spec();
+        let spec = valid(body).spec();
         let user = &spec.messages[1].content;
         assert!(user.contains("Auth: Add token"));
         assert!(user.contains("password = \"[REDACTED]\""), "{}", &user[..400]);

@@ -533,7 +533,7 @@ impl Preset for GenerateRequest {
         }
     }
 
-    fn into_spec(&self) -> JobSpec {
+    fn spec(&self) -> JobSpec {
         JobSpec {
             kind: JobKind::Generic,
             messages: self.messages.clone(),

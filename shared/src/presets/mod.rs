@@ -60,7 +60,7 @@ pub trait Preset: Sized {
     fn deadline_seconds(&self) -> Option<u64>;
 
     /// What the job runs and whom it tells (`spec.targets`, checked by the route before it is stored).
-    fn into_spec(&self) -> JobSpec;
+    fn spec(&self) -> JobSpec;
 }
 
 /// How long a job may take, in seconds, when the request says: a minute to a week.

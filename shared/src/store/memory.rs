@@ -777,7 +777,7 @@ mod tests {
             gen: "g".into(),
             seq: 1,
             state: JobState::Queued,
-            spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().into_spec(),
+            spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().spec(),
             created_at_ms: 1_000,
             deadline_ms: expires_at_ms,
             next_attempt_at_ms: None,
