@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod caps;
 mod dashboard;
+pub mod endpoints;
 pub mod errors;
 pub mod limits;
 pub mod openapi;
@@ -10,5 +11,6 @@ pub mod routes;
 mod views;
 
 pub use errors::ApiError;
-pub use routes::{poll_routes, purge_routes, router, submit_routes, Endpoint, Function};
+pub use endpoints::{Endpoint, Function};
+pub use routes::{poll_routes, purge_routes, router, submit_routes};
 pub use views::HealthCache;

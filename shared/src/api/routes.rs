@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -20,6 +20,7 @@ use super::caps;
 use super::dashboard;
 use super::errors::ApiError;
 use super::limits::{admitted, insert_policy, with_rate};
+pub use super::endpoints::{Endpoint, Function};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
@@ -27,6 +28,7 @@ use crate::message::Message;
 use crate::ports::{Created, OverviewBounds};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
+use crate::presets::Preset;
 use crate::service::Service;
 use crate::targets::{self, Target, TargetKind};
 
@@ -35,137 +37,28 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 type AppState = Arc<Service>;
 
-/// The Lambda function that serves a route (`stepper-local` serves them all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
-    Submit,
-    Poll,
-    Purge,
-}
-
-/// Every route. The routers and `/openapi.json` are both built from this list (the document matches
-/// on it exhaustively), so a route cannot be served without being documented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    SubmitReport,
-    SubmitGeneric,
-    PollReport,
-    PollJob,
-    PurgeReport,
-    PurgeJob,
-    Redeliver,
-    Health,
-    Providers,
-    Budget,
-    OpenApi,
-    JobsOverview,
-    Dashboard,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
-        Endpoint::SubmitReport,
-        Endpoint::SubmitGeneric,
-        Endpoint::PollReport,
-        Endpoint::PollJob,
-        Endpoint::PurgeReport,
-        Endpoint::PurgeJob,
-        Endpoint::Redeliver,
-        Endpoint::Health,
-        Endpoint::Providers,
-        Endpoint::Budget,
-        Endpoint::OpenApi,
-        Endpoint::JobsOverview,
-        Endpoint::Dashboard,
-    ];
-
-    pub fn method(self) -> Method {
-        match self {
-            Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Method::POST,
-            Endpoint::PollReport
-            | Endpoint::PollJob
-            | Endpoint::Health
-            | Endpoint::Providers
-            | Endpoint::Budget
-            | Endpoint::OpenApi
-            | Endpoint::JobsOverview
-            | Endpoint::Dashboard => Method::GET,
-            Endpoint::PurgeReport | Endpoint::PurgeJob => Method::DELETE,
+/// The handler of one route, with its body limit or its refusal of bodies.
+fn handler(endpoint: Endpoint, service: &Service) -> MethodRouter<AppState> {
+    match endpoint {
+        Endpoint::SubmitReport => post(submit::<ReportRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        Endpoint::SubmitGeneric => post(submit::<GenerateRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        Endpoint::PollReport | Endpoint::PollJob => get(poll).layer(from_fn(caps::bodyless)),
+        Endpoint::PurgeReport => delete(purge_report).layer(from_fn(caps::bodyless)),
+        Endpoint::PurgeJob => delete(purge_job).layer(from_fn(caps::bodyless)),
+        Endpoint::Redeliver => post(redeliver).layer(from_fn(caps::bodyless)),
+        Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
+        Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
+        Endpoint::Budget => get(budget).layer(from_fn(caps::bodyless)),
+        Endpoint::OpenApi => {
+            // Serialised once, when the router is built; every request shares the bytes.
+            let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
+            get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document)))
         }
-    }
-
-    /// The path, in the `{name}` syntax that axum and OpenAPI share.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::SubmitReport | Endpoint::PurgeReport => "/v1/reports",
-            Endpoint::SubmitGeneric => "/v1/generate",
-            Endpoint::PollReport => "/v1/reports/{jobId}",
-            Endpoint::PollJob | Endpoint::PurgeJob => "/v1/jobs/{jobId}",
-            Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
-            Endpoint::Health => "/health",
-            Endpoint::Providers => "/v1/providers",
-            Endpoint::Budget => "/v1/budget",
-            Endpoint::OpenApi => "/openapi.json",
-            Endpoint::JobsOverview => "/v1/jobs",
-            Endpoint::Dashboard => "/dashboard",
-        }
-    }
-
-    /// Each function serves one method: submit posts, purge deletes, poll answers every read.
-    pub fn function(self) -> Function {
-        match self.method() {
-            Method::POST => Function::Submit,
-            Method::DELETE => Function::Purge,
-            _ => Function::Poll,
-        }
-    }
-
-    /// The route's metric label, `METHOD /path` (built once per process).
-    pub fn metric_route(self) -> &'static str {
-        static LABELS: std::sync::OnceLock<Vec<(Endpoint, &'static str)>> = std::sync::OnceLock::new();
-        let labels = LABELS.get_or_init(|| {
-            Endpoint::ALL
-                .into_iter()
-                .map(|e| {
-                    let label: &'static str = Box::leak(format!("{} {}", e.method(), e.path()).into_boxed_str());
-                    (e, label)
-                })
-                .collect()
-        });
-        labels
-            .iter()
-            .find(|(e, _)| *e == self)
-            .map_or("other", |(_, label)| *label)
-    }
-
-    /// Whether the route wants an API key (health, the document and the dashboard's page are public;
-    /// the page asks for the key and sends it with the calls it makes).
-    pub fn needs_key(self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard)
-    }
-
-    fn handler(self, service: &Service) -> MethodRouter<AppState> {
-        match self {
-            Endpoint::SubmitReport => post(submit_report).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-            Endpoint::SubmitGeneric => post(submit_generic).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-            Endpoint::PollReport | Endpoint::PollJob => get(poll).layer(from_fn(caps::bodyless)),
-            Endpoint::PurgeReport => delete(purge_report).layer(from_fn(caps::bodyless)),
-            Endpoint::PurgeJob => delete(purge_job).layer(from_fn(caps::bodyless)),
-            Endpoint::Redeliver => post(redeliver).layer(from_fn(caps::bodyless)),
-            Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
-            Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
-            Endpoint::Budget => get(budget).layer(from_fn(caps::bodyless)),
-            Endpoint::OpenApi => {
-                // Serialised once, when the router is built; every request shares the bytes.
-                let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
-                get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document)))
-            }
-            Endpoint::JobsOverview => get(jobs_overview).layer(from_fn(caps::bodyless)),
-            Endpoint::Dashboard => {
-                // Rendered once, when the router is built: the page touches no store and needs no key.
-                let page = dashboard::Page::render(service.keys.header_name());
-                get(move || std::future::ready(page.response())).layer(from_fn(caps::bodyless))
-            }
+        Endpoint::JobsOverview => get(jobs_overview).layer(from_fn(caps::bodyless)),
+        Endpoint::Dashboard => {
+            // Rendered once, when the router is built: the page touches no store and needs no key.
+            let page = dashboard::Page::render(service.keys.header_name());
+            get(move || std::future::ready(page.response())).layer(from_fn(caps::bodyless))
         }
     }
 }
@@ -198,7 +91,7 @@ fn routes(service: Arc<Service>, serves: impl Fn(Function) -> bool) -> Router {
         .fold(Router::new(), |router, e| {
             // Store requests and Redis commands made while serving it carry the route's label.
             let label = e.metric_route();
-            let handler = e.handler(&service).layer(from_fn(move |request: Request, next: Next| {
+            let handler = handler(e, &service).layer(from_fn(move |request: Request, next: Next| {
                 crate::metrics::in_route(label, next.run(request))
             }));
             router.route(e.path(), handler)
@@ -246,42 +139,24 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-async fn submit_report(
+/// `POST /v1/reports`, `POST /v1/generate`: one handler for every preset. Reads the body as the preset's
+/// fields, checks its delivery targets, then creates the job.
+async fn submit<P: Preset>(
     State(service): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let mut request = ReportRequest::from_json(&parse_body(body)?)?;
-    check_targets(&service, &owner, &mut request.targets)?;
-    let deadline = request.deadline_seconds;
+    let request = P::parse(parse_body(body)?)?;
+    let mut spec = request.spec();
+    check_targets(&service, &owner, &mut spec.targets)?;
     create_job(
         &service,
         owner,
         request.identity(),
-        request.into_spec(),
-        deadline,
-        "/v1/reports/",
-    )
-    .await
-}
-
-async fn submit_generic(
-    State(service): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let owner = authenticate(&service, &headers)?;
-    let mut request = GenerateRequest::from_json(&parse_body(body)?)?;
-    check_targets(&service, &owner, &mut request.targets)?;
-    let deadline = request.deadline_seconds;
-    create_job(
-        &service,
-        owner,
-        request.identity(),
-        request.into_spec(),
-        deadline,
-        "/v1/jobs/",
+        spec,
+        request.deadline_seconds(),
+        P::STATUS_PREFIX,
     )
     .await
 }

@@ -834,6 +834,7 @@ mod tests {
     }
     use crate::error_class::ErrorClass;
     use crate::presets::generic::GenerateRequest;
+    use crate::presets::Preset;
 
     fn job(state: JobState) -> Job {
         Job {
@@ -842,7 +843,7 @@ mod tests {
             gen: "g".into(),
             seq: 3,
             state,
-            spec: GenerateRequest::from_json(&json!({"prompt": "x"})).unwrap().into_spec(),
+            spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().spec(),
             created_at_ms: 1_700_000_000_000,
             deadline_ms: 1_700_086_400_000,
             next_attempt_at_ms: None,

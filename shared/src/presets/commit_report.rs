@@ -1,13 +1,13 @@
 //! The commit-report preset: the contract's input limits, the evidence budget, redaction, the prompt,
 //! the report schema and the deterministic template fallback.
 
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::fields::{LongText, Strings, Text, Url};
 use super::redact::redact;
-use super::{
-    common_schema_properties, deadline_seconds, delivery_targets, digest, object, string, string_array, FieldError,
-    PRESET_VERSION,
-};
+use super::{digest, targets, Callbacks, Deadline, FieldError, Preset, PRESET_VERSION};
 use crate::job::{JobKind, JobSpec};
 use crate::llm::{ChatMessage, ResponseFormat};
 use crate::targets::Target;
@@ -22,6 +22,52 @@ const MAX_MESSAGE: usize = 3_000;
 /// A diff beyond this is refused rather than budgeted (nobody reviews a 5 MB diff).
 const MAX_DIFF_INPUT: usize = 5 * 1024 * 1024;
 
+/// A commit-report job.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "ReportRequest")]
+pub struct ReportBody {
+    /// With `commitSha` and `template`, the job's identity: identical submits meet on one job.
+    user_id: Text<1, 128>,
+    /// The commit's hash.
+    commit_sha: Text<1, 64>,
+    /// The repository's name.
+    repo: Text<1, 255>,
+    /// The commit message (may be empty).
+    #[serde(default)]
+    #[schemars(with = "Text<0, 10_000>")]
+    message: Option<Text<0, 10_000>>,
+    /// Paths of the changed files.
+    #[serde(default)]
+    #[schemars(with = "Strings<2_000, 2_048>")]
+    files: Option<Strings<2_000, 2_048>>,
+    /// Components the commit touches.
+    #[serde(default)]
+    #[schemars(with = "Strings<200, 256>")]
+    components: Option<Strings<200, 256>>,
+    /// The diff, up to 5 MiB of UTF-8; a long one is cut to its head and tail, not refused.
+    #[serde(default)]
+    #[schemars(with = "LongText<MAX_DIFF_INPUT>")]
+    diff_summary: Option<LongText<MAX_DIFF_INPUT>>,
+    /// The caller's report template; part of the job's identity.
+    #[serde(default)]
+    #[schemars(with = "Text<0, 10_000>")]
+    template: Option<Text<0, 10_000>>,
+    /// Give up after this long (default `JOB_DEADLINE_SECONDS`).
+    #[serde(default)]
+    #[schemars(with = "Deadline")]
+    deadline_seconds: Option<Deadline>,
+    /// The signed webhook, POSTed once when the job ends. Needs a webhook secret for the key's owner.
+    #[serde(default)]
+    #[schemars(with = "Url")]
+    callback_url: Option<Url>,
+    /// Delivered in order after the job ends.
+    #[serde(default)]
+    #[schemars(with = "Callbacks")]
+    callbacks: Option<Callbacks>,
+}
+
+/// A commit-report request, read: what the prompt, the fallback and the identity are made of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportRequest {
     pub user_id: String,
@@ -36,35 +82,35 @@ pub struct ReportRequest {
     pub targets: Vec<Target>,
 }
 
-impl ReportRequest {
-    pub fn from_json(v: &Value) -> Result<Self, FieldError> {
-        let o = object(v)?;
-        let diff_summary = match o.get("diffSummary") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) if s.len() <= MAX_DIFF_INPUT => s.clone(),
-            Some(Value::String(_)) => return Err(FieldError::new("diffSummary", "must be at most 5 MB")),
-            Some(_) => return Err(FieldError::new("diffSummary", "must be a string")),
-        };
+impl Preset for ReportRequest {
+    type Body = ReportBody;
+    const STATUS_PREFIX: &'static str = "/v1/reports/";
+
+    fn from_body(b: ReportBody) -> Result<Self, FieldError> {
         Ok(Self {
-            user_id: string(o, "userId", 1, 128, true)?.unwrap_or_default(),
-            commit_sha: string(o, "commitSha", 1, 64, true)?.unwrap_or_default(),
-            repo: string(o, "repo", 1, 255, true)?.unwrap_or_default(),
-            // The caller sometimes sends "": accepted.
-            message: string(o, "message", 0, 10_000, false)?.unwrap_or_default(),
-            files: string_array(o, "files", 2_000, 2_048)?,
-            components: string_array(o, "components", 200, 256)?,
-            diff_summary,
-            template: string(o, "template", 0, 10_000, false)?.unwrap_or_default(),
-            deadline_seconds: deadline_seconds(o)?,
-            targets: delivery_targets(o)?,
+            user_id: b.user_id.0,
+            commit_sha: b.commit_sha.0,
+            repo: b.repo.0,
+            // The caller sometimes sends "" (and sometimes null): both are the empty message.
+            message: b.message.map(|t| t.0).unwrap_or_default(),
+            files: b.files.unwrap_or_default().0,
+            components: b.components.unwrap_or_default().0,
+            diff_summary: b.diff_summary.unwrap_or_default().0,
+            template: b.template.map(|t| t.0).unwrap_or_default(),
+            deadline_seconds: b.deadline_seconds.map(|d| d.0),
+            targets: targets(b.callback_url, b.callbacks),
         })
     }
 
-    pub fn identity(&self) -> String {
+    fn identity(&self) -> String {
         report_identity(&self.user_id, &self.commit_sha, Some(&self.template))
     }
 
-    pub fn into_spec(&self) -> JobSpec {
+    fn deadline_seconds(&self) -> Option<u64> {
+        self.deadline_seconds
+    }
+
+    fn spec(&self) -> JobSpec {
         let mut context = Map::new();
         context.insert("userId".into(), json!(self.user_id));
         context.insert("commitSha".into(), json!(self.commit_sha));
@@ -83,47 +129,6 @@ impl ReportRequest {
             targets: self.targets.clone(),
         }
     }
-}
-
-/// The JSON Schema of the request body, as [`ReportRequest::from_json`] reads it (unknown keys are
-/// ignored). The OpenAPI document serves it; a test there checks the parser agrees on every edge.
-pub fn request_schema() -> Value {
-    let text = |min: usize, max: usize, what: &str| json!({"type": "string", "minLength": min, "maxLength": max, "description": what});
-    let list = |items: usize, len: usize, what: &str| json!({"type": "array", "maxItems": items, "items": {"type": "string", "maxLength": len}, "description": what});
-    let mut properties = Map::new();
-    for (name, schema) in [
-        (
-            "userId",
-            text(
-                1,
-                128,
-                "With `commitSha` and `template`, the job's identity: identical submits meet on one job.",
-            ),
-        ),
-        ("commitSha", text(1, 64, "The commit's hash.")),
-        ("repo", text(1, 255, "The repository's name.")),
-        ("message", text(0, 10_000, "The commit message (may be empty).")),
-        ("files", list(2_000, 2_048, "Paths of the changed files.")),
-        ("components", list(200, 256, "Components the commit touches.")),
-        (
-            "diffSummary",
-            json!({"type": "string", "maxLength": MAX_DIFF_INPUT, "description":
-                "The diff, up to 5 MiB of UTF-8; a long one is cut to its head and tail, not refused."}),
-        ),
-        (
-            "template",
-            text(0, 10_000, "The caller's report template; part of the job's identity."),
-        ),
-    ] {
-        properties.insert(name.into(), schema);
-    }
-    properties.extend(common_schema_properties());
-    json!({
-        "type": "object",
-        "description": "A commit-report job.",
-        "required": ["userId", "commitSha", "repo"],
-        "properties": properties,
-    })
 }
 
 /// The identity of a report job: one per user, commit and template (the purge route computes it too).
@@ -179,12 +184,37 @@ fn budget_files(files: &[String]) -> Vec<String> {
     out
 }
 
-const INSTRUCTIONS: &str = "You write concise, accurate reports about one git commit for a developer's diary. \
+/// The report the model writes: each key's limits, `(min, max)` characters for text and `(min, max)`
+/// items for lists. The prompt states them, [`report_schema`] enforces them, [`fallback_report`] meets
+/// them: one home for each.
+pub const TITLE_CHARS: (usize, usize) = (10, 120);
+pub const SUMMARY_CHARS: (usize, usize) = (50, 2_000);
+pub const CHANGES_ITEMS: (usize, usize) = (1, 50);
+pub const RATIONALE_CHARS: (usize, usize) = (20, 2_000);
+pub const IMPACT_CHARS: (usize, usize) = (20, 2_000);
+pub const NEXT_STEPS_ITEMS: (usize, usize) = (0, 20);
+/// The fewest characters of one `changes` or `next_steps` item.
+pub const ITEM_MIN_CHARS: usize = 5;
+/// The most characters of `tags`.
+pub const TAGS_MAX_CHARS: usize = 200;
+
+fn instructions() -> String {
+    let text = |(min, max): (usize, usize)| format!("{min}-{max} characters");
+    let items = |(min, max): (usize, usize)| format!("{min}-{max} strings of at least {ITEM_MIN_CHARS} characters");
+    format!(
+        "You write concise, accurate reports about one git commit for a developer's diary. \
 Answer with ONE JSON object and nothing else (no code fences, no prose) with exactly these keys: \
-\"title\" (10-120 characters), \"summary\" (50-2000 characters), \"changes\" (1-50 strings of at least 5 characters), \
-\"rationale\" (20-2000 characters), \"impact_and_tests\" (20-2000 characters), \"next_steps\" (0-20 strings of at \
-least 5 characters), \"tags\" (comma-separated keywords, at most 200 characters). Base every statement on the commit \
-evidence; do not invent files or behaviour.";
+\"title\" ({}), \"summary\" ({}), \"changes\" ({}), \
+\"rationale\" ({}), \"impact_and_tests\" ({}), \"next_steps\" ({}), \"tags\" (comma-separated keywords, at most \
+{TAGS_MAX_CHARS} characters). Base every statement on the commit evidence; do not invent files or behaviour.",
+        text(TITLE_CHARS),
+        text(SUMMARY_CHARS),
+        items(CHANGES_ITEMS),
+        text(RATIONALE_CHARS),
+        text(IMPACT_CHARS),
+        items(NEXT_STEPS_ITEMS),
+    )
+}
 
 fn prompt(r: &ReportRequest, diff_budget: usize) -> Vec<ChatMessage> {
     let files = budget_files(&r.files);
@@ -203,7 +233,7 @@ fn prompt(r: &ReportRequest, diff_budget: usize) -> Vec<ChatMessage> {
         },
         redact(&budget_diff(&r.diff_summary, diff_budget)),
     );
-    let mut system = INSTRUCTIONS.to_string();
+    let mut system = instructions();
     if !r.template.trim().is_empty() {
         system.push_str("\n\nThe caller's template for this report:\n");
         system.push_str(&redact(&r.template));
@@ -223,18 +253,25 @@ pub const REPORT_KEYS: [&str; 7] = [
 
 /// The report's JSON Schema (unknown keys are dropped by [`normalize`] before validation).
 pub fn report_schema() -> Value {
-    let text = |min: u64, max: u64| json!({"type": "string", "minLength": min, "maxLength": max});
+    let text = |(min, max): (usize, usize)| json!({"type": "string", "minLength": min, "maxLength": max});
+    let items = |(min, max): (usize, usize)| {
+        let mut list = json!({"type": "array", "maxItems": max, "items": {"type": "string", "minLength": ITEM_MIN_CHARS}});
+        if min > 0 {
+            list["minItems"] = json!(min);
+        }
+        list
+    };
     json!({
         "type": "object",
         "required": ["title", "summary", "changes", "rationale", "impact_and_tests"],
         "properties": {
-            "title": text(10, 120),
-            "summary": text(50, 2000),
-            "changes": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string", "minLength": 5}},
-            "rationale": text(20, 2000),
-            "impact_and_tests": text(20, 2000),
-            "next_steps": {"type": "array", "maxItems": 20, "items": {"type": "string", "minLength": 5}},
-            "tags": {"type": "string", "maxLength": 200, "pattern": "^(\\s*[^,\\s][^,]*(,\\s*[^,\\s][^,]*)*)?$"}
+            "title": text(TITLE_CHARS),
+            "summary": text(SUMMARY_CHARS),
+            "changes": items(CHANGES_ITEMS),
+            "rationale": text(RATIONALE_CHARS),
+            "impact_and_tests": text(IMPACT_CHARS),
+            "next_steps": items(NEXT_STEPS_ITEMS),
+            "tags": {"type": "string", "maxLength": TAGS_MAX_CHARS, "pattern": "^(\\s*[^,\\s][^,]*(,\\s*[^,\\s][^,]*)*)?$"}
         },
         "additionalProperties": false
     })
@@ -252,7 +289,7 @@ pub fn normalize(v: Value) -> Value {
     }
 }
 
-fn fit(s: String, min: usize, max: usize, pad: &str) -> String {
+fn fit(s: String, (min, max): (usize, usize), pad: &str) -> String {
     let mut s = s;
     while s.chars().count() < min {
         s.push_str(pad);
@@ -272,8 +309,7 @@ pub fn fallback_report(r: &ReportRequest) -> Value {
     };
     let title = fit(
         title.split_whitespace().collect::<Vec<_>>().join(" "),
-        10,
-        120,
+        TITLE_CHARS,
         " (commit)",
     );
     let files: Vec<&String> = r.files.iter().filter(|f| !f.trim().is_empty()).collect();
@@ -292,8 +328,7 @@ pub fn fallback_report(r: &ReportRequest) -> Value {
             },
             cut_chars(first_line, 500)
         ),
-        50,
-        2000,
+        SUMMARY_CHARS,
         " This summary was built from the commit metadata.",
     );
     let mut changes: Vec<String> = files
@@ -306,8 +341,7 @@ pub fn fallback_report(r: &ReportRequest) -> Value {
     }
     let rationale = fit(
         format!("From the commit message: {}", cut_chars(first_line, 1500)),
-        20,
-        2000,
+        RATIONALE_CHARS,
         " (no message given)",
     );
     let scope = if r.components.is_empty() {
@@ -317,8 +351,7 @@ pub fn fallback_report(r: &ReportRequest) -> Value {
     };
     let impact = fit(
         format!("Affects {scope}. No automated analysis was available; review the tests covering these changes."),
-        20,
-        2000,
+        IMPACT_CHARS,
         ".",
     );
     let tags: Vec<String> = r
@@ -334,7 +367,7 @@ pub fn fallback_report(r: &ReportRequest) -> Value {
         } else {
             format!("{tag_line}, {tag}")
         };
-        if candidate.chars().count() > 200 {
+        if candidate.chars().count() > TAGS_MAX_CHARS {
             break;
         }
         tag_line = candidate;
@@ -357,7 +390,7 @@ mod tests {
     use super::*;
 
     fn valid(o: Value) -> ReportRequest {
-        ReportRequest::from_json(&o).unwrap()
+        ReportRequest::parse(o).unwrap()
     }
 
     fn base() -> Value {
@@ -403,11 +436,18 @@ mod tests {
                 true,
             ),
         ];
+        // The document's schema of the body says the same at every edge.
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .for_deserialize()
+            .into_generator()
+            .into_root_schema_for::<ReportBody>();
+        let validator = jsonschema::validator_for(schema.as_value()).unwrap();
         for (field, value, ok) in cases {
             let mut body = base();
             body[field] = value;
-            let result = ReportRequest::from_json(&body);
+            let result = ReportRequest::parse(body.clone());
             assert_eq!(result.is_ok(), ok, "{field}: {result:?}");
+            assert_eq!(validator.is_valid(&body), ok, "{field}: the schema");
             if let Err(e) = result {
                 assert!(e.field.starts_with(field), "{e}");
             }
@@ -419,16 +459,29 @@ mod tests {
         let mut body = base();
         body["files"] = json!(["ok", 3]);
         assert_eq!(
-            ReportRequest::from_json(&body).unwrap_err().to_string(),
+            ReportRequest::parse(body.clone()).unwrap_err().to_string(),
             "files[1]: must be a string of at most 2048 characters"
         );
         let mut body = base();
         body.as_object_mut().unwrap().remove("repo");
         assert_eq!(
-            ReportRequest::from_json(&body).unwrap_err().to_string(),
+            ReportRequest::parse(body.clone()).unwrap_err().to_string(),
             "repo: is required"
         );
-        assert_eq!(ReportRequest::from_json(&json!([1])).unwrap_err().field, "body");
+        assert_eq!(ReportRequest::parse(json!([1])).unwrap_err().field, "body");
+    }
+
+    #[test]
+    fn the_prompt_states_the_report_limits_in_the_words_it_always_had() {
+        assert_eq!(
+            instructions(),
+            "You write concise, accurate reports about one git commit for a developer's diary. Answer with ONE \
+             JSON object and nothing else (no code fences, no prose) with exactly these keys: \"title\" (10-120 \
+             characters), \"summary\" (50-2000 characters), \"changes\" (1-50 strings of at least 5 characters), \
+             \"rationale\" (20-2000 characters), \"impact_and_tests\" (20-2000 characters), \"next_steps\" (0-20 \
+             strings of at least 5 characters), \"tags\" (comma-separated keywords, at most 200 characters). Base \
+             every statement on the commit evidence; do not invent files or behaviour."
+        );
     }
 
     #[test]
@@ -479,7 +532,7 @@ mod tests {
             .collect::<Vec<_>>());
         body["diffSummary"] = json!(format!("+const password = \"hunter22x\";\n{}", "+x\n".repeat(50_000)));
         body["message"] = json!("Auth: Add token");
-        let spec = valid(body).into_spec();
+        let spec = valid(body).spec();
         let user = &spec.messages[1].content;
         assert!(user.contains("Auth: Add token"));
         assert!(user.contains("password = \"[REDACTED]\""), "{}", &user[..400]);

@@ -770,6 +770,7 @@ mod tests {
 
     use super::*;
     use crate::presets::generic::GenerateRequest;
+    use crate::presets::Preset;
 
     struct Hands(AtomicU64);
     impl Clock for Hands {
@@ -785,7 +786,7 @@ mod tests {
             gen: "g".into(),
             seq: 1,
             state: JobState::Queued,
-            spec: GenerateRequest::from_json(&json!({"prompt": "x"})).unwrap().into_spec(),
+            spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().spec(),
             created_at_ms: 1_000,
             deadline_ms: expires_at_ms,
             next_attempt_at_ms: None,

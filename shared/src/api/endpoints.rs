@@ -1,0 +1,115 @@
+//! The route table: every route's method, path, serving function and whether it wants a key. The
+//! routers (routes.rs) and `/openapi.json` (openapi.rs) are both built from it, and neither imports the
+//! other.
+
+use axum::http::Method;
+
+/// The Lambda function that serves a route (`stepper-local` serves them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Submit,
+    Poll,
+    Purge,
+}
+
+/// Every route. The routers and `/openapi.json` are both built from this list (the document matches
+/// on it exhaustively), so a route cannot be served without being documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    SubmitReport,
+    SubmitGeneric,
+    PollReport,
+    PollJob,
+    PurgeReport,
+    PurgeJob,
+    Redeliver,
+    Health,
+    Providers,
+    Budget,
+    OpenApi,
+    JobsOverview,
+    Dashboard,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 13] = [
+        Endpoint::SubmitReport,
+        Endpoint::SubmitGeneric,
+        Endpoint::PollReport,
+        Endpoint::PollJob,
+        Endpoint::PurgeReport,
+        Endpoint::PurgeJob,
+        Endpoint::Redeliver,
+        Endpoint::Health,
+        Endpoint::Providers,
+        Endpoint::Budget,
+        Endpoint::OpenApi,
+        Endpoint::JobsOverview,
+        Endpoint::Dashboard,
+    ];
+
+    pub fn method(self) -> Method {
+        match self {
+            Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Method::POST,
+            Endpoint::PollReport
+            | Endpoint::PollJob
+            | Endpoint::Health
+            | Endpoint::Providers
+            | Endpoint::Budget
+            | Endpoint::OpenApi
+            | Endpoint::JobsOverview
+            | Endpoint::Dashboard => Method::GET,
+            Endpoint::PurgeReport | Endpoint::PurgeJob => Method::DELETE,
+        }
+    }
+
+    /// The path, in the `{name}` syntax that axum and OpenAPI share.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::SubmitReport | Endpoint::PurgeReport => "/v1/reports",
+            Endpoint::SubmitGeneric => "/v1/generate",
+            Endpoint::PollReport => "/v1/reports/{jobId}",
+            Endpoint::PollJob | Endpoint::PurgeJob => "/v1/jobs/{jobId}",
+            Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
+            Endpoint::Health => "/health",
+            Endpoint::Providers => "/v1/providers",
+            Endpoint::Budget => "/v1/budget",
+            Endpoint::OpenApi => "/openapi.json",
+            Endpoint::JobsOverview => "/v1/jobs",
+            Endpoint::Dashboard => "/dashboard",
+        }
+    }
+
+    /// Each function serves one method: submit posts, purge deletes, poll answers every read.
+    pub fn function(self) -> Function {
+        match self.method() {
+            Method::POST => Function::Submit,
+            Method::DELETE => Function::Purge,
+            _ => Function::Poll,
+        }
+    }
+
+    /// The route's metric label, `METHOD /path` (built once per process).
+    pub fn metric_route(self) -> &'static str {
+        static LABELS: std::sync::OnceLock<Vec<(Endpoint, &'static str)>> = std::sync::OnceLock::new();
+        let labels = LABELS.get_or_init(|| {
+            Endpoint::ALL
+                .into_iter()
+                .map(|e| {
+                    let label: &'static str = Box::leak(format!("{} {}", e.method(), e.path()).into_boxed_str());
+                    (e, label)
+                })
+                .collect()
+        });
+        labels
+            .iter()
+            .find(|(e, _)| *e == self)
+            .map_or("other", |(_, label)| *label)
+    }
+
+    /// Whether the route wants an API key (health, the document and the dashboard's page are public;
+    /// the page asks for the key and sends it with the calls it makes).
+    pub fn needs_key(self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard)
+    }
+}
