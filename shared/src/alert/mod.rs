@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::quota::ProviderState;
+use crate::providers::ErrorClass;
+use crate::quota::{LastOutcome, ProviderState};
 
 /// How loud an alert is (the Discord embed's colour, the Slack emoji).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +149,7 @@ pub struct AlertBook {
 }
 
 /// The class names that disable a provider.
-const DISABLING: [&str; 2] = ["auth_invalid", "gone"];
+const DISABLING: [ErrorClass; 2] = [ErrorClass::AuthInvalid, ErrorClass::Gone];
 
 /// The provider incidents one folded event caused: `before` and `after` are the provider's shared
 /// state around [`ProviderState::apply`]. Mirrors `finish.lua` rule for rule.
@@ -174,7 +175,7 @@ pub fn provider_incidents(provider: &str, before: &ProviderState, after: &Provid
             provider: provider.to_string(),
         });
     }
-    if after.last_class.as_deref() == Some("quota_exhausted")
+    if after.last_class == Some(LastOutcome::Failed(ErrorClass::QuotaExhausted))
         && before.cooldown_until_ms <= now_ms
         && after.cooldown_until_ms > now_ms
     {
@@ -189,7 +190,7 @@ pub fn provider_incidents(provider: &str, before: &ProviderState, after: &Provid
 /// When a provider returns, judged on its shared state alone (`None`: disabled). Cooldowns and open
 /// circuits count; per-minute counters do not (they end within the minute).
 pub fn returns_at(state: &ProviderState) -> Option<u64> {
-    if state.disabled.is_some() || state.last_class.as_deref().is_some_and(|c| DISABLING.contains(&c)) {
+    if state.disabled.is_some() || state.last_class.is_some_and(|c| c.is_any(&DISABLING)) {
         return None;
     }
     Some(state.cooldown_until_ms.max(state.circuit_open_until_ms))
@@ -273,7 +274,7 @@ mod tests {
     fn cooling(until: u64) -> ProviderState {
         ProviderState {
             cooldown_until_ms: until,
-            last_class: Some("rate_limited".into()),
+            last_class: Some(LastOutcome::Failed(ErrorClass::RateLimited)),
             ..ProviderState::default()
         }
     }
