@@ -184,3 +184,37 @@ impl Provider for GeminiProvider {
         self.conn.report(started, sent, parse_success)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn read(body: &str) -> Result<Answer, Failure> {
+        parse_success(&Raw {
+            status: 200,
+            headers: HeaderMap::new(),
+            body: body.to_string(),
+        })
+    }
+
+    #[test]
+    fn thoughts_and_parts_without_text_are_left_out() {
+        let answer = read(
+            r#"{"candidates":[{"content":{"parts":["stray",{"text":"a"},{"text":"b","thought":true},{"text":"c","thought":"no"}]}}],"usageMetadata":{"promptTokenCount":3}}"#,
+        )
+        .unwrap();
+        assert_eq!((answer.text.as_str(), answer.finish), ("ac", FinishReason::Stop));
+        assert_eq!((answer.usage.input_tokens, answer.usage.output_tokens), (3, 0));
+    }
+
+    #[test]
+    fn no_usable_candidate_is_a_block_or_an_unusable_answer() {
+        for body in [r#"{"candidates":[]}"#, r#"{"candidates":[null]}"#, r#"{}"#, r#"[]"#] {
+            assert_eq!(read(body).unwrap_err().message, "200 without candidates", "{body}");
+        }
+        let blocked = read(r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#).unwrap_err();
+        assert_eq!((blocked.class, blocked.message.as_str()), (ErrorClass::Filtered, "prompt blocked: SAFETY"));
+    }
+}
