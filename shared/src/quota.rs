@@ -143,7 +143,11 @@ fn is_zero(n: &u64) -> bool {
 
 /// The classes after which a provider is probed by one caller before the others follow (`claim.lua`
 /// looks for the same three names in the stored JSON).
-pub const PROBED_AFTER: [ErrorClass; 3] = [ErrorClass::RateLimited, ErrorClass::QuotaExhausted, ErrorClass::Overloaded];
+pub const PROBED_AFTER: [ErrorClass; 3] = [
+    ErrorClass::RateLimited,
+    ErrorClass::QuotaExhausted,
+    ErrorClass::Overloaded,
+];
 
 /// A provider's last outcome as stored in `lc`: `"ok"` or the [`ErrorClass`] name (`"rate_limited"`).
 /// The Lua scripts write and match these same strings (`finish.lua`, `claim.lua`), so the serde form is
@@ -195,7 +199,8 @@ impl<'de> Deserialize<'de> for LastOutcome {
         if name == "ok" {
             return Ok(LastOutcome::Ok);
         }
-        let class: Result<ErrorClass, serde::de::value::Error> = ErrorClass::deserialize(name.as_str().into_deserializer());
+        let class: Result<ErrorClass, serde::de::value::Error> =
+            ErrorClass::deserialize(name.as_str().into_deserializer());
         class
             .map(LastOutcome::Failed)
             .map_err(|_| serde::de::Error::unknown_variant(&name, &["ok", "an ErrorClass name"]))
@@ -479,7 +484,13 @@ mod tests {
         let mut s = ProviderState::default();
         let mut e = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
         // The estimate (900) alone would exhaust the minute; the provider said the call used 200 tokens.
-        e.count_tokens(900, Some(Usage { input_tokens: 120, output_tokens: 80 }));
+        e.count_tokens(
+            900,
+            Some(Usage {
+                input_tokens: 120,
+                output_tokens: 80,
+            }),
+        );
         s.apply(&e);
         assert_eq!(s.minute_tokens, 200);
         assert_eq!(s.available_at(&limits, now), Availability::At(0));

@@ -338,7 +338,11 @@ async fn the_token_budget_counts_what_the_provider_reported(mut s: Scenario, at:
         .collect();
     assert_eq!(served.len(), 1, "one provider served the job: {states:?}");
     let (name, state) = served[0];
-    assert_eq!((state.minute_requests, state.minute_tokens), (1, 200), "{name}: {state:?}");
+    assert_eq!(
+        (state.minute_requests, state.minute_tokens),
+        (1, 200),
+        "{name}: {state:?}"
+    );
 }
 
 #[tokio::test]

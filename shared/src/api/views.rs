@@ -703,7 +703,10 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
             cooling_down_until,
             requests_left_minute: left_minute,
             requests_left_day: left_day,
-            last_error_class: state.last_class.and_then(crate::quota::LastOutcome::class).map(|c| c.as_str().to_string()),
+            last_error_class: state
+                .last_class
+                .and_then(crate::quota::LastOutcome::class)
+                .map(|c| c.as_str().to_string()),
             last_at: (state.last_at_ms > 0).then(|| Timestamp::from_ms(state.last_at_ms)),
         }),
     }
@@ -1068,7 +1071,9 @@ mod tests {
             minute_requests: 30,
             day: ResetClock::UtcMidnight.day(now),
             day_requests: 400,
-            last_class: Some(crate::quota::LastOutcome::Failed(crate::providers::ErrorClass::RateLimited)),
+            last_class: Some(crate::quota::LastOutcome::Failed(
+                crate::providers::ErrorClass::RateLimited,
+            )),
             last_at_ms: 1_700_000_020_000,
             ..ProviderState::default()
         };

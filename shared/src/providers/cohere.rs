@@ -90,7 +90,11 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
     };
     let text = transport::text_blocks(&answer.message.unwrap_or_default().content);
     let tokens = answer.usage.and_then(|u| u.tokens).unwrap_or_default();
-    transport::non_empty(text, finish, transport::usage(tokens.input_tokens, tokens.output_tokens))
+    transport::non_empty(
+        text,
+        finish,
+        transport::usage(tokens.input_tokens, tokens.output_tokens),
+    )
 }
 
 #[async_trait]

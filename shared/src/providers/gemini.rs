@@ -215,6 +215,9 @@ mod tests {
             assert_eq!(read(body).unwrap_err().message, "200 without candidates", "{body}");
         }
         let blocked = read(r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#).unwrap_err();
-        assert_eq!((blocked.class, blocked.message.as_str()), (ErrorClass::Filtered, "prompt blocked: SAFETY"));
+        assert_eq!(
+            (blocked.class, blocked.message.as_str()),
+            (ErrorClass::Filtered, "prompt blocked: SAFETY")
+        );
     }
 }

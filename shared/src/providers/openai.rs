@@ -180,18 +180,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!((answer.text.as_str(), answer.finish), ("hi", FinishReason::Stop));
-        assert_eq!(answer.usage, Usage { input_tokens: 0, output_tokens: 5 });
-        for body in [r#"[1, 2]"#, r#""text""#, r#"{"choices":[{"message":{"content":5}}]}"#, r#"{"choices":{}}"#] {
+        assert_eq!(
+            answer.usage,
+            Usage {
+                input_tokens: 0,
+                output_tokens: 5
+            }
+        );
+        for body in [
+            r#"[1, 2]"#,
+            r#""text""#,
+            r#"{"choices":[{"message":{"content":5}}]}"#,
+            r#"{"choices":{}}"#,
+        ] {
             let failure = read(body).unwrap_err();
-            assert_eq!((failure.class, failure.message.as_str()), (ErrorClass::InvalidOutput, "empty answer"), "{body}");
+            assert_eq!(
+                (failure.class, failure.message.as_str()),
+                (ErrorClass::InvalidOutput, "empty answer"),
+                "{body}"
+            );
         }
-        assert_eq!(read("not json").unwrap_err().message, "200 with a body that is not JSON");
+        assert_eq!(
+            read("not json").unwrap_err().message,
+            "200 with a body that is not JSON"
+        );
     }
 
     #[test]
     fn an_error_inside_a_200_is_classified_by_its_code() {
         let failure = read(r#"{"error":{"message":"Rate limit exceeded","code":429}}"#).unwrap_err();
-        assert_eq!((failure.class, failure.message.as_str()), (ErrorClass::RateLimited, "429 429: Rate limit exceeded"));
+        assert_eq!(
+            (failure.class, failure.message.as_str()),
+            (ErrorClass::RateLimited, "429 429: Rate limit exceeded")
+        );
         // Present counts, even as null: a 502 (overloaded) with nothing more said.
         assert_eq!(read(r#"{"error":null}"#).unwrap_err().class, ErrorClass::Overloaded);
     }
