@@ -78,13 +78,13 @@ struct MessagesAnswer {
     /// `"error"` when a proxy put an error inside the 200.
     #[serde(rename = "type", deserialize_with = "transport::lenient")]
     kind: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     error: Option<ErrorType>,
     #[serde(deserialize_with = "transport::lenient")]
     stop_reason: Option<String>,
     #[serde(deserialize_with = "transport::list")]
     content: Vec<TextPart>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     usage: Option<WireUsage>,
 }
 

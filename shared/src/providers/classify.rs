@@ -103,7 +103,7 @@ impl GoogleDetails {
 #[serde(default)]
 struct ErrorBody {
     /// Cloudflare: only the first error is read.
-    #[serde(deserialize_with = "transport::first")]
+    #[serde(deserialize_with = "first_error")]
     errors: Option<CodedMessage>,
     /// Present counts, whatever it holds (an object, a bare message string, even `null`).
     #[serde(deserialize_with = "transport::lenient")]
@@ -117,12 +117,32 @@ struct ErrorBody {
 }
 
 /// `error` as the wires send it: an object, a bare message, or something else that says nothing.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum ErrorField {
     Text(String),
     Object(ErrorObject),
-    Other(serde::de::IgnoredAny),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for ErrorField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(message) => ErrorField::Text(message),
+            value @ Value::Object(_) => ErrorField::Object(serde_json::from_value(value).unwrap_or_default()),
+            _ => ErrorField::Other,
+        })
+    }
+}
+
+/// `errors[0]`: any first element counts, even one that says nothing (then code and message are empty).
+fn first_error<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CodedMessage>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items.into_iter().next().map(|first| match first {
+            value @ Value::Object(_) => serde_json::from_value(value).unwrap_or_default(),
+            _ => CodedMessage::default(),
+        }),
+        _ => None,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,7 +230,7 @@ impl ErrorBody {
                     let code = code.or_else(|| e.status.clone()).or_else(|| e.kind.clone());
                     (code.unwrap_or_default(), e.message.clone().unwrap_or_default())
                 }
-                ErrorField::Other(_) => (String::new(), String::new()),
+                ErrorField::Other => (String::new(), String::new()),
             });
         }
         if let Some(title) = &self.title {

@@ -48,9 +48,9 @@ impl CohereProvider {
 struct ChatAnswer {
     #[serde(deserialize_with = "transport::lenient")]
     finish_reason: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     message: Option<Message>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     usage: Option<WireUsage>,
 }
 
@@ -65,7 +65,7 @@ struct Message {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireUsage {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     tokens: Option<Tokens>,
 }
 

@@ -83,9 +83,9 @@ struct GenerateContent {
     /// Only the first candidate is read: we never ask for more than one.
     #[serde(rename = "candidates", deserialize_with = "transport::first")]
     candidate: Option<Candidate>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     prompt_feedback: Option<PromptFeedback>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     usage_metadata: Option<UsageMetadata>,
 }
 
@@ -94,7 +94,7 @@ struct GenerateContent {
 struct Candidate {
     #[serde(deserialize_with = "transport::lenient")]
     finish_reason: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     content: Option<Content>,
 }
 

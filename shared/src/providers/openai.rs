@@ -78,7 +78,7 @@ struct ChatCompletion {
     /// Only the first choice is read: we never ask for more than one.
     #[serde(rename = "choices", deserialize_with = "transport::first")]
     choice: Option<Choice>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     usage: Option<WireUsage>,
 }
 
@@ -87,7 +87,7 @@ struct ChatCompletion {
 struct Choice {
     #[serde(deserialize_with = "transport::lenient")]
     finish_reason: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "transport::object")]
     message: Option<Message>,
 }
 

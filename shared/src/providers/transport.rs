@@ -149,9 +149,10 @@ pub(crate) fn answer_body<T: DeserializeOwned + Default>(body: &str) -> Result<T
     }
 }
 
-/// Reads one field of a wire struct the way a provider's answer must be read: a field that is absent,
-/// `null`, or of another type than the one we read counts as absent (`None`), never as a broken answer.
-/// Wire structs pair it with `#[serde(default)]` on the struct, so a missing field is absent too.
+/// Reads one scalar field of a wire struct (a string, a count, a flag) the way a provider's answer must be
+/// read: absent, `null`, or of another type than the one we read all count as absent (`None`), never as
+/// a broken answer. Wire structs pair it with `#[serde(default)]` on the struct, so a missing field is
+/// absent too.
 pub(crate) fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -160,20 +161,39 @@ where
     Ok(serde_json::from_value(Value::deserialize(d)?).ok())
 }
 
-/// The first element of a list field (`choices[0]`, `candidates[0]`), read as `T` (absent as in [`lenient`]).
-pub(crate) fn first<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+/// Reads a field that holds one of our wire structs: only a JSON object is read (serde would otherwise
+/// read an array into a struct by position); anything else is absent.
+pub(crate) fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
     Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items.into_iter().next().and_then(|v| serde_json::from_value(v).ok()),
+        value @ Value::Object(_) => serde_json::from_value(value).ok(),
         _ => None,
     })
 }
 
-/// The elements of a list field (content blocks, parts) that read as `T`; a list that is absent or not a
-/// list is empty, and an element that does not read (a bare string among the blocks) carries nothing we use.
+/// The first element of a list field (`choices[0]`, `candidates[0]`): absent when the list is absent,
+/// empty or starts with `null`; an element that is there but is not an object reads as one that says
+/// nothing (`T::default()`).
+pub(crate) fn first<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => match items.into_iter().next() {
+            None | Some(Value::Null) => None,
+            Some(value @ Value::Object(_)) => serde_json::from_value(value).ok(),
+            Some(_) => Some(T::default()),
+        },
+        _ => None,
+    })
+}
+
+/// The elements of a list field (content blocks, parts) that are objects; a list that is absent or not a
+/// list is empty, and an element that is not an object (a bare string among the blocks) carries nothing.
 pub(crate) fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -182,6 +202,7 @@ where
     Ok(match Value::deserialize(d)? {
         Value::Array(items) => items
             .into_iter()
+            .filter(Value::is_object)
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect(),
         _ => Vec::new(),
