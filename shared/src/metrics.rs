@@ -19,7 +19,7 @@ use ::metrics::{counter, gauge, histogram, Unit};
 use crate::error_class::ErrorClass;
 use crate::job::{Job, JobKind, JobSpec, JobState};
 use crate::llm::ResponseFormat;
-use crate::quota::{Availability, ProviderLimits, ProviderState};
+use crate::quota::{Availability, LastOutcome, ProviderLimits, ProviderState};
 use crate::targets::{DeliveryStatus, TargetKind};
 
 /// The original's families (same names, same labels).
@@ -289,11 +289,11 @@ pub fn wait_reason<'a>(
     if state.probe_until_ms == state.cooldown_until_ms && state.probe_until_ms > now_ms {
         return WaitReason::Probe;
     }
-    match state.last_class.as_deref() {
-        Some("rate_limited") => WaitReason::RateLimited,
+    match state.last_class {
+        Some(LastOutcome::Failed(ErrorClass::RateLimited)) => WaitReason::RateLimited,
         // A success whose rate-limit headers said nothing is left parks the provider until their reset.
-        Some("quota_exhausted") | Some("ok") => WaitReason::QuotaExhausted,
-        Some("overloaded") => WaitReason::Overloaded,
+        Some(LastOutcome::Failed(ErrorClass::QuotaExhausted)) | Some(LastOutcome::Ok) => WaitReason::QuotaExhausted,
+        Some(LastOutcome::Failed(ErrorClass::Overloaded)) => WaitReason::Overloaded,
         _ => WaitReason::Cooldown,
     }
 }
@@ -369,12 +369,12 @@ mod tests {
         let now = 1_000_000;
         let rate_limited = ProviderState {
             cooldown_until_ms: now + 5_000,
-            last_class: Some("rate_limited".into()),
+            last_class: Some(LastOutcome::Failed(ErrorClass::RateLimited)),
             ..Default::default()
         };
         let exhausted = ProviderState {
             cooldown_until_ms: now + 60_000,
-            last_class: Some("quota_exhausted".into()),
+            last_class: Some(LastOutcome::Failed(ErrorClass::QuotaExhausted)),
             ..Default::default()
         };
         let both = [(&exhausted, &limits), (&rate_limited, &limits)];
@@ -385,7 +385,7 @@ mod tests {
         );
         let circuit = ProviderState {
             circuit_open_until_ms: now + 120_000,
-            last_class: Some("overloaded".into()),
+            last_class: Some(LastOutcome::Failed(ErrorClass::Overloaded)),
             ..Default::default()
         };
         assert_eq!(
@@ -395,7 +395,7 @@ mod tests {
         let probed = ProviderState {
             cooldown_until_ms: now + 9_000,
             probe_until_ms: now + 9_000,
-            last_class: Some("rate_limited".into()),
+            last_class: Some(LastOutcome::Failed(ErrorClass::RateLimited)),
             ..Default::default()
         };
         assert_eq!(wait_reason([(&probed, &limits)], now, now + 9_000), WaitReason::Probe);

@@ -6,10 +6,12 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
-use serde::{Deserialize, Serialize};
+use chrono::{Offset, TimeZone, Utc};
+use chrono_tz::America::Los_Angeles;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error_class::ErrorClass;
+use crate::llm::Usage;
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 86_400_000;
@@ -48,29 +50,14 @@ impl ResetClock {
     }
 }
 
-/// How far US Pacific time is behind UTC at `t` (7 h in daylight time, 8 h otherwise).
+/// How far US Pacific time is behind UTC at `t` (7 h in daylight time, 8 h otherwise), from the IANA
+/// rules for `America/Los_Angeles` (chrono-tz, built with that one zone: see `.cargo/config.toml`).
 fn pacific_offset_ms(t: u64) -> u64 {
     let Some(utc) = Utc.timestamp_millis_opt(t as i64).single() else {
         return 8 * 3_600_000;
     };
-    let year = utc.year();
-    // Daylight time: second Sunday of March 02:00 PST (10:00 UTC) to first Sunday of November 02:00 PDT (09:00 UTC).
-    let start = nth_sunday(year, 3, 2).map(|d| d * DAY_MS + 10 * 3_600_000);
-    let end = nth_sunday(year, 11, 1).map(|d| d * DAY_MS + 9 * 3_600_000);
-    match (start, end) {
-        (Some(s), Some(e)) if t >= s && t < e => 7 * 3_600_000,
-        _ => 8 * 3_600_000,
-    }
-}
-
-/// Days since the epoch of the n-th Sunday of a month.
-fn nth_sunday(year: i32, month: u32, n: u32) -> Option<u64> {
-    let first = NaiveDate::from_ymd_opt(year, month, 1)?;
-    let to_sunday = (7 - first.weekday().num_days_from_sunday()) % 7;
-    let date = first + chrono::Days::new(u64::from(to_sunday + 7 * (n - 1)));
-    debug_assert_eq!(date.weekday(), Weekday::Sun);
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    u64::try_from((date - epoch).num_days()).ok()
+    let offset = Los_Angeles.offset_from_utc_datetime(&utc.naive_utc()).fix();
+    u64::try_from(-i64::from(offset.local_minus_utc())).map_or(8 * 3_600_000, |s| s * 1000)
 }
 
 /// A provider's published limits (configuration, never hard-coded truths).
@@ -114,7 +101,7 @@ pub struct ProviderState {
     pub minute: u64,
     #[serde(rename = "mc", default)]
     pub minute_requests: u64,
-    /// Token estimate counted in the minute window `tw`.
+    /// Tokens counted in the minute window `tw`: as the provider reported them, estimated where it did not.
     #[serde(rename = "tw", default)]
     pub token_minute: u64,
     #[serde(rename = "tc", default)]
@@ -135,9 +122,9 @@ pub struct ProviderState {
     /// Disabled for everyone (bad key, retired model) and why.
     #[serde(rename = "dis", default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<String>,
-    /// The last outcome class (`ok` or an [`ErrorClass`] name) and when.
+    /// The last outcome (`ok` or an [`ErrorClass`] name) and when.
     #[serde(rename = "lc", default, skip_serializing_if = "Option::is_none")]
-    pub last_class: Option<String>,
+    pub last_class: Option<LastOutcome>,
     #[serde(rename = "la", default)]
     pub last_at_ms: u64,
     /// One claim holds the provider's probe until this instant: when a cooldown ends, that claim's
@@ -154,8 +141,71 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The classes after which a provider is probed by one caller before the others follow.
-pub const PROBED_AFTER: [&str; 3] = ["rate_limited", "quota_exhausted", "overloaded"];
+/// The classes after which a provider is probed by one caller before the others follow (`claim.lua`
+/// looks for the same three names in the stored JSON).
+pub const PROBED_AFTER: [ErrorClass; 3] = [
+    ErrorClass::RateLimited,
+    ErrorClass::QuotaExhausted,
+    ErrorClass::Overloaded,
+];
+
+/// A provider's last outcome as stored in `lc`: `"ok"` or the [`ErrorClass`] name (`"rate_limited"`).
+/// The Lua scripts write and match these same strings (`finish.lua`, `claim.lua`), so the serde form is
+/// the string, not a tagged enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LastOutcome {
+    Ok,
+    Failed(ErrorClass),
+}
+
+impl LastOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastOutcome::Ok => "ok",
+            LastOutcome::Failed(class) => class.as_str(),
+        }
+    }
+
+    /// The failure's class; `None` after a success.
+    pub fn class(self) -> Option<ErrorClass> {
+        match self {
+            LastOutcome::Ok => None,
+            LastOutcome::Failed(class) => Some(class),
+        }
+    }
+
+    /// Whether the last call failed with one of `classes`.
+    pub fn is_any(self, classes: &[ErrorClass]) -> bool {
+        self.class().is_some_and(|c| classes.contains(&c))
+    }
+}
+
+impl From<Option<ErrorClass>> for LastOutcome {
+    fn from(class: Option<ErrorClass>) -> Self {
+        class.map_or(LastOutcome::Ok, LastOutcome::Failed)
+    }
+}
+
+impl Serialize for LastOutcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LastOutcome {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IntoDeserializer;
+        let name = String::deserialize(d)?;
+        if name == "ok" {
+            return Ok(LastOutcome::Ok);
+        }
+        let class: Result<ErrorClass, serde::de::value::Error> =
+            ErrorClass::deserialize(name.as_str().into_deserializer());
+        class
+            .map(LastOutcome::Failed)
+            .map_err(|_| serde::de::Error::unknown_variant(&name, &["ok", "an ErrorClass name"]))
+    }
+}
 
 impl ProviderState {
     /// A cooldown (or an open circuit) after a rate limit, a quota or an overload has just ended:
@@ -165,7 +215,7 @@ impl ProviderState {
         until > 0
             && until <= now_ms
             && self.probe_until_ms <= now_ms
-            && self.last_class.as_deref().is_some_and(|c| PROBED_AFTER.contains(&c))
+            && self.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER))
     }
 }
 
@@ -173,8 +223,7 @@ impl ProviderState {
 /// until that probe's lease ends (by then its outcome is in the shared state). Pure.
 pub fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
     for (name, state) in states.iter_mut() {
-        let probing =
-            state.probe_until_ms > now_ms && state.last_class.as_deref().is_some_and(|c| PROBED_AFTER.contains(&c));
+        let probing = state.probe_until_ms > now_ms && state.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
         if probing && !probes.contains(name) {
             state.cooldown_until_ms = state.cooldown_until_ms.max(state.probe_until_ms);
         }
@@ -278,7 +327,7 @@ impl ProviderState {
             }
             Some(_) => {}
         }
-        self.last_class = Some(e.class.map_or("ok", ErrorClass::as_str).to_string());
+        self.last_class = Some(LastOutcome::from(e.class));
         self.last_at_ms = e.now_ms;
     }
 }
@@ -307,6 +356,13 @@ pub struct ProviderEvent {
 }
 
 impl ProviderEvent {
+    /// Counts the call against the per-minute token budget (`tpm`): the tokens the provider reported it
+    /// used when it said (input + output), else `estimate` (a failed call, a wire that reports no usage).
+    pub fn count_tokens(&mut self, estimate: u64, reported: Option<Usage>) {
+        let used = reported.map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens));
+        self.tokens = if used > 0 { used } else { estimate };
+    }
+
     pub fn new(provider: &str, limits: &ProviderLimits, now_ms: u64, backoff: BackoffPolicy) -> Self {
         Self {
             provider: provider.to_string(),
@@ -416,6 +472,57 @@ mod tests {
         ok.class = None;
         s.apply(&ok);
         assert_eq!((s.consecutive_failures, s.circuit_open_until_ms), (0, 0));
+    }
+
+    #[test]
+    fn the_token_budget_counts_reported_usage_and_the_estimate_only_without_it() {
+        let limits = ProviderLimits {
+            tpm: Some(1_000),
+            ..Default::default()
+        };
+        let now = ms("2026-11-25T10:00:10Z");
+        let mut s = ProviderState::default();
+        let mut e = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
+        // The estimate (900) alone would exhaust the minute; the provider said the call used 200 tokens.
+        e.count_tokens(
+            900,
+            Some(Usage {
+                input_tokens: 120,
+                output_tokens: 80,
+            }),
+        );
+        s.apply(&e);
+        assert_eq!(s.minute_tokens, 200);
+        assert_eq!(s.available_at(&limits, now), Availability::At(0));
+        // No usage reported (a failure, a wire without usage): the estimate is counted.
+        e.count_tokens(900, Some(Usage::default()));
+        s.apply(&e);
+        assert_eq!(s.minute_tokens, 1_100);
+        e.count_tokens(900, None);
+        assert_eq!(e.tokens, 900);
+        assert_eq!(
+            s.available_at(&limits, now),
+            Availability::At(ms("2026-11-25T10:01:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_last_outcome_is_stored_as_the_class_name() {
+        let mut s = ProviderState::default();
+        for (outcome, stored) in [
+            (LastOutcome::Ok, "ok"),
+            (LastOutcome::Failed(ErrorClass::RateLimited), "rate_limited"),
+            (LastOutcome::Failed(ErrorClass::QuotaExhausted), "quota_exhausted"),
+            (LastOutcome::Failed(ErrorClass::InvalidOutput), "invalid_output"),
+        ] {
+            s.last_class = Some(outcome);
+            let json = serde_json::to_value(&s).unwrap();
+            assert_eq!(json["lc"], serde_json::json!(stored));
+            assert_eq!(serde_json::from_value::<ProviderState>(json).unwrap(), s);
+        }
+        s.last_class = None;
+        assert!(serde_json::to_value(&s).unwrap().get("lc").is_none());
+        assert!(serde_json::from_str::<ProviderState>(r#"{"lc":"sleepy"}"#).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use shared::engine::{Engine, StepOutcome};
 use shared::message::Message;
 use shared::ports::{Clock, SystemClock};
 use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::quota::{Availability, ProviderLimits, ResetClock};
+use shared::quota::{Availability, LastOutcome, ProviderLimits, ResetClock};
 use shared::secret::Secret;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
@@ -328,10 +328,50 @@ async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
     waiting
 }
 
+/// The per-minute token budget counts what the provider reported the call used (every fake answers
+/// 120 input + 80 output tokens), not the estimate from the prompt's length and `max_tokens`.
+async fn the_token_budget_counts_what_the_provider_reported(mut s: Scenario, at: &Instants) {
+    s.submit(1).await;
+    s.run_until(at.t0 + 1_000).await;
+    let states = s.engine.store.provider_states().await.unwrap();
+    let served: Vec<_> = states
+        .iter()
+        .filter(|(_, state)| state.last_class == Some(LastOutcome::Ok))
+        .collect();
+    assert_eq!(served.len(), 1, "one provider served the job: {states:?}");
+    let (name, state) = served[0];
+    assert_eq!(
+        (state.minute_requests, state.minute_tokens),
+        (1, 200),
+        "{name}: {state:?}"
+    );
+}
+
 #[tokio::test]
 async fn on_the_memory_store() {
     let at = Instants::after(SystemClock.now_ms());
     quotas_run_out_and_every_job_completes(scenario(None, &at).await, &at).await;
+}
+
+#[tokio::test]
+async fn reported_tokens_on_the_memory_store() {
+    let at = Instants::after(SystemClock.now_ms());
+    the_token_budget_counts_what_the_provider_reported(scenario(None, &at).await, &at).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_tokens_on_the_upstash_store() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+        .await
+        .expect("upstash emulator");
+    let config = UpstashConfig {
+        url: upstash.url.clone(),
+        token: Secret::new(upstash.token.clone()),
+        timeout_ms: 5_000,
+    };
+    let at = Instants::after(redis.time_ms().await.expect("redis TIME"));
+    the_token_budget_counts_what_the_provider_reported(scenario(Some(config), &at).await, &at).await;
 }
 
 async fn on_upstash(redis: testkit::stack::RedisServer) {

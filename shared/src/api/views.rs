@@ -703,7 +703,10 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
             cooling_down_until,
             requests_left_minute: left_minute,
             requests_left_day: left_day,
-            last_error_class: state.last_class.clone().filter(|c| c != "ok"),
+            last_error_class: state
+                .last_class
+                .and_then(crate::quota::LastOutcome::class)
+                .map(|c| c.as_str().to_string()),
             last_at: (state.last_at_ms > 0).then(|| Timestamp::from_ms(state.last_at_ms)),
         }),
     }
@@ -1069,7 +1072,9 @@ mod tests {
             minute_requests: 30,
             day: ResetClock::UtcMidnight.day(now),
             day_requests: 400,
-            last_class: Some("rate_limited".into()),
+            last_class: Some(crate::quota::LastOutcome::Failed(
+                crate::error_class::ErrorClass::RateLimited,
+            )),
             last_at_ms: 1_700_000_020_000,
             ..ProviderState::default()
         };
@@ -1079,7 +1084,7 @@ mod tests {
         );
         let dead = ProviderState {
             disabled: Some("auth_invalid: bad key".into()),
-            last_class: Some("ok".into()),
+            last_class: Some(crate::quota::LastOutcome::Ok),
             ..ProviderState::default()
         };
         let open = ProviderLimits {

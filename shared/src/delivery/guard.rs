@@ -397,8 +397,10 @@ fn classify_v6(address: Ipv6Addr) -> Option<AddressClass> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostOutcome {
     pub status: u16,
-    /// The first [`RESPONSE_BODY_CAP`] bytes of the response body, lossily decoded.
-    pub body_snippet: String,
+    /// How many bytes of the response body were read (at most [`RESPONSE_BODY_CAP`]). The body itself is
+    /// not kept: nothing reads a receiver's answer beyond its status (issue 19, dead data), and it is
+    /// read at all only so a short answer is taken whole before the connection closes.
+    pub body_len: usize,
     /// Whether the body went on past the cap (the rest was not read).
     pub body_truncated: bool,
     /// The `Location` header of a redirect, which is reported and never followed.
@@ -515,20 +517,20 @@ pub async fn post(
         text.chars().take(512).collect()
     });
 
-    let mut collected = Vec::new();
+    let mut body_len = 0;
     let mut body_truncated = false;
     while let Some(chunk) = response.chunk().await.map_err(classify_error)? {
-        let room = RESPONSE_BODY_CAP - collected.len();
+        let room = RESPONSE_BODY_CAP - body_len;
         if chunk.len() > room {
-            collected.extend_from_slice(&chunk[..room]);
+            body_len += room;
             body_truncated = true;
             break;
         }
-        collected.extend_from_slice(&chunk);
+        body_len += chunk.len();
     }
     Ok(PostOutcome {
         status,
-        body_snippet: String::from_utf8_lossy(&collected).into_owned(),
+        body_len,
         body_truncated,
         location,
     })

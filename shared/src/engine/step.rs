@@ -360,7 +360,7 @@ impl Engine {
         now: u64,
     ) -> ProviderEvent {
         let mut event = ProviderEvent::new(&slot.name, &slot.limits, now, self.settings.backoff);
-        event.tokens = request.estimated_tokens();
+        event.count_tokens(request.estimated_tokens(), report.result.as_ref().ok().map(|a| a.usage));
         event.alerts = self.alert_rules();
         // An unusable answer (InvalidOutput) is counted but does not back the provider off: see `apply`.
         event.class = failure.map(|f| f.class);

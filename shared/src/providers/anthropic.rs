@@ -5,10 +5,11 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::classify::http_failure;
-use super::transport::{self, Connection, Raw};
+use super::transport::{self, Connection, Raw, TextPart};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::outcome::{Answer, CallReport, Failure};
@@ -71,27 +72,59 @@ pub fn json_instructions(schema: Option<&Value>) -> String {
     text
 }
 
+/// A Messages answer, as far as we read it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MessagesAnswer {
+    /// `"error"` when a proxy put an error inside the 200.
+    #[serde(rename = "type", deserialize_with = "transport::lenient")]
+    kind: Option<String>,
+    #[serde(deserialize_with = "transport::object")]
+    error: Option<ErrorType>,
+    #[serde(deserialize_with = "transport::lenient")]
+    stop_reason: Option<String>,
+    #[serde(deserialize_with = "transport::list")]
+    content: Vec<TextPart>,
+    #[serde(deserialize_with = "transport::object")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorType {
+    #[serde(rename = "type", deserialize_with = "transport::lenient")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireUsage {
+    #[serde(deserialize_with = "transport::lenient")]
+    input_tokens: Option<u64>,
+    #[serde(deserialize_with = "transport::lenient")]
+    output_tokens: Option<u64>,
+}
+
 fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
-    let parsed = transport::json_body(&raw.body)?;
-    if parsed["type"] == "error" {
+    let answer: MessagesAnswer = transport::answer_body(&raw.body)?;
+    if answer.kind.as_deref() == Some("error") {
         // 529-style overload reported inside a 200 by some proxies: classify it as its error type says.
-        let status = match parsed["error"]["type"].as_str() {
+        let status = match answer.error.and_then(|e| e.kind).as_deref() {
             Some("overloaded_error") => 529,
             Some("rate_limit_error") => 429,
             _ => 502,
         };
         return Err(http_failure(status, &raw.headers, &raw.body, reset));
     }
-    let stop = parsed["stop_reason"].as_str().unwrap_or("end_turn");
-    let finish = match stop {
+    let finish = match answer.stop_reason.as_deref().unwrap_or("end_turn") {
         "end_turn" | "stop_sequence" => FinishReason::Stop,
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "refusal" => return Err(Failure::new(ErrorClass::Filtered, "stop_reason refusal")),
         _ => FinishReason::Other,
     };
-    let text = transport::text_of(&parsed["content"], |block| block["type"] == "text");
-    let usage = transport::usage_at(&parsed, "/usage/input_tokens", "/usage/output_tokens");
-    transport::non_empty(text, finish, usage)
+    let text = transport::text_blocks(&answer.content);
+    let usage = answer.usage.unwrap_or_default();
+    transport::non_empty(text, finish, transport::usage(usage.input_tokens, usage.output_tokens))
 }
 
 #[async_trait]

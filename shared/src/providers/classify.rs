@@ -3,14 +3,16 @@
 use std::time::Duration;
 
 use http::HeaderMap;
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::transport;
 use crate::error_class::ErrorClass;
 use crate::outcome::{Failure, RateSignals, RetryHint};
 use crate::quota::ResetClock;
 
 /// Parses a Go duration as rate-limit headers carry it: `1s`, `6m0s`, `2m59.56s`, `12ms`, `1h2m3.5s`.
-pub fn go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -40,7 +42,7 @@ pub fn go_duration(s: &str) -> Option<Duration> {
 }
 
 /// `retry-after`: delay-seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<RetryHint> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<RetryHint> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(seconds) = v.parse::<f64>() {
         return (seconds >= 0.0).then(|| RetryHint::After(Duration::from_secs_f64(seconds)));
@@ -51,7 +53,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<RetryHint> {
 }
 
 /// "Please try again in 5.289s" (Groq, OpenAI) or "Please retry in 47.08s" (Gemini) inside an error message.
-pub fn try_again_in(message: &str) -> Option<RetryHint> {
+pub(crate) fn try_again_in(message: &str) -> Option<RetryHint> {
     let lower = message.to_ascii_lowercase();
     let at = ["try again in ", "retry in "]
         .iter()
@@ -65,39 +67,190 @@ pub fn try_again_in(message: &str) -> Option<RetryHint> {
 
 /// What Google's `error.details` say: `RetryInfo.retryDelay`, the `QuotaFailure` quota ids, the `ErrorInfo` reason.
 #[derive(Debug, Default, PartialEq)]
-pub struct GoogleDetails {
-    pub retry_delay: Option<Duration>,
-    pub quota_ids: Vec<String>,
-    pub reason: Option<String>,
+pub(crate) struct GoogleDetails {
+    retry_delay: Option<Duration>,
+    quota_ids: Vec<String>,
+    reason: Option<String>,
 }
 
 impl GoogleDetails {
     /// A per-day quota is used up (it resets at midnight US Pacific); per-minute ones pass within the minute.
-    pub fn daily_quota(&self) -> bool {
+    fn daily_quota(&self) -> bool {
         self.quota_ids.iter().any(|id| id.contains("PerDay"))
+    }
+
+    fn read(details: &[GoogleDetail]) -> Self {
+        let mut found = GoogleDetails::default();
+        for detail in details {
+            let kind = detail.kind.as_deref().unwrap_or("");
+            if kind.ends_with("RetryInfo") {
+                found.retry_delay = detail.retry_delay.as_deref().and_then(go_duration);
+            } else if kind.ends_with("QuotaFailure") {
+                found
+                    .quota_ids
+                    .extend(detail.violations.iter().filter_map(|v| v.quota_id.clone()));
+            } else if kind.ends_with("ErrorInfo") {
+                found.reason = detail.reason.clone();
+            }
+        }
+        found
     }
 }
 
-pub fn google_details(body: &Value) -> GoogleDetails {
-    let body = match body {
-        Value::Array(items) => items.first().unwrap_or(&Value::Null),
-        other => other,
-    };
-    let mut found = GoogleDetails::default();
-    for detail in body["error"]["details"].as_array().into_iter().flatten() {
-        let kind = detail["@type"].as_str().unwrap_or("");
-        if kind.ends_with("RetryInfo") {
-            found.retry_delay = detail["retryDelay"].as_str().and_then(go_duration);
-        } else if kind.ends_with("QuotaFailure") {
-            let ids = detail["violations"].as_array().into_iter().flatten();
-            found
-                .quota_ids
-                .extend(ids.filter_map(|v| v["quotaId"].as_str().map(str::to_string)));
-        } else if kind.ends_with("ErrorInfo") {
-            found.reason = detail["reason"].as_str().map(str::to_string);
+/// The error body of any wire format, as far as we read it: `{"error":{...}}` (OpenAI, Anthropic, Gemini),
+/// Cloudflare's `{"errors":[{"code","message"}]}`, NVIDIA's problem details `{"status","title","detail"}`,
+/// or Cohere's `{"message"}`. Gemini's OpenAI endpoint wraps it in an array (see [`ErrorBody::parse`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorBody {
+    /// Cloudflare: only the first error is read.
+    #[serde(deserialize_with = "first_error")]
+    errors: Option<CodedMessage>,
+    /// Present counts, whatever it holds (an object, a bare message string, even `null`).
+    #[serde(deserialize_with = "transport::lenient")]
+    error: Option<ErrorField>,
+    #[serde(deserialize_with = "transport::lenient")]
+    title: Option<String>,
+    #[serde(deserialize_with = "transport::lenient")]
+    detail: Option<String>,
+    #[serde(deserialize_with = "transport::lenient")]
+    message: Option<String>,
+}
+
+/// `error` as the wires send it: an object, a bare message, or something else that says nothing.
+#[derive(Debug)]
+enum ErrorField {
+    Text(String),
+    Object(ErrorObject),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for ErrorField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(message) => ErrorField::Text(message),
+            value @ Value::Object(_) => ErrorField::Object(serde_json::from_value(value).unwrap_or_default()),
+            _ => ErrorField::Other,
+        })
+    }
+}
+
+/// `errors[0]`: any first element counts, even one that says nothing (then code and message are empty).
+fn first_error<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CodedMessage>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items.into_iter().next().map(|first| match first {
+            value @ Value::Object(_) => serde_json::from_value(value).unwrap_or_default(),
+            _ => CodedMessage::default(),
+        }),
+        _ => None,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorObject {
+    #[serde(deserialize_with = "transport::lenient")]
+    message: Option<String>,
+    #[serde(deserialize_with = "transport::lenient")]
+    code: Option<Code>,
+    /// The code when there is no `code`: a status name (`RESOURCE_EXHAUSTED`), else Anthropic's error `type`.
+    #[serde(deserialize_with = "transport::lenient")]
+    status: Option<String>,
+    #[serde(rename = "type", deserialize_with = "transport::lenient")]
+    kind: Option<String>,
+    #[serde(deserialize_with = "transport::list")]
+    details: Vec<GoogleDetail>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CodedMessage {
+    #[serde(deserialize_with = "transport::lenient")]
+    code: Option<Code>,
+    #[serde(deserialize_with = "transport::lenient")]
+    message: Option<String>,
+}
+
+/// An error code as text: providers send strings (`"insufficient_quota"`) or numbers (`402`, `3036`).
+#[derive(Debug)]
+struct Code(String);
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Code(match Value::deserialize(d)? {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct GoogleDetail {
+    #[serde(rename = "@type", deserialize_with = "transport::lenient")]
+    kind: Option<String>,
+    #[serde(deserialize_with = "transport::lenient")]
+    retry_delay: Option<String>,
+    #[serde(deserialize_with = "transport::list")]
+    violations: Vec<QuotaViolation>,
+    #[serde(deserialize_with = "transport::lenient")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct QuotaViolation {
+    #[serde(deserialize_with = "transport::lenient")]
+    quota_id: Option<String>,
+}
+
+impl ErrorBody {
+    /// `None` when the body is not JSON, not an object, or an empty array.
+    fn parse(body: &str) -> Option<Self> {
+        let value = match serde_json::from_str(body).ok()? {
+            // Gemini's OpenAI endpoint answers `[{"error":{...}}]`.
+            Value::Array(items) => items.into_iter().next()?,
+            other => other,
+        };
+        value
+            .is_object()
+            .then(|| serde_json::from_value(value).unwrap_or_default())
+    }
+
+    /// The error's code (empty when none) and message, the first shape that matches.
+    fn code_and_message(&self) -> Option<(String, String)> {
+        if let Some(first) = &self.errors {
+            let code = first.code.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+            return Some((code, first.message.clone().unwrap_or_default()));
+        }
+        if let Some(error) = &self.error {
+            return Some(match error {
+                ErrorField::Text(message) => (String::new(), message.clone()),
+                ErrorField::Object(e) => {
+                    let code = e.code.as_ref().map(|c| c.0.clone());
+                    let code = code.or_else(|| e.status.clone()).or_else(|| e.kind.clone());
+                    (code.unwrap_or_default(), e.message.clone().unwrap_or_default())
+                }
+                ErrorField::Other => (String::new(), String::new()),
+            });
+        }
+        if let Some(title) = &self.title {
+            return Some((title.clone(), self.detail.clone().unwrap_or_else(|| title.clone())));
+        }
+        self.message.clone().map(|m| (String::new(), m))
+    }
+
+    fn google(&self) -> GoogleDetails {
+        match &self.error {
+            Some(ErrorField::Object(e)) => GoogleDetails::read(&e.details),
+            _ => GoogleDetails::default(),
         }
     }
-    found
+}
+
+/// The code of an error body (`error.code`, Cloudflare's `errors[0].code`, ...), when it has one.
+pub(crate) fn error_code(body: &str) -> Option<String> {
+    ErrorBody::parse(body)?.code_and_message().map(|(code, _)| code)
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -128,7 +281,7 @@ fn reset_hint(headers: &HeaderMap, name: &str) -> Option<RetryHint> {
 }
 
 /// Rate-limit headers of any response, success included.
-pub fn rate_signals(headers: &HeaderMap) -> RateSignals {
+pub(crate) fn rate_signals(headers: &HeaderMap) -> RateSignals {
     let first = |names: &[&str]| names.iter().find_map(|n| header_u64(headers, n));
     let first_reset = |names: &[&str]| names.iter().find_map(|n| reset_hint(headers, n));
     RateSignals {
@@ -158,45 +311,6 @@ pub fn rate_signals(headers: &HeaderMap) -> RateSignals {
     }
 }
 
-/// The error object of any wire format's error body: `{"error":{...}}` (OpenAI, Anthropic, Gemini),
-/// Gemini's `[{"error":{...}}]` on its OpenAI endpoint, NVIDIA's problem details `{"status","title","detail"}`,
-/// Cloudflare's `{"errors":[{"code","message"}]}`, or Cohere's `{"message"}`.
-pub fn error_object(body: &Value) -> Option<(String, String)> {
-    let body = match body {
-        Value::Array(items) => items.first()?,
-        other => other,
-    };
-    if let Some(first) = body.get("errors").and_then(Value::as_array).and_then(|e| e.first()) {
-        let code = first
-            .get("code")
-            .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()));
-        let message = first.get("message").and_then(Value::as_str).unwrap_or("");
-        return Some((code.unwrap_or_default(), message.to_string()));
-    }
-    if let Some(e) = body.get("error") {
-        let message = e
-            .get("message")
-            .and_then(Value::as_str)
-            .or_else(|| e.as_str())
-            .unwrap_or("")
-            .to_string();
-        let code = e
-            .get("code")
-            .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()))
-            .or_else(|| e.get("status").and_then(Value::as_str).map(str::to_string))
-            .or_else(|| e.get("type").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_default();
-        return Some((code, message));
-    }
-    if let Some(title) = body.get("title").and_then(Value::as_str) {
-        let detail = body.get("detail").and_then(Value::as_str).unwrap_or(title);
-        return Some((title.to_string(), detail.to_string()));
-    }
-    body.get("message")
-        .and_then(Value::as_str)
-        .map(|m| (String::new(), m.to_string()))
-}
-
 fn short(s: &str) -> String {
     let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
     match one_line.char_indices().nth(160) {
@@ -207,9 +321,10 @@ fn short(s: &str) -> String {
 
 /// Classifies an HTTP error answer (any status that is not a usable 200). `reset` is the provider's quota
 /// clock: an exhausted daily quota parks the provider until it turns.
-pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetClock) -> Failure {
-    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let (code, message) = error_object(&parsed).unwrap_or_else(|| {
+pub(crate) fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetClock) -> Failure {
+    let parsed = ErrorBody::parse(body);
+    let read = parsed.as_ref().and_then(ErrorBody::code_and_message);
+    let (code, message) = read.unwrap_or_else(|| {
         let text = if body.trim_start().starts_with('<') {
             "an HTML error page".to_string()
         } else {
@@ -217,7 +332,7 @@ pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetCl
         };
         (String::new(), text)
     });
-    let google = google_details(&parsed);
+    let google = parsed.as_ref().map(ErrorBody::google).unwrap_or_default();
     let lower = format!("{code} {message}").to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     let text = short(&format!(
@@ -286,7 +401,7 @@ pub fn http_failure(status: u16, headers: &HeaderMap, body: &str, reset: ResetCl
 }
 
 /// A transport failure: no answer, a reset connection, or our own deadline.
-pub fn transport_failure(error: &reqwest::Error, timeout_ms: u64) -> Failure {
+pub(crate) fn transport_failure(error: &reqwest::Error, timeout_ms: u64) -> Failure {
     let message = if error.is_timeout() {
         format!("timeout after {timeout_ms}ms")
     } else if error.is_connect() {

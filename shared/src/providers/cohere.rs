@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::transport::{self, Connection, Raw};
+use super::transport::{self, Connection, Raw, TextPart};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::outcome::{Answer, CallReport, Failure};
@@ -42,10 +43,45 @@ impl CohereProvider {
     }
 }
 
+/// A v2 chat answer, as far as we read it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChatAnswer {
+    #[serde(deserialize_with = "transport::lenient")]
+    finish_reason: Option<String>,
+    #[serde(deserialize_with = "transport::object")]
+    message: Option<Message>,
+    #[serde(deserialize_with = "transport::object")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Message {
+    #[serde(deserialize_with = "transport::list")]
+    content: Vec<TextPart>,
+}
+
+/// Cohere counts under `usage.tokens` (`usage.billed_units` is what the account is charged).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireUsage {
+    #[serde(deserialize_with = "transport::object")]
+    tokens: Option<Tokens>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Tokens {
+    #[serde(deserialize_with = "transport::lenient")]
+    input_tokens: Option<u64>,
+    #[serde(deserialize_with = "transport::lenient")]
+    output_tokens: Option<u64>,
+}
+
 fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
-    let parsed = transport::json_body(&raw.body)?;
-    let reason = parsed["finish_reason"].as_str().unwrap_or("COMPLETE");
-    let finish = match reason {
+    let answer: ChatAnswer = transport::answer_body(&raw.body)?;
+    let finish = match answer.finish_reason.as_deref().unwrap_or("COMPLETE") {
         "COMPLETE" | "STOP_SEQUENCE" => FinishReason::Stop,
         "MAX_TOKENS" => FinishReason::Length,
         // The generation failed on their side after a 200.
@@ -53,9 +89,13 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
         r if r.contains("TOXIC") => return Err(Failure::new(ErrorClass::Filtered, format!("finish_reason {r}"))),
         _ => FinishReason::Other,
     };
-    let text = transport::text_of(&parsed["message"]["content"], |part| part["type"] == "text");
-    let usage = transport::usage_at(&parsed, "/usage/tokens/input_tokens", "/usage/tokens/output_tokens");
-    transport::non_empty(text, finish, usage)
+    let text = transport::text_blocks(&answer.message.unwrap_or_default().content);
+    let tokens = answer.usage.and_then(|u| u.tokens).unwrap_or_default();
+    transport::non_empty(
+        text,
+        finish,
+        transport::usage(tokens.input_tokens, tokens.output_tokens),
+    )
 }
 
 #[async_trait]

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::transport::{self, Connection, Raw, SchemaFallback};
@@ -76,18 +77,71 @@ fn schema_refused(raw: &Raw) -> bool {
         && (lower.contains("json_schema") || lower.contains("jsonschema"))
 }
 
+/// A `generateContent` answer, as far as we read it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct GenerateContent {
+    /// Only the first candidate is read: we never ask for more than one.
+    #[serde(rename = "candidates", deserialize_with = "transport::first")]
+    candidate: Option<Candidate>,
+    #[serde(deserialize_with = "transport::object")]
+    prompt_feedback: Option<PromptFeedback>,
+    #[serde(deserialize_with = "transport::object")]
+    usage_metadata: Option<UsageMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Candidate {
+    #[serde(deserialize_with = "transport::lenient")]
+    finish_reason: Option<String>,
+    #[serde(deserialize_with = "transport::object")]
+    content: Option<Content>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Content {
+    #[serde(deserialize_with = "transport::list")]
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Part {
+    #[serde(deserialize_with = "transport::lenient")]
+    text: Option<String>,
+    /// A thinking model's thought, not part of the answer.
+    #[serde(deserialize_with = "transport::lenient")]
+    thought: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(deserialize_with = "transport::lenient")]
+    block_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(deserialize_with = "transport::lenient")]
+    prompt_token_count: Option<u64>,
+    #[serde(deserialize_with = "transport::lenient")]
+    candidates_token_count: Option<u64>,
+}
+
 fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
-    let parsed = transport::json_body(&raw.body)?;
-    let candidate = &parsed["candidates"][0];
-    if candidate.is_null() {
+    let answer: GenerateContent = transport::answer_body(&raw.body)?;
+    let Some(candidate) = answer.candidate else {
         // A blocked prompt is a 200 with no candidates and the reason in promptFeedback.
-        let reason = parsed["promptFeedback"]["blockReason"].as_str();
-        return Err(match reason {
+        return Err(match answer.prompt_feedback.and_then(|f| f.block_reason) {
             Some(reason) => Failure::new(ErrorClass::Filtered, format!("prompt blocked: {reason}")),
             None => Failure::new(ErrorClass::InvalidOutput, "200 without candidates"),
         });
-    }
-    let reason = candidate["finishReason"].as_str().unwrap_or("STOP");
+    };
+    let reason = candidate.finish_reason.as_deref().unwrap_or("STOP");
     let finish = match reason {
         "STOP" => FinishReason::Stop,
         "MAX_TOKENS" => FinishReason::Length,
@@ -97,13 +151,20 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
         _ => FinishReason::Other,
     };
     // Thinking models may return thought parts: only the answer's own parts count.
-    let text = transport::text_of(&candidate["content"]["parts"], |p| p["thought"].as_bool() != Some(true));
-    let usage = transport::usage_at(
-        &parsed,
-        "/usageMetadata/promptTokenCount",
-        "/usageMetadata/candidatesTokenCount",
-    );
-    transport::non_empty(text, finish, usage)
+    let text: String = candidate
+        .content
+        .unwrap_or_default()
+        .parts
+        .iter()
+        .filter(|p| p.thought != Some(true))
+        .filter_map(|p| p.text.as_deref())
+        .collect();
+    let usage = answer.usage_metadata.unwrap_or_default();
+    transport::non_empty(
+        text,
+        finish,
+        transport::usage(usage.prompt_token_count, usage.candidates_token_count),
+    )
 }
 
 #[async_trait]
@@ -122,5 +183,42 @@ impl Provider for GeminiProvider {
             })
             .await;
         self.conn.report(started, sent, parse_success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn read(body: &str) -> Result<Answer, Failure> {
+        parse_success(&Raw {
+            status: 200,
+            headers: HeaderMap::new(),
+            body: body.to_string(),
+        })
+    }
+
+    #[test]
+    fn thoughts_and_parts_without_text_are_left_out() {
+        let answer = read(
+            r#"{"candidates":[{"content":{"parts":["stray",{"text":"a"},{"text":"b","thought":true},{"text":"c","thought":"no"}]}}],"usageMetadata":{"promptTokenCount":3}}"#,
+        )
+        .unwrap();
+        assert_eq!((answer.text.as_str(), answer.finish), ("ac", FinishReason::Stop));
+        assert_eq!((answer.usage.input_tokens, answer.usage.output_tokens), (3, 0));
+    }
+
+    #[test]
+    fn no_usable_candidate_is_a_block_or_an_unusable_answer() {
+        for body in [r#"{"candidates":[]}"#, r#"{"candidates":[null]}"#, r#"{}"#, r#"[]"#] {
+            assert_eq!(read(body).unwrap_err().message, "200 without candidates", "{body}");
+        }
+        let blocked = read(r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#).unwrap_err();
+        assert_eq!(
+            (blocked.class, blocked.message.as_str()),
+            (ErrorClass::Filtered, "prompt blocked: SAFETY")
+        );
     }
 }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::classify::{error_object, http_failure};
+use super::classify::{error_code, http_failure};
 use super::transport::{self, Connection, Raw, SchemaFallback};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
@@ -68,18 +69,57 @@ fn schema_refused(raw: &Raw) -> bool {
     raw.status == 400 && (lower.contains("json_schema") || lower.contains("response_format"))
 }
 
+/// A chat-completions answer, as far as we read it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChatCompletion {
+    /// An error put inside a 200 (OpenRouter mid-generation). Present counts, even as `null`.
+    #[serde(deserialize_with = "transport::lenient")]
+    error: Option<Value>,
+    /// Only the first choice is read: we never ask for more than one.
+    #[serde(rename = "choices", deserialize_with = "transport::first")]
+    choice: Option<Choice>,
+    #[serde(deserialize_with = "transport::object")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Choice {
+    #[serde(deserialize_with = "transport::lenient")]
+    finish_reason: Option<String>,
+    #[serde(deserialize_with = "transport::object")]
+    message: Option<Message>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Message {
+    #[serde(deserialize_with = "transport::lenient")]
+    content: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireUsage {
+    #[serde(deserialize_with = "transport::lenient")]
+    prompt_tokens: Option<u64>,
+    #[serde(deserialize_with = "transport::lenient")]
+    completion_tokens: Option<u64>,
+}
+
 /// Reads a 200 answer: the message, or an error the provider put inside the 200 (OpenRouter).
 fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
-    let parsed = transport::json_body(&raw.body)?;
-    if parsed.get("error").is_some() {
-        let status = error_object(&parsed)
-            .and_then(|(code, _)| code.parse::<u16>().ok())
+    let answer: ChatCompletion = transport::answer_body(&raw.body)?;
+    if answer.error.is_some() {
+        let status = error_code(&raw.body)
+            .and_then(|code| code.parse::<u16>().ok())
             .filter(|s| (400..600).contains(s))
             .unwrap_or(502);
         return Err(http_failure(status, &raw.headers, &raw.body, reset));
     }
-    let choice = &parsed["choices"][0];
-    let finish = match choice["finish_reason"].as_str() {
+    let choice = answer.choice.unwrap_or_default();
+    let finish = match choice.finish_reason.as_deref() {
         Some("stop") | Some("eos") | None => FinishReason::Stop,
         Some("length") => FinishReason::Length,
         Some("content_filter") => FinishReason::ContentFilter,
@@ -88,9 +128,13 @@ fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
     if finish == FinishReason::ContentFilter {
         return Err(Failure::new(ErrorClass::Filtered, "finish_reason content_filter"));
     }
-    let text = choice["message"]["content"].as_str().unwrap_or("").to_string();
-    let usage = transport::usage_at(&parsed, "/usage/prompt_tokens", "/usage/completion_tokens");
-    transport::non_empty(text, finish, usage)
+    let text = choice.message.and_then(|m| m.content).unwrap_or_default();
+    let usage = answer.usage.unwrap_or_default();
+    transport::non_empty(
+        text,
+        finish,
+        transport::usage(usage.prompt_tokens, usage.completion_tokens),
+    )
 }
 
 #[async_trait]
@@ -111,5 +155,66 @@ impl Provider for OpenAiProvider {
             .await;
         self.conn
             .report(started, sent, |raw| parse_success(raw, self.conn.reset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+    use crate::llm::Usage;
+
+    fn read(body: &str) -> Result<Answer, Failure> {
+        let raw = Raw {
+            status: 200,
+            headers: HeaderMap::new(),
+            body: body.to_string(),
+        };
+        parse_success(&raw, ResetClock::UtcMidnight)
+    }
+
+    #[test]
+    fn fields_of_another_type_read_as_absent_not_as_a_broken_answer() {
+        let answer = read(
+            r#"{"choices":[{"message":{"content":"hi"},"finish_reason":7}],"usage":{"prompt_tokens":"x","completion_tokens":5}}"#,
+        )
+        .unwrap();
+        assert_eq!((answer.text.as_str(), answer.finish), ("hi", FinishReason::Stop));
+        assert_eq!(
+            answer.usage,
+            Usage {
+                input_tokens: 0,
+                output_tokens: 5
+            }
+        );
+        for body in [
+            r#"[1, 2]"#,
+            r#""text""#,
+            r#"{"choices":[{"message":{"content":5}}]}"#,
+            r#"{"choices":{}}"#,
+        ] {
+            let failure = read(body).unwrap_err();
+            assert_eq!(
+                (failure.class, failure.message.as_str()),
+                (ErrorClass::InvalidOutput, "empty answer"),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            read("not json").unwrap_err().message,
+            "200 with a body that is not JSON"
+        );
+    }
+
+    #[test]
+    fn an_error_inside_a_200_is_classified_by_its_code() {
+        let failure = read(r#"{"error":{"message":"Rate limit exceeded","code":429}}"#).unwrap_err();
+        assert_eq!(
+            (failure.class, failure.message.as_str()),
+            (ErrorClass::RateLimited, "429 429: Rate limit exceeded")
+        );
+        // Present counts, even as null: a 502 (overloaded) with nothing more said.
+        assert_eq!(read(r#"{"error":null}"#).unwrap_err().class, ErrorClass::Overloaded);
     }
 }

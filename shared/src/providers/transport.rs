@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::classify::{http_failure, rate_signals, transport_failure};
@@ -42,12 +44,12 @@ impl Connection {
     }
 
     /// The key as `name: value` (`bearer` sends `Bearer <key>`), or nothing when the provider needs none.
-    pub fn key_header(&self, name: &str, bearer: bool) -> Vec<(String, String)> {
+    pub(crate) fn key_header(&self, name: &str, bearer: bool) -> Vec<(String, String)> {
         key_header(self.key.as_ref(), name, bearer)
     }
 
     /// The report of one call; `success` reads a 200 in the wire's format.
-    pub fn report(
+    pub(crate) fn report(
         &self,
         started: Instant,
         sent: Result<Raw, reqwest::Error>,
@@ -66,7 +68,7 @@ impl Connection {
 }
 
 /// `key` as the header `name` (`bearer` sends `Bearer <key>`), or nothing without a key.
-pub fn key_header(key: Option<&Secret>, name: &str, bearer: bool) -> Vec<(String, String)> {
+pub(crate) fn key_header(key: Option<&Secret>, name: &str, bearer: bool) -> Vec<(String, String)> {
     let value = |k: &Secret| {
         if bearer {
             format!("Bearer {}", k.expose())
@@ -134,14 +136,84 @@ pub async fn post_json(
 }
 
 /// Parses a 200 body as JSON, or says it is unusable.
-pub fn json_body(body: &str) -> Result<Value, Failure> {
+pub(crate) fn json_body(body: &str) -> Result<Value, Failure> {
     serde_json::from_str(body).map_err(|_| Failure::new(ErrorClass::InvalidOutput, "200 with a body that is not JSON"))
+}
+
+/// Reads a 200 body as the wire's answer struct `T`. A body that is JSON but not an object reads as the
+/// empty answer (`T::default()`): every field absent, which the wire module then judges (an empty answer,
+/// no candidates), just as a non-object answer always has been.
+pub(crate) fn answer_body<T: DeserializeOwned + Default>(body: &str) -> Result<T, Failure> {
+    match json_body(body)? {
+        value @ Value::Object(_) => Ok(serde_json::from_value(value).unwrap_or_default()),
+        _ => Ok(T::default()),
+    }
+}
+
+/// Reads one scalar field of a wire struct (a string, a count, a flag) the way a provider's answer must be
+/// read: absent, `null`, or of another type than the one we read all count as absent (`None`), never as
+/// a broken answer. Wire structs pair it with `#[serde(default)]` on the struct, so a missing field is
+/// absent too.
+pub(crate) fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
+}
+
+/// Reads a field that holds one of our wire structs: only a JSON object is read (serde would otherwise
+/// read an array into a struct by position); anything else is absent.
+pub(crate) fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(match Value::deserialize(d)? {
+        value @ Value::Object(_) => serde_json::from_value(value).ok(),
+        _ => None,
+    })
+}
+
+/// The first element of a list field (`choices[0]`, `candidates[0]`): absent when the list is absent,
+/// empty or starts with `null`; an element that is there but is not an object reads as one that says
+/// nothing (`T::default()`).
+pub(crate) fn first<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => match items.into_iter().next() {
+            None | Some(Value::Null) => None,
+            Some(value @ Value::Object(_)) => serde_json::from_value(value).ok(),
+            Some(_) => Some(T::default()),
+        },
+        _ => None,
+    })
+}
+
+/// The elements of a list field (content blocks, parts) that are objects; a list that is absent or not a
+/// list is empty, and an element that is not an object (a bare string among the blocks) carries nothing.
+pub(crate) fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter(Value::is_object)
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// Turns what one call produced into its report; `success` reads a 200 in the wire's format. This is
 /// where a provider's text enters: every failure's message passes `scrub` here, before anything logs,
 /// stores or answers it.
-pub fn report(
+pub(crate) fn report(
     provider: &str,
     started: Instant,
     sent: Result<Raw, reqwest::Error>,
@@ -179,28 +251,36 @@ pub fn report(
     report
 }
 
-/// The concatenated `text` of the parts of an answer that `keep` accepts (content blocks, Gemini parts).
-pub fn text_of(parts: &Value, keep: impl Fn(&Value) -> bool) -> String {
+/// A wire's text part (a content block, a Gemini part): its `type` and its `text`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct TextPart {
+    #[serde(rename = "type", deserialize_with = "lenient")]
+    kind: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    text: Option<String>,
+}
+
+/// The concatenated `text` of the parts of an answer of `kind` `"text"` (Anthropic's content blocks,
+/// Cohere's message content).
+pub(crate) fn text_blocks(parts: &[TextPart]) -> String {
     parts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| keep(p))
-        .filter_map(|p| p["text"].as_str())
+        .iter()
+        .filter(|p| p.kind.as_deref() == Some("text"))
+        .filter_map(|p| p.text.as_deref())
         .collect()
 }
 
-/// Token counts at two JSON pointers of an answer (0 where absent).
-pub fn usage_at(answer: &Value, input: &str, output: &str) -> Usage {
-    let count = |pointer: &str| answer.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+/// Token counts as a wire reported them (0 where absent).
+pub(crate) fn usage(input: Option<u64>, output: Option<u64>) -> Usage {
     Usage {
-        input_tokens: count(input),
-        output_tokens: count(output),
+        input_tokens: input.unwrap_or(0),
+        output_tokens: output.unwrap_or(0),
     }
 }
 
 /// The answer must say something: an empty text is an unusable answer, not a success.
-pub fn non_empty(text: String, finish: FinishReason, usage: Usage) -> Result<Answer, Failure> {
+pub(crate) fn non_empty(text: String, finish: FinishReason, usage: Usage) -> Result<Answer, Failure> {
     if text.trim().is_empty() {
         return Err(Failure::new(ErrorClass::InvalidOutput, "empty answer"));
     }

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 
 use crate::alert::{Alert, AlertRules, Incident};
-use crate::quota::ProviderState;
+use crate::error_class::ErrorClass;
+use crate::quota::{LastOutcome, ProviderState};
 
 /// The store-side bookkeeping of alerts (`st:alerts` on Upstash): whether "all unusable" is raised,
 /// and per provider the last alert's time, how many were held back since, and whether the operator
@@ -25,7 +26,7 @@ pub struct AlertBook {
 }
 
 /// The class names that disable a provider.
-const DISABLING: [&str; 2] = ["auth_invalid", "gone"];
+const DISABLING: [ErrorClass; 2] = [ErrorClass::AuthInvalid, ErrorClass::Gone];
 
 /// The provider incidents one folded event caused: `before` and `after` are the provider's shared
 /// state around [`ProviderState::apply`]. Mirrors `finish.lua` rule for rule.
@@ -51,7 +52,7 @@ pub fn provider_incidents(provider: &str, before: &ProviderState, after: &Provid
             provider: provider.to_string(),
         });
     }
-    if after.last_class.as_deref() == Some("quota_exhausted")
+    if after.last_class == Some(LastOutcome::Failed(ErrorClass::QuotaExhausted))
         && before.cooldown_until_ms <= now_ms
         && after.cooldown_until_ms > now_ms
     {
@@ -66,7 +67,7 @@ pub fn provider_incidents(provider: &str, before: &ProviderState, after: &Provid
 /// When a provider returns, judged on its shared state alone (`None`: disabled). Cooldowns and open
 /// circuits count; per-minute counters do not (they end within the minute).
 pub fn returns_at(state: &ProviderState) -> Option<u64> {
-    if state.disabled.is_some() || state.last_class.as_deref().is_some_and(|c| DISABLING.contains(&c)) {
+    if state.disabled.is_some() || state.last_class.is_some_and(|c| c.is_any(&DISABLING)) {
         return None;
     }
     Some(state.cooldown_until_ms.max(state.circuit_open_until_ms))
@@ -150,7 +151,7 @@ mod tests {
     fn cooling(until: u64) -> ProviderState {
         ProviderState {
             cooldown_until_ms: until,
-            last_class: Some("rate_limited".into()),
+            last_class: Some(LastOutcome::Failed(ErrorClass::RateLimited)),
             ..ProviderState::default()
         }
     }
