@@ -306,6 +306,9 @@ struct Inner {
     /// The budget's buckets, named as on Upstash (`st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>`) → (expiry in
     /// epoch ms, field → count), with budget.lua's fields.
     budget: HashMap<String, (u64, HashMap<String, u64>)>,
+    /// The current hour's bucket names, by the hour's start: naming them formats dates, and every
+    /// call counts into them (a month ends on an hour's end, so one hour's names hold for all of it).
+    buckets: Option<(u64, Buckets)>,
 }
 
 #[derive(Default)]
@@ -417,17 +420,47 @@ impl Inner {
     }
 
     fn add_to_budget(&mut self, owner: &str, now: u64, counts: &[(char, u64)]) {
-        let buckets = Buckets::at(now);
+        let hour = budget::hour_start(now);
+        if self.buckets.as_ref().is_none_or(|(start, _)| *start != hour) {
+            self.buckets = Some((hour, Buckets::at(now)));
+        }
+        let Inner {
+            buckets: Some((_, buckets)),
+            budget,
+            ..
+        } = self
+        else {
+            return;
+        };
+        // Counted in place: a field's name is allocated only the first time it is seen.
+        fn bump(fields: &mut HashMap<String, u64>, field: &str, n: u64) {
+            match fields.get_mut(field) {
+                Some(count) => *count += n,
+                None => {
+                    fields.insert(field.to_string(), n);
+                }
+            }
+        }
+        let mut field = String::with_capacity(owner.len() + 2);
         for (key, expires_s) in [
-            (buckets.hour_key, buckets.hour_expires_s),
-            (buckets.month_key, buckets.month_expires_s),
+            (&buckets.hour_key, buckets.hour_expires_s),
+            (&buckets.month_key, buckets.month_expires_s),
         ] {
-            let (expires_ms, fields) = self.budget.entry(key).or_default();
+            if !budget.contains_key(key.as_str()) {
+                budget.insert(key.clone(), Default::default());
+            }
+            let Some((expires_ms, fields)) = budget.get_mut(key.as_str()) else {
+                continue;
+            };
             *expires_ms = expires_s * 1000;
             for &(letter, n) in counts.iter().filter(|(_, n)| *n > 0) {
-                *fields.entry(letter.to_string()).or_default() += n;
+                field.clear();
+                field.push(letter);
+                bump(fields, &field, n);
                 if !owner.is_empty() {
-                    *fields.entry(format!("{letter}:{owner}")).or_default() += n;
+                    field.push(':');
+                    field.push_str(owner);
+                    bump(fields, &field, n);
                 }
             }
         }
