@@ -1,7 +1,7 @@
 //! The in-memory store: the embedded default of `stepper-local` and the fast unit tests.
 //! Same semantics as the Upstash store (the store contract suite runs against both).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,7 +10,8 @@ use async_trait::async_trait;
 
 use super::incidents::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
-use crate::job::{Job, JobState, StepRef};
+use crate::job::{Job, JobSpec, JobState, StepRef};
+use crate::llm::{ChatMessage, ResponseFormat, Role};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
@@ -153,9 +154,132 @@ impl DueIndex {
     }
 }
 
+/// A prompt's text, held once however many jobs (and a job's compact prompt) carry it.
+type Text = Arc<str>;
+
+/// What the store keeps of a job: the record, less its spec's bulky parts that repeat from job to job,
+/// which are held once in [`Interned`]. A report's JSON Schema is the same for every report (as a
+/// `serde_json::Value` tree it was the largest part of a record in memory), its system prompt too, and
+/// its compact prompt is its full prompt whenever the diff fits the smaller budget.
+/// Reads rebuild the whole `Job` ([`Held::to_job`]): what the store hands out is unchanged.
+struct Held {
+    /// The record with `spec.messages` and `spec.compact_messages` empty and `spec.format` set to
+    /// `Text`: the real ones are the fields below. Its other fields are the record's.
+    head: Job,
+    messages: Box<[(Role, Text)]>,
+    compact_messages: Option<Box<[(Role, Text)]>>,
+    format: Arc<ResponseFormat>,
+}
+
+impl Held {
+    /// The job as it was written.
+    fn to_job(&self) -> Job {
+        let texts = |messages: &[(Role, Text)]| -> Vec<ChatMessage> {
+            messages
+                .iter()
+                .map(|(role, content)| ChatMessage {
+                    role: *role,
+                    content: content.to_string(),
+                })
+                .collect()
+        };
+        let mut job = self.head.clone();
+        job.spec.messages = texts(&self.messages);
+        job.spec.compact_messages = self.compact_messages.as_deref().map(texts);
+        job.spec.format = (*self.format).clone();
+        job
+    }
+}
+
+/// The texts and response formats the held jobs share. Entries no job uses any more are dropped
+/// at each clearing of expired entries.
+#[derive(Default)]
+struct Interned {
+    texts: HashSet<Text>,
+    /// Few distinct ones (one per preset and caller-supplied schema), compared whole.
+    formats: Vec<Arc<ResponseFormat>>,
+}
+
+/// Past this many distinct formats held, a new one is kept with its job only (callers' own schemas).
+const MAX_SHARED_FORMATS: usize = 32;
+
+impl Interned {
+    fn text(&mut self, text: &str) -> Text {
+        if let Some(held) = self.texts.get(text) {
+            return held.clone();
+        }
+        let held: Text = Arc::from(text);
+        self.texts.insert(held.clone());
+        held
+    }
+
+    fn messages(&mut self, messages: &[ChatMessage]) -> Box<[(Role, Text)]> {
+        messages.iter().map(|m| (m.role, self.text(&m.content))).collect()
+    }
+
+    fn format(&mut self, format: &ResponseFormat) -> Arc<ResponseFormat> {
+        if let Some(held) = self.formats.iter().find(|held| ***held == *format) {
+            return held.clone();
+        }
+        let held = Arc::new(format.clone());
+        if self.formats.len() < MAX_SHARED_FORMATS {
+            self.formats.push(held.clone());
+        }
+        held
+    }
+
+    /// The held form of `job`, copying only what is not shared already.
+    fn hold(&mut self, job: &Job) -> Held {
+        let spec = &job.spec;
+        let head = Job {
+            id: job.id.clone(),
+            owner: job.owner.clone(),
+            gen: job.gen.clone(),
+            seq: job.seq,
+            state: job.state,
+            spec: JobSpec {
+                kind: spec.kind,
+                messages: Vec::new(),
+                compact_messages: None,
+                format: ResponseFormat::Text,
+                max_tokens: spec.max_tokens,
+                temperature: spec.temperature,
+                fallback: spec.fallback.clone(),
+                context: spec.context.clone(),
+                targets: spec.targets.clone(),
+            },
+            created_at_ms: job.created_at_ms,
+            deadline_ms: job.deadline_ms,
+            next_attempt_at_ms: job.next_attempt_at_ms,
+            attempts: job.attempts.clone(),
+            result: job.result.clone(),
+            error: job.error.clone(),
+            finished_at_ms: job.finished_at_ms,
+            expires_at_ms: job.expires_at_ms,
+            deliveries: job.deliveries.clone(),
+        };
+        Held {
+            head,
+            messages: self.messages(&spec.messages),
+            compact_messages: spec.compact_messages.as_deref().map(|m| self.messages(m)),
+            format: self.format(&spec.format),
+        }
+    }
+
+    /// Drops what no held job uses.
+    fn clear_unused(&mut self) {
+        self.texts.retain(|text| Arc::strong_count(text) > 1);
+        self.formats.retain(|format| Arc::strong_count(format) > 1);
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    jobs: HashMap<(String, String), Job>,
+    /// Boxed: a map slot is then a key and a pointer, so the map's spare capacity (up to half its
+    /// slots after it grows) costs little, and growing it moves pointers, not records.
+    jobs: HashMap<(String, String), Box<Held>>,
+    /// The parts of the job records that repeat from job to job, held once.
+    interned: Interned,
     /// Step leases, one per job: (owner, job id) → (gen, seq, held until in epoch ms).
     leases: HashMap<(String, String), (String, u64, u64)>,
     /// The due-index: (owner, job id) → when its next step is due.
@@ -170,6 +294,8 @@ struct Inner {
     /// Each owner's unfinished jobs as (record expiry, id): the in-flight cap counts these, less the few
     /// that expired since the last clearing, not every job.
     unfinished: HashMap<String, BTreeSet<(u64, String)>>,
+    /// Each owner's finished jobs with a dead-lettered delivery (the overview lists them).
+    dead: HashMap<String, BTreeSet<String>>,
     /// When the maps are next cleared of expired entries (at most once a second: every read checks
     /// an entry's expiry itself, so the clearing only bounds memory).
     next_prune_ms: u64,
@@ -179,6 +305,9 @@ struct Inner {
     /// The budget's buckets, named as on Upstash (`st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>`) → (expiry in
     /// epoch ms, field → count), with budget.lua's fields.
     budget: HashMap<String, (u64, HashMap<String, u64>)>,
+    /// The current hour's bucket names, by the hour's start: naming them formats dates, and every
+    /// call counts into them (a month ends on an hour's end, so one hour's names hold for all of it).
+    buckets: Option<(u64, Buckets)>,
 }
 
 #[derive(Default)]
@@ -192,12 +321,19 @@ const PRUNE_EVERY_MS: u64 = 1_000;
 
 impl Inner {
     /// The job under `key` unless it expired (an expired record is gone, as in Redis).
-    fn job(&self, key: &(String, String), now: u64) -> Option<&Job> {
-        self.jobs.get(key).filter(|job| job.expires_at_ms > now)
+    fn job(&self, key: &(String, String), now: u64) -> Option<&Held> {
+        self.jobs
+            .get(key)
+            .map(|held| &**held)
+            .filter(|held| held.head.expires_at_ms > now)
     }
 
-    fn job_mut(&mut self, key: &(String, String), now: u64) -> Option<&mut Job> {
-        self.jobs.get_mut(key).filter(|job| job.expires_at_ms > now)
+    /// The record's own fields (never its spec's shared parts) under `key`, unless it expired.
+    fn head_mut(&mut self, key: &(String, String), now: u64) -> Option<&mut Job> {
+        self.jobs
+            .get_mut(key)
+            .map(|held| &mut held.head)
+            .filter(|job| job.expires_at_ms > now)
     }
 
     /// The live lease of `key`: (gen, seq, held until).
@@ -206,23 +342,32 @@ impl Inner {
     }
 
     /// Writes a job record and keeps its owner's unfinished set in step with it.
-    fn put(&mut self, key: (String, String), job: Job) {
+    fn put(&mut self, key: (String, String), job: &Job) {
+        let held = self.interned.hold(job);
         let ids = self.unfinished.entry(key.0.clone()).or_default();
         if let Some(old) = self.jobs.get(&key) {
-            ids.remove(&(old.expires_at_ms, key.1.clone()));
+            ids.remove(&(old.head.expires_at_ms, key.1.clone()));
         }
         if !job.state.is_finished() {
             ids.insert((job.expires_at_ms, key.1.clone()));
         }
-        self.jobs.insert(key, job);
+        if job.dead_lettered() {
+            self.dead.entry(key.0.clone()).or_default().insert(key.1.clone());
+        } else if let Some(ids) = self.dead.get_mut(&key.0) {
+            ids.remove(&key.1);
+        }
+        self.jobs.insert(key, Box::new(held));
     }
 
-    fn remove(&mut self, key: &(String, String)) -> Option<Job> {
-        let job = self.jobs.remove(key)?;
+    fn remove(&mut self, key: &(String, String)) -> Option<Box<Held>> {
+        let held = self.jobs.remove(key)?;
         if let Some(ids) = self.unfinished.get_mut(&key.0) {
-            ids.remove(&(job.expires_at_ms, key.1.clone()));
+            ids.remove(&(held.head.expires_at_ms, key.1.clone()));
         }
-        Some(job)
+        if let Some(ids) = self.dead.get_mut(&key.0) {
+            ids.remove(&key.1);
+        }
+        Some(held)
     }
 
     /// The owner's unfinished jobs that are still alive: the set, less those expired since the last
@@ -236,17 +381,24 @@ impl Inner {
 
     /// Drops every expired entry.
     fn prune(&mut self, now: u64) {
-        let Inner { jobs, unfinished, .. } = self;
-        jobs.retain(|(owner, id), job| {
-            let alive = job.expires_at_ms > now;
+        let Inner {
+            jobs, unfinished, dead, ..
+        } = self;
+        jobs.retain(|(owner, id), held| {
+            let alive = held.head.expires_at_ms > now;
             if !alive {
                 if let Some(ids) = unfinished.get_mut(owner) {
-                    ids.remove(&(job.expires_at_ms, id.clone()));
+                    ids.remove(&(held.head.expires_at_ms, id.clone()));
+                }
+                if let Some(ids) = dead.get_mut(owner) {
+                    ids.remove(id);
                 }
             }
             alive
         });
         unfinished.retain(|_, ids| !ids.is_empty());
+        dead.retain(|_, ids| !ids.is_empty());
+        self.interned.clear_unused();
         self.leases.retain(|_, (_, _, until)| *until > now);
         self.rates.retain(|_, (_, ends)| *ends > now);
         let today = now / DAY_MS;
@@ -267,17 +419,47 @@ impl Inner {
     }
 
     fn add_to_budget(&mut self, owner: &str, now: u64, counts: &[(char, u64)]) {
-        let buckets = Buckets::at(now);
+        let hour = budget::hour_start(now);
+        if self.buckets.as_ref().is_none_or(|(start, _)| *start != hour) {
+            self.buckets = Some((hour, Buckets::at(now)));
+        }
+        let Inner {
+            buckets: Some((_, buckets)),
+            budget,
+            ..
+        } = self
+        else {
+            return;
+        };
+        // Counted in place: a field's name is allocated only the first time it is seen.
+        fn bump(fields: &mut HashMap<String, u64>, field: &str, n: u64) {
+            match fields.get_mut(field) {
+                Some(count) => *count += n,
+                None => {
+                    fields.insert(field.to_string(), n);
+                }
+            }
+        }
+        let mut field = String::with_capacity(owner.len() + 2);
         for (key, expires_s) in [
-            (buckets.hour_key, buckets.hour_expires_s),
-            (buckets.month_key, buckets.month_expires_s),
+            (&buckets.hour_key, buckets.hour_expires_s),
+            (&buckets.month_key, buckets.month_expires_s),
         ] {
-            let (expires_ms, fields) = self.budget.entry(key).or_default();
+            if !budget.contains_key(key.as_str()) {
+                budget.insert(key.clone(), Default::default());
+            }
+            let Some((expires_ms, fields)) = budget.get_mut(key.as_str()) else {
+                continue;
+            };
             *expires_ms = expires_s * 1000;
             for &(letter, n) in counts.iter().filter(|(_, n)| *n > 0) {
-                *fields.entry(letter.to_string()).or_default() += n;
+                field.clear();
+                field.push(letter);
+                bump(fields, &field, n);
                 if !owner.is_empty() {
-                    *fields.entry(format!("{letter}:{owner}")).or_default() += n;
+                    field.push(':');
+                    field.push_str(owner);
+                    bump(fields, &field, n);
                 }
             }
         }
@@ -406,14 +588,14 @@ impl Store for MemoryStore {
         let key = (job.owner.clone(), job.id.clone());
         if let Some(existing) = inner
             .job(&key, now)
-            .filter(|existing| existing.state != JobState::Failed)
+            .filter(|existing| existing.head.state != JobState::Failed)
         {
-            let standing = if existing.state.is_finished() {
+            let standing = if existing.head.state.is_finished() {
                 Standing::default()
             } else {
                 Self::standing(&inner, &key, Self::rank(&inner, &key))
             };
-            let created = Created::Existing(Box::new(existing.clone()));
+            let created = Created::Existing(Box::new(existing.to_job()));
             let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
             return Ok(Admission::Admitted {
                 value: Submitted {
@@ -435,7 +617,7 @@ impl Store for MemoryStore {
         inner.due.remove(&key);
         let ahead = inner.due.count_through(enlist.due_at_ms);
         Self::due_add(&mut inner, key.clone(), enlist.due_at_ms);
-        inner.put(key, job.clone());
+        inner.put(key, job);
         inner.add_to_budget(&job.owner, now, &[('j', 1)]);
         let arm_sweeper = Self::arm(&mut inner, enlist, now).then(|| enlist.sweeper_token.clone());
         Ok(Admission::Admitted {
@@ -453,7 +635,7 @@ impl Store for MemoryStore {
         let mut inner = self.live();
         inner.spend(Charge::Claim, &step.owner, now);
         let key = job_key(step);
-        let Some(job) = inner.job(&key, now).cloned() else {
+        let Some(job) = inner.job(&key, now).map(|held| held.to_job()) else {
             inner.due.remove(&key);
             return Ok(Claim::Missing);
         };
@@ -498,7 +680,7 @@ impl Store for MemoryStore {
         inner.spend(Charge::Finish, &step.owner, now);
         let key = (step.owner.clone(), step.job_id.clone());
         let was_finished = match inner.job(&key, now) {
-            Some(job) if job.gen == step.gen && job.seq == step.seq => job.state.is_finished(),
+            Some(held) if held.head.gen == step.gen && held.head.seq == step.seq => held.head.state.is_finished(),
             _ => return Ok(FinishOutcome::default()),
         };
         let day = inner.days.entry(self.clock.now_ms() / DAY_MS).or_default();
@@ -518,7 +700,7 @@ impl Store for MemoryStore {
                 inner.due.remove(&key);
             }
         }
-        inner.put(key, next.clone());
+        inner.put(key, next);
         let mut alerts = Vec::new();
         if let Some(event) = event {
             // The same decisions as finish.lua, under the same lock as the state change.
@@ -570,21 +752,25 @@ impl Store for MemoryStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let admitted = |value| Ok(Admission::Admitted { value, rate });
-        let Some(job) = inner.job_mut(&(owner.to_string(), job_id.to_string()), now) else {
+        let key = (owner.to_string(), job_id.to_string());
+        let Some(head) = inner.head_mut(&key, now) else {
             return admitted(None);
         };
-        if job.state.is_finished() {
-            if !job.owes_deliveries() {
-                job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
+        if head.state.is_finished() {
+            if !head.owes_deliveries() {
+                head.expires_at_ms = head.expires_at_ms.min(now + grace.as_millis() as u64);
             }
-            return admitted(Some(Delivered {
-                job: job.clone(),
+            // Read as shortened: a zero grace leaves it expired to the next read, not to this one.
+            let job = inner.jobs.get(&key).map(|held| held.to_job());
+            return admitted(job.map(|job| Delivered {
+                job,
                 running: false,
                 standing: Standing::default(),
             }));
         }
-        let job = job.clone();
-        let key = (job.owner.clone(), job.id.clone());
+        let Some(job) = inner.job(&key, now).map(|held| held.to_job()) else {
+            return admitted(None);
+        };
         let running = inner
             .lease(&key, now)
             .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
@@ -603,7 +789,7 @@ impl Store for MemoryStore {
         let key = (owner.to_string(), job_id.to_string());
         inner.leases.remove(&key);
         inner.due.remove(&key);
-        let existed = inner.remove(&key).is_some_and(|job| job.expires_at_ms > now);
+        let existed = inner.remove(&key).is_some_and(|held| held.head.expires_at_ms > now);
         Ok(Admission::Admitted { value: existed, rate })
     }
 
@@ -630,7 +816,7 @@ impl Store for MemoryStore {
         let mut steps = Vec::with_capacity(due.len());
         let mut stranded = 0;
         for (_, key) in due {
-            if let Some(job) = inner.jobs.get(&key) {
+            if let Some(job) = inner.jobs.get(&key).map(|held| &held.head) {
                 steps.push(job.step_ref());
                 if matches!(job.state, JobState::Queued | JobState::Running) {
                     stranded += 1;
@@ -665,17 +851,27 @@ impl Store for MemoryStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let mut overview = Overview::default();
-        // Oldest first, ties by id: the order of the Upstash index (score = created at, then member).
-        let mut unfinished: Vec<&Job> = inner
-            .jobs
-            .values()
-            .filter(|j| j.owner == owner && j.expires_at_ms > now && !j.state.is_finished())
-            .collect();
+        // From the owner's own indexes, not a pass over every job. Oldest first, ties by id: the order
+        // of the Upstash index (score = created at, then member).
+        let owned = |ids: Vec<&String>| -> Vec<&Job> {
+            ids.into_iter()
+                .filter_map(|id| inner.job(&(owner.to_string(), id.clone()), now))
+                .map(|held| &held.head)
+                .collect()
+        };
+        let mut unfinished = owned(
+            inner
+                .unfinished
+                .get(owner)
+                .map_or_else(Vec::new, |ids| ids.iter().map(|(_, id)| id).collect()),
+        );
+        unfinished.retain(|j| !j.state.is_finished());
         unfinished.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         overview.unfinished = unfinished.len() as u64;
         for job in unfinished.into_iter().take(bounds.scan.max(1)) {
+            let key = (job.owner.clone(), job.id.clone());
             let running = inner
-                .lease(&(job.owner.clone(), job.id.clone()), now)
+                .lease(&key, now)
                 .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
             overview.counted += 1;
             match (running, job.state) {
@@ -684,23 +880,26 @@ impl Store for MemoryStore {
                 (false, _) => overview.waiting += 1,
             }
             if overview.oldest.len() < bounds.oldest {
-                let key = (job.owner.clone(), job.id.clone());
-                overview.oldest.push(Delivered {
-                    job: job.clone(),
-                    running,
-                    standing: Self::standing(&inner, &key, Self::rank(&inner, &key)),
-                });
+                if let Some(held) = inner.jobs.get(&key) {
+                    overview.oldest.push(Delivered {
+                        job: held.to_job(),
+                        running,
+                        standing: Self::standing(&inner, &key, Self::rank(&inner, &key)),
+                    });
+                }
             }
         }
         // Soonest to expire first, ties by id (the Upstash index's score is the record's expiry).
-        let mut dead: Vec<&Job> = inner
-            .jobs
-            .values()
-            .filter(|j| j.owner == owner && j.expires_at_ms > now && j.dead_lettered())
-            .collect();
+        let mut dead = owned(inner.dead.get(owner).map_or_else(Vec::new, |ids| ids.iter().collect()));
+        dead.retain(|j| j.dead_lettered());
         dead.sort_by(|a, b| (a.expires_at_ms, &a.id).cmp(&(b.expires_at_ms, &b.id)));
         overview.dead_lettered = dead.len() as u64;
-        overview.dead_letters = dead.into_iter().take(bounds.dead).cloned().collect();
+        overview.dead_letters = dead
+            .into_iter()
+            .take(bounds.dead)
+            .filter_map(|job| inner.jobs.get(&(job.owner.clone(), job.id.clone())))
+            .map(|held| held.to_job())
+            .collect();
         if let Some(day) = inner.days.get(&(now / DAY_MS)) {
             let finished = |code: char| day.finished.get(&(owner.to_string(), code)).copied().unwrap_or(0);
             overview.completed_today = finished('s');
@@ -756,8 +955,8 @@ impl Store for MemoryStore {
             .live()
             .jobs
             .values()
-            .filter(|j| j.expires_at_ms > now && j.has_work_left())
-            .cloned()
+            .filter(|held| held.head.expires_at_ms > now && held.head.has_work_left())
+            .map(|held| held.to_job())
             .collect())
     }
 }
@@ -838,6 +1037,43 @@ mod tests {
             proptest::prop_assert_eq!(index.len(), all.len());
             proptest::prop_assert_eq!(index.first(), all.values().min().copied());
         }
+    }
+
+    fn report(commit: &str, diff: &str) -> Job {
+        let request = crate::presets::commit_report::ReportRequest::from_json(&json!({
+            "userId": "u", "commitSha": commit, "repo": "acme/diary", "message": "Add token refresh",
+            "files": ["src/auth.ts"], "diffSummary": diff, "template": "default"
+        }))
+        .unwrap();
+        Job {
+            spec: request.into_spec(),
+            ..job(commit, 99_000)
+        }
+    }
+
+    /// The held form gives back the very job that was written, and two reports share their schema,
+    /// their system prompt and (a small diff) their compact prompt; what no job holds any more goes at
+    /// the next clearing.
+    #[test]
+    fn a_held_job_reads_back_whole_and_shares_what_repeats() {
+        let mut interned = Interned::default();
+        let (a, b) = (report("c1", "+x\n"), report("c2", &"+y\n".repeat(4_000)));
+        let (held_a, held_b) = (interned.hold(&a), interned.hold(&b));
+        assert_eq!(held_a.to_job(), a);
+        assert_eq!(held_b.to_job(), b);
+        let plain = job("plain", 99_000);
+        assert_eq!(interned.hold(&plain).to_job(), plain);
+        assert!(Arc::ptr_eq(&held_a.format, &held_b.format));
+        assert!(Arc::ptr_eq(&held_a.messages[0].1, &held_b.messages[0].1));
+        let compact = held_a.compact_messages.as_deref().unwrap();
+        assert!(Arc::ptr_eq(&held_a.messages[1].1, &compact[1].1));
+        drop(held_b);
+        interned.clear_unused();
+        assert_eq!(interned.formats.len(), 1);
+        assert!(interned.texts.iter().all(|text| Arc::strong_count(text) > 1));
+        drop(held_a);
+        interned.clear_unused();
+        assert!(interned.texts.is_empty() && interned.formats.is_empty());
     }
 
     /// The maps are cleared once a second; a record that expires between two clearings is already gone
