@@ -1040,13 +1040,14 @@ mod tests {
     }
 
     fn report(commit: &str, diff: &str) -> Job {
-        let request = crate::presets::commit_report::ReportRequest::from_json(&json!({
+        use crate::presets::Preset;
+        let request = crate::presets::commit_report::ReportRequest::parse(json!({
             "userId": "u", "commitSha": commit, "repo": "acme/diary", "message": "Add token refresh",
             "files": ["src/auth.ts"], "diffSummary": diff, "template": "default"
         }))
         .unwrap();
         Job {
-            spec: request.into_spec(),
+            spec: request.spec(),
             ..job(commit, 99_000)
         }
     }
