@@ -83,13 +83,7 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
             ),
         })
         .collect();
-    let engine = Engine {
-        store,
-        queue,
-        clock,
-        providers: Arc::new(providers),
-        settings: Arc::new(config.settings.clone()),
-    };
+    let engine = Engine::new(store, queue, clock, providers, config.settings.clone());
     Ok(Service {
         engine,
         keys: config.keys.clone(),

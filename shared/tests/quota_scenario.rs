@@ -257,7 +257,7 @@ impl Scenario {
                 Message::Alert { .. } => continue,
             };
             let now = self.clock.now_ms();
-            let states = self.engine.store.provider_states().await.unwrap();
+            let states = self.engine.store().provider_states().await.unwrap();
             let hits: Vec<usize> = self.fakes.iter().map(FakeProvider::hits).collect();
             let (step, not_before_ms) = step;
             self.engine.run_step(&step, not_before_ms, 1).await.unwrap();

@@ -130,7 +130,7 @@ async fn busy_on_the_local_queue_returns_at_the_leases_end() {
     let id = submit(&router, 0).await;
     let job = match engine
         .store
-        .deliver("public", &id, Duration::from_secs(60), None)
+        .read("public", &id, Duration::from_secs(60), None)
         .await
         .unwrap()
     {

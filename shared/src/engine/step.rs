@@ -27,13 +27,17 @@ pub struct ProviderSlot {
 }
 
 /// Runs steps. Built once per process (or Lambda container) and shared.
+///
+/// Its ports and settings are private to the engine: callers ask it to do things (run a step, queue a
+/// job's next step, estimate an end) rather than reach into its parts, so the engine alone decides how
+/// a step uses the store and the queue. The read accessors serve the use cases (`jobs.rs`) and tests.
 #[derive(Clone)]
 pub struct Engine {
-    pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
-    pub clock: Arc<dyn Clock>,
-    pub providers: Arc<Vec<ProviderSlot>>,
-    pub settings: Arc<Settings>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) queue: Arc<dyn Queue>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) providers: Arc<Vec<ProviderSlot>>,
+    pub(super) settings: Arc<Settings>,
 }
 
 /// What a step did; every variant means the message is done with.
@@ -64,6 +68,49 @@ pub enum StepError {
 }
 
 impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        providers: Vec<ProviderSlot>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            clock,
+            providers: Arc::new(providers),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The same engine over another store (tests wrap the store to inject faults).
+    pub fn with_store(self, store: Arc<dyn Store>) -> Self {
+        Self { store, ..self }
+    }
+
+    /// The job store (the use cases' reads and writes, and tests that inspect it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    pub(crate) fn queue(&self) -> &dyn Queue {
+        self.queue.as_ref()
+    }
+
+    /// The configured providers, in order of preference.
+    pub(crate) fn providers(&self) -> &[ProviderSlot] {
+        &self.providers
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The lease a step takes: long enough for the slowest provider call (the OpenAI adapter may
     /// retry once without json_schema), short enough that a crashed step is re-run soon.
     fn lease(&self) -> Duration {

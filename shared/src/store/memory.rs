@@ -13,7 +13,7 @@ use crate::alert::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
@@ -345,7 +345,7 @@ impl MemoryStore {
     }
 
     /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its
-    /// millisecond within each horizon (create.lua's and deliver.lua's `standing`).
+    /// millisecond within each horizon (create.lua's and read.lua's `standing`).
     fn standing(inner: &Inner, key: &(String, String), ahead: u64) -> Standing {
         let Some(ms) = inner.due.get(key).map(|d| d.ms) else {
             return Standing {
@@ -546,13 +546,13 @@ impl Store for MemoryStore {
         Ok(FinishOutcome { written: true, alerts })
     }
 
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         job_id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
         inner.spend(Charge::Deliver, owner, now);
@@ -568,7 +568,7 @@ impl Store for MemoryStore {
             if !job.owes_deliveries() {
                 job.expires_at_ms = job.expires_at_ms.min(now + grace.as_millis() as u64);
             }
-            return admitted(Some(Delivered {
+            return admitted(Some(JobRead {
                 job: job.clone(),
                 running: false,
                 standing: Standing::default(),
@@ -580,7 +580,7 @@ impl Store for MemoryStore {
             .lease(&key, now)
             .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
         let standing = Self::standing(&inner, &key, Self::rank(&inner, &key));
-        admitted(Some(Delivered { job, running, standing }))
+        admitted(Some(JobRead { job, running, standing }))
     }
 
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
@@ -676,7 +676,7 @@ impl Store for MemoryStore {
             }
             if overview.oldest.len() < bounds.oldest {
                 let key = (job.owner.clone(), job.id.clone());
-                overview.oldest.push(Delivered {
+                overview.oldest.push(JobRead {
                     job: job.clone(),
                     running,
                     standing: Self::standing(&inner, &key, Self::rank(&inner, &key)),
@@ -868,7 +868,7 @@ mod tests {
             Claim::Missing
         ));
         let polled = store
-            .deliver("alice", "short", Duration::from_secs(1), None)
+            .read("alice", "short", Duration::from_secs(1), None)
             .await
             .unwrap();
         assert!(matches!(polled, Admission::Admitted { value: None, .. }));
