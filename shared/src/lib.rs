@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod job;
+pub mod jobs;
 pub mod lambda;
 pub mod llm;
 pub mod metrics;

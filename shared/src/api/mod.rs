@@ -11,4 +11,3 @@ mod views;
 
 pub use errors::ApiError;
 pub use routes::{poll_routes, purge_routes, router, submit_routes, Endpoint, Function};
-pub use views::HealthCache;

@@ -1,9 +1,9 @@
 //! Queue adapters and the messages they carry.
 
 pub mod local;
+pub mod refusing;
 #[cfg(feature = "sqs")]
 pub mod sqs;
-pub mod unused;
 
 use serde::{Deserialize, Serialize};
 

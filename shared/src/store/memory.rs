@@ -623,7 +623,7 @@ impl Store for MemoryStore {
         for (_, key) in due {
             if let Some(job) = inner.jobs.get(&key) {
                 steps.push(job.step_ref());
-                if matches!(job.state, JobState::Queued | JobState::Running) {
+                if job.state == JobState::Queued {
                     stranded += 1;
                 }
             }
