@@ -14,7 +14,7 @@ use axum::http::Request;
 use serde_json::{json, Value};
 use shared::config::{Config, Secret};
 use shared::job::StepRef;
-use shared::queue::local::{Delivery, LocalQueue};
+use shared::queue::local::{LocalQueue, Received};
 use shared::queue::Message;
 use shared::service::Service;
 use shared::store::upstash::UpstashClient;
@@ -125,7 +125,7 @@ pub struct UpstashStack {
     pub provider: InstantProvider,
     pub service: Arc<Service>,
     app: axum::Router,
-    deliveries: UnboundedReceiver<Delivery>,
+    deliveries: UnboundedReceiver<Received>,
     /// Straight to the emulator, past the counting proxy: the benchmark's own inspections.
     probe: UpstashClient,
     dir: std::path::PathBuf,

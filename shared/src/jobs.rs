@@ -116,7 +116,7 @@ pub struct Submission {
 
 /// What a submit did.
 #[derive(Debug)]
-pub enum Submitted {
+pub enum SubmitOutcome {
     /// A new job, or the identical job in flight (queued again): poll it.
     Queued { job_id: String, eta: Option<Eta> },
     /// The identical job already succeeded and is still kept: its result.
@@ -147,7 +147,6 @@ pub struct StoreCheck {
 }
 
 /// Every configured provider and, when the store could be read, its shared state.
-#[derive(Debug)]
 pub struct ProviderStates<'a> {
     pub now_ms: u64,
     pub providers: &'a [ProviderSlot],
@@ -252,7 +251,7 @@ impl<'a> Jobs<'a> {
 
     /// Checks the targets, creates the job (or meets the identical one) and queues its first step; a
     /// job whose first step could not be queued is undone.
-    pub async fn submit(&self, owner: String, submission: Submission) -> Result<Counted<Submitted>, JobsError> {
+    pub async fn submit(&self, owner: String, submission: Submission) -> Result<Counted<SubmitOutcome>, JobsError> {
         let Submission {
             identity,
             mut spec,
@@ -318,7 +317,7 @@ impl<'a> Jobs<'a> {
                 }
                 tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
                 crate::metrics::submitted(&job.spec, &job.owner, crate::metrics::Submitted::New);
-                Submitted::Queued {
+                SubmitOutcome::Queued {
                     job_id: job.id.clone(),
                     eta: eta(&job),
                 }
@@ -340,8 +339,8 @@ impl<'a> Jobs<'a> {
                     }
                 }
                 match (&existing.state, &existing.result) {
-                    (JobState::Succeeded, Some(result)) => Submitted::Cached(result.clone()),
-                    _ => Submitted::Queued {
+                    (JobState::Succeeded, Some(result)) => SubmitOutcome::Cached(result.clone()),
+                    _ => SubmitOutcome::Queued {
                         job_id: existing.id.clone(),
                         eta: eta(existing),
                     },

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use shared::job::StepRef;
 use shared::ports::{Queue, SystemClock};
-use shared::queue::local::{Delivery, LocalQueue};
+use shared::queue::local::{LocalQueue, Received};
 use shared::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
 use shared::queue::{Message, QueueError};
 use testkit::stack::MotoServer;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 enum Adapter {
     Local {
         queue: LocalQueue,
-        rx: tokio::sync::Mutex<UnboundedReceiver<Delivery>>,
+        rx: tokio::sync::Mutex<UnboundedReceiver<Received>>,
     },
     Sqs {
         queue: SqsQueue,

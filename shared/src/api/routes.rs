@@ -23,7 +23,7 @@ use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::job::is_valid_job_id;
-use crate::jobs::{Counted, Submission, Submitted};
+use crate::jobs::{Counted, SubmitOutcome, Submission};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
 use crate::service::Service;
@@ -293,11 +293,11 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let submitted = service.jobs().submit(owner, submission).await?;
     Ok(counted(submitted, |submitted| match submitted {
-        Submitted::Queued { job_id, eta } => {
+        SubmitOutcome::Queued { job_id, eta } => {
             let queued = QueuedJob::new(&job_id, status_prefix, eta);
             (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
-        Submitted::Cached(result) => (StatusCode::OK, Json(views::cached(&result))).into_response(),
+        SubmitOutcome::Cached(result) => (StatusCode::OK, Json(views::cached(&result))).into_response(),
     }))
 }
 

@@ -118,7 +118,7 @@ impl Engine {
         Duration::from_millis(slowest * 2 + 2_000)
     }
 
-    /// Handles one step message. `receive_count` is how often the queue delivered it (1 = first).
+    /// Handles one step message. `receive_count` is how often it was received (1 = first).
     pub async fn run_step(
         &self,
         step: &StepRef,
@@ -175,7 +175,7 @@ impl Engine {
         Ok(StepOutcome::Progressed { delay_ms })
     }
 
-    /// A redelivered message whose step was written but whose next message may never have been sent
+    /// A message received again whose step was written but whose next message may never have been sent
     /// (the send failed after the state write): send it again. Duplicates are harmless (fencing).
     async fn resend_lost_next(&self, step: &StepRef, job: &Job, receive_count: u32) -> Result<StepOutcome, StepError> {
         let is_successor = job.gen == step.gen && job.seq == step.seq + 1;
