@@ -11,8 +11,7 @@ use serde_json::Value;
 use crate::budget;
 use crate::delivery::send::{DeliveryState, DeliveryStatus, TargetKind};
 use crate::job::{Attempt, Job, JobResult, JobState};
-pub use crate::jobs::Eta;
-use crate::jobs::{ProviderStates, StoreCheck};
+use crate::jobs::{Eta, ProviderStates, StoreCheck};
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
