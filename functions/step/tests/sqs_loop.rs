@@ -324,7 +324,7 @@ impl Stack {
         match self
             .service
             .engine
-            .store
+            .store()
             .read("public", id, Duration::from_secs(60), None)
             .await
         {
@@ -370,7 +370,7 @@ async fn busy_comes_back_at_the_leases_end_without_using_the_receive_budget() {
     assert!(matches!(
         s.service
             .engine
-            .store
+            .store()
             .claim(&step, Duration::from_secs(3))
             .await
             .unwrap(),
