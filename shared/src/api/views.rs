@@ -11,6 +11,8 @@ use serde_json::Value;
 use crate::budget;
 use crate::delivery::send::{DeliveryState, DeliveryStatus, TargetKind};
 use crate::job::{Attempt, Job, JobResult, JobState};
+#[allow(unused_imports)] // named by `Liveness`'s doc, which is also its published description
+use crate::jobs::HEALTH_CHECK_EVERY;
 use crate::jobs::{Eta, ProviderStates, StoreCheck};
 use crate::quota::{Availability, ProviderLimits, ProviderState};
 
@@ -544,8 +546,7 @@ pub enum StoreReach {
 }
 
 /// `GET /health`: only what a load balancer needs. No provider names, no provider text: that detail is on
-/// the authenticated `GET /v1/providers`. The store check is cached per instance
-/// ([`crate::jobs::HEALTH_CHECK_EVERY`]).
+/// the authenticated `GET /v1/providers`. The store check is cached per instance ([`HEALTH_CHECK_EVERY`]).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Liveness {
