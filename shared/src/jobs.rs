@@ -426,7 +426,12 @@ impl<'a> Jobs<'a> {
         next.next_attempt_at_ms = Some(now);
         next.expires_at_ms = engine.delivery_expiry(&next, now);
         let due_at = engine.due_for(&next);
-        if !engine.store().finish(&job.step_ref(), &next, due_at, None).await?.written {
+        if !engine
+            .store()
+            .finish(&job.step_ref(), &next, due_at, None)
+            .await?
+            .written
+        {
             return Ok(Counted::refused(JobsError::Changed, rate));
         }
         // Written first: were the message lost, the deliveries are pending in the record, and the next

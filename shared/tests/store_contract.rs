@@ -11,7 +11,7 @@ use shared::delivery::send::{DeliveryState, DeliveryStatus, Target};
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
 use shared::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, Limits, Overview, OverviewBounds, RateLimit,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, Overview, OverviewBounds, RateLimit,
     RateWindow, Standing, Store, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
 use shared::providers::ErrorClass;
@@ -393,21 +393,15 @@ async fn read_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Store>
     done.state = JobState::Succeeded;
     done.expires_at_ms = now() + 3_600_000;
     assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap().written);
-    let first = read(&store, &j.owner, &j.id, Duration::from_millis(700))
-        .await
-        .unwrap();
+    let first = read(&store, &j.owner, &j.id, Duration::from_millis(700)).await.unwrap();
     assert!(!first.running);
     assert_eq!(first.job.state, JobState::Succeeded);
     // A later read with a longer grace does not extend the first deadline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
-        read(&store, &j.owner, &j.id, Duration::from_secs(60))
-            .await
-            .is_none(),
+        read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_none(),
         "gone after the grace"
     );
 }
@@ -416,13 +410,9 @@ async fn unfinished_jobs_expire_at_their_expiry(store: Arc<dyn Store>) {
     let mut j = job(&unique("owner"));
     j.expires_at_ms = now() + 400;
     create(&store, &j).await;
-    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_none());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_none());
 }
 
 /// A record whose absolute expiry is already past would vanish as it is written: every adapter refuses
@@ -460,13 +450,9 @@ async fn purge_is_owner_checked(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
     create(&store, &j).await;
     assert!(!purge(&store, "someone-else", &j.id).await);
-    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
     assert!(purge(&store, &j.owner, &j.id).await);
-    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_none());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_none());
     assert!(!purge(&store, &j.owner, &j.id).await);
 }
 
@@ -1533,9 +1519,7 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     // A rate window that ended a month ago (by the store's clock) is refused as well.
     let limits = rate(10, 60_000);
-    let refused = store
-        .read(&j.owner, &j.id, Duration::from_secs(60), limits.rate)
-        .await;
+    let refused = store.read(&j.owner, &j.id, Duration::from_secs(60), limits.rate).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     let refused = store.purge(&j.owner, &j.id, limits.rate).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
@@ -1548,7 +1532,5 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     j.deadline_ms = store_now + 3_600_000;
     j.expires_at_ms = store_now + 3_600_000;
     assert_eq!(create(&store, &j).await, Created::New);
-    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
 }

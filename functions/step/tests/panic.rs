@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::job::{Job, StepRef};
 use shared::ports::{
-    Admission, Claim, JobRead, Enlist, FinishOutcome, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
+    Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, RateLimit, Store, Submitted, SweepRequest, Swept,
 };
 use shared::queue::local::LocalQueue;
 use shared::queue::Message;

@@ -16,7 +16,7 @@ use shared::config::Config;
 use shared::engine::Engine;
 use shared::job::{Job, StepRef};
 use shared::ports::{
-    Admission, Claim, JobRead, Enlist, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
+    Admission, Claim, Enlist, JobRead, Limits, RateLimit, Store, Submitted, SweepRequest, Swept, SystemClock,
 };
 use shared::queue::sqs::{SqsConfig, SqsQueue};
 use shared::queue::Message;

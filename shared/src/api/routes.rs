@@ -23,7 +23,7 @@ use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::job::is_valid_job_id;
-use crate::jobs::{Counted, SubmitOutcome, Submission};
+use crate::jobs::{Counted, Submission, SubmitOutcome};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
 use crate::service::Service;

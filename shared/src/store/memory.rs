@@ -13,7 +13,7 @@ use crate::alert::{self, AlertBook};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobState, StepRef};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};

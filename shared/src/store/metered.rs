@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::StoreError;
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, Submitted,
+    Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store, Submitted,
     SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};

@@ -14,8 +14,8 @@ use super::StoreError;
 use crate::alert::{Alert, Incident};
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Clock, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
-    Store, Submitted, SweepRequest, Swept,
+    Admission, Claim, Clock, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, Queue, RateLimit, Store,
+    Submitted, SweepRequest, Swept,
 };
 use crate::queue::Message;
 use crate::quota::{ProviderEvent, ProviderState};
