@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use shared::config::Config;
 use shared::job::StepRef;
 use shared::message::Message;
-use shared::queue::local::{Delivery, LocalQueue};
+use shared::queue::local::{LocalQueue, Received};
 use shared::secret::Secret;
 use shared::service::Service;
 use shared::store::upstash::UpstashClient;
@@ -126,7 +126,7 @@ pub struct UpstashStack {
     pub provider: InstantProvider,
     pub service: Arc<Service>,
     app: axum::Router,
-    deliveries: UnboundedReceiver<Delivery>,
+    deliveries: UnboundedReceiver<Received>,
     /// Straight to the emulator, past the counting proxy: the benchmark's own inspections.
     probe: UpstashClient,
     dir: std::path::PathBuf,

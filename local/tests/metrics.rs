@@ -389,7 +389,7 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     assert_eq!(
         commands("GET /v1/reports/{jobId}"),
         f64::from(report_polls) + 1.0,
-        "deliver.lua loaded once"
+        "read.lua loaded once"
     );
     assert_eq!(commands("GET /v1/jobs/{jobId}"), f64::from(job_polls));
     assert_eq!(

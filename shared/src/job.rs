@@ -7,29 +7,18 @@ use crate::error_class::ErrorClass;
 use crate::llm::{ChatMessage, ResponseFormat};
 use crate::targets::{self, DeliveryState, DeliveryStatus, Target};
 
-/// Internal lifecycle. `Running` is not stored: it is derived from a held step lease.
+/// A job's stored lifecycle. Whether a step is working on it right now is not stored: the store
+/// reports it beside the record (a held step lease), and the poll's view words it `active`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
-    Running,
     WaitingForRetry,
     Succeeded,
     Failed,
 }
 
 impl JobState {
-    /// The status word of the HTTP contract.
-    pub fn contract_word(self) -> &'static str {
-        match self {
-            JobState::Queued => "waiting",
-            JobState::Running => "active",
-            JobState::WaitingForRetry => "delayed",
-            JobState::Succeeded => "completed",
-            JobState::Failed => "failed",
-        }
-    }
-
     pub fn is_finished(self) -> bool {
         matches!(self, JobState::Succeeded | JobState::Failed)
     }
@@ -37,7 +26,7 @@ impl JobState {
     /// One letter in the stored record's header, read by the Lua scripts.
     pub fn code(self) -> char {
         match self {
-            JobState::Queued | JobState::Running => 'q',
+            JobState::Queued => 'q',
             JobState::WaitingForRetry => 'w',
             JobState::Succeeded => 's',
             JobState::Failed => 'f',

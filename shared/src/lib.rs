@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod engine;
 pub mod error_class;
 pub mod job;
+pub mod jobs;
 pub mod lambda;
 pub mod llm;
 pub mod message;

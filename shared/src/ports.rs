@@ -85,7 +85,7 @@ pub struct Submitted {
 }
 
 /// Where an unfinished job stands, for its ETA (engine/eta.rs): read by the script the route runs
-/// anyway (create, deliver), never by a request of its own.
+/// anyway (create, read), never by a request of its own.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Standing {
     /// Jobs due ahead of it in the due-index. A new job: those due no later than it (it joins the
@@ -200,9 +200,9 @@ pub struct FinishOutcome {
     pub alerts: Vec<Alert>,
 }
 
-/// A job as the poller sees it.
+/// A job as the poller sees it (`Store::read`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivered {
+pub struct JobRead {
     pub job: Job,
     /// A step holds the job's lease: the job is being worked on right now.
     pub running: bool,
@@ -241,7 +241,7 @@ pub struct Overview {
     pub active: u64,
     pub delayed: u64,
     /// The oldest unfinished jobs, oldest first (`running`: a step holds the lease).
-    pub oldest: Vec<Delivered>,
+    pub oldest: Vec<JobRead>,
     /// The owner's jobs that finished today (UTC), by how they ended.
     pub completed_today: u64,
     pub failed_today: u64,
@@ -354,14 +354,15 @@ pub trait Store: Send + Sync {
     ) -> Result<FinishOutcome, StoreError>;
     /// One sweep of the due-index (one request): the steps due by `now`, entries of vanished jobs dropped.
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError>;
-    /// Reads a job for its owner; the first read of a finished job shortens its life to `grace`.
-    async fn deliver(
+    /// Reads a job for its owner (a poll); the first read of a finished job shortens its life to
+    /// `grace` (read.lua).
+    async fn read(
         &self,
         owner: &str,
         job_id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError>;
+    ) -> Result<Admission<Option<JobRead>>, StoreError>;
     /// Deletes an owner's job at once. Admitted with whether it existed.
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError>;
     /// One owner's jobs at a glance, counted against its limits like a poll: its unfinished jobs by

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::api::auth::ApiKeys;
 use crate::config::Config;
 use crate::engine::{Engine, ProviderSlot};
+use crate::jobs::{HealthCache, Jobs};
 use crate::ports::{Clock, Queue, Store, SystemClock};
 use crate::providers::spec;
 use crate::store::memory::MemoryStore;
@@ -18,7 +19,14 @@ pub struct Service {
     pub engine: Engine,
     pub keys: ApiKeys,
     /// `GET /health`'s cached store check.
-    pub health: crate::api::HealthCache,
+    pub health: HealthCache,
+}
+
+impl Service {
+    /// The use cases the HTTP handlers call, over this service's engine.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs::new(&self.engine, &self.health)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +91,7 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
             ),
         })
         .collect();
-    let engine = Engine {
-        store,
-        queue,
-        clock,
-        providers: Arc::new(providers),
-        settings: Arc::new(config.settings.clone()),
-    };
+    let engine = Engine::new(store, queue, clock, providers, config.settings.clone());
     Ok(Service {
         engine,
         keys: config.keys.clone(),

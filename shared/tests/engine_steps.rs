@@ -136,13 +136,7 @@ fn world(names: &[&str]) -> World {
             provider: p.clone(),
         })
         .collect();
-    let engine = Engine {
-        store: store.clone(),
-        queue: queue.clone(),
-        clock: clock.clone(),
-        providers: Arc::new(slots),
-        settings: Arc::new(Settings::default()),
-    };
+    let engine = Engine::new(store.clone(), queue.clone(), clock.clone(), slots, Settings::default());
     World {
         clock,
         store,
@@ -206,7 +200,7 @@ impl World {
     async fn job(&self, step: &StepRef) -> Job {
         match self
             .store
-            .deliver(&step.owner, &step.job_id, Duration::from_secs(600), None)
+            .read(&step.owner, &step.job_id, Duration::from_secs(600), None)
             .await
             .unwrap()
         {

@@ -305,7 +305,7 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
     for w in &warm {
         assert_eq!(s.poll(&w.id).await["status"], "completed");
     }
-    let states = s.engine.store.provider_states().await.unwrap();
+    let states = s.engine.store().provider_states().await.unwrap();
     for plan in plans() {
         let learned = states.get(plan.name).map_or(0, |st| st.latency_ms);
         assert!(

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use shared::job::StepRef;
 use shared::message::Message;
 use shared::ports::{Queue, QueueError, SystemClock};
-use shared::queue::local::{Delivery, LocalQueue};
+use shared::queue::local::{LocalQueue, Received};
 use shared::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
 use testkit::stack::MotoServer;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 enum Adapter {
     Local {
         queue: LocalQueue,
-        rx: tokio::sync::Mutex<UnboundedReceiver<Delivery>>,
+        rx: tokio::sync::Mutex<UnboundedReceiver<Received>>,
     },
     Sqs {
         queue: SqsQueue,

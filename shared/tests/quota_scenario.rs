@@ -259,7 +259,7 @@ impl Scenario {
                 Message::Alert { .. } => continue,
             };
             let now = self.clock.now_ms();
-            let states = self.engine.store.provider_states().await.unwrap();
+            let states = self.engine.store().provider_states().await.unwrap();
             let hits: Vec<usize> = self.fakes.iter().map(FakeProvider::hits).collect();
             let (step, not_before_ms) = step;
             self.engine.run_step(&step, not_before_ms, 1).await.unwrap();
@@ -333,7 +333,7 @@ async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
 async fn the_token_budget_counts_what_the_provider_reported(mut s: Scenario, at: &Instants) {
     s.submit(1).await;
     s.run_until(at.t0 + 1_000).await;
-    let states = s.engine.store.provider_states().await.unwrap();
+    let states = s.engine.store().provider_states().await.unwrap();
     let served: Vec<_> = states
         .iter()
         .filter(|(_, state)| state.last_class == Some(LastOutcome::Ok))

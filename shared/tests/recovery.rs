@@ -129,8 +129,8 @@ async fn busy_on_the_local_queue_returns_at_the_leases_end() {
     // Take the first step's lease before any worker runs, as a worker that died mid-call would.
     let id = submit(&router, 0).await;
     let job = match engine
-        .store
-        .deliver("public", &id, Duration::from_secs(60), None)
+        .store()
+        .read("public", &id, Duration::from_secs(60), None)
         .await
         .unwrap()
     {
@@ -139,7 +139,7 @@ async fn busy_on_the_local_queue_returns_at_the_leases_end() {
     };
     assert!(matches!(
         engine
-            .store
+            .store()
             .claim(&job.step_ref(), Duration::from_millis(1_500))
             .await
             .unwrap(),

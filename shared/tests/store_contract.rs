@@ -10,7 +10,7 @@ use shared::error_class::ErrorClass;
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
 use shared::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, Limits, Overview, OverviewBounds, RateLimit,
+    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, Limits, Overview, OverviewBounds, RateLimit,
     RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
@@ -97,8 +97,8 @@ async fn create(store: &Arc<dyn Store>, job: &Job) -> Created {
     unlimited(create_with(store, job, Limits::default()).await.unwrap())
 }
 
-async fn deliver(store: &Arc<dyn Store>, owner: &str, id: &str, grace: Duration) -> Option<Delivered> {
-    unlimited(store.deliver(owner, id, grace, None).await.unwrap())
+async fn read(store: &Arc<dyn Store>, owner: &str, id: &str, grace: Duration) -> Option<JobRead> {
+    unlimited(store.read(owner, id, grace, None).await.unwrap())
 }
 
 async fn purge(store: &Arc<dyn Store>, owner: &str, id: &str) -> bool {
@@ -150,9 +150,9 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
         Created::New,
         "a failed job is replaced by a new submit"
     );
-    let delivered = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
+    let seen_first = read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(
-        (delivered.job.gen, delivered.job.state),
+        (seen_first.job.gen, seen_first.job.state),
         (j.gen.clone(), JobState::Queued)
     );
 }
@@ -181,7 +181,7 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
         store.claim(&step, Duration::from_secs(30)).await.unwrap(),
         Claim::Busy { lease_left } if lease_left <= Duration::from_secs(30) && lease_left > Duration::from_secs(25)
     ));
-    let running = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
+    let running = read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert!(running.running, "a held lease shows the job as running");
     let mut missing = step.clone();
     missing.job_id = job_id("nobody", "nothing");
@@ -222,7 +222,7 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
         !store.finish(&step, &late, None, None).await.unwrap().written,
         "a second finish of the same step is refused"
     );
-    let seen = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
+    let seen = read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(seen.job, next, "the refused finish changed nothing");
     let mut gone = j.clone();
     gone.id = job_id("nobody", "never");
@@ -230,7 +230,7 @@ async fn finish_is_fenced(store: Arc<dyn Store>) {
         !store.finish(&gone.step_ref(), &gone, None, None).await.unwrap().written,
         "finish never creates a job"
     );
-    assert!(deliver(&store, &gone.owner, &gone.id, Duration::from_secs(1))
+    assert!(read(&store, &gone.owner, &gone.id, Duration::from_secs(1))
         .await
         .is_none());
 }
@@ -276,7 +276,7 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
 
 /// Issue 18: submit and poll read what an unfinished job's ETA needs in the script they run anyway:
 /// the jobs due ahead of it and every provider's state.
-async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
+async fn create_and_read_read_what_the_eta_needs(store: Arc<dyn Store>) {
     // Due far past every other case's jobs: counts are compared with the first of these.
     let base = now() + 20 * 86_400_000;
     let owner = unique("eta");
@@ -322,14 +322,14 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
     );
     let mut ranks = Vec::new();
     for j in &jobs {
-        let d = deliver(&store, &owner, &j.id, Duration::from_secs(60)).await.unwrap();
+        let d = read(&store, &owner, &j.id, Duration::from_secs(60)).await.unwrap();
         assert_eq!(d.standing.providers.get(&provider), Some(&expected));
         ranks.push(d.standing.ahead);
     }
     // On poll, a job's rank in the index: jobs due at the same millisecond keep their arrival order.
     assert_eq!(ranks, [ahead[0], ahead[0] + 1, ahead[0] + 2], "{ahead:?}");
     // And the jobs due after its millisecond, per horizon: the third job is 1 s after the first two.
-    let first = deliver(&store, &owner, &jobs[0].id, Duration::from_secs(60))
+    let first = read(&store, &owner, &jobs[0].id, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(first.standing.due_ms, Some(base));
@@ -340,7 +340,7 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
         "horizons 0, 15 s, 30 s: {:?}",
         first.standing.later
     );
-    let last = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60))
+    let last = read(&store, &owner, &jobs[2].id, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(last.standing.due_ms, Some(base + 1_000));
@@ -362,11 +362,11 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
             .unwrap()
             .written
     );
-    let d = deliver(&store, &owner, &jobs[0].id, Duration::from_secs(60))
+    let d = read(&store, &owner, &jobs[0].id, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(d.standing, Standing::default());
-    let d = deliver(&store, &owner, &jobs[2].id, Duration::from_secs(60))
+    let d = read(&store, &owner, &jobs[2].id, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(d.standing.ahead, ranks[2] - 1);
@@ -381,10 +381,10 @@ async fn create_and_deliver_read_what_the_eta_needs(store: Arc<dyn Store>) {
     }
 }
 
-async fn deliver_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Store>) {
+async fn read_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
     create(&store, &j).await;
-    assert!(deliver(&store, "someone-else", &j.id, Duration::from_secs(60))
+    assert!(read(&store, "someone-else", &j.id, Duration::from_secs(60))
         .await
         .is_none());
     let mut done = j.clone();
@@ -392,21 +392,15 @@ async fn deliver_is_owner_scoped_and_shortens_a_finished_life(store: Arc<dyn Sto
     done.state = JobState::Succeeded;
     done.expires_at_ms = now() + 3_600_000;
     assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap().written);
-    let first = deliver(&store, &j.owner, &j.id, Duration::from_millis(700))
-        .await
-        .unwrap();
+    let first = read(&store, &j.owner, &j.id, Duration::from_millis(700)).await.unwrap();
     assert!(!first.running);
     assert_eq!(first.job.state, JobState::Succeeded);
     // A later read with a longer grace does not extend the first deadline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
-        deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-            .await
-            .is_none(),
+        read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_none(),
         "gone after the grace"
     );
 }
@@ -415,13 +409,9 @@ async fn unfinished_jobs_expire_at_their_expiry(store: Arc<dyn Store>) {
     let mut j = job(&unique("owner"));
     j.expires_at_ms = now() + 400;
     create(&store, &j).await;
-    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_none());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_none());
 }
 
 /// A record whose absolute expiry is already past would vanish as it is written: every adapter refuses
@@ -431,7 +421,7 @@ async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn
     late.expires_at_ms = now() - 60_000;
     let refused = create_with(&store, &late, Limits::default()).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
-    assert!(deliver(&store, &late.owner, &late.id, Duration::from_secs(60))
+    assert!(read(&store, &late.owner, &late.id, Duration::from_secs(60))
         .await
         .is_none());
 
@@ -447,7 +437,7 @@ async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn
     next.expires_at_ms = now() - 60_000;
     let refused = store.finish(&step, &next, None, None).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
-    let kept = deliver(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
+    let kept = read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(
         (kept.job.seq, kept.job.expires_at_ms),
         (j.seq, j.expires_at_ms),
@@ -459,13 +449,9 @@ async fn purge_is_owner_checked(store: Arc<dyn Store>) {
     let j = job(&unique("owner"));
     create(&store, &j).await;
     assert!(!purge(&store, "someone-else", &j.id).await);
-    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
     assert!(purge(&store, &j.owner, &j.id).await);
-    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_none());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_none());
     assert!(!purge(&store, &j.owner, &j.id).await);
 }
 
@@ -566,7 +552,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
     let owner = unique("owner");
     let a = job(&owner);
     let grace = Duration::from_secs(60);
-    // Every route's call counts: create, deliver, purge (of a job that is not there, too).
+    // Every route's call counts: create, read, purge (of a job that is not there, too).
     let first = create_with(&store, &a, limits).await.unwrap();
     assert!(
         matches!(
@@ -579,7 +565,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
         "{first:?}"
     );
     assert_eq!(window_of(&first).remaining, 2);
-    let second = store.deliver(&owner, &a.id, grace, limits.rate).await.unwrap();
+    let second = store.read(&owner, &a.id, grace, limits.rate).await.unwrap();
     assert!(
         matches!(&second, Admission::Admitted { value: Some(d), .. } if d.job == a),
         "{second:?}"
@@ -602,7 +588,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
         "{refused:?}"
     );
     assert!(
-        deliver(&store, &owner, &b.id, grace).await.is_none(),
+        read(&store, &owner, &b.id, grace).await.is_none(),
         "a refused create writes nothing"
     );
     assert!(matches!(
@@ -610,10 +596,10 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
         Admission::RateLimited(_)
     ));
     assert!(
-        deliver(&store, &owner, &a.id, grace).await.is_some(),
+        read(&store, &owner, &a.id, grace).await.is_some(),
         "a refused purge deletes nothing"
     );
-    let refused = store.deliver(&owner, &a.id, grace, limits.rate).await.unwrap();
+    let refused = store.read(&owner, &a.id, grace, limits.rate).await.unwrap();
     assert!(matches!(refused, Admission::RateLimited(_)), "{refused:?}");
     assert!(
         window_of(&refused).resets_in_ms <= w.resets_in_ms,
@@ -668,7 +654,7 @@ async fn the_in_flight_cap_refuses_new_jobs_and_frees_slots_on_finish_and_purge(
     let refused = create_with(&store, &c, cap(2)).await.unwrap();
     assert_eq!(refused, Admission::TooManyInFlight { limit: 2, rate: None });
     assert!(
-        deliver(&store, &owner, &c.id, grace).await.is_none(),
+        read(&store, &owner, &c.id, grace).await.is_none(),
         "a refused create writes nothing"
     );
     // An identical submit at the cap still meets its job, as before, and takes no second slot.
@@ -794,7 +780,7 @@ async fn concurrent_requests_never_pass_the_limits(store: Arc<dyn Store>) {
         let (store, owner) = (store.clone(), owner.clone());
         tokio::spawn(async move {
             store
-                .deliver(&owner, "none", Duration::from_secs(1), limits.rate)
+                .read(&owner, "none", Duration::from_secs(1), limits.rate)
                 .await
                 .unwrap()
         })
@@ -1355,7 +1341,7 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
     done.seq = 2;
     done.state = JobState::Succeeded;
     assert!(store.finish(&j.step_ref(), &done, None, None).await.unwrap().written);
-    assert!(deliver(&store, &owner, &j.id, Duration::from_secs(60)).await.is_some());
+    assert!(read(&store, &owner, &j.id, Duration::from_secs(60)).await.is_some());
     assert!(purge(&store, &owner, &j.id).await);
     // The deployment's own calls: a sweep message (stale: another chain's) and a provider-state read.
     let stale = sweep_at(&store, (&new_gen(), 7), false, now()).await;
@@ -1427,8 +1413,8 @@ contract!(
     finish_is_fenced,
     finish_applies_provider_events_like_quota_rs,
     finish_reports_each_incident_once,
-    create_and_deliver_read_what_the_eta_needs,
-    deliver_is_owner_scoped_and_shortens_a_finished_life,
+    create_and_read_read_what_the_eta_needs,
+    read_is_owner_scoped_and_shortens_a_finished_life,
     unfinished_jobs_expire_at_their_expiry,
     an_expiry_already_past_is_refused_and_nothing_is_written,
     purge_is_owner_checked,
@@ -1532,9 +1518,7 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     // A rate window that ended a month ago (by the store's clock) is refused as well.
     let limits = rate(10, 60_000);
-    let refused = store
-        .deliver(&j.owner, &j.id, Duration::from_secs(60), limits.rate)
-        .await;
+    let refused = store.read(&j.owner, &j.id, Duration::from_secs(60), limits.rate).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
     let refused = store.purge(&j.owner, &j.id, limits.rate).await;
     assert!(matches!(refused, Err(StoreError::ExpiryInPast(_))), "{refused:?}");
@@ -1547,7 +1531,5 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     j.deadline_ms = store_now + 3_600_000;
     j.expires_at_ms = store_now + 3_600_000;
     assert_eq!(create(&store, &j).await, Created::New);
-    assert!(deliver(&store, &j.owner, &j.id, Duration::from_secs(60))
-        .await
-        .is_some());
+    assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
 }

@@ -12,7 +12,7 @@ use shared::config::Config;
 use shared::job::{Job, StepRef};
 use shared::message::Message;
 use shared::ports::{
-    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
+    Admission, Claim, JobRead, Enlist, FinishOutcome, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
     Swept,
 };
 use shared::queue::local::LocalQueue;
@@ -45,14 +45,14 @@ impl Store for PanicsOnOneJob {
     ) -> Result<FinishOutcome, StoreError> {
         self.0.finish(step, next, due, event).await
     }
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
-        self.0.deliver(owner, id, grace, rate).await
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
+        self.0.read(owner, id, grace, rate).await
     }
     async fn purge(&self, owner: &str, id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         self.0.purge(owner, id, rate).await
@@ -112,7 +112,8 @@ async fn a_panicking_record_fails_alone() {
     let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
     let (queue, mut deliveries) = LocalQueue::new();
     let mut service = shared::service::build(&config, Arc::new(queue)).unwrap();
-    service.engine.store = Arc::new(PanicsOnOneJob(service.engine.store.clone()));
+    let store = Arc::new(PanicsOnOneJob(service.engine.store().clone()));
+    service.engine = service.engine.clone().with_store(store);
     let service = Arc::new(service);
 
     let request = http::Request::post("/v1/generate")

@@ -17,7 +17,7 @@ use shared::engine::Engine;
 use shared::job::{Job, StepRef};
 use shared::message::Message;
 use shared::ports::{
-    Admission, Claim, Delivered, Enlist, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
+    Admission, Claim, JobRead, Enlist, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
     SystemClock,
 };
 use shared::queue::sqs::{SqsConfig, SqsQueue};
@@ -260,14 +260,14 @@ impl Store for DiesBeforeTheWrite {
         }
         self.inner.finish(step, next, due, event).await
     }
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
-        self.inner.deliver(owner, id, grace, rate).await
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
+        self.inner.read(owner, id, grace, rate).await
     }
     async fn purge(&self, owner: &str, id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         self.inner.purge(owner, id, rate).await
@@ -297,11 +297,12 @@ impl Store for DiesBeforeTheWrite {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_killed_between_the_call_and_the_write_completes_after_redelivery() {
     let s = stack().await;
-    let mut engine = s.service.engine.clone();
-    engine.store = Arc::new(DiesBeforeTheWrite {
-        inner: engine.store.clone(),
+    let engine = s.service.engine.clone();
+    let inner = engine.store().clone();
+    let engine = engine.with_store(Arc::new(DiesBeforeTheWrite {
+        inner,
         died: AtomicBool::new(false),
-    });
+    }));
     let id = s.submit().await;
     let done = s.drive_until_finished(&engine, &id).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -323,8 +324,8 @@ impl Stack {
         match self
             .service
             .engine
-            .store
-            .deliver("public", id, Duration::from_secs(60), None)
+            .store()
+            .read("public", id, Duration::from_secs(60), None)
             .await
         {
             Ok(Admission::Admitted { value: Some(d), .. }) => d.job.step_ref(),
@@ -369,7 +370,7 @@ async fn busy_comes_back_at_the_leases_end_without_using_the_receive_budget() {
     assert!(matches!(
         s.service
             .engine
-            .store
+            .store()
             .claim(&step, Duration::from_secs(3))
             .await
             .unwrap(),

@@ -37,7 +37,12 @@ pub async fn header_caps(request: Request, next: Next) -> Response {
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
         let seen = format!("{} header fields of {bytes} bytes", headers.len());
-        return ApiError::HeadersTooLarge { seen }.into_response();
+        return ApiError::HeadersTooLarge {
+            seen,
+            max_fields: MAX_HEADERS,
+            max_bytes: MAX_HEADER_BYTES,
+        }
+        .into_response();
     }
     next.run(request).await
 }

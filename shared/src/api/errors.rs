@@ -1,4 +1,8 @@
-//! The one place where errors become HTTP responses.
+//! The one place where errors become HTTP responses: the edge's own refusals ([`ApiError`]) and the
+//! use cases' ([`JobsError`], through `From`).
+//!
+//! A leaf of the HTTP layer but for `limits` (the `RateLimit` fields of a 429): the caps and
+//! handlers import it, never the reverse, so a variant carries whatever its message needs.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +12,7 @@ use serde::Serialize;
 
 use super::auth::Rejection;
 use super::limits;
+use crate::jobs::JobsError;
 use crate::ports::{QueueError, RateWindow, StoreError};
 use crate::presets::FieldError;
 
@@ -41,12 +46,32 @@ pub enum ApiError {
     RateLimited(RateWindow),
     #[error("too many jobs in flight")]
     TooManyInFlight { limit: u32, rate: Option<RateWindow> },
+    /// More header fields than `max_fields`, or more than `max_bytes` of them (`seen` says what came).
     #[error("request header fields too large: {seen}")]
-    HeadersTooLarge { seen: String },
+    HeadersTooLarge {
+        seen: String,
+        max_fields: usize,
+        max_bytes: usize,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+}
+
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::RateLimited(window) => ApiError::RateLimited(window),
+            JobsError::TooManyInFlight { limit, rate } => ApiError::TooManyInFlight { limit, rate },
+            JobsError::InvalidTarget { field, message } => ApiError::InvalidCallbackUrl { field, message },
+            JobsError::NotFound => ApiError::JobNotFound,
+            JobsError::NothingToRedeliver(why) => ApiError::NothingToRedeliver(why),
+            JobsError::Changed => ApiError::JobChanged,
+            JobsError::Store(e) => ApiError::Store(e),
+            JobsError::Queue(e) => ApiError::Queue(e),
+        }
+    }
 }
 
 /// Seconds an owner at its cap of jobs in flight should wait before submitting again: when a slot
@@ -225,14 +250,16 @@ impl IntoResponse for ApiError {
                 );
                 return too_many(ErrorCode::TooManyJobsInFlight, message, wait, rate.as_ref());
             }
-            ApiError::HeadersTooLarge { seen } => (
+            ApiError::HeadersTooLarge {
+                seen,
+                max_fields,
+                max_bytes,
+            } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ErrorBody::new("Request header fields too large")
                     .code(ErrorCode::HeadersTooLarge)
                     .message(format!(
-                        "At most {} header fields of {} bytes in all are accepted (got {seen}).",
-                        super::caps::MAX_HEADERS,
-                        super::caps::MAX_HEADER_BYTES
+                        "At most {max_fields} header fields of {max_bytes} bytes in all are accepted (got {seen})."
                     )),
             ),
             ApiError::Store(e) => {

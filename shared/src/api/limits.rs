@@ -1,12 +1,12 @@
-//! Per-owner limits at the HTTP edge: store admissions become answers, and the rate window becomes
-//! the `RateLimit` and `RateLimit-Policy` fields of draft-ietf-httpapi-ratelimit-headers (structured
-//! fields: `RateLimit-Policy: "default";q=120;w=60`, `RateLimit: "default";r=17;t=42`).
+//! Per-owner limits at the HTTP edge: the rate window becomes the `RateLimit` and `RateLimit-Policy`
+//! fields of draft-ietf-httpapi-ratelimit-headers (structured fields:
+//! `RateLimit-Policy: "default";q=120;w=60`, `RateLimit: "default";r=17;t=42`). A leaf: the refusals
+//! a store admission can end in are `jobs.rs`'s, their answers `errors.rs`'s.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 
-use super::errors::ApiError;
-use crate::ports::{Admission, RateLimit, RateWindow};
+use crate::ports::{RateLimit, RateWindow};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -38,21 +38,6 @@ pub fn with_rate(mut response: Response, rate: Option<RateWindow>) -> Response {
         insert_headers(response.headers_mut(), &window);
     }
     response
-}
-
-/// What the store did for `owner`, or the 429 that says why it did nothing.
-pub fn admitted<T>(owner: &str, admission: Admission<T>) -> Result<(T, Option<RateWindow>), ApiError> {
-    match admission {
-        Admission::Admitted { value, rate } => Ok((value, rate)),
-        Admission::RateLimited(window) => {
-            tracing::info!(%owner, limit = window.limit.limit, "request refused: over the owner's rate limit");
-            Err(ApiError::RateLimited(window))
-        }
-        Admission::TooManyInFlight { limit, rate } => {
-            tracing::info!(%owner, limit, "submit refused: the owner's cap on jobs in flight is reached");
-            Err(ApiError::TooManyInFlight { limit, rate })
-        }
-    }
 }
 
 #[cfg(test)]

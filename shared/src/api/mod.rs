@@ -13,4 +13,3 @@ mod views;
 pub use errors::ApiError;
 pub use endpoints::{Endpoint, Function};
 pub use routes::{poll_routes, purge_routes, router, submit_routes};
-pub use views::HealthCache;

@@ -1,8 +1,8 @@
-//! Routes and handlers. Each handler: authenticate, parse, one store call that also counts the request
-//! against its owner's limits (two calls for a new job: the create and the first step message), answer.
+//! Routes and handlers. Each handler: authenticate, parse, one call of a use case (`jobs.rs`: one store
+//! call that also counts the request against its owner's limits; two for a new job, the create and the
+//! first step message), then the view of its answer (`views.rs`) or its error (`errors.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -19,18 +19,16 @@ use serde_json::Value;
 use super::caps;
 use super::dashboard;
 use super::errors::ApiError;
-use super::limits::{admitted, insert_policy, with_rate};
+use super::limits::{insert_policy, with_rate};
 pub use super::endpoints::{Endpoint, Function};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::job::{is_valid_job_id, job_id, new_gen, Job, JobSpec, JobState};
-use crate::message::Message;
-use crate::ports::{Created, OverviewBounds};
+use crate::job::is_valid_job_id;
+use crate::jobs::{Counted, Submission, SubmitOutcome};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
 use crate::presets::Preset;
 use crate::service::Service;
-use crate::targets::{self, Target, TargetKind};
 
 /// Largest request body accepted (a report with a large diff fits; Lambda's own cap is 6 MB).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -148,156 +146,48 @@ async fn submit<P: Preset>(
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
     let request = P::parse(parse_body(body)?)?;
-    let mut spec = request.spec();
-    check_targets(&service, &owner, &mut spec.targets)?;
-    create_job(
-        &service,
-        owner,
-        request.identity(),
-        spec,
-        request.deadline_seconds(),
-        P::STATUS_PREFIX,
-    )
-    .await
+    let submission = Submission {
+        identity: request.identity(),
+        spec: request.spec(),
+        deadline_seconds: request.deadline_seconds(),
+    };
+    submit_parsed(&service, owner, submission, P::STATUS_PREFIX).await
 }
 
-/// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
-/// nobody could verify because its owner has no secret; gives webhooks the configured retry policy.
-fn check_targets(service: &Service, owner: &str, targets: &mut [Target]) -> Result<(), ApiError> {
-    let mut callback_index = 0;
-    for target in targets {
-        let field = match target.kind {
-            TargetKind::Webhook => {
-                target.max_attempts = service.engine.settings.webhook_max_attempts;
-                target.backoff_ms = service.engine.settings.webhook_backoff_ms;
-                target.schedule_ms = service.engine.settings.webhook_schedule_ms.clone();
-                "callbackUrl".to_string()
-            }
-            TargetKind::Callback => {
-                callback_index += 1;
-                format!("callbacks[{}].url", callback_index - 1)
-            }
-        };
-        let settings = &service.engine.settings;
-        if let Err(e) = settings.url_guard.check(&target.url) {
-            return Err(ApiError::InvalidCallbackUrl {
-                field,
-                message: e.to_string(),
-            });
-        }
-        if target.kind == TargetKind::Webhook && !settings.webhook_secrets.contains_key(owner) {
-            return Err(ApiError::InvalidCallbackUrl {
-                field,
-                message: "no webhook secret is configured for this key's owner (STEPPER_WEBHOOK_SECRETS), so the \
-                          webhook could not be signed"
-                    .into(),
-            });
-        }
-    }
-    Ok(())
+/// The answer of a counted call: its view, or the refusal found after the count, with the owner's rate
+/// fields either way.
+fn counted<T>(counted: Counted<T>, view: impl FnOnce(T) -> Response) -> Response {
+    let answer = match counted.outcome {
+        Ok(value) => view(value),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    with_rate(answer, counted.rate)
 }
 
-/// Creates the job (or meets the identical one) and queues its first step.
-async fn create_job(
+/// Submits a parsed job request; `status_prefix` is where its status is polled (`/v1/jobs/`).
+async fn submit_parsed(
     service: &Service,
     owner: String,
-    identity: String,
-    spec: JobSpec,
-    deadline_seconds: Option<u64>,
+    submission: Submission,
     status_prefix: &str,
 ) -> Result<Response, ApiError> {
-    let engine = &service.engine;
-    let now = engine.clock.now_ms();
-    let deadline_ms = now + deadline_seconds.map_or(engine.settings.default_deadline_ms, |s| s * 1000);
-    let job = Job {
-        id: job_id(&owner, &identity),
-        owner,
-        gen: new_gen(),
-        seq: 1,
-        state: JobState::Queued,
-        spec,
-        created_at_ms: now,
-        deadline_ms,
-        next_attempt_at_ms: None,
-        attempts: Vec::new(),
-        result: None,
-        error: None,
-        finished_at_ms: None,
-        expires_at_ms: deadline_ms + engine.settings.unfinished_margin_ms,
-        deliveries: Vec::new(),
-    };
-    let limits = engine.settings.limits.for_owner(&job.owner);
-    // The create puts the job in the due-index in the same command: whatever happens next (a queue
-    // error, a timeout of the answer, a crash), a job that exists is due and the sweeper runs it.
-    let created = match engine.store.create(&job, &engine.enlist(), limits).await {
-        Ok(created) => created,
-        Err(e) => {
-            // The store may have written the job (and armed a sweeper) without our hearing it: a
-            // sweep that takes the sweeper over makes sure a job that exists runs.
-            engine.rescue_sweeper().await;
-            return Err(e.into());
-        }
-    };
-    let (submitted, rate) = admitted(&job.owner, created)?;
-    if let Some(token) = submitted.arm_sweeper {
-        // Should this send fail, the armed token lapses after two grace periods and the next
-        // submit arms a sweeper again.
-        if let Err(e) = engine.start_sweeper(token).await {
-            tracing::warn!(job_id = %job.id, error = %e, "could not start the sweeper");
-        }
-    }
-    let eta = |job: &Job| views::Eta::of(engine.eta(job, &submitted.standing, false), engine.clock.now_ms());
-    let answer = match &submitted.created {
-        Created::New => {
-            let first = Message::Step {
-                step: job.step_ref(),
-                not_before_ms: None,
-            };
-            if let Err(e) = engine.queue.send(&first, Duration::ZERO).await {
-                // Leave no job that nothing will ever step: undo the create (uncounted: it is ours, not
-                // the caller's), tell the caller to retry. Should the undo fail too, the job is due in
-                // the index and the sweeper runs it.
-                if let Err(undo) = engine.store.purge(&job.owner, &job.id, None).await {
-                    tracing::error!(job_id = %job.id, error = %undo, "could not undo a job whose first step was not queued");
-                }
-                return Err(e.into());
-            }
-            tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
-            crate::metrics::submitted(&job.spec, &job.owner, crate::metrics::Submitted::New);
-            let queued = QueuedJob::new(&job.id, status_prefix, eta(&job));
+    let submitted = service.jobs().submit(owner, submission).await?;
+    Ok(counted(submitted, |submitted| match submitted {
+        SubmitOutcome::Queued { job_id, eta } => {
+            let queued = QueuedJob::new(&job_id, status_prefix, eta);
             (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
-        Created::Existing(existing) => {
-            let met = if existing.state.is_finished() {
-                crate::metrics::Submitted::Finished
-            } else {
-                crate::metrics::Submitted::InFlight
-            };
-            crate::metrics::submitted(&job.spec, &job.owner, met);
-            if !existing.state.is_finished() {
-                // An identical re-submit of an unfinished job (perhaps one whose first submit answered
-                // 503 after the store had written it): queue its current step again. A step in flight
-                // answers Busy and the duplicate comes back at its lease's end, then drops as stale;
-                // a parked job stays parked.
-                if let Err(e) = engine.enqueue_next(existing).await {
-                    tracing::warn!(job_id = %existing.id, error = %e, "could not re-queue a re-submitted job");
-                }
-            }
-            match (&existing.state, &existing.result) {
-                (JobState::Succeeded, Some(result)) => (StatusCode::OK, Json(views::cached(result))).into_response(),
-                _ => {
-                    let queued = QueuedJob::new(&existing.id, status_prefix, eta(existing));
-                    (StatusCode::ACCEPTED, Json(queued)).into_response()
-                }
-            }
-        }
-    };
-    Ok(with_rate(answer, rate))
+        SubmitOutcome::Cached(result) => (StatusCode::OK, Json(views::cached(&result))).into_response(),
+    }))
 }
 
-/// A path segment that does not even decode names no job: the same 404 as an unknown id.
-fn job_id_in(path: Result<Path<String>, PathRejection>) -> String {
-    path.map(|Path(id)| id).unwrap_or_default()
+/// The `{jobId}` of a path, checked after the key: a segment that does not even decode, or is no job
+/// id, names no job (the same 404 as an unknown id).
+fn job_id_in(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.ok()
+        .map(|Path(id)| id)
+        .filter(|id| is_valid_job_id(id))
+        .ok_or(ApiError::JobNotFound)
 }
 
 async fn poll(
@@ -306,26 +196,11 @@ async fn poll(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let job_id = job_id_in(path);
-    if !is_valid_job_id(&job_id) {
-        return Err(ApiError::JobNotFound);
-    }
-    let settings = &service.engine.settings;
-    let grace = Duration::from_millis(settings.delivery_grace_ms);
-    let rate = settings.limits.for_owner(&owner).rate;
-    let (delivered, rate) = admitted(
-        &owner,
-        service.engine.store.deliver(&owner, &job_id, grace, rate).await?,
-    )?;
-    let answer = match delivered {
-        Some(d) => {
-            let engine = &service.engine;
-            let eta = views::Eta::of(engine.eta(&d.job, &d.standing, d.running), engine.clock.now_ms());
-            Json::<JobView>(views::job_status(&d.job, d.running, eta)).into_response()
-        }
-        None => ApiError::JobNotFound.into_response(),
-    };
-    Ok(with_rate(answer, rate))
+    let job_id = job_id_in(path)?;
+    let polled = service.jobs().poll(&owner, &job_id).await?;
+    Ok(counted(polled, |p| {
+        Json::<JobView>(views::job_status(&p.job, p.running, p.eta)).into_response()
+    }))
 }
 
 #[derive(Deserialize)]
@@ -349,18 +224,16 @@ async fn purge_report(
     ) else {
         return Err(ApiError::MissingPurgeParameters);
     };
-    let id = job_id(
-        &owner,
-        &report_identity(&user_id, &commit_sha, query.template.as_deref()),
-    );
-    let rate = service.engine.settings.limits.for_owner(&owner).rate;
-    let (deleted, rate) = admitted(&owner, service.engine.store.purge(&owner, &id, rate).await?)?;
-    let answer = Json(PurgedReport {
-        success: true,
-        message: "Cache entry deleted".into(),
-        deleted,
-    });
-    Ok(with_rate(answer.into_response(), rate))
+    let identity = report_identity(&user_id, &commit_sha, query.template.as_deref());
+    let purged = service.jobs().purge_identity(&owner, &identity).await?;
+    Ok(counted(purged, |deleted| {
+        Json(PurgedReport {
+            success: true,
+            message: "Cache entry deleted".into(),
+            deleted,
+        })
+        .into_response()
+    }))
 }
 
 async fn purge_job(
@@ -369,86 +242,36 @@ async fn purge_job(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let job_id = job_id_in(path);
-    if !is_valid_job_id(&job_id) {
-        return Err(ApiError::JobNotFound);
-    }
-    let rate = service.engine.settings.limits.for_owner(&owner).rate;
-    let (deleted, rate) = admitted(&owner, service.engine.store.purge(&owner, &job_id, rate).await?)?;
-    let answer = if deleted {
+    let job_id = job_id_in(path)?;
+    let purged = service.jobs().purge(&owner, &job_id).await?;
+    Ok(counted(purged, |()| {
         Json(PurgedJob {
             success: true,
             message: "Job deleted".into(),
         })
         .into_response()
-    } else {
-        ApiError::JobNotFound.into_response()
-    };
-    Ok(with_rate(answer, rate))
+    }))
 }
 
-/// A poll's read that never shortens the job's life (the grace applies to reads that deliver a result).
-const READ_WITHOUT_GRACE: Duration = Duration::from_secs(10 * 365 * 86_400);
-
 /// `POST /v1/jobs/{jobId}/deliveries/redeliver`: sends the job's dead (and failed, waiting) deliveries
-/// again now, each with its own `webhook-id` and a fresh timestamp. Counted like a poll: one counted read,
-/// then the write, fenced on the step the read saw (a delivery attempt that ends in between wins, and
-/// the caller is told to send again), then the step message.
+/// again now (`Jobs::redeliver`).
 async fn redeliver(
     State(service): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let job_id = job_id_in(path);
-    if !is_valid_job_id(&job_id) {
-        return Err(ApiError::JobNotFound);
-    }
-    let engine = &service.engine;
-    let rate = engine.settings.limits.for_owner(&owner).rate;
-    let (read, rate) = admitted(
-        &owner,
-        engine.store.deliver(&owner, &job_id, READ_WITHOUT_GRACE, rate).await?,
-    )?;
-    let answer = match read {
-        None => ApiError::JobNotFound.into_response(),
-        Some(read) if !read.job.state.is_finished() => {
-            ApiError::NothingToRedeliver("the job has not finished: its deliveries have not started").into_response()
-        }
-        Some(read) => {
-            let job = read.job;
-            let now = engine.clock.now_ms();
-            let mut next = job.clone();
-            next.seq += 1;
-            let due = targets::redeliver(&mut next.deliveries, now);
-            if due == 0 {
-                let why = if job.deliveries.is_empty() {
-                    "the job has no callbackUrl or callbacks"
-                } else {
-                    "every delivery was delivered"
-                };
-                return Ok(with_rate(ApiError::NothingToRedeliver(why).into_response(), rate));
-            }
-            next.next_attempt_at_ms = Some(now);
-            next.expires_at_ms = engine.delivery_expiry(&next, now);
-            let due_at = engine.due_for(&next);
-            if !engine.store.finish(&job.step_ref(), &next, due_at, None).await?.written {
-                return Ok(with_rate(ApiError::JobChanged.into_response(), rate));
-            }
-            // Written first: were the message lost, the deliveries are pending in the record, and the next
-            // redelivery request (or a re-drive) queues them again.
-            engine.enqueue_next(&next).await?;
-            tracing::info!(job_id = %job.id, owner = %owner, deliveries = due, "deliveries redelivered");
-            (StatusCode::ACCEPTED, Json(views::redelivered(&next, due))).into_response()
-        }
-    };
-    Ok(with_rate(answer, rate))
+    let job_id = job_id_in(path)?;
+    let redelivered = service.jobs().redeliver(&owner, &job_id).await?;
+    Ok(counted(redelivered, |r| {
+        (StatusCode::ACCEPTED, Json(views::redelivered(&r.job, r.due))).into_response()
+    }))
 }
 
 /// `GET /health`: no key needed; up and the store reachable, or 503. At most one store request per
 /// instance per ten seconds, however often it is called.
 async fn health(State(service): State<AppState>) -> Response {
-    let answer = service.health.get(&service).await;
+    let answer = views::liveness(service.jobs().store_check().await);
     let status = match answer.status {
         LiveWord::Healthy => StatusCode::OK,
         LiveWord::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
@@ -461,33 +284,23 @@ async fn health(State(service): State<AppState>) -> Response {
 /// job); it announces the owner's policy.
 async fn providers(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let mut answer = Json::<views::Health>(views::health(&service).await).into_response();
-    if let Some(limit) = service.engine.settings.limits.for_owner(&owner).rate {
+    let jobs = service.jobs();
+    let states = jobs.provider_states().await;
+    let mut answer = Json::<views::Health>(views::health(&states)).into_response();
+    if let Some(limit) = jobs.rate_limit(&owner) {
         insert_policy(answer.headers_mut(), limit);
     }
     Ok(answer)
 }
 
-/// What `GET /v1/jobs` reads: the state of the owner's oldest 1,000 unfinished jobs (the default cap on
-/// jobs in flight), 20 of them whole, and 20 dead-lettered jobs.
-pub const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
-    scan: 1000,
-    oldest: 20,
-    dead: 20,
-};
-
 /// `GET /v1/jobs`: the owner's jobs at a glance (the dashboard's data). One store request, counted like
 /// a poll.
 async fn jobs_overview(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let engine = &service.engine;
-    let rate = engine.settings.limits.for_owner(&owner).rate;
-    let (overview, rate) = admitted(&owner, engine.store.overview(&owner, OVERVIEW_BOUNDS, rate).await?)?;
-    let now = engine.clock.now_ms();
-    let answer = Json(views::jobs_overview(&overview, now, |d| {
-        views::Eta::of(engine.eta(&d.job, &d.standing, d.running), now)
-    }));
-    Ok(with_rate(answer.into_response(), rate))
+    let read = service.jobs().overview(&owner).await?;
+    Ok(counted(read, |r| {
+        Json(views::jobs_overview(&r.overview, r.now_ms, &r.etas)).into_response()
+    }))
 }
 
 /// `GET /v1/budget`: what the key's owner spent on Upstash, Lambda and SQS (the whole deployment and every
@@ -496,9 +309,7 @@ async fn jobs_overview(State(service): State<AppState>, headers: HeaderMap) -> R
 /// `/v1/providers`).
 async fn budget(State(service): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let engine = &service.engine;
-    let deployment = engine.settings.admin_owner.as_deref() == Some(owner.as_str());
-    let spent = engine.store.spent(&owner, deployment).await?;
-    let answer = views::budget(&owner, deployment, &spent, engine.clock.now_ms());
+    let read = service.jobs().budget(&owner).await?;
+    let answer = views::budget(&owner, read.deployment, &read.spent, read.now_ms);
     Ok(Json(answer).into_response())
 }

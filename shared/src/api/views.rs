@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use crate::budget;
 use crate::job::{Attempt, Job, JobResult, JobState};
+#[allow(unused_imports)] // named by `Liveness`'s doc, which is also its published description
+use crate::jobs::HEALTH_CHECK_EVERY;
+use crate::jobs::{Eta, ProviderStates, StoreCheck};
 use crate::quota::{Availability, ProviderLimits, ProviderState};
-use crate::service::Service;
 use crate::targets::{DeliveryState, DeliveryStatus, TargetKind};
 
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
@@ -54,25 +56,6 @@ pub enum Queued {
 #[serde(rename_all = "snake_case")]
 pub enum Completed {
     Completed,
-}
-
-/// An unfinished job's expected end (engine/eta.rs), as `etaSeconds` and `etaAt`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Eta {
-    pub at_ms: u64,
-    pub now_ms: u64,
-}
-
-impl Eta {
-    /// The estimate `at_ms` (if any) as seen at `now_ms`.
-    pub fn of(at_ms: Option<u64>, now_ms: u64) -> Option<Self> {
-        at_ms.map(|at_ms| Self { at_ms, now_ms })
-    }
-
-    /// Whole seconds from now, rounded up (never negative).
-    fn seconds(self) -> u64 {
-        self.at_ms.saturating_sub(self.now_ms).div_ceil(1000)
-    }
 }
 
 /// `202`: a new job, or the identical job already in flight.
@@ -181,14 +164,16 @@ pub enum StatusWord {
     Failed,
 }
 
-impl From<JobState> for StatusWord {
-    fn from(state: JobState) -> Self {
+impl StatusWord {
+    /// The word for a stored state; `running` (a step holds the job's lease, which the store reports
+    /// beside the record) makes an unfinished job `active`: being worked on is not a stored state.
+    pub fn of(state: JobState, running: bool) -> Self {
         match state {
-            JobState::Queued => StatusWord::Waiting,
-            JobState::Running => StatusWord::Active,
-            JobState::WaitingForRetry => StatusWord::Delayed,
             JobState::Succeeded => StatusWord::Completed,
             JobState::Failed => StatusWord::Failed,
+            _ if running => StatusWord::Active,
+            JobState::Queued => StatusWord::Waiting,
+            JobState::WaitingForRetry => StatusWord::Delayed,
         }
     }
 }
@@ -393,11 +378,6 @@ pub struct JobView {
 /// while the job is unfinished, its ETA.
 pub fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
     let eta = eta.filter(|_| !job.state.is_finished());
-    let state = if running && !job.state.is_finished() {
-        JobState::Running
-    } else {
-        job.state
-    };
     let attempts: Vec<AttemptView> = job.attempts.iter().map(AttemptView::from).collect();
     let data = match (job.state, &job.result) {
         (JobState::Succeeded, Some(result)) => Some(JobData {
@@ -414,7 +394,7 @@ pub fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
     };
     JobView {
         id: job.id.clone(),
-        status: state.into(),
+        status: StatusWord::of(job.state, running),
         progress: if job.state.is_finished() { 100 } else { 0 },
         data,
         error: (job.state == JobState::Failed).then(|| job.error.clone().unwrap_or_else(|| "failed".into())),
@@ -503,13 +483,9 @@ pub struct ProviderAttempts {
 }
 
 /// The overview's answer from what the store read.
-/// `eta` gives each of the oldest unfinished jobs its estimate (the engine's, from what the overview
-/// script read for it).
-pub fn jobs_overview(
-    overview: &crate::ports::Overview,
-    now: u64,
-    eta: impl Fn(&crate::ports::Delivered) -> Option<Eta>,
-) -> JobsOverview {
+/// `etas` gives each of the oldest unfinished jobs its estimate, in their order (the engine's, from what
+/// the overview script read for it).
+pub fn jobs_overview(overview: &crate::ports::Overview, now: u64, etas: &[Option<Eta>]) -> JobsOverview {
     let mut attempts: Vec<ProviderAttempts> = Vec::new();
     for count in &overview.attempts_today {
         match attempts.last_mut() {
@@ -538,7 +514,8 @@ pub fn jobs_overview(
         oldest: overview
             .oldest
             .iter()
-            .map(|d| job_status(&d.job, d.running, eta(d)))
+            .enumerate()
+            .map(|(i, d)| job_status(&d.job, d.running, etas.get(i).copied().flatten()))
             .collect(),
         dead_letters: overview
             .dead_letters
@@ -579,48 +556,20 @@ pub struct Liveness {
     pub checked_at: Timestamp,
 }
 
-/// However often `/health` is called, an instance asks the store at most once in this long.
-pub const HEALTH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The instance's last store check, shared by every `/health` request of the process.
-#[derive(Debug, Default)]
-pub struct HealthCache {
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Liveness)>>,
-}
-
-impl HealthCache {
-    /// The cached check, or a fresh one when it is older than [`HEALTH_CHECK_EVERY`]. Concurrent callers
-    /// wait for the one check under way instead of each asking the store.
-    pub async fn get(&self, service: &Service) -> Liveness {
-        let mut last = self.last.lock().await;
-        if let Some((at, answer)) = last.as_ref() {
-            if at.elapsed() < HEALTH_CHECK_EVERY {
-                return answer.clone();
-            }
-        }
-        let engine = &service.engine;
-        let reachable = match engine.store.provider_states().await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "health: store unavailable");
-                false
-            }
-        };
-        let answer = Liveness {
-            status: if reachable {
-                LiveWord::Healthy
-            } else {
-                LiveWord::Unhealthy
-            },
-            store: if reachable {
-                StoreReach::Reachable
-            } else {
-                StoreReach::Unreachable
-            },
-            checked_at: Timestamp::from_ms(engine.clock.now_ms()),
-        };
-        *last = Some((tokio::time::Instant::now(), answer.clone()));
-        answer
+/// `GET /health`'s answer from the instance's store check.
+pub fn liveness(check: StoreCheck) -> Liveness {
+    Liveness {
+        status: if check.reachable {
+            LiveWord::Healthy
+        } else {
+            LiveWord::Unhealthy
+        },
+        store: if check.reachable {
+            StoreReach::Reachable
+        } else {
+            StoreReach::Unreachable
+        },
+        checked_at: Timestamp::from_ms(check.checked_at_ms),
     }
 }
 
@@ -713,31 +662,26 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
 }
 
 /// Health and per-provider shared state (`GET /v1/providers`).
-pub async fn health(service: &Service) -> Health {
-    let engine = &service.engine;
-    let now = engine.clock.now_ms();
-    let states = match engine.store.provider_states().await {
-        Ok(states) => states,
-        Err(e) => {
-            tracing::error!(error = %e, "health: store unavailable");
-            let providers = engine
-                .providers
-                .iter()
-                .map(|p| ProviderHealth {
-                    name: p.name.clone(),
-                    healthy: false,
-                    quota: None,
-                })
-                .collect();
-            return Health {
-                status: HealthStatus::Unhealthy,
-                providers,
-                timestamp: Timestamp::from_ms(now),
-                store: Some(StoreWord::Unavailable),
-            };
-        }
+pub fn health(read: &ProviderStates<'_>) -> Health {
+    let now = read.now_ms;
+    let Some(states) = &read.states else {
+        let providers = read
+            .providers
+            .iter()
+            .map(|p| ProviderHealth {
+                name: p.name.clone(),
+                healthy: false,
+                quota: None,
+            })
+            .collect();
+        return Health {
+            status: HealthStatus::Unhealthy,
+            providers,
+            timestamp: Timestamp::from_ms(now),
+            store: Some(StoreWord::Unavailable),
+        };
     };
-    let providers: Vec<ProviderHealth> = engine
+    let providers: Vec<ProviderHealth> = read
         .providers
         .iter()
         .map(|slot| {
@@ -999,7 +943,7 @@ mod tests {
     }
     #[test]
     fn the_overview_groups_attempts_by_provider_and_reads_as_documented() {
-        use crate::ports::{AttemptCount, Delivered, Overview};
+        use crate::ports::{AttemptCount, JobRead, Overview};
         let count = |provider: &str, outcome: &str, count| AttemptCount {
             provider: provider.into(),
             outcome: outcome.into(),
@@ -1013,7 +957,7 @@ mod tests {
             waiting: 1,
             active: 1,
             delayed: 1,
-            oldest: vec![Delivered {
+            oldest: vec![JobRead {
                 job: delayed,
                 running: false,
                 standing: Default::default(),
@@ -1029,7 +973,7 @@ mod tests {
             ],
         };
         let now = 1_700_000_030_000;
-        let view = jobs_overview(&overview, now, |_| None);
+        let view = jobs_overview(&overview, now, &[]);
         assert_eq!(
             to_json(&view.attempts_today[0]),
             r#"{"provider":"alpha","total":5,"outcomes":{"ok":3,"rate_limited":2}}"#
@@ -1043,17 +987,20 @@ mod tests {
 
     #[test]
     fn status_words_are_the_contract_words() {
-        for state in [
-            JobState::Queued,
-            JobState::Running,
-            JobState::WaitingForRetry,
-            JobState::Succeeded,
-            JobState::Failed,
+        for (state, running, word) in [
+            (JobState::Queued, false, "waiting"),
+            (JobState::Queued, true, "active"),
+            (JobState::WaitingForRetry, true, "active"),
+            (JobState::WaitingForRetry, false, "delayed"),
+            (JobState::Succeeded, false, "completed"),
+            (JobState::Succeeded, true, "completed"),
+            (JobState::Failed, false, "failed"),
+            (JobState::Failed, true, "failed"),
         ] {
             assert_eq!(
-                serde_json::to_value(StatusWord::from(state)).unwrap(),
-                state.contract_word(),
-                "{state:?}"
+                serde_json::to_value(StatusWord::of(state, running)).unwrap(),
+                word,
+                "{state:?} running={running}"
             );
         }
     }

@@ -1,9 +1,14 @@
 //! The step engine: [`decide`] is the pure decision, [`eta`] the pure estimate of when a job ends,
-//! [`step`] runs one step through the ports.
+//! [`step`] runs one step through the ports, `delivery` the steps that send a finished job's webhook
+//! and callbacks, [`sweep`] the due-index sweeps.
+//!
+//! One word per meaning: a job's next step is *enqueued* (`enqueue_next`: sent to the queue, or parked
+//! in the due-index) and *received* by a worker (`receive_count`); a *delivery* is a webhook or callback
+//! attempt; a poll *reads* a job (`Store::read`).
 
 mod alerts;
 pub mod decide;
-mod deliver;
+mod delivery;
 pub(crate) mod eta;
 pub mod settings;
 pub mod step;

@@ -27,13 +27,17 @@ pub struct ProviderSlot {
 }
 
 /// Runs steps. Built once per process (or Lambda container) and shared.
+///
+/// Its ports and settings are private to the engine: callers ask it to do things (run a step, queue a
+/// job's next step, estimate an end) rather than reach into its parts, so the engine alone decides how
+/// a step uses the store and the queue. The read accessors serve the use cases (`jobs.rs`) and tests.
 #[derive(Clone)]
 pub struct Engine {
-    pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
-    pub clock: Arc<dyn Clock>,
-    pub providers: Arc<Vec<ProviderSlot>>,
-    pub settings: Arc<Settings>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) queue: Arc<dyn Queue>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) providers: Arc<Vec<ProviderSlot>>,
+    pub(super) settings: Arc<Settings>,
 }
 
 /// What a step did; every variant means the message is done with.
@@ -64,6 +68,49 @@ pub enum StepError {
 }
 
 impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        providers: Vec<ProviderSlot>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            clock,
+            providers: Arc::new(providers),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The same engine over another store (tests wrap the store to inject faults).
+    pub fn with_store(self, store: Arc<dyn Store>) -> Self {
+        Self { store, ..self }
+    }
+
+    /// The job store (the use cases' reads and writes, and tests that inspect it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    pub(crate) fn queue(&self) -> &dyn Queue {
+        self.queue.as_ref()
+    }
+
+    /// The configured providers, in order of preference.
+    pub(crate) fn providers(&self) -> &[ProviderSlot] {
+        &self.providers
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The lease a step takes: long enough for the slowest provider call (the OpenAI adapter may
     /// retry once without json_schema), short enough that a crashed step is re-run soon.
     fn lease(&self) -> Duration {
@@ -71,7 +118,7 @@ impl Engine {
         Duration::from_millis(slowest * 2 + 2_000)
     }
 
-    /// Handles one step message. `receive_count` is how often the queue delivered it (1 = first).
+    /// Handles one step message. `receive_count` is how often it was received (1 = first).
     pub async fn run_step(
         &self,
         step: &StepRef,
@@ -128,7 +175,7 @@ impl Engine {
         Ok(StepOutcome::Progressed { delay_ms })
     }
 
-    /// A redelivered message whose step was written but whose next message may never have been sent
+    /// A message received again whose step was written but whose next message may never have been sent
     /// (the send failed after the state write): send it again. Duplicates are harmless (fencing).
     async fn resend_lost_next(&self, step: &StepRef, job: &Job, receive_count: u32) -> Result<StepOutcome, StepError> {
         let is_successor = job.gen == step.gen && job.seq == step.seq + 1;

@@ -170,7 +170,7 @@ impl Engine {
             Message::Step { step, not_before_ms } => {
                 crate::metrics::in_route("step", self.run_step(step, *not_before_ms, receive_count)).await
             }
-            // A sweep message delivered again came back because its sweep failed on our side (a
+            // A sweep message received again came back because its sweep failed on our side (a
             // store timeout), and that sweep may have landed and spent its round: it takes the
             // sweeper over rather than stop, so the chain survives. Were it a queue's duplicate
             // instead, the two chains carry the same next round and the later one stops.

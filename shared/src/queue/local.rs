@@ -12,25 +12,26 @@ use crate::engine::{Engine, StepError};
 use crate::message::Message;
 use crate::ports::{Queue, QueueError};
 
-/// A message handed to a worker, with how often it has been delivered.
+/// A message as a worker receives it, with how often it has been received (SQS's
+/// ApproximateReceiveCount). "Received" is the queue's hand-off; "delivery" is a webhook's.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct Received {
     pub message: Message,
     pub receive_count: u32,
 }
 
 #[derive(Clone)]
 pub struct LocalQueue {
-    tx: mpsc::UnboundedSender<Delivery>,
+    tx: mpsc::UnboundedSender<Received>,
 }
 
 impl LocalQueue {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Delivery>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Received>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, rx)
     }
 
-    fn deliver_later(&self, delivery: Delivery, delay: Duration) -> Result<(), QueueError> {
+    fn send_later(&self, received: Received, delay: Duration) -> Result<(), QueueError> {
         if self.tx.is_closed() {
             return Err(QueueError::Unavailable("the local queue is shut down".into()));
         }
@@ -38,14 +39,14 @@ impl LocalQueue {
             // Due now: straight onto the channel, no timer task (one fewer task and timer per step).
             return self
                 .tx
-                .send(delivery)
+                .send(received)
                 .map_err(|_| QueueError::Unavailable("the local queue is shut down".into()));
         }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             // The receiver is gone only at shutdown; unfinished jobs are re-driven at the next start.
-            let _ = tx.send(delivery);
+            let _ = tx.send(received);
         });
         Ok(())
     }
@@ -54,8 +55,8 @@ impl LocalQueue {
 #[async_trait]
 impl Queue for LocalQueue {
     async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
-        self.deliver_later(
-            Delivery {
+        self.send_later(
+            Received {
                 message: message.clone(),
                 receive_count: 1,
             },
@@ -70,7 +71,7 @@ pub struct WorkerPolicy {
     pub concurrency: usize,
     /// The wait before a failed message comes back (SQS: the visibility timeout).
     pub retry_after: Duration,
-    /// Deliveries before a message is given up (SQS: the redrive policy's maxReceiveCount).
+    /// Receives before a message is given up (SQS: the redrive policy's maxReceiveCount).
     pub max_receive_count: u32,
 }
 
@@ -86,41 +87,41 @@ impl Default for WorkerPolicy {
 
 /// Drains the queue until it closes, running each message through the engine.
 pub async fn run_workers(
-    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    mut rx: mpsc::UnboundedReceiver<Received>,
     queue: LocalQueue,
     engine: Engine,
     policy: WorkerPolicy,
 ) {
     let permits = Arc::new(Semaphore::new(policy.concurrency.max(1)));
-    while let Some(delivery) = rx.recv().await {
+    while let Some(received) = rx.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
         let (engine, queue) = (engine.clone(), queue.clone());
         tokio::spawn(async move {
             let result = engine
-                .handle(&delivery.message, delivery.receive_count)
+                .handle(&received.message, received.receive_count)
                 .await
                 .map(|_| ());
             drop(permit);
             if let Err(err) = result {
-                retry(&queue, delivery, err, policy);
+                retry(&queue, received, err, policy);
             }
         });
     }
 }
 
-fn retry(queue: &LocalQueue, delivery: Delivery, err: StepError, policy: WorkerPolicy) {
-    if delivery.receive_count >= policy.max_receive_count {
-        error!(error = %err, receive_count = delivery.receive_count, "message given up after repeated failures");
+fn retry(queue: &LocalQueue, received: Received, err: StepError, policy: WorkerPolicy) {
+    if received.receive_count >= policy.max_receive_count {
+        error!(error = %err, receive_count = received.receive_count, "message given up after repeated failures");
         return;
     }
-    warn!(error = %err, receive_count = delivery.receive_count, "step failed; the message will be retried");
-    let again = Delivery {
-        message: delivery.message,
-        receive_count: delivery.receive_count + 1,
+    warn!(error = %err, receive_count = received.receive_count, "step failed; the message will be retried");
+    let again = Received {
+        message: received.message,
+        receive_count: received.receive_count + 1,
     };
-    if let Err(e) = queue.deliver_later(again, policy.retry_after) {
+    if let Err(e) = queue.send_later(again, policy.retry_after) {
         error!(error = %e, "could not re-queue a failed message");
     }
 }

@@ -2,6 +2,6 @@
 //! of the functions that never send. The messages they carry are the domain's (`crate::message`).
 
 pub mod local;
+pub mod refusing;
 #[cfg(feature = "sqs")]
 pub mod sqs;
-pub mod unused;

@@ -13,7 +13,7 @@ use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobSpec, JobState, StepRef};
 use crate::llm::{ChatMessage, ResponseFormat, Role};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
@@ -526,7 +526,7 @@ impl MemoryStore {
     }
 
     /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its
-    /// millisecond within each horizon (create.lua's and deliver.lua's `standing`).
+    /// millisecond within each horizon (create.lua's and read.lua's `standing`).
     fn standing(inner: &Inner, key: &(String, String), ahead: u64) -> Standing {
         let Some(ms) = inner.due.get(key).map(|d| d.ms) else {
             return Standing {
@@ -737,13 +737,13 @@ impl Store for MemoryStore {
         Ok(FinishOutcome { written: true, alerts })
     }
 
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         job_id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
         inner.spend(Charge::Deliver, owner, now);
@@ -762,7 +762,7 @@ impl Store for MemoryStore {
             }
             // Read as shortened: a zero grace leaves it expired to the next read, not to this one.
             let job = inner.jobs.get(&key).map(|held| held.to_job());
-            return admitted(job.map(|job| Delivered {
+            return admitted(job.map(|job| JobRead {
                 job,
                 running: false,
                 standing: Standing::default(),
@@ -775,7 +775,7 @@ impl Store for MemoryStore {
             .lease(&key, now)
             .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
         let standing = Self::standing(&inner, &key, Self::rank(&inner, &key));
-        admitted(Some(Delivered { job, running, standing }))
+        admitted(Some(JobRead { job, running, standing }))
     }
 
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
@@ -818,7 +818,7 @@ impl Store for MemoryStore {
         for (_, key) in due {
             if let Some(job) = inner.jobs.get(&key).map(|held| &held.head) {
                 steps.push(job.step_ref());
-                if matches!(job.state, JobState::Queued | JobState::Running) {
+                if job.state == JobState::Queued {
                     stranded += 1;
                 }
             }
@@ -881,7 +881,7 @@ impl Store for MemoryStore {
             }
             if overview.oldest.len() < bounds.oldest {
                 if let Some(held) = inner.jobs.get(&key) {
-                    overview.oldest.push(Delivered {
+                    overview.oldest.push(JobRead {
                         job: held.to_job(),
                         running,
                         standing: Self::standing(&inner, &key, Self::rank(&inner, &key)),
@@ -1115,7 +1115,7 @@ mod tests {
             Claim::Missing
         ));
         let polled = store
-            .deliver("alice", "short", Duration::from_secs(1), None)
+            .read("alice", "short", Duration::from_secs(1), None)
             .await
             .unwrap();
         assert!(matches!(polled, Admission::Admitted { value: None, .. }));

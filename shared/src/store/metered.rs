@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
+    Admission, Claim, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
     Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
@@ -50,14 +50,15 @@ impl Store for MeteredStore {
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
         counted("sweep", self.inner.sweep(request).await)
     }
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         job_id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
-        counted("deliver", self.inner.deliver(owner, job_id, grace, rate).await)
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
+        // The metric's operation label stays "deliver": dashboards and alerts already select on it.
+        counted("deliver", self.inner.read(owner, job_id, grace, rate).await)
     }
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         counted("purge", self.inner.purge(owner, job_id, rate).await)

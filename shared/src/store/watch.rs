@@ -14,7 +14,7 @@ use crate::alert::{Alert, Incident};
 use crate::job::{Job, StepRef};
 use crate::message::Message;
 use crate::ports::{
-    Admission, Claim, Clock, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
+    Admission, Claim, Clock, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
     Store, StoreError, Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
@@ -124,14 +124,14 @@ impl Store for WatchedStore {
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
         self.observe(self.inner.sweep(request).await).await
     }
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         job_id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
-        self.observe(self.inner.deliver(owner, job_id, grace, rate).await).await
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
+        self.observe(self.inner.read(owner, job_id, grace, rate).await).await
     }
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         self.observe(self.inner.purge(owner, job_id, rate).await).await

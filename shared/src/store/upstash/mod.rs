@@ -38,7 +38,7 @@
 //!   after the hour starts and 35 days after the month ends.
 //!
 //! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
-//! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (deliver.lua), purge 1 (purge.lua); plus the
+//! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the
 //! sweeps, one command each, shared by every job in the store. The scripts of the routes count the
 //! request against its owner's limits and refuse before doing any work, in that same request.
 
@@ -57,7 +57,7 @@ pub use client::{Script, UpstashClient};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Delivered, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
     RateLimit, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
@@ -273,7 +273,7 @@ pub struct UpstashStore {
     create: Script,
     claim: Script,
     finish: Script,
-    deliver: Script,
+    read: Script,
     purge: Script,
     sweep: Script,
     overview: Script,
@@ -290,7 +290,7 @@ impl UpstashStore {
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
             claim: Script::counted(counted!("scripts/claim.lua")),
             finish: Script::counted(with_clock!("scripts/finish.lua")),
-            deliver: Script::counted(with_standing!("scripts/deliver.lua")),
+            read: Script::counted(with_standing!("scripts/read.lua")),
             purge: Script::counted(with_clock!("scripts/purge.lua")),
             sweep: Script::counted(counted!("scripts/sweep.lua")),
             overview: Script::counted(with_standing!("scripts/overview.lua")),
@@ -546,18 +546,18 @@ impl Store for UpstashStore {
         }
     }
 
-    async fn deliver(
+    async fn read(
         &self,
         owner: &str,
         job_id: &str,
         grace: Duration,
         rate: Option<RateLimit>,
-    ) -> Result<Admission<Option<Delivered>>, StoreError> {
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
         let now = self.clock.now_ms();
         let args = RateArgs::new(owner, rate, now);
         let answer = self
             .eval_counted(
-                &self.deliver,
+                &self.read,
                 Charge::Deliver,
                 owner,
                 &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
@@ -572,7 +572,7 @@ impl Store for UpstashStore {
                 .collect(),
             )
             .await?;
-        let unexpected = || StoreError::Corrupt(format!("unexpected deliver answer {answer}"));
+        let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
         let [count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
             return Err(unexpected());
         };
@@ -590,7 +590,7 @@ impl Store for UpstashStore {
                     [standing] => decode_standing(standing)?,
                     _ => return Err(unexpected()),
                 };
-                Some(Delivered {
+                Some(JobRead {
                     job,
                     running: running.as_i64() == Some(1),
                     standing,
@@ -700,7 +700,7 @@ impl Store for UpstashStore {
             };
             // A record that expired between the header's read and its own is simply not shown.
             if let Some(job) = decode_value(record)? {
-                overview.oldest.push(Delivered {
+                overview.oldest.push(JobRead {
                     job,
                     running: running.as_i64() == Some(1),
                     standing: decode_standing(standing)?,

@@ -1,5 +1,5 @@
 -- What an unfinished job's ETA needs (engine/eta.rs), read by the script the route runs anyway
--- (create, deliver, overview; prepended to each like clock.lua):
+-- (create, read, overview; prepended to each like clock.lua):
 -- {jobs ahead of it, every provider's state (HGETALL, flat), the millisecond it is due at, and for each
 -- horizon h in ARGV[first + 1 .. first + ARGV[first]] the jobs due after that millisecond and at most h past it}; a job not in
 -- the index has nobody ahead and no horizons.
