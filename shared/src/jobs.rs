@@ -13,7 +13,9 @@ use crate::budget::Spent;
 use crate::engine::{Engine, ProviderSlot};
 use crate::job::{job_id, new_gen, Job, JobResult, JobSpec, JobState};
 use crate::message::Message;
-use crate::ports::{Admission, Created, JobRead, Overview, OverviewBounds, QueueError, RateLimit, RateWindow, StoreError};
+use crate::ports::{
+    Admission, Created, JobRead, Overview, OverviewBounds, QueueError, RateLimit, RateWindow, StoreError,
+};
 use crate::quota::ProviderState;
 use crate::targets::{self, TargetKind};
 

@@ -10,7 +10,7 @@ use shared::error_class::ErrorClass;
 use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
 use shared::llm::{ChatMessage, ResponseFormat};
 use shared::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, Limits, Overview, OverviewBounds, RateLimit,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, Overview, OverviewBounds, RateLimit,
     RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
 use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};

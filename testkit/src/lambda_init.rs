@@ -76,7 +76,12 @@ pub fn assert_needs_aws_credentials(binary: &str, function: &str) {
         .collect();
     let with = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
     assert_refused(binary, function, &base, "AWS_REGION");
-    assert_refused(binary, function, &with(&[("AWS_REGION", "us-east-1")]), "AWS_ACCESS_KEY_ID");
+    assert_refused(
+        binary,
+        function,
+        &with(&[("AWS_REGION", "us-east-1")]),
+        "AWS_ACCESS_KEY_ID",
+    );
     assert_refused(
         binary,
         function,

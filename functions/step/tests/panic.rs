@@ -12,7 +12,7 @@ use shared::config::Config;
 use shared::job::{Job, StepRef};
 use shared::message::Message;
 use shared::ports::{
-    Admission, Claim, JobRead, Enlist, FinishOutcome, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
+    Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
     Swept,
 };
 use shared::queue::local::LocalQueue;

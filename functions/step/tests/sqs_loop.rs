@@ -17,7 +17,7 @@ use shared::engine::Engine;
 use shared::job::{Job, StepRef};
 use shared::message::Message;
 use shared::ports::{
-    Admission, Claim, JobRead, Enlist, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
+    Admission, Claim, Enlist, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
     SystemClock,
 };
 use shared::queue::sqs::{SqsConfig, SqsQueue};

@@ -61,7 +61,10 @@ async fn every_http_event_reaches_its_route() {
     assert!(body["oldest"].is_array(), "{body}");
     let (code, page) = raw_answer(poll(), "dashboard").await;
     assert_eq!(code, 200);
-    assert!(page.starts_with("<!doctype html>") || page.starts_with("<!DOCTYPE html>"), "{page:.80}");
+    assert!(
+        page.starts_with("<!doctype html>") || page.starts_with("<!DOCTYPE html>"),
+        "{page:.80}"
+    );
     let (code, body) = answer(poll(), "openapi").await;
     assert_eq!(
         (code, body["openapi"].as_str()),

@@ -10,6 +10,6 @@ pub mod openapi;
 pub mod routes;
 mod views;
 
-pub use errors::ApiError;
 pub use endpoints::{Endpoint, Function};
+pub use errors::ApiError;
 pub use routes::{poll_routes, purge_routes, router, submit_routes};

@@ -7,8 +7,8 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::endpoints::Endpoint;
+use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::views::{
     Budget, CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
 };
@@ -26,8 +26,14 @@ pub fn document(key_header: &str) -> Value {
         s.meta_schema = None;
     };
     // Answers are described as serialised, requests as read (a field with a default is optional).
-    let mut generator = SchemaSettings::draft2020_12().for_serialize().with(settings).into_generator();
-    let mut requests = SchemaSettings::draft2020_12().for_deserialize().with(settings).into_generator();
+    let mut generator = SchemaSettings::draft2020_12()
+        .for_serialize()
+        .with(settings)
+        .into_generator();
+    let mut requests = SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .with(settings)
+        .into_generator();
     let mut paths = Map::new();
     for endpoint in Endpoint::ALL {
         let operation = operation(endpoint, &mut generator, &mut requests);

@@ -18,9 +18,9 @@ use serde_json::Value;
 
 use super::caps;
 use super::dashboard;
+pub use super::endpoints::{Endpoint, Function};
 use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
-pub use super::endpoints::{Endpoint, Function};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::job::is_valid_job_id;

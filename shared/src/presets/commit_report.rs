@@ -255,7 +255,8 @@ pub const REPORT_KEYS: [&str; 7] = [
 pub fn report_schema() -> Value {
     let text = |(min, max): (usize, usize)| json!({"type": "string", "minLength": min, "maxLength": max});
     let items = |(min, max): (usize, usize)| {
-        let mut list = json!({"type": "array", "maxItems": max, "items": {"type": "string", "minLength": ITEM_MIN_CHARS}});
+        let mut list =
+            json!({"type": "array", "maxItems": max, "items": {"type": "string", "minLength": ITEM_MIN_CHARS}});
         if min > 0 {
             list["minItems"] = json!(min);
         }

@@ -81,7 +81,10 @@ pub(crate) fn parse_at<T: DeserializeOwned>(value: Value) -> Result<T, FieldErro
         let (child, message) = match message.split_once(CHILD) {
             Some((child, message)) => (child.to_string(), message.to_string()),
             // serde's derive names a missing field in its message, at the object's path.
-            None => match message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            None => match message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
                 Some(name) => (name.to_string(), "is required".to_string()),
                 None => (String::new(), message),
             },
@@ -139,7 +142,9 @@ fn characters(s: &str, min: usize, max: usize) -> Result<(), Refusal> {
         } else {
             format!("{min} to {max}")
         };
-        return Err(Refusal::new(format!("must be a string of {range} characters (got {n})")));
+        return Err(Refusal::new(format!(
+            "must be a string of {range} characters (got {n})"
+        )));
     }
     Ok(())
 }
@@ -325,9 +330,8 @@ impl Headers {
         };
         let mut headers = BTreeMap::new();
         for (name, value) in entries {
-            let valid_name = !name.is_empty()
-                && name.len() <= MAX_HEADER_NAME
-                && http::HeaderName::try_from(name.as_str()).is_ok();
+            let valid_name =
+                !name.is_empty() && name.len() <= MAX_HEADER_NAME && http::HeaderName::try_from(name.as_str()).is_ok();
             match value {
                 Value::String(s)
                     if valid_name && s.len() <= MAX_HEADER_VALUE && http::HeaderValue::try_from(s.as_str()).is_ok() =>
@@ -510,11 +514,23 @@ mod tests {
         assert_eq!(error(json!({})), "id: is required");
         assert_eq!(error(json!({"id": null})), "id: is required");
         assert_eq!(error(json!({"id": 3})), "id: must be a string");
-        assert_eq!(error(json!({"id": "abcd"})), "id: must be a string of 1 to 3 characters (got 4)");
+        assert_eq!(
+            error(json!({"id": "abcd"})),
+            "id: must be a string of 1 to 3 characters (got 4)"
+        );
         assert_eq!(error(json!({"id": "a", "inner": {}})), "inner: must be a list");
-        assert_eq!(error(json!({"id": "a", "inner": [{}, {}, {}]})), "inner: must be a list");
-        assert_eq!(error(json!({"id": "a", "inner": [{"name": "x"}, 5]})), "inner[1]: must be an object");
-        assert_eq!(error(json!({"id": "a", "inner": [{"name": "x"}, {}]})), "inner[1].name: is required");
+        assert_eq!(
+            error(json!({"id": "a", "inner": [{}, {}, {}]})),
+            "inner: must be a list"
+        );
+        assert_eq!(
+            error(json!({"id": "a", "inner": [{"name": "x"}, 5]})),
+            "inner[1]: must be an object"
+        );
+        assert_eq!(
+            error(json!({"id": "a", "inner": [{"name": "x"}, {}]})),
+            "inner[1].name: is required"
+        );
         assert_eq!(
             error(json!({"id": "a", "inner": [{"name": "x", "tags": ["ok", 7]}]})),
             "inner[0].tags[1]: must be a string of at most 4 characters"
@@ -550,11 +566,30 @@ mod tests {
 
     #[test]
     fn every_field_type_and_its_schema_agree_at_the_edges() {
-        let wrong = [json!(null), json!(true), json!(12), json!(-1), json!(0.5), json!("x"), json!([]), json!({})];
+        let wrong = [
+            json!(null),
+            json!(true),
+            json!(12),
+            json!(-1),
+            json!(0.5),
+            json!("x"),
+            json!([]),
+            json!({}),
+        ];
         let with = |extra: Vec<Value>| wrong.iter().cloned().chain(extra).collect::<Vec<_>>();
-        agree::<Text<1, 3>>(&with(vec![json!(""), json!("abc"), json!("abcd"), json!("éé"), json!("ééé€")]));
+        agree::<Text<1, 3>>(&with(vec![
+            json!(""),
+            json!("abc"),
+            json!("abcd"),
+            json!("éé"),
+            json!("ééé€"),
+        ]));
         agree::<Text<0, 2>>(&with(vec![json!(""), json!("ab"), json!("abc")]));
-        agree::<Url>(&with(vec![json!(""), json!("x".repeat(MAX_URL)), json!("x".repeat(MAX_URL + 1))]));
+        agree::<Url>(&with(vec![
+            json!(""),
+            json!("x".repeat(MAX_URL)),
+            json!("x".repeat(MAX_URL + 1)),
+        ]));
         agree::<Strings<2, 3>>(&with(vec![
             json!(["abc"]),
             json!(["abcd"]),
@@ -563,11 +598,25 @@ mod tests {
             json!([1]),
             json!([null]),
         ]));
-        agree::<Int<60, 100>>(&with(vec![json!(59), json!(60), json!(100), json!(101), json!(60.5), json!("60")]));
+        agree::<Int<60, 100>>(&with(vec![
+            json!(59),
+            json!(60),
+            json!(100),
+            json!(101),
+            json!(60.5),
+            json!("60"),
+        ]));
         agree::<Flag>(&with(vec![json!(false)]));
         agree::<JsonObject>(&with(vec![json!({"a": [1]})]));
         agree::<LongText<8>>(&with(vec![json!(""), json!("x".repeat(8)), json!("x".repeat(9))]));
-        agree::<Temperature>(&with(vec![json!(0), json!(2), json!(2.5), json!(1.5), json!(-0.5), json!("1")]));
+        agree::<Temperature>(&with(vec![
+            json!(0),
+            json!(2),
+            json!(2.5),
+            json!(1.5),
+            json!(-0.5),
+            json!("1"),
+        ]));
         let many = |n: usize| Value::Object((0..n).map(|i| (format!("x-h{i}"), json!("v"))).collect());
         agree::<Headers>(&with(vec![
             json!({"x-a": "b"}),

@@ -581,7 +581,8 @@ mod tests {
             schema,
             json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "additionalProperties": false})
         );
-        let bad = GenerateRequest::parse(json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
+        let bad = GenerateRequest::parse(
+            json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
         );
         assert_eq!(bad.unwrap_err().field, "outputSchema");
         let invalid = GenerateRequest::parse(json!({"prompt": "x", "outputSchema": {"type": 12}}));

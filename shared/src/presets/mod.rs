@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::targets::{Target, TargetKind};
 use self::fields::{Flag, Headers, Int, List, Listed, Object, Shape, Url};
 use crate::job::JobSpec;
+use crate::targets::{Target, TargetKind};
 
 /// A request field that is missing or wrong. Its `Display` is the contract's 400 `error` text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

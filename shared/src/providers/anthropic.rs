@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::classify::http_failure;
+use super::de;
 use super::transport::{self, Connection, Raw, TextPart};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
@@ -77,31 +78,31 @@ pub fn json_instructions(schema: Option<&Value>) -> String {
 #[serde(default)]
 struct MessagesAnswer {
     /// `"error"` when a proxy put an error inside the 200.
-    #[serde(rename = "type", deserialize_with = "transport::lenient")]
+    #[serde(rename = "type", deserialize_with = "de::lenient")]
     kind: Option<String>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     error: Option<ErrorType>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     stop_reason: Option<String>,
-    #[serde(deserialize_with = "transport::list")]
+    #[serde(deserialize_with = "de::list")]
     content: Vec<TextPart>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     usage: Option<WireUsage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ErrorType {
-    #[serde(rename = "type", deserialize_with = "transport::lenient")]
+    #[serde(rename = "type", deserialize_with = "de::lenient")]
     kind: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireUsage {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     input_tokens: Option<u64>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     output_tokens: Option<u64>,
 }
 

@@ -6,7 +6,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::transport;
+use super::de;
 use crate::error_class::ErrorClass;
 use crate::outcome::{Failure, RateSignals, RetryHint};
 use crate::quota::ResetClock;
@@ -107,13 +107,13 @@ struct ErrorBody {
     #[serde(deserialize_with = "first_error")]
     errors: Option<CodedMessage>,
     /// Present counts, whatever it holds (an object, a bare message string, even `null`).
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     error: Option<ErrorField>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     title: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     detail: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     message: Option<String>,
 }
 
@@ -149,25 +149,25 @@ fn first_error<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CodedMes
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ErrorObject {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     message: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     code: Option<Code>,
     /// The code when there is no `code`: a status name (`RESOURCE_EXHAUSTED`), else Anthropic's error `type`.
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     status: Option<String>,
-    #[serde(rename = "type", deserialize_with = "transport::lenient")]
+    #[serde(rename = "type", deserialize_with = "de::lenient")]
     kind: Option<String>,
-    #[serde(deserialize_with = "transport::list")]
+    #[serde(deserialize_with = "de::list")]
     details: Vec<GoogleDetail>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct CodedMessage {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     code: Option<Code>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     message: Option<String>,
 }
 
@@ -187,20 +187,20 @@ impl<'de> Deserialize<'de> for Code {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct GoogleDetail {
-    #[serde(rename = "@type", deserialize_with = "transport::lenient")]
+    #[serde(rename = "@type", deserialize_with = "de::lenient")]
     kind: Option<String>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     retry_delay: Option<String>,
-    #[serde(deserialize_with = "transport::list")]
+    #[serde(deserialize_with = "de::list")]
     violations: Vec<QuotaViolation>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct QuotaViolation {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     quota_id: Option<String>,
 }
 

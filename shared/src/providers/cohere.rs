@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::de;
 use super::transport::{self, Connection, Raw, TextPart};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
@@ -47,18 +48,18 @@ impl CohereProvider {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ChatAnswer {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     finish_reason: Option<String>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     message: Option<Message>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     usage: Option<WireUsage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Message {
-    #[serde(deserialize_with = "transport::list")]
+    #[serde(deserialize_with = "de::list")]
     content: Vec<TextPart>,
 }
 
@@ -66,16 +67,16 @@ struct Message {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireUsage {
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     tokens: Option<Tokens>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Tokens {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     input_tokens: Option<u64>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     output_tokens: Option<u64>,
 }
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::de;
 use super::transport::{self, Connection, Raw, SchemaFallback};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
@@ -82,53 +83,53 @@ fn schema_refused(raw: &Raw) -> bool {
 #[serde(default, rename_all = "camelCase")]
 struct GenerateContent {
     /// Only the first candidate is read: we never ask for more than one.
-    #[serde(rename = "candidates", deserialize_with = "transport::first")]
+    #[serde(rename = "candidates", deserialize_with = "de::first")]
     candidate: Option<Candidate>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     prompt_feedback: Option<PromptFeedback>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     usage_metadata: Option<UsageMetadata>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct Candidate {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     finish_reason: Option<String>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     content: Option<Content>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Content {
-    #[serde(deserialize_with = "transport::list")]
+    #[serde(deserialize_with = "de::list")]
     parts: Vec<Part>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Part {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     text: Option<String>,
     /// A thinking model's thought, not part of the answer.
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     thought: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct PromptFeedback {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     block_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct UsageMetadata {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     prompt_token_count: Option<u64>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     candidates_token_count: Option<u64>,
 }
 

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod classify;
 pub mod cohere;
 pub mod custom;
+pub(crate) mod de;
 pub mod gemini;
 pub mod openai;
 pub mod spec;

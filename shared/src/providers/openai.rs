@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::classify::{error_code, http_failure};
+use super::de;
 use super::transport::{self, Connection, Raw, SchemaFallback};
 use crate::error_class::ErrorClass;
 use crate::llm::{CompletionRequest, FinishReason, ResponseFormat};
@@ -74,37 +75,37 @@ fn schema_refused(raw: &Raw) -> bool {
 #[serde(default)]
 struct ChatCompletion {
     /// An error put inside a 200 (OpenRouter mid-generation). Present counts, even as `null`.
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     error: Option<Value>,
     /// Only the first choice is read: we never ask for more than one.
-    #[serde(rename = "choices", deserialize_with = "transport::first")]
+    #[serde(rename = "choices", deserialize_with = "de::first")]
     choice: Option<Choice>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     usage: Option<WireUsage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Choice {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     finish_reason: Option<String>,
-    #[serde(deserialize_with = "transport::object")]
+    #[serde(deserialize_with = "de::object")]
     message: Option<Message>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Message {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     content: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireUsage {
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     prompt_tokens: Option<u64>,
-    #[serde(deserialize_with = "transport::lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     completion_tokens: Option<u64>,
 }
 

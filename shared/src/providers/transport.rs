@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::classify::{http_failure, rate_signals, transport_failure};
+use super::de;
 use crate::error_class::ErrorClass;
 use crate::llm::{FinishReason, Usage};
 use crate::outcome::{Answer, CallReport, Failure, RateSignals};
@@ -150,66 +151,6 @@ pub(crate) fn answer_body<T: DeserializeOwned + Default>(body: &str) -> Result<T
     }
 }
 
-/// Reads one scalar field of a wire struct (a string, a count, a flag) the way a provider's answer must be
-/// read: absent, `null`, or of another type than the one we read all count as absent (`None`), never as
-/// a broken answer. Wire structs pair it with `#[serde(default)]` on the struct, so a missing field is
-/// absent too.
-pub(crate) fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
-}
-
-/// Reads a field that holds one of our wire structs: only a JSON object is read (serde would otherwise
-/// read an array into a struct by position); anything else is absent.
-pub(crate) fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    Ok(match Value::deserialize(d)? {
-        value @ Value::Object(_) => serde_json::from_value(value).ok(),
-        _ => None,
-    })
-}
-
-/// The first element of a list field (`choices[0]`, `candidates[0]`): absent when the list is absent,
-/// empty or starts with `null`; an element that is there but is not an object reads as one that says
-/// nothing (`T::default()`).
-pub(crate) fn first<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned + Default,
-{
-    Ok(match Value::deserialize(d)? {
-        Value::Array(items) => match items.into_iter().next() {
-            None | Some(Value::Null) => None,
-            Some(value @ Value::Object(_)) => serde_json::from_value(value).ok(),
-            Some(_) => Some(T::default()),
-        },
-        _ => None,
-    })
-}
-
-/// The elements of a list field (content blocks, parts) that are objects; a list that is absent or not a
-/// list is empty, and an element that is not an object (a bare string among the blocks) carries nothing.
-pub(crate) fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items
-            .into_iter()
-            .filter(Value::is_object)
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect(),
-        _ => Vec::new(),
-    })
-}
-
 /// Turns what one call produced into its report; `success` reads a 200 in the wire's format. This is
 /// where a provider's text enters: every failure's message passes `scrub` here, before anything logs,
 /// stores or answers it.
@@ -255,9 +196,9 @@ pub(crate) fn report(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct TextPart {
-    #[serde(rename = "type", deserialize_with = "lenient")]
+    #[serde(rename = "type", deserialize_with = "de::lenient")]
     kind: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "de::lenient")]
     text: Option<String>,
 }
 

@@ -13,7 +13,7 @@ use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, JobSpec, JobState, StepRef};
 use crate::llm::{ChatMessage, ResponseFormat, Role};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, Claim, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
+    Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
     Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};

@@ -14,8 +14,8 @@ use crate::alert::{Alert, Incident};
 use crate::job::{Job, StepRef};
 use crate::message::Message;
 use crate::ports::{
-    Admission, Claim, Clock, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds, Queue, RateLimit,
-    Store, StoreError, Submitted, SweepRequest, Swept,
+    Admission, Claim, Clock, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, Queue, RateLimit, Store,
+    StoreError, Submitted, SweepRequest, Swept,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 

@@ -57,7 +57,7 @@ pub use client::{Script, UpstashClient};
 use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, StepRef};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, JobRead, Enlist, FinishOutcome, Limits, Overview, OverviewBounds,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
     RateLimit, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
