@@ -28,6 +28,7 @@ use crate::jobs::{Counted, Submission, SubmitOutcome};
 use crate::presets::commit_report::{report_identity, ReportRequest};
 use crate::presets::generic::GenerateRequest;
 use crate::presets::Preset;
+// Up, on purpose: a router's state is the Service the wiring (service.rs) built once per process.
 use crate::service::Service;
 
 /// Largest request body accepted (a report with a large diff fits; Lambda's own cap is 6 MB).
