@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::budget;
+use crate::error_class::ErrorClass;
 use crate::job::{Attempt, Job, JobResult, JobState};
 #[allow(unused_imports)] // named by `Liveness`'s doc, which is also its published description
 use crate::jobs::HEALTH_CHECK_EVERY;
@@ -194,7 +195,7 @@ pub struct AttemptView {
     /// `filtered`, `invalid_output`, `gone` (absent on success; new classes may appear).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub error_code: Option<String>,
+    pub error_code: Option<ErrorClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
     pub retry_after_seconds: Option<u64>,
@@ -213,7 +214,7 @@ impl From<&Attempt> for AttemptView {
             error: a
                 .class
                 .map(|class| a.message.clone().unwrap_or_else(|| class.as_str().to_string())),
-            error_code: a.class.map(|class| class.as_str().to_string()),
+            error_code: a.class,
             retry_after_seconds: a.retry_after_s,
             http_status: a.http_status,
             at: Timestamp::from_ms(a.at_ms),
@@ -627,7 +628,8 @@ pub struct ProviderQuota {
     /// Null when no per-day limit is configured.
     pub requests_left_day: Option<u64>,
     /// The class of the last failed outcome, null when the last one succeeded or none happened.
-    pub last_error_class: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub last_error_class: Option<ErrorClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
     pub last_at: Option<Timestamp>,
@@ -652,10 +654,7 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
             cooling_down_until,
             requests_left_minute: left_minute,
             requests_left_day: left_day,
-            last_error_class: state
-                .last_class
-                .and_then(crate::quota::LastOutcome::class)
-                .map(|c| c.as_str().to_string()),
+            last_error_class: state.last_class.and_then(crate::quota::LastOutcome::class),
             last_at: (state.last_at_ms > 0).then(|| Timestamp::from_ms(state.last_at_ms)),
         }),
     }
@@ -779,7 +778,6 @@ mod tests {
         assert_eq!(mine["perJob"]["lambdaInvocations"], 4.0);
         assert!(mine.get("owners").is_none(), "{mine}");
     }
-    use crate::error_class::ErrorClass;
     use crate::presets::generic::GenerateRequest;
     use crate::presets::Preset;
 
