@@ -58,7 +58,7 @@ use crate::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::job::{Job, StepRef};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
-    RateLimit, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
@@ -142,6 +142,25 @@ fn request_count(count: &Value) -> Result<u64, StoreError> {
     count
         .as_u64()
         .ok_or_else(|| StoreError::Corrupt(format!("unexpected request count {count}")))
+}
+
+/// Reads the head a counted script's answer starts with — the owner's request count in the current
+/// window — and checks it against the owner's rate limit: the window to announce and the rest of the
+/// answer, or `Err(window)` when the request is over the limit (the script then did nothing else).
+fn counted<'a>(
+    answer: &'a Value,
+    rate: Option<RateLimit>,
+    now_ms: u64,
+    script: &str,
+) -> Result<Result<(Option<RateWindow>, &'a [Value]), RateWindow>, StoreError> {
+    let Some([count, rest @ ..]) = answer.as_array().map(Vec::as_slice) else {
+        return Err(StoreError::Corrupt(format!("unexpected {script} answer {answer}")));
+    };
+    let count = request_count(count)?;
+    Ok(match rate.map(|r| r.check(count, now_ms)).transpose() {
+        Ok(window) => Ok((window, rest)),
+        Err(window) => Err(window),
+    })
 }
 
 /// The stored form of a job: a header the scripts read, then the JSON.
@@ -573,12 +592,8 @@ impl Store for UpstashStore {
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
-        let [count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
-            return Err(unexpected());
-        };
-        let count = request_count(count)?;
-        let rate = match rate.map(|r| r.check(count, now)).transpose() {
-            Ok(rate) => rate,
+        let (rate, rest) = match counted(&answer, rate, now, "read")? {
+            Ok(head) => head,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let value = match rest {
@@ -621,15 +636,12 @@ impl Store for UpstashStore {
                 vec![arg(job_id), arg(args.limit), arg(args.ends_at_ms)],
             )
             .await?;
-        let Some([count, deleted]) = answer.as_array().map(Vec::as_slice) else {
-            return Err(StoreError::Corrupt(format!("unexpected purge answer {answer}")));
-        };
-        let count = request_count(count)?;
-        Ok(match rate.map(|r| r.check(count, now)).transpose() {
-            Ok(rate) => Admission::Admitted {
+        Ok(match counted(&answer, rate, now, "purge")? {
+            Ok((rate, [deleted])) => Admission::Admitted {
                 value: deleted.as_i64() == Some(1),
                 rate,
             },
+            Ok(_) => return Err(StoreError::Corrupt(format!("unexpected purge answer {answer}"))),
             Err(window) => Admission::RateLimited(window),
         })
     }
@@ -671,12 +683,8 @@ impl Store for UpstashStore {
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected overview answer {answer}"));
-        let [count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
-            return Err(unexpected());
-        };
-        let count = request_count(count)?;
-        let rate = match rate.map(|r| r.check(count, now)).transpose() {
-            Ok(rate) => rate,
+        let (rate, rest) = match counted(&answer, rate, now, "overview")? {
+            Ok(head) => head,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day)] =
