@@ -48,9 +48,11 @@ impl Endpoint {
         Endpoint::Dashboard,
     ];
 
-    pub fn method(self) -> Method {
+    /// Each function serves one method: submit posts, purge deletes, poll answers every read. A `const
+    /// fn`, so a function's router keeps only its own handlers at compile time (routes.rs).
+    pub const fn function(self) -> Function {
         match self {
-            Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Method::POST,
+            Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Function::Submit,
             Endpoint::PollReport
             | Endpoint::PollJob
             | Endpoint::Health
@@ -58,8 +60,17 @@ impl Endpoint {
             | Endpoint::Budget
             | Endpoint::OpenApi
             | Endpoint::JobsOverview
-            | Endpoint::Dashboard => Method::GET,
-            Endpoint::PurgeReport | Endpoint::PurgeJob => Method::DELETE,
+            | Endpoint::Dashboard => Function::Poll,
+            Endpoint::PurgeReport | Endpoint::PurgeJob => Function::Purge,
+        }
+    }
+
+    /// The route's method, which its function decides.
+    pub fn method(self) -> Method {
+        match self.function() {
+            Function::Submit => Method::POST,
+            Function::Purge => Method::DELETE,
+            Function::Poll => Method::GET,
         }
     }
 
@@ -77,15 +88,6 @@ impl Endpoint {
             Endpoint::OpenApi => "/openapi.json",
             Endpoint::JobsOverview => "/v1/jobs",
             Endpoint::Dashboard => "/dashboard",
-        }
-    }
-
-    /// Each function serves one method: submit posts, purge deletes, poll answers every read.
-    pub fn function(self) -> Function {
-        match self.method() {
-            Method::POST => Function::Submit,
-            Method::DELETE => Function::Purge,
-            _ => Function::Poll,
         }
     }
 

@@ -37,64 +37,82 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 type AppState = Arc<Service>;
 
 /// The handler of one route, with its body limit or its refusal of bodies.
-fn handler(endpoint: Endpoint, service: &Service) -> MethodRouter<AppState> {
-    match endpoint {
-        Endpoint::SubmitReport => post(submit::<ReportRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-        Endpoint::SubmitGeneric => post(submit::<GenerateRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-        Endpoint::PollReport | Endpoint::PollJob => get(poll).layer(from_fn(caps::bodyless)),
-        Endpoint::PurgeReport => delete(purge_report).layer(from_fn(caps::bodyless)),
-        Endpoint::PurgeJob => delete(purge_job).layer(from_fn(caps::bodyless)),
-        Endpoint::Redeliver => post(redeliver).layer(from_fn(caps::bodyless)),
-        Endpoint::Health => get(health).layer(from_fn(caps::bodyless)),
-        Endpoint::Providers => get(providers).layer(from_fn(caps::bodyless)),
-        Endpoint::Budget => get(budget).layer(from_fn(caps::bodyless)),
-        Endpoint::OpenApi => {
+/// Which routes a router serves, as a const parameter: `EVERY` (stepper-local) or one [`Function`]'s
+/// number. Each arm of [`handler`] is guarded by a constant, so a Lambda function's binary holds only its
+/// own handlers — the others are not even compiled into it (the poll function carried the submit path's
+/// request types and schemas while the filter was a run-time closure).
+const EVERY: u8 = u8::MAX;
+
+const fn serves(selection: u8, endpoint: Endpoint) -> bool {
+    selection == EVERY || selection == endpoint.function() as u8
+}
+
+/// The handler of `endpoint` when the router `S` serves it.
+fn handler<const S: u8>(endpoint: Endpoint, service: &Service) -> Option<MethodRouter<AppState>> {
+    use Endpoint as E;
+    Some(match endpoint {
+        E::SubmitReport if const { serves(S, E::SubmitReport) } => {
+            post(submit::<ReportRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        }
+        E::SubmitGeneric if const { serves(S, E::SubmitGeneric) } => {
+            post(submit::<GenerateRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        }
+        E::PollReport if const { serves(S, E::PollReport) } => get(poll).layer(from_fn(caps::bodyless)),
+        E::PollJob if const { serves(S, E::PollJob) } => get(poll).layer(from_fn(caps::bodyless)),
+        E::PurgeReport if const { serves(S, E::PurgeReport) } => delete(purge_report).layer(from_fn(caps::bodyless)),
+        E::PurgeJob if const { serves(S, E::PurgeJob) } => delete(purge_job).layer(from_fn(caps::bodyless)),
+        E::Redeliver if const { serves(S, E::Redeliver) } => post(redeliver).layer(from_fn(caps::bodyless)),
+        E::Health if const { serves(S, E::Health) } => get(health).layer(from_fn(caps::bodyless)),
+        E::Providers if const { serves(S, E::Providers) } => get(providers).layer(from_fn(caps::bodyless)),
+        E::Budget if const { serves(S, E::Budget) } => get(budget).layer(from_fn(caps::bodyless)),
+        E::OpenApi if const { serves(S, E::OpenApi) } => {
             // Serialised once, when the router is built; every request shares the bytes.
             let document = Bytes::from(openapi::document(service.keys.header_name()).to_string());
             get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document)))
         }
-        Endpoint::JobsOverview => get(jobs_overview).layer(from_fn(caps::bodyless)),
-        Endpoint::Dashboard => {
+        E::JobsOverview if const { serves(S, E::JobsOverview) } => get(jobs_overview).layer(from_fn(caps::bodyless)),
+        E::Dashboard if const { serves(S, E::Dashboard) } => {
             // Rendered once, when the router is built: the page touches no store and needs no key.
             let page = dashboard::Page::render(service.keys.header_name());
             get(move || std::future::ready(page.response())).layer(from_fn(caps::bodyless))
         }
-    }
+        _ => return None,
+    })
 }
 
 /// Every route, for `stepper-local`.
 pub fn router(service: Arc<Service>) -> Router {
-    routes(service, |_| true)
+    routes::<EVERY>(service)
 }
 
 /// `POST /v1/reports`, `POST /v1/generate`, `POST /v1/jobs/{jobId}/deliveries/redeliver` (the submit
 /// function: every route that queues work).
 pub fn submit_routes(service: Arc<Service>) -> Router {
-    routes(service, |f| f == Function::Submit)
+    routes::<{ Function::Submit as u8 }>(service)
 }
 
 /// Polls, health, provider status, the budget and `/openapi.json` (the poll function).
 pub fn poll_routes(service: Arc<Service>) -> Router {
-    routes(service, |f| f == Function::Poll)
+    routes::<{ Function::Poll as u8 }>(service)
 }
 
 /// Purges by commit and by id (the purge function).
 pub fn purge_routes(service: Arc<Service>) -> Router {
-    routes(service, |f| f == Function::Purge)
+    routes::<{ Function::Purge as u8 }>(service)
 }
 
-fn routes(service: Arc<Service>, serves: impl Fn(Function) -> bool) -> Router {
-    let router = Endpoint::ALL
-        .into_iter()
-        .filter(|e| serves(e.function()))
-        .fold(Router::new(), |router, e| {
-            // Store requests and Redis commands made while serving it carry the route's label.
-            let label = e.metric_route();
-            let handler = handler(e, &service).layer(from_fn(move |request: Request, next: Next| {
-                crate::metrics::in_route(label, next.run(request))
-            }));
-            router.route(e.path(), handler)
-        });
+fn routes<const S: u8>(service: Arc<Service>) -> Router {
+    let router = Endpoint::ALL.into_iter().fold(Router::new(), |router, e| {
+        let Some(handler) = handler::<S>(e, &service) else {
+            return router;
+        };
+        // Store requests and Redis commands made while serving it carry the route's label.
+        let label = e.metric_route();
+        let handler = handler.layer(from_fn(move |request: Request, next: Next| {
+            crate::metrics::in_route(label, next.run(request))
+        }));
+        router.route(e.path(), handler)
+    });
     // Header caps cover every route and the fallbacks; a known path with another method is a JSON 405.
     router
         .fallback(not_found)
