@@ -362,20 +362,16 @@ async fn reported_tokens_on_the_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reported_tokens_on_the_upstash_store() {
     let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
-    let upstash = testkit::stack::UpstashEmulator::start(&redis)
-        .await
-        .expect("upstash emulator");
-    let config = UpstashConfig {
-        url: upstash.url.clone(),
-        token: Secret::new(upstash.token.clone()),
-        timeout_ms: 5_000,
-    };
-    let at = Instants::after(redis.time_ms().await.expect("redis TIME"));
+    let (_upstash, config, at) = upstash_over(&redis).await;
     the_token_budget_counts_what_the_provider_reported(scenario(Some(config), &at).await, &at).await;
 }
 
-async fn on_upstash(redis: testkit::stack::RedisServer) {
-    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+/// The Upstash emulator over `redis`, its configuration, and the scenario's instants on Redis's clock
+/// (the emulator stops when the first value is dropped).
+async fn upstash_over(
+    redis: &testkit::stack::RedisServer,
+) -> (testkit::stack::UpstashEmulator, UpstashConfig, Instants) {
+    let upstash = testkit::stack::UpstashEmulator::start(redis)
         .await
         .expect("upstash emulator");
     let config = UpstashConfig {
@@ -384,6 +380,11 @@ async fn on_upstash(redis: testkit::stack::RedisServer) {
         timeout_ms: 5_000,
     };
     let at = Instants::after(redis.time_ms().await.expect("redis TIME"));
+    (upstash, config, at)
+}
+
+async fn on_upstash(redis: testkit::stack::RedisServer) {
+    let (_upstash, config, at) = upstash_over(&redis).await;
     quotas_run_out_and_every_job_completes(scenario(Some(config), &at).await, &at).await;
 }
 
