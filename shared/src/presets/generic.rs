@@ -158,11 +158,19 @@ const ROLES: &str = "must be system, user or assistant";
 #[derive(Debug, Clone, PartialEq)]
 struct ChatMessages(Vec<ChatMessage>);
 
+/// How many `messages` a request carries: one limit for the check, its 400 text and the schema.
+const MESSAGES: std::ops::RangeInclusive<usize> = 1..=100;
+
 impl ChatMessages {
     fn check(value: Value) -> Result<Self, Refusal> {
         let items = match value {
-            Value::Array(items) if (1..=100).contains(&items.len()) => items,
-            _ => return Err(Refusal::new("must be an array of 1 to 100 {role, content}")),
+            Value::Array(items) if MESSAGES.contains(&items.len()) => items,
+            _ => {
+                let (min, max) = (MESSAGES.start(), MESSAGES.end());
+                return Err(Refusal::new(format!(
+                    "must be an array of {min} to {max} {{role, content}}"
+                )));
+            }
         };
         items
             .into_iter()
@@ -198,7 +206,12 @@ impl JsonSchema for ChatMessages {
         "ChatMessages".into()
     }
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "array", "minItems": 1, "maxItems": 100, "items": generator.subschema_for::<ChatItem>()})
+        json_schema!({
+            "type": "array",
+            "minItems": MESSAGES.start(),
+            "maxItems": MESSAGES.end(),
+            "items": generator.subschema_for::<ChatItem>()
+        })
     }
 }
 
