@@ -17,6 +17,11 @@ use shared::config::{Config, HttpLimits};
 use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
 use tracing::{debug, error, info, warn};
 
+/// mimalloc, not glibc's malloc: a request allocates and frees many small blocks across the runtime's
+/// threads, where glibc's arenas spent a large share of the server's CPU (README, "Capacity").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hard limits of the HTTP server, past which it answers a bare 431 and closes the connection.
 /// They sit well above the router's own caps (`shared::api::caps`: 64 fields, 16 KiB), which answer
 /// with a JSON body; these only bound what one connection can make the process hold.

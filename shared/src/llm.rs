@@ -33,12 +33,14 @@ impl ChatMessage {
 }
 
 /// What the job wants back: JSON (optionally validated against a JSON Schema) or free text.
+/// The schema is shared (`Arc`): a preset's schema is built once per process and every job, every
+/// claim and every read of its job holds the same one (a clone is a reference count, not a tree).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum ResponseFormat {
     Json {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        schema: Option<serde_json::Value>,
+        schema: Option<std::sync::Arc<serde_json::Value>>,
     },
     Text,
 }

@@ -92,7 +92,7 @@ async fn a_model_that_rejects_json_schema_gets_json_object_from_then_on() {
     let provider = adapter(&fake);
     let schema = json!({"type": "object", "required": ["ok"]});
     let wants = request(ResponseFormat::Json {
-        schema: Some(schema.clone()),
+        schema: Some(std::sync::Arc::new(schema.clone())),
     });
     let report = provider.call(&wants).await;
     assert_eq!(report.result.unwrap().text, r#"{"ok": true}"#);
@@ -267,7 +267,7 @@ async fn gemini_native_request_asks_for_json_with_the_schema_and_falls_back_with
     ));
     fake.set_default(FakeReply::gemini_text(r#"{"ok": true}"#));
     let wants = request(ResponseFormat::Json {
-        schema: Some(schema.clone()),
+        schema: Some(std::sync::Arc::new(schema.clone())),
     });
     assert_eq!(provider.call(&wants).await.result.unwrap().text, r#"{"ok": true}"#);
     let sent = fake.requests();
@@ -291,7 +291,7 @@ async fn gemini_native_request_asks_for_json_with_the_schema_and_falls_back_with
 async fn anthropic_and_cohere_requests_speak_their_formats() {
     let schema = json!({"type": "object", "required": ["ok"]});
     let wants = request(ResponseFormat::Json {
-        schema: Some(schema.clone()),
+        schema: Some(std::sync::Arc::new(schema.clone())),
     });
 
     let fake = FakeProvider::start(Wire::Anthropic).await.unwrap();
@@ -357,7 +357,7 @@ async fn a_custom_http_provider_fills_its_template_and_is_held_by_the_url_guard(
     let fake = FakeProvider::start(Wire::Http).await.unwrap();
     fake.set_default(FakeReply::http_text("generated"));
     let wants = request(ResponseFormat::Json {
-        schema: Some(json!({"type": "object"})),
+        schema: Some(std::sync::Arc::new(json!({"type": "object"}))),
     });
     let answer = built(&fake, Wire::Http, "h-key", ResetClock::UtcMidnight)
         .call(&wants)

@@ -2,6 +2,8 @@
 //! JSON is found inside code fences or prose, truncation and HTML error pages are refused, and the
 //! value is validated against the job's stored JSON Schema (the report preset's, or the caller's).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::job::{JobKind, JobSpec};
@@ -58,35 +60,42 @@ pub fn extract_json(text: &str) -> Option<Value> {
     None
 }
 
-/// Compiled validators by schema text. Compiling a schema (its `pattern`s become regexes) costs far
-/// more than validating one answer, and most jobs share a schema (every report has the preset's), so
-/// each distinct schema is compiled once per process; past `VALIDATOR_CACHE` schemas the cache starts
-/// over, which bounds what callers' own schemas can make it hold.
+/// Compiled validators by schema. Compiling a schema (its `pattern`s become regexes) costs far more
+/// than validating one answer, and most jobs share a schema (every report has the preset's), so each
+/// distinct schema is compiled once per process; past `VALIDATOR_CACHE` schemas the cache starts over,
+/// which bounds what callers' own schemas can make it hold. A schema is found by comparing it whole:
+/// a preset's jobs hold the very same `Arc` (the comparison is then a pointer's), a job read back from
+/// Upstash an equal tree (the comparison stops at its first difference from any other).
 const VALIDATOR_CACHE: usize = 64;
 
-type Validators = std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>;
+type Validators = Vec<(Arc<Value>, Arc<jsonschema::Validator>)>;
 
-fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, OutputError> {
+fn validator(schema: &Arc<Value>) -> Result<Arc<jsonschema::Validator>, OutputError> {
     static CACHE: std::sync::OnceLock<std::sync::Mutex<Validators>> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let key = schema.to_string();
-    // A poisoned lock only means another thread panicked while holding it; the map stays usable.
-    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(found.clone());
+    // A poisoned lock only means another thread panicked while holding it; the list stays usable.
+    let found = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(held, _)| held == schema)
+        .map(|(_, validator)| validator.clone());
+    if let Some(found) = found {
+        return Ok(found);
     }
-    let compiled = std::sync::Arc::new(jsonschema::validator_for(schema).map_err(|e| OutputError::Schema {
+    let compiled = Arc::new(jsonschema::validator_for(schema).map_err(|e| OutputError::Schema {
         path: String::new(),
         message: format!("invalid schema: {e}"),
     })?);
-    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= VALIDATOR_CACHE {
-        map.clear();
+    let mut list = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if list.len() >= VALIDATOR_CACHE {
+        list.clear();
     }
-    map.insert(key, compiled.clone());
+    list.push((schema.clone(), compiled.clone()));
     Ok(compiled)
 }
 
-fn validate(schema: &Value, value: &Value) -> Result<(), OutputError> {
+fn validate(schema: &Arc<Value>, value: &Value) -> Result<(), OutputError> {
     let validator = validator(schema)?;
     let first = validator
         .iter_errors(value)
@@ -138,7 +147,9 @@ mod tests {
             kind,
             messages: vec![ChatMessage::user("x")],
             compact_messages: None,
-            format: ResponseFormat::Json { schema },
+            format: ResponseFormat::Json {
+                schema: schema.map(std::sync::Arc::new),
+            },
             max_tokens: 10,
             temperature: None,
             fallback: None,
@@ -161,7 +172,7 @@ mod tests {
 
     #[test]
     fn realistic_answers_against_the_report_schema() {
-        let r = spec(JobKind::Report, Some(commit_report::report_schema()));
+        let r = spec(JobKind::Report, Some(Value::clone(&commit_report::report_schema())));
         let good = report().to_string();
         let mut extra = report();
         extra["confidence"] = json!(0.9);

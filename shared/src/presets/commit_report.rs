@@ -1,6 +1,8 @@
 //! The commit-report preset: the contract's input limits, the evidence budget, redaction, the prompt,
 //! the report schema and the deterministic template fallback.
 
+use std::sync::{Arc, LazyLock};
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -111,14 +113,16 @@ impl Preset for ReportRequest {
     }
 
     fn spec(&self) -> JobSpec {
+        let mut both = prompts(self, &[DIFF_BUDGET, COMPACT_DIFF_BUDGET]).into_iter();
+        let (messages, compact_messages) = (both.next().unwrap_or_default(), both.next().unwrap_or_default());
         let mut context = Map::new();
         context.insert("userId".into(), json!(self.user_id));
         context.insert("commitSha".into(), json!(self.commit_sha));
         context.insert("repo".into(), json!(self.repo));
         JobSpec {
             kind: JobKind::Report,
-            messages: prompt(self, DIFF_BUDGET),
-            compact_messages: Some(prompt(self, COMPACT_DIFF_BUDGET)),
+            messages,
+            compact_messages: Some(compact_messages),
             format: ResponseFormat::Json {
                 schema: Some(report_schema()),
             },
@@ -216,11 +220,15 @@ Answer with ONE JSON object and nothing else (no code fences, no prose) with exa
     )
 }
 
-fn prompt(r: &ReportRequest, diff_budget: usize) -> Vec<ChatMessage> {
+/// The prompt at each of `diff_budgets`, built in one pass: what does not depend on the budget (the
+/// system prompt, the redacted message and template, the file list) is built once, and a budget whose
+/// cut of the diff equals the previous one's reuses that prompt (a diff within the smaller budget
+/// makes the compact prompt the full one).
+fn prompts(r: &ReportRequest, diff_budgets: &[usize]) -> Vec<Vec<ChatMessage>> {
     let files = budget_files(&r.files);
     let components: Vec<&str> = r.components.iter().take(MAX_COMPONENTS).map(String::as_str).collect();
-    let user = format!(
-        "Repository: {}\nCommit: {}\nMessage:\n{}\n\nFiles changed ({}):\n{}\n\nComponents: {}\n\nDiff:\n{}\n",
+    let head = format!(
+        "Repository: {}\nCommit: {}\nMessage:\n{}\n\nFiles changed ({}):\n{}\n\nComponents: {}\n\nDiff:\n",
         r.repo,
         r.commit_sha,
         redact(cut_chars(&r.message, MAX_MESSAGE)),
@@ -231,14 +239,27 @@ fn prompt(r: &ReportRequest, diff_budget: usize) -> Vec<ChatMessage> {
         } else {
             components.join(", ")
         },
-        redact(&budget_diff(&r.diff_summary, diff_budget)),
     );
     let mut system = instructions();
     if !r.template.trim().is_empty() {
         system.push_str("\n\nThe caller's template for this report:\n");
         system.push_str(&redact(&r.template));
     }
-    vec![ChatMessage::system(system), ChatMessage::user(user)]
+    let mut out: Vec<Vec<ChatMessage>> = Vec::with_capacity(diff_budgets.len());
+    let mut last_cut: Option<String> = None;
+    for &budget in diff_budgets {
+        let cut = budget_diff(&r.diff_summary, budget);
+        if let (Some(previous), Some(last)) = (out.last(), &last_cut) {
+            if *last == cut {
+                out.push(previous.clone());
+                continue;
+            }
+        }
+        let user = format!("{head}{}\n", redact(&cut));
+        out.push(vec![ChatMessage::system(system.clone()), ChatMessage::user(user)]);
+        last_cut = Some(cut);
+    }
+    out
 }
 
 pub const REPORT_KEYS: [&str; 7] = [
@@ -251,8 +272,14 @@ pub const REPORT_KEYS: [&str; 7] = [
     "tags",
 ];
 
-/// The report's JSON Schema (unknown keys are dropped by [`normalize`] before validation).
-pub fn report_schema() -> Value {
+/// The report's JSON Schema (unknown keys are dropped by [`normalize`] before validation), built once
+/// per process: every report job holds this one.
+pub fn report_schema() -> Arc<Value> {
+    static SCHEMA: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(build_report_schema()));
+    SCHEMA.clone()
+}
+
+fn build_report_schema() -> Value {
     let text = |(min, max): (usize, usize)| json!({"type": "string", "minLength": min, "maxLength": max});
     let items = |(min, max): (usize, usize)| {
         let mut list =
@@ -396,6 +423,28 @@ mod tests {
 
     fn base() -> Value {
         json!({"userId": "u", "commitSha": "abc", "repo": "r", "message": "", "files": [], "components": []})
+    }
+
+    #[test]
+    fn the_compact_prompt_is_the_full_one_unless_the_diff_is_cut() {
+        let with_diff = |diff: String| {
+            let mut body = base();
+            body["message"] = json!("Fix token=abcd1234efgh refresh");
+            body["diffSummary"] = json!(diff);
+            valid(body).spec()
+        };
+        let small = with_diff("+ one line\n".repeat(10));
+        assert_eq!(small.compact_messages.as_ref(), Some(&small.messages));
+        assert!(small.messages[1].content.contains("Diff:\n+ one line\n"));
+        let large = with_diff(format!("{}\n", "+ a longer line of the diff that repeats\n".repeat(400)));
+        let compact = large.compact_messages.as_ref().expect("a compact prompt");
+        assert_eq!(compact[0], large.messages[0], "one system prompt");
+        assert!(compact[1].content.len() < large.messages[1].content.len());
+        assert!(compact[1].content.contains("lines /"), "the compact diff says what it omitted");
+        for messages in [&large.messages, compact] {
+            assert!(messages[1].content.contains("token=[REDACTED]"), "redacted in both");
+            assert!(messages[1].content.starts_with("Repository: r\nCommit: abc\nMessage:\n"));
+        }
     }
 
     #[test]
@@ -543,7 +592,7 @@ mod tests {
     }
 
     fn schema_ok(v: &Value) -> Result<(), String> {
-        let validator = jsonschema::validator_for(&report_schema()).map_err(|e| e.to_string())?;
+        let validator = jsonschema::validator_for(&*report_schema()).map_err(|e| e.to_string())?;
         validator
             .validate(v)
             .map_err(|e| format!("{} at {}", e, e.instance_path()))

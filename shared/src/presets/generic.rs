@@ -518,7 +518,9 @@ impl Preset for GenerateRequest {
         Ok(Self {
             messages: conversation(b.prompt, b.messages, &mut scopes, json_mode, schema.as_ref())?,
             format: if json_mode {
-                ResponseFormat::Json { schema }
+                ResponseFormat::Json {
+                    schema: schema.map(std::sync::Arc::new),
+                }
             } else {
                 ResponseFormat::Text
             },
@@ -591,7 +593,7 @@ mod tests {
             panic!("json with schema")
         };
         assert_eq!(
-            schema,
+            *schema,
             json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "additionalProperties": false})
         );
         let bad = GenerateRequest::parse(

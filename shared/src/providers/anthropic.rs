@@ -41,7 +41,7 @@ impl AnthropicProvider {
             .map(|m| m.content.clone())
             .collect();
         if let ResponseFormat::Json { schema } = &request.format {
-            system.push(json_instructions(schema.as_ref()));
+            system.push(json_instructions(schema.as_deref()));
         }
         let messages: Vec<Value> = request
             .messages

@@ -100,7 +100,7 @@ impl CustomHttpProvider {
             parts.join("\n\n")
         };
         let (mode, schema) = match &request.format {
-            ResponseFormat::Json { schema } => ("json", schema.clone().unwrap_or(Value::Null)),
+            ResponseFormat::Json { schema } => ("json", schema.as_deref().cloned().unwrap_or(Value::Null)),
             ResponseFormat::Text => ("text", Value::Null),
         };
         let mut values = Map::new();

@@ -54,7 +54,7 @@ impl GeminiProvider {
         if let ResponseFormat::Json { schema } = &request.format {
             config.insert("responseMimeType".into(), json!("application/json"));
             if let (Some(schema), true) = (schema, use_schema) {
-                config.insert("responseJsonSchema".into(), schema.clone());
+                config.insert("responseJsonSchema".into(), Value::clone(schema));
             }
         }
         let mut body = json!({"contents": contents, "generationConfig": config});

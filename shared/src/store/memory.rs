@@ -18,6 +18,11 @@ use crate::ports::{
 };
 use crate::quota::{ProviderEvent, ProviderState};
 
+/// The hasher of the maps every request touches (jobs, leases, the due-index's scores, rate windows,
+/// interned texts): keys are ours, not an attacker's choice of collisions (job ids are generated,
+/// owners are configured), and SipHash over a whole prompt was a visible part of a submit's CPU.
+type Fast = foldhash::fast::RandomState;
+
 /// A due-index score as Redis holds it: the millisecond, plus k/4096 ms for the k-th job that create or
 /// finish put at that millisecond (create.lua, finish.lua: ties keep their arrival order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,7 +43,7 @@ impl Due {
 /// (the ETA reads one on every submit and poll).
 #[derive(Default)]
 struct DueIndex {
-    scores: HashMap<(String, String), Due>,
+    scores: HashMap<(String, String), Due, Fast>,
     order: BTreeMap<(Due, String), (String, String)>,
 }
 
@@ -195,7 +200,7 @@ impl Held {
 /// at each clearing of expired entries.
 #[derive(Default)]
 struct Interned {
-    texts: HashSet<Text>,
+    texts: HashSet<Text, Fast>,
     /// Few distinct ones (one per preset and caller-supplied schema), compared whole.
     formats: Vec<Arc<ResponseFormat>>,
 }
@@ -277,11 +282,11 @@ impl Interned {
 struct Inner {
     /// Boxed: a map slot is then a key and a pointer, so the map's spare capacity (up to half its
     /// slots after it grows) costs little, and growing it moves pointers, not records.
-    jobs: HashMap<(String, String), Box<Held>>,
+    jobs: HashMap<(String, String), Box<Held>, Fast>,
     /// The parts of the job records that repeat from job to job, held once.
     interned: Interned,
     /// Step leases, one per job: (owner, job id) → (gen, seq, held until in epoch ms).
-    leases: HashMap<(String, String), (String, u64, u64)>,
+    leases: HashMap<(String, String), (String, u64, u64), Fast>,
     /// The due-index: (owner, job id) → when its next step is due.
     due: DueIndex,
     /// The live sweeper: its token, the round its next message carries, and when it lapses.
@@ -290,7 +295,7 @@ struct Inner {
     /// Which incidents are raised and the flap windows (`st:alerts` on Upstash).
     alerts: AlertBook,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
-    rates: HashMap<(String, u64), (u64, u64)>,
+    rates: HashMap<(String, u64), (u64, u64), Fast>,
     /// Each owner's unfinished jobs as (record expiry, id): the in-flight cap counts these, less the few
     /// that expired since the last clearing, not every job.
     unfinished: HashMap<String, BTreeSet<(u64, String)>>,
