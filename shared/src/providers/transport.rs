@@ -145,6 +145,13 @@ pub(crate) fn json_body(body: &str) -> Result<Value, Failure> {
 /// empty answer (`T::default()`): every field absent, which the wire module then judges (an empty answer,
 /// no candidates), just as a non-object answer always has been.
 pub(crate) fn answer_body<T: DeserializeOwned + Default>(body: &str) -> Result<T, Failure> {
+    // An object read straight into `T`, without the `Value` tree in between; anything else, or an
+    // object `T` refuses, is read as before (through `Value`), which decides it alike.
+    if body.trim_start().starts_with('{') {
+        if let Ok(answer) = serde_json::from_str(body) {
+            return Ok(answer);
+        }
+    }
     match json_body(body)? {
         value @ Value::Object(_) => Ok(serde_json::from_value(value).unwrap_or_default()),
         _ => Ok(T::default()),
