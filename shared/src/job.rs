@@ -54,9 +54,10 @@ pub struct JobSpec {
     pub max_tokens: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
-    /// The deterministic result used when every provider has failed for good (report preset).
+    /// The deterministic result used when every provider has failed for good (report preset). Shared
+    /// (`Arc`): every read of the job hands it out as a reference count, not a copy of the tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<serde_json::Value>,
+    pub fallback: Option<std::sync::Arc<serde_json::Value>>,
     /// Caller-supplied context echoed in callbacks (userId, commitSha, repo, tenantId, requestId, metadata).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub context: serde_json::Map<String, serde_json::Value>,
@@ -86,7 +87,8 @@ pub struct Attempt {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
-    pub output: serde_json::Value,
+    /// Shared (`Arc`), like the spec's fallback it may be: reads and views hand it out without a copy.
+    pub output: std::sync::Arc<serde_json::Value>,
     pub used_provider: String,
     pub fallback: bool,
     pub total_ms: u64,

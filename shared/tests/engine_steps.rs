@@ -168,7 +168,7 @@ impl World {
                 format: ResponseFormat::Text,
                 max_tokens: 50,
                 temperature: None,
-                fallback,
+                fallback: fallback.map(std::sync::Arc::new),
                 context: Default::default(),
                 targets: vec![],
             },
@@ -231,7 +231,7 @@ async fn success_on_the_first_provider_finishes_the_job() {
     let job = w.job(&s).await;
     let result = job.result.unwrap();
     assert_eq!(
-        (result.output, result.used_provider.as_str(), result.fallback),
+        (serde_json::Value::clone(&result.output), result.used_provider.as_str(), result.fallback),
         (serde_json::json!("hi there"), "a", false)
     );
     assert_eq!(job.attempts.len(), 1);

@@ -98,7 +98,7 @@ pub struct CachedJob {
     #[schemars(extend("const" = true))]
     pub cached: bool,
     /// The job's result: a commit report, or a generic job's output.
-    pub data: Value,
+    pub data: std::sync::Arc<Value>,
     pub metadata: CachedMetadata,
 }
 
@@ -318,7 +318,7 @@ impl DeliveryView {
 #[serde(rename_all = "camelCase")]
 pub struct JobData {
     /// A commit report, or a generic job's output (JSON, or a string in text mode).
-    pub result: Value,
+    pub result: std::sync::Arc<Value>,
     /// The provider that produced the result (`fallback` for the commit report's template).
     pub used_provider: String,
     pub providers_attempted: Vec<AttemptView>,
@@ -881,7 +881,7 @@ mod tests {
         done.attempts = attempts();
         done.finished_at_ms = Some(1_700_000_004_000);
         done.result = Some(JobResult {
-            output: json!({"title": "t"}),
+            output: std::sync::Arc::new(json!({"title": "t"})),
             used_provider: "gemini".into(),
             fallback: false,
             total_ms: 4000,

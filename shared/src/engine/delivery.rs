@@ -48,7 +48,7 @@ impl Engine {
         let finished = Finished {
             job_id: &job.id,
             completed: job.state == JobState::Succeeded,
-            result: result.map(|r| &r.output),
+            result: result.map(|r| &*r.output),
             error: job.error.as_deref(),
             provider: result.map(|r| r.used_provider.as_str()),
             generation_time_ms: result.map_or(0, |r| r.total_ms),

@@ -309,7 +309,7 @@ impl Engine {
             Ok(output) => {
                 let provider_ms = job.attempts.iter().map(|a| a.duration_ms).sum();
                 job.result = Some(JobResult {
-                    output,
+                    output: Arc::new(output),
                     used_provider: slot.name.clone(),
                     fallback: false,
                     total_ms: after.saturating_sub(job.created_at_ms),

@@ -128,7 +128,7 @@ impl Preset for ReportRequest {
             },
             max_tokens: 1_500,
             temperature: Some(0.2),
-            fallback: Some(fallback_report(self)),
+            fallback: Some(Arc::new(fallback_report(self))),
             context,
             targets: self.targets.clone(),
         }
