@@ -33,6 +33,8 @@ impl Service {
 pub enum BuildError {
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("UPSTASH_REDIS_REST_URL is not set: a Lambda function keeps its jobs in Upstash Redis")]
+    NoStore,
 }
 
 /// Which store backs the service, for the start-up message.
@@ -49,23 +51,34 @@ pub fn build(config: &Config, queue: Arc<dyn Queue>) -> Result<Service, BuildErr
 }
 
 pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Result<Service, BuildError> {
+    let store: Arc<dyn Store> = match &config.upstash {
+        Some(upstash) => upstash_store(upstash, clock.clone())?,
+        None => Arc::new(MemoryStore::new(clock.clone())),
+    };
+    build_on(config, store, queue, clock)
+}
+
+/// The Lambda functions' service: Upstash only. `crate::lambda::init` has already refused a
+/// configuration without it; building through here rather than [`build`] keeps the in-memory store
+/// (which a function never uses) out of the function's binary.
+pub fn build_upstash(config: &Config, queue: Arc<dyn Queue>) -> Result<Service, BuildError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let upstash = config.upstash.as_ref().ok_or(BuildError::NoStore)?;
+    build_on(config, upstash_store(upstash, clock.clone())?, queue, clock)
+}
+
+fn upstash_store(upstash: &crate::config::UpstashConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, BuildError> {
+    let client = UpstashClient::new(&upstash.url, upstash.token.clone(), Duration::from_millis(upstash.timeout_ms))
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    Ok(Arc::new(UpstashStore::new(client, clock)))
+}
+
+fn build_on(config: &Config, store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Result<Service, BuildError> {
     // One pooled client for every provider: connections are reused across steps of a warm container.
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| BuildError::Http(e.to_string()))?;
-    let store: Arc<dyn Store> = match &config.upstash {
-        Some(upstash) => {
-            let client = UpstashClient::new(
-                &upstash.url,
-                upstash.token.clone(),
-                Duration::from_millis(upstash.timeout_ms),
-            )
-            .map_err(|e| BuildError::Http(e.to_string()))?;
-            Arc::new(UpstashStore::new(client, clock.clone()))
-        }
-        None => Arc::new(MemoryStore::new(clock.clone())),
-    };
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
     let alerts = &config.settings.alerts;
     let store: Arc<dyn Store> = Arc::new(WatchedStore::new(
