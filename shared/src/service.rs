@@ -7,7 +7,10 @@ use crate::api::auth::ApiKeys;
 use crate::config::Config;
 use crate::engine::{Engine, ProviderSlot};
 use crate::jobs::{HealthCache, Jobs};
-use crate::ports::{Clock, Queue, Store, SystemClock};
+use crate::error_class::ErrorClass;
+use crate::llm::CompletionRequest;
+use crate::outcome::{CallReport, Failure, RateSignals};
+use crate::ports::{Clock, Provider, Queue, Store, SystemClock};
 use crate::providers::spec;
 use crate::store::memory::MemoryStore;
 use crate::store::metered::MeteredStore;
@@ -55,16 +58,40 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
         Some(upstash) => upstash_store(upstash, clock.clone())?,
         None => Arc::new(MemoryStore::new(clock.clone())),
     };
-    build_on(config, store, queue, clock)
+    build_on::<true>(config, store, queue, clock)
 }
 
 /// The Lambda functions' service: Upstash only. `crate::lambda::init` has already refused a
 /// configuration without it; building through here rather than [`build`] keeps the in-memory store
 /// (which a function never uses) out of the function's binary.
-pub fn build_upstash(config: &Config, queue: Arc<dyn Queue>) -> Result<Service, BuildError> {
+///
+/// `CALLS_PROVIDERS`: whether the function calls providers (step). The HTTP functions (submit, poll,
+/// purge) never do: their routes read a provider's name and limits, never call it, so their slots
+/// hold [`NotCalled`] and the provider adapters (their wire types, parsing and classification) are not
+/// linked into them either. A const parameter, so that the choice is made at compile time.
+pub fn build_upstash<const CALLS_PROVIDERS: bool>(config: &Config, queue: Arc<dyn Queue>) -> Result<Service, BuildError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let upstash = config.upstash.as_ref().ok_or(BuildError::NoStore)?;
-    build_on(config, upstash_store(upstash, clock.clone())?, queue, clock)
+    build_on::<CALLS_PROVIDERS>(config, upstash_store(upstash, clock.clone())?, queue, clock)
+}
+
+/// A provider slot's adapter in a function that never calls providers (see [`build_upstash`]). Were
+/// it ever called, the attempt fails as a transient one (the job fails over, as for a 5xx).
+pub struct NotCalled(pub String);
+
+#[async_trait::async_trait]
+impl Provider for NotCalled {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    async fn call(&self, _request: &CompletionRequest) -> CallReport {
+        CallReport {
+            result: Err(Failure::new(ErrorClass::Overloaded, "this function does not call providers")),
+            http_status: None,
+            duration_ms: 0,
+            rate: RateSignals::default(),
+        }
+    }
 }
 
 fn upstash_store(upstash: &crate::config::UpstashConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, BuildError> {
@@ -73,7 +100,12 @@ fn upstash_store(upstash: &crate::config::UpstashConfig, clock: Arc<dyn Clock>) 
     Ok(Arc::new(UpstashStore::new(client, clock)))
 }
 
-fn build_on(config: &Config, store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>) -> Result<Service, BuildError> {
+fn build_on<const CALLS_PROVIDERS: bool>(
+    config: &Config,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+) -> Result<Service, BuildError> {
     // One pooled client for every provider: connections are reused across steps of a warm container.
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
@@ -96,12 +128,11 @@ fn build_on(config: &Config, store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock
             limits: spec.limits,
             small_context: spec.small_context,
             timeout_ms: spec.timeout_ms,
-            provider: spec::build(
-                spec,
-                http.clone(),
-                &config.settings.url_guard,
-                &config.settings.scrubber,
-            ),
+            provider: if CALLS_PROVIDERS {
+                spec::build(spec, http.clone(), &config.settings.url_guard, &config.settings.scrubber)
+            } else {
+                Arc::new(NotCalled(spec.name.clone())) as Arc<dyn Provider>
+            },
         })
         .collect();
     let engine = Engine::new(store, queue, clock, providers, config.settings.clone());
