@@ -142,3 +142,49 @@ fn build_on<const CALLS_PROVIDERS: bool>(
         health: Default::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::llm::ChatMessage;
+    use crate::queue::refusing::RefusingQueue;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&|name| vars.get(name).cloned()).unwrap()
+    }
+
+    #[test]
+    fn a_function_service_needs_upstash() {
+        assert!(matches!(build_upstash::<true>(&config(&[]), Arc::new(RefusingQueue)), Err(BuildError::NoStore)));
+    }
+
+    #[tokio::test]
+    async fn the_http_functions_keep_every_provider_slot_but_never_call_one() {
+        let config = config(&[
+            ("UPSTASH_REDIS_REST_URL", "https://example.upstash.io"),
+            ("UPSTASH_REDIS_REST_TOKEN", "t"),
+            ("GEMINI_API_KEY", "g"),
+            ("ANTHROPIC_API_KEY", "a"),
+        ]);
+        assert!(!config.providers.is_empty());
+        let names = |service: &Service| -> Vec<(String, String)> {
+            let slots = service.engine.providers();
+            slots.iter().map(|s| (s.name.clone(), s.provider.name().to_string())).collect()
+        };
+        let stepping = build_upstash::<true>(&config, Arc::new(RefusingQueue)).unwrap();
+        let http = build_upstash::<false>(&config, Arc::new(RefusingQueue)).unwrap();
+        assert_eq!(names(&http), names(&stepping), "the same slots, in the same order, under the same names");
+        let request = CompletionRequest {
+            messages: vec![ChatMessage::user("x")],
+            format: crate::llm::ResponseFormat::Text,
+            max_tokens: 16,
+            temperature: None,
+        };
+        let report = http.engine.providers()[0].provider.call(&request).await;
+        assert_eq!(report.result.unwrap_err().class, ErrorClass::Overloaded);
+        assert_eq!(report.http_status, None);
+    }
+}
