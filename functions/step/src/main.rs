@@ -11,7 +11,7 @@ use shared::lambda::Needs;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let config = shared::lambda::init("step", Needs::StoreAndQueue);
     let queue = shared::lambda::step_queue("step", &config);
-    let engine = shared::service::build(&config, Arc::new(queue))?.engine;
+    let engine = shared::service::build_upstash::<true>(&config, Arc::new(queue))?.engine;
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let engine = engine.clone();
         async move { shared::lambda::flushed(step::handle(&engine, event.payload)).await }

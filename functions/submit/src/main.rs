@@ -10,6 +10,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     // Built once per container; every request reuses the store and SQS clients and their connections.
     let config = shared::lambda::init("submit", Needs::StoreAndQueue);
     let queue = shared::lambda::step_queue("submit", &config);
-    let service = Arc::new(shared::service::build(&config, Arc::new(queue))?);
+    let service = Arc::new(shared::service::build_upstash::<false>(&config, Arc::new(queue))?);
     lambda_http::run_concurrent(shared::lambda::buffered(shared::api::submit_routes(service))).await
 }
