@@ -113,8 +113,7 @@ impl Preset for ReportRequest {
     }
 
     fn spec(&self) -> JobSpec {
-        let mut both = prompts(self, &[DIFF_BUDGET, COMPACT_DIFF_BUDGET]).into_iter();
-        let (messages, compact_messages) = (both.next().unwrap_or_default(), both.next().unwrap_or_default());
+        let (messages, compact_messages) = prompts(self);
         let mut context = Map::new();
         context.insert("userId".into(), json!(self.user_id));
         context.insert("commitSha".into(), json!(self.commit_sha));
@@ -220,11 +219,11 @@ Answer with ONE JSON object and nothing else (no code fences, no prose) with exa
     )
 }
 
-/// The prompt at each of `diff_budgets`, built in one pass: what does not depend on the budget (the
-/// system prompt, the redacted message and template, the file list) is built once, and a budget whose
-/// cut of the diff equals the previous one's reuses that prompt (a diff within the smaller budget
-/// makes the compact prompt the full one).
-fn prompts(r: &ReportRequest, diff_budgets: &[usize]) -> Vec<Vec<ChatMessage>> {
+/// The full prompt and the compact one (the diff cut to [`DIFF_BUDGET`] and [`COMPACT_DIFF_BUDGET`]),
+/// built in one pass: what does not depend on the budget (the system prompt, the redacted message and
+/// template, the file list) is built once, and when the diff fits the smaller budget the compact prompt
+/// is the full one (no second redaction).
+fn prompts(r: &ReportRequest) -> (Vec<ChatMessage>, Vec<ChatMessage>) {
     let files = budget_files(&r.files);
     let components: Vec<&str> = r.components.iter().take(MAX_COMPONENTS).map(String::as_str).collect();
     let head = format!(
@@ -245,21 +244,23 @@ fn prompts(r: &ReportRequest, diff_budgets: &[usize]) -> Vec<Vec<ChatMessage>> {
         system.push_str("\n\nThe caller's template for this report:\n");
         system.push_str(&redact(&r.template));
     }
-    let mut out: Vec<Vec<ChatMessage>> = Vec::with_capacity(diff_budgets.len());
-    let mut last_cut: Option<String> = None;
-    for &budget in diff_budgets {
-        let cut = budget_diff(&r.diff_summary, budget);
-        if let (Some(previous), Some(last)) = (out.last(), &last_cut) {
-            if *last == cut {
-                out.push(previous.clone());
-                continue;
-            }
-        }
-        let user = format!("{head}{}\n", redact(&cut));
-        out.push(vec![ChatMessage::system(system.clone()), ChatMessage::user(user)]);
-        last_cut = Some(cut);
-    }
-    out
+    let prompt = |cut: &str| {
+        vec![
+            ChatMessage::system(system.clone()),
+            ChatMessage::user(format!("{head}{}\n", redact(cut))),
+        ]
+    };
+    let (full_cut, compact_cut) = (
+        budget_diff(&r.diff_summary, DIFF_BUDGET),
+        budget_diff(&r.diff_summary, COMPACT_DIFF_BUDGET),
+    );
+    let full = prompt(&full_cut);
+    let compact = if compact_cut == full_cut {
+        full.clone()
+    } else {
+        prompt(&compact_cut)
+    };
+    (full, compact)
 }
 
 pub const REPORT_KEYS: [&str; 7] = [
@@ -436,14 +437,22 @@ mod tests {
         let small = with_diff("+ one line\n".repeat(10));
         assert_eq!(small.compact_messages.as_ref(), Some(&small.messages));
         assert!(small.messages[1].content.contains("Diff:\n+ one line\n"));
-        let large = with_diff(format!("{}\n", "+ a longer line of the diff that repeats\n".repeat(400)));
+        let large = with_diff(format!(
+            "{}\n",
+            "+ a longer line of the diff that repeats\n".repeat(400)
+        ));
         let compact = large.compact_messages.as_ref().expect("a compact prompt");
         assert_eq!(compact[0], large.messages[0], "one system prompt");
         assert!(compact[1].content.len() < large.messages[1].content.len());
-        assert!(compact[1].content.contains("lines /"), "the compact diff says what it omitted");
+        assert!(
+            compact[1].content.contains("lines /"),
+            "the compact diff says what it omitted"
+        );
         for messages in [&large.messages, compact] {
             assert!(messages[1].content.contains("token=[REDACTED]"), "redacted in both");
-            assert!(messages[1].content.starts_with("Repository: r\nCommit: abc\nMessage:\n"));
+            assert!(messages[1]
+                .content
+                .starts_with("Repository: r\nCommit: abc\nMessage:\n"));
         }
     }
 

@@ -19,8 +19,9 @@ use crate::ports::{
 use crate::quota::{ProviderEvent, ProviderState};
 
 /// The hasher of the maps every request touches (jobs, leases, the due-index's scores, rate windows,
-/// interned texts): keys are ours, not an attacker's choice of collisions (job ids are generated,
-/// owners are configured), and SipHash over a whole prompt was a visible part of a submit's CPU.
+/// interned texts): foldhash instead of SipHash, which over a whole prompt was a visible part of a
+/// submit's CPU. Each map is seeded at random when it is made (`RandomState`), so a caller who writes
+/// the prompts (the interned texts hold caller text) cannot choose keys that collide without the seed.
 type Fast = foldhash::fast::RandomState;
 
 /// A due-index score as Redis holds it: the millisecond, plus k/4096 ms for the k-th job that create or
