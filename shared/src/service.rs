@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::api::auth::ApiKeys;
 use crate::config::Config;
 use crate::engine::{Engine, ProviderSlot};
-use crate::jobs::{HealthCache, Jobs};
 use crate::error_class::ErrorClass;
+use crate::jobs::{HealthCache, Jobs};
 use crate::llm::CompletionRequest;
 use crate::outcome::{CallReport, Failure, RateSignals};
 use crate::ports::{Clock, Provider, Queue, Store, SystemClock};
@@ -69,7 +69,10 @@ pub fn build_with_clock(config: &Config, queue: Arc<dyn Queue>, clock: Arc<dyn C
 /// purge) never do: their routes read a provider's name and limits, never call it, so their slots
 /// hold [`NotCalled`] and the provider adapters (their wire types, parsing and classification) are not
 /// linked into them either. A const parameter, so that the choice is made at compile time.
-pub fn build_upstash<const CALLS_PROVIDERS: bool>(config: &Config, queue: Arc<dyn Queue>) -> Result<Service, BuildError> {
+pub fn build_upstash<const CALLS_PROVIDERS: bool>(
+    config: &Config,
+    queue: Arc<dyn Queue>,
+) -> Result<Service, BuildError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let upstash = config.upstash.as_ref().ok_or(BuildError::NoStore)?;
     build_on::<CALLS_PROVIDERS>(config, upstash_store(upstash, clock.clone())?, queue, clock)
@@ -86,7 +89,10 @@ impl Provider for NotCalled {
     }
     async fn call(&self, _request: &CompletionRequest) -> CallReport {
         CallReport {
-            result: Err(Failure::new(ErrorClass::Overloaded, "this function does not call providers")),
+            result: Err(Failure::new(
+                ErrorClass::Overloaded,
+                "this function does not call providers",
+            )),
             http_status: None,
             duration_ms: 0,
             rate: RateSignals::default(),
@@ -95,8 +101,12 @@ impl Provider for NotCalled {
 }
 
 fn upstash_store(upstash: &crate::config::UpstashConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, BuildError> {
-    let client = UpstashClient::new(&upstash.url, upstash.token.clone(), Duration::from_millis(upstash.timeout_ms))
-        .map_err(|e| BuildError::Http(e.to_string()))?;
+    let client = UpstashClient::new(
+        &upstash.url,
+        upstash.token.clone(),
+        Duration::from_millis(upstash.timeout_ms),
+    )
+    .map_err(|e| BuildError::Http(e.to_string()))?;
     Ok(Arc::new(UpstashStore::new(client, clock)))
 }
 
@@ -129,7 +139,12 @@ fn build_on<const CALLS_PROVIDERS: bool>(
             small_context: spec.small_context,
             timeout_ms: spec.timeout_ms,
             provider: if CALLS_PROVIDERS {
-                spec::build(spec, http.clone(), &config.settings.url_guard, &config.settings.scrubber)
+                spec::build(
+                    spec,
+                    http.clone(),
+                    &config.settings.url_guard,
+                    &config.settings.scrubber,
+                )
             } else {
                 Arc::new(NotCalled(spec.name.clone())) as Arc<dyn Provider>
             },
@@ -158,7 +173,10 @@ mod tests {
 
     #[test]
     fn a_function_service_needs_upstash() {
-        assert!(matches!(build_upstash::<true>(&config(&[]), Arc::new(RefusingQueue)), Err(BuildError::NoStore)));
+        assert!(matches!(
+            build_upstash::<true>(&config(&[]), Arc::new(RefusingQueue)),
+            Err(BuildError::NoStore)
+        ));
     }
 
     #[tokio::test]
@@ -172,11 +190,18 @@ mod tests {
         assert!(!config.providers.is_empty());
         let names = |service: &Service| -> Vec<(String, String)> {
             let slots = service.engine.providers();
-            slots.iter().map(|s| (s.name.clone(), s.provider.name().to_string())).collect()
+            slots
+                .iter()
+                .map(|s| (s.name.clone(), s.provider.name().to_string()))
+                .collect()
         };
         let stepping = build_upstash::<true>(&config, Arc::new(RefusingQueue)).unwrap();
         let http = build_upstash::<false>(&config, Arc::new(RefusingQueue)).unwrap();
-        assert_eq!(names(&http), names(&stepping), "the same slots, in the same order, under the same names");
+        assert_eq!(
+            names(&http),
+            names(&stepping),
+            "the same slots, in the same order, under the same names"
+        );
         let request = CompletionRequest {
             messages: vec![ChatMessage::user("x")],
             format: crate::llm::ResponseFormat::Text,

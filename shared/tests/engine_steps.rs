@@ -231,7 +231,11 @@ async fn success_on_the_first_provider_finishes_the_job() {
     let job = w.job(&s).await;
     let result = job.result.unwrap();
     assert_eq!(
-        (serde_json::Value::clone(&result.output), result.used_provider.as_str(), result.fallback),
+        (
+            serde_json::Value::clone(&result.output),
+            result.used_provider.as_str(),
+            result.fallback
+        ),
         (serde_json::json!("hi there"), "a", false)
     );
     assert_eq!(job.attempts.len(), 1);

@@ -44,7 +44,9 @@ fn job(owner: &str) -> Job {
             messages: vec![ChatMessage::user("Résumé \"quoted\"\nline two 🚀 12345678901234567890")],
             compact_messages: None,
             format: ResponseFormat::Json {
-                schema: Some(std::sync::Arc::new(serde_json::json!({"type": "object", "required": []}))),
+                schema: Some(std::sync::Arc::new(
+                    serde_json::json!({"type": "object", "required": []}),
+                )),
             },
             max_tokens: 100,
             temperature: Some(0.2),

@@ -9,6 +9,9 @@ use shared::queue::refusing::RefusingQueue;
 async fn main() -> Result<(), lambda_http::Error> {
     // Built once per container; every request reuses the store client and its connections.
     let config = shared::lambda::init("poll", Needs::Store);
-    let service = Arc::new(shared::service::build_upstash::<false>(&config, Arc::new(RefusingQueue))?);
+    let service = Arc::new(shared::service::build_upstash::<false>(
+        &config,
+        Arc::new(RefusingQueue),
+    )?);
     lambda_http::run_concurrent(shared::lambda::buffered(shared::api::poll_routes(service))).await
 }
