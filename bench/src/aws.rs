@@ -19,7 +19,7 @@ pub(crate) const LAMBDA_REQUESTS: Price = Price {
     what: "Lambda requests",
     usd: 0.20,
     per: 1e6,
-    free: shared::budget::FREE_LAMBDA_INVOCATIONS as f64,
+    free: shared::domain::budget::FREE_LAMBDA_INVOCATIONS as f64,
     free_note: "1M requests a month, always free",
     source: "https://aws.amazon.com/lambda/pricing/",
 };
@@ -46,7 +46,7 @@ pub(crate) const SQS_REQUESTS: Price = Price {
     what: "SQS standard requests",
     usd: 0.40,
     per: 1e6,
-    free: shared::budget::FREE_SQS_REQUESTS as f64,
+    free: shared::domain::budget::FREE_SQS_REQUESTS as f64,
     free_note: "1M requests a month, always free; each 64 KB of a payload is one request",
     source: "https://aws.amazon.com/sqs/pricing/",
 };
@@ -64,7 +64,7 @@ pub(crate) const UPSTASH_COMMANDS: Price = Price {
     what: "Upstash Redis commands (pay as you go)",
     usd: 0.20,
     per: 1e5,
-    free: shared::budget::FREE_STORE_COMMANDS as f64,
+    free: shared::domain::budget::FREE_STORE_COMMANDS as f64,
     free_note: "500K commands a month on the free plan",
     source: "https://upstash.com/pricing/redis",
 };

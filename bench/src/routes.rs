@@ -12,13 +12,13 @@ use anyhow::{bail, Context};
 use axum::body::Body;
 use axum::http::Request;
 use serde_json::{json, Value};
-use shared::config::Config;
-use shared::job::StepRef;
-use shared::message::Message;
-use shared::queue::local::{LocalQueue, Received};
-use shared::secret::Secret;
-use shared::service::Service;
-use shared::store::upstash::UpstashClient;
+use shared::adapters::queue::local::{LocalQueue, Received};
+use shared::adapters::store::upstash::UpstashClient;
+use shared::domain::job::StepRef;
+use shared::domain::message::Message;
+use shared::domain::secret::Secret;
+use shared::wiring::config::Config;
+use shared::wiring::service::Service;
 use testkit::billing::{BilledRequest, BillingProxy};
 use testkit::fake::FakeReply;
 use testkit::instant::InstantProvider;
@@ -163,12 +163,12 @@ impl UpstashStack {
             "STEPPER_RATE_LIMIT" => Some(RATE_LIMIT.to_string()),
             "STEPPER_MAX_IN_FLIGHT" => Some(MAX_IN_FLIGHT.to_string()),
             // No keys: every call is the open owner's; its budget read shows the whole deployment.
-            "STEPPER_ADMIN_OWNER" => Some(shared::api::auth::OPEN_OWNER.to_string()),
+            "STEPPER_ADMIN_OWNER" => Some(shared::app::auth::OPEN_OWNER.to_string()),
             _ => None,
         };
         let config = Config::from_lookup(&env)?;
         let (queue, deliveries) = LocalQueue::new();
-        let service = Arc::new(shared::service::build(&config, Arc::new(queue))?);
+        let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue))?);
         let app = shared::api::router(service.clone());
         let probe = UpstashClient::new(
             &emulator.url,

@@ -13,8 +13,9 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use shared::config::{Config, HttpLimits};
-use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
+use shared::adapters::queue::local::LocalQueue;
+use shared::wiring::config::{Config, HttpLimits};
+use shared::wiring::workers::{run_workers, WorkerPolicy};
 use tracing::{debug, error, info, warn};
 
 /// mimalloc, not glibc's malloc: a request allocates and frees many small blocks across the runtime's
@@ -33,7 +34,7 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duratio
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shared::telemetry::init();
+    shared::wiring::telemetry::init();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -82,7 +83,7 @@ fn announce(config: &Config, addr: SocketAddr) {
     }
     let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     eprintln!("stepper-local listening on http://{addr}");
-    eprintln!("  store: {}", shared::service::store_name(config));
+    eprintln!("  store: {}", shared::wiring::service::store_name(config));
     eprintln!(
         "  providers ({}): {}",
         config.providers_source,
@@ -98,7 +99,7 @@ fn announce(config: &Config, addr: SocketAddr) {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = metrics::install()?;
     let (queue, deliveries) = LocalQueue::new();
-    let service = Arc::new(shared::service::build(&config, Arc::new(queue.clone()))?);
+    let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue.clone()))?);
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let listener = listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr()?;

@@ -1,4 +1,4 @@
-//! `GET /metrics`: the process's metrics (`shared::metrics`) in Prometheus text, rendered from the
+//! `GET /metrics`: the process's metrics (`shared::ports::metrics`) in Prometheus text, rendered from the
 //! recorder on each scrape, on the API's own port. Open on loopback unless `METRICS_TOKEN` is set;
 //! then it wants `Authorization: Bearer <METRICS_TOKEN>` (owners' names are operator data).
 
@@ -16,11 +16,11 @@ const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// Installs the Prometheus recorder for the whole process; histograms get their buckets.
 pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in shared::metrics::HISTOGRAM_BUCKETS {
+    for (name, buckets) in shared::ports::metrics::HISTOGRAM_BUCKETS {
         builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)?;
     }
     let handle = builder.install_recorder()?;
-    shared::metrics::describe();
+    shared::ports::metrics::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP);

@@ -296,7 +296,7 @@ fn scaled() -> (u64, String, Duration) {
         .and_then(|v| v.parse().ok())
         .filter(|s| *s > 0)
         .unwrap_or(100);
-    let schedule: Vec<String> = shared::targets::STANDARD_SCHEDULE_MS
+    let schedule: Vec<String> = shared::domain::targets::STANDARD_SCHEDULE_MS
         .iter()
         .map(|ms| format!("{}ms", ms / scale))
         .collect();

@@ -1,43 +1,26 @@
-//! stepper's library: the domain, the step engine, the ports and their adapters.
+//! stepper's library. Each layer is a folder, and imports point down:
 //!
-//! Everything the four Lambda functions and `stepper-local` share lives here; see
-//! `docs/architecture.md` for one job's trip through these modules. Imports point down:
+//! - [`api`]: the HTTP face (routes, views, errors, the OpenAPI document, the dashboard);
+//! - [`wiring`]: the edge that reads the environment and builds the service (config, service, Lambda
+//!   start, logs, `stepper-local`'s worker pool);
+//! - [`app`]: the use cases, one call each (submit, poll, purge, redeliver, overviews) and who is
+//!   calling ([`app::auth`]);
+//! - [`engine`]: the step engine (the pure decision and ETA, one step through the ports, sweeps,
+//!   deliveries, alerts);
+//! - [`adapters`]: what stands behind the ports (stores, queues, providers, outbound POSTs);
+//! - [`ports`]: the small traits every outside call goes through, their errors, and the metrics;
+//! - [`domain`]: the words (jobs, provider calls, quota, incidents, the budget, request presets),
+//!   importing nothing above them.
 //!
-//! - the edge: [`lambda`], [`service`] (wiring) and [`config`], the only reader of the environment;
-//! - [`api`] (HTTP only), then [`engine`] (which receives its [`engine::settings::Settings`]);
-//! - the ports ([`ports`]: the traits and their errors) and their adapters ([`store`], [`queue`],
-//!   [`providers`], [`delivery`]'s POST, [`alert::sink`]);
-//! - the domain's words, which import no adapter: [`job`], [`llm`], [`quota`] (shared provider
-//!   state), [`error_class`], [`outcome`] (what a provider call produced), [`targets`] (the deliveries
-//!   a finished job owes), [`message`] (what a queue carries), [`alert`] (incidents), [`budget`],
-//!   and the leaves [`secret`] and [`scrub`].
+//! `docs/architecture.md` follows one job through these folders.
 
-pub mod alert;
+pub mod adapters;
 pub mod api;
-pub mod budget;
-pub mod config;
-pub mod delivery;
+pub mod app;
+pub mod domain;
 pub mod engine;
-pub mod error_class;
-pub mod job;
-pub mod jobs;
-pub mod lambda;
-pub mod llm;
-pub mod message;
-pub mod metrics;
-pub mod outcome;
-pub mod output;
 pub mod ports;
-pub mod presets;
-pub mod providers;
-pub mod queue;
-pub mod quota;
-pub mod scrub;
-pub mod secret;
-pub mod service;
-pub mod store;
-pub mod targets;
-pub mod telemetry;
+pub mod wiring;
 
 #[cfg(test)]
 mod test_support {

@@ -12,14 +12,14 @@ use axum::Router;
 use http::{Request, StatusCode};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use shared::api::auth::ApiKeys;
-use shared::config::Config;
+use shared::adapters::providers::spec::{ProviderSpec, Wire};
+use shared::app::auth::ApiKeys;
+use shared::domain::message::Message;
+use shared::domain::quota::ProviderLimits;
+use shared::domain::secret::Secret;
 use shared::engine::settings::Settings;
-use shared::message::Message;
 use shared::ports::{Queue, QueueError};
-use shared::providers::spec::{ProviderSpec, Wire};
-use shared::quota::ProviderLimits;
-use shared::secret::Secret;
+use shared::wiring::config::Config;
 use tower::ServiceExt;
 
 /// Accepts step messages and drops them: these tests are about the HTTP face, not the steps.
@@ -58,7 +58,7 @@ fn router() -> Router {
         port: 0,
         http: Default::default(),
     };
-    let service = shared::service::build(&config, Arc::new(DroppingQueue)).unwrap();
+    let service = shared::wiring::service::build(&config, Arc::new(DroppingQueue)).unwrap();
     shared::api::routes::router(Arc::new(service))
 }
 

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, post as post_route};
 use axum::Router;
-use shared::delivery::guard::{
+use shared::adapters::outbound::guard::{
     classify, post, AddressClass, DeliveryError, GuardError, Resolver, SystemResolver, UrlGuard, RESPONSE_BODY_CAP,
 };
 

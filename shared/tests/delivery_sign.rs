@@ -4,8 +4,8 @@
 use std::process::Command;
 
 use serde_json::json;
-use shared::delivery::js_json::to_js_body;
-use shared::delivery::sign::{signed_headers, SecretError, WebhookSecrets};
+use shared::adapters::outbound::js_json::to_js_body;
+use shared::adapters::outbound::sign::{signed_headers, SecretError, WebhookSecrets};
 
 const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";

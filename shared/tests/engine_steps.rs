@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shared::adapters::store::memory::MemoryStore;
+use shared::domain::error_class::ErrorClass;
+use shared::domain::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
+use shared::domain::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
+use shared::domain::message::Message;
+use shared::domain::outcome::{Answer, CallReport, Failure, RateSignals, RetryHint};
 use shared::engine::settings::Settings;
 use shared::engine::{Engine, ProviderSlot, StepError, StepOutcome};
-use shared::error_class::ErrorClass;
-use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
-use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
-use shared::message::Message;
-use shared::outcome::{Answer, CallReport, Failure, RateSignals, RetryHint};
 use shared::ports::{Admission, Clock, Created, Limits, Provider, Queue, QueueError, Store, Submitted};
-use shared::store::memory::MemoryStore;
 
 struct ManualClock(AtomicU64);
 

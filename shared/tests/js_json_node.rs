@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Number, Value};
-use shared::delivery::js_json::stringify;
+use shared::adapters::outbound::js_json::stringify;
 
 const NODE: &str = "/usr/bin/node";
 

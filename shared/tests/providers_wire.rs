@@ -6,17 +6,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
-use shared::delivery::guard::UrlGuard;
-use shared::error_class::ErrorClass;
-use shared::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat};
-use shared::outcome::RetryHint;
+use shared::adapters::outbound::guard::UrlGuard;
+use shared::adapters::providers::custom::JsonPath;
+use shared::adapters::providers::openai::OpenAiProvider;
+use shared::adapters::providers::spec::{self, HttpShape, ProviderSpec};
+use shared::adapters::providers::transport::Connection;
+use shared::domain::error_class::ErrorClass;
+use shared::domain::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat};
+use shared::domain::outcome::RetryHint;
+use shared::domain::quota::{ProviderLimits, ResetClock};
+use shared::domain::secret::Secret;
 use shared::ports::Provider;
-use shared::providers::custom::JsonPath;
-use shared::providers::openai::OpenAiProvider;
-use shared::providers::spec::{self, HttpShape, ProviderSpec};
-use shared::providers::transport::Connection;
-use shared::quota::{ProviderLimits, ResetClock};
-use shared::secret::Secret;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 
 fn adapter(fake: &FakeProvider) -> OpenAiProvider {

@@ -1,5 +1,5 @@
 //! The queue contract: the same cases against every Queue adapter — the local delay queue of
-//! `stepper-local`, and SQS (`shared::queue::sqs`, the functions' own client) on moto's server, read
+//! `stepper-local`, and SQS (`shared::adapters::queue::sqs`, the functions' own client) on moto's server, read
 //! back with the AWS SDK as an independent client. Then what only the SQS client does: its request
 //! (SQS's AWS JSON 1.0 protocol, SigV4-signed) and its error mapping, against a scripted server.
 //!
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use shared::job::StepRef;
-use shared::message::Message;
+use shared::adapters::queue::local::{LocalQueue, Received};
+use shared::adapters::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
+use shared::domain::job::StepRef;
+use shared::domain::message::Message;
 use shared::ports::{Queue, QueueError, SystemClock};
-use shared::queue::local::{LocalQueue, Received};
-use shared::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
 use testkit::stack::MotoServer;
 use tokio::sync::mpsc::UnboundedReceiver;
 

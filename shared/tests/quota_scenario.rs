@@ -17,15 +17,15 @@ use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
-use shared::api::auth::ApiKeys;
-use shared::config::{Config, UpstashConfig};
+use shared::adapters::providers::spec::{ProviderSpec, Wire as SpecWire};
+use shared::app::auth::ApiKeys;
+use shared::domain::message::Message;
+use shared::domain::quota::{Availability, LastOutcome, ProviderLimits, ResetClock};
+use shared::domain::secret::Secret;
 use shared::engine::settings::Settings;
 use shared::engine::{Engine, StepOutcome};
-use shared::message::Message;
 use shared::ports::{Clock, SystemClock};
-use shared::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::quota::{Availability, LastOutcome, ProviderLimits, ResetClock};
-use shared::secret::Secret;
+use shared::wiring::config::{Config, UpstashConfig};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 
@@ -185,7 +185,7 @@ async fn scenario(upstash: Option<UpstashConfig>, at: &Instants) -> Scenario {
         http: Default::default(),
     };
     let queue = Arc::new(SimQueue::new(clock.clone()));
-    let service = Arc::new(shared::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
+    let service = Arc::new(shared::wiring::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
     let engine = service.engine.clone();
     Scenario {
         clock,

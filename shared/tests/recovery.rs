@@ -17,11 +17,12 @@ use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
-use shared::config::Config;
+use shared::adapters::queue::local::LocalQueue;
+use shared::domain::message::Message;
 use shared::engine::StepOutcome;
-use shared::message::Message;
 use shared::ports::{Admission, Claim, Clock, SystemClock};
-use shared::queue::local::{run_workers, LocalQueue, WorkerPolicy};
+use shared::wiring::config::Config;
+use shared::wiring::workers::{run_workers, WorkerPolicy};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{RedisServer, UpstashEmulator};
 use tower::ServiceExt;
@@ -32,7 +33,7 @@ fn providers_file(fake: &FakeProvider) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "stepper-recovery-{}-{}",
         std::process::id(),
-        shared::job::new_gen()
+        shared::domain::job::new_gen()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("providers.toml");
@@ -123,7 +124,8 @@ async fn busy_on_the_local_queue_returns_at_the_leases_end() {
     fake.set_default(FakeReply::openai_text("done"));
     let providers = providers_file(&fake);
     let (queue, deliveries) = LocalQueue::new();
-    let service = Arc::new(shared::service::build(&config(&providers, None, &[]), Arc::new(queue.clone())).unwrap());
+    let service =
+        Arc::new(shared::wiring::service::build(&config(&providers, None, &[]), Arc::new(queue.clone())).unwrap());
     let engine = service.engine.clone();
     let router = shared::api::router(service);
     // Take the first step's lease before any worker runs, as a worker that died mid-call would.
@@ -223,8 +225,12 @@ async fn a_thousand_jobs_parked_sixteen_hours_cost_a_few_sweeps() {
     let clock = Arc::new(ManualClock(AtomicU64::new(redis.time_ms().await.unwrap())));
     let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
-        shared::service::build_with_clock(&config(&providers, Some(&upstash), &[]), queue.clone(), clock.clone())
-            .unwrap(),
+        shared::wiring::service::build_with_clock(
+            &config(&providers, Some(&upstash), &[]),
+            queue.clone(),
+            clock.clone(),
+        )
+        .unwrap(),
     );
     let engine = service.engine.clone();
     let router = shared::api::router(service);
@@ -293,7 +299,8 @@ async fn a_job_whose_submit_answer_was_lost_still_runs() {
     let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
     let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
-        shared::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone()).unwrap(),
+        shared::wiring::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone())
+            .unwrap(),
     );
     let engine = service.engine.clone();
     let router = shared::api::router(service);
@@ -350,7 +357,8 @@ async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
     let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
     let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
-        shared::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone()).unwrap(),
+        shared::wiring::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone())
+            .unwrap(),
     );
     let engine = service.engine.clone();
     let router = shared::api::router(service);
@@ -407,7 +415,8 @@ async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) ->
     });
     let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(
-        shared::service::build_with_clock(&config(&providers, upstash, &[]), queue.clone(), clock.clone()).unwrap(),
+        shared::wiring::service::build_with_clock(&config(&providers, upstash, &[]), queue.clone(), clock.clone())
+            .unwrap(),
     );
     let engine = service.engine.clone();
     let router = shared::api::router(service);

@@ -4,20 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::alert::{AlertRules, Incident};
-use shared::budget::{self, Spent, Tally};
-use shared::error_class::ErrorClass;
-use shared::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
-use shared::llm::{ChatMessage, ResponseFormat};
+use shared::adapters::store::memory::MemoryStore;
+use shared::adapters::store::upstash::{UpstashClient, UpstashStore};
+use shared::domain::alert::{AlertRules, Incident};
+use shared::domain::budget::{self, Spent, Tally};
+use shared::domain::error_class::ErrorClass;
+use shared::domain::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
+use shared::domain::llm::{ChatMessage, ResponseFormat};
+use shared::domain::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
+use shared::domain::secret::Secret;
+use shared::domain::targets::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, Overview, OverviewBounds, RateLimit,
     RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
-use shared::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
-use shared::secret::Secret;
-use shared::store::memory::MemoryStore;
-use shared::store::upstash::{UpstashClient, UpstashStore};
-use shared::targets::{DeliveryState, DeliveryStatus, Target};
 
 /// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
 const MONTH_MS: i64 = 30 * 86_400_000;

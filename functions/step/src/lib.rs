@@ -5,8 +5,8 @@ use std::panic::AssertUnwindSafe;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::FutureExt;
+use shared::domain::message::Message;
 use shared::engine::Engine;
-use shared::message::Message;
 use tracing::{error, info, warn};
 
 /// Runs every record of the batch (concurrently: each is one provider attempt at most) and reports

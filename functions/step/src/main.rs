@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
-use shared::lambda::Needs;
+use shared::wiring::lambda::Needs;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let config = shared::lambda::init("step", Needs::StoreAndQueue);
-    let queue = shared::lambda::step_queue("step", &config);
-    let engine = shared::service::build_upstash::<true>(&config, Arc::new(queue))?.engine;
+    let config = shared::wiring::lambda::init("step", Needs::StoreAndQueue);
+    let queue = shared::wiring::lambda::step_queue("step", &config);
+    let engine = shared::wiring::service::build_upstash::<true>(&config, Arc::new(queue))?.engine;
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let engine = engine.clone();
-        async move { shared::lambda::flushed(step::handle(&engine, event.payload)).await }
+        async move { shared::wiring::lambda::flushed(step::handle(&engine, event.payload)).await }
     }))
     .await
 }

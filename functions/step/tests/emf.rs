@@ -1,5 +1,5 @@
 //! The Lambda functions' metrics: a submit through the shared router and its first step through the
-//! step function's handler, on the EMF recorder the functions install (`shared::lambda::init_metrics`).
+//! step function's handler, on the EMF recorder the functions install (`shared::wiring::lambda::init_metrics`).
 //! Every line flushed is validated against the Embedded Metric Format schema (docs/emf.schema.json,
 //! from the specification) and against the rules a schema cannot express, and carries what the
 //! invocation recorded.
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
 use serde_json::{json, Value};
-use shared::config::Config;
-use shared::message::Message;
-use shared::queue::local::LocalQueue;
+use shared::adapters::queue::local::LocalQueue;
+use shared::domain::message::Message;
+use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 
@@ -33,7 +33,7 @@ fn record(message: &Message) -> SqsMessage {
 /// Flushes the recorder; every line is one EMF document, checked against the schema and the spec.
 fn flush(validator: &jsonschema::Validator) -> Vec<Value> {
     let mut out = Vec::new();
-    shared::lambda::flush_metrics(&mut out);
+    shared::wiring::lambda::flush_metrics(&mut out);
     let text = String::from_utf8(out).expect("UTF-8");
     text.lines()
         .map(|line| {
@@ -77,7 +77,7 @@ fn value<'a>(documents: &'a [Value], metric: &str, dimensions: &[(&str, &str)]) 
 
 #[tokio::test]
 async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
-    shared::lambda::init_metrics("step");
+    shared::wiring::lambda::init_metrics("step");
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/emf.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
@@ -102,7 +102,7 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     let path = providers.display().to_string();
     let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
     let (queue, mut deliveries) = LocalQueue::new();
-    let service = Arc::new(shared::service::build(&config, Arc::new(queue)).unwrap());
+    let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue)).unwrap());
 
     // The submit function's invocation.
     let request = http::Request::post("/v1/generate")

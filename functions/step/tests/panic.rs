@@ -8,15 +8,15 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::Body;
 use serde_json::{json, Value};
-use shared::config::Config;
-use shared::job::{Job, StepRef};
-use shared::message::Message;
+use shared::adapters::queue::local::LocalQueue;
+use shared::domain::job::{Job, StepRef};
+use shared::domain::message::Message;
+use shared::domain::quota::ProviderState;
 use shared::ports::{
     Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
     Swept,
 };
-use shared::queue::local::LocalQueue;
-use shared::quota::ProviderState;
+use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use tower::ServiceExt;
 
@@ -41,7 +41,7 @@ impl Store for PanicsOnOneJob {
         step: &StepRef,
         next: &Job,
         due: Option<u64>,
-        event: Option<&shared::quota::ProviderEvent>,
+        event: Option<&shared::domain::quota::ProviderEvent>,
     ) -> Result<FinishOutcome, StoreError> {
         self.0.finish(step, next, due, event).await
     }
@@ -68,7 +68,7 @@ impl Store for PanicsOnOneJob {
     ) -> Result<Admission<shared::ports::Overview>, StoreError> {
         self.0.overview(owner, bounds, rate).await
     }
-    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::budget::Spent, StoreError> {
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::domain::budget::Spent, StoreError> {
         self.0.spent(owner, all_owners).await
     }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
@@ -111,7 +111,7 @@ async fn a_panicking_record_fails_alone() {
     let path = providers.display().to_string();
     let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
     let (queue, mut deliveries) = LocalQueue::new();
-    let mut service = shared::service::build(&config, Arc::new(queue)).unwrap();
+    let mut service = shared::wiring::service::build(&config, Arc::new(queue)).unwrap();
     let store = Arc::new(PanicsOnOneJob(service.engine.store().clone()));
     service.engine = service.engine.clone().with_store(store);
     let service = Arc::new(service);

@@ -12,16 +12,16 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use axum::body::Body;
 use serde_json::{json, Value};
-use shared::config::Config;
+use shared::adapters::queue::sqs::{SqsConfig, SqsQueue};
+use shared::domain::job::{Job, StepRef};
+use shared::domain::message::Message;
+use shared::domain::quota::{ProviderEvent, ProviderState};
 use shared::engine::Engine;
-use shared::job::{Job, StepRef};
-use shared::message::Message;
 use shared::ports::{
     Admission, Claim, Enlist, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
     SystemClock,
 };
-use shared::queue::sqs::{SqsConfig, SqsQueue};
-use shared::quota::{ProviderEvent, ProviderState};
+use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{MotoServer, RedisServer, UpstashEmulator};
 use tower::ServiceExt;
@@ -33,7 +33,7 @@ struct Stack {
     provider: FakeProvider,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
-    service: Arc<shared::service::Service>,
+    service: Arc<shared::wiring::service::Service>,
     _dir: std::path::PathBuf,
     /// The highest ApproximateReceiveCount any delivered message had.
     max_receive_count: AtomicU32,
@@ -107,7 +107,7 @@ async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
         session_token: None,
     };
     let queue = SqsQueue::new(sqs_config, queue_url.clone(), Arc::new(SystemClock)).unwrap();
-    let service = Arc::new(shared::service::build(&config, Arc::new(queue)).unwrap());
+    let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue)).unwrap());
     Stack {
         _redis: redis,
         _upstash: upstash,
@@ -283,7 +283,7 @@ impl Store for DiesBeforeTheWrite {
     ) -> Result<Admission<shared::ports::Overview>, StoreError> {
         self.inner.overview(owner, bounds, rate).await
     }
-    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::budget::Spent, StoreError> {
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<shared::domain::budget::Spent, StoreError> {
         self.inner.spent(owner, all_owners).await
     }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
@@ -444,8 +444,8 @@ async fn a_lost_step_message_is_recovered_by_the_sweep() {
 #[tokio::test]
 async fn the_sample_sqs_and_redrive_events_are_handled() {
     let config = Config::from_lookup(&|_| None).unwrap();
-    let (queue, _deliveries) = shared::queue::local::LocalQueue::new();
-    let engine = shared::service::build(&config, Arc::new(queue)).unwrap().engine;
+    let (queue, _deliveries) = shared::adapters::queue::local::LocalQueue::new();
+    let engine = shared::wiring::service::build(&config, Arc::new(queue)).unwrap().engine;
     let read = |name: &str| -> Value {
         serde_json::from_str(
             &std::fs::read_to_string(format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),

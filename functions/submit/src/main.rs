@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use shared::lambda::Needs;
+use shared::wiring::lambda::Needs;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     // Built once per container; every request reuses the store and SQS clients and their connections.
-    let config = shared::lambda::init("submit", Needs::StoreAndQueue);
-    let queue = shared::lambda::step_queue("submit", &config);
-    let service = Arc::new(shared::service::build_upstash::<false>(&config, Arc::new(queue))?);
-    lambda_http::run_concurrent(shared::lambda::buffered(shared::api::submit_routes(service))).await
+    let config = shared::wiring::lambda::init("submit", Needs::StoreAndQueue);
+    let queue = shared::wiring::lambda::step_queue("submit", &config);
+    let service = Arc::new(shared::wiring::service::build_upstash::<false>(
+        &config,
+        Arc::new(queue),
+    )?);
+    lambda_http::run_concurrent(shared::wiring::lambda::buffered(shared::api::submit_routes(service))).await
 }

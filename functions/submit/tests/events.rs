@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use shared::config::Config;
-use shared::queue::local::LocalQueue;
+use shared::adapters::queue::local::LocalQueue;
+use shared::wiring::config::Config;
 use tower::ServiceExt;
 
 async fn answer(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
@@ -30,7 +30,7 @@ async fn raw_answer(router: axum::Router, event: &str) -> (u16, String) {
 async fn every_http_event_reaches_its_route() {
     let config = Config::from_lookup(&|name| (name == "STEPPER_API_KEYS").then(|| "dev=dev-key".to_string())).unwrap();
     let (queue, _deliveries) = LocalQueue::new();
-    let service = Arc::new(shared::service::build(&config, Arc::new(queue)).unwrap());
+    let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue)).unwrap());
     let submit = || shared::api::submit_routes(service.clone());
     let poll = || shared::api::poll_routes(service.clone());
     let purge = || shared::api::purge_routes(service.clone());

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::errors::ApiError;
-use crate::presets::FieldError;
+use crate::domain::presets::FieldError;
 
 /// Most header fields a request may carry. `stepper-local`'s HTTP server refuses far past this on its
 /// own (with a bare 431); below its hard limit, the answer is this JSON one.

@@ -10,11 +10,11 @@ use axum::Json;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::auth::Rejection;
 use super::limits;
-use crate::jobs::JobsError;
+use crate::app::auth::Rejection;
+use crate::app::JobsError;
+use crate::domain::presets::FieldError;
 use crate::ports::{QueueError, RateWindow, StoreError};
-use crate::presets::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

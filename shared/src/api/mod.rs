@@ -1,6 +1,5 @@
 //! The HTTP face: one set of routes for every entry point (the three HTTP Lambdas and `stepper-local`).
 
-pub mod auth;
 pub mod caps;
 mod dashboard;
 pub mod endpoints;

@@ -12,9 +12,9 @@ use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::views::{
     Budget, CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
 };
-use crate::presets::commit_report::ReportRequest;
-use crate::presets::generic::GenerateRequest;
-use crate::presets::Preset;
+use crate::domain::presets::commit_report::ReportRequest;
+use crate::domain::presets::generic::GenerateRequest;
+use crate::domain::presets::Preset;
 
 #[cfg(test)]
 const SCHEMAS: &str = "#/components/schemas/";
@@ -398,20 +398,20 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::adapters::queue::local::LocalQueue;
     use crate::api::endpoints::Function;
-    use crate::config::Config;
-    use crate::queue::local::LocalQueue;
+    use crate::wiring::config::Config;
 
     const JOB: &str = "0123456789abcdef0123456789abcdef";
 
     /// A service on the in-memory store; its queue works while the returned receiver lives.
-    fn service(env: &[(&str, &str)]) -> (Arc<crate::service::Service>, impl Sized) {
+    fn service(env: &[(&str, &str)]) -> (Arc<crate::wiring::service::Service>, impl Sized) {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let config =
             Config::from_lookup(&|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).expect("config");
         let (queue, deliveries) = LocalQueue::new();
         (
-            Arc::new(crate::service::build(&config, Arc::new(queue)).expect("service")),
+            Arc::new(crate::wiring::service::build(&config, Arc::new(queue)).expect("service")),
             deliveries,
         )
     }

@@ -23,13 +23,13 @@ use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::job::is_valid_job_id;
-use crate::jobs::{Counted, Submission, SubmitOutcome};
-use crate::presets::commit_report::{report_identity, ReportRequest};
-use crate::presets::generic::GenerateRequest;
-use crate::presets::Preset;
+use crate::app::{Counted, Submission, SubmitOutcome};
+use crate::domain::job::is_valid_job_id;
+use crate::domain::presets::commit_report::{report_identity, ReportRequest};
+use crate::domain::presets::generic::GenerateRequest;
+use crate::domain::presets::Preset;
 // Up, on purpose: a router's state is the Service the wiring (service.rs) built once per process.
-use crate::service::Service;
+use crate::wiring::service::Service;
 
 /// Largest request body accepted (a report with a large diff fits; Lambda's own cap is 6 MB).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -109,7 +109,7 @@ fn routes<const S: u8>(service: Arc<Service>) -> Router {
         // Store requests and Redis commands made while serving it carry the route's label.
         let label = e.metric_route();
         let handler = handler.layer(from_fn(move |request: Request, next: Next| {
-            crate::metrics::in_route(label, next.run(request))
+            crate::ports::metrics::in_route(label, next.run(request))
         }));
         router.route(e.path(), handler)
     });
@@ -145,7 +145,7 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         // serde_json stops at 128 levels, before our own cap can name the path.
         if e.to_string().starts_with("recursion limit exceeded") {
             let message = format!("nests arrays and objects deeper than {} levels", caps::MAX_DEPTH);
-            return ApiError::Field(crate::presets::FieldError::new("body", message));
+            return ApiError::Field(crate::domain::presets::FieldError::new("body", message));
         }
         ApiError::InvalidJson(format!("malformed JSON: {e}"))
     })?;

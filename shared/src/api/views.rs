@@ -8,14 +8,14 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::budget;
-use crate::error_class::ErrorClass;
-use crate::job::{Attempt, Job, JobResult, JobState};
 #[allow(unused_imports)] // named by `Liveness`'s doc, which is also its published description
-use crate::jobs::HEALTH_CHECK_EVERY;
-use crate::jobs::{Eta, ProviderStates, StoreCheck};
-use crate::quota::{Availability, ProviderLimits, ProviderState};
-use crate::targets::{DeliveryState, DeliveryStatus, TargetKind};
+use crate::app::HEALTH_CHECK_EVERY;
+use crate::app::{Eta, ProviderStates, StoreCheck};
+use crate::domain::budget;
+use crate::domain::error_class::ErrorClass;
+use crate::domain::job::{Attempt, Job, JobResult, JobState};
+use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
+use crate::domain::targets::{DeliveryState, DeliveryStatus, TargetKind};
 
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -302,7 +302,7 @@ impl DeliveryView {
             target: url::Url::parse(&d.target.url)
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default(),
-            webhook_id: crate::delivery::send::message_id(&job.id, &job.gen, index),
+            webhook_id: crate::adapters::outbound::send::message_id(&job.id, &job.gen, index),
             status: d.status.into(),
             attempts: d.attempts,
             redeliveries: d.redeliveries,
@@ -654,7 +654,7 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
             cooling_down_until,
             requests_left_minute: left_minute,
             requests_left_day: left_day,
-            last_error_class: state.last_class.and_then(crate::quota::LastOutcome::class),
+            last_error_class: state.last_class.and_then(crate::domain::quota::LastOutcome::class),
             last_at: (state.last_at_ms > 0).then(|| Timestamp::from_ms(state.last_at_ms)),
         }),
     }
@@ -711,7 +711,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::quota::ResetClock;
+    use crate::domain::quota::ResetClock;
 
     /// The view's JSON, after checking it against the schema `/openapi.json` documents for it.
     fn to_json<T: Serialize + JsonSchema>(view: &T) -> String {
@@ -719,8 +719,8 @@ mod tests {
         crate::api::openapi::check(&T::schema_name(), &value).unwrap();
         value.to_string()
     }
-    use crate::job::JobResult;
-    use crate::targets::{DeliveryStatus, Target};
+    use crate::domain::job::JobResult;
+    use crate::domain::targets::{DeliveryStatus, Target};
 
     #[test]
     fn the_budget_shows_an_owner_its_own_and_the_admin_everyone() {
@@ -778,8 +778,8 @@ mod tests {
         assert_eq!(mine["perJob"]["lambdaInvocations"], 4.0);
         assert!(mine.get("owners").is_none(), "{mine}");
     }
-    use crate::presets::generic::GenerateRequest;
-    use crate::presets::Preset;
+    use crate::domain::presets::generic::GenerateRequest;
+    use crate::domain::presets::Preset;
 
     fn job(state: JobState) -> Job {
         Job {
@@ -899,7 +899,7 @@ mod tests {
             done_at_ms: Some(1_700_000_005_000),
         };
         let mut pending = delivered.clone();
-        pending.target.kind = crate::targets::TargetKind::Callback;
+        pending.target.kind = crate::domain::targets::TargetKind::Callback;
         pending.status = DeliveryStatus::Pending;
         pending.last_status = Some(502);
         pending.last_error = Some("bad gateway".into());
@@ -1017,8 +1017,8 @@ mod tests {
             minute_requests: 30,
             day: ResetClock::UtcMidnight.day(now),
             day_requests: 400,
-            last_class: Some(crate::quota::LastOutcome::Failed(
-                crate::error_class::ErrorClass::RateLimited,
+            last_class: Some(crate::domain::quota::LastOutcome::Failed(
+                crate::domain::error_class::ErrorClass::RateLimited,
             )),
             last_at_ms: 1_700_000_020_000,
             ..ProviderState::default()
@@ -1029,7 +1029,7 @@ mod tests {
         );
         let dead = ProviderState {
             disabled: Some("auth_invalid: bad key".into()),
-            last_class: Some(crate::quota::LastOutcome::Ok),
+            last_class: Some(crate::domain::quota::LastOutcome::Ok),
             ..ProviderState::default()
         };
         let open = ProviderLimits {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::step::{Engine, StepOutcome};
-use crate::alert::sink::{self, Sent};
-use crate::alert::{Alert, AlertRules};
-use crate::message::Message;
+use crate::adapters::outbound::alert_sink::{self, Sent};
+use crate::domain::alert::{Alert, AlertRules};
+use crate::domain::message::Message;
 
 /// How long one alert POST may take.
 const ALERT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,7 +30,9 @@ impl Engine {
             let severity = alert.incident.severity().as_str();
             let kind = alert.incident.kind();
             match alert.incident.severity() {
-                crate::alert::Severity::Critical => error!(kind, severity, suppressed = alert.suppressed, "incident"),
+                crate::domain::alert::Severity::Critical => {
+                    error!(kind, severity, suppressed = alert.suppressed, "incident")
+                }
                 _ => warn!(kind, severity, suppressed = alert.suppressed, "incident"),
             }
             for sink in 0..self.settings.alerts.sinks.len() {
@@ -55,7 +57,7 @@ impl Engine {
             // Configured differently when it was queued.
             return StepOutcome::Dropped("alert sink no longer configured");
         };
-        let sent = sink::send(
+        let sent = alert_sink::send(
             sink,
             alert,
             settings.secrets.as_ref(),

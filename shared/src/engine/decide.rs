@@ -1,9 +1,9 @@
 //! The step decision: a pure function of the job, the providers' shared states, and the time.
 //! It does no I/O and reads no clock, so it is property-tested (see the tests below).
 
-use crate::error_class::ErrorClass;
-use crate::job::Job;
-use crate::quota::{Availability, ProviderLimits, ProviderState};
+use crate::domain::error_class::ErrorClass;
+use crate::domain::job::Job;
+use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
 
 /// One configured provider as the decision sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,8 +118,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::job::{Attempt, JobKind, JobSpec, JobState};
-    use crate::llm::{ChatMessage, ResponseFormat};
+    use crate::domain::job::{Attempt, JobKind, JobSpec, JobState};
+    use crate::domain::llm::{ChatMessage, ResponseFormat};
 
     fn job(deadline_ms: u64, attempts: Vec<Attempt>) -> Job {
         Job {

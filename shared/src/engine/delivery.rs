@@ -8,10 +8,10 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use super::step::{Engine, StepError, StepOutcome};
-use crate::alert::{Alert, Incident};
-use crate::delivery::send::{self, Finished};
-use crate::job::{Job, JobState, StepRef};
-use crate::targets::{self, DeliveryStatus};
+use crate::adapters::outbound::send::{self, Finished};
+use crate::domain::alert::{Alert, Incident};
+use crate::domain::job::{Job, JobState, StepRef};
+use crate::domain::targets::{self, DeliveryStatus};
 
 /// How long one delivery attempt may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +78,7 @@ impl Engine {
         next.next_attempt_at_ms = due.map(|(_, at)| at);
         next.expires_at_ms = self.delivery_expiry(&next, after);
         let status = next.deliveries[index].status;
-        crate::metrics::webhook_attempt(target.kind, status);
+        crate::ports::metrics::webhook_attempt(target.kind, status);
         if status == DeliveryStatus::Dead {
             warn!(job_id = %job.id, target = index, error = ?report.error, "delivery dead-lettered");
         } else {

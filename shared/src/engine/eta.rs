@@ -28,8 +28,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::decide::{job_failures, Candidate, StepPolicy};
-use crate::job::Job;
-use crate::quota::{ProviderLimits, ProviderState};
+use crate::domain::job::Job;
+use crate::domain::quota::{ProviderLimits, ProviderState};
 
 const MINUTE_MS: u64 = 60_000;
 
@@ -277,10 +277,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::error_class::ErrorClass;
-    use crate::job::{Attempt, JobKind, JobSpec, JobState};
-    use crate::llm::{ChatMessage, ResponseFormat};
-    use crate::quota::ResetClock;
+    use crate::domain::error_class::ErrorClass;
+    use crate::domain::job::{Attempt, JobKind, JobSpec, JobState};
+    use crate::domain::llm::{ChatMessage, ResponseFormat};
+    use crate::domain::quota::ResetClock;
 
     fn job(deadline_ms: u64, next_attempt_at_ms: Option<u64>, attempts: Vec<Attempt>) -> Job {
         Job {

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 
 use super::decide::StepPolicy;
-use crate::alert::sink::AlertSettings;
-use crate::delivery::guard::UrlGuard;
-use crate::delivery::sign::WebhookSecrets;
+use crate::adapters::outbound::alert_sink::AlertSettings;
+use crate::adapters::outbound::guard::UrlGuard;
+use crate::adapters::outbound::sign::WebhookSecrets;
+use crate::domain::quota::BackoffPolicy;
+use crate::domain::scrub::Scrubber;
+use crate::domain::targets::STANDARD_SCHEDULE_MS;
 use crate::ports::{Limits, RateLimit};
-use crate::quota::BackoffPolicy;
-use crate::scrub::Scrubber;
-use crate::targets::STANDARD_SCHEDULE_MS;
 
 /// Knobs of the job lifecycle (defaults in [`Settings::default`]).
 #[derive(Debug, Clone)]

@@ -7,13 +7,13 @@ use tracing::{info, warn};
 
 use super::decide::{decide, Candidate, Decision, GiveUp};
 use super::settings::Settings;
-use crate::error_class::ErrorClass;
-use crate::job::{Attempt, Job, JobResult, JobState, StepRef};
-use crate::llm::CompletionRequest;
-use crate::message::Message;
-use crate::outcome::{CallReport, Failure};
+use crate::domain::error_class::ErrorClass;
+use crate::domain::job::{Attempt, Job, JobResult, JobState, StepRef};
+use crate::domain::llm::CompletionRequest;
+use crate::domain::message::Message;
+use crate::domain::outcome::{CallReport, Failure};
+use crate::domain::quota::{ProviderEvent, ProviderLimits, ProviderState};
 use crate::ports::{Claim, Clock, Provider, Queue, QueueError, Store, StoreError};
-use crate::quota::{ProviderEvent, ProviderLimits, ProviderState};
 
 /// A configured provider: its adapter plus what the engine needs to know about it.
 #[derive(Clone)]
@@ -140,7 +140,7 @@ impl Engine {
                 mut providers,
                 probes,
             } => {
-                crate::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
+                crate::domain::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
                 (job, providers)
             }
             Claim::Busy { lease_left } => return self.come_back(step, lease_left).await,
@@ -164,7 +164,7 @@ impl Engine {
             self.record_wait(&states, event.as_ref(), &next_job);
         }
         if next_job.state.is_finished() {
-            crate::metrics::job_finished(&next_job, self.clock.now_ms());
+            crate::ports::metrics::job_finished(&next_job, self.clock.now_ms());
             info!(job_id = %next_job.id, state = ?next_job.state, deliveries = next_job.deliveries.len(), "job finished");
             if next_job.has_work_left() {
                 self.enqueue_next(&next_job).await?;
@@ -286,7 +286,7 @@ impl Engine {
         let report = slot.provider.call(&request).await;
         let after = self.clock.now_ms();
         let accepted = match &report.result {
-            Ok(answer) => crate::output::accept(&answer.text, answer.finish, &job.spec)
+            Ok(answer) => crate::domain::accept::accept(&answer.text, answer.finish, &job.spec)
                 .map_err(|e| Failure::new(ErrorClass::InvalidOutput, e.to_string())),
             Err(failure) => Err(failure.clone()),
         };
@@ -299,7 +299,7 @@ impl Engine {
             job_id = %job.id, provider = %slot.name, class = accepted.as_ref().err().map_or("ok", |f| f.class.as_str()),
             http_status = report.http_status, duration_ms = report.duration_ms, "provider attempt"
         );
-        crate::metrics::provider_attempt(
+        crate::ports::metrics::provider_attempt(
             &job.spec,
             &slot.name,
             accepted.as_ref().err().map(|f| f.class),
@@ -353,8 +353,8 @@ impl Engine {
             learned.entry(event.provider.clone()).or_default().apply(event);
         }
         let candidates = self.candidates(&learned);
-        let reason = crate::metrics::wait_reason(candidates.iter().map(|c| (c.state, &c.limits)), now, until_ms);
-        crate::metrics::waited(reason, Duration::from_millis(until_ms.saturating_sub(now)));
+        let reason = crate::ports::metrics::wait_reason(candidates.iter().map(|c| (c.state, &c.limits)), now, until_ms);
+        crate::ports::metrics::waited(reason, Duration::from_millis(until_ms.saturating_sub(now)));
     }
 
     fn wait(&self, mut job: Job, until_ms: u64) -> Job {
@@ -392,7 +392,7 @@ impl Engine {
         job.state = state;
         job.next_attempt_at_ms = None;
         job.finished_at_ms = Some(now);
-        job.deliveries = crate::targets::plan(&job.spec.targets);
+        job.deliveries = crate::domain::targets::plan(&job.spec.targets);
         // Kept until the deliveries could have ended, plus the TTL.
         job.expires_at_ms = self.delivery_expiry(&job, now);
         job

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::step::{Engine, StepError, StepOutcome};
-use crate::job::{new_gen, Job};
-use crate::message::{Message, MAX_DELAY};
+use crate::domain::job::{new_gen, Job};
+use crate::domain::message::{Message, MAX_DELAY};
 use crate::ports::{Enlist, SweepRequest, Swept};
 
 /// Most steps one sweep re-queues; more due ones are swept again at once.
@@ -118,7 +118,7 @@ impl Engine {
             return Ok(StepOutcome::Dropped("another sweeper is alive"));
         };
         // The sweep counted them anyway: the gauge costs no command.
-        crate::metrics::queue_size(left);
+        crate::ports::metrics::queue_size(left);
         for step in &steps {
             let message = Message::Step {
                 step: step.clone(),
@@ -131,8 +131,8 @@ impl Engine {
         }
         if stranded > 0 {
             // The sweeper is one chain across instances: this sweep, and no other, found them.
-            self.raise(vec![crate::alert::Alert {
-                incident: crate::alert::Incident::JobsStranded { count: stranded },
+            self.raise(vec![crate::domain::alert::Alert {
+                incident: crate::domain::alert::Incident::JobsStranded { count: stranded },
                 suppressed: 0,
                 at_ms: now,
             }])
@@ -168,7 +168,7 @@ impl Engine {
     pub async fn handle(&self, message: &Message, receive_count: u32) -> Result<StepOutcome, StepError> {
         match message {
             Message::Step { step, not_before_ms } => {
-                crate::metrics::in_route("step", self.run_step(step, *not_before_ms, receive_count)).await
+                crate::ports::metrics::in_route("step", self.run_step(step, *not_before_ms, receive_count)).await
             }
             // A sweep message received again came back because its sweep failed on our side (a
             // store timeout), and that sweep may have landed and spent its round: it takes the
@@ -177,10 +177,10 @@ impl Engine {
             // Round 0 is a rescue (`rescue_sweeper`): it takes the sweeper over too.
             Message::Sweep { token, round } => {
                 let take_over = receive_count > 1 || *round == 0;
-                crate::metrics::in_route("sweep", self.sweep(token, *round, take_over)).await
+                crate::ports::metrics::in_route("sweep", self.sweep(token, *round, take_over)).await
             }
             Message::Alert { alert, sink, attempt } => {
-                Ok(crate::metrics::in_route("alert", self.send_alert(alert, *sink, *attempt)).await)
+                Ok(crate::ports::metrics::in_route("alert", self.send_alert(alert, *sink, *attempt)).await)
             }
         }
     }
@@ -210,7 +210,7 @@ mod tests {
             let due = due_at(&job, now, grace, park).unwrap();
             prop_assert!(due >= now);
             if wait > park { prop_assert_eq!(due, now + wait) } else { prop_assert_eq!(due, now + wait + grace) }
-            job.state = crate::job::JobState::Succeeded;
+            job.state = crate::domain::job::JobState::Succeeded;
             prop_assert_eq!(due_at(&job, now, grace, park), None);
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shared::message::Message;
+use shared::domain::message::Message;
 use shared::ports::{Clock, Queue, QueueError};
 
 /// The engine's clock, moved by the test.

@@ -1,0 +1,829 @@
+//! The Upstash store: job state in Upstash Redis over its REST API, one request per state change.
+//!
+//! Key layout (every key expires):
+//! - `st:j:<owner>:<job id>` — the job record: a header line `J1 <state> <gen> <seq> <expires ms>`
+//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life) that the
+//!   Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
+//!   The id is derived from the owner and the request's identity (`job::job_id`), so this key is also
+//!   the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
+//! - `st:l:<owner>:<job id>` — the job's step lease (`SET NX PX`), valued by the fencing token
+//!   `<gen>:<seq>`, so it only ever blocks the step it names. Finish and purge delete it (a purged job
+//!   leaves no key behind); it also expires by itself.
+//! - `st:due` — the due-index: every job with work left, member its record key, scored by when its
+//!   next step is due (create: now + the sweep grace; claim: the lease's end; finish: the next attempt,
+//!   plus the grace when a message carries it; removed when nothing is left). One per store, so one
+//!   sweep reads it in one command whatever the number of owners. Entries whose record expired are
+//!   dropped when a sweep or a claim meets them.
+//! - `st:sweeper` — `<token>:<round>` of the one live sweeper chain (sweep.lua); absent while the index is empty.
+//! - `st:providers` — one hash field per provider with its shared quota state (quota.rs).
+//! - `st:r:<owner>:<window id>` — the owner's request count in one fixed rate window (`INCR`; the
+//!   id is now / window length, so windows are aligned to the epoch and every instance agrees). It
+//!   expires when its window ends.
+//! - `st:f:<owner>` — the owner's jobs in flight: a sorted set of job ids scored by each job's
+//!   expiry. Added by the create script, removed when the job finishes (finish.lua) or is purged.
+//!   When the set looks full, the create script first prunes it by score (`ZREMRANGEBYSCORE -inf
+//!   now`), so a job that expired unfinished never causes a refusal and the set never holds more
+//!   than the cap. It expires with its longest-lived member.
+//! - `st:u:<owner>` — the owner's unfinished jobs, member job id, scored by when each was submitted (create
+//!   adds, finish removes when the job finishes, purge removes; entries of jobs that expired unfinished
+//!   are dropped when the overview meets them). Expires with its longest-lived member.
+//! - `st:x:<owner>` — the owner's finished jobs with a dead-lettered delivery, member job id, scored by
+//!   the record's expiry (finish adds or removes as the record says, purge removes).
+//! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
+//!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
+//!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
+//! - `st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>` — the budget's hour and month buckets (budget.rs): every
+//!   counted script starts with scripts/budget.lua, which adds the call's spending with unbilled
+//!   `HINCRBY`s (its keys and arguments go last: [`UpstashStore::eval_counted`]). They expire 25 hours
+//!   after the hour starts and 35 days after the month ends.
+//!
+//! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
+//! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the
+//! sweeps, one command each, shared by every job in the store. The scripts of the routes count the
+//! request against its owner's limits and refuse before doing any work, in that same request.
+
+pub mod client;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use client::arg;
+pub use client::{Script, UpstashClient};
+
+use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
+use crate::domain::job::{Job, StepRef};
+use crate::domain::quota::{ProviderEvent, ProviderState};
+use crate::ports::{
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
+    RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+};
+
+const PROVIDERS_KEY: &str = "st:providers";
+const DUE_KEY: &str = "st:due";
+const SWEEPER_KEY: &str = "st:sweeper";
+/// Which incidents are raised, and the per-provider flap windows (finish.lua).
+const ALERTS_KEY: &str = "st:alerts";
+const JOB_PREFIX: &str = "st:j:";
+
+fn job_key(owner: &str, id: &str) -> String {
+    format!("st:j:{owner}:{id}")
+}
+
+fn lease_key(owner: &str, id: &str) -> String {
+    format!("st:l:{owner}:{id}")
+}
+
+/// The owner and id a due-index member (a record key) names: the id is the last 32 characters.
+fn parse_job_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(JOB_PREFIX)?;
+    let split = rest.len().checked_sub(33)?;
+    let (owner, id) = (rest.get(..split)?, rest.get(split + 1..)?);
+    crate::domain::job::is_valid_job_id(id).then_some((owner, id))
+}
+
+fn in_flight_key(owner: &str) -> String {
+    format!("st:f:{owner}")
+}
+
+fn unfinished_key(owner: &str) -> String {
+    format!("st:u:{owner}")
+}
+
+fn dead_key(owner: &str) -> String {
+    format!("st:x:{owner}")
+}
+
+/// Today's counters (UTC day of `now_ms`) and when they expire: kept through the next day.
+fn day_key(now_ms: u64) -> (String, u64) {
+    let day = now_ms / DAY_MS;
+    (format!("st:a:{day}"), (day + 2) * DAY_MS)
+}
+
+/// A count a script answered (an integer, or a hash value as a string).
+fn count_of(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// A request's rate arguments: the owner's counter key for the current window, then the limit
+/// (`0`: not limited) and the window's end, as the route scripts take them.
+struct RateArgs {
+    key: String,
+    limit: u32,
+    ends_at_ms: u64,
+}
+
+impl RateArgs {
+    fn new(owner: &str, rate: Option<RateLimit>, now_ms: u64) -> Self {
+        match rate {
+            Some(rate) => {
+                let (id, ends_at_ms) = rate.window(now_ms);
+                Self {
+                    key: format!("st:r:{owner}:{id}"),
+                    limit: rate.limit,
+                    ends_at_ms,
+                }
+            }
+            // Not counted; the key is only there because the script declares it.
+            None => Self {
+                key: format!("st:r:{owner}:-"),
+                limit: 0,
+                ends_at_ms: 0,
+            },
+        }
+    }
+}
+
+/// The request's number in its owner's window, as a script counted it.
+fn request_count(count: &Value) -> Result<u64, StoreError> {
+    count
+        .as_u64()
+        .ok_or_else(|| StoreError::Corrupt(format!("unexpected request count {count}")))
+}
+
+/// Reads the head a counted script's answer starts with — the owner's request count in the current
+/// window — and checks it against the owner's rate limit: the window to announce and the rest of the
+/// answer, or `Err(window)` when the request is over the limit (the script then did nothing else).
+fn counted<'a>(
+    answer: &'a Value,
+    rate: Option<RateLimit>,
+    now_ms: u64,
+    script: &str,
+) -> Result<Result<(Option<RateWindow>, &'a [Value]), RateWindow>, StoreError> {
+    let Some([count, rest @ ..]) = answer.as_array().map(Vec::as_slice) else {
+        return Err(StoreError::Corrupt(format!("unexpected {script} answer {answer}")));
+    };
+    let count = request_count(count)?;
+    Ok(match rate.map(|r| r.check(count, now_ms)).transpose() {
+        Ok(window) => Ok((window, rest)),
+        Err(window) => Err(window),
+    })
+}
+
+/// The stored form of a job: a header the scripts read, then the JSON.
+pub fn encode(job: &Job) -> Result<String, StoreError> {
+    let json = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(format!(
+        "J1 {} {} {} {}{}\n{json}",
+        job.state.code(),
+        job.gen,
+        job.seq,
+        job.expires_at_ms,
+        if job.state.is_finished() && job.owes_deliveries() {
+            " d"
+        } else {
+            ""
+        }
+    ))
+}
+
+pub fn decode(record: &str) -> Result<Job, StoreError> {
+    let (header, json) = record
+        .split_once('\n')
+        .ok_or_else(|| StoreError::Corrupt("record without header".into()))?;
+    if !header.starts_with("J1 ") {
+        return Err(StoreError::Corrupt(format!(
+            "unknown record version {:?}",
+            header.get(..2)
+        )));
+    }
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_value(v: &Value) -> Result<Option<Job>, StoreError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => decode(s).map(Some),
+        other => Err(StoreError::Corrupt(format!("unexpected record {other}"))),
+    }
+}
+
+fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
+    let mut states = HashMap::new();
+    if let Some(flat) = v.as_array() {
+        for pair in flat.chunks(2) {
+            if let [Value::String(name), Value::String(raw)] = pair {
+                match serde_json::from_str(raw) {
+                    Ok(state) => {
+                        states.insert(name.clone(), state);
+                    }
+                    // One unreadable entry must not stop every job: start that provider afresh.
+                    Err(e) => tracing::warn!(provider = %name, error = %e, "unreadable provider state ignored"),
+                }
+            }
+        }
+    }
+    states
+}
+
+/// What a route script read for the ETA: `{ahead, provider states, due ms, {later counts}}`, or `{}`
+/// for a finished job.
+fn decode_standing(v: &Value) -> Result<Standing, StoreError> {
+    let unexpected = || StoreError::Corrupt(format!("unexpected standing {v}"));
+    match v.as_array().map(Vec::as_slice) {
+        Some([]) => Ok(Standing::default()),
+        Some([ahead, providers, due, later]) => {
+            let due = due.as_u64().ok_or_else(unexpected)?;
+            Ok(Standing {
+                ahead: ahead.as_u64().ok_or_else(unexpected)?,
+                providers: decode_providers(providers),
+                due_ms: (due > 0).then_some(due),
+                later: later
+                    .as_array()
+                    .ok_or_else(unexpected)?
+                    .iter()
+                    .map(|n| n.as_u64().ok_or_else(unexpected))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The ETA's horizons as script arguments: their number, then each (standing.lua reads exactly these:
+/// budget.lua's arguments come after them).
+fn horizons() -> impl Iterator<Item = Value> {
+    std::iter::once(arg(HORIZONS_MS.len() as u64)).chain(HORIZONS_MS.iter().map(|h| arg(*h)))
+}
+
+/// A route script with the clock check every absolute expiry goes through (scripts/clock.lua), then
+/// the budget's counting (scripts/budget.lua).
+macro_rules! with_clock {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/clock.lua"),
+            "\n",
+            include_str!("scripts/budget.lua"),
+            "\n",
+            include_str!($file)
+        )
+    };
+}
+
+/// A script with the budget's counting only (scripts/budget.lua).
+macro_rules! counted {
+    ($file:literal) => {
+        concat!(include_str!("scripts/budget.lua"), "\n", include_str!($file))
+    };
+}
+
+/// A route script that also reads what an unfinished job's ETA needs (scripts/standing.lua).
+macro_rules! with_standing {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/clock.lua"),
+            "\n",
+            include_str!("scripts/budget.lua"),
+            "\n",
+            include_str!("scripts/standing.lua"),
+            "\n",
+            include_str!($file)
+        )
+    };
+}
+
+pub struct UpstashStore {
+    client: UpstashClient,
+    /// Names the rate window a request falls in and the instant expired jobs are pruned at.
+    clock: Arc<dyn Clock>,
+    create: Script,
+    claim: Script,
+    finish: Script,
+    read: Script,
+    purge: Script,
+    sweep: Script,
+    overview: Script,
+    providers: Script,
+    spent: Script,
+}
+
+impl UpstashStore {
+    pub fn new(client: UpstashClient, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            client,
+            clock,
+            create: Script::counted(with_standing!("scripts/create.lua")),
+            // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
+            claim: Script::counted(counted!("scripts/claim.lua")),
+            finish: Script::counted(with_clock!("scripts/finish.lua")),
+            read: Script::counted(with_standing!("scripts/read.lua")),
+            purge: Script::counted(with_clock!("scripts/purge.lua")),
+            sweep: Script::counted(counted!("scripts/sweep.lua")),
+            overview: Script::counted(with_standing!("scripts/overview.lua")),
+            providers: Script::counted(counted!("scripts/providers.lua")),
+            spent: Script::counted(counted!("scripts/spent.lua")),
+        }
+    }
+
+    /// Runs a counted script: budget.lua's keys (this hour's and this month's bucket) and arguments
+    /// (`owner`, what `charge` implies on AWS, the buckets' expiries, one billed command) go last.
+    async fn eval_counted(
+        &self,
+        script: &Script,
+        charge: Charge,
+        owner: &str,
+        keys: &[&str],
+        mut args: Vec<Value>,
+    ) -> Result<Value, StoreError> {
+        let buckets = Buckets::at(self.clock.now_ms());
+        let mut all = keys.to_vec();
+        all.extend([buckets.hour_key.as_str(), buckets.month_key.as_str()]);
+        let aws = charge.aws();
+        args.extend([
+            arg(owner),
+            arg(aws.lambda_invocations),
+            arg(aws.sqs_requests),
+            arg(buckets.hour_expires_s),
+            arg(buckets.month_expires_s),
+            arg(1),
+        ]);
+        self.client.eval(script, &all, args).await
+    }
+}
+
+#[async_trait]
+impl Store for UpstashStore {
+    async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
+        let now = self.clock.now_ms();
+        let rate = RateArgs::new(&job.owner, limits.rate, now);
+        let answer = self
+            .eval_counted(
+                &self.create,
+                Charge::Create,
+                &job.owner,
+                &[
+                    &job_key(&job.owner, &job.id),
+                    &rate.key,
+                    &in_flight_key(&job.owner),
+                    DUE_KEY,
+                    SWEEPER_KEY,
+                    &unfinished_key(&job.owner),
+                    PROVIDERS_KEY,
+                ],
+                [
+                    arg(encode(job)?),
+                    arg(job.id.as_str()),
+                    arg(job.expires_at_ms),
+                    arg(now),
+                    arg(rate.limit),
+                    arg(rate.ends_at_ms),
+                    arg(limits.in_flight.unwrap_or(0)),
+                    arg(enlist.due_at_ms),
+                    arg(enlist.sweeper_token.as_str()),
+                    arg(enlist.sweeper_life.as_millis() as u64),
+                    arg(job.created_at_ms),
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected create answer {answer}"));
+        let armed = |flag: &Value| (flag.as_i64() == Some(1)).then(|| enlist.sweeper_token.clone());
+        let [verdict, count, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        let count = request_count(count)?;
+        let rate = match limits.rate.map(|r| r.check(count, now)).transpose() {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let value = match (verdict.as_str(), rest) {
+            (Some("new"), [flag, standing]) => Submitted {
+                created: Created::New,
+                arm_sweeper: armed(flag),
+                standing: decode_standing(standing)?,
+            },
+            (Some("existing"), [record, flag, standing]) => Submitted {
+                created: Created::Existing(Box::new(
+                    decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
+                )),
+                arm_sweeper: armed(flag),
+                standing: decode_standing(standing)?,
+            },
+            (Some("flight"), []) => {
+                return Ok(Admission::TooManyInFlight {
+                    limit: limits.in_flight.unwrap_or(0),
+                    rate,
+                });
+            }
+            _ => return Err(unexpected()),
+        };
+        Ok(Admission::Admitted { value, rate })
+    }
+
+    async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
+        let lease_ms = lease.as_millis() as u64;
+        let now = self.clock.now_ms();
+        let key = job_key(&step.owner, &step.job_id);
+        let answer = self
+            .eval_counted(
+                &self.claim,
+                Charge::Claim,
+                &step.owner,
+                &[&key, &lease_key(&step.owner, &step.job_id), PROVIDERS_KEY, DUE_KEY],
+                vec![
+                    arg(step.gen.as_str()),
+                    arg(step.seq.to_string()),
+                    arg(lease_ms),
+                    arg(now + lease_ms),
+                    arg(now),
+                ],
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected claim answer {answer}"));
+        let [verdict, rest @ ..] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        let record = |v: &Value| decode_value(v)?.ok_or_else(|| StoreError::Corrupt("empty record".into()));
+        Ok(match (verdict.as_str(), rest) {
+            (Some("missing"), []) => Claim::Missing,
+            (Some("stale"), [job]) => Claim::Stale(record(job)?),
+            (Some("busy"), [left]) => Claim::Busy {
+                // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
+                lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
+            },
+            (Some("ok"), [job, providers, probes]) => Claim::Acquired {
+                job: record(job)?,
+                providers: decode_providers(providers),
+                probes: probes
+                    .as_array()
+                    .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+            },
+            _ => return Err(unexpected()),
+        })
+    }
+
+    async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
+        let answer = self
+            .eval_counted(
+                &self.sweep,
+                Charge::Sweep,
+                "",
+                &[DUE_KEY, SWEEPER_KEY],
+                vec![
+                    arg(request.token),
+                    arg(if request.take_over { "1" } else { "0" }),
+                    arg(request.now_ms),
+                    arg(request.limit as u64),
+                    arg(request.requeue_at_ms),
+                    arg(request.token_life.as_millis() as u64),
+                    arg(request.round),
+                ],
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected sweep answer {answer}"));
+        let items = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)?;
+        match items {
+            [v] if v.as_str() == Some("stale") => Ok(Swept::Stale),
+            [v, left, next, round, stranded, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
+                let mut steps = Vec::with_capacity(due.len() / 3);
+                for entry in due.chunks(3) {
+                    let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
+                        return Err(unexpected());
+                    };
+                    let (Some((owner, id)), Ok(seq)) = (parse_job_key(key), seq.parse()) else {
+                        return Err(unexpected());
+                    };
+                    steps.push(StepRef {
+                        owner: owner.to_string(),
+                        job_id: id.to_string(),
+                        gen: gen.clone(),
+                        seq,
+                    });
+                }
+                // Redis prints a score as a double ("1764500000000" or "1.7645e+12").
+                let next_due_ms = next.as_str().and_then(|s| s.parse::<f64>().ok()).map(|f| f as u64);
+                Ok(Swept::Due {
+                    steps,
+                    left: left.as_u64().ok_or_else(unexpected)?,
+                    next_due_ms,
+                    next_round: round.as_u64().ok_or_else(unexpected)?,
+                    stranded: stranded.as_u64().ok_or_else(unexpected)?,
+                })
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn finish(
+        &self,
+        step: &StepRef,
+        next: &Job,
+        due_at_ms: Option<u64>,
+        event: Option<&ProviderEvent>,
+    ) -> Result<FinishOutcome, StoreError> {
+        let event = match event {
+            Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => String::new(),
+        };
+        let (day, day_expires) = day_key(self.clock.now_ms());
+        let written = self
+            .eval_counted(
+                &self.finish,
+                Charge::Finish,
+                &step.owner,
+                &[
+                    &job_key(&step.owner, &step.job_id),
+                    PROVIDERS_KEY,
+                    &in_flight_key(&step.owner),
+                    &lease_key(&step.owner, &step.job_id),
+                    DUE_KEY,
+                    ALERTS_KEY,
+                    &unfinished_key(&step.owner),
+                    &dead_key(&step.owner),
+                    &day,
+                ],
+                vec![
+                    arg(encode(next)?),
+                    arg(step.gen.as_str()),
+                    arg(step.seq.to_string()),
+                    arg(next.expires_at_ms),
+                    arg(event),
+                    arg(step.job_id.as_str()),
+                    arg(due_at_ms.map_or(String::new(), |at| at.to_string())),
+                    arg(if next.dead_lettered() { "1" } else { "0" }),
+                    arg(step.owner.as_str()),
+                    arg(day_expires),
+                ],
+            )
+            .await?;
+        match written {
+            Value::String(incidents) => Ok(FinishOutcome {
+                written: true,
+                alerts: serde_json::from_str(&incidents)
+                    .map_err(|e| StoreError::Corrupt(format!("finish.lua's incidents: {e}")))?,
+            }),
+            other => Ok(FinishOutcome {
+                written: other.as_i64() == Some(1),
+                alerts: Vec::new(),
+            }),
+        }
+    }
+
+    async fn read(
+        &self,
+        owner: &str,
+        job_id: &str,
+        grace: Duration,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<JobRead>>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
+        let answer = self
+            .eval_counted(
+                &self.read,
+                Charge::Deliver,
+                owner,
+                &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
+                vec![
+                    arg(grace.as_millis() as u64),
+                    arg(lease_key(owner, job_id)),
+                    arg(args.limit),
+                    arg(args.ends_at_ms),
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
+        let (rate, rest) = match counted(&answer, rate, now, "read")? {
+            Ok(head) => head,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let value = match rest {
+            [] => None,
+            [record, running, standing @ ..] => {
+                let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
+                let standing = match standing {
+                    [] => Standing::default(),
+                    [standing] => decode_standing(standing)?,
+                    _ => return Err(unexpected()),
+                };
+                Some(JobRead {
+                    job,
+                    running: running.as_i64() == Some(1),
+                    standing,
+                })
+            }
+            _ => return Err(unexpected()),
+        };
+        Ok(Admission::Admitted { value, rate })
+    }
+
+    async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
+        let answer = self
+            .eval_counted(
+                &self.purge,
+                Charge::Purge,
+                owner,
+                &[
+                    &job_key(owner, job_id),
+                    &args.key,
+                    &in_flight_key(owner),
+                    &lease_key(owner, job_id),
+                    DUE_KEY,
+                    &unfinished_key(owner),
+                    &dead_key(owner),
+                ],
+                vec![arg(job_id), arg(args.limit), arg(args.ends_at_ms)],
+            )
+            .await?;
+        Ok(match counted(&answer, rate, now, "purge")? {
+            Ok((rate, [deleted])) => Admission::Admitted {
+                value: deleted.as_i64() == Some(1),
+                rate,
+            },
+            Ok(_) => return Err(StoreError::Corrupt(format!("unexpected purge answer {answer}"))),
+            Err(window) => Admission::RateLimited(window),
+        })
+    }
+
+    async fn overview(
+        &self,
+        owner: &str,
+        bounds: OverviewBounds,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Overview>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
+        let (day, _) = day_key(now);
+        let answer = self
+            .eval_counted(
+                &self.overview,
+                Charge::Overview,
+                owner,
+                &[
+                    &args.key,
+                    &unfinished_key(owner),
+                    &dead_key(owner),
+                    &day,
+                    DUE_KEY,
+                    PROVIDERS_KEY,
+                ],
+                vec![
+                    arg(args.limit),
+                    arg(args.ends_at_ms),
+                    arg(owner),
+                    arg(now),
+                    arg(bounds.scan.max(1) as u64),
+                    arg(bounds.oldest as u64),
+                    arg(bounds.dead.max(1) as u64),
+                ]
+                .into_iter()
+                .chain(horizons())
+                .collect(),
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected overview answer {answer}"));
+        let (rate, rest) = match counted(&answer, rate, now, "overview")? {
+            Ok(head) => head,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day)] =
+            rest
+        else {
+            return Err(unexpected());
+        };
+        let number = |v: &Value| count_of(v).ok_or_else(unexpected);
+        let mut overview = Overview {
+            unfinished: number(unfinished)?,
+            counted: number(counted)?,
+            waiting: number(waiting)?,
+            active: number(active)?,
+            delayed: number(delayed)?,
+            dead_lettered: number(dead_lettered)?,
+            ..Overview::default()
+        };
+        for triple in oldest.chunks(3) {
+            let [record, running, standing] = triple else {
+                return Err(unexpected());
+            };
+            // A record that expired between the header's read and its own is simply not shown.
+            if let Some(job) = decode_value(record)? {
+                overview.oldest.push(JobRead {
+                    job,
+                    running: running.as_i64() == Some(1),
+                    standing: decode_standing(standing)?,
+                });
+            }
+        }
+        for record in dead {
+            overview.dead_letters.extend(decode_value(record)?);
+        }
+        overview.dead_letters.truncate(bounds.dead);
+        let mine = (format!("o:s:{owner}"), format!("o:f:{owner}"));
+        for pair in day.chunks(2) {
+            let [Value::String(field), value] = pair else {
+                return Err(unexpected());
+            };
+            let value = number(value)?;
+            if *field == mine.0 {
+                overview.completed_today = value;
+            } else if *field == mine.1 {
+                overview.failed_today = value;
+            } else if let Some((outcome, provider)) = field.strip_prefix("p:").and_then(|f| f.split_once(':')) {
+                overview.attempts_today.push(AttemptCount {
+                    provider: provider.to_string(),
+                    outcome: outcome.to_string(),
+                    count: value,
+                });
+            }
+        }
+        overview.attempts_today.sort();
+        Ok(Admission::Admitted { value: overview, rate })
+    }
+
+    async fn provider_states(&self) -> Result<HashMap<String, ProviderState>, StoreError> {
+        Ok(decode_providers(
+            &self
+                .eval_counted(
+                    &self.providers,
+                    Charge::ProviderStates,
+                    "",
+                    &[PROVIDERS_KEY],
+                    Vec::new(),
+                )
+                .await?,
+        ))
+    }
+
+    async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError> {
+        let now = self.clock.now_ms();
+        let hours = budget::day_hours(now);
+        let month = budget::month_key(now);
+        let mut keys: Vec<&str> = hours.iter().map(|(_, key)| key.as_str()).collect();
+        keys.push(&month);
+        let read = if all_owners { "" } else { owner };
+        let answer = self
+            .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, vec![arg(read)])
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected budget answer {answer}"));
+        let lists = answer
+            .as_array()
+            .filter(|l| l.len() == hours.len() + 1)
+            .ok_or_else(unexpected)?;
+        let mut buckets = Vec::with_capacity(lists.len());
+        for list in lists {
+            let mut bucket = Bucket::default();
+            for pair in list.as_array().ok_or_else(unexpected)?.chunks(2) {
+                let [Value::String(field), Value::String(n)] = pair else {
+                    return Err(unexpected());
+                };
+                bucket.fold(field, n.parse().map_err(|_| unexpected())?);
+            }
+            buckets.push(bucket);
+        }
+        let month = buckets.pop().unwrap_or_default();
+        Ok(Spent {
+            hours: hours.iter().map(|(start, _)| *start).zip(buckets).collect(),
+            month,
+        })
+    }
+
+    async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
+        let mut cursor = "0".to_string();
+        let mut jobs = Vec::new();
+        loop {
+            let page = self
+                .client
+                .command(vec![
+                    arg("SCAN"),
+                    arg(cursor.as_str()),
+                    arg("MATCH"),
+                    arg("st:j:*"),
+                    arg("COUNT"),
+                    arg(500),
+                ])
+                .await?;
+            let (next, keys) = match page.as_array().map(Vec::as_slice) {
+                Some([Value::String(next), Value::Array(keys)]) => (next.clone(), keys.clone()),
+                _ => return Err(StoreError::Corrupt(format!("unexpected SCAN answer {page}"))),
+            };
+            if !keys.is_empty() {
+                let mut get = vec![arg("MGET")];
+                get.extend(keys);
+                if let Value::Array(records) = self.client.command(get).await? {
+                    for record in &records {
+                        if let Some(job) = decode_value(record)? {
+                            if job.has_work_left() {
+                                jobs.push(job);
+                            }
+                        }
+                    }
+                }
+            }
+            if next == "0" {
+                return Ok(jobs);
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The use cases of the HTTP API, over the ports: submit, poll, purge, redeliver, and the reads behind
+//! health, providers, the jobs overview and the budget. Each takes what a handler parsed and answers
+//! data (never HTTP): the handlers in `api/routes.rs` authenticate, parse, call one method here and
+//! turn the answer into a body (`api/views.rs`); `api/errors.rs` turns a [`JobsError`] into a status.
+//!
+//! Most calls are counted against the owner's limits by the store, in the same request that does the
+//! work: their answer is a [`Counted`], whose rate window goes on the response whatever the outcome.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::domain::budget::Spent;
+use crate::domain::job::{job_id, new_gen, Job, JobResult, JobSpec, JobState};
+use crate::domain::message::Message;
+use crate::domain::quota::ProviderState;
+use crate::domain::targets::{self, TargetKind};
+use crate::engine::{Engine, ProviderSlot};
+use crate::ports::{
+    Admission, Created, JobRead, Overview, OverviewBounds, QueueError, RateLimit, RateWindow, StoreError,
+};
+
+/// Why a use case did not do what was asked. Mapped to HTTP once, in `api/errors.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    /// The owner's request budget for this window is spent: nothing was done.
+    #[error("rate limited")]
+    RateLimited(RateWindow),
+    /// The owner has `limit` unfinished jobs already: nothing was written.
+    #[error("too many jobs in flight")]
+    TooManyInFlight { limit: u32, rate: Option<RateWindow> },
+    /// A callback or webhook target is refused before anything is stored; `field` names it in the request.
+    #[error("{field}: {message}")]
+    InvalidTarget { field: String, message: String },
+    /// No such job for this owner (never created, purged, expired, or another owner's).
+    #[error("job not found")]
+    NotFound,
+    /// A redelivery found nothing to send: the job is unfinished, has no deliveries, or all were delivered.
+    #[error("{0}")]
+    NothingToRedeliver(&'static str),
+    /// The job moved on (a delivery attempt ended) between the read and the write of a redelivery.
+    #[error("the job changed during the request")]
+    Changed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The answer of a call the store counted against its owner's rate limit: `rate` is the owner's window
+/// after it (None when the owner is not rate-limited), to be announced with the answer, refusals
+/// found after the count (`NotFound`, …) included.
+#[derive(Debug)]
+pub struct Counted<T> {
+    pub outcome: Result<T, JobsError>,
+    pub rate: Option<RateWindow>,
+}
+
+impl<T> Counted<T> {
+    fn ok(value: T, rate: Option<RateWindow>) -> Self {
+        Self {
+            outcome: Ok(value),
+            rate,
+        }
+    }
+
+    fn refused(error: JobsError, rate: Option<RateWindow>) -> Self {
+        Self {
+            outcome: Err(error),
+            rate,
+        }
+    }
+}
+
+/// What the store did for `owner`, or the refusal that says why it did nothing.
+fn admitted<T>(owner: &str, admission: Admission<T>) -> Result<(T, Option<RateWindow>), JobsError> {
+    match admission {
+        Admission::Admitted { value, rate } => Ok((value, rate)),
+        Admission::RateLimited(window) => {
+            tracing::info!(%owner, limit = window.limit.limit, "request refused: over the owner's rate limit");
+            Err(JobsError::RateLimited(window))
+        }
+        Admission::TooManyInFlight { limit, rate } => {
+            tracing::info!(%owner, limit, "submit refused: the owner's cap on jobs in flight is reached");
+            Err(JobsError::TooManyInFlight { limit, rate })
+        }
+    }
+}
+
+/// An unfinished job's expected end (engine/eta.rs) as seen at `now_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eta {
+    pub at_ms: u64,
+    pub now_ms: u64,
+}
+
+impl Eta {
+    /// The estimate `at_ms` (if any) as seen at `now_ms`.
+    pub fn of(at_ms: Option<u64>, now_ms: u64) -> Option<Self> {
+        at_ms.map(|at_ms| Self { at_ms, now_ms })
+    }
+
+    /// Whole seconds from now, rounded up (never negative).
+    pub fn seconds(self) -> u64 {
+        self.at_ms.saturating_sub(self.now_ms).div_ceil(1000)
+    }
+}
+
+/// A parsed job request, whichever preset it came from.
+#[derive(Debug)]
+pub struct Submission {
+    /// What makes two requests the same job (with the owner: the job id).
+    pub identity: String,
+    pub spec: JobSpec,
+    /// The caller's deadline; the configured default when absent.
+    pub deadline_seconds: Option<u64>,
+}
+
+/// What a submit did.
+#[derive(Debug)]
+pub enum SubmitOutcome {
+    /// A new job, or the identical job in flight (queued again): poll it.
+    Queued { job_id: String, eta: Option<Eta> },
+    /// The identical job already succeeded and is still kept: its result.
+    Cached(JobResult),
+}
+
+/// A job as a poll sees it.
+#[derive(Debug)]
+pub struct Polled {
+    pub job: Job,
+    /// A step holds the job's lease right now.
+    pub running: bool,
+    pub eta: Option<Eta>,
+}
+
+/// A redelivery made: the job as written, and how many deliveries were made due now.
+#[derive(Debug)]
+pub struct Redelivery {
+    pub job: Job,
+    pub due: usize,
+}
+
+/// `GET /health`'s store check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCheck {
+    pub reachable: bool,
+    pub checked_at_ms: u64,
+}
+
+/// Every configured provider and, when the store could be read, its shared state.
+pub struct ProviderStates<'a> {
+    pub now_ms: u64,
+    pub providers: &'a [ProviderSlot],
+    /// `None`: the store could not be read (the providers' state is unknown).
+    pub states: Option<HashMap<String, ProviderState>>,
+}
+
+/// `GET /v1/jobs`'s read, and the ETA of each of its oldest unfinished jobs (in their order).
+#[derive(Debug)]
+pub struct OverviewRead {
+    pub overview: Overview,
+    pub etas: Vec<Option<Eta>>,
+    pub now_ms: u64,
+}
+
+/// What an owner (or, for the admin owner, the deployment) spent.
+#[derive(Debug)]
+pub struct BudgetRead {
+    /// The owner is the configured admin owner: the answer covers the whole deployment.
+    pub deployment: bool,
+    pub spent: Spent,
+    pub now_ms: u64,
+}
+
+/// What `GET /v1/jobs` reads: the state of the owner's oldest 1,000 unfinished jobs (the default cap on
+/// jobs in flight), 20 of them whole, and 20 dead-lettered jobs.
+pub const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
+    scan: 1000,
+    oldest: 20,
+    dead: 20,
+};
+
+/// A poll's read that never shortens the job's life (the grace applies to reads that deliver a result).
+const READ_WITHOUT_GRACE: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// However often `/health` is called, an instance asks the store at most once in this long.
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// The instance's last store check, shared by every `/health` request of the process.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, StoreCheck)>>,
+}
+
+/// The use cases, over the engine's ports. Borrowed from the [`crate::wiring::service::Service`] per request.
+#[derive(Clone, Copy)]
+pub struct Jobs<'a> {
+    engine: &'a Engine,
+    health: &'a HealthCache,
+}
+
+impl<'a> Jobs<'a> {
+    pub fn new(engine: &'a Engine, health: &'a HealthCache) -> Self {
+        Self { engine, health }
+    }
+
+    /// The owner's request budget (`None`: not rate-limited), announced by answers that are not counted.
+    pub fn rate_limit(&self, owner: &str) -> Option<RateLimit> {
+        self.engine.settings().limits.for_owner(owner).rate
+    }
+
+    fn eta(&self, job: &Job, read: &JobRead) -> Option<Eta> {
+        let engine = self.engine;
+        Eta::of(engine.eta(job, &read.standing, read.running), engine.clock().now_ms())
+    }
+
+    /// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
+    /// nobody could verify because its owner has no secret; gives webhooks the configured retry policy.
+    fn check_targets(&self, owner: &str, spec: &mut JobSpec) -> Result<(), JobsError> {
+        let settings = self.engine.settings();
+        let mut callback_index = 0;
+        for target in &mut spec.targets {
+            let field = match target.kind {
+                TargetKind::Webhook => {
+                    target.max_attempts = settings.webhook_max_attempts;
+                    target.backoff_ms = settings.webhook_backoff_ms;
+                    target.schedule_ms = settings.webhook_schedule_ms.clone();
+                    "callbackUrl".to_string()
+                }
+                TargetKind::Callback => {
+                    callback_index += 1;
+                    format!("callbacks[{}].url", callback_index - 1)
+                }
+            };
+            if let Err(e) = settings.url_guard.check(&target.url) {
+                return Err(JobsError::InvalidTarget {
+                    field,
+                    message: e.to_string(),
+                });
+            }
+            if target.kind == TargetKind::Webhook && !settings.webhook_secrets.contains_key(owner) {
+                return Err(JobsError::InvalidTarget {
+                    field,
+                    message: "no webhook secret is configured for this key's owner (STEPPER_WEBHOOK_SECRETS), so \
+                              the webhook could not be signed"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the targets, creates the job (or meets the identical one) and queues its first step; a
+    /// job whose first step could not be queued is undone.
+    pub async fn submit(&self, owner: String, submission: Submission) -> Result<Counted<SubmitOutcome>, JobsError> {
+        let Submission {
+            identity,
+            mut spec,
+            deadline_seconds,
+        } = submission;
+        self.check_targets(&owner, &mut spec)?;
+        let engine = self.engine;
+        let settings = engine.settings();
+        let now = engine.clock().now_ms();
+        let deadline_ms = now + deadline_seconds.map_or(settings.default_deadline_ms, |s| s * 1000);
+        let job = Job {
+            id: job_id(&owner, &identity),
+            owner,
+            gen: new_gen(),
+            seq: 1,
+            state: JobState::Queued,
+            spec,
+            created_at_ms: now,
+            deadline_ms,
+            next_attempt_at_ms: None,
+            attempts: Vec::new(),
+            result: None,
+            error: None,
+            finished_at_ms: None,
+            expires_at_ms: deadline_ms + settings.unfinished_margin_ms,
+            deliveries: Vec::new(),
+        };
+        let limits = settings.limits.for_owner(&job.owner);
+        // The create puts the job in the due-index in the same command: whatever happens next (a queue
+        // error, a timeout of the answer, a crash), a job that exists is due and the sweeper runs it.
+        let created = match engine.store().create(&job, &engine.enlist(), limits).await {
+            Ok(created) => created,
+            Err(e) => {
+                // The store may have written the job (and armed a sweeper) without our hearing it: a
+                // sweep that takes the sweeper over makes sure a job that exists runs.
+                engine.rescue_sweeper().await;
+                return Err(e.into());
+            }
+        };
+        let (submitted, rate) = admitted(&job.owner, created)?;
+        if let Some(token) = submitted.arm_sweeper {
+            // Should this send fail, the armed token lapses after two grace periods and the next
+            // submit arms a sweeper again.
+            if let Err(e) = engine.start_sweeper(token).await {
+                tracing::warn!(job_id = %job.id, error = %e, "could not start the sweeper");
+            }
+        }
+        let eta = |job: &Job| Eta::of(engine.eta(job, &submitted.standing, false), engine.clock().now_ms());
+        let answer = match &submitted.created {
+            Created::New => {
+                let first = Message::Step {
+                    step: job.step_ref(),
+                    not_before_ms: None,
+                };
+                if let Err(e) = engine.queue().send(&first, Duration::ZERO).await {
+                    // Leave no job that nothing will ever step: undo the create (uncounted: it is ours,
+                    // not the caller's), tell the caller to retry. Should the undo fail too, the job is
+                    // due in the index and the sweeper runs it.
+                    if let Err(undo) = engine.store().purge(&job.owner, &job.id, None).await {
+                        tracing::error!(job_id = %job.id, error = %undo, "could not undo a job whose first step was not queued");
+                    }
+                    return Err(e.into());
+                }
+                tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
+                crate::ports::metrics::submitted(&job.spec, &job.owner, crate::ports::metrics::Submitted::New);
+                SubmitOutcome::Queued {
+                    job_id: job.id.clone(),
+                    eta: eta(&job),
+                }
+            }
+            Created::Existing(existing) => {
+                let met = if existing.state.is_finished() {
+                    crate::ports::metrics::Submitted::Finished
+                } else {
+                    crate::ports::metrics::Submitted::InFlight
+                };
+                crate::ports::metrics::submitted(&job.spec, &job.owner, met);
+                if !existing.state.is_finished() {
+                    // An identical re-submit of an unfinished job (perhaps one whose first submit
+                    // answered 503 after the store had written it): queue its current step again. A
+                    // step in flight answers Busy and the duplicate comes back at its lease's end, then
+                    // drops as stale; a parked job stays parked.
+                    if let Err(e) = engine.enqueue_next(existing).await {
+                        tracing::warn!(job_id = %existing.id, error = %e, "could not re-queue a re-submitted job");
+                    }
+                }
+                match (&existing.state, &existing.result) {
+                    (JobState::Succeeded, Some(result)) => SubmitOutcome::Cached(result.clone()),
+                    _ => SubmitOutcome::Queued {
+                        job_id: existing.id.clone(),
+                        eta: eta(existing),
+                    },
+                }
+            }
+        };
+        Ok(Counted::ok(answer, rate))
+    }
+
+    /// Reads the owner's job; the first read of a finished job shortens its life to the grace.
+    pub async fn poll(&self, owner: &str, job_id: &str) -> Result<Counted<Polled>, JobsError> {
+        let settings = self.engine.settings();
+        let grace = Duration::from_millis(settings.delivery_grace_ms);
+        let rate = settings.limits.for_owner(owner).rate;
+        let (read, rate) = admitted(owner, self.engine.store().read(owner, job_id, grace, rate).await?)?;
+        Ok(match read {
+            Some(read) => {
+                let eta = self.eta(&read.job, &read);
+                Counted::ok(
+                    Polled {
+                        job: read.job,
+                        running: read.running,
+                        eta,
+                    },
+                    rate,
+                )
+            }
+            None => Counted::refused(JobsError::NotFound, rate),
+        })
+    }
+
+    /// Deletes the owner's job by id; `NotFound` when there was none.
+    pub async fn purge(&self, owner: &str, job_id: &str) -> Result<Counted<()>, JobsError> {
+        let (deleted, rate) = self.purge_counted(owner, job_id).await?;
+        Ok(if deleted {
+            Counted::ok((), rate)
+        } else {
+            Counted::refused(JobsError::NotFound, rate)
+        })
+    }
+
+    /// Deletes the owner's job of this identity (a commit report's); answers whether one was there.
+    pub async fn purge_identity(&self, owner: &str, identity: &str) -> Result<Counted<bool>, JobsError> {
+        let (deleted, rate) = self.purge_counted(owner, &job_id(owner, identity)).await?;
+        Ok(Counted::ok(deleted, rate))
+    }
+
+    async fn purge_counted(&self, owner: &str, job_id: &str) -> Result<(bool, Option<RateWindow>), JobsError> {
+        let rate = self.rate_limit(owner);
+        admitted(owner, self.engine.store().purge(owner, job_id, rate).await?)
+    }
+
+    /// Sends the job's dead (and failed, waiting) deliveries again now, each with its own `webhook-id`
+    /// and a fresh timestamp. Counted like a poll: one counted read, then the write, fenced on the step
+    /// the read saw (a delivery attempt that ends in between wins: `Changed`), then the step message.
+    pub async fn redeliver(&self, owner: &str, job_id: &str) -> Result<Counted<Redelivery>, JobsError> {
+        let engine = self.engine;
+        let rate = self.rate_limit(owner);
+        let (read, rate) = admitted(
+            owner,
+            engine.store().read(owner, job_id, READ_WITHOUT_GRACE, rate).await?,
+        )?;
+        let job = match read {
+            None => return Ok(Counted::refused(JobsError::NotFound, rate)),
+            Some(read) if !read.job.state.is_finished() => {
+                let why = "the job has not finished: its deliveries have not started";
+                return Ok(Counted::refused(JobsError::NothingToRedeliver(why), rate));
+            }
+            Some(read) => read.job,
+        };
+        let now = engine.clock().now_ms();
+        let mut next = job.clone();
+        next.seq += 1;
+        let due = targets::redeliver(&mut next.deliveries, now);
+        if due == 0 {
+            let why = if job.deliveries.is_empty() {
+                "the job has no callbackUrl or callbacks"
+            } else {
+                "every delivery was delivered"
+            };
+            return Ok(Counted::refused(JobsError::NothingToRedeliver(why), rate));
+        }
+        next.next_attempt_at_ms = Some(now);
+        next.expires_at_ms = engine.delivery_expiry(&next, now);
+        let due_at = engine.due_for(&next);
+        if !engine
+            .store()
+            .finish(&job.step_ref(), &next, due_at, None)
+            .await?
+            .written
+        {
+            return Ok(Counted::refused(JobsError::Changed, rate));
+        }
+        // Written first: were the message lost, the deliveries are pending in the record, and the next
+        // redelivery request (or a re-drive) queues them again.
+        engine.enqueue_next(&next).await?;
+        tracing::info!(job_id = %job.id, owner = %owner, deliveries = due, "deliveries redelivered");
+        Ok(Counted::ok(Redelivery { job: next, due }, rate))
+    }
+
+    /// Whether the store answers: the cached check, or a fresh one when it is older than
+    /// [`HEALTH_CHECK_EVERY`]. Concurrent callers wait for the one check under way instead of each
+    /// asking the store.
+    pub async fn store_check(&self) -> StoreCheck {
+        let mut last = self.health.last.lock().await;
+        if let Some((at, check)) = last.as_ref() {
+            if at.elapsed() < HEALTH_CHECK_EVERY {
+                return *check;
+            }
+        }
+        let reachable = match self.engine.store().provider_states().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "health: store unavailable");
+                false
+            }
+        };
+        let check = StoreCheck {
+            reachable,
+            checked_at_ms: self.engine.clock().now_ms(),
+        };
+        *last = Some((tokio::time::Instant::now(), check));
+        check
+    }
+
+    /// Every provider's shared quota state (not counted: it reads no job).
+    pub async fn provider_states(&self) -> ProviderStates<'a> {
+        let now_ms = self.engine.clock().now_ms();
+        let states = match self.engine.store().provider_states().await {
+            Ok(states) => Some(states),
+            Err(e) => {
+                tracing::error!(error = %e, "health: store unavailable");
+                None
+            }
+        };
+        ProviderStates {
+            now_ms,
+            providers: self.engine.providers(),
+            states,
+        }
+    }
+
+    /// The owner's jobs at a glance (the dashboard's data): one store request, counted like a poll.
+    pub async fn overview(&self, owner: &str) -> Result<Counted<OverviewRead>, JobsError> {
+        let engine = self.engine;
+        let rate = self.rate_limit(owner);
+        let (overview, rate) = admitted(owner, engine.store().overview(owner, OVERVIEW_BOUNDS, rate).await?)?;
+        let now_ms = engine.clock().now_ms();
+        let etas = overview
+            .oldest
+            .iter()
+            .map(|d| Eta::of(engine.eta(&d.job, &d.standing, d.running), now_ms))
+            .collect();
+        Ok(Counted::ok(OverviewRead { overview, etas, now_ms }, rate))
+    }
+
+    /// What the owner spent, or the whole deployment for the configured admin owner. One store
+    /// request, not counted against the rate limit.
+    pub async fn budget(&self, owner: &str) -> Result<BudgetRead, JobsError> {
+        let engine = self.engine;
+        let deployment = engine.settings().admin_owner.as_deref() == Some(owner);
+        let spent = engine.store().spent(owner, deployment).await?;
+        Ok(BudgetRead {
+            deployment,
+            spent,
+            now_ms: engine.clock().now_ms(),
+        })
+    }
+}

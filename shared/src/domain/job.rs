@@ -1,0 +1,185 @@
+//! The job: what was asked, where it is in its life, and what came of each attempt.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::error_class::ErrorClass;
+use crate::domain::llm::{ChatMessage, ResponseFormat};
+use crate::domain::targets::{self, DeliveryState, DeliveryStatus, Target};
+
+/// A job's stored lifecycle. Whether a step is working on it right now is not stored: the store
+/// reports it beside the record (a held step lease), and the poll's view words it `active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    WaitingForRetry,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+
+    /// One letter in the stored record's header, read by the Lua scripts.
+    pub fn code(self) -> char {
+        match self {
+            JobState::Queued => 'q',
+            JobState::WaitingForRetry => 'w',
+            JobState::Succeeded => 's',
+            JobState::Failed => 'f',
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Report,
+    Generic,
+}
+
+/// What the caller asked for, normalised at submit. Everything a step needs is here, so a job
+/// survives any queue and any cold start (the old service lost its schemas in the queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub kind: JobKind,
+    pub messages: Vec<ChatMessage>,
+    /// A shorter prompt for providers marked `small_context` (the report preset's smaller evidence budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_messages: Option<Vec<ChatMessage>>,
+    pub format: ResponseFormat,
+    pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// The deterministic result used when every provider has failed for good (report preset). Shared
+    /// (`Arc`): every read of the job hands it out as a reference count, not a copy of the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<std::sync::Arc<serde_json::Value>>,
+    /// Caller-supplied context echoed in callbacks (userId, commitSha, repo, tenantId, requestId, metadata).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub context: serde_json::Map<String, serde_json::Value>,
+    /// Who to tell when the job ends (`callbackUrl`, then `callbacks` in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+}
+
+/// One provider attempt, as shown to the caller in `providersAttempted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    /// 1-based, counted across the whole job.
+    pub number: u32,
+    /// `None` on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Shared (`Arc`), like the spec's fallback it may be: reads and views hand it out without a copy.
+    pub output: std::sync::Arc<serde_json::Value>,
+    pub used_provider: String,
+    pub fallback: bool,
+    pub total_ms: u64,
+    pub provider_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub owner: String,
+    /// A random nonce per creation: a job purged and submitted again gets a new one, so messages
+    /// of the old incarnation can never act on the new one.
+    pub gen: String,
+    /// The step sequence number: the fencing token every step message carries.
+    pub seq: u64,
+    pub state: JobState,
+    pub spec: JobSpec,
+    pub created_at_ms: u64,
+    pub deadline_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at_ms: Option<u64>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// When the stored record expires (epoch ms); set from the TTL policy at every write.
+    pub expires_at_ms: u64,
+    /// The deliveries a finished job owes, planned in the same write that finishes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryState>,
+}
+
+impl Job {
+    /// Work is left: steps to run, or deliveries to make.
+    pub fn has_work_left(&self) -> bool {
+        !self.state.is_finished() || self.owes_deliveries()
+    }
+
+    /// A finished job with webhooks or callbacks still to send: a poll must not shorten its life.
+    pub fn owes_deliveries(&self) -> bool {
+        targets::next_due(&self.deliveries).is_some()
+    }
+
+    /// A finished job one of whose deliveries gave up: shown on the dashboard with a redeliver button.
+    pub fn dead_lettered(&self) -> bool {
+        self.state.is_finished() && self.deliveries.iter().any(|d| d.status == DeliveryStatus::Dead)
+    }
+
+    pub fn step_ref(&self) -> StepRef {
+        StepRef {
+            owner: self.owner.clone(),
+            job_id: self.id.clone(),
+            gen: self.gen.clone(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// Names one step of one incarnation of one job: what a step message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepRef {
+    pub owner: String,
+    pub job_id: String,
+    pub gen: String,
+    pub seq: u64,
+}
+
+/// The deterministic job id of an owner's request identity: identical submits meet on one record,
+/// and a purge by commit finds its job without an index.
+pub fn job_id(owner: &str, identity: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"stepper-job-v1\0");
+    h.update(owner.as_bytes());
+    h.update(b"\0");
+    h.update(identity.as_bytes());
+    let digest = h.finalize();
+    hex::encode(&digest[..16])
+}
+
+/// A fresh nonce for a job's incarnation.
+pub fn new_gen() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}
+
+/// Job ids are 32 lowercase hex characters; anything else is not a job of ours.
+pub fn is_valid_job_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}

@@ -1,0 +1,151 @@
+//! Presets turn a caller's request into a job: the body as typed fields (their limits, their 400s and
+//! their JSON Schema in `fields`), the request's identity (dedupe and cache key), and the prompt.
+//! `commit_report` is one preset; `generic` serves any prompt / JSON-schema job the same way.
+
+pub mod commit_report;
+pub mod fields;
+pub mod generic;
+mod redact;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use self::fields::{Flag, Headers, Int, List, Listed, Object, Shape, Url};
+use crate::domain::job::JobSpec;
+use crate::domain::targets::{Target, TargetKind};
+
+/// A request field that is missing or wrong. Its `Display` is the contract's 400 `error` text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Bumped when prompts change, so cached results of an older prompt are not served for a new one.
+pub const PRESET_VERSION: &str = "2";
+
+/// A preset: the body it reads, what the job it makes is, and where that job is polled. One submit
+/// handler serves every preset (`api::routes::submit::<P>`), and the OpenAPI document describes each
+/// preset's body from [`Preset::Body`].
+pub trait Preset: Sized {
+    /// The body as the contract reads it; its derived JSON Schema is the document's request schema.
+    type Body: DeserializeOwned + JsonSchema;
+    /// Where the job's status is polled: `{STATUS_PREFIX}{jobId}`.
+    const STATUS_PREFIX: &'static str;
+
+    /// The rules that span fields, and the job's parts, from a body read field by field.
+    fn from_body(body: Self::Body) -> Result<Self, FieldError>;
+
+    /// Reads a request body (a JSON object): the first field it refuses is named in the error.
+    fn parse(body: Value) -> Result<Self, FieldError> {
+        Self::from_body(fields::parse(body)?)
+    }
+
+    /// The job's identity: identical requests of one owner meet on one job.
+    fn identity(&self) -> String;
+
+    /// `deadlineSeconds`, when the request gave one.
+    fn deadline_seconds(&self) -> Option<u64>;
+
+    /// What the job runs and whom it tells (`spec.targets`, checked by the route before it is stored).
+    fn spec(&self) -> JobSpec;
+}
+
+/// How long a job may take, in seconds, when the request says: a minute to a week.
+pub type Deadline = Int<60, 604_800>;
+
+/// At most five callbacks, delivered in order.
+pub type Callbacks = List<Callback, 0, 5>;
+
+/// A callback's attempts when the request does not say.
+const DEFAULT_ATTEMPTS: u64 = 3;
+/// The wait before a callback's first retry when the request does not say.
+const DEFAULT_BACKOFF_MS: u64 = 1_000;
+
+// One entry of `callbacks` (no description in the document: the list has it).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(inline)]
+pub struct Callback {
+    /// Where to POST the callback body `{success, result | error, metadata}`.
+    url: Url,
+    /// Headers sent with this callback only.
+    #[serde(default)]
+    #[schemars(with = "Headers")]
+    headers: Option<Headers>,
+    /// Deliver the next callbacks even when this one fails for good.
+    #[serde(default)]
+    #[schemars(with = "Flag", extend("default" = false))]
+    continue_on_failure: Option<Flag>,
+    #[serde(default)]
+    #[schemars(with = "Retry")]
+    retry: Option<Object<Retry>>,
+}
+
+impl Shape for Callback {
+    const NOT_AN_OBJECT: &'static str = "must be an object";
+}
+
+impl Listed for Callback {
+    const NOT_A_LIST: &'static str = "must be an array of at most 5 entries";
+}
+
+// A callback's retry policy.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(inline)]
+pub struct Retry {
+    #[serde(default)]
+    #[schemars(with = "Int<1, 5>", extend("default" = DEFAULT_ATTEMPTS))]
+    max_attempts: Option<Int<1, 5>>,
+    #[serde(default)]
+    #[schemars(with = "Int<100, 60_000>", extend("default" = DEFAULT_BACKOFF_MS))]
+    backoff_ms: Option<Int<100, 60_000>>,
+}
+
+impl Shape for Retry {
+    const NOT_AN_OBJECT: &'static str = "must be an object {maxAttempts, backoffMs}";
+}
+
+/// Who to tell when the job ends: the signed webhook `callbackUrl` first, then `callbacks` in order
+/// (shape only here; whether a URL is safe is the route's URL guard's question).
+pub(crate) fn targets(callback_url: Option<Url>, callbacks: Option<Callbacks>) -> Vec<Target> {
+    let webhook = callback_url.map(|url| Target::webhook(url.0));
+    let callbacks = callbacks.into_iter().flat_map(|list| list.0).map(|c| {
+        let retry = c.retry.map(|r| r.0);
+        Target {
+            kind: TargetKind::Callback,
+            url: c.url.0,
+            headers: c.headers.map(|h| h.0).unwrap_or_default(),
+            continue_on_failure: c.continue_on_failure.is_some_and(|f| f.0),
+            max_attempts: retry
+                .as_ref()
+                .and_then(|r| r.max_attempts)
+                .map_or(DEFAULT_ATTEMPTS, |n| n.0) as u32,
+            backoff_ms: retry
+                .as_ref()
+                .and_then(|r| r.backoff_ms)
+                .map_or(DEFAULT_BACKOFF_MS, |n| n.0),
+            schedule_ms: Vec::new(),
+        }
+    });
+    webhook.into_iter().chain(callbacks).collect()
+}
+
+/// A stable hash of a canonical JSON value (serde_json keeps insertion order; we build it in a fixed order).
+pub(crate) fn digest(v: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}

@@ -1,0 +1,541 @@
+//! Shared provider state: what every instance has learned about each provider's limits.
+//!
+//! The state is updated by [`ProviderState::apply`] here (in-memory store) and by the same rules
+//! in `store/upstash/scripts/finish.lua` (the store contract tests hold the two together).
+//! Reading it is pure: [`ProviderState::available_at`] says when a provider may be called again.
+
+use std::collections::HashMap;
+
+use chrono::{Offset, TimeZone, Utc};
+use chrono_tz::America::Los_Angeles;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::domain::error_class::ErrorClass;
+use crate::domain::llm::Usage;
+
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 86_400_000;
+
+/// When a provider's daily quota starts again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetClock {
+    /// 00:00 UTC (OpenRouter, Groq, most).
+    #[default]
+    UtcMidnight,
+    /// 00:00 America/Los_Angeles (Gemini).
+    PacificMidnight,
+}
+
+impl ResetClock {
+    /// The id of the quota day `now_ms` falls in.
+    pub fn day(self, now_ms: u64) -> u64 {
+        match self {
+            ResetClock::UtcMidnight => now_ms / DAY_MS,
+            ResetClock::PacificMidnight => (now_ms - pacific_offset_ms(now_ms)) / DAY_MS,
+        }
+    }
+
+    /// The instant the quota day containing `now_ms` ends.
+    pub fn next_reset(self, now_ms: u64) -> u64 {
+        let next_day = self.day(now_ms) + 1;
+        match self {
+            ResetClock::UtcMidnight => next_day * DAY_MS,
+            ResetClock::PacificMidnight => {
+                // Local midnight never falls inside a 02:00 DST switch, so one correction suffices.
+                let standard = next_day * DAY_MS + 8 * 3_600_000;
+                next_day * DAY_MS + pacific_offset_ms(standard)
+            }
+        }
+    }
+}
+
+/// How far US Pacific time is behind UTC at `t` (7 h in daylight time, 8 h otherwise), from the IANA
+/// rules for `America/Los_Angeles` (chrono-tz, built with that one zone: see `.cargo/config.toml`).
+fn pacific_offset_ms(t: u64) -> u64 {
+    let Some(utc) = Utc.timestamp_millis_opt(t as i64).single() else {
+        return 8 * 3_600_000;
+    };
+    let offset = Los_Angeles.offset_from_utc_datetime(&utc.naive_utc()).fix();
+    u64::try_from(-i64::from(offset.local_minus_utc())).map_or(8 * 3_600_000, |s| s * 1000)
+}
+
+/// A provider's published limits (configuration, never hard-coded truths).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderLimits {
+    pub rpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub reset: ResetClock,
+}
+
+/// How failures back a provider off (shared by every job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackoffPolicy {
+    /// First back-off after an overload; doubles with each consecutive failure.
+    pub base_ms: u64,
+    pub cap_ms: u64,
+    /// Consecutive failures that open the circuit.
+    pub circuit_threshold: u32,
+    /// How long an open circuit keeps the provider out before one trial call (half-open).
+    pub circuit_open_ms: u64,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self {
+            base_ms: 2_000,
+            cap_ms: 300_000,
+            circuit_threshold: 5,
+            circuit_open_ms: 120_000,
+        }
+    }
+}
+
+/// Stored per provider (short keys: it is read on every step).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderState {
+    /// Minute window id and requests counted in it.
+    #[serde(rename = "mw", default)]
+    pub minute: u64,
+    #[serde(rename = "mc", default)]
+    pub minute_requests: u64,
+    /// Tokens counted in the minute window `tw`: as the provider reported them, estimated where it did not.
+    #[serde(rename = "tw", default)]
+    pub token_minute: u64,
+    #[serde(rename = "tc", default)]
+    pub minute_tokens: u64,
+    /// Quota day id (per the provider's reset clock) and requests counted in it.
+    #[serde(rename = "dw", default)]
+    pub day: u64,
+    #[serde(rename = "dc", default)]
+    pub day_requests: u64,
+    /// Not to be called before this instant (rate limit, quota, back-off).
+    #[serde(rename = "cu", default)]
+    pub cooldown_until_ms: u64,
+    #[serde(rename = "cf", default)]
+    pub consecutive_failures: u32,
+    /// The circuit is open until this instant; afterwards one trial call decides (half-open).
+    #[serde(rename = "co", default)]
+    pub circuit_open_until_ms: u64,
+    /// Disabled for everyone (bad key, retired model) and why.
+    #[serde(rename = "dis", default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+    /// The last outcome (`ok` or an [`ErrorClass`] name) and when.
+    #[serde(rename = "lc", default, skip_serializing_if = "Option::is_none")]
+    pub last_class: Option<LastOutcome>,
+    #[serde(rename = "la", default)]
+    pub last_at_ms: u64,
+    /// One claim holds the provider's probe until this instant: when a cooldown ends, that claim's
+    /// job may call it, the others wait for the probe's outcome (issue 14, the thundering herd).
+    #[serde(rename = "pu", default, skip_serializing_if = "is_zero")]
+    pub probe_until_ms: u64,
+    /// A moving average of its successful calls' latency (ms, engine clock; 0: never timed): each
+    /// success moves it a quarter of the way to the new duration. The ETA's pace (engine/eta.rs).
+    #[serde(rename = "lat", default, skip_serializing_if = "is_zero")]
+    pub latency_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The classes after which a provider is probed by one caller before the others follow (`claim.lua`
+/// looks for the same three names in the stored JSON).
+pub const PROBED_AFTER: [ErrorClass; 3] = [
+    ErrorClass::RateLimited,
+    ErrorClass::QuotaExhausted,
+    ErrorClass::Overloaded,
+];
+
+/// A provider's last outcome as stored in `lc`: `"ok"` or the [`ErrorClass`] name (`"rate_limited"`).
+/// The Lua scripts write and match these same strings (`finish.lua`, `claim.lua`), so the serde form is
+/// the string, not a tagged enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LastOutcome {
+    Ok,
+    Failed(ErrorClass),
+}
+
+impl LastOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastOutcome::Ok => "ok",
+            LastOutcome::Failed(class) => class.as_str(),
+        }
+    }
+
+    /// The failure's class; `None` after a success.
+    pub fn class(self) -> Option<ErrorClass> {
+        match self {
+            LastOutcome::Ok => None,
+            LastOutcome::Failed(class) => Some(class),
+        }
+    }
+
+    /// Whether the last call failed with one of `classes`.
+    pub fn is_any(self, classes: &[ErrorClass]) -> bool {
+        self.class().is_some_and(|c| classes.contains(&c))
+    }
+}
+
+impl From<Option<ErrorClass>> for LastOutcome {
+    fn from(class: Option<ErrorClass>) -> Self {
+        class.map_or(LastOutcome::Ok, LastOutcome::Failed)
+    }
+}
+
+impl Serialize for LastOutcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LastOutcome {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IntoDeserializer;
+        let name = String::deserialize(d)?;
+        if name == "ok" {
+            return Ok(LastOutcome::Ok);
+        }
+        let class: Result<ErrorClass, serde::de::value::Error> =
+            ErrorClass::deserialize(name.as_str().into_deserializer());
+        class
+            .map(LastOutcome::Failed)
+            .map_err(|_| serde::de::Error::unknown_variant(&name, &["ok", "an ErrorClass name"]))
+    }
+}
+
+impl ProviderState {
+    /// A cooldown (or an open circuit) after a rate limit, a quota or an overload has just ended:
+    /// the next call is a probe. Claim scripts give the probe to one claim at a time (`pu`).
+    pub fn probe_open(&self, now_ms: u64) -> bool {
+        let until = self.cooldown_until_ms.max(self.circuit_open_until_ms);
+        until > 0
+            && until <= now_ms
+            && self.probe_until_ms <= now_ms
+            && self.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER))
+    }
+}
+
+/// The states a claim's decision sees: a provider whose probe another claim holds is cooling down
+/// until that probe's lease ends (by then its outcome is in the shared state). Pure.
+pub fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
+    for (name, state) in states.iter_mut() {
+        let probing = state.probe_until_ms > now_ms && state.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
+        if probing && !probes.contains(name) {
+            state.cooldown_until_ms = state.cooldown_until_ms.max(state.probe_until_ms);
+        }
+    }
+}
+
+/// When a provider may be called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// From this instant on (at or before `now`: right away).
+    At(u64),
+    /// Never, until someone fixes the configuration.
+    Disabled(String),
+}
+
+impl ProviderState {
+    pub fn available_at(&self, limits: &ProviderLimits, now_ms: u64) -> Availability {
+        if let Some(reason) = &self.disabled {
+            return Availability::Disabled(reason.clone());
+        }
+        let mut at = self.cooldown_until_ms.max(self.circuit_open_until_ms);
+        let minute = now_ms / MINUTE_MS;
+        if let Some(rpm) = limits.rpm {
+            if self.minute == minute && self.minute_requests >= rpm {
+                at = at.max((minute + 1) * MINUTE_MS);
+            }
+        }
+        if let Some(tpm) = limits.tpm {
+            if self.token_minute == minute && self.minute_tokens >= tpm {
+                at = at.max((minute + 1) * MINUTE_MS);
+            }
+        }
+        if let Some(rpd) = limits.rpd {
+            if self.day == limits.reset.day(now_ms) && self.day_requests >= rpd {
+                at = at.max(limits.reset.next_reset(now_ms));
+            }
+        }
+        Availability::At(at)
+    }
+
+    /// Requests left in the current minute and day, where limits are known.
+    pub fn remaining(&self, limits: &ProviderLimits, now_ms: u64) -> (Option<u64>, Option<u64>) {
+        let minute_used = if self.minute == now_ms / MINUTE_MS {
+            self.minute_requests
+        } else {
+            0
+        };
+        let day_used = if self.day == limits.reset.day(now_ms) {
+            self.day_requests
+        } else {
+            0
+        };
+        (
+            limits.rpm.map(|l| l.saturating_sub(minute_used)),
+            limits.rpd.map(|l| l.saturating_sub(day_used)),
+        )
+    }
+
+    /// Folds one attempt's outcome in. Mirrors `finish.lua` rule for rule.
+    pub fn apply(&mut self, e: &ProviderEvent) {
+        if self.minute == e.minute {
+            self.minute_requests += 1;
+        } else {
+            self.minute = e.minute;
+            self.minute_requests = 1;
+        }
+        if self.token_minute == e.minute {
+            self.minute_tokens += e.tokens;
+        } else {
+            self.token_minute = e.minute;
+            self.minute_tokens = e.tokens;
+        }
+        if self.day == e.day {
+            self.day_requests += 1;
+        } else {
+            self.day = e.day;
+            self.day_requests = 1;
+        }
+        self.cooldown_until_ms = self.cooldown_until_ms.max(e.cooldown_until_ms);
+        match e.class {
+            None => {
+                self.consecutive_failures = 0;
+                self.circuit_open_until_ms = 0;
+                self.latency_ms = if self.latency_ms == 0 {
+                    e.latency_ms
+                } else {
+                    (3 * self.latency_ms + e.latency_ms) / 4
+                };
+            }
+            Some(ErrorClass::Overloaded) => {
+                self.consecutive_failures += 1;
+                let doublings = (self.consecutive_failures - 1).min(20);
+                let backoff = e.backoff.base_ms.saturating_mul(1 << doublings).min(e.backoff.cap_ms);
+                self.cooldown_until_ms = self.cooldown_until_ms.max(e.now_ms + backoff);
+                if self.consecutive_failures >= e.backoff.circuit_threshold {
+                    self.circuit_open_until_ms = e.now_ms + e.backoff.circuit_open_ms;
+                }
+            }
+            Some(ErrorClass::AuthInvalid) | Some(ErrorClass::Gone) => {
+                self.disabled = Some(e.message.clone());
+            }
+            Some(_) => {}
+        }
+        self.last_class = Some(LastOutcome::from(e.class));
+        self.last_at_ms = e.now_ms;
+    }
+}
+
+/// One attempt's effect on its provider's shared state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEvent {
+    pub provider: String,
+    pub now_ms: u64,
+    pub minute: u64,
+    pub day: u64,
+    pub tokens: u64,
+    /// `None` on success.
+    pub class: Option<ErrorClass>,
+    /// From a retry hint, a quota reset, or a success whose headers said nothing is left (0 = none).
+    pub cooldown_until_ms: u64,
+    /// Short reason, kept when the class disables the provider.
+    pub message: String,
+    pub backoff: BackoffPolicy,
+    /// How long the call took (ms, engine clock): folded into the latency average on success.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// What the store needs to decide on alerts (the providers, the flap window).
+    #[serde(default)]
+    pub alerts: crate::domain::alert::AlertRules,
+}
+
+impl ProviderEvent {
+    /// Counts the call against the per-minute token budget (`tpm`): the tokens the provider reported it
+    /// used when it said (input + output), else `estimate` (a failed call, a wire that reports no usage).
+    pub fn count_tokens(&mut self, estimate: u64, reported: Option<Usage>) {
+        let used = reported.map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens));
+        self.tokens = if used > 0 { used } else { estimate };
+    }
+
+    pub fn new(provider: &str, limits: &ProviderLimits, now_ms: u64, backoff: BackoffPolicy) -> Self {
+        Self {
+            provider: provider.to_string(),
+            now_ms,
+            minute: now_ms / MINUTE_MS,
+            day: limits.reset.day(now_ms),
+            tokens: 0,
+            class: None,
+            cooldown_until_ms: 0,
+            message: String::new(),
+            backoff,
+            latency_ms: 0,
+            alerts: crate::domain::alert::AlertRules::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(rfc3339: &str) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_millis() as u64
+    }
+
+    #[test]
+    fn pacific_reset_follows_daylight_time() {
+        // Summer: midnight PDT is 07:00 UTC.
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-07-01T12:00:00Z")),
+            ms("2026-07-02T07:00:00Z")
+        );
+        // Winter: midnight PST is 08:00 UTC.
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-12-01T12:00:00Z")),
+            ms("2026-12-02T08:00:00Z")
+        );
+        // 05:00 UTC on 1 July is still 30 June in California.
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-07-01T05:00:00Z")),
+            ms("2026-07-01T07:00:00Z")
+        );
+        // The day daylight time ends (1 Nov 2026): the next midnight is already PST.
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-11-01T12:00:00Z")),
+            ms("2026-11-02T08:00:00Z")
+        );
+        // The day it starts (8 Mar 2026): the next midnight is PDT.
+        assert_eq!(
+            ResetClock::PacificMidnight.next_reset(ms("2026-03-08T12:00:00Z")),
+            ms("2026-03-09T07:00:00Z")
+        );
+        assert_eq!(
+            ResetClock::UtcMidnight.next_reset(ms("2026-03-08T12:00:00Z")),
+            ms("2026-03-09T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn daily_quota_parks_until_reset_and_rpm_until_next_minute() {
+        let limits = ProviderLimits {
+            rpm: Some(2),
+            rpd: Some(3),
+            tpm: None,
+            reset: ResetClock::UtcMidnight,
+        };
+        let now = ms("2026-11-25T10:00:10Z");
+        let mut s = ProviderState::default();
+        let e = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
+        s.apply(&e);
+        assert_eq!(s.available_at(&limits, now), Availability::At(0));
+        s.apply(&e);
+        assert_eq!(
+            s.available_at(&limits, now),
+            Availability::At(ms("2026-11-25T10:01:00Z"))
+        );
+        let later = ms("2026-11-25T10:05:00Z");
+        s.apply(&ProviderEvent::new("p", &limits, later, BackoffPolicy::default()));
+        assert_eq!(
+            s.available_at(&limits, later),
+            Availability::At(ms("2026-11-26T00:00:00Z"))
+        );
+        assert_eq!(s.remaining(&limits, later), (Some(1), Some(0)));
+    }
+
+    #[test]
+    fn overloads_back_off_exponentially_and_open_the_circuit() {
+        let limits = ProviderLimits::default();
+        let policy = BackoffPolicy {
+            base_ms: 1_000,
+            cap_ms: 10_000,
+            circuit_threshold: 3,
+            circuit_open_ms: 60_000,
+        };
+        let mut s = ProviderState::default();
+        let mut e = ProviderEvent::new("p", &limits, 1_000_000, policy);
+        e.class = Some(ErrorClass::Overloaded);
+        s.apply(&e);
+        assert_eq!(s.cooldown_until_ms, 1_001_000);
+        s.apply(&e);
+        assert_eq!(s.cooldown_until_ms, 1_002_000);
+        s.apply(&e);
+        assert_eq!(s.circuit_open_until_ms, 1_060_000);
+        let mut ok = ProviderEvent::new("p", &limits, 1_070_000, policy);
+        ok.class = None;
+        s.apply(&ok);
+        assert_eq!((s.consecutive_failures, s.circuit_open_until_ms), (0, 0));
+    }
+
+    #[test]
+    fn the_token_budget_counts_reported_usage_and_the_estimate_only_without_it() {
+        let limits = ProviderLimits {
+            tpm: Some(1_000),
+            ..Default::default()
+        };
+        let now = ms("2026-11-25T10:00:10Z");
+        let mut s = ProviderState::default();
+        let mut e = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
+        // The estimate (900) alone would exhaust the minute; the provider said the call used 200 tokens.
+        e.count_tokens(
+            900,
+            Some(Usage {
+                input_tokens: 120,
+                output_tokens: 80,
+            }),
+        );
+        s.apply(&e);
+        assert_eq!(s.minute_tokens, 200);
+        assert_eq!(s.available_at(&limits, now), Availability::At(0));
+        // No usage reported (a failure, a wire without usage): the estimate is counted.
+        e.count_tokens(900, Some(Usage::default()));
+        s.apply(&e);
+        assert_eq!(s.minute_tokens, 1_100);
+        e.count_tokens(900, None);
+        assert_eq!(e.tokens, 900);
+        assert_eq!(
+            s.available_at(&limits, now),
+            Availability::At(ms("2026-11-25T10:01:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_last_outcome_is_stored_as_the_class_name() {
+        let mut s = ProviderState::default();
+        for (outcome, stored) in [
+            (LastOutcome::Ok, "ok"),
+            (LastOutcome::Failed(ErrorClass::RateLimited), "rate_limited"),
+            (LastOutcome::Failed(ErrorClass::QuotaExhausted), "quota_exhausted"),
+            (LastOutcome::Failed(ErrorClass::InvalidOutput), "invalid_output"),
+        ] {
+            s.last_class = Some(outcome);
+            let json = serde_json::to_value(&s).unwrap();
+            assert_eq!(json["lc"], serde_json::json!(stored));
+            assert_eq!(serde_json::from_value::<ProviderState>(json).unwrap(), s);
+        }
+        s.last_class = None;
+        assert!(serde_json::to_value(&s).unwrap().get("lc").is_none());
+        assert!(serde_json::from_str::<ProviderState>(r#"{"lc":"sleepy"}"#).is_err());
+    }
+
+    #[test]
+    fn bad_key_disables_for_everyone() {
+        let limits = ProviderLimits::default();
+        let mut s = ProviderState::default();
+        let mut e = ProviderEvent::new("p", &limits, 5, BackoffPolicy::default());
+        e.class = Some(ErrorClass::AuthInvalid);
+        e.message = "401 invalid api key".into();
+        s.apply(&e);
+        assert_eq!(
+            s.available_at(&limits, 10),
+            Availability::Disabled("401 invalid api key".into())
+        );
+    }
+}

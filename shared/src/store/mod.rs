@@ -1,9 +1,0 @@
-//! Store adapters: in-memory (the embedded default) and Upstash Redis over REST (production), and the
-//! decorators that meter and watch them. Their error is the port's (`ports::StoreError`), so the
-//! engine and the routes never import an adapter.
-
-pub mod incidents;
-pub mod memory;
-pub mod metered;
-pub mod upstash;
-pub mod watch;
