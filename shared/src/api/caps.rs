@@ -13,23 +13,23 @@ use crate::domain::presets::FieldError;
 
 /// Most header fields a request may carry. `stepper-local`'s HTTP server refuses far past this on its
 /// own (with a bare 431); below its hard limit, the answer is this JSON one.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// Most bytes of header names and values in all.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest body accepted by routes that take none (polls, purges, health): room for a stray `{}`.
-pub const MAX_BODYLESS_BYTES: usize = 1024;
+pub(crate) const MAX_BODYLESS_BYTES: usize = 1024;
 /// Deepest nesting of arrays and objects in a JSON body (the body itself is level 1).
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// Longest string anywhere in a JSON body: the longest prompt. Fields with a larger cap of their own
 /// ([`OWN_CAP_FIELDS`]) are checked by their preset.
-pub const MAX_STRING_BYTES: usize = 200_000;
+pub(crate) const MAX_STRING_BYTES: usize = 200_000;
 /// Longest object member name.
-pub const MAX_KEY_BYTES: usize = 256;
+pub(crate) const MAX_KEY_BYTES: usize = 256;
 /// Top-level fields whose preset enforces a larger cap (`diffSummary` is budgeted, not refused).
 const OWN_CAP_FIELDS: [&str; 1] = ["diffSummary"];
 
 /// Refuses requests with too many or too large header fields (431).
-pub async fn header_caps(request: Request, next: Next) -> Response {
+pub(crate) async fn header_caps(request: Request, next: Next) -> Response {
     let headers = request.headers();
     let bytes: usize = headers
         .iter()
@@ -49,7 +49,7 @@ pub async fn header_caps(request: Request, next: Next) -> Response {
 
 /// For routes that take no body: refuses one larger than [`MAX_BODYLESS_BYTES`] (413) without
 /// reading more than that, announced or streamed.
-pub async fn bodyless(request: Request, next: Next) -> Response {
+pub(crate) async fn bodyless(request: Request, next: Next) -> Response {
     let too_large = || {
         ApiError::TooLarge {
             limit: MAX_BODYLESS_BYTES,
@@ -111,7 +111,7 @@ impl ShapeError {
 }
 
 /// Checks a parsed body against the depth and length caps; the error names the JSON path.
-pub fn check_shape(body: &Value) -> Result<(), FieldError> {
+pub(crate) fn check_shape(body: &Value) -> Result<(), FieldError> {
     walk(body, 1, MAX_STRING_BYTES).map_err(ShapeError::into_field_error)
 }
 

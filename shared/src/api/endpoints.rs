@@ -92,7 +92,7 @@ impl Endpoint {
     }
 
     /// The route's metric label, `METHOD /path` (built once per process).
-    pub fn metric_route(self) -> &'static str {
+    pub(crate) fn metric_route(self) -> &'static str {
         static LABELS: std::sync::OnceLock<Vec<(Endpoint, &'static str)>> = std::sync::OnceLock::new();
         let labels = LABELS.get_or_init(|| {
             Endpoint::ALL
@@ -111,7 +111,7 @@ impl Endpoint {
 
     /// Whether the route wants an API key (health, the document and the dashboard's page are public;
     /// the page asks for the key and sends it with the calls it makes).
-    pub fn needs_key(self) -> bool {
+    pub(crate) fn needs_key(self) -> bool {
         !matches!(self, Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard)
     }
 }

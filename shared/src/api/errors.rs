@@ -17,7 +17,7 @@ use crate::domain::presets::FieldError;
 use crate::ports::{QueueError, RateWindow, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("unauthorized")]
     Unauthorized { rejection: Rejection, header: String },
     #[error("{0}")]
@@ -78,12 +78,12 @@ impl From<JobsError> for ApiError {
 /// frees up cannot be known, and a job step takes seconds.
 const IN_FLIGHT_RETRY_AFTER_SECONDS: u64 = 5;
 /// Seconds a client should wait before retrying when a dependency is down.
-pub const RETRY_AFTER_SECONDS: &str = "5";
+pub(crate) const RETRY_AFTER_SECONDS: &str = "5";
 
 /// The machine-readable part of an error answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// A body field is missing or wrong; `field` names it (`callbacks[0].url`, `prompt.template`).
     InvalidRequest,
     /// The body is not a JSON object.
@@ -119,23 +119,23 @@ pub enum ErrorCode {
 
 /// Every error answer: `error` is always there (the old service's callers read only it).
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A human-readable summary; for a bad field, `<field>: <message>`.
-    pub error: String,
+    pub(crate) error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "ErrorCode")]
-    pub code: Option<ErrorCode>,
+    pub(crate) code: Option<ErrorCode>,
     /// The request field at fault (`body` for the body as a whole).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub field: Option<String>,
+    pub(crate) field: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// With `rate_limited` and `too_many_jobs_in_flight`: the same wait as `Retry-After`.
     #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub retry_after_seconds: Option<u64>,
+    pub(crate) retry_after_seconds: Option<u64>,
 }
 
 impl ErrorBody {

@@ -8,14 +8,14 @@ use axum::response::Response;
 
 use crate::ports::{RateLimit, RateWindow};
 
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The policy's name in both fields: one policy applies to an owner.
 const POLICY: &str = "default";
 
 /// `RateLimit-Policy` alone: the owner's quota and window.
-pub fn insert_policy(headers: &mut HeaderMap, limit: RateLimit) {
+pub(crate) fn insert_policy(headers: &mut HeaderMap, limit: RateLimit) {
     let policy = format!("\"{POLICY}\";q={};w={}", limit.limit, limit.window_ms.div_ceil(1000));
     // Digits and quotes only: always a valid value.
     if let Ok(value) = HeaderValue::try_from(policy) {
@@ -24,7 +24,7 @@ pub fn insert_policy(headers: &mut HeaderMap, limit: RateLimit) {
 }
 
 /// Both fields for an owner's window.
-pub fn insert_headers(headers: &mut HeaderMap, window: &RateWindow) {
+pub(crate) fn insert_headers(headers: &mut HeaderMap, window: &RateWindow) {
     insert_policy(headers, window.limit);
     let state = format!("\"{POLICY}\";r={};t={}", window.remaining, window.resets_in_seconds());
     if let Ok(value) = HeaderValue::try_from(state) {
@@ -33,7 +33,7 @@ pub fn insert_headers(headers: &mut HeaderMap, window: &RateWindow) {
 }
 
 /// Adds the owner's rate fields to an answer (nothing when the owner is not rate-limited).
-pub fn with_rate(mut response: Response, rate: Option<RateWindow>) -> Response {
+pub(crate) fn with_rate(mut response: Response, rate: Option<RateWindow>) -> Response {
     if let Some(window) = rate {
         insert_headers(response.headers_mut(), &window);
     }

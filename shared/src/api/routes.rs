@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::caps;
 use super::dashboard;
-pub use super::endpoints::{Endpoint, Function};
+pub(crate) use super::endpoints::{Endpoint, Function};
 use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;
@@ -32,7 +32,7 @@ use crate::domain::presets::Preset;
 use crate::wiring::service::Service;
 
 /// Largest request body accepted (a report with a large diff fits; Lambda's own cap is 6 MB).
-pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 type AppState = Arc<Service>;
 

@@ -20,10 +20,10 @@ use crate::domain::targets::{DeliveryState, DeliveryStatus, TargetKind};
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Timestamp(String);
+pub(crate) struct Timestamp(String);
 
 impl Timestamp {
-    pub fn from_ms(ms: u64) -> Self {
+    pub(crate) fn from_ms(ms: u64) -> Self {
         Self(
             chrono::DateTime::from_timestamp_millis(ms as i64)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -49,38 +49,38 @@ impl JsonSchema for Timestamp {
 /// The status word of an answer that is always the same (`"queued"`, `"completed"`).
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Queued {
+pub(crate) enum Queued {
     Queued,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Completed {
+pub(crate) enum Completed {
     Completed,
 }
 
 /// `202`: a new job, or the identical job already in flight.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct QueuedJob {
-    pub status: Queued,
-    pub job_id: String,
+pub(crate) struct QueuedJob {
+    pub(crate) status: Queued,
+    pub(crate) job_id: String,
     /// Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`.
-    pub status_url: String,
+    pub(crate) status_url: String,
     /// Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
     /// providers' shared state and the jobs due ahead of it (README, "How long will it take?").
     /// Absent when no estimate is possible.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub eta_seconds: Option<u64>,
+    pub(crate) eta_seconds: Option<u64>,
     /// The same estimate as an instant.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub eta_at: Option<Timestamp>,
+    pub(crate) eta_at: Option<Timestamp>,
 }
 
 impl QueuedJob {
-    pub fn new(job_id: &str, status_prefix: &str, eta: Option<Eta>) -> Self {
+    pub(crate) fn new(job_id: &str, status_prefix: &str, eta: Option<Eta>) -> Self {
         Self {
             status: Queued::Queued,
             job_id: job_id.to_string(),
@@ -93,30 +93,30 @@ impl QueuedJob {
 
 /// `200`: an identical job already finished and was not purged or expired.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct CachedJob {
-    pub status: Completed,
+pub(crate) struct CachedJob {
+    pub(crate) status: Completed,
     #[schemars(extend("const" = true))]
-    pub cached: bool,
+    pub(crate) cached: bool,
     /// The job's result: a commit report, or a generic job's output.
-    pub data: std::sync::Arc<Value>,
-    pub metadata: CachedMetadata,
+    pub(crate) data: std::sync::Arc<Value>,
+    pub(crate) metadata: CachedMetadata,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct CachedMetadata {
-    pub provider: String,
-    pub fallback: bool,
-    pub timings: TotalTiming,
+pub(crate) struct CachedMetadata {
+    pub(crate) provider: String,
+    pub(crate) fallback: bool,
+    pub(crate) timings: TotalTiming,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TotalTiming {
-    pub total_ms: u64,
+pub(crate) struct TotalTiming {
+    pub(crate) total_ms: u64,
 }
 
 /// The `200 cached` answer of a submit that met a finished identical job.
-pub fn cached(result: &JobResult) -> CachedJob {
+pub(crate) fn cached(result: &JobResult) -> CachedJob {
     CachedJob {
         status: Completed::Completed,
         cached: true,
@@ -133,28 +133,28 @@ pub fn cached(result: &JobResult) -> CachedJob {
 
 /// `DELETE /v1/reports`: the commit's job is gone (or was not there: the answer is the same).
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct PurgedReport {
+pub(crate) struct PurgedReport {
     #[schemars(extend("const" = true))]
-    pub success: bool,
+    pub(crate) success: bool,
     /// `Cache entry deleted`.
-    pub message: String,
+    pub(crate) message: String,
     /// Whether a job was there to delete.
-    pub deleted: bool,
+    pub(crate) deleted: bool,
 }
 
 /// `DELETE /v1/jobs/{jobId}`.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct PurgedJob {
+pub(crate) struct PurgedJob {
     #[schemars(extend("const" = true))]
-    pub success: bool,
+    pub(crate) success: bool,
     /// `Job deleted`.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A job's status word: anything but `completed` and `failed` means "poll again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StatusWord {
+pub(crate) enum StatusWord {
     /// Queued, no attempt under way.
     Waiting,
     /// A provider call is under way.
@@ -168,7 +168,7 @@ pub enum StatusWord {
 impl StatusWord {
     /// The word for a stored state; `running` (a step holds the job's lease, which the store reports
     /// beside the record) makes an unfinished job `active`: being worked on is not a stored state.
-    pub fn of(state: JobState, running: bool) -> Self {
+    pub(crate) fn of(state: JobState, running: bool) -> Self {
         match state {
             JobState::Succeeded => StatusWord::Completed,
             JobState::Failed => StatusWord::Failed,
@@ -182,27 +182,27 @@ impl StatusWord {
 /// One provider attempt.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AttemptView {
-    pub provider: String,
+pub(crate) struct AttemptView {
+    pub(crate) provider: String,
     /// 1-based, counted across the whole job.
-    pub attempt_number: u32,
-    pub duration_ms: u64,
+    pub(crate) attempt_number: u32,
+    pub(crate) duration_ms: u64,
     /// What went wrong (absent on success).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The outcome class: `rate_limited`, `quota_exhausted`, `overloaded`, `auth_invalid`, `bad_request`,
     /// `filtered`, `invalid_output`, `gone` (absent on success; new classes may appear).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub error_code: Option<ErrorClass>,
+    pub(crate) error_code: Option<ErrorClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub retry_after_seconds: Option<u64>,
+    pub(crate) retry_after_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u16")]
-    pub http_status: Option<u16>,
-    pub at: Timestamp,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) at: Timestamp,
 }
 
 impl From<&Attempt> for AttemptView {
@@ -224,7 +224,7 @@ impl From<&Attempt> for AttemptView {
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryKind {
+pub(crate) enum DeliveryKind {
     /// The job's `callbackUrl` (signed webhook).
     Webhook,
     /// An entry of `callbacks`.
@@ -242,7 +242,7 @@ impl From<TargetKind> for DeliveryKind {
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryWord {
+pub(crate) enum DeliveryWord {
     Pending,
     Delivered,
     /// Every attempt failed (or the address was refused): the dead letter.
@@ -265,29 +265,29 @@ impl From<DeliveryStatus> for DeliveryWord {
 /// A webhook or callback the finished job owes.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DeliveryView {
-    pub kind: DeliveryKind,
+pub(crate) struct DeliveryView {
+    pub(crate) kind: DeliveryKind,
     /// The target's origin only: a callback URL may carry the caller's token in its path or query.
-    pub target: String,
+    pub(crate) target: String,
     /// The `webhook-id` header of every attempt of this delivery, redeliveries included.
-    pub webhook_id: String,
-    pub status: DeliveryWord,
+    pub(crate) webhook_id: String,
+    pub(crate) status: DeliveryWord,
     /// Attempts made, across redeliveries.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// How often it was redelivered (`POST /v1/jobs/{jobId}/deliveries/redeliver`); absent when never.
     #[serde(skip_serializing_if = "is_zero")]
     #[schemars(with = "u32")]
-    pub redeliveries: u32,
+    pub(crate) redeliveries: u32,
     /// The HTTP status of the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u16")]
-    pub last_status: Option<u16>,
+    pub(crate) last_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub next_attempt_at: Option<Timestamp>,
+    pub(crate) next_attempt_at: Option<Timestamp>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -296,7 +296,7 @@ fn is_zero(n: &u32) -> bool {
 
 impl DeliveryView {
     /// The `index`-th delivery of `job`.
-    pub fn of(job: &Job, index: usize, d: &DeliveryState) -> Self {
+    pub(crate) fn of(job: &Job, index: usize, d: &DeliveryState) -> Self {
         Self {
             kind: d.target.kind.into(),
             target: url::Url::parse(&d.target.url)
@@ -316,68 +316,68 @@ impl DeliveryView {
 /// A completed job's result.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobData {
+pub(crate) struct JobData {
     /// A commit report, or a generic job's output (JSON, or a string in text mode).
-    pub result: std::sync::Arc<Value>,
+    pub(crate) result: std::sync::Arc<Value>,
     /// The provider that produced the result (`fallback` for the commit report's template).
-    pub used_provider: String,
-    pub providers_attempted: Vec<AttemptView>,
-    pub fallback: bool,
-    pub timings: Timings,
+    pub(crate) used_provider: String,
+    pub(crate) providers_attempted: Vec<AttemptView>,
+    pub(crate) fallback: bool,
+    pub(crate) timings: Timings,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Timings {
-    pub total_ms: u64,
-    pub provider_ms: u64,
+pub(crate) struct Timings {
+    pub(crate) total_ms: u64,
+    pub(crate) provider_ms: u64,
 }
 
 /// `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobView {
-    pub id: String,
-    pub status: StatusWord,
+pub(crate) struct JobView {
+    pub(crate) id: String,
+    pub(crate) status: StatusWord,
     /// 0 until the job is finished, then 100.
     #[schemars(extend("enum" = [0, 100]))]
-    pub progress: u8,
+    pub(crate) progress: u8,
     /// Only when `status` is `completed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "JobData")]
-    pub data: Option<JobData>,
+    pub(crate) data: Option<JobData>,
     /// Only when `status` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub error: Option<String>,
-    pub attempts: Vec<AttemptView>,
-    pub created_at: Timestamp,
+    pub(crate) error: Option<String>,
+    pub(crate) attempts: Vec<AttemptView>,
+    pub(crate) created_at: Timestamp,
     /// When the job gives up if it has not finished.
-    pub deadline: Timestamp,
+    pub(crate) deadline: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub next_attempt_at: Option<Timestamp>,
+    pub(crate) next_attempt_at: Option<Timestamp>,
     /// Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
     /// ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
     /// "How long will it take?"). Absent when no estimate is possible.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub eta_seconds: Option<u64>,
+    pub(crate) eta_seconds: Option<u64>,
     /// The same estimate as an instant.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub eta_at: Option<Timestamp>,
+    pub(crate) eta_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub finished_at: Option<Timestamp>,
+    pub(crate) finished_at: Option<Timestamp>,
     /// The webhooks and callbacks of a finished job (absent when it has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub deliveries: Vec<DeliveryView>,
+    pub(crate) deliveries: Vec<DeliveryView>,
 }
 
 /// `GET /v1/jobs/{id}`: the contract's fields plus attempts, timing, the next attempt's time and,
 /// while the job is unfinished, its ETA.
-pub fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
+pub(crate) fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
     let eta = eta.filter(|_| !job.state.is_finished());
     let attempts: Vec<AttemptView> = job.attempts.iter().map(AttemptView::from).collect();
     let data = match (job.state, &job.result) {
@@ -422,15 +422,15 @@ fn deliveries(job: &Job) -> Vec<DeliveryView> {
 /// delivery's state (as on poll).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Redelivered {
-    pub job_id: String,
+pub(crate) struct Redelivered {
+    pub(crate) job_id: String,
     /// Deliveries made due now: dead ones (and the callbacks their death skipped) start a new round with
     /// the same `webhook-id` and a fresh timestamp; pending ones waiting for a retry go at once.
-    pub redelivered: usize,
-    pub deliveries: Vec<DeliveryView>,
+    pub(crate) redelivered: usize,
+    pub(crate) deliveries: Vec<DeliveryView>,
 }
 
-pub fn redelivered(job: &Job, count: usize) -> Redelivered {
+pub(crate) fn redelivered(job: &Job, count: usize) -> Redelivered {
     Redelivered {
         job_id: job.id.clone(),
         redelivered: count,
@@ -441,52 +441,52 @@ pub fn redelivered(job: &Job, count: usize) -> Redelivered {
 /// `GET /v1/jobs`: the key owner's jobs at a glance (the dashboard's data), read in one store request.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobsOverview {
-    pub counts: JobCounts,
+pub(crate) struct JobsOverview {
+    pub(crate) counts: JobCounts,
     /// The owner's unfinished jobs; `counts` covers the oldest `counted` of them.
-    pub unfinished: u64,
-    pub counted: u64,
+    pub(crate) unfinished: u64,
+    pub(crate) counted: u64,
     /// The oldest unfinished jobs, oldest first (at most 20), as a poll shows them.
-    pub oldest: Vec<JobView>,
+    pub(crate) oldest: Vec<JobView>,
     /// Finished jobs with a dead-lettered delivery (at most 20, soonest to expire first): each can be
     /// sent again with `POST /v1/jobs/{jobId}/deliveries/redeliver`.
-    pub dead_letters: Vec<JobView>,
+    pub(crate) dead_letters: Vec<JobView>,
     /// Today's (UTC) provider attempts by outcome, every owner's (providers are shared).
-    pub attempts_today: Vec<ProviderAttempts>,
+    pub(crate) attempts_today: Vec<ProviderAttempts>,
     /// Where "today" starts (UTC midnight).
-    pub day: Timestamp,
-    pub timestamp: Timestamp,
+    pub(crate) day: Timestamp,
+    pub(crate) timestamp: Timestamp,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobCounts {
+pub(crate) struct JobCounts {
     /// Queued, no attempt under way.
-    pub waiting: u64,
+    pub(crate) waiting: u64,
     /// A provider call is under way.
-    pub active: u64,
+    pub(crate) active: u64,
     /// Every usable provider is cooling down.
-    pub delayed: u64,
+    pub(crate) delayed: u64,
     /// Finished today (UTC).
-    pub completed_today: u64,
-    pub failed_today: u64,
+    pub(crate) completed_today: u64,
+    pub(crate) failed_today: u64,
     /// Finished jobs holding a dead-lettered delivery.
-    pub dead_lettered: u64,
+    pub(crate) dead_lettered: u64,
 }
 
 /// One provider's attempts today.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct ProviderAttempts {
-    pub provider: String,
-    pub total: u64,
+pub(crate) struct ProviderAttempts {
+    pub(crate) provider: String,
+    pub(crate) total: u64,
     /// Attempts by outcome: `ok`, or the error class (`rate_limited`, `quota_exhausted`, `overloaded`, …).
-    pub outcomes: std::collections::BTreeMap<String, u64>,
+    pub(crate) outcomes: std::collections::BTreeMap<String, u64>,
 }
 
 /// The overview's answer from what the store read.
 /// `etas` gives each of the oldest unfinished jobs its estimate, in their order (the engine's, from what
 /// the overview script read for it).
-pub fn jobs_overview(overview: &crate::ports::Overview, now: u64, etas: &[Option<Eta>]) -> JobsOverview {
+pub(crate) fn jobs_overview(overview: &crate::ports::Overview, now: u64, etas: &[Option<Eta>]) -> JobsOverview {
     let mut attempts: Vec<ProviderAttempts> = Vec::new();
     for count in &overview.attempts_today {
         match attempts.last_mut() {
@@ -532,7 +532,7 @@ pub fn jobs_overview(overview: &crate::ports::Overview, now: u64, etas: &[Option
 /// `GET /health`'s status word: the instance is up and its store answers, or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum LiveWord {
+pub(crate) enum LiveWord {
     /// Up, and the store answered its last check.
     Healthy,
     /// The store did not answer its last check: `GET /health` answers 503.
@@ -541,7 +541,7 @@ pub enum LiveWord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StoreReach {
+pub(crate) enum StoreReach {
     Reachable,
     Unreachable,
 }
@@ -550,15 +550,15 @@ pub enum StoreReach {
 /// the authenticated `GET /v1/providers`. The store check is cached per instance ([`HEALTH_CHECK_EVERY`]).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Liveness {
-    pub status: LiveWord,
-    pub store: StoreReach,
+pub(crate) struct Liveness {
+    pub(crate) status: LiveWord,
+    pub(crate) store: StoreReach,
     /// When this instance last asked the store (answers in between reuse that check).
-    pub checked_at: Timestamp,
+    pub(crate) checked_at: Timestamp,
 }
 
 /// `GET /health`'s answer from the instance's store check.
-pub fn liveness(check: StoreCheck) -> Liveness {
+pub(crate) fn liveness(check: StoreCheck) -> Liveness {
     Liveness {
         status: if check.reachable {
             LiveWord::Healthy
@@ -576,7 +576,7 @@ pub fn liveness(check: StoreCheck) -> Liveness {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
+pub(crate) enum HealthStatus {
     /// Every provider is usable.
     Healthy,
     /// Some providers are disabled or their circuit is open.
@@ -587,52 +587,52 @@ pub enum HealthStatus {
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StoreWord {
+pub(crate) enum StoreWord {
     Unavailable,
 }
 
 /// `GET /v1/providers`.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct Health {
-    pub status: HealthStatus,
-    pub providers: Vec<ProviderHealth>,
-    pub timestamp: Timestamp,
+pub(crate) struct Health {
+    pub(crate) status: HealthStatus,
+    pub(crate) providers: Vec<ProviderHealth>,
+    pub(crate) timestamp: Timestamp,
     /// Present only when the job store could not be read (the providers' state is then unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "StoreWord")]
-    pub store: Option<StoreWord>,
+    pub(crate) store: Option<StoreWord>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct ProviderHealth {
-    pub name: String,
-    pub healthy: bool,
+pub(crate) struct ProviderHealth {
+    pub(crate) name: String,
+    pub(crate) healthy: bool,
     /// The shared quota state; absent when the store could not be read.
     #[serde(flatten)]
-    pub quota: Option<ProviderQuota>,
+    pub(crate) quota: Option<ProviderQuota>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ProviderQuota {
+pub(crate) struct ProviderQuota {
     /// False once a provider is disabled for everyone (a bad key, a retired model).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub disabled_reason: Option<String>,
+    pub(crate) disabled_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub cooling_down_until: Option<Timestamp>,
+    pub(crate) cooling_down_until: Option<Timestamp>,
     /// Null when no per-minute limit is configured.
-    pub requests_left_minute: Option<u64>,
+    pub(crate) requests_left_minute: Option<u64>,
     /// Null when no per-day limit is configured.
-    pub requests_left_day: Option<u64>,
+    pub(crate) requests_left_day: Option<u64>,
     /// The class of the last failed outcome, null when the last one succeeded or none happened.
     #[schemars(with = "Option<String>")]
-    pub last_error_class: Option<ErrorClass>,
+    pub(crate) last_error_class: Option<ErrorClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Timestamp")]
-    pub last_at: Option<Timestamp>,
+    pub(crate) last_at: Option<Timestamp>,
 }
 
 /// One provider's health from its shared state.
@@ -661,7 +661,7 @@ fn provider_health(name: &str, limits: &ProviderLimits, state: &ProviderState, n
 }
 
 /// Health and per-provider shared state (`GET /v1/providers`).
-pub fn health(read: &ProviderStates<'_>) -> Health {
+pub(crate) fn health(read: &ProviderStates<'_>) -> Health {
     let now = read.now_ms;
     let Some(states) = &read.states else {
         let providers = read
@@ -1063,7 +1063,7 @@ mod tests {
 /// Whose spending a `GET /v1/budget` answer shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum BudgetScope {
+pub(crate) enum BudgetScope {
     /// The key's owner's own calls.
     Owner,
     /// The whole deployment (the configured `STEPPER_ADMIN_OWNER`): every owner's calls and the
@@ -1074,15 +1074,15 @@ pub enum BudgetScope {
 /// What one scope spent in one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BudgetWindow {
+pub(crate) struct BudgetWindow {
     /// Jobs created.
-    pub jobs: u64,
+    pub(crate) jobs: u64,
     /// Upstash commands billed (a script is one).
-    pub store_commands: u64,
+    pub(crate) store_commands: u64,
     /// Lambda invocations (one per route call and per step or sweep message).
-    pub lambda_invocations: u64,
+    pub(crate) lambda_invocations: u64,
     /// SQS requests (per step or sweep message: its send, the event source's receive and delete).
-    pub sqs_requests: u64,
+    pub(crate) sqs_requests: u64,
 }
 
 impl From<budget::Tally> for BudgetWindow {
@@ -1100,10 +1100,10 @@ impl From<budget::Tally> for BudgetWindow {
 /// UTC calendar month so far.
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BudgetWindows {
-    pub hour: BudgetWindow,
-    pub day: BudgetWindow,
-    pub month: BudgetWindow,
+pub(crate) struct BudgetWindows {
+    pub(crate) hour: BudgetWindow,
+    pub(crate) day: BudgetWindow,
+    pub(crate) month: BudgetWindow,
 }
 
 impl From<&budget::Windows> for BudgetWindows {
@@ -1119,24 +1119,24 @@ impl From<&budget::Windows> for BudgetWindows {
 /// This month's spending divided by the jobs created this month (0 when none were).
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PerJob {
-    pub store_commands: f64,
-    pub lambda_invocations: f64,
-    pub sqs_requests: f64,
+pub(crate) struct PerJob {
+    pub(crate) store_commands: f64,
+    pub(crate) lambda_invocations: f64,
+    pub(crate) sqs_requests: f64,
 }
 
 /// One resource's month against its free tier.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ResourceProjection {
+pub(crate) struct ResourceProjection {
     /// Spent this month so far.
-    pub spent: u64,
+    pub(crate) spent: u64,
     /// At the current rate (the last 24 hours' spending over the time it spans), linearly, by the
     /// month's end.
-    pub projected: u64,
-    pub free_tier: u64,
+    pub(crate) projected: u64,
+    pub(crate) free_tier: u64,
     /// When the free tier runs out at the current rate (now when it has); null when not this month.
-    pub runs_out_at: Option<Timestamp>,
+    pub(crate) runs_out_at: Option<Timestamp>,
 }
 
 impl From<budget::Projection> for ResourceProjection {
@@ -1153,7 +1153,7 @@ impl From<budget::Projection> for ResourceProjection {
 /// A resource the free tiers limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum BudgetResource {
+pub(crate) enum BudgetResource {
     StoreCommands,
     LambdaInvocations,
     SqsRequests,
@@ -1162,49 +1162,49 @@ pub enum BudgetResource {
 /// The first free tier to run out this month.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RunsOut {
-    pub resource: BudgetResource,
-    pub at: Timestamp,
+pub(crate) struct RunsOut {
+    pub(crate) resource: BudgetResource,
+    pub(crate) at: Timestamp,
 }
 
 /// The month's projection against the free tiers (Upstash 500K commands, Lambda 1M requests, SQS 1M requests).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BudgetProjection {
+pub(crate) struct BudgetProjection {
     /// The UTC calendar month, `2026-11`.
-    pub month: String,
-    pub store_commands: ResourceProjection,
-    pub lambda_invocations: ResourceProjection,
-    pub sqs_requests: ResourceProjection,
-    pub first_runs_out: Option<RunsOut>,
+    pub(crate) month: String,
+    pub(crate) store_commands: ResourceProjection,
+    pub(crate) lambda_invocations: ResourceProjection,
+    pub(crate) sqs_requests: ResourceProjection,
+    pub(crate) first_runs_out: Option<RunsOut>,
 }
 
 /// One owner's windows in the deployment's view.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OwnerBudget {
-    pub owner: String,
-    pub windows: BudgetWindows,
+pub(crate) struct OwnerBudget {
+    pub(crate) owner: String,
+    pub(crate) windows: BudgetWindows,
 }
 
 /// `GET /v1/budget`: what this deployment (or the key's owner) spent on Upstash, Lambda and SQS, and
 /// the month's projection against the free tiers.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Budget {
-    pub scope: BudgetScope,
+pub(crate) struct Budget {
+    pub(crate) scope: BudgetScope,
     /// The key's owner.
-    pub owner: String,
-    pub windows: BudgetWindows,
-    pub per_job: PerJob,
-    pub projection: BudgetProjection,
+    pub(crate) owner: String,
+    pub(crate) windows: BudgetWindows,
+    pub(crate) per_job: PerJob,
+    pub(crate) projection: BudgetProjection,
     /// Each owner's windows, in the deployment's view only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owners: Option<Vec<OwnerBudget>>,
+    pub(crate) owners: Option<Vec<OwnerBudget>>,
 }
 
 /// The budget answer from a read's buckets: the deployment's when `deployment`, else `owner`'s.
-pub fn budget(owner: &str, deployment: bool, spent: &budget::Spent, now_ms: u64) -> Budget {
+pub(crate) fn budget(owner: &str, deployment: bool, spent: &budget::Spent, now_ms: u64) -> Budget {
     let scope = (!deployment).then_some(owner);
     let w = budget::windows(spent, scope, now_ms);
     let p = budget::project_month(&w, now_ms);

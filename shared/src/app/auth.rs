@@ -21,7 +21,7 @@ pub enum AuthError {
 
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     Missing,
     Invalid,
 }
@@ -84,7 +84,7 @@ impl ApiKeys {
     }
 
     /// The owners keys belong to.
-    pub fn owners(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn owners(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| e.owner.as_str())
     }
 
@@ -93,7 +93,7 @@ impl ApiKeys {
     }
 
     /// The owner a request's key belongs to.
-    pub fn owner(&self, headers: &HeaderMap) -> Result<String, Rejection> {
+    pub(crate) fn owner(&self, headers: &HeaderMap) -> Result<String, Rejection> {
         if self.is_open() {
             return Ok(OPEN_OWNER.to_string());
         }

@@ -23,7 +23,7 @@ use crate::ports::{
 
 /// Why a use case did not do what was asked. Mapped to HTTP once, in `api/errors.rs`.
 #[derive(Debug, thiserror::Error)]
-pub enum JobsError {
+pub(crate) enum JobsError {
     /// The owner's request budget for this window is spent: nothing was done.
     #[error("rate limited")]
     RateLimited(RateWindow),
@@ -52,9 +52,9 @@ pub enum JobsError {
 /// after it (None when the owner is not rate-limited), to be announced with the answer, refusals
 /// found after the count (`NotFound`, …) included.
 #[derive(Debug)]
-pub struct Counted<T> {
-    pub outcome: Result<T, JobsError>,
-    pub rate: Option<RateWindow>,
+pub(crate) struct Counted<T> {
+    pub(crate) outcome: Result<T, JobsError>,
+    pub(crate) rate: Option<RateWindow>,
 }
 
 impl<T> Counted<T> {
@@ -90,36 +90,36 @@ fn admitted<T>(owner: &str, admission: Admission<T>) -> Result<(T, Option<RateWi
 
 /// An unfinished job's expected end (engine/eta.rs) as seen at `now_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Eta {
-    pub at_ms: u64,
-    pub now_ms: u64,
+pub(crate) struct Eta {
+    pub(crate) at_ms: u64,
+    pub(crate) now_ms: u64,
 }
 
 impl Eta {
     /// The estimate `at_ms` (if any) as seen at `now_ms`.
-    pub fn of(at_ms: Option<u64>, now_ms: u64) -> Option<Self> {
+    pub(crate) fn of(at_ms: Option<u64>, now_ms: u64) -> Option<Self> {
         at_ms.map(|at_ms| Self { at_ms, now_ms })
     }
 
     /// Whole seconds from now, rounded up (never negative).
-    pub fn seconds(self) -> u64 {
+    pub(crate) fn seconds(self) -> u64 {
         self.at_ms.saturating_sub(self.now_ms).div_ceil(1000)
     }
 }
 
 /// A parsed job request, whichever preset it came from.
 #[derive(Debug)]
-pub struct Submission {
+pub(crate) struct Submission {
     /// What makes two requests the same job (with the owner: the job id).
-    pub identity: String,
-    pub spec: JobSpec,
+    pub(crate) identity: String,
+    pub(crate) spec: JobSpec,
     /// The caller's deadline; the configured default when absent.
-    pub deadline_seconds: Option<u64>,
+    pub(crate) deadline_seconds: Option<u64>,
 }
 
 /// What a submit did.
 #[derive(Debug)]
-pub enum SubmitOutcome {
+pub(crate) enum SubmitOutcome {
     /// A new job, or the identical job in flight (queued again): poll it.
     Queued { job_id: String, eta: Option<Eta> },
     /// The identical job already succeeded and is still kept: its result.
@@ -128,55 +128,55 @@ pub enum SubmitOutcome {
 
 /// A job as a poll sees it.
 #[derive(Debug)]
-pub struct Polled {
-    pub job: Job,
+pub(crate) struct Polled {
+    pub(crate) job: Job,
     /// A step holds the job's lease right now.
-    pub running: bool,
-    pub eta: Option<Eta>,
+    pub(crate) running: bool,
+    pub(crate) eta: Option<Eta>,
 }
 
 /// A redelivery made: the job as written, and how many deliveries were made due now.
 #[derive(Debug)]
-pub struct Redelivery {
-    pub job: Job,
-    pub due: usize,
+pub(crate) struct Redelivery {
+    pub(crate) job: Job,
+    pub(crate) due: usize,
 }
 
 /// `GET /health`'s store check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreCheck {
-    pub reachable: bool,
-    pub checked_at_ms: u64,
+pub(crate) struct StoreCheck {
+    pub(crate) reachable: bool,
+    pub(crate) checked_at_ms: u64,
 }
 
 /// Every configured provider and, when the store could be read, its shared state.
-pub struct ProviderStates<'a> {
-    pub now_ms: u64,
-    pub providers: &'a [ProviderSlot],
+pub(crate) struct ProviderStates<'a> {
+    pub(crate) now_ms: u64,
+    pub(crate) providers: &'a [ProviderSlot],
     /// `None`: the store could not be read (the providers' state is unknown).
-    pub states: Option<HashMap<String, ProviderState>>,
+    pub(crate) states: Option<HashMap<String, ProviderState>>,
 }
 
 /// `GET /v1/jobs`'s read, and the ETA of each of its oldest unfinished jobs (in their order).
 #[derive(Debug)]
-pub struct OverviewRead {
-    pub overview: Overview,
-    pub etas: Vec<Option<Eta>>,
-    pub now_ms: u64,
+pub(crate) struct OverviewRead {
+    pub(crate) overview: Overview,
+    pub(crate) etas: Vec<Option<Eta>>,
+    pub(crate) now_ms: u64,
 }
 
 /// What an owner (or, for the admin owner, the deployment) spent.
 #[derive(Debug)]
-pub struct BudgetRead {
+pub(crate) struct BudgetRead {
     /// The owner is the configured admin owner: the answer covers the whole deployment.
-    pub deployment: bool,
-    pub spent: Spent,
-    pub now_ms: u64,
+    pub(crate) deployment: bool,
+    pub(crate) spent: Spent,
+    pub(crate) now_ms: u64,
 }
 
 /// What `GET /v1/jobs` reads: the state of the owner's oldest 1,000 unfinished jobs (the default cap on
 /// jobs in flight), 20 of them whole, and 20 dead-lettered jobs.
-pub const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
+pub(crate) const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
     scan: 1000,
     oldest: 20,
     dead: 20,
@@ -186,28 +186,28 @@ pub const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
 const READ_WITHOUT_GRACE: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// However often `/health` is called, an instance asks the store at most once in this long.
-pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// The instance's last store check, shared by every `/health` request of the process.
 #[derive(Debug, Default)]
-pub struct HealthCache {
+pub(crate) struct HealthCache {
     last: tokio::sync::Mutex<Option<(tokio::time::Instant, StoreCheck)>>,
 }
 
 /// The use cases, over the engine's ports. Borrowed from the [`crate::wiring::service::Service`] per request.
 #[derive(Clone, Copy)]
-pub struct Jobs<'a> {
+pub(crate) struct Jobs<'a> {
     engine: &'a Engine,
     health: &'a HealthCache,
 }
 
 impl<'a> Jobs<'a> {
-    pub fn new(engine: &'a Engine, health: &'a HealthCache) -> Self {
+    pub(crate) fn new(engine: &'a Engine, health: &'a HealthCache) -> Self {
         Self { engine, health }
     }
 
     /// The owner's request budget (`None`: not rate-limited), announced by answers that are not counted.
-    pub fn rate_limit(&self, owner: &str) -> Option<RateLimit> {
+    pub(crate) fn rate_limit(&self, owner: &str) -> Option<RateLimit> {
         self.engine.settings().limits.for_owner(owner).rate
     }
 
@@ -254,7 +254,11 @@ impl<'a> Jobs<'a> {
 
     /// Checks the targets, creates the job (or meets the identical one) and queues its first step; a
     /// job whose first step could not be queued is undone.
-    pub async fn submit(&self, owner: String, submission: Submission) -> Result<Counted<SubmitOutcome>, JobsError> {
+    pub(crate) async fn submit(
+        &self,
+        owner: String,
+        submission: Submission,
+    ) -> Result<Counted<SubmitOutcome>, JobsError> {
         let Submission {
             identity,
             mut spec,
@@ -354,7 +358,7 @@ impl<'a> Jobs<'a> {
     }
 
     /// Reads the owner's job; the first read of a finished job shortens its life to the grace.
-    pub async fn poll(&self, owner: &str, job_id: &str) -> Result<Counted<Polled>, JobsError> {
+    pub(crate) async fn poll(&self, owner: &str, job_id: &str) -> Result<Counted<Polled>, JobsError> {
         let settings = self.engine.settings();
         let grace = Duration::from_millis(settings.delivery_grace_ms);
         let rate = settings.limits.for_owner(owner).rate;
@@ -376,7 +380,7 @@ impl<'a> Jobs<'a> {
     }
 
     /// Deletes the owner's job by id; `NotFound` when there was none.
-    pub async fn purge(&self, owner: &str, job_id: &str) -> Result<Counted<()>, JobsError> {
+    pub(crate) async fn purge(&self, owner: &str, job_id: &str) -> Result<Counted<()>, JobsError> {
         let (deleted, rate) = self.purge_counted(owner, job_id).await?;
         Ok(if deleted {
             Counted::ok((), rate)
@@ -386,7 +390,7 @@ impl<'a> Jobs<'a> {
     }
 
     /// Deletes the owner's job of this identity (a commit report's); answers whether one was there.
-    pub async fn purge_identity(&self, owner: &str, identity: &str) -> Result<Counted<bool>, JobsError> {
+    pub(crate) async fn purge_identity(&self, owner: &str, identity: &str) -> Result<Counted<bool>, JobsError> {
         let (deleted, rate) = self.purge_counted(owner, &job_id(owner, identity)).await?;
         Ok(Counted::ok(deleted, rate))
     }
@@ -399,7 +403,7 @@ impl<'a> Jobs<'a> {
     /// Sends the job's dead (and failed, waiting) deliveries again now, each with its own `webhook-id`
     /// and a fresh timestamp. Counted like a poll: one counted read, then the write, fenced on the step
     /// the read saw (a delivery attempt that ends in between wins: `Changed`), then the step message.
-    pub async fn redeliver(&self, owner: &str, job_id: &str) -> Result<Counted<Redelivery>, JobsError> {
+    pub(crate) async fn redeliver(&self, owner: &str, job_id: &str) -> Result<Counted<Redelivery>, JobsError> {
         let engine = self.engine;
         let rate = self.rate_limit(owner);
         let (read, rate) = admitted(
@@ -447,7 +451,7 @@ impl<'a> Jobs<'a> {
     /// Whether the store answers: the cached check, or a fresh one when it is older than
     /// [`HEALTH_CHECK_EVERY`]. Concurrent callers wait for the one check under way instead of each
     /// asking the store.
-    pub async fn store_check(&self) -> StoreCheck {
+    pub(crate) async fn store_check(&self) -> StoreCheck {
         let mut last = self.health.last.lock().await;
         if let Some((at, check)) = last.as_ref() {
             if at.elapsed() < HEALTH_CHECK_EVERY {
@@ -470,7 +474,7 @@ impl<'a> Jobs<'a> {
     }
 
     /// Every provider's shared quota state (not counted: it reads no job).
-    pub async fn provider_states(&self) -> ProviderStates<'a> {
+    pub(crate) async fn provider_states(&self) -> ProviderStates<'a> {
         let now_ms = self.engine.clock().now_ms();
         let states = match self.engine.store().provider_states().await {
             Ok(states) => Some(states),
@@ -487,7 +491,7 @@ impl<'a> Jobs<'a> {
     }
 
     /// The owner's jobs at a glance (the dashboard's data): one store request, counted like a poll.
-    pub async fn overview(&self, owner: &str) -> Result<Counted<OverviewRead>, JobsError> {
+    pub(crate) async fn overview(&self, owner: &str) -> Result<Counted<OverviewRead>, JobsError> {
         let engine = self.engine;
         let rate = self.rate_limit(owner);
         let (overview, rate) = admitted(owner, engine.store().overview(owner, OVERVIEW_BOUNDS, rate).await?)?;
@@ -502,7 +506,7 @@ impl<'a> Jobs<'a> {
 
     /// What the owner spent, or the whole deployment for the configured admin owner. One store
     /// request, not counted against the rate limit.
-    pub async fn budget(&self, owner: &str) -> Result<BudgetRead, JobsError> {
+    pub(crate) async fn budget(&self, owner: &str) -> Result<BudgetRead, JobsError> {
         let engine = self.engine;
         let deployment = engine.settings().admin_owner.as_deref() == Some(owner);
         let spent = engine.store().spent(owner, deployment).await?;

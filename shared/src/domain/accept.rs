@@ -11,7 +11,7 @@ use crate::domain::llm::{FinishReason, ResponseFormat};
 use crate::domain::presets::commit_report;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OutputError {
+pub(crate) enum OutputError {
     #[error("the answer was cut by the token limit")]
     Truncated,
     #[error("the answer is empty")]
@@ -39,7 +39,7 @@ fn looks_like_html(text: &str) -> bool {
 
 /// The first JSON object or array in the text: after a code fence if there is one, else anywhere in
 /// the prose. Trailing text after the value is ignored.
-pub fn extract_json(text: &str) -> Option<Value> {
+pub(crate) fn extract_json(text: &str) -> Option<Value> {
     let fenced = text
         .split("```")
         .nth(1)
@@ -111,7 +111,7 @@ fn validate(schema: &Arc<Value>, value: &Value) -> Result<(), OutputError> {
 }
 
 /// Turns an answer into the job's result.
-pub fn accept(text: &str, finish: FinishReason, spec: &JobSpec) -> Result<Value, OutputError> {
+pub(crate) fn accept(text: &str, finish: FinishReason, spec: &JobSpec) -> Result<Value, OutputError> {
     if text.trim().is_empty() {
         return Err(OutputError::Empty);
     }

@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 /// How loud an alert is (the Discord embed's colour, the Slack emoji).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Severity {
+pub(crate) enum Severity {
     Info,
     Warning,
     Critical,
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
@@ -63,7 +63,7 @@ pub enum Incident {
 }
 
 impl Incident {
-    pub fn severity(&self) -> Severity {
+    pub(crate) fn severity(&self) -> Severity {
         match self {
             Incident::ProviderDisabled { .. }
             | Incident::AllProvidersUnusable { .. }
@@ -79,7 +79,7 @@ impl Incident {
     }
 
     /// The incident's kind, as the payloads name it.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Incident::ProviderDisabled { .. } => "provider_disabled",
             Incident::CircuitOpened { .. } => "circuit_opened",
@@ -95,7 +95,7 @@ impl Incident {
     }
 
     /// The provider the incident is about, when it is about one (the flap window is per provider).
-    pub fn provider(&self) -> Option<&str> {
+    pub(crate) fn provider(&self) -> Option<&str> {
         match self {
             Incident::CircuitOpened { provider, .. }
             | Incident::CircuitClosed { provider }
@@ -113,7 +113,7 @@ pub struct Alert {
     pub incident: Incident,
     #[serde(default)]
     pub suppressed: u32,
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
 }
 
 /// What the store needs, with a provider event, to decide on incidents (carried in the event).

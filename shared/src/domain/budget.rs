@@ -64,8 +64,8 @@ pub(crate) enum Charge {
 /// AWS requests one store call implies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Aws {
-    pub lambda_invocations: u64,
-    pub sqs_requests: u64,
+    pub(crate) lambda_invocations: u64,
+    pub(crate) sqs_requests: u64,
 }
 
 /// `SendMessage` of the message, the event source's `ReceiveMessage` that delivered it, its `DeleteMessage`.
@@ -136,7 +136,7 @@ pub struct Bucket {
 impl Bucket {
     /// Folds one stored field (`s` for the deployment, `s:<owner>` for an owner) in; unknown fields
     /// are ignored.
-    pub fn fold(&mut self, field: &str, n: u64) {
+    pub(crate) fn fold(&mut self, field: &str, n: u64) {
         let mut chars = field.chars();
         let Some(letter) = chars.next() else { return };
         match chars.as_str().strip_prefix(':') {
@@ -166,12 +166,12 @@ pub struct Spent {
 /// Where one call's counts go, named from the engine's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Buckets {
-    pub hour_key: String,
-    pub month_key: String,
+    pub(crate) hour_key: String,
+    pub(crate) month_key: String,
     /// When the hour's bucket may go (epoch s): 25 hours after it starts, so the day window finds it.
-    pub hour_expires_s: u64,
+    pub(crate) hour_expires_s: u64,
     /// When the month's bucket may go (epoch s): 35 days after the month ends.
-    pub month_expires_s: u64,
+    pub(crate) month_expires_s: u64,
 }
 
 fn utc(ms: u64) -> DateTime<Utc> {
@@ -239,14 +239,14 @@ pub(crate) fn day_hours(now_ms: u64) -> Vec<(u64, String)> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Windows {
     /// This UTC clock hour so far.
-    pub hour: Tally,
+    pub(crate) hour: Tally,
     /// The last 24 clock hours, this one included.
     pub day: Tally,
     /// This UTC calendar month so far (the free tiers' period).
-    pub month: Tally,
+    pub(crate) month: Tally,
     /// How long the day window's spending spans: from the start of its first hour with any count to
     /// now, at least one hour (the rate's denominator).
-    pub day_span_ms: u64,
+    pub(crate) day_span_ms: u64,
 }
 
 /// The windows of the deployment (`owner` None) or of one owner, from a read's buckets.
@@ -279,11 +279,11 @@ pub fn windows(spent: &Spent, owner: Option<&str>, now_ms: u64) -> Windows {
 /// One resource's month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Projection {
-    pub spent: u64,
-    pub projected: u64,
-    pub free_tier: u64,
+    pub(crate) spent: u64,
+    pub(crate) projected: u64,
+    pub(crate) free_tier: u64,
     /// When the free tier runs out at the current rate (epoch ms); None when it does not this month.
-    pub runs_out_at_ms: Option<u64>,
+    pub(crate) runs_out_at_ms: Option<u64>,
 }
 
 /// Projects one resource to the month's end. The rule: the current rate is what the day window spent
@@ -334,12 +334,12 @@ pub(crate) enum Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MonthProjection {
     /// `2026-11`.
-    pub month: String,
-    pub store_commands: Projection,
-    pub lambda_invocations: Projection,
-    pub sqs_requests: Projection,
+    pub(crate) month: String,
+    pub(crate) store_commands: Projection,
+    pub(crate) lambda_invocations: Projection,
+    pub(crate) sqs_requests: Projection,
     /// The first free tier to run out this month, and when.
-    pub first_runs_out: Option<(Resource, u64)>,
+    pub(crate) first_runs_out: Option<(Resource, u64)>,
 }
 
 /// The three projections of one scope's windows.

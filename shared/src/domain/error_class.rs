@@ -27,7 +27,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorClass::RateLimited => "rate_limited",
             ErrorClass::QuotaExhausted => "quota_exhausted",

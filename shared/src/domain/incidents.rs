@@ -18,11 +18,11 @@ use crate::domain::quota::{LastOutcome, ProviderState};
 /// and per provider the last alert's time, how many were held back since, and whether the operator
 /// was told its circuit opened (so its closing is told too).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AlertBook {
-    pub all_down: bool,
-    pub last_ms: HashMap<String, u64>,
-    pub held: HashMap<String, u32>,
-    pub told_open: std::collections::HashSet<String>,
+pub(crate) struct AlertBook {
+    pub(crate) all_down: bool,
+    pub(crate) last_ms: HashMap<String, u64>,
+    pub(crate) held: HashMap<String, u32>,
+    pub(crate) told_open: std::collections::HashSet<String>,
 }
 
 /// The class names that disable a provider.
@@ -30,7 +30,12 @@ const DISABLING: [ErrorClass; 2] = [ErrorClass::AuthInvalid, ErrorClass::Gone];
 
 /// The provider incidents one folded event caused: `before` and `after` are the provider's shared
 /// state around [`ProviderState::apply`]. Mirrors `finish.lua` rule for rule.
-pub fn provider_incidents(provider: &str, before: &ProviderState, after: &ProviderState, now_ms: u64) -> Vec<Incident> {
+pub(crate) fn provider_incidents(
+    provider: &str,
+    before: &ProviderState,
+    after: &ProviderState,
+    now_ms: u64,
+) -> Vec<Incident> {
     let mut out = Vec::new();
     if before.disabled.is_none() {
         if let Some(reason) = &after.disabled {
@@ -66,7 +71,7 @@ pub fn provider_incidents(provider: &str, before: &ProviderState, after: &Provid
 
 /// When a provider returns, judged on its shared state alone (`None`: disabled). Cooldowns and open
 /// circuits count; per-minute counters do not (they end within the minute).
-pub fn returns_at(state: &ProviderState) -> Option<u64> {
+pub(crate) fn returns_at(state: &ProviderState) -> Option<u64> {
     if state.disabled.is_some() || state.last_class.is_some_and(|c| c.is_any(&DISABLING)) {
         return None;
     }
@@ -75,7 +80,7 @@ pub fn returns_at(state: &ProviderState) -> Option<u64> {
 
 /// The system incident after one event of `provider`: every configured provider unusable (raised
 /// once), or the first success after that (cleared once). Mirrors `finish.lua`.
-pub fn system_incident(
+pub(crate) fn system_incident(
     rules: &AlertRules,
     states: &HashMap<String, ProviderState>,
     provider: &str,
@@ -114,7 +119,7 @@ pub fn system_incident(
 /// The flap window: a circuit opening or a spent quota inside the window of the provider's last such
 /// alert is held back (counted); otherwise it goes out with the count. A circuit's closing goes out
 /// exactly when its opening did (each incident and its recovery once). Others always go out.
-pub fn gate(incident: Incident, rules: &AlertRules, book: &mut AlertBook, now_ms: u64) -> Option<Alert> {
+pub(crate) fn gate(incident: Incident, rules: &AlertRules, book: &mut AlertBook, now_ms: u64) -> Option<Alert> {
     let Some(provider) = incident.provider().map(str::to_string) else {
         return Some(Alert {
             incident,

@@ -24,7 +24,7 @@ impl JobState {
     }
 
     /// One letter in the stored record's header, read by the Lua scripts.
-    pub fn code(self) -> char {
+    pub(crate) fn code(self) -> char {
         match self {
             JobState::Queued => 'q',
             JobState::WaitingForRetry => 'w',
@@ -69,20 +69,20 @@ pub struct JobSpec {
 /// One provider attempt, as shown to the caller in `providersAttempted`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
-    pub provider: String,
+    pub(crate) provider: String,
     /// 1-based, counted across the whole job.
-    pub number: u32,
+    pub(crate) number: u32,
     /// `None` on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<ErrorClass>,
+    pub(crate) class: Option<ErrorClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_status: Option<u16>,
-    pub duration_ms: u64,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after_s: Option<u64>,
+    pub(crate) retry_after_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    pub at_ms: u64,
+    pub(crate) message: Option<String>,
+    pub(crate) at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,8 +91,8 @@ pub struct JobResult {
     pub output: std::sync::Arc<serde_json::Value>,
     pub used_provider: String,
     pub fallback: bool,
-    pub total_ms: u64,
-    pub provider_ms: u64,
+    pub(crate) total_ms: u64,
+    pub(crate) provider_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,17 +127,17 @@ pub struct Job {
 
 impl Job {
     /// Work is left: steps to run, or deliveries to make.
-    pub fn has_work_left(&self) -> bool {
+    pub(crate) fn has_work_left(&self) -> bool {
         !self.state.is_finished() || self.owes_deliveries()
     }
 
     /// A finished job with webhooks or callbacks still to send: a poll must not shorten its life.
-    pub fn owes_deliveries(&self) -> bool {
+    pub(crate) fn owes_deliveries(&self) -> bool {
         targets::next_due(&self.deliveries).is_some()
     }
 
     /// A finished job one of whose deliveries gave up: shown on the dashboard with a redeliver button.
-    pub fn dead_lettered(&self) -> bool {
+    pub(crate) fn dead_lettered(&self) -> bool {
         self.state.is_finished() && self.deliveries.iter().any(|d| d.status == DeliveryStatus::Dead)
     }
 
@@ -180,6 +180,6 @@ pub fn new_gen() -> String {
 }
 
 /// Job ids are 32 lowercase hex characters; anything else is not a job of ours.
-pub fn is_valid_job_id(id: &str) -> bool {
+pub(crate) fn is_valid_job_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     System,
     User,
     Assistant,
@@ -13,8 +13,8 @@ pub enum Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    pub role: Role,
-    pub content: String,
+    pub(crate) role: Role,
+    pub(crate) content: String,
 }
 
 impl ChatMessage {
@@ -57,7 +57,7 @@ pub struct CompletionRequest {
 
 impl CompletionRequest {
     /// A rough token estimate (≈ 4 characters a token) used for per-minute token budgets.
-    pub fn estimated_tokens(&self) -> u64 {
+    pub(crate) fn estimated_tokens(&self) -> u64 {
         let chars: usize = self.messages.iter().map(|m| m.content.len()).sum();
         (chars / 4) as u64 + u64::from(self.max_tokens)
     }

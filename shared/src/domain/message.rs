@@ -8,7 +8,7 @@ use crate::domain::alert::Alert;
 use crate::domain::job::StepRef;
 
 /// The longest delay a queue gives a message (SQS's limit; the local queue keeps to it too).
-pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
+pub(crate) const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// A queued message. Every message is safe to deliver twice, late or out of order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,17 +1,17 @@
 //! The domain's words: what a job is and owes, what a provider call produced, providers' shared
 //! state, incidents, the budget, the request presets. Nothing here imports a port or an adapter.
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod alert;
 pub mod budget;
 pub mod error_class;
-pub mod incidents;
+pub(crate) mod incidents;
 pub mod job;
 pub mod llm;
 pub mod message;
 pub mod outcome;
-pub mod presets;
+pub(crate) mod presets;
 pub mod quota;
-pub mod scrub;
+pub(crate) mod scrub;
 pub mod secret;
 pub mod targets;

@@ -27,7 +27,7 @@ pub enum RetryHint {
 
 impl RetryHint {
     /// The instant meant, seen from `now_ms` (the engine's clock, so tests can drive time).
-    pub fn resolve(self, now_ms: u64) -> u64 {
+    pub(crate) fn resolve(self, now_ms: u64) -> u64 {
         match self {
             RetryHint::After(d) => now_ms + d.as_millis() as u64,
             RetryHint::At(at) => at,
@@ -89,13 +89,13 @@ pub struct Answer {
 pub struct RateSignals {
     pub requests_remaining: Option<u64>,
     pub requests_reset: Option<RetryHint>,
-    pub tokens_remaining: Option<u64>,
-    pub tokens_reset: Option<RetryHint>,
+    pub(crate) tokens_remaining: Option<u64>,
+    pub(crate) tokens_reset: Option<RetryHint>,
 }
 
 impl RateSignals {
     /// The instant before which calling again is pointless because a window is used up.
-    pub fn exhausted_until(&self, now_ms: u64) -> Option<u64> {
+    pub(crate) fn exhausted_until(&self, now_ms: u64) -> Option<u64> {
         let requests = match (self.requests_remaining, self.requests_reset) {
             (Some(0), Some(reset)) => Some(reset.resolve(now_ms)),
             _ => None,
@@ -123,10 +123,10 @@ mod duration_ms {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_millis() as u64)
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

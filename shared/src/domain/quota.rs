@@ -74,12 +74,12 @@ pub struct ProviderLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackoffPolicy {
     /// First back-off after an overload; doubles with each consecutive failure.
-    pub base_ms: u64,
-    pub cap_ms: u64,
+    pub(crate) base_ms: u64,
+    pub(crate) cap_ms: u64,
     /// Consecutive failures that open the circuit.
     pub circuit_threshold: u32,
     /// How long an open circuit keeps the provider out before one trial call (half-open).
-    pub circuit_open_ms: u64,
+    pub(crate) circuit_open_ms: u64,
 }
 
 impl Default for BackoffPolicy {
@@ -98,39 +98,39 @@ impl Default for BackoffPolicy {
 pub struct ProviderState {
     /// Minute window id and requests counted in it.
     #[serde(rename = "mw", default)]
-    pub minute: u64,
+    pub(crate) minute: u64,
     #[serde(rename = "mc", default)]
     pub minute_requests: u64,
     /// Tokens counted in the minute window `tw`: as the provider reported them, estimated where it did not.
     #[serde(rename = "tw", default)]
-    pub token_minute: u64,
+    pub(crate) token_minute: u64,
     #[serde(rename = "tc", default)]
     pub minute_tokens: u64,
     /// Quota day id (per the provider's reset clock) and requests counted in it.
     #[serde(rename = "dw", default)]
-    pub day: u64,
+    pub(crate) day: u64,
     #[serde(rename = "dc", default)]
-    pub day_requests: u64,
+    pub(crate) day_requests: u64,
     /// Not to be called before this instant (rate limit, quota, back-off).
     #[serde(rename = "cu", default)]
     pub cooldown_until_ms: u64,
     #[serde(rename = "cf", default)]
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// The circuit is open until this instant; afterwards one trial call decides (half-open).
     #[serde(rename = "co", default)]
-    pub circuit_open_until_ms: u64,
+    pub(crate) circuit_open_until_ms: u64,
     /// Disabled for everyone (bad key, retired model) and why.
     #[serde(rename = "dis", default, skip_serializing_if = "Option::is_none")]
-    pub disabled: Option<String>,
+    pub(crate) disabled: Option<String>,
     /// The last outcome (`ok` or an [`ErrorClass`] name) and when.
     #[serde(rename = "lc", default, skip_serializing_if = "Option::is_none")]
     pub last_class: Option<LastOutcome>,
     #[serde(rename = "la", default)]
-    pub last_at_ms: u64,
+    pub(crate) last_at_ms: u64,
     /// One claim holds the provider's probe until this instant: when a cooldown ends, that claim's
     /// job may call it, the others wait for the probe's outcome (issue 14, the thundering herd).
     #[serde(rename = "pu", default, skip_serializing_if = "is_zero")]
-    pub probe_until_ms: u64,
+    pub(crate) probe_until_ms: u64,
     /// A moving average of its successful calls' latency (ms, engine clock; 0: never timed): each
     /// success moves it a quarter of the way to the new duration. The ETA's pace (engine/eta.rs).
     #[serde(rename = "lat", default, skip_serializing_if = "is_zero")]
@@ -143,7 +143,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// The classes after which a provider is probed by one caller before the others follow (`claim.lua`
 /// looks for the same three names in the stored JSON).
-pub const PROBED_AFTER: [ErrorClass; 3] = [
+pub(crate) const PROBED_AFTER: [ErrorClass; 3] = [
     ErrorClass::RateLimited,
     ErrorClass::QuotaExhausted,
     ErrorClass::Overloaded,
@@ -159,7 +159,7 @@ pub enum LastOutcome {
 }
 
 impl LastOutcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LastOutcome::Ok => "ok",
             LastOutcome::Failed(class) => class.as_str(),
@@ -167,7 +167,7 @@ impl LastOutcome {
     }
 
     /// The failure's class; `None` after a success.
-    pub fn class(self) -> Option<ErrorClass> {
+    pub(crate) fn class(self) -> Option<ErrorClass> {
         match self {
             LastOutcome::Ok => None,
             LastOutcome::Failed(class) => Some(class),
@@ -175,7 +175,7 @@ impl LastOutcome {
     }
 
     /// Whether the last call failed with one of `classes`.
-    pub fn is_any(self, classes: &[ErrorClass]) -> bool {
+    pub(crate) fn is_any(self, classes: &[ErrorClass]) -> bool {
         self.class().is_some_and(|c| classes.contains(&c))
     }
 }
@@ -210,7 +210,7 @@ impl<'de> Deserialize<'de> for LastOutcome {
 impl ProviderState {
     /// A cooldown (or an open circuit) after a rate limit, a quota or an overload has just ended:
     /// the next call is a probe. Claim scripts give the probe to one claim at a time (`pu`).
-    pub fn probe_open(&self, now_ms: u64) -> bool {
+    pub(crate) fn probe_open(&self, now_ms: u64) -> bool {
         let until = self.cooldown_until_ms.max(self.circuit_open_until_ms);
         until > 0
             && until <= now_ms
@@ -221,7 +221,7 @@ impl ProviderState {
 
 /// The states a claim's decision sees: a provider whose probe another claim holds is cooling down
 /// until that probe's lease ends (by then its outcome is in the shared state). Pure.
-pub fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
+pub(crate) fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
     for (name, state) in states.iter_mut() {
         let probing = state.probe_until_ms > now_ms && state.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
         if probing && !probes.contains(name) {
@@ -265,7 +265,7 @@ impl ProviderState {
     }
 
     /// Requests left in the current minute and day, where limits are known.
-    pub fn remaining(&self, limits: &ProviderLimits, now_ms: u64) -> (Option<u64>, Option<u64>) {
+    pub(crate) fn remaining(&self, limits: &ProviderLimits, now_ms: u64) -> (Option<u64>, Option<u64>) {
         let minute_used = if self.minute == now_ms / MINUTE_MS {
             self.minute_requests
         } else {
@@ -358,7 +358,7 @@ pub struct ProviderEvent {
 impl ProviderEvent {
     /// Counts the call against the per-minute token budget (`tpm`): the tokens the provider reported it
     /// used when it said (input + output), else `estimate` (a failed call, a wire that reports no usage).
-    pub fn count_tokens(&mut self, estimate: u64, reported: Option<Usage>) {
+    pub(crate) fn count_tokens(&mut self, estimate: u64, reported: Option<Usage>) {
         let used = reported.map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens));
         self.tokens = if used > 0 { used } else { estimate };
     }

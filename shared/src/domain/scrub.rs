@@ -11,11 +11,11 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 /// What a secret becomes in scrubbed text.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Secrets shorter than this are not searched for: a one-letter test key would blank out every
 /// occurrence of that letter, and a key that short protects nothing anyway.
-pub const MIN_SECRET_LEN: usize = 6;
+pub(crate) const MIN_SECRET_LEN: usize = 6;
 
 /// Replaces every configured secret in a text. Cheap to clone (one shared automaton).
 #[derive(Clone, Default)]
@@ -32,7 +32,7 @@ impl std::fmt::Debug for Scrubber {
 
 impl Scrubber {
     /// A scrubber for `secrets` (duplicates and ones shorter than [`MIN_SECRET_LEN`] are dropped).
-    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+    pub(crate) fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
         let mut patterns: Vec<String> = secrets
             .into_iter()
             .map(|s| s.as_ref().trim().to_string())
@@ -61,16 +61,13 @@ impl Scrubber {
     }
 
     /// How many distinct secrets are searched for.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// `text` with every configured secret replaced by [`REDACTED`].
-    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match &self.automaton {
             Some(ac) if ac.is_match(text) => Cow::Owned(ac.replace_all(text, &vec![REDACTED; self.count])),
             _ => Cow::Borrowed(text),
@@ -78,7 +75,7 @@ impl Scrubber {
     }
 
     /// [`Scrubber::scrub`] for an owned string, without a copy when nothing matches.
-    pub fn scrub_owned(&self, text: String) -> String {
+    pub(crate) fn scrub_owned(&self, text: String) -> String {
         match self.scrub(&text) {
             Cow::Borrowed(_) => text,
             Cow::Owned(scrubbed) => scrubbed,

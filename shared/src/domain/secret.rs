@@ -11,7 +11,7 @@ impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         Self(secrecy::SecretString::from(value.into()))
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         use secrecy::ExposeSecret;
         self.0.expose_secret()
     }

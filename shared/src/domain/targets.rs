@@ -24,7 +24,7 @@ const SCHEDULE_JITTER: f64 = 0.1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TargetKind {
+pub(crate) enum TargetKind {
     /// `callbackUrl`: the signed webhook the caller verifies.
     Webhook,
     /// An entry of `callbacks`, with its own headers and retry policy.
@@ -34,17 +34,17 @@ pub enum TargetKind {
 /// Who to tell when the job ends; fixed at submit and stored with the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
-    pub kind: TargetKind,
-    pub url: String,
+    pub(crate) kind: TargetKind,
+    pub(crate) url: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    pub continue_on_failure: bool,
-    pub max_attempts: u32,
-    pub backoff_ms: u64,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) continue_on_failure: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff_ms: u64,
     /// The wait before each attempt (`[0, 5 s, 5 min, …]`); when set, it replaces `max_attempts` and
     /// `backoff_ms` (which callbacks' exponential `retry` policy uses).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub schedule_ms: Vec<u64>,
+    pub(crate) schedule_ms: Vec<u64>,
 }
 
 impl Target {
@@ -61,7 +61,7 @@ impl Target {
     }
 
     /// Attempts one round may make.
-    pub fn attempts_allowed(&self) -> u32 {
+    pub(crate) fn attempts_allowed(&self) -> u32 {
         if self.schedule_ms.is_empty() {
             self.max_attempts
         } else {
@@ -79,13 +79,6 @@ impl Target {
                 .min(MAX_BACKOFF_MS),
             None => 0,
         }
-    }
-
-    /// The longest a round of this target can take, jitter included: how long a job's record must be kept
-    /// for it.
-    pub fn longest_round_ms(&self) -> u64 {
-        let waits: u64 = (1..self.attempts_allowed()).map(|n| self.wait_after(n)).sum();
-        (waits as f64 * (1.0 + SCHEDULE_JITTER.max(0.2))) as u64
     }
 }
 
@@ -126,7 +119,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-pub fn plan(targets: &[Target]) -> Vec<DeliveryState> {
+pub(crate) fn plan(targets: &[Target]) -> Vec<DeliveryState> {
     targets
         .iter()
         .map(|t| DeliveryState {
@@ -145,7 +138,7 @@ pub fn plan(targets: &[Target]) -> Vec<DeliveryState> {
 
 /// The next delivery to attempt and when (the earliest due). The webhook runs on its own schedule; the
 /// callbacks go strictly in order, so only the first pending one is a candidate.
-pub fn next_due(states: &[DeliveryState]) -> Option<(usize, u64)> {
+pub(crate) fn next_due(states: &[DeliveryState]) -> Option<(usize, u64)> {
     let pending = |s: &DeliveryState| s.status == DeliveryStatus::Pending;
     let webhooks = states
         .iter()
@@ -163,7 +156,7 @@ pub fn next_due(states: &[DeliveryState]) -> Option<(usize, u64)> {
 
 /// Until when a job's record must be kept for the deliveries it still owes, from `now_ms`: the rest of
 /// every pending delivery's round, callbacks one after another (`None` when it owes none).
-pub fn owed_until(states: &[DeliveryState], now_ms: u64) -> Option<u64> {
+pub(crate) fn owed_until(states: &[DeliveryState], now_ms: u64) -> Option<u64> {
     let mut webhooks_until = None;
     let mut callbacks_until = now_ms;
     let mut any = false;
@@ -184,7 +177,7 @@ pub fn owed_until(states: &[DeliveryState], now_ms: u64) -> Option<u64> {
 
 /// Sends again, now: every dead delivery (and the callbacks its death skipped) starts a new round, and
 /// every pending one waiting for its next attempt is due at once. Returns how many deliveries are due.
-pub fn redeliver(states: &mut [DeliveryState], now_ms: u64) -> usize {
+pub(crate) fn redeliver(states: &mut [DeliveryState], now_ms: u64) -> usize {
     let mut due = 0;
     for s in states.iter_mut() {
         match s.status {
@@ -209,19 +202,19 @@ pub fn redeliver(states: &mut [DeliveryState], now_ms: u64) -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptReport {
-    pub delivered: bool,
-    pub status: Option<u16>,
-    pub error: Option<String>,
+pub(crate) struct AttemptReport {
+    pub(crate) delivered: bool,
+    pub(crate) status: Option<u16>,
+    pub(crate) error: Option<String>,
     /// Retrying cannot help (the address is refused): dead at once.
-    pub permanent: bool,
+    pub(crate) permanent: bool,
 }
 
 /// Folds one attempt into the states and says what is due next. Failures wait the target's schedule
 /// (±10 % jitter from `jitter` ∈ [0, 1)) or, without one, `backoff_ms × 2^(n-1)` (±20 %, at most 10 min);
 /// the last allowed failure of a round is the dead letter, and a dead callback without
 /// `continueOnFailure` skips the callbacks after it.
-pub fn record(
+pub(crate) fn record(
     states: &mut [DeliveryState],
     index: usize,
     report: &AttemptReport,

@@ -8,15 +8,15 @@ use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
 /// One configured provider as the decision sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate<'a> {
-    pub name: &'a str,
-    pub limits: ProviderLimits,
-    pub state: &'a ProviderState,
+    pub(crate) name: &'a str,
+    pub(crate) limits: ProviderLimits,
+    pub(crate) state: &'a ProviderState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepPolicy {
     /// Failed attempts (overload, unusable answer) one provider gets within one job before it is spent.
-    pub max_failures_per_provider: u32,
+    pub(crate) max_failures_per_provider: u32,
 }
 
 impl Default for StepPolicy {
@@ -47,7 +47,7 @@ pub enum GiveUp {
 }
 
 impl GiveUp {
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             GiveUp::NoProviders => "no AI provider is configured",
             GiveUp::ProvidersSpent => "every provider failed for this job",

@@ -20,7 +20,7 @@ impl Engine {
     /// When a finished job's record may expire, seen at `now`: its TTL after the last delivery it still
     /// owes could happen (the rest of every round, jitter included), or its TTL from now once it owes
     /// none (so a dead letter can still be read and redelivered).
-    pub fn delivery_expiry(&self, job: &Job, now: u64) -> u64 {
+    pub(crate) fn delivery_expiry(&self, job: &Job, now: u64) -> u64 {
         let ttl = match job.state {
             JobState::Succeeded => self.settings.result_ttl_ms,
             _ => self.settings.failure_ttl_ms,

@@ -34,27 +34,27 @@ use crate::domain::quota::{ProviderLimits, ProviderState};
 const MINUTE_MS: u64 = 60_000;
 
 /// The latency assumed for a provider when no provider of the chain has been timed yet.
-pub const UNKNOWN_LATENCY_MS: u64 = 2_000;
+pub(crate) const UNKNOWN_LATENCY_MS: u64 = 2_000;
 
 /// Most jobs ahead the estimate serves one by one. Beyond, the line keeps the pace of the simulated
 /// places: each further job ahead moves this one's start by the mean time a simulated place took
 /// (monotone; it cannot see a quota reset or a cooldown past the simulated stretch). An estimate is
 /// computed on every submit and poll: serving every place of a 20,000-job backlog one by one made the
 /// embedded server spend milliseconds of CPU per request (stepper-bench capacity).
-pub const MAX_SIMULATED: u64 = 512;
+pub(crate) const MAX_SIMULATED: u64 = 512;
 
 /// Where the job stands: how many jobs are due ahead of it, whether its step is running now, and the
 /// jobs due after it that go first should it have to wait.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Position {
-    pub ahead: u64,
-    pub running: bool,
+pub(crate) struct Position {
+    pub(crate) ahead: u64,
+    pub(crate) running: bool,
     /// `(until, n)`, `until` ascending: n jobs are due after this one and no later than `until`
     /// (epoch ms). Should this job's turn come after `until` (it waits for a provider), they are
     /// served before it: they were waiting already (a backlog parked until a quota reset).
-    pub later: Vec<(u64, u64)>,
+    pub(crate) later: Vec<(u64, u64)>,
     /// How far past its wake a waiting job's due score lies (the sweep grace of a queued wait).
-    pub slack_ms: u64,
+    pub(crate) slack_ms: u64,
 }
 
 /// One provider as the estimate serves calls through it: its windows as they will be.
@@ -147,7 +147,7 @@ impl Lane {
 }
 
 /// When `job`'s call is expected to end (epoch ms); see the module's doc for the rule.
-pub fn estimate(
+pub(crate) fn estimate(
     job: &Job,
     chain: &[Candidate<'_>],
     position: &Position,

@@ -11,9 +11,8 @@ pub mod decide;
 mod delivery;
 pub(crate) mod eta;
 pub mod settings;
-pub mod step;
+pub(crate) mod step;
 pub mod sweep;
 
 pub use decide::{decide, Candidate, Decision, GiveUp, StepPolicy};
 pub use step::{Engine, ProviderSlot, StepError, StepOutcome};
-pub use sweep::due_at;

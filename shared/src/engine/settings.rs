@@ -69,7 +69,7 @@ pub struct PerOwner<T> {
 }
 
 impl<T: Copy> PerOwner<T> {
-    pub fn get(&self, owner: &str) -> Option<T> {
+    pub(crate) fn get(&self, owner: &str) -> Option<T> {
         self.overrides.get(owner).copied().unwrap_or(self.default)
     }
 }
@@ -83,7 +83,7 @@ pub struct OwnerLimits {
 
 impl OwnerLimits {
     /// The limits one of `owner`'s requests is held to.
-    pub fn for_owner(&self, owner: &str) -> Limits {
+    pub(crate) fn for_owner(&self, owner: &str) -> Limits {
         Limits {
             rate: self.rate.get(owner),
             in_flight: self.in_flight.get(owner),

@@ -94,7 +94,7 @@ impl Engine {
         &self.store
     }
 
-    pub fn clock(&self) -> &dyn Clock {
+    pub(crate) fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
     }
 
@@ -103,11 +103,11 @@ impl Engine {
     }
 
     /// The configured providers, in order of preference.
-    pub(crate) fn providers(&self) -> &[ProviderSlot] {
+    pub fn providers(&self) -> &[ProviderSlot] {
         &self.providers
     }
 
-    pub(crate) fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
@@ -203,7 +203,7 @@ impl Engine {
 
     /// Queues the job's next step after its wait, or parks it (nothing queued: the due-index holds
     /// it and the sweeper wakes it) when the wait is long. Returns the wait.
-    pub async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
+    pub(crate) async fn enqueue_next(&self, job: &Job) -> Result<u64, QueueError> {
         let now = self.clock.now_ms();
         let delay_ms = job.next_attempt_at_ms.map_or(0, |at| at.saturating_sub(now));
         if self.parks(delay_ms) {

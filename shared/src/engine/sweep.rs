@@ -19,12 +19,12 @@ use crate::domain::message::{Message, MAX_DELAY};
 use crate::ports::{Enlist, SweepRequest, Swept};
 
 /// Most steps one sweep re-queues; more due ones are swept again at once.
-pub const SWEEP_LIMIT: usize = 200;
+pub(crate) const SWEEP_LIMIT: usize = 200;
 
 /// When a job's next step is due in the index, or `None` when nothing is left to do. A step that a
 /// queued message will carry is due at its start plus `grace` (the sweeper only steps in when the
 /// message is late); a wait longer than `park_after_ms` is parked: no message, due exactly then.
-pub fn due_at(job: &Job, now_ms: u64, grace_ms: u64, park_after_ms: u64) -> Option<u64> {
+pub(crate) fn due_at(job: &Job, now_ms: u64, grace_ms: u64, park_after_ms: u64) -> Option<u64> {
     if !job.has_work_left() {
         return None;
     }
@@ -63,7 +63,7 @@ impl Engine {
     }
 
     /// Starts the sweeper chain a create armed: its first sweep comes after one grace period.
-    pub async fn start_sweeper(&self, token: String) -> Result<(), StepError> {
+    pub(crate) async fn start_sweeper(&self, token: String) -> Result<(), StepError> {
         let delay = Duration::from_millis(self.settings.sweep_grace_ms);
         self.queue.send(&Message::Sweep { token, round: 1 }, delay).await?;
         Ok(())
@@ -73,7 +73,7 @@ impl Engine {
     /// job, and armed a sweeper whose first message nobody sent), sends a sweep that takes the
     /// sweeper over one grace later (round 0). Sweeping an empty index just stops, so a needless
     /// rescue costs one message and one command. Best effort: the queue may be down too.
-    pub async fn rescue_sweeper(&self) {
+    pub(crate) async fn rescue_sweeper(&self) {
         let message = Message::Sweep {
             token: new_gen(),
             round: 0,
@@ -86,7 +86,7 @@ impl Engine {
 
     /// Takes the sweeper over and sweeps now (a process start on a persistent store, the manual
     /// redrive): whatever chain was alive before stops at its next sweep.
-    pub async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
+    pub(crate) async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
         self.sweep(&new_gen(), 0, true).await
     }
 

@@ -23,29 +23,29 @@ use crate::domain::quota::{Availability, LastOutcome, ProviderLimits, ProviderSt
 use crate::domain::targets::{DeliveryStatus, TargetKind};
 
 /// The original's families (same names, same labels).
-pub const AI_REQUESTS_TOTAL: &str = "ai_requests_total";
-pub const AI_REQUEST_DURATION_SECONDS: &str = "ai_request_duration_seconds";
-pub const PROVIDER_FAILURES_TOTAL: &str = "provider_failures_total";
-pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
-pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
-pub const JOB_QUEUE_SIZE: &str = "job_queue_size";
-pub const JOBS_PROCESSED_TOTAL: &str = "jobs_processed_total";
+pub(crate) const AI_REQUESTS_TOTAL: &str = "ai_requests_total";
+pub(crate) const AI_REQUEST_DURATION_SECONDS: &str = "ai_request_duration_seconds";
+pub(crate) const PROVIDER_FAILURES_TOTAL: &str = "provider_failures_total";
+pub(crate) const CACHE_HITS_TOTAL: &str = "cache_hits_total";
+pub(crate) const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
+pub(crate) const JOB_QUEUE_SIZE: &str = "job_queue_size";
+pub(crate) const JOBS_PROCESSED_TOTAL: &str = "jobs_processed_total";
 
 /// stepper's own families.
-pub const JOBS_SUBMITTED_TOTAL: &str = "stepper_jobs_submitted_total";
-pub const JOB_DURATION_SECONDS: &str = "stepper_job_duration_seconds";
-pub const PROVIDER_ATTEMPTS_TOTAL: &str = "stepper_provider_attempts_total";
-pub const WAIT_SECONDS: &str = "stepper_wait_seconds";
-pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "stepper_webhook_attempts_total";
-pub const STORE_REQUESTS_TOTAL: &str = "stepper_store_requests_total";
-pub const REDIS_COMMANDS_TOTAL: &str = "stepper_redis_commands_total";
+pub(crate) const JOBS_SUBMITTED_TOTAL: &str = "stepper_jobs_submitted_total";
+pub(crate) const JOB_DURATION_SECONDS: &str = "stepper_job_duration_seconds";
+pub(crate) const PROVIDER_ATTEMPTS_TOTAL: &str = "stepper_provider_attempts_total";
+pub(crate) const WAIT_SECONDS: &str = "stepper_wait_seconds";
+pub(crate) const WEBHOOK_ATTEMPTS_TOTAL: &str = "stepper_webhook_attempts_total";
+pub(crate) const STORE_REQUESTS_TOTAL: &str = "stepper_store_requests_total";
+pub(crate) const REDIS_COMMANDS_TOTAL: &str = "stepper_redis_commands_total";
 
 /// The original's buckets for `ai_request_duration_seconds`.
-pub const AI_REQUEST_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+pub(crate) const AI_REQUEST_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 /// Submit to done: seconds for a job served at once, hours for one that waited out a quota.
-pub const JOB_DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
+pub(crate) const JOB_DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
 /// How long a job is told to wait: a rate limit's seconds up to a quota day.
-pub const WAIT_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
+pub(crate) const WAIT_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
 
 /// Every histogram and its buckets, for the Prometheus exporter.
 pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 3] = [
@@ -115,12 +115,12 @@ tokio::task_local! {
 }
 
 /// Runs `f` with `route` as the route label of the store requests and Redis commands it makes.
-pub async fn in_route<F: Future>(route: &'static str, f: F) -> F::Output {
+pub(crate) async fn in_route<F: Future>(route: &'static str, f: F) -> F::Output {
     ROUTE.scope(route, f).await
 }
 
 /// The route label of the current task (`other` outside any scope).
-pub fn route() -> &'static str {
+pub(crate) fn route() -> &'static str {
     ROUTE.try_with(|r| *r).unwrap_or("other")
 }
 
@@ -148,7 +148,7 @@ fn response_mode(format: &ResponseFormat) -> &'static str {
 }
 
 /// The original's `reason` of `provider_failures_total` (its `ProviderErrorType`), from our classes.
-pub fn failure_reason(class: ErrorClass) -> &'static str {
+pub(crate) fn failure_reason(class: ErrorClass) -> &'static str {
     match class {
         ErrorClass::RateLimited | ErrorClass::QuotaExhausted => "RATE_LIMIT",
         ErrorClass::AuthInvalid => "AUTH",
@@ -160,7 +160,7 @@ pub fn failure_reason(class: ErrorClass) -> &'static str {
 
 /// What an admitted submit met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// A new job was written.
     New,
     /// An identical job is still in flight: the caller gets its id.
@@ -170,7 +170,7 @@ pub enum Submitted {
 }
 
 /// A submit the store admitted: a new job is a cache miss and a submitted job, an identical one a hit.
-pub fn submitted(spec: &JobSpec, owner: &str, met: Submitted) {
+pub(crate) fn submitted(spec: &JobSpec, owner: &str, met: Submitted) {
     let (preset, mode) = (preset(spec.kind), response_mode(&spec.format));
     match met {
         Submitted::New => {
@@ -189,7 +189,7 @@ pub fn submitted(spec: &JobSpec, owner: &str, met: Submitted) {
 }
 
 /// One provider attempt: its outcome class (`None`: a usable answer) and how long the call took.
-pub fn provider_attempt(spec: &JobSpec, provider: &str, class: Option<ErrorClass>, duration_ms: u64) {
+pub(crate) fn provider_attempt(spec: &JobSpec, provider: &str, class: Option<ErrorClass>, duration_ms: u64) {
     let (preset, mode) = (preset(spec.kind), response_mode(&spec.format));
     let provider = provider.to_string();
     counter!(AI_REQUESTS_TOTAL, "provider" => provider.clone(), "status" => "attempted", "preset" => preset,
@@ -214,7 +214,7 @@ pub fn provider_attempt(spec: &JobSpec, provider: &str, class: Option<ErrorClass
 }
 
 /// A job ended (its finishing write landed): completed, completed with its fallback, or failed.
-pub fn job_finished(job: &Job, now_ms: u64) {
+pub(crate) fn job_finished(job: &Job, now_ms: u64) {
     let status = if job.state == JobState::Succeeded {
         "success"
     } else {
@@ -236,7 +236,7 @@ pub fn job_finished(job: &Job, now_ms: u64) {
 
 /// Why a job waits: what holds back the provider that becomes available first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitReason {
+pub(crate) enum WaitReason {
     /// A provider answered 429 with a short retry time.
     RateLimited,
     /// A provider's quota window is used up (day, month), or its headers said nothing is left.
@@ -254,7 +254,7 @@ pub enum WaitReason {
 }
 
 impl WaitReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WaitReason::RateLimited => "rate_limited",
             WaitReason::QuotaExhausted => "quota_exhausted",
@@ -269,7 +269,7 @@ impl WaitReason {
 
 /// Why a job waits until `until_ms`: the reason of the first provider that becomes available then
 /// (`providers` as the decision saw them, probes held back).
-pub fn wait_reason<'a>(
+pub(crate) fn wait_reason<'a>(
     providers: impl IntoIterator<Item = (&'a ProviderState, &'a ProviderLimits)>,
     now_ms: u64,
     until_ms: u64,
@@ -299,12 +299,12 @@ pub fn wait_reason<'a>(
 }
 
 /// A job was told to wait this long.
-pub fn waited(reason: WaitReason, wait: Duration) {
+pub(crate) fn waited(reason: WaitReason, wait: Duration) {
     histogram!(WAIT_SECONDS, "reason" => reason.as_str()).record(wait.as_secs_f64());
 }
 
 /// One delivery attempt and the delivery's state after it.
-pub fn webhook_attempt(target: TargetKind, status: DeliveryStatus) {
+pub(crate) fn webhook_attempt(target: TargetKind, status: DeliveryStatus) {
     let target = match target {
         TargetKind::Webhook => "webhook",
         TargetKind::Callback => "callback",
@@ -319,19 +319,19 @@ pub fn webhook_attempt(target: TargetKind, status: DeliveryStatus) {
 }
 
 /// One store call (`operation` is the `Store` method) and whether it answered.
-pub fn store_request(operation: &'static str, ok: bool) {
+pub(crate) fn store_request(operation: &'static str, ok: bool) {
     counter!(STORE_REQUESTS_TOTAL, "route" => route(), "operation" => operation,
         "outcome" => if ok { "ok" } else { "error" })
     .increment(1);
 }
 
 /// Redis commands one Upstash REST request carried (a pipeline carries several).
-pub fn redis_commands(count: usize) {
+pub(crate) fn redis_commands(count: usize) {
     counter!(REDIS_COMMANDS_TOTAL, "route" => route()).increment(count as u64);
 }
 
 /// Jobs with work left in the due-index, as a sweep counted them (no command of its own).
-pub fn queue_size(jobs: u64) {
+pub(crate) fn queue_size(jobs: u64) {
     gauge!(JOB_QUEUE_SIZE).set(jobs as f64);
 }
 

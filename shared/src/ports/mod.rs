@@ -268,7 +268,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// The window `now_ms` falls in, and the instant it ends.
-    pub fn window(&self, now_ms: u64) -> (u64, u64) {
+    pub(crate) fn window(&self, now_ms: u64) -> (u64, u64) {
         // Configuration never gives a window under a second; a zero here must not divide by zero.
         let length = self.window_ms.max(1);
         let id = now_ms / length;
@@ -277,7 +277,7 @@ impl RateLimit {
 
     /// The owner's window once it has counted `count` requests, the last one at `now_ms`; `Err` when
     /// that one is over the limit.
-    pub fn check(self, count: u64, now_ms: u64) -> Result<RateWindow, RateWindow> {
+    pub(crate) fn check(self, count: u64, now_ms: u64) -> Result<RateWindow, RateWindow> {
         let remaining = u64::from(self.limit).saturating_sub(count) as u32;
         let window = RateWindow {
             limit: self,
@@ -304,7 +304,7 @@ pub struct RateWindow {
 
 impl RateWindow {
     /// Whole seconds until the window ends, rounded up (so waiting them is always enough).
-    pub fn resets_in_seconds(&self) -> u64 {
+    pub(crate) fn resets_in_seconds(&self) -> u64 {
         self.resets_in_ms.div_ceil(1000)
     }
 }

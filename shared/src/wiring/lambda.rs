@@ -30,7 +30,7 @@ pub enum Needs {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("{0} is not set: a Lambda function keeps its jobs in Upstash Redis (UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN), never in memory")]
     NoStore(&'static str),
     #[error("STEP_QUEUE_URL is not set: this function sends step messages to that SQS queue")]
@@ -41,7 +41,7 @@ pub enum InitError {
 
 impl InitError {
     /// The variable to set or fix.
-    pub fn variable(&self) -> String {
+    pub(crate) fn variable(&self) -> String {
         match self {
             InitError::NoStore(name) => (*name).to_string(),
             InitError::NoQueue => "STEP_QUEUE_URL".to_string(),
@@ -53,7 +53,7 @@ impl InitError {
 }
 
 /// The configuration of a Lambda function, refused when its store or queue is missing.
-pub fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) -> Result<Config, InitError> {
+pub(crate) fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) -> Result<Config, InitError> {
     let config = Config::from_lookup(env)?;
     if config.upstash.is_none() {
         // A token without a URL is as wrong as nothing at all; name the one that is missing.
@@ -80,7 +80,7 @@ pub fn init(function: &'static str, needs: Needs) -> Config {
 }
 
 /// The CloudWatch namespace of every metric.
-pub const METRICS_NAMESPACE: &str = "stepper";
+pub(crate) const METRICS_NAMESPACE: &str = "stepper";
 
 static EMF: OnceLock<&'static Collector> = OnceLock::new();
 
@@ -141,7 +141,7 @@ pub async fn flushed<F: Future>(invocation: F) -> F::Output {
 
 /// A router whose responses are buffered into a `Sync` body, as `lambda_http::run_concurrent` needs
 /// (axum's body is not `Sync`; API Gateway gets the whole body at once anyway).
-pub type Buffered = tower::util::AndThen<
+pub(crate) type Buffered = tower::util::AndThen<
     axum::Router,
     fn(Response<Body>) -> BoxFuture<'static, Result<Response<Full<Bytes>>, Infallible>>,
 >;

@@ -20,14 +20,14 @@ use crate::wiring::config::Config;
 /// Everything a request or a step needs, built once.
 pub struct Service {
     pub engine: Engine,
-    pub keys: ApiKeys,
+    pub(crate) keys: ApiKeys,
     /// `GET /health`'s cached store check.
-    pub health: HealthCache,
+    pub(crate) health: HealthCache,
 }
 
 impl Service {
     /// The use cases the HTTP handlers call, over this service's engine.
-    pub fn jobs(&self) -> Jobs<'_> {
+    pub(crate) fn jobs(&self) -> Jobs<'_> {
         Jobs::new(&self.engine, &self.health)
     }
 }
@@ -80,7 +80,7 @@ pub fn build_upstash<const CALLS_PROVIDERS: bool>(
 
 /// A provider slot's adapter in a function that never calls providers (see [`build_upstash`]). Were
 /// it ever called, the attempt fails as a transient one (the job fails over, as for a 5xx).
-pub struct NotCalled(pub String);
+pub(crate) struct NotCalled(pub String);
 
 #[async_trait::async_trait]
 impl Provider for NotCalled {

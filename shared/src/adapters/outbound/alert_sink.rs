@@ -17,11 +17,11 @@ use crate::domain::alert::{Alert, Incident, Severity};
 use crate::domain::scrub::Scrubber;
 
 /// The longest provider or receiver text an alert carries (after scrubbing), in characters.
-pub const TEXT_CAP: usize = 300;
+pub(crate) const TEXT_CAP: usize = 300;
 
 /// The payload a sink expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
+pub(crate) enum SinkKind {
     /// `content` + `embeds` (colour by severity).
     Discord,
     /// `text` + `blocks` (Slack incoming webhooks).
@@ -31,7 +31,7 @@ pub enum SinkKind {
 }
 
 impl SinkKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SinkKind::Discord => "discord",
             SinkKind::Slack => "slack",
@@ -43,16 +43,16 @@ impl SinkKind {
 /// The alert configuration (`ALERT_*` variables; see the README).
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
-    pub sinks: Vec<Sink>,
+    pub(crate) sinks: Vec<Sink>,
     /// Signs generic sinks' bodies (`ALERT_WEBHOOK_SECRET`, Standard Webhooks).
-    pub secrets: Option<WebhookSecrets>,
+    pub(crate) secrets: Option<WebhookSecrets>,
     /// At most one alert per provider in this window (`ALERT_FLAP_WINDOW_SECONDS`, 15 min).
-    pub flap_window_ms: u64,
+    pub(crate) flap_window_ms: u64,
     /// The waits before each retry of a failed alert (`ALERT_RETRY_SCHEDULE`, 5s,30s,2m); then it is
     /// dropped (logged).
-    pub retry_ms: Vec<u64>,
+    pub(crate) retry_ms: Vec<u64>,
     /// The store unreachable this long alerts (`ALERT_STORE_DOWN_SECONDS`, 60 s).
-    pub store_down_ms: u64,
+    pub(crate) store_down_ms: u64,
 }
 
 impl Default for AlertSettings {
@@ -69,10 +69,10 @@ impl Default for AlertSettings {
 
 /// One configured alert destination.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Sink {
-    pub kind: SinkKind,
+pub(crate) struct Sink {
+    pub(crate) kind: SinkKind,
     /// The URL actually called (without the kind prefix). Never logged: it holds the webhook's token.
-    pub url: Url,
+    pub(crate) url: Url,
 }
 
 impl std::fmt::Debug for Sink {
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Sink {
 
 /// Why an alert URL was refused at start. The URL itself is never echoed (its path is a token).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     #[error("entry {index}: not a URL ({reason})")]
     NotAUrl { index: usize, reason: String },
     #[error(
@@ -99,7 +99,7 @@ pub enum SinkError {
 }
 
 /// Parses one entry (`index` counts from 1 for the message) and checks it against `guard`.
-pub fn parse(entry: &str, index: usize, guard: &UrlGuard) -> Result<Sink, SinkError> {
+pub(crate) fn parse(entry: &str, index: usize, guard: &UrlGuard) -> Result<Sink, SinkError> {
     let (explicit, rest) = match entry.split_once("://") {
         Some((scheme, _)) => match scheme.to_ascii_lowercase().split_once('+') {
             Some((prefix, inner)) => {
@@ -143,7 +143,7 @@ pub fn parse(entry: &str, index: usize, guard: &UrlGuard) -> Result<Sink, SinkEr
 }
 
 /// Scrubbed of every configured secret, then cut to [`TEXT_CAP`] characters.
-pub fn clean(text: &str, scrubber: &Scrubber) -> String {
+pub(crate) fn clean(text: &str, scrubber: &Scrubber) -> String {
     let scrubbed = scrubber.scrub(text);
     let mut out: String = scrubbed.chars().take(TEXT_CAP).collect();
     if scrubbed.chars().count() > TEXT_CAP {
@@ -244,7 +244,7 @@ fn colour(severity: Severity) -> u32 {
 }
 
 /// The body for `kind`.
-pub fn payload(kind: SinkKind, alert: &Alert, scrubber: &Scrubber) -> Value {
+pub(crate) fn payload(kind: SinkKind, alert: &Alert, scrubber: &Scrubber) -> Value {
     let severity = alert.incident.severity();
     let (title, text) = describe(alert, scrubber);
     let kind_name = alert.incident.kind();
@@ -302,7 +302,7 @@ pub fn payload(kind: SinkKind, alert: &Alert, scrubber: &Scrubber) -> Value {
 }
 
 /// A stable id for one alert (the Standard Webhooks `webhook-id`: the same across retries).
-pub fn alert_id(alert: &Alert) -> String {
+pub(crate) fn alert_id(alert: &Alert) -> String {
     use sha2::Digest;
     let body = serde_json::to_string(alert).unwrap_or_default();
     let digest = sha2::Sha256::digest(body.as_bytes());
@@ -311,7 +311,7 @@ pub fn alert_id(alert: &Alert) -> String {
 
 /// What one POST of an alert came to. Reasons are scrubbed and never hold the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sent {
+pub(crate) enum Sent {
     Delivered,
     /// Worth retrying (no answer, a non-2xx answer).
     Failed(String),
@@ -320,7 +320,7 @@ pub enum Sent {
 }
 
 /// One POST of `alert` to `sink`.
-pub async fn send(
+pub(crate) async fn send(
     sink: &Sink,
     alert: &Alert,
     secrets: Option<&WebhookSecrets>,

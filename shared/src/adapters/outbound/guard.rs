@@ -452,7 +452,7 @@ impl reqwest::dns::Resolve for NoOtherNames {
 
 /// A client that connects only to the pinned target's resolved addresses and never follows redirects (webhooks
 /// and custom `http` providers).
-pub fn pinned_client(
+pub(crate) fn pinned_client(
     target: &PinnedTarget,
     timeout: Duration,
     user_agent: &str,

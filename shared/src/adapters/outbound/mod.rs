@@ -6,8 +6,8 @@
 //! - [`alert_sink`]: an alert's POST to a sink (Slack, Discord, JSON).
 //! - [`send`]: the deliveries a finished job owes, one attempt at a time, and their retry schedule.
 
-pub mod alert_sink;
+pub(crate) mod alert_sink;
 pub mod guard;
 pub mod js_json;
-pub mod send;
+pub(crate) mod send;
 pub mod sign;

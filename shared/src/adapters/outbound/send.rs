@@ -15,24 +15,24 @@ use crate::domain::targets::{AttemptReport, Target, TargetKind};
 
 /// The `webhook-id` of one delivery of one job's incarnation: the same for every attempt and every
 /// redelivery, so receivers can drop duplicates by id.
-pub fn message_id(job_id: &str, gen: &str, index: usize) -> String {
+pub(crate) fn message_id(job_id: &str, gen: &str, index: usize) -> String {
     format!("msg_{job_id}_{gen}_{index}")
 }
 
 /// The facts of a finished job that the bodies carry.
-pub struct Finished<'a> {
-    pub job_id: &'a str,
-    pub completed: bool,
-    pub result: Option<&'a Value>,
-    pub error: Option<&'a str>,
-    pub provider: Option<&'a str>,
-    pub generation_time_ms: u64,
-    pub fallback: bool,
-    pub context: &'a Map<String, Value>,
+pub(crate) struct Finished<'a> {
+    pub(crate) job_id: &'a str,
+    pub(crate) completed: bool,
+    pub(crate) result: Option<&'a Value>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) provider: Option<&'a str>,
+    pub(crate) generation_time_ms: u64,
+    pub(crate) fallback: bool,
+    pub(crate) context: &'a Map<String, Value>,
 }
 
 /// The contract's body for a target, as the bytes JavaScript's `JSON.stringify` would produce.
-pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
+pub(crate) fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
     let value = match (kind, f.completed) {
         (TargetKind::Webhook, true) => json!({
             "jobId": f.job_id, "status": "completed", "result": f.result, "provider": f.provider,
@@ -80,7 +80,7 @@ fn reserved(name: &str) -> bool {
 /// What the receiver's side said (a redirect's `Location`, a connection error) passes `scrub` here,
 /// before it is logged or stored with the job.
 #[allow(clippy::too_many_arguments)]
-pub async fn attempt(
+pub(crate) async fn attempt(
     target: &Target,
     body: &str,
     msg_id: &str,

@@ -18,15 +18,15 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Legacy signature header: lowercase hex HMAC-SHA256 of the body.
-pub const LEGACY_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
+pub(crate) const LEGACY_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
 /// Legacy timestamp header: epoch milliseconds.
-pub const LEGACY_TIMESTAMP_HEADER: &str = "X-Webhook-Timestamp";
+pub(crate) const LEGACY_TIMESTAMP_HEADER: &str = "X-Webhook-Timestamp";
 /// Standard Webhooks message id, the same on every retry of one message.
-pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
+pub(crate) const WEBHOOK_ID_HEADER: &str = "webhook-id";
 /// Standard Webhooks timestamp: epoch seconds.
-pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub(crate) const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 /// Standard Webhooks signatures: `v1,<base64>` entries separated by spaces.
-pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+pub(crate) const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// The prefix of the Standard Webhooks serialised secret.
 const WHSEC_PREFIX: &str = "whsec_";

@@ -17,16 +17,16 @@ use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::domain::quota::ResetClock;
 use crate::ports::Provider;
 
-pub const API_VERSION: &str = "2023-06-01";
+pub(crate) const API_VERSION: &str = "2023-06-01";
 
-pub struct AnthropicProvider {
+pub(crate) struct AnthropicProvider {
     conn: Connection,
     model: String,
 }
 
 impl AnthropicProvider {
     /// `conn.url` is the base URL; calls go to its `/messages`.
-    pub fn new(conn: Connection, model: &str) -> Self {
+    pub(crate) fn new(conn: Connection, model: &str) -> Self {
         Self {
             conn: conn.at("/messages"),
             model: model.to_string(),
@@ -64,7 +64,7 @@ impl AnthropicProvider {
 }
 
 /// What a JSON job adds to the system prompt on a wire without a JSON mode.
-pub fn json_instructions(schema: Option<&Value>) -> String {
+pub(crate) fn json_instructions(schema: Option<&Value>) -> String {
     let mut text = "Reply with a single JSON object and nothing else: no prose, no code fences.".to_string();
     if let Some(schema) = schema {
         text.push_str(" The object must validate against this JSON Schema:\n");

@@ -8,7 +8,7 @@ use crate::domain::quota::ResetClock;
 /// The wire format a provider speaks: a catalog entry's, or a `[[providers]]` entry's `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WireKind {
+pub(crate) enum WireKind {
     Openai,
     Gemini,
     Anthropic,
@@ -16,21 +16,21 @@ pub enum WireKind {
     Http,
 }
 
-pub struct CatalogEntry {
-    pub id: &'static str,
-    pub kind: WireKind,
-    pub base_url: &'static str,
-    pub model: &'static str,
+pub(crate) struct CatalogEntry {
+    pub(crate) id: &'static str,
+    pub(crate) kind: WireKind,
+    pub(crate) base_url: &'static str,
+    pub(crate) model: &'static str,
     /// The variable holding the key; `None` for local servers that need none.
-    pub key_env: Option<&'static str>,
+    pub(crate) key_env: Option<&'static str>,
     /// Enabled just by its key variable being set (local servers are enabled by the file only).
-    pub from_env: bool,
-    pub rpm: Option<u64>,
-    pub rpd: Option<u64>,
-    pub tpm: Option<u64>,
-    pub reset: ResetClock,
-    pub small_context: bool,
-    pub headers: &'static [(&'static str, &'static str)],
+    pub(crate) from_env: bool,
+    pub(crate) rpm: Option<u64>,
+    pub(crate) rpd: Option<u64>,
+    pub(crate) tpm: Option<u64>,
+    pub(crate) reset: ResetClock,
+    pub(crate) small_context: bool,
+    pub(crate) headers: &'static [(&'static str, &'static str)],
 }
 
 const fn openai(id: &'static str, base_url: &'static str, model: &'static str, key_env: &'static str) -> CatalogEntry {
@@ -61,7 +61,7 @@ const fn native(
 }
 
 /// In the order providers are tried when they come from the environment.
-pub const CATALOG: &[CatalogEntry] = &[
+pub(crate) const CATALOG: &[CatalogEntry] = &[
     // Gemini's native API: JSON schemas asked natively, and its 429s say which quota ran out.
     CatalogEntry {
         rpm: Some(10),
@@ -202,6 +202,6 @@ pub const CATALOG: &[CatalogEntry] = &[
     },
 ];
 
-pub fn find(id: &str) -> Option<&'static CatalogEntry> {
+pub(crate) fn find(id: &str) -> Option<&'static CatalogEntry> {
     CATALOG.iter().find(|e| e.id == id)
 }

@@ -14,14 +14,14 @@ use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat};
 use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 
-pub struct CohereProvider {
+pub(crate) struct CohereProvider {
     conn: Connection,
     model: String,
 }
 
 impl CohereProvider {
     /// `conn.url` is the base URL; calls go to its `/chat`.
-    pub fn new(conn: Connection, model: &str) -> Self {
+    pub(crate) fn new(conn: Connection, model: &str) -> Self {
         Self {
             conn: conn.at("/chat"),
             model: model.to_string(),

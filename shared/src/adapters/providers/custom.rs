@@ -65,7 +65,7 @@ impl JsonPath {
         Ok(Self(steps))
     }
 
-    pub fn find<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+    pub(crate) fn find<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         self.0.iter().try_fold(value, |v, step| match step {
             Step::Key(k) => v.get(k),
             Step::Index(i) => v.get(i),
@@ -73,19 +73,19 @@ impl JsonPath {
     }
 }
 
-pub struct CustomHttpProvider {
-    pub name: String,
-    pub url: String,
-    pub model: String,
-    pub key: Option<Secret>,
+pub(crate) struct CustomHttpProvider {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) model: String,
+    pub(crate) key: Option<Secret>,
     /// The header carrying the key: `authorization` sends `Bearer <key>`, any other name the bare key.
-    pub auth_header: String,
-    pub template: Value,
-    pub response_path: JsonPath,
-    pub timeout: Duration,
-    pub reset: ResetClock,
-    pub guard: UrlGuard,
-    pub scrub: crate::domain::scrub::Scrubber,
+    pub(crate) auth_header: String,
+    pub(crate) template: Value,
+    pub(crate) response_path: JsonPath,
+    pub(crate) timeout: Duration,
+    pub(crate) reset: ResetClock,
+    pub(crate) guard: UrlGuard,
+    pub(crate) scrub: crate::domain::scrub::Scrubber,
 }
 
 impl CustomHttpProvider {
@@ -115,7 +115,7 @@ impl CustomHttpProvider {
         values
     }
 
-    pub fn body(&self, request: &CompletionRequest) -> Value {
+    pub(crate) fn body(&self, request: &CompletionRequest) -> Value {
         fill(&self.template, &self.placeholders(request))
     }
 

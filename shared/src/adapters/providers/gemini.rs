@@ -15,7 +15,7 @@ use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
 use crate::domain::outcome::{Answer, CallReport, Failure};
 use crate::ports::Provider;
 
-pub struct GeminiProvider {
+pub(crate) struct GeminiProvider {
     conn: Connection,
     /// Set once the model refused `responseJsonSchema`: later calls ask for JSON without it.
     json_schema: SchemaFallback,
@@ -23,7 +23,7 @@ pub struct GeminiProvider {
 
 impl GeminiProvider {
     /// `conn.url` is the base URL (`…/v1beta`); calls go to its `/models/{model}:generateContent`.
-    pub fn new(conn: Connection, model: &str) -> Self {
+    pub(crate) fn new(conn: Connection, model: &str) -> Self {
         Self {
             conn: conn.at(&format!("/models/{model}:generateContent")),
             json_schema: SchemaFallback::default(),

@@ -3,13 +3,13 @@
 //! module knows its wire format and nothing about jobs; what a call produced is the domain's
 //! ([`crate::domain::outcome`]), which the adapters build and the engine reads.
 
-pub mod anthropic;
-pub mod catalog;
+pub(crate) mod anthropic;
+pub(crate) mod catalog;
 pub mod classify;
-pub mod cohere;
+pub(crate) mod cohere;
 pub mod custom;
 pub(crate) mod de;
-pub mod gemini;
+pub(crate) mod gemini;
 pub mod openai;
 pub mod spec;
 pub mod transport;

@@ -24,27 +24,27 @@ use crate::ports::Provider;
 /// (or of `catalog`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProviderEntry {
-    pub name: String,
-    pub catalog: Option<String>,
-    pub kind: Option<WireKind>,
-    pub base_url: Option<String>,
-    pub model: Option<String>,
-    pub api_key_env: Option<String>,
-    pub timeout_ms: Option<u64>,
-    pub rpm: Option<u64>,
-    pub rpd: Option<u64>,
-    pub tpm: Option<u64>,
-    pub reset: Option<ResetClock>,
-    pub small_context: Option<bool>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub enabled: Option<bool>,
+pub(crate) struct ProviderEntry {
+    pub(crate) name: String,
+    pub(crate) catalog: Option<String>,
+    pub(crate) kind: Option<WireKind>,
+    pub(crate) base_url: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) api_key_env: Option<String>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) rpm: Option<u64>,
+    pub(crate) rpd: Option<u64>,
+    pub(crate) tpm: Option<u64>,
+    pub(crate) reset: Option<ResetClock>,
+    pub(crate) small_context: Option<bool>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) enabled: Option<bool>,
     /// `kind = "http"` only: the JSON request body with `{{placeholders}}` (see `providers::custom`).
-    pub body_template: Option<serde_json::Value>,
+    pub(crate) body_template: Option<serde_json::Value>,
     /// `kind = "http"` only: where the text is in the answer, e.g. `[0].generated_text`.
-    pub response_path: Option<String>,
+    pub(crate) response_path: Option<String>,
     /// `kind = "http"` only: the header carrying the key (default `authorization`, sent as `Bearer <key>`).
-    pub auth_header: Option<String>,
+    pub(crate) auth_header: Option<String>,
 }
 
 /// The request and answer shape of a `kind = "http"` provider.
@@ -82,7 +82,7 @@ pub struct ProviderSpec {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SpecError {
+pub(crate) enum SpecError {
     #[error("{0} is required (no catalog entry provides it)")]
     Missing(&'static str),
     #[error("the key variable {0} is not set")]
@@ -103,7 +103,7 @@ pub enum SpecError {
     BadUrl(String),
 }
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 /// Fills `{VARIABLE}` placeholders of a base URL (Cloudflare's account id).
 fn fill_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, SpecError> {
@@ -126,7 +126,7 @@ fn fill_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     Ok(out.trim_end_matches('/').to_string())
 }
 
-pub fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderSpec, SpecError> {
+pub(crate) fn resolve(entry: ProviderEntry, env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderSpec, SpecError> {
     let name_ok = (1..=64).contains(&entry.name.len())
         && entry
             .name
@@ -212,7 +212,7 @@ fn http_shape(
 }
 
 /// Every catalog provider whose key variable is set, in catalog order (no file given).
-pub fn from_catalog_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpec> {
+pub(crate) fn from_catalog_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderSpec> {
     catalog::CATALOG
         .iter()
         .filter(|e| e.from_env && e.key_env.is_some_and(|k| env(k).is_some()))

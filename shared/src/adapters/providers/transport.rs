@@ -34,7 +34,7 @@ pub struct Connection {
 
 impl Connection {
     /// The same connection posting to `path` below its URL.
-    pub fn at(mut self, path: &str) -> Self {
+    pub(crate) fn at(mut self, path: &str) -> Self {
         self.url = format!("{}{path}", self.url.trim_end_matches('/'));
         self
     }
@@ -82,14 +82,14 @@ pub(crate) fn key_header(key: Option<&Secret>, name: &str, bearer: bool) -> Vec<
 
 /// Remembers that a model refused the JSON Schema we asked it to follow, so later calls do not ask again.
 #[derive(Debug, Default)]
-pub struct SchemaFallback {
+pub(crate) struct SchemaFallback {
     refused: AtomicBool,
 }
 
 impl SchemaFallback {
     /// Sends with the schema when the job has one and the model has not refused it before; an answer that
     /// `is_refusal` is remembered and the call is sent again without the schema.
-    pub async fn send<Sent>(
+    pub(crate) async fn send<Sent>(
         &self,
         wants_schema: bool,
         is_refusal: impl Fn(&Raw) -> bool,
@@ -112,13 +112,13 @@ impl SchemaFallback {
 
 /// One HTTP answer, read whole.
 pub struct Raw {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: String,
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 /// POSTs a JSON body with extra headers (auth, versions) under `timeout`.
-pub async fn post_json(
+pub(crate) async fn post_json(
     client: &reqwest::Client,
     url: &str,
     headers: &[(String, String)],

@@ -14,7 +14,7 @@ use crate::ports::{Queue, QueueError};
 #[derive(Debug, Clone)]
 pub struct Received {
     pub message: Message,
-    pub receive_count: u32,
+    pub(crate) receive_count: u32,
 }
 
 #[derive(Clone)]

@@ -55,7 +55,7 @@ pub enum SqsConfigError {
 
 impl SqsConfigError {
     /// The variable to set or fix.
-    pub fn variable(&self) -> &'static str {
+    pub(crate) fn variable(&self) -> &'static str {
         match self {
             SqsConfigError::Missing(name) => name,
             SqsConfigError::Http(_) => "AWS_ENDPOINT_URL_SQS",
@@ -68,7 +68,7 @@ impl SqsConfig {
     /// `AWS_SESSION_TOKEN`) and the SDKs' endpoint overrides (`AWS_ENDPOINT_URL_SQS`, then
     /// `AWS_ENDPOINT_URL`: moto locally). Empty values count as unset. The lookup is the
     /// configuration's (`config::env::process` in the functions): an adapter reads no variable itself.
-    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SqsConfigError> {
+    pub(crate) fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SqsConfigError> {
         let get = |name: &str| env(name).filter(|v| !v.is_empty());
         let region = get("AWS_REGION")
             .or_else(|| get("AWS_DEFAULT_REGION"))
@@ -89,7 +89,7 @@ impl SqsConfig {
 }
 
 /// SQS's regional endpoint (the China regions have their own domain).
-pub fn default_endpoint(region: &str) -> String {
+pub(crate) fn default_endpoint(region: &str) -> String {
     let domain = if region.starts_with("cn-") {
         "amazonaws.com.cn"
     } else {
@@ -340,7 +340,7 @@ fn transport_error(e: &reqwest::Error) -> String {
 }
 
 /// The message and delay SQS gets: waits beyond 15 minutes become a 15-minute hop with `not_before_ms`.
-pub fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, i32) {
+pub(crate) fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, i32) {
     if delay <= MAX_DELAY {
         return (message.clone(), delay.as_millis().div_ceil(1000) as i32);
     }

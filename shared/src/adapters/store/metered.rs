@@ -15,12 +15,12 @@ use crate::ports::{
     Submitted, SweepRequest, Swept,
 };
 
-pub struct MeteredStore {
+pub(crate) struct MeteredStore {
     inner: Arc<dyn Store>,
 }
 
 impl MeteredStore {
-    pub fn new(inner: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
         Self { inner }
     }
 }

@@ -3,6 +3,6 @@
 //! engine and the routes never import an adapter.
 
 pub mod memory;
-pub mod metered;
+pub(crate) mod metered;
 pub mod upstash;
-pub mod watch;
+pub(crate) mod watch;

@@ -26,7 +26,7 @@ struct Outage {
     alerted: bool,
 }
 
-pub struct WatchedStore {
+pub(crate) struct WatchedStore {
     inner: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
@@ -36,7 +36,7 @@ pub struct WatchedStore {
 }
 
 impl WatchedStore {
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,

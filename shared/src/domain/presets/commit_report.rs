@@ -15,8 +15,8 @@ use crate::domain::llm::{ChatMessage, ResponseFormat};
 use crate::domain::targets::Target;
 
 /// Diff characters sent to providers; small-context providers get the compact budget.
-pub const DIFF_BUDGET: usize = 24_000;
-pub const COMPACT_DIFF_BUDGET: usize = 8_000;
+pub(crate) const DIFF_BUDGET: usize = 24_000;
+pub(crate) const COMPACT_DIFF_BUDGET: usize = 8_000;
 const MAX_FILES: usize = 60;
 const MAX_PATH: usize = 160;
 const MAX_COMPONENTS: usize = 40;
@@ -28,7 +28,7 @@ const MAX_DIFF_INPUT: usize = 5 * 1024 * 1024;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "ReportRequest")]
-pub struct ReportBody {
+pub(crate) struct ReportBody {
     /// With `commitSha` and `template`, the job's identity: identical submits meet on one job.
     user_id: Text<1, 128>,
     /// The commit's hash.
@@ -71,17 +71,17 @@ pub struct ReportBody {
 
 /// A commit-report request, read: what the prompt, the fallback and the identity are made of.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReportRequest {
-    pub user_id: String,
-    pub commit_sha: String,
-    pub repo: String,
-    pub message: String,
-    pub files: Vec<String>,
-    pub components: Vec<String>,
-    pub diff_summary: String,
-    pub template: String,
-    pub deadline_seconds: Option<u64>,
-    pub targets: Vec<Target>,
+pub(crate) struct ReportRequest {
+    pub(crate) user_id: String,
+    pub(crate) commit_sha: String,
+    pub(crate) repo: String,
+    pub(crate) message: String,
+    pub(crate) files: Vec<String>,
+    pub(crate) components: Vec<String>,
+    pub(crate) diff_summary: String,
+    pub(crate) template: String,
+    pub(crate) deadline_seconds: Option<u64>,
+    pub(crate) targets: Vec<Target>,
 }
 
 impl Preset for ReportRequest {
@@ -135,7 +135,7 @@ impl Preset for ReportRequest {
 }
 
 /// The identity of a report job: one per user, commit and template (the purge route computes it too).
-pub fn report_identity(user_id: &str, commit_sha: &str, template: Option<&str>) -> String {
+pub(crate) fn report_identity(user_id: &str, commit_sha: &str, template: Option<&str>) -> String {
     let template = digest(&json!(template.unwrap_or("")));
     format!(
         "report:v{PRESET_VERSION}:{}:{}:{template}",
@@ -152,7 +152,7 @@ fn cut_chars(s: &str, max: usize) -> &str {
 }
 
 /// Keeps ~70 % head and ~30 % tail of a diff, cut at line boundaries, with a marker where the middle went.
-pub fn budget_diff(diff: &str, budget: usize) -> String {
+pub(crate) fn budget_diff(diff: &str, budget: usize) -> String {
     if diff.chars().count() <= budget {
         return diff.to_string();
     }
@@ -190,16 +190,16 @@ fn budget_files(files: &[String]) -> Vec<String> {
 /// The report the model writes: each key's limits, `(min, max)` characters for text and `(min, max)`
 /// items for lists. The prompt states them, [`report_schema`] enforces them, [`fallback_report`] meets
 /// them: one home for each.
-pub const TITLE_CHARS: (usize, usize) = (10, 120);
-pub const SUMMARY_CHARS: (usize, usize) = (50, 2_000);
-pub const CHANGES_ITEMS: (usize, usize) = (1, 50);
-pub const RATIONALE_CHARS: (usize, usize) = (20, 2_000);
-pub const IMPACT_CHARS: (usize, usize) = (20, 2_000);
-pub const NEXT_STEPS_ITEMS: (usize, usize) = (0, 20);
+pub(crate) const TITLE_CHARS: (usize, usize) = (10, 120);
+pub(crate) const SUMMARY_CHARS: (usize, usize) = (50, 2_000);
+pub(crate) const CHANGES_ITEMS: (usize, usize) = (1, 50);
+pub(crate) const RATIONALE_CHARS: (usize, usize) = (20, 2_000);
+pub(crate) const IMPACT_CHARS: (usize, usize) = (20, 2_000);
+pub(crate) const NEXT_STEPS_ITEMS: (usize, usize) = (0, 20);
 /// The fewest characters of one `changes` or `next_steps` item.
-pub const ITEM_MIN_CHARS: usize = 5;
+pub(crate) const ITEM_MIN_CHARS: usize = 5;
 /// The most characters of `tags`.
-pub const TAGS_MAX_CHARS: usize = 200;
+pub(crate) const TAGS_MAX_CHARS: usize = 200;
 
 fn instructions() -> String {
     let text = |(min, max): (usize, usize)| format!("{min}-{max} characters");
@@ -263,7 +263,7 @@ fn prompts(r: &ReportRequest) -> (Vec<ChatMessage>, Vec<ChatMessage>) {
     (full, compact)
 }
 
-pub const REPORT_KEYS: [&str; 7] = [
+pub(crate) const REPORT_KEYS: [&str; 7] = [
     "title",
     "summary",
     "changes",
@@ -275,7 +275,7 @@ pub const REPORT_KEYS: [&str; 7] = [
 
 /// The report's JSON Schema (unknown keys are dropped by [`normalize`] before validation), built once
 /// per process: every report job holds this one.
-pub fn report_schema() -> Arc<Value> {
+pub(crate) fn report_schema() -> Arc<Value> {
     static SCHEMA: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(build_report_schema()));
     SCHEMA.clone()
 }
@@ -307,7 +307,7 @@ fn build_report_schema() -> Value {
 }
 
 /// Drops keys the report does not have (models add `confidence`, `notes`, ...).
-pub fn normalize(v: Value) -> Value {
+pub(crate) fn normalize(v: Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -328,7 +328,7 @@ fn fit(s: String, (min, max): (usize, usize), pad: &str) -> String {
 
 /// The deterministic report built from the commit alone, used when every provider failed for good.
 /// It validates against [`report_schema`] for every valid request (property-tested).
-pub fn fallback_report(r: &ReportRequest) -> Value {
+pub(crate) fn fallback_report(r: &ReportRequest) -> Value {
     let short_sha: String = r.commit_sha.chars().take(7).collect();
     let first_line = r.message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     let title = if first_line.is_empty() {

@@ -24,7 +24,7 @@ const CHILD: char = '\u{1f}';
 /// Why a field type refused a value, and where below the field (`""`: the field itself; `"url"`,
 /// `"[2]"`, `"[2].role"`: inside it).
 #[derive(Debug)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     child: String,
     message: String,
 }
@@ -152,7 +152,7 @@ fn characters(s: &str, min: usize, max: usize) -> Result<(), Refusal> {
 /// A string of `MIN..=MAX` characters. Absent or null, an optional one is `None`; a required one
 /// "is required".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text<const MIN: usize, const MAX: usize>(pub String);
+pub(crate) struct Text<const MIN: usize, const MAX: usize>(pub String);
 
 impl<const MIN: usize, const MAX: usize> Text<MIN, MAX> {
     pub(crate) fn check(value: Value) -> Result<Self, Refusal> {
@@ -174,12 +174,12 @@ leaf_schema!(
 );
 
 /// The longest URL a webhook or callback may have.
-pub const MAX_URL: usize = 2048;
+pub(crate) const MAX_URL: usize = 2048;
 
 /// A webhook's or callback's URL: 1 to [`MAX_URL`] characters (whether it is safe is the URL guard's
 /// question, asked by the route).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url(pub String);
+pub(crate) struct Url(pub String);
 
 impl Url {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -196,7 +196,7 @@ leaf_schema!(
 
 /// Up to `ITEMS` strings of at most `LEN` characters each; absent or null is none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Strings<const ITEMS: usize, const LEN: usize>(pub Vec<String>);
+pub(crate) struct Strings<const ITEMS: usize, const LEN: usize>(pub Vec<String>);
 
 impl<const ITEMS: usize, const LEN: usize> Strings<ITEMS, LEN> {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -234,7 +234,7 @@ leaf_schema!(
 
 /// A string of at most `MAX_BYTES` bytes (counted in bytes: a diff is budgeted, not refused, below it).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LongText<const MAX_BYTES: usize>(pub String);
+pub(crate) struct LongText<const MAX_BYTES: usize>(pub String);
 
 impl<const MAX_BYTES: usize> LongText<MAX_BYTES> {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -255,7 +255,7 @@ leaf_schema!(
 
 /// A whole number from `MIN` to `MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Int<const MIN: u64, const MAX: u64>(pub u64);
+pub(crate) struct Int<const MIN: u64, const MAX: u64>(pub u64);
 
 impl<const MIN: u64, const MAX: u64> Int<MIN, MAX> {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -275,7 +275,7 @@ leaf_schema!(
 
 /// `true` or `false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flag(pub bool);
+pub(crate) struct Flag(pub bool);
 
 impl Flag {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -291,7 +291,7 @@ leaf_schema!([] Flag, |_g| "Flag", json_schema!({"type": "boolean"}));
 
 /// Any JSON object, kept as it is.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct JsonObject(pub Map<String, Value>);
+pub(crate) struct JsonObject(pub Map<String, Value>);
 
 impl JsonObject {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -310,13 +310,13 @@ leaf_schema!(
 );
 
 /// How many headers one callback may carry.
-pub const MAX_HEADERS: usize = 20;
+pub(crate) const MAX_HEADERS: usize = 20;
 const MAX_HEADER_NAME: usize = 256;
 const MAX_HEADER_VALUE: usize = 4096;
 
 /// Headers sent with one callback: at most [`MAX_HEADERS`], each a valid HTTP name and value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Headers(pub BTreeMap<String, String>);
+pub(crate) struct Headers(pub BTreeMap<String, String>);
 
 impl Headers {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -363,7 +363,7 @@ leaf_schema!(
 
 /// A number from 0 to 2, the sampling temperature.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Temperature(pub f32);
+pub(crate) struct Temperature(pub f32);
 
 impl Temperature {
     const MAX: f64 = 2.0;
@@ -385,14 +385,14 @@ leaf_schema!(
 );
 
 /// An object that must be one: absent or null is an error, with the owner's words.
-pub trait Shape: DeserializeOwned {
+pub(crate) trait Shape: DeserializeOwned {
     /// The `error` text for anything but an object.
     const NOT_AN_OBJECT: &'static str;
 }
 
 /// A nested object read by its derived `Deserialize`, its fields named below it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Object<T>(pub T);
+pub(crate) struct Object<T>(pub T);
 
 impl<T: Shape> Object<T> {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -419,10 +419,10 @@ impl<T: JsonSchema> JsonSchema for Object<T> {
 
 /// Up to `MAX` objects, in order: a list that is not one (or too long) gets `T`'s list words.
 #[derive(Debug, Clone, PartialEq)]
-pub struct List<T, const MIN: usize, const MAX: usize>(pub Vec<T>);
+pub(crate) struct List<T, const MIN: usize, const MAX: usize>(pub Vec<T>);
 
 /// The `error` text for a list of `T` that is not an array of `MIN..=MAX` items.
-pub trait Listed {
+pub(crate) trait Listed {
     const NOT_A_LIST: &'static str;
 }
 

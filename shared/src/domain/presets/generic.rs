@@ -29,7 +29,7 @@ const MAX_PROMPT: usize = 200_000;
         "dependentSchemas" = {"outputSchema": {"properties": {"responseMode": {"const": "json"}}}}
     )
 )]
-pub struct GenerateBody {
+pub(crate) struct GenerateBody {
     // Null is not absent here: it is a prompt of the wrong type.
     #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Prompt")]
@@ -88,14 +88,14 @@ pub struct GenerateBody {
 /// A field kept as JSON, read later: `messages` is read only when `prompt` is absent.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct Unread(Value);
+pub(crate) struct Unread(Value);
 
 /// `maxTokens` when the request does not say.
 const DEFAULT_MAX_TOKENS: u64 = 1_024;
 
 /// `prompt`: the prompt itself, or a template.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Prompt {
+pub(crate) enum Prompt {
     Text(String),
     Template(PromptTemplate),
 }
@@ -139,7 +139,7 @@ impl JsonSchema for Prompt {
 /// A template with `{{payload.x}}`, `{{metadata.x}}` and `{{variables.x}}` placeholders.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(inline)]
-pub struct PromptTemplate {
+pub(crate) struct PromptTemplate {
     /// The user message.
     template: Text<1, MAX_PROMPT>,
     /// The system message.
@@ -265,7 +265,7 @@ leaf_schema!(
 
 /// `responseMode`: a JSON answer (the default) or text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Json,
     Text,
 }
@@ -285,7 +285,7 @@ leaf_schema!([] Mode, |_g| "Mode", json_schema!({"enum": ["json", "text"]}));
 
 /// `outputSchema`: a JSON Schema (checked to compile), or the old flat DSL turned into one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutputSchema(pub Value);
+pub(crate) struct OutputSchema(pub Value);
 
 impl OutputSchema {
     fn check(value: Value) -> Result<Self, Refusal> {
@@ -369,15 +369,15 @@ leaf_schema!(
 
 /// A generic request, read: the conversation, the answer's format and the options that shape it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GenerateRequest {
-    pub messages: Vec<ChatMessage>,
-    pub format: ResponseFormat,
-    pub max_tokens: u32,
-    pub temperature: Option<f32>,
-    pub cache_key: Option<String>,
-    pub context: Map<String, Value>,
-    pub deadline_seconds: Option<u64>,
-    pub targets: Vec<Target>,
+pub(crate) struct GenerateRequest {
+    pub(crate) messages: Vec<ChatMessage>,
+    pub(crate) format: ResponseFormat,
+    pub(crate) max_tokens: u32,
+    pub(crate) temperature: Option<f32>,
+    pub(crate) cache_key: Option<String>,
+    pub(crate) context: Map<String, Value>,
+    pub(crate) deadline_seconds: Option<u64>,
+    pub(crate) targets: Vec<Target>,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -391,7 +391,7 @@ fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Fills `{{payload.x}}`, `{{metadata.x}}` and `{{variables.x}}`; strings go in as they are, other
 /// values as compact JSON; an unknown placeholder is an error.
-pub fn render(template: &str, scopes: &Value) -> Result<String, FieldError> {
+pub(crate) fn render(template: &str, scopes: &Value) -> Result<String, FieldError> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
@@ -416,7 +416,7 @@ pub fn render(template: &str, scopes: &Value) -> Result<String, FieldError> {
 
 /// The old flat DSL `{"kind":"http-json","requiredKeys":[..],"properties":{"k":{"type":..}},"allowAdditionalKeys":bool}`
 /// as a JSON Schema.
-pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
+pub(crate) fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
     let err = |m: &str| FieldError::new("outputSchema", m.to_string());
     let mut properties = Map::new();
     if let Some(props) = dsl.get("properties") {

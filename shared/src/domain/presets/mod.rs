@@ -2,9 +2,9 @@
 //! their JSON Schema in `fields`), the request's identity (dedupe and cache key), and the prompt.
 //! `commit_report` is one preset; `generic` serves any prompt / JSON-schema job the same way.
 
-pub mod commit_report;
-pub mod fields;
-pub mod generic;
+pub(crate) mod commit_report;
+pub(crate) mod fields;
+pub(crate) mod generic;
 mod redact;
 
 use schemars::JsonSchema;
@@ -19,13 +19,13 @@ use crate::domain::targets::{Target, TargetKind};
 /// A request field that is missing or wrong. Its `Display` is the contract's 400 `error` text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
+pub(crate) struct FieldError {
+    pub(crate) field: String,
+    pub(crate) message: String,
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -34,12 +34,12 @@ impl FieldError {
 }
 
 /// Bumped when prompts change, so cached results of an older prompt are not served for a new one.
-pub const PRESET_VERSION: &str = "2";
+pub(crate) const PRESET_VERSION: &str = "2";
 
 /// A preset: the body it reads, what the job it makes is, and where that job is polled. One submit
 /// handler serves every preset (`api::routes::submit::<P>`), and the OpenAPI document describes each
 /// preset's body from [`Preset::Body`].
-pub trait Preset: Sized {
+pub(crate) trait Preset: Sized {
     /// The body as the contract reads it; its derived JSON Schema is the document's request schema.
     type Body: DeserializeOwned + JsonSchema;
     /// Where the job's status is polled: `{STATUS_PREFIX}{jobId}`.
@@ -64,10 +64,10 @@ pub trait Preset: Sized {
 }
 
 /// How long a job may take, in seconds, when the request says: a minute to a week.
-pub type Deadline = Int<60, 604_800>;
+pub(crate) type Deadline = Int<60, 604_800>;
 
 /// At most five callbacks, delivered in order.
-pub type Callbacks = List<Callback, 0, 5>;
+pub(crate) type Callbacks = List<Callback, 0, 5>;
 
 /// A callback's attempts when the request does not say.
 const DEFAULT_ATTEMPTS: u64 = 3;
@@ -78,7 +78,7 @@ const DEFAULT_BACKOFF_MS: u64 = 1_000;
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(inline)]
-pub struct Callback {
+pub(crate) struct Callback {
     /// Where to POST the callback body `{success, result | error, metadata}`.
     url: Url,
     /// Headers sent with this callback only.
@@ -106,7 +106,7 @@ impl Listed for Callback {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(inline)]
-pub struct Retry {
+pub(crate) struct Retry {
     #[serde(default)]
     #[schemars(with = "Int<1, 5>", extend("default" = DEFAULT_ATTEMPTS))]
     max_attempts: Option<Int<1, 5>>,
@@ -121,7 +121,7 @@ impl Shape for Retry {
 
 /// Who to tell when the job ends: the signed webhook `callbackUrl` first, then `callbacks` in order
 /// (shape only here; whether a URL is safe is the route's URL guard's question).
-pub(crate) fn targets(callback_url: Option<Url>, callbacks: Option<Callbacks>) -> Vec<Target> {
+pub fn targets(callback_url: Option<Url>, callbacks: Option<Callbacks>) -> Vec<Target> {
     let webhook = callback_url.map(|url| Target::webhook(url.0));
     let callbacks = callbacks.into_iter().flat_map(|list| list.0).map(|c| {
         let retry = c.retry.map(|r| r.0);

@@ -47,7 +47,7 @@ fn run_is_secret(run: &str) -> bool {
         && run.chars().any(|c| c.is_ascii_digit())
 }
 
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let r = rules();
     let text = r.private_key.replace_all(text, "[REDACTED PRIVATE KEY]");
     let text = r.aws_key.replace_all(&text, "[REDACTED AWS KEY]");

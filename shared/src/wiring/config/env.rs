@@ -10,11 +10,11 @@ use super::ConfigError;
 use crate::ports::RateLimit;
 
 /// A variable lookup: `None` when unset (the process's lookup also treats an empty value as unset).
-pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process's own variables, an empty value counting as unset. The one place the crate reads
 /// `std::env` for its configuration.
-pub fn process(name: &str) -> Option<String> {
+pub(crate) fn process(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 

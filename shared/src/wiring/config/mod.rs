@@ -7,7 +7,7 @@
 //! - [`env`]: the lookup and the typed reads every variable goes through.
 //! - `settings`: the engine's settings and the owners' limits, filled in from the variables.
 
-pub mod env;
+pub(crate) mod env;
 mod settings;
 
 use std::path::Path;
@@ -236,14 +236,14 @@ fn load_file(path: &Path, env: Lookup, guard: &UrlGuard) -> Result<Vec<ProviderS
 
 /// `LOG_FORMAT=text` switches the JSON log lines to human-readable ones (read before the rest of the
 /// configuration so configuration errors are logged in the chosen format).
-pub fn log_format_is_text() -> bool {
+pub(crate) fn log_format_is_text() -> bool {
     let text = |name| std::env::var(name).is_ok_and(|f| f.eq_ignore_ascii_case("text"));
     text("LOG_FORMAT") || text("AWS_LAMBDA_LOG_FORMAT")
 }
 
 /// The log filter: Lambda's `AWS_LAMBDA_LOG_LEVEL` (set from the function's `LoggingConfig`) first, as
 /// the Rust runtime does, then `RUST_LOG`.
-pub fn log_filter() -> Option<String> {
+pub(crate) fn log_filter() -> Option<String> {
     std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .ok()
         .filter(|l| !l.is_empty())

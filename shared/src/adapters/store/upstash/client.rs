@@ -17,7 +17,7 @@ pub struct Script {
 }
 
 impl Script {
-    pub fn new(source: &'static str) -> Self {
+    pub(crate) fn new(source: &'static str) -> Self {
         Self {
             source,
             sha1: hex::encode(sha1_smol::Sha1::from(source).digest().bytes()),
@@ -27,7 +27,7 @@ impl Script {
 
     /// A script whose last argument is the billed commands it costs (scripts/budget.lua): when it has
     /// to be loaded first, the `EVAL` after the `NOSCRIPT` answer says 2 (Upstash bills both).
-    pub fn counted(source: &'static str) -> Self {
+    pub(crate) fn counted(source: &'static str) -> Self {
         Self {
             counted: true,
             ..Self::new(source)
@@ -51,7 +51,7 @@ impl std::fmt::Debug for UpstashClient {
 }
 
 /// A Redis argument: Upstash takes strings and numbers in the JSON array.
-pub fn arg(v: impl Into<Value>) -> Value {
+pub(crate) fn arg(v: impl Into<Value>) -> Value {
     v.into()
 }
 
@@ -138,7 +138,7 @@ impl UpstashClient {
     }
 
     /// Runs a script by its SHA; loads it with `EVAL` the first time the server does not know it.
-    pub async fn eval(&self, script: &Script, keys: &[&str], args: Vec<Value>) -> Result<Value, StoreError> {
+    pub(crate) async fn eval(&self, script: &Script, keys: &[&str], args: Vec<Value>) -> Result<Value, StoreError> {
         let tail = || {
             let mut v: Vec<Value> = vec![arg(keys.len())];
             v.extend(keys.iter().map(|k| arg(*k)));

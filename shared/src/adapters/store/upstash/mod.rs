@@ -42,7 +42,7 @@
 //! sweeps, one command each, shared by every job in the store. The scripts of the routes count the
 //! request against its owner's limits and refuse before doing any work, in that same request.
 
-pub mod client;
+pub(crate) mod client;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -164,7 +164,7 @@ fn counted<'a>(
 }
 
 /// The stored form of a job: a header the scripts read, then the JSON.
-pub fn encode(job: &Job) -> Result<String, StoreError> {
+pub(crate) fn encode(job: &Job) -> Result<String, StoreError> {
     let json = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(format!(
         "J1 {} {} {} {}{}\n{json}",
@@ -180,7 +180,7 @@ pub fn encode(job: &Job) -> Result<String, StoreError> {
     ))
 }
 
-pub fn decode(record: &str) -> Result<Job, StoreError> {
+pub(crate) fn decode(record: &str) -> Result<Job, StoreError> {
     let (header, json) = record
         .split_once('\n')
         .ok_or_else(|| StoreError::Corrupt("record without header".into()))?;
