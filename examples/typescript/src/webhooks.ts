@@ -35,7 +35,8 @@ export interface CallbackBody {
     jobId: string;
     provider: string | null;
     generationTimeMs: number;
-    timestamp: number;
+    /** ISO-8601, as `Date.prototype.toISOString` writes it (the original's shape). */
+    timestamp: string;
   };
 }
 

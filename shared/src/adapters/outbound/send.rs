@@ -51,7 +51,9 @@ pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
             metadata.insert("jobId".into(), json!(f.job_id));
             metadata.insert("provider".into(), json!(f.provider));
             metadata.insert("generationTimeMs".into(), json!(f.generation_time_ms));
-            metadata.insert("timestamp".into(), json!(now_ms));
+            // The original's callback metadata carries an ISO-8601 instant (receivers put it in Discord
+            // embeds and logs as is); the legacy webhook body keeps its epoch milliseconds.
+            metadata.insert("timestamp".into(), json!(iso_ms(now_ms)));
             let mut body = Map::new();
             body.insert("success".into(), json!(completed));
             if completed {
@@ -64,6 +66,13 @@ pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
         }
     };
     js_json::stringify(&value)
+}
+
+/// An instant as JavaScript's `Date.prototype.toISOString` writes it: `2026-01-31T12:00:00.000Z`.
+pub fn iso_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Headers a target may not set: ours carry the signatures and the body type.
@@ -79,27 +88,33 @@ fn reserved(name: &str) -> bool {
 /// One POST to a target: SSRF-guarded and pinned, signed with the owner's secrets when there are any.
 /// What the receiver's side said (a redirect's `Location`, a connection error) passes `scrub` here,
 /// before it is logged or stored with the job.
+/// With `legacy_bearer` (`WEBHOOK_LEGACY_BEARER=true`), a `callbackUrl` webhook also carries the original's
+/// `Authorization: Bearer <secret>`; callbacks never do.
 #[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     target: &Target,
     body: &str,
     msg_id: &str,
     secrets: Option<&WebhookSecrets>,
+    legacy_bearer: bool,
     guard: &UrlGuard,
     now_ms: u64,
     timeout: Duration,
     scrub: &Scrubber,
 ) -> AttemptReport {
-    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, guard, now_ms, timeout).await;
+    let mut report =
+        attempt_unscrubbed(target, body, msg_id, secrets, legacy_bearer, guard, now_ms, timeout).await;
     report.error = report.error.map(|e| scrub.scrub_owned(e));
     report
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt_unscrubbed(
     target: &Target,
     body: &str,
     msg_id: &str,
     secrets: Option<&WebhookSecrets>,
+    legacy_bearer: bool,
     guard: &UrlGuard,
     now_ms: u64,
     timeout: Duration,
@@ -126,6 +141,9 @@ async fn attempt_unscrubbed(
         .collect();
     if let Some(secrets) = secrets {
         headers.extend(sign::signed_headers(secrets, msg_id, now_ms, body));
+        if legacy_bearer && target.kind == TargetKind::Webhook {
+            headers.push(sign::legacy_bearer_header(secrets));
+        }
     }
     match guard::post(&pinned, &headers, body.to_string(), timeout).await {
         Ok(outcome) => AttemptReport {
@@ -181,7 +199,8 @@ mod tests {
         );
         assert_eq!(
             body(TargetKind::Callback, &failed, 7),
-            r#"{"success":false,"error":"no provider","metadata":{"userId":"u1","commitSha":"abc","repo":"acme/x","jobId":"j","provider":null,"generationTimeMs":42,"timestamp":7}}"#
+            r#"{"success":false,"error":"no provider","metadata":{"userId":"u1","commitSha":"abc","repo":"acme/x","jobId":"j","provider":null,"generationTimeMs":42,"timestamp":"1970-01-01T00:00:00.007Z"}}"#
         );
+        assert_eq!(iso_ms(1_796_000_000_123), "2026-11-30T00:53:20.123Z");
     }
 }
