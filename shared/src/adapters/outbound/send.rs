@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::guard::{self, UrlGuard};
 use super::js_json;
@@ -31,41 +33,115 @@ pub struct Finished<'a> {
     pub context: &'a Map<String, Value>,
 }
 
+/// `"completed"`.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletedWord {
+    Completed,
+}
+
+/// `"failed"`.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedWord {
+    Failed,
+}
+
+/// The `callbackUrl` webhook's body when the job completed (the original's shape).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCompleted<'a> {
+    pub job_id: &'a str,
+    pub status: CompletedWord,
+    /// The report, or the generic job's output.
+    pub result: Option<&'a Value>,
+    /// The provider that answered (`fallback` for the preset's template report).
+    pub provider: Option<&'a str>,
+    pub generation_time_ms: u64,
+    pub fallback: bool,
+    /// When this attempt was sent, epoch milliseconds (the same instant as `X-Webhook-Timestamp`).
+    pub timestamp: u64,
+}
+
+/// The `callbackUrl` webhook's body when the job failed for good (sent once, not per retry).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookFailed<'a> {
+    pub job_id: &'a str,
+    pub status: FailedWord,
+    pub error: &'a str,
+    /// When this attempt was sent, epoch milliseconds.
+    pub timestamp: u64,
+}
+
+/// A `callbacks` entry's body.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackBody<'a> {
+    pub success: bool,
+    /// The output, when `success`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'a Value>,
+    /// Why the job failed, when not `success`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    pub metadata: CallbackMetadata<'a>,
+}
+
+/// A callback's `metadata`; the commit fields come with commit reports only.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackMetadata<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<&'a Value>,
+    pub job_id: &'a str,
+    pub provider: Option<&'a str>,
+    pub generation_time_ms: u64,
+    /// When this attempt was sent, ISO-8601 UTC with milliseconds (`2026-01-31T12:00:00.000Z`, as
+    /// JavaScript's `toISOString` writes it): the original's shape, which receivers show as is.
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub timestamp: String,
+}
+
 /// The contract's body for a target, as the bytes JavaScript's `JSON.stringify` would produce.
 pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
     let value = match (kind, f.completed) {
-        (TargetKind::Webhook, true) => json!({
-            "jobId": f.job_id, "status": "completed", "result": f.result, "provider": f.provider,
-            "generationTimeMs": f.generation_time_ms, "fallback": f.fallback, "timestamp": now_ms,
+        (TargetKind::Webhook, true) => serde_json::to_value(WebhookCompleted {
+            job_id: f.job_id,
+            status: CompletedWord::Completed,
+            result: f.result,
+            provider: f.provider,
+            generation_time_ms: f.generation_time_ms,
+            fallback: f.fallback,
+            timestamp: now_ms,
         }),
-        (TargetKind::Webhook, false) => {
-            json!({"jobId": f.job_id, "status": "failed", "error": f.error.unwrap_or("failed"), "timestamp": now_ms})
-        }
-        (TargetKind::Callback, completed) => {
-            let mut metadata = Map::new();
-            for key in ["userId", "commitSha", "repo"] {
-                if let Some(v) = f.context.get(key) {
-                    metadata.insert(key.into(), v.clone());
-                }
-            }
-            metadata.insert("jobId".into(), json!(f.job_id));
-            metadata.insert("provider".into(), json!(f.provider));
-            metadata.insert("generationTimeMs".into(), json!(f.generation_time_ms));
-            // The original's callback metadata carries an ISO-8601 instant (receivers put it in Discord
-            // embeds and logs as is); the legacy webhook body keeps its epoch milliseconds.
-            metadata.insert("timestamp".into(), json!(iso_ms(now_ms)));
-            let mut body = Map::new();
-            body.insert("success".into(), json!(completed));
-            if completed {
-                body.insert("result".into(), json!(f.result));
-            } else {
-                body.insert("error".into(), json!(f.error.unwrap_or("failed")));
-            }
-            body.insert("metadata".into(), Value::Object(metadata));
-            Value::Object(body)
-        }
+        (TargetKind::Webhook, false) => serde_json::to_value(WebhookFailed {
+            job_id: f.job_id,
+            status: FailedWord::Failed,
+            error: f.error.unwrap_or("failed"),
+            timestamp: now_ms,
+        }),
+        (TargetKind::Callback, completed) => serde_json::to_value(CallbackBody {
+            success: completed,
+            result: if completed { Some(f.result.unwrap_or(&Value::Null)) } else { None },
+            error: (!completed).then(|| f.error.unwrap_or("failed")),
+            metadata: CallbackMetadata {
+                user_id: f.context.get("userId"),
+                commit_sha: f.context.get("commitSha"),
+                repo: f.context.get("repo"),
+                job_id: f.job_id,
+                provider: f.provider,
+                generation_time_ms: f.generation_time_ms,
+                timestamp: iso_ms(now_ms),
+            },
+        }),
     };
-    js_json::stringify(&value)
+    // Plain structs of strings, numbers and JSON values: serialising them cannot fail.
+    js_json::stringify(&value.unwrap_or(Value::Null))
 }
 
 /// An instant as JavaScript's `Date.prototype.toISOString` writes it: `2026-01-31T12:00:00.000Z`.
@@ -164,6 +240,7 @@ async fn attempt_unscrubbed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bodies_follow_the_contract() {
