@@ -57,7 +57,11 @@ async fn the_js_client_runs_caller_style_code_against_stepper_local() {
     assert!(output.status.success(), "node --test failed:\n{report}");
     // Skipped cases (routes this stepper does not serve yet) are printed with their reason above.
     assert!(report.contains("pass"), "no test ran:\n{report}");
-    assert!(provider.hits() >= 4, "the jobs reached the provider ({} calls)", provider.hits());
+    assert!(
+        provider.hits() >= 4,
+        "the jobs reached the provider ({} calls)",
+        provider.hits()
+    );
 }
 
 #[tokio::test]
@@ -70,7 +74,10 @@ async fn the_js_client_declarations_compile_for_a_strict_typescript_caller() {
             "{} is missing: run scripts/install-tools.sh",
             tsc.display()
         );
-        eprintln!("SKIPPED: {} is not installed (scripts/install-tools.sh installs it)", tsc.display());
+        eprintln!(
+            "SKIPPED: {} is not installed (scripts/install-tools.sh installs it)",
+            tsc.display()
+        );
         return;
     }
     let output = run(&tsc, &["-p", "test/tsconfig.json"], &[]).await;

@@ -101,10 +101,21 @@ async fn the_legacy_bearer_comes_only_when_switched_on_and_only_on_the_webhook()
     let (code, queued) = local.post("/v1/generate", ALICE, body).await;
     assert_eq!(code, 202, "{queued}");
     let got = wait_for(&hook, 2, Duration::from_secs(10)).await;
-    let by_path = |path: &str| got.iter().find(|w| w.path == path).unwrap_or_else(|| panic!("{path}: {got:?}"));
+    let by_path = |path: &str| {
+        got.iter()
+            .find(|w| w.path == path)
+            .unwrap_or_else(|| panic!("{path}: {got:?}"))
+    };
     let webhook = by_path("/hook");
-    assert!(webhook.authorization && webhook.bearer_ok, "Bearer <secret> on the webhook");
-    assert!(webhook.legacy_ok && webhook.standard_ok, "still signed: {:?}", webhook.reasons);
+    assert!(
+        webhook.authorization && webhook.bearer_ok,
+        "Bearer <secret> on the webhook"
+    );
+    assert!(
+        webhook.legacy_ok && webhook.standard_ok,
+        "still signed: {:?}",
+        webhook.reasons
+    );
     let callback = by_path("/callback");
     assert!(!callback.authorization, "a callback never carries the secret");
 }
@@ -301,9 +312,15 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     assert_eq!(b[0].body["metadata"]["provider"], "alpha");
     // The original's shape: an ISO-8601 instant, as JavaScript's toISOString writes it, and recent.
     let at = b[0].body["metadata"]["timestamp"].as_str().expect("an ISO string");
-    let at_ms = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339").timestamp_millis();
+    let at_ms = chrono::DateTime::parse_from_rfc3339(at)
+        .expect("RFC 3339")
+        .timestamp_millis();
     assert!(at.ends_with('Z') && at.len() == 24, "{at}");
-    assert!((at_ms - b[0].at_ms as i64).abs() < 60_000, "{at} vs received at {}", b[0].at_ms);
+    assert!(
+        (at_ms - b[0].at_ms as i64).abs() < 60_000,
+        "{at} vs received at {}",
+        b[0].at_ms
+    );
     assert!(b[0].legacy_ok, "callbacks are signed too: {:?}", b[0].reasons);
     assert!(!b[0].authorization, "no Authorization header unless asked for");
     let status = local.get(continued["statusUrl"].as_str().unwrap(), ALICE).await.1;

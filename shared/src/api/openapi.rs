@@ -114,9 +114,7 @@ pub fn document(key_header: &str) -> Value {
 /// The two requests stepper makes to a caller when a job finishes: the `callbackUrl` webhook and each
 /// `callbacks` entry, with the headers that sign them.
 fn webhooks(generator: &mut SchemaGenerator) -> Value {
-    let header = |name: &str, description: &str, required: bool| {
-        json!({"name": name, "in": "header", "required": required, "description": description, "schema": {"type": "string"}})
-    };
+    let header = |name: &str, description: &str, required: bool| json!({"name": name, "in": "header", "required": required, "description": description, "schema": {"type": "string"}});
     let signed = || {
         vec![
             header(
@@ -644,7 +642,10 @@ mod tests {
             .into_iter()
             .chain([sign::legacy_bearer_header(&secrets)]);
         for (name, _) in sent {
-            assert!(headers.contains(&name), "{name} is not in the webhooks section: {headers:?}");
+            assert!(
+                headers.contains(&name),
+                "{name} is not in the webhooks section: {headers:?}"
+            );
         }
         assert!(!names("callback").contains(&sign::AUTHORIZATION_HEADER.to_string()));
     }

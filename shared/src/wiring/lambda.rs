@@ -273,8 +273,14 @@ mod tests {
             assert!(api_config_from_lookup(&allowed, Needs::Store).unwrap().keys.is_open());
         }
         let no = lookup(&[STORE[0], STORE[1], ("STEPPER_ALLOW_OPEN", "false")]);
-        assert_eq!(api_config_from_lookup(&no, Needs::Store).unwrap_err().variable(), "STEPPER_API_KEYS");
+        assert_eq!(
+            api_config_from_lookup(&no, Needs::Store).unwrap_err().variable(),
+            "STEPPER_API_KEYS"
+        );
         let typo = lookup(&[STORE[0], STORE[1], ("STEPPER_ALLOW_OPEN", "ture")]);
-        assert_eq!(api_config_from_lookup(&typo, Needs::Store).unwrap_err().variable(), "STEPPER_ALLOW_OPEN");
+        assert_eq!(
+            api_config_from_lookup(&typo, Needs::Store).unwrap_err().variable(),
+            "STEPPER_ALLOW_OPEN"
+        );
     }
 }

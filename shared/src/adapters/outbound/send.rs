@@ -127,7 +127,11 @@ pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
         }),
         (TargetKind::Callback, completed) => serde_json::to_value(CallbackBody {
             success: completed,
-            result: if completed { Some(f.result.unwrap_or(&Value::Null)) } else { None },
+            result: if completed {
+                Some(f.result.unwrap_or(&Value::Null))
+            } else {
+                None
+            },
             error: (!completed).then(|| f.error.unwrap_or("failed")),
             metadata: CallbackMetadata {
                 user_id: f.context.get("userId"),
@@ -178,8 +182,7 @@ pub async fn attempt(
     timeout: Duration,
     scrub: &Scrubber,
 ) -> AttemptReport {
-    let mut report =
-        attempt_unscrubbed(target, body, msg_id, secrets, legacy_bearer, guard, now_ms, timeout).await;
+    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, legacy_bearer, guard, now_ms, timeout).await;
     report.error = report.error.map(|e| scrub.scrub_owned(e));
     report
 }

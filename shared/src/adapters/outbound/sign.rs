@@ -162,7 +162,10 @@ pub fn signed_headers(secrets: &WebhookSecrets, msg_id: &str, now_ms: u64, body:
 /// `WEBHOOK_LEGACY_BEARER=true`. Weaker than the signatures: it hands the secret itself to the
 /// receiver (and to anything that logs its headers), proves nothing about the body and never expires.
 pub fn legacy_bearer_header(secrets: &WebhookSecrets) -> (String, String) {
-    (AUTHORIZATION_HEADER.to_owned(), format!("Bearer {}", secrets.current_text))
+    (
+        AUTHORIZATION_HEADER.to_owned(),
+        format!("Bearer {}", secrets.current_text),
+    )
 }
 
 /// The header of [`legacy_bearer_header`].

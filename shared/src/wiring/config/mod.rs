@@ -347,10 +347,23 @@ mod tests {
     #[test]
     fn the_legacy_bearer_is_off_unless_switched_on() {
         assert!(!config(&[]).unwrap().settings.webhook_legacy_bearer);
-        assert!(config(&[("WEBHOOK_LEGACY_BEARER", "true")]).unwrap().settings.webhook_legacy_bearer);
-        assert!(!config(&[("WEBHOOK_LEGACY_BEARER", "false")]).unwrap().settings.webhook_legacy_bearer);
+        assert!(
+            config(&[("WEBHOOK_LEGACY_BEARER", "true")])
+                .unwrap()
+                .settings
+                .webhook_legacy_bearer
+        );
+        assert!(
+            !config(&[("WEBHOOK_LEGACY_BEARER", "false")])
+                .unwrap()
+                .settings
+                .webhook_legacy_bearer
+        );
         let typo = config_err(&[("WEBHOOK_LEGACY_BEARER", "on please")]);
-        assert!(typo.starts_with("WEBHOOK_LEGACY_BEARER: expected true or false"), "{typo}");
+        assert!(
+            typo.starts_with("WEBHOOK_LEGACY_BEARER: expected true or false"),
+            "{typo}"
+        );
     }
 
     #[test]
