@@ -54,7 +54,7 @@ export interface HttpSchemaNode {
   maxItems?: number;
   allowAdditionalKeys?: boolean;
 }
-/** The only schema that crosses HTTP: the original's HTTP DSL (zod schemas and parse functions cannot). */
+/** The original's HTTP DSL; zod schemas and parse functions cannot cross HTTP. */
 export interface StepperOutputSchema<TOutput = unknown> {
   kind: "http-json";
   requiredKeys?: string[];
@@ -70,7 +70,8 @@ export interface StepperRequest<TPayload = unknown, TOutput = unknown> {
   cacheKey?: string;
   prompt: StepperPrompt<TPayload>;
   payload?: TPayload;
-  outputSchema?: StepperOutputSchema<TOutput>;
+  /** The HTTP DSL, or a JSON Schema object (stepper takes both). */
+  outputSchema?: StepperOutputSchema<TOutput> | Record<string, unknown>;
   responseMode?: StepperResponseMode;
   contractVersion?: string;
   cacheControl?: StepperCacheControl;

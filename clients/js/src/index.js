@@ -314,9 +314,10 @@ function route(requestOrInput) {
     }
     return { report: true, body: reportBody(input) };
   }
-  if (requestOrInput.outputSchema !== undefined && requestOrInput.outputSchema.kind !== "http-json") {
-    // zod and custom parse functions cannot cross HTTP (the original lost them in its queue too).
-    throw new TypeError("outputSchema: only the HTTP DSL ({ kind: 'http-json', … }) can be sent to stepper");
+  const schema = requestOrInput.outputSchema;
+  if (schema !== null && typeof schema === "object" && (schema.kind === "zod" || schema.kind === "custom" || typeof schema.parse === "function")) {
+    // zod schemas and parse functions cannot cross HTTP (the original lost them in its queue too).
+    throw new TypeError("outputSchema: send the HTTP DSL ({ kind: 'http-json', … }) or a JSON Schema, not a zod schema or parse function");
   }
   return { report: false, body: requestOrInput };
 }
@@ -574,7 +575,11 @@ export async function deleteReport(userId, commitSha, template) {
   try {
     await call("DELETE", `/v1/reports?${query}`);
   } catch (error) {
-    warnOnce(`delete-${Date.now()}`, `deleteReport(${userId}, ${commitSha}) failed: ${error instanceof Error ? error.message : String(error)}`);
+    if (typeof process !== "undefined" && typeof process.emitWarning === "function") {
+      process.emitWarning(`deleteReport(${userId}, ${commitSha}) failed: ${error instanceof Error ? error.message : String(error)}`, {
+        code: "STEPPER_CLIENT",
+      });
+    }
   }
 }
 

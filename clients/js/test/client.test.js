@@ -111,6 +111,22 @@ test("enqueueRequest(createCommitReportRequest(input)), the original's replaceme
   assert.equal(job.result.result.tags, "auth, client");
 });
 
+test("outputSchema crosses HTTP as the DSL or a JSON Schema, and the job honours it", async () => {
+  const dsl = await stepper.enqueueRequest({
+    prompt: `Describe ${unique("schema")} as JSON`,
+    outputSchema: { kind: "http-json", requiredKeys: ["title"], properties: { title: { type: "string" } } },
+  });
+  assert.equal(dsl.status, 202);
+  const done = await pollToEnd(dsl.jobId);
+  assert.equal(done.state, "completed", JSON.stringify(done));
+  assert.equal(typeof done.result.result.title, "string");
+  const jsonSchema = await stepper.enqueueRequest({
+    prompt: `Describe ${unique("schema")} as JSON`,
+    outputSchema: { type: "object", required: ["summary"], properties: { summary: { type: "string" } } },
+  });
+  assert.equal((await pollToEnd(jsonSchema.jobId)).state, "completed");
+});
+
 test("a generic request: enqueue, poll, purge by id", async () => {
   const queued = await stepper.enqueueRequest({
     prompt: { template: "Summarise {{payload.topic}} as JSON", instructions: "Be brief." },
@@ -137,6 +153,7 @@ test("bad input throws with stepper's 400 text; unknown ids give null", async ()
   );
   assert.throws(() => stepper.createCommitReportRequest({ ...commit("x"), repo: 7 }), /Invalid commit report input: repo/);
   await assert.rejects(stepper.enqueueRequest({ prompt: "x", outputSchema: { kind: "zod" } }), /http-json/);
+  await assert.rejects(stepper.enqueueRequest({ prompt: "x", outputSchema: { kind: "custom", parse: (v) => v } }), /parse function/);
   assert.equal(await stepper.getJob("no-such-job-0000"), null);
 });
 
