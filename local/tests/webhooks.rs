@@ -70,6 +70,7 @@ async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
     assert_eq!(got_after.len(), 1, "exactly once: {got_after:?}");
     let w = &got[0];
     assert!(w.legacy_ok && w.standard_ok, "{:?}", w.reasons);
+    assert!(!w.authorization, "the secret is not sent as a Bearer token by default");
     assert_eq!(w.path, "/hooks/stepper?token=t0");
     assert_eq!(w.body["jobId"], queued["jobId"]);
     assert_eq!(w.body["status"], "completed");
@@ -83,6 +84,40 @@ async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
         format!("http://127.0.0.1:{}", hook.port),
         "no path or token on poll"
     );
+}
+
+/// `WEBHOOK_LEGACY_BEARER=true`: the `callbackUrl` webhook also carries the original's
+/// `Authorization: Bearer <secret>`, which the receiver accepts; `callbacks` entries never get it.
+#[tokio::test]
+async fn the_legacy_bearer_comes_only_when_switched_on_and_only_on_the_webhook() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let hook = receiver(&[200]).await;
+    let mut extra = env(hook.port);
+    extra.push(("WEBHOOK_LEGACY_BEARER".into(), "true".into()));
+    let local = start(&provider, &extra).await;
+    let mut body = generate(&hook.url("/hook"));
+    body["callbacks"] = json!([{"url": hook.url("/callback")}]);
+    let (code, queued) = local.post("/v1/generate", ALICE, body).await;
+    assert_eq!(code, 202, "{queued}");
+    let got = wait_for(&hook, 2, Duration::from_secs(10)).await;
+    let by_path = |path: &str| {
+        got.iter()
+            .find(|w| w.path == path)
+            .unwrap_or_else(|| panic!("{path}: {got:?}"))
+    };
+    let webhook = by_path("/hook");
+    assert!(
+        webhook.authorization && webhook.bearer_ok,
+        "Bearer <secret> on the webhook"
+    );
+    assert!(
+        webhook.legacy_ok && webhook.standard_ok,
+        "still signed: {:?}",
+        webhook.reasons
+    );
+    let callback = by_path("/callback");
+    assert!(!callback.authorization, "a callback never carries the secret");
 }
 
 #[tokio::test]
@@ -275,7 +310,19 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     assert_eq!(b[0].body["result"]["title"], "Déjà vu 🚀 naïve café");
     assert_eq!(b[0].body["metadata"]["jobId"], continued["jobId"]);
     assert_eq!(b[0].body["metadata"]["provider"], "alpha");
+    // The original's shape: an ISO-8601 instant, as JavaScript's toISOString writes it, and recent.
+    let at = b[0].body["metadata"]["timestamp"].as_str().expect("an ISO string");
+    let at_ms = chrono::DateTime::parse_from_rfc3339(at)
+        .expect("RFC 3339")
+        .timestamp_millis();
+    assert!(at.ends_with('Z') && at.len() == 24, "{at}");
+    assert!(
+        (at_ms - b[0].at_ms as i64).abs() < 60_000,
+        "{at} vs received at {}",
+        b[0].at_ms
+    );
     assert!(b[0].legacy_ok, "callbacks are signed too: {:?}", b[0].reasons);
+    assert!(!b[0].authorization, "no Authorization header unless asked for");
     let status = local.get(continued["statusUrl"].as_str().unwrap(), ALICE).await.1;
     let states: Vec<&str> = status["deliveries"]
         .as_array()

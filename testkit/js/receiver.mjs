@@ -49,7 +49,10 @@ const server = createServer((req, res) => {
     const { ok: legacyOk, parsed } = legacy(raw, req.headers, reasons);
     const standardOk = standard(raw, req.headers, reasons);
     const status = statuses[Math.min(deliveries.length, statuses.length - 1)];
+    // The original's legacy header, which the caller accepts instead of the HMAC: the secret itself.
+    const authorization = req.headers["authorization"];
     deliveries.push({ path: req.url, legacy_ok: legacyOk, standard_ok: standardOk, reasons, body: parsed ?? null,
+                      authorization: authorization !== undefined, bearer_ok: authorization === `Bearer ${secret}`,
                       webhook_id: req.headers["webhook-id"] ?? null, at_ms: Date.now(), answered: status });
     res.writeHead(status, { "content-type": "application/json" });
     res.end(JSON.stringify({ received: true }));

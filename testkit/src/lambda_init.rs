@@ -67,12 +67,28 @@ pub fn assert_needs_the_queue(binary: &str, function: &str) {
     assert_refused(binary, function, &STORE, "STEP_QUEUE_URL");
 }
 
+/// A function that serves the API (submit, poll, purge) with its store (and queue) set but no API keys
+/// refuses to start open, naming `STEPPER_API_KEYS` (`STEPPER_ALLOW_OPEN=false` is no permission).
+pub fn assert_refuses_to_start_open(binary: &str, function: &str, with_queue: bool) {
+    let mut vars: Vec<(&str, &str)> = STORE.to_vec();
+    if with_queue {
+        vars.push(("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps"));
+    }
+    assert_refused(binary, function, &vars, "STEPPER_API_KEYS");
+    vars.push(("STEPPER_ALLOW_OPEN", "false"));
+    assert_refused(binary, function, &vars, "STEPPER_API_KEYS");
+}
+
 /// ... and the region and credentials its SQS requests are signed with, each named when missing.
 pub fn assert_needs_aws_credentials(binary: &str, function: &str) {
     let base: Vec<(&str, &str)> = STORE
         .iter()
         .copied()
-        .chain([("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps")])
+        .chain([
+            ("STEP_QUEUE_URL", "http://127.0.0.1:9/000000000000/steps"),
+            // Keys, so an API function gets past its refusal to start open.
+            ("STEPPER_API_KEYS", "ops=k1"),
+        ])
         .collect();
     let with = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
     assert_refused(binary, function, &base, "AWS_REGION");

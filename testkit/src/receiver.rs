@@ -17,6 +17,9 @@ pub struct ReceivedWebhook {
     pub reasons: Vec<String>,
     pub body: serde_json::Value,
     pub webhook_id: Option<String>,
+    /// An `Authorization` header came, and it was `Bearer <secret>` (the original's legacy header).
+    pub authorization: bool,
+    pub bearer_ok: bool,
     pub at_ms: u64,
     pub answered: u16,
 }

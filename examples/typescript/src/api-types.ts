@@ -209,7 +209,114 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    jobFinished: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The `callbackUrl` webhook
+         * @description Sent to a report's or generic job's `callbackUrl` once the job has finished: completed, or failed for good (once, not per retry). Signed when the owner has a webhook secret. Headers the job's target may not override: `Content-Type`, the signature headers.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Legacy: lowercase hex HMAC-SHA256 of the body, keyed with the owner's current webhook secret as written (`STEPPER_WEBHOOK_SECRETS`). The body is its own `JSON.stringify`, so hashing the raw bytes or the re-serialised parse gives the same answer. */
+                    "X-Webhook-Signature"?: string;
+                    /** @description Legacy: when this attempt was sent, epoch milliseconds; reject it outside ±5 minutes. */
+                    "X-Webhook-Timestamp"?: string;
+                    /** @description Standard Webhooks: the message id, the same on every retry and redelivery of this delivery (drop duplicates by it). */
+                    "webhook-id"?: string;
+                    /** @description Standard Webhooks: when this attempt was sent, epoch seconds. */
+                    "webhook-timestamp"?: string;
+                    /** @description Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">` entries, one per configured secret (two during a rotation). A `whsec_` secret's key is its base64-decoded part. */
+                    "webhook-signature"?: string;
+                    /** @description Only with `WEBHOOK_LEGACY_BEARER=true`: `Bearer <the owner's current webhook secret>`, as the original sent it. Weaker than the signatures (the secret itself travels, proves nothing about the body and never expires): verify a signature when you can. */
+                    Authorization?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["WebhookCompleted"] | components["schemas"]["WebhookFailed"];
+                };
+            };
+            responses: {
+                /** @description Delivered. Any other answer (or none within 10 s) is retried on the target's schedule, then dead-lettered (see the job's `deliveries`). */
+                "2XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    callback: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A `callbacks` entry
+         * @description Sent to each `callbacks` entry in order once the job has finished, with the entry's own headers; a failure stops the rest unless the entry says `continueOnFailure`. Signed like the webhook; never carries `Authorization` from stepper (an entry may set its own).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Legacy: lowercase hex HMAC-SHA256 of the body, keyed with the owner's current webhook secret as written (`STEPPER_WEBHOOK_SECRETS`). The body is its own `JSON.stringify`, so hashing the raw bytes or the re-serialised parse gives the same answer. */
+                    "X-Webhook-Signature"?: string;
+                    /** @description Legacy: when this attempt was sent, epoch milliseconds; reject it outside ±5 minutes. */
+                    "X-Webhook-Timestamp"?: string;
+                    /** @description Standard Webhooks: the message id, the same on every retry and redelivery of this delivery (drop duplicates by it). */
+                    "webhook-id"?: string;
+                    /** @description Standard Webhooks: when this attempt was sent, epoch seconds. */
+                    "webhook-timestamp"?: string;
+                    /** @description Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">` entries, one per configured secret (two during a rotation). A `whsec_` secret's key is its base64-decoded part. */
+                    "webhook-signature"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CallbackBody"];
+                };
+            };
+            responses: {
+                /** @description Delivered. Any other answer (or none within 10 s) is retried on the target's schedule, then dead-lettered (see the job's `deliveries`). */
+                "2XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         /** @description `202`: a new job, or the identical job already in flight. */
@@ -634,6 +741,69 @@ export interface components {
             outcomes: {
                 [key: string]: number;
             };
+        };
+        /** @description The `callbackUrl` webhook's body when the job completed (the original's shape). */
+        WebhookCompleted: {
+            jobId: string;
+            status: components["schemas"]["CompletedWord"];
+            /** @description The report, or the generic job's output. */
+            result: unknown;
+            /** @description The provider that answered (`fallback` for the preset's template report). */
+            provider: string | null;
+            /** Format: uint64 */
+            generationTimeMs: number;
+            fallback: boolean;
+            /**
+             * Format: uint64
+             * @description When this attempt was sent, epoch milliseconds (the same instant as `X-Webhook-Timestamp`).
+             */
+            timestamp: number;
+        };
+        /**
+         * @description `"completed"`.
+         * @enum {string}
+         */
+        CompletedWord: "completed";
+        /** @description The `callbackUrl` webhook's body when the job failed for good (sent once, not per retry). */
+        WebhookFailed: {
+            jobId: string;
+            status: components["schemas"]["FailedWord"];
+            error: string;
+            /**
+             * Format: uint64
+             * @description When this attempt was sent, epoch milliseconds.
+             */
+            timestamp: number;
+        };
+        /**
+         * @description `"failed"`.
+         * @enum {string}
+         */
+        FailedWord: "failed";
+        /** @description A `callbacks` entry's body. */
+        CallbackBody: {
+            success: boolean;
+            /** @description The output, when `success`. */
+            result?: unknown;
+            /** @description Why the job failed, when not `success`. */
+            error?: string | null;
+            metadata: components["schemas"]["CallbackMetadata"];
+        };
+        /** @description A callback's `metadata`; the commit fields come with commit reports only. */
+        CallbackMetadata: {
+            userId?: unknown;
+            commitSha?: unknown;
+            repo?: unknown;
+            jobId: string;
+            provider: string | null;
+            /** Format: uint64 */
+            generationTimeMs: number;
+            /**
+             * Format: date-time
+             * @description When this attempt was sent, ISO-8601 UTC with milliseconds (`2026-01-31T12:00:00.000Z`, as
+             *     JavaScript's `toISOString` writes it): the original's shape, which receivers show as is.
+             */
+            timestamp: string;
         };
         /** @description A commit-report job. */
         ReportRequest: {

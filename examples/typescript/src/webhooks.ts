@@ -10,34 +10,15 @@
 //   with the secret's own bytes otherwise.
 import { createHmac, timingSafeEqual } from "node:crypto";
 
-/** `callbackUrl` body. */
-export type WebhookBody =
-  | {
-      jobId: string;
-      status: "completed";
-      result: unknown;
-      provider: string | null;
-      generationTimeMs: number;
-      fallback: boolean;
-      timestamp: number;
-    }
-  | { jobId: string; status: "failed"; error: string; timestamp: number };
+import type { components } from "./api-types.js";
 
-/** A `callbacks` entry's body. */
-export interface CallbackBody {
-  success: boolean;
-  result?: unknown;
-  error?: string;
-  metadata: {
-    userId?: string;
-    commitSha?: string;
-    repo?: string;
-    jobId: string;
-    provider: string | null;
-    generationTimeMs: number;
-    timestamp: number;
-  };
-}
+type Schemas = components["schemas"];
+
+/** `callbackUrl` body (generated from stepper's OpenAPI document, its `webhooks` section). */
+export type WebhookBody = Schemas["WebhookCompleted"] | Schemas["WebhookFailed"];
+
+/** A `callbacks` entry's body; `metadata.timestamp` is ISO-8601, as `toISOString` writes it. */
+export type CallbackBody = Schemas["CallbackBody"];
 
 /** Incoming request headers, as Node's `IncomingMessage.headers` gives them (lower-case names). */
 export type Headers = Record<string, string | string[] | undefined>;

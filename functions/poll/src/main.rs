@@ -8,7 +8,7 @@ use shared::wiring::lambda::Needs;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     // Built once per container; every request reuses the store client and its connections.
-    let config = shared::wiring::lambda::init("poll", Needs::Store);
+    let config = shared::wiring::lambda::init_api("poll", Needs::Store);
     let service = Arc::new(shared::wiring::service::build_upstash::<false>(
         &config,
         Arc::new(RefusingQueue),

@@ -5,3 +5,8 @@
 fn without_a_store_it_exits_naming_the_variable() {
     testkit::lambda_init::assert_needs_the_store(env!("CARGO_BIN_EXE_poll"), "poll");
 }
+
+#[test]
+fn without_api_keys_it_refuses_to_start_open() {
+    testkit::lambda_init::assert_refuses_to_start_open(env!("CARGO_BIN_EXE_poll"), "poll", false);
+}

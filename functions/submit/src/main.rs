@@ -8,7 +8,7 @@ use shared::wiring::lambda::Needs;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     // Built once per container; every request reuses the store and SQS clients and their connections.
-    let config = shared::wiring::lambda::init("submit", Needs::StoreAndQueue);
+    let config = shared::wiring::lambda::init_api("submit", Needs::StoreAndQueue);
     let queue = shared::wiring::lambda::step_queue("submit", &config);
     let service = Arc::new(shared::wiring::service::build_upstash::<false>(
         &config,

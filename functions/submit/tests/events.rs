@@ -150,7 +150,6 @@ fn the_template_passes_every_documented_setting() {
             "engine default; set it in Globals to change it",
         ),
         ("FAILURE_TTL_SECONDS", "engine default; set it in Globals to change it"),
-        ("JOB_DEADLINE_SECONDS", "engine default; set it in Globals to change it"),
         (
             "MAX_FAILURES_PER_PROVIDER",
             "engine default; set it in Globals to change it",

@@ -12,6 +12,8 @@ use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::views::{
     Budget, CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
 };
+use crate::adapters::outbound::send::{CallbackBody, WebhookCompleted, WebhookFailed};
+use crate::adapters::outbound::sign;
 use crate::domain::presets::commit_report::ReportRequest;
 use crate::domain::presets::generic::GenerateRequest;
 use crate::domain::presets::Preset;
@@ -40,6 +42,7 @@ pub fn document(key_header: &str) -> Value {
         let item = paths.entry(endpoint.path()).or_insert_with(|| json!({}));
         item[endpoint.method().as_str().to_ascii_lowercase()] = operation;
     }
+    let webhooks = webhooks(&mut generator);
     let error_body = generator.subschema_for::<ErrorBody>();
     let error_content = json!({"application/json": {"schema": error_body}});
     let mut schemas = generator.take_definitions(true);
@@ -53,6 +56,7 @@ pub fn document(key_header: &str) -> Value {
                             Every job belongs to the owner of the API key that submitted it; other owners get 404.",
         },
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
@@ -104,6 +108,80 @@ pub fn document(key_header: &str) -> Value {
             },
         },
         "security": [{"apiKey": []}, {"bearer": []}],
+    })
+}
+
+/// The two requests stepper makes to a caller when a job finishes: the `callbackUrl` webhook and each
+/// `callbacks` entry, with the headers that sign them.
+fn webhooks(generator: &mut SchemaGenerator) -> Value {
+    let header = |name: &str, description: &str, required: bool| json!({"name": name, "in": "header", "required": required, "description": description, "schema": {"type": "string"}});
+    let signed = || {
+        vec![
+            header(
+                sign::LEGACY_SIGNATURE_HEADER,
+                "Legacy: lowercase hex HMAC-SHA256 of the body, keyed with the owner's current webhook secret \
+                 as written (`STEPPER_WEBHOOK_SECRETS`). The body is its own `JSON.stringify`, so hashing \
+                 the raw bytes or the re-serialised parse gives the same answer.",
+                false,
+            ),
+            header(
+                sign::LEGACY_TIMESTAMP_HEADER,
+                "Legacy: when this attempt was sent, epoch milliseconds; reject it outside ±5 minutes.",
+                false,
+            ),
+            header(
+                sign::WEBHOOK_ID_HEADER,
+                "Standard Webhooks: the message id, the same on every retry and redelivery of this delivery \
+                 (drop duplicates by it).",
+                false,
+            ),
+            header(
+                sign::WEBHOOK_TIMESTAMP_HEADER,
+                "Standard Webhooks: when this attempt was sent, epoch seconds.",
+                false,
+            ),
+            header(
+                sign::WEBHOOK_SIGNATURE_HEADER,
+                "Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\">` \
+                 entries, one per configured secret (two during a rotation). A `whsec_` secret's key is its \
+                 base64-decoded part.",
+                false,
+            ),
+        ]
+    };
+    let mut webhook_headers = signed();
+    webhook_headers.push(header(
+        sign::AUTHORIZATION_HEADER,
+        "Only with `WEBHOOK_LEGACY_BEARER=true`: `Bearer <the owner's current webhook secret>`, as the original \
+         sent it. Weaker than the signatures (the secret itself travels, proves nothing about the body and \
+         never expires): verify a signature when you can.",
+        false,
+    ));
+    let accepted = json!({
+        "2XX": {"description": "Delivered. Any other answer (or none within 10 s) is retried on the target's schedule, then dead-lettered (see the job's `deliveries`)."},
+    });
+    let completed = generator.subschema_for::<WebhookCompleted<'static>>();
+    let failed = generator.subschema_for::<WebhookFailed<'static>>();
+    let callback = generator.subschema_for::<CallbackBody<'static>>();
+    json!({
+        "jobFinished": {
+            "post": {
+                "summary": "The `callbackUrl` webhook",
+                "description": "Sent to a report's or generic job's `callbackUrl` once the job has finished: completed, or failed for good (once, not per retry). Signed when the owner has a webhook secret. Headers the job's target may not override: `Content-Type`, the signature headers.",
+                "parameters": webhook_headers,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [completed, failed]}}}},
+                "responses": accepted.clone(),
+            }
+        },
+        "callback": {
+            "post": {
+                "summary": "A `callbacks` entry",
+                "description": "Sent to each `callbacks` entry in order once the job has finished, with the entry's own headers; a failure stops the rest unless the entry says `continueOnFailure`. Signed like the webhook; never carries `Authorization` from stepper (an entry may set its own).",
+                "parameters": signed(),
+                "requestBody": {"required": true, "content": {"application/json": {"schema": callback}}},
+                "responses": accepted,
+            }
+        },
     })
 }
 
@@ -509,6 +587,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The bodies the webhook sender writes validate against the `webhooks` section's schemas, and the
+    /// section names every header the sender signs with.
+    #[test]
+    fn the_webhooks_section_describes_the_bodies_and_headers_sent() {
+        use crate::adapters::outbound::send::{body, Finished};
+        use crate::domain::targets::TargetKind;
+        let mut context = Map::new();
+        context.insert("userId".into(), json!("u1"));
+        context.insert("commitSha".into(), json!("abc"));
+        context.insert("repo".into(), json!("acme/x"));
+        let result = json!({"title": "t"});
+        let done = Finished {
+            job_id: JOB,
+            completed: true,
+            result: Some(&result),
+            error: None,
+            provider: Some("groq"),
+            generation_time_ms: 42,
+            fallback: false,
+            context: &context,
+        };
+        let failed = Finished {
+            completed: false,
+            result: None,
+            error: Some("no provider"),
+            provider: None,
+            ..done
+        };
+        let now = 1_796_000_000_123;
+        let parse = |text: String| serde_json::from_str::<Value>(&text).expect("JSON");
+        for (name, finished) in [("WebhookCompleted", &done), ("WebhookFailed", &failed)] {
+            check(name, &parse(body(TargetKind::Webhook, finished, now))).unwrap();
+        }
+        for finished in [&done, &failed] {
+            let sent = parse(body(TargetKind::Callback, finished, now));
+            check("CallbackBody", &sent).unwrap();
+            assert_eq!(sent["metadata"]["timestamp"], "2026-11-30T00:53:20.123Z");
+        }
+        let doc = document("x-api-key");
+        let names = |hook: &str| -> Vec<String> {
+            doc["webhooks"][hook]["post"]["parameters"]
+                .as_array()
+                .expect("parameters")
+                .iter()
+                .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let headers = names("jobFinished");
+        let secrets = sign::WebhookSecrets::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", None).unwrap();
+        let sent = sign::signed_headers(&secrets, "msg_1", now, "{}")
+            .into_iter()
+            .chain([sign::legacy_bearer_header(&secrets)]);
+        for (name, _) in sent {
+            assert!(
+                headers.contains(&name),
+                "{name} is not in the webhooks section: {headers:?}"
+            );
+        }
+        assert!(!names("callback").contains(&sign::AUTHORIZATION_HEADER.to_string()));
     }
 
     /// `docs/openapi.json` (for readers, and the TypeScript example's generated types) is this document.

@@ -64,6 +64,7 @@ impl Engine {
             &body,
             &msg_id,
             secrets,
+            self.settings.webhook_legacy_bearer,
             &self.settings.url_guard,
             now,
             DELIVERY_TIMEOUT,

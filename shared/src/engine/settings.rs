@@ -40,6 +40,10 @@ pub struct Settings {
     pub webhook_schedule_ms: Vec<u64>,
     pub webhook_max_attempts: u32,
     pub webhook_backoff_ms: u64,
+    /// Also send `Authorization: Bearer <owner's current secret>` on `callbackUrl` webhooks, as the
+    /// original did (`WEBHOOK_LEGACY_BEARER=true`; off by default). For receivers that accept it instead
+    /// of the HMAC: weaker, since the secret itself travels and proves nothing about the body.
+    pub webhook_legacy_bearer: bool,
     /// Per-owner request rate and jobs in flight, shared by every instance through the store.
     pub limits: OwnerLimits,
     /// Every configured secret, scrubbed from outside text (provider errors, receiver answers).
@@ -130,6 +134,7 @@ impl Default for Settings {
             webhook_schedule_ms: STANDARD_SCHEDULE_MS.to_vec(),
             webhook_max_attempts: 5,
             webhook_backoff_ms: 2_000,
+            webhook_legacy_bearer: false,
             limits: OwnerLimits::default(),
             scrubber: Scrubber::default(),
             sweep_grace_ms: 30_000,

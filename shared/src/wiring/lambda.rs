@@ -35,6 +35,8 @@ pub(crate) enum InitError {
     NoStore(&'static str),
     #[error("STEP_QUEUE_URL is not set: this function sends step messages to that SQS queue")]
     NoQueue,
+    #[error("STEPPER_API_KEYS is not set: a Lambda function serving the API does not start open (anyone could submit, read and purge jobs); set STEPPER_API_KEYS=owner=key, or STEPPER_ALLOW_OPEN=true to run open on purpose")]
+    Open,
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -45,6 +47,7 @@ impl InitError {
         match self {
             InitError::NoStore(name) => (*name).to_string(),
             InitError::NoQueue => "STEP_QUEUE_URL".to_string(),
+            InitError::Open => "STEPPER_API_KEYS".to_string(),
             InitError::Config(ConfigError::Invalid { name, .. }) => (*name).to_string(),
             InitError::Config(ConfigError::Keys(_)) => "STEPPER_API_KEYS".to_string(),
             InitError::Config(ConfigError::File { .. } | ConfigError::Provider { .. }) => "STEPPER_CONFIG".to_string(),
@@ -65,12 +68,48 @@ pub(crate) fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Ne
     Ok(config)
 }
 
+/// The configuration of a function that serves the API (submit, poll, purge): as [`config_from_lookup`],
+/// and refused without API keys unless `STEPPER_ALLOW_OPEN=true` says running open is meant.
+/// (`stepper-local` runs open on loopback; a deployed function is reachable by anyone who finds its URL.)
+pub fn api_config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) -> Result<Config, InitError> {
+    let config = config_from_lookup(env, needs)?;
+    if config.keys.is_open() && !allow_open(env)? {
+        return Err(InitError::Open);
+    }
+    Ok(config)
+}
+
+/// `STEPPER_ALLOW_OPEN`: `true` (or `1`, `yes`) lets an API function start without keys.
+fn allow_open(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, InitError> {
+    Ok(crate::wiring::config::env::Env::new(env).flag("STEPPER_ALLOW_OPEN")?)
+}
+
 /// Logging set up, then the configuration: on an error, one log line naming the variable and exit
 /// status 1 (Lambda reports `Runtime.ExitError` at init; nothing is served half-configured).
 pub fn init(function: &'static str, needs: Needs) -> Config {
+    init_with(function, needs, config_from_lookup)
+}
+
+/// [`init`] for a function that serves the API: it also refuses to start open (see
+/// [`api_config_from_lookup`]); when `STEPPER_ALLOW_OPEN=true` lets it, one warning says so.
+pub fn init_api(function: &'static str, needs: Needs) -> Config {
+    let config = init_with(function, needs, api_config_from_lookup);
+    if config.keys.is_open() {
+        tracing::warn!(
+            function,
+            variable = "STEPPER_ALLOW_OPEN",
+            "running OPEN on purpose: no STEPPER_API_KEYS, so any caller can submit, read and purge jobs"
+        );
+    }
+    config
+}
+
+type Loader = fn(&dyn Fn(&str) -> Option<String>, Needs) -> Result<Config, InitError>;
+
+fn init_with(function: &'static str, needs: Needs, load: Loader) -> Config {
     crate::wiring::telemetry::init();
     init_metrics(function);
-    match config_from_lookup(&crate::wiring::config::env::process, needs) {
+    match load(&crate::wiring::config::env::process, needs) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(function, variable = %e.variable(), "cannot start: {e}");
@@ -209,6 +248,39 @@ mod tests {
         assert_eq!(
             config.step_queue_url.as_deref(),
             Some("http://127.0.0.1:2/000000000000/steps")
+        );
+    }
+
+    const STORE: [(&str, &str); 2] = [
+        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1"),
+        ("UPSTASH_REDIS_REST_TOKEN", "t"),
+    ];
+
+    #[test]
+    fn an_api_function_refuses_to_start_open_unless_told_to() {
+        let open = lookup(&STORE);
+        let err = api_config_from_lookup(&open, Needs::Store).unwrap_err();
+        assert_eq!(err.variable(), "STEPPER_API_KEYS");
+        assert!(err.to_string().contains("STEPPER_ALLOW_OPEN=true"), "{err}");
+        // The worker (config_from_lookup) serves no API and needs no keys.
+        assert!(config_from_lookup(&open, Needs::Store).is_ok());
+
+        let keyed = lookup(&[STORE[0], STORE[1], ("STEPPER_API_KEYS", "ops=k1")]);
+        assert!(!api_config_from_lookup(&keyed, Needs::Store).unwrap().keys.is_open());
+
+        for yes in ["true", "TRUE", "1", "yes"] {
+            let allowed = lookup(&[STORE[0], STORE[1], ("STEPPER_ALLOW_OPEN", yes)]);
+            assert!(api_config_from_lookup(&allowed, Needs::Store).unwrap().keys.is_open());
+        }
+        let no = lookup(&[STORE[0], STORE[1], ("STEPPER_ALLOW_OPEN", "false")]);
+        assert_eq!(
+            api_config_from_lookup(&no, Needs::Store).unwrap_err().variable(),
+            "STEPPER_API_KEYS"
+        );
+        let typo = lookup(&[STORE[0], STORE[1], ("STEPPER_ALLOW_OPEN", "ture")]);
+        assert_eq!(
+            api_config_from_lookup(&typo, Needs::Store).unwrap_err().variable(),
+            "STEPPER_ALLOW_OPEN"
         );
     }
 }

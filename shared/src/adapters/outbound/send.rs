@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::guard::{self, UrlGuard};
 use super::js_json;
@@ -31,39 +33,126 @@ pub(crate) struct Finished<'a> {
     pub(crate) context: &'a Map<String, Value>,
 }
 
+/// `"completed"`.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletedWord {
+    Completed,
+}
+
+/// `"failed"`.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedWord {
+    Failed,
+}
+
+/// The `callbackUrl` webhook's body when the job completed (the original's shape).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCompleted<'a> {
+    pub job_id: &'a str,
+    pub status: CompletedWord,
+    /// The report, or the generic job's output.
+    pub result: Option<&'a Value>,
+    /// The provider that answered (`fallback` for the preset's template report).
+    pub provider: Option<&'a str>,
+    pub generation_time_ms: u64,
+    pub fallback: bool,
+    /// When this attempt was sent, epoch milliseconds (the same instant as `X-Webhook-Timestamp`).
+    pub timestamp: u64,
+}
+
+/// The `callbackUrl` webhook's body when the job failed for good (sent once, not per retry).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookFailed<'a> {
+    pub job_id: &'a str,
+    pub status: FailedWord,
+    pub error: &'a str,
+    /// When this attempt was sent, epoch milliseconds.
+    pub timestamp: u64,
+}
+
+/// A `callbacks` entry's body.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackBody<'a> {
+    pub success: bool,
+    /// The output, when `success`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'a Value>,
+    /// Why the job failed, when not `success`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    pub metadata: CallbackMetadata<'a>,
+}
+
+/// A callback's `metadata`; the commit fields come with commit reports only.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackMetadata<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<&'a Value>,
+    pub job_id: &'a str,
+    pub provider: Option<&'a str>,
+    pub generation_time_ms: u64,
+    /// When this attempt was sent, ISO-8601 UTC with milliseconds (`2026-01-31T12:00:00.000Z`, as
+    /// JavaScript's `toISOString` writes it): the original's shape, which receivers show as is.
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub timestamp: String,
+}
+
 /// The contract's body for a target, as the bytes JavaScript's `JSON.stringify` would produce.
 pub(crate) fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
     let value = match (kind, f.completed) {
-        (TargetKind::Webhook, true) => json!({
-            "jobId": f.job_id, "status": "completed", "result": f.result, "provider": f.provider,
-            "generationTimeMs": f.generation_time_ms, "fallback": f.fallback, "timestamp": now_ms,
+        (TargetKind::Webhook, true) => serde_json::to_value(WebhookCompleted {
+            job_id: f.job_id,
+            status: CompletedWord::Completed,
+            result: f.result,
+            provider: f.provider,
+            generation_time_ms: f.generation_time_ms,
+            fallback: f.fallback,
+            timestamp: now_ms,
         }),
-        (TargetKind::Webhook, false) => {
-            json!({"jobId": f.job_id, "status": "failed", "error": f.error.unwrap_or("failed"), "timestamp": now_ms})
-        }
-        (TargetKind::Callback, completed) => {
-            let mut metadata = Map::new();
-            for key in ["userId", "commitSha", "repo"] {
-                if let Some(v) = f.context.get(key) {
-                    metadata.insert(key.into(), v.clone());
-                }
-            }
-            metadata.insert("jobId".into(), json!(f.job_id));
-            metadata.insert("provider".into(), json!(f.provider));
-            metadata.insert("generationTimeMs".into(), json!(f.generation_time_ms));
-            metadata.insert("timestamp".into(), json!(now_ms));
-            let mut body = Map::new();
-            body.insert("success".into(), json!(completed));
-            if completed {
-                body.insert("result".into(), json!(f.result));
+        (TargetKind::Webhook, false) => serde_json::to_value(WebhookFailed {
+            job_id: f.job_id,
+            status: FailedWord::Failed,
+            error: f.error.unwrap_or("failed"),
+            timestamp: now_ms,
+        }),
+        (TargetKind::Callback, completed) => serde_json::to_value(CallbackBody {
+            success: completed,
+            result: if completed {
+                Some(f.result.unwrap_or(&Value::Null))
             } else {
-                body.insert("error".into(), json!(f.error.unwrap_or("failed")));
-            }
-            body.insert("metadata".into(), Value::Object(metadata));
-            Value::Object(body)
-        }
+                None
+            },
+            error: (!completed).then(|| f.error.unwrap_or("failed")),
+            metadata: CallbackMetadata {
+                user_id: f.context.get("userId"),
+                commit_sha: f.context.get("commitSha"),
+                repo: f.context.get("repo"),
+                job_id: f.job_id,
+                provider: f.provider,
+                generation_time_ms: f.generation_time_ms,
+                timestamp: iso_ms(now_ms),
+            },
+        }),
     };
-    js_json::stringify(&value)
+    // Plain structs of strings, numbers and JSON values: serialising them cannot fail.
+    js_json::stringify(&value.unwrap_or(Value::Null))
+}
+
+/// An instant as JavaScript's `Date.prototype.toISOString` writes it: `2026-01-31T12:00:00.000Z`.
+pub fn iso_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Headers a target may not set: ours carry the signatures and the body type.
@@ -79,27 +168,32 @@ fn reserved(name: &str) -> bool {
 /// One POST to a target: SSRF-guarded and pinned, signed with the owner's secrets when there are any.
 /// What the receiver's side said (a redirect's `Location`, a connection error) passes `scrub` here,
 /// before it is logged or stored with the job.
+/// With `legacy_bearer` (`WEBHOOK_LEGACY_BEARER=true`), a `callbackUrl` webhook also carries the original's
+/// `Authorization: Bearer <secret>`; callbacks never do.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn attempt(
     target: &Target,
     body: &str,
     msg_id: &str,
     secrets: Option<&WebhookSecrets>,
+    legacy_bearer: bool,
     guard: &UrlGuard,
     now_ms: u64,
     timeout: Duration,
     scrub: &Scrubber,
 ) -> AttemptReport {
-    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, guard, now_ms, timeout).await;
+    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, legacy_bearer, guard, now_ms, timeout).await;
     report.error = report.error.map(|e| scrub.scrub_owned(e));
     report
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt_unscrubbed(
     target: &Target,
     body: &str,
     msg_id: &str,
     secrets: Option<&WebhookSecrets>,
+    legacy_bearer: bool,
     guard: &UrlGuard,
     now_ms: u64,
     timeout: Duration,
@@ -126,6 +220,9 @@ async fn attempt_unscrubbed(
         .collect();
     if let Some(secrets) = secrets {
         headers.extend(sign::signed_headers(secrets, msg_id, now_ms, body));
+        if legacy_bearer && target.kind == TargetKind::Webhook {
+            headers.push(sign::legacy_bearer_header(secrets));
+        }
     }
     match guard::post(&pinned, &headers, body.to_string(), timeout).await {
         Ok(outcome) => AttemptReport {
@@ -146,6 +243,7 @@ async fn attempt_unscrubbed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bodies_follow_the_contract() {
@@ -181,7 +279,8 @@ mod tests {
         );
         assert_eq!(
             body(TargetKind::Callback, &failed, 7),
-            r#"{"success":false,"error":"no provider","metadata":{"userId":"u1","commitSha":"abc","repo":"acme/x","jobId":"j","provider":null,"generationTimeMs":42,"timestamp":7}}"#
+            r#"{"success":false,"error":"no provider","metadata":{"userId":"u1","commitSha":"abc","repo":"acme/x","jobId":"j","provider":null,"generationTimeMs":42,"timestamp":"1970-01-01T00:00:00.007Z"}}"#
         );
+        assert_eq!(iso_ms(1_796_000_000_123), "2026-11-30T00:53:20.123Z");
     }
 }

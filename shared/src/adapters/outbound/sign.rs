@@ -90,6 +90,8 @@ impl Secret {
 pub struct WebhookSecrets {
     current: Secret,
     previous: Option<Secret>,
+    /// The current secret as written, for the opt-in legacy `Authorization: Bearer` header only.
+    current_text: String,
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -106,6 +108,7 @@ impl WebhookSecrets {
         Ok(Self {
             current: Secret::parse(current)?,
             previous: previous.map(Secret::parse).transpose()?,
+            current_text: current.to_owned(),
         })
     }
 
@@ -154,6 +157,19 @@ pub fn signed_headers(secrets: &WebhookSecrets, msg_id: &str, now_ms: u64, body:
         (WEBHOOK_SIGNATURE_HEADER.to_owned(), standard_signatures.join(" ")),
     ]
 }
+
+/// `Authorization: Bearer <current secret>`, the original's legacy webhook header, sent only when
+/// `WEBHOOK_LEGACY_BEARER=true`. Weaker than the signatures: it hands the secret itself to the
+/// receiver (and to anything that logs its headers), proves nothing about the body and never expires.
+pub fn legacy_bearer_header(secrets: &WebhookSecrets) -> (String, String) {
+    (
+        AUTHORIZATION_HEADER.to_owned(),
+        format!("Bearer {}", secrets.current_text),
+    )
+}
+
+/// The header of [`legacy_bearer_header`].
+pub const AUTHORIZATION_HEADER: &str = "Authorization";
 
 fn keyed_mac(key: &[u8]) -> Result<HmacSha256, SecretError> {
     HmacSha256::new_from_slice(key).map_err(|_| SecretError::KeyLength)

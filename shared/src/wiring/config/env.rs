@@ -50,6 +50,17 @@ impl<'a> Env<'a> {
             .transpose()
     }
 
+    /// A yes/no switch: `true`/`false` (also `1`/`0`, `yes`/`no`, any case); unset is `false`.
+    pub(crate) fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
+        Ok(self
+            .parse(name, |v| match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" | "" => Ok(false),
+                other => Err(format!("expected true or false, got {other:?}")),
+            })?
+            .unwrap_or(false))
+    }
+
     /// A number `accept` takes, refused as "expected {expected}, got …".
     pub(crate) fn number<T: FromStr>(
         &self,

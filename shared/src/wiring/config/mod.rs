@@ -105,12 +105,28 @@ impl Config {
         let keys = ApiKeys::parse(&env.text("STEPPER_API_KEYS"), &header)?;
         settings.limits = settings::owner_limits(env, &keys, settings.limits)?;
         settings.admin_owner = settings::admin_owner(env, &keys)?;
-        let (providers, providers_source) = match env.get("STEPPER_CONFIG") {
-            Some(path) => (
+        let (providers, providers_source) = match (env.get("STEPPER_CONFIG"), env.get("STEPPER_CONFIG_TOML")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "STEPPER_CONFIG_TOML",
+                    message: "set either STEPPER_CONFIG (the providers file's path) or STEPPER_CONFIG_TOML (its \
+                              content), not both"
+                        .into(),
+                })
+            }
+            (Some(path), None) => (
                 load_file(Path::new(&path), lookup, &settings.url_guard)?,
                 format!("the file {path} (STEPPER_CONFIG)"),
             ),
-            None => (
+            // A Lambda zip carries only `bootstrap`: the file's content comes in a variable instead.
+            (None, Some(text)) => (
+                load_providers(&text, lookup, &settings.url_guard, |message| ConfigError::Invalid {
+                    name: "STEPPER_CONFIG_TOML",
+                    message,
+                })?,
+                "the providers file's content in STEPPER_CONFIG_TOML".to_string(),
+            ),
+            (None, None) => (
                 spec::from_catalog_env(lookup),
                 "provider key variables in the environment".to_string(),
             ),
@@ -204,7 +220,17 @@ fn load_file(path: &Path, env: Lookup, guard: &UrlGuard) -> Result<Vec<ProviderS
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+    load_providers(&text, env, guard, file_error)
+}
+
+/// The `[[providers]]` of a providers file's `text`; a TOML error goes through `syntax_error`.
+fn load_providers(
+    text: &str,
+    env: Lookup,
+    guard: &UrlGuard,
+    syntax_error: impl Fn(String) -> ConfigError,
+) -> Result<Vec<ProviderSpec>, ConfigError> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| syntax_error(e.to_string()))?;
     let mut seen = std::collections::HashSet::new();
     let mut specs = Vec::new();
     for entry in file.providers {
@@ -292,6 +318,52 @@ mod tests {
             "a public https endpoint needs no allow-list"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_providers_file_can_come_inline_in_one_line_of_toml() {
+        // One line (inline tables), as a CloudFormation parameter carries it.
+        let inline = r#"providers = [{name = "groq", api_key_env = "GROQ_API_KEY"}, {name = "my-vllm", kind = "openai", base_url = "https://vllm.example.com/v1", model = "qwen", api_key_env = "VLLM_KEY"}]"#;
+        let config = config(&[
+            ("STEPPER_CONFIG_TOML", inline),
+            ("GROQ_API_KEY", "gsk-1"),
+            ("VLLM_KEY", "v-1"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["groq", "my-vllm"]);
+        assert!(config.providers_source.contains("STEPPER_CONFIG_TOML"));
+
+        let broken = config_err(&[("STEPPER_CONFIG_TOML", "providers = [")]);
+        assert!(broken.starts_with("STEPPER_CONFIG_TOML: "), "{broken}");
+        let both = config_err(&[("STEPPER_CONFIG_TOML", inline), ("STEPPER_CONFIG", "/etc/stepper.toml")]);
+        assert!(both.contains("not both"), "{both}");
+    }
+
+    fn config_err(vars: &[(&str, &str)]) -> String {
+        config(vars).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_legacy_bearer_is_off_unless_switched_on() {
+        assert!(!config(&[]).unwrap().settings.webhook_legacy_bearer);
+        assert!(
+            config(&[("WEBHOOK_LEGACY_BEARER", "true")])
+                .unwrap()
+                .settings
+                .webhook_legacy_bearer
+        );
+        assert!(
+            !config(&[("WEBHOOK_LEGACY_BEARER", "false")])
+                .unwrap()
+                .settings
+                .webhook_legacy_bearer
+        );
+        let typo = config_err(&[("WEBHOOK_LEGACY_BEARER", "on please")]);
+        assert!(
+            typo.starts_with("WEBHOOK_LEGACY_BEARER: expected true or false"),
+            "{typo}"
+        );
     }
 
     #[test]

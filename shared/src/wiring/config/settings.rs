@@ -50,6 +50,7 @@ pub(super) fn engine(env: Env) -> Result<Settings, ConfigError> {
         None => {}
     }
     settings.webhook_secrets = webhook_secrets(&env.text("STEPPER_WEBHOOK_SECRETS"))?;
+    settings.webhook_legacy_bearer = env.flag("WEBHOOK_LEGACY_BEARER")?;
     let origins: Vec<String> = env
         .text("CALLBACK_ALLOWED_ORIGINS")
         .split(',')
