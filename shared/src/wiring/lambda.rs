@@ -71,7 +71,7 @@ pub(crate) fn config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Ne
 /// The configuration of a function that serves the API (submit, poll, purge): as [`config_from_lookup`],
 /// and refused without API keys unless `STEPPER_ALLOW_OPEN=true` says running open is meant.
 /// (`stepper-local` runs open on loopback; a deployed function is reachable by anyone who finds its URL.)
-pub fn api_config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) -> Result<Config, InitError> {
+pub(crate) fn api_config_from_lookup(env: &dyn Fn(&str) -> Option<String>, needs: Needs) -> Result<Config, InitError> {
     let config = config_from_lookup(env, needs)?;
     if config.keys.is_open() && !allow_open(env)? {
         return Err(InitError::Open);
