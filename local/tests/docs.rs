@@ -13,7 +13,10 @@ use testkit::fake::{FakeProvider, FakeReply, Wire};
 
 /// The repository's root (this crate is `local/`).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn read(path: &Path) -> String {
@@ -84,13 +87,19 @@ async fn the_readme_try_it_commands_run_against_stepper_local() {
             .args(["-c", &format!("command -v {tool}")])
             .output()
             .is_ok_and(|o| o.status.success());
-        assert!(found, "{tool} is needed by the README's try-it commands (scripts/install-tools.sh installs it)");
+        assert!(
+            found,
+            "{tool} is needed by the README's try-it commands (scripts/install-tools.sh installs it)"
+        );
     }
     let readme = read(&root().join("README.md"));
     let blocks = code_blocks(&section(&readme, "## Try it"), "sh");
     assert!(blocks.len() >= 3, "the try-it section has {} sh blocks", blocks.len());
     let script = blocks.join("\n\n");
-    assert!(script.contains("localhost:3005"), "the try-it commands call localhost:3005");
+    assert!(
+        script.contains("localhost:3005"),
+        "the try-it commands call localhost:3005"
+    );
 
     // One OpenAI-compatible fake: the generic job's colours, and a report for everything else.
     let provider = FakeProvider::start(Wire::OpenAi).await.expect("fake provider");
@@ -137,12 +146,18 @@ async fn the_readme_try_it_commands_run_against_stepper_local() {
         2,
         "both jobs complete:\n{stdout}"
     );
-    assert!(compact.contains(r#""provider":"fake""#), "the report names its provider:\n{stdout}");
+    assert!(
+        compact.contains(r#""provider":"fake""#),
+        "the report names its provider:\n{stdout}"
+    );
     assert!(
         compact.contains(r#""summary":"Theauthclientnowrefreshesitstokenbeforeitexpires.""#),
         "the report's summary:\n{stdout}"
     );
-    assert!(compact.contains(r#"["red","green","blue"]"#), "the generic job's result:\n{stdout}");
+    assert!(
+        compact.contains(r#"["red","green","blue"]"#),
+        "the generic job's result:\n{stdout}"
+    );
     assert!(compact.contains(r#""status":"healthy""#), "health:\n{stdout}");
     assert!(compact.contains(r#""name":"fake""#), "the providers:\n{stdout}");
     assert_eq!(provider.hits(), 2, "one provider call per job");
@@ -244,7 +259,10 @@ fn every_local_link_and_anchor_in_the_docs_resolves() {
             } else {
                 file.parent().expect("a folder").join(path)
             };
-            let shown = format!("{}:{line}: {target}", file.strip_prefix(&root).unwrap_or(file).display());
+            let shown = format!(
+                "{}:{line}: {target}",
+                file.strip_prefix(&root).unwrap_or(file).display()
+            );
             if !dest.exists() {
                 broken.push(format!("{shown}: no file {}", dest.display()));
                 continue;
@@ -333,7 +351,11 @@ fn the_configuration_table_names_every_variable_the_code_reads() {
     for word in NOT_VARIABLES {
         read_by_code.remove(word);
     }
-    assert!(read_by_code.len() > 40, "found only {} variable names", read_by_code.len());
+    assert!(
+        read_by_code.len() > 40,
+        "found only {} variable names",
+        read_by_code.len()
+    );
 
     let doc = read(&root.join("docs/configuration.md"));
     let lines = section(&doc, "## Environment variables");
@@ -341,14 +363,22 @@ fn the_configuration_table_names_every_variable_the_code_reads() {
     for row in lines.iter().filter(|l| l.starts_with("| `")) {
         let first_cell = row[1..].split('|').next().unwrap_or_default();
         for (i, part) in first_cell.split('`').enumerate() {
-            if i % 2 == 1 && part.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+            if i % 2 == 1
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
                 assert!(documented.insert(part.to_string()), "{part} has two rows");
             }
         }
     }
     let missing: Vec<_> = read_by_code.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&read_by_code).collect();
-    println!("{} variables read by the code, {} documented", read_by_code.len(), documented.len());
+    println!(
+        "{} variables read by the code, {} documented",
+        read_by_code.len(),
+        documented.len()
+    );
     assert!(
         missing.is_empty(),
         "read by the code but not in docs/configuration.md's table: {missing:?}"

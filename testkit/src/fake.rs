@@ -22,7 +22,9 @@ pub fn providers_file(
 ) -> std::io::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("providers.toml");
-    let key = api_key_env.map(|name| format!("api_key_env = \"{name}\"\n")).unwrap_or_default();
+    let key = api_key_env
+        .map(|name| format!("api_key_env = \"{name}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &path,
         format!(

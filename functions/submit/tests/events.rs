@@ -137,7 +137,10 @@ fn the_template_passes_every_documented_setting() {
         ("LOG_FORMAT", "Lambda's LoggingConfig sets the format"),
         ("AWS_LAMBDA_LOG_LEVEL", "Lambda's LoggingConfig sets the level"),
         ("AWS_REGION", "Lambda sets it, and the credentials"),
-        ("AWS_ENDPOINT_URL_SQS", "another SQS endpoint, for moto on a developer's machine"),
+        (
+            "AWS_ENDPOINT_URL_SQS",
+            "another SQS endpoint, for moto on a developer's machine",
+        ),
         (
             "METRICS_TOKEN",
             "stepper-local's GET /metrics; a Lambda function writes EMF lines instead",
@@ -178,7 +181,10 @@ fn the_template_passes_every_documented_setting() {
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         })
         .collect();
-    assert!(documented.len() > 20, "docs/configuration.md's table not found: {documented:?}");
+    assert!(
+        documented.len() > 20,
+        "docs/configuration.md's table not found: {documented:?}"
+    );
     let missing: Vec<&str> = documented
         .iter()
         .copied()
