@@ -3,7 +3,7 @@
 # Node's type definitions and openapi-typescript (npm, for the examples/typescript client), moto's SQS
 # server, cfn-lint, cargo-lambda (with ziglang, its linker) and openapi-spec-validator (PyPI, in a venv),
 # the SAM CLI (PyPI, in a venv of its own: its pins must not move moto's or cfn-lint's), Rust's arm64
-# target (rustup, for `sam build` of the arm64 functions), and redis-server, faketime and Chromium (Debian)
+# target (rustup, for `sam build` of the arm64 functions), and redis-server, faketime, curl, jq and Chromium (Debian)
 # only when missing; Playwright (PyPI) drives that Chromium in the dashboard's browser test (it never
 # downloads a browser of its own).
 # A second run finds the stamp and returns at once.
@@ -21,6 +21,9 @@ mkdir -p "$TOOLS"
 DEBS=""
 command -v redis-server >/dev/null 2>&1 || DEBS="$DEBS redis-server"
 command -v faketime >/dev/null 2>&1 || DEBS="$DEBS faketime"
+# curl and jq for the README's try-it commands, which the test command runs (local/tests/docs.rs).
+command -v curl >/dev/null 2>&1 || DEBS="$DEBS curl"
+command -v jq >/dev/null 2>&1 || DEBS="$DEBS jq"
 # Chromium for the dashboard's browser test (local/tests/dashboard.rs), at /usr/bin/chromium.
 [ -x /usr/bin/chromium ] || DEBS="$DEBS chromium"
 if [ -n "$DEBS" ]; then

@@ -48,14 +48,7 @@ pub(crate) fn stepper_env(
     port: u16,
     upstash: Option<(&str, &str)>,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let config = dir.join("providers.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\napi_key_env = \"FAKE_KEY\"\ntimeout_ms = 60000\n",
-            provider.base_url()
-        ),
-    )?;
+    let config = testkit::fake::providers_file(dir, &provider.base_url(), 60_000, Some("FAKE_KEY"))?;
     let mut env = vec![
         ("PORT".to_string(), port.to_string()),
         ("STEPPER_CONFIG".to_string(), config.display().to_string()),

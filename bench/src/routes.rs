@@ -145,15 +145,7 @@ impl UpstashStack {
         let proxy = BillingProxy::start(&emulator.url).await?;
         let provider = InstantProvider::start(FakeReply::openai_text(REPORT)).await?;
         let dir = std::env::temp_dir().join(format!("stepper-routes-{}-{}", std::process::id(), redis.port));
-        std::fs::create_dir_all(&dir)?;
-        let config_path = dir.join("providers.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\napi_key_env = \"FAKE_KEY\"\ntimeout_ms = 5000\n",
-                provider.base_url()
-            ),
-        )?;
+        let config_path = testkit::fake::providers_file(&dir, &provider.base_url(), 5000, Some("FAKE_KEY"))?;
         let (proxy_url, token) = (proxy.url.clone(), emulator.token.clone());
         let env = |name: &str| match name {
             "UPSTASH_REDIS_REST_URL" => Some(proxy_url.clone()),

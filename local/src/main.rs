@@ -77,7 +77,7 @@ fn announce(config: &Config, addr: SocketAddr) {
         let help = "No AI provider is configured: jobs will fail at once (reports fall back to their template). \
                     Set a provider key such as GEMINI_API_KEY, GROQ_API_KEY, OPENROUTER_API_KEY, COHERE_API_KEY, \
                     MISTRAL_API_KEY or CEREBRAS_API_KEY, or point STEPPER_CONFIG at a TOML file with [[providers]] \
-                    (see README).";
+                    (see docs/configuration.md).";
         eprintln!("{help}");
         warn!("{help}");
     }

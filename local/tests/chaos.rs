@@ -2,7 +2,7 @@
 //! emulator and redis-server, with a fake provider on loopback. Prints its figures.
 //!
 //! Short form (the test command): `cargo test -p stepper-local --test chaos -- --nocapture`.
-//! Long form (README): `CHAOS_JOBS=300 CHAOS_IDLE_SECONDS=60 cargo test -p stepper-local --test chaos --
+//! Long form (docs/testing.md): `CHAOS_JOBS=300 CHAOS_IDLE_SECONDS=60 cargo test -p stepper-local --test chaos --
 //! --nocapture --test-threads=1`.
 //!
 //! - kill -9 of stepper-local mid-run, then a restart on the same store: every job finishes, 0 stuck.

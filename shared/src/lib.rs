@@ -22,6 +22,9 @@ pub mod engine;
 pub mod ports;
 pub mod wiring;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 #[cfg(test)]
 mod test_support {
     use http::HeaderMap;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shared::adapters::store::memory::MemoryStore;
 use shared::domain::error_class::ErrorClass;
-use shared::domain::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
-use shared::domain::llm::{ChatMessage, CompletionRequest, FinishReason, ResponseFormat, Usage};
+use shared::domain::job::{job_id, new_gen, Job, JobSpec, JobState, StepRef};
+use shared::domain::llm::{ChatMessage, CompletionRequest, FinishReason, Usage};
 use shared::domain::message::Message;
 use shared::domain::outcome::{Answer, CallReport, Failure, RateSignals, RetryHint};
 use shared::engine::settings::Settings;
@@ -157,30 +157,17 @@ impl World {
         let now = self.clock.now_ms();
         let job = Job {
             id: job_id("o", &new_gen()),
-            owner: "o".into(),
             gen: new_gen(),
-            seq: 1,
-            state: JobState::Queued,
             spec: JobSpec {
-                kind: JobKind::Generic,
                 messages: vec![ChatMessage::user("hello")],
-                compact_messages: None,
-                format: ResponseFormat::Text,
                 max_tokens: 50,
-                temperature: None,
                 fallback: fallback.map(std::sync::Arc::new),
-                context: Default::default(),
-                targets: vec![],
+                ..shared::testing::spec()
             },
             created_at_ms: now,
             deadline_ms: now + 60_000,
-            next_attempt_at_ms: None,
-            attempts: vec![],
-            result: None,
-            error: None,
-            finished_at_ms: None,
             expires_at_ms: now + 120_000,
-            deliveries: vec![],
+            ..shared::testing::job()
         };
         assert!(matches!(
             self.store

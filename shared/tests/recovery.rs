@@ -35,17 +35,7 @@ fn providers_file(fake: &FakeProvider) -> std::path::PathBuf {
         std::process::id(),
         shared::domain::job::new_gen()
     ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("providers.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 1000\n",
-            fake.base_url()
-        ),
-    )
-    .unwrap();
-    path
+    testkit::fake::providers_file(&dir, &fake.base_url(), 1000, None).unwrap()
 }
 
 fn config(providers: &std::path::Path, upstash: Option<&UpstashEmulator>, extra: &[(&str, &str)]) -> Config {

@@ -9,7 +9,7 @@ use shared::adapters::store::upstash::{UpstashClient, UpstashStore};
 use shared::domain::alert::{AlertRules, Incident};
 use shared::domain::budget::{self, Spent, Tally};
 use shared::domain::error_class::ErrorClass;
-use shared::domain::job::{job_id, new_gen, Job, JobKind, JobSpec, JobState, StepRef};
+use shared::domain::job::{job_id, new_gen, Job, JobSpec, JobState, StepRef};
 use shared::domain::llm::{ChatMessage, ResponseFormat};
 use shared::domain::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
 use shared::domain::secret::Secret;
@@ -36,13 +36,9 @@ fn job(owner: &str) -> Job {
         id: job_id(owner, &unique("identity")),
         owner: owner.to_string(),
         gen: new_gen(),
-        seq: 1,
-        state: JobState::Queued,
         spec: JobSpec {
-            kind: JobKind::Generic,
             // Non-ASCII, quotes, newlines and a big integer: the record must come back exactly.
             messages: vec![ChatMessage::user("Résumé \"quoted\"\nline two 🚀 12345678901234567890")],
-            compact_messages: None,
             format: ResponseFormat::Json {
                 schema: Some(std::sync::Arc::new(
                     serde_json::json!({"type": "object", "required": []}),
@@ -50,19 +46,12 @@ fn job(owner: &str) -> Job {
             },
             max_tokens: 100,
             temperature: Some(0.2),
-            fallback: None,
-            context: Default::default(),
-            targets: vec![],
+            ..shared::testing::spec()
         },
         created_at_ms: t,
         deadline_ms: t + 3_600_000,
-        next_attempt_at_ms: None,
-        attempts: vec![],
-        result: None,
-        error: None,
-        finished_at_ms: None,
         expires_at_ms: t + 3_600_000,
-        deliveries: vec![],
+        ..shared::testing::job()
     }
 }
 

@@ -11,6 +11,29 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+/// Writes `<dir>/providers.toml` (making `dir`), the `STEPPER_CONFIG` file of a test: one
+/// OpenAI-compatible provider named `fake` (model `m`) at `base_url`, with this timeout, and its key in
+/// `api_key_env` when the test sets one. Returns the file's path.
+pub fn providers_file(
+    dir: &std::path::Path,
+    base_url: &str,
+    timeout_ms: u64,
+    api_key_env: Option<&str>,
+) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("providers.toml");
+    let key = api_key_env
+        .map(|name| format!("api_key_env = \"{name}\"\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        format!(
+            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodel = \"m\"\n{key}timeout_ms = {timeout_ms}\n"
+        ),
+    )?;
+    Ok(path)
+}
+
 /// The wire format a fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {

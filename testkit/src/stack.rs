@@ -81,7 +81,7 @@ fn faketime_preload() -> anyhow::Result<String> {
     Ok(format!("{malloc} {faketime}"))
 }
 
-/// `redis-server`, ready to spawn. A test command run under libfaketime as a whole (README: testing on
+/// `redis-server`, ready to spawn. A test command run under libfaketime as a whole (docs/testing.md: testing on
 /// another date) shifts redis-server too; it then needs glibc's malloc in front of jemalloc to start.
 fn redis_command() -> Command {
     let mut command = Command::new("redis-server");

@@ -89,16 +89,7 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("a generated answer"));
     let dir = std::env::temp_dir().join(format!("stepper-emf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let providers = dir.join("providers.toml");
-    std::fs::write(
-        &providers,
-        format!(
-            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 1000\n",
-            provider.base_url()
-        ),
-    )
-    .unwrap();
+    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 1000, None).unwrap();
     let path = providers.display().to_string();
     let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
     let (queue, mut deliveries) = LocalQueue::new();

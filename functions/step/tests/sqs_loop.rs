@@ -75,16 +75,7 @@ async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
         .queue_url
         .unwrap();
     let dir = std::env::temp_dir().join(format!("stepper-sqs-{}-{}", std::process::id(), redis.port));
-    std::fs::create_dir_all(&dir).unwrap();
-    let providers = dir.join("providers.toml");
-    std::fs::write(
-        &providers,
-        format!(
-            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 1000\n",
-            provider.base_url()
-        ),
-    )
-    .unwrap();
+    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 1000, None).unwrap();
     let (url, token, path) = (
         upstash.url.clone(),
         upstash.token.clone(),

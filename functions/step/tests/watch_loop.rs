@@ -65,16 +65,7 @@ async fn a_job_goes_through_watch_sqs_and_step_then_is_purged() {
     // Cargo's per-test scratch directory: nothing else cleans it behind the running loop's back.
     let dir =
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("watch-loop-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let providers = dir.join("providers.toml");
-    std::fs::write(
-        &providers,
-        format!(
-            "[[providers]]\nname = \"fake\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\ntimeout_ms = 2000\n",
-            provider.base_url()
-        ),
-    )
-    .unwrap();
+    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 2000, None).unwrap();
     // The checked-in example, plus the fake provider's configuration.
     let example = std::fs::read_to_string(root.join("scripts/serverless-local.env")).unwrap();
     let env_file = dir.join("functions.env");

@@ -85,7 +85,7 @@ impl Local {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // The machine's clock, when the test command runs with it moved (libfaketime, README): the server
+        // The machine's clock, when the test command runs with it moved (libfaketime, docs/testing.md): the server
         // must see the same date as the receivers and stores the test starts.
         for k in ["LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"] {
             if let Some(v) = std::env::var_os(k) {

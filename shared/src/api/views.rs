@@ -785,19 +785,13 @@ mod tests {
         Job {
             id: "0123456789abcdef0123456789abcdef".into(),
             owner: "alice".into(),
-            gen: "g".into(),
             seq: 3,
             state,
             spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().spec(),
             created_at_ms: 1_700_000_000_000,
             deadline_ms: 1_700_086_400_000,
-            next_attempt_at_ms: None,
-            attempts: Vec::new(),
-            result: None,
-            error: None,
-            finished_at_ms: None,
             expires_at_ms: 1_700_090_000_000,
-            deliveries: Vec::new(),
+            ..crate::testing::job()
         }
     }
 

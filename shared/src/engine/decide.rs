@@ -118,36 +118,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::job::{Attempt, JobKind, JobSpec, JobState};
-    use crate::domain::llm::{ChatMessage, ResponseFormat};
+    use crate::domain::job::Attempt;
 
     fn job(deadline_ms: u64, attempts: Vec<Attempt>) -> Job {
         Job {
-            id: "0".repeat(32),
-            owner: "o".into(),
-            gen: "g".into(),
-            seq: 1,
-            state: JobState::Queued,
-            spec: JobSpec {
-                kind: JobKind::Generic,
-                messages: vec![ChatMessage::user("hi")],
-                compact_messages: None,
-                format: ResponseFormat::Text,
-                max_tokens: 10,
-                temperature: None,
-                fallback: None,
-                context: Default::default(),
-                targets: vec![],
-            },
-            created_at_ms: 0,
             deadline_ms,
-            next_attempt_at_ms: None,
             attempts,
-            result: None,
-            error: None,
-            finished_at_ms: None,
             expires_at_ms: deadline_ms,
-            deliveries: vec![],
+            ..crate::testing::job()
         }
     }
 

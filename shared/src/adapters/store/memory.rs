@@ -988,19 +988,11 @@ mod tests {
         Job {
             id: id.into(),
             owner: "alice".into(),
-            gen: "g".into(),
-            seq: 1,
-            state: JobState::Queued,
             spec: GenerateRequest::parse(json!({"prompt": "x"})).unwrap().spec(),
             created_at_ms: 1_000,
             deadline_ms: expires_at_ms,
-            next_attempt_at_ms: None,
-            attempts: Vec::new(),
-            result: None,
-            error: None,
-            finished_at_ms: None,
             expires_at_ms,
-            deliveries: Vec::new(),
+            ..crate::testing::job()
         }
     }
 
