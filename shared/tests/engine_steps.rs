@@ -162,6 +162,7 @@ impl World {
             seq: 1,
             state: JobState::Queued,
             spec: JobSpec {
+                providers: None,
                 kind: JobKind::Generic,
                 messages: vec![ChatMessage::user("hello")],
                 compact_messages: None,

@@ -39,6 +39,7 @@ fn job(owner: &str) -> Job {
         seq: 1,
         state: JobState::Queued,
         spec: JobSpec {
+            providers: None,
             kind: JobKind::Generic,
             // Non-ASCII, quotes, newlines and a big integer: the record must come back exactly.
             messages: vec![ChatMessage::user("Résumé \"quoted\"\nline two 🚀 12345678901234567890")],

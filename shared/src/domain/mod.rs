@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod alert;
 pub mod budget;
+pub mod contract;
 pub mod error_class;
 pub mod incidents;
 pub mod job;

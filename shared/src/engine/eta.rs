@@ -290,6 +290,7 @@ mod tests {
             seq: 1,
             state: JobState::Queued,
             spec: JobSpec {
+                providers: None,
                 kind: JobKind::Generic,
                 messages: vec![ChatMessage::user("hi")],
                 compact_messages: None,

@@ -43,7 +43,8 @@ pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
         }
         (TargetKind::Callback, completed) => {
             let mut metadata = Map::new();
-            for key in ["userId", "commitSha", "repo"] {
+            // The request's own correlation keys, as the original's callbacks carry them.
+            for key in ["userId", "commitSha", "repo", "requestId", "tenantId"] {
                 if let Some(v) = f.context.get(key) {
                     metadata.insert(key.into(), v.clone());
                 }
@@ -52,6 +53,9 @@ pub fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
             metadata.insert("provider".into(), json!(f.provider));
             metadata.insert("generationTimeMs".into(), json!(f.generation_time_ms));
             metadata.insert("timestamp".into(), json!(now_ms));
+            if let Some(m) = f.context.get("metadata") {
+                metadata.insert("requestMetadata".into(), m.clone());
+            }
             let mut body = Map::new();
             body.insert("success".into(), json!(completed));
             if completed {

@@ -244,6 +244,7 @@ impl Interned {
             seq: job.seq,
             state: job.state,
             spec: JobSpec {
+                providers: None,
                 kind: spec.kind,
                 messages: Vec::new(),
                 compact_messages: None,

@@ -13,6 +13,7 @@ use super::fields::{
     leaf_schema, nested, parse_field, present, via_check, Int, JsonObject, Refusal, Temperature, Text, Url,
 };
 use super::{digest, targets, Callbacks, Deadline, FieldError, Preset, PRESET_VERSION};
+use crate::domain::contract::{CacheControl, ContractVersion, ProviderNames, ProviderPrefs};
 use crate::domain::job::{JobKind, JobSpec};
 use crate::domain::llm::{ChatMessage, ResponseFormat, Role};
 use crate::domain::targets::Target;
@@ -83,6 +84,24 @@ pub struct GenerateBody {
     #[serde(default)]
     #[schemars(with = "Callbacks")]
     callbacks: Option<Callbacks>,
+    #[serde(default)]
+    #[schemars(with = "ContractVersion")]
+    #[allow(dead_code)] // read for its check only
+    contract_version: Option<ContractVersion>,
+    /// `default`: an identical job in flight is joined, an identical finished one answers with its
+    /// result. `no-cache` and `refresh` (the same): a finished identical job is replaced by a new one.
+    #[serde(default)]
+    #[schemars(with = "CacheControl")]
+    cache_control: Option<CacheControl>,
+    /// Providers to try first, in this order (case-insensitive; names this deployment lacks are
+    /// ignored; never adds a provider).
+    #[serde(default)]
+    #[schemars(with = "ProviderNames")]
+    preferred_providers: Option<ProviderNames>,
+    /// Providers this job must never use (case-insensitive; unknown names ignored).
+    #[serde(default)]
+    #[schemars(with = "ProviderNames")]
+    exclude_providers: Option<ProviderNames>,
 }
 
 /// A field kept as JSON, read later: `messages` is read only when `prompt` is absent.
@@ -378,6 +397,8 @@ pub struct GenerateRequest {
     pub context: Map<String, Value>,
     pub deadline_seconds: Option<u64>,
     pub targets: Vec<Target>,
+    pub cache: CacheControl,
+    pub providers: Option<ProviderPrefs>,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -530,7 +551,13 @@ impl Preset for GenerateRequest {
             context,
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
+            cache: b.cache_control.unwrap_or_default(),
+            providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })
+    }
+
+    fn cache_control(&self) -> CacheControl {
+        self.cache
     }
 
     fn deadline_seconds(&self) -> Option<u64> {
@@ -559,6 +586,7 @@ impl Preset for GenerateRequest {
             fallback: None,
             context: self.context.clone(),
             targets: self.targets.clone(),
+            providers: self.providers.clone(),
         }
     }
 }

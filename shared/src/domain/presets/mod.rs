@@ -59,6 +59,11 @@ pub trait Preset: Sized {
     /// `deadlineSeconds`, when the request gave one.
     fn deadline_seconds(&self) -> Option<u64>;
 
+    /// Whether an identical finished job may answer the request (`cacheControl`).
+    fn cache_control(&self) -> crate::domain::contract::CacheControl {
+        crate::domain::contract::CacheControl::Default
+    }
+
     /// What the job runs and whom it tells (`spec.targets`, checked by the route before it is stored).
     fn spec(&self) -> JobSpec;
 }
