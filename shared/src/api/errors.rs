@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::limits;
 use crate::app::auth::Rejection;
 use crate::app::JobsError;
+use crate::domain::contract::{CONTRACT_VERSION, VERSION_UNSUPPORTED};
 use crate::domain::presets::FieldError;
 use crate::ports::{QueueError, RateWindow, StoreError};
 
@@ -136,6 +137,21 @@ pub struct ErrorBody {
     #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
     pub retry_after_seconds: Option<u64>,
+    /// The original's code, on a `contractVersion` this server does not speak: `SCHEMA_VERSION_MISMATCH`.
+    #[serde(rename = "errorCode", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "VersionMismatch")]
+    pub error_code: Option<VersionMismatch>,
+    /// With `errorCode`: the version this server speaks.
+    #[serde(rename = "supportedVersion", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub supported_version: Option<&'static str>,
+}
+
+/// `errorCode` of a refused `contractVersion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum VersionMismatch {
+    #[serde(rename = "SCHEMA_VERSION_MISMATCH")]
+    SchemaVersionMismatch,
 }
 
 impl ErrorBody {
@@ -146,6 +162,8 @@ impl ErrorBody {
             field: None,
             message: None,
             retry_after_seconds: None,
+            error_code: None,
+            supported_version: None,
         }
     }
 
@@ -183,6 +201,19 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 ErrorBody::new("Unauthorized").message("Invalid API key."),
             ),
+            ApiError::Field(e) if e.message == VERSION_UNSUPPORTED => {
+                // The original's text: bare for the body's own field, `Invalid <where>: …` below it.
+                let error = match e.field.strip_suffix(".contractVersion") {
+                    Some(parent) => format!("Invalid {parent}: {VERSION_UNSUPPORTED}"),
+                    None => VERSION_UNSUPPORTED.to_string(),
+                };
+                let mut body = ErrorBody::new(error)
+                    .code(ErrorCode::InvalidRequest)
+                    .field(e.field.clone());
+                body.error_code = Some(VersionMismatch::SchemaVersionMismatch);
+                body.supported_version = Some(CONTRACT_VERSION);
+                (StatusCode::BAD_REQUEST, body)
+            }
             ApiError::Field(e) => (
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new(e.to_string())

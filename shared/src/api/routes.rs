@@ -169,6 +169,7 @@ async fn submit<P: Preset>(
         identity: request.identity(),
         spec: request.spec(),
         deadline_seconds: request.deadline_seconds(),
+        cache: request.cache_control(),
     };
     submit_parsed(&service, owner, submission, P::STATUS_PREFIX).await
 }
@@ -196,7 +197,7 @@ async fn submit_parsed(
             let queued = QueuedJob::new(&job_id, status_prefix, eta);
             (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
-        SubmitOutcome::Cached(result) => (StatusCode::OK, Json(views::cached(&result))).into_response(),
+        SubmitOutcome::Cached { result, .. } => (StatusCode::OK, Json(views::cached(&result))).into_response(),
     }))
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::app::HEALTH_CHECK_EVERY;
 use crate::app::{Eta, ProviderStates, StoreCheck};
 use crate::domain::budget;
+use crate::domain::contract::{Failure, FailureCode};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::job::{Attempt, Job, JobResult, JobState};
 use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
@@ -67,6 +68,7 @@ pub struct QueuedJob {
     pub job_id: String,
     /// Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`.
     pub status_url: String,
+    pub contract_version: Version,
     /// Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
     /// providers' shared state and the jobs due ahead of it (README, "How long will it take?").
     /// Absent when no estimate is possible.
@@ -85,6 +87,7 @@ impl QueuedJob {
             status: Queued::Queued,
             job_id: job_id.to_string(),
             status_url: format!("{status_prefix}{job_id}"),
+            contract_version: Version::CURRENT,
             eta_seconds: eta.map(Eta::seconds),
             eta_at: eta.map(|e| Timestamp::from_ms(e.at_ms)),
         }
@@ -103,9 +106,13 @@ pub struct CachedJob {
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct CachedMetadata {
     pub provider: String,
     pub fallback: bool,
+    /// True for a provider's result, false for a fallback.
+    pub validated: bool,
+    pub contract_version: Version,
     pub timings: TotalTiming,
 }
 
@@ -124,6 +131,8 @@ pub fn cached(result: &JobResult) -> CachedJob {
         metadata: CachedMetadata {
             provider: result.used_provider.clone(),
             fallback: result.fallback,
+            validated: !result.fallback,
+            contract_version: Version::CURRENT,
             timings: TotalTiming {
                 total_ms: result.total_ms,
             },
@@ -151,10 +160,23 @@ pub struct PurgedJob {
     pub message: String,
 }
 
-/// A job's status word: anything but `completed` and `failed` means "poll again later".
+/// A job's status word (1.1.0): anything but `completed` and `failed` means "poll again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusWord {
+    /// Not being worked on right now: waiting for its turn or for a provider to cool down
+    /// (`rawStatus` says which).
+    Queued,
+    /// A provider call is under way.
+    Active,
+    Completed,
+    Failed,
+}
+
+/// The finer word: the queue's own (`waiting`, `delayed`), as the original's `rawStatus` carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStatus {
     /// Queued, no attempt under way.
     Waiting,
     /// A provider call is under way.
@@ -165,16 +187,71 @@ pub enum StatusWord {
     Failed,
 }
 
-impl StatusWord {
+impl RawStatus {
     /// The word for a stored state; `running` (a step holds the job's lease, which the store reports
     /// beside the record) makes an unfinished job `active`: being worked on is not a stored state.
     pub fn of(state: JobState, running: bool) -> Self {
         match state {
-            JobState::Succeeded => StatusWord::Completed,
-            JobState::Failed => StatusWord::Failed,
-            _ if running => StatusWord::Active,
-            JobState::Queued => StatusWord::Waiting,
-            JobState::WaitingForRetry => StatusWord::Delayed,
+            JobState::Succeeded => RawStatus::Completed,
+            JobState::Failed => RawStatus::Failed,
+            _ if running => RawStatus::Active,
+            JobState::Queued => RawStatus::Waiting,
+            JobState::WaitingForRetry => RawStatus::Delayed,
+        }
+    }
+
+    /// The status word of this raw word.
+    pub fn status(self) -> StatusWord {
+        match self {
+            RawStatus::Waiting | RawStatus::Delayed => StatusWord::Queued,
+            RawStatus::Active => StatusWord::Active,
+            RawStatus::Completed => StatusWord::Completed,
+            RawStatus::Failed => StatusWord::Failed,
+        }
+    }
+}
+
+/// The contract version every answer that names one carries (`"1"`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Version(&'static str);
+
+impl Version {
+    pub const CURRENT: Version = Version(crate::domain::contract::CONTRACT_VERSION);
+}
+
+impl JsonSchema for Version {
+    fn schema_name() -> Cow<'static, str> {
+        "ContractVersionWord".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"const": crate::domain::contract::CONTRACT_VERSION})
+    }
+}
+
+/// Why a job (or a batch item) failed, in the original's words.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureView {
+    pub error_code: FailureCode,
+    pub message: String,
+    /// Submitting the same request again may succeed.
+    pub retryable: bool,
+    /// With `RATE_LIMIT`: the longest wait a provider named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl From<Failure> for FailureView {
+    fn from(f: Failure) -> Self {
+        Self {
+            error_code: f.code,
+            message: f.message,
+            retryable: f.retryable,
+            retry_after_seconds: f.retry_after_seconds,
         }
     }
 }
@@ -323,6 +400,9 @@ pub struct JobData {
     pub used_provider: String,
     pub providers_attempted: Vec<AttemptView>,
     pub fallback: bool,
+    /// The result passed the job's checks (its JSON or schema): true for a provider's result, false
+    /// for a fallback.
+    pub validated: bool,
     pub timings: Timings,
 }
 
@@ -339,6 +419,8 @@ pub struct Timings {
 pub struct JobView {
     pub id: String,
     pub status: StatusWord,
+    pub raw_status: RawStatus,
+    pub contract_version: Version,
     /// 0 until the job is finished, then 100.
     #[schemars(extend("enum" = [0, 100]))]
     pub progress: u8,
@@ -350,6 +432,10 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub error: Option<String>,
+    /// Only when `status` is `failed`: the failure in the original's codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "FailureView")]
+    pub failure: Option<FailureView>,
     pub attempts: Vec<AttemptView>,
     pub created_at: Timestamp,
     /// When the job gives up if it has not finished.
@@ -386,6 +472,7 @@ pub fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
             used_provider: result.used_provider.clone(),
             providers_attempted: attempts.clone(),
             fallback: result.fallback,
+            validated: !result.fallback,
             timings: Timings {
                 total_ms: result.total_ms,
                 provider_ms: result.provider_ms,
@@ -395,10 +482,13 @@ pub fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView {
     };
     JobView {
         id: job.id.clone(),
-        status: StatusWord::of(job.state, running),
+        status: RawStatus::of(job.state, running).status(),
+        raw_status: RawStatus::of(job.state, running),
+        contract_version: Version::CURRENT,
         progress: if job.state.is_finished() { 100 } else { 0 },
         data,
         error: (job.state == JobState::Failed).then(|| job.error.clone().unwrap_or_else(|| "failed".into())),
+        failure: Failure::of(job).map(FailureView::from),
         attempts,
         created_at: Timestamp::from_ms(job.created_at_ms),
         deadline: Timestamp::from_ms(job.deadline_ms),
@@ -601,6 +691,8 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "StoreWord")]
     pub store: Option<StoreWord>,
+    #[serde(rename = "contractVersion")]
+    pub contract_version: Version,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -678,6 +770,7 @@ pub fn health(read: &ProviderStates<'_>) -> Health {
             providers,
             timestamp: Timestamp::from_ms(now),
             store: Some(StoreWord::Unavailable),
+            contract_version: Version::CURRENT,
         };
     };
     let providers: Vec<ProviderHealth> = read
@@ -703,6 +796,7 @@ pub fn health(read: &ProviderStates<'_>) -> Health {
         providers,
         timestamp: Timestamp::from_ms(now),
         store: None,
+        contract_version: Version::CURRENT,
     }
 }
 
@@ -844,30 +938,30 @@ mod tests {
         waiting.next_attempt_at_ms = Some(1_700_000_060_000);
         assert_eq!(
             to_json(&job_status(&waiting, false, None)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"queued","rawStatus":"delayed","contractVersion":"1","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z"}"#
         );
         assert_eq!(
             to_json(&job_status(&job(JobState::Queued), true, None)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","rawStatus":"active","contractVersion":"1","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
         );
         assert_eq!(
-            job_status(&job(JobState::Queued), false, None).status,
-            StatusWord::Waiting
+            job_status(&job(JobState::Queued), false, None).raw_status,
+            RawStatus::Waiting
         );
         // The ETA: seconds rounded up, after nextAttemptAt.
         let eta = Eta::of(Some(1_700_000_090_500), 1_700_000_000_000);
         assert_eq!(
             to_json(&job_status(&waiting, false, eta)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"queued","rawStatus":"delayed","contractVersion":"1","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
         );
         assert_eq!(
             to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", eta)),
-            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","contractVersion":"1","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
         );
         // No estimate: the 202 of the original contract, byte for byte.
         assert_eq!(
             to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", None)),
-            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef"}"#
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","contractVersion":"1"}"#
         );
         // A finished job has none, whatever it is given.
         let done = job(JobState::Succeeded);
@@ -910,11 +1004,11 @@ mod tests {
         assert_eq!(
             view,
             concat!(
-                r#"{"id":"0123456789abcdef0123456789abcdef","status":"completed","progress":100,"data":{"result":{"title":"t"},"usedProvider":"gemini","providersAttempted":["#,
+                r#"{"id":"0123456789abcdef0123456789abcdef","status":"completed","rawStatus":"completed","contractVersion":"1","progress":100,"data":{"result":{"title":"t"},"usedProvider":"gemini","providersAttempted":["#,
                 r#"{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
-                r#""fallback":false,"timings":{"totalMs":4000,"providerMs":1050}},"attempts":["#,
+                r#""fallback":false,"validated":true,"timings":{"totalMs":4000,"providerMs":1050}},"attempts":["#,
                 r#"{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
@@ -936,7 +1030,7 @@ mod tests {
         );
         assert_eq!(
             to_json(&cached(done.result.as_ref().unwrap())),
-            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"timings":{"totalMs":4000}}}"#
+            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"validated":true,"timings":{"totalMs":4000}}}"#
         );
     }
     #[test]
@@ -979,7 +1073,8 @@ mod tests {
         assert_eq!(view.attempts_today.len(), 2);
         let json: serde_json::Value = serde_json::from_str(&to_json(&view)).unwrap();
         assert_eq!(json["counts"]["completedToday"], 4);
-        assert_eq!(json["oldest"][0]["status"], "delayed");
+        assert_eq!(json["oldest"][0]["status"], "queued");
+        assert_eq!(json["oldest"][0]["rawStatus"], "delayed");
         assert_eq!(json["day"], "2023-11-14T00:00:00.000Z");
     }
 
@@ -996,7 +1091,7 @@ mod tests {
             (JobState::Failed, true, "failed"),
         ] {
             assert_eq!(
-                serde_json::to_value(StatusWord::of(state, running)).unwrap(),
+                serde_json::to_value(RawStatus::of(state, running)).unwrap(),
                 word,
                 "{state:?} running={running}"
             );
@@ -1052,10 +1147,11 @@ mod tests {
             providers: vec![unknown],
             timestamp: Timestamp::from_ms(now),
             store: Some(StoreWord::Unavailable),
+            contract_version: Version::CURRENT,
         };
         assert_eq!(
             to_json(&report),
-            r#"{"status":"unhealthy","providers":[{"name":"groq","healthy":false}],"timestamp":"2023-11-14T22:13:50.000Z","store":"unavailable"}"#
+            r#"{"status":"unhealthy","providers":[{"name":"groq","healthy":false}],"timestamp":"2023-11-14T22:13:50.000Z","store":"unavailable","contractVersion":"1"}"#
         );
     }
 }

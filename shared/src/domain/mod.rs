@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod alert;
+pub mod batch;
 pub mod budget;
 pub mod contract;
 pub mod error_class;
