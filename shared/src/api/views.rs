@@ -14,7 +14,9 @@ use crate::app::{Eta, ProviderStates, StoreCheck};
 use crate::domain::budget;
 use crate::domain::contract::{Failure, FailureCode};
 use crate::domain::error_class::ErrorClass;
+use crate::domain::batch::BatchItem;
 use crate::domain::job::{Attempt, Job, JobResult, JobState};
+use crate::ports::BatchRead;
 use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
 use crate::domain::targets::{DeliveryState, DeliveryStatus, TargetKind};
 
@@ -800,6 +802,282 @@ pub fn health(read: &ProviderStates<'_>) -> Health {
     }
 }
 
+/// The word of a failed answer.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Failed {
+    Failed,
+}
+
+/// `200` of `POST /v1/generate/immediate` and `POST /v1/reports/immediate`: the job finished within
+/// the wait.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImmediateAnswer {
+    pub status: Completed,
+    /// The job behind the answer (it can be polled and purged like any job).
+    pub job_id: String,
+    /// An identical job had already finished: its result.
+    pub cached: bool,
+    /// A commit report, or a generic job's output (JSON, or a string in text mode).
+    pub data: std::sync::Arc<Value>,
+    pub metadata: ResultMetadata,
+}
+
+/// How a result came about (an immediate answer's, a batch item's).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultMetadata {
+    pub provider: String,
+    pub fallback: bool,
+    /// True for a provider's result (it passed the job's checks), false for a fallback.
+    pub validated: bool,
+    pub contract_version: Version,
+    pub timings: Timings,
+    pub providers_attempted: Vec<AttemptView>,
+}
+
+/// `502` of the immediate routes: the job failed within the wait (every provider failed for good, or
+/// none could answer before the job's deadline).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImmediateFailed {
+    pub status: Failed,
+    pub job_id: String,
+    pub error: String,
+    pub failure: FailureView,
+    pub providers_attempted: Vec<AttemptView>,
+}
+
+fn result_metadata(job: &Job, result: &JobResult) -> ResultMetadata {
+    ResultMetadata {
+        provider: result.used_provider.clone(),
+        fallback: result.fallback,
+        validated: !result.fallback,
+        contract_version: Version::CURRENT,
+        timings: Timings {
+            total_ms: result.total_ms,
+            provider_ms: result.provider_ms,
+        },
+        providers_attempted: job.attempts.iter().map(AttemptView::from).collect(),
+    }
+}
+
+/// A finished job as an immediate route answers it: its result, or why it failed.
+pub fn immediate(job: &Job, cached: bool) -> Result<ImmediateAnswer, ImmediateFailed> {
+    match (&job.result, Failure::of(job)) {
+        (Some(result), _) if job.state == JobState::Succeeded => Ok(ImmediateAnswer {
+            status: Completed::Completed,
+            job_id: job.id.clone(),
+            cached,
+            data: result.output.clone(),
+            metadata: result_metadata(job, result),
+        }),
+        (_, failure) => {
+            let failure = failure.unwrap_or_else(|| Failure {
+                code: FailureCode::Unknown,
+                message: "the job ended without a result".into(),
+                retryable: false,
+                retry_after_seconds: None,
+            });
+            Err(ImmediateFailed {
+                status: Failed::Failed,
+                job_id: job.id.clone(),
+                error: failure.message.clone(),
+                failure: failure.into(),
+                providers_attempted: job.attempts.iter().map(AttemptView::from).collect(),
+            })
+        }
+    }
+}
+
+/// `202` of `POST /v1/generate/batch`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchQueuedView {
+    pub status: Queued,
+    /// The batch's id (a UUID): poll it at `statusUrl`.
+    pub job_id: String,
+    pub status_url: String,
+    pub item_count: usize,
+    pub concurrency: u64,
+    pub contract_version: Version,
+}
+
+pub fn batch_queued(batch_id: &str, item_count: usize, concurrency: u64) -> BatchQueuedView {
+    BatchQueuedView {
+        status: Queued::Queued,
+        job_id: batch_id.to_string(),
+        status_url: format!("/v1/jobs/{batch_id}"),
+        item_count,
+        concurrency,
+        contract_version: Version::CURRENT,
+    }
+}
+
+/// A batch's progress: items finished of all.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BatchProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// A batch item's word once the batch is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemWord {
+    Completed,
+    Failed,
+}
+
+/// One item of a finished batch, at its input position.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemView {
+    pub id: String,
+    pub index: usize,
+    pub status: ItemWord,
+    /// The item's own job (absent when it was refused at submit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Value")]
+    pub data: Option<std::sync::Arc<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ResultMetadata")]
+    pub metadata: Option<ResultMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "FailureView")]
+    pub failure: Option<FailureView>,
+}
+
+/// A finished batch's results, in input order.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BatchData {
+    pub items: Vec<BatchItemView>,
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+}
+
+/// `GET /v1/jobs/{batchId}` (and `/v1/reports/{batchId}`): a batch.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchView {
+    pub id: String,
+    /// `queued` until an item is worked on, `active` until every item has finished, then `completed`
+    /// (even when items failed: each says how it ended).
+    pub status: StatusWord,
+    pub raw_status: RawStatus,
+    pub contract_version: Version,
+    pub progress: BatchProgress,
+    /// Only when `status` is `completed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BatchData")]
+    pub data: Option<BatchData>,
+}
+
+fn batch_item(index: usize, item: &BatchItem, job: Option<&Job>) -> BatchItemView {
+    let mut view = BatchItemView {
+        id: item.id.clone(),
+        index,
+        status: ItemWord::Failed,
+        job_id: item.job_id.clone(),
+        data: None,
+        metadata: None,
+        failure: None,
+    };
+    match (job, &item.refused) {
+        (_, Some(refused)) => view.failure = Some(refused.clone().into()),
+        (Some(job), None) => match (&job.result, job.state) {
+            (Some(result), JobState::Succeeded) => {
+                view.status = ItemWord::Completed;
+                view.data = Some(result.output.clone());
+                view.metadata = Some(result_metadata(job, result));
+            }
+            _ => view.failure = Failure::of(job).map(FailureView::from),
+        },
+        (None, None) => {
+            view.failure = Some(FailureView {
+                error_code: FailureCode::Unknown,
+                message: "the item's job is gone (purged or expired)".into(),
+                retryable: false,
+                retry_after_seconds: None,
+            })
+        }
+    }
+    view
+}
+
+/// A batch as its poll shows it: progress while items run, every item's outcome once all are done.
+pub fn batch_status(read: &BatchRead) -> BatchView {
+    let total = read.batch.items.len();
+    let finished = |job: &Option<Job>| job.as_ref().is_none_or(|j| j.state.is_finished());
+    let done = read.jobs.iter().filter(|j| finished(j)).count();
+    let started = done > 0
+        || read
+            .jobs
+            .iter()
+            .flatten()
+            .any(|j| !j.attempts.is_empty() || j.state != JobState::Queued);
+    let raw = match (done == total, started) {
+        (true, _) => RawStatus::Completed,
+        (false, true) => RawStatus::Active,
+        (false, false) => RawStatus::Waiting,
+    };
+    let data = (done == total).then(|| {
+        let items: Vec<BatchItemView> = read
+            .batch
+            .items
+            .iter()
+            .zip(&read.jobs)
+            .enumerate()
+            .map(|(index, (item, job))| batch_item(index, item, job.as_ref()))
+            .collect();
+        let completed = items.iter().filter(|i| i.status == ItemWord::Completed).count();
+        BatchData {
+            total,
+            completed,
+            failed: total - completed,
+            items,
+        }
+    });
+    BatchView {
+        id: read.batch.id.clone(),
+        status: raw.status(),
+        raw_status: raw,
+        contract_version: Version::CURRENT,
+        progress: BatchProgress { done, total },
+        data,
+    }
+}
+
+/// `GET /`: what this service is and what it serves (no key needed).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInfo {
+    /// `stepper`.
+    pub service: String,
+    pub version: String,
+    pub contract_version: Version,
+    /// `"<METHOD> <path>"` → what it does, for every route.
+    pub endpoints: std::collections::BTreeMap<String, String>,
+    pub security: SecurityInfo,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityInfo {
+    /// Cross-origin requests are answered (this service sends no CORS headers: false).
+    pub cors: bool,
+    /// Some key's owner has a request budget.
+    pub rate_limit: bool,
+    /// The browser security headers of the original's helmet (this service sends none: false).
+    pub helmet: bool,
+    pub api_key_required: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -1021,7 +1299,7 @@ mod tests {
         failed.finished_at_ms = Some(1_700_000_004_000);
         assert_eq!(
             to_json(&job_status(&failed, false, None)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"failed","progress":100,"error":"failed","attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"failed","rawStatus":"failed","contractVersion":"1","progress":100,"error":"failed","failure":{"errorCode":"UNKNOWN","message":"failed","retryable":false},"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z"}"#
         );
         failed.error = Some("every provider failed".into());
         assert_eq!(

@@ -2,6 +2,7 @@
 //! their JSON Schema in `fields`), the request's identity (dedupe and cache key), and the prompt.
 //! `commit_report` is one preset; `generic` serves any prompt / JSON-schema job the same way.
 
+pub mod batch;
 pub mod commit_report;
 pub mod fields;
 pub mod generic;
