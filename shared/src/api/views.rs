@@ -1308,7 +1308,7 @@ mod tests {
         );
         assert_eq!(
             to_json(&cached(done.result.as_ref().unwrap())),
-            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"validated":true,"timings":{"totalMs":4000}}}"#
+            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"validated":true,"contractVersion":"1","timings":{"totalMs":4000}}}"#
         );
     }
     #[test]
