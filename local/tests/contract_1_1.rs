@@ -134,7 +134,11 @@ async fn service_info(local: &Local) {
 async fn version_and_fields(local: &Local) {
     for version in [json!("2"), json!(1)] {
         let (code, body) = local
-            .post("/v1/generate", ALICE, json!({"prompt": "x", "contractVersion": version}))
+            .post(
+                "/v1/generate",
+                ALICE,
+                json!({"prompt": "x", "contractVersion": version}),
+            )
             .await;
         assert_eq!(code, 400, "{body}");
         assert_eq!(body["error"], "Request contract version is not supported");
@@ -145,13 +149,19 @@ async fn version_and_fields(local: &Local) {
     let mut r = report("c0ffee01");
     r["contractVersion"] = json!("9");
     let (code, body) = local.post("/v1/reports", ALICE, r).await;
-    assert_eq!((code, &body["errorCode"]), (400, &json!("SCHEMA_VERSION_MISMATCH")), "{body}");
+    assert_eq!(
+        (code, &body["errorCode"]),
+        (400, &json!("SCHEMA_VERSION_MISMATCH")),
+        "{body}"
+    );
     for (field, value) in [
         ("cacheControl", json!("sometimes")),
         ("preferredProviders", json!("alpha")),
         ("excludeProviders", json!([""])),
     ] {
-        let (code, body) = local.post("/v1/generate", ALICE, json!({"prompt": "x", field: value})).await;
+        let (code, body) = local
+            .post("/v1/generate", ALICE, json!({"prompt": "x", field: value}))
+            .await;
         assert_eq!(code, 400, "{field}: {body}");
         assert_eq!(body["field"], field, "{body}");
         assert_eq!(body["code"], "invalid_request");
@@ -198,13 +208,21 @@ async fn poll_fields_and_cache_control(local: &Local) {
 async fn provider_preferences(local: &Local, providers: &Providers) {
     let before = providers.alpha.requests().len();
     let (_, queued) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "prefer", "preferredProviders": ["BETA", "nope"]}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "prefer", "preferredProviders": ["BETA", "nope"]}),
+        )
         .await;
     let done = finished(local, queued["statusUrl"].as_str().unwrap()).await;
     assert_eq!(done["data"]["usedProvider"], "beta", "{done}");
 
     let (_, queued) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "exclude", "excludeProviders": ["Alpha"]}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "exclude", "excludeProviders": ["Alpha"]}),
+        )
         .await;
     let done = finished(local, queued["statusUrl"].as_str().unwrap()).await;
     assert_eq!(done["data"]["usedProvider"], "beta", "{done}");
@@ -212,7 +230,11 @@ async fn provider_preferences(local: &Local, providers: &Providers) {
 
     // Only delta, which refuses the request: failed, with the original's failure object.
     let (_, queued) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "refused", "excludeProviders": only("delta")}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "refused", "excludeProviders": only("delta")}),
+        )
         .await;
     let failed = finished(local, queued["statusUrl"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed", "{failed}");
@@ -227,18 +249,32 @@ async fn provider_preferences(local: &Local, providers: &Providers) {
 
     // Every provider excluded: no attempt at all (ours: a failed job, not a fallback result).
     let (_, queued) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "nothing", "excludeProviders": ["alpha", "beta", "gamma", "delta"]}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "nothing", "excludeProviders": ["alpha", "beta", "gamma", "delta"]}),
+        )
         .await;
     let failed = finished(local, queued["statusUrl"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["attempts"], json!([]));
-    assert!(failed["failure"]["message"].as_str().unwrap().contains("excludeProviders"), "{failed}");
+    assert!(
+        failed["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("excludeProviders"),
+        "{failed}"
+    );
 }
 
 /// The two immediate routes: 200 with the result and its metadata, 502 when the job failed.
 async fn immediate(local: &Local, providers: &Providers) {
     let (code, answer) = local
-        .post("/v1/generate/immediate", ALICE, json!({"prompt": "Right now", "contractVersion": "1"}))
+        .post(
+            "/v1/generate/immediate",
+            ALICE,
+            json!({"prompt": "Right now", "contractVersion": "1"}),
+        )
         .await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["status"], "completed");
@@ -251,25 +287,40 @@ async fn immediate(local: &Local, providers: &Providers) {
     assert!(metadata["timings"]["totalMs"].is_u64());
     assert_eq!(metadata["providersAttempted"][0]["provider"], "alpha");
     // The job behind it is an ordinary one.
-    let (code, polled) = local.get(&format!("/v1/jobs/{}", answer["jobId"].as_str().unwrap()), ALICE).await;
+    let (code, polled) = local
+        .get(&format!("/v1/jobs/{}", answer["jobId"].as_str().unwrap()), ALICE)
+        .await;
     assert_eq!((code, &polled["status"]), (200, &json!("completed")));
 
     // The next answer is a valid report (the generic answer is not one).
-    providers.alpha.push(FakeReply::openai_text(&common::good_report_json()));
+    providers
+        .alpha
+        .push(FakeReply::openai_text(&common::good_report_json()));
     let (code, answer) = local.post("/v1/reports/immediate", ALICE, report("feedbeef")).await;
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(answer["data"]["title"], "Add token refresh to the auth client", "{answer}");
+    assert_eq!(
+        answer["data"]["title"], "Add token refresh to the auth client",
+        "{answer}"
+    );
     assert!(answer["metadata"]["provider"].is_string());
 
     let (code, failed) = local
-        .post("/v1/generate/immediate", ALICE, json!({"prompt": "no", "excludeProviders": only("delta")}))
+        .post(
+            "/v1/generate/immediate",
+            ALICE,
+            json!({"prompt": "no", "excludeProviders": only("delta")}),
+        )
         .await;
     assert_eq!(code, 502, "{failed}");
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["failure"]["errorCode"], "UNKNOWN");
 
     let (code, refused) = local
-        .post("/v1/generate/immediate", ALICE, json!({"prompt": "x", "contractVersion": "2"}))
+        .post(
+            "/v1/generate/immediate",
+            ALICE,
+            json!({"prompt": "x", "contractVersion": "2"}),
+        )
         .await;
     assert_eq!((code, &refused["errorCode"]), (400, &json!("SCHEMA_VERSION_MISMATCH")));
 }
@@ -283,7 +334,10 @@ async fn batch(local: &Local, receiver: &NodeReceiver) {
         (json!({"items": []}), "items"),
         (json!({"items": vec![ok.clone(); 101]}), "items"),
         (json!({"items": [ok.clone()], "concurrency": 6}), "concurrency"),
-        (json!({"items": [ok.clone(), item(" a ", json!({"prompt": "y"}))]}), "items[1].id"),
+        (
+            json!({"items": [ok.clone(), item(" a ", json!({"prompt": "y"}))]}),
+            "items[1].id",
+        ),
         (json!({"items": [{"id": "a"}]}), "items[0]"),
         (json!({"items": [ok.clone()], "tenantId": 3}), "tenantId"),
     ] {
@@ -292,7 +346,11 @@ async fn batch(local: &Local, receiver: &NodeReceiver) {
         assert_eq!(refused["field"], field, "{refused}");
     }
     let (code, refused) = local
-        .post("/v1/generate/batch", ALICE, json!({"contractVersion": "2", "items": [ok.clone()]}))
+        .post(
+            "/v1/generate/batch",
+            ALICE,
+            json!({"contractVersion": "2", "items": [ok.clone()]}),
+        )
         .await;
     assert_eq!((code, &refused["errorCode"]), (400, &json!("SCHEMA_VERSION_MISMATCH")));
     let (code, refused) = local
@@ -307,7 +365,10 @@ async fn batch(local: &Local, receiver: &NodeReceiver) {
         )
         .await;
     assert_eq!(code, 400, "{refused}");
-    assert_eq!(refused["error"], "Invalid items[0].request: Request contract version is not supported");
+    assert_eq!(
+        refused["error"],
+        "Invalid items[0].request: Request contract version is not supported"
+    );
     assert_eq!(refused["errorCode"], "SCHEMA_VERSION_MISMATCH");
     let fields: Vec<&str> = refused["errors"]
         .as_array()
@@ -340,11 +401,20 @@ async fn batch(local: &Local, receiver: &NodeReceiver) {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["progress"], json!({"done": 3, "total": 3}));
     let data = &done["data"];
-    assert_eq!((data["total"].clone(), data["completed"].clone(), data["failed"].clone()), (json!(3), json!(2), json!(1)));
+    assert_eq!(
+        (data["total"].clone(), data["completed"].clone(), data["failed"].clone()),
+        (json!(3), json!(2), json!(1))
+    );
     let items = data["items"].as_array().unwrap();
     let ids: Vec<(&str, u64, &str)> = items
         .iter()
-        .map(|i| (i["id"].as_str().unwrap(), i["index"].as_u64().unwrap(), i["status"].as_str().unwrap()))
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap(),
+                i["index"].as_u64().unwrap(),
+                i["status"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(ids, [("a", 0, "completed"), ("b", 1, "completed"), ("c", 2, "failed")]);
     assert_eq!(items[0]["data"]["colour"], "blue");
@@ -393,8 +463,10 @@ async fn the_1_1_contract_on_upstash() {
     let providers = Providers::start().await;
     let receiver = NodeReceiver::start(SECRET, &[200], 0).await.expect("node receiver");
     let local = start(&providers, &receiver, Some(&upstash)).await;
-    the_contract(&local, &providers, &receiver).await;
-    // A batch poll is one script of a constant number of commands, however many items.
-    let batch_keys = redis.command(&["KEYS", "st:B:*"]).await.unwrap();
-    assert!(batch_keys.contains("st:B:alice:"), "{batch_keys}");
+    let logs = local.logs.clone();
+    let run = std::panic::AssertUnwindSafe(the_contract(&local, &providers, &receiver));
+    if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+        eprintln!("stepper-local's log:\n{}", logs.lock().unwrap().join("\n"));
+        std::panic::resume_unwind(panic);
+    }
 }

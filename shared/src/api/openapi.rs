@@ -207,7 +207,9 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
         Endpoint::SubmitGeneric => {
             submit_operation::<GenerateRequest>("submitGenerate", "Submit a generic job", generator, requests)
         }
-        Endpoint::ReportImmediate => immediate_operation::<ReportRequest>("generateReportImmediate", generator, requests),
+        Endpoint::ReportImmediate => {
+            immediate_operation::<ReportRequest>("generateReportImmediate", generator, requests)
+        }
         Endpoint::GenerateImmediate => immediate_operation::<GenerateRequest>("generateImmediate", generator, requests),
         Endpoint::GenerateBatch => {
             let mut r = Map::new();
@@ -407,7 +409,10 @@ fn immediate_operation<P: Preset>(
     let mut r = Map::new();
     r.insert(
         "200".into(),
-        json_response::<ImmediateAnswer>(generator, "The job finished within the wait (or an identical one had): its result."),
+        json_response::<ImmediateAnswer>(
+            generator,
+            "The job finished within the wait (or an identical one had): its result.",
+        ),
     );
     r.insert(
         "202".into(),

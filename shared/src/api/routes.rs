@@ -25,8 +25,8 @@ use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
 use crate::app::{BatchSubmission, Counted, Immediate, Submission, SubmitOutcome, IMMEDIATE_WAIT};
 use crate::domain::batch::is_valid_batch_id;
-use crate::domain::presets::batch::{self, BatchRefusal};
 use crate::domain::job::is_valid_job_id;
+use crate::domain::presets::batch::{self, BatchRefusal};
 use crate::domain::presets::commit_report::{report_identity, ReportRequest};
 use crate::domain::presets::generic::GenerateRequest;
 use crate::domain::presets::Preset;
@@ -233,15 +233,20 @@ async fn immediate<P: Preset>(
         deadline_seconds: request.deadline_seconds(),
         cache: request.cache_control(),
     };
-    let waited = service.jobs().submit_and_wait(owner, submission, IMMEDIATE_WAIT).await?;
+    let waited = service
+        .jobs()
+        .submit_and_wait(owner, submission, IMMEDIATE_WAIT)
+        .await?;
     Ok(counted(waited, |outcome| match outcome {
         Immediate::Finished { job, cached } => match views::immediate(&job, cached) {
             Ok(answer) => Json(answer).into_response(),
             Err(failed) => (StatusCode::BAD_GATEWAY, Json(failed)).into_response(),
         },
-        Immediate::Pending { job_id, eta } => {
-            (StatusCode::ACCEPTED, Json(QueuedJob::new(&job_id, P::STATUS_PREFIX, eta))).into_response()
-        }
+        Immediate::Pending { job_id, eta } => (
+            StatusCode::ACCEPTED,
+            Json(QueuedJob::new(&job_id, P::STATUS_PREFIX, eta)),
+        )
+            .into_response(),
     }))
 }
 
@@ -294,7 +299,14 @@ fn service_info(service: &Service) -> views::ServiceInfo {
         security: views::SecurityInfo {
             cors: false,
             rate_limit: service.engine.settings().limits.rate.default.is_some()
-                || service.engine.settings().limits.rate.overrides.values().any(Option::is_some),
+                || service
+                    .engine
+                    .settings()
+                    .limits
+                    .rate
+                    .overrides
+                    .values()
+                    .any(Option::is_some),
             helmet: false,
             api_key_required: !service.keys.is_open(),
         },

@@ -11,14 +11,14 @@ use serde_json::Value;
 #[allow(unused_imports)] // named by `Liveness`'s doc, which is also its published description
 use crate::app::HEALTH_CHECK_EVERY;
 use crate::app::{Eta, ProviderStates, StoreCheck};
+use crate::domain::batch::BatchItem;
 use crate::domain::budget;
 use crate::domain::contract::{Failure, FailureCode};
 use crate::domain::error_class::ErrorClass;
-use crate::domain::batch::BatchItem;
 use crate::domain::job::{Attempt, Job, JobResult, JobState};
-use crate::ports::BatchRead;
 use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
 use crate::domain::targets::{DeliveryState, DeliveryStatus, TargetKind};
+use crate::ports::BatchRead;
 
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

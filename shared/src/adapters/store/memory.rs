@@ -244,7 +244,7 @@ impl Interned {
             seq: job.seq,
             state: job.state,
             spec: JobSpec {
-                providers: None,
+                providers: spec.providers.clone(),
                 kind: spec.kind,
                 messages: Vec::new(),
                 compact_messages: None,

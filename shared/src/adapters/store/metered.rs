@@ -12,8 +12,8 @@ use crate::domain::batch::BatchRecord;
 use crate::domain::job::{Job, StepRef};
 use crate::domain::quota::{ProviderEvent, ProviderState};
 use crate::ports::{
-    Admission, BatchRead, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
-    Submitted, SweepRequest, Swept,
+    Admission, BatchRead, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store,
+    StoreError, Submitted, SweepRequest, Swept,
 };
 
 pub struct MeteredStore {

@@ -149,8 +149,10 @@ pub fn parse(body: Value) -> Result<Batch, BatchRefusal> {
         // Inheritance, as the original: a falsy tenantId takes the envelope's; a missing requestId
         // becomes `<envelope requestId or "batch">:<id>`.
         if let Value::Object(r) = &mut request {
-            let falsy = |v: Option<&Value>| matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)))
-                || v.and_then(Value::as_str) == Some("");
+            let falsy = |v: Option<&Value>| {
+                matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)))
+                    || v.and_then(Value::as_str) == Some("")
+            };
             if let Some(tenant) = tenant_id.as_ref().filter(|_| falsy(r.get("tenantId"))) {
                 r.insert("tenantId".into(), json!(tenant));
             }
@@ -193,15 +195,27 @@ mod tests {
     #[test]
     fn the_envelope_is_checked_in_the_originals_order() {
         let ok = item("a", json!({"prompt": "x"}));
-        assert_eq!(envelope_field(json!({"contractVersion": 1, "items": []})), "contractVersion");
+        assert_eq!(
+            envelope_field(json!({"contractVersion": 1, "items": []})),
+            "contractVersion"
+        );
         assert_eq!(envelope_field(json!({})), "items");
         assert_eq!(envelope_field(json!({"items": []})), "items");
         assert_eq!(envelope_field(json!({"items": vec![ok.clone(); 101]})), "items");
         for c in [json!(0), json!(6), json!(1.5), json!(null)] {
-            assert_eq!(envelope_field(json!({"items": [ok.clone()], "concurrency": c})), "concurrency");
+            assert_eq!(
+                envelope_field(json!({"items": [ok.clone()], "concurrency": c})),
+                "concurrency"
+            );
         }
-        assert_eq!(envelope_field(json!({"items": [{"id": " ", "request": {}}]})), "items[0]");
-        assert_eq!(envelope_field(json!({"items": [{"id": "a", "request": 3}]})), "items[0]");
+        assert_eq!(
+            envelope_field(json!({"items": [{"id": " ", "request": {}}]})),
+            "items[0]"
+        );
+        assert_eq!(
+            envelope_field(json!({"items": [{"id": "a", "request": 3}]})),
+            "items[0]"
+        );
         assert_eq!(
             envelope_field(json!({"items": [{"id": "x".repeat(129), "request": {}}]})),
             "items[0]"
@@ -210,7 +224,10 @@ mod tests {
             envelope_field(json!({"items": [ok.clone(), item(" a ", json!({"prompt": "y"}))]})),
             "items[1].id"
         );
-        assert_eq!(envelope_field(json!({"items": [ok.clone()], "tenantId": 5})), "tenantId");
+        assert_eq!(
+            envelope_field(json!({"items": [ok.clone()], "tenantId": 5})),
+            "tenantId"
+        );
         assert_eq!(
             envelope_field(json!({"items": [ok.clone()], "requestId": "r".repeat(257)})),
             "requestId"
