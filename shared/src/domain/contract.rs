@@ -284,6 +284,72 @@ mod tests {
         assert!(all.chain(names).is_empty());
     }
 
+    fn failed(attempts: &[(Option<ErrorClass>, Option<u64>)], error: &str) -> Job {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef0123456789abcdef", "owner": "o", "gen": "g", "seq": 3, "state": "failed",
+            "spec": {"kind": "generic", "messages": [], "format": {"mode": "text"}, "max_tokens": 1},
+            "created_at_ms": 0, "deadline_ms": 1, "expires_at_ms": 2, "error": error
+        }))
+        .expect("a job");
+        job.attempts = attempts
+            .iter()
+            .enumerate()
+            .map(|(i, (class, retry))| crate::domain::job::Attempt {
+                provider: format!("p{i}"),
+                number: i as u32 + 1,
+                class: *class,
+                http_status: None,
+                duration_ms: 1,
+                retry_after_s: *retry,
+                message: None,
+                at_ms: 0,
+            })
+            .collect();
+        job
+    }
+
+    #[test]
+    fn a_failure_speaks_the_originals_codes() {
+        use ErrorClass as C;
+        let of = |attempts: &[(Option<C>, Option<u64>)], error: &str| Failure::of(&failed(attempts, error)).unwrap();
+        let limited = of(
+            &[(Some(C::RateLimited), Some(7)), (Some(C::QuotaExhausted), Some(60))],
+            "deadline_exceeded: x",
+        );
+        assert_eq!(
+            (limited.code, limited.retryable, limited.retry_after_seconds),
+            (FailureCode::RateLimit, true, Some(60))
+        );
+        let timeout = of(
+            &[(Some(C::Overloaded), None), (Some(C::RateLimited), None)],
+            "deadline_exceeded: x",
+        );
+        assert_eq!((timeout.code, timeout.retryable), (FailureCode::Timeout, true));
+        let auth = of(&[(Some(C::AuthInvalid), None)], "every provider failed");
+        assert_eq!(
+            (auth.code, auth.retryable, auth.retry_after_seconds),
+            (FailureCode::Auth, false, None)
+        );
+        let mixed = of(
+            &[(Some(C::InvalidOutput), None), (Some(C::Overloaded), None)],
+            "every provider failed",
+        );
+        assert_eq!((mixed.code, mixed.retryable), (FailureCode::UpstreamUnavailable, true));
+        let hard = of(
+            &[(Some(C::BadRequest), None), (Some(C::InvalidOutput), None)],
+            "every provider failed",
+        );
+        assert_eq!((hard.code, hard.retryable), (FailureCode::Unknown, false));
+        let none = of(&[], "no AI provider is configured");
+        assert_eq!(
+            (none.code, none.message.as_str()),
+            (FailureCode::Unknown, "no AI provider is configured")
+        );
+        let mut ok = failed(&[], "");
+        ok.state = JobState::Succeeded;
+        assert!(Failure::of(&ok).is_none());
+    }
+
     #[test]
     fn only_the_string_one_is_the_version() {
         assert!(ContractVersion::check(Value::from("1")).is_ok());
