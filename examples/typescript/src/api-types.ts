@@ -984,10 +984,7 @@ export interface components {
                 kind: "http-json";
                 requiredKeys?: string[];
                 properties?: {
-                    [key: string]: {
-                        /** @enum {unknown} */
-                        type: "string" | "number" | "boolean" | "array" | "object";
-                    };
+                    [key: string]: components["schemas"]["DslProperty"];
                 };
                 /** @default true */
                 allowAdditionalKeys: boolean;
@@ -1051,6 +1048,24 @@ export interface components {
             /** @description Providers this job must never use (case-insensitive; unknown names ignored). */
             excludeProviders?: string[];
         } | unknown | unknown;
+        /**
+         * @description One typed node of the DSL (nesting at most 8 deep; `items` and the item limits only on arrays,
+         *     `requiredKeys`, `properties` and `allowAdditionalKeys` only on objects).
+         */
+        DslProperty: {
+            /** @enum {unknown} */
+            type: "string" | "number" | "boolean" | "array" | "object";
+            requiredKeys?: string[];
+            properties?: {
+                [key: string]: components["schemas"]["DslProperty"];
+            };
+            items?: components["schemas"]["DslProperty"] | null;
+            /** Format: uint64 */
+            minItems?: number | null;
+            /** Format: uint64 */
+            maxItems?: number | null;
+            allowAdditionalKeys?: boolean | null;
+        };
         /** @description The batch body (its schema only: [`parse`] reads it, in the original's order of checks). */
         BatchRequest: {
             /** @description 1 to 100 items; each becomes a job of its own. */
