@@ -459,16 +459,24 @@ const DSL_MAX_DEPTH: usize = 8;
 /// `allowAdditionalKeys: false` applies only where `properties` is given (as the original).
 pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
     let err = |m: String| FieldError::new("outputSchema", m);
-    let (required, properties, additional) = dsl_object(dsl, "", 0).map_err(err)?;
+    let DslObject {
+        required,
+        properties,
+        additional,
+    } = dsl_object(dsl, "", 0).map_err(err)?;
     Ok(json!({"type": "object", "required": required, "properties": properties, "additionalProperties": additional}))
 }
 
+/// An object node of the DSL, read: its required keys, its properties as JSON Schemas, whether other
+/// keys are allowed.
+struct DslObject {
+    required: Vec<String>,
+    properties: Map<String, Value>,
+    additional: bool,
+}
+
 /// `requiredKeys`, `properties` and `allowAdditionalKeys` of an object node at `path`.
-fn dsl_object(
-    node: &Map<String, Value>,
-    path: &str,
-    depth: usize,
-) -> Result<(Vec<String>, Map<String, Value>, bool), String> {
+fn dsl_object(node: &Map<String, Value>, path: &str, depth: usize) -> Result<DslObject, String> {
     let at = |key: &str| {
         if path.is_empty() {
             key.to_string()
@@ -503,7 +511,10 @@ fn dsl_object(
                 if key.is_empty() {
                     return Err(format!("{}: keys must be non-empty", at("properties")));
                 }
-                properties.insert(key.clone(), dsl_node(child, &at(format!("properties.{key}").as_str()), depth)?);
+                properties.insert(
+                    key.clone(),
+                    dsl_node(child, &at(format!("properties.{key}").as_str()), depth)?,
+                );
             }
             true
         }
@@ -514,7 +525,11 @@ fn dsl_object(
         Some(Value::Bool(allow)) => *allow || !has_properties,
         Some(_) => return Err(format!("{}: expected a boolean", at("allowAdditionalKeys"))),
     };
-    Ok((required, properties, additional))
+    Ok(DslObject {
+        required,
+        properties,
+        additional,
+    })
 }
 
 /// One typed node of the DSL at `path` (depth 0: a top-level property) as a JSON Schema.
@@ -554,7 +569,11 @@ fn dsl_node(node: &Value, path: &str, depth: usize) -> Result<Value, String> {
     }
     let nests = ["requiredKeys", "properties", "allowAdditionalKeys"];
     if ty == "object" && nests.iter().any(|k| fields.contains_key(*k)) {
-        let (required, properties, additional) = dsl_object(fields, path, depth + 1)?;
+        let DslObject {
+            required,
+            properties,
+            additional,
+        } = dsl_object(fields, path, depth + 1)?;
         if !required.is_empty() {
             schema.insert("required".into(), json!(required));
         }
