@@ -23,14 +23,18 @@ pub struct IdleTimeout {
     inner: TcpStream,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// The connection's entry: while a request is being answered (an immediate route waits up to
+    /// 25 s for its job), the connection is not idle, whatever the socket does.
+    open: Arc<Open>,
 }
 
 impl IdleTimeout {
-    pub fn new(inner: TcpStream, idle: Duration) -> Self {
+    pub fn new(inner: TcpStream, idle: Duration, open: Arc<Open>) -> Self {
         Self {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            open,
         }
     }
 
@@ -38,9 +42,18 @@ impl IdleTimeout {
         self.timer.as_mut().reset(Instant::now() + self.idle);
     }
 
-    /// Pending on the socket: fail once the idle time is up (the timer wakes this task then).
+    /// Pending on the socket: fail once the idle time is up (the timer wakes this task then), unless a
+    /// request is being answered (the timer starts again).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.timer.as_mut().poll(cx).is_ready()
+        if !self.timer.as_mut().poll(cx).is_ready() {
+            return false;
+        }
+        if self.open.answering.load(Ordering::Relaxed) > 0 {
+            self.moved();
+            // Registers the new deadline's wake-up.
+            return self.timer.as_mut().poll(cx).is_ready();
+        }
+        true
     }
 }
 
@@ -148,6 +161,8 @@ pub struct Open {
     /// A request head arrived on it: it is doing (or did) real work.
     started: AtomicBool,
     done: AtomicBool,
+    /// Requests being answered right now.
+    answering: std::sync::atomic::AtomicUsize,
     /// Close now: the server is at its cap and this connection never sent a request.
     pub evict: tokio::sync::Notify,
 }
@@ -158,6 +173,7 @@ impl Default for Open {
             since: Instant::now(),
             started: AtomicBool::new(false),
             done: AtomicBool::new(false),
+            answering: std::sync::atomic::AtomicUsize::new(0),
             evict: tokio::sync::Notify::new(),
         }
     }
@@ -227,8 +243,10 @@ pub fn with_body_deadline(
     Future = impl Send,
 > + Clone {
     use tower::ServiceExt;
+    let answered = open.clone();
     app.map_request(move |request: hyper::Request<Incoming>| {
         open.started.store(true, Ordering::Relaxed);
+        open.answering.fetch_add(1, Ordering::Relaxed);
         request.map(|inner| {
             Body::new(DeadlineBody {
                 inner,
@@ -236,5 +254,9 @@ pub fn with_body_deadline(
                 timeout,
             })
         })
+    })
+    .map_response(move |response| {
+        answered.answering.fetch_sub(1, Ordering::Relaxed);
+        response
     })
 }

@@ -189,7 +189,8 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits
         let Some(slot) = slot else { break };
         let open = registry.add(limits.max_connections);
         let service = TowerToHyperService::new(conn::with_body_deadline(app.clone(), body_timeout, open.clone()));
-        let connection = http.serve_connection(TokioIo::new(conn::IdleTimeout::new(stream, idle)), service);
+        let stream = conn::IdleTimeout::new(stream, idle, open.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             tokio::select! {

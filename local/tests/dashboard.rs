@@ -130,7 +130,7 @@ async fn the_dashboard_shows_every_state_in_a_real_browser_and_redelivers() {
         .await;
     let waiting_url = waiting["statusUrl"].as_str().unwrap().to_string();
     let waiting = wait_for(&local, &waiting_url, "the job never waited", |b| {
-        b["status"] == "delayed"
+        b["rawStatus"] == "delayed"
     })
     .await;
     let (_, health) = local.get("/v1/providers", ALICE).await;

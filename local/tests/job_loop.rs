@@ -107,7 +107,7 @@ async fn when_every_provider_is_limited_the_job_waits_and_completes_after_recove
     let mut saw_delayed = false;
     while Instant::now() < deadline && !saw_delayed {
         let (_, status) = local.get(&url, ALICE).await;
-        saw_delayed = status["status"] == "delayed";
+        saw_delayed = status["rawStatus"] == "delayed";
         if saw_delayed {
             assert!(status["nextAttemptAt"].is_string(), "{status}");
             assert_eq!(status["progress"], 0);

@@ -31,6 +31,7 @@ pub fn job() -> Job {
 /// context, no delivery targets.
 pub fn spec() -> JobSpec {
     JobSpec {
+        providers: None,
         kind: JobKind::Generic,
         messages: vec![ChatMessage::user("hi")],
         compact_messages: None,

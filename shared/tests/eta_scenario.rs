@@ -416,7 +416,7 @@ async fn a_backlog_parked_for_a_cooldown_goes_first(s: Scenario, store: &str) {
     let backlog = s.submit(100, "cooldown backlog").await;
     s.run_until(s.clock.now_ms()).await;
     let parked = s.poll(&backlog[99].id).await;
-    assert_eq!(parked["status"], "delayed", "{parked}");
+    assert_eq!(parked["rawStatus"], "delayed", "{parked}");
     s.clock.0.fetch_add(10_000, Ordering::SeqCst);
     let late = s.submit(5, "cooldown late").await;
     s.run_until(u64::MAX).await;

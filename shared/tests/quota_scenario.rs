@@ -321,7 +321,7 @@ async fn still_waiting(s: &Scenario, ids: &[String]) -> Vec<String> {
     for id in ids {
         match s.status(id).await {
             (word, ..) if word == "completed" => {}
-            (word, ..) if word == "delayed" => waiting.push(id.clone()),
+            (word, _, answer) if word == "queued" && answer["rawStatus"] == "delayed" => waiting.push(id.clone()),
             (word, code, answer) => panic!("job {id} is {word}: {code} {answer}; wakes {:?}", s.wakes),
         }
     }

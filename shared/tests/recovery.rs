@@ -311,7 +311,7 @@ async fn a_job_whose_submit_answer_was_lost_still_runs() {
     assert_eq!(status["status"], "completed", "{status}");
     // Nobody re-submits the first: the sweeper finds it due one grace later and runs it.
     let (_, status) = call(&router, "GET", &format!("/v1/jobs/{lost}"), None).await;
-    assert_eq!(status["status"], "waiting", "{status}");
+    assert_eq!(status["rawStatus"], "waiting", "{status}");
     let (sweeps, _) = run_until(&queue, &clock, &engine, now + 120_000).await;
     let (_, status) = call(&router, "GET", &format!("/v1/jobs/{lost}"), None).await;
     assert_eq!(status["status"], "completed", "{status}");

@@ -1381,6 +1381,78 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
     assert!(last_hour.store_commands >= 10, "this hour's bucket: {last_hour:?}");
 }
 
+/// A batch's record and its items' jobs come back in one read, in item order (a refused item and a
+/// purged job as `None`), only to their owner; the read is counted like a poll; `peek` reads a job
+/// without counting or touching it.
+async fn batches_are_read_whole_in_item_order(store: Arc<dyn Store>) {
+    use shared::domain::batch::{new_batch_id, BatchItem, BatchRecord};
+    use shared::domain::contract::{Failure, FailureCode};
+    let owner = unique("owner");
+    let (first, second) = (job(&owner), job(&owner));
+    for j in [&first, &second] {
+        assert_eq!(create(&store, j).await, Created::New);
+    }
+    let t = now();
+    let refused = Failure {
+        code: FailureCode::RateLimit,
+        message: "refused at submit".into(),
+        retryable: true,
+        retry_after_seconds: Some(3),
+    };
+    let batch = BatchRecord {
+        id: new_batch_id(),
+        owner: owner.clone(),
+        created_at_ms: t,
+        expires_at_ms: t + 3_600_000,
+        concurrency: 2,
+        tenant_id: Some("t".into()),
+        request_id: None,
+        items: vec![
+            BatchItem {
+                id: "b".into(),
+                job_id: Some(second.id.clone()),
+                refused: None,
+            },
+            BatchItem {
+                id: "x".into(),
+                job_id: None,
+                refused: Some(refused),
+            },
+            BatchItem {
+                id: "a".into(),
+                job_id: Some(first.id.clone()),
+                refused: None,
+            },
+        ],
+    };
+    store.put_batch(&batch).await.unwrap();
+    let read = unlimited(store.read_batch(&owner, &batch.id, None).await.unwrap()).expect("the batch");
+    assert_eq!(read.batch, batch);
+    let ids: Vec<Option<&str>> = read.jobs.iter().map(|j| j.as_ref().map(|j| j.id.as_str())).collect();
+    assert_eq!(ids, [Some(second.id.as_str()), None, Some(first.id.as_str())]);
+    assert_eq!(read.jobs[2].as_ref(), Some(&first), "the record comes back exactly");
+    assert!(unlimited(store.read_batch("someone-else", &batch.id, None).await.unwrap()).is_none());
+    assert!(unlimited(store.read_batch(&owner, &new_batch_id(), None).await.unwrap()).is_none());
+
+    assert_eq!(store.peek(&owner, &first.id).await.unwrap().as_ref(), Some(&first));
+    assert!(store.peek("someone-else", &first.id).await.unwrap().is_none());
+    assert!(purge(&store, &owner, &second.id).await);
+    let read = unlimited(store.read_batch(&owner, &batch.id, None).await.unwrap()).expect("the batch");
+    assert!(read.jobs[0].is_none(), "a purged item's job reads as gone");
+    assert!(store.peek(&owner, &second.id).await.unwrap().is_none());
+
+    // Counted against the owner's rate limit like a poll.
+    let limits = rate(1, 60_000);
+    assert!(matches!(
+        store.read_batch(&owner, &batch.id, limits.rate).await.unwrap(),
+        Admission::Admitted { .. }
+    ));
+    assert!(matches!(
+        store.read_batch(&owner, &batch.id, limits.rate).await.unwrap(),
+        Admission::RateLimited(_)
+    ));
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         async fn run_contract(store: Arc<dyn Store>) {
@@ -1419,6 +1491,7 @@ contract!(
     concurrent_requests_never_pass_the_limits,
     the_overview_counts_what_the_owner_holds,
     the_budget_counts_every_call_in_the_call_itself,
+    batches_are_read_whole_in_item_order,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

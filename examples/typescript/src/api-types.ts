@@ -39,6 +39,66 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/reports/immediate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate a commit report, waiting up to 25 s for it
+         * @description Submits an ordinary job (deduplicated like a submit; `cacheControl` applies) and waits for it up to 25 s, inside API Gateway's 30 s. Reads the job at growing intervals (0.1 s doubling to 2 s): about 16 single-command reads at most.
+         */
+        post: operations["generateReportImmediate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generate/immediate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate, waiting up to 25 s for the result
+         * @description Submits an ordinary job (deduplicated like a submit; `cacheControl` applies) and waits for it up to 25 s, inside API Gateway's 30 s. Reads the job at growing intervals (0.1 s doubling to 2 s): about 16 single-command reads at most.
+         */
+        post: operations["generateImmediate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generate/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit up to 100 generic requests as one batch
+         * @description Each item's create is counted against the owner's request budget like a submit. An item refused for the owner's limits is recorded as failed (`RATE_LIMIT`); when every item is, the batch is refused with 429.
+         */
+        post: operations["submitBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/reports/{jobId}": {
         parameters: {
             query?: never;
@@ -63,7 +123,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Poll a job */
+        /** Poll a job or a batch */
         get: operations["getJob"];
         put?: never;
         post?: never;
@@ -208,6 +268,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What this service is and the routes it serves */
+        get: operations["serviceInfo"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface webhooks {
     jobFinished: {
@@ -325,6 +402,8 @@ export interface components {
             jobId: string;
             /** @description Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`. */
             statusUrl: string;
+            /** @constant */
+            contractVersion: "1";
             /**
              * Format: uint64
              * @description Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
@@ -357,6 +436,10 @@ export interface components {
         CachedMetadata: {
             provider: string;
             fallback: boolean;
+            /** @description True for a provider's result, false for a fallback. */
+            validated: boolean;
+            /** @constant */
+            contractVersion: "1";
             timings: components["schemas"]["TotalTiming"];
         };
         TotalTiming: {
@@ -376,13 +459,135 @@ export interface components {
              * @description With `rate_limited` and `too_many_jobs_in_flight`: the same wait as `Retry-After`.
              */
             retryAfterSeconds?: number;
+            /** @description The original's code, on a `contractVersion` this server does not speak: `SCHEMA_VERSION_MISMATCH`. */
+            errorCode?: components["schemas"]["VersionMismatch"];
+            /** @description A batch's refused items, every one in input order (`error` names the first). */
+            errors?: components["schemas"]["ItemError"][];
+            /** @description With `errorCode`: the version this server speaks. */
+            supportedVersion?: string;
         };
         /** @description The machine-readable part of an error answer. */
         ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "queue_unavailable" | "nothing_to_redeliver" | "job_changed";
+        /**
+         * @description `errorCode` of a refused `contractVersion`.
+         * @enum {string}
+         */
+        VersionMismatch: "SCHEMA_VERSION_MISMATCH";
+        /** @description One refused field of a batch item. */
+        ItemError: {
+            /** @description `items[<i>].request.<field>`. */
+            field: string;
+            /** @description `<field>: <message>`. */
+            error: string;
+        };
+        /**
+         * @description `200` of `POST /v1/generate/immediate` and `POST /v1/reports/immediate`: the job finished within
+         *     the wait.
+         */
+        ImmediateAnswer: {
+            status: components["schemas"]["Completed"];
+            /** @description The job behind the answer (it can be polled and purged like any job). */
+            jobId: string;
+            /** @description An identical job had already finished: its result. */
+            cached: boolean;
+            /** @description A commit report, or a generic job's output (JSON, or a string in text mode). */
+            data: unknown;
+            metadata: components["schemas"]["ResultMetadata"];
+        };
+        /** @description How a result came about (an immediate answer's, a batch item's). */
+        ResultMetadata: {
+            provider: string;
+            fallback: boolean;
+            /** @description True for a provider's result (it passed the job's checks), false for a fallback. */
+            validated: boolean;
+            /** @constant */
+            contractVersion: "1";
+            timings: components["schemas"]["Timings"];
+            providersAttempted: components["schemas"]["AttemptView"][];
+        };
+        Timings: {
+            /** Format: uint64 */
+            totalMs: number;
+            /** Format: uint64 */
+            providerMs: number;
+        };
+        /** @description One provider attempt. */
+        AttemptView: {
+            provider: string;
+            /**
+             * Format: uint32
+             * @description 1-based, counted across the whole job.
+             */
+            attemptNumber: number;
+            /** Format: uint64 */
+            durationMs: number;
+            /** @description What went wrong (absent on success). */
+            error?: string;
+            /**
+             * @description The outcome class: `rate_limited`, `quota_exhausted`, `overloaded`, `auth_invalid`, `bad_request`,
+             *     `filtered`, `invalid_output`, `gone` (absent on success; new classes may appear).
+             */
+            errorCode?: string;
+            /** Format: uint64 */
+            retryAfterSeconds?: number;
+            /** Format: uint16 */
+            httpStatus?: number;
+            /** Format: date-time */
+            at: string;
+        };
+        /**
+         * @description `502` of the immediate routes: the job failed within the wait (every provider failed for good, or
+         *     none could answer before the job's deadline).
+         */
+        ImmediateFailed: {
+            status: components["schemas"]["Failed"];
+            jobId: string;
+            error: string;
+            failure: components["schemas"]["FailureView"];
+            providersAttempted: components["schemas"]["AttemptView"][];
+        };
+        /**
+         * @description The word of a failed answer.
+         * @enum {string}
+         */
+        Failed: "failed";
+        /** @description Why a job (or a batch item) failed, in the original's words. */
+        FailureView: {
+            errorCode: components["schemas"]["FailureCode"];
+            message: string;
+            /** @description Submitting the same request again may succeed. */
+            retryable: boolean;
+            /**
+             * Format: uint64
+             * @description With `RATE_LIMIT`: the longest wait a provider named.
+             */
+            retryAfterSeconds?: number;
+        };
+        /**
+         * @description The original's `errorCode` vocabulary (a failed job's `failure`, a batch item's).
+         * @enum {string}
+         */
+        FailureCode: "RATE_LIMIT" | "AUTH" | "TIMEOUT" | "UPSTREAM_UNAVAILABLE" | "INVALID_RESPONSE" | "UNKNOWN";
+        /** @description `202` of `POST /v1/generate/batch`. */
+        BatchQueuedView: {
+            status: components["schemas"]["Queued"];
+            /** @description The batch's id (a UUID): poll it at `statusUrl`. */
+            jobId: string;
+            statusUrl: string;
+            /** Format: uint */
+            itemCount: number;
+            /** Format: uint64 */
+            concurrency: number;
+            /** @constant */
+            contractVersion: "1";
+        };
         /** @description `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`. */
         JobView: {
             id: string;
             status: components["schemas"]["StatusWord"];
+            rawStatus: components["schemas"]["RawStatus"];
+            /** @constant */
+            contractVersion: "1";
             /**
              * Format: uint8
              * @description 0 until the job is finished, then 100.
@@ -393,6 +598,8 @@ export interface components {
             data?: components["schemas"]["JobData"];
             /** @description Only when `status` is `failed`. */
             error?: string;
+            /** @description Only when `status` is `failed`: the failure in the original's codes. */
+            failure?: components["schemas"]["FailureView"];
             attempts: components["schemas"]["AttemptView"][];
             /** Format: date-time */
             createdAt: string;
@@ -420,8 +627,10 @@ export interface components {
             /** @description The webhooks and callbacks of a finished job (absent when it has none). */
             deliveries?: components["schemas"]["DeliveryView"][];
         };
-        /** @description A job's status word: anything but `completed` and `failed` means "poll again later". */
-        StatusWord: ("completed" | "failed") | "waiting" | "active" | "delayed";
+        /** @description A job's status word (1.1.0): anything but `completed` and `failed` means "poll again later". */
+        StatusWord: ("completed" | "failed") | "queued" | "active";
+        /** @description The finer word: the queue's own (`waiting`, `delayed`), as the original's `rawStatus` carries it. */
+        RawStatus: ("completed" | "failed") | "waiting" | "active" | "delayed";
         /** @description A completed job's result. */
         JobData: {
             /** @description A commit report, or a generic job's output (JSON, or a string in text mode). */
@@ -430,37 +639,12 @@ export interface components {
             usedProvider: string;
             providersAttempted: components["schemas"]["AttemptView"][];
             fallback: boolean;
+            /**
+             * @description The result passed the job's checks (its JSON or schema): true for a provider's result, false
+             *     for a fallback.
+             */
+            validated: boolean;
             timings: components["schemas"]["Timings"];
-        };
-        /** @description One provider attempt. */
-        AttemptView: {
-            provider: string;
-            /**
-             * Format: uint32
-             * @description 1-based, counted across the whole job.
-             */
-            attemptNumber: number;
-            /** Format: uint64 */
-            durationMs: number;
-            /** @description What went wrong (absent on success). */
-            error?: string;
-            /**
-             * @description The outcome class: `rate_limited`, `quota_exhausted`, `overloaded`, `auth_invalid`, `bad_request`,
-             *     `filtered`, `invalid_output`, `gone` (absent on success; new classes may appear).
-             */
-            errorCode?: string;
-            /** Format: uint64 */
-            retryAfterSeconds?: number;
-            /** Format: uint16 */
-            httpStatus?: number;
-            /** Format: date-time */
-            at: string;
-        };
-        Timings: {
-            /** Format: uint64 */
-            totalMs: number;
-            /** Format: uint64 */
-            providerMs: number;
         };
         /** @description A webhook or callback the finished job owes. */
         DeliveryView: {
@@ -491,6 +675,55 @@ export interface components {
         };
         DeliveryKind: "webhook" | "callback";
         DeliveryWord: ("pending" | "delivered") | "dead" | "skipped";
+        /** @description `GET /v1/jobs/{batchId}` (and `/v1/reports/{batchId}`): a batch. */
+        BatchView: {
+            id: string;
+            /**
+             * @description `queued` until an item is worked on, `active` until every item has finished, then `completed`
+             *     (even when items failed: each says how it ended).
+             */
+            status: components["schemas"]["StatusWord"];
+            rawStatus: components["schemas"]["RawStatus"];
+            /** @constant */
+            contractVersion: "1";
+            progress: components["schemas"]["BatchProgress"];
+            /** @description Only when `status` is `completed`. */
+            data?: components["schemas"]["BatchData"];
+        };
+        /** @description A batch's progress: items finished of all. */
+        BatchProgress: {
+            /** Format: uint */
+            done: number;
+            /** Format: uint */
+            total: number;
+        };
+        /** @description A finished batch's results, in input order. */
+        BatchData: {
+            items: components["schemas"]["BatchItemView"][];
+            /** Format: uint */
+            total: number;
+            /** Format: uint */
+            completed: number;
+            /** Format: uint */
+            failed: number;
+        };
+        /** @description One item of a finished batch, at its input position. */
+        BatchItemView: {
+            id: string;
+            /** Format: uint */
+            index: number;
+            status: components["schemas"]["ItemWord"];
+            /** @description The item's own job (absent when it was refused at submit). */
+            jobId?: string;
+            data?: unknown;
+            metadata?: components["schemas"]["ResultMetadata"];
+            failure?: components["schemas"]["FailureView"];
+        };
+        /**
+         * @description A batch item's word once the batch is done.
+         * @enum {string}
+         */
+        ItemWord: "completed" | "failed";
         /** @description `DELETE /v1/reports`: the commit's job is gone (or was not there: the answer is the same). */
         PurgedReport: {
             /** @constant */
@@ -546,6 +779,8 @@ export interface components {
             timestamp: string;
             /** @description Present only when the job store could not be read (the providers' state is then unknown). */
             store?: components["schemas"]["StoreWord"];
+            /** @constant */
+            contractVersion: "1";
         };
         HealthStatus: "healthy" | "degraded" | "unhealthy";
         ProviderHealth: {
@@ -742,6 +977,28 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** @description `GET /`: what this service is and what it serves (no key needed). */
+        ServiceInfo: {
+            /** @description `stepper`. */
+            service: string;
+            version: string;
+            /** @constant */
+            contractVersion: "1";
+            /** @description `"<METHOD> <path>"` → what it does, for every route. */
+            endpoints: {
+                [key: string]: string;
+            };
+            security: components["schemas"]["SecurityInfo"];
+        };
+        SecurityInfo: {
+            /** @description Cross-origin requests are answered (this service sends no CORS headers: false). */
+            cors: boolean;
+            /** @description Some key's owner has a request budget. */
+            rateLimit: boolean;
+            /** @description The browser security headers of the original's helmet (this service sends none: false). */
+            helmet: boolean;
+            apiKeyRequired: boolean;
+        };
         /** @description The `callbackUrl` webhook's body when the job completed (the original's shape). */
         WebhookCompleted: {
             jobId: string;
@@ -794,6 +1051,10 @@ export interface components {
             userId?: unknown;
             commitSha?: unknown;
             repo?: unknown;
+            /** @description The request's `requestId`, as given (a batch item's defaults to `<batch requestId>:<item id>`). */
+            requestId?: unknown;
+            /** @description The request's `tenantId`, as given. */
+            tenantId?: unknown;
             jobId: string;
             provider: string | null;
             /** Format: uint64 */
@@ -804,6 +1065,8 @@ export interface components {
              *     JavaScript's `toISOString` writes it): the original's shape, which receivers show as is.
              */
             timestamp: string;
+            /** @description The request's own `metadata`, as given. */
+            requestMetadata?: unknown;
         };
         /** @description A commit-report job. */
         ReportRequest: {
@@ -853,6 +1116,11 @@ export interface components {
                     backoffMs: number;
                 };
             }[];
+            /**
+             * @description Checked like every route's (the original ignored it on this route).
+             * @constant
+             */
+            contractVersion?: "1";
         };
         /** @description A generic job: `prompt` or `messages`, answered as JSON (optionally checked) or text. */
         GenerateRequest: {
@@ -892,10 +1160,7 @@ export interface components {
                 kind: "http-json";
                 requiredKeys?: string[];
                 properties?: {
-                    [key: string]: {
-                        /** @enum {unknown} */
-                        type: "string" | "number" | "boolean" | "array" | "object";
-                    };
+                    [key: string]: components["schemas"]["DslProperty"];
                 };
                 /** @default true */
                 allowAdditionalKeys: boolean;
@@ -939,7 +1204,75 @@ export interface components {
                     backoffMs: number;
                 };
             }[];
+            /**
+             * @description The contract version the caller speaks; anything else is refused with `errorCode: SCHEMA_VERSION_MISMATCH`.
+             * @constant
+             */
+            contractVersion?: "1";
+            /**
+             * @description `default`: an identical job in flight is joined, an identical finished one answers with its
+             *     result. `no-cache` and `refresh` (the same): a finished identical job is replaced by a new one.
+             * @default default
+             * @enum {unknown}
+             */
+            cacheControl: "default" | "no-cache" | "refresh";
+            /**
+             * @description Providers to try first, in this order (case-insensitive; names this deployment lacks are
+             *     ignored; never adds a provider).
+             */
+            preferredProviders?: string[];
+            /** @description Providers this job must never use (case-insensitive; unknown names ignored). */
+            excludeProviders?: string[];
         } | unknown | unknown;
+        /**
+         * @description One typed node of the DSL (nesting at most 8 deep; `items` and the item limits only on arrays,
+         *     `requiredKeys`, `properties` and `allowAdditionalKeys` only on objects).
+         */
+        DslProperty: {
+            /** @enum {unknown} */
+            type: "string" | "number" | "boolean" | "array" | "object";
+            requiredKeys?: string[];
+            properties?: {
+                [key: string]: components["schemas"]["DslProperty"];
+            };
+            items?: components["schemas"]["DslProperty"] | null;
+            /** Format: uint64 */
+            minItems?: number | null;
+            /** Format: uint64 */
+            maxItems?: number | null;
+            allowAdditionalKeys?: boolean | null;
+        };
+        /** @description The batch body (its schema only: [`parse`] reads it, in the original's order of checks). */
+        BatchRequest: {
+            /** @description 1 to 100 items; each becomes a job of its own. */
+            items: {
+                /** @description Unique within the batch (after trimming); 1 to 128 characters. */
+                id: string;
+                request: components["schemas"]["GenerateRequest"];
+            }[];
+            /**
+             * Format: uint64
+             * @description Accepted and echoed (1 to 5, default 5). Items run as independent jobs, paced by the providers'
+             *     shared quotas, not by lanes of the batch.
+             * @default null
+             */
+            concurrency: number | null;
+            /**
+             * @description Given to every item that has none.
+             * @default null
+             */
+            tenantId: string | null;
+            /**
+             * @description An item without a `requestId` gets `<requestId or "batch">:<item id>`.
+             * @default null
+             */
+            requestId: string | null;
+            /**
+             * @description The contract version the caller speaks; anything else is refused with `errorCode: SCHEMA_VERSION_MISMATCH`.
+             * @enum {unknown}
+             */
+            contractVersion?: "1" | null;
+        };
     };
     responses: {
         /** @description The API key is missing or unknown. */
@@ -1166,25 +1499,185 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    generateReportImmediate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReportRequest"];
+            };
+        };
+        responses: {
+            /** @description The job finished within the wait (or an identical one had): its result. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImmediateAnswer"];
+                };
+            };
+            /** @description Still running after 25 s: the job goes on; poll `statusUrl`. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueuedJob"];
+                };
+            };
+            /** @description Invalid body: `code` is `invalid_request` (with `field`; a `contractVersion` other than "1" adds `errorCode: SCHEMA_VERSION_MISMATCH`), `invalid_json` or `invalid_callback_url`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["JobNotFound"];
+            413: components["responses"]["BodyNotTaken"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            /** @description The job failed within the wait: every provider failed for good, or none could answer before its deadline. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImmediateFailed"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    generateImmediate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GenerateRequest"];
+            };
+        };
+        responses: {
+            /** @description The job finished within the wait (or an identical one had): its result. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImmediateAnswer"];
+                };
+            };
+            /** @description Still running after 25 s: the job goes on; poll `statusUrl`. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueuedJob"];
+                };
+            };
+            /** @description Invalid body: `code` is `invalid_request` (with `field`; a `contractVersion` other than "1" adds `errorCode: SCHEMA_VERSION_MISMATCH`), `invalid_json` or `invalid_callback_url`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["JobNotFound"];
+            413: components["responses"]["BodyNotTaken"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            /** @description The job failed within the wait: every provider failed for good, or none could answer before its deadline. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImmediateFailed"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    submitBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchRequest"];
+            };
+        };
+        responses: {
+            /** @description Every item is a job of its own; poll the batch at `statusUrl` (progress, then every item's outcome in input order). */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchQueuedView"];
+                };
+            };
+            /** @description Invalid envelope (`field` names it), or invalid items: `errors` lists every refused item in input order, `error` is the first. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description The body is larger than 6 MiB (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     getReport: {
         parameters: {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits). */
+                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The job. The first read of a finished job shortens its life to a grace period; a purge deletes it. */
+            /** @description The job (the first read of a finished job shortens its life to a grace period; a purge deletes it), or a batch when the id is a batch's (a UUID). */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["JobView"];
+                    "application/json": components["schemas"]["JobView"] | components["schemas"]["BatchView"];
                 };
             };
             401: components["responses"]["Unauthorized"];
@@ -1200,20 +1693,20 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits). */
+                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The job. The first read of a finished job shortens its life to a grace period; a purge deletes it. */
+            /** @description The job (the first read of a finished job shortens its life to a grace period; a purge deletes it), or a batch when the id is a batch's (a UUID). */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["JobView"];
+                    "application/json": components["schemas"]["JobView"] | components["schemas"]["BatchView"];
                 };
             };
             401: components["responses"]["Unauthorized"];
@@ -1229,7 +1722,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits). */
+                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
@@ -1258,7 +1751,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits). */
+                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
@@ -1426,6 +1919,26 @@ export interface operations {
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+        };
+    };
+    serviceInfo: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The service, its version and its routes. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceInfo"];
                 };
             };
         };

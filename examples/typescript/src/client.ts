@@ -125,7 +125,7 @@ export class StepperClient {
         if (job.status === "completed" || job.status === "failed") return job;
         onPoll?.(job);
         const until = job.nextAttemptAt === undefined ? NaN : Date.parse(job.nextAttemptAt) - Date.now();
-        wait = job.status === "delayed" && until > 0 ? Math.min(until, maxDelayMs) : jitter(backoff);
+        wait = job.rawStatus === "delayed" && until > 0 ? Math.min(until, maxDelayMs) : jitter(backoff);
       } catch (error) {
         if (!(error instanceof StepperError) || !error.retryable) throw error;
         wait = error.retryAfterMs ?? jitter(backoff);

@@ -77,6 +77,20 @@ impl Store for PanicsOnOneJob {
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
         self.0.sweep(request).await
     }
+    async fn put_batch(&self, batch: &shared::domain::batch::BatchRecord) -> Result<(), StoreError> {
+        self.0.put_batch(batch).await
+    }
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<shared::ports::BatchRead>>, StoreError> {
+        self.0.read_batch(owner, batch_id, rate).await
+    }
+    async fn peek(&self, owner: &str, id: &str) -> Result<Option<Job>, StoreError> {
+        self.0.peek(owner, id).await
+    }
 }
 
 fn record(message_id: &str, message: &Message) -> SqsMessage {

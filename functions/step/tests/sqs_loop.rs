@@ -283,6 +283,20 @@ impl Store for DiesBeforeTheWrite {
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError> {
         self.inner.sweep(request).await
     }
+    async fn put_batch(&self, batch: &shared::domain::batch::BatchRecord) -> Result<(), StoreError> {
+        self.inner.put_batch(batch).await
+    }
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<shared::ports::BatchRead>>, StoreError> {
+        self.inner.read_batch(owner, batch_id, rate).await
+    }
+    async fn peek(&self, owner: &str, id: &str) -> Result<Option<Job>, StoreError> {
+        self.inner.peek(owner, id).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,9 @@ pub enum Function {
 pub enum Endpoint {
     SubmitReport,
     SubmitGeneric,
+    ReportImmediate,
+    GenerateImmediate,
+    GenerateBatch,
     PollReport,
     PollJob,
     PurgeReport,
@@ -29,12 +32,16 @@ pub enum Endpoint {
     OpenApi,
     JobsOverview,
     Dashboard,
+    ServiceInfo,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 17] = [
         Endpoint::SubmitReport,
         Endpoint::SubmitGeneric,
+        Endpoint::ReportImmediate,
+        Endpoint::GenerateImmediate,
+        Endpoint::GenerateBatch,
         Endpoint::PollReport,
         Endpoint::PollJob,
         Endpoint::PurgeReport,
@@ -46,13 +53,19 @@ impl Endpoint {
         Endpoint::OpenApi,
         Endpoint::JobsOverview,
         Endpoint::Dashboard,
+        Endpoint::ServiceInfo,
     ];
 
     /// Each function serves one method: submit posts, purge deletes, poll answers every read. A `const
     /// fn`, so a function's router keeps only its own handlers at compile time (routes.rs).
     pub const fn function(self) -> Function {
         match self {
-            Endpoint::SubmitReport | Endpoint::SubmitGeneric | Endpoint::Redeliver => Function::Submit,
+            Endpoint::SubmitReport
+            | Endpoint::SubmitGeneric
+            | Endpoint::ReportImmediate
+            | Endpoint::GenerateImmediate
+            | Endpoint::GenerateBatch
+            | Endpoint::Redeliver => Function::Submit,
             Endpoint::PollReport
             | Endpoint::PollJob
             | Endpoint::Health
@@ -60,7 +73,8 @@ impl Endpoint {
             | Endpoint::Budget
             | Endpoint::OpenApi
             | Endpoint::JobsOverview
-            | Endpoint::Dashboard => Function::Poll,
+            | Endpoint::Dashboard
+            | Endpoint::ServiceInfo => Function::Poll,
             Endpoint::PurgeReport | Endpoint::PurgeJob => Function::Purge,
         }
     }
@@ -79,6 +93,10 @@ impl Endpoint {
         match self {
             Endpoint::SubmitReport | Endpoint::PurgeReport => "/v1/reports",
             Endpoint::SubmitGeneric => "/v1/generate",
+            Endpoint::ReportImmediate => "/v1/reports/immediate",
+            Endpoint::GenerateImmediate => "/v1/generate/immediate",
+            Endpoint::GenerateBatch => "/v1/generate/batch",
+            Endpoint::ServiceInfo => "/",
             Endpoint::PollReport => "/v1/reports/{jobId}",
             Endpoint::PollJob | Endpoint::PurgeJob => "/v1/jobs/{jobId}",
             Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
@@ -109,9 +127,35 @@ impl Endpoint {
             .map_or("other", |(_, label)| *label)
     }
 
-    /// Whether the route wants an API key (health, the document and the dashboard's page are public;
-    /// the page asks for the key and sends it with the calls it makes).
-    pub(crate) fn needs_key(self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard)
+    /// Whether the route wants an API key (health, the service info, the document and the dashboard's
+    /// page are public; the page asks for the key and sends it with the calls it makes).
+    pub fn needs_key(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard | Endpoint::ServiceInfo
+        )
+    }
+
+    /// What the route does, in a line (`GET /` lists these; the document's summaries say the same).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Endpoint::SubmitReport => "Submit a commit-report job",
+            Endpoint::SubmitGeneric => "Submit a generic job",
+            Endpoint::ReportImmediate => "Generate a commit report, waiting up to 25 s for it",
+            Endpoint::GenerateImmediate => "Generate, waiting up to 25 s for the result",
+            Endpoint::GenerateBatch => "Submit up to 100 generic requests as one batch",
+            Endpoint::PollReport => "Poll a commit-report job",
+            Endpoint::PollJob => "Poll a job or a batch",
+            Endpoint::PurgeReport => "Forget a commit's report job",
+            Endpoint::PurgeJob => "Forget a job",
+            Endpoint::Redeliver => "Send a job's dead or failed webhooks and callbacks again",
+            Endpoint::Health => "Health for a load balancer: up, and the store reachable",
+            Endpoint::Providers => "Providers and their shared quota state",
+            Endpoint::Budget => "Upstash commands, Lambda invocations and SQS requests spent, and the month's projection",
+            Endpoint::OpenApi => "This document",
+            Endpoint::JobsOverview => "The owner's jobs at a glance (the dashboard's data)",
+            Endpoint::Dashboard => "The dashboard: an HTML page that asks for an API key and shows providers, jobs, dead letters and the budget",
+            Endpoint::ServiceInfo => "What this service is and the routes it serves",
+        }
     }
 }

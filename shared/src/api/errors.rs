@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::limits;
 use crate::app::auth::Rejection;
 use crate::app::JobsError;
+use crate::domain::contract::{CONTRACT_VERSION, VERSION_UNSUPPORTED};
 use crate::domain::presets::FieldError;
 use crate::ports::{QueueError, RateWindow, StoreError};
 
@@ -22,6 +23,9 @@ pub(crate) enum ApiError {
     Unauthorized { rejection: Rejection, header: String },
     #[error("{0}")]
     Field(#[from] FieldError),
+    /// Batch items refused: every one, in input order (the first is the answer's `error`).
+    #[error("invalid batch items")]
+    BatchItems(Vec<FieldError>),
     #[error("body: {0}")]
     InvalidJson(String),
     #[error("body: larger than {limit} bytes")]
@@ -135,7 +139,35 @@ pub(crate) struct ErrorBody {
     /// With `rate_limited` and `too_many_jobs_in_flight`: the same wait as `Retry-After`.
     #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub(crate) retry_after_seconds: Option<u64>,
+    pub retry_after_seconds: Option<u64>,
+    /// The original's code, on a `contractVersion` this server does not speak: `SCHEMA_VERSION_MISMATCH`.
+    #[serde(rename = "errorCode", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "VersionMismatch")]
+    pub error_code: Option<VersionMismatch>,
+    /// A batch's refused items, every one in input order (`error` names the first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<ItemError>")]
+    pub errors: Vec<ItemError>,
+    /// With `errorCode`: the version this server speaks.
+    #[serde(rename = "supportedVersion", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub supported_version: Option<&'static str>,
+}
+
+/// One refused field of a batch item.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ItemError {
+    /// `items[<i>].request.<field>`.
+    pub field: String,
+    /// `<field>: <message>`.
+    pub error: String,
+}
+
+/// `errorCode` of a refused `contractVersion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum VersionMismatch {
+    #[serde(rename = "SCHEMA_VERSION_MISMATCH")]
+    SchemaVersionMismatch,
 }
 
 impl ErrorBody {
@@ -146,6 +178,9 @@ impl ErrorBody {
             field: None,
             message: None,
             retry_after_seconds: None,
+            error_code: None,
+            supported_version: None,
+            errors: Vec::new(),
         }
     }
 
@@ -183,12 +218,21 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 ErrorBody::new("Unauthorized").message("Invalid API key."),
             ),
-            ApiError::Field(e) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody::new(e.to_string())
-                    .code(ErrorCode::InvalidRequest)
-                    .field(e.field.clone()),
-            ),
+            ApiError::BatchItems(errors) => {
+                let mut body = match errors.first() {
+                    Some(first) => field_body(first),
+                    None => field_body(&FieldError::new("items", "is invalid")),
+                };
+                body.errors = errors
+                    .iter()
+                    .map(|e| ItemError {
+                        field: e.field.clone(),
+                        error: field_body(e).error,
+                    })
+                    .collect();
+                (StatusCode::BAD_REQUEST, body)
+            }
+            ApiError::Field(e) => (StatusCode::BAD_REQUEST, field_body(e)),
             ApiError::InvalidJson(_) => (
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new(self.to_string())
@@ -290,6 +334,27 @@ impl IntoResponse for ApiError {
         };
         (status, Json(body)).into_response()
     }
+}
+
+/// A refused field: `<field>: <message>` with its code and field; a `contractVersion` other than ours in
+/// the original's words (bare for the body's own field, `Invalid <where>: …` below it) with its
+/// `errorCode` and `supportedVersion`.
+fn field_body(e: &FieldError) -> ErrorBody {
+    if e.message != VERSION_UNSUPPORTED {
+        return ErrorBody::new(e.to_string())
+            .code(ErrorCode::InvalidRequest)
+            .field(e.field.clone());
+    }
+    let error = match e.field.strip_suffix(".contractVersion") {
+        Some(parent) => format!("Invalid {parent}: {VERSION_UNSUPPORTED}"),
+        None => VERSION_UNSUPPORTED.to_string(),
+    };
+    let mut body = ErrorBody::new(error)
+        .code(ErrorCode::InvalidRequest)
+        .field(e.field.clone());
+    body.error_code = Some(VersionMismatch::SchemaVersionMismatch);
+    body.supported_version = Some(CONTRACT_VERSION);
+    body
 }
 
 /// 429 with `Retry-After` and, when the owner is rate-limited, its `RateLimit` fields.

@@ -10,10 +10,12 @@ use serde_json::{json, Map, Value};
 use super::endpoints::Endpoint;
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::views::{
-    Budget, CachedJob, Health, JobView, JobsOverview, Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered,
+    BatchQueuedView, BatchView, Budget, CachedJob, Health, ImmediateAnswer, ImmediateFailed, JobView, JobsOverview,
+    Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered, ServiceInfo,
 };
 use crate::adapters::outbound::send::{CallbackBody, WebhookCompleted, WebhookFailed};
 use crate::adapters::outbound::sign;
+use crate::domain::presets::batch::BatchBody;
 use crate::domain::presets::commit_report::ReportRequest;
 use crate::domain::presets::generic::GenerateRequest;
 use crate::domain::presets::Preset;
@@ -194,8 +196,8 @@ fn job_id_parameter() -> Value {
         "name": "jobId",
         "in": "path",
         "required": true,
-        "description": "The `jobId` a submit answered (32 hex digits).",
-        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "description": "The `jobId` a submit answered (32 hex digits), or a batch's (a UUID).",
+        "schema": {"type": "string", "pattern": "^([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"},
     })
 }
 
@@ -262,10 +264,13 @@ fn poll_responses(generator: &mut SchemaGenerator) -> Value {
     let mut r = Map::new();
     r.insert(
         "200".into(),
-        json_response::<JobView>(
-            generator,
-            "The job. The first read of a finished job shortens its life to a grace period; a purge deletes it.",
-        ),
+        json!({
+            "description": "The job (the first read of a finished job shortens its life to a grace period; a purge deletes it), or a batch when the id is a batch's (a UUID).",
+            "content": {"application/json": {"schema": {"oneOf": [
+                generator.subschema_for::<JobView>(),
+                generator.subschema_for::<BatchView>(),
+            ]}}},
+        }),
     );
     r.insert("404".into(), json!({"$ref": "#/components/responses/JobNotFound"}));
     keyed(r)
@@ -280,17 +285,52 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
         Endpoint::SubmitGeneric => {
             submit_operation::<GenerateRequest>("submitGenerate", "Submit a generic job", generator, requests)
         }
+        Endpoint::ReportImmediate => {
+            immediate_operation::<ReportRequest>("generateReportImmediate", generator, requests)
+        }
+        Endpoint::GenerateImmediate => immediate_operation::<GenerateRequest>("generateImmediate", generator, requests),
+        Endpoint::GenerateBatch => {
+            let mut r = Map::new();
+            r.insert(
+                "202".into(),
+                json_response::<BatchQueuedView>(
+                    generator,
+                    "Every item is a job of its own; poll the batch at `statusUrl` (progress, then every item's outcome in input order).",
+                ),
+            );
+            r.insert(
+                "400".into(),
+                json_response::<ErrorBody>(
+                    generator,
+                    "Invalid envelope (`field` names it), or invalid items: `errors` lists every refused item in input order, `error` is the first.",
+                ),
+            );
+            r.insert(
+                "413".into(),
+                json_response::<ErrorBody>(generator, "The body is larger than 6 MiB (`payload_too_large`)."),
+            );
+            json!({
+                "operationId": "submitBatch",
+                "tags": ["jobs"],
+                "description": "Each item's create is counted against the owner's request budget like a submit. An item refused for the owner's limits is recorded as failed (`RATE_LIMIT`); when every item is, the batch is refused with 429.",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": requests.subschema_for::<BatchBody>()}}},
+                "responses": keyed(r),
+            })
+        }
+        Endpoint::ServiceInfo => json!({
+            "operationId": "serviceInfo",
+            "tags": ["service"],
+            "responses": {"200": json_response::<ServiceInfo>(generator, "The service, its version and its routes.")},
+        }),
         Endpoint::PollReport => json!({
             "operationId": "getReport",
             "tags": ["jobs"],
-            "summary": "Poll a commit-report job",
             "parameters": [job_id_parameter()],
             "responses": poll_responses(generator),
         }),
         Endpoint::PollJob => json!({
             "operationId": "getJob",
             "tags": ["jobs"],
-            "summary": "Poll a job",
             "parameters": [job_id_parameter()],
             "responses": poll_responses(generator),
         }),
@@ -308,7 +348,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "purgeReport",
                 "tags": ["jobs"],
-                "summary": "Forget a commit's report job",
                 "parameters": [
                     query("userId", true, "As submitted."),
                     query("commitSha", true, "As submitted."),
@@ -324,7 +363,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "purgeJob",
                 "tags": ["jobs"],
-                "summary": "Forget a job",
                 "parameters": [job_id_parameter()],
                 "responses": keyed(r),
             })
@@ -352,7 +390,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "redeliver",
                 "tags": ["jobs"],
-                "summary": "Send a job's dead or failed webhooks and callbacks again",
                 "description": "Counted against the owner's request budget like a poll. No body.",
                 "parameters": [job_id_parameter()],
                 "responses": keyed(r),
@@ -361,7 +398,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
         Endpoint::Health => json!({
             "operationId": "health",
             "tags": ["service"],
-            "summary": "Health for a load balancer: up, and the store reachable",
             "description": "No provider detail (that is `GET /v1/providers`, with a key). The store check is \
                             cached: an instance asks the store at most once every ten seconds.",
             "responses": {
@@ -379,7 +415,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "providers",
                 "tags": ["service"],
-                "summary": "Providers and their shared quota state",
                 "responses": r,
             })
         }
@@ -396,7 +431,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "jobsOverview",
                 "tags": ["jobs"],
-                "summary": "The owner's jobs at a glance (the dashboard's data)",
                 "description": "One store request, counted against the owner's request budget like a poll. \
                                 States are counted over the oldest 1,000 unfinished jobs; 20 of them and 20 \
                                 dead-lettered jobs are answered whole.",
@@ -406,7 +440,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
         Endpoint::Dashboard => json!({
             "operationId": "dashboard",
             "tags": ["service"],
-            "summary": "The dashboard: an HTML page that asks for an API key and shows providers, jobs, dead letters and the budget",
             "description": "No key needed to load the page; it keeps the key the user types in the tab's session \
                             storage and calls the API with it.",
             "responses": {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
@@ -427,7 +460,6 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "budget",
                 "tags": ["service"],
-                "summary": "Upstash commands, Lambda invocations and SQS requests spent, and the month's projection",
                 "description": "Counted in the store calls every route and step makes anyway (no extra billed \
                                 command); the read itself is one. Not counted against the owner's request budget.",
                 "responses": r,
@@ -436,14 +468,67 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
         Endpoint::OpenApi => json!({
             "operationId": "openapi",
             "tags": ["service"],
-            "summary": "This document",
             "responses": {"200": {"description": "The OpenAPI 3.1 document.", "content": {"application/json": {"schema": {"type": "object", "additionalProperties": true}}}}},
         }),
     };
+    op["summary"] = json!(endpoint.summary());
     if !endpoint.needs_key() {
         op["security"] = json!([]);
     }
     op
+}
+
+/// The immediate routes' answers: the result within the wait, the job to poll past it, a failure.
+fn immediate_operation<P: Preset>(
+    operation_id: &str,
+    generator: &mut SchemaGenerator,
+    requests: &mut SchemaGenerator,
+) -> Value {
+    let mut r = Map::new();
+    r.insert(
+        "200".into(),
+        json_response::<ImmediateAnswer>(
+            generator,
+            "The job finished within the wait (or an identical one had): its result.",
+        ),
+    );
+    r.insert(
+        "202".into(),
+        json_response::<QueuedJob>(
+            generator,
+            &format!(
+                "Still running after {} s: the job goes on; poll `statusUrl`.",
+                crate::app::IMMEDIATE_WAIT.as_secs()
+            ),
+        ),
+    );
+    r.insert(
+        "502".into(),
+        json_response::<ImmediateFailed>(
+            generator,
+            "The job failed within the wait: every provider failed for good, or none could answer before its deadline.",
+        ),
+    );
+    r.insert(
+        "400".into(),
+        json_response::<ErrorBody>(
+            generator,
+            "Invalid body: `code` is `invalid_request` (with `field`; a `contractVersion` other than \"1\" adds `errorCode: SCHEMA_VERSION_MISMATCH`), `invalid_json` or `invalid_callback_url`.",
+        ),
+    );
+    r.insert("404".into(), json!({"$ref": "#/components/responses/JobNotFound"}));
+    json!({
+        "operationId": operation_id,
+        "tags": ["jobs"],
+        "description": format!(
+            "Submits an ordinary job (deduplicated like a submit; `cacheControl` applies) and waits for it up to \
+             {} s, inside API Gateway's 30 s. Reads the job at growing intervals (0.1 s doubling to 2 s): about 16 \
+             single-command reads at most.",
+            crate::app::IMMEDIATE_WAIT.as_secs()
+        ),
+        "requestBody": {"required": true, "content": {"application/json": {"schema": requests.subschema_for::<P::Body>()}}},
+        "responses": keyed(r),
+    })
 }
 
 /// Validates `value` against the document's component schema `name` (tests of the views use it).
@@ -571,7 +656,6 @@ mod tests {
             }
         }
         for path in [
-            "/",
             "/v1",
             "/v1/jobs/",
             "/v1/reports/x/y",

@@ -23,8 +23,10 @@ use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::app::{Counted, Submission, SubmitOutcome};
+use crate::app::{BatchSubmission, Counted, Immediate, Submission, SubmitOutcome, IMMEDIATE_WAIT};
+use crate::domain::batch::is_valid_batch_id;
 use crate::domain::job::is_valid_job_id;
+use crate::domain::presets::batch::{self, BatchRefusal};
 use crate::domain::presets::commit_report::{report_identity, ReportRequest};
 use crate::domain::presets::generic::GenerateRequest;
 use crate::domain::presets::Preset;
@@ -56,6 +58,21 @@ fn handler<const S: u8>(endpoint: Endpoint, service: &Service) -> Option<MethodR
         }
         E::SubmitGeneric if const { serves(S, E::SubmitGeneric) } => {
             post(submit::<GenerateRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        }
+        E::ReportImmediate if const { serves(S, E::ReportImmediate) } => {
+            post(immediate::<ReportRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        }
+        E::GenerateImmediate if const { serves(S, E::GenerateImmediate) } => {
+            post(immediate::<GenerateRequest>).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        }
+        E::GenerateBatch if const { serves(S, E::GenerateBatch) } => {
+            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        }
+        E::ServiceInfo if const { serves(S, E::ServiceInfo) } => {
+            // Built once, when the router is built: it reads no store and needs no key.
+            let info = Bytes::from(serde_json::to_string(&service_info(service)).unwrap_or_default());
+            get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], info)))
+                .layer(from_fn(caps::bodyless))
         }
         E::PollReport if const { serves(S, E::PollReport) } => get(poll).layer(from_fn(caps::bodyless)),
         E::PollJob if const { serves(S, E::PollJob) } => get(poll).layer(from_fn(caps::bodyless)),
@@ -169,6 +186,7 @@ async fn submit<P: Preset>(
         identity: request.identity(),
         spec: request.spec(),
         deadline_seconds: request.deadline_seconds(),
+        cache: request.cache_control(),
     };
     submit_parsed(&service, owner, submission, P::STATUS_PREFIX).await
 }
@@ -196,8 +214,103 @@ async fn submit_parsed(
             let queued = QueuedJob::new(&job_id, status_prefix, eta);
             (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
-        SubmitOutcome::Cached(result) => (StatusCode::OK, Json(views::cached(&result))).into_response(),
+        SubmitOutcome::Cached { result, .. } => (StatusCode::OK, Json(views::cached(&result))).into_response(),
     }))
+}
+
+/// `POST /v1/generate/immediate`, `POST /v1/reports/immediate`: submits the job, then waits for it up
+/// to [`IMMEDIATE_WAIT`]: 200 with the result, 502 when it failed, 202 with the job to poll past the wait.
+async fn immediate<P: Preset>(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let request = P::parse(parse_body(body)?)?;
+    let submission = Submission {
+        identity: request.identity(),
+        spec: request.spec(),
+        deadline_seconds: request.deadline_seconds(),
+        cache: request.cache_control(),
+    };
+    let waited = service
+        .jobs()
+        .submit_and_wait(owner, submission, IMMEDIATE_WAIT)
+        .await?;
+    Ok(counted(waited, |outcome| match outcome {
+        Immediate::Finished { job, cached } => match views::immediate(&job, cached) {
+            Ok(answer) => Json(answer).into_response(),
+            Err(failed) => (StatusCode::BAD_GATEWAY, Json(failed)).into_response(),
+        },
+        Immediate::Pending { job_id, eta } => (
+            StatusCode::ACCEPTED,
+            Json(QueuedJob::new(&job_id, P::STATUS_PREFIX, eta)),
+        )
+            .into_response(),
+    }))
+}
+
+/// `POST /v1/generate/batch`: every item a job of its own, one batch id to poll.
+async fn submit_batch(
+    State(service): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let owner = authenticate(&service, &headers)?;
+    let batch = batch::parse(parse_body(body)?).map_err(|refusal| match refusal {
+        BatchRefusal::Envelope(e) => ApiError::Field(e),
+        BatchRefusal::Items(errors) => ApiError::BatchItems(errors),
+    })?;
+    let submission = BatchSubmission {
+        items: batch
+            .items
+            .into_iter()
+            .map(|(id, request)| {
+                let submission = Submission {
+                    identity: String::new(),
+                    spec: request.spec(),
+                    deadline_seconds: request.deadline_seconds(),
+                    cache: request.cache_control(),
+                };
+                (id, submission)
+            })
+            .collect(),
+        concurrency: batch.concurrency,
+        tenant_id: batch.tenant_id,
+        request_id: batch.request_id,
+    };
+    let submitted = service.jobs().submit_batch(owner, submission).await?;
+    Ok(counted(submitted, |b| {
+        let view = views::batch_queued(&b.batch_id, b.item_count, b.concurrency);
+        (StatusCode::ACCEPTED, Json(view)).into_response()
+    }))
+}
+
+/// `GET /`'s answer: the routes from the one table, the security this deployment runs with.
+fn service_info(service: &Service) -> views::ServiceInfo {
+    views::ServiceInfo {
+        service: "stepper".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        contract_version: views::Version::CURRENT,
+        endpoints: Endpoint::ALL
+            .into_iter()
+            .map(|e| (format!("{} {}", e.method(), e.path()), e.summary().to_string()))
+            .collect(),
+        security: views::SecurityInfo {
+            cors: false,
+            rate_limit: service.engine.settings().limits.rate.default.is_some()
+                || service
+                    .engine
+                    .settings()
+                    .limits
+                    .rate
+                    .overrides
+                    .values()
+                    .any(Option::is_some),
+            helmet: false,
+            api_key_required: !service.keys.is_open(),
+        },
+    }
 }
 
 /// The `{jobId}` of a path, checked after the key: a segment that does not even decode, or is no job
@@ -209,12 +322,19 @@ fn job_id_in(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
         .ok_or(ApiError::JobNotFound)
 }
 
+/// `GET /v1/jobs/{id}`, `GET /v1/reports/{id}`: a job, or a batch when the id is a batch's (a UUID).
 async fn poll(
     State(service): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
+    if let Ok(Path(id)) = &path {
+        if is_valid_batch_id(id) {
+            let polled = service.jobs().poll_batch(&owner, id).await?;
+            return Ok(counted(polled, |read| Json(views::batch_status(&read)).into_response()));
+        }
+    }
     let job_id = job_id_in(path)?;
     let polled = service.jobs().poll(&owner, &job_id).await?;
     Ok(counted(polled, |p| {

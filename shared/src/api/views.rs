@@ -11,11 +11,14 @@ use serde_json::Value;
 #[allow(unused_imports)] // named by `Liveness`'s doc, which is also its published description
 use crate::app::HEALTH_CHECK_EVERY;
 use crate::app::{Eta, ProviderStates, StoreCheck};
+use crate::domain::batch::BatchItem;
 use crate::domain::budget;
+use crate::domain::contract::{Failure, FailureCode};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::job::{Attempt, Job, JobResult, JobState};
 use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
 use crate::domain::targets::{DeliveryState, DeliveryStatus, TargetKind};
+use crate::ports::BatchRead;
 
 /// An instant as RFC 3339 UTC with milliseconds (`2026-01-31T12:00:00.000Z`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,7 +69,8 @@ pub(crate) struct QueuedJob {
     pub(crate) status: Queued,
     pub(crate) job_id: String,
     /// Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`.
-    pub(crate) status_url: String,
+    pub status_url: String,
+    pub contract_version: Version,
     /// Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
     /// providers' shared state and the jobs due ahead of it (README, "How long will it take?").
     /// Absent when no estimate is possible.
@@ -85,6 +89,7 @@ impl QueuedJob {
             status: Queued::Queued,
             job_id: job_id.to_string(),
             status_url: format!("{status_prefix}{job_id}"),
+            contract_version: Version::CURRENT,
             eta_seconds: eta.map(Eta::seconds),
             eta_at: eta.map(|e| Timestamp::from_ms(e.at_ms)),
         }
@@ -103,10 +108,14 @@ pub(crate) struct CachedJob {
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
-pub(crate) struct CachedMetadata {
-    pub(crate) provider: String,
-    pub(crate) fallback: bool,
-    pub(crate) timings: TotalTiming,
+#[serde(rename_all = "camelCase")]
+pub struct CachedMetadata {
+    pub provider: String,
+    pub fallback: bool,
+    /// True for a provider's result, false for a fallback.
+    pub validated: bool,
+    pub contract_version: Version,
+    pub timings: TotalTiming,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -124,6 +133,8 @@ pub(crate) fn cached(result: &JobResult) -> CachedJob {
         metadata: CachedMetadata {
             provider: result.used_provider.clone(),
             fallback: result.fallback,
+            validated: !result.fallback,
+            contract_version: Version::CURRENT,
             timings: TotalTiming {
                 total_ms: result.total_ms,
             },
@@ -151,10 +162,23 @@ pub(crate) struct PurgedJob {
     pub(crate) message: String,
 }
 
-/// A job's status word: anything but `completed` and `failed` means "poll again later".
+/// A job's status word (1.1.0): anything but `completed` and `failed` means "poll again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum StatusWord {
+pub enum StatusWord {
+    /// Not being worked on right now: waiting for its turn or for a provider to cool down
+    /// (`rawStatus` says which).
+    Queued,
+    /// A provider call is under way.
+    Active,
+    Completed,
+    Failed,
+}
+
+/// The finer word: the queue's own (`waiting`, `delayed`), as the original's `rawStatus` carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStatus {
     /// Queued, no attempt under way.
     Waiting,
     /// A provider call is under way.
@@ -165,16 +189,71 @@ pub(crate) enum StatusWord {
     Failed,
 }
 
-impl StatusWord {
+impl RawStatus {
     /// The word for a stored state; `running` (a step holds the job's lease, which the store reports
     /// beside the record) makes an unfinished job `active`: being worked on is not a stored state.
     pub(crate) fn of(state: JobState, running: bool) -> Self {
         match state {
-            JobState::Succeeded => StatusWord::Completed,
-            JobState::Failed => StatusWord::Failed,
-            _ if running => StatusWord::Active,
-            JobState::Queued => StatusWord::Waiting,
-            JobState::WaitingForRetry => StatusWord::Delayed,
+            JobState::Succeeded => RawStatus::Completed,
+            JobState::Failed => RawStatus::Failed,
+            _ if running => RawStatus::Active,
+            JobState::Queued => RawStatus::Waiting,
+            JobState::WaitingForRetry => RawStatus::Delayed,
+        }
+    }
+
+    /// The status word of this raw word.
+    pub fn status(self) -> StatusWord {
+        match self {
+            RawStatus::Waiting | RawStatus::Delayed => StatusWord::Queued,
+            RawStatus::Active => StatusWord::Active,
+            RawStatus::Completed => StatusWord::Completed,
+            RawStatus::Failed => StatusWord::Failed,
+        }
+    }
+}
+
+/// The contract version every answer that names one carries (`"1"`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Version(&'static str);
+
+impl Version {
+    pub const CURRENT: Version = Version(crate::domain::contract::CONTRACT_VERSION);
+}
+
+impl JsonSchema for Version {
+    fn schema_name() -> Cow<'static, str> {
+        "ContractVersionWord".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"const": crate::domain::contract::CONTRACT_VERSION})
+    }
+}
+
+/// Why a job (or a batch item) failed, in the original's words.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureView {
+    pub error_code: FailureCode,
+    pub message: String,
+    /// Submitting the same request again may succeed.
+    pub retryable: bool,
+    /// With `RATE_LIMIT`: the longest wait a provider named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl From<Failure> for FailureView {
+    fn from(f: Failure) -> Self {
+        Self {
+            error_code: f.code,
+            message: f.message,
+            retryable: f.retryable,
+            retry_after_seconds: f.retry_after_seconds,
         }
     }
 }
@@ -320,10 +399,13 @@ pub(crate) struct JobData {
     /// A commit report, or a generic job's output (JSON, or a string in text mode).
     pub(crate) result: std::sync::Arc<Value>,
     /// The provider that produced the result (`fallback` for the commit report's template).
-    pub(crate) used_provider: String,
-    pub(crate) providers_attempted: Vec<AttemptView>,
-    pub(crate) fallback: bool,
-    pub(crate) timings: Timings,
+    pub used_provider: String,
+    pub providers_attempted: Vec<AttemptView>,
+    pub fallback: bool,
+    /// The result passed the job's checks (its JSON or schema): true for a provider's result, false
+    /// for a fallback.
+    pub validated: bool,
+    pub timings: Timings,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -336,9 +418,11 @@ pub(crate) struct Timings {
 /// `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct JobView {
-    pub(crate) id: String,
-    pub(crate) status: StatusWord,
+pub struct JobView {
+    pub id: String,
+    pub status: StatusWord,
+    pub raw_status: RawStatus,
+    pub contract_version: Version,
     /// 0 until the job is finished, then 100.
     #[schemars(extend("enum" = [0, 100]))]
     pub(crate) progress: u8,
@@ -349,9 +433,13 @@ pub(crate) struct JobView {
     /// Only when `status` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub(crate) error: Option<String>,
-    pub(crate) attempts: Vec<AttemptView>,
-    pub(crate) created_at: Timestamp,
+    pub error: Option<String>,
+    /// Only when `status` is `failed`: the failure in the original's codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "FailureView")]
+    pub failure: Option<FailureView>,
+    pub attempts: Vec<AttemptView>,
+    pub created_at: Timestamp,
     /// When the job gives up if it has not finished.
     pub(crate) deadline: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,6 +474,7 @@ pub(crate) fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView 
             used_provider: result.used_provider.clone(),
             providers_attempted: attempts.clone(),
             fallback: result.fallback,
+            validated: !result.fallback,
             timings: Timings {
                 total_ms: result.total_ms,
                 provider_ms: result.provider_ms,
@@ -395,10 +484,13 @@ pub(crate) fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView 
     };
     JobView {
         id: job.id.clone(),
-        status: StatusWord::of(job.state, running),
+        status: RawStatus::of(job.state, running).status(),
+        raw_status: RawStatus::of(job.state, running),
+        contract_version: Version::CURRENT,
         progress: if job.state.is_finished() { 100 } else { 0 },
         data,
         error: (job.state == JobState::Failed).then(|| job.error.clone().unwrap_or_else(|| "failed".into())),
+        failure: Failure::of(job).map(FailureView::from),
         attempts,
         created_at: Timestamp::from_ms(job.created_at_ms),
         deadline: Timestamp::from_ms(job.deadline_ms),
@@ -600,7 +692,9 @@ pub(crate) struct Health {
     /// Present only when the job store could not be read (the providers' state is then unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "StoreWord")]
-    pub(crate) store: Option<StoreWord>,
+    pub store: Option<StoreWord>,
+    #[serde(rename = "contractVersion")]
+    pub contract_version: Version,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -678,6 +772,7 @@ pub(crate) fn health(read: &ProviderStates<'_>) -> Health {
             providers,
             timestamp: Timestamp::from_ms(now),
             store: Some(StoreWord::Unavailable),
+            contract_version: Version::CURRENT,
         };
     };
     let providers: Vec<ProviderHealth> = read
@@ -703,7 +798,284 @@ pub(crate) fn health(read: &ProviderStates<'_>) -> Health {
         providers,
         timestamp: Timestamp::from_ms(now),
         store: None,
+        contract_version: Version::CURRENT,
     }
+}
+
+/// The word of a failed answer.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Failed {
+    Failed,
+}
+
+/// `200` of `POST /v1/generate/immediate` and `POST /v1/reports/immediate`: the job finished within
+/// the wait.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImmediateAnswer {
+    pub status: Completed,
+    /// The job behind the answer (it can be polled and purged like any job).
+    pub job_id: String,
+    /// An identical job had already finished: its result.
+    pub cached: bool,
+    /// A commit report, or a generic job's output (JSON, or a string in text mode).
+    pub data: std::sync::Arc<Value>,
+    pub metadata: ResultMetadata,
+}
+
+/// How a result came about (an immediate answer's, a batch item's).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultMetadata {
+    pub provider: String,
+    pub fallback: bool,
+    /// True for a provider's result (it passed the job's checks), false for a fallback.
+    pub validated: bool,
+    pub contract_version: Version,
+    pub timings: Timings,
+    pub providers_attempted: Vec<AttemptView>,
+}
+
+/// `502` of the immediate routes: the job failed within the wait (every provider failed for good, or
+/// none could answer before the job's deadline).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImmediateFailed {
+    pub status: Failed,
+    pub job_id: String,
+    pub error: String,
+    pub failure: FailureView,
+    pub providers_attempted: Vec<AttemptView>,
+}
+
+fn result_metadata(job: &Job, result: &JobResult) -> ResultMetadata {
+    ResultMetadata {
+        provider: result.used_provider.clone(),
+        fallback: result.fallback,
+        validated: !result.fallback,
+        contract_version: Version::CURRENT,
+        timings: Timings {
+            total_ms: result.total_ms,
+            provider_ms: result.provider_ms,
+        },
+        providers_attempted: job.attempts.iter().map(AttemptView::from).collect(),
+    }
+}
+
+/// A finished job as an immediate route answers it: its result, or why it failed.
+pub fn immediate(job: &Job, cached: bool) -> Result<ImmediateAnswer, ImmediateFailed> {
+    match (&job.result, Failure::of(job)) {
+        (Some(result), _) if job.state == JobState::Succeeded => Ok(ImmediateAnswer {
+            status: Completed::Completed,
+            job_id: job.id.clone(),
+            cached,
+            data: result.output.clone(),
+            metadata: result_metadata(job, result),
+        }),
+        (_, failure) => {
+            let failure = failure.unwrap_or_else(|| Failure {
+                code: FailureCode::Unknown,
+                message: "the job ended without a result".into(),
+                retryable: false,
+                retry_after_seconds: None,
+            });
+            Err(ImmediateFailed {
+                status: Failed::Failed,
+                job_id: job.id.clone(),
+                error: failure.message.clone(),
+                failure: failure.into(),
+                providers_attempted: job.attempts.iter().map(AttemptView::from).collect(),
+            })
+        }
+    }
+}
+
+/// `202` of `POST /v1/generate/batch`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchQueuedView {
+    pub status: Queued,
+    /// The batch's id (a UUID): poll it at `statusUrl`.
+    pub job_id: String,
+    pub status_url: String,
+    pub item_count: usize,
+    pub concurrency: u64,
+    pub contract_version: Version,
+}
+
+pub fn batch_queued(batch_id: &str, item_count: usize, concurrency: u64) -> BatchQueuedView {
+    BatchQueuedView {
+        status: Queued::Queued,
+        job_id: batch_id.to_string(),
+        status_url: format!("/v1/jobs/{batch_id}"),
+        item_count,
+        concurrency,
+        contract_version: Version::CURRENT,
+    }
+}
+
+/// A batch's progress: items finished of all.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BatchProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// A batch item's word once the batch is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemWord {
+    Completed,
+    Failed,
+}
+
+/// One item of a finished batch, at its input position.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemView {
+    pub id: String,
+    pub index: usize,
+    pub status: ItemWord,
+    /// The item's own job (absent when it was refused at submit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Value")]
+    pub data: Option<std::sync::Arc<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ResultMetadata")]
+    pub metadata: Option<ResultMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "FailureView")]
+    pub failure: Option<FailureView>,
+}
+
+/// A finished batch's results, in input order.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BatchData {
+    pub items: Vec<BatchItemView>,
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+}
+
+/// `GET /v1/jobs/{batchId}` (and `/v1/reports/{batchId}`): a batch.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchView {
+    pub id: String,
+    /// `queued` until an item is worked on, `active` until every item has finished, then `completed`
+    /// (even when items failed: each says how it ended).
+    pub status: StatusWord,
+    pub raw_status: RawStatus,
+    pub contract_version: Version,
+    pub progress: BatchProgress,
+    /// Only when `status` is `completed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BatchData")]
+    pub data: Option<BatchData>,
+}
+
+fn batch_item(index: usize, item: &BatchItem, job: Option<&Job>) -> BatchItemView {
+    let mut view = BatchItemView {
+        id: item.id.clone(),
+        index,
+        status: ItemWord::Failed,
+        job_id: item.job_id.clone(),
+        data: None,
+        metadata: None,
+        failure: None,
+    };
+    match (job, &item.refused) {
+        (_, Some(refused)) => view.failure = Some(refused.clone().into()),
+        (Some(job), None) => match (&job.result, job.state) {
+            (Some(result), JobState::Succeeded) => {
+                view.status = ItemWord::Completed;
+                view.data = Some(result.output.clone());
+                view.metadata = Some(result_metadata(job, result));
+            }
+            _ => view.failure = Failure::of(job).map(FailureView::from),
+        },
+        (None, None) => {
+            view.failure = Some(FailureView {
+                error_code: FailureCode::Unknown,
+                message: "the item's job is gone (purged or expired)".into(),
+                retryable: false,
+                retry_after_seconds: None,
+            })
+        }
+    }
+    view
+}
+
+/// A batch as its poll shows it: progress while items run, every item's outcome once all are done.
+pub fn batch_status(read: &BatchRead) -> BatchView {
+    let total = read.batch.items.len();
+    let finished = |job: &Option<Job>| job.as_ref().is_none_or(|j| j.state.is_finished());
+    let done = read.jobs.iter().filter(|j| finished(j)).count();
+    let started = done > 0
+        || read
+            .jobs
+            .iter()
+            .flatten()
+            .any(|j| !j.attempts.is_empty() || j.state != JobState::Queued);
+    let raw = match (done == total, started) {
+        (true, _) => RawStatus::Completed,
+        (false, true) => RawStatus::Active,
+        (false, false) => RawStatus::Waiting,
+    };
+    let data = (done == total).then(|| {
+        let items: Vec<BatchItemView> = read
+            .batch
+            .items
+            .iter()
+            .zip(&read.jobs)
+            .enumerate()
+            .map(|(index, (item, job))| batch_item(index, item, job.as_ref()))
+            .collect();
+        let completed = items.iter().filter(|i| i.status == ItemWord::Completed).count();
+        BatchData {
+            total,
+            completed,
+            failed: total - completed,
+            items,
+        }
+    });
+    BatchView {
+        id: read.batch.id.clone(),
+        status: raw.status(),
+        raw_status: raw,
+        contract_version: Version::CURRENT,
+        progress: BatchProgress { done, total },
+        data,
+    }
+}
+
+/// `GET /`: what this service is and what it serves (no key needed).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInfo {
+    /// `stepper`.
+    pub service: String,
+    pub version: String,
+    pub contract_version: Version,
+    /// `"<METHOD> <path>"` → what it does, for every route.
+    pub endpoints: std::collections::BTreeMap<String, String>,
+    pub security: SecurityInfo,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityInfo {
+    /// Cross-origin requests are answered (this service sends no CORS headers: false).
+    pub cors: bool,
+    /// Some key's owner has a request budget.
+    pub rate_limit: bool,
+    /// The browser security headers of the original's helmet (this service sends none: false).
+    pub helmet: bool,
+    pub api_key_required: bool,
 }
 
 #[cfg(test)]
@@ -838,30 +1210,30 @@ mod tests {
         waiting.next_attempt_at_ms = Some(1_700_000_060_000);
         assert_eq!(
             to_json(&job_status(&waiting, false, None)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"queued","rawStatus":"delayed","contractVersion":"1","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z"}"#
         );
         assert_eq!(
             to_json(&job_status(&job(JobState::Queued), true, None)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"active","rawStatus":"active","contractVersion":"1","progress":0,"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z"}"#
         );
         assert_eq!(
-            job_status(&job(JobState::Queued), false, None).status,
-            StatusWord::Waiting
+            job_status(&job(JobState::Queued), false, None).raw_status,
+            RawStatus::Waiting
         );
         // The ETA: seconds rounded up, after nextAttemptAt.
         let eta = Eta::of(Some(1_700_000_090_500), 1_700_000_000_000);
         assert_eq!(
             to_json(&job_status(&waiting, false, eta)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"delayed","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"queued","rawStatus":"delayed","contractVersion":"1","progress":0,"attempts":[{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"}],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","nextAttemptAt":"2023-11-14T22:14:20.000Z","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
         );
         assert_eq!(
             to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", eta)),
-            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","contractVersion":"1","etaSeconds":91,"etaAt":"2023-11-14T22:14:50.500Z"}"#
         );
         // No estimate: the 202 of the original contract, byte for byte.
         assert_eq!(
             to_json(&QueuedJob::new("0123456789abcdef0123456789abcdef", "/v1/jobs/", None)),
-            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef"}"#
+            r#"{"status":"queued","jobId":"0123456789abcdef0123456789abcdef","statusUrl":"/v1/jobs/0123456789abcdef0123456789abcdef","contractVersion":"1"}"#
         );
         // A finished job has none, whatever it is given.
         let done = job(JobState::Succeeded);
@@ -904,11 +1276,11 @@ mod tests {
         assert_eq!(
             view,
             concat!(
-                r#"{"id":"0123456789abcdef0123456789abcdef","status":"completed","progress":100,"data":{"result":{"title":"t"},"usedProvider":"gemini","providersAttempted":["#,
+                r#"{"id":"0123456789abcdef0123456789abcdef","status":"completed","rawStatus":"completed","contractVersion":"1","progress":100,"data":{"result":{"title":"t"},"usedProvider":"gemini","providersAttempted":["#,
                 r#"{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
-                r#""fallback":false,"timings":{"totalMs":4000,"providerMs":1050}},"attempts":["#,
+                r#""fallback":false,"validated":true,"timings":{"totalMs":4000,"providerMs":1050}},"attempts":["#,
                 r#"{"provider":"groq","attemptNumber":1,"durationMs":120,"error":"slow down","errorCode":"rate_limited","retryAfterSeconds":7,"httpStatus":429,"at":"2023-11-14T22:13:21.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":2,"durationMs":30,"error":"overloaded","errorCode":"overloaded","at":"2023-11-14T22:13:22.000Z"},"#,
                 r#"{"provider":"gemini","attemptNumber":3,"durationMs":900,"at":"2023-11-14T22:13:23.000Z"}],"#,
@@ -921,7 +1293,7 @@ mod tests {
         failed.finished_at_ms = Some(1_700_000_004_000);
         assert_eq!(
             to_json(&job_status(&failed, false, None)),
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"failed","progress":100,"error":"failed","attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z"}"#
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"failed","rawStatus":"failed","contractVersion":"1","progress":100,"error":"failed","failure":{"errorCode":"UNKNOWN","message":"failed","retryable":false},"attempts":[],"createdAt":"2023-11-14T22:13:20.000Z","deadline":"2023-11-15T22:13:20.000Z","finishedAt":"2023-11-14T22:13:24.000Z"}"#
         );
         failed.error = Some("every provider failed".into());
         assert_eq!(
@@ -930,7 +1302,7 @@ mod tests {
         );
         assert_eq!(
             to_json(&cached(done.result.as_ref().unwrap())),
-            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"timings":{"totalMs":4000}}}"#
+            r#"{"status":"completed","cached":true,"data":{"title":"t"},"metadata":{"provider":"gemini","fallback":false,"validated":true,"contractVersion":"1","timings":{"totalMs":4000}}}"#
         );
     }
     #[test]
@@ -973,7 +1345,8 @@ mod tests {
         assert_eq!(view.attempts_today.len(), 2);
         let json: serde_json::Value = serde_json::from_str(&to_json(&view)).unwrap();
         assert_eq!(json["counts"]["completedToday"], 4);
-        assert_eq!(json["oldest"][0]["status"], "delayed");
+        assert_eq!(json["oldest"][0]["status"], "queued");
+        assert_eq!(json["oldest"][0]["rawStatus"], "delayed");
         assert_eq!(json["day"], "2023-11-14T00:00:00.000Z");
     }
 
@@ -990,7 +1363,7 @@ mod tests {
             (JobState::Failed, true, "failed"),
         ] {
             assert_eq!(
-                serde_json::to_value(StatusWord::of(state, running)).unwrap(),
+                serde_json::to_value(RawStatus::of(state, running)).unwrap(),
                 word,
                 "{state:?} running={running}"
             );
@@ -1046,10 +1419,11 @@ mod tests {
             providers: vec![unknown],
             timestamp: Timestamp::from_ms(now),
             store: Some(StoreWord::Unavailable),
+            contract_version: Version::CURRENT,
         };
         assert_eq!(
             to_json(&report),
-            r#"{"status":"unhealthy","providers":[{"name":"groq","healthy":false}],"timestamp":"2023-11-14T22:13:50.000Z","store":"unavailable"}"#
+            r#"{"status":"unhealthy","providers":[{"name":"groq","healthy":false}],"timestamp":"2023-11-14T22:13:50.000Z","store":"unavailable","contractVersion":"1"}"#
         );
     }
 }

@@ -11,14 +11,17 @@ pub mod auth;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::domain::batch::{new_batch_id, BatchItem, BatchRecord};
 use crate::domain::budget::Spent;
+use crate::domain::contract::{CacheControl, Failure, FailureCode};
 use crate::domain::job::{job_id, new_gen, Job, JobResult, JobSpec, JobState};
 use crate::domain::message::Message;
 use crate::domain::quota::ProviderState;
 use crate::domain::targets::{self, TargetKind};
 use crate::engine::{Engine, ProviderSlot};
 use crate::ports::{
-    Admission, Created, JobRead, Overview, OverviewBounds, QueueError, RateLimit, RateWindow, StoreError,
+    Admission, BatchRead, Created, JobRead, Limits, Overview, OverviewBounds, QueueError, RateLimit, RateWindow,
+    StoreError,
 };
 
 /// Why a use case did not do what was asked. Mapped to HTTP once, in `api/errors.rs`.
@@ -114,7 +117,44 @@ pub(crate) struct Submission {
     pub(crate) identity: String,
     pub(crate) spec: JobSpec,
     /// The caller's deadline; the configured default when absent.
-    pub(crate) deadline_seconds: Option<u64>,
+    pub deadline_seconds: Option<u64>,
+    /// Whether an identical finished job may answer (`cacheControl`).
+    pub cache: CacheControl,
+}
+
+/// How long the immediate routes wait for their job: inside API Gateway's 30 s, with room for the
+/// submit before and the answer after. Past it they answer 202 with the job to poll.
+pub const IMMEDIATE_WAIT: Duration = Duration::from_secs(25);
+/// The immediate routes' first look at their job, then each wait doubles up to [`WAIT_AT_MOST`]: a
+/// job of a few seconds is seen within a few reads, and 25 s cost at most about 16 (one `GET` each
+/// on Upstash).
+const WAIT_FIRST: Duration = Duration::from_millis(100);
+const WAIT_AT_MOST: Duration = Duration::from_secs(2);
+
+/// What an immediate request came to.
+#[derive(Debug)]
+pub enum Immediate {
+    /// The job finished within the wait (`cached`: an identical job had finished before).
+    Finished { job: Box<Job>, cached: bool },
+    /// Still running at the end of the wait: poll it.
+    Pending { job_id: String, eta: Option<Eta> },
+}
+
+/// A batch as parsed: each item's id and request, and the envelope's fields.
+#[derive(Debug)]
+pub struct BatchSubmission {
+    pub items: Vec<(String, Submission)>,
+    pub concurrency: u64,
+    pub tenant_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A batch written: its id, and what the 202 echoes.
+#[derive(Debug)]
+pub struct BatchQueued {
+    pub batch_id: String,
+    pub item_count: usize,
+    pub concurrency: u64,
 }
 
 /// What a submit did.
@@ -123,7 +163,7 @@ pub(crate) enum SubmitOutcome {
     /// A new job, or the identical job in flight (queued again): poll it.
     Queued { job_id: String, eta: Option<Eta> },
     /// The identical job already succeeded and is still kept: its result.
-    Cached(JobResult),
+    Cached { job_id: String, result: JobResult },
 }
 
 /// A job as a poll sees it.
@@ -263,6 +303,7 @@ impl<'a> Jobs<'a> {
             identity,
             mut spec,
             deadline_seconds,
+            cache,
         } = submission;
         self.check_targets(&owner, &mut spec)?;
         let engine = self.engine;
@@ -298,7 +339,21 @@ impl<'a> Jobs<'a> {
                 return Err(e.into());
             }
         };
-        let (submitted, rate) = admitted(&job.owner, created)?;
+        let (mut submitted, rate) = admitted(&job.owner, created)?;
+        if let Created::Existing(existing) = &submitted.created {
+            if existing.state.is_finished() && cache.bypasses_results() {
+                // `no-cache` / `refresh`: the finished identical job may not answer; a new job takes
+                // its place (purged uncounted, created again without counting the request twice).
+                // Costs a purge and a create only when such a job is met.
+                engine.store().purge(&job.owner, &job.id, None).await?;
+                let again = Limits {
+                    rate: None,
+                    in_flight: limits.in_flight,
+                };
+                let (created, _) = admitted(&job.owner, engine.store().create(&job, &engine.enlist(), again).await?)?;
+                submitted = created;
+            }
+        }
         if let Some(token) = submitted.arm_sweeper {
             // Should this send fail, the armed token lapses after two grace periods and the next
             // submit arms a sweeper again.
@@ -346,7 +401,10 @@ impl<'a> Jobs<'a> {
                     }
                 }
                 match (&existing.state, &existing.result) {
-                    (JobState::Succeeded, Some(result)) => SubmitOutcome::Cached(result.clone()),
+                    (JobState::Succeeded, Some(result)) => SubmitOutcome::Cached {
+                        job_id: existing.id.clone(),
+                        result: result.clone(),
+                    },
                     _ => SubmitOutcome::Queued {
                         job_id: existing.id.clone(),
                         eta: eta(existing),
@@ -446,6 +504,151 @@ impl<'a> Jobs<'a> {
         engine.enqueue_next(&next).await?;
         tracing::info!(job_id = %job.id, owner = %owner, deliveries = due, "deliveries redelivered");
         Ok(Counted::ok(Redelivery { job: next, due }, rate))
+    }
+
+    /// Submits a job and waits for it up to `within` (the immediate routes): the job is an ordinary
+    /// one, so past the wait it goes on and the caller polls it. The wait reads the job with
+    /// `Store::peek` after 0.1 s, then at doubling intervals up to 2 s.
+    pub async fn submit_and_wait(
+        &self,
+        owner: String,
+        submission: Submission,
+        within: Duration,
+    ) -> Result<Counted<Immediate>, JobsError> {
+        let until = tokio::time::Instant::now() + within;
+        let store = self.engine.store();
+        let submitted = self.submit(owner.clone(), submission).await?;
+        let rate = submitted.rate;
+        let (job_id, eta, cached) = match submitted.outcome {
+            Err(e) => return Ok(Counted::refused(e, rate)),
+            Ok(SubmitOutcome::Queued { job_id, eta }) => (job_id, eta, false),
+            // The finished identical job: read whole (one read) for its attempts.
+            Ok(SubmitOutcome::Cached { job_id, .. }) => {
+                return Ok(match store.peek(&owner, &job_id).await? {
+                    Some(job) => Counted::ok(
+                        Immediate::Finished {
+                            job: Box::new(job),
+                            cached: true,
+                        },
+                        rate,
+                    ),
+                    None => Counted::refused(JobsError::NotFound, rate),
+                });
+            }
+        };
+        let mut pause = WAIT_FIRST;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Counted::ok(Immediate::Pending { job_id, eta }, rate));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(WAIT_AT_MOST);
+            match store.peek(&owner, &job_id).await {
+                Ok(Some(job)) if job.state.is_finished() => {
+                    return Ok(Counted::ok(
+                        Immediate::Finished {
+                            job: Box::new(job),
+                            cached,
+                        },
+                        rate,
+                    ))
+                }
+                Ok(Some(_)) => {}
+                // Purged (or expired) while we waited: nothing to answer with.
+                Ok(None) => return Ok(Counted::refused(JobsError::NotFound, rate)),
+                // The job exists and runs; a failed look only costs this one.
+                Err(e) => tracing::warn!(job_id = %job_id, error = %e, "immediate: could not read the job"),
+            }
+        }
+    }
+
+    /// Submits every item of a batch as a job of its own (identity: the batch and the item id, so
+    /// each is new and keeps its own callbacks), then writes the batch's record. Every item's create
+    /// is counted against the owner's limits like a submit; an item refused for the owner's limits
+    /// is recorded as failed (`RATE_LIMIT`), unless every item was (then the batch is refused).
+    pub async fn submit_batch(&self, owner: String, batch: BatchSubmission) -> Result<Counted<BatchQueued>, JobsError> {
+        let engine = self.engine;
+        let settings = engine.settings();
+        let batch_id = new_batch_id();
+        let mut items = batch.items;
+        // Every item's targets first: a refused callback refuses the batch before anything is written.
+        for (index, (_, submission)) in items.iter_mut().enumerate() {
+            if let Err(JobsError::InvalidTarget { field, message }) = self.check_targets(&owner, &mut submission.spec) {
+                return Err(JobsError::InvalidTarget {
+                    field: format!("items[{index}].request.{field}"),
+                    message,
+                });
+            }
+        }
+        let now = engine.clock().now_ms();
+        let longest = items
+            .iter()
+            .map(|(_, s)| s.deadline_seconds.map_or(settings.default_deadline_ms, |d| d * 1000))
+            .max()
+            .unwrap_or(settings.default_deadline_ms);
+        let mut record = BatchRecord {
+            id: batch_id.clone(),
+            owner: owner.clone(),
+            created_at_ms: now,
+            // As long as its longest item can run, then be kept.
+            expires_at_ms: now + longest + settings.unfinished_margin_ms.max(settings.result_ttl_ms),
+            concurrency: batch.concurrency,
+            tenant_id: batch.tenant_id,
+            request_id: batch.request_id,
+            items: Vec::with_capacity(items.len()),
+        };
+        let mut rate = None;
+        let mut refusal = None;
+        for (id, mut submission) in items {
+            submission.identity = format!("batch:{batch_id}:{id}");
+            let counted = self.submit(owner.clone(), submission).await?;
+            rate = counted.rate.or(rate);
+            let (job_id, refused) = match counted.outcome {
+                Ok(SubmitOutcome::Queued { job_id, .. }) => (Some(job_id), None),
+                // A new identity never meets a finished job.
+                Ok(SubmitOutcome::Cached { .. }) => (None, None),
+                Err(e) => {
+                    let retry_after_seconds = match &e {
+                        JobsError::RateLimited(window) => Some(window.resets_in_seconds()),
+                        JobsError::TooManyInFlight { .. } => None,
+                        other => return Err(JobsError::Store(StoreError::Command(other.to_string()))),
+                    };
+                    let failure = Failure {
+                        code: FailureCode::RateLimit,
+                        message: format!("refused at submit: {e} for this key's owner"),
+                        retryable: true,
+                        retry_after_seconds,
+                    };
+                    refusal = Some(e);
+                    (None, Some(failure))
+                }
+            };
+            record.items.push(BatchItem { id, job_id, refused });
+        }
+        if let Some(e) = refusal.filter(|_| record.items.iter().all(|i| i.job_id.is_none())) {
+            return Ok(Counted::refused(e, rate));
+        }
+        engine.store().put_batch(&record).await?;
+        tracing::info!(batch_id = %batch_id, owner = %owner, items = record.items.len(), "batch submitted");
+        Ok(Counted::ok(
+            BatchQueued {
+                batch_id,
+                item_count: record.items.len(),
+                concurrency: record.concurrency,
+            },
+            rate,
+        ))
+    }
+
+    /// Reads the owner's batch and its items' jobs (one store request, counted like a poll).
+    pub async fn poll_batch(&self, owner: &str, batch_id: &str) -> Result<Counted<BatchRead>, JobsError> {
+        let rate = self.rate_limit(owner);
+        let (read, rate) = admitted(owner, self.engine.store().read_batch(owner, batch_id, rate).await?)?;
+        Ok(match read {
+            Some(read) => Counted::ok(read, rate),
+            None => Counted::refused(JobsError::NotFound, rate),
+        })
     }
 
     /// Whether the store answers: the cached check, or a fresh one when it is older than

@@ -144,6 +144,7 @@ mod tests {
 
     fn spec(kind: JobKind, schema: Option<Value>) -> JobSpec {
         JobSpec {
+            providers: None,
             kind,
             messages: vec![ChatMessage::user("x")],
             compact_messages: None,

@@ -64,6 +64,10 @@ pub struct JobSpec {
     /// Who to tell when the job ends (`callbackUrl`, then `callbacks` in order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<Target>,
+    /// The request's own provider chain (`preferredProviders`, `excludeProviders`); `None`: the
+    /// configured order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<crate::domain::contract::ProviderPrefs>,
 }
 
 /// One provider attempt, as shown to the caller in `providersAttempted`.

@@ -3,7 +3,9 @@
 
 pub(crate) mod accept;
 pub mod alert;
+pub mod batch;
 pub mod budget;
+pub mod contract;
 pub mod error_class;
 pub(crate) mod incidents;
 pub mod job;

@@ -218,12 +218,28 @@ impl Engine {
         Ok(delay_ms)
     }
 
-    fn candidates<'a>(&'a self, states: &'a std::collections::HashMap<String, ProviderState>) -> Vec<Candidate<'a>> {
+    /// The job's provider chain: the configured providers, re-ordered and filtered by the request's
+    /// own preferences when it gave some (`domain::contract::ProviderPrefs`).
+    fn chain<'a>(&'a self, job: &Job) -> Vec<&'a ProviderSlot> {
+        match &job.spec.providers {
+            None => self.providers.iter().collect(),
+            Some(prefs) => prefs
+                .chain(self.providers.iter().map(|p| p.name.as_str()))
+                .into_iter()
+                .map(|i| &self.providers[i])
+                .collect(),
+        }
+    }
+
+    fn candidates<'a>(
+        chain: &[&'a ProviderSlot],
+        states: &'a std::collections::HashMap<String, ProviderState>,
+    ) -> Vec<Candidate<'a>> {
         static FRESH: std::sync::OnceLock<ProviderState> = std::sync::OnceLock::new();
         let fresh = FRESH.get_or_init(ProviderState::default);
-        self.providers
+        chain
             .iter()
-            .map(|slot| Candidate {
+            .map(|&slot| Candidate {
                 name: &slot.name,
                 limits: slot.limits,
                 state: states.get(&slot.name).unwrap_or(fresh),
@@ -252,7 +268,7 @@ impl Engine {
         };
         super::eta::estimate(
             job,
-            &self.candidates(&standing.providers),
+            &Self::candidates(&self.chain(job), &standing.providers),
             &position,
             self.clock.now_ms(),
             &self.settings.policy,
@@ -268,12 +284,13 @@ impl Engine {
     ) -> (Job, Option<ProviderEvent>) {
         let now = self.clock.now_ms();
         job.seq += 1;
-        let index = match decide(&job, &self.candidates(states), now, &self.settings.policy) {
+        let chain = self.chain(&job);
+        let index = match decide(&job, &Self::candidates(&chain, states), now, &self.settings.policy) {
             Decision::Call(index) => index,
             Decision::Wait { until_ms } => return (self.wait(job, until_ms), None),
             Decision::GiveUp(reason) => return (self.give_up(job, &reason, now), None),
         };
-        let slot = &self.providers[index];
+        let slot = chain[index];
         let request = CompletionRequest {
             messages: match (&job.spec.compact_messages, slot.small_context) {
                 (Some(compact), true) => compact.clone(),
@@ -321,7 +338,7 @@ impl Engine {
                 // Decide the follow-up with what this attempt taught us about the provider.
                 let mut learned = states.clone();
                 learned.entry(slot.name.clone()).or_default().apply(&event);
-                match decide(&job, &self.candidates(&learned), after, &self.settings.policy) {
+                match decide(&job, &Self::candidates(&chain, &learned), after, &self.settings.policy) {
                     Decision::Call(_) => {
                         job.state = JobState::Queued;
                         job.next_attempt_at_ms = None;
@@ -352,7 +369,8 @@ impl Engine {
         if let Some(event) = event {
             learned.entry(event.provider.clone()).or_default().apply(event);
         }
-        let candidates = self.candidates(&learned);
+        let chain = self.chain(job);
+        let candidates = Self::candidates(&chain, &learned);
         let reason = crate::ports::metrics::wait_reason(candidates.iter().map(|c| (c.state, &c.limits)), now, until_ms);
         crate::ports::metrics::waited(reason, Duration::from_millis(until_ms.saturating_sub(now)));
     }
@@ -383,7 +401,13 @@ impl Engine {
                 a.message.as_deref().unwrap_or("failed")
             )
         });
-        job.error = Some(format!("{}{}", reason.message(), last.unwrap_or_default()));
+        let why = match reason {
+            GiveUp::NoProviders if !self.providers.is_empty() => {
+                "every configured provider is excluded by the request's excludeProviders"
+            }
+            _ => reason.message(),
+        };
+        job.error = Some(format!("{why}{}", last.unwrap_or_default()));
         self.finished(job, JobState::Failed, now)
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::alert::Alert;
+use crate::domain::batch::BatchRecord;
 use crate::domain::budget::Spent;
 use crate::domain::job::{Job, StepRef};
 use crate::domain::llm::CompletionRequest;
@@ -328,6 +329,15 @@ pub enum Admission<T> {
     TooManyInFlight { limit: u32, rate: Option<RateWindow> },
 }
 
+/// A batch and its items' jobs, as a poll sees them (`Store::read_batch`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRead {
+    pub batch: BatchRecord,
+    /// One per item, in item order: the item's job, `None` when it was refused at submit or its job
+    /// expired or was purged.
+    pub jobs: Vec<Option<Job>>,
+}
+
 /// Job state. Every method is one atomic state change (one request on Upstash); the methods a
 /// route calls also count the request against its owner's limits, in that same request. Every method
 /// but `with_work_left` also counts what it spends in the budget's buckets (budget.rs), in that same
@@ -384,6 +394,20 @@ pub trait Store: Send + Sync {
     async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError>;
     /// Jobs with work left (unfinished, or owing deliveries): the manual redrive (a scan; not for hot paths).
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError>;
+    /// Writes a batch's record (its items' job ids), kept until `batch.expires_at_ms`. One request;
+    /// not counted against the owner's rate limit (each item's create was).
+    async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError>;
+    /// Reads an owner's batch and its items' jobs in one request of a constant number of commands,
+    /// counted against the owner's rate limit like a poll. Never shortens a job's life.
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<BatchRead>>, StoreError>;
+    /// An owner's job as it stands, uncounted and untouched: the immediate routes' wait (one plain
+    /// `GET` on Upstash, the cheapest read there is).
+    async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError>;
 }
 
 /// Delayed messages: the next step of a job, later deliveries.

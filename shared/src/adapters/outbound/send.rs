@@ -98,6 +98,12 @@ pub struct CallbackMetadata<'a> {
     pub commit_sha: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo: Option<&'a Value>,
+    /// The request's `requestId`, as given (a batch item's defaults to `<batch requestId>:<item id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a Value>,
+    /// The request's `tenantId`, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<&'a Value>,
     pub job_id: &'a str,
     pub provider: Option<&'a str>,
     pub generation_time_ms: u64,
@@ -105,6 +111,9 @@ pub struct CallbackMetadata<'a> {
     /// JavaScript's `toISOString` writes it): the original's shape, which receivers show as is.
     #[schemars(with = "String", extend("format" = "date-time"))]
     pub timestamp: String,
+    /// The request's own `metadata`, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_metadata: Option<&'a Value>,
 }
 
 /// The contract's body for a target, as the bytes JavaScript's `JSON.stringify` would produce.
@@ -137,10 +146,13 @@ pub(crate) fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
                 user_id: f.context.get("userId"),
                 commit_sha: f.context.get("commitSha"),
                 repo: f.context.get("repo"),
+                request_id: f.context.get("requestId"),
+                tenant_id: f.context.get("tenantId"),
                 job_id: f.job_id,
                 provider: f.provider,
                 generation_time_ms: f.generation_time_ms,
                 timestamp: iso_ms(now_ms),
+                request_metadata: f.context.get("metadata"),
             },
         }),
     };

@@ -244,6 +244,7 @@ impl Interned {
             seq: job.seq,
             state: job.state,
             spec: JobSpec {
+                providers: spec.providers.clone(),
                 kind: spec.kind,
                 messages: Vec::new(),
                 compact_messages: None,
@@ -314,6 +315,8 @@ struct Inner {
     /// The current hour's bucket names, by the hour's start: naming them formats dates, and every
     /// call counts into them (a month ends on an hour's end, so one hour's names hold for all of it).
     buckets: Option<(u64, Buckets)>,
+    /// Batch records: (owner, batch id) → the record (its expiry inside).
+    batches: HashMap<(String, String), crate::domain::batch::BatchRecord>,
 }
 
 #[derive(Default)]
@@ -410,6 +413,7 @@ impl Inner {
         let today = now / DAY_MS;
         self.days.retain(|day, _| day + 1 >= today);
         self.budget.retain(|_, (expires, _)| *expires > now);
+        self.batches.retain(|_, b| b.expires_at_ms > now);
         self.next_prune_ms = now + PRUNE_EVERY_MS;
     }
 
@@ -964,6 +968,67 @@ impl Store for MemoryStore {
             .filter(|held| held.head.expires_at_ms > now && held.head.has_work_left())
             .map(|held| held.to_job())
             .collect())
+    }
+
+    async fn put_batch(&self, batch: &crate::domain::batch::BatchRecord) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        if batch.expires_at_ms <= now {
+            return Err(StoreError::ExpiryInPast(format!(
+                "batch expires at {} ms, the store clock reads {now} ms",
+                batch.expires_at_ms
+            )));
+        }
+        let mut inner = self.live();
+        inner.spend(Charge::Finish, &batch.owner, now);
+        inner
+            .batches
+            .insert((batch.owner.clone(), batch.id.clone()), batch.clone());
+        Ok(())
+    }
+
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<crate::ports::BatchRead>>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.live();
+        inner.spend(Charge::Deliver, owner, now);
+        let rate = match inner.count(owner, rate, now) {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let Some(batch) = inner
+            .batches
+            .get(&(owner.to_string(), batch_id.to_string()))
+            .filter(|b| b.expires_at_ms > now)
+            .cloned()
+        else {
+            return Ok(Admission::Admitted { value: None, rate });
+        };
+        let jobs = batch
+            .items
+            .iter()
+            .map(|item| {
+                let id = item.job_id.as_ref()?;
+                inner
+                    .job(&(owner.to_string(), id.clone()), now)
+                    .map(|held| held.to_job())
+            })
+            .collect();
+        Ok(Admission::Admitted {
+            value: Some(crate::ports::BatchRead { batch, jobs }),
+            rate,
+        })
+    }
+
+    async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let now = self.clock.now_ms();
+        let inner = self.live();
+        Ok(inner
+            .job(&(owner.to_string(), job_id.to_string()), now)
+            .map(|held| held.to_job()))
     }
 }
 

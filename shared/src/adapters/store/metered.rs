@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::domain::batch::BatchRecord;
 use crate::domain::job::{Job, StepRef};
 use crate::domain::quota::{ProviderEvent, ProviderState};
 use crate::ports::{
-    Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store, StoreError,
-    Submitted, SweepRequest, Swept,
+    Admission, BatchRead, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store,
+    StoreError, Submitted, SweepRequest, Swept,
 };
 
 pub(crate) struct MeteredStore {
@@ -79,5 +80,19 @@ impl Store for MeteredStore {
     }
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         counted("with_work_left", self.inner.with_work_left().await)
+    }
+    async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError> {
+        counted("put_batch", self.inner.put_batch(batch).await)
+    }
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<BatchRead>>, StoreError> {
+        counted("read_batch", self.inner.read_batch(owner, batch_id, rate).await)
+    }
+    async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        counted("peek", self.inner.peek(owner, job_id).await)
     }
 }

@@ -153,4 +153,18 @@ impl Store for WatchedStore {
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {
         self.observe(self.inner.with_work_left().await).await
     }
+    async fn put_batch(&self, batch: &crate::domain::batch::BatchRecord) -> Result<(), StoreError> {
+        self.observe(self.inner.put_batch(batch).await).await
+    }
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<crate::ports::BatchRead>>, StoreError> {
+        self.observe(self.inner.read_batch(owner, batch_id, rate).await).await
+    }
+    async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        self.observe(self.inner.peek(owner, job_id).await).await
+    }
 }

@@ -173,9 +173,9 @@
     if (!overview.oldest.length) body.appendChild(el("tr", {}, [el("td", { colspan: "6", cls: "hint", text: "No unfinished job." })]));
     overview.oldest.forEach(function (job) {
       var last = job.attempts.length ? job.attempts[job.attempts.length - 1] : null;
-      body.appendChild(el("tr", { "data-job": job.id, "data-status": job.status }, [
+      body.appendChild(el("tr", { "data-job": job.id, "data-status": job.rawStatus }, [
         el("td", {}, [el("code", { text: job.id })]),
-        el("td", { cls: "jstatus", text: job.status }),
+        el("td", { cls: "jstatus", text: job.rawStatus }),
         el("td", { text: utc(job.createdAt) + " (" + span(Date.now() - new Date(job.createdAt).getTime()) + " ago)" }),
         el("td", { text: job.nextAttemptAt ? until(job.nextAttemptAt) : "—" }),
         el("td", { cls: "eta", text: eta(job) }),

@@ -67,6 +67,11 @@ pub(crate) struct ReportBody {
     #[serde(default)]
     #[schemars(with = "Callbacks")]
     callbacks: Option<Callbacks>,
+    /// Checked like every route's (the original ignored it on this route).
+    #[serde(default)]
+    #[schemars(with = "crate::domain::contract::ContractVersion")]
+    #[allow(dead_code)] // read for its check only
+    contract_version: Option<crate::domain::contract::ContractVersion>,
 }
 
 /// A commit-report request, read: what the prompt, the fallback and the identity are made of.
@@ -119,6 +124,7 @@ impl Preset for ReportRequest {
         context.insert("commitSha".into(), json!(self.commit_sha));
         context.insert("repo".into(), json!(self.repo));
         JobSpec {
+            providers: None,
             kind: JobKind::Report,
             messages,
             compact_messages: Some(compact_messages),

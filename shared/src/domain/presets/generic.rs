@@ -13,6 +13,7 @@ use super::fields::{
     leaf_schema, nested, parse_field, present, via_check, Int, JsonObject, Refusal, Temperature, Text, Url,
 };
 use super::{digest, targets, Callbacks, Deadline, FieldError, Preset, PRESET_VERSION};
+use crate::domain::contract::{CacheControl, ContractVersion, ProviderNames, ProviderPrefs};
 use crate::domain::job::{JobKind, JobSpec};
 use crate::domain::llm::{ChatMessage, ResponseFormat, Role};
 use crate::domain::targets::Target;
@@ -83,6 +84,24 @@ pub(crate) struct GenerateBody {
     #[serde(default)]
     #[schemars(with = "Callbacks")]
     callbacks: Option<Callbacks>,
+    #[serde(default)]
+    #[schemars(with = "ContractVersion")]
+    #[allow(dead_code)] // read for its check only
+    contract_version: Option<ContractVersion>,
+    /// `default`: an identical job in flight is joined, an identical finished one answers with its
+    /// result. `no-cache` and `refresh` (the same): a finished identical job is replaced by a new one.
+    #[serde(default)]
+    #[schemars(with = "CacheControl")]
+    cache_control: Option<CacheControl>,
+    /// Providers to try first, in this order (case-insensitive; names this deployment lacks are
+    /// ignored; never adds a provider).
+    #[serde(default)]
+    #[schemars(with = "ProviderNames")]
+    preferred_providers: Option<ProviderNames>,
+    /// Providers this job must never use (case-insensitive; unknown names ignored).
+    #[serde(default)]
+    #[schemars(with = "ProviderNames")]
+    exclude_providers: Option<ProviderNames>,
 }
 
 /// A field kept as JSON, read later: `messages` is read only when `prompt` is absent.
@@ -349,11 +368,25 @@ struct HttpJson;
 
 leaf_schema!([] HttpJson, |_g| "HttpJson", json_schema!({"const": "http-json"}));
 
+/// One typed node of the DSL (nesting at most 8 deep; `items` and the item limits only on arrays,
+/// `requiredKeys`, `properties` and `allowAdditionalKeys` only on objects).
 #[derive(JsonSchema)]
-#[schemars(inline)]
+#[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 struct DslProperty {
     r#type: DslType,
+    #[serde(default, skip_serializing)]
+    required_keys: Vec<String>,
+    #[serde(default, skip_serializing)]
+    properties: BTreeMap<String, DslProperty>,
+    #[serde(default, skip_serializing)]
+    items: Option<Box<DslProperty>>,
+    #[serde(default, skip_serializing)]
+    min_items: Option<u64>,
+    #[serde(default, skip_serializing)]
+    max_items: Option<u64>,
+    #[serde(default, skip_serializing)]
+    allow_additional_keys: Option<bool>,
 }
 
 /// The DSL's property types.
@@ -369,15 +402,17 @@ leaf_schema!(
 
 /// A generic request, read: the conversation, the answer's format and the options that shape it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct GenerateRequest {
-    pub(crate) messages: Vec<ChatMessage>,
-    pub(crate) format: ResponseFormat,
-    pub(crate) max_tokens: u32,
-    pub(crate) temperature: Option<f32>,
-    pub(crate) cache_key: Option<String>,
-    pub(crate) context: Map<String, Value>,
-    pub(crate) deadline_seconds: Option<u64>,
-    pub(crate) targets: Vec<Target>,
+pub struct GenerateRequest {
+    pub messages: Vec<ChatMessage>,
+    pub format: ResponseFormat,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    pub cache_key: Option<String>,
+    pub context: Map<String, Value>,
+    pub deadline_seconds: Option<u64>,
+    pub targets: Vec<Target>,
+    pub cache: CacheControl,
+    pub providers: Option<ProviderPrefs>,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -414,41 +449,142 @@ pub(crate) fn render(template: &str, scopes: &Value) -> Result<String, FieldErro
     Ok(out)
 }
 
-/// The old flat DSL `{"kind":"http-json","requiredKeys":[..],"properties":{"k":{"type":..}},"allowAdditionalKeys":bool}`
-/// as a JSON Schema.
-pub(crate) fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
-    let err = |m: &str| FieldError::new("outputSchema", m.to_string());
-    let mut properties = Map::new();
-    if let Some(props) = dsl.get("properties") {
-        for (key, def) in props.as_object().ok_or_else(|| err("properties must be an object"))? {
-            let ty = def
-                .get("type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| err("every property needs a type"))?;
-            if !DSL_TYPES.contains(&ty) {
-                return Err(err(&format!("property {key:?} has an unknown type {ty:?}")));
-            }
-            properties.insert(key.clone(), json!({"type": ty}));
+/// How deep the DSL nests: a top-level property is at depth 0, and a node deeper than this is refused
+/// (the original's limit).
+const DSL_MAX_DEPTH: usize = 8;
+
+/// The old DSL `{"kind":"http-json","requiredKeys":[..],"properties":{"k":{"type":..}},"allowAdditionalKeys":bool}`
+/// as a JSON Schema. Properties nest as the original's 1.1.0 DSL does: each node is `{type, requiredKeys?,
+/// properties?, items?, minItems?, maxItems?, allowAdditionalKeys?}`, at most [`DSL_MAX_DEPTH`] deep.
+/// `allowAdditionalKeys: false` applies only where `properties` is given (as the original).
+pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
+    let err = |m: String| FieldError::new("outputSchema", m);
+    let DslObject {
+        required,
+        properties,
+        additional,
+    } = dsl_object(dsl, "", 0).map_err(err)?;
+    Ok(json!({"type": "object", "required": required, "properties": properties, "additionalProperties": additional}))
+}
+
+/// An object node of the DSL, read: its required keys, its properties as JSON Schemas, whether other
+/// keys are allowed.
+struct DslObject {
+    required: Vec<String>,
+    properties: Map<String, Value>,
+    additional: bool,
+}
+
+/// `requiredKeys`, `properties` and `allowAdditionalKeys` of an object node at `path`.
+fn dsl_object(node: &Map<String, Value>, path: &str, depth: usize) -> Result<DslObject, String> {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
         }
-    }
-    let required = match dsl.get("requiredKeys") {
+    };
+    let required = match node.get("requiredKeys") {
         None => Vec::new(),
         Some(Value::Array(keys)) => keys
             .iter()
-            .map(|k| {
-                k.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| err("requiredKeys must be strings"))
+            .map(|k| match k.as_str() {
+                Some(k) if !k.is_empty() => Ok(k.to_string()),
+                _ => Err(format!(
+                    "{}: expected an array of non-empty strings",
+                    at("requiredKeys")
+                )),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(err("requiredKeys must be an array")),
+        Some(_) => {
+            return Err(format!(
+                "{}: expected an array of non-empty strings",
+                at("requiredKeys")
+            ))
+        }
     };
-    let additional = match dsl.get("allowAdditionalKeys") {
+    let mut properties = Map::new();
+    let has_properties = match node.get("properties") {
+        None => false,
+        Some(Value::Object(props)) => {
+            for (key, child) in props {
+                if key.is_empty() {
+                    return Err(format!("{}: keys must be non-empty", at("properties")));
+                }
+                properties.insert(
+                    key.clone(),
+                    dsl_node(child, &at(format!("properties.{key}").as_str()), depth)?,
+                );
+            }
+            true
+        }
+        Some(_) => return Err(format!("{}: expected an object map", at("properties"))),
+    };
+    let additional = match node.get("allowAdditionalKeys") {
         None | Some(Value::Null) => true,
-        Some(Value::Bool(allow)) => *allow,
-        Some(_) => return Err(err("allowAdditionalKeys must be a boolean")),
+        Some(Value::Bool(allow)) => *allow || !has_properties,
+        Some(_) => return Err(format!("{}: expected a boolean", at("allowAdditionalKeys"))),
     };
-    Ok(json!({"type": "object", "required": required, "properties": properties, "additionalProperties": additional}))
+    Ok(DslObject {
+        required,
+        properties,
+        additional,
+    })
+}
+
+/// One typed node of the DSL at `path` (depth 0: a top-level property) as a JSON Schema.
+fn dsl_node(node: &Value, path: &str, depth: usize) -> Result<Value, String> {
+    if depth > DSL_MAX_DEPTH {
+        return Err(format!("{path}: schema nesting is limited to {DSL_MAX_DEPTH} levels"));
+    }
+    let Some(fields) = node.as_object().filter(|m| m.get("type").is_some()) else {
+        return Err(format!("{path}: expected an object with a type"));
+    };
+    let ty = fields
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| DSL_TYPES.contains(t))
+        .ok_or_else(|| format!("{path}.type: expected one of {}", DSL_TYPES.join(", ")))?;
+    let mut schema = Map::new();
+    schema.insert("type".into(), json!(ty));
+    let array_only = ["items", "minItems", "maxItems"];
+    if ty != "array" && array_only.iter().any(|k| fields.contains_key(*k)) {
+        return Err(format!("{path}: items and item limits are only valid for arrays"));
+    }
+    if ty == "array" {
+        for (key, schema_key) in [("minItems", "minItems"), ("maxItems", "maxItems")] {
+            match fields.get(key) {
+                None => {}
+                Some(v) => match v.as_u64() {
+                    Some(n) => {
+                        schema.insert(schema_key.into(), json!(n));
+                    }
+                    None => return Err(format!("{path}.{key}: expected a non-negative integer")),
+                },
+            }
+        }
+        if let Some(items) = fields.get("items") {
+            schema.insert("items".into(), dsl_node(items, &format!("{path}.items"), depth + 1)?);
+        }
+    }
+    let nests = ["requiredKeys", "properties", "allowAdditionalKeys"];
+    if ty == "object" && nests.iter().any(|k| fields.contains_key(*k)) {
+        let DslObject {
+            required,
+            properties,
+            additional,
+        } = dsl_object(fields, path, depth + 1)?;
+        if !required.is_empty() {
+            schema.insert("required".into(), json!(required));
+        }
+        if !properties.is_empty() {
+            schema.insert("properties".into(), Value::Object(properties));
+        }
+        if !additional {
+            schema.insert("additionalProperties".into(), json!(false));
+        }
+    }
+    Ok(Value::Object(schema))
 }
 
 /// The conversation: the system message (JSON instructions, the template's instructions), then the
@@ -530,7 +666,13 @@ impl Preset for GenerateRequest {
             context,
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
+            cache: b.cache_control.unwrap_or_default(),
+            providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })
+    }
+
+    fn cache_control(&self) -> CacheControl {
+        self.cache
     }
 
     fn deadline_seconds(&self) -> Option<u64> {
@@ -559,6 +701,7 @@ impl Preset for GenerateRequest {
             fallback: None,
             context: self.context.clone(),
             targets: self.targets.clone(),
+            providers: self.providers.clone(),
         }
     }
 }
@@ -600,6 +743,43 @@ mod tests {
             json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {"a": {"type": "date"}}}}),
         );
         assert_eq!(bad.unwrap_err().field, "outputSchema");
+        let nested = GenerateRequest::parse(json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": {
+            "tags": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "object", "requiredKeys": ["n"], "properties": {"n": {"type": "number"}}, "allowAdditionalKeys": false}}
+        }}}))
+        .unwrap();
+        let ResponseFormat::Json { schema: Some(schema) } = nested.format else {
+            panic!("json with schema")
+        };
+        assert_eq!(
+            schema["properties"]["tags"],
+            json!({"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "object", "required": ["n"], "properties": {"n": {"type": "number"}}, "additionalProperties": false}})
+        );
+        let mut deep = json!({"type": "string"});
+        for _ in 0..9 {
+            deep = json!({"type": "array", "items": deep});
+        }
+        for (dsl, message) in [
+            (
+                json!({"a": {"type": "string", "items": {"type": "string"}}}),
+                "properties.a: items and item limits are only valid for arrays",
+            ),
+            (
+                json!({"a": {"type": "array", "minItems": -1}}),
+                "properties.a.minItems: expected a non-negative integer",
+            ),
+            (
+                json!({"a": {"type": "object", "properties": {"": {"type": "string"}}}}),
+                "properties.a.properties: keys must be non-empty",
+            ),
+            (json!({"a": deep}), "schema nesting is limited to 8 levels"),
+        ] {
+            let bad = GenerateRequest::parse(
+                json!({"prompt": "x", "outputSchema": {"kind": "http-json", "properties": dsl}}),
+            );
+            let bad = bad.unwrap_err();
+            assert_eq!(bad.field, "outputSchema");
+            assert!(bad.message.ends_with(message), "{}", bad.message);
+        }
         let invalid = GenerateRequest::parse(json!({"prompt": "x", "outputSchema": {"type": 12}}));
         assert!(invalid.unwrap_err().message.starts_with("is not a valid JSON Schema"));
     }

@@ -2,9 +2,10 @@
 //! their JSON Schema in `fields`), the request's identity (dedupe and cache key), and the prompt.
 //! `commit_report` is one preset; `generic` serves any prompt / JSON-schema job the same way.
 
-pub(crate) mod commit_report;
-pub(crate) mod fields;
-pub(crate) mod generic;
+pub mod batch;
+pub mod commit_report;
+pub mod fields;
+pub mod generic;
 mod redact;
 
 use schemars::JsonSchema;
@@ -58,6 +59,11 @@ pub(crate) trait Preset: Sized {
 
     /// `deadlineSeconds`, when the request gave one.
     fn deadline_seconds(&self) -> Option<u64>;
+
+    /// Whether an identical finished job may answer the request (`cacheControl`).
+    fn cache_control(&self) -> crate::domain::contract::CacheControl {
+        crate::domain::contract::CacheControl::Default
+    }
 
     /// What the job runs and whom it tells (`spec.targets`, checked by the route before it is stored).
     fn spec(&self) -> JobSpec;

@@ -73,6 +73,31 @@ fn job_key(owner: &str, id: &str) -> String {
     format!("st:j:{owner}:{id}")
 }
 
+fn batch_key(owner: &str, id: &str) -> String {
+    format!("st:B:{owner}:{id}")
+}
+
+/// The stored form of a batch: a header of its items' job ids (`-` for an item refused at submit) that
+/// batch_read.lua reads, then the JSON.
+fn encode_batch(batch: &crate::domain::batch::BatchRecord) -> Result<String, StoreError> {
+    let json = serde_json::to_string(batch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let ids: Vec<&str> = batch
+        .items
+        .iter()
+        .map(|item| item.job_id.as_deref().unwrap_or("-"))
+        .collect();
+    Ok(format!("B1 {}\n{json}", ids.join(" ")))
+}
+
+fn decode_batch(record: &str) -> Result<crate::domain::batch::BatchRecord, StoreError> {
+    let json = record
+        .strip_prefix("B1 ")
+        .and_then(|rest| rest.split_once('\n'))
+        .map(|(_, json)| json)
+        .ok_or_else(|| StoreError::Corrupt("batch record without header".into()))?;
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn lease_key(owner: &str, id: &str) -> String {
     format!("st:l:{owner}:{id}")
 }
@@ -298,6 +323,8 @@ pub struct UpstashStore {
     overview: Script,
     providers: Script,
     spent: Script,
+    batch_put: Script,
+    batch_read: Script,
 }
 
 impl UpstashStore {
@@ -315,6 +342,8 @@ impl UpstashStore {
             overview: Script::counted(with_standing!("scripts/overview.lua")),
             providers: Script::counted(counted!("scripts/providers.lua")),
             spent: Script::counted(counted!("scripts/spent.lua")),
+            batch_put: Script::counted(with_clock!("scripts/batch_put.lua")),
+            batch_read: Script::counted(with_clock!("scripts/batch_read.lua")),
         }
     }
 
@@ -825,5 +854,71 @@ impl Store for UpstashStore {
             }
             cursor = next;
         }
+    }
+
+    async fn put_batch(&self, batch: &crate::domain::batch::BatchRecord) -> Result<(), StoreError> {
+        let record = encode_batch(batch)?;
+        self.eval_counted(
+            &self.batch_put,
+            // Inside the submit's invocation, which its items' creates counted.
+            Charge::Finish,
+            &batch.owner,
+            &[&batch_key(&batch.owner, &batch.id)],
+            vec![arg(record), arg(batch.expires_at_ms)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn read_batch(
+        &self,
+        owner: &str,
+        batch_id: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<Admission<Option<crate::ports::BatchRead>>, StoreError> {
+        let now = self.clock.now_ms();
+        let args = RateArgs::new(owner, rate, now);
+        let answer = self
+            .eval_counted(
+                &self.batch_read,
+                Charge::Deliver,
+                owner,
+                &[&batch_key(owner, batch_id), &args.key],
+                vec![arg(args.limit), arg(args.ends_at_ms), arg(job_key(owner, ""))],
+            )
+            .await?;
+        let (rate, rest) = match counted(&answer, rate, now, "batch read")? {
+            Ok(head) => head,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let Some((record, mut records)) = rest.split_first().map(|(r, rest)| (r, rest.iter())) else {
+            return Ok(Admission::Admitted { value: None, rate });
+        };
+        let batch = match record {
+            Value::String(s) => decode_batch(s)?,
+            other => return Err(StoreError::Corrupt(format!("unexpected batch record {other}"))),
+        };
+        let mut jobs = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            jobs.push(match item.job_id {
+                None => None,
+                Some(_) => match records.next() {
+                    Some(record) => decode_value(record)?,
+                    None => return Err(StoreError::Corrupt(format!("short batch read answer {answer}"))),
+                },
+            });
+        }
+        Ok(Admission::Admitted {
+            value: Some(crate::ports::BatchRead { batch, jobs }),
+            rate,
+        })
+    }
+
+    async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let record = self
+            .client
+            .command(vec![arg("GET"), arg(job_key(owner, job_id))])
+            .await?;
+        decode_value(&record)
     }
 }

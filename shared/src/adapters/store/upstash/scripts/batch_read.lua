@@ -1,0 +1,42 @@
+-- Reads a batch and every item's job record for its poller, once the request is counted in its owner's
+-- rate window: a constant number of commands however many items (one GET, one MGET). Never shortens a
+-- job's life (the items' own polls do that).
+-- KEYS[1] the batch record (st:B:<owner>:<id>), KEYS[2] the owner's rate counter (st:r:<owner>:<window id>)
+-- ARGV[1] rate limit ('0': none), ARGV[2] rate window end (epoch ms), ARGV[3] the owner's job key prefix
+-- ('st:j:<owner>:')
+-- Returns {count} when over the limit (nothing read) or when there is no such batch, else
+-- {count, batch record, then the record of each item that has a job, in item order (false: expired or purged)}.
+-- count is 0 when not rate-limited.
+if ARGV[1] ~= '0' then
+  check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
+end
+budget_count()
+local count = 0
+if ARGV[1] ~= '0' then
+  count = redis.call('INCR', KEYS[2])
+  if count == 1 then
+    redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+  end
+  if count > tonumber(ARGV[1]) then
+    return {count}
+  end
+end
+local b = redis.call('GET', KEYS[1])
+if not b then
+  return {count}
+end
+local header = string.match(b, '^B1 ([^\n]*)\n') or ''
+local keys = {}
+for id in string.gmatch(header, '%S+') do
+  if id ~= '-' then
+    keys[#keys + 1] = ARGV[3] .. id
+  end
+end
+local out = {count, b}
+if #keys > 0 then
+  local records = redis.call('MGET', unpack(keys))
+  for i = 1, #records do
+    out[#out + 1] = records[i]
+  end
+end
+return out
