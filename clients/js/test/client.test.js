@@ -213,7 +213,7 @@ test("enqueueBatch: one job, per-item results in input order", { skip: unless("p
   assert.deepEqual(job.result.items.map((i) => [i.id, i.index]), [["a", 0], ["b", 1], ["c", 2]]);
   assert.equal(job.result.total, 3);
   assert.equal(job.result.completed + job.result.failed, 3);
-  await assert.rejects(stepper.enqueueBatch({ items: [] }), /Batch items must be a non-empty array/);
+  await assert.rejects(stepper.enqueueBatch({ items: [] }), /items: must be a non-empty array/);
 });
 
 test("generateRequest: synchronous generation", { skip: unless("post", "/v1/generate/immediate") }, async () => {
