@@ -19,7 +19,7 @@ use shared::wiring::workers::{run_workers, WorkerPolicy};
 use tracing::{debug, error, info, warn};
 
 /// mimalloc, not glibc's malloc: a request allocates and frees many small blocks across the runtime's
-/// threads, where glibc's arenas spent a large share of the server's CPU (README, "Capacity").
+/// threads, where glibc's arenas spent a large share of the server's CPU (docs/benchmarks.md, "The embedded stack's capacity").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

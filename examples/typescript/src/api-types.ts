@@ -407,7 +407,7 @@ export interface components {
             /**
              * Format: uint64
              * @description Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
-             *     providers' shared state and the jobs due ahead of it (README, "How long will it take?").
+             *     providers' shared state and the jobs due ahead of it (docs/api.md, "How long will it take?").
              *     Absent when no estimate is possible.
              */
             etaSeconds?: number;
@@ -613,7 +613,7 @@ export interface components {
             /**
              * Format: uint64
              * @description Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
-             *     ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
+             *     ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (docs/api.md,
              *     "How long will it take?"). Absent when no estimate is possible.
              */
             etaSeconds?: number;

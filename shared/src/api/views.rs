@@ -72,7 +72,7 @@ pub(crate) struct QueuedJob {
     pub status_url: String,
     pub contract_version: Version,
     /// Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
-    /// providers' shared state and the jobs due ahead of it (README, "How long will it take?").
+    /// providers' shared state and the jobs due ahead of it (docs/api.md, "How long will it take?").
     /// Absent when no estimate is possible.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
@@ -446,7 +446,7 @@ pub struct JobView {
     #[schemars(with = "Timestamp")]
     pub(crate) next_attempt_at: Option<Timestamp>,
     /// Only while the job is unfinished: seconds until it is expected to have ended (rounded up,
-    /// ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (README,
+    /// ≥ 0), an estimate from the providers' shared state and the jobs due ahead of it (docs/api.md,
     /// "How long will it take?"). Absent when no estimate is possible.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]

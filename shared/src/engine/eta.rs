@@ -20,7 +20,7 @@
 //! one way or another); `None` when no provider of the chain can serve it (none
 //! configured, all disabled or spent for it): the job is about to give up and no estimate is honest.
 //!
-//! What it cannot know is in the README ("How long will it take?"): a quota the provider never
+//! What it cannot know is in docs/api.md ("What the ETA cannot know"): a quota the provider never
 //! published, jobs submitted later but due earlier, a provider failing afresh, tokens-per-minute
 //! limits, the time deliveries take, the store's and the engine's clocks disagreeing.
 

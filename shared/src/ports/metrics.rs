@@ -6,7 +6,7 @@
 //!
 //! Where a family means what one of the original service's meant (npm `ai-inference-stepper` 1.1.0,
 //! `src/metrics/metrics.ts`) it carries that name and those labels, with the same low-cardinality
-//! values; the README's "Metrics" section lists every family and the mapping.
+//! values; docs/operations.md ("Metrics") lists every family and the mapping.
 //!
 //! Labels are bounded: providers and owners are configured (API keys), kinds, classes, reasons and
 //! outcomes are fixed word lists, routes come from the endpoint table and steps from the message kinds.

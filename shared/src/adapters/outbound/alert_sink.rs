@@ -40,7 +40,7 @@ impl SinkKind {
     }
 }
 
-/// The alert configuration (`ALERT_*` variables; see the README).
+/// The alert configuration (`ALERT_*` variables; docs/configuration.md).
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
     pub(crate) sinks: Vec<Sink>,

@@ -4,7 +4,7 @@
 //!
 //! Why not the AWS SDK: the functions make one SQS call, `SendMessage`. `aws-sdk-sqs` with `aws-config`
 //! (and the STS client it brings) was about 5.5 MB of the 12.5–12.9 MB arm64 submit and step bootstraps
-//! (measured with `nm --size-sort` on unstripped release builds, see the README); this client is
+//! (measured with `nm --size-sort` on unstripped release builds, see docs/benchmarks.md); this client is
 //! SendMessage alone in SQS's AWS JSON 1.0 protocol over the workspace's reqwest + rustls (ring),
 //! signed with the AWS crate `aws-sigv4`. What the SDK did for this one call it does too: credentials,
 //! region and endpoint from the environment Lambda sets, and the SDK's standard retries (3 attempts,
