@@ -490,7 +490,7 @@ pub(crate) fn job_status(job: &Job, running: bool, eta: Option<Eta>) -> JobView 
         progress: if job.state.is_finished() { 100 } else { 0 },
         data,
         error: (job.state == JobState::Failed).then(|| job.error.clone().unwrap_or_else(|| "failed".into())),
-        failure: Failure::of(job).map(FailureView::from),
+        failure: job.failure().map(FailureView::from),
         attempts,
         created_at: Timestamp::from_ms(job.created_at_ms),
         deadline: Timestamp::from_ms(job.deadline_ms),
@@ -865,7 +865,7 @@ fn result_metadata(job: &Job, result: &JobResult) -> ResultMetadata {
 
 /// A finished job as an immediate route answers it: its result, or why it failed.
 pub fn immediate(job: &Job, cached: bool) -> Result<ImmediateAnswer, ImmediateFailed> {
-    match (&job.result, Failure::of(job)) {
+    match (&job.result, job.failure()) {
         (Some(result), _) if job.state == JobState::Succeeded => Ok(ImmediateAnswer {
             status: Completed::Completed,
             job_id: job.id.clone(),
@@ -996,7 +996,7 @@ fn batch_item(index: usize, item: &BatchItem, job: Option<&Job>) -> BatchItemVie
                 view.data = Some(result.output.clone());
                 view.metadata = Some(result_metadata(job, result));
             }
-            _ => view.failure = Failure::of(job).map(FailureView::from),
+            _ => view.failure = job.failure().map(FailureView::from),
         },
         (None, None) => {
             view.failure = Some(FailureView {

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error_class::ErrorClass;
-use super::job::{Job, JobState};
 use super::presets::fields::{leaf_schema, via_check, Refusal};
 
 /// The HTTP contract's version: requests may name it, answers always carry it.
@@ -198,7 +197,7 @@ impl FailureCode {
         }
     }
 
-    fn transient(self) -> bool {
+    pub(crate) fn transient(self) -> bool {
         matches!(self, Self::RateLimit | Self::Timeout | Self::UpstreamUnavailable)
     }
 }
@@ -211,53 +210,6 @@ pub struct Failure {
     /// Submitting the same request again may succeed.
     pub retryable: bool,
     pub retry_after_seconds: Option<u64>,
-}
-
-/// The error text a job that ran past its deadline ends with (engine/decide.rs `GiveUp::Deadline`).
-const DEADLINE_PREFIX: &str = "deadline_exceeded";
-
-impl Failure {
-    /// The failure of a failed job: every attempt rate-limited → `RATE_LIMIT` (with the longest wait
-    /// a provider named); the deadline passed → `TIMEOUT`; every attempt of one code → that code;
-    /// mixed codes → `UPSTREAM_UNAVAILABLE` when one was transient, else `UNKNOWN`; no attempt at all
-    /// (no provider, or every one excluded) → `UNKNOWN`. `None` unless the job failed.
-    pub fn of(job: &Job) -> Option<Self> {
-        if job.state != JobState::Failed {
-            return None;
-        }
-        let message = job.error.clone().unwrap_or_else(|| "failed".into());
-        let codes: Vec<FailureCode> = job
-            .attempts
-            .iter()
-            .filter_map(|a| a.class.map(FailureCode::of))
-            .collect();
-        let retry_after = job.attempts.iter().filter_map(|a| a.retry_after_s).max();
-        let code = if !codes.is_empty() && codes.iter().all(|c| *c == FailureCode::RateLimit) {
-            FailureCode::RateLimit
-        } else if message.starts_with(DEADLINE_PREFIX) {
-            FailureCode::Timeout
-        } else if let [first, rest @ ..] = codes.as_slice() {
-            if rest.iter().all(|c| c == first) {
-                *first
-            } else if codes.iter().any(|c| c.transient()) {
-                FailureCode::UpstreamUnavailable
-            } else {
-                FailureCode::Unknown
-            }
-        } else {
-            FailureCode::Unknown
-        };
-        Some(Self {
-            code,
-            message,
-            retryable: code.transient() || codes.iter().any(|c| c.transient()),
-            retry_after_seconds: if code == FailureCode::RateLimit {
-                retry_after
-            } else {
-                None
-            },
-        })
-    }
 }
 
 #[cfg(test)]
@@ -282,72 +234,6 @@ mod tests {
             exclude: names.iter().map(|n| n.to_string()).collect(),
         };
         assert!(all.chain(names).is_empty());
-    }
-
-    fn failed(attempts: &[(Option<ErrorClass>, Option<u64>)], error: &str) -> Job {
-        let mut job: Job = serde_json::from_value(serde_json::json!({
-            "id": "0123456789abcdef0123456789abcdef", "owner": "o", "gen": "g", "seq": 3, "state": "failed",
-            "spec": {"kind": "generic", "messages": [], "format": {"mode": "text"}, "max_tokens": 1},
-            "created_at_ms": 0, "deadline_ms": 1, "expires_at_ms": 2, "error": error
-        }))
-        .expect("a job");
-        job.attempts = attempts
-            .iter()
-            .enumerate()
-            .map(|(i, (class, retry))| crate::domain::job::Attempt {
-                provider: format!("p{i}"),
-                number: i as u32 + 1,
-                class: *class,
-                http_status: None,
-                duration_ms: 1,
-                retry_after_s: *retry,
-                message: None,
-                at_ms: 0,
-            })
-            .collect();
-        job
-    }
-
-    #[test]
-    fn a_failure_speaks_the_originals_codes() {
-        use ErrorClass as C;
-        let of = |attempts: &[(Option<C>, Option<u64>)], error: &str| Failure::of(&failed(attempts, error)).unwrap();
-        let limited = of(
-            &[(Some(C::RateLimited), Some(7)), (Some(C::QuotaExhausted), Some(60))],
-            "deadline_exceeded: x",
-        );
-        assert_eq!(
-            (limited.code, limited.retryable, limited.retry_after_seconds),
-            (FailureCode::RateLimit, true, Some(60))
-        );
-        let timeout = of(
-            &[(Some(C::Overloaded), None), (Some(C::RateLimited), None)],
-            "deadline_exceeded: x",
-        );
-        assert_eq!((timeout.code, timeout.retryable), (FailureCode::Timeout, true));
-        let auth = of(&[(Some(C::AuthInvalid), None)], "every provider failed");
-        assert_eq!(
-            (auth.code, auth.retryable, auth.retry_after_seconds),
-            (FailureCode::Auth, false, None)
-        );
-        let mixed = of(
-            &[(Some(C::InvalidOutput), None), (Some(C::Overloaded), None)],
-            "every provider failed",
-        );
-        assert_eq!((mixed.code, mixed.retryable), (FailureCode::UpstreamUnavailable, true));
-        let hard = of(
-            &[(Some(C::BadRequest), None), (Some(C::InvalidOutput), None)],
-            "every provider failed",
-        );
-        assert_eq!((hard.code, hard.retryable), (FailureCode::Unknown, false));
-        let none = of(&[], "no AI provider is configured");
-        assert_eq!(
-            (none.code, none.message.as_str()),
-            (FailureCode::Unknown, "no AI provider is configured")
-        );
-        let mut ok = failed(&[], "");
-        ok.state = JobState::Succeeded;
-        assert!(Failure::of(&ok).is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::domain::contract::{Failure, FailureCode};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::{ChatMessage, ResponseFormat};
 use crate::domain::targets::{self, DeliveryState, DeliveryStatus, Target};
@@ -186,4 +187,122 @@ pub fn new_gen() -> String {
 /// Job ids are 32 lowercase hex characters; anything else is not a job of ours.
 pub(crate) fn is_valid_job_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The error text a job that ran past its deadline ends with (engine/decide.rs `GiveUp::Deadline`).
+const DEADLINE_PREFIX: &str = "deadline_exceeded";
+
+impl Job {
+    /// The failure of a failed job, in the original's codes: every attempt rate-limited → `RATE_LIMIT` (with the longest wait
+    /// a provider named); the deadline passed → `TIMEOUT`; every attempt of one code → that code;
+    /// mixed codes → `UPSTREAM_UNAVAILABLE` when one was transient, else `UNKNOWN`; no attempt at all
+    /// (no provider, or every one excluded) → `UNKNOWN`. `None` unless the job failed.
+    pub fn failure(&self) -> Option<Failure> {
+        if self.state != JobState::Failed {
+            return None;
+        }
+        let message = self.error.clone().unwrap_or_else(|| "failed".into());
+        let codes: Vec<FailureCode> = self
+            .attempts
+            .iter()
+            .filter_map(|a| a.class.map(FailureCode::of))
+            .collect();
+        let retry_after = self.attempts.iter().filter_map(|a| a.retry_after_s).max();
+        let code = if !codes.is_empty() && codes.iter().all(|c| *c == FailureCode::RateLimit) {
+            FailureCode::RateLimit
+        } else if message.starts_with(DEADLINE_PREFIX) {
+            FailureCode::Timeout
+        } else if let [first, rest @ ..] = codes.as_slice() {
+            if rest.iter().all(|c| c == first) {
+                *first
+            } else if codes.iter().any(|c| c.transient()) {
+                FailureCode::UpstreamUnavailable
+            } else {
+                FailureCode::Unknown
+            }
+        } else {
+            FailureCode::Unknown
+        };
+        Some(Failure {
+            code,
+            message,
+            retryable: code.transient() || codes.iter().any(|c| c.transient()),
+            retry_after_seconds: if code == FailureCode::RateLimit {
+                retry_after
+            } else {
+                None
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    fn failed(attempts: &[(Option<ErrorClass>, Option<u64>)], error: &str) -> Job {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef0123456789abcdef", "owner": "o", "gen": "g", "seq": 3, "state": "failed",
+            "spec": {"kind": "generic", "messages": [], "format": {"mode": "text"}, "max_tokens": 1},
+            "created_at_ms": 0, "deadline_ms": 1, "expires_at_ms": 2, "error": error
+        }))
+        .expect("a job");
+        job.attempts = attempts
+            .iter()
+            .enumerate()
+            .map(|(i, (class, retry))| Attempt {
+                provider: format!("p{i}"),
+                number: i as u32 + 1,
+                class: *class,
+                http_status: None,
+                duration_ms: 1,
+                retry_after_s: *retry,
+                message: None,
+                at_ms: 0,
+            })
+            .collect();
+        job
+    }
+
+    #[test]
+    fn a_failure_speaks_the_originals_codes() {
+        use ErrorClass as C;
+        let of = |attempts: &[(Option<C>, Option<u64>)], error: &str| failed(attempts, error).failure().unwrap();
+        let limited = of(
+            &[(Some(C::RateLimited), Some(7)), (Some(C::QuotaExhausted), Some(60))],
+            "deadline_exceeded: x",
+        );
+        assert_eq!(
+            (limited.code, limited.retryable, limited.retry_after_seconds),
+            (FailureCode::RateLimit, true, Some(60))
+        );
+        let timeout = of(
+            &[(Some(C::Overloaded), None), (Some(C::RateLimited), None)],
+            "deadline_exceeded: x",
+        );
+        assert_eq!((timeout.code, timeout.retryable), (FailureCode::Timeout, true));
+        let auth = of(&[(Some(C::AuthInvalid), None)], "every provider failed");
+        assert_eq!(
+            (auth.code, auth.retryable, auth.retry_after_seconds),
+            (FailureCode::Auth, false, None)
+        );
+        let mixed = of(
+            &[(Some(C::InvalidOutput), None), (Some(C::Overloaded), None)],
+            "every provider failed",
+        );
+        assert_eq!((mixed.code, mixed.retryable), (FailureCode::UpstreamUnavailable, true));
+        let hard = of(
+            &[(Some(C::BadRequest), None), (Some(C::InvalidOutput), None)],
+            "every provider failed",
+        );
+        assert_eq!((hard.code, hard.retryable), (FailureCode::Unknown, false));
+        let none = of(&[], "no AI provider is configured");
+        assert_eq!(
+            (none.code, none.message.as_str()),
+            (FailureCode::Unknown, "no AI provider is configured")
+        );
+        let mut ok = failed(&[], "");
+        ok.state = JobState::Succeeded;
+        assert!(ok.failure().is_none());
+    }
 }
