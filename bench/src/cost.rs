@@ -85,7 +85,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     );
     println!("  per-owner limits (counted on every route)  {RATE_LIMIT} requests, {MAX_IN_FLIGHT} jobs in flight");
     println!(
-        "  Upstash-billed commands per delivered job {:>8.2}   (a pipeline bills each command, a script once)",
+        "  Upstash-billed commands per delivered job {:>8.2}   (executed: a script call + every command inside it; a pipeline per command)",
         tally.billed as f64 / n
     );
     let per_route: Vec<String> = BILLED_PER_ROUTE

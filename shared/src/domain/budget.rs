@@ -1,17 +1,18 @@
 //! The budget (issue 18): what this deployment spends on Upstash, Lambda and SQS, counted in the store
 //! calls it makes anyway, and the month's projection against the free tiers (`GET /v1/budget`).
 //!
-//! **Counting costs no billed command.** Every store call a route or a step makes is one script (one
-//! billed Upstash command however many commands it runs); each script also adds, with `HINCRBY`s that
-//! are not billed, what that call spent to two hashes: this hour's bucket `st:b:h:<yyyymmddhh>` (kept 25
-//! hours: the day window reads the last 24) and this month's `st:b:m:<yyyymm>` (kept until 35 days
-//! after the month ends). Fields: `s` store commands, `l` Lambda invocations, `q` SQS requests, `j`
-//! jobs created, each once for the deployment (`s`) and once for the owner the call served
-//! (`s:<owner>`). The memory store keeps the same buckets with the same rules. Extra billed commands
-//! per job: **0**.
+//! **What is counted is what Upstash bills: every command executed.** Every store call a route or a
+//! step makes is one script; Upstash bills the script call plus every command inside it. Each script
+//! counts its own commands (store/upstash/scripts/count.lua) and, once its work is done, adds what the
+//! call spent to two hashes: this hour's bucket `st:b:h:<yyyymmddhh>` (kept 25 hours: the day window
+//! reads the last 24) and this month's `st:b:m:<yyyymm>` (kept until 35 days after the month ends).
+//! Fields: `s` store commands, `l` Lambda invocations, `q` SQS requests, `j` jobs created, each once
+//! for the deployment (`s`) and once for the owner the call served (`s:<owner>`). Those `HINCRBY`s and
+//! `EXPIREAT`s are executed, so billed, too: they are in `s`. The memory store keeps the same buckets
+//! with the same rules.
 //!
 //! **What each call implies on AWS** is [`Charge::aws`], the one table of it. The store command is
-//! always one (a script), plus one when the script had to be loaded first (`EVALSHA` answered
+//! what the script executed, plus one when the script had to be loaded first (`EVALSHA` answered
 //! `NOSCRIPT`, then `EVAL`: Upstash bills both). SQS requests are counted where a message is consumed,
 //! not where it is sent: the step that claims a message counts its `SendMessage` (whoever sent it: the
 //! submit, the previous step, a `Busy` claim, the sweeper), the event source's `ReceiveMessage` that

@@ -39,6 +39,7 @@ pub const WAIT_SECONDS: &str = "stepper_wait_seconds";
 pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "stepper_webhook_attempts_total";
 pub const STORE_REQUESTS_TOTAL: &str = "stepper_store_requests_total";
 pub const REDIS_COMMANDS_TOTAL: &str = "stepper_redis_commands_total";
+pub const STORE_REST_REQUESTS_TOTAL: &str = "stepper_store_rest_requests_total";
 
 /// The original's buckets for `ai_request_duration_seconds`.
 pub const AI_REQUEST_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
@@ -105,7 +106,12 @@ pub fn describe() {
     describe_counter!(
         REDIS_COMMANDS_TOTAL,
         Unit::Count,
-        "Redis commands sent to Upstash (each one billed) by route or step"
+        "Redis commands Upstash executed and bills (a script call plus every command inside it) by route or step"
+    );
+    describe_counter!(
+        STORE_REST_REQUESTS_TOTAL,
+        Unit::Count,
+        "REST requests to Upstash by route or step"
     );
 }
 
@@ -325,7 +331,13 @@ pub fn store_request(operation: &'static str, ok: bool) {
     .increment(1);
 }
 
-/// Redis commands one Upstash REST request carried (a pipeline carries several).
+/// One REST request to Upstash (whatever it carried).
+pub fn store_rest_request() {
+    counter!(STORE_REST_REQUESTS_TOTAL, "route" => route()).increment(1);
+}
+
+/// Redis commands Upstash executed (and bills) for one REST request: a pipeline's commands; a script
+/// call and every command inside it (the script answers the count: store/upstash/scripts/count.lua).
 pub fn redis_commands(count: usize) {
     counter!(REDIS_COMMANDS_TOTAL, "route" => route()).increment(count as u64);
 }

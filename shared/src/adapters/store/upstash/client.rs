@@ -25,8 +25,9 @@ impl Script {
         }
     }
 
-    /// A script whose last argument is the billed commands it costs (scripts/budget.lua): when it has
-    /// to be loaded first, the `EVAL` after the `NOSCRIPT` answer says 2 (Upstash bills both).
+    /// A script whose last argument is what its call costs itself (scripts/count.lua): 1, or 2 for the
+    /// `EVAL` sent after `EVALSHA` answered `NOSCRIPT` (Upstash bills both). It answers
+    /// `{executed, answer}`.
     pub fn counted(source: &'static str) -> Self {
         Self {
             counted: true,
@@ -69,7 +70,9 @@ impl UpstashClient {
         })
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
+    /// One REST request. `metered`: count the commands it carries in `stepper_redis_commands_total`
+    /// here (a counted script's caller counts what it executed instead, from its answer).
+    async fn post(&self, path: &str, body: &Value, metered: bool) -> Result<Value, StoreError> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -78,11 +81,14 @@ impl UpstashClient {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        // An answer came: Upstash counted (and bills) every command the request carried.
-        crate::ports::metrics::redis_commands(body.as_array().map_or(1, |commands| match path {
-            "/pipeline" => commands.len(),
-            _ => 1,
-        }));
+        crate::ports::metrics::store_rest_request();
+        if metered {
+            // An answer came: Upstash counted (and bills) every command the request carried.
+            crate::ports::metrics::redis_commands(body.as_array().map_or(1, |commands| match path {
+                "/pipeline" => commands.len(),
+                _ => 1,
+            }));
+        }
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(StoreError::Unauthorized);
@@ -113,7 +119,11 @@ impl UpstashClient {
 
     /// Runs one command.
     pub async fn command(&self, args: Vec<Value>) -> Result<Value, StoreError> {
-        let body = self.post("/", &Value::Array(args)).await?;
+        self.command_metered(args, true).await
+    }
+
+    async fn command_metered(&self, args: Vec<Value>, metered: bool) -> Result<Value, StoreError> {
+        let body = self.post("/", &Value::Array(args), metered).await?;
         Ok(body.get("result").cloned().unwrap_or(Value::Null))
     }
 
@@ -123,6 +133,7 @@ impl UpstashClient {
             .post(
                 "/pipeline",
                 &Value::Array(commands.into_iter().map(Value::Array).collect()),
+                true,
             )
             .await?;
         let items = body
@@ -147,7 +158,9 @@ impl UpstashClient {
         };
         let mut by_sha = vec![arg("EVALSHA"), arg(script.sha1.as_str())];
         by_sha.extend(tail());
-        match self.command(by_sha).await {
+        // A counted script answers what it executed (the failed EVALSHA included): its caller meters that.
+        let metered = !script.counted;
+        match self.command_metered(by_sha, metered).await {
             Err(StoreError::Command(e)) if e.contains("NOSCRIPT") => {
                 let mut by_source = vec![arg("EVAL"), arg(script.source)];
                 by_source.extend(tail());
@@ -156,7 +169,7 @@ impl UpstashClient {
                         *last = arg(last.as_u64().unwrap_or(1) + 1);
                     }
                 }
-                self.command(by_source).await
+                self.command_metered(by_source, metered).await
             }
             other => other,
         }

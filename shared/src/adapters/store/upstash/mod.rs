@@ -249,39 +249,23 @@ fn horizons() -> impl Iterator<Item = Value> {
     std::iter::once(arg(HORIZONS_MS.len() as u64)).chain(HORIZONS_MS.iter().map(|h| arg(*h)))
 }
 
-/// A route script with the clock check every absolute expiry goes through (scripts/clock.lua), then
-/// the budget's counting (scripts/budget.lua).
-macro_rules! with_clock {
-    ($file:literal) => {
-        concat!(
-            include_str!("scripts/clock.lua"),
+/// A store script: the counting wrapper (scripts/count.lua), the budget (scripts/budget.lua), the
+/// preludes named (scripts/clock.lua: the clock check every absolute expiry goes through;
+/// scripts/standing.lua: what an unfinished job's ETA needs), then the body in `stepper_main`. The
+/// epilogue runs the body, counts its spending in the budget's buckets (scripts/budget.lua) and answers
+/// with every command the call executed in front (scripts/count.lua): `{executed, answer}`.
+macro_rules! script {
+    ($file:literal $(, $prelude:literal)*) => {
+        Script::counted(concat!(
+            include_str!("scripts/count.lua"),
             "\n",
             include_str!("scripts/budget.lua"),
             "\n",
-            include_str!($file)
-        )
-    };
-}
-
-/// A script with the budget's counting only (scripts/budget.lua).
-macro_rules! counted {
-    ($file:literal) => {
-        concat!(include_str!("scripts/budget.lua"), "\n", include_str!($file))
-    };
-}
-
-/// A route script that also reads what an unfinished job's ETA needs (scripts/standing.lua).
-macro_rules! with_standing {
-    ($file:literal) => {
-        concat!(
-            include_str!("scripts/clock.lua"),
-            "\n",
-            include_str!("scripts/budget.lua"),
-            "\n",
-            include_str!("scripts/standing.lua"),
-            "\n",
-            include_str!($file)
-        )
+            $(include_str!($prelude), "\n",)*
+            "local function stepper_main()\n",
+            include_str!($file),
+            "\nend\nlocal stepper_answer = stepper_main()\nbudget_count()\nreturn {EXECUTED, stepper_answer}\n",
+        ))
     };
 }
 
@@ -305,16 +289,16 @@ impl UpstashStore {
         Self {
             client,
             clock,
-            create: Script::counted(with_standing!("scripts/create.lua")),
+            create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
-            claim: Script::counted(counted!("scripts/claim.lua")),
-            finish: Script::counted(with_clock!("scripts/finish.lua")),
-            read: Script::counted(with_standing!("scripts/read.lua")),
-            purge: Script::counted(with_clock!("scripts/purge.lua")),
-            sweep: Script::counted(counted!("scripts/sweep.lua")),
-            overview: Script::counted(with_standing!("scripts/overview.lua")),
-            providers: Script::counted(counted!("scripts/providers.lua")),
-            spent: Script::counted(counted!("scripts/spent.lua")),
+            claim: script!("scripts/claim.lua"),
+            finish: script!("scripts/finish.lua", "scripts/clock.lua"),
+            read: script!("scripts/read.lua", "scripts/clock.lua", "scripts/standing.lua"),
+            purge: script!("scripts/purge.lua", "scripts/clock.lua"),
+            sweep: script!("scripts/sweep.lua"),
+            overview: script!("scripts/overview.lua", "scripts/clock.lua", "scripts/standing.lua"),
+            providers: script!("scripts/providers.lua"),
+            spent: script!("scripts/spent.lua"),
         }
     }
 
@@ -340,7 +324,13 @@ impl UpstashStore {
             arg(buckets.month_expires_s),
             arg(1),
         ]);
-        self.client.eval(script, &all, args).await
+        let answer = self.client.eval(script, &all, args).await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected script answer {answer}"));
+        let [executed, answer] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        crate::ports::metrics::redis_commands(executed.as_u64().ok_or_else(unexpected)? as usize);
+        Ok(answer.clone())
     }
 }
 

@@ -5,7 +5,7 @@
 -- script refuses before it writes anything, with an error the adapter turns into
 -- StoreError::ExpiryInPast.
 local function store_now_ms()
-  local t = redis.call('TIME')
+  local t = C('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local STORE_NOW = store_now_ms()

@@ -9,27 +9,26 @@
 if ARGV[2] ~= '0' then
   check_expiry(ARGV[3], 'rate window', RATE_WINDOW_SLACK_MS)
 end
-budget_count()
 local count = 0
 if ARGV[2] ~= '0' then
-  count = redis.call('INCR', KEYS[2])
+  count = C('INCR', KEYS[2])
   if count == 1 then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+    C('PEXPIREAT', KEYS[2], ARGV[3])
   end
   if count > tonumber(ARGV[2]) then
     return {count, 0}
   end
 end
-local v = redis.call('GETDEL', KEYS[1])
+local v = C('GETDEL', KEYS[1])
 if not v then
   return {count, 0}
 end
-redis.call('DEL', KEYS[4])
-redis.call('ZREM', KEYS[5], KEYS[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[1])
+C('DEL', KEYS[4])
+C('ZREM', KEYS[5], KEYS[1])
+C('ZREM', KEYS[6], ARGV[1])
+C('ZREM', KEYS[7], ARGV[1])
 local state = string.sub(v, 4, 4)
 if state ~= 's' and state ~= 'f' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  C('ZREM', KEYS[3], ARGV[1])
 end
 return {count, 1}

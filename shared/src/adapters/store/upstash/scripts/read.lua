@@ -12,32 +12,31 @@
 if ARGV[3] ~= '0' then
   check_expiry(ARGV[4], 'rate window', RATE_WINDOW_SLACK_MS)
 end
-budget_count()
 local count = 0
 if ARGV[3] ~= '0' then
-  count = redis.call('INCR', KEYS[2])
+  count = C('INCR', KEYS[2])
   if count == 1 then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+    C('PEXPIREAT', KEYS[2], ARGV[4])
   end
   if count > tonumber(ARGV[3]) then
     return {count}
   end
 end
-local v = redis.call('GET', KEYS[1])
+local v = C('GET', KEYS[1])
 if not v then
   return {count}
 end
 local state, gen, seq, flag = string.match(v, '^J1 (%a) (%x+) (%d+) %d+ ?(%a*)\n')
 if state == 's' or state == 'f' then
   if flag ~= 'd' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[1], 'LT')
+    C('PEXPIRE', KEYS[1], ARGV[1], 'LT')
   end
   return {count, v, 0}
 end
 local running = 0
-if redis.call('GET', ARGV[2]) == gen .. ':' .. seq then
+if C('GET', ARGV[2]) == gen .. ':' .. seq then
   running = 1
 end
-local score = redis.call('ZSCORE', KEYS[3], KEYS[1])
-return {count, v, running, standing(KEYS[3], KEYS[4], redis.call('ZRANK', KEYS[3], KEYS[1]) or 0,
+local score = C('ZSCORE', KEYS[3], KEYS[1])
+return {count, v, running, standing(KEYS[3], KEYS[4], C('ZRANK', KEYS[3], KEYS[1]) or 0,
   score and math.floor(tonumber(score)), 5)}

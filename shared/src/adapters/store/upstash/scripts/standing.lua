@@ -4,13 +4,13 @@
 -- horizon h in ARGV[first + 1 .. first + ARGV[first]] the jobs due after that millisecond and at most h past it}; a job not in
 -- the index has nobody ahead and no horizons.
 local function standing(due_key, states_key, ahead, ms, first)
-  local states = redis.call('HGETALL', states_key)
+  local states = C('HGETALL', states_key)
   if not ms then
     return {0, states, 0, {}}
   end
   local later = {}
   for i = first + 1, first + tonumber(ARGV[first]) do
-    later[#later + 1] = redis.call('ZCOUNT', due_key, string.format('%.0f', ms + 1),
+    later[#later + 1] = C('ZCOUNT', due_key, string.format('%.0f', ms + 1),
       string.format('(%.0f', ms + tonumber(ARGV[i]) + 1))
   end
   return {ahead, states, ms, later}
