@@ -194,6 +194,11 @@ pub(crate) fn month_key(ms: u64) -> String {
     format!("st:b:m:{}", utc(ms).format("%Y%m"))
 }
 
+/// The set of the owners with a month bucket in the month `ms` falls in (`st:b:o:<yyyymm>`, UTC).
+pub(crate) fn owners_key(ms: u64) -> String {
+    format!("st:b:o:{}", utc(ms).format("%Y%m"))
+}
+
 /// The UTC calendar month `ms` falls in: its start and its end (epoch ms), and its name (`2026-11`).
 pub(crate) fn month_of(ms: u64) -> (u64, u64, String) {
     let t = utc(ms);

@@ -32,10 +32,12 @@
 //! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
 //!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
 //!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
-//! - `st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>` — the budget's hour and month buckets (budget.rs): every
-//!   counted script starts with scripts/budget.lua, which adds the call's spending with unbilled
-//!   `HINCRBY`s (its keys and arguments go last: [`UpstashStore::eval_counted`]). They expire 25 hours
-//!   after the hour starts and 35 days after the month ends.
+//! - `st:b:h:<yyyymmddhh>:<owner>`, `st:b:m:<yyyymm>:<owner>` — an owner's budget hour and month buckets
+//!   (budget.rs): four 64-bit counters in a string (`BITFIELD`). Every script ends with
+//!   scripts/budget.lua, which adds the call's spending, its own commands included, with one `BITFIELD`
+//!   per bucket (its keys and arguments go last: [`UpstashStore::eval_counted`]). They expire 25 hours
+//!   after the hour starts and 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners
+//!   (the deployment's read sums them).
 //!
 //! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
 //! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the
@@ -313,8 +315,13 @@ impl UpstashStore {
         mut args: Vec<Value>,
     ) -> Result<Value, StoreError> {
         let buckets = Buckets::at(self.clock.now_ms());
+        let (hour, month) = (
+            format!("{}:{owner}", buckets.hour_key),
+            format!("{}:{owner}", buckets.month_key),
+        );
+        let owners = budget::owners_key(self.clock.now_ms());
         let mut all = keys.to_vec();
-        all.extend([buckets.hour_key.as_str(), buckets.month_key.as_str()]);
+        all.extend([hour.as_str(), month.as_str(), owners.as_str()]);
         let aws = charge.aws();
         args.extend([
             arg(owner),
@@ -748,10 +755,20 @@ impl Store for UpstashStore {
     async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError> {
         let now = self.clock.now_ms();
         let hours = budget::day_hours(now);
-        let month = budget::month_key(now);
-        let mut keys: Vec<&str> = hours.iter().map(|(_, key)| key.as_str()).collect();
-        keys.push(&month);
         let read = if all_owners { "" } else { owner };
+        // An owner's buckets by name; for the deployment's read the names without an owner, then the
+        // owner lists the script reads them through (spent.lua).
+        let mut keys: Vec<String> = hours
+            .iter()
+            .map(|(_, key)| key.clone())
+            .chain([budget::month_key(now)])
+            .map(|key| format!("{key}:{read}"))
+            .collect();
+        if all_owners {
+            keys.push(budget::owners_key(now));
+            keys.push(budget::owners_key(now.saturating_sub(budget::DAY_HOURS * 3_600_000)));
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let answer = self
             .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, vec![arg(read)])
             .await?;

@@ -30,12 +30,8 @@ if held then
   -- A lease naming another step cannot block this one (finish deletes it; this is a leftover).
   C('SET', KEYS[2], token, 'PX', ARGV[3])
 end
+-- (The job is in the index, which lives at least as long as the job: no expiry to extend here.)
 C('ZADD', KEYS[4], ARGV[4], KEYS[1])
-if C('PTTL', KEYS[4]) < 0 then
-  C('PEXPIREAT', KEYS[4], expires)
-else
-  C('PEXPIREAT', KEYS[4], expires, 'GT')
-end
 local states = C('HGETALL', KEYS[3])
 local probes = {}
 local now = tonumber(ARGV[5])

@@ -18,21 +18,16 @@
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
-if ARGV[5] ~= '0' then
-  check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
-end
--- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 -- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
--- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order). ZADD moves a
+-- member already there. An index lives as long as its longest-lived member: extended by one
+-- PEXPIREAT GT (a set without expiry, a new one, is given one).
 local function due_add(key, score, member, expiry)
-  C('ZREM', key, member)
   local ms = tonumber(score)
   local k = C('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
   C('ZADD', key, string.format('%.12f', ms + k / 4096), member)
-  if C('PTTL', key) < 0 then
+  if expiry and C('PEXPIREAT', key, expiry, 'GT') == 0 and C('PTTL', key) < 0 then
     C('PEXPIREAT', key, expiry)
-  else
-    C('PEXPIREAT', key, expiry, 'GT')
   end
 end
 local function arm()
@@ -51,10 +46,7 @@ local function met(v)
 end
 local count = 0
 if ARGV[5] ~= '0' then
-  count = C('INCR', KEYS[2])
-  if count == 1 then
-    C('PEXPIREAT', KEYS[2], ARGV[6])
-  end
+  count = count_request(KEYS[2], ARGV[6])
   if count > tonumber(ARGV[5]) then
     return {'rate', count}
   end
@@ -84,8 +76,9 @@ if old then
   if string.sub(old, 4, 4) ~= 'f' then
     return {'existing', count, old, arm(), met(old)}
   end
-  -- A finally failed job with the same identity: the new submit replaces it.
+  -- A finally failed job with the same identity: the new submit replaces it (and its index entries).
   C('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+  C('ZREM', KEYS[4], KEYS[1])
 end
 if cap > 0 then
   C('ZADD', KEYS[3], ARGV[3], ARGV[2])
@@ -98,10 +91,9 @@ if cap > 0 then
   end
 end
 -- The new job joins the end of the line of those due no later than it (its millisecond included).
-C('ZREM', KEYS[4], KEYS[1])
 local ahead = C('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
 due_add(KEYS[6], ARGV[11], ARGV[2], ARGV[3])
--- A job created: counted in the budget's buckets (budget.lua).
-budget_add('j', 1)
+-- A job created: counted in its owner's budget buckets (budget.lua).
+budget_job()
 return {'new', count, arm(), standing(KEYS[4], KEYS[7], ahead, tonumber(ARGV[8]), 12)}

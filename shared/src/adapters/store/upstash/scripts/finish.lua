@@ -16,21 +16,27 @@
 -- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
--- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 -- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
--- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order). ZADD moves a
+-- member already there. An index lives as long as its longest-lived member: extended by one
+-- PEXPIREAT GT (a set without expiry, a new one, is given one).
 local function due_add(key, score, member, expiry)
-  C('ZREM', key, member)
   local ms = tonumber(score)
   local k = C('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
   C('ZADD', key, string.format('%.12f', ms + k / 4096), member)
-  if C('PTTL', key) < 0 then
+  if expiry and C('PEXPIREAT', key, expiry, 'GT') == 0 and C('PTTL', key) < 0 then
     C('PEXPIREAT', key, expiry)
-  else
-    C('PEXPIREAT', key, expiry, 'GT')
   end
 end
 
+
+-- Counts one in today's counters. The day's hash gets its expiry from the HINCRBY that creates a
+-- field (the one that creates the hash among them), not from every count.
+local function day_count(field)
+  if C('HINCRBY', KEYS[9], field, 1) == 1 then
+    C('PEXPIREAT', KEYS[9], ARGV[10])
+  end
+end
 
 -- Swap first (one command on the common path), check the fencing token on what was there.
 local old = C('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
@@ -48,13 +54,13 @@ if (becomes == 's' or becomes == 'f') and was ~= 's' and was ~= 'f' then
   -- The job just finished: it leaves its owner's jobs in flight and unfinished jobs, and is counted.
   C('ZREM', KEYS[3], ARGV[6])
   C('ZREM', KEYS[7], ARGV[6])
-  C('HINCRBY', KEYS[9], 'o:' .. becomes .. ':' .. ARGV[9], 1)
-  C('PEXPIREAT', KEYS[9], ARGV[10])
+  day_count('o:' .. becomes .. ':' .. ARGV[9])
 end
 if becomes == 's' or becomes == 'f' then
   if ARGV[8] == '1' then
     due_add(KEYS[8], ARGV[4], ARGV[6], ARGV[4])
-  else
+  elseif was == 's' or was == 'f' then
+    -- Only a job that had finished before can be listed as dead-lettered.
     C('ZREM', KEYS[8], ARGV[6])
   end
 end
@@ -110,8 +116,7 @@ end
 s.lc = class
 s.la = e.now_ms
 C('HSET', KEYS[2], e.provider, cjson.encode(s))
-C('HINCRBY', KEYS[9], 'p:' .. class .. ':' .. e.provider, 1)
-C('PEXPIREAT', KEYS[9], ARGV[10])
+day_count('p:' .. class .. ':' .. e.provider)
 if new_day then
   -- Provider state is a handful of fields; it still expires if every instance goes quiet.
   C('PEXPIRE', KEYS[2], 8 * 86400000)

@@ -9,15 +9,9 @@
 -- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
 -- {record, running, standing (scripts/standing.lua), ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
 -- counters: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
-if ARGV[1] ~= '0' then
-  check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
-end
 local count = 0
 if ARGV[1] ~= '0' then
-  count = C('INCR', KEYS[1])
-  if count == 1 then
-    C('PEXPIREAT', KEYS[1], ARGV[2])
-  end
+  count = count_request(KEYS[1], ARGV[2])
   if count > tonumber(ARGV[1]) then
     return {count}
   end

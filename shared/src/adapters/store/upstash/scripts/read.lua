@@ -9,15 +9,9 @@
 -- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
 -- {count, record, running, standing}: what its ETA needs (scripts/standing.lua; ahead is its rank in the due-index).
 -- count is 0 when not rate-limited.
-if ARGV[3] ~= '0' then
-  check_expiry(ARGV[4], 'rate window', RATE_WINDOW_SLACK_MS)
-end
 local count = 0
 if ARGV[3] ~= '0' then
-  count = C('INCR', KEYS[2])
-  if count == 1 then
-    C('PEXPIREAT', KEYS[2], ARGV[4])
-  end
+  count = count_request(KEYS[2], ARGV[4])
   if count > tonumber(ARGV[3]) then
     return {count}
   end
