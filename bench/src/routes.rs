@@ -293,6 +293,27 @@ impl UpstashStack {
         Ok(trace)
     }
 
+    /// Submits job `i` and nothing else (its step message waits in the queue, undrained): its status URL.
+    pub async fn submit_only(&mut self, run: &str, i: usize) -> anyhow::Result<String> {
+        let (status, body) = self.call("POST", "/v1/reports", Some(report_json(run, i))).await?;
+        if status != 202 {
+            bail!("submit answered {status}: {body}");
+        }
+        Ok(body["statusUrl"].as_str().context("statusUrl")?.to_string())
+    }
+
+    /// One request (a poll, a purge) with the store requests it made and its answer.
+    pub async fn billed_call(&mut self, method: &str, uri: &str) -> anyhow::Result<(u16, Value, Phase)> {
+        self.proxy.take_log();
+        let started = Instant::now();
+        let (status, body) = self.call(method, uri, None).await?;
+        let phase = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        Ok((status, body, phase))
+    }
+
     /// `GET /v1/budget` once: its store requests and its answer.
     pub async fn budget(&mut self) -> anyhow::Result<(Phase, Value)> {
         self.proxy.take_log();

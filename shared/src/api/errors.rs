@@ -109,6 +109,9 @@ pub enum ErrorCode {
     /// The job store's clock and this server's disagree (a record would expire as it is written):
     /// nothing was written; a deployment problem that retrying does not fix.
     StoreClockSkew,
+    /// The job store's plan has no requests left (Upstash's monthly quota is spent): nothing can be
+    /// read or written until it resets or the plan is raised; the operator is alerted.
+    StoreQuotaExhausted,
     /// The step queue is unreachable: retry after `Retry-After` seconds.
     QueueUnavailable,
     /// `POST …/deliveries/redeliver` found nothing to send (unfinished job, no deliveries, all delivered).
@@ -272,6 +275,11 @@ impl IntoResponse for ApiError {
                         ErrorCode::StoreClockSkew,
                         "The job store's clock is ahead of this server's: a record would expire as it is \
                          written, so nothing was written. The operator must fix the server's clock.",
+                    ),
+                    StoreError::QuotaExhausted(_) => (
+                        ErrorCode::StoreQuotaExhausted,
+                        "The job store's request quota is spent (its plan's monthly limit): nothing can be read \
+                         or written until it resets or the operator raises the plan.",
                     ),
                     _ => (
                         ErrorCode::StoreUnavailable,

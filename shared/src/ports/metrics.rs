@@ -40,6 +40,7 @@ pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "stepper_webhook_attempts_total";
 pub const STORE_REQUESTS_TOTAL: &str = "stepper_store_requests_total";
 pub const REDIS_COMMANDS_TOTAL: &str = "stepper_redis_commands_total";
 pub const STORE_REST_REQUESTS_TOTAL: &str = "stepper_store_rest_requests_total";
+pub const STORE_QUOTA_EXHAUSTED_TOTAL: &str = "stepper_store_quota_exhausted_total";
 
 /// The original's buckets for `ai_request_duration_seconds`.
 pub const AI_REQUEST_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
@@ -107,6 +108,11 @@ pub fn describe() {
         REDIS_COMMANDS_TOTAL,
         Unit::Count,
         "Redis commands Upstash executed and bills (a script call plus every command inside it) by route or step"
+    );
+    describe_counter!(
+        STORE_QUOTA_EXHAUSTED_TOTAL,
+        Unit::Count,
+        "Store requests refused because the store plan's request quota is spent (Upstash: max requests limit exceeded)"
     );
     describe_counter!(
         STORE_REST_REQUESTS_TOTAL,
@@ -329,6 +335,11 @@ pub fn store_request(operation: &'static str, ok: bool) {
     counter!(STORE_REQUESTS_TOTAL, "route" => route(), "operation" => operation,
         "outcome" => if ok { "ok" } else { "error" })
     .increment(1);
+}
+
+/// One store request refused because the plan's request quota is spent.
+pub fn store_quota_exhausted() {
+    counter!(STORE_QUOTA_EXHAUSTED_TOTAL, "route" => route()).increment(1);
 }
 
 /// One REST request to Upstash (whatever it carried).

@@ -33,6 +33,10 @@ pub enum StoreError {
     /// anything is written, so the mistake shows instead of a job that vanishes as it is written.
     #[error("expiry in the past: {0}")]
     ExpiryInPast(String),
+    /// The store's plan has no commands left (hosted Upstash: `ERR max requests limit exceeded`, the
+    /// free plan's monthly quota spent): nothing runs until the quota resets or the plan changes.
+    #[error("store quota exhausted: {0}")]
+    QuotaExhausted(String),
 }
 
 /// What went wrong behind the `Queue` port: a message that was not queued.

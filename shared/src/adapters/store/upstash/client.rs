@@ -103,6 +103,10 @@ impl UpstashClient {
         if let Some(error) = parsed.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str) {
             if status.is_client_error() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR || status.is_success() {
                 let error = command_error(error);
+                if error.contains(QUOTA_EXHAUSTED) {
+                    crate::ports::metrics::store_quota_exhausted();
+                    return Err(StoreError::QuotaExhausted(error));
+                }
                 if let Some(at) = error.find(EXPIRY_IN_PAST) {
                     return Err(StoreError::ExpiryInPast(
                         error[at + EXPIRY_IN_PAST.len()..].trim().to_string(),
@@ -175,6 +179,9 @@ impl UpstashClient {
         }
     }
 }
+
+/// Hosted Upstash's answer once the plan's request quota is spent (the free plan: 500K commands a month).
+const QUOTA_EXHAUSTED: &str = "max requests limit exceeded";
 
 /// The marker scripts/clock.lua puts in front of its refusal.
 const EXPIRY_IN_PAST: &str = "STEPPER_EXPIRY_IN_PAST";
