@@ -36,17 +36,17 @@ use tower::ServiceExt;
 /// figures. The last entry is `GET /v1/budget` (spent.lua): not a step of a job, read when the caller
 /// wants it.
 pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
-    ("submit", 23),
-    ("claim", 7),
-    ("finish", 14),
-    ("poll", 6),
-    ("purge", 6),
-    ("budget", 29),
+    ("submit", 22),
+    ("claim", 6),
+    ("finish", 13),
+    ("poll", 5),
+    ("purge", 5),
+    ("budget", 4),
 ];
 
 /// Executed commands of the routes that are no part of a job's trip (the dashboard's reads): not in a
 /// job's cost, held to the table all the same (`bench/tests/billed_per_route.rs`).
-pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 10)];
+pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 9)];
 
 /// Executed commands per delivered job (submit, claim, finish, poll, purge): the sum of
 /// [`BILLED_PER_ROUTE`] without the budget read.

@@ -4,12 +4,14 @@
 //! **What is counted is what Upstash bills: every command executed.** Every store call a route or a
 //! step makes is one script; Upstash bills the script call plus every command inside it. Each script
 //! counts its own commands (store/upstash/scripts/count.lua) and, once its work is done, adds what the
-//! call spent to two hashes: this hour's bucket `st:b:h:<yyyymmddhh>` (kept 25 hours: the day window
-//! reads the last 24) and this month's `st:b:m:<yyyymm>` (kept until 35 days after the month ends).
-//! Fields: `s` store commands, `l` Lambda invocations, `q` SQS requests, `j` jobs created, each once
-//! for the deployment (`s`) and once for the owner the call served (`s:<owner>`). Those `HINCRBY`s and
-//! `EXPIREAT`s are executed, so billed, too: they are in `s`. The memory store keeps the same buckets
-//! with the same rules.
+//! call spent to its owner's month bucket `st:b:m:<yyyymm>:<owner>`: 64-bit counters (`BITFIELD`), the
+//! month's jobs created, store commands, Lambda invocations and SQS requests, then the same four for
+//! each hour of the month, all added by one `BITFIELD` (billed, so counted in the store commands too):
+//! the budget costs one command per call. The deployment's totals are the sum of its owners (the month's
+//! owner list `st:b:o:<yyyymm>`; the owner `''` is the deployment's own calls: sweeps, provider reads).
+//! The bucket is kept until 35 days after the month ends; the day window reads the last 24 hours from
+//! this month's bucket and the previous one's. The memory store keeps hour and month buckets in memory
+//! with the same fields and rules (one store command per call).
 //!
 //! **What each call implies on AWS** is [`Charge::aws`], the one table of it. The store command is
 //! what the script executed, plus one when the script had to be loaded first (`EVALSHA` answered
@@ -192,6 +194,12 @@ pub(crate) fn hour_key(ms: u64) -> String {
 /// The month bucket's key (`st:b:m:<yyyymm>`, UTC).
 pub(crate) fn month_key(ms: u64) -> String {
     format!("st:b:m:{}", utc(ms).format("%Y%m"))
+}
+
+/// The hour of its UTC month `ms` falls in (0 for the first hour of the month's first day).
+pub(crate) fn hour_of_month(ms: u64) -> u64 {
+    let (start, _, _) = month_of(ms);
+    (hour_start(ms) - start) / HOUR_MS
 }
 
 /// The set of the owners with a month bucket in the month `ms` falls in (`st:b:o:<yyyymm>`, UTC).

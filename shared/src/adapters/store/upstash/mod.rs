@@ -32,12 +32,12 @@
 //! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
 //!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
 //!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
-//! - `st:b:h:<yyyymmddhh>:<owner>`, `st:b:m:<yyyymm>:<owner>` — an owner's budget hour and month buckets
-//!   (budget.rs): four 64-bit counters in a string (`BITFIELD`). Every script ends with
-//!   scripts/budget.lua, which adds the call's spending, its own commands included, with one `BITFIELD`
-//!   per bucket (its keys and arguments go last: [`UpstashStore::eval_counted`]). They expire 25 hours
-//!   after the hour starts and 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners
-//!   (the deployment's read sums them).
+//! - `st:b:m:<yyyymm>:<owner>` — an owner's budget for a month (budget.rs): 64-bit counters in a string
+//!   (`BITFIELD`), the month's four, then four for each hour of the month. Every script ends with
+//!   scripts/budget.lua, which adds the call's spending, its own commands included, to the month and to
+//!   the hour with one `BITFIELD` (its keys and arguments go last: [`UpstashStore::eval_counted`]). It
+//!   expires 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners (the deployment's read
+//!   sums them).
 //!
 //! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
 //! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the
@@ -314,20 +314,18 @@ impl UpstashStore {
         keys: &[&str],
         mut args: Vec<Value>,
     ) -> Result<Value, StoreError> {
-        let buckets = Buckets::at(self.clock.now_ms());
-        let (hour, month) = (
-            format!("{}:{owner}", buckets.hour_key),
-            format!("{}:{owner}", buckets.month_key),
-        );
-        let owners = budget::owners_key(self.clock.now_ms());
+        let now = self.clock.now_ms();
+        let buckets = Buckets::at(now);
+        let month = format!("{}:{owner}", buckets.month_key);
+        let owners = budget::owners_key(now);
         let mut all = keys.to_vec();
-        all.extend([hour.as_str(), month.as_str(), owners.as_str()]);
+        all.extend([month.as_str(), owners.as_str()]);
         let aws = charge.aws();
         args.extend([
             arg(owner),
             arg(aws.lambda_invocations),
             arg(aws.sqs_requests),
-            arg(buckets.hour_expires_s),
+            arg(budget::hour_of_month(now)),
             arg(buckets.month_expires_s),
             arg(1),
         ]);
@@ -756,21 +754,24 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         let hours = budget::day_hours(now);
         let read = if all_owners { "" } else { owner };
-        // An owner's buckets by name; for the deployment's read the names without an owner, then the
-        // owner lists the script reads them through (spent.lua).
-        let mut keys: Vec<String> = hours
-            .iter()
-            .map(|(_, key)| key.clone())
-            .chain([budget::month_key(now)])
-            .map(|key| format!("{key}:{read}"))
-            .collect();
+        // This month's bucket and the previous one's (the day window may begin there): an owner's by
+        // name; for the deployment's read the names without an owner, then those months' owner lists
+        // (spent.lua reads every owner's through them).
+        let this_month = budget::month_key(now);
+        let last_month = budget::month_key(hours.first().map_or(now, |(start, _)| *start));
+        let mut keys = vec![format!("{this_month}:{read}"), format!("{last_month}:{read}")];
         if all_owners {
             keys.push(budget::owners_key(now));
-            keys.push(budget::owners_key(now.saturating_sub(budget::DAY_HOURS * 3_600_000)));
+            keys.push(budget::owners_key(hours.first().map_or(now, |(start, _)| *start)));
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut args = vec![arg(read)];
+        for (start, _) in &hours {
+            let which = if budget::month_key(*start) == this_month { 1 } else { 2 };
+            args.push(arg(format!("{which}:{}", budget::hour_of_month(*start))));
+        }
         let answer = self
-            .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, vec![arg(read)])
+            .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, args)
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected budget answer {answer}"));
         let lists = answer
