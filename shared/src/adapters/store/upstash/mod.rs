@@ -39,9 +39,10 @@
 //!   expires 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners (the deployment's read
 //!   sums them).
 //!
-//! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
-//! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the
-//! sweeps, one command each, shared by every job in the store. The scripts of the routes count the
+//! Requests per job that succeeds on its first attempt: submit 1 (create.lua), claim 1 (claim.lua),
+//! finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the sweeps, shared by every job
+//! in the store. Upstash bills every command a script executes (scripts/count.lua counts them; the
+//! figures per route: `BILLED_PER_ROUTE` in bench/src/routes.rs). The scripts of the routes count the
 //! request against its owner's limits and refuse before doing any work, in that same request.
 
 pub mod client;
@@ -574,16 +575,17 @@ impl Store for UpstashStore {
                 &self.read,
                 Charge::Deliver,
                 owner,
-                &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
-                vec![
-                    arg(grace.as_millis() as u64),
-                    arg(lease_key(owner, job_id)),
-                    arg(args.limit),
-                    arg(args.ends_at_ms),
-                ]
-                .into_iter()
-                .chain(horizons())
-                .collect(),
+                &[
+                    &job_key(owner, job_id),
+                    &args.key,
+                    DUE_KEY,
+                    PROVIDERS_KEY,
+                    &lease_key(owner, job_id),
+                ],
+                vec![arg(grace.as_millis() as u64), arg(args.limit), arg(args.ends_at_ms)]
+                    .into_iter()
+                    .chain(horizons())
+                    .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
