@@ -57,6 +57,8 @@ struct Column {
     /// Commands a per-command bill counts (none without a store).
     billed_per_job: Option<f64>,
     billed_idle_per_minute: Option<f64>,
+    /// Billed commands in the idle time after the backlog was purged.
+    billed_idle_after_backlog: Option<u64>,
     /// Billed commands per job of the backlog (submitted all at once, each then polled once and purged).
     billed_per_backlog_job: Option<f64>,
     /// Commands (or REST requests) clients sent per job: a script call once.
@@ -188,6 +190,11 @@ async fn measure(
     column.billed_per_backlog_job = billed_before
         .zip(counter.read().await?)
         .map(|(before, after)| (after - before) as f64 / o.backlog as f64);
+    // The work is over (every backlog job polled and purged): the store must fall silent.
+    eprintln!("  {}: idle for {} s after the backlog", server.name, o.idle_seconds);
+    let idle_before = counter.read().await?;
+    tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+    column.billed_idle_after_backlog = idle_before.zip(counter.read().await?).map(|(before, after)| after - before);
     column.cpu_per_job = (after.cpu_seconds - before.cpu_seconds) / o.backlog as f64;
     column.peak_rss = after.peak_rss_bytes;
     column.store_rss = store.map(|s| s.rss());
@@ -382,6 +389,12 @@ fn print_table(o: &Options, orig: &Column, emb: &Column, ups: &Column) {
             higher_is_better: false,
             values: each(&|c| opt(c.billed_per_backlog_job, "no store")),
             format: f2,
+        },
+        Row {
+            label: format!("billed store commands in the {} s after the backlog", o.idle_seconds),
+            higher_is_better: false,
+            values: each(&|c| opt(c.billed_idle_after_backlog.map(|n| n as f64), "no store")),
+            format: f0,
         },
         Row {
             label: "commands / REST requests sent per job".into(),
