@@ -40,7 +40,7 @@ pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
     ("claim", 6),
     ("finish", 13),
     ("poll", 5),
-    ("purge", 5),
+    ("purge", 4),
     ("budget", 4),
 ];
 

@@ -194,7 +194,9 @@ async fn measure(
     eprintln!("  {}: idle for {} s after the backlog", server.name, o.idle_seconds);
     let idle_before = counter.read().await?;
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
-    column.billed_idle_after_backlog = idle_before.zip(counter.read().await?).map(|(before, after)| after - before);
+    column.billed_idle_after_backlog = idle_before
+        .zip(counter.read().await?)
+        .map(|(before, after)| after - before);
     column.cpu_per_job = (after.cpu_seconds - before.cpu_seconds) / o.backlog as f64;
     column.peak_rss = after.peak_rss_bytes;
     column.store_rss = store.map(|s| s.rss());

@@ -2,7 +2,8 @@
 //!
 //! Key layout (every key expires):
 //! - `st:j:<owner>:<job id>` — the job record: a header line `J1 <state> <gen> <seq> <expires ms>`
-//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life) that the
+//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life; else ` x`
+//!   when one of its deliveries was dead-lettered: purge.lua then clears `st:x:<owner>`) that the
 //!   Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
 //!   The id is derived from the owner and the request's identity (`job::job_id`), so this key is also
 //!   the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
@@ -177,6 +178,8 @@ pub fn encode(job: &Job) -> Result<String, StoreError> {
         job.expires_at_ms,
         if job.state.is_finished() && job.owes_deliveries() {
             " d"
+        } else if job.dead_lettered() {
+            " x"
         } else {
             ""
         }

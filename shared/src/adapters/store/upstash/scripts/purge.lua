@@ -19,7 +19,7 @@ if not v then
 end
 -- What the job's state says it still holds: an unfinished job its lease, its due-index entry, its place
 -- among the owner's unfinished jobs and jobs in flight; a finished one its due-index entry while it owes
--- deliveries (header flag ' d'), and possibly a place among the dead-lettered.
+-- deliveries (header flag ' d'), and a place among the dead-lettered when a delivery was (' x').
 local state, flag = string.match(v, '^J1 (%a) %x+ %d+ %d+ ?(%a*)\n')
 if state ~= 's' and state ~= 'f' then
   C('DEL', KEYS[4])
@@ -31,6 +31,9 @@ else
     C('DEL', KEYS[4])
     C('ZREM', KEYS[5], KEYS[1])
   end
-  C('ZREM', KEYS[7], ARGV[1])
+  -- Header flag ' x': a delivery was dead-lettered; ' d': one may have been while others are still owed.
+  if flag == 'd' or flag == 'x' then
+    C('ZREM', KEYS[7], ARGV[1])
+  end
 end
 return {count, 1}
