@@ -48,3 +48,25 @@ async fn a_spent_store_quota_is_a_503_with_its_own_code() {
         .unwrap();
     assert_eq!(status, 202, "{body}");
 }
+
+/// The routes' caps keep a job's store request far below Upstash's request size (10 MB on the free
+/// plan): a report with a 5.8 MB diff of quotes (every byte escaped) and a generate job with 5.8 MB of
+/// quotes in its context are both accepted and stored (the record keeps the budgeted prompts, not the
+/// raw diff). The adapter's own guard (`MAX_REQUEST_BYTES`, a 413 before sending) is tested in
+/// store/upstash/client.rs.
+#[tokio::test]
+async fn the_largest_bodies_the_routes_take_fit_in_one_store_request() {
+    let mut stack = UpstashStack::start().await.unwrap();
+    stack.one_job("size", 0).await.unwrap();
+    let mut report = stepper_bench::report_json("size", 1);
+    report["diffSummary"] = serde_json::json!("\"".repeat(2_900_000));
+    let (status, answer) = stack.call("POST", "/v1/reports", Some(report)).await.unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let mut context = serde_json::Map::new();
+    for k in 0..15 {
+        context.insert(format!("k{k}"), serde_json::json!("\"".repeat(193_000)));
+    }
+    let generate = serde_json::json!({"prompt": "size", "context": context});
+    let (status, answer) = stack.call("POST", "/v1/generate", Some(generate)).await.unwrap();
+    assert_eq!(status, 202, "{answer}");
+}

@@ -265,6 +265,16 @@ impl IntoResponse for ApiError {
                         "At most {max_fields} header fields of {max_bytes} bytes in all are accepted (got {seen})."
                     )),
             ),
+            ApiError::Store(StoreError::RequestTooLarge { bytes, limit }) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::new("Payload too large")
+                    .code(ErrorCode::PayloadTooLarge)
+                    .field("body")
+                    .message(format!(
+                        "The job would take a {bytes}-byte request to store, over the store's limit of {limit} bytes \
+                         (its text is escaped twice on the way: quotes and backslashes count double). Send less text."
+                    )),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store unavailable");
                 let (code, message) = match e {

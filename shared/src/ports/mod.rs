@@ -37,6 +37,10 @@ pub enum StoreError {
     /// free plan's monthly quota spent): nothing runs until the quota resets or the plan changes.
     #[error("store quota exhausted: {0}")]
     QuotaExhausted(String),
+    /// The request would be larger than the store takes in one request (hosted Upstash: `max request
+    /// size`): refused before it is sent, nothing was written.
+    #[error("a store request of {bytes} bytes exceeds the store's limit of {limit} bytes")]
+    RequestTooLarge { bytes: usize, limit: usize },
 }
 
 /// What went wrong behind the `Queue` port: a message that was not queued.

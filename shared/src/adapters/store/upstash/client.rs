@@ -73,21 +73,31 @@ impl UpstashClient {
     /// One REST request. `metered`: count the commands it carries in `stepper_redis_commands_total`
     /// here (a counted script's caller counts what it executed instead, from its answer).
     async fn post(&self, path: &str, body: &Value, metered: bool) -> Result<Value, StoreError> {
+        // What Upstash bills for it: each command of a pipeline, one for anything else.
+        let commands = match path {
+            "/pipeline" => body.as_array().map_or(1, Vec::len),
+            _ => 1,
+        };
+        let body = serde_json::to_vec(body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(StoreError::RequestTooLarge {
+                bytes: body.len(),
+                limit: MAX_REQUEST_BYTES,
+            });
+        }
         let response = self
             .http
             .post(format!("{}{path}", self.url))
             .bearer_auth(self.token.expose())
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         crate::ports::metrics::store_rest_request();
         if metered {
             // An answer came: Upstash counted (and bills) every command the request carried.
-            crate::ports::metrics::redis_commands(body.as_array().map_or(1, |commands| match path {
-                "/pipeline" => commands.len(),
-                _ => 1,
-            }));
+            crate::ports::metrics::redis_commands(commands);
         }
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -180,6 +190,12 @@ impl UpstashClient {
     }
 }
 
+/// The largest REST request the store takes: hosted Upstash's `max request size` on the free plan
+/// (10 MB; larger plans take more). A job whose write would exceed it is refused before it is sent
+/// (`StoreError::RequestTooLarge`, a 413): the routes' body cap (6 MB) keeps ordinary jobs far below,
+/// but a record is JSON inside the request's JSON, so its quotes and backslashes are escaped twice.
+pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+
 /// Hosted Upstash's answer once the plan's request quota is spent (the free plan: 500K commands a month).
 const QUOTA_EXHAUSTED: &str = "max requests limit exceeded";
 
@@ -221,6 +237,20 @@ mod tests {
             "ERR wrong number"
         );
         assert_eq!(command_error("ERR wrong number"), "ERR wrong number");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_store_limit_is_refused_before_it_is_sent() {
+        // Nothing listens on port 9: a request that were sent would fail as Unavailable.
+        let c = UpstashClient::new("http://127.0.0.1:9", Secret::new("t"), Duration::from_secs(1)).unwrap();
+        let big = "\"".repeat(MAX_REQUEST_BYTES / 2 + 1);
+        match c.command(vec![arg("SET"), arg("k"), arg(big)]).await {
+            Err(StoreError::RequestTooLarge { bytes, limit }) => {
+                assert_eq!(limit, MAX_REQUEST_BYTES);
+                assert!(bytes > MAX_REQUEST_BYTES, "{bytes}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
