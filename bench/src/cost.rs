@@ -11,6 +11,9 @@ use stepper_bench::routes::{JobTrace, Phase, UpstashStack, BILLED_PER_ROUTE, MAX
 
 use crate::aws;
 
+/// The backlog whose poll and purge are measured.
+const BACKLOG: usize = 150;
+
 pub(crate) struct Options {
     pub jobs: usize,
     pub idle_seconds: u64,
@@ -77,6 +80,39 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     let idle = stack.proxy.tally();
     let idle_commands = job_commands(&stack.redis.command_stats().await?);
 
+    // A backlog: BACKLOG jobs submitted and left waiting (their step messages are not run), the last
+    // one polled (its ETA read with BACKLOG - 1 jobs ahead), then every one purged; then silence.
+    eprintln!(
+        "stepper-bench cost: a backlog of {BACKLOG} jobs, a poll of the last, purge, idle {} s",
+        o.idle_seconds
+    );
+    let mut urls = Vec::with_capacity(BACKLOG);
+    for i in 0..BACKLOG {
+        urls.push(stack.submit_only("backlog", i).await?);
+    }
+    let last = urls.last().cloned().unwrap_or_default();
+    // Once to load nothing new (the scripts are loaded), then measured.
+    let (status, body, backlog_poll) = stack.billed_call("GET", &last).await?;
+    if status != 200 || body["status"] == "completed" {
+        anyhow::bail!("the backlog's poll answered {status}: {body}");
+    }
+    let mut backlog_purge = 0;
+    for i in 0..BACKLOG {
+        let (status, body, phase) = stack
+            .billed_call("DELETE", &stepper_bench::purge_uri("backlog", i))
+            .await?;
+        if status != 200 {
+            anyhow::bail!("the backlog's purge answered {status}: {body}");
+        }
+        backlog_purge += phase.billed();
+    }
+    stack.proxy.reset();
+    stack.redis.reset_stats().await?;
+    tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+    let after_backlog = stack.proxy.tally();
+    let after_backlog_commands = job_commands(&stack.redis.command_stats().await?);
+    let backlog_keys = stack.keys("st:j:").await?.len() + stack.keys("st:l:").await?.len();
+
     let n = o.jobs as f64;
     let mean = |f: &dyn Fn(&JobTrace) -> f64| traces.iter().map(f).sum::<f64>() / n;
     println!(
@@ -85,7 +121,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     );
     println!("  per-owner limits (counted on every route)  {RATE_LIMIT} requests, {MAX_IN_FLIGHT} jobs in flight");
     println!(
-        "  Upstash-billed commands per delivered job {:>8.2}   (a pipeline bills each command, a script once)",
+        "  Upstash-billed commands per delivered job {:>8.2}   (executed: a script call + every command inside it; a pipeline per command)",
         tally.billed as f64 / n
     );
     let per_route: Vec<String> = BILLED_PER_ROUTE
@@ -121,6 +157,21 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     println!(
         "  idle {} s: billed commands {} (REST requests {}, Redis commands {})",
         o.idle_seconds, idle.billed, idle.requests, idle_commands
+    );
+
+    println!(
+        "  a poll of a waiting job, {} queued         {:>8}   billed commands ({} REST requests)",
+        BACKLOG,
+        backlog_poll.billed(),
+        backlog_poll.requests.len()
+    );
+    println!(
+        "  purge of the backlog                      {:>8.2}   billed commands per job",
+        backlog_purge as f64 / BACKLOG as f64
+    );
+    println!(
+        "  idle {} s after the backlog's purge: billed commands {} (REST requests {}, Redis commands {}); job records and leases left {}",
+        o.idle_seconds, after_backlog.billed, after_backlog.requests, after_backlog_commands, backlog_keys
     );
 
     // Lambda: one invocation per route call and per step message (at batch size 1; the step

@@ -28,24 +28,37 @@ use crate::{purge_uri, report_json, REPORT};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tower::ServiceExt;
 
-/// Upstash-billed commands of each route for one job delivered at its first provider attempt
-/// (a pipeline bills each of its commands, a script once). The step is two requests: the claim
-/// (claim.lua: lease, job, provider states and the due-index in one script) and the finish (finish.lua).
-/// Each of them also counts itself in the budget's buckets, inside the script (0 extra commands). The
-/// last entry is `GET /v1/budget` (spent.lua: 24 hour buckets and the month's in one script): not a
-/// step of a job, read when the caller wants it.
+/// Upstash-billed commands of each route for one job delivered at its first provider attempt: every
+/// command Redis executes for it (a script call plus every `redis.call` inside it, as Upstash bills
+/// them; a pipeline per command), measured by the proxy from redis-server's `INFO commandstats`. The
+/// step is two requests: the claim (claim.lua) and the finish (finish.lua). Each script also counts
+/// itself in the budget's buckets, inside the script; those commands are billed too and are in these
+/// figures. The last entry is `GET /v1/budget` (spent.lua): not a step of a job, read when the caller
+/// wants it.
 pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
-    ("submit", 1),
-    ("claim", 1),
-    ("finish", 1),
-    ("poll", 1),
-    ("purge", 1),
-    ("budget", 1),
+    ("submit", 22),
+    ("claim", 6),
+    ("finish", 13),
+    ("poll", 5),
+    ("purge", 4),
+    ("budget", 4),
 ];
 
-/// Upstash-billed commands of the routes that are no part of a job's trip (the dashboard's reads): not
-/// in a job's cost, held to one command each all the same (`bench/tests/billed_per_route.rs`).
-pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 1)];
+/// Executed commands of the routes that are no part of a job's trip (the dashboard's reads): not in a
+/// job's cost, held to the table all the same (`bench/tests/billed_per_route.rs`).
+pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 9)];
+
+/// Executed commands per delivered job (submit, claim, finish, poll, purge): the sum of
+/// [`BILLED_PER_ROUTE`] without the budget read.
+pub const BILLED_PER_JOB: u64 = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < BILLED_PER_ROUTE.len() - 1 {
+        total += BILLED_PER_ROUTE[i].1;
+        i += 1;
+    }
+    total
+};
 
 /// Keys one purged job leaves behind: none (its lease, `st:l:<owner>:<id>`, is deleted by finish and purge).
 pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 0;
@@ -142,7 +155,7 @@ impl UpstashStack {
     pub async fn start() -> anyhow::Result<Self> {
         let redis = RedisServer::start().await?;
         let emulator = UpstashEmulator::start(&redis).await?;
-        let proxy = BillingProxy::start(&emulator.url).await?;
+        let proxy = BillingProxy::start(&emulator.url, &redis).await?;
         let provider = InstantProvider::start(FakeReply::openai_text(REPORT)).await?;
         let dir = std::env::temp_dir().join(format!("stepper-routes-{}-{}", std::process::id(), redis.port));
         let config_path = testkit::fake::providers_file(&dir, &provider.base_url(), 5000, Some("FAKE_KEY"))?;
@@ -270,6 +283,27 @@ impl UpstashStack {
             bail!("purge answered {status}: {body}");
         }
         Ok(trace)
+    }
+
+    /// Submits job `i` and nothing else (its step message waits in the queue, undrained): its status URL.
+    pub async fn submit_only(&mut self, run: &str, i: usize) -> anyhow::Result<String> {
+        let (status, body) = self.call("POST", "/v1/reports", Some(report_json(run, i))).await?;
+        if status != 202 {
+            bail!("submit answered {status}: {body}");
+        }
+        Ok(body["statusUrl"].as_str().context("statusUrl")?.to_string())
+    }
+
+    /// One request (a poll, a purge) with the store requests it made and its answer.
+    pub async fn billed_call(&mut self, method: &str, uri: &str) -> anyhow::Result<(u16, Value, Phase)> {
+        self.proxy.take_log();
+        let started = Instant::now();
+        let (status, body) = self.call(method, uri, None).await?;
+        let phase = Phase {
+            duration: started.elapsed(),
+            requests: self.proxy.take_log(),
+        };
+        Ok((status, body, phase))
     }
 
     /// `GET /v1/budget` once: its store requests and its answer.

@@ -57,6 +57,12 @@ struct Column {
     /// Commands a per-command bill counts (none without a store).
     billed_per_job: Option<f64>,
     billed_idle_per_minute: Option<f64>,
+    /// Billed commands in the idle time after the backlog was purged.
+    billed_idle_after_backlog: Option<u64>,
+    /// Billed commands per job of the backlog (submitted all at once, each then polled once and purged).
+    billed_per_backlog_job: Option<f64>,
+    /// Commands (or REST requests) clients sent per job: a script call once.
+    sent_per_job: Option<f64>,
     redis_commands_per_job: Option<f64>,
     keys_left: Option<i64>,
     bytes_left: Option<i64>,
@@ -100,18 +106,29 @@ impl Store {
 enum Counter<'a> {
     /// No store: nothing is billed.
     None,
-    /// `MONITOR` on the original's redis-server: every command a client sends.
-    Monitor(&'a Monitor),
-    /// The proxy in front of the Upstash emulator.
+    /// The original's redis-server: every command it executed (`INFO commandstats`, its Lua scripts'
+    /// inner commands included, as Upstash would bill them). `MONITOR` beside it counts what clients
+    /// sent (a script call once).
+    Executed { redis_port: u16, monitor: &'a Monitor },
+    /// The proxy in front of the Upstash emulator (executed commands, from the same commandstats).
     Proxy(&'a BillingProxy),
 }
 
 impl Counter<'_> {
-    fn read(&self) -> Option<u64> {
-        match self {
+    async fn read(&self) -> anyhow::Result<Option<u64>> {
+        Ok(match self {
             Counter::None => None,
-            Counter::Monitor(m) => Some(m.sent()),
+            Counter::Executed { redis_port, .. } => Some(testkit::billing::executed_so_far(*redis_port).await?),
             Counter::Proxy(p) => Some(p.tally().billed),
+        })
+    }
+
+    /// Commands clients sent (a script call once), where that differs from what was executed.
+    fn sent(&self) -> Option<u64> {
+        match self {
+            Counter::Executed { monitor, .. } => Some(monitor.sent()),
+            Counter::Proxy(p) => Some(p.tally().requests),
+            Counter::None => None,
         }
     }
 }
@@ -134,11 +151,15 @@ async fn measure(
         None => None,
     };
     eprintln!("  {}: {} jobs end to end", server.name, o.jobs);
-    let billed_before = counter.read();
+    let billed_before = counter.read().await?;
+    let sent_before = counter.sent();
     column.e2e = load::end_to_end(server.addr, "e2e", o.jobs, o.callers, Duration::from_millis(o.poll_ms)).await?;
     let n = o.jobs as f64;
     column.billed_per_job = billed_before
-        .zip(counter.read())
+        .zip(counter.read().await?)
+        .map(|(before, after)| (after - before) as f64 / n);
+    column.sent_per_job = sent_before
+        .zip(counter.sent())
         .map(|(before, after)| (after - before) as f64 / n);
     // Let what a server does after answering (the original's clean-ups) finish before counting.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -150,10 +171,10 @@ async fn measure(
     }
 
     eprintln!("  {}: idle for {} s", server.name, o.idle_seconds);
-    let idle_before = counter.read();
+    let idle_before = counter.read().await?;
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
     column.billed_idle_per_minute = idle_before
-        .zip(counter.read())
+        .zip(counter.read().await?)
         .map(|(before, after)| (after - before) as f64 * 60.0 / o.idle_seconds.max(1) as f64);
 
     eprintln!(
@@ -161,8 +182,21 @@ async fn measure(
         server.name, o.backlog
     );
     let before = server.usage()?;
+    let billed_before = counter.read().await?;
     column.capacity = load::capacity(server.addr, "backlog", o.backlog, o.callers).await?;
     let after = server.usage()?;
+    // Let what a server does after answering finish (the original's clean-ups) before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    column.billed_per_backlog_job = billed_before
+        .zip(counter.read().await?)
+        .map(|(before, after)| (after - before) as f64 / o.backlog as f64);
+    // The work is over (every backlog job polled and purged): the store must fall silent.
+    eprintln!("  {}: idle for {} s after the backlog", server.name, o.idle_seconds);
+    let idle_before = counter.read().await?;
+    tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+    column.billed_idle_after_backlog = idle_before
+        .zip(counter.read().await?)
+        .map(|(before, after)| after - before);
     column.cpu_per_job = (after.cpu_seconds - before.cpu_seconds) / o.backlog as f64;
     column.peak_rss = after.peak_rss_bytes;
     column.store_rss = store.map(|s| s.rss());
@@ -197,7 +231,17 @@ async fn original(o: &Options, provider: &InstantProvider, dir: &Path) -> anyhow
     let cli = cli.display().to_string();
     let server = Server::start("original", Path::new("node"), &[&cli], &env, port, dir).await?;
     let monitor = Monitor::start(store.redis.port, vec![store.probe.local.clone()]).await?;
-    measure(o, &server, Some(&mut store), Counter::Monitor(&monitor)).await
+    let redis_port = store.redis.port;
+    measure(
+        o,
+        &server,
+        Some(&mut store),
+        Counter::Executed {
+            redis_port,
+            monitor: &monitor,
+        },
+    )
+    .await
 }
 
 async fn embedded(o: &Options, provider: &InstantProvider, dir: &Path) -> anyhow::Result<Column> {
@@ -215,7 +259,7 @@ async fn on_upstash(o: &Options, provider: &InstantProvider, dir: &Path) -> anyh
     let mut store = Store::start().await?;
     let emulator = UpstashEmulator::start(&store.redis).await?;
     store.extra_pids.extend(emulator.pid());
-    let proxy = BillingProxy::start(&emulator.url).await?;
+    let proxy = BillingProxy::start(&emulator.url, &store.redis).await?;
     let port = testkit::stack::free_port()?;
     let sub = dir.join("upstash");
     std::fs::create_dir_all(&sub)?;
@@ -337,9 +381,27 @@ fn print_table(o: &Options, orig: &Column, emb: &Column, ups: &Column) {
             format: fms,
         },
         Row {
-            label: "billed store commands per job".into(),
+            label: format!("billed store commands per job (a poll every {} ms)", o.poll_ms),
             higher_is_better: false,
             values: each(&|c| opt(c.billed_per_job, "no store")),
+            format: f2,
+        },
+        Row {
+            label: "billed store commands per job, backlog (poll once)".into(),
+            higher_is_better: false,
+            values: each(&|c| opt(c.billed_per_backlog_job, "no store")),
+            format: f2,
+        },
+        Row {
+            label: format!("billed store commands in the {} s after the backlog", o.idle_seconds),
+            higher_is_better: false,
+            values: each(&|c| opt(c.billed_idle_after_backlog.map(|n| n as f64), "no store")),
+            format: f0,
+        },
+        Row {
+            label: "commands / REST requests sent per job".into(),
+            higher_is_better: false,
+            values: each(&|c| opt(c.sent_per_job, "no store")),
             format: f2,
         },
         Row {
@@ -435,7 +497,7 @@ fn print_table(o: &Options, orig: &Column, emb: &Column, ups: &Column) {
         "  \"better\": how many times better stepper's figure is than the original's (∞: the original's is worse, stepper's zero)."
     );
     println!(
-        "  Billed: the original's commands sent to redis-server (MONITOR, a script call counted once), as Upstash would bill them; stepper on Upstash: counted at the REST proxy."
+        "  Billed: every command Redis executed (INFO commandstats: a script call plus each command inside it, as Upstash bills), the original's on its redis-server, stepper's at the REST proxy. Sent: the original's commands (MONITOR, a script once), stepper's REST requests."
     );
     println!(
         "  Failed jobs: original {}, embedded {}, Upstash {}.",

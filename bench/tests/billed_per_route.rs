@@ -52,7 +52,7 @@ async fn each_route_bills_what_the_table_says() {
     );
 }
 
-/// The dashboard's reads are one command each too, whatever the owner holds.
+/// The dashboard's reads cost what the table says too.
 #[tokio::test]
 async fn each_read_route_bills_what_the_table_says() {
     let mut stack = UpstashStack::start().await.unwrap();

@@ -1,6 +1,7 @@
 //! The store contract: the same cases against every Store adapter — the in-memory store, and the
 //! Upstash store on the real local stack (redis-server + the Upstash REST emulator).
 
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1347,16 +1348,23 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
     );
     assert_eq!(mine.month.total, Tally::default(), "and no deployment totals");
     assert_eq!(mine.hours.len(), 24);
-    // Two creates, the claim, the finish, the poll, the purge, this read.
-    let expected = Tally {
-        jobs: 1,
-        store_commands: 7,
-        lambda_invocations: 6,
-        sqs_requests: 3,
-    };
+    // The read before (each read counts itself once it has read), two creates, the claim, the finish,
+    // the poll, the purge. Store commands: at least one per call (the memory store counts one; on
+    // Upstash every command a script executes, which bench/tests/budget_matches_the_proxy.rs holds to
+    // what the counting proxy measured).
+    let spent = minus(month_of(&mine, Some(&owner)), month_of(&before, Some(&owner)));
+    assert!(spent.store_commands >= 7, "{spent:?}");
     assert_eq!(
-        minus(month_of(&mine, Some(&owner)), month_of(&before, Some(&owner))),
-        expected
+        Tally {
+            store_commands: 7,
+            ..spent
+        },
+        Tally {
+            jobs: 1,
+            store_commands: 7,
+            lambda_invocations: 6,
+            sqs_requests: 3,
+        }
     );
     let at = now();
     let day = budget::windows(&mine, Some(&owner), at).day;
@@ -1367,9 +1375,14 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
 
     let all = store.spent(&owner, true).await.unwrap();
     // The owner's, the sweep (an invocation, its message's three SQS requests), the provider read and
-    // this read (counted for its caller too).
+    // the owner's read before this one (counted for its caller too).
+    let spent = minus(month_of(&all, None), month_of(&before, None));
+    assert!(spent.store_commands >= 10, "{spent:?}");
     assert_eq!(
-        minus(month_of(&all, None), month_of(&before, None)),
+        Tally {
+            store_commands: 10,
+            ..spent
+        },
         Tally {
             jobs: 1,
             store_commands: 7 + 1 + 1 + 1,
@@ -1551,7 +1564,15 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         .command(vec!["KEYS".into(), format!("st:*{owner}*").into()])
         .await
         .unwrap();
-    assert_eq!(left, serde_json::json!([]), "a purged job leaves no key");
+    // The owner's budget buckets (st:b:h:<hour>:<owner>, st:b:m:<month>:<owner>) are the owner's, not
+    // the job's: they stay, and expire by themselves (checked above).
+    let left: Vec<&Value> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| !k.as_str().unwrap_or("").starts_with("st:b:"))
+        .collect();
+    assert!(left.is_empty(), "a purged job leaves no key: {left:?}");
     let score = client
         .command(vec![
             "ZSCORE".into(),

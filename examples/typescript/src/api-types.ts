@@ -467,7 +467,7 @@ export interface components {
             supportedVersion?: string;
         };
         /** @description The machine-readable part of an error answer. */
-        ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "queue_unavailable" | "nothing_to_redeliver" | "job_changed";
+        ErrorCode: "invalid_request" | "invalid_json" | "payload_too_large" | "invalid_callback_url" | "not_found" | "method_not_allowed" | "rate_limited" | "too_many_jobs_in_flight" | "headers_too_large" | "store_unauthorized" | "store_unavailable" | "store_clock_skew" | "store_quota_exhausted" | "queue_unavailable" | "nothing_to_redeliver" | "job_changed";
         /**
          * @description `errorCode` of a refused `contractVersion`.
          * @enum {string}

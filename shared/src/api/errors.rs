@@ -113,6 +113,9 @@ pub(crate) enum ErrorCode {
     /// The job store's clock and this server's disagree (a record would expire as it is written):
     /// nothing was written; a deployment problem that retrying does not fix.
     StoreClockSkew,
+    /// The job store's plan has no requests left (Upstash's monthly quota is spent): nothing can be
+    /// read or written until it resets or the plan is raised; the operator is alerted.
+    StoreQuotaExhausted,
     /// The step queue is unreachable: retry after `Retry-After` seconds.
     QueueUnavailable,
     /// `POST …/deliveries/redeliver` found nothing to send (unfinished job, no deliveries, all delivered).
@@ -306,6 +309,16 @@ impl IntoResponse for ApiError {
                         "At most {max_fields} header fields of {max_bytes} bytes in all are accepted (got {seen})."
                     )),
             ),
+            ApiError::Store(StoreError::RequestTooLarge { bytes, limit }) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::new("Payload too large")
+                    .code(ErrorCode::PayloadTooLarge)
+                    .field("body")
+                    .message(format!(
+                        "The job would take a {bytes}-byte request to store, over the store's limit of {limit} bytes \
+                         (its text is escaped twice on the way: quotes and backslashes count double). Send less text."
+                    )),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store unavailable");
                 let (code, message) = match e {
@@ -316,6 +329,11 @@ impl IntoResponse for ApiError {
                         ErrorCode::StoreClockSkew,
                         "The job store's clock is ahead of this server's: a record would expire as it is \
                          written, so nothing was written. The operator must fix the server's clock.",
+                    ),
+                    StoreError::QuotaExhausted(_) => (
+                        ErrorCode::StoreQuotaExhausted,
+                        "The job store's request quota is spent (its plan's monthly limit): nothing can be read \
+                         or written until it resets or the operator raises the plan.",
                     ),
                     _ => (
                         ErrorCode::StoreUnavailable,

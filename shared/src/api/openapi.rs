@@ -897,7 +897,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["const"].as_str())
             .collect();
-        assert_eq!(documented.len(), 15, "{documented:?}");
+        assert_eq!(documented.len(), 16, "{documented:?}");
         use crate::api::errors::ErrorCode;
         for code in [
             ErrorCode::InvalidRequest,
@@ -908,6 +908,7 @@ mod tests {
             ErrorCode::StoreUnauthorized,
             ErrorCode::StoreUnavailable,
             ErrorCode::StoreClockSkew,
+            ErrorCode::StoreQuotaExhausted,
             ErrorCode::QueueUnavailable,
             ErrorCode::MethodNotAllowed,
             ErrorCode::RateLimited,

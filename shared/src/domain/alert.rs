@@ -60,6 +60,9 @@ pub enum Incident {
     StoreUnreachable { since_ms: u64 },
     /// The store answered again after a `StoreUnreachable` (per instance).
     StoreReachable { down_ms: u64 },
+    /// The store refused a request because its plan's request quota is spent (Upstash: `ERR max
+    /// requests limit exceeded`): told once per instance until the store answers again.
+    StoreQuotaExhausted,
 }
 
 impl Incident {
@@ -67,7 +70,8 @@ impl Incident {
         match self {
             Incident::ProviderDisabled { .. }
             | Incident::AllProvidersUnusable { .. }
-            | Incident::StoreUnreachable { .. } => Severity::Critical,
+            | Incident::StoreUnreachable { .. }
+            | Incident::StoreQuotaExhausted => Severity::Critical,
             Incident::CircuitOpened { .. }
             | Incident::QuotaExhausted { .. }
             | Incident::DeliveryDeadLettered { .. }
@@ -91,6 +95,7 @@ impl Incident {
             Incident::JobsStranded { .. } => "jobs_stranded",
             Incident::StoreUnreachable { .. } => "store_unreachable",
             Incident::StoreReachable { .. } => "store_reachable",
+            Incident::StoreQuotaExhausted => "store_quota_exhausted",
         }
     }
 

@@ -1,17 +1,20 @@
 //! The budget (issue 18): what this deployment spends on Upstash, Lambda and SQS, counted in the store
 //! calls it makes anyway, and the month's projection against the free tiers (`GET /v1/budget`).
 //!
-//! **Counting costs no billed command.** Every store call a route or a step makes is one script (one
-//! billed Upstash command however many commands it runs); each script also adds, with `HINCRBY`s that
-//! are not billed, what that call spent to two hashes: this hour's bucket `st:b:h:<yyyymmddhh>` (kept 25
-//! hours: the day window reads the last 24) and this month's `st:b:m:<yyyymm>` (kept until 35 days
-//! after the month ends). Fields: `s` store commands, `l` Lambda invocations, `q` SQS requests, `j`
-//! jobs created, each once for the deployment (`s`) and once for the owner the call served
-//! (`s:<owner>`). The memory store keeps the same buckets with the same rules. Extra billed commands
-//! per job: **0**.
+//! **What is counted is what Upstash bills: every command executed.** Every store call a route or a
+//! step makes is one script; Upstash bills the script call plus every command inside it. Each script
+//! counts its own commands (store/upstash/scripts/count.lua) and, once its work is done, adds what the
+//! call spent to its owner's month bucket `st:b:m:<yyyymm>:<owner>`: 64-bit counters (`BITFIELD`), the
+//! month's jobs created, store commands, Lambda invocations and SQS requests, then the same four for
+//! each hour of the month, all added by one `BITFIELD` (billed, so counted in the store commands too):
+//! the budget costs one command per call. The deployment's totals are the sum of its owners (the month's
+//! owner list `st:b:o:<yyyymm>`; the owner `''` is the deployment's own calls: sweeps, provider reads).
+//! The bucket is kept until 35 days after the month ends; the day window reads the last 24 hours from
+//! this month's bucket and the previous one's. The memory store keeps hour and month buckets in memory
+//! with the same fields and rules (one store command per call).
 //!
 //! **What each call implies on AWS** is [`Charge::aws`], the one table of it. The store command is
-//! always one (a script), plus one when the script had to be loaded first (`EVALSHA` answered
+//! what the script executed, plus one when the script had to be loaded first (`EVALSHA` answered
 //! `NOSCRIPT`, then `EVAL`: Upstash bills both). SQS requests are counted where a message is consumed,
 //! not where it is sent: the step that claims a message counts its `SendMessage` (whoever sent it: the
 //! submit, the previous step, a `Busy` claim, the sweeper), the event source's `ReceiveMessage` that
@@ -191,6 +194,17 @@ pub(crate) fn hour_key(ms: u64) -> String {
 /// The month bucket's key (`st:b:m:<yyyymm>`, UTC).
 pub(crate) fn month_key(ms: u64) -> String {
     format!("st:b:m:{}", utc(ms).format("%Y%m"))
+}
+
+/// The hour of its UTC month `ms` falls in (0 for the first hour of the month's first day).
+pub(crate) fn hour_of_month(ms: u64) -> u64 {
+    let (start, _, _) = month_of(ms);
+    (hour_start(ms) - start) / HOUR_MS
+}
+
+/// The set of the owners with a month bucket in the month `ms` falls in (`st:b:o:<yyyymm>`, UTC).
+pub(crate) fn owners_key(ms: u64) -> String {
+    format!("st:b:o:{}", utc(ms).format("%Y%m"))
 }
 
 /// The UTC calendar month `ms` falls in: its start and its end (epoch ms), and its name (`2026-11`).

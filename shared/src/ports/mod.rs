@@ -34,6 +34,14 @@ pub enum StoreError {
     /// anything is written, so the mistake shows instead of a job that vanishes as it is written.
     #[error("expiry in the past: {0}")]
     ExpiryInPast(String),
+    /// The store's plan has no commands left (hosted Upstash: `ERR max requests limit exceeded`, the
+    /// free plan's monthly quota spent): nothing runs until the quota resets or the plan changes.
+    #[error("store quota exhausted: {0}")]
+    QuotaExhausted(String),
+    /// The request would be larger than the store takes in one request (hosted Upstash: `max request
+    /// size`): refused before it is sent, nothing was written.
+    #[error("a store request of {bytes} bytes exceeds the store's limit of {limit} bytes")]
+    RequestTooLarge { bytes: usize, limit: usize },
 }
 
 /// What went wrong behind the `Queue` port: a message that was not queued.

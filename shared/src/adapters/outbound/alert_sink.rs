@@ -225,6 +225,12 @@ pub fn describe(alert: &Alert, scrubber: &Scrubber) -> (String, String) {
             "Store reachable again".to_string(),
             format!("The store answers again after {} s.", down_ms / 1000),
         ),
+        Incident::StoreQuotaExhausted => (
+            "Store quota exhausted".to_string(),
+            "The store refused a request: its plan's request quota is spent (Upstash: max requests limit exceeded). \
+             Submits, polls and steps answer 503 store_quota_exhausted until the quota resets or the plan is raised."
+                .to_string(),
+        ),
     };
     if alert.suppressed > 0 {
         text.push_str(&format!(

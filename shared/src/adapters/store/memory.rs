@@ -936,8 +936,8 @@ impl Store for MemoryStore {
     async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
-        inner.spend(Charge::BudgetRead, owner, now);
-        // What spent.lua answers: every field, or only the owner's.
+        // What spent.lua answers: every field, or only the owner's; the read counts itself once it has
+        // read (as spent.lua does: its own commands are only known then).
         let read = |key: &str| {
             let mut bucket = Bucket::default();
             if let Some((_, fields)) = inner.budget.get(key) {
@@ -950,13 +950,15 @@ impl Store for MemoryStore {
             }
             bucket
         };
-        Ok(Spent {
+        let spent = Spent {
             hours: budget::day_hours(now)
                 .into_iter()
                 .map(|(start, key)| (start, read(&key)))
                 .collect(),
             month: read(&budget::month_key(now)),
-        })
+        };
+        inner.spend(Charge::BudgetRead, owner, now);
+        Ok(spent)
     }
 
     async fn with_work_left(&self) -> Result<Vec<Job>, StoreError> {

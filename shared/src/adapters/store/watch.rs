@@ -1,6 +1,7 @@
 //! A Store decorator that notices when the store stays unreachable: after `after` of nothing but
 //! `Unavailable` answers it alerts `store_unreachable` once, and `store_reachable` at the first answer
-//! after that. Per instance: an outage cannot be deduplicated through the store that is down, so
+//! after that. The first `QuotaExhausted` answer (the store's plan has no requests left) alerts
+//! `store_quota_exhausted` at once, again only after the store has answered in between. Per instance: an outage cannot be deduplicated through the store that is down, so
 //! each instance that sees it reports it once (see the README).
 
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ struct Outage {
     /// The first `Unavailable` answer of the current run of them.
     since_ms: Option<u64>,
     alerted: bool,
+    /// `store_quota_exhausted` was told and no answer came since.
+    quota_told: bool,
 }
 
 pub(crate) struct WatchedStore {
@@ -69,7 +72,8 @@ impl WatchedStore {
             (true, Some(_)) => None,
             (false, Some(since)) => {
                 let told = outage.alerted;
-                *outage = Outage::default();
+                outage.since_ms = None;
+                outage.alerted = false;
                 told.then(|| Incident::StoreReachable {
                     down_ms: now.saturating_sub(since),
                 })
@@ -78,9 +82,26 @@ impl WatchedStore {
         }
     }
 
+    /// Folds one answer in for the quota: the incident when this is the first refusal since an answer.
+    fn fold_quota<T>(&self, result: &Result<T, StoreError>) -> Option<Incident> {
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Err(StoreError::QuotaExhausted(_)) if !outage.quota_told => {
+                outage.quota_told = true;
+                Some(Incident::StoreQuotaExhausted)
+            }
+            Ok(_) => {
+                outage.quota_told = false;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     async fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         let unavailable = matches!(result, Err(StoreError::Unavailable(_)));
-        if let Some(incident) = self.fold(unavailable) {
+        let quota = self.fold_quota(&result);
+        for incident in self.fold(unavailable).into_iter().chain(quota) {
             let kind = incident.kind();
             warn!(kind, "incident");
             let alert = Alert {

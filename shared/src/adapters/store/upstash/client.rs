@@ -25,9 +25,10 @@ impl Script {
         }
     }
 
-    /// A script whose last argument is the billed commands it costs (scripts/budget.lua): when it has
-    /// to be loaded first, the `EVAL` after the `NOSCRIPT` answer says 2 (Upstash bills both).
-    pub(crate) fn counted(source: &'static str) -> Self {
+    /// A script whose last argument is what its call costs itself (scripts/count.lua): 1, or 2 for the
+    /// `EVAL` sent after `EVALSHA` answered `NOSCRIPT` (Upstash bills both). It answers
+    /// `{executed, answer}`.
+    pub fn counted(source: &'static str) -> Self {
         Self {
             counted: true,
             ..Self::new(source)
@@ -69,20 +70,35 @@ impl UpstashClient {
         })
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
+    /// One REST request. `metered`: count the commands it carries in `stepper_redis_commands_total`
+    /// here (a counted script's caller counts what it executed instead, from its answer).
+    async fn post(&self, path: &str, body: &Value, metered: bool) -> Result<Value, StoreError> {
+        // What Upstash bills for it: each command of a pipeline, one for anything else.
+        let commands = match path {
+            "/pipeline" => body.as_array().map_or(1, Vec::len),
+            _ => 1,
+        };
+        let body = serde_json::to_vec(body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(StoreError::RequestTooLarge {
+                bytes: body.len(),
+                limit: MAX_REQUEST_BYTES,
+            });
+        }
         let response = self
             .http
             .post(format!("{}{path}", self.url))
             .bearer_auth(self.token.expose())
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        // An answer came: Upstash counted (and bills) every command the request carried.
-        crate::ports::metrics::redis_commands(body.as_array().map_or(1, |commands| match path {
-            "/pipeline" => commands.len(),
-            _ => 1,
-        }));
+        crate::ports::metrics::store_rest_request();
+        if metered {
+            // An answer came: Upstash counted (and bills) every command the request carried.
+            crate::ports::metrics::redis_commands(commands);
+        }
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(StoreError::Unauthorized);
@@ -97,6 +113,10 @@ impl UpstashClient {
         if let Some(error) = parsed.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str) {
             if status.is_client_error() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR || status.is_success() {
                 let error = command_error(error);
+                if error.contains(QUOTA_EXHAUSTED) {
+                    crate::ports::metrics::store_quota_exhausted();
+                    return Err(StoreError::QuotaExhausted(error));
+                }
                 if let Some(at) = error.find(EXPIRY_IN_PAST) {
                     return Err(StoreError::ExpiryInPast(
                         error[at + EXPIRY_IN_PAST.len()..].trim().to_string(),
@@ -113,7 +133,11 @@ impl UpstashClient {
 
     /// Runs one command.
     pub async fn command(&self, args: Vec<Value>) -> Result<Value, StoreError> {
-        let body = self.post("/", &Value::Array(args)).await?;
+        self.command_metered(args, true).await
+    }
+
+    async fn command_metered(&self, args: Vec<Value>, metered: bool) -> Result<Value, StoreError> {
+        let body = self.post("/", &Value::Array(args), metered).await?;
         Ok(body.get("result").cloned().unwrap_or(Value::Null))
     }
 
@@ -123,6 +147,7 @@ impl UpstashClient {
             .post(
                 "/pipeline",
                 &Value::Array(commands.into_iter().map(Value::Array).collect()),
+                true,
             )
             .await?;
         let items = body
@@ -147,7 +172,9 @@ impl UpstashClient {
         };
         let mut by_sha = vec![arg("EVALSHA"), arg(script.sha1.as_str())];
         by_sha.extend(tail());
-        match self.command(by_sha).await {
+        // A counted script answers what it executed (the failed EVALSHA included): its caller meters that.
+        let metered = !script.counted;
+        match self.command_metered(by_sha, metered).await {
             Err(StoreError::Command(e)) if e.contains("NOSCRIPT") => {
                 let mut by_source = vec![arg("EVAL"), arg(script.source)];
                 by_source.extend(tail());
@@ -156,12 +183,21 @@ impl UpstashClient {
                         *last = arg(last.as_u64().unwrap_or(1) + 1);
                     }
                 }
-                self.command(by_source).await
+                self.command_metered(by_source, metered).await
             }
             other => other,
         }
     }
 }
+
+/// The largest REST request the store takes: hosted Upstash's `max request size` on the free plan
+/// (10 MB; larger plans take more). A job whose write would exceed it is refused before it is sent
+/// (`StoreError::RequestTooLarge`, a 413): the routes' body cap (6 MB) keeps ordinary jobs far below,
+/// but a record is JSON inside the request's JSON, so its quotes and backslashes are escaped twice.
+pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+
+/// Hosted Upstash's answer once the plan's request quota is spent (the free plan: 500K commands a month).
+const QUOTA_EXHAUSTED: &str = "max requests limit exceeded";
 
 /// The marker scripts/clock.lua puts in front of its refusal.
 const EXPIRY_IN_PAST: &str = "STEPPER_EXPIRY_IN_PAST";
@@ -201,6 +237,20 @@ mod tests {
             "ERR wrong number"
         );
         assert_eq!(command_error("ERR wrong number"), "ERR wrong number");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_store_limit_is_refused_before_it_is_sent() {
+        // Nothing listens on port 9: a request that were sent would fail as Unavailable.
+        let c = UpstashClient::new("http://127.0.0.1:9", Secret::new("t"), Duration::from_secs(1)).unwrap();
+        let big = "\"".repeat(MAX_REQUEST_BYTES / 2 + 1);
+        match c.command(vec![arg("SET"), arg("k"), arg(big)]).await {
+            Err(StoreError::RequestTooLarge { bytes, limit }) => {
+                assert_eq!(limit, MAX_REQUEST_BYTES);
+                assert!(bytes > MAX_REQUEST_BYTES, "{bytes}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

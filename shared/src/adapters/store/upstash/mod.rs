@@ -2,7 +2,8 @@
 //!
 //! Key layout (every key expires):
 //! - `st:j:<owner>:<job id>` — the job record: a header line `J1 <state> <gen> <seq> <expires ms>`
-//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life) that the
+//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life; else ` x`
+//!   when one of its deliveries was dead-lettered: purge.lua then clears `st:x:<owner>`) that the
 //!   Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
 //!   The id is derived from the owner and the request's identity (`job::job_id`), so this key is also
 //!   the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
@@ -32,14 +33,17 @@
 //! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
 //!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
 //!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
-//! - `st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>` — the budget's hour and month buckets (budget.rs): every
-//!   counted script starts with scripts/budget.lua, which adds the call's spending with unbilled
-//!   `HINCRBY`s (its keys and arguments go last: [`UpstashStore::eval_counted`]). They expire 25 hours
-//!   after the hour starts and 35 days after the month ends.
+//! - `st:b:m:<yyyymm>:<owner>` — an owner's budget for a month (budget.rs): 64-bit counters in a string
+//!   (`BITFIELD`), the month's four, then four for each hour of the month. Every script ends with
+//!   scripts/budget.lua, which adds the call's spending, its own commands included, to the month and to
+//!   the hour with one `BITFIELD` (its keys and arguments go last: [`UpstashStore::eval_counted`]). It
+//!   expires 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners (the deployment's read
+//!   sums them).
 //!
-//! Requests (and billed commands) per job that succeeds on its first attempt: submit 1 (create.lua),
-//! claim 1 (claim.lua), finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the
-//! sweeps, one command each, shared by every job in the store. The scripts of the routes count the
+//! Requests per job that succeeds on its first attempt: submit 1 (create.lua), claim 1 (claim.lua),
+//! finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the sweeps, shared by every job
+//! in the store. Upstash bills every command a script executes (scripts/count.lua counts them; the
+//! figures per route: `BILLED_PER_ROUTE` in bench/src/routes.rs). The scripts of the routes count the
 //! request against its owner's limits and refuse before doing any work, in that same request.
 
 pub(crate) mod client;
@@ -199,6 +203,8 @@ pub(crate) fn encode(job: &Job) -> Result<String, StoreError> {
         job.expires_at_ms,
         if job.state.is_finished() && job.owes_deliveries() {
             " d"
+        } else if job.dead_lettered() {
+            " x"
         } else {
             ""
         }
@@ -274,39 +280,23 @@ fn horizons() -> impl Iterator<Item = Value> {
     std::iter::once(arg(HORIZONS_MS.len() as u64)).chain(HORIZONS_MS.iter().map(|h| arg(*h)))
 }
 
-/// A route script with the clock check every absolute expiry goes through (scripts/clock.lua), then
-/// the budget's counting (scripts/budget.lua).
-macro_rules! with_clock {
-    ($file:literal) => {
-        concat!(
-            include_str!("scripts/clock.lua"),
+/// A store script: the counting wrapper (scripts/count.lua), the budget (scripts/budget.lua), the
+/// preludes named (scripts/clock.lua: the clock check every absolute expiry goes through;
+/// scripts/standing.lua: what an unfinished job's ETA needs), then the body in `stepper_main`. The
+/// epilogue runs the body, counts its spending in the budget's buckets (scripts/budget.lua) and answers
+/// with every command the call executed in front (scripts/count.lua): `{executed, answer}`.
+macro_rules! script {
+    ($file:literal $(, $prelude:literal)*) => {
+        Script::counted(concat!(
+            include_str!("scripts/count.lua"),
             "\n",
             include_str!("scripts/budget.lua"),
             "\n",
-            include_str!($file)
-        )
-    };
-}
-
-/// A script with the budget's counting only (scripts/budget.lua).
-macro_rules! counted {
-    ($file:literal) => {
-        concat!(include_str!("scripts/budget.lua"), "\n", include_str!($file))
-    };
-}
-
-/// A route script that also reads what an unfinished job's ETA needs (scripts/standing.lua).
-macro_rules! with_standing {
-    ($file:literal) => {
-        concat!(
-            include_str!("scripts/clock.lua"),
-            "\n",
-            include_str!("scripts/budget.lua"),
-            "\n",
-            include_str!("scripts/standing.lua"),
-            "\n",
-            include_str!($file)
-        )
+            $(include_str!($prelude), "\n",)*
+            "local function stepper_main()\n",
+            include_str!($file),
+            "\nend\nlocal stepper_answer = stepper_main()\nbudget_count()\nreturn {EXECUTED, stepper_answer}\n",
+        ))
     };
 }
 
@@ -332,18 +322,18 @@ impl UpstashStore {
         Self {
             client,
             clock,
-            create: Script::counted(with_standing!("scripts/create.lua")),
+            create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
-            claim: Script::counted(counted!("scripts/claim.lua")),
-            finish: Script::counted(with_clock!("scripts/finish.lua")),
-            read: Script::counted(with_standing!("scripts/read.lua")),
-            purge: Script::counted(with_clock!("scripts/purge.lua")),
-            sweep: Script::counted(counted!("scripts/sweep.lua")),
-            overview: Script::counted(with_standing!("scripts/overview.lua")),
-            providers: Script::counted(counted!("scripts/providers.lua")),
-            spent: Script::counted(counted!("scripts/spent.lua")),
-            batch_put: Script::counted(with_clock!("scripts/batch_put.lua")),
-            batch_read: Script::counted(with_clock!("scripts/batch_read.lua")),
+            claim: script!("scripts/claim.lua"),
+            finish: script!("scripts/finish.lua", "scripts/clock.lua"),
+            read: script!("scripts/read.lua", "scripts/clock.lua", "scripts/standing.lua"),
+            purge: script!("scripts/purge.lua", "scripts/clock.lua"),
+            sweep: script!("scripts/sweep.lua"),
+            overview: script!("scripts/overview.lua", "scripts/clock.lua", "scripts/standing.lua"),
+            providers: script!("scripts/providers.lua"),
+            spent: script!("scripts/spent.lua"),
+            batch_put: script!("scripts/batch_put.lua", "scripts/clock.lua"),
+            batch_read: script!("scripts/batch_read.lua", "scripts/clock.lua"),
         }
     }
 
@@ -357,19 +347,28 @@ impl UpstashStore {
         keys: &[&str],
         mut args: Vec<Value>,
     ) -> Result<Value, StoreError> {
-        let buckets = Buckets::at(self.clock.now_ms());
+        let now = self.clock.now_ms();
+        let buckets = Buckets::at(now);
+        let month = format!("{}:{owner}", buckets.month_key);
+        let owners = budget::owners_key(now);
         let mut all = keys.to_vec();
-        all.extend([buckets.hour_key.as_str(), buckets.month_key.as_str()]);
+        all.extend([month.as_str(), owners.as_str()]);
         let aws = charge.aws();
         args.extend([
             arg(owner),
             arg(aws.lambda_invocations),
             arg(aws.sqs_requests),
-            arg(buckets.hour_expires_s),
+            arg(budget::hour_of_month(now)),
             arg(buckets.month_expires_s),
             arg(1),
         ]);
-        self.client.eval(script, &all, args).await
+        let answer = self.client.eval(script, &all, args).await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected script answer {answer}"));
+        let [executed, answer] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
+        };
+        crate::ports::metrics::redis_commands(executed.as_u64().ok_or_else(unexpected)? as usize);
+        Ok(answer.clone())
     }
 }
 
@@ -608,16 +607,17 @@ impl Store for UpstashStore {
                 &self.read,
                 Charge::Deliver,
                 owner,
-                &[&job_key(owner, job_id), &args.key, DUE_KEY, PROVIDERS_KEY],
-                vec![
-                    arg(grace.as_millis() as u64),
-                    arg(lease_key(owner, job_id)),
-                    arg(args.limit),
-                    arg(args.ends_at_ms),
-                ]
-                .into_iter()
-                .chain(horizons())
-                .collect(),
+                &[
+                    &job_key(owner, job_id),
+                    &args.key,
+                    DUE_KEY,
+                    PROVIDERS_KEY,
+                    &lease_key(owner, job_id),
+                ],
+                vec![arg(grace.as_millis() as u64), arg(args.limit), arg(args.ends_at_ms)]
+                    .into_iter()
+                    .chain(horizons())
+                    .collect(),
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
@@ -787,12 +787,25 @@ impl Store for UpstashStore {
     async fn spent(&self, owner: &str, all_owners: bool) -> Result<Spent, StoreError> {
         let now = self.clock.now_ms();
         let hours = budget::day_hours(now);
-        let month = budget::month_key(now);
-        let mut keys: Vec<&str> = hours.iter().map(|(_, key)| key.as_str()).collect();
-        keys.push(&month);
         let read = if all_owners { "" } else { owner };
+        // This month's bucket and the previous one's (the day window may begin there): an owner's by
+        // name; for the deployment's read the names without an owner, then those months' owner lists
+        // (spent.lua reads every owner's through them).
+        let this_month = budget::month_key(now);
+        let last_month = budget::month_key(hours.first().map_or(now, |(start, _)| *start));
+        let mut keys = vec![format!("{this_month}:{read}"), format!("{last_month}:{read}")];
+        if all_owners {
+            keys.push(budget::owners_key(now));
+            keys.push(budget::owners_key(hours.first().map_or(now, |(start, _)| *start)));
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut args = vec![arg(read)];
+        for (start, _) in &hours {
+            let which = if budget::month_key(*start) == this_month { 1 } else { 2 };
+            args.push(arg(format!("{which}:{}", budget::hour_of_month(*start))));
+        }
         let answer = self
-            .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, vec![arg(read)])
+            .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, args)
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected budget answer {answer}"));
         let lists = answer

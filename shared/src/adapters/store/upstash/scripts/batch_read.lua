@@ -7,21 +7,14 @@
 -- Returns {count} when over the limit (nothing read) or when there is no such batch, else
 -- {count, batch record, then the record of each item that has a job, in item order (false: expired or purged)}.
 -- count is 0 when not rate-limited.
-if ARGV[1] ~= '0' then
-  check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
-end
-budget_count()
 local count = 0
 if ARGV[1] ~= '0' then
-  count = redis.call('INCR', KEYS[2])
-  if count == 1 then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[2])
-  end
+  count = count_request(KEYS[2], ARGV[2])
   if count > tonumber(ARGV[1]) then
     return {count}
   end
 end
-local b = redis.call('GET', KEYS[1])
+local b = C('GET', KEYS[1])
 if not b then
   return {count}
 end
@@ -34,7 +27,7 @@ for id in string.gmatch(header, '%S+') do
 end
 local out = {count, b}
 if #keys > 0 then
-  local records = redis.call('MGET', unpack(keys))
+  local records = C('MGET', unpack(keys))
   for i = 1, #records do
     out[#out + 1] = records[i]
   end

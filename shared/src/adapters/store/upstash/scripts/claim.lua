@@ -11,11 +11,10 @@
 -- The thundering herd: when a provider's cooldown after a rate limit, a quota or an overload has just
 -- ended, this claim takes its probe (field pu = the lease's end) unless another claim holds it; the
 -- engine holds the other claims back until the probe's lease ends (quota.rs hold_back_for_probes).
-budget_count()
-local v = redis.call('GET', KEYS[1])
+local v = C('GET', KEYS[1])
 if not v then
   -- Purged or expired: whatever the index still holds for it goes now.
-  redis.call('ZREM', KEYS[4], KEYS[1])
+  C('ZREM', KEYS[4], KEYS[1])
   return {'missing'}
 end
 local gen, seq, expires = string.match(v, '^J1 %a (%x+) (%d+) (%d+)')
@@ -23,21 +22,17 @@ if gen ~= ARGV[1] or seq ~= ARGV[2] then
   return {'stale', v}
 end
 local token = ARGV[1] .. ':' .. ARGV[2]
-local held = redis.call('SET', KEYS[2], token, 'NX', 'GET', 'PX', ARGV[3])
+local held = C('SET', KEYS[2], token, 'NX', 'GET', 'PX', ARGV[3])
 if held then
   if held == token then
-    return {'busy', redis.call('PTTL', KEYS[2])}
+    return {'busy', C('PTTL', KEYS[2])}
   end
   -- A lease naming another step cannot block this one (finish deletes it; this is a leftover).
-  redis.call('SET', KEYS[2], token, 'PX', ARGV[3])
+  C('SET', KEYS[2], token, 'PX', ARGV[3])
 end
-redis.call('ZADD', KEYS[4], ARGV[4], KEYS[1])
-if redis.call('PTTL', KEYS[4]) < 0 then
-  redis.call('PEXPIREAT', KEYS[4], expires)
-else
-  redis.call('PEXPIREAT', KEYS[4], expires, 'GT')
-end
-local states = redis.call('HGETALL', KEYS[3])
+-- (The job is in the index, which lives at least as long as the job: no expiry to extend here.)
+C('ZADD', KEYS[4], ARGV[4], KEYS[1])
+local states = C('HGETALL', KEYS[3])
 local probes = {}
 local now = tonumber(ARGV[5])
 local function n(x)
@@ -53,7 +48,7 @@ for i = 1, #states, 2 do
     if ends > 0 and ends <= now and n(s.pu) <= now then
       s.pu = tonumber(ARGV[4])
       local encoded = cjson.encode(s)
-      redis.call('HSET', KEYS[3], states[i], encoded)
+      C('HSET', KEYS[3], states[i], encoded)
       states[i + 1] = encoded
       probes[#probes + 1] = states[i]
     end

@@ -18,26 +18,20 @@
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
-if ARGV[5] ~= '0' then
-  check_expiry(ARGV[6], 'rate window', RATE_WINDOW_SLACK_MS)
-end
-budget_count()
--- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 -- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
--- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order). ZADD moves a
+-- member already there. An index lives as long as its longest-lived member: extended by one
+-- PEXPIREAT GT (a set without expiry, a new one, is given one).
 local function due_add(key, score, member, expiry)
-  redis.call('ZREM', key, member)
   local ms = tonumber(score)
-  local k = redis.call('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
-  redis.call('ZADD', key, string.format('%.12f', ms + k / 4096), member)
-  if redis.call('PTTL', key) < 0 then
-    redis.call('PEXPIREAT', key, expiry)
-  else
-    redis.call('PEXPIREAT', key, expiry, 'GT')
+  local k = C('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
+  C('ZADD', key, string.format('%.12f', ms + k / 4096), member)
+  if expiry and C('PEXPIREAT', key, expiry, 'GT') == 0 and C('PTTL', key) < 0 then
+    C('PEXPIREAT', key, expiry)
   end
 end
 local function arm()
-  if redis.call('SET', KEYS[5], ARGV[9] .. ':1', 'NX', 'PX', ARGV[10]) then
+  if C('SET', KEYS[5], ARGV[9] .. ':1', 'NX', 'PX', ARGV[10]) then
     return 1
   end
   return 0
@@ -47,15 +41,12 @@ local function met(v)
   if string.sub(v, 4, 4) == 's' or string.sub(v, 4, 4) == 'f' then
     return {}
   end
-  local score = redis.call('ZSCORE', KEYS[4], KEYS[1])
-  return standing(KEYS[4], KEYS[7], redis.call('ZRANK', KEYS[4], KEYS[1]) or 0, score and math.floor(tonumber(score)), 12)
+  local score = C('ZSCORE', KEYS[4], KEYS[1])
+  return standing(KEYS[4], KEYS[7], C('ZRANK', KEYS[4], KEYS[1]) or 0, score and math.floor(tonumber(score)), 12)
 end
 local count = 0
 if ARGV[5] ~= '0' then
-  count = redis.call('INCR', KEYS[2])
-  if count == 1 then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[6])
-  end
+  count = count_request(KEYS[2], ARGV[6])
   if count > tonumber(ARGV[5]) then
     return {'rate', count}
   end
@@ -63,16 +54,16 @@ end
 local cap = tonumber(ARGV[7])
 local live = 0
 if cap > 0 then
-  live = redis.call('ZCARD', KEYS[3])
+  live = C('ZCARD', KEYS[3])
   if live >= cap then
     -- Jobs that expired without finishing leave by their score before a refusal is decided, so the
     -- count cannot drift (and the set never holds more than cap members).
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
-    live = redis.call('ZCARD', KEYS[3])
+    C('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+    live = C('ZCARD', KEYS[3])
   end
   if live >= cap then
     -- Full: an identical live job is still met (it is already counted), nothing new is written.
-    local v = redis.call('GET', KEYS[1])
+    local v = C('GET', KEYS[1])
     if v and string.sub(v, 4, 4) ~= 'f' then
       return {'existing', count, v, arm(), met(v)}
     end
@@ -80,29 +71,29 @@ if cap > 0 then
   end
 end
 -- Create and dedupe in one command: NX writes only a new id, GET returns what was there.
-local old = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
+local old = C('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 if old then
   if string.sub(old, 4, 4) ~= 'f' then
     return {'existing', count, old, arm(), met(old)}
   end
-  -- A finally failed job with the same identity: the new submit replaces it.
-  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+  -- A finally failed job with the same identity: the new submit replaces it (and its index entries).
+  C('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+  C('ZREM', KEYS[4], KEYS[1])
 end
 if cap > 0 then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  C('ZADD', KEYS[3], ARGV[3], ARGV[2])
   -- The set lives as long as its longest-lived member; a set that was empty has no expiry yet
   -- (GT treats "no expiry" as infinite, so it would never set one).
   if live == 0 then
-    redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+    C('PEXPIREAT', KEYS[3], ARGV[3])
   else
-    redis.call('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
+    C('PEXPIREAT', KEYS[3], ARGV[3], 'GT')
   end
 end
 -- The new job joins the end of the line of those due no later than it (its millisecond included).
-redis.call('ZREM', KEYS[4], KEYS[1])
-local ahead = redis.call('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
+local ahead = C('ZCOUNT', KEYS[4], '-inf', string.format('(%.0f', tonumber(ARGV[8]) + 1))
 due_add(KEYS[4], ARGV[8], KEYS[1], ARGV[3])
 due_add(KEYS[6], ARGV[11], ARGV[2], ARGV[3])
--- A job created: counted in the budget's buckets (budget.lua).
-budget_add('j', 1)
+-- A job created: counted in its owner's budget buckets (budget.lua).
+budget_job()
 return {'new', count, arm(), standing(KEYS[4], KEYS[7], ahead, tonumber(ARGV[8]), 12)}

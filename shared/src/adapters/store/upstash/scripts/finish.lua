@@ -16,52 +16,57 @@
 -- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
-budget_count()
--- The due-index lives as long as its longest-lived job (a set re-created without expiry gets one).
 -- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
--- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order).
+-- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order). ZADD moves a
+-- member already there. An index lives as long as its longest-lived member: extended by one
+-- PEXPIREAT GT (a set without expiry, a new one, is given one).
 local function due_add(key, score, member, expiry)
-  redis.call('ZREM', key, member)
   local ms = tonumber(score)
-  local k = redis.call('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
-  redis.call('ZADD', key, string.format('%.12f', ms + k / 4096), member)
-  if redis.call('PTTL', key) < 0 then
-    redis.call('PEXPIREAT', key, expiry)
-  else
-    redis.call('PEXPIREAT', key, expiry, 'GT')
+  local k = C('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
+  C('ZADD', key, string.format('%.12f', ms + k / 4096), member)
+  if expiry and C('PEXPIREAT', key, expiry, 'GT') == 0 and C('PTTL', key) < 0 then
+    C('PEXPIREAT', key, expiry)
   end
 end
 
 
+-- Counts one in today's counters. The day's hash gets its expiry from the HINCRBY that creates a
+-- field (the one that creates the hash among them), not from every count.
+local function day_count(field)
+  if C('HINCRBY', KEYS[9], field, 1) == 1 then
+    C('PEXPIREAT', KEYS[9], ARGV[10])
+  end
+end
+
 -- Swap first (one command on the common path), check the fencing token on what was there.
-local old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
+local old = C('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
 if not old then
   return 0
 end
 local was, gen, seq, expires = string.match(old, '^J1 (%a) (%x+) (%d+) (%d+)[ \n]')
 if gen ~= ARGV[2] or seq ~= ARGV[3] then
   -- A stale step: put back what was there, with its own expiry.
-  redis.call('SET', KEYS[1], old, 'PXAT', expires)
+  C('SET', KEYS[1], old, 'PXAT', expires)
   return 0
 end
 local becomes = string.sub(ARGV[1], 4, 4)
 if (becomes == 's' or becomes == 'f') and was ~= 's' and was ~= 'f' then
   -- The job just finished: it leaves its owner's jobs in flight and unfinished jobs, and is counted.
-  redis.call('ZREM', KEYS[3], ARGV[6])
-  redis.call('ZREM', KEYS[7], ARGV[6])
-  redis.call('HINCRBY', KEYS[9], 'o:' .. becomes .. ':' .. ARGV[9], 1)
-  redis.call('PEXPIREAT', KEYS[9], ARGV[10])
+  C('ZREM', KEYS[3], ARGV[6])
+  C('ZREM', KEYS[7], ARGV[6])
+  day_count('o:' .. becomes .. ':' .. ARGV[9])
 end
 if becomes == 's' or becomes == 'f' then
   if ARGV[8] == '1' then
     due_add(KEYS[8], ARGV[4], ARGV[6], ARGV[4])
-  else
-    redis.call('ZREM', KEYS[8], ARGV[6])
+  elseif was == 's' or was == 'f' then
+    -- Only a job that had finished before can be listed as dead-lettered.
+    C('ZREM', KEYS[8], ARGV[6])
   end
 end
-redis.call('DEL', KEYS[4])
+C('DEL', KEYS[4])
 if ARGV[7] == '' then
-  redis.call('ZREM', KEYS[5], KEYS[1])
+  C('ZREM', KEYS[5], KEYS[1])
 else
   due_add(KEYS[5], ARGV[7], KEYS[1], ARGV[4])
 end
@@ -71,7 +76,7 @@ end
 
 -- The same rules as ProviderState::apply in quota.rs.
 local e = cjson.decode(ARGV[5])
-local raw = redis.call('HGET', KEYS[2], e.provider)
+local raw = C('HGET', KEYS[2], e.provider)
 local s = {}
 if raw then
   s = cjson.decode(raw)
@@ -110,12 +115,11 @@ elseif class == 'auth_invalid' or class == 'gone' then
 end
 s.lc = class
 s.la = e.now_ms
-redis.call('HSET', KEYS[2], e.provider, cjson.encode(s))
-redis.call('HINCRBY', KEYS[9], 'p:' .. class .. ':' .. e.provider, 1)
-redis.call('PEXPIREAT', KEYS[9], ARGV[10])
+C('HSET', KEYS[2], e.provider, cjson.encode(s))
+day_count('p:' .. class .. ':' .. e.provider)
 if new_day then
   -- Provider state is a handful of fields; it still expires if every instance goes quiet.
-  redis.call('PEXPIRE', KEYS[2], 8 * 86400000)
+  C('PEXPIRE', KEYS[2], 8 * 86400000)
 end
 
 -- Incidents: the same rules as store::incidents::provider_incidents, system_incident and gate (store/incidents.rs).
@@ -143,21 +147,21 @@ for _, incident in ipairs(found) do
   local send = true
   if incident.kind == 'circuit_closed' then
     -- Told exactly when its opening was.
-    send = redis.call('HDEL', KEYS[6], 'o:' .. p) == 1
+    send = C('HDEL', KEYS[6], 'o:' .. p) == 1
     scoped = false
     touched = true
   end
   if scoped then
-    local last = redis.call('HGET', KEYS[6], 'w:' .. p)
+    local last = C('HGET', KEYS[6], 'w:' .. p)
     if last and now < tonumber(last) + window then
-      redis.call('HINCRBY', KEYS[6], 'n:' .. p, 1)
+      C('HINCRBY', KEYS[6], 'n:' .. p, 1)
       send = false
     else
-      redis.call('HSET', KEYS[6], 'w:' .. p, now)
-      incident.suppressed = n(redis.call('HGET', KEYS[6], 'n:' .. p))
-      redis.call('HDEL', KEYS[6], 'n:' .. p)
+      C('HSET', KEYS[6], 'w:' .. p, now)
+      incident.suppressed = n(C('HGET', KEYS[6], 'n:' .. p))
+      C('HDEL', KEYS[6], 'n:' .. p)
       if incident.kind == 'circuit_opened' then
-        redis.call('HSET', KEYS[6], 'o:' .. p, '1')
+        C('HSET', KEYS[6], 'o:' .. p, '1')
       end
     end
     touched = true
@@ -170,14 +174,14 @@ for _, incident in ipairs(found) do
 end
 local peers = rules.providers or {}
 if #peers > 0 then
-  local down = redis.call('HGET', KEYS[6], 'all')
+  local down = C('HGET', KEYS[6], 'all')
   if class == 'ok' then
     if down then
-      redis.call('HDEL', KEYS[6], 'all')
+      C('HDEL', KEYS[6], 'all')
       table.insert(out, {kind = 'providers_recovered', provider = p, suppressed = 0, at_ms = now})
     end
   elseif not down then
-    local states = redis.call('HMGET', KEYS[2], unpack(peers))
+    local states = C('HMGET', KEYS[2], unpack(peers))
     local eta = nil
     local usable = false
     for i = 1, #peers do
@@ -194,14 +198,14 @@ if #peers > 0 then
       end
     end
     if not usable then
-      redis.call('HSET', KEYS[6], 'all', '1')
+      C('HSET', KEYS[6], 'all', '1')
       touched = true
       table.insert(out, {kind = 'all_providers_unusable', eta_ms = eta or cjson.null, suppressed = 0, at_ms = now})
     end
   end
 end
 if touched then
-  redis.call('PEXPIRE', KEYS[6], 8 * 86400000)
+  C('PEXPIRE', KEYS[6], 8 * 86400000)
 end
 if #out > 0 then
   return cjson.encode(out)

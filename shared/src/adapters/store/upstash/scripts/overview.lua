@@ -9,16 +9,9 @@
 -- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
 -- {record, running, standing (scripts/standing.lua), ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
 -- counters: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
-if ARGV[1] ~= '0' then
-  check_expiry(ARGV[2], 'rate window', RATE_WINDOW_SLACK_MS)
-end
-budget_count()
 local count = 0
 if ARGV[1] ~= '0' then
-  count = redis.call('INCR', KEYS[1])
-  if count == 1 then
-    redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-  end
+  count = count_request(KEYS[1], ARGV[2])
   if count > tonumber(ARGV[1]) then
     return {count}
   end
@@ -28,17 +21,17 @@ local leases = 'st:l:' .. ARGV[3] .. ':'
 local waiting, active, delayed, counted = 0, 0, 0, 0
 local oldest = {}
 local want = tonumber(ARGV[6])
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)) do
+for _, id in ipairs(C('ZRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)) do
   -- The header alone: a record may be tens of KB.
-  local head = redis.call('GETRANGE', records .. id, 0, 80)
+  local head = C('GETRANGE', records .. id, 0, 80)
   local state, gen, seq = string.match(head, '^J1 (%a) (%x+) (%d+) ')
   if state == nil or state == 's' or state == 'f' then
     -- Expired unfinished (or finished by a write this index missed): it leaves the index.
-    redis.call('ZREM', KEYS[2], id)
+    C('ZREM', KEYS[2], id)
   else
     counted = counted + 1
     local running = 0
-    if redis.call('GET', leases .. id) == gen .. ':' .. seq then
+    if C('GET', leases .. id) == gen .. ':' .. seq then
       running = 1
       active = active + 1
     elseif state == 'w' then
@@ -47,31 +40,31 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[5]) - 1)) do
       waiting = waiting + 1
     end
     if #oldest < 3 * want then
-      oldest[#oldest + 1] = redis.call('GET', records .. id)
+      oldest[#oldest + 1] = C('GET', records .. id)
       oldest[#oldest + 1] = running
-      local score = redis.call('ZSCORE', KEYS[5], records .. id)
-      oldest[#oldest + 1] = standing(KEYS[5], KEYS[6], redis.call('ZRANK', KEYS[5], records .. id) or 0,
+      local score = C('ZSCORE', KEYS[5], records .. id)
+      oldest[#oldest + 1] = standing(KEYS[5], KEYS[6], C('ZRANK', KEYS[5], records .. id) or 0,
         score and math.floor(tonumber(score)), 8)
     end
   end
 end
-local unfinished = redis.call('ZCARD', KEYS[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+local unfinished = C('ZCARD', KEYS[2])
+C('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
 local dead = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[7]) - 1)) do
-  local v = redis.call('GET', records .. id)
+for _, id in ipairs(C('ZRANGE', KEYS[3], 0, tonumber(ARGV[7]) - 1)) do
+  local v = C('GET', records .. id)
   local state = v and string.sub(v, 4, 4)
   if state == 's' or state == 'f' then
     dead[#dead + 1] = v
   else
     -- Gone, or replaced by a new submit with the same identity.
-    redis.call('ZREM', KEYS[3], id)
+    C('ZREM', KEYS[3], id)
   end
 end
-local dead_total = redis.call('ZCARD', KEYS[3])
+local dead_total = C('ZCARD', KEYS[3])
 local day = {}
 local mine_s, mine_f = 'o:s:' .. ARGV[3], 'o:f:' .. ARGV[3]
-local fields = redis.call('HGETALL', KEYS[4])
+local fields = C('HGETALL', KEYS[4])
 for i = 1, #fields, 2 do
   local f = fields[i]
   if string.sub(f, 1, 2) == 'p:' or f == mine_s or f == mine_f then

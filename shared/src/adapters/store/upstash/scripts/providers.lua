@@ -1,5 +1,4 @@
 -- Every provider's shared state (GET /v1/providers, the /health check), counted like every other
 -- call (budget.lua, prepended): one billed command.
 -- KEYS[1] provider states hash; then budget.lua's
-budget_count()
-return redis.call('HGETALL', KEYS[1])
+return C('HGETALL', KEYS[1])

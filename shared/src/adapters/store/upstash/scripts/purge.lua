@@ -6,30 +6,34 @@
 -- unfinished jobs (st:u:<owner>), KEYS[7] the owner's dead-lettered jobs (st:x:<owner>)
 -- ARGV[1] job id, ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms)
 -- Returns {count, 1 if the job existed else 0}; over the limit nothing is deleted.
-if ARGV[2] ~= '0' then
-  check_expiry(ARGV[3], 'rate window', RATE_WINDOW_SLACK_MS)
-end
-budget_count()
 local count = 0
 if ARGV[2] ~= '0' then
-  count = redis.call('INCR', KEYS[2])
-  if count == 1 then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[3])
-  end
+  count = count_request(KEYS[2], ARGV[3])
   if count > tonumber(ARGV[2]) then
     return {count, 0}
   end
 end
-local v = redis.call('GETDEL', KEYS[1])
+local v = C('GETDEL', KEYS[1])
 if not v then
   return {count, 0}
 end
-redis.call('DEL', KEYS[4])
-redis.call('ZREM', KEYS[5], KEYS[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[1])
-local state = string.sub(v, 4, 4)
+-- What the job's state says it still holds: an unfinished job its lease, its due-index entry, its place
+-- among the owner's unfinished jobs and jobs in flight; a finished one its due-index entry while it owes
+-- deliveries (header flag ' d'), and a place among the dead-lettered when a delivery was (' x').
+local state, flag = string.match(v, '^J1 (%a) %x+ %d+ %d+ ?(%a*)\n')
 if state ~= 's' and state ~= 'f' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  C('DEL', KEYS[4])
+  C('ZREM', KEYS[5], KEYS[1])
+  C('ZREM', KEYS[6], ARGV[1])
+  C('ZREM', KEYS[3], ARGV[1])
+else
+  if flag == 'd' then
+    C('DEL', KEYS[4])
+    C('ZREM', KEYS[5], KEYS[1])
+  end
+  -- Header flag ' x': a delivery was dead-lettered; ' d': one may have been while others are still owed.
+  if flag == 'd' or flag == 'x' then
+    C('ZREM', KEYS[7], ARGV[1])
+  end
 end
 return {count, 1}

@@ -12,39 +12,38 @@
 -- ARGV[7] the message's round
 -- Returns {'stale'} | {'ok', jobs left in the index, the earliest score or '', next round, stranded, key, gen, seq, ...}
 -- (stranded: the due jobs still queued or running, header letter 'q': a lost message or a dead worker)
-budget_count()
 local round = tonumber(ARGV[7])
-if ARGV[2] ~= '1' and redis.call('GET', KEYS[2]) ~= ARGV[1] .. ':' .. ARGV[7] then
+if ARGV[2] ~= '1' and C('GET', KEYS[2]) ~= ARGV[1] .. ':' .. ARGV[7] then
   return {'stale'}
 end
 -- A whole millisecond: jobs that arrived at the same one carry a fraction of it (create.lua's due_add).
-local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
+local keys = C('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
   tonumber(ARGV[4]))
 local out = {'ok', 0, '', round + 1, 0}
 local stranded = 0
 for _, key in ipairs(keys) do
-  local v = redis.call('GET', key)
+  local v = C('GET', key)
   local state, gen, seq
   if v then
     state, gen, seq = string.match(v, '^J1 (%a) (%x+) (%d+) ')
   end
   if gen then
     if state == 'q' then stranded = stranded + 1 end
-    redis.call('ZADD', KEYS[1], ARGV[5], key)
+    C('ZADD', KEYS[1], ARGV[5], key)
     out[#out + 1] = key
     out[#out + 1] = gen
     out[#out + 1] = seq
   else
-    redis.call('ZREM', KEYS[1], key)
+    C('ZREM', KEYS[1], key)
   end
 end
-local left = redis.call('ZCARD', KEYS[1])
+local left = C('ZCARD', KEYS[1])
 out[2] = left
 out[5] = stranded
 if left == 0 then
-  redis.call('DEL', KEYS[2])
+  C('DEL', KEYS[2])
 else
-  out[3] = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. (round + 1), 'PX', ARGV[6])
+  out[3] = C('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+  C('SET', KEYS[2], ARGV[1] .. ':' .. (round + 1), 'PX', ARGV[6])
 end
 return out
