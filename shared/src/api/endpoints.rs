@@ -129,7 +129,7 @@ impl Endpoint {
 
     /// Whether the route wants an API key (health, the service info, the document and the dashboard's
     /// page are public; the page asks for the key and sends it with the calls it makes).
-    pub fn needs_key(self) -> bool {
+    pub(crate) fn needs_key(self) -> bool {
         !matches!(
             self,
             Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard | Endpoint::ServiceInfo
@@ -137,7 +137,7 @@ impl Endpoint {
     }
 
     /// What the route does, in a line (`GET /` lists these; the document's summaries say the same).
-    pub fn summary(self) -> &'static str {
+    pub(crate) fn summary(self) -> &'static str {
         match self {
             Endpoint::SubmitReport => "Submit a commit-report job",
             Endpoint::SubmitGeneric => "Submit a generic job",

@@ -142,33 +142,33 @@ pub(crate) struct ErrorBody {
     /// With `rate_limited` and `too_many_jobs_in_flight`: the same wait as `Retry-After`.
     #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub retry_after_seconds: Option<u64>,
+    pub(crate) retry_after_seconds: Option<u64>,
     /// The original's code, on a `contractVersion` this server does not speak: `SCHEMA_VERSION_MISMATCH`.
     #[serde(rename = "errorCode", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "VersionMismatch")]
-    pub error_code: Option<VersionMismatch>,
+    pub(crate) error_code: Option<VersionMismatch>,
     /// A batch's refused items, every one in input order (`error` names the first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<ItemError>")]
-    pub errors: Vec<ItemError>,
+    pub(crate) errors: Vec<ItemError>,
     /// With `errorCode`: the version this server speaks.
     #[serde(rename = "supportedVersion", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub supported_version: Option<&'static str>,
+    pub(crate) supported_version: Option<&'static str>,
 }
 
 /// One refused field of a batch item.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct ItemError {
+pub(crate) struct ItemError {
     /// `items[<i>].request.<field>`.
-    pub field: String,
+    pub(crate) field: String,
     /// `<field>: <message>`.
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// `errorCode` of a refused `contractVersion`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-pub enum VersionMismatch {
+pub(crate) enum VersionMismatch {
     #[serde(rename = "SCHEMA_VERSION_MISMATCH")]
     SchemaVersionMismatch,
 }

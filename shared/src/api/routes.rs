@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::caps;
 use super::dashboard;
-pub(crate) use super::endpoints::{Endpoint, Function};
+pub use super::endpoints::{Endpoint, Function};
 use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;

@@ -69,8 +69,8 @@ pub(crate) struct QueuedJob {
     pub(crate) status: Queued,
     pub(crate) job_id: String,
     /// Where to poll: `/v1/reports/<id>` or `/v1/jobs/<id>`.
-    pub status_url: String,
-    pub contract_version: Version,
+    pub(crate) status_url: String,
+    pub(crate) contract_version: Version,
     /// Seconds until the job is expected to have ended (rounded up, ≥ 0): an estimate from the
     /// providers' shared state and the jobs due ahead of it (docs/api.md, "How long will it take?").
     /// Absent when no estimate is possible.
@@ -109,13 +109,13 @@ pub(crate) struct CachedJob {
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CachedMetadata {
-    pub provider: String,
-    pub fallback: bool,
+pub(crate) struct CachedMetadata {
+    pub(crate) provider: String,
+    pub(crate) fallback: bool,
     /// True for a provider's result, false for a fallback.
-    pub validated: bool,
-    pub contract_version: Version,
-    pub timings: TotalTiming,
+    pub(crate) validated: bool,
+    pub(crate) contract_version: Version,
+    pub(crate) timings: TotalTiming,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -165,7 +165,7 @@ pub(crate) struct PurgedJob {
 /// A job's status word (1.1.0): anything but `completed` and `failed` means "poll again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StatusWord {
+pub(crate) enum StatusWord {
     /// Not being worked on right now: waiting for its turn or for a provider to cool down
     /// (`rawStatus` says which).
     Queued,
@@ -178,7 +178,7 @@ pub enum StatusWord {
 /// The finer word: the queue's own (`waiting`, `delayed`), as the original's `rawStatus` carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RawStatus {
+pub(crate) enum RawStatus {
     /// Queued, no attempt under way.
     Waiting,
     /// A provider call is under way.
@@ -203,7 +203,7 @@ impl RawStatus {
     }
 
     /// The status word of this raw word.
-    pub fn status(self) -> StatusWord {
+    pub(crate) fn status(self) -> StatusWord {
         match self {
             RawStatus::Waiting | RawStatus::Delayed => StatusWord::Queued,
             RawStatus::Active => StatusWord::Active,
@@ -215,10 +215,10 @@ impl RawStatus {
 
 /// The contract version every answer that names one carries (`"1"`).
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Version(&'static str);
+pub(crate) struct Version(&'static str);
 
 impl Version {
-    pub const CURRENT: Version = Version(crate::domain::contract::CONTRACT_VERSION);
+    pub(crate) const CURRENT: Version = Version(crate::domain::contract::CONTRACT_VERSION);
 }
 
 impl JsonSchema for Version {
@@ -236,15 +236,15 @@ impl JsonSchema for Version {
 /// Why a job (or a batch item) failed, in the original's words.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct FailureView {
-    pub error_code: FailureCode,
-    pub message: String,
+pub(crate) struct FailureView {
+    pub(crate) error_code: FailureCode,
+    pub(crate) message: String,
     /// Submitting the same request again may succeed.
-    pub retryable: bool,
+    pub(crate) retryable: bool,
     /// With `RATE_LIMIT`: the longest wait a provider named.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
-    pub retry_after_seconds: Option<u64>,
+    pub(crate) retry_after_seconds: Option<u64>,
 }
 
 impl From<Failure> for FailureView {
@@ -399,13 +399,13 @@ pub(crate) struct JobData {
     /// A commit report, or a generic job's output (JSON, or a string in text mode).
     pub(crate) result: std::sync::Arc<Value>,
     /// The provider that produced the result (`fallback` for the commit report's template).
-    pub used_provider: String,
-    pub providers_attempted: Vec<AttemptView>,
-    pub fallback: bool,
+    pub(crate) used_provider: String,
+    pub(crate) providers_attempted: Vec<AttemptView>,
+    pub(crate) fallback: bool,
     /// The result passed the job's checks (its JSON or schema): true for a provider's result, false
     /// for a fallback.
-    pub validated: bool,
-    pub timings: Timings,
+    pub(crate) validated: bool,
+    pub(crate) timings: Timings,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -418,11 +418,11 @@ pub(crate) struct Timings {
 /// `GET /v1/reports/{jobId}`, `GET /v1/jobs/{jobId}`.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobView {
-    pub id: String,
-    pub status: StatusWord,
-    pub raw_status: RawStatus,
-    pub contract_version: Version,
+pub(crate) struct JobView {
+    pub(crate) id: String,
+    pub(crate) status: StatusWord,
+    pub(crate) raw_status: RawStatus,
+    pub(crate) contract_version: Version,
     /// 0 until the job is finished, then 100.
     #[schemars(extend("enum" = [0, 100]))]
     pub(crate) progress: u8,
@@ -433,13 +433,13 @@ pub struct JobView {
     /// Only when `status` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Only when `status` is `failed`: the failure in the original's codes.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "FailureView")]
-    pub failure: Option<FailureView>,
-    pub attempts: Vec<AttemptView>,
-    pub created_at: Timestamp,
+    pub(crate) failure: Option<FailureView>,
+    pub(crate) attempts: Vec<AttemptView>,
+    pub(crate) created_at: Timestamp,
     /// When the job gives up if it has not finished.
     pub(crate) deadline: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -692,9 +692,9 @@ pub(crate) struct Health {
     /// Present only when the job store could not be read (the providers' state is then unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "StoreWord")]
-    pub store: Option<StoreWord>,
+    pub(crate) store: Option<StoreWord>,
     #[serde(rename = "contractVersion")]
-    pub contract_version: Version,
+    pub(crate) contract_version: Version,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -805,7 +805,7 @@ pub(crate) fn health(read: &ProviderStates<'_>) -> Health {
 /// The word of a failed answer.
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Failed {
+pub(crate) enum Failed {
     Failed,
 }
 
@@ -813,40 +813,40 @@ pub enum Failed {
 /// the wait.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ImmediateAnswer {
-    pub status: Completed,
+pub(crate) struct ImmediateAnswer {
+    pub(crate) status: Completed,
     /// The job behind the answer (it can be polled and purged like any job).
-    pub job_id: String,
+    pub(crate) job_id: String,
     /// An identical job had already finished: its result.
-    pub cached: bool,
+    pub(crate) cached: bool,
     /// A commit report, or a generic job's output (JSON, or a string in text mode).
-    pub data: std::sync::Arc<Value>,
-    pub metadata: ResultMetadata,
+    pub(crate) data: std::sync::Arc<Value>,
+    pub(crate) metadata: ResultMetadata,
 }
 
 /// How a result came about (an immediate answer's, a batch item's).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ResultMetadata {
-    pub provider: String,
-    pub fallback: bool,
+pub(crate) struct ResultMetadata {
+    pub(crate) provider: String,
+    pub(crate) fallback: bool,
     /// True for a provider's result (it passed the job's checks), false for a fallback.
-    pub validated: bool,
-    pub contract_version: Version,
-    pub timings: Timings,
-    pub providers_attempted: Vec<AttemptView>,
+    pub(crate) validated: bool,
+    pub(crate) contract_version: Version,
+    pub(crate) timings: Timings,
+    pub(crate) providers_attempted: Vec<AttemptView>,
 }
 
 /// `502` of the immediate routes: the job failed within the wait (every provider failed for good, or
 /// none could answer before the job's deadline).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ImmediateFailed {
-    pub status: Failed,
-    pub job_id: String,
-    pub error: String,
-    pub failure: FailureView,
-    pub providers_attempted: Vec<AttemptView>,
+pub(crate) struct ImmediateFailed {
+    pub(crate) status: Failed,
+    pub(crate) job_id: String,
+    pub(crate) error: String,
+    pub(crate) failure: FailureView,
+    pub(crate) providers_attempted: Vec<AttemptView>,
 }
 
 fn result_metadata(job: &Job, result: &JobResult) -> ResultMetadata {
@@ -864,7 +864,7 @@ fn result_metadata(job: &Job, result: &JobResult) -> ResultMetadata {
 }
 
 /// A finished job as an immediate route answers it: its result, or why it failed.
-pub fn immediate(job: &Job, cached: bool) -> Result<ImmediateAnswer, ImmediateFailed> {
+pub(crate) fn immediate(job: &Job, cached: bool) -> Result<ImmediateAnswer, ImmediateFailed> {
     match (&job.result, job.failure()) {
         (Some(result), _) if job.state == JobState::Succeeded => Ok(ImmediateAnswer {
             status: Completed::Completed,
@@ -894,17 +894,17 @@ pub fn immediate(job: &Job, cached: bool) -> Result<ImmediateAnswer, ImmediateFa
 /// `202` of `POST /v1/generate/batch`.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchQueuedView {
-    pub status: Queued,
+pub(crate) struct BatchQueuedView {
+    pub(crate) status: Queued,
     /// The batch's id (a UUID): poll it at `statusUrl`.
-    pub job_id: String,
-    pub status_url: String,
-    pub item_count: usize,
-    pub concurrency: u64,
-    pub contract_version: Version,
+    pub(crate) job_id: String,
+    pub(crate) status_url: String,
+    pub(crate) item_count: usize,
+    pub(crate) concurrency: u64,
+    pub(crate) contract_version: Version,
 }
 
-pub fn batch_queued(batch_id: &str, item_count: usize, concurrency: u64) -> BatchQueuedView {
+pub(crate) fn batch_queued(batch_id: &str, item_count: usize, concurrency: u64) -> BatchQueuedView {
     BatchQueuedView {
         status: Queued::Queued,
         job_id: batch_id.to_string(),
@@ -917,15 +917,15 @@ pub fn batch_queued(batch_id: &str, item_count: usize, concurrency: u64) -> Batc
 
 /// A batch's progress: items finished of all.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct BatchProgress {
-    pub done: usize,
-    pub total: usize,
+pub(crate) struct BatchProgress {
+    pub(crate) done: usize,
+    pub(crate) total: usize,
 }
 
 /// A batch item's word once the batch is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemWord {
+pub(crate) enum ItemWord {
     Completed,
     Failed,
 }
@@ -933,49 +933,49 @@ pub enum ItemWord {
 /// One item of a finished batch, at its input position.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchItemView {
-    pub id: String,
-    pub index: usize,
-    pub status: ItemWord,
+pub(crate) struct BatchItemView {
+    pub(crate) id: String,
+    pub(crate) index: usize,
+    pub(crate) status: ItemWord,
     /// The item's own job (absent when it was refused at submit).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
-    pub job_id: Option<String>,
+    pub(crate) job_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Value")]
-    pub data: Option<std::sync::Arc<Value>>,
+    pub(crate) data: Option<std::sync::Arc<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "ResultMetadata")]
-    pub metadata: Option<ResultMetadata>,
+    pub(crate) metadata: Option<ResultMetadata>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "FailureView")]
-    pub failure: Option<FailureView>,
+    pub(crate) failure: Option<FailureView>,
 }
 
 /// A finished batch's results, in input order.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct BatchData {
-    pub items: Vec<BatchItemView>,
-    pub total: usize,
-    pub completed: usize,
-    pub failed: usize,
+pub(crate) struct BatchData {
+    pub(crate) items: Vec<BatchItemView>,
+    pub(crate) total: usize,
+    pub(crate) completed: usize,
+    pub(crate) failed: usize,
 }
 
 /// `GET /v1/jobs/{batchId}` (and `/v1/reports/{batchId}`): a batch.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchView {
-    pub id: String,
+pub(crate) struct BatchView {
+    pub(crate) id: String,
     /// `queued` until an item is worked on, `active` until every item has finished, then `completed`
     /// (even when items failed: each says how it ended).
-    pub status: StatusWord,
-    pub raw_status: RawStatus,
-    pub contract_version: Version,
-    pub progress: BatchProgress,
+    pub(crate) status: StatusWord,
+    pub(crate) raw_status: RawStatus,
+    pub(crate) contract_version: Version,
+    pub(crate) progress: BatchProgress,
     /// Only when `status` is `completed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "BatchData")]
-    pub data: Option<BatchData>,
+    pub(crate) data: Option<BatchData>,
 }
 
 fn batch_item(index: usize, item: &BatchItem, job: Option<&Job>) -> BatchItemView {
@@ -1011,7 +1011,7 @@ fn batch_item(index: usize, item: &BatchItem, job: Option<&Job>) -> BatchItemVie
 }
 
 /// A batch as its poll shows it: progress while items run, every item's outcome once all are done.
-pub fn batch_status(read: &BatchRead) -> BatchView {
+pub(crate) fn batch_status(read: &BatchRead) -> BatchView {
     let total = read.batch.items.len();
     let finished = |job: &Option<Job>| job.as_ref().is_none_or(|j| j.state.is_finished());
     let done = read.jobs.iter().filter(|j| finished(j)).count();
@@ -1056,26 +1056,26 @@ pub fn batch_status(read: &BatchRead) -> BatchView {
 /// `GET /`: what this service is and what it serves (no key needed).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ServiceInfo {
+pub(crate) struct ServiceInfo {
     /// `stepper`.
-    pub service: String,
-    pub version: String,
-    pub contract_version: Version,
+    pub(crate) service: String,
+    pub(crate) version: String,
+    pub(crate) contract_version: Version,
     /// `"<METHOD> <path>"` → what it does, for every route.
-    pub endpoints: std::collections::BTreeMap<String, String>,
-    pub security: SecurityInfo,
+    pub(crate) endpoints: std::collections::BTreeMap<String, String>,
+    pub(crate) security: SecurityInfo,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SecurityInfo {
+pub(crate) struct SecurityInfo {
     /// Cross-origin requests are answered (this service sends no CORS headers: false).
-    pub cors: bool,
+    pub(crate) cors: bool,
     /// Some key's owner has a request budget.
-    pub rate_limit: bool,
+    pub(crate) rate_limit: bool,
     /// The browser security headers of the original's helmet (this service sends none: false).
-    pub helmet: bool,
-    pub api_key_required: bool,
+    pub(crate) helmet: bool,
+    pub(crate) api_key_required: bool,
 }
 
 #[cfg(test)]
@@ -1572,7 +1572,7 @@ pub(crate) struct Budget {
 }
 
 /// The budget answer from a read's buckets: the deployment's when `deployment`, else `owner`'s.
-pub(crate) fn budget(owner: &str, deployment: bool, spent: &budget::Spent, now_ms: u64) -> Budget {
+pub fn budget(owner: &str, deployment: bool, spent: &budget::Spent, now_ms: u64) -> Budget {
     let scope = (!deployment).then_some(owner);
     let w = budget::windows(spent, scope, now_ms);
     let p = budget::project_month(&w, now_ms);

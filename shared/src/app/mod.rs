@@ -117,14 +117,14 @@ pub(crate) struct Submission {
     pub(crate) identity: String,
     pub(crate) spec: JobSpec,
     /// The caller's deadline; the configured default when absent.
-    pub deadline_seconds: Option<u64>,
+    pub(crate) deadline_seconds: Option<u64>,
     /// Whether an identical finished job may answer (`cacheControl`).
-    pub cache: CacheControl,
+    pub(crate) cache: CacheControl,
 }
 
 /// How long the immediate routes wait for their job: inside API Gateway's 30 s, with room for the
 /// submit before and the answer after. Past it they answer 202 with the job to poll.
-pub const IMMEDIATE_WAIT: Duration = Duration::from_secs(25);
+pub(crate) const IMMEDIATE_WAIT: Duration = Duration::from_secs(25);
 /// The immediate routes' first look at their job, then each wait doubles up to [`WAIT_AT_MOST`]: a
 /// job of a few seconds is seen within a few reads, and 25 s cost at most about 16 (one `GET` each
 /// on Upstash).
@@ -133,7 +133,7 @@ const WAIT_AT_MOST: Duration = Duration::from_secs(2);
 
 /// What an immediate request came to.
 #[derive(Debug)]
-pub enum Immediate {
+pub(crate) enum Immediate {
     /// The job finished within the wait (`cached`: an identical job had finished before).
     Finished { job: Box<Job>, cached: bool },
     /// Still running at the end of the wait: poll it.
@@ -142,19 +142,19 @@ pub enum Immediate {
 
 /// A batch as parsed: each item's id and request, and the envelope's fields.
 #[derive(Debug)]
-pub struct BatchSubmission {
-    pub items: Vec<(String, Submission)>,
-    pub concurrency: u64,
-    pub tenant_id: Option<String>,
-    pub request_id: Option<String>,
+pub(crate) struct BatchSubmission {
+    pub(crate) items: Vec<(String, Submission)>,
+    pub(crate) concurrency: u64,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 /// A batch written: its id, and what the 202 echoes.
 #[derive(Debug)]
-pub struct BatchQueued {
-    pub batch_id: String,
-    pub item_count: usize,
-    pub concurrency: u64,
+pub(crate) struct BatchQueued {
+    pub(crate) batch_id: String,
+    pub(crate) item_count: usize,
+    pub(crate) concurrency: u64,
 }
 
 /// What a submit did.
@@ -509,7 +509,7 @@ impl<'a> Jobs<'a> {
     /// Submits a job and waits for it up to `within` (the immediate routes): the job is an ordinary
     /// one, so past the wait it goes on and the caller polls it. The wait reads the job with
     /// `Store::peek` after 0.1 s, then at doubling intervals up to 2 s.
-    pub async fn submit_and_wait(
+    pub(crate) async fn submit_and_wait(
         &self,
         owner: String,
         submission: Submission,
@@ -567,7 +567,11 @@ impl<'a> Jobs<'a> {
     /// each is new and keeps its own callbacks), then writes the batch's record. Every item's create
     /// is counted against the owner's limits like a submit; an item refused for the owner's limits
     /// is recorded as failed (`RATE_LIMIT`), unless every item was (then the batch is refused).
-    pub async fn submit_batch(&self, owner: String, batch: BatchSubmission) -> Result<Counted<BatchQueued>, JobsError> {
+    pub(crate) async fn submit_batch(
+        &self,
+        owner: String,
+        batch: BatchSubmission,
+    ) -> Result<Counted<BatchQueued>, JobsError> {
         let engine = self.engine;
         let settings = engine.settings();
         let batch_id = new_batch_id();
@@ -642,7 +646,7 @@ impl<'a> Jobs<'a> {
     }
 
     /// Reads the owner's batch and its items' jobs (one store request, counted like a poll).
-    pub async fn poll_batch(&self, owner: &str, batch_id: &str) -> Result<Counted<BatchRead>, JobsError> {
+    pub(crate) async fn poll_batch(&self, owner: &str, batch_id: &str) -> Result<Counted<BatchRead>, JobsError> {
         let rate = self.rate_limit(owner);
         let (read, rate) = admitted(owner, self.engine.store().read_batch(owner, batch_id, rate).await?)?;
         Ok(match read {
@@ -709,7 +713,7 @@ impl<'a> Jobs<'a> {
 
     /// What the owner spent, or the whole deployment for the configured admin owner. One store
     /// request, not counted against the rate limit.
-    pub(crate) async fn budget(&self, owner: &str) -> Result<BudgetRead, JobsError> {
+    pub async fn budget(&self, owner: &str) -> Result<BudgetRead, JobsError> {
         let engine = self.engine;
         let deployment = engine.settings().admin_owner.as_deref() == Some(owner);
         let spent = engine.store().spent(owner, deployment).await?;

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::contract::Failure;
 
 /// Most items one batch holds (the original's `BATCH_MAX_ITEMS` default).
-pub const MAX_ITEMS: usize = 100;
+pub(crate) const MAX_ITEMS: usize = 100;
 /// Highest `concurrency` a batch may ask for, and its default (the original's `BATCH_MAX_CONCURRENCY`).
-pub const MAX_CONCURRENCY: u64 = 5;
+pub(crate) const MAX_CONCURRENCY: u64 = 5;
 /// Longest item id, in characters.
-pub const MAX_ITEM_ID: usize = 128;
+pub(crate) const MAX_ITEM_ID: usize = 128;
 
 /// One item: its caller-given id and its job (`None`: refused at submit, `refused` says why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub fn new_batch_id() -> String {
 }
 
 /// A batch id: a lowercase UUID (8-4-4-4-12 hex digits).
-pub fn is_valid_batch_id(id: &str) -> bool {
+pub(crate) fn is_valid_batch_id(id: &str) -> bool {
     id.len() == 36
         && id.bytes().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => b == b'-',

@@ -12,15 +12,15 @@ use super::error_class::ErrorClass;
 use super::presets::fields::{leaf_schema, via_check, Refusal};
 
 /// The HTTP contract's version: requests may name it, answers always carry it.
-pub const CONTRACT_VERSION: &str = "1";
+pub(crate) const CONTRACT_VERSION: &str = "1";
 
 /// The message of a `contractVersion` other than [`CONTRACT_VERSION`] (the original's text, word for
 /// word): `api/errors.rs` answers it with `errorCode: SCHEMA_VERSION_MISMATCH`.
-pub const VERSION_UNSUPPORTED: &str = "Request contract version is not supported";
+pub(crate) const VERSION_UNSUPPORTED: &str = "Request contract version is not supported";
 
 /// `contractVersion`: only the string `"1"` (the number 1 is a mismatch, as in the original).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContractVersion;
+pub(crate) struct ContractVersion;
 
 impl ContractVersion {
     pub(crate) fn check(value: Value) -> Result<Self, Refusal> {
@@ -40,7 +40,7 @@ leaf_schema!(
 
 /// `cacheControl`: whether an identical finished job's result may answer the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheControl {
+pub(crate) enum CacheControl {
     /// An identical job in flight is joined; an identical finished one answers with its result.
     #[default]
     Default,
@@ -62,7 +62,7 @@ impl CacheControl {
     }
 
     /// A finished identical job may not answer: a new job replaces it.
-    pub fn bypasses_results(self) -> bool {
+    pub(crate) fn bypasses_results(self) -> bool {
         self != Self::Default
     }
 }
@@ -75,14 +75,14 @@ leaf_schema!(
 );
 
 /// Most provider names one preference list holds.
-pub const MAX_PROVIDER_NAMES: usize = 32;
+pub(crate) const MAX_PROVIDER_NAMES: usize = 32;
 /// Longest provider name.
 const MAX_PROVIDER_NAME: usize = 64;
 
 /// `preferredProviders` / `excludeProviders`: provider names (compared without regard to case;
 /// names of providers this deployment does not have are ignored, as in the original).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderNames(pub Vec<String>);
+pub(crate) struct ProviderNames(pub Vec<String>);
 
 impl ProviderNames {
     pub(crate) fn check(value: Value) -> Result<Self, Refusal> {
@@ -135,14 +135,14 @@ impl JsonSchema for ProviderNames {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderPrefs {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub prefer: Vec<String>,
+    pub(crate) prefer: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
 }
 
 impl ProviderPrefs {
     /// The preferences of a request (`None` when it names none).
-    pub fn of(prefer: Option<ProviderNames>, exclude: Option<ProviderNames>) -> Option<Self> {
+    pub(crate) fn of(prefer: Option<ProviderNames>, exclude: Option<ProviderNames>) -> Option<Self> {
         let prefs = Self {
             prefer: prefer.map(|p| p.0).unwrap_or_default(),
             exclude: exclude.map(|e| e.0).unwrap_or_default(),
@@ -152,7 +152,7 @@ impl ProviderPrefs {
 
     /// The configured providers (by name, in configured order) as this job's chain: indices into
     /// `names`, preferred first.
-    pub fn chain<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+    pub(crate) fn chain<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
         let mut chain: Vec<(usize, usize)> = names
             .into_iter()
             .enumerate()
@@ -187,7 +187,7 @@ pub enum FailureCode {
 
 impl FailureCode {
     /// The code of one attempt's class.
-    pub fn of(class: ErrorClass) -> Self {
+    pub(crate) fn of(class: ErrorClass) -> Self {
         match class {
             ErrorClass::RateLimited | ErrorClass::QuotaExhausted => Self::RateLimit,
             ErrorClass::AuthInvalid => Self::Auth,

@@ -197,7 +197,7 @@ impl Job {
     /// a provider named); the deadline passed → `TIMEOUT`; every attempt of one code → that code;
     /// mixed codes → `UPSTREAM_UNAVAILABLE` when one was transient, else `UNKNOWN`; no attempt at all
     /// (no provider, or every one excluded) → `UNKNOWN`. `None` unless the job failed.
-    pub fn failure(&self) -> Option<Failure> {
+    pub(crate) fn failure(&self) -> Option<Failure> {
         if self.state != JobState::Failed {
             return None;
         }

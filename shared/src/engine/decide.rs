@@ -7,7 +7,7 @@ use crate::domain::quota::{Availability, ProviderLimits, ProviderState};
 
 /// One configured provider as the decision sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     pub(crate) name: &'a str,
     pub(crate) limits: ProviderLimits,
     pub(crate) state: &'a ProviderState,
@@ -28,7 +28,7 @@ impl Default for StepPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Call the candidate at this index now.
     Call(usize),
     /// Every usable provider is cooling down: try again at this instant (before the deadline).
@@ -38,7 +38,7 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GiveUp {
+pub(crate) enum GiveUp {
     NoProviders,
     /// Every provider failed for good for this job (or is disabled).
     ProvidersSpent,
@@ -47,7 +47,7 @@ pub enum GiveUp {
 }
 
 impl GiveUp {
-    pub(crate) fn message(&self) -> &'static str {
+    pub fn message(&self) -> &'static str {
         match self {
             GiveUp::NoProviders => "no AI provider is configured",
             GiveUp::ProvidersSpent => "every provider failed for this job",
@@ -81,7 +81,7 @@ pub(crate) fn job_failures(job: &Job, provider: &str) -> (u32, bool) {
 /// fewest failures for this job wins (ties: configuration order), so a failure moves the job to the
 /// next provider. When none is available now, the job waits for the earliest one, unless that is past
 /// the deadline.
-pub fn decide(job: &Job, candidates: &[Candidate<'_>], now_ms: u64, policy: &StepPolicy) -> Decision {
+pub(crate) fn decide(job: &Job, candidates: &[Candidate<'_>], now_ms: u64, policy: &StepPolicy) -> Decision {
     if candidates.is_empty() {
         return Decision::GiveUp(GiveUp::NoProviders);
     }

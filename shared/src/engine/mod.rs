@@ -7,12 +7,11 @@
 //! attempt; a poll *reads* a job (`Store::read`).
 
 mod alerts;
-pub mod decide;
+pub(crate) mod decide;
 mod delivery;
 pub(crate) mod eta;
 pub mod settings;
 pub(crate) mod step;
-pub mod sweep;
+pub(crate) mod sweep;
 
-pub use decide::{decide, Candidate, Decision, GiveUp, StepPolicy};
 pub use step::{Engine, ProviderSlot, StepError, StepOutcome};

@@ -98,7 +98,7 @@ impl Engine {
         self.clock.as_ref()
     }
 
-    pub(crate) fn queue(&self) -> &dyn Queue {
+    pub fn queue(&self) -> &dyn Queue {
         self.queue.as_ref()
     }
 

@@ -32,15 +32,15 @@ pub(crate) const JOB_QUEUE_SIZE: &str = "job_queue_size";
 pub(crate) const JOBS_PROCESSED_TOTAL: &str = "jobs_processed_total";
 
 /// stepper's own families.
-pub const JOBS_SUBMITTED_TOTAL: &str = "stepper_jobs_submitted_total";
-pub const JOB_DURATION_SECONDS: &str = "stepper_job_duration_seconds";
-pub const PROVIDER_ATTEMPTS_TOTAL: &str = "stepper_provider_attempts_total";
-pub const WAIT_SECONDS: &str = "stepper_wait_seconds";
-pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "stepper_webhook_attempts_total";
-pub const STORE_REQUESTS_TOTAL: &str = "stepper_store_requests_total";
-pub const REDIS_COMMANDS_TOTAL: &str = "stepper_redis_commands_total";
-pub const STORE_REST_REQUESTS_TOTAL: &str = "stepper_store_rest_requests_total";
-pub const STORE_QUOTA_EXHAUSTED_TOTAL: &str = "stepper_store_quota_exhausted_total";
+pub(crate) const JOBS_SUBMITTED_TOTAL: &str = "stepper_jobs_submitted_total";
+pub(crate) const JOB_DURATION_SECONDS: &str = "stepper_job_duration_seconds";
+pub(crate) const PROVIDER_ATTEMPTS_TOTAL: &str = "stepper_provider_attempts_total";
+pub(crate) const WAIT_SECONDS: &str = "stepper_wait_seconds";
+pub(crate) const WEBHOOK_ATTEMPTS_TOTAL: &str = "stepper_webhook_attempts_total";
+pub(crate) const STORE_REQUESTS_TOTAL: &str = "stepper_store_requests_total";
+pub(crate) const REDIS_COMMANDS_TOTAL: &str = "stepper_redis_commands_total";
+pub(crate) const STORE_REST_REQUESTS_TOTAL: &str = "stepper_store_rest_requests_total";
+pub(crate) const STORE_QUOTA_EXHAUSTED_TOTAL: &str = "stepper_store_quota_exhausted_total";
 
 /// The original's buckets for `ai_request_duration_seconds`.
 pub(crate) const AI_REQUEST_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
@@ -172,7 +172,7 @@ pub(crate) fn failure_reason(class: ErrorClass) -> &'static str {
 
 /// What an admitted submit met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Submitted {
+pub enum Submitted {
     /// A new job was written.
     New,
     /// An identical job is still in flight: the caller gets its id.
@@ -338,18 +338,18 @@ pub(crate) fn store_request(operation: &'static str, ok: bool) {
 }
 
 /// One store request refused because the plan's request quota is spent.
-pub fn store_quota_exhausted() {
+pub(crate) fn store_quota_exhausted() {
     counter!(STORE_QUOTA_EXHAUSTED_TOTAL, "route" => route()).increment(1);
 }
 
 /// One REST request to Upstash (whatever it carried).
-pub fn store_rest_request() {
+pub(crate) fn store_rest_request() {
     counter!(STORE_REST_REQUESTS_TOTAL, "route" => route()).increment(1);
 }
 
 /// Redis commands Upstash executed (and bills) for one REST request: a pipeline's commands; a script
 /// call and every command inside it (the script answers the count: store/upstash/scripts/count.lua).
-pub fn redis_commands(count: usize) {
+pub(crate) fn redis_commands(count: usize) {
     counter!(REDIS_COMMANDS_TOTAL, "route" => route()).increment(count as u64);
 }
 

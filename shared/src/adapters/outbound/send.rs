@@ -36,84 +36,84 @@ pub(crate) struct Finished<'a> {
 /// `"completed"`.
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum CompletedWord {
+pub(crate) enum CompletedWord {
     Completed,
 }
 
 /// `"failed"`.
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum FailedWord {
+pub(crate) enum FailedWord {
     Failed,
 }
 
 /// The `callbackUrl` webhook's body when the job completed (the original's shape).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WebhookCompleted<'a> {
-    pub job_id: &'a str,
-    pub status: CompletedWord,
+pub(crate) struct WebhookCompleted<'a> {
+    pub(crate) job_id: &'a str,
+    pub(crate) status: CompletedWord,
     /// The report, or the generic job's output.
-    pub result: Option<&'a Value>,
+    pub(crate) result: Option<&'a Value>,
     /// The provider that answered (`fallback` for the preset's template report).
-    pub provider: Option<&'a str>,
-    pub generation_time_ms: u64,
-    pub fallback: bool,
+    pub(crate) provider: Option<&'a str>,
+    pub(crate) generation_time_ms: u64,
+    pub(crate) fallback: bool,
     /// When this attempt was sent, epoch milliseconds (the same instant as `X-Webhook-Timestamp`).
-    pub timestamp: u64,
+    pub(crate) timestamp: u64,
 }
 
 /// The `callbackUrl` webhook's body when the job failed for good (sent once, not per retry).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WebhookFailed<'a> {
-    pub job_id: &'a str,
-    pub status: FailedWord,
-    pub error: &'a str,
+pub(crate) struct WebhookFailed<'a> {
+    pub(crate) job_id: &'a str,
+    pub(crate) status: FailedWord,
+    pub(crate) error: &'a str,
     /// When this attempt was sent, epoch milliseconds.
-    pub timestamp: u64,
+    pub(crate) timestamp: u64,
 }
 
 /// A `callbacks` entry's body.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CallbackBody<'a> {
-    pub success: bool,
+pub(crate) struct CallbackBody<'a> {
+    pub(crate) success: bool,
     /// The output, when `success`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<&'a Value>,
+    pub(crate) result: Option<&'a Value>,
     /// Why the job failed, when not `success`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
-    pub metadata: CallbackMetadata<'a>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) metadata: CallbackMetadata<'a>,
 }
 
 /// A callback's `metadata`; the commit fields come with commit reports only.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CallbackMetadata<'a> {
+pub(crate) struct CallbackMetadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<&'a Value>,
+    pub(crate) user_id: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit_sha: Option<&'a Value>,
+    pub(crate) commit_sha: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub repo: Option<&'a Value>,
+    pub(crate) repo: Option<&'a Value>,
     /// The request's `requestId`, as given (a batch item's defaults to `<batch requestId>:<item id>`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<&'a Value>,
+    pub(crate) request_id: Option<&'a Value>,
     /// The request's `tenantId`, as given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<&'a Value>,
-    pub job_id: &'a str,
-    pub provider: Option<&'a str>,
-    pub generation_time_ms: u64,
+    pub(crate) tenant_id: Option<&'a Value>,
+    pub(crate) job_id: &'a str,
+    pub(crate) provider: Option<&'a str>,
+    pub(crate) generation_time_ms: u64,
     /// When this attempt was sent, ISO-8601 UTC with milliseconds (`2026-01-31T12:00:00.000Z`, as
     /// JavaScript's `toISOString` writes it): the original's shape, which receivers show as is.
     #[schemars(with = "String", extend("format" = "date-time"))]
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// The request's own `metadata`, as given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_metadata: Option<&'a Value>,
+    pub(crate) request_metadata: Option<&'a Value>,
 }
 
 /// The contract's body for a target, as the bytes JavaScript's `JSON.stringify` would produce.
@@ -161,7 +161,7 @@ pub(crate) fn body(kind: TargetKind, f: &Finished, now_ms: u64) -> String {
 }
 
 /// An instant as JavaScript's `Date.prototype.toISOString` writes it: `2026-01-31T12:00:00.000Z`.
-pub fn iso_ms(ms: u64) -> String {
+pub(crate) fn iso_ms(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -161,7 +161,7 @@ pub fn signed_headers(secrets: &WebhookSecrets, msg_id: &str, now_ms: u64, body:
 /// `Authorization: Bearer <current secret>`, the original's legacy webhook header, sent only when
 /// `WEBHOOK_LEGACY_BEARER=true`. Weaker than the signatures: it hands the secret itself to the
 /// receiver (and to anything that logs its headers), proves nothing about the body and never expires.
-pub fn legacy_bearer_header(secrets: &WebhookSecrets) -> (String, String) {
+pub(crate) fn legacy_bearer_header(secrets: &WebhookSecrets) -> (String, String) {
     (
         AUTHORIZATION_HEADER.to_owned(),
         format!("Bearer {}", secrets.current_text),
@@ -169,7 +169,7 @@ pub fn legacy_bearer_header(secrets: &WebhookSecrets) -> (String, String) {
 }
 
 /// The header of [`legacy_bearer_header`].
-pub const AUTHORIZATION_HEADER: &str = "Authorization";
+pub(crate) const AUTHORIZATION_HEADER: &str = "Authorization";
 
 fn keyed_mac(key: &[u8]) -> Result<HmacSha256, SecretError> {
     HmacSha256::new_from_slice(key).map_err(|_| SecretError::KeyLength)

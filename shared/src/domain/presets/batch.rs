@@ -18,7 +18,7 @@ const MAX_ENVELOPE_ID: usize = 256;
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "BatchRequest")]
 #[allow(dead_code)]
-pub struct BatchBody {
+pub(crate) struct BatchBody {
     /// 1 to 100 items; each becomes a job of its own.
     #[schemars(length(min = 1, max = MAX_ITEMS))]
     items: Vec<BatchEntry>,
@@ -51,18 +51,18 @@ struct BatchEntry {
 
 /// A batch, read.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Each item's trimmed id and request, in input order.
-    pub items: Vec<(String, GenerateRequest)>,
-    pub concurrency: u64,
-    pub tenant_id: Option<String>,
-    pub request_id: Option<String>,
+    pub(crate) items: Vec<(String, GenerateRequest)>,
+    pub(crate) concurrency: u64,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 /// Why a batch is refused: the envelope (one error), or its items (every refused item's error, in
 /// input order).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchRefusal {
+pub(crate) enum BatchRefusal {
     Envelope(FieldError),
     Items(Vec<FieldError>),
 }
@@ -86,7 +86,7 @@ fn envelope_id(body: &Map<String, Value>, field: &str) -> Result<Option<String>,
 /// Reads a batch body in the original's order: the envelope's version, `items`, their number,
 /// `concurrency`, each item's shape, unique ids, `tenantId`, `requestId`; then every item's request
 /// (all refused items are named, in input order).
-pub fn parse(body: Value) -> Result<Batch, BatchRefusal> {
+pub(crate) fn parse(body: Value) -> Result<Batch, BatchRefusal> {
     let Value::Object(body) = body else {
         return Err(envelope("body", "must be a JSON object"));
     };

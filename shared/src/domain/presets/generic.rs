@@ -402,17 +402,17 @@ leaf_schema!(
 
 /// A generic request, read: the conversation, the answer's format and the options that shape it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GenerateRequest {
-    pub messages: Vec<ChatMessage>,
-    pub format: ResponseFormat,
-    pub max_tokens: u32,
-    pub temperature: Option<f32>,
-    pub cache_key: Option<String>,
-    pub context: Map<String, Value>,
-    pub deadline_seconds: Option<u64>,
-    pub targets: Vec<Target>,
-    pub cache: CacheControl,
-    pub providers: Option<ProviderPrefs>,
+pub(crate) struct GenerateRequest {
+    pub(crate) messages: Vec<ChatMessage>,
+    pub(crate) format: ResponseFormat,
+    pub(crate) max_tokens: u32,
+    pub(crate) temperature: Option<f32>,
+    pub(crate) cache_key: Option<String>,
+    pub(crate) context: Map<String, Value>,
+    pub(crate) deadline_seconds: Option<u64>,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) cache: CacheControl,
+    pub(crate) providers: Option<ProviderPrefs>,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -457,7 +457,7 @@ const DSL_MAX_DEPTH: usize = 8;
 /// as a JSON Schema. Properties nest as the original's 1.1.0 DSL does: each node is `{type, requiredKeys?,
 /// properties?, items?, minItems?, maxItems?, allowAdditionalKeys?}`, at most [`DSL_MAX_DEPTH`] deep.
 /// `allowAdditionalKeys: false` applies only where `properties` is given (as the original).
-pub fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
+pub(crate) fn dsl_to_json_schema(dsl: &Map<String, Value>) -> Result<Value, FieldError> {
     let err = |m: String| FieldError::new("outputSchema", m);
     let DslObject {
         required,

@@ -3,9 +3,9 @@
 //! `commit_report` is one preset; `generic` serves any prompt / JSON-schema job the same way.
 
 pub mod batch;
-pub mod commit_report;
-pub mod fields;
-pub mod generic;
+pub(crate) mod commit_report;
+pub(crate) mod fields;
+pub(crate) mod generic;
 mod redact;
 
 use schemars::JsonSchema;

@@ -28,7 +28,7 @@ impl Script {
     /// A script whose last argument is what its call costs itself (scripts/count.lua): 1, or 2 for the
     /// `EVAL` sent after `EVALSHA` answered `NOSCRIPT` (Upstash bills both). It answers
     /// `{executed, answer}`.
-    pub fn counted(source: &'static str) -> Self {
+    pub(crate) fn counted(source: &'static str) -> Self {
         Self {
             counted: true,
             ..Self::new(source)
@@ -194,7 +194,7 @@ impl UpstashClient {
 /// (10 MB; larger plans take more). A job whose write would exceed it is refused before it is sent
 /// (`StoreError::RequestTooLarge`, a 413): the routes' body cap (6 MB) keeps ordinary jobs far below,
 /// but a record is JSON inside the request's JSON, so its quotes and backslashes are escaped twice.
-pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 
 /// Hosted Upstash's answer once the plan's request quota is spent (the free plan: 500K commands a month).
 const QUOTA_EXHAUSTED: &str = "max requests limit exceeded";
