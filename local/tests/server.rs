@@ -84,7 +84,7 @@ async fn sigterm_drains_requests_and_steps_then_exits() {
     let redis = RedisServer::start().await.expect("redis-server");
     let upstash = UpstashEmulator::start(&redis).await.expect("upstash emulator");
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text("drained").with_delay(Duration::from_millis(1500)));
+    provider.set_default(FakeReply::openai_text(r#"{"answer": "drained"}"#).with_delay(Duration::from_millis(1500)));
     let env = [
         ("UPSTASH_REDIS_REST_URL", upstash.url.as_str()),
         ("UPSTASH_REDIS_REST_TOKEN", upstash.token.as_str()),
