@@ -3,7 +3,7 @@
 # Node's type definitions and openapi-typescript (npm, for the examples/typescript client), moto's SQS
 # server, cfn-lint, cargo-lambda (with ziglang, its linker) and openapi-spec-validator (PyPI, in a venv),
 # the SAM CLI (PyPI, in a venv of its own: its pins must not move moto's or cfn-lint's), Rust's arm64
-# target (rustup, for `sam build` of the arm64 functions), and redis-server, faketime and Chromium (Debian)
+# target (rustup, for `sam build` of the arm64 functions), and redis-server, faketime, Chromium and buildah (Debian)
 # only when missing; Playwright (PyPI) drives that Chromium in the dashboard's browser test (it never
 # downloads a browser of its own).
 # A second run finds the stamp and returns at once.
@@ -23,6 +23,8 @@ command -v redis-server >/dev/null 2>&1 || DEBS="$DEBS redis-server"
 command -v faketime >/dev/null 2>&1 || DEBS="$DEBS faketime"
 # Chromium for the dashboard's browser test (local/tests/dashboard.rs), at /usr/bin/chromium.
 [ -x /usr/bin/chromium ] || DEBS="$DEBS chromium"
+# buildah for the container image test (local/tests/image.rs builds the image FROM scratch with scripts/image.sh).
+command -v buildah >/dev/null 2>&1 || DEBS="$DEBS buildah"
 if [ -n "$DEBS" ]; then
   echo "install-tools:$DEBS (Debian)"
   export DEBIAN_FRONTEND=noninteractive
