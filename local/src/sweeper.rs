@@ -99,7 +99,7 @@ pub(crate) async fn run(
         let left = match engine.take_over_sweeper().await {
             Ok(StepOutcome::Swept { requeued, left }) => {
                 debug!(requeued, left, "takeover sweep");
-                Some(left as u64)
+                Some(left)
             }
             Ok(other) => {
                 debug!(outcome = ?other, "takeover sweep");
