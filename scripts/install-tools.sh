@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need into .tools/ (git-ignored), once: the Upstash REST emulator, TypeScript,
 # Node's type definitions and openapi-typescript (npm, for the examples/typescript client), moto's SQS
-# server, cfn-lint, cargo-lambda (with ziglang, its linker) and openapi-spec-validator (PyPI, in a venv),
+# server, cfn-lint, cargo-lambda (with ziglang, its linker), openapi-spec-validator and kubernetes-validate
+# (PyPI, in a venv),
 # the SAM CLI (PyPI, in a venv of its own: its pins must not move moto's or cfn-lint's), Rust's arm64
-# target (rustup, for `sam build` of the arm64 functions), and redis-server, faketime, curl, jq and Chromium (Debian)
+# target (rustup, for `sam build` of the arm64 functions), and redis-server, faketime, curl, jq, Chromium and buildah (Debian)
 # only when missing; Playwright (PyPI) drives that Chromium in the dashboard's browser test (it never
 # downloads a browser of its own).
 # A second run finds the stamp and returns at once.
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
 NPM_PACKAGES="@humanwhocodes/upstash-redis-server@1.0.0 typescript@5.9.3 @types/node@20.19.43 openapi-typescript@7.13.0"
-PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1 openapi-spec-validator==0.9.0 playwright==1.65.2 prometheus-client==0.26.0"
+PY_PACKAGES="moto[server]==5.2.5 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1 openapi-spec-validator==0.9.0 playwright==1.65.2 prometheus-client==0.26.0 kubernetes-validate==1.37.0"
 SAM_PACKAGES="aws-sam-cli==1.170.0"
 STAMP="$TOOLS/.stamp-$(echo "$NPM_PACKAGES $PY_PACKAGES $SAM_PACKAGES" | sha256sum | cut -c1-16)"
 mkdir -p "$TOOLS"
@@ -26,6 +27,8 @@ command -v curl >/dev/null 2>&1 || DEBS="$DEBS curl"
 command -v jq >/dev/null 2>&1 || DEBS="$DEBS jq"
 # Chromium for the dashboard's browser test (local/tests/dashboard.rs), at /usr/bin/chromium.
 [ -x /usr/bin/chromium ] || DEBS="$DEBS chromium"
+# buildah for the container image test (local/tests/image.rs builds the image FROM scratch with scripts/image.sh).
+command -v buildah >/dev/null 2>&1 || DEBS="$DEBS buildah"
 if [ -n "$DEBS" ]; then
   echo "install-tools:$DEBS (Debian)"
   export DEBIAN_FRONTEND=noninteractive

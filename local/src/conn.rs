@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,18 +23,18 @@ pub struct IdleTimeout {
     inner: TcpStream,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
-    /// The connection's entry: while a request is being answered (an immediate route waits up to
-    /// 25 s for its job), the connection is not idle, whatever the socket does.
-    open: Arc<Open>,
+    /// Requests being answered on this connection right now: while one is (an immediate route waits up
+    /// to 25 s for its job), the connection is not idle, whatever the socket does.
+    answering: Arc<AtomicUsize>,
 }
 
 impl IdleTimeout {
-    pub fn new(inner: TcpStream, idle: Duration, open: Arc<Open>) -> Self {
+    pub fn new(inner: TcpStream, idle: Duration, answering: Arc<AtomicUsize>) -> Self {
         Self {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
-            open,
+            answering,
         }
     }
 
@@ -48,7 +48,7 @@ impl IdleTimeout {
         if !self.timer.as_mut().poll(cx).is_ready() {
             return false;
         }
-        if self.open.answering.load(Ordering::Relaxed) > 0 {
+        if self.answering.load(Ordering::Relaxed) > 0 {
             self.moved();
             // Registers the new deadline's wake-up.
             return self.timer.as_mut().poll(cx).is_ready();
@@ -105,20 +105,71 @@ impl AsyncWrite for IdleTimeout {
     }
 }
 
-/// A request body that must be complete `timeout` after its head arrived; past it, reading fails (the
-/// route answers its body error and hyper closes the connection, the body unread).
+/// The slowest request body served past [`MIN_RATE_GRACE`]: fewer bytes a second than this, counted from
+/// the head's arrival, and the body is refused (Kestrel's default: 240 bytes/s after 5 s). A caller on a
+/// real link sends a 16 KiB body in well under a second; a connection that trickles one byte now and then
+/// only holds a slot.
+pub const MIN_BODY_RATE: u64 = 240;
+pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// A request body that must be complete `timeout` after its head arrived and, past [`MIN_RATE_GRACE`],
+/// arrive at [`MIN_BODY_RATE`] at least; past either, reading fails (the route answers its body error and
+/// hyper closes the connection, the body unread).
 pub struct DeadlineBody {
     inner: Incoming,
     deadline: Pin<Box<Sleep>>,
     timeout: Duration,
+    started: Instant,
+    received: u64,
+    /// When the data rate is checked next: at the grace's end, then every second.
+    rate_check: Pin<Box<Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        let started = Instant::now();
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            started,
+            received: 0,
+            rate_check: Box::pin(tokio::time::sleep_until(started + MIN_RATE_GRACE)),
+        }
+    }
+
+    /// Whether the body has fallen below the minimum rate (checked on its timer; the timer is re-armed
+    /// and registered with this task while the rate holds).
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.rate_check.as_mut().poll(cx).is_ready() {
+            let elapsed = self.started.elapsed();
+            if self.received * 1000 < MIN_BODY_RATE * elapsed.as_millis() as u64 {
+                return true;
+            }
+            self.rate_check.as_mut().reset(Instant::now() + Duration::from_secs(1));
+        }
+        false
+    }
 }
 
 #[derive(Debug)]
-pub struct BodyTimeout(Duration);
+pub enum BodyTimeout {
+    Deadline(Duration),
+    TooSlow { received: u64, elapsed: Duration },
+}
 
 impl std::fmt::Display for BodyTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the request body was not complete within {} s", self.0.as_secs())
+        match self {
+            BodyTimeout::Deadline(d) => write!(f, "the request body was not complete within {} s", d.as_secs()),
+            BodyTimeout::TooSlow { received, elapsed } => write!(
+                f,
+                "the request body arrived too slowly: {received} bytes in {} ms (the minimum is {MIN_BODY_RATE} \
+                 bytes/s after {} s)",
+                elapsed.as_millis(),
+                MIN_RATE_GRACE.as_secs()
+            ),
+        }
     }
 }
 
@@ -134,10 +185,19 @@ impl HttpBody for DeadlineBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending if this.deadline.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
+            Poll::Ready(frame) => {
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(|f| f.data_ref())) {
+                    this.received += data.map_or(0, |d| d.len() as u64);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
+            Poll::Pending if this.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(Err(Box::new(BodyTimeout::Deadline(this.timeout)))))
+            }
+            Poll::Pending if this.too_slow(cx) => Poll::Ready(Some(Err(Box::new(BodyTimeout::TooSlow {
+                received: this.received,
+                elapsed: this.started.elapsed(),
+            })))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -161,8 +221,6 @@ pub struct Open {
     /// A request head arrived on it: it is doing (or did) real work.
     started: AtomicBool,
     done: AtomicBool,
-    /// Requests being answered right now.
-    answering: std::sync::atomic::AtomicUsize,
     /// Close now: the server is at its cap and this connection never sent a request.
     pub evict: tokio::sync::Notify,
 }
@@ -173,7 +231,6 @@ impl Default for Open {
             since: Instant::now(),
             started: AtomicBool::new(false),
             done: AtomicBool::new(false),
-            answering: std::sync::atomic::AtomicUsize::new(0),
             evict: tokio::sync::Notify::new(),
         }
     }
@@ -230,12 +287,25 @@ impl Registry {
     }
 }
 
-/// The router, each request's body under a deadline of `timeout` from its head's arrival; the first
-/// request marks the connection as started.
+impl Registry {
+    /// Whether every open connection has sent a request (none is silent, however young): then no
+    /// connection will give way to a new one, which goes to the overflow pool instead.
+    pub fn all_at_work(&self) -> bool {
+        let list = self.lock();
+        list.iter()
+            .all(|o| o.done.load(Ordering::Relaxed) || o.started.load(Ordering::Relaxed))
+    }
+}
+
+/// The router, each request's body under a deadline of `timeout` from its head's arrival and the
+/// minimum data rate; the first request marks the connection as started, and each is noted as activity
+/// for the sweeper.
 pub fn with_body_deadline(
     app: axum::Router,
     timeout: Duration,
     open: Arc<Open>,
+    activity: Arc<crate::sweeper::Activity>,
+    answering: Arc<AtomicUsize>,
 ) -> impl tower::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -243,20 +313,112 @@ pub fn with_body_deadline(
     Future = impl Send,
 > + Clone {
     use tower::ServiceExt;
-    let answered = open.clone();
+    let answered = answering.clone();
     app.map_request(move |request: hyper::Request<Incoming>| {
         open.started.store(true, Ordering::Relaxed);
-        open.answering.fetch_add(1, Ordering::Relaxed);
-        request.map(|inner| {
-            Body::new(DeadlineBody {
-                inner,
-                deadline: Box::pin(tokio::time::sleep(timeout)),
-                timeout,
-            })
-        })
+        answering.fetch_add(1, Ordering::Relaxed);
+        activity.saw(request.uri().path());
+        request.map(|inner| Body::new(DeadlineBody::new(inner, timeout)))
     })
     .map_response(move |response| {
-        answered.answering.fetch_sub(1, Ordering::Relaxed);
+        answered.fetch_sub(1, Ordering::Relaxed);
         response
     })
+}
+
+/// Connections served past the cap when every connection under it is at work: each gets one request,
+/// answered at once (`/health` and `/ready` by the router, anything else a 503 "busy"), so a load
+/// balancer's health check is answered however the cap is held.
+pub const OVERFLOW_SLOTS: usize = 32;
+/// An overflow connection's head must arrive this soon (a health checker sends it at once).
+pub const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The service of an overflow connection: the health routes, or 503 with `Retry-After`.
+pub fn health_only(
+    app: axum::Router,
+) -> impl tower::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    use tower::ServiceExt;
+    tower::service_fn(move |request: hyper::Request<Incoming>| {
+        let app = app.clone();
+        async move {
+            let path = request.uri().path();
+            if request.method() == hyper::Method::GET && matches!(path, "/health" | "/ready") {
+                app.oneshot(request.map(Body::new)).await
+            } else {
+                Ok(busy())
+            }
+        }
+    })
+}
+
+fn busy() -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1"), (header::CONNECTION, "close")],
+        axum::Json(serde_json::json!({
+            "error": "Service Unavailable",
+            "code": "busy",
+            "message": "the server is at its connection cap (HTTP_MAX_CONNECTIONS) with every connection at work; retry shortly",
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /ready`: readiness for a load balancer or Kubernetes, `200 {"status":"ready"}` until the shutdown
+/// signal, then `503 {"status":"draining"}` while in-flight work finishes. Liveness is `GET /health`.
+pub fn ready_route(stopping: tokio::sync::watch::Receiver<bool>) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new().route(
+        "/ready",
+        axum::routing::get(move || {
+            let draining = *stopping.borrow();
+            async move {
+                if draining {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"status": "draining"})),
+                    )
+                } else {
+                    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
+                }
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn ready(app: &axum::Router) -> (u16, serde_json::Value) {
+        let request = hyper::Request::get("/ready").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_turns_503_once_draining() {
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let app = ready_route(stopped);
+        assert_eq!(ready(&app).await, (200, serde_json::json!({"status": "ready"})));
+        stopping.send(true).unwrap();
+        assert_eq!(ready(&app).await, (503, serde_json::json!({"status": "draining"})));
+    }
+
+    #[test]
+    fn the_busy_answer_says_retry() {
+        let answer = busy();
+        assert_eq!(answer.status(), 503);
+        assert_eq!(answer.headers()["retry-after"], "1");
+    }
 }

@@ -4,6 +4,7 @@
 
 mod conn;
 mod metrics;
+mod sweeper;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,11 +16,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use shared::adapters::queue::local::LocalQueue;
 use shared::wiring::config::{Config, HttpLimits};
-use shared::wiring::workers::{run_workers, WorkerPolicy};
+use shared::wiring::workers::{run_workers_until, WorkerPolicy};
 use tracing::{debug, error, info, warn};
 
 /// mimalloc, not glibc's malloc: a request allocates and frees many small blocks across the runtime's
-/// threads, where glibc's arenas spent a large share of the server's CPU (docs/benchmarks.md, "The embedded stack's capacity").
+/// threads, where glibc's arenas spent a large share of the server's CPU (README, "Capacity").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -55,6 +56,11 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Err(refusal) = refuse_unsafe_exposure(&config) {
+        error!("{refusal}");
+        eprintln!("stepper-local: {refusal}");
+        return ExitCode::from(2);
+    }
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,6 +69,29 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Off loopback, the server is reachable from elsewhere: it refuses to start open (anyone could submit,
+/// read and purge jobs) and on the in-memory store (its jobs die with the process, and several
+/// instances would not share them) unless the operator says so.
+fn refuse_unsafe_exposure(config: &Config) -> Result<(), String> {
+    let listen = config.server.listen;
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.keys.is_open() {
+        return Err(format!(
+            "refusing to listen on {listen} (off loopback) without STEPPER_API_KEYS: set STEPPER_API_KEYS=owner=key \
+             (or listen on 127.0.0.1 with STEPPER_LISTEN)"
+        ));
+    }
+    if config.upstash.is_none() && !config.server.allow_memory_store {
+        return Err(format!(
+            "refusing to listen on {listen} (off loopback) on the in-memory store: set UPSTASH_REDIS_REST_URL and \
+             UPSTASH_REDIS_REST_TOKEN, or STEPPER_ALLOW_MEMORY_STORE=true for one instance whose jobs die with it"
+        ));
+    }
+    Ok(())
 }
 
 fn announce(config: &Config, addr: SocketAddr) {
@@ -77,7 +106,7 @@ fn announce(config: &Config, addr: SocketAddr) {
         let help = "No AI provider is configured: jobs will fail at once (reports fall back to their template). \
                     Set a provider key such as GEMINI_API_KEY, GROQ_API_KEY, OPENROUTER_API_KEY, COHERE_API_KEY, \
                     MISTRAL_API_KEY or CEREBRAS_API_KEY, or point STEPPER_CONFIG at a TOML file with [[providers]] \
-                    (see docs/configuration.md).";
+                    (see README).";
         eprintln!("{help}");
         warn!("{help}");
     }
@@ -100,7 +129,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = metrics::install()?;
     let (queue, deliveries) = LocalQueue::new();
     let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue.clone()))?);
-    let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
+    let addr = config.server.listen;
     let listener = listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     announce(&config, addr);
@@ -110,16 +139,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(n) => info!(jobs = n, "re-drove unfinished jobs from the store"),
         Err(e) => warn!(error = %e, "could not re-drive unfinished jobs at start"),
     }
-    let workers = tokio::spawn(run_workers(
+    // Set once the shutdown signal arrives: the workers and the sweeper stop taking work.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let workers = tokio::spawn(run_workers_until(
         deliveries,
         queue,
         service.engine.clone(),
         WorkerPolicy::default(),
+        when_stopped(stopped.clone()),
     ));
+    let activity = Arc::new(sweeper::Activity::default());
+    // On a shared store, every instance sweeps for the others (the in-memory store has one instance).
+    let sweeping = config.upstash.is_some().then(|| {
+        tokio::spawn(sweeper::run(
+            service.engine.clone(),
+            Duration::from_millis(config.server.sweep_interval_ms),
+            activity.clone(),
+            when_stopped(stopped.clone()),
+        ))
+    });
     let token = std::env::var("METRICS_TOKEN").ok().filter(|t| !t.is_empty());
-    let app = metrics::routes(metrics, token).merge(shared::api::router(service));
-    serve_http(listener, app, config.http).await;
-    workers.abort();
+    let app = metrics::routes(metrics, token)
+        .merge(conn::ready_route(stopped))
+        .merge(shared::api::router(service));
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let until = serve_http(listener, app, config.http, activity, &stopping, grace).await;
+    // The HTTP side has finished (or given up at the grace's end): the steps under way get what is left
+    // of the grace. A step cut short keeps its lease; its job is in the due-index, where another
+    // instance's sweep finds it when the lease lapses.
+    if tokio::time::timeout_at(until, workers).await.is_err() {
+        warn!(
+            grace_s = grace.as_secs(),
+            "steps still under way at the end of the shutdown grace; their jobs are left to the other instances"
+        );
+    }
+    if let Some(sweeping) = sweeping {
+        sweeping.abort();
+    }
     info!("stepper-local stopped");
     Ok(())
 }
@@ -132,23 +191,53 @@ const CAP_RECHECK: Duration = Duration::from_millis(25);
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// HTTP/1.1 with bounded request heads, a deadline on each head and each body, an idle timeout and a cap
-/// on open connections; on a shutdown signal, stops accepting and lets in-flight requests finish.
-async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits: HttpLimits) {
+/// Which pool a connection was given.
+enum Slot {
+    /// One of `HTTP_MAX_CONNECTIONS`: every route.
+    Full(tokio::sync::OwnedSemaphorePermit),
+    /// At the cap, with every connection at work: one request, `/health` and `/ready` answered, any
+    /// other a 503 "busy" at once (see [`conn::OVERFLOW_SLOTS`]).
+    Overflow(tokio::sync::OwnedSemaphorePermit),
+}
+
+/// HTTP/1.1 with bounded request heads, a deadline on each head and each body, a minimum body data
+/// rate, an idle timeout and a cap on open connections (past it, a few more connections are served
+/// health checks only); on the shutdown signal, sends `stopping` (`/ready` answers 503, the workers
+/// take no new message), stops accepting and lets in-flight requests finish within `grace`. Returns the grace's end.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    activity: Arc<sweeper::Activity>,
+    stopping: &tokio::sync::watch::Sender<bool>,
+    grace: Duration,
+) -> tokio::time::Instant {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_headers(MAX_HEADERS)
         .max_header_size(MAX_HEADER_BYTES)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_timeout_ms));
+    let mut overflow_http = hyper::server::conn::http1::Builder::new();
+    overflow_http
+        .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEADER_BYTES)
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(conn::OVERFLOW_HEADER_TIMEOUT.min(Duration::from_millis(limits.header_timeout_ms)));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let body_timeout = Duration::from_millis(limits.body_timeout_ms);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let overflow = Arc::new(tokio::sync::Semaphore::new(conn::OVERFLOW_SLOTS));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut backoff = ACCEPT_BACKOFF.0;
@@ -171,42 +260,76 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, limits
             _ = &mut shutdown => break,
         };
         // At the cap: make room by closing the oldest connection that has sent no request for a while;
-        // when every one is at work, wait for one to end (the next ones wait in the accept queue, holding
-        // no descriptor of ours).
+        // when every one is at work, serve this one from the small overflow pool (health checks, or a
+        // 503 at once), and when that is full too, wait for a slot (the next ones wait in the accept
+        // queue, holding no descriptor of ours).
         let slot = loop {
             if let Ok(slot) = slots.clone().try_acquire_owned() {
-                break Some(slot);
+                break Some(Slot::Full(slot));
             }
             if registry.evict_oldest_idle() {
                 debug!("at the connection cap: closed the oldest connection without a request");
+            } else if registry.all_at_work() {
+                if let Ok(slot) = overflow.clone().try_acquire_owned() {
+                    break Some(Slot::Overflow(slot));
+                }
             }
             tokio::select! {
-                slot = slots.clone().acquire_owned() => break slot.ok(),
+                slot = slots.clone().acquire_owned() => break slot.ok().map(Slot::Full),
                 _ = tokio::time::sleep(CAP_RECHECK) => {}
                 _ = &mut shutdown => break None,
             }
         };
         let Some(slot) = slot else { break };
-        let open = registry.add(limits.max_connections);
-        let service = TowerToHyperService::new(conn::with_body_deadline(app.clone(), body_timeout, open.clone()));
-        let stream = conn::IdleTimeout::new(stream, idle, open.clone());
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            tokio::select! {
-                ended = connection => {
-                    if let Err(e) = ended {
-                        debug!(error = %e, "connection ended with an error");
+        let answering = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = TokioIo::new(conn::IdleTimeout::new(stream, idle, answering.clone()));
+        match slot {
+            Slot::Full(slot) => {
+                let open = registry.add(limits.max_connections);
+                let service = TowerToHyperService::new(conn::with_body_deadline(
+                    app.clone(),
+                    body_timeout,
+                    open.clone(),
+                    activity.clone(),
+                    answering,
+                ));
+                let connection = graceful.watch(http.serve_connection(io, service));
+                tokio::spawn(async move {
+                    tokio::select! {
+                        ended = connection => {
+                            if let Err(e) = ended {
+                                debug!(error = %e, "connection ended with an error");
+                            }
+                        }
+                        _ = open.evict.notified() => {}
                     }
-                }
-                _ = open.evict.notified() => {}
+                    open.close();
+                    drop(slot);
+                });
             }
-            open.close();
-            drop(slot);
-        });
+            Slot::Overflow(slot) => {
+                let service = TowerToHyperService::new(conn::health_only(app.clone()));
+                let connection = graceful.watch(overflow_http.serve_connection(io, service));
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        debug!(error = %e, "overflow connection ended with an error");
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
+    let until = tokio::time::Instant::now() + grace;
+    // Draining: `/ready` answers 503, the workers and the sweeper take no new work.
+    let _ = stopping.send(true);
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout_at(until, graceful.shutdown()).await.is_err() {
+        warn!(
+            grace_s = grace.as_secs(),
+            "requests still under way at the end of the shutdown grace"
+        );
+    }
+    until
 }
 
 async fn shutdown_signal() {
@@ -225,5 +348,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
-    info!("shutdown signal received; finishing in-flight requests");
+    info!("shutdown signal received: draining (no new connections; in-flight requests and steps finish)");
 }

@@ -9,7 +9,8 @@
 //! - Redis frozen (SIGSTOP) during submits, so the store's answers time out: 0 ghosts (every job
 //!   that exists runs and finishes, whatever the route answered), 0 stuck, the in-flight sets empty.
 //! - Redis killed (-9) and restarted mid-run on its append-only file: every accepted job completes.
-//! - The sweeper's idle cost: 0 store commands over a window with no job.
+//! - The sweeper's idle cost: 0 store commands over a window with no job (short form; a long window may
+//!   see the instance's takeover sweeps, backing off while the index is empty: one script each).
 
 mod common;
 
@@ -294,12 +295,32 @@ async fn the_sweeper_costs_nothing_while_no_job_exists() {
     s.redis.reset_stats().await.unwrap();
     tokio::time::sleep(Duration::from_secs(idle)).await;
     let stats = s.redis.command_stats().await.unwrap();
-    let commands: u64 = stats
+    let counted = |c: &String| !c.starts_with("config") && c.as_str() != "info";
+    let commands: u64 = stats.iter().filter(|(c, _)| counted(c)).map(|(_, n)| n).sum();
+    // The instance's own takeover sweep (local/src/sweeper.rs) may land in a long window: one per
+    // SWEEP_INTERVAL_SECONDS (30) after the last request, then backing off (doubling) while the index is
+    // empty; each is one script (the sweep and its budget counters). Nothing else may run.
+    let sweep_parts = [
+        "evalsha",
+        "eval",
+        "zrangebyscore",
+        "zcard",
+        "del",
+        "hincrby",
+        "expireat",
+    ];
+    let other: Vec<_> = stats
         .iter()
-        .filter(|(c, _)| !c.starts_with("config") && c.as_str() != "info")
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(commands, 0, "store commands while idle: {stats:?}");
+        .filter(|(c, n)| counted(c) && **n > 0 && !sweep_parts.contains(&c.as_str()))
+        .collect();
+    assert!(other.is_empty(), "store commands while idle: {stats:?}");
+    let scripts = stats.get("evalsha").copied().unwrap_or(0) + stats.get("eval").copied().unwrap_or(0);
+    let takeovers = 1 + (1 + idle / 30).ilog2() as u64;
+    let allowed = if idle + 10 < 30 { 0 } else { takeovers };
+    assert!(
+        scripts <= allowed,
+        "sweeps while idle: {scripts} > {allowed}: {stats:?}"
+    );
     let keys = s.redis.dbsize().await.unwrap();
-    println!("chaos idle: 0 store commands over {idle} s with no job; {keys} keys left after the purge");
+    println!("chaos idle: {commands} store commands ({scripts} takeover sweeps) over {idle} s with no job; {keys} keys left after the purge");
 }

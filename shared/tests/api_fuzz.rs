@@ -55,7 +55,7 @@ fn router() -> Router {
         providers_source: "the fuzz tests".into(),
         upstash: None,
         step_queue_url: None,
-        port: 0,
+        server: Default::default(),
         http: Default::default(),
     };
     let service = shared::wiring::service::build(&config, Arc::new(DroppingQueue)).unwrap();

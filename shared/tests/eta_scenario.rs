@@ -183,7 +183,7 @@ async fn scenario(
         providers_source: "the scenario".into(),
         upstash,
         step_queue_url: None,
-        port: 0,
+        server: Default::default(),
         http: Default::default(),
     };
     let queue = Arc::new(SimQueue::new(clock.clone()));

@@ -186,6 +186,24 @@ impl Local {
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
     }
+
+    /// Sends SIGTERM (what a platform sends to stop an instance).
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits for the process to exit, at most `within` (None: still running).
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
 }
 
 /// A valid commit-report body; `sha` makes it unique.

@@ -86,7 +86,7 @@ impl Engine {
 
     /// Takes the sweeper over and sweeps now (a process start on a persistent store, the manual
     /// redrive): whatever chain was alive before stops at its next sweep.
-    pub(crate) async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
+    pub async fn take_over_sweeper(&self) -> Result<StepOutcome, StepError> {
         self.sweep(&new_gen(), 0, true).await
     }
 

@@ -34,13 +34,35 @@ impl Default for WorkerPolicy {
 
 /// Drains the queue until it closes, running each message through the engine.
 pub async fn run_workers(
-    mut rx: mpsc::UnboundedReceiver<Received>,
+    rx: mpsc::UnboundedReceiver<Received>,
     queue: LocalQueue,
     engine: Engine,
     policy: WorkerPolicy,
 ) {
-    let permits = Arc::new(Semaphore::new(policy.concurrency.max(1)));
-    while let Some(received) = rx.recv().await {
+    run_workers_until(rx, queue, engine, policy, std::future::pending()).await
+}
+
+/// [`run_workers`] until `stop` completes: then it takes no more messages and returns once the steps
+/// under way have ended (the caller bounds the wait). What is left in the queue is lost with the
+/// process, but every job with work left is in the store's due-index, where a sweep finds it.
+pub async fn run_workers_until(
+    mut rx: mpsc::UnboundedReceiver<Received>,
+    queue: LocalQueue,
+    engine: Engine,
+    policy: WorkerPolicy,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let concurrency = policy.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let received = tokio::select! {
+            received = rx.recv() => match received {
+                Some(received) => received,
+                None => break,
+            },
+            _ = &mut stop => break,
+        };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -56,6 +78,8 @@ pub async fn run_workers(
             }
         });
     }
+    // Every permit back: no step is under way.
+    let _ = permits.acquire_many(concurrency as u32).await;
 }
 
 fn retry(queue: &LocalQueue, received: Received, err: StepError, policy: WorkerPolicy) {

@@ -51,9 +51,41 @@ pub struct Config {
     pub providers_source: String,
     pub upstash: Option<UpstashConfig>,
     pub step_queue_url: Option<String>,
-    pub port: u16,
+    /// `stepper-local` as a server: where it listens, how it stops, how it shares a store.
+    pub server: ServerSettings,
     /// `stepper-local`'s HTTP server limits.
     pub http: HttpLimits,
+}
+
+/// `stepper-local` as a long-running server (the Lambda functions do not use these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where it listens (`STEPPER_LISTEN`, `host:port`; default `127.0.0.1:3005`). `PORT`, the variable
+    /// platforms such as Render and Heroku set, replaces the port (alone it means `127.0.0.1:$PORT`).
+    pub listen: std::net::SocketAddr,
+    /// Off loopback, the in-memory store is refused unless this is set (`STEPPER_ALLOW_MEMORY_STORE=true`):
+    /// its jobs live and die with the one process, which a reachable server rarely means.
+    pub allow_memory_store: bool,
+    /// After SIGTERM, how long in-flight requests and steps may take before the process exits
+    /// (`SHUTDOWN_GRACE_SECONDS`, 20: within Kubernetes' default 30 s and Fly.io's/Render's kill timeouts).
+    pub shutdown_grace_ms: u64,
+    /// How often each instance takes the due-index's sweeper over while the store has work
+    /// (`SWEEP_INTERVAL_SECONDS`, 30), so the jobs of an instance that died are re-driven by the others.
+    pub sweep_interval_ms: u64,
+}
+
+/// The default address: loopback, so a server is reachable from elsewhere only when asked.
+pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 3005);
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(DEFAULT_LISTEN),
+            allow_memory_store: false,
+            shutdown_grace_ms: 20_000,
+            sweep_interval_ms: 30_000,
+        }
+    }
 }
 
 /// What one connection to `stepper-local` may hold (`HTTP_*` variables). The Lambda functions sit behind
@@ -133,9 +165,6 @@ impl Config {
         };
         let upstash = upstash(env)?;
         settings.scrubber = scrubber(env, &providers, upstash.as_ref());
-        let port = env
-            .parse("PORT", |v| v.trim().parse().map_err(|_| format!("not a port: {v:?}")))?
-            .unwrap_or(3005);
         Ok(Self {
             settings,
             keys,
@@ -143,7 +172,7 @@ impl Config {
             providers_source,
             upstash,
             step_queue_url: env.get("STEP_QUEUE_URL"),
-            port,
+            server: server_settings(env)?,
             http: http_limits(env)?,
         })
     }
@@ -165,6 +194,36 @@ fn upstash(env: Env) -> Result<Option<UpstashConfig>, ConfigError> {
         }),
         _ => Ok(None),
     }
+}
+
+/// `STEPPER_LISTEN`, `PORT`, `STEPPER_ALLOW_MEMORY_STORE`, `SHUTDOWN_GRACE_SECONDS`, `SWEEP_INTERVAL_SECONDS`.
+fn server_settings(env: Env) -> Result<ServerSettings, ConfigError> {
+    let d = ServerSettings::default();
+    let mut listen = env
+        .parse("STEPPER_LISTEN", |v| {
+            v.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                format!("not an address: {v:?} (want host:port with an IP address, e.g. 0.0.0.0:3005 or [::]:3005)")
+            })
+        })?
+        .unwrap_or(d.listen);
+    if let Some(port) = env.parse("PORT", |v| {
+        v.trim().parse::<u16>().map_err(|_| format!("not a port: {v:?}"))
+    })? {
+        listen.set_port(port);
+    }
+    let allow_memory_store = env
+        .parse("STEPPER_ALLOW_MEMORY_STORE", |v| match v.trim() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            other => Err(format!("want true or false, not {other:?}")),
+        })?
+        .unwrap_or(d.allow_memory_store);
+    Ok(ServerSettings {
+        listen,
+        allow_memory_store,
+        shutdown_grace_ms: env.seconds("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_ms)?,
+        sweep_interval_ms: env.seconds("SWEEP_INTERVAL_SECONDS", d.sweep_interval_ms)?,
+    })
 }
 
 /// `HTTP_*`: `stepper-local`'s connection limits.
@@ -364,6 +423,40 @@ mod tests {
             typo.starts_with("WEBHOOK_LEGACY_BEARER: expected true or false"),
             "{typo}"
         );
+    }
+
+    #[test]
+    fn the_listen_address_is_loopback_unless_asked_and_port_replaces_its_port() {
+        let listen = |vars: &[(&str, &str)]| config(vars).map(|c| c.server.listen.to_string());
+        assert_eq!(listen(&[]).unwrap(), "127.0.0.1:3005");
+        assert_eq!(listen(&[("PORT", "8080")]).unwrap(), "127.0.0.1:8080");
+        assert_eq!(listen(&[("STEPPER_LISTEN", "0.0.0.0:3005")]).unwrap(), "0.0.0.0:3005");
+        assert_eq!(listen(&[("STEPPER_LISTEN", "[::]:80")]).unwrap(), "[::]:80");
+        assert_eq!(
+            listen(&[("STEPPER_LISTEN", "0.0.0.0:3005"), ("PORT", "10000")]).unwrap(),
+            "0.0.0.0:10000",
+            "a platform's PORT wins over the image's default port"
+        );
+        for bad in ["localhost:3005", "0.0.0.0", ":3005"] {
+            let e = listen(&[("STEPPER_LISTEN", bad)]).unwrap_err().to_string();
+            assert!(e.starts_with("STEPPER_LISTEN: not an address"), "{bad}: {e}");
+        }
+        assert!(!config(&[]).unwrap().server.allow_memory_store);
+        assert!(
+            config(&[("STEPPER_ALLOW_MEMORY_STORE", "true")])
+                .unwrap()
+                .server
+                .allow_memory_store
+        );
+        assert!(config(&[("STEPPER_ALLOW_MEMORY_STORE", "maybe")]).is_err());
+        assert_eq!(
+            config(&[("SHUTDOWN_GRACE_SECONDS", "5")])
+                .unwrap()
+                .server
+                .shutdown_grace_ms,
+            5_000
+        );
+        assert!(config(&[("SWEEP_INTERVAL_SECONDS", "0")]).is_err());
     }
 
     #[test]
