@@ -110,9 +110,12 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let stuck_after = Duration::from_secs(o.stuck_seconds);
     let interval = Duration::from_secs_f64(1.0 / o.rate);
+    // Set once the last job is submitted: windows after it hold the tail, not the steady rate.
+    let all_submitted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let counters = counters.clone();
         let api = subject.api;
+        let all_submitted = all_submitted.clone();
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             let mut tick = tokio::time::interval(interval);
@@ -123,6 +126,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
                 tasks.spawn(async move { one_job(api, format!("soak-{i}"), stuck_after, &counters).await });
                 while tasks.try_join_next().is_some() {}
             }
+            all_submitted.store(true, Ordering::Relaxed);
             while tasks.join_next().await.is_some() {}
         })
     };
@@ -132,11 +136,13 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     let mut last_finished = 0u64;
     let mut next = started + Duration::from_secs(o.sample_seconds);
     loop {
-        let done = load.is_finished();
-        if !done {
-            tokio::time::sleep_until(next.into()).await;
-            next += Duration::from_secs(o.sample_seconds);
+        let steady = !all_submitted.load(Ordering::Relaxed);
+        // The last window ends when the last job does.
+        while Instant::now() < next && !load.is_finished() {
+            tokio::time::sleep(Duration::from_millis(250).min(next.saturating_duration_since(Instant::now()))).await;
         }
+        next += Duration::from_secs(o.sample_seconds);
+        let done = load.is_finished();
         let processes = (subject.processes)();
         let mut rss = 0u64;
         let mut parts = Vec::new();
@@ -150,7 +156,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
         let finished = counters.finished.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed);
         let window_jobs = finished - last_finished;
         let cmds = (commands - last_commands) as f64 / window_jobs.max(1) as f64;
-        // The benchmark's own INFO is not counted by command_calls; its CONNECT-less RESP costs none.
+        // The benchmark's own INFO is not counted by command_calls.
         last_commands = commands;
         last_finished = finished;
         let in_flight = counters
@@ -169,7 +175,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
             counters.lost.load(Ordering::Relaxed),
             counters.server_errors.load(Ordering::Relaxed),
         );
-        if window_jobs > 0 && !done {
+        if window_jobs > 0 && steady && !all_submitted.load(Ordering::Relaxed) {
             rss_samples.push(rss);
             per_job.push(cmds);
         }
@@ -184,7 +190,11 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
         (min, max, if min > 0.0 { (max - min) / min * 100.0 } else { 0.0 })
     };
     // The first window holds the process's warm-up (allocator pools, connection pools filling): the
-    // spread is taken from the second window on, when there is one.
+    // spread is taken from the second window on, when there is one; windows that end after the last
+    // submit (the tail, fewer jobs than the rate) are not counted either.
+    if rss_samples.is_empty() {
+        bail!("no whole window at the steady rate: run longer than --sample-seconds");
+    }
     let skip = usize::from(rss_samples.len() > 2);
     let rss_mb: Vec<f64> = rss_samples[skip..].iter().map(|b| *b as f64 / 1e6).collect();
     let (rmin, rmax, rspread) = spread(&rss_mb);
@@ -331,7 +341,10 @@ async fn serverless(dir: &Path, provider: &InstantProvider) -> anyhow::Result<Su
         .spawn()
         .context("scripts/serverless-local.sh")?;
     let script_pid = child.id().context("no pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let stdout = child.stdout.take().context("no stdout")?;
+    // From here on, whatever happens, the loop's whole process group is stopped with the soak.
+    let group = ProcessGroup(child);
+    let mut lines = BufReader::new(stdout).lines();
     let mut redis_port = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -341,7 +354,8 @@ async fn serverless(dir: &Path, provider: &InstantProvider) -> anyhow::Result<Su
             .with_context(|| format!("serverless-local.sh stopped (its log: {})", log.display()))?;
         eprintln!("{line}");
         if let Some(rest) = line.strip_prefix("serverless-local: redis-server :") {
-            redis_port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            redis_port = digits.parse().ok();
         }
         if line == "serverless-local: ready" {
             break;
@@ -353,33 +367,31 @@ async fn serverless(dir: &Path, provider: &InstantProvider) -> anyhow::Result<Su
     Ok(Subject {
         api: SocketAddr::from(([127, 0, 0, 1], port)),
         redis_port,
-        _guards: vec![Box::new(ProcessGroup(child))],
+        _guards: vec![Box::new(group)],
         processes: Box::new(move || functions_under(script_pid)),
     })
 }
 
-/// Stops the whole serverless loop (the script's process group) when the soak ends.
+/// Stops the whole serverless loop (the script's process group: redis-server, the emulator, moto,
+/// `cargo lambda watch` and its functions, the driver) when the soak ends or fails.
 struct ProcessGroup(tokio::process::Child);
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.id() {
-            // The script's own EXIT trap stops what it started.
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-            for _ in 0..50 {
-                if matches!(self.0.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+        let Some(pid) = self.0.id() else { return };
+        let group = format!("-{pid}");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                break;
             }
-            let _ = std::process::Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{pid}"))
-                .status();
+            std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
     }
 }
 
