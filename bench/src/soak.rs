@@ -333,6 +333,8 @@ async fn serverless(dir: &Path, provider: &InstantProvider) -> anyhow::Result<Su
         .arg(root.join("scripts/serverless-local.sh"))
         .env("WATCH_PORT", port.to_string())
         .env("SERVERLESS_ENV_FILE", &env_file)
+        // An edit in the worktree must not restart the functions mid-soak (their RSS starts over).
+        .env("WATCH_ARGS", "--ignore-changes")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)
