@@ -393,6 +393,7 @@ impl Drop for ProcessGroup {
         }
         let _ = std::process::Command::new("kill")
             .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
             .status();
     }
 }
