@@ -8,6 +8,14 @@ WARM_INVOCATIONS invocations of one process. The invocations are answered by the
 (OpenAPI document, an unauthenticated call refused, an empty SQS batch): no store or queue is
 contacted, so the figures are the runtime's and the function's own.
 
+Each bootstrap's ELF type is shown too: PIE (DYN, the whole executable moved by ASLR) or EXEC
+(linked at a fixed address).
+
+ARM64_UNDER_QEMU=1 also starts the arm64 bootstraps, under qemu-aarch64 (user mode, with the
+cross glibc in QEMU_LD_PREFIX, default /usr/aarch64-linux-gnu; Debian: qemu-user and
+libc6-arm64-cross): the figures are the emulator's, good for comparing two arm64 builds with each
+other on this machine, not for what Lambda's Graviton does.
+
 Usage: lambda-bench.py [LAMBDA_DIR]   (default target/lambda; scripts/lambda-build.sh fills it)
 """
 import io
@@ -24,6 +32,8 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COLD_RUNS = int(os.environ.get("COLD_RUNS", "20"))
+ARM64_UNDER_QEMU = os.environ.get("ARM64_UNDER_QEMU") == "1"
+QEMU_LD_PREFIX = os.environ.get("QEMU_LD_PREFIX", "/usr/aarch64-linux-gnu")
 WARM_INVOCATIONS = int(os.environ.get("WARM_INVOCATIONS", "500"))
 
 
@@ -156,20 +166,21 @@ def stop(api, process):
     api.server.shutdown()
 
 
-def bench(bootstrap, function):
+def bench(bootstrap, function, under_qemu=False):
     event, expected = EVENTS[function]
+    command = ["qemu-aarch64", "-L", QEMU_LD_PREFIX, bootstrap] if under_qemu else [bootstrap]
     colds = []
     for _ in range(COLD_RUNS):
         api = RuntimeApi()  # one per process: a killed process's pending /next must not take the next event
         api.events.put(event)
         start = time.perf_counter()
-        process = subprocess.Popen([bootstrap], env=environment(api, function), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=environment(api, function), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             colds.append((answer(api, expected) - start) * 1000)
         finally:
             stop(api, process)
     api = RuntimeApi()
-    process = subprocess.Popen([bootstrap], env=environment(api, function), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=environment(api, function), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     warms = []
     try:
         for i in range(WARM_INVOCATIONS + 20):
@@ -191,24 +202,40 @@ def sizes(path):
     return raw / 1e6, len(buffer.getvalue()) / 1e6
 
 
+def elf_type(path):
+    with open(path, "rb") as f:
+        head = f.read(18)
+    kind = int.from_bytes(head[16:18], "little") if head[:4] == b"\x7fELF" else None
+    return {2: "EXEC", 3: "PIE"}.get(kind, "?")
+
+
 def main():
     base = sys.argv[1] if len(sys.argv) > 1 else "target/lambda"
     print(f"bootstraps in {base}/<arch>/<function>/bootstrap; cold start: median of {COLD_RUNS} starts; "
           f"warm: {WARM_INVOCATIONS} invocations (x86_64, this machine)")
-    print(f"{'function':<8} {'x86_64 MB':>10} {'zip':>5} {'arm64 MB':>9} {'zip':>5} {'cold ms':>8} {'warm p50 ms':>12} {'p99 ms':>7}", flush=True)
+    header = f"{'function':<8} {'x86_64 MB':>10} {'zip':>5} {'type':>4} {'arm64 MB':>9} {'zip':>5} {'type':>4} {'cold ms':>8} {'warm p50 ms':>12} {'p99 ms':>7}"
+    if ARM64_UNDER_QEMU:
+        header += f" {'arm64 qemu cold ms':>18} {'warm p50 ms':>12} {'p99 ms':>7}"
+    print(header, flush=True)
     for function in ["submit", "poll", "purge", "step"]:
         row = [f"{function:<8}"]
         for arch in ["x86_64", "arm64"]:
             path = os.path.join(base, arch, function, "bootstrap")
             if os.path.exists(path):
                 raw, zipped = sizes(path)
-                row.append(f"{raw:>{10 if arch == 'x86_64' else 9}.1f} {zipped:>5.1f}")
+                row.append(f"{raw:>{10 if arch == 'x86_64' else 9}.2f} {zipped:>5.1f} {elf_type(path):>4}")
             else:
-                row.append(f"{'-':>{10 if arch == 'x86_64' else 9}} {'-':>5}")
+                row.append(f"{'-':>{10 if arch == 'x86_64' else 9}} {'-':>5} {'-':>4}")
         native = os.path.join(base, "x86_64", function, "bootstrap")
         if os.path.exists(native) and os.uname().machine == "x86_64":
             cold, p50, p99 = bench(native, function)
             row.append(f"{cold:>8.1f} {p50:>12.2f} {p99:>7.2f}")
+        else:
+            row.append(f"{'-':>8} {'-':>12} {'-':>7}")
+        arm = os.path.join(base, "arm64", function, "bootstrap")
+        if ARM64_UNDER_QEMU and os.path.exists(arm):
+            cold, p50, p99 = bench(arm, function, under_qemu=True)
+            row.append(f"{cold:>18.1f} {p50:>12.2f} {p99:>7.2f}")
         print(" ".join(row), flush=True)
 
 

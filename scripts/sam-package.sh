@@ -8,12 +8,16 @@ cd "$(dirname "$0")/.."
 TOOLS="${STEPPER_TOOLS_DIR:-$PWD/.tools}"
 # venv first: cargo-lambda finds zig through the python3 that has ziglang (SAM CLI has its own venv).
 export PATH="$TOOLS/venv/bin:$TOOLS/sam/bin:$PATH" SAM_CLI_TELEMETRY=0
+# Every zip: a lone bootstrap for the template's architecture, position-independent (ELF DYN); without
+# --quick also at most 8,500,000 bytes (the constant in sam-package-check.py).
 # --quick (the test command's short form): the same sam build, package and zip checks, with the release
 # profile lightened through cargo's environment (opt-level 1, no LTO, many codegen units), so a cold
 # cross-build fits the test command's budget. What it proves is the packaging (a lone arm64 bootstrap at
 # each zip's root), not the shipped build's speed or size; without --quick it builds exactly as
 # `sam build` does for a deploy.
+CHECK_ARGS=(--size-limit)
 if [ "${1:-}" = "--quick" ]; then
+  CHECK_ARGS=()
   export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_DEBUG=false
   echo "sam-package: --quick: release profile lightened (opt-level 1, no LTO) for the check"
@@ -34,4 +38,4 @@ echo "== sam package (S3: moto)"
 sam package --s3-bucket stepper-artifacts --s3-prefix stepper --output-template-file "$RUN/packaged.yaml" \
   >"$RUN/package.log" 2>&1 || { cat "$RUN/package.log"; exit 1; }
 echo "== the zips"
-"$TOOLS/sam/bin/python" scripts/sam-package-check.py template.yaml "$RUN/packaged.yaml"
+"$TOOLS/sam/bin/python" scripts/sam-package-check.py "${CHECK_ARGS[@]}" template.yaml "$RUN/packaged.yaml"

@@ -8,6 +8,10 @@
 //! - `stepper-bench vs-original --original DIR [--jobs N] [--callers C] [--poll-ms MS] [--backlog B]
 //!   [--idle-seconds S] [--server PATH]`: side by side with the service stepper replaces
 //!   (`scripts/bench-vs-original.sh` installs it and runs this).
+//! - `stepper-bench soak [--target local|serverless] [--minutes M] [--rate R] [--sample-seconds S]
+//!   [--stuck-seconds S] [--server PATH]`: a steady rate for a long time on the Upstash stack, against
+//!   `stepper-local` or the four functions under the local serverless loop; RSS and Redis commands
+//!   per job over time, stuck and lost jobs (docs/testing.md, "Long runs").
 
 mod aws;
 mod capacity;
@@ -16,6 +20,7 @@ mod cost;
 mod load;
 mod process;
 mod resp;
+mod soak;
 mod versus;
 
 use std::path::PathBuf;
@@ -33,7 +38,7 @@ where
 async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let command = match args.first().map(String::as_str) {
-        Some("cost" | "capacity" | "vs-original") => args.remove(0),
+        Some("cost" | "capacity" | "vs-original" | "soak") => args.remove(0),
         _ => "cost".to_string(),
     };
     let mut pairs = Vec::new();
@@ -57,6 +62,30 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             capacity::run(o).await
+        }
+        "soak" => {
+            let mut o = soak::Options::default();
+            for (flag, value) in &pairs {
+                match flag.as_str() {
+                    "--target" => {
+                        o.target = match value.as_str() {
+                            "local" => soak::Target::Local,
+                            "serverless" => soak::Target::Serverless,
+                            other => bail!("--target {other}: local or serverless"),
+                        }
+                    }
+                    "--minutes" => o.minutes = parse(flag, value)?,
+                    "--rate" => o.rate = parse(flag, value)?,
+                    "--sample-seconds" => o.sample_seconds = parse(flag, value)?,
+                    "--stuck-seconds" => o.stuck_seconds = parse(flag, value)?,
+                    "--server" => o.server = Some(PathBuf::from(value)),
+                    other => bail!("unknown flag {other} for soak"),
+                }
+            }
+            if !(o.rate > 0.0 && o.minutes > 0.0 && o.sample_seconds > 0) {
+                bail!("soak needs --rate, --minutes and --sample-seconds above 0");
+            }
+            soak::run(o).await
         }
         "vs-original" => {
             let mut o = versus::Options::default();

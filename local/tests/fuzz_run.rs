@@ -2,7 +2,9 @@
 //! from the request schemas, and their mutations: missing fields, wrong types, huge strings, deep nesting,
 //! bytes that are not JSON), sent to a real `stepper-local` by two owners interleaved over concurrent
 //! connections. Never a 5xx, always a JSON answer, and never one owner's job visible to or deletable by the
-//! other. `FUZZ_REQUESTS` sets the count (default 10,000); `FUZZ_SEED` replays a run.
+//! other; every job not deleted by its owner is still there at the end, and ends (none stuck).
+//! `FUZZ_REQUESTS` sets the count (default 10,000; the long form is 100,000, docs/testing.md, "Long
+//! runs"); `FUZZ_SEED` replays a run.
 
 mod common;
 
@@ -410,6 +412,7 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
     // Every job an owner did not delete itself is still there for it: the other owner deleted nothing.
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let mut lost = Vec::new();
+    let mut survivors = Vec::new();
     for (id, (owner, commit)) in &ledger.jobs {
         let purged_by_owner = commit
             .as_ref()
@@ -421,12 +424,31 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
         let (status, _) = local.get(&format!("/v1/jobs/{id}"), key).await;
         if status == 404 {
             lost.push(format!("{owner}'s job {id}"));
+        } else {
+            survivors.push((id.clone(), key));
+        }
+    }
+    // And every job that is still there ends: none is stuck (the fake provider answers at once, so a
+    // minute is ample; a job whose deliveries are still pending has ended all the same).
+    let settle = Instant::now() + std::time::Duration::from_secs(60);
+    let mut stuck = Vec::new();
+    for (id, key) in &survivors {
+        loop {
+            let (status, body) = local.get(&format!("/v1/jobs/{id}"), key).await;
+            if status != 200 || body["status"] == "completed" || body["status"] == "failed" {
+                break;
+            }
+            if Instant::now() > settle {
+                stuck.push(format!("{id}: {}", body["status"]));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 
     let tally = tally.lock().unwrap();
     println!(
-        "stepper-fuzz: {} requests in {:.1}s (seed {seed}), statuses {:?}, {} server errors, {} non-JSON answers, {} requests at the other owner's jobs, {} cross-owner leaks, {} jobs lost, {} jobs created",
+        "stepper-fuzz: {} requests in {:.1}s (seed {seed}), statuses {:?}, {} server errors, {} non-JSON answers, {} requests at the other owner's jobs, {} cross-owner leaks, {} jobs lost, {} jobs stuck, {} jobs created",
         tally.sent,
         started.elapsed().as_secs_f64(),
         tally.by_status,
@@ -435,6 +457,7 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
         tally.foreign_probes,
         tally.leaks.len(),
         lost.len(),
+        stuck.len(),
         ledger.jobs.len(),
     );
     assert_eq!(tally.sent, total);
@@ -454,6 +477,11 @@ async fn ten_thousand_generated_requests_two_owners_no_server_error_no_leak() {
         &tally.leaks[..tally.leaks.len().min(5)]
     );
     assert!(lost.is_empty(), "jobs deleted by someone else: {lost:?}");
+    assert!(
+        stuck.is_empty(),
+        "jobs not finished a minute after the run: {:?}",
+        &stuck[..stuck.len().min(5)]
+    );
     assert!(
         tally.foreign_probes > total / 20,
         "isolation was probed ({})",

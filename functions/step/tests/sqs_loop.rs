@@ -3,7 +3,7 @@
 //! delivering every batch twice on purpose; the visibility timeout brings failed messages back.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,8 +18,8 @@ use shared::domain::message::Message;
 use shared::domain::quota::{ProviderEvent, ProviderState};
 use shared::engine::Engine;
 use shared::ports::{
-    Admission, Claim, Enlist, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest, Swept,
-    SystemClock,
+    Admission, Claim, Enlist, JobRead, Limits, Queue, QueueError, RateLimit, Store, StoreError, Submitted,
+    SweepRequest, Swept, SystemClock,
 };
 use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
@@ -27,7 +27,7 @@ use testkit::stack::{MotoServer, RedisServer, UpstashEmulator};
 use tower::ServiceExt;
 
 struct Stack {
-    _redis: RedisServer,
+    redis: RedisServer,
     _upstash: UpstashEmulator,
     _moto: MotoServer,
     provider: FakeProvider,
@@ -37,6 +37,23 @@ struct Stack {
     _dir: std::path::PathBuf,
     /// The highest ApproximateReceiveCount any delivered message had.
     max_receive_count: AtomicU32,
+    /// Every message the functions sent to SQS, with its delay, in order.
+    sent: Arc<Mutex<Vec<(Message, Duration)>>>,
+}
+
+/// The functions' SQS client, with a note of every message it sends (each still goes to moto).
+struct Noted {
+    inner: SqsQueue,
+    sent: Arc<Mutex<Vec<(Message, Duration)>>>,
+}
+
+#[async_trait]
+impl Queue for Noted {
+    async fn send(&self, message: &Message, delay: Duration) -> Result<(), QueueError> {
+        self.inner.send(message, delay).await?;
+        self.sent.lock().unwrap().push((message.clone(), delay));
+        Ok(())
+    }
 }
 
 /// The SDK's HTTP client on rustls with ring, the workspace's one crypto provider.
@@ -97,10 +114,14 @@ async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
         secret_access_key: "test".into(),
         session_token: None,
     };
-    let queue = SqsQueue::new(sqs_config, queue_url.clone(), Arc::new(SystemClock)).unwrap();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let queue = Noted {
+        inner: SqsQueue::new(sqs_config, queue_url.clone(), Arc::new(SystemClock)).unwrap(),
+        sent: sent.clone(),
+    };
     let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue)).unwrap());
     Stack {
-        _redis: redis,
+        redis,
         _upstash: upstash,
         _moto: moto,
         provider,
@@ -109,17 +130,24 @@ async fn stack_with(extra: &[(&'static str, &'static str)]) -> Stack {
         service,
         _dir: dir,
         max_receive_count: AtomicU32::new(0),
+        sent,
     }
 }
 
 impl Stack {
     /// Submits through the submit function's routes.
     async fn submit(&self) -> String {
-        let request = http::Request::post("/v1/generate")
+        self.submit_to(
+            "/v1/generate",
+            json!({"prompt": "Say something", "responseMode": "text"}),
+        )
+        .await
+    }
+
+    async fn submit_to(&self, path: &str, body: Value) -> String {
+        let request = http::Request::post(path)
             .header("content-type", "application/json")
-            .body(Body::from(
-                json!({"prompt": "Say something", "responseMode": "text"}).to_string(),
-            ))
+            .body(Body::from(body.to_string()))
             .unwrap();
         let response = shared::api::submit_routes(self.service.clone())
             .oneshot(request)
@@ -466,4 +494,170 @@ async fn the_sample_sqs_and_redrive_events_are_handled() {
         step::handle(&engine, read("step-redrive")).await.unwrap(),
         json!({"redriven": 0})
     );
+}
+
+impl Stack {
+    /// The job's score in the due-index (`st:due`), or `None` when it has left the index.
+    async fn due_score(&self, id: &str) -> Option<u64> {
+        let score = self
+            .redis
+            .command(&["ZSCORE", "st:due", &format!("st:j:public:{id}")])
+            .await
+            .unwrap();
+        (!score.is_empty()).then(|| score.parse::<f64>().unwrap() as u64)
+    }
+
+    /// The step messages sent for this job so far, with their delays.
+    fn steps_sent(&self, id: &str) -> Vec<Duration> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(m, delay)| match m {
+                Message::Step { step, .. } if step.job_id == id => Some(*delay),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many sweeps the handler has been given (sweep messages sent, each received once or more).
+    fn sweeps_sent(&self) -> usize {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| matches!(m, Message::Sweep { .. }))
+            .count()
+    }
+
+    /// Drives the queue until the provider has been called `hits` times.
+    async fn drive_until_hits(&self, hits: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.provider.hits() < hits {
+            assert!(Instant::now() < deadline, "the provider was not called {hits} times");
+            self.drive_once(&self.service.engine).await;
+        }
+    }
+}
+
+/// The park path end to end on SQS: a wait longer than `PARK_AFTER_SECONDS` sends no step message;
+/// the job stays in the due-index, scored at its next attempt; the sweeper chain (on SQS itself)
+/// re-queues it when it is due and it finishes. SQS's own limit is 15 minutes of delay; with
+/// `PARK_AFTER_SECONDS=1` a 4-s Retry-After takes the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_past_park_after_is_parked_swept_back_onto_sqs_and_finishes() {
+    let s = stack_with(&[("PARK_AFTER_SECONDS", "1"), ("SWEEP_GRACE_SECONDS", "1")]).await;
+    s.provider.push(FakeReply::openai_rate_limited(4));
+    let id = s.submit().await;
+    s.drive_until_hits(1).await;
+    let limited_at = Instant::now();
+    let sent_before = s.steps_sent(&id).len();
+    assert_eq!(
+        sent_before,
+        1,
+        "only the submit's first step was queued: {:?}",
+        s.steps_sent(&id)
+    );
+
+    let waiting = s.status(&id).await;
+    assert_eq!(waiting["status"], "delayed", "{waiting}");
+    let next_attempt = match s
+        .service
+        .engine
+        .store()
+        .read("public", &id, Duration::from_secs(60), None)
+        .await
+    {
+        Ok(Admission::Admitted { value: Some(d), .. }) => d.job.next_attempt_at_ms.expect("a wait"),
+        other => panic!("no job {id}: {other:?}"),
+    };
+    let now_ms = s.redis.time_ms().await.unwrap();
+    assert!(next_attempt >= now_ms + 3_000, "the wait is the 4-s Retry-After");
+    let due = s.due_score(&id).await.expect("the parked job is in the due-index");
+    assert_eq!(
+        due, next_attempt,
+        "parked: due exactly at its next attempt (a queued step would be due a grace later)"
+    );
+
+    let done = s.drive_until_finished(&s.service.engine, &id).await;
+    let waited = limited_at.elapsed();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["data"]["result"], "a generated answer");
+    assert_eq!(s.provider.hits(), 2, "one rate-limited call, one answered call");
+    assert!(
+        waited >= Duration::from_millis(3_000),
+        "the answered call came after the wait ({waited:?})"
+    );
+    let steps = s.steps_sent(&id);
+    assert!(
+        steps[sent_before..].iter().all(|d| d.is_zero()) && steps.len() > sent_before,
+        "after the 429 the job's step came only from the sweep (no delayed step message): {steps:?}"
+    );
+    assert!(s.sweeps_sent() >= 2, "the sweeper chain carried the job");
+    assert_eq!(s.due_score(&id).await, None, "a finished job leaves the due-index");
+    println!(
+        "sqs park: parked {:.1} s past the 429 ({} step messages for the job, {} sweeps), then completed",
+        waited.as_secs_f64(),
+        steps.len(),
+        s.sweeps_sent()
+    );
+}
+
+/// Parks a job with a wait that ends before its deadline, then lets nothing run until the deadline
+/// has passed (the step function down, its messages waiting on the queue). Once it is back, the
+/// sweeper chain armed by the submit has lapsed (its first message came long after its key's life):
+/// the operator's redrive (`{"action":"redrive"}`) queues the job whose wait is over and takes the
+/// sweeper over, and the step ends it as a job past its deadline, without another provider call.
+async fn parked_past_the_deadline(path: &str, body: Value) -> (Stack, String, Value) {
+    let s = stack_with(&[
+        ("PARK_AFTER_SECONDS", "1"),
+        ("SWEEP_GRACE_SECONDS", "1"),
+        ("JOB_DEADLINE_SECONDS", "5"),
+    ])
+    .await;
+    s.provider.push(FakeReply::openai_rate_limited(2));
+    let id = s.submit_to(path, body).await;
+    s.drive_until_hits(1).await;
+    assert_eq!(s.steps_sent(&id).len(), 1, "the 2-s wait was parked, not queued");
+    assert!(s.due_score(&id).await.is_some(), "the parked job is in the due-index");
+    // Nothing runs until the deadline (5 s after the submit) has passed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let redrive = step::handle(&s.service.engine, json!({"action": "redrive"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        redrive["redriven"], 1,
+        "the parked job, whose wait is over, is queued again"
+    );
+    let done = s.drive_until_finished(&s.service.engine, &id).await;
+    assert_eq!(s.provider.hits(), 1, "no provider call past the deadline");
+    assert_eq!(s.due_score(&id).await, None, "a finished job leaves the due-index");
+    (s, id, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_job_parked_past_its_deadline_fails_deadline_exceeded() {
+    let (_s, _id, done) = parked_past_the_deadline(
+        "/v1/generate",
+        json!({"prompt": "Say something", "responseMode": "text"}),
+    )
+    .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().starts_with("deadline_exceeded"),
+        "{done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_parked_past_its_deadline_falls_back() {
+    let report = json!({
+        "userId": "user-1", "commitSha": "sha-parked", "repo": "acme/diary",
+        "message": "Add token refresh to the auth client", "files": ["src/auth.ts"],
+        "components": ["auth"], "diffSummary": "+export function refresh() {}\n", "template": "default"
+    });
+    let (_s, _id, done) = parked_past_the_deadline("/v1/reports", report).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["data"]["fallback"], true, "{done}");
+    assert_eq!(done["data"]["usedProvider"], "fallback", "{done}");
 }
