@@ -257,7 +257,13 @@ impl UpstashStack {
                 requests: self.proxy.take_log(),
             });
             if matches!(outcome, shared::engine::StepOutcome::Finished(_)) {
-                trace.held_bytes = self.bytes_of(&format!("st:j:{}:{}", step.owner, step.job_id)).await?;
+                trace.held_bytes = self
+                    .bytes_of(&format!(
+                        "st:j:{}:{}",
+                        step.owner,
+                        shared::domain::job::record_id(&step.job_id)
+                    ))
+                    .await?;
                 break;
             }
             if trace.steps.len() > 20 {

@@ -268,6 +268,20 @@ async fn purge_by_commit_deletes_the_report() {
         (Some(true), Some("Cache entry deleted"))
     );
     assert_eq!(local.get(&url, ALICE).await.0, 404);
+
+    // The same commit submitted again is a new job with a new id (a caller keeps ids unique); the old
+    // id stays gone, and neither reads nor purges the new job.
+    let old_id = queued["jobId"].as_str().unwrap().to_string();
+    let (code, again) = local.post("/v1/reports", ALICE, report("sha-8")).await;
+    assert_eq!(code, 202, "{again}");
+    let new_id = again["jobId"].as_str().unwrap().to_string();
+    assert_ne!(new_id, old_id, "a new job gets a new id");
+    assert_eq!(new_id.len(), 48, "{new_id}");
+    assert_eq!(local.get(&url, ALICE).await.0, 404);
+    assert_eq!(local.delete(&format!("/v1/jobs/{old_id}"), ALICE).await.0, 404);
+    let new_url = again["statusUrl"].as_str().unwrap().to_string();
+    let done = local.wait_finished(&new_url, ALICE, Duration::from_secs(10)).await;
+    assert_eq!(done["id"], new_id.as_str());
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use shared::adapters::store::upstash::{UpstashClient, UpstashStore};
 use shared::domain::alert::{AlertRules, Incident};
 use shared::domain::budget::{self, Spent, Tally};
 use shared::domain::error_class::ErrorClass;
-use shared::domain::job::{job_id, new_gen, Job, JobSpec, JobState, StepRef};
+use shared::domain::job::{job_id, new_gen, public_id, record_id, Job, JobSpec, JobState, StepRef};
 use shared::domain::llm::{ChatMessage, ResponseFormat};
 use shared::domain::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
 use shared::domain::secret::Secret;
@@ -147,6 +147,49 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
         (seen_first.job.gen, seen_first.job.state),
         (j.gen.clone(), JobState::Queued)
     );
+}
+
+/// A job of an identity with its incarnation in its id (`job::public_id`), as the submit route makes it.
+fn incarnation(owner: &str, identity: &str) -> Job {
+    let mut j = job(owner);
+    j.gen = new_gen();
+    j.id = public_id(&job_id(owner, identity), &j.gen);
+    j
+}
+
+async fn every_new_job_of_an_identity_has_a_new_id(store: Arc<dyn Store>) {
+    let owner = unique("owner");
+    let first = incarnation(&owner, "commit abc");
+    assert_eq!(create(&store, &first).await, Created::New);
+    // While it lives, an identical submit meets it: the same id.
+    let identical = incarnation(&owner, "commit abc");
+    assert_ne!(identical.id, first.id);
+    match create(&store, &identical).await {
+        Created::Existing(existing) => assert_eq!(existing.id, first.id, "single-flight answers the live job's id"),
+        other => panic!("expected the live job, got {other:?}"),
+    }
+    // Purged (by commit: the record id alone names whichever incarnation), then submitted again.
+    assert!(purge(&store, &owner, record_id(&first.id)).await);
+    let second = incarnation(&owner, "commit abc");
+    assert_eq!(create(&store, &second).await, Created::New);
+    assert_ne!(second.id, first.id, "a new job gets a new id");
+    assert_eq!(
+        record_id(&second.id),
+        record_id(&first.id),
+        "one record per identity: the dedupe key"
+    );
+    // The old id names an incarnation that is gone: no job, and the new one is neither read nor purged
+    // through it.
+    assert!(read(&store, &owner, &first.id, Duration::ZERO).await.is_none());
+    assert!(store.peek(&owner, &first.id).await.unwrap().is_none());
+    assert!(!purge(&store, &owner, &first.id).await);
+    let seen = read(&store, &owner, &second.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((seen.job.id, seen.job.gen), (second.id.clone(), second.gen.clone()));
+    assert_eq!(
+        store.peek(&owner, &second.id).await.unwrap().map(|j| j.gen),
+        Some(second.gen.clone())
+    );
+    assert!(purge(&store, &owner, &second.id).await);
 }
 
 async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
@@ -1484,6 +1527,7 @@ contract!(
     an_expired_job_leaves_no_index_entry,
     create_dedupes_identical_jobs,
     create_replaces_a_failed_job,
+    every_new_job_of_an_identity_has_a_new_id,
     claim_is_fenced_and_leased,
     a_lease_expires,
     finish_is_fenced,

@@ -1664,7 +1664,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
+                /** @description The `jobId` a submit answered (48 hex digits: the record of its request, then its incarnation; every new job gets a new one), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
@@ -1693,7 +1693,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
+                /** @description The `jobId` a submit answered (48 hex digits: the record of its request, then its incarnation; every new job gets a new one), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
@@ -1722,7 +1722,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
+                /** @description The `jobId` a submit answered (48 hex digits: the record of its request, then its incarnation; every new job gets a new one), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;
@@ -1751,7 +1751,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The `jobId` a submit answered (32 hex digits), or a batch's (a UUID). */
+                /** @description The `jobId` a submit answered (48 hex digits: the record of its request, then its incarnation; every new job gets a new one), or a batch's (a UUID). */
                 jobId: string;
             };
             cookie?: never;

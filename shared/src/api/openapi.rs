@@ -196,8 +196,8 @@ fn job_id_parameter() -> Value {
         "name": "jobId",
         "in": "path",
         "required": true,
-        "description": "The `jobId` a submit answered (32 hex digits), or a batch's (a UUID).",
-        "schema": {"type": "string", "pattern": "^([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"},
+        "description": "The `jobId` a submit answered (48 hex digits: the record of its request, then its incarnation; every new job gets a new one), or a batch's (a UUID).",
+        "schema": {"type": "string", "pattern": "^([0-9a-f]{48}|[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"},
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::domain::batch::{new_batch_id, BatchItem, BatchRecord};
 use crate::domain::budget::Spent;
 use crate::domain::contract::{CacheControl, Failure, FailureCode};
-use crate::domain::job::{job_id, new_gen, Job, JobResult, JobSpec, JobState};
+use crate::domain::job::{job_id, new_gen, public_id, Job, JobResult, JobSpec, JobState};
 use crate::domain::message::Message;
 use crate::domain::quota::ProviderState;
 use crate::domain::targets::{self, TargetKind};
@@ -310,10 +310,11 @@ impl<'a> Jobs<'a> {
         let settings = engine.settings();
         let now = engine.clock().now_ms();
         let deadline_ms = now + deadline_seconds.map_or(settings.default_deadline_ms, |s| s * 1000);
+        let gen = new_gen();
         let job = Job {
-            id: job_id(&owner, &identity),
+            id: public_id(&job_id(&owner, &identity), &gen),
             owner,
-            gen: new_gen(),
+            gen,
             seq: 1,
             state: JobState::Queued,
             spec,
@@ -345,7 +346,8 @@ impl<'a> Jobs<'a> {
                 // `no-cache` / `refresh`: the finished identical job may not answer; a new job takes
                 // its place (purged uncounted, created again without counting the request twice).
                 // Costs a purge and a create only when such a job is met.
-                engine.store().purge(&job.owner, &job.id, None).await?;
+                // The met job's own id: the new job's names another incarnation.
+                engine.store().purge(&job.owner, &existing.id, None).await?;
                 let again = Limits {
                     rate: None,
                     in_flight: limits.in_flight,

@@ -177,6 +177,28 @@ pub fn job_id(owner: &str, identity: &str) -> String {
     hex::encode(&digest[..16])
 }
 
+/// A job's public id: the record id of its identity, then its incarnation's gen (48 lowercase hex
+/// characters). Identical submits while a job lives meet on its record (the record id is the store's
+/// dedupe key), but every new job of an identity (after a failure, a purge, an expiry) has a new gen,
+/// so a caller that keeps job ids unique never sees one twice; an id of an incarnation that is gone
+/// answers 404, never the newer job.
+pub fn public_id(record_id: &str, gen: &str) -> String {
+    format!("{record_id}{gen}")
+}
+
+/// The record id (the store's key) inside a job id: its first 32 characters. Ids of 32 characters
+/// (jobs created before ids carried their gen) are their own record id.
+pub fn record_id(id: &str) -> &str {
+    id.get(..RECORD_ID_LEN).unwrap_or(id)
+}
+
+/// The incarnation a job id names, when it names one (`None` for a 32-character id: any incarnation).
+pub fn id_gen(id: &str) -> Option<&str> {
+    id.get(RECORD_ID_LEN..).filter(|gen| !gen.is_empty())
+}
+
+const RECORD_ID_LEN: usize = 32;
+
 /// A fresh nonce for a job's incarnation.
 pub fn new_gen() -> String {
     use rand::Rng;
@@ -184,9 +206,10 @@ pub fn new_gen() -> String {
     format!("{n:016x}")
 }
 
-/// Job ids are 32 lowercase hex characters; anything else is not a job of ours.
+/// Job ids are 48 lowercase hex characters (record id and gen), or 32 (a record id alone, as ids were
+/// before they carried their gen); anything else is not a job of ours.
 pub(crate) fn is_valid_job_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    (id.len() == 48 || id.len() == RECORD_ID_LEN) && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The error text a job that ran past its deadline ends with (engine/decide.rs `GiveUp::Deadline`).

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::domain::incidents::{self, AlertBook};
-use crate::domain::job::{Job, JobSpec, JobState, StepRef};
+use crate::domain::job::{id_gen, record_id, Job, JobSpec, JobState, StepRef};
 use crate::domain::llm::{ChatMessage, ResponseFormat, Role};
 use crate::domain::quota::{ProviderEvent, ProviderState};
 use crate::ports::{
@@ -577,11 +577,11 @@ fn expiry_ahead(job: &Job, now: u64) -> Result<(), StoreError> {
 }
 
 fn key_of(job: &Job) -> (String, String) {
-    (job.owner.clone(), job.id.clone())
+    (job.owner.clone(), record_id(&job.id).to_string())
 }
 
 fn job_key(step: &StepRef) -> (String, String) {
-    (step.owner.clone(), step.job_id.clone())
+    (step.owner.clone(), record_id(&step.job_id).to_string())
 }
 
 #[async_trait]
@@ -595,7 +595,7 @@ impl Store for MemoryStore {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let key = (job.owner.clone(), job.id.clone());
+        let key = (job.owner.clone(), record_id(&job.id).to_string());
         if let Some(existing) = inner
             .job(&key, now)
             .filter(|existing| existing.head.state != JobState::Failed)
@@ -688,7 +688,7 @@ impl Store for MemoryStore {
         expiry_ahead(next, now)?;
         let mut inner = self.live();
         inner.spend(Charge::Finish, &step.owner, now);
-        let key = (step.owner.clone(), step.job_id.clone());
+        let key = (step.owner.clone(), record_id(&step.job_id).to_string());
         let was_finished = match inner.job(&key, now) {
             Some(held) if held.head.gen == step.gen && held.head.seq == step.seq => held.head.state.is_finished(),
             _ => return Ok(FinishOutcome::default()),
@@ -762,10 +762,14 @@ impl Store for MemoryStore {
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
         let admitted = |value| Ok(Admission::Admitted { value, rate });
-        let key = (owner.to_string(), job_id.to_string());
+        let key = (owner.to_string(), record_id(job_id).to_string());
         let Some(head) = inner.head_mut(&key, now) else {
             return admitted(None);
         };
+        // Another incarnation than the id names reads as no job, and its life is not touched.
+        if id_gen(job_id).is_some_and(|gen| gen != head.gen) {
+            return admitted(None);
+        }
         if head.state.is_finished() {
             if !head.owes_deliveries() {
                 head.expires_at_ms = head.expires_at_ms.min(now + grace.as_millis() as u64);
@@ -796,7 +800,13 @@ impl Store for MemoryStore {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let key = (owner.to_string(), job_id.to_string());
+        let key = (owner.to_string(), record_id(job_id).to_string());
+        // Another incarnation than the id names is not this purge's.
+        if let Some(gen) = id_gen(job_id) {
+            if inner.jobs.get(&key).is_some_and(|held| held.head.gen != gen) {
+                return Ok(Admission::Admitted { value: false, rate });
+            }
+        }
         inner.leases.remove(&key);
         inner.due.remove(&key);
         let existed = inner.remove(&key).is_some_and(|held| held.head.expires_at_ms > now);
@@ -865,7 +875,7 @@ impl Store for MemoryStore {
         // of the Upstash index (score = created at, then member).
         let owned = |ids: Vec<&String>| -> Vec<&Job> {
             ids.into_iter()
-                .filter_map(|id| inner.job(&(owner.to_string(), id.clone()), now))
+                .filter_map(|id| inner.job(&(owner.to_string(), record_id(id).to_string()), now))
                 .map(|held| &held.head)
                 .collect()
         };
@@ -879,7 +889,7 @@ impl Store for MemoryStore {
         unfinished.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         overview.unfinished = unfinished.len() as u64;
         for job in unfinished.into_iter().take(bounds.scan.max(1)) {
-            let key = (job.owner.clone(), job.id.clone());
+            let key = (job.owner.clone(), record_id(&job.id).to_string());
             let running = inner
                 .lease(&key, now)
                 .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
@@ -907,7 +917,7 @@ impl Store for MemoryStore {
         overview.dead_letters = dead
             .into_iter()
             .take(bounds.dead)
-            .filter_map(|job| inner.jobs.get(&(job.owner.clone(), job.id.clone())))
+            .filter_map(|job| inner.jobs.get(&(job.owner.clone(), record_id(&job.id).to_string())))
             .map(|held| held.to_job())
             .collect();
         if let Some(day) = inner.days.get(&(now / DAY_MS)) {
@@ -1015,7 +1025,8 @@ impl Store for MemoryStore {
             .map(|item| {
                 let id = item.job_id.as_ref()?;
                 inner
-                    .job(&(owner.to_string(), id.clone()), now)
+                    .job(&(owner.to_string(), record_id(id).to_string()), now)
+                    .filter(|held| id_gen(id).is_none_or(|gen| gen == held.head.gen))
                     .map(|held| held.to_job())
             })
             .collect();
@@ -1029,7 +1040,8 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         let inner = self.live();
         Ok(inner
-            .job(&(owner.to_string(), job_id.to_string()), now)
+            .job(&(owner.to_string(), record_id(job_id).to_string()), now)
+            .filter(|held| id_gen(job_id).is_none_or(|gen| gen == held.head.gen))
             .map(|held| held.to_job()))
     }
 }

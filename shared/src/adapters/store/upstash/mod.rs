@@ -59,7 +59,7 @@ use client::arg;
 pub use client::{Script, UpstashClient};
 
 use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
-use crate::domain::job::{Job, StepRef};
+use crate::domain::job::{id_gen, record_id, Job, StepRef};
 use crate::domain::quota::{ProviderEvent, ProviderState};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
@@ -73,8 +73,9 @@ const SWEEPER_KEY: &str = "st:sweeper";
 const ALERTS_KEY: &str = "st:alerts";
 const JOB_PREFIX: &str = "st:j:";
 
+/// A job's record key: by its record id (`job::record_id`), whichever incarnation the id names.
 fn job_key(owner: &str, id: &str) -> String {
-    format!("st:j:{owner}:{id}")
+    format!("st:j:{owner}:{}", record_id(id))
 }
 
 fn batch_key(owner: &str, id: &str) -> String {
@@ -103,7 +104,7 @@ fn decode_batch(record: &str) -> Result<crate::domain::batch::BatchRecord, Store
 }
 
 fn lease_key(owner: &str, id: &str) -> String {
-    format!("st:l:{owner}:{id}")
+    format!("st:l:{owner}:{}", record_id(id))
 }
 
 /// The owner and id a due-index member (a record key) names: the id is the last 32 characters.
@@ -393,7 +394,7 @@ impl Store for UpstashStore {
                 ],
                 [
                     arg(encode(job)?),
-                    arg(job.id.as_str()),
+                    arg(record_id(&job.id)),
                     arg(job.expires_at_ms),
                     arg(now),
                     arg(rate.limit),
@@ -572,7 +573,7 @@ impl Store for UpstashStore {
                     arg(step.seq.to_string()),
                     arg(next.expires_at_ms),
                     arg(event),
-                    arg(step.job_id.as_str()),
+                    arg(record_id(&step.job_id)),
                     arg(due_at_ms.map_or(String::new(), |at| at.to_string())),
                     arg(if next.dead_lettered() { "1" } else { "0" }),
                     arg(step.owner.as_str()),
@@ -617,6 +618,8 @@ impl Store for UpstashStore {
                 vec![arg(grace.as_millis() as u64), arg(args.limit), arg(args.ends_at_ms)]
                     .into_iter()
                     .chain(horizons())
+                    // The incarnation the id names ('': whichever): another one reads as no job.
+                    .chain([arg(id_gen(job_id).unwrap_or(""))])
                     .collect(),
             )
             .await?;
@@ -662,7 +665,13 @@ impl Store for UpstashStore {
                     &unfinished_key(owner),
                     &dead_key(owner),
                 ],
-                vec![arg(job_id), arg(args.limit), arg(args.ends_at_ms)],
+                // The incarnation the id names ('': whichever): another one is not this purge's.
+                vec![
+                    arg(record_id(job_id)),
+                    arg(args.limit),
+                    arg(args.ends_at_ms),
+                    arg(id_gen(job_id).unwrap_or("")),
+                ],
             )
             .await?;
         Ok(match counted(&answer, rate, now, "purge")? {
@@ -913,10 +922,12 @@ impl Store for UpstashStore {
         };
         let mut jobs = Vec::with_capacity(batch.items.len());
         for item in &batch.items {
-            jobs.push(match item.job_id {
+            jobs.push(match &item.job_id {
                 None => None,
-                Some(_) => match records.next() {
-                    Some(record) => decode_value(record)?,
+                Some(id) => match records.next() {
+                    Some(record) => {
+                        decode_value(record)?.filter(|job: &Job| id_gen(id).is_none_or(|gen| gen == job.gen))
+                    }
                     None => return Err(StoreError::Corrupt(format!("short batch read answer {answer}"))),
                 },
             });
@@ -932,6 +943,6 @@ impl Store for UpstashStore {
             .client
             .command(vec![arg("GET"), arg(job_key(owner, job_id))])
             .await?;
-        decode_value(&record)
+        Ok(decode_value(&record)?.filter(|job: &Job| id_gen(job_id).is_none_or(|gen| gen == job.gen)))
     }
 }

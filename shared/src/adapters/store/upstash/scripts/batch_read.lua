@@ -22,7 +22,8 @@ local header = string.match(b, '^B1 ([^\n]*)\n') or ''
 local keys = {}
 for id in string.gmatch(header, '%S+') do
   if id ~= '-' then
-    keys[#keys + 1] = ARGV[3] .. id
+    -- A job id is its record id (32 characters) and its gen: the record's key takes the first.
+    keys[#keys + 1] = ARGV[3] .. string.sub(id, 1, 32)
   end
 end
 local out = {count, b}

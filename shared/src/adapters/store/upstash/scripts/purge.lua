@@ -4,7 +4,9 @@
 -- KEYS[3] the owner's jobs in flight (st:f:<owner>), KEYS[4] the job's lease, KEYS[5] the due-index
 -- (the lease and the index entry go too: a purged job leaves no key behind), KEYS[6] the owner's
 -- unfinished jobs (st:u:<owner>), KEYS[7] the owner's dead-lettered jobs (st:x:<owner>)
--- ARGV[1] job id, ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms)
+-- ARGV[1] job id (its record id), ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms),
+-- ARGV[4] the incarnation (gen) the purged id names ('': whichever, as a purge by commit; another
+-- incarnation is left alone, at the cost of a GET before the DEL)
 -- Returns {count, 1 if the job existed else 0}; over the limit nothing is deleted.
 local count = 0
 if ARGV[2] ~= '0' then
@@ -13,7 +15,18 @@ if ARGV[2] ~= '0' then
     return {count, 0}
   end
 end
-local v = C('GETDEL', KEYS[1])
+local v
+if ARGV[4] == '' then
+  v = C('GETDEL', KEYS[1])
+else
+  v = C('GET', KEYS[1])
+  if v and string.match(v, '^J1 %a (%x+) ') ~= ARGV[4] then
+    return {count, 0}
+  end
+  if v then
+    C('DEL', KEYS[1])
+  end
+end
 if not v then
   return {count, 0}
 end

@@ -5,7 +5,8 @@
 -- KEYS[3] the due-index (st:due), KEYS[4] the provider states (st:providers), KEYS[5] the job's lease
 -- (st:l:<owner>:<id>, value "<gen>:<seq>")
 -- ARGV[1] grace (ms), ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms),
--- ARGV[4] the number of the ETA's horizons, then each (ms)
+-- ARGV[4] the number of the ETA's horizons, then each (ms), then the incarnation (gen) the polled id
+-- names ('': whichever; another one reads as no job, and its life is not touched)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
 -- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
 -- {count, record, running, standing}: what its ETA needs (scripts/standing.lua; ahead is its rank in the due-index).
@@ -22,6 +23,10 @@ if not v then
   return {count}
 end
 local state, gen, seq, flag = string.match(v, '^J1 (%a) (%x+) (%d+) %d+ ?(%a*)\n')
+local want = ARGV[5 + tonumber(ARGV[4])]
+if want ~= '' and want ~= gen then
+  return {count}
+end
 if state == 's' or state == 'f' then
   if flag ~= 'd' then
     C('PEXPIRE', KEYS[1], ARGV[1], 'LT')
