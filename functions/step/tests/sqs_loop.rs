@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use axum::body::Body;
 use serde_json::{json, Value};
 use shared::adapters::queue::sqs::{SqsConfig, SqsQueue};
-use shared::domain::job::{Job, StepRef};
+use shared::domain::job::{record_id, Job, StepRef};
 use shared::domain::message::Message;
 use shared::domain::quota::{ProviderEvent, ProviderState};
 use shared::engine::Engine;
@@ -501,7 +501,7 @@ impl Stack {
     async fn due_score(&self, id: &str) -> Option<u64> {
         let score = self
             .redis
-            .command(&["ZSCORE", "st:due", &format!("st:j:public:{id}")])
+            .command(&["ZSCORE", "st:due", &format!("st:j:public:{}", record_id(id))])
             .await
             .unwrap();
         (!score.is_empty()).then(|| score.parse::<f64>().unwrap() as u64)
@@ -514,7 +514,8 @@ impl Stack {
             .unwrap()
             .iter()
             .filter_map(|(m, delay)| match m {
-                Message::Step { step, .. } if step.job_id == id => Some(*delay),
+                // A sweep names the job by its record (the due-index member), a step by its whole id.
+                Message::Step { step, .. } if record_id(&step.job_id) == record_id(id) => Some(*delay),
                 _ => None,
             })
             .collect()
@@ -560,7 +561,11 @@ async fn a_wait_past_park_after_is_parked_swept_back_onto_sqs_and_finishes() {
     );
 
     let waiting = s.status(&id).await;
-    assert_eq!(waiting["status"], "delayed", "{waiting}");
+    assert_eq!(
+        (&waiting["status"], &waiting["rawStatus"]),
+        (&json!("queued"), &json!("delayed")),
+        "{waiting}"
+    );
     let next_attempt = match s
         .service
         .engine

@@ -130,6 +130,19 @@ fn the_template_routes_every_endpoint_to_its_function() {
 fn the_template_passes_every_documented_setting() {
     const NOT_PARAMETERS: &[(&str, &str)] = &[
         ("PORT", "stepper-local's listener"),
+        ("STEPPER_LISTEN", "stepper-local's listener"),
+        (
+            "STEPPER_ALLOW_MEMORY_STORE",
+            "stepper-local only (a Lambda function refuses the memory store)",
+        ),
+        (
+            "SHUTDOWN_GRACE_SECONDS",
+            "stepper-local's drain (Lambda ends invocations itself)",
+        ),
+        (
+            "SWEEP_INTERVAL_SECONDS",
+            "stepper-local's takeover sweep (on AWS the sweeper chain rides SQS)",
+        ),
         ("HTTP_BODY_TIMEOUT_SECONDS", "stepper-local's listener"),
         ("HTTP_HEADER_TIMEOUT_SECONDS", "stepper-local's listener"),
         ("HTTP_IDLE_TIMEOUT_SECONDS", "stepper-local's listener"),
