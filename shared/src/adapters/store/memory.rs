@@ -818,11 +818,13 @@ impl Store for MemoryStore {
         let mut inner = self.live();
         inner.spend(Charge::Sweep, "", now);
         let life = now + request.token_life.as_millis() as u64;
-        let live = inner
+        // Another chain's message, or a duplicate: stale. A message that finds no chain at all (its
+        // own lapsed while it was late) takes the chain over, so a late message never ends it.
+        let another = inner
             .sweeper
             .as_ref()
-            .is_some_and(|(token, round, _)| token == request.token && *round == request.round);
-        if !request.take_over && !live {
+            .is_some_and(|(token, round, _)| token != request.token || *round != request.round);
+        if !request.take_over && another {
             return Ok(Swept::Stale);
         }
         Self::prune_due(&mut inner, now);

@@ -14,6 +14,8 @@ pub struct Script {
     sha1: String,
     /// The script counts its own billed commands in its last argument (scripts/budget.lua).
     counted: bool,
+    /// Its body checks an expiry against the store's clock (scripts/clock.lua's check_expiry).
+    checks_clock: bool,
 }
 
 impl Script {
@@ -22,7 +24,13 @@ impl Script {
             source,
             sha1: hex::encode(sha1_smol::Sha1::from(source).digest().bytes()),
             counted: false,
+            checks_clock: source.contains("\ncheck_expiry("),
         }
+    }
+
+    /// Whether a call of it checks the engine's clock against the store's when asked to.
+    pub(crate) fn checks_clock(&self) -> bool {
+        self.checks_clock
     }
 
     /// A script whose last argument is what its call costs itself (scripts/count.lua): 1, or 2 for the

@@ -103,9 +103,6 @@ fn decode_batch(record: &str) -> Result<crate::domain::batch::BatchRecord, Store
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn lease_key(owner: &str, id: &str) -> String {
-    format!("st:l:{owner}:{}", record_id(id))
-}
 
 /// The owner and id a due-index member (a record key) names: the id is the last 32 characters.
 fn parse_job_key(key: &str) -> Option<(&str, &str)> {
@@ -115,22 +112,23 @@ fn parse_job_key(key: &str) -> Option<(&str, &str)> {
     crate::domain::job::is_valid_job_id(id).then_some((owner, id))
 }
 
-fn in_flight_key(owner: &str) -> String {
-    format!("st:f:{owner}")
-}
-
-fn unfinished_key(owner: &str) -> String {
-    format!("st:u:{owner}")
-}
-
 fn dead_key(owner: &str) -> String {
     format!("st:x:{owner}")
 }
 
-/// Today's counters (UTC day of `now_ms`) and when they expire: kept through the next day.
-fn day_key(now_ms: u64) -> (String, u64) {
-    let day = now_ms / DAY_MS;
-    (format!("st:a:{day}"), (day + 2) * DAY_MS)
+/// Today's number (UTC days since the epoch): the day today's counts belong to (finish.lua, overview.lua).
+fn today(now_ms: u64) -> u64 {
+    now_ms / DAY_MS
+}
+
+/// The due score of a job due at `ms`: that millisecond and a fraction of it that grows with every
+/// score this process hands out, so jobs due at the same millisecond keep the order they arrived in
+/// (a job's rank is its place in line: the ETA; store/memory.rs keeps the same order) without a
+/// command to count them. A whole millisecond still decides when a sweep sees the job.
+fn due_score(ms: u64) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096;
+    format!("{ms}.{:06}", n * 1_000_000 / 4096)
 }
 
 /// A count a script answered (an integer, or a hash value as a string).
@@ -138,28 +136,21 @@ fn count_of(v: &Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
-/// A request's rate arguments: the owner's counter key for the current window, then the limit
-/// (`0`: not limited) and the window's end, as the route scripts take them.
+/// A request's rate arguments as the route scripts take them (budget.lua's owner_request): the limit
+/// (`0`: not limited) and the current window's id, its end (epoch ms).
 struct RateArgs {
-    key: String,
     limit: u32,
     ends_at_ms: u64,
 }
 
 impl RateArgs {
-    fn new(owner: &str, rate: Option<RateLimit>, now_ms: u64) -> Self {
+    fn new(rate: Option<RateLimit>, now_ms: u64) -> Self {
         match rate {
-            Some(rate) => {
-                let (id, ends_at_ms) = rate.window(now_ms);
-                Self {
-                    key: format!("st:r:{owner}:{id}"),
-                    limit: rate.limit,
-                    ends_at_ms,
-                }
-            }
-            // Not counted; the key is only there because the script declares it.
+            Some(rate) => Self {
+                limit: rate.limit,
+                ends_at_ms: rate.window(now_ms).1,
+            },
             None => Self {
-                key: format!("st:r:{owner}:-"),
                 limit: 0,
                 ends_at_ms: 0,
             },
@@ -193,11 +184,19 @@ fn counted<'a>(
     })
 }
 
+/// A record's lease field when no step holds it (scripts/header.lua: 13 digits, written in place).
+const NO_LEASE: &str = "0000000000000";
+
+/// A lease's end as the header holds it: 13 digits, so a claim rewrites the field in place.
+fn lease_field(end_ms: u64) -> String {
+    format!("{end_ms:013}")
+}
+
 /// The stored form of a job: a header the scripts read, then the JSON.
 pub(crate) fn encode(job: &Job) -> Result<String, StoreError> {
     let json = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(format!(
-        "J1 {} {} {} {}{}\n{json}",
+        "J2 {NO_LEASE} {} {} {} {}{}\n{json}",
         job.state.code(),
         job.gen,
         job.seq,
@@ -216,7 +215,7 @@ pub(crate) fn decode(record: &str) -> Result<Job, StoreError> {
     let (header, json) = record
         .split_once('\n')
         .ok_or_else(|| StoreError::Corrupt("record without header".into()))?;
-    if !header.starts_with("J1 ") {
+    if !header.starts_with("J2 ") && !header.starts_with("J1 ") {
         return Err(StoreError::Corrupt(format!(
             "unknown record version {:?}",
             header.get(..2)
@@ -293,6 +292,8 @@ macro_rules! script {
             "\n",
             include_str!("scripts/budget.lua"),
             "\n",
+            include_str!("scripts/header.lua"),
+            "\n",
             $(include_str!($prelude), "\n",)*
             "local function stepper_main()\n",
             include_str!($file),
@@ -303,6 +304,12 @@ macro_rules! script {
 
 pub struct UpstashStore {
     client: UpstashClient,
+    /// When this process last saw the engine's clock agree with the store's (clock.lua): checked on
+    /// the first call that writes an expiry, then once a minute.
+    clock_checked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Store commands each acquired claim executed, by its step (record key, gen, seq): the finish of
+    /// that step adds them to the budget (budget.lua), so a claim spends no command on the budget.
+    carried: std::sync::Mutex<HashMap<(String, String, u64), u64>>,
     /// Names the rate window a request falls in and the instant expired jobs are pruned at.
     clock: Arc<dyn Clock>,
     create: Script,
@@ -322,45 +329,70 @@ impl UpstashStore {
     pub fn new(client: UpstashClient, clock: Arc<dyn Clock>) -> Self {
         Self {
             client,
+            clock_checked: std::sync::Mutex::new(None),
+            carried: std::sync::Mutex::new(HashMap::new()),
             clock,
             create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
             claim: script!("scripts/claim.lua"),
             finish: script!("scripts/finish.lua", "scripts/clock.lua"),
-            read: script!("scripts/read.lua", "scripts/clock.lua", "scripts/standing.lua"),
-            purge: script!("scripts/purge.lua", "scripts/clock.lua"),
+            read: script!("scripts/read.lua"),
+            purge: script!("scripts/purge.lua"),
             sweep: script!("scripts/sweep.lua"),
-            overview: script!("scripts/overview.lua", "scripts/clock.lua", "scripts/standing.lua"),
+            overview: script!("scripts/overview.lua", "scripts/standing.lua"),
             providers: script!("scripts/providers.lua"),
             spent: script!("scripts/spent.lua"),
             batch_put: script!("scripts/batch_put.lua", "scripts/clock.lua"),
-            batch_read: script!("scripts/batch_read.lua", "scripts/clock.lua"),
+            batch_read: script!("scripts/batch_read.lua"),
         }
     }
 
-    /// Runs a counted script: budget.lua's keys (this hour's and this month's bucket) and arguments
-    /// (`owner`, what `charge` implies on AWS, the buckets' expiries, one billed command) go last.
+    /// Runs a counted script: budget.lua's keys (the owner's bucket this month and last month's, the
+    /// month's owners) and arguments (`owner`, what `charge` implies on AWS, the hour of the month, the
+    /// bucket's expiry, the commands of a carried claim, whether to check the clock, one billed
+    /// command) go last. Answers `(executed, answer)`.
     async fn eval_counted(
         &self,
         script: &Script,
         charge: Charge,
         owner: &str,
         keys: &[&str],
-        mut args: Vec<Value>,
+        args: Vec<Value>,
     ) -> Result<Value, StoreError> {
+        self.eval_carrying(script, charge, owner, keys, args, 0).await.map(|(_, answer)| answer)
+    }
+
+    async fn eval_carrying(
+        &self,
+        script: &Script,
+        charge: Charge,
+        owner: &str,
+        keys: &[&str],
+        mut args: Vec<Value>,
+        carried: u64,
+    ) -> Result<(u64, Value), StoreError> {
         let now = self.clock.now_ms();
         let buckets = Buckets::at(now);
+        let (month_start, _, _) = budget::month_of(now);
         let month = format!("{}:{owner}", buckets.month_key);
+        let previous = format!("{}:{owner}", budget::month_key(month_start.saturating_sub(1)));
         let owners = budget::owners_key(now);
         let mut all = keys.to_vec();
-        all.extend([month.as_str(), owners.as_str()]);
+        all.extend([month.as_str(), previous.as_str(), owners.as_str()]);
         let aws = charge.aws();
+        let check_clock = self
+            .clock_checked
+            .lock()
+            .map(|at| at.is_none_or(|at| at.elapsed() >= CLOCK_CHECK_EVERY))
+            .unwrap_or(true);
         args.extend([
             arg(owner),
             arg(aws.lambda_invocations),
             arg(aws.sqs_requests),
             arg(budget::hour_of_month(now)),
             arg(buckets.month_expires_s),
+            arg(carried),
+            arg(if check_clock { "1" } else { "0" }),
             arg(1),
         ]);
         let answer = self.client.eval(script, &all, args).await?;
@@ -368,42 +400,57 @@ impl UpstashStore {
         let [executed, answer] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
             return Err(unexpected());
         };
-        crate::ports::metrics::redis_commands(executed.as_u64().ok_or_else(unexpected)? as usize);
-        Ok(answer.clone())
+        let executed = executed.as_u64().ok_or_else(unexpected)?;
+        crate::ports::metrics::redis_commands(executed as usize);
+        if check_clock && script.checks_clock() {
+            if let Ok(mut at) = self.clock_checked.lock() {
+                *at = Some(std::time::Instant::now());
+            }
+        }
+        Ok((executed, answer.clone()))
     }
 }
+
+/// An expiry already past by the engine's own clock is refused before any request (the store's clock,
+/// which Redis enforces, is compared by clock.lua when a check is due).
+fn expiry_ahead(what: &str, expires_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+    if expires_at_ms <= now_ms {
+        return Err(StoreError::ExpiryInPast(format!(
+            "{what} expires at {expires_at_ms} ms, the engine clock reads {now_ms} ms"
+        )));
+    }
+    Ok(())
+}
+
+/// How long the due-index lives past a sweep (sweep.lua): longer than any job (a job's deadline is at
+/// most a day, its record a grace past it), as the provider states.
+const INDEX_LIFE_MS: u64 = 8 * DAY_MS;
+
+/// How often a process checks the engine's clock against the store's (scripts/clock.lua).
+const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl Store for UpstashStore {
     async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         let now = self.clock.now_ms();
-        let rate = RateArgs::new(&job.owner, limits.rate, now);
+        expiry_ahead("job", job.expires_at_ms, now)?;
+        let rate = RateArgs::new(limits.rate, now);
         let answer = self
             .eval_counted(
                 &self.create,
                 Charge::Create,
                 &job.owner,
-                &[
-                    &job_key(&job.owner, &job.id),
-                    &rate.key,
-                    &in_flight_key(&job.owner),
-                    DUE_KEY,
-                    SWEEPER_KEY,
-                    &unfinished_key(&job.owner),
-                    PROVIDERS_KEY,
-                ],
+                &[&job_key(&job.owner, &job.id), DUE_KEY, SWEEPER_KEY, PROVIDERS_KEY],
                 [
                     arg(encode(job)?),
-                    arg(record_id(&job.id)),
+                    arg(job_key(&job.owner, "")),
                     arg(job.expires_at_ms),
-                    arg(now),
                     arg(rate.limit),
                     arg(rate.ends_at_ms),
                     arg(limits.in_flight.unwrap_or(0)),
-                    arg(enlist.due_at_ms),
+                    arg(due_score(enlist.due_at_ms)),
                     arg(enlist.sweeper_token.as_str()),
                     arg(enlist.sweeper_life.as_millis() as u64),
-                    arg(job.created_at_ms),
                 ]
                 .into_iter()
                 .chain(horizons())
@@ -448,19 +495,19 @@ impl Store for UpstashStore {
         let lease_ms = lease.as_millis() as u64;
         let now = self.clock.now_ms();
         let key = job_key(&step.owner, &step.job_id);
-        let answer = self
-            .eval_counted(
+        let (executed, answer) = self
+            .eval_carrying(
                 &self.claim,
                 Charge::Claim,
                 &step.owner,
-                &[&key, &lease_key(&step.owner, &step.job_id), PROVIDERS_KEY, DUE_KEY],
+                &[&key, PROVIDERS_KEY],
                 vec![
                     arg(step.gen.as_str()),
                     arg(step.seq.to_string()),
-                    arg(lease_ms),
-                    arg(now + lease_ms),
+                    arg(lease_field(now + lease_ms)),
                     arg(now),
                 ],
+                0,
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected claim answer {answer}"));
@@ -475,14 +522,20 @@ impl Store for UpstashStore {
                 // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
-            (Some("ok"), [job, providers, probes]) => Claim::Acquired {
+            (Some("ok"), [job, providers, probes]) => {
+                // Its commands are counted by the finish of this step (budget.lua's carry).
+                if let Ok(mut carried) = self.carried.lock() {
+                    carried.insert((key, step.gen.clone(), step.seq), executed);
+                }
+                Claim::Acquired {
                 job: record(job)?,
                 providers: decode_providers(providers),
                 probes: probes
                     .as_array()
                     .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
-            },
+                }
+            }
             _ => return Err(unexpected()),
         })
     }
@@ -502,6 +555,7 @@ impl Store for UpstashStore {
                     arg(request.requeue_at_ms),
                     arg(request.token_life.as_millis() as u64),
                     arg(request.round),
+                    arg(INDEX_LIFE_MS),
                 ],
             )
             .await?;
@@ -550,23 +604,22 @@ impl Store for UpstashStore {
             Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
         };
-        let (day, day_expires) = day_key(self.clock.now_ms());
-        let written = self
-            .eval_counted(
+        expiry_ahead("job", next.expires_at_ms, self.clock.now_ms())?;
+        let key = job_key(&step.owner, &step.job_id);
+        // The claim of this step, when this process made it: its commands and its AWS requests are
+        // counted here (budget.lua's carry). A finish whose claim ran elsewhere counts only itself.
+        let carried = self
+            .carried
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&(key.clone(), step.gen.clone(), step.seq)));
+        let charge = if carried.is_some() { Charge::Claim } else { Charge::Finish };
+        let (_, written) = self
+            .eval_carrying(
                 &self.finish,
-                Charge::Finish,
+                charge,
                 &step.owner,
-                &[
-                    &job_key(&step.owner, &step.job_id),
-                    PROVIDERS_KEY,
-                    &in_flight_key(&step.owner),
-                    &lease_key(&step.owner, &step.job_id),
-                    DUE_KEY,
-                    ALERTS_KEY,
-                    &unfinished_key(&step.owner),
-                    &dead_key(&step.owner),
-                    &day,
-                ],
+                &[&key, PROVIDERS_KEY, DUE_KEY, ALERTS_KEY, &dead_key(&step.owner)],
                 vec![
                     arg(encode(next)?),
                     arg(step.gen.as_str()),
@@ -574,11 +627,11 @@ impl Store for UpstashStore {
                     arg(next.expires_at_ms),
                     arg(event),
                     arg(record_id(&step.job_id)),
-                    arg(due_at_ms.map_or(String::new(), |at| at.to_string())),
+                    arg(due_at_ms.map_or(String::new(), due_score)),
                     arg(if next.dead_lettered() { "1" } else { "0" }),
-                    arg(step.owner.as_str()),
-                    arg(day_expires),
+                    arg(today(self.clock.now_ms())),
                 ],
+                carried.unwrap_or(0),
             )
             .await?;
         match written {
@@ -602,25 +655,21 @@ impl Store for UpstashStore {
         rate: Option<RateLimit>,
     ) -> Result<Admission<Option<JobRead>>, StoreError> {
         let now = self.clock.now_ms();
-        let args = RateArgs::new(owner, rate, now);
+        let args = RateArgs::new(rate, now);
         let answer = self
             .eval_counted(
                 &self.read,
                 Charge::Deliver,
                 owner,
-                &[
-                    &job_key(owner, job_id),
-                    &args.key,
-                    DUE_KEY,
-                    PROVIDERS_KEY,
-                    &lease_key(owner, job_id),
-                ],
-                vec![arg(grace.as_millis() as u64), arg(args.limit), arg(args.ends_at_ms)]
-                    .into_iter()
-                    .chain(horizons())
+                &[&job_key(owner, job_id), DUE_KEY, PROVIDERS_KEY],
+                vec![
+                    arg(grace.as_millis() as u64),
+                    arg(args.limit),
+                    arg(args.ends_at_ms),
                     // The incarnation the id names ('': whichever): another one reads as no job.
-                    .chain([arg(id_gen(job_id).unwrap_or(""))])
-                    .collect(),
+                    arg(id_gen(job_id).unwrap_or("")),
+                    arg(now),
+                ],
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
@@ -634,7 +683,16 @@ impl Store for UpstashStore {
                 let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
                 let standing = match standing {
                     [] => Standing::default(),
-                    [standing] => decode_standing(standing)?,
+                    // A poll's: the job's rank and the provider states (no horizons: read.lua).
+                    [Value::Array(read)] => match read.as_slice() {
+                        [ahead, providers] => Standing {
+                            ahead: ahead.as_u64().ok_or_else(unexpected)?,
+                            providers: decode_providers(providers),
+                            due_ms: None,
+                            later: Vec::new(),
+                        },
+                        _ => return Err(unexpected()),
+                    },
                     _ => return Err(unexpected()),
                 };
                 Some(JobRead {
@@ -650,21 +708,13 @@ impl Store for UpstashStore {
 
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         let now = self.clock.now_ms();
-        let args = RateArgs::new(owner, rate, now);
+        let args = RateArgs::new(rate, now);
         let answer = self
             .eval_counted(
                 &self.purge,
                 Charge::Purge,
                 owner,
-                &[
-                    &job_key(owner, job_id),
-                    &args.key,
-                    &in_flight_key(owner),
-                    &lease_key(owner, job_id),
-                    DUE_KEY,
-                    &unfinished_key(owner),
-                    &dead_key(owner),
-                ],
+                &[&job_key(owner, job_id), DUE_KEY, &dead_key(owner)],
                 // The incarnation the id names ('': whichever): another one is not this purge's.
                 vec![
                     arg(record_id(job_id)),
@@ -691,21 +741,13 @@ impl Store for UpstashStore {
         rate: Option<RateLimit>,
     ) -> Result<Admission<Overview>, StoreError> {
         let now = self.clock.now_ms();
-        let args = RateArgs::new(owner, rate, now);
-        let (day, _) = day_key(now);
+        let args = RateArgs::new(rate, now);
         let answer = self
             .eval_counted(
                 &self.overview,
                 Charge::Overview,
                 owner,
-                &[
-                    &args.key,
-                    &unfinished_key(owner),
-                    &dead_key(owner),
-                    &day,
-                    DUE_KEY,
-                    PROVIDERS_KEY,
-                ],
+                &[DUE_KEY, &dead_key(owner), PROVIDERS_KEY],
                 vec![
                     arg(args.limit),
                     arg(args.ends_at_ms),
@@ -714,6 +756,7 @@ impl Store for UpstashStore {
                     arg(bounds.scan.max(1) as u64),
                     arg(bounds.oldest as u64),
                     arg(bounds.dead.max(1) as u64),
+                    arg(today(now)),
                 ]
                 .into_iter()
                 .chain(horizons())
@@ -879,6 +922,7 @@ impl Store for UpstashStore {
     }
 
     async fn put_batch(&self, batch: &crate::domain::batch::BatchRecord) -> Result<(), StoreError> {
+        expiry_ahead("batch", batch.expires_at_ms, self.clock.now_ms())?;
         let record = encode_batch(batch)?;
         self.eval_counted(
             &self.batch_put,
@@ -899,13 +943,13 @@ impl Store for UpstashStore {
         rate: Option<RateLimit>,
     ) -> Result<Admission<Option<crate::ports::BatchRead>>, StoreError> {
         let now = self.clock.now_ms();
-        let args = RateArgs::new(owner, rate, now);
+        let args = RateArgs::new(rate, now);
         let answer = self
             .eval_counted(
                 &self.batch_read,
                 Charge::Deliver,
                 owner,
-                &[&batch_key(owner, batch_id), &args.key],
+                &[&batch_key(owner, batch_id)],
                 vec![arg(args.limit), arg(args.ends_at_ms), arg(job_key(owner, ""))],
             )
             .await?;

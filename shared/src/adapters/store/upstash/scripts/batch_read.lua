@@ -1,18 +1,15 @@
 -- Reads a batch and every item's job record for its poller, once the request is counted in its owner's
 -- rate window: a constant number of commands however many items (one GET, one MGET). Never shortens a
 -- job's life (the items' own polls do that).
--- KEYS[1] the batch record (st:B:<owner>:<id>), KEYS[2] the owner's rate counter (st:r:<owner>:<window id>)
--- ARGV[1] rate limit ('0': none), ARGV[2] rate window end (epoch ms), ARGV[3] the owner's job key prefix
--- ('st:j:<owner>:')
+-- KEYS[1] the batch record (st:B:<owner>:<id>)
+-- ARGV[1] rate limit ('0': none), ARGV[2] the rate window's id (its end, epoch ms), ARGV[3] the owner's
+-- job key prefix ('st:j:<owner>:')
 -- Returns {count} when over the limit (nothing read) or when there is no such batch, else
 -- {count, batch record, then the record of each item that has a job, in item order (false: expired or purged)}.
 -- count is 0 when not rate-limited.
-local count = 0
-if ARGV[1] ~= '0' then
-  count = count_request(KEYS[2], ARGV[2])
-  if count > tonumber(ARGV[1]) then
-    return {count}
-  end
+local count = owner_request(ARGV[1], ARGV[2], {}, 2)
+if ARGV[1] ~= '0' and count > tonumber(ARGV[1]) then
+  return {count}
 end
 local b = C('GET', KEYS[1])
 if not b then

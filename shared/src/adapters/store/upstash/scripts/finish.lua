@@ -1,74 +1,71 @@
 -- Ends one step: writes the job's next state if the job is still at that step, and folds the
 -- attempt into its provider's shared state. One request, atomic.
--- The step's lease goes, and the job's due-index entry moves to when its next step is due (or
--- leaves the index when nothing is left to do).
--- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the owner's jobs in flight (st:f:<owner>),
--- KEYS[4] the job's lease, KEYS[5] the due-index, KEYS[6] the alert book (st:alerts),
--- KEYS[7] the owner's unfinished jobs (st:u:<owner>), KEYS[8] the owner's dead-lettered jobs
--- (st:x:<owner>: member job id, score the record's expiry), KEYS[9] today's counters (st:a:<UTC day>:
--- 'p:<outcome>:<provider>' attempts, 'o:<s|f>:<owner>' jobs finished; read by overview.lua)
+-- The new record drops the step's lease (header.lua), and the job's due-index entry moves to when its
+-- next step is due (or leaves the index when nothing is left to do). A job that just finished leaves
+-- its owner's jobs in flight and is counted among today's finished jobs, in the BITFIELD that also
+-- adds this step's spending, its claim's included, to the budget (budget.lua).
+-- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the due-index, KEYS[4] the alert book
+-- (st:alerts), KEYS[5] the owner's dead-lettered jobs (st:x:<owner>: member job id, score the record's expiry)
 -- ARGV[1] next record, ARGV[2] expected gen, ARGV[3] expected seq, ARGV[4] next expiry (epoch ms),
 -- ARGV[5] provider event (JSON) or '', ARGV[6] job id, ARGV[7] next due score (epoch ms) or '',
--- ARGV[8] '1' when the next record has a dead-lettered delivery, ARGV[9] owner, ARGV[10] when today's
--- counters expire (epoch ms)
+-- ARGV[8] '1' when the next record has a dead-lettered delivery, ARGV[9] today (UTC day number)
 -- Returns 1 when written, 0 when the job moved on (nothing changed) or is gone, and when written and
 -- the provider event caused incidents, their JSON list instead of 1 (store/incidents.rs: this script's
 -- caller is the one instance that alerts them).
 
 check_expiry(ARGV[4], 'job', 0)
--- Jobs due at the same millisecond keep the order they arrived in: the k-th gets k/4096 ms more, so a
--- job's rank (ZRANK) is its place in line (the ETA; store/memory.rs keeps the same order). ZADD moves a
--- member already there. An index lives as long as its longest-lived member: extended by one
--- PEXPIREAT GT (a set without expiry, a new one, is given one).
-local function due_add(key, score, member, expiry)
-  local ms = tonumber(score)
-  local k = C('ZCOUNT', key, string.format('%.0f', ms), string.format('(%.0f', ms + 1))
-  C('ZADD', key, string.format('%.12f', ms + k / 4096), member)
-  if expiry and C('PEXPIREAT', key, expiry, 'GT') == 0 and C('PTTL', key) < 0 then
-    C('PEXPIREAT', key, expiry)
-  end
-end
-
-
--- Counts one in today's counters. The day's hash gets its expiry from the HINCRBY that creates a
--- field (the one that creates the hash among them), not from every count.
-local function day_count(field)
-  if C('HINCRBY', KEYS[9], field, 1) == 1 then
-    C('PEXPIREAT', KEYS[9], ARGV[10])
-  end
-end
-
 -- Swap first (one command on the common path), check the fencing token on what was there.
 local old = C('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'PXAT', ARGV[4])
 if not old then
   return 0
 end
-local was, gen, seq, expires = string.match(old, '^J1 (%a) (%x+) (%d+) (%d+)[ \n]')
+local was, gen, seq, expires = header(old)
 if gen ~= ARGV[2] or seq ~= ARGV[3] then
   -- A stale step: put back what was there, with its own expiry.
   C('SET', KEYS[1], old, 'PXAT', expires)
   return 0
 end
-local becomes = string.sub(ARGV[1], 4, 4)
-if (becomes == 's' or becomes == 'f') and was ~= 's' and was ~= 'f' then
-  -- The job just finished: it leaves its owner's jobs in flight and unfinished jobs, and is counted.
-  C('ZREM', KEYS[3], ARGV[6])
-  C('ZREM', KEYS[7], ARGV[6])
-  day_count('o:' .. becomes .. ':' .. ARGV[9])
-end
-if becomes == 's' or becomes == 'f' then
+local becomes = header(ARGV[1])
+if finished(becomes) then
   if ARGV[8] == '1' then
-    due_add(KEYS[8], ARGV[4], ARGV[6], ARGV[4])
-  elseif was == 's' or was == 'f' then
+    C('ZADD', KEYS[5], ARGV[4], ARGV[6])
+    -- The list lives as long as its longest-lived member (a new one has no expiry: GT cannot set it).
+    if C('PEXPIREAT', KEYS[5], ARGV[4], 'GT') == 0 and C('PTTL', KEYS[5]) < 0 then
+      C('PEXPIREAT', KEYS[5], ARGV[4])
+    end
+  elseif finished(was) then
     -- Only a job that had finished before can be listed as dead-lettered.
-    C('ZREM', KEYS[8], ARGV[6])
+    C('ZREM', KEYS[5], ARGV[6])
   end
 end
-C('DEL', KEYS[4])
 if ARGV[7] == '' then
-  C('ZREM', KEYS[5], KEYS[1])
+  -- Every unfinished job stays in the index (the owner's jobs in flight are recounted from it: create.lua).
+  if finished(becomes) then
+    C('ZREM', KEYS[3], KEYS[1])
+  end
 else
-  due_add(KEYS[5], ARGV[7], KEYS[1], ARGV[4])
+  C('ZADD', KEYS[3], ARGV[7], KEYS[1])
+end
+-- The owner's counters and the budget: one command. After it: the provider state's HGET and HSET.
+local after = 0
+if ARGV[5] ~= '' then
+  after = 2
+end
+if finished(becomes) and not finished(was) then
+  local done = SLOT_COMPLETED
+  if becomes == 'f' then
+    done = SLOT_FAILED
+  end
+  local got = owner_bitfield({{'INCRBY', SLOT_FLIGHT, -1}, {'GET', SLOT_DAY}, {'INCRBY', done, 1}}, after)
+  if got[SLOT_DAY] ~= tonumber(ARGV[9]) then
+    -- Today's first finished job: the day's counts start afresh.
+    local completed, failed = 0, 0
+    if becomes == 'f' then failed = 1 else completed = 1 end
+    C('BITFIELD', BUDGET_MONTH, 'SET', 'i64', '#' .. SLOT_DAY, ARGV[9], 'SET', 'i64', '#' .. SLOT_COMPLETED, completed,
+      'SET', 'i64', '#' .. SLOT_FAILED, failed)
+  end
+else
+  owner_bitfield({}, after)
 end
 if ARGV[5] == '' then
   return 1
@@ -115,8 +112,13 @@ elseif class == 'auth_invalid' or class == 'gone' then
 end
 s.lc = class
 s.la = e.now_ms
+-- Today's attempts by outcome (the overview's), kept in the state itself: ud the UTC day, ua the counts.
+if n(s.ud) ~= tonumber(ARGV[9]) or type(s.ua) ~= 'table' then
+  s.ud = tonumber(ARGV[9])
+  s.ua = {}
+end
+s.ua[class] = n(s.ua[class]) + 1
 C('HSET', KEYS[2], e.provider, cjson.encode(s))
-day_count('p:' .. class .. ':' .. e.provider)
 if new_day then
   -- Provider state is a handful of fields; it still expires if every instance goes quiet.
   C('PEXPIRE', KEYS[2], 8 * 86400000)
@@ -147,21 +149,21 @@ for _, incident in ipairs(found) do
   local send = true
   if incident.kind == 'circuit_closed' then
     -- Told exactly when its opening was.
-    send = C('HDEL', KEYS[6], 'o:' .. p) == 1
+    send = C('HDEL', KEYS[4], 'o:' .. p) == 1
     scoped = false
     touched = true
   end
   if scoped then
-    local last = C('HGET', KEYS[6], 'w:' .. p)
+    local last = C('HGET', KEYS[4], 'w:' .. p)
     if last and now < tonumber(last) + window then
-      C('HINCRBY', KEYS[6], 'n:' .. p, 1)
+      C('HINCRBY', KEYS[4], 'n:' .. p, 1)
       send = false
     else
-      C('HSET', KEYS[6], 'w:' .. p, now)
-      incident.suppressed = n(C('HGET', KEYS[6], 'n:' .. p))
-      C('HDEL', KEYS[6], 'n:' .. p)
+      C('HSET', KEYS[4], 'w:' .. p, now)
+      incident.suppressed = n(C('HGET', KEYS[4], 'n:' .. p))
+      C('HDEL', KEYS[4], 'n:' .. p)
       if incident.kind == 'circuit_opened' then
-        C('HSET', KEYS[6], 'o:' .. p, '1')
+        C('HSET', KEYS[4], 'o:' .. p, '1')
       end
     end
     touched = true
@@ -174,10 +176,10 @@ for _, incident in ipairs(found) do
 end
 local peers = rules.providers or {}
 if #peers > 0 then
-  local down = C('HGET', KEYS[6], 'all')
+  local down = C('HGET', KEYS[4], 'all')
   if class == 'ok' then
     if down then
-      C('HDEL', KEYS[6], 'all')
+      C('HDEL', KEYS[4], 'all')
       table.insert(out, {kind = 'providers_recovered', provider = p, suppressed = 0, at_ms = now})
     end
   elseif not down then
@@ -198,14 +200,14 @@ if #peers > 0 then
       end
     end
     if not usable then
-      C('HSET', KEYS[6], 'all', '1')
+      C('HSET', KEYS[4], 'all', '1')
       touched = true
       table.insert(out, {kind = 'all_providers_unusable', eta_ms = eta or cjson.null, suppressed = 0, at_ms = now})
     end
   end
 end
 if touched then
-  C('PEXPIRE', KEYS[6], 8 * 86400000)
+  C('PEXPIRE', KEYS[4], 8 * 86400000)
 end
 if #out > 0 then
   return cjson.encode(out)

@@ -1,42 +1,46 @@
 -- Reads a job for its poller, once the request is counted in its owner's rate window. The first
 -- read of a finished job shortens its life to the grace period (PEXPIRE ... LT never lengthens it,
 -- so later reads keep the first deadline), unless the job still owes deliveries (header flag ' d').
--- KEYS[1] job record, KEYS[2] the owner's rate counter (st:r:<owner>:<window id>),
--- KEYS[3] the due-index (st:due), KEYS[4] the provider states (st:providers), KEYS[5] the job's lease
--- (st:l:<owner>:<id>, value "<gen>:<seq>")
--- ARGV[1] grace (ms), ARGV[2] rate limit ('0': none), ARGV[3] rate window end (epoch ms),
--- ARGV[4] the number of the ETA's horizons, then each (ms), then the incarnation (gen) the polled id
--- names ('': whichever; another one reads as no job, and its life is not touched)
+-- What an unfinished job's ETA needs is read in the same request, and only what is cheap whatever
+-- the backlog: its rank in the due-index and the provider states (no horizons: the jobs due after
+-- it are counted when it is submitted, not on every poll).
+-- KEYS[1] job record, KEYS[2] the due-index (st:due), KEYS[3] the provider states (st:providers)
+-- ARGV[1] grace (ms), ARGV[2] rate limit ('0': none), ARGV[3] the rate window's id (its end, epoch ms),
+-- ARGV[4] the incarnation (gen) the polled id names ('': whichever; another one reads as no job, and
+-- its life is not touched), ARGV[5] now (epoch ms, the engine's clock: is a lease live)
 -- Returns {count} when over the limit (nothing read) or when there is no such job, else
 -- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
--- {count, record, running, standing}: what its ETA needs (scripts/standing.lua; ahead is its rank in the due-index).
+-- {count, record, running, {ahead, provider states}}.
 -- count is 0 when not rate-limited.
-local count = 0
-if ARGV[2] ~= '0' then
-  count = count_request(KEYS[2], ARGV[3])
-  if count > tonumber(ARGV[2]) then
-    return {count}
+local v = C('GET', KEYS[1])
+local state, gen, _, _, flag, lease = header(v)
+if v and ARGV[4] ~= '' and ARGV[4] ~= gen then
+  v = nil
+end
+-- After the count: PEXPIRE for a finished job, ZRANK and HGETALL for an unfinished one.
+local after = 0
+if v then
+  if not finished(state) then
+    after = 2
+  elseif flag ~= 'd' then
+    after = 1
   end
 end
-local v = C('GET', KEYS[1])
+local count = owner_request(ARGV[2], ARGV[3], {}, after)
+if ARGV[2] ~= '0' and count > tonumber(ARGV[2]) then
+  return {count}
+end
 if not v then
   return {count}
 end
-local state, gen, seq, flag = string.match(v, '^J1 (%a) (%x+) (%d+) %d+ ?(%a*)\n')
-local want = ARGV[5 + tonumber(ARGV[4])]
-if want ~= '' and want ~= gen then
-  return {count}
+local running = 0
+if lease > tonumber(ARGV[5]) then
+  running = 1
 end
-if state == 's' or state == 'f' then
+if finished(state) then
   if flag ~= 'd' then
     C('PEXPIRE', KEYS[1], ARGV[1], 'LT')
   end
-  return {count, v, 0}
+  return {count, v, running}
 end
-local running = 0
-if C('GET', KEYS[5]) == gen .. ':' .. seq then
-  running = 1
-end
-local score = C('ZSCORE', KEYS[3], KEYS[1])
-return {count, v, running, standing(KEYS[3], KEYS[4], C('ZRANK', KEYS[3], KEYS[1]) or 0,
-  score and math.floor(tonumber(score)), 4)}
+return {count, v, running, {C('ZRANK', KEYS[2], KEYS[1]) or 0, C('HGETALL', KEYS[3])}}
