@@ -31,22 +31,23 @@ use tower::ServiceExt;
 /// Upstash-billed commands of each route for one job delivered at its first provider attempt: every
 /// command Redis executes for it (a script call plus every `redis.call` inside it, as Upstash bills
 /// them; a pipeline per command), measured by the proxy from redis-server's `INFO commandstats`. The
-/// step is two requests: the claim (claim.lua) and the finish (finish.lua). Each script also counts
-/// itself in the budget's buckets, inside the script; those commands are billed too and are in these
-/// figures. The last entry is `GET /v1/budget` (spent.lua): not a step of a job, read when the caller
+/// step is two requests: the claim (claim.lua) and the finish (finish.lua). Each call's spending is
+/// added to its owner's budget by the command that counts it against the owner's limits (one
+/// `BITFIELD` on the owner's bucket; a claim's by the finish of its step), so the budget adds no
+/// command of its own: these figures are everything. The last entry is `GET /v1/budget` (spent.lua): not a step of a job, read when the caller
 /// wants it.
 pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
-    ("submit", 22),
-    ("claim", 6),
-    ("finish", 13),
-    ("poll", 5),
-    ("purge", 4),
+    ("submit", 8),
+    ("claim", 4),
+    ("finish", 6),
+    ("poll", 4),
+    ("purge", 3),
     ("budget", 4),
 ];
 
 /// Executed commands of the routes that are no part of a job's trip (the dashboard's reads): not in a
 /// job's cost, held to the table all the same (`bench/tests/billed_per_route.rs`).
-pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 9)];
+pub const BILLED_PER_READ_ROUTE: [(&str, &str, u64); 1] = [("overview", "/v1/jobs", 8)];
 
 /// Executed commands per delivered job (submit, claim, finish, poll, purge): the sum of
 /// [`BILLED_PER_ROUTE`] without the budget read.
@@ -60,7 +61,7 @@ pub const BILLED_PER_JOB: u64 = {
     total
 };
 
-/// Keys one purged job leaves behind: none (its lease, `st:l:<owner>:<id>`, is deleted by finish and purge).
+/// Keys one purged job leaves behind: none (its lease is a field of its record's header).
 pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 0;
 
 /// The per-owner limits stay on, so their cost is in the figures, far above what a run needs.

@@ -237,6 +237,10 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     if let Some(flat) = v.as_array() {
         for pair in flat.chunks(2) {
             if let [Value::String(name), Value::String(raw)] = pair {
+                // A deployment's flag beside the providers (finish.lua's ~all), not a provider.
+                if name.starts_with('~') {
+                    continue;
+                }
                 match serde_json::from_str(raw) {
                     Ok(state) => {
                         states.insert(name.clone(), state);

@@ -73,7 +73,9 @@ end
 
 -- The same rules as ProviderState::apply in quota.rs.
 local e = cjson.decode(ARGV[5])
-local raw = C('HGET', KEYS[2], e.provider)
+-- The provider's state and the deployment's "every provider unusable" flag (field ~all), in one command.
+local held = C('HMGET', KEYS[2], e.provider, '~all')
+local raw = held[1]
 local s = {}
 if raw then
   s = cjson.decode(raw)
@@ -176,10 +178,10 @@ for _, incident in ipairs(found) do
 end
 local peers = rules.providers or {}
 if #peers > 0 then
-  local down = C('HGET', KEYS[4], 'all')
+  local down = held[2]
   if class == 'ok' then
     if down then
-      C('HDEL', KEYS[4], 'all')
+      C('HDEL', KEYS[2], '~all')
       table.insert(out, {kind = 'providers_recovered', provider = p, suppressed = 0, at_ms = now})
     end
   elseif not down then
@@ -200,8 +202,7 @@ if #peers > 0 then
       end
     end
     if not usable then
-      C('HSET', KEYS[4], 'all', '1')
-      touched = true
+      C('HSET', KEYS[2], '~all', '1')
       table.insert(out, {kind = 'all_providers_unusable', eta_ms = eta or cjson.null, suppressed = 0, at_ms = now})
     end
   end

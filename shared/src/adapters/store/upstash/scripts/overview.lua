@@ -81,7 +81,11 @@ if got[SLOT_DAY] == tonumber(ARGV[8]) then
 end
 local states = C('HGETALL', KEYS[3])
 for i = 1, #states, 2 do
-  local s = cjson.decode(states[i + 1])
+  -- Fields named ~... are the deployment's flags (finish.lua), not providers.
+  local s = {}
+  if string.sub(states[i], 1, 1) ~= '~' then
+    s = cjson.decode(states[i + 1])
+  end
   if tonumber(s.ud) == tonumber(ARGV[8]) and type(s.ua) == 'table' then
     for outcome, n in pairs(s.ua) do
       day[#day + 1] = 'p:' .. outcome .. ':' .. states[i]
