@@ -37,8 +37,8 @@ use tower::ServiceExt;
 /// command of its own: these figures are everything. The last entry is `GET /v1/budget` (spent.lua): not a step of a job, read when the caller
 /// wants it.
 pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
-    ("submit", 8),
-    ("claim", 4),
+    ("submit", 7),
+    ("claim", 3),
     ("finish", 6),
     ("poll", 4),
     ("purge", 3),

@@ -16,7 +16,9 @@
 //!   sweep reads it in one command whatever the number of owners. Entries whose record expired are
 //!   dropped when a sweep or a claim meets them.
 //! - `st:sweeper` — `<token>:<round>` of the one live sweeper chain (sweep.lua); absent while the index is empty.
-//! - `st:providers` — one hash field per provider with its shared quota state (quota.rs).
+//! - `st:pv` — every provider's shared quota state (quota.rs): one JSON object, provider name → state,
+//!   and `~all` while every provider is unusable (an alert's state). One string, so a claim and a poll
+//!   read it with the job's record in one `MGET`; a finish rewrites it whole.
 //! - `st:r:<owner>:<window id>` — the owner's request count in one fixed rate window (`INCR`; the
 //!   id is now / window length, so windows are aligned to the epoch and every instance agrees). It
 //!   expires when its window ends.
@@ -66,7 +68,7 @@ use crate::ports::{
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
 };
 
-const PROVIDERS_KEY: &str = "st:providers";
+const PROVIDERS_KEY: &str = "st:pv";
 const DUE_KEY: &str = "st:due";
 const SWEEPER_KEY: &str = "st:sweeper";
 /// Which incidents are raised, and the per-provider flap windows (finish.lua).
@@ -234,21 +236,29 @@ fn decode_value(v: &Value) -> Result<Option<Job>, StoreError> {
 
 fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     let mut states = HashMap::new();
-    if let Some(flat) = v.as_array() {
-        for pair in flat.chunks(2) {
-            if let [Value::String(name), Value::String(raw)] = pair {
-                // A deployment's flag beside the providers (finish.lua's ~all), not a provider.
-                if name.starts_with('~') {
-                    continue;
-                }
-                match serde_json::from_str(raw) {
-                    Ok(state) => {
-                        states.insert(name.clone(), state);
-                    }
-                    // One unreadable entry must not stop every job: start that provider afresh.
-                    Err(e) => tracing::warn!(provider = %name, error = %e, "unreadable provider state ignored"),
-                }
+    // One JSON object, provider name → state (st:pv); absent (false) before any provider was called.
+    let Value::String(blob) = v else {
+        return states;
+    };
+    let all: serde_json::Map<String, Value> = match serde_json::from_str(blob) {
+        Ok(all) => all,
+        Err(e) => {
+            // Unreadable states must not stop every job: every provider starts afresh.
+            tracing::warn!(error = %e, "unreadable provider states ignored");
+            return states;
+        }
+    };
+    for (name, raw) in all {
+        // A deployment's flag beside the providers (finish.lua's ~all), not a provider.
+        if name.starts_with('~') {
+            continue;
+        }
+        match serde_json::from_value(raw) {
+            Ok(state) => {
+                states.insert(name, state);
             }
+            // One unreadable entry must not stop every job: start that provider afresh.
+            Err(e) => tracing::warn!(provider = %name, error = %e, "unreadable provider state ignored"),
         }
     }
     states
@@ -455,6 +465,7 @@ impl Store for UpstashStore {
                     arg(due_score(enlist.due_at_ms)),
                     arg(enlist.sweeper_token.as_str()),
                     arg(enlist.sweeper_life.as_millis() as u64),
+                    arg(now),
                 ]
                 .into_iter()
                 .chain(horizons())

@@ -6,8 +6,12 @@
 -- ARGV[1] record, ARGV[2] the owner's record key prefix (st:j:<owner>:), ARGV[3] expiry (epoch ms),
 -- ARGV[4] rate limit ('0': none), ARGV[5] the rate window's id (its end, epoch ms), ARGV[6] in-flight
 -- cap ('0': none), ARGV[7] the due score (epoch ms, with a fraction that keeps arrival order: mod.rs),
--- ARGV[8] a fresh sweeper token, ARGV[9] its life (ms), ARGV[10] the number of the ETA's horizons,
--- then each (ms)
+-- ARGV[8] a fresh sweeper token, ARGV[9] its life (ms), ARGV[10] now (epoch ms, the engine's clock),
+-- ARGV[11] the number of the ETA's horizons, then each (ms)
+-- Whether a sweeper chain is alive is read from the index itself: its member ~s, scored by minus the
+-- instant the chain lapses (negative: before every job), is refreshed by each sweep (sweep.lua). A new
+-- job's ZADD carries ~s at minus now with LT CH: it changes ~s only when the chain has lapsed (or there
+-- is none), and the count it answers says so; only then is a chain armed (two more commands).
 -- Returns {'new', count, armed, standing} | {'existing', count, record, armed, standing} |
 -- {'rate', count} | {'flight', count};
 -- count is the request's number in its window (0 when not rate-limited); armed is 1 when no sweeper
@@ -19,7 +23,15 @@
 check_expiry(ARGV[3], 'job', 0)
 local function arm()
   if C('SET', KEYS[3], ARGV[8] .. ':1', 'NX', 'PX', ARGV[9]) then
+    C('ZADD', KEYS[2], -(tonumber(ARGV[10]) + tonumber(ARGV[9])), '~s')
     return 1
+  end
+  return 0
+end
+-- The chain's check when a job is met: the same LT CH test on ~s alone (an empty index stays empty).
+local function check_chain()
+  if C('ZADD', KEYS[2], 'LT', 'CH', -tonumber(ARGV[10]), '~s') == 1 then
+    return arm()
   end
   return 0
 end
@@ -30,7 +42,7 @@ end
 local old = C('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 local state, _, _, old_expires = header(old)
 if old and state ~= 'f' then
-  -- Met: the request is counted, nothing is written. After the count: the sweeper's check, and for
+  -- Met: the request is counted, nothing is written. After the count: the chain's check, and for
   -- an unfinished job its place (ZSCORE, ZRANK, then standing.lua's two).
   local after = 1
   if not finished(state) then
@@ -40,23 +52,23 @@ if old and state ~= 'f' then
   if limited(count) then
     return {'rate', count}
   end
-  local armed = arm()
+  local armed = check_chain()
   if finished(state) then
     return {'existing', count, old, armed, {}}
   end
   local score = C('ZSCORE', KEYS[2], KEYS[1])
   return {'existing', count, old, armed,
-    standing(KEYS[2], KEYS[4], C('ZRANK', KEYS[2], KEYS[1]) or 0, score and math.floor(tonumber(score)), 10)}
+    standing(KEYS[2], KEYS[4], math.max((C('ZRANK', KEYS[2], KEYS[1]) or 1) - 1, 0), score and math.floor(tonumber(score)), 11)}
 end
 -- New (or replacing a finally failed job with the same identity): counted in the owner's window and
--- jobs in flight. After the count: ZADD, the sweeper's check, ZRANK and standing.lua's two.
+-- jobs in flight. After the count: ZADD (the chain's check with it), ZRANK and standing.lua's two.
 if old then
   -- A finally failed job: the new one takes its key (NX wrote nothing).
   C('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
 end
 budget_job()
 local cap = tonumber(ARGV[6])
-local count, got = owner_request(ARGV[4], ARGV[5], {{'INCRBY', SLOT_FLIGHT, 1}}, 5)
+local count, got = owner_request(ARGV[4], ARGV[5], {{'INCRBY', SLOT_FLIGHT, 1}}, 4)
 local full = cap > 0 and got[SLOT_FLIGHT] > cap
 local healed = nil
 if full and not limited(count) then
@@ -104,8 +116,14 @@ if full or limited(count) then
   end
   return {'flight', count}
 end
--- ZADD moves the entry a failed job still had (deliveries owed) to the new job's due time.
-C('ZADD', KEYS[2], ARGV[7], KEYS[1])
-local armed = arm()
+local armed = 0
+if old then
+  -- ZADD moves the entry a failed job still had (deliveries owed) to the new job's due time.
+  C('ZADD', KEYS[2], ARGV[7], KEYS[1])
+  armed = check_chain()
+elseif C('ZADD', KEYS[2], 'LT', 'CH', -tonumber(ARGV[10]), '~s', ARGV[7], KEYS[1]) == 2 then
+  armed = arm()
+end
 local ms = math.floor(tonumber(ARGV[7]))
-return {'new', count, armed, standing(KEYS[2], KEYS[4], C('ZRANK', KEYS[2], KEYS[1]), ms, 10)}
+-- Its rank, less ~s (first in the index).
+return {'new', count, armed, standing(KEYS[2], KEYS[4], C('ZRANK', KEYS[2], KEYS[1]) - 1, ms, 11)}

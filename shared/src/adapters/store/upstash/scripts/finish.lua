@@ -4,7 +4,7 @@
 -- next step is due (or leaves the index when nothing is left to do). A job that just finished leaves
 -- its owner's jobs in flight and is counted among today's finished jobs, in the BITFIELD that also
 -- adds this step's spending, its claim's included, to the budget (budget.lua).
--- KEYS[1] job record, KEYS[2] provider states hash, KEYS[3] the due-index, KEYS[4] the alert book
+-- KEYS[1] job record, KEYS[2] provider states (st:pv: one JSON object, provider name → state), KEYS[3] the due-index, KEYS[4] the alert book
 -- (st:alerts), KEYS[5] the owner's dead-lettered jobs (st:x:<owner>: member job id, score the record's expiry)
 -- ARGV[1] next record, ARGV[2] expected gen, ARGV[3] expected seq, ARGV[4] next expiry (epoch ms),
 -- ARGV[5] provider event (JSON) or '', ARGV[6] job id, ARGV[7] next due score (epoch ms) or '',
@@ -46,7 +46,7 @@ if ARGV[7] == '' then
 else
   C('ZADD', KEYS[3], ARGV[7], KEYS[1])
 end
--- The owner's counters and the budget: one command. After it: the provider state's HGET and HSET.
+-- The owner's counters and the budget: one command. After it: the provider states' GET and SET.
 local after = 0
 if ARGV[5] ~= '' then
   after = 2
@@ -73,13 +73,13 @@ end
 
 -- The same rules as ProviderState::apply in quota.rs.
 local e = cjson.decode(ARGV[5])
--- The provider's state and the deployment's "every provider unusable" flag (field ~all), in one command.
-local held = C('HMGET', KEYS[2], e.provider, '~all')
-local raw = held[1]
-local s = {}
+-- Every provider's state and the deployment's "every provider unusable" flag (~all), in one string.
+local raw = C('GET', KEYS[2])
+local all = {}
 if raw then
-  s = cjson.decode(raw)
+  all = cjson.decode(raw)
 end
+local s = all[e.provider] or {}
 local function n(x)
   return tonumber(x) or 0
 end
@@ -88,8 +88,7 @@ local before_co = n(s.co)
 local before_cu = n(s.cu)
 if n(s.mw) == e.minute then s.mc = n(s.mc) + 1 else s.mw = e.minute; s.mc = 1 end
 if n(s.tw) == e.minute then s.tc = n(s.tc) + e.tokens else s.tw = e.minute; s.tc = e.tokens end
-local new_day = n(s.dw) ~= e.day
-if new_day then s.dw = e.day; s.dc = 1 else s.dc = n(s.dc) + 1 end
+if n(s.dw) ~= e.day then s.dw = e.day; s.dc = 1 else s.dc = n(s.dc) + 1 end
 s.cu = math.max(n(s.cu), e.cooldown_until_ms)
 s.cf = n(s.cf)
 s.co = n(s.co)
@@ -120,11 +119,8 @@ if n(s.ud) ~= tonumber(ARGV[9]) or type(s.ua) ~= 'table' then
   s.ua = {}
 end
 s.ua[class] = n(s.ua[class]) + 1
-C('HSET', KEYS[2], e.provider, cjson.encode(s))
-if new_day then
-  -- Provider state is a handful of fields; it still expires if every instance goes quiet.
-  C('PEXPIRE', KEYS[2], 8 * 86400000)
-end
+all[e.provider] = s
+-- Written back (below, once the flag is decided) with its expiry: it goes if every instance goes quiet.
 
 -- Incidents: the same rules as store::incidents::provider_incidents, system_incident and gate (store/incidents.rs).
 local now = e.now_ms
@@ -178,19 +174,17 @@ for _, incident in ipairs(found) do
 end
 local peers = rules.providers or {}
 if #peers > 0 then
-  local down = held[2]
+  local down = all['~all']
   if class == 'ok' then
     if down then
-      C('HDEL', KEYS[2], '~all')
+      all['~all'] = nil
       table.insert(out, {kind = 'providers_recovered', provider = p, suppressed = 0, at_ms = now})
     end
   elseif not down then
-    local states = C('HMGET', KEYS[2], unpack(peers))
     local eta = nil
     local usable = false
     for i = 1, #peers do
-      local st = {}
-      if states[i] then st = cjson.decode(states[i]) end
+      local st = all[peers[i]] or {}
       local lc = st.lc
       if st.dis == nil and lc ~= 'auth_invalid' and lc ~= 'gone' then
         local at = math.max(n(st.cu), n(st.co))
@@ -202,11 +196,12 @@ if #peers > 0 then
       end
     end
     if not usable then
-      C('HSET', KEYS[2], '~all', '1')
+      all['~all'] = 1
       table.insert(out, {kind = 'all_providers_unusable', eta_ms = eta or cjson.null, suppressed = 0, at_ms = now})
     end
   end
 end
+C('SET', KEYS[2], cjson.encode(all), 'PX', 8 * 86400000)
 if touched then
   C('PEXPIRE', KEYS[4], 8 * 86400000)
 end

@@ -56,7 +56,8 @@ for i = 1, scan, 500 do
       if #oldest < 3 * want then
         oldest[#oldest + 1] = v
         oldest[#oldest + 1] = running
-        oldest[#oldest + 1] = standing(KEYS[1], KEYS[3], C('ZRANK', KEYS[1], keys[k]) or 0,
+        -- Its rank, less the index's ~s (first: sweep.lua).
+        oldest[#oldest + 1] = standing(KEYS[1], KEYS[3], math.max((C('ZRANK', KEYS[1], keys[k]) or 1) - 1, 0),
           math.floor(entries[i + k - 1][2]), 9)
       end
     end
@@ -79,16 +80,16 @@ local day = {}
 if got[SLOT_DAY] == tonumber(ARGV[8]) then
   day = {'o:s:' .. ARGV[3], got[SLOT_COMPLETED], 'o:f:' .. ARGV[3], got[SLOT_FAILED]}
 end
-local states = C('HGETALL', KEYS[3])
-for i = 1, #states, 2 do
-  -- Fields named ~... are the deployment's flags (finish.lua), not providers.
-  local s = {}
-  if string.sub(states[i], 1, 1) ~= '~' then
-    s = cjson.decode(states[i + 1])
-  end
-  if tonumber(s.ud) == tonumber(ARGV[8]) and type(s.ua) == 'table' then
+local raw = C('GET', KEYS[3])
+local states = {}
+if raw then
+  states = cjson.decode(raw)
+end
+for name, s in pairs(states) do
+  -- Names starting with ~ are the deployment's flags (finish.lua), not providers.
+  if type(s) == 'table' and tonumber(s.ud) == tonumber(ARGV[8]) and type(s.ua) == 'table' then
     for outcome, n in pairs(s.ua) do
-      day[#day + 1] = 'p:' .. outcome .. ':' .. states[i]
+      day[#day + 1] = 'p:' .. outcome .. ':' .. name
       day[#day + 1] = n
     end
   end

@@ -4,7 +4,7 @@
 -- What an unfinished job's ETA needs is read in the same request, and only what is cheap whatever
 -- the backlog: its rank in the due-index and the provider states (no horizons: the jobs due after
 -- it are counted when it is submitted, not on every poll).
--- KEYS[1] job record, KEYS[2] the due-index (st:due), KEYS[3] the provider states (st:providers)
+-- KEYS[1] job record, KEYS[2] the due-index (st:due), KEYS[3] the provider states (st:pv)
 -- ARGV[1] grace (ms), ARGV[2] rate limit ('0': none), ARGV[3] the rate window's id (its end, epoch ms),
 -- ARGV[4] the incarnation (gen) the polled id names ('': whichever; another one reads as no job, and
 -- its life is not touched), ARGV[5] now (epoch ms, the engine's clock: is a lease live)
@@ -12,16 +12,18 @@
 -- {count, record, 1 if a step holds the lease else 0} for a finished job, and for an unfinished one
 -- {count, record, running, {ahead, provider states}}.
 -- count is 0 when not rate-limited.
-local v = C('GET', KEYS[1])
+-- The record and the provider states in one command (the states are only answered for an unfinished job).
+local got = C('MGET', KEYS[1], KEYS[3])
+local v, states = got[1], got[2]
 local state, gen, _, _, flag, lease = header(v)
 if v and ARGV[4] ~= '' and ARGV[4] ~= gen then
   v = nil
 end
--- After the count: PEXPIRE for a finished job, ZRANK and HGETALL for an unfinished one.
+-- After the count: PEXPIRE for a finished job, ZRANK for an unfinished one.
 local after = 0
 if v then
   if not finished(state) then
-    after = 2
+    after = 1
   elseif flag ~= 'd' then
     after = 1
   end
@@ -43,4 +45,5 @@ if finished(state) then
   end
   return {count, v, running}
 end
-return {count, v, running, {C('ZRANK', KEYS[2], KEYS[1]) or 0, C('HGETALL', KEYS[3])}}
+-- Its rank, less the index's ~s (first: sweep.lua).
+return {count, v, running, {math.max((C('ZRANK', KEYS[2], KEYS[1]) or 1) - 1, 0), states or false}}

@@ -1,6 +1,6 @@
 -- What an unfinished job's ETA needs (engine/eta.rs), read by the script the route runs anyway
 -- (create, read, overview; prepended to each like clock.lua):
--- {jobs ahead of it, every provider's state (HGETALL, flat), the millisecond it is due at, and for each
+-- {jobs ahead of it, every provider's state (st:pv, one JSON object), the millisecond it is due at, and for each
 -- horizon h in ARGV[first + 1 .. first + ARGV[first]] the jobs due after that millisecond and at most h past it}; a job not in
 -- the index has nobody ahead and no horizons.
 -- The horizons cost one command, not one each: the scores of the first STANDING_SCAN jobs due after it
@@ -8,7 +8,7 @@
 -- score read counted by ZCOUNT, so the answer is exact either way.
 local STANDING_SCAN = 1000
 local function standing(due_key, states_key, ahead, ms, first)
-  local states = C('HGETALL', states_key)
+  local states = C('GET', states_key) or false
   if not ms then
     return {0, states, 0, {}}
   end

@@ -8,8 +8,9 @@
 -- sends next. A sweep message with another token or round stops at once (another chain, or a queue's
 -- duplicate delivery), so at most one chain lives; a message that finds no chain at all (its key
 -- lapsed while the message was late) takes the chain over, so a late message never ends it. The key
--- is dropped when the index is empty, so the chain ends and an idle store costs nothing; the next
--- create arms a new one.
+-- is dropped when the index holds no job, so the chain ends and an idle store costs nothing; the next
+-- create arms a new one. The index's member ~s says the chain is alive to the creates (create.lua):
+-- each sweep scores it minus the instant the chain lapses, and the index goes with the chain.
 -- KEYS[1] the due-index, KEYS[2] the sweeper
 -- ARGV[1] token, ARGV[2] '1' to take the sweeper over (start, manual redrive), ARGV[3] now (epoch ms),
 -- ARGV[4] most jobs per sweep, ARGV[5] the swept jobs' new score, ARGV[6] the sweeper's life (ms),
@@ -24,14 +25,16 @@ if ARGV[2] ~= '1' then
   end
 end
 -- A whole millisecond: jobs that arrived at the same one carry a fraction of it (mod.rs due scores).
-local keys = C('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
+-- From 0: ~s (negative) is not a job.
+local keys = C('ZRANGEBYSCORE', KEYS[1], '0', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
   tonumber(ARGV[4]))
 local out = {'ok', 0, '', round + 1, 0}
 local stranded = 0
 local now = tonumber(ARGV[3])
+-- ~s moves with every sweep, in the ZADD that moves the swept jobs.
+local moved = {'ZADD', KEYS[1], -(now + tonumber(ARGV[6])), '~s'}
 if #keys > 0 then
   local records = C('MGET', unpack(keys))
-  local moved = {'ZADD', KEYS[1]}
   local gone = {'ZREM', KEYS[1]}
   for i, key in ipairs(keys) do
     local state, gen, seq, _, _, lease = header(records[i])
@@ -50,21 +53,23 @@ if #keys > 0 then
       out[#out + 1] = seq
     end
   end
-  if #moved > 2 then C(unpack(moved)) end
   if #gone > 2 then C(unpack(gone)) end
 end
+C(unpack(moved))
 -- The index lives while sweeps run: each sixteenth round (and a take-over) extends it by ARGV[8], the
 -- longest a job lives, so an index whose sweeper died goes once every job in it has.
 if ARGV[2] == '1' or round % 16 == 1 then
   C('PEXPIRE', KEYS[1], ARGV[8])
 end
-local left = C('ZCARD', KEYS[1])
+-- Jobs left: every member but ~s (there since the ZADD above).
+local left = C('ZCARD', KEYS[1]) - 1
 out[2] = left
 out[5] = stranded
 if left == 0 then
-  C('DEL', KEYS[2])
+  -- No job left: the chain ends, and the index (nothing but ~s) with it.
+  C('DEL', KEYS[2], KEYS[1])
 else
-  out[3] = C('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+  out[3] = C('ZRANGEBYSCORE', KEYS[1], '0', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
   C('SET', KEYS[2], ARGV[1] .. ':' .. (round + 1), 'PX', ARGV[6])
 end
 return out
