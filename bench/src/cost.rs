@@ -44,7 +44,6 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     );
     // The first use of each script loads it (NOSCRIPT → EVAL); that does not recur per job.
     stack.one_job("warm", 0).await?;
-    let leases_before = stack.keys("st:l:").await?.len();
     let jobs_before = stack.keys("st:j:").await?.len();
     stack.redis.reset_stats().await?;
     stack.proxy.reset();
@@ -59,17 +58,10 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     }
     let commands = job_commands(&stack.redis.command_stats().await?);
     let tally = stack.proxy.tally();
-    let leases_left = stack.keys("st:l:").await?.len() - leases_before;
     let jobs_left = stack.keys("st:j:").await?.len().saturating_sub(jobs_before);
-    let in_flight_sets = stack.keys("st:f:").await?.len();
-    let rate_windows = stack.keys("st:r:").await?.len();
+    let owner_buckets = stack.keys("st:b:m:").await?.len();
     let mut left_bytes = 0;
-    for key in stack
-        .keys("st:l:")
-        .await?
-        .iter()
-        .chain(stack.keys("st:j:").await?.iter())
-    {
+    for key in stack.keys("st:j:").await?.iter() {
         left_bytes += stack.bytes_of(key).await?;
     }
 
@@ -111,7 +103,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
     let after_backlog = stack.proxy.tally();
     let after_backlog_commands = job_commands(&stack.redis.command_stats().await?);
-    let backlog_keys = stack.keys("st:j:").await?.len() + stack.keys("st:l:").await?.len();
+    let backlog_keys = stack.keys("st:j:").await?.len();
 
     let n = o.jobs as f64;
     let mean = |f: &dyn Fn(&JobTrace) -> f64| traces.iter().map(f).sum::<f64>() / n;
@@ -145,14 +137,14 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
         held_bytes as f64 / n
     );
     println!(
-        "  keys left after purge                     {:>8}   (job records {jobs_left}, step leases {leases_left}; {:.2} per job, {} bytes; they expire by themselves)",
-        jobs_left + leases_left,
-        (jobs_left + leases_left) as f64 / n,
+        "  keys left after purge                     {:>8}   (job records, their leases inside; {:.2} per job, {} bytes; they expire by themselves)",
+        jobs_left,
+        jobs_left as f64 / n,
         left_bytes
     );
     println!(
-        "  shared keys (not per job)                 {:>8}   (in-flight sets {in_flight_sets}, rate windows {rate_windows}, st:providers)",
-        in_flight_sets + rate_windows + 1
+        "  shared keys (not per job)                 {:>8}   (owners' month buckets {owner_buckets}: budget, rate window, jobs in flight; st:pv)",
+        owner_buckets + 1
     );
     println!(
         "  idle {} s: billed commands {} (REST requests {}, Redis commands {})",

@@ -37,7 +37,7 @@ use tower::ServiceExt;
 /// command of its own: these figures are everything. The last entry is `GET /v1/budget` (spent.lua): not a step of a job, read when the caller
 /// wants it.
 pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
-    ("submit", 7),
+    ("submit", 6),
     ("claim", 3),
     ("finish", 6),
     ("poll", 4),

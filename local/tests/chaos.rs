@@ -68,7 +68,14 @@ impl Stack {
             let (next, batch) = scan(&self.redis, &cursor).await;
             for key in batch {
                 let record = self.redis.command(&["GET", &key]).await.unwrap_or_default();
-                let state = record.chars().nth(3).unwrap_or('?');
+                // The header: `J2 <lease end> <state> ...` (`J1 <state> ...` before the lease moved in).
+                let mut fields = record.split_whitespace();
+                let state = match fields.next() {
+                    Some("J2") => fields.nth(1),
+                    _ => fields.next(),
+                }
+                .and_then(|f| f.chars().next())
+                .unwrap_or('?');
                 out.push((key, state));
             }
             if next == "0" {
@@ -78,10 +85,14 @@ impl Stack {
         }
     }
 
-    /// Members of every owner's in-flight set.
+    /// Alice's jobs in flight: the counter in her newest month bucket (`st:b:m:<yyyymm>:alice`, slot
+    /// #2982: scripts/budget.lua).
     async fn in_flight(&self) -> u64 {
+        const READ: &str = "local keys = redis.call('KEYS', 'st:b:m:*:alice') table.sort(keys) \
+            if #keys == 0 then return 0 end \
+            return redis.call('BITFIELD', keys[#keys], 'GET', 'i64', '#2982')[1]";
         self.redis
-            .command(&["ZCARD", "st:f:alice"])
+            .command(&["EVAL", READ, "0"])
             .await
             .ok()
             .and_then(|n| n.parse().ok())

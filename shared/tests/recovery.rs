@@ -332,9 +332,10 @@ async fn a_job_whose_submit_answer_was_lost_still_runs() {
             )
             .await
             .unwrap(),
-        StepOutcome::Dropped("another sweeper is alive"),
-        "no sweeper is alive"
+        StepOutcome::Swept { requeued: 0, left: 0 },
+        "a stray sweep message finds no chain: it takes the chain over, finds the index empty and ends it"
     );
+    assert!(queue.pending.lock().unwrap().is_empty(), "and sends nothing on");
 }
 
 /// Issue 14 item 6: while every provider is exhausted past the job's deadline, a report completes

@@ -1,52 +1,57 @@
 //! The Upstash store: job state in Upstash Redis over its REST API, one request per state change.
 //!
+//! Upstash bills every command Redis executes: a script call and each `redis.call` inside it
+//! (scripts/count.lua counts them; the figures per route: `BILLED_PER_ROUTE` in bench/src/routes.rs).
+//! So each key below exists because a state change needs it, and each script runs only the commands
+//! its change needs: a delivered job (submit, claim, finish, poll, purge) executes 23.
+//!
 //! Key layout (every key expires):
-//! - `st:j:<owner>:<job id>` — the job record: a header line `J1 <state> <gen> <seq> <expires ms>`
-//!   (then ` d` while a finished job still owes deliveries: a poll does not shorten its life; else ` x`
-//!   when one of its deliveries was dead-lettered: purge.lua then clears `st:x:<owner>`) that the
-//!   Lua scripts read, then the job as JSON (never parsed by Lua, so user JSON stays exact).
-//!   The id is derived from the owner and the request's identity (`job::job_id`), so this key is also
-//!   the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
-//! - `st:l:<owner>:<job id>` — the job's step lease (`SET NX PX`), valued by the fencing token
-//!   `<gen>:<seq>`, so it only ever blocks the step it names. Finish and purge delete it (a purged job
-//!   leaves no key behind); it also expires by itself.
-//! - `st:due` — the due-index: every job with work left, member its record key, scored by when its
-//!   next step is due (create: now + the sweep grace; claim: the lease's end; finish: the next attempt,
-//!   plus the grace when a message carries it; removed when nothing is left). One per store, so one
-//!   sweep reads it in one command whatever the number of owners. Entries whose record expired are
-//!   dropped when a sweep or a claim meets them.
-//! - `st:sweeper` — `<token>:<round>` of the one live sweeper chain (sweep.lua); absent while the index is empty.
-//! - `st:pv` — every provider's shared quota state (quota.rs): one JSON object, provider name → state,
-//!   and `~all` while every provider is unusable (an alert's state). One string, so a claim and a poll
-//!   read it with the job's record in one `MGET`; a finish rewrites it whole.
-//! - `st:r:<owner>:<window id>` — the owner's request count in one fixed rate window (`INCR`; the
-//!   id is now / window length, so windows are aligned to the epoch and every instance agrees). It
-//!   expires when its window ends.
-//! - `st:f:<owner>` — the owner's jobs in flight: a sorted set of job ids scored by each job's
-//!   expiry. Added by the create script, removed when the job finishes (finish.lua) or is purged.
-//!   When the set looks full, the create script first prunes it by score (`ZREMRANGEBYSCORE -inf
-//!   now`), so a job that expired unfinished never causes a refusal and the set never holds more
-//!   than the cap. It expires with its longest-lived member.
-//! - `st:u:<owner>` — the owner's unfinished jobs, member job id, scored by when each was submitted (create
-//!   adds, finish removes when the job finishes, purge removes; entries of jobs that expired unfinished
-//!   are dropped when the overview meets them). Expires with its longest-lived member.
+//! - `st:j:<owner>:<job id>` — the job record: a header line
+//!   `J2 <lease end, 13 digits> <state> <gen> <seq> <expires ms>` (then ` d` while a finished job still
+//!   owes deliveries: a poll does not shorten its life; else ` x` when one of its deliveries was
+//!   dead-lettered: purge.lua then clears `st:x:<owner>`) that the Lua scripts read
+//!   (scripts/header.lua), then the job as JSON (never parsed by Lua, so user JSON stays exact).
+//!   The lease is the header's own field: a claim writes its end in place (`SETRANGE`), so it is
+//!   fenced by the header's gen and seq, and the finish's new record or a purge drops it with the
+//!   record. The id is derived from the owner and the request's identity (`job::job_id`), so this key
+//!   is also the dedupe index and a purge by commit needs no lookup. It expires at the job's `expires_at_ms`.
+//! - `st:due` — the due-index: every unfinished job and every finished one that owes deliveries, member
+//!   its record key, scored by when its next step is due (create: now + the sweep grace, with a
+//!   fraction of a millisecond that keeps arrival order; finish: the next attempt; a sweep: the lease's
+//!   end for a job whose step is running, now + the grace for one it sends again). One per store, so
+//!   one sweep reads it in one command whatever the number of owners; entries whose record expired are
+//!   dropped by the sweep that meets them. Its member `~s`, scored by minus the instant the sweeper
+//!   chain lapses (so first), tells a create whether a chain is alive (create.lua, sweep.lua). Each
+//!   sixteenth sweep extends it by 8 days (`INDEX_LIFE_MS`); it goes with the chain when it holds no job.
+//! - `st:sweeper` — `<token>:<round>` of the one live sweeper chain (sweep.lua).
+//! - `st:pv` — every provider's shared quota state (quota.rs): one JSON object, provider name → state
+//!   (with today's attempts by outcome for the overview), and `~all` while every provider is unusable
+//!   (an alert's state). One string, so a claim and a poll read it with the job's record in one `MGET`;
+//!   a finish rewrites it whole. Expires 8 days after the last finish.
+//! - `st:b:m:<yyyymm>:<owner>` — an owner's month (scripts/budget.lua): signed 64-bit counters in one
+//!   string (`BITFIELD`): the budget (budget.rs: the month's four, then four for each hour of the
+//!   month), then the owner's live counters: its rate window (the window's id, its requests), its jobs
+//!   in flight, today's completed and failed jobs. The command that counts a request against the rate
+//!   limit (submit, poll, purge, the dashboard's reads), or takes a finished job out of flight
+//!   (finish), adds the call's spending to the budget in the same command; a claim's spending is added
+//!   by the finish of its step. The jobs in flight are carried into a new month's bucket; a count that
+//!   drifted up (a job expired unfinished) is recounted from the index before a create is refused.
+//!   It expires 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners (the deployment's
+//!   read sums them).
 //! - `st:x:<owner>` — the owner's finished jobs with a dead-lettered delivery, member job id, scored by
 //!   the record's expiry (finish adds or removes as the record says, purge removes).
-//! - `st:a:<UTC day>` — the day's counters, written by finish.lua: `p:<outcome>:<provider>` provider
-//!   attempts (every owner's), `o:<s|f>:<owner>` jobs completed and failed. Kept through the next day.
-//!   The overview (`GET /v1/jobs`, overview.lua) reads these three in one command.
-//! - `st:b:m:<yyyymm>:<owner>` — an owner's budget for a month (budget.rs): 64-bit counters in a string
-//!   (`BITFIELD`), the month's four, then four for each hour of the month. Every script ends with
-//!   scripts/budget.lua, which adds the call's spending, its own commands included, to the month and to
-//!   the hour with one `BITFIELD` (its keys and arguments go last: [`UpstashStore::eval_counted`]). It
-//!   expires 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners (the deployment's read
-//!   sums them).
+//! - `st:alerts` — the alert book (finish.lua): flap windows and suppressed counts per provider.
 //!
 //! Requests per job that succeeds on its first attempt: submit 1 (create.lua), claim 1 (claim.lua),
 //! finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the sweeps, shared by every job
-//! in the store. Upstash bills every command a script executes (scripts/count.lua counts them; the
-//! figures per route: `BILLED_PER_ROUTE` in bench/src/routes.rs). The scripts of the routes count the
-//! request against its owner's limits and refuse before doing any work, in that same request.
+//! in the store. The scripts of the routes count the request against its owner's limits in the same
+//! request, and a refused request writes nothing that stays.
+//!
+//! Hosted Upstash runs a script under a global lock unless it declares every key it touches, and may
+//! stall on a cold key read by a name built at run time. Every key of the job path is passed in
+//! `KEYS`; built at run time, off the job path: sweep.lua's job records (named by the index),
+//! overview.lua's (the owner's index entries), create.lua's recount when an owner's count says full,
+//! spent.lua's other owners' buckets (the deployment's budget read), batch_read.lua's items.
 
 pub(crate) mod client;
 

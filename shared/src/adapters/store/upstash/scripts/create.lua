@@ -43,10 +43,10 @@ local old = C('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[3])
 local state, _, _, old_expires = header(old)
 if old and state ~= 'f' then
   -- Met: the request is counted, nothing is written. After the count: the chain's check, and for
-  -- an unfinished job its place (ZSCORE, ZRANK, then standing.lua's two).
+  -- an unfinished job its place (standing.lua: the index's head and the provider states).
   local after = 1
   if not finished(state) then
-    after = 5
+    after = 3
   end
   local count = owner_request(ARGV[4], ARGV[5], {}, after)
   if limited(count) then
@@ -56,19 +56,17 @@ if old and state ~= 'f' then
   if finished(state) then
     return {'existing', count, old, armed, {}}
   end
-  local score = C('ZSCORE', KEYS[2], KEYS[1])
-  return {'existing', count, old, armed,
-    standing(KEYS[2], KEYS[4], math.max((C('ZRANK', KEYS[2], KEYS[1]) or 1) - 1, 0), score and math.floor(tonumber(score)), 11)}
+  return {'existing', count, old, armed, standing_of(KEYS[2], KEYS[4], KEYS[1], 11)}
 end
 -- New (or replacing a finally failed job with the same identity): counted in the owner's window and
--- jobs in flight. After the count: ZADD (the chain's check with it), ZRANK and standing.lua's two.
+-- jobs in flight. After the count: ZADD (the chain's check with it) and standing.lua's two.
 if old then
   -- A finally failed job: the new one takes its key (NX wrote nothing).
   C('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
 end
 budget_job()
 local cap = tonumber(ARGV[6])
-local count, got = owner_request(ARGV[4], ARGV[5], {{'INCRBY', SLOT_FLIGHT, 1}}, 4)
+local count, got = owner_request(ARGV[4], ARGV[5], {{'INCRBY', SLOT_FLIGHT, 1}}, 3)
 local full = cap > 0 and got[SLOT_FLIGHT] > cap
 local healed = nil
 if full and not limited(count) then
@@ -95,7 +93,7 @@ if full and not limited(count) then
   full = live >= cap
   healed = live
   if not full then
-    owner_bitfield({{'SET', SLOT_FLIGHT, live + 1}}, 4)
+    owner_bitfield({{'SET', SLOT_FLIGHT, live + 1}}, 3)
   end
 end
 if full or limited(count) then
@@ -124,6 +122,4 @@ if old then
 elseif C('ZADD', KEYS[2], 'LT', 'CH', -tonumber(ARGV[10]), '~s', ARGV[7], KEYS[1]) == 2 then
   armed = arm()
 end
-local ms = math.floor(tonumber(ARGV[7]))
--- Its rank, less ~s (first in the index).
-return {'new', count, armed, standing(KEYS[2], KEYS[4], C('ZRANK', KEYS[2], KEYS[1]) - 1, ms, 11)}
+return {'new', count, armed, standing_of(KEYS[2], KEYS[4], KEYS[1], 11)}

@@ -36,3 +36,59 @@ local function standing(due_key, states_key, ahead, ms, first)
   end
   return {ahead, states, ms, later}
 end
+-- The same answer for a job in the index, found by its member: while the index's head (its first
+-- STANDING_SCAN entries, one ZRANGE) holds the job, its rank, its millisecond and the scores after it
+-- all come from that one read; a job further back is placed by ZRANK and ZSCORE, then as above. The
+-- index's member ~s (first: sweep.lua) is no job ahead.
+local function standing_of(due_key, states_key, member, first)
+  local head = C('ZRANGE', due_key, 0, STANDING_SCAN - 1, 'WITHSCORES')
+  local at = nil
+  for i = 1, #head, 2 do
+    if head[i] == member then
+      at = i
+      break
+    end
+  end
+  local skip = 0
+  if head[1] == '~s' then
+    skip = 1
+  end
+  if not at then
+    local score = C('ZSCORE', due_key, member)
+    local rank = C('ZRANK', due_key, member)
+    if not rank then
+      return standing(due_key, states_key, 0, nil, first)
+    end
+    return standing(due_key, states_key, math.max(rank - skip, 0), math.floor(tonumber(score)), first)
+  end
+  local ms = math.floor(tonumber(head[at + 1]))
+  local states = C('GET', states_key) or false
+  -- The jobs due after its millisecond among those read, in order.
+  local scores = {}
+  for i = at + 2, #head, 2 do
+    local s = tonumber(head[i + 1])
+    if s >= ms + 1 then
+      scores[#scores + 1] = s
+    end
+  end
+  local seen = #scores
+  local full = #head / 2 == STANDING_SCAN
+  local last = scores[seen]
+  local later = {}
+  local j = 1
+  local counted = 0
+  for i = first + 1, first + tonumber(ARGV[first]) do
+    local upto = ms + tonumber(ARGV[i]) + 1
+    if full and (last == nil or upto > last) then
+      -- Past what was read: counted by the index itself.
+      later[#later + 1] = C('ZCOUNT', due_key, string.format('%.0f', ms + 1), string.format('(%.0f', upto))
+    else
+      while j <= seen and scores[j] < upto do
+        counted = counted + 1
+        j = j + 1
+      end
+      later[#later + 1] = counted
+    end
+  end
+  return {math.max((at - 1) / 2 - skip, 0), states, ms, later}
+end
