@@ -25,12 +25,29 @@ if ARGV[2] ~= '1' then
   end
 end
 -- A whole millisecond: jobs that arrived at the same one carry a fraction of it (mod.rs due scores).
--- From 0: ~s (negative) is not a job.
-local keys = C('ZRANGEBYSCORE', KEYS[1], '0', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
-  tonumber(ARGV[4]))
+-- ~s (negative: first) comes with them when it is there, and says so; it is no job.
+local keys = C('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', tonumber(ARGV[3]) + 1), 'LIMIT', 0,
+  tonumber(ARGV[4]) + 1)
+local chain_member = keys[1] == '~s'
+if chain_member then
+  table.remove(keys, 1)
+elseif #keys > tonumber(ARGV[4]) then
+  table.remove(keys)
+end
 local out = {'ok', 0, '', round + 1, 0}
 local stranded = 0
 local now = tonumber(ARGV[3])
+-- Nothing due, and nothing else in the index: the chain ends here, the index (~s at most) with it.
+if #keys == 0 then
+  local members = C('ZCARD', KEYS[1])
+  if chain_member then
+    members = members - 1
+  end
+  if members == 0 then
+    C('DEL', KEYS[2], KEYS[1])
+    return out
+  end
+end
 -- ~s moves with every sweep, in the ZADD that moves the swept jobs.
 local moved = {'ZADD', KEYS[1], -(now + tonumber(ARGV[6])), '~s'}
 if #keys > 0 then
