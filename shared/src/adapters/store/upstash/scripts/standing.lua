@@ -7,34 +7,40 @@
 -- are read at once and counted here; only when there are more than that are the horizons past the last
 -- score read counted by ZCOUNT, so the answer is exact either way.
 local STANDING_SCAN = 1000
-local function standing(due_key, states_key, ahead, ms, first)
-  local states = C('GET', states_key) or false
-  if not ms then
-    return {0, states, 0, {}}
-  end
-  local scores = C('ZRANGEBYSCORE', due_key, string.format('%.0f', ms + 1), '+inf', 'WITHSCORES', 'LIMIT', 0, STANDING_SCAN)
-  local seen = #scores / 2
-  local last = nil
-  if seen > 0 then
-    last = tonumber(scores[#scores])
-  end
+-- For each horizon, the jobs due after ms and at most the horizon past it: counted in scores (the
+-- scores after ms, ascending, as read), and by ZCOUNT past the last one when the read was cut (full).
+local function horizons(due_key, ms, scores, full, first)
+  local seen = #scores
+  local last = scores[seen]
   local later = {}
   local j = 1
   local counted = 0
   for i = first + 1, first + tonumber(ARGV[first]) do
     local upto = ms + tonumber(ARGV[i]) + 1
-    if seen == STANDING_SCAN and upto > last then
+    if full and (last == nil or upto > last) then
       -- Past what was read: counted by the index itself.
       later[#later + 1] = C('ZCOUNT', due_key, string.format('%.0f', ms + 1), string.format('(%.0f', upto))
     else
-      while j <= seen and tonumber(scores[2 * j]) < upto do
+      while j <= seen and scores[j] < upto do
         counted = counted + 1
         j = j + 1
       end
       later[#later + 1] = counted
     end
   end
-  return {ahead, states, ms, later}
+  return later
+end
+local function standing(due_key, states_key, ahead, ms, first)
+  local states = C('GET', states_key) or false
+  if not ms then
+    return {0, states, 0, {}}
+  end
+  local read = C('ZRANGEBYSCORE', due_key, string.format('%.0f', ms + 1), '+inf', 'WITHSCORES', 'LIMIT', 0, STANDING_SCAN)
+  local scores = {}
+  for i = 2, #read, 2 do
+    scores[#scores + 1] = tonumber(read[i])
+  end
+  return {ahead, states, ms, horizons(due_key, ms, scores, #scores == STANDING_SCAN, first)}
 end
 -- The same answer for a job in the index, found by its member: while the index's head (its first
 -- STANDING_SCAN entries, one ZRANGE) holds the job, its rank, its millisecond and the scores after it
@@ -66,29 +72,11 @@ local function standing_of(due_key, states_key, member, first)
   -- The jobs due after its millisecond among those read, in order.
   local scores = {}
   for i = at + 2, #head, 2 do
-    local s = tonumber(head[i + 1])
-    if s >= ms + 1 then
-      scores[#scores + 1] = s
+    local score = tonumber(head[i + 1])
+    if score >= ms + 1 then
+      scores[#scores + 1] = score
     end
   end
-  local seen = #scores
-  local full = #head / 2 == STANDING_SCAN
-  local last = scores[seen]
-  local later = {}
-  local j = 1
-  local counted = 0
-  for i = first + 1, first + tonumber(ARGV[first]) do
-    local upto = ms + tonumber(ARGV[i]) + 1
-    if full and (last == nil or upto > last) then
-      -- Past what was read: counted by the index itself.
-      later[#later + 1] = C('ZCOUNT', due_key, string.format('%.0f', ms + 1), string.format('(%.0f', upto))
-    else
-      while j <= seen and scores[j] < upto do
-        counted = counted + 1
-        j = j + 1
-      end
-      later[#later + 1] = counted
-    end
-  end
+  local later = horizons(due_key, ms, scores, #head / 2 == STANDING_SCAN, first)
   return {math.max((at - 1) / 2 - skip, 0), states, ms, later}
 end
