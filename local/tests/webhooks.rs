@@ -561,3 +561,39 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
         again.webhook_id.as_deref().unwrap_or_default()
     );
 }
+
+/// `purgeOnDelivery`: once its webhook is acknowledged the job deletes itself (seconds later), while
+/// the same job without the flag stays to be polled; nothing is lost before the webhook was received.
+#[tokio::test]
+async fn a_job_with_purge_on_delivery_goes_once_its_webhook_is_acknowledged() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let hook = receiver(&[200]).await;
+    let local = start(&provider, &env(hook.port)).await;
+    let mut purged = generate(&hook.url("/hooks/purged"));
+    purged["purgeOnDelivery"] = json!(true);
+    purged["requestId"] = json!("req-purged");
+    let (code, gone) = local.post("/v1/generate", ALICE, purged).await;
+    assert_eq!(code, 202, "{gone}");
+    let mut kept = generate(&hook.url("/hooks/kept"));
+    kept["prompt"] = json!("Give me the other data");
+    let (code, kept) = local.post("/v1/generate", ALICE, kept).await;
+    assert_eq!(code, 202, "{kept}");
+    let got = wait_for(&hook, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().any(|w| w.body["jobId"] == gone["jobId"] && w.body["status"] == "completed"));
+    let gone_url = gone["statusUrl"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = local.get(gone_url, ALICE).await;
+        if code == 404 {
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["deliveries"][0]["status"], "delivered", "{body}");
+        assert!(Instant::now() < deadline, "the job is still there 20 s after its webhook: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (code, body) = local.get(kept["statusUrl"].as_str().unwrap(), ALICE).await;
+    assert_eq!((code, &body["status"]), (200, &json!("completed")), "the job without the flag stays: {body}");
+}

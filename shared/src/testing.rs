@@ -41,5 +41,6 @@ pub fn spec() -> JobSpec {
         fallback: None,
         context: Default::default(),
         targets: Vec::new(),
+        purge_on_delivery: false,
     }
 }

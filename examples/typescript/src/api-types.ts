@@ -1117,6 +1117,14 @@ export interface components {
                 };
             }[];
             /**
+             * @description `true`: the job deletes itself once every webhook and callback it owes is acknowledged (its
+             *     record expires seconds after the last), for a caller that takes results by webhook only and
+             *     would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
+             *     webhook or callback is kept as usual.
+             * @default null
+             */
+            purgeOnDelivery: boolean | null;
+            /**
              * @description Checked like every route's (the original ignored it on this route).
              * @constant
              */
@@ -1204,6 +1212,14 @@ export interface components {
                     backoffMs: number;
                 };
             }[];
+            /**
+             * @description `true`: the job deletes itself once every webhook and callback it owes is acknowledged (its
+             *     record expires seconds after the last), for a caller that takes results by webhook only and
+             *     would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
+             *     webhook or callback is kept as usual.
+             * @default null
+             */
+            purgeOnDelivery: boolean | null;
             /**
              * @description The contract version the caller speaks; anything else is refused with `errorCode: SCHEMA_VERSION_MISMATCH`.
              * @constant

@@ -156,6 +156,7 @@ mod tests {
             fallback: None,
             context: Default::default(),
             targets: vec![],
+            purge_on_delivery: false,
         }
     }
 

@@ -69,6 +69,13 @@ pub struct JobSpec {
     /// configured order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers: Option<crate::domain::contract::ProviderPrefs>,
+    /// The job deletes itself once every delivery it owes is acknowledged (`purgeOnDelivery`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub purge_on_delivery: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One provider attempt, as shown to the caller in `providersAttempted`.

@@ -13,6 +13,10 @@ use crate::domain::alert::{Alert, Incident};
 use crate::domain::job::{Job, JobState, StepRef};
 use crate::domain::targets::{self, DeliveryStatus};
 
+/// How long a job with `purgeOnDelivery` is kept after its last delivery was acknowledged: long enough
+/// that no skew between the engine's clock and the store's makes the expiry look past.
+const PURGE_AFTER_DELIVERY_MS: u64 = 10_000;
+
 /// How long one delivery attempt may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,6 +82,11 @@ impl Engine {
         let due = targets::record(&mut next.deliveries, index, &report, after, jitter);
         next.next_attempt_at_ms = due.map(|(_, at)| at);
         next.expires_at_ms = self.delivery_expiry(&next, after);
+        if next.spec.purge_on_delivery && !next.owes_deliveries() && !next.dead_lettered() {
+            // Every delivery acknowledged, and the caller takes results by webhook only: this last
+            // write is the record's last; it goes a few seconds later (a margin for the clocks).
+            next.expires_at_ms = after + PURGE_AFTER_DELIVERY_MS;
+        }
         let status = next.deliveries[index].status;
         crate::ports::metrics::webhook_attempt(target.kind, status);
         if status == DeliveryStatus::Dead {

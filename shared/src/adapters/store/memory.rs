@@ -254,6 +254,7 @@ impl Interned {
                 fallback: spec.fallback.clone(),
                 context: spec.context.clone(),
                 targets: spec.targets.clone(),
+                purge_on_delivery: spec.purge_on_delivery,
             },
             created_at_ms: job.created_at_ms,
             deadline_ms: job.deadline_ms,

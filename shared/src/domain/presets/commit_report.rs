@@ -67,6 +67,12 @@ pub(crate) struct ReportBody {
     #[serde(default)]
     #[schemars(with = "Callbacks")]
     callbacks: Option<Callbacks>,
+    /// `true`: the job deletes itself once every webhook and callback it owes is acknowledged (its
+    /// record expires seconds after the last), for a caller that takes results by webhook only and
+    /// would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
+    /// webhook or callback is kept as usual.
+    #[serde(default)]
+    purge_on_delivery: Option<bool>,
     /// Checked like every route's (the original ignored it on this route).
     #[serde(default)]
     #[schemars(with = "crate::domain::contract::ContractVersion")]
@@ -87,6 +93,7 @@ pub(crate) struct ReportRequest {
     pub(crate) template: String,
     pub(crate) deadline_seconds: Option<u64>,
     pub(crate) targets: Vec<Target>,
+    pub(crate) purge_on_delivery: bool,
 }
 
 impl Preset for ReportRequest {
@@ -106,6 +113,7 @@ impl Preset for ReportRequest {
             template: b.template.map(|t| t.0).unwrap_or_default(),
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
+            purge_on_delivery: b.purge_on_delivery.unwrap_or(false),
         })
     }
 
@@ -136,6 +144,7 @@ impl Preset for ReportRequest {
             fallback: Some(Arc::new(fallback_report(self))),
             context,
             targets: self.targets.clone(),
+            purge_on_delivery: self.purge_on_delivery,
         }
     }
 }

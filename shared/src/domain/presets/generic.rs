@@ -84,6 +84,12 @@ pub(crate) struct GenerateBody {
     #[serde(default)]
     #[schemars(with = "Callbacks")]
     callbacks: Option<Callbacks>,
+    /// `true`: the job deletes itself once every webhook and callback it owes is acknowledged (its
+    /// record expires seconds after the last), for a caller that takes results by webhook only and
+    /// would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
+    /// webhook or callback is kept as usual.
+    #[serde(default)]
+    purge_on_delivery: Option<bool>,
     #[serde(default)]
     #[schemars(with = "ContractVersion")]
     #[allow(dead_code)] // read for its check only
@@ -413,6 +419,7 @@ pub(crate) struct GenerateRequest {
     pub(crate) targets: Vec<Target>,
     pub(crate) cache: CacheControl,
     pub(crate) providers: Option<ProviderPrefs>,
+    pub(crate) purge_on_delivery: bool,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -666,6 +673,7 @@ impl Preset for GenerateRequest {
             context,
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
+            purge_on_delivery: b.purge_on_delivery.unwrap_or(false),
             cache: b.cache_control.unwrap_or_default(),
             providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })
@@ -702,6 +710,7 @@ impl Preset for GenerateRequest {
             context: self.context.clone(),
             targets: self.targets.clone(),
             providers: self.providers.clone(),
+            purge_on_delivery: self.purge_on_delivery,
         }
     }
 }
