@@ -136,7 +136,9 @@ fn world(names: &[&str]) -> World {
             provider: p.clone(),
         })
         .collect();
-    let engine = Engine::new(store.clone(), queue.clone(), clock.clone(), slots, Settings::default());
+    let settings = Settings::default();
+    let outbound = shared::wiring::service::outbound(&settings);
+    let engine = Engine::new(store.clone(), queue.clone(), clock.clone(), outbound, slots, settings);
     World {
         clock,
         store,

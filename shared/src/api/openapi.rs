@@ -677,30 +677,11 @@ mod tests {
     /// section names every header the sender signs with.
     #[test]
     fn the_webhooks_section_describes_the_bodies_and_headers_sent() {
-        use crate::adapters::outbound::send::{body, Finished};
+        use crate::adapters::outbound::send::{body, example_context, examples};
         use crate::domain::targets::TargetKind;
-        let mut context = Map::new();
-        context.insert("userId".into(), json!("u1"));
-        context.insert("commitSha".into(), json!("abc"));
-        context.insert("repo".into(), json!("acme/x"));
+        let context = example_context();
         let result = json!({"title": "t"});
-        let done = Finished {
-            job_id: JOB,
-            completed: true,
-            result: Some(&result),
-            error: None,
-            provider: Some("groq"),
-            generation_time_ms: 42,
-            fallback: false,
-            context: &context,
-        };
-        let failed = Finished {
-            completed: false,
-            result: None,
-            error: Some("no provider"),
-            provider: None,
-            ..done
-        };
+        let [done, failed] = examples(JOB, &result, &context);
         let now = 1_796_000_000_123;
         let parse = |text: String| serde_json::from_str::<Value>(&text).expect("JSON");
         for (name, finished) in [("WebhookCompleted", &done), ("WebhookFailed", &failed)] {

@@ -23,13 +23,13 @@ use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::app::{BatchSubmission, Counted, Immediate, Submission, SubmitOutcome, IMMEDIATE_WAIT};
+use crate::app::{BatchSubmission, Counted, Immediate, SubmitOutcome, IMMEDIATE_WAIT};
 use crate::domain::batch::is_valid_batch_id;
 use crate::domain::job::is_valid_job_id;
 use crate::domain::presets::batch::{self, BatchRefusal};
 use crate::domain::presets::commit_report::{report_identity, ReportRequest};
 use crate::domain::presets::generic::GenerateRequest;
-use crate::domain::presets::Preset;
+use crate::domain::presets::{Preset, Submission};
 // Up, on purpose: a router's state is the Service the wiring (service.rs) built once per process.
 use crate::wiring::service::Service;
 
@@ -181,13 +181,7 @@ async fn submit<P: Preset>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let request = P::parse(parse_body(body)?)?;
-    let submission = Submission {
-        identity: request.identity(),
-        spec: request.spec(),
-        deadline_seconds: request.deadline_seconds(),
-        cache: request.cache_control(),
-    };
+    let submission = Submission::of(&P::parse(parse_body(body)?)?);
     submit_parsed(&service, owner, submission, P::STATUS_PREFIX).await
 }
 
@@ -226,13 +220,7 @@ async fn immediate<P: Preset>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let request = P::parse(parse_body(body)?)?;
-    let submission = Submission {
-        identity: request.identity(),
-        spec: request.spec(),
-        deadline_seconds: request.deadline_seconds(),
-        cache: request.cache_control(),
-    };
+    let submission = Submission::of(&P::parse(parse_body(body)?)?);
     let waited = service
         .jobs()
         .submit_and_wait(owner, submission, IMMEDIATE_WAIT)
@@ -265,15 +253,7 @@ async fn submit_batch(
         items: batch
             .items
             .into_iter()
-            .map(|(id, request)| {
-                let submission = Submission {
-                    identity: String::new(),
-                    spec: request.spec(),
-                    deadline_seconds: request.deadline_seconds(),
-                    cache: request.cache_control(),
-                };
-                (id, submission)
-            })
+            .map(|(id, request)| (id, Submission::of(&request)))
             .collect(),
         concurrency: batch.concurrency,
         tenant_id: batch.tenant_id,
