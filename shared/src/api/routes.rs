@@ -1,4 +1,4 @@
-//! Routes and handlers. Each handler: authenticate, parse, one call of a use case (`jobs.rs`: one store
+//! Routes and handlers. Each handler: authenticate, parse, one call of a use case (`app/mod.rs`: one store
 //! call that also counts the request against its owner's limits; two for a new job, the create and the
 //! first step message), then the view of its answer (`views.rs`) or its error (`errors.rs`).
 
@@ -23,7 +23,7 @@ use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::app::{BatchSubmission, Counted, Immediate, SubmitOutcome, IMMEDIATE_WAIT};
+use crate::app::{Counted, Immediate, SubmitOutcome, IMMEDIATE_WAIT};
 use crate::domain::batch::is_valid_batch_id;
 use crate::domain::job::is_valid_job_id;
 use crate::domain::presets::batch::{self, BatchRefusal};
@@ -249,17 +249,7 @@ async fn submit_batch(
         BatchRefusal::Envelope(e) => ApiError::Field(e),
         BatchRefusal::Items(errors) => ApiError::BatchItems(errors),
     })?;
-    let submission = BatchSubmission {
-        items: batch
-            .items
-            .into_iter()
-            .map(|(id, request)| (id, Submission::of(&request)))
-            .collect(),
-        concurrency: batch.concurrency,
-        tenant_id: batch.tenant_id,
-        request_id: batch.request_id,
-    };
-    let submitted = service.jobs().submit_batch(owner, submission).await?;
+    let submitted = service.jobs().submit_batch(owner, batch).await?;
     Ok(counted(submitted, |b| {
         let view = views::batch_queued(&b.batch_id, b.item_count, b.concurrency);
         (StatusCode::ACCEPTED, Json(view)).into_response()

@@ -15,6 +15,7 @@ use crate::domain::batch::{new_batch_id, BatchItem, BatchRecord};
 use crate::domain::budget::Spent;
 use crate::domain::contract::{Failure, FailureCode};
 use crate::domain::job::{job_id, Job, JobResult, JobState};
+use crate::domain::presets::batch::Batch;
 use crate::domain::presets::{FieldError, Submission};
 use crate::domain::quota::ProviderState;
 use crate::engine::{Engine, NothingToRedeliver, ProviderSlot, Redelivered, StepError};
@@ -133,15 +134,6 @@ pub(crate) enum Immediate {
     Finished { job: Box<Job>, cached: bool },
     /// Still running at the end of the wait: poll it.
     Pending { job_id: String, eta: Option<Eta> },
-}
-
-/// A batch as parsed: each item's id and request, and the envelope's fields.
-#[derive(Debug)]
-pub(crate) struct BatchSubmission {
-    pub(crate) items: Vec<(String, Submission)>,
-    pub(crate) concurrency: u64,
-    pub(crate) tenant_id: Option<String>,
-    pub(crate) request_id: Option<String>,
 }
 
 /// A batch written: its id, and what the 202 echoes.
@@ -407,19 +399,22 @@ impl<'a> Jobs<'a> {
     /// each is new and keeps its own callbacks), then writes the batch's record. Every item's create
     /// is counted against the owner's limits like a submit; an item refused for the owner's limits
     /// is recorded as failed (`RATE_LIMIT`), unless every item was (then the batch is refused).
-    pub(crate) async fn submit_batch(
-        &self,
-        owner: String,
-        batch: BatchSubmission,
-    ) -> Result<Counted<BatchQueued>, JobsError> {
+    pub(crate) async fn submit_batch(&self, owner: String, batch: Batch) -> Result<Counted<BatchQueued>, JobsError> {
         let engine = self.engine;
         let settings = engine.settings();
         let batch_id = new_batch_id();
-        let mut items = batch.items;
+        let mut items: Vec<(String, Submission)> = batch
+            .items
+            .into_iter()
+            .map(|(id, request)| (id, Submission::of(&request)))
+            .collect();
         // Every item's targets first: a refused callback refuses the batch before anything is written.
         for (index, (_, submission)) in items.iter_mut().enumerate() {
             engine.check_targets(&owner, submission).map_err(|e| {
-                JobsError::InvalidTarget(FieldError::new(format!("items[{index}].request.{}", e.field), e.message))
+                JobsError::InvalidTarget(FieldError::new(
+                    format!("items[{index}].request.{}", e.field),
+                    e.message,
+                ))
             })?;
         }
         let now = engine.clock().now_ms();

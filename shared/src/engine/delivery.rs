@@ -28,7 +28,10 @@ pub(crate) enum Redelivered {
     /// The job moved on (a delivery attempt ended) since `job` was read: nothing was written.
     Changed,
     /// `due` deliveries made due now; `job` as written, its step queued.
-    Made { job: Job, due: usize },
+    Made {
+        job: Job,
+        due: usize,
+    },
 }
 
 impl Engine {

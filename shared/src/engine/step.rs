@@ -31,7 +31,7 @@ pub struct ProviderSlot {
 ///
 /// Its ports and settings are private to the engine: callers ask it to do things (run a step, queue a
 /// job's next step, estimate an end) rather than reach into its parts, so the engine alone decides how
-/// a step uses the store and the queue. The read accessors serve the use cases (`jobs.rs`) and tests.
+/// a step uses the store and the queue. The read accessors serve the use cases (`app/mod.rs`) and tests.
 #[derive(Clone)]
 pub struct Engine {
     pub(super) store: Arc<dyn Store>,

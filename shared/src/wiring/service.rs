@@ -167,7 +167,14 @@ fn build_on<const CALLS_PROVIDERS: bool>(
             },
         })
         .collect();
-    let engine = Engine::new(store, queue, clock, outbound(&config.settings), providers, config.settings.clone());
+    let engine = Engine::new(
+        store,
+        queue,
+        clock,
+        outbound(&config.settings),
+        providers,
+        config.settings.clone(),
+    );
     Ok(Service {
         engine,
         keys: config.keys.clone(),

@@ -112,9 +112,11 @@ impl Outbound for GuardedPosts {
     fn admits(&self, owner: &str, kind: TargetKind, url: &str) -> Result<(), String> {
         self.guard.check(url).map_err(|e| e.to_string())?;
         if kind == TargetKind::Webhook && !self.webhook_secrets.contains_key(owner) {
-            return Err("no webhook secret is configured for this key's owner (STEPPER_WEBHOOK_SECRETS), so \
+            return Err(
+                "no webhook secret is configured for this key's owner (STEPPER_WEBHOOK_SECRETS), so \
                         the webhook could not be signed"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -134,7 +136,16 @@ impl Outbound for GuardedPosts {
         let id = send::message_id(&job.id, &job.gen, index);
         let body = send::body(target.kind, &send::Finished::of(job), now_ms);
         let signature = secrets.map(|s| (s, id.as_str()));
-        let posted = signed_post(&self.guard, &self.scrubber, &url, headers, body, signature, now_ms, DELIVERY_TIMEOUT);
+        let posted = signed_post(
+            &self.guard,
+            &self.scrubber,
+            &url,
+            headers,
+            body,
+            signature,
+            now_ms,
+            DELIVERY_TIMEOUT,
+        );
         send::report(posted.await)
     }
 
@@ -153,7 +164,16 @@ impl Outbound for GuardedPosts {
             (alert_sink::SinkKind::Generic, Some(secrets)) => Some((secrets, id.as_str())),
             _ => None,
         };
-        let posted = signed_post(&self.guard, &self.scrubber, &sink.url, Vec::new(), body, signature, now_ms, ALERT_TIMEOUT);
+        let posted = signed_post(
+            &self.guard,
+            &self.scrubber,
+            &sink.url,
+            Vec::new(),
+            body,
+            signature,
+            now_ms,
+            ALERT_TIMEOUT,
+        );
         match posted.await {
             Posted::Answered(outcome) if outcome.is_delivered() => AlertSent::Delivered,
             Posted::Answered(outcome) => AlertSent::Failed(outcome.failure_reason().unwrap_or_default()),

@@ -19,8 +19,8 @@ use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat, Usage}
 use crate::domain::outcome::{Answer, CallReport, Failure, RateSignals};
 use crate::domain::quota::ResetClock;
 use crate::domain::scrub::Scrubber;
-use crate::ports::Provider;
 use crate::domain::secret::Secret;
+use crate::ports::Provider;
 
 /// What every wire adapter holds: where it posts, with which key, under which deadline and quota clock,
 /// and the scrubber its failures' text goes through.
