@@ -54,6 +54,18 @@ fn generate(callback_url: &str) -> Value {
     json!({"prompt": "Give me the data", "callbackUrl": callback_url, "requestId": "req-1"})
 }
 
+/// The job at `status_url` once its first delivery's status is `word`, or as it is after 5 s.
+async fn first_delivery(local: &Local, status_url: &str, word: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = local.get(status_url, ALICE).await.1;
+        if status["deliveries"][0]["status"] == word || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
@@ -143,14 +155,7 @@ async fn failures_are_retried_with_growing_gaps_and_a_dead_letter_shows_on_poll(
     body["prompt"] = json!("Another prompt");
     let (_, queued) = local.post("/v1/generate", ALICE, body).await;
     wait_for(&dead, 3, Duration::from_secs(15)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        let status = local.get(queued["statusUrl"].as_str().unwrap(), ALICE).await.1;
-        if status["deliveries"][0]["status"] == "dead" || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = first_delivery(&local, queued["statusUrl"].as_str().unwrap(), "dead").await;
     assert_eq!(status["deliveries"][0]["status"], "dead", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 3);
     assert_eq!(status["deliveries"][0]["lastStatus"], 500);
@@ -476,14 +481,7 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
     let job_id = queued["jobId"].as_str().unwrap();
     let status_url = queued["statusUrl"].as_str().unwrap();
     wait_for(&hook, 2, Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dead = loop {
-        let status = local.get(status_url, ALICE).await.1;
-        if status["deliveries"][0]["status"] == "dead" || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let dead = first_delivery(&local, status_url, "dead").await;
     assert_eq!(dead["deliveries"][0]["status"], "dead", "{dead}");
     assert_eq!(dead["deliveries"][0]["attempts"], 2);
     assert_eq!(dead["deliveries"][0]["lastStatus"], 500);
@@ -531,14 +529,7 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
         again.body["timestamp"].as_u64().unwrap(),
     );
     assert!(new_ts > first_ts, "a fresh timestamp: {first_ts} then {new_ts}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let delivered = loop {
-        let status = local.get(status_url, ALICE).await.1;
-        if status["deliveries"][0]["status"] == "delivered" || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delivered = first_delivery(&local, status_url, "delivered").await;
     let d = &delivered["deliveries"][0];
     assert_eq!(
         (
