@@ -214,15 +214,11 @@ async fn unsafe_or_unsignable_callbacks_are_refused_at_submit() {
 
 #[tokio::test]
 async fn a_restart_between_the_end_of_a_job_and_its_delivery_still_delivers_once() {
-    let redis = RedisServer::start().await.unwrap();
-    let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (_redis, upstash, provider) = store_and_provider().await;
     // The receiver is down when the job ends: the delivery stays owed in the job record.
     let port = free_port().unwrap();
     let mut extra = env(port);
-    extra.push(("UPSTASH_REDIS_REST_URL".into(), upstash.url.clone()));
-    extra.push(("UPSTASH_REDIS_REST_TOKEN".into(), upstash.token.clone()));
+    extra.extend(upstash_env(&upstash));
     extra.push(("WEBHOOK_BACKOFF_MS".into(), "1500".into()));
     let mut first = start(&provider, &extra).await;
     let (_, queued) = first
@@ -355,6 +351,16 @@ fn scaled() -> (u64, String, Duration) {
     (scale, schedule.join(","), Duration::from_millis(600_000 / scale))
 }
 
+/// redis-server, the Upstash emulator over it (a store instances can share), and a provider answering
+/// [`ANSWER`] (each stops when dropped).
+async fn store_and_provider() -> (RedisServer, UpstashEmulator, FakeProvider) {
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    (redis, upstash, provider)
+}
+
 fn upstash_env(upstash: &UpstashEmulator) -> Vec<(String, String)> {
     vec![
         ("UPSTASH_REDIS_REST_URL".into(), upstash.url.clone()),
@@ -364,10 +370,7 @@ fn upstash_env(upstash: &UpstashEmulator) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order() {
-    let redis = RedisServer::start().await.unwrap();
-    let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (_redis, upstash, provider) = store_and_provider().await;
     let port = free_port().unwrap();
     let (scale, schedule, outage) = scaled();
     let mut extra = vec![
@@ -462,10 +465,7 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
 
 #[tokio::test]
 async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
-    let redis = RedisServer::start().await.unwrap();
-    let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (_redis, upstash, provider) = store_and_provider().await;
     let hook = receiver(&[500, 500, 200]).await;
     let mut extra = vec![
         ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
@@ -493,19 +493,13 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
         (404, Some("Job not found")),
         "owner-scoped"
     );
-    let answer = local
-        .http
-        .post(format!("{}{path}", local.base))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 202);
+    let answer = local.answer(reqwest::Method::POST, &path, Some(ALICE), None).await;
+    assert_eq!(answer.status, 202);
     assert!(
-        answer.headers().get("ratelimit").is_some(),
+        answer.header("ratelimit").is_some(),
         "counted against the owner's limit"
     );
-    let body: Value = answer.json().await.unwrap();
+    let body = answer.body;
     assert_eq!(body["redelivered"], 1, "{body}");
     assert_eq!(body["deliveries"][0]["status"], "pending", "{body}");
 

@@ -11,7 +11,6 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde_json::{json, Value};
 use shared::adapters::queue::local::LocalQueue;
 use shared::domain::message::Message;
-use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::router::call;
 
@@ -79,9 +78,7 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("a generated answer"));
     let dir = std::env::temp_dir().join(format!("stepper-emf-{}", std::process::id()));
-    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 1000, None).unwrap();
-    let path = providers.display().to_string();
-    let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
+    let config = testkit::fake::config_calling(&provider, &dir);
     let (queue, mut deliveries) = LocalQueue::new();
     let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue)).unwrap());
 

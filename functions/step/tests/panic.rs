@@ -15,7 +15,6 @@ use shared::ports::{
     Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
     Swept,
 };
-use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::router::call;
 
@@ -102,9 +101,7 @@ async fn a_panicking_record_fails_alone() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("a generated answer"));
     let dir = std::env::temp_dir().join(format!("stepper-panic-{}", std::process::id()));
-    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 1000, None).unwrap();
-    let path = providers.display().to_string();
-    let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
+    let config = testkit::fake::config_calling(&provider, &dir);
     let (queue, mut deliveries) = LocalQueue::new();
     let mut service = shared::wiring::service::build(&config, Arc::new(queue)).unwrap();
     let store = Arc::new(PanicsOnOneJob(service.engine.store().clone()));
