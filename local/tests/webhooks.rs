@@ -54,6 +54,18 @@ fn generate(callback_url: &str) -> Value {
     json!({"prompt": "Give me the data", "callbackUrl": callback_url, "requestId": "req-1"})
 }
 
+/// The status word of each of the job's deliveries, in order, and the job as read.
+async fn delivery_states(local: &Local, status_url: &str) -> (Vec<String>, Value) {
+    let status = local.get(status_url, ALICE).await.1;
+    let states = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .collect();
+    (states, status)
+}
+
 /// The job at `status_url` once its first delivery's status is `word`, or as it is after 5 s.
 async fn first_delivery(local: &Local, status_url: &str, word: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -286,13 +298,7 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
         .await;
     wait_for(&failing, 2, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let status = local.get(stopped["statusUrl"].as_str().unwrap(), ALICE).await.1;
-    let states: Vec<&str> = status["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["status"].as_str().unwrap())
-        .collect();
+    let (states, status) = delivery_states(&local, stopped["statusUrl"].as_str().unwrap()).await;
     assert_eq!(states, ["dead", "skipped", "skipped"], "{status}");
     assert!(second.deliveries().await.unwrap().is_empty() && third.deliveries().await.unwrap().is_empty());
 
@@ -324,13 +330,7 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     );
     assert!(b[0].legacy_ok, "callbacks are signed too: {:?}", b[0].reasons);
     assert!(!b[0].authorization, "no Authorization header unless asked for");
-    let status = local.get(continued["statusUrl"].as_str().unwrap(), ALICE).await.1;
-    let states: Vec<&str> = status["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["status"].as_str().unwrap())
-        .collect();
+    let (states, status) = delivery_states(&local, continued["statusUrl"].as_str().unwrap()).await;
     assert_eq!(states, ["dead", "delivered", "delivered"], "{status}");
 }
 

@@ -76,7 +76,7 @@ pub(crate) async fn signed_post(
 
 /// The outbound port's adapter: the URL guard, the owners' webhook secrets, the alert sinks and their
 /// secret, and the scrubber every receiver's text passes.
-pub struct GuardedPosts {
+pub(crate) struct GuardedPosts {
     guard: UrlGuard,
     scrubber: Scrubber,
     webhook_secrets: HashMap<String, WebhookSecrets>,
@@ -88,7 +88,7 @@ pub struct GuardedPosts {
 
 impl GuardedPosts {
     /// `legacy_bearer`: a `callbackUrl` webhook also carries the original's `Authorization: Bearer`.
-    pub fn new(
+    pub(crate) fn new(
         guard: UrlGuard,
         scrubber: Scrubber,
         webhook_secrets: HashMap<String, WebhookSecrets>,
