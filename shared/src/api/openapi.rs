@@ -580,16 +580,8 @@ mod tests {
     }
 
     async fn call(router: &axum::Router, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .expect("request");
-        let response = router.clone().oneshot(request).await.expect("infallible");
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let (status, answer) = testkit::router::call(router, method.as_str(), path, None, body).await;
+        (status.as_u16(), answer)
     }
 
     fn is_fallback(answer: &(u16, Value)) -> bool {
