@@ -33,6 +33,23 @@ fn of_kind(alerts: &[ReceivedAlert], needle: &str) -> Vec<ReceivedAlert> {
     alerts.iter().filter(|a| a.raw.contains(needle)).cloned().collect()
 }
 
+/// `count` generic jobs submitted at once, alternately to each instance, each completed within `within`.
+async fn complete_jobs(instances: [&Local; 2], count: usize, within: Duration) {
+    let jobs = (0..count).map(|i| {
+        let local = instances[i % 2];
+        async move {
+            let (code, queued) = local
+                .post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")}))
+                .await;
+            assert_eq!(code, 202, "{queued}");
+            let url = queued["statusUrl"].as_str().unwrap().to_string();
+            let done = local.wait_finished(&url, ALICE, within).await;
+            assert_eq!(done["status"], "completed", "{done}");
+        }
+    });
+    futures::future::join_all(jobs).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_key_alerts_once_per_sink_across_two_instances_and_never_quotes_the_key() {
     let revoked = FakeProvider::start(Wire::OpenAi).await.unwrap();
@@ -65,19 +82,7 @@ async fn a_revoked_key_alerts_once_per_sink_across_two_instances_and_never_quote
     let two = Local::start(&providers, &env).await;
 
     // Jobs on both instances at once: several may meet the revoked key before the shared state says so.
-    let submits = (0..8).map(|i| {
-        let local = if i % 2 == 0 { &one } else { &two };
-        async move {
-            let (code, queued) = local
-                .post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")}))
-                .await;
-            assert_eq!(code, 202, "{queued}");
-            let url = queued["statusUrl"].as_str().unwrap().to_string();
-            let done = local.wait_finished(&url, ALICE, Duration::from_secs(20)).await;
-            assert_eq!(done["status"], "completed", "{done}");
-        }
-    });
-    futures::future::join_all(submits).await;
+    complete_jobs([&one, &two], 8, Duration::from_secs(20)).await;
     assert!(revoked.hits() >= 1, "the revoked provider was called");
 
     let got_discord = settle(|| discord.received(), 1, Duration::from_secs(10)).await;
@@ -187,19 +192,7 @@ async fn every_provider_rate_limited_alerts_once_with_an_eta_then_once_on_recove
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let jobs = (0..4).map(|i| {
-        let local = if i % 2 == 0 { &one } else { &two };
-        async move {
-            let (code, queued) = local
-                .post("/v1/generate", ALICE, json!({"prompt": format!("job {i}")}))
-                .await;
-            assert_eq!(code, 202, "{queued}");
-            let url = queued["statusUrl"].as_str().unwrap().to_string();
-            let done = local.wait_finished(&url, ALICE, Duration::from_secs(30)).await;
-            assert_eq!(done["status"], "completed", "{done}");
-        }
-    });
-    futures::future::join_all(jobs).await;
+    complete_jobs([&one, &two], 4, Duration::from_secs(30)).await;
 
     let got = settle(|| discord.received(), 2, Duration::from_secs(10)).await;
     eprintln!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{openai_provider, Local, TempDir, ALICE};
+use common::{openai_provider, text, tool, Local, TempDir, ALICE};
 use serde_json::{json, Value};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{free_port, tools_dir};
@@ -21,44 +21,9 @@ fn repo(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
-/// A tool under `.tools/`, or `None` (a skip) when it is not installed and this is not CI.
-fn tool(relative: &str) -> Option<PathBuf> {
-    let path = tools_dir().join(relative);
-    if path.exists() {
-        return Some(path);
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "{} is missing: run scripts/install-tools.sh",
-        path.display()
-    );
-    eprintln!(
-        "SKIPPED: {} is not installed (scripts/install-tools.sh installs it)",
-        path.display()
-    );
-    None
-}
-
+/// Runs `program` in `cwd` (two minutes at most).
 async fn run(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, String)]) -> Output {
-    let mut command = tokio::process::Command::new(program);
-    command.args(args).current_dir(cwd).kill_on_drop(true);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{} did not finish in 120 s", program.display()))
-        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
-    output
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    common::run(program, args, cwd, env, Duration::from_secs(120)).await
 }
 
 #[tokio::test]

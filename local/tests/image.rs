@@ -12,7 +12,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{openai_provider, ALICE};
+use common::{openai_provider, Api, ALICE};
 use serde_json::{json, Value};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{free_port, RedisServer, UpstashEmulator};
@@ -122,10 +122,9 @@ async fn the_image_serves_a_job_from_its_own_filesystem() {
         .kill_on_drop(true);
     let started = Instant::now();
     let mut child = cmd.spawn().expect("chroot");
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
     let to_health = loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+        if let Ok(r) = api.http.get(format!("{}/health", api.base)).send().await {
             if r.status() == 200 {
                 break started.elapsed();
             }
@@ -144,34 +143,12 @@ async fn the_image_serves_a_job_from_its_own_filesystem() {
         to_health.as_millis()
     );
 
-    let queued: Value = http
-        .post(format!("{base}/v1/generate"))
-        .header("x-api-key", ALICE)
-        .json(&json!({"prompt": "a job through the image"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let status_url = queued["statusUrl"].as_str().expect("queued").to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let done = loop {
-        let body: Value = http
-            .get(format!("{base}{status_url}"))
-            .header("x-api-key", ALICE)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["status"] == "completed" || body["status"] == "failed" {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "job not done: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (code, queued) = api
+        .post("/v1/generate", ALICE, json!({"prompt": "a job through the image"}))
+        .await;
+    assert_eq!(code, 202, "{queued}");
+    let status_url = queued["statusUrl"].as_str().expect("queued");
+    let done = api.wait_finished(status_url, ALICE, Duration::from_secs(20)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["data"]["result"]["answer"], "from the image", "{done}");
 

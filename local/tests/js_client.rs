@@ -11,32 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{good_report_json, openai_provider, Local, ALICE};
+use common::{good_report_json, openai_provider, text, tool, Local, ALICE};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
-use testkit::stack::tools_dir;
 
 fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/js")
 }
 
+/// Runs `program` in the client's folder (three minutes at most).
 async fn run(program: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut command = tokio::process::Command::new(program);
-    command.args(args).current_dir(client_dir()).kill_on_drop(true);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    tokio::time::timeout(Duration::from_secs(180), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{} did not finish in 180 s", program.display()))
-        .unwrap_or_else(|e| panic!("{}: {e} (is it installed?)", program.display()))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    common::run(program, args, &client_dir(), env, Duration::from_secs(180)).await
 }
 
 #[tokio::test]
@@ -66,20 +50,9 @@ async fn the_js_client_runs_caller_style_code_against_stepper_local() {
 
 #[tokio::test]
 async fn the_js_client_declarations_compile_for_a_strict_typescript_caller() {
-    let tsc = tools_dir().join("node/node_modules/.bin/tsc");
-    if !tsc.exists() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{} is missing: run scripts/install-tools.sh",
-            tsc.display()
-        );
-        eprintln!(
-            "SKIPPED: {} is not installed (scripts/install-tools.sh installs it)",
-            tsc.display()
-        );
+    let Some(tsc) = tool("node/node_modules/.bin/tsc") else {
         return;
-    }
+    };
     let output = run(&tsc, &["-p", "test/tsconfig.json"], &[]).await;
     assert!(output.status.success(), "tsc refused the caller:\n{}", text(&output));
 }

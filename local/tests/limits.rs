@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{good_report_json, openai_provider, report, Local, ALICE, BOB};
+use common::{good_report_json, openai_provider, report, Answer, Local, ALICE, BOB};
 use serde_json::{json, Value};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{RedisServer, UpstashEmulator};
@@ -16,17 +16,7 @@ use testkit::stack::{RedisServer, UpstashEmulator};
 /// A well-formed job id no job has.
 const UNKNOWN_JOB: &str = "/v1/jobs/0123456789abcdef0123456789abcdef";
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
     /// `r` and `t` of `RateLimit: "default";r=<r>;t=<t>`.
     fn rate(&self) -> (u64, u64) {
         let field = self
@@ -42,22 +32,6 @@ impl Answer {
         assert!(field.starts_with("\"default\";"), "{field}");
         (param("r"), param("t"))
     }
-}
-
-async fn send(local: &Local, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
-    let mut request = local.http.request(method, format!("{}{path}", local.base));
-    if let Some(key) = key {
-        request = request.header("x-api-key", key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
-    Answer { status, headers, body }
 }
 
 fn now_ms() -> u64 {
@@ -96,17 +70,21 @@ async fn two_instances_on_one_upstash_store_share_each_owners_limits() {
         async move {
             match i % 3 {
                 0 => {
-                    send(
-                        local,
-                        reqwest::Method::POST,
-                        "/v1/reports",
-                        Some(ALICE),
-                        Some(report(&format!("burst-{i}"))),
-                    )
-                    .await
+                    local
+                        .answer(
+                            reqwest::Method::POST,
+                            "/v1/reports",
+                            Some(ALICE),
+                            Some(report(&format!("burst-{i}"))),
+                        )
+                        .await
                 }
-                1 => send(local, reqwest::Method::GET, UNKNOWN_JOB, Some(ALICE), None).await,
-                _ => send(local, reqwest::Method::DELETE, UNKNOWN_JOB, Some(ALICE), None).await,
+                1 => local.answer(reqwest::Method::GET, UNKNOWN_JOB, Some(ALICE), None).await,
+                _ => {
+                    local
+                        .answer(reqwest::Method::DELETE, UNKNOWN_JOB, Some(ALICE), None)
+                        .await
+                }
             }
         }
     });
@@ -146,20 +124,20 @@ async fn two_instances_on_one_upstash_store_share_each_owners_limits() {
 
     // Refused everywhere now, while bob, /health and unauthenticated requests are untouched.
     assert_eq!(
-        send(&b, reqwest::Method::GET, UNKNOWN_JOB, Some(ALICE), None)
+        b.answer(reqwest::Method::GET, UNKNOWN_JOB, Some(ALICE), None)
             .await
             .status,
         429
     );
-    let bobs = send(&a, reqwest::Method::GET, UNKNOWN_JOB, Some(BOB), None).await;
+    let bobs = a.answer(reqwest::Method::GET, UNKNOWN_JOB, Some(BOB), None).await;
     assert_eq!((bobs.status, bobs.rate().0), (404, 19), "{}", bobs.body);
-    let health = send(&a, reqwest::Method::GET, "/health", None, None).await;
+    let health = a.answer(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(health.status, 200);
     assert!(health.header("ratelimit").is_none(), "health is not limited");
-    let anonymous = send(&b, reqwest::Method::GET, UNKNOWN_JOB, None, None).await;
+    let anonymous = b.answer(reqwest::Method::GET, UNKNOWN_JOB, None, None).await;
     assert_eq!(anonymous.status, 401, "no key: 401 before any store call, never 429");
     assert_eq!(
-        send(&b, reqwest::Method::GET, UNKNOWN_JOB, Some("wrong"), None)
+        b.answer(reqwest::Method::GET, UNKNOWN_JOB, Some("wrong"), None)
             .await
             .status,
         401
@@ -169,14 +147,14 @@ async fn two_instances_on_one_upstash_store_share_each_owners_limits() {
     let submits = (0..4).map(|i| {
         let local = if i % 2 == 0 { &a } else { &b };
         async move {
-            send(
-                local,
-                reqwest::Method::POST,
-                "/v1/reports",
-                Some(BOB),
-                Some(report(&format!("bob-{i}"))),
-            )
-            .await
+            local
+                .answer(
+                    reqwest::Method::POST,
+                    "/v1/reports",
+                    Some(BOB),
+                    Some(report(&format!("bob-{i}"))),
+                )
+                .await
         }
     });
     let answers = futures::future::join_all(submits).await;
@@ -207,14 +185,14 @@ async fn two_instances_on_one_upstash_store_share_each_owners_limits() {
         "the refused submit is counted in bob's window too"
     );
     let (index, first) = answers.iter().enumerate().find(|(_, a)| a.status == 202).unwrap();
-    let again = send(
-        &b,
-        reqwest::Method::POST,
-        "/v1/reports",
-        Some(BOB),
-        Some(report(&format!("bob-{index}"))),
-    )
-    .await;
+    let again = b
+        .answer(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(BOB),
+            Some(report(&format!("bob-{index}"))),
+        )
+        .await;
     assert_eq!(
         (again.status, &again.body["jobId"]),
         (202, &first.body["jobId"]),
@@ -222,23 +200,23 @@ async fn two_instances_on_one_upstash_store_share_each_owners_limits() {
     );
 
     // Purging a job in flight frees its slot for the next submit, on the other instance.
-    let purged = send(
-        &a,
-        reqwest::Method::DELETE,
-        &format!("/v1/jobs/{}", first.body["jobId"].as_str().unwrap()),
-        Some(BOB),
-        None,
-    )
-    .await;
+    let purged = a
+        .answer(
+            reqwest::Method::DELETE,
+            &format!("/v1/jobs/{}", first.body["jobId"].as_str().unwrap()),
+            Some(BOB),
+            None,
+        )
+        .await;
     assert_eq!(purged.status, 200, "{}", purged.body);
-    let next = send(
-        &b,
-        reqwest::Method::POST,
-        "/v1/reports",
-        Some(BOB),
-        Some(report("bob-after-purge")),
-    )
-    .await;
+    let next = b
+        .answer(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(BOB),
+            Some(report("bob-after-purge")),
+        )
+        .await;
     assert_eq!(next.status, 202, "{}", next.body);
 }
 
@@ -251,14 +229,14 @@ async fn finished_jobs_free_their_slots_and_answers_carry_the_rate_fields() {
         &[("STEPPER_MAX_IN_FLIGHT", "1"), ("STEPPER_RATE_LIMITS", "bob=off")],
     )
     .await;
-    let first = send(
-        &local,
-        reqwest::Method::POST,
-        "/v1/reports",
-        Some(ALICE),
-        Some(report("slot-1")),
-    )
-    .await;
+    let first = local
+        .answer(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(ALICE),
+            Some(report("slot-1")),
+        )
+        .await;
     assert_eq!(first.status, 202);
     assert_eq!(
         first.header("ratelimit-policy"),
@@ -266,14 +244,14 @@ async fn finished_jobs_free_their_slots_and_answers_carry_the_rate_fields() {
         "the default policy"
     );
     assert_eq!(first.rate().0, 119);
-    let second = send(
-        &local,
-        reqwest::Method::POST,
-        "/v1/reports",
-        Some(ALICE),
-        Some(report("slot-2")),
-    )
-    .await;
+    let second = local
+        .answer(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(ALICE),
+            Some(report("slot-2")),
+        )
+        .await;
     assert_eq!(
         (second.status, second.body["code"].as_str()),
         (429, Some("too_many_jobs_in_flight"))
@@ -287,31 +265,33 @@ async fn finished_jobs_free_their_slots_and_answers_carry_the_rate_fields() {
         )
         .await;
     assert_eq!(done["status"], "completed");
-    let second = send(
-        &local,
-        reqwest::Method::POST,
-        "/v1/reports",
-        Some(ALICE),
-        Some(report("slot-2")),
-    )
-    .await;
+    let second = local
+        .answer(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(ALICE),
+            Some(report("slot-2")),
+        )
+        .await;
     assert_eq!(second.status, 202, "a finished job frees its slot: {}", second.body);
     // The finished one is still answered from cache while the new one holds the only slot.
-    let cached = send(
-        &local,
-        reqwest::Method::POST,
-        "/v1/reports",
-        Some(ALICE),
-        Some(report("slot-1")),
-    )
-    .await;
+    let cached = local
+        .answer(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(ALICE),
+            Some(report("slot-1")),
+        )
+        .await;
     assert_eq!((cached.status, cached.body["cached"].as_bool()), (200, Some(true)));
     assert!(cached.rate().0 < 118);
     // An owner without a rate limit gets no rate fields, and /v1/providers only names the policy.
-    let bobs = send(&local, reqwest::Method::GET, UNKNOWN_JOB, Some(BOB), None).await;
+    let bobs = local.answer(reqwest::Method::GET, UNKNOWN_JOB, Some(BOB), None).await;
     assert_eq!(bobs.status, 404);
     assert!(bobs.header("ratelimit").is_none() && bobs.header("ratelimit-policy").is_none());
-    let providers = send(&local, reqwest::Method::GET, "/v1/providers", Some(ALICE), None).await;
+    let providers = local
+        .answer(reqwest::Method::GET, "/v1/providers", Some(ALICE), None)
+        .await;
     assert_eq!(providers.header("ratelimit-policy"), Some("\"default\";q=120;w=60"));
     assert!(
         providers.header("ratelimit").is_none(),
@@ -453,21 +433,12 @@ async fn oversized_requests_get_a_clear_answer_and_the_server_keeps_serving() {
 
     // A known path with another method: a JSON 405 that still says what is allowed.
     let resp = local
-        .http
-        .put(format!("{}/v1/reports", local.base))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 405);
-    let allow = resp
-        .headers()
-        .get("allow")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+        .answer(reqwest::Method::PUT, "/v1/reports", Some(ALICE), None)
+        .await;
+    assert_eq!(resp.status, 405);
+    let allow = resp.header("allow").unwrap_or_default();
     assert!(allow.contains("POST") && allow.contains("DELETE"), "{allow:?}");
-    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "method_not_allowed");
+    assert_eq!(resp.body["code"], "method_not_allowed");
 
     // Still serving.
     let (code, health) = local.request(reqwest::Method::GET, "/health", None, None).await;

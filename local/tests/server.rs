@@ -29,23 +29,24 @@ fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     )
 }
 
-#[test]
-fn off_loopback_it_refuses_to_start_open_or_on_the_memory_store() {
-    let (code, _, stderr) = run_to_exit(&[("STEPPER_LISTEN", "0.0.0.0:0")]);
+/// The line saying why `stepper-local` refused to start with `env` (exit status 2).
+fn refusal(env: &[(&str, &str)]) -> String {
+    let (code, _, stderr) = run_to_exit(env);
     assert_eq!(code, Some(2), "{stderr}");
     let line = stderr
         .lines()
         .find(|l| l.contains("refusing"))
         .expect("one refusal line");
+    line.to_string()
+}
+
+#[test]
+fn off_loopback_it_refuses_to_start_open_or_on_the_memory_store() {
+    let line = refusal(&[("STEPPER_LISTEN", "0.0.0.0:0")]);
     assert!(line.contains("STEPPER_API_KEYS"), "{line}");
     assert!(line.contains("0.0.0.0"), "{line}");
 
-    let (code, _, stderr) = run_to_exit(&[("STEPPER_LISTEN", "0.0.0.0:0"), ("STEPPER_API_KEYS", "alice=k1")]);
-    assert_eq!(code, Some(2), "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("refusing"))
-        .expect("one refusal line");
+    let line = refusal(&[("STEPPER_LISTEN", "0.0.0.0:0"), ("STEPPER_API_KEYS", "alice=k1")]);
     assert!(line.contains("STEPPER_ALLOW_MEMORY_STORE"), "{line}");
     assert!(line.contains("UPSTASH_REDIS_REST_URL"), "{line}");
 

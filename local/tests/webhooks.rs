@@ -54,6 +54,30 @@ fn generate(callback_url: &str) -> Value {
     json!({"prompt": "Give me the data", "callbackUrl": callback_url, "requestId": "req-1"})
 }
 
+/// The status word of each of the job's deliveries, in order, and the job as read.
+async fn delivery_states(local: &Local, status_url: &str) -> (Vec<String>, Value) {
+    let status = local.get(status_url, ALICE).await.1;
+    let states = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .collect();
+    (states, status)
+}
+
+/// The job at `status_url` once its first delivery's status is `word`, or as it is after 5 s.
+async fn first_delivery(local: &Local, status_url: &str, word: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = local.get(status_url, ALICE).await.1;
+        if status["deliveries"][0]["status"] == word || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
@@ -143,14 +167,7 @@ async fn failures_are_retried_with_growing_gaps_and_a_dead_letter_shows_on_poll(
     body["prompt"] = json!("Another prompt");
     let (_, queued) = local.post("/v1/generate", ALICE, body).await;
     wait_for(&dead, 3, Duration::from_secs(15)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        let status = local.get(queued["statusUrl"].as_str().unwrap(), ALICE).await.1;
-        if status["deliveries"][0]["status"] == "dead" || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = first_delivery(&local, queued["statusUrl"].as_str().unwrap(), "dead").await;
     assert_eq!(status["deliveries"][0]["status"], "dead", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 3);
     assert_eq!(status["deliveries"][0]["lastStatus"], 500);
@@ -209,15 +226,11 @@ async fn unsafe_or_unsignable_callbacks_are_refused_at_submit() {
 
 #[tokio::test]
 async fn a_restart_between_the_end_of_a_job_and_its_delivery_still_delivers_once() {
-    let redis = RedisServer::start().await.unwrap();
-    let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (_redis, upstash, provider) = store_and_provider().await;
     // The receiver is down when the job ends: the delivery stays owed in the job record.
     let port = free_port().unwrap();
     let mut extra = env(port);
-    extra.push(("UPSTASH_REDIS_REST_URL".into(), upstash.url.clone()));
-    extra.push(("UPSTASH_REDIS_REST_TOKEN".into(), upstash.token.clone()));
+    extra.extend(upstash_env(&upstash));
     extra.push(("WEBHOOK_BACKOFF_MS".into(), "1500".into()));
     let mut first = start(&provider, &extra).await;
     let (_, queued) = first
@@ -285,13 +298,7 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
         .await;
     wait_for(&failing, 2, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let status = local.get(stopped["statusUrl"].as_str().unwrap(), ALICE).await.1;
-    let states: Vec<&str> = status["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["status"].as_str().unwrap())
-        .collect();
+    let (states, status) = delivery_states(&local, stopped["statusUrl"].as_str().unwrap()).await;
     assert_eq!(states, ["dead", "skipped", "skipped"], "{status}");
     assert!(second.deliveries().await.unwrap().is_empty() && third.deliveries().await.unwrap().is_empty());
 
@@ -323,13 +330,7 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
     );
     assert!(b[0].legacy_ok, "callbacks are signed too: {:?}", b[0].reasons);
     assert!(!b[0].authorization, "no Authorization header unless asked for");
-    let status = local.get(continued["statusUrl"].as_str().unwrap(), ALICE).await.1;
-    let states: Vec<&str> = status["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["status"].as_str().unwrap())
-        .collect();
+    let (states, status) = delivery_states(&local, continued["statusUrl"].as_str().unwrap()).await;
     assert_eq!(states, ["dead", "delivered", "delivered"], "{status}");
 }
 
@@ -350,6 +351,16 @@ fn scaled() -> (u64, String, Duration) {
     (scale, schedule.join(","), Duration::from_millis(600_000 / scale))
 }
 
+/// redis-server, the Upstash emulator over it (a store instances can share), and a provider answering
+/// [`ANSWER`] (each stops when dropped).
+async fn store_and_provider() -> (RedisServer, UpstashEmulator, FakeProvider) {
+    let redis = RedisServer::start().await.unwrap();
+    let upstash = UpstashEmulator::start(&redis).await.unwrap();
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    (redis, upstash, provider)
+}
+
 fn upstash_env(upstash: &UpstashEmulator) -> Vec<(String, String)> {
     vec![
         ("UPSTASH_REDIS_REST_URL".into(), upstash.url.clone()),
@@ -359,10 +370,7 @@ fn upstash_env(upstash: &UpstashEmulator) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order() {
-    let redis = RedisServer::start().await.unwrap();
-    let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (_redis, upstash, provider) = store_and_provider().await;
     let port = free_port().unwrap();
     let (scale, schedule, outage) = scaled();
     let mut extra = vec![
@@ -457,10 +465,7 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
 
 #[tokio::test]
 async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
-    let redis = RedisServer::start().await.unwrap();
-    let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
+    let (_redis, upstash, provider) = store_and_provider().await;
     let hook = receiver(&[500, 500, 200]).await;
     let mut extra = vec![
         ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
@@ -476,14 +481,7 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
     let job_id = queued["jobId"].as_str().unwrap();
     let status_url = queued["statusUrl"].as_str().unwrap();
     wait_for(&hook, 2, Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dead = loop {
-        let status = local.get(status_url, ALICE).await.1;
-        if status["deliveries"][0]["status"] == "dead" || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let dead = first_delivery(&local, status_url, "dead").await;
     assert_eq!(dead["deliveries"][0]["status"], "dead", "{dead}");
     assert_eq!(dead["deliveries"][0]["attempts"], 2);
     assert_eq!(dead["deliveries"][0]["lastStatus"], 500);
@@ -495,19 +493,13 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
         (404, Some("Job not found")),
         "owner-scoped"
     );
-    let answer = local
-        .http
-        .post(format!("{}{path}", local.base))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 202);
+    let answer = local.answer(reqwest::Method::POST, &path, Some(ALICE), None).await;
+    assert_eq!(answer.status, 202);
     assert!(
-        answer.headers().get("ratelimit").is_some(),
+        answer.header("ratelimit").is_some(),
         "counted against the owner's limit"
     );
-    let body: Value = answer.json().await.unwrap();
+    let body = answer.body;
     assert_eq!(body["redelivered"], 1, "{body}");
     assert_eq!(body["deliveries"][0]["status"], "pending", "{body}");
 
@@ -531,14 +523,7 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
         again.body["timestamp"].as_u64().unwrap(),
     );
     assert!(new_ts > first_ts, "a fresh timestamp: {first_ts} then {new_ts}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let delivered = loop {
-        let status = local.get(status_url, ALICE).await.1;
-        if status["deliveries"][0]["status"] == "delivered" || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delivered = first_delivery(&local, status_url, "delivered").await;
     let d = &delivered["deliveries"][0];
     assert_eq!(
         (

@@ -136,7 +136,9 @@ fn world(names: &[&str]) -> World {
             provider: p.clone(),
         })
         .collect();
-    let engine = Engine::new(store.clone(), queue.clone(), clock.clone(), slots, Settings::default());
+    let settings = Settings::default();
+    let outbound = shared::wiring::service::outbound(&settings);
+    let engine = Engine::new(store.clone(), queue.clone(), clock.clone(), outbound, slots, settings);
     World {
         clock,
         store,
@@ -202,6 +204,11 @@ impl World {
     }
 }
 
+/// What the queue holds after one step message: `step`, not before `not_before_ms`, after `delay`.
+fn sent(step: StepRef, not_before_ms: Option<u64>, delay: Duration) -> Vec<(Message, Duration)> {
+    vec![(Message::Step { step, not_before_ms }, delay)]
+}
+
 fn next_of(step: &StepRef) -> StepRef {
     StepRef {
         seq: step.seq + 1,
@@ -236,16 +243,7 @@ async fn a_rate_limit_fails_over_at_once_and_cools_the_provider_for_everyone() {
     w.script(0, vec![Err(limited(30))]);
     let s = w.submit(None).await;
     assert_eq!(w.step(&s).await.unwrap(), StepOutcome::Progressed { delay_ms: 0 });
-    assert_eq!(
-        w.queue.take(),
-        vec![(
-            Message::Step {
-                step: next_of(&s),
-                not_before_ms: None
-            },
-            Duration::ZERO
-        )]
-    );
+    assert_eq!(w.queue.take(), sent(next_of(&s), None, Duration::ZERO));
     assert_eq!(
         w.store.provider_states().await.unwrap()["a"].cooldown_until_ms,
         T0 + 30_000
@@ -280,16 +278,7 @@ async fn when_everyone_is_limited_the_job_waits_for_the_earliest() {
         (JobState::WaitingForRetry, Some(T0 + 5_000))
     );
     let third = next_of(&next_of(&s));
-    assert_eq!(
-        w.queue.take(),
-        vec![(
-            Message::Step {
-                step: third.clone(),
-                not_before_ms: None
-            },
-            Duration::from_secs(5)
-        )]
-    );
+    assert_eq!(w.queue.take(), sent(third.clone(), None, Duration::from_secs(5)));
     w.clock.advance(5_000);
     assert_eq!(
         w.step(&third).await.unwrap(),
@@ -307,13 +296,7 @@ async fn an_early_message_is_sent_on_without_touching_the_store() {
     assert_eq!(outcome, StepOutcome::Rescheduled);
     assert_eq!(
         w.queue.take(),
-        vec![(
-            Message::Step {
-                step: s.clone(),
-                not_before_ms: Some(T0 + 2_000_000)
-            },
-            Duration::from_secs(2_000)
-        )]
+        sent(s.clone(), Some(T0 + 2_000_000), Duration::from_secs(2_000))
     );
     assert_eq!(w.calls(0), 0);
     assert_eq!(w.job(&s).await.seq, 1);
@@ -373,16 +356,7 @@ async fn a_lost_next_message_is_sent_again_by_the_redelivery() {
         w.engine.run_step(&s, None, 2).await.unwrap(),
         StepOutcome::Progressed { delay_ms: 0 }
     );
-    assert_eq!(
-        w.queue.take(),
-        vec![(
-            Message::Step {
-                step: next_of(&s),
-                not_before_ms: None
-            },
-            Duration::ZERO
-        )]
-    );
+    assert_eq!(w.queue.take(), sent(next_of(&s), None, Duration::ZERO));
     assert_eq!(w.calls(0), 1, "no second provider call");
 }
 

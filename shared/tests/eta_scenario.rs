@@ -18,22 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::Router;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Value};
 use shared::adapters::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::app::auth::ApiKeys;
 use shared::domain::quota::{ProviderLimits, ResetClock};
 use shared::domain::secret::Secret;
 use shared::engine::settings::{OwnerLimits, PerOwner, Settings};
 use shared::engine::Engine;
 use shared::ports::{Clock, Queue, SystemClock};
-use shared::wiring::config::{Config, UpstashConfig};
+use shared::wiring::config::UpstashConfig;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
-use tower::ServiceExt;
 
-use common::{ManualClock, SimQueue};
+use common::{scenario_config, upstash_emulator, ManualClock, SimQueue};
 
 const MINUTE: u64 = 60_000;
 const JOBS: usize = 200;
@@ -176,16 +173,7 @@ async fn scenario(
         step_concurrency: 1,
         ..Settings::default()
     };
-    let config = Config {
-        settings,
-        keys: ApiKeys::parse("o=secret-key", "x-api-key").unwrap(),
-        providers,
-        providers_source: "the scenario".into(),
-        upstash,
-        step_queue_url: None,
-        server: Default::default(),
-        http: Default::default(),
-    };
+    let config = scenario_config(settings, providers, upstash);
     let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(shared::wiring::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
     let engine = service.engine.clone();
@@ -216,17 +204,7 @@ struct Seen {
 
 impl Scenario {
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("x-api-key", "secret-key")
-            .header("content-type", "application/json")
-            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        testkit::router::call(&self.router, method, uri, Some("secret-key"), body).await
     }
 
     async fn submit(&self, n: usize, wave: &str) -> Vec<Seen> {
@@ -461,14 +439,7 @@ async fn behind_a_backlog_on_the_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_upstash_store_over_the_real_stack() {
     let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
-    let upstash = testkit::stack::UpstashEmulator::start(&redis)
-        .await
-        .expect("upstash emulator");
-    let config = UpstashConfig {
-        url: upstash.url.clone(),
-        token: Secret::new(upstash.token.clone()),
-        timeout_ms: 5_000,
-    };
+    let (_upstash, config) = upstash_emulator(&redis).await;
     let midnight = midnight_after(redis.time_ms().await.expect("redis TIME"));
     let (s, _fakes) = scenario(Some(config.clone()), midnight - 10 * MINUTE, plans().into(), None).await;
     the_first_eta_is_within_twenty_percent(s, "Upstash", midnight).await;

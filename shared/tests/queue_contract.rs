@@ -397,14 +397,22 @@ async fn throttling_and_server_errors_are_retried_then_succeed() {
     assert!(requests[0].0.get("x-amz-security-token").is_none());
 }
 
-#[tokio::test]
-async fn retries_stop_after_three_attempts() {
-    let (script, endpoint) = scripted_sqs(&[INTERNAL, THROTTLED, INTERNAL, SENT]).await;
+/// A send of step `seq` to a scripted SQS answering `answers` in turn, which must fail: how many
+/// requests it made, and why it says it failed.
+async fn refused_send(answers: &[(u16, &'static str)], seq: u64) -> (usize, String) {
+    let (script, endpoint) = scripted_sqs(answers).await;
     let QueueError::Unavailable(message) = scripted_queue(&endpoint, None)
-        .send(&step(7, None), Duration::ZERO)
+        .send(&step(seq, None), Duration::ZERO)
         .await
         .unwrap_err();
-    assert_eq!(script.requests.lock().unwrap().len(), 3);
+    let requests = script.requests.lock().unwrap().len();
+    (requests, message)
+}
+
+#[tokio::test]
+async fn retries_stop_after_three_attempts() {
+    let (requests, message) = refused_send(&[INTERNAL, THROTTLED, INTERNAL, SENT], 7).await;
+    assert_eq!(requests, 3);
     assert!(
         message.contains("after 3 attempt(s): HTTP 500 InternalError: boom"),
         "{message}"
@@ -413,12 +421,8 @@ async fn retries_stop_after_three_attempts() {
 
 #[tokio::test]
 async fn a_permanent_error_is_not_retried() {
-    let (script, endpoint) = scripted_sqs(&[DENIED, SENT]).await;
-    let QueueError::Unavailable(message) = scripted_queue(&endpoint, None)
-        .send(&step(8, None), Duration::ZERO)
-        .await
-        .unwrap_err();
-    assert_eq!(script.requests.lock().unwrap().len(), 1);
+    let (requests, message) = refused_send(&[DENIED, SENT], 8).await;
+    assert_eq!(requests, 1);
     assert!(
         message.contains("HTTP 403 AccessDeniedException: not allowed"),
         "{message}"

@@ -13,23 +13,20 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use axum::Router;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Value};
 use shared::adapters::providers::spec::{ProviderSpec, Wire as SpecWire};
-use shared::app::auth::ApiKeys;
 use shared::domain::message::Message;
 use shared::domain::quota::{Availability, LastOutcome, ProviderLimits, ResetClock};
 use shared::domain::secret::Secret;
 use shared::engine::settings::Settings;
 use shared::engine::{Engine, StepOutcome};
 use shared::ports::{Clock, SystemClock};
-use shared::wiring::config::{Config, UpstashConfig};
+use shared::wiring::config::UpstashConfig;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
-use tower::ServiceExt;
 
-use common::{ManualClock, SimQueue};
+use common::{scenario_config, upstash_emulator, ManualClock, SimQueue};
 
 /// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
 const MONTH_MS: i64 = 30 * 86_400_000;
@@ -174,16 +171,7 @@ async fn scenario(upstash: Option<UpstashConfig>, at: &Instants) -> Scenario {
             small_context: false,
         })
         .collect();
-    let config = Config {
-        settings: Settings::default(),
-        keys: ApiKeys::parse("o=secret-key", "x-api-key").unwrap(),
-        providers,
-        providers_source: "the scenario".into(),
-        upstash,
-        step_queue_url: None,
-        server: Default::default(),
-        http: Default::default(),
-    };
+    let config = scenario_config(Settings::default(), providers, upstash);
     let queue = Arc::new(SimQueue::new(clock.clone()));
     let service = Arc::new(shared::wiring::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
     let engine = service.engine.clone();
@@ -201,17 +189,7 @@ async fn scenario(upstash: Option<UpstashConfig>, at: &Instants) -> Scenario {
 
 impl Scenario {
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("x-api-key", "secret-key")
-            .header("content-type", "application/json")
-            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        testkit::router::call(&self.router, method, uri, Some("secret-key"), body).await
     }
 
     async fn submit(&self, n: usize) -> Vec<String> {
@@ -371,14 +349,7 @@ async fn reported_tokens_on_the_upstash_store() {
 async fn upstash_over(
     redis: &testkit::stack::RedisServer,
 ) -> (testkit::stack::UpstashEmulator, UpstashConfig, Instants) {
-    let upstash = testkit::stack::UpstashEmulator::start(redis)
-        .await
-        .expect("upstash emulator");
-    let config = UpstashConfig {
-        url: upstash.url.clone(),
-        token: Secret::new(upstash.token.clone()),
-        timeout_ms: 5_000,
-    };
+    let (upstash, config) = upstash_emulator(redis).await;
     let at = Instants::after(redis.time_ms().await.expect("redis TIME"));
     (upstash, config, at)
 }

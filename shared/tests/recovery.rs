@@ -1,5 +1,5 @@
-//! Issue 14, at the engine's level on the real local stack (redis-server + the Upstash REST emulator)
-//! and on the embedded store: nothing stuck, nothing lost, and what waiting costs.
+//! Recovery (the due-index and its sweeper) at the engine's level, on the real local stack (redis-server +
+//! the Upstash REST emulator) and on the embedded store: nothing stuck, nothing lost, and what waiting costs.
 //!
 //! - Busy on the in-process queue returns at the lease's end and never counts as a failure.
 //! - 1,000 jobs parked 16 h for a quota reset, on a manual clock: the Upstash commands the wait costs
@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::Router;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Value};
 use shared::adapters::queue::local::LocalQueue;
 use shared::domain::message::Message;
@@ -25,7 +24,6 @@ use shared::wiring::config::Config;
 use shared::wiring::workers::{run_workers, WorkerPolicy};
 use testkit::fake::{FakeProvider, FakeReply, Wire};
 use testkit::stack::{RedisServer, UpstashEmulator};
-use tower::ServiceExt;
 
 use common::{ManualClock, SimQueue};
 
@@ -36,6 +34,28 @@ fn providers_file(fake: &FakeProvider) -> std::path::PathBuf {
         shared::domain::job::new_gen()
     ));
     testkit::fake::providers_file(&dir, &fake.base_url(), 1000, None).unwrap()
+}
+
+/// A service over the memory store calling `fake`, on a clock and a queue the test moves by hand.
+struct Simulated {
+    clock: Arc<ManualClock>,
+    queue: Arc<SimQueue>,
+    engine: shared::engine::Engine,
+    router: Router,
+}
+
+fn simulated(fake: &FakeProvider) -> Simulated {
+    let providers = providers_file(fake);
+    let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
+    let queue = Arc::new(SimQueue::new(clock.clone()));
+    let config = config(&providers, None, &[]);
+    let service = Arc::new(shared::wiring::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
+    Simulated {
+        clock,
+        queue,
+        engine: service.engine.clone(),
+        router: shared::api::router(service),
+    }
 }
 
 fn config(providers: &std::path::Path, upstash: Option<&UpstashEmulator>, extra: &[(&str, &str)]) -> Config {
@@ -52,16 +72,7 @@ fn config(providers: &std::path::Path, upstash: Option<&UpstashEmulator>, extra:
 }
 
 async fn call(router: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    testkit::router::call(router, method, uri, None, body).await
 }
 
 async fn submit(router: &Router, i: usize) -> String {
@@ -201,7 +212,7 @@ async fn run_concurrently_until(queue: &SimQueue, clock: &ManualClock, engine: &
     }
 }
 
-/// Issue 14 item 3: 1,000 jobs waiting 16 h for a quota reset. Parked in the due-index, they cost
+/// 1,000 jobs waiting 16 h for a quota reset. Parked in the due-index, they cost
 /// the sweeps of one chain (about one per 15 minutes, whatever the number of jobs), not a hop each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_jobs_parked_sixteen_hours_cost_a_few_sweeps() {
@@ -278,51 +289,43 @@ async fn a_thousand_jobs_parked_sixteen_hours_cost_a_few_sweeps() {
     );
 }
 
-/// Issue 14 item 5: the store wrote the job but its answer was lost (a timeout, a crash): the route
+/// The store wrote the job but its answer was lost (a timeout, a crash): the route
 /// answered 503 and queued nothing. The job is due in the index, so the sweeper runs it; an
 /// identical re-submit re-queues it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_submit_answer_was_lost_still_runs() {
     let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
     fake.set_default(FakeReply::openai_text("ran anyway"));
-    let providers = providers_file(&fake);
-    let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
-    let queue = Arc::new(SimQueue::new(clock.clone()));
-    let service = Arc::new(
-        shared::wiring::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone())
-            .unwrap(),
-    );
-    let engine = service.engine.clone();
-    let router = shared::api::router(service);
+    let s = simulated(&fake);
 
     // Two submits whose first step message is lost as if the route had died right after the store's write.
-    let (lost, resubmitted) = (submit(&router, 1).await, submit(&router, 2).await);
-    queue
+    let (lost, resubmitted) = (submit(&s.router, 1).await, submit(&s.router, 2).await);
+    s.queue
         .pending
         .lock()
         .unwrap()
         .retain(|(_, _, m)| matches!(m, Message::Sweep { .. }));
     // The caller of the second retries (the same request): its job is re-queued at once.
-    assert_eq!(submit(&router, 2).await, resubmitted);
-    let now = clock.now_ms();
-    let (_, steps) = run_until(&queue, &clock, &engine, now).await;
+    assert_eq!(submit(&s.router, 2).await, resubmitted);
+    let now = s.clock.now_ms();
+    let (_, steps) = run_until(&s.queue, &s.clock, &s.engine, now).await;
     assert_eq!(steps, 1, "the re-submit queued the job's step");
-    let (_, status) = call(&router, "GET", &format!("/v1/jobs/{resubmitted}"), None).await;
+    let (_, status) = call(&s.router, "GET", &format!("/v1/jobs/{resubmitted}"), None).await;
     assert_eq!(status["status"], "completed", "{status}");
     // Nobody re-submits the first: the sweeper finds it due one grace later and runs it.
-    let (_, status) = call(&router, "GET", &format!("/v1/jobs/{lost}"), None).await;
+    let (_, status) = call(&s.router, "GET", &format!("/v1/jobs/{lost}"), None).await;
     assert_eq!(status["rawStatus"], "waiting", "{status}");
-    let (sweeps, _) = run_until(&queue, &clock, &engine, now + 120_000).await;
-    let (_, status) = call(&router, "GET", &format!("/v1/jobs/{lost}"), None).await;
+    let (sweeps, _) = run_until(&s.queue, &s.clock, &s.engine, now + 120_000).await;
+    let (_, status) = call(&s.router, "GET", &format!("/v1/jobs/{lost}"), None).await;
     assert_eq!(status["status"], "completed", "{status}");
     assert!(sweeps >= 1);
     // The index is empty again: the chain ended, nothing is left to run or to count.
     assert!(
-        queue.pending.lock().unwrap().is_empty(),
+        s.queue.pending.lock().unwrap().is_empty(),
         "the sweeper stopped with the index empty"
     );
     assert_eq!(
-        engine
+        s.engine
             .handle(
                 &Message::Sweep {
                     token: "any".into(),
@@ -335,43 +338,35 @@ async fn a_job_whose_submit_answer_was_lost_still_runs() {
         StepOutcome::Swept { requeued: 0, left: 0 },
         "a stray sweep message finds no chain: it takes the chain over, finds the index empty and ends it"
     );
-    assert!(queue.pending.lock().unwrap().is_empty(), "and sends nothing on");
+    assert!(s.queue.pending.lock().unwrap().is_empty(), "and sends nothing on");
 }
 
-/// Issue 14 item 6: while every provider is exhausted past the job's deadline, a report completes
+/// While every provider is exhausted past the job's deadline, a report completes
 /// with its template fallback (`fallback: true`) and a generic job fails with `deadline_exceeded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
     let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
     fake.set_default(FakeReply::openai_rate_limited(16 * 3600));
-    let providers = providers_file(&fake);
-    let clock = Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())));
-    let queue = Arc::new(SimQueue::new(clock.clone()));
-    let service = Arc::new(
-        shared::wiring::service::build_with_clock(&config(&providers, None, &[]), queue.clone(), clock.clone())
-            .unwrap(),
-    );
-    let engine = service.engine.clone();
-    let router = shared::api::router(service);
+    let s = simulated(&fake);
     let report = json!({
         "userId": "user-1", "commitSha": "abc123", "repo": "acme/diary",
         "message": "Add token refresh to the auth client", "files": ["src/auth.ts"], "components": ["auth"],
         "diffSummary": "diff --git a/src/auth.ts b/src/auth.ts\n+export function refresh() {}\n",
         "template": "default", "deadlineSeconds": 600
     });
-    let (status, answer) = call(&router, "POST", "/v1/reports", Some(report)).await;
+    let (status, answer) = call(&s.router, "POST", "/v1/reports", Some(report)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let report_id = answer["jobId"].as_str().unwrap().to_string();
     let generic = json!({"prompt": "hi", "responseMode": "text", "deadlineSeconds": 600});
-    let (status, answer) = call(&router, "POST", "/v1/generate", Some(generic)).await;
+    let (status, answer) = call(&s.router, "POST", "/v1/generate", Some(generic)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let generic_id = answer["jobId"].as_str().unwrap().to_string();
-    let now = clock.now_ms();
-    run_until(&queue, &clock, &engine, now + 3_600_000).await;
-    let (_, report) = call(&router, "GET", &format!("/v1/reports/{report_id}"), None).await;
+    let now = s.clock.now_ms();
+    run_until(&s.queue, &s.clock, &s.engine, now + 3_600_000).await;
+    let (_, report) = call(&s.router, "GET", &format!("/v1/reports/{report_id}"), None).await;
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(report["data"]["fallback"], true, "{report}");
-    let (_, generic) = call(&router, "GET", &format!("/v1/jobs/{generic_id}"), None).await;
+    let (_, generic) = call(&s.router, "GET", &format!("/v1/jobs/{generic_id}"), None).await;
     assert_eq!(generic["status"], "failed", "{generic}");
     assert!(
         generic["error"]
@@ -381,7 +376,7 @@ async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
     );
 }
 
-/// Issue 14 item 7: a 60 s storm of 429 (Retry-After 5) over 40 waiting jobs. When a cooldown
+/// A 60 s storm of 429 (Retry-After 5) over 40 waiting jobs. When a cooldown
 /// ends, one claim takes the provider's probe and calls; the others wait for its outcome. The
 /// calls answered 429 stay within twice the minimum (one per cooldown window).
 /// With `known`, the storm is known before the jobs arrive (a first job met the first 429): the 40

@@ -51,6 +51,13 @@ struct Counters {
     inject: Mutex<Option<(u64, String)>>,
 }
 
+impl Counters {
+    /// Keeps one request's bill in the log.
+    fn record(&self, request: BilledRequest) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+    }
+}
+
 #[derive(Clone)]
 struct Proxy {
     upstream: String,
@@ -143,16 +150,11 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
                 *inject = None;
             }
             // Hosted Upstash refuses the request whole: nothing runs, nothing is billed.
-            proxy
-                .counters
-                .log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(BilledRequest {
-                    path,
-                    commands,
-                    executed: 0,
-                });
+            proxy.counters.record(BilledRequest {
+                path,
+                commands,
+                executed: 0,
+            });
             return (
                 StatusCode::BAD_REQUEST,
                 [(http::header::CONTENT_TYPE, "application/json")],
@@ -184,16 +186,11 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
         _ => commands.len() as u64,
     };
     proxy.counters.billed.fetch_add(executed, Ordering::SeqCst);
-    proxy
-        .counters
-        .log
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(BilledRequest {
-            path,
-            commands,
-            executed,
-        });
+    proxy.counters.record(BilledRequest {
+        path,
+        commands,
+        executed,
+    });
     answer
 }
 

@@ -34,6 +34,15 @@ pub fn providers_file(
     Ok(path)
 }
 
+/// The configuration of a test service whose one provider is `fake` (its [`providers_file`] under `dir`,
+/// a one-second timeout), everything else by default.
+pub fn config_calling(fake: &FakeProvider, dir: &std::path::Path) -> shared::wiring::config::Config {
+    let providers = providers_file(dir, &fake.base_url(), 1000, None).expect("the providers file");
+    let path = providers.display().to_string();
+    shared::wiring::config::Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone()))
+        .expect("a valid configuration")
+}
+
 /// The wire format a fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {

@@ -6,4 +6,6 @@ pub mod fake;
 pub mod instant;
 pub mod lambda_init;
 pub mod receiver;
+pub mod router;
+pub mod sqs;
 pub mod stack;

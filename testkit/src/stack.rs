@@ -94,6 +94,26 @@ fn redis_command() -> Command {
     command
 }
 
+/// `command` started (its stderr kept for the error, killed when dropped), once it listens on `port`;
+/// `missing`: what to say when it cannot be started at all.
+async fn spawn_listening(mut command: Command, port: u16, what: &str, missing: &str) -> anyhow::Result<Child> {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context(missing.to_string())?;
+    wait_for_port(port, &mut child, what).await?;
+    Ok(child)
+}
+
+/// `command` (a redis-server) on `port` of 127.0.0.1 with no RDB snapshots, once it accepts connections.
+async fn spawn_redis(mut command: Command, port: u16) -> anyhow::Result<Child> {
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+    let missing = "redis-server is not installed (scripts/install-tools.sh installs it)";
+    spawn_listening(command, port, "redis-server", missing).await
+}
+
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_at(None).await
@@ -119,18 +139,12 @@ impl RedisServer {
 
     async fn spawn_persistent(port: u16, dir: &std::path::Path) -> anyhow::Result<Child> {
         std::fs::create_dir_all(dir)?;
-        let mut child = redis_command()
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        let mut command = redis_command();
+        command
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("redis-server is not installed (scripts/install-tools.sh installs it)")?;
-        wait_for_port(port, &mut child, "redis-server").await?;
-        Ok(child)
+            .arg(dir);
+        spawn_redis(command, port).await
     }
 
     /// kill -9, then a new server on the same port and data directory (a crash and a restart).
@@ -152,23 +166,8 @@ impl RedisServer {
                 .env("TZ", "UTC")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
-        let mut child = command
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("redis-server is not installed (scripts/install-tools.sh installs it)")?;
-        wait_for_port(port, &mut child, "redis-server").await?;
+        command.args(["--appendonly", "no"]);
+        let child = spawn_redis(command, port).await?;
         Ok(Self { port, _child: child })
     }
 
@@ -284,17 +283,13 @@ impl UpstashEmulator {
         }
         let port = free_port()?;
         let token = format!("test-token-{port}");
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(&server)
             .env("URS_TOKEN", &token)
             .env("PORT", port.to_string())
-            .env("REDIS_URL", redis.url())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("node is not installed")?;
-        wait_for_port(port, &mut child, "the Upstash emulator").await?;
+            .env("REDIS_URL", redis.url());
+        let child = spawn_listening(command, port, "the Upstash emulator", "node is not installed").await?;
         Ok(Self {
             url: format!("http://127.0.0.1:{port}"),
             token,
@@ -321,13 +316,9 @@ impl MotoServer {
             bail!("{} is missing: run scripts/install-tools.sh", moto.display());
         }
         let port = free_port()?;
-        let mut child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        wait_for_port(port, &mut child, "moto_server").await?;
+        let mut command = Command::new(&moto);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let child = spawn_listening(command, port, "moto_server", "moto_server could not be started").await?;
         Ok(Self {
             endpoint: format!("http://127.0.0.1:{port}"),
             _child: child,

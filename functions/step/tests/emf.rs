@@ -8,26 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use axum::body::Body;
 use serde_json::{json, Value};
 use shared::adapters::queue::local::LocalQueue;
 use shared::domain::message::Message;
-use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
-use tower::ServiceExt;
+use testkit::router::call;
 
 fn record(message: &Message) -> SqsMessage {
-    serde_json::from_value(json!({
-        "messageId": "m-1",
-        "receiptHandle": "handle-1",
-        "body": serde_json::to_string(message).unwrap(),
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795600800000"},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:steps",
-        "awsRegion": "us-east-1"
-    }))
-    .unwrap()
+    let body = serde_json::to_string(message).unwrap();
+    serde_json::from_value(testkit::sqs::record("m-1", body)).unwrap()
 }
 
 /// Flushes the recorder; every line is one EMF document, checked against the schema and the spec.
@@ -89,24 +78,15 @@ async fn an_invocation_flushes_valid_emf_lines_with_what_it_recorded() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("a generated answer"));
     let dir = std::env::temp_dir().join(format!("stepper-emf-{}", std::process::id()));
-    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 1000, None).unwrap();
-    let path = providers.display().to_string();
-    let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
+    let config = testkit::fake::config_calling(&provider, &dir);
     let (queue, mut deliveries) = LocalQueue::new();
     let service = Arc::new(shared::wiring::service::build(&config, Arc::new(queue)).unwrap());
 
     // The submit function's invocation.
-    let request = http::Request::post("/v1/generate")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"prompt": "Say something", "responseMode": "text"}).to_string(),
-        ))
-        .unwrap();
-    let response = shared::api::submit_routes(service.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    let submit = shared::api::submit_routes(service.clone());
+    let body = json!({"prompt": "Say something", "responseMode": "text"});
+    let (status, _) = call(&submit, "POST", "/v1/generate", None, Some(body)).await;
+    assert_eq!(status, 202);
     let submit = flush(&validator);
     assert_eq!(
         *value(

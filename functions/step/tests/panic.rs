@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use axum::body::Body;
-use serde_json::{json, Value};
+use serde_json::json;
 use shared::adapters::queue::local::LocalQueue;
 use shared::domain::job::{Job, StepRef};
 use shared::domain::message::Message;
@@ -16,9 +15,8 @@ use shared::ports::{
     Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
     Swept,
 };
-use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
-use tower::ServiceExt;
+use testkit::router::call;
 
 const DOOMED: &str = "0000000000000000000000000000dead";
 
@@ -94,17 +92,8 @@ impl Store for PanicsOnOneJob {
 }
 
 fn record(message_id: &str, message: &Message) -> SqsMessage {
-    serde_json::from_value(json!({
-        "messageId": message_id,
-        "receiptHandle": format!("handle-{message_id}"),
-        "body": serde_json::to_string(message).unwrap(),
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795600800000"},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:steps",
-        "awsRegion": "us-east-1"
-    }))
-    .unwrap()
+    let body = serde_json::to_string(message).unwrap();
+    serde_json::from_value(testkit::sqs::record(message_id, body)).unwrap()
 }
 
 #[tokio::test]
@@ -112,28 +101,17 @@ async fn a_panicking_record_fails_alone() {
     let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
     provider.set_default(FakeReply::openai_text("a generated answer"));
     let dir = std::env::temp_dir().join(format!("stepper-panic-{}", std::process::id()));
-    let providers = testkit::fake::providers_file(&dir, &provider.base_url(), 1000, None).unwrap();
-    let path = providers.display().to_string();
-    let config = Config::from_lookup(&|name| (name == "STEPPER_CONFIG").then(|| path.clone())).unwrap();
+    let config = testkit::fake::config_calling(&provider, &dir);
     let (queue, mut deliveries) = LocalQueue::new();
     let mut service = shared::wiring::service::build(&config, Arc::new(queue)).unwrap();
     let store = Arc::new(PanicsOnOneJob(service.engine.store().clone()));
     service.engine = service.engine.clone().with_store(store);
     let service = Arc::new(service);
 
-    let request = http::Request::post("/v1/generate")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"prompt": "Say something", "responseMode": "text"}).to_string(),
-        ))
-        .unwrap();
-    let response = shared::api::submit_routes(service.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value =
-        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+    let submit = shared::api::submit_routes(service.clone());
+    let body = json!({"prompt": "Say something", "responseMode": "text"});
+    let (status, body) = call(&submit, "POST", "/v1/generate", None, Some(body)).await;
+    assert_eq!(status, 202);
     let id = body["jobId"].as_str().unwrap().to_string();
     // The job's first step (the sweeper's first message, armed by the same submit, comes a grace later).
     let (first, step) = loop {
@@ -168,15 +146,8 @@ async fn a_panicking_record_fails_alone() {
         "only the panicking record comes back"
     );
 
-    let request = http::Request::get(format!("/v1/jobs/{id}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = shared::api::poll_routes(service.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let job: Value =
-        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+    let poll = shared::api::poll_routes(service.clone());
+    let (_, job) = call(&poll, "GET", &format!("/v1/jobs/{id}"), None, None).await;
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["data"]["result"], "a generated answer");
     assert_eq!(provider.hits(), 1);

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use axum::body::Body;
 use serde_json::{json, Value};
 use shared::adapters::queue::sqs::{SqsConfig, SqsQueue};
 use shared::domain::job::{record_id, Job, StepRef};
@@ -23,8 +22,8 @@ use shared::ports::{
 };
 use shared::wiring::config::Config;
 use testkit::fake::{FakeProvider, FakeReply, Wire};
+use testkit::router::call;
 use testkit::stack::{MotoServer, RedisServer, UpstashEmulator};
-use tower::ServiceExt;
 
 struct Stack {
     redis: RedisServer,
@@ -145,29 +144,15 @@ impl Stack {
     }
 
     async fn submit_to(&self, path: &str, body: Value) -> String {
-        let request = http::Request::post(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let response = shared::api::submit_routes(self.service.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let body: Value =
-            serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+        let submit = shared::api::submit_routes(self.service.clone());
+        let (status, body) = call(&submit, "POST", path, None, Some(body)).await;
+        assert_eq!(status, 202);
         body["jobId"].as_str().unwrap().to_string()
     }
 
     async fn status(&self, id: &str) -> Value {
-        let request = http::Request::get(format!("/v1/jobs/{id}"))
-            .body(Body::empty())
-            .unwrap();
-        let response = shared::api::poll_routes(self.service.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
-        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap()
+        let poll = shared::api::poll_routes(self.service.clone());
+        call(&poll, "GET", &format!("/v1/jobs/{id}"), None, None).await.1
     }
 
     /// Receives one batch and hands it to the handler twice, as a duplicate delivery would; deletes
@@ -391,7 +376,7 @@ impl Stack {
     }
 }
 
-/// Issue 14: a step whose lease another worker holds is not a failure. The message is answered at
+/// A step whose lease another worker holds is not a failure. The message is answered at
 /// once and a new one comes back when the lease ends, so SQS's receive count (and the redrive
 /// policy's budget) is never touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +411,7 @@ async fn busy_comes_back_at_the_leases_end_without_using_the_receive_budget() {
     );
 }
 
-/// Issue 14: a step message lost in the queue (or never sent) is found by the sweep and the job
+/// A step message lost in the queue (or never sent) is found by the sweep and the job
 /// runs to completion. The sweep is itself a message on the step queue, armed by the submit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_step_message_is_recovered_by_the_sweep() {

@@ -7,15 +7,35 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 pub const ALICE: &str = "alice-key";
 pub const BOB: &str = "bob-key";
 
-pub struct Local {
+/// An answer of the API: its status, headers and JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A stepper's HTTP API at `base` (`http://host:port`).
+pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+}
+
+/// A running `stepper-local`: its API (`local.base`, `local.post(…)`, … through `Deref`) and its process.
+pub struct Local {
+    pub api: Api,
     /// Every line the process wrote to stderr (its log), in order.
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     child: Child,
@@ -52,6 +72,77 @@ pub fn openai_provider(name: &str, base_url: &str) -> String {
         "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodel = \"fake-model\"\n\
          api_key_env = \"FAKE_KEY\"\ntimeout_ms = 3000\n\n"
     )
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// One request: `key` as `x-api-key`, `body` as JSON; the status, the headers and the JSON answer.
+    pub async fn answer(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
+        Answer { status, headers, body }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let answer = self.answer(method, path, key, body).await;
+        (answer.status, answer.body)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, Some(key), None).await
+    }
+
+    /// Polls a status URL until the job is completed or failed.
+    pub async fn wait_finished(&self, status_url: &str, key: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.get(status_url, key).await;
+            assert_eq!(code, 200, "poll {status_url}: {body}");
+            if body["status"] == "completed" || body["status"] == "failed" {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "job not finished in time: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl std::ops::Deref for Local {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Local {
@@ -126,60 +217,10 @@ impl Local {
             }
         });
         Local {
-            base,
-            http: reqwest::Client::new(),
+            api: Api::new(base),
             logs,
             child,
             _dir: dir,
-        }
-    }
-
-    pub async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(key) = key {
-            req = req.header("x-api-key", key);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}")),
-        )
-    }
-
-    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        self.request(reqwest::Method::POST, path, Some(key), Some(body)).await
-    }
-
-    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
-        self.request(reqwest::Method::GET, path, Some(key), None).await
-    }
-
-    pub async fn delete(&self, path: &str, key: &str) -> (u16, Value) {
-        self.request(reqwest::Method::DELETE, path, Some(key), None).await
-    }
-
-    /// Polls a status URL until the job is completed or failed.
-    pub async fn wait_finished(&self, status_url: &str, key: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (code, body) = self.get(status_url, key).await;
-            assert_eq!(code, 200, "poll {status_url}: {body}");
-            if body["status"] == "completed" || body["status"] == "failed" {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "job not finished in time: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -232,4 +273,147 @@ pub fn good_report_json() -> String {
         "tags": "auth, client"
     })
     .to_string()
+}
+
+/// The `p` quantile (0 to 1) of durations sorted in ascending order (zero when there are none).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A test that opens more than 1,100 descriptors: raises this process's soft limit to its hard one.
+pub fn raise_own_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .unwrap_or_default();
+    if !hard.is_empty() {
+        let _ = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={hard}:{hard}"))
+            .status();
+    }
+}
+
+/// `/health` asked on a fresh connection every 100 ms (as a load balancer's check would) until
+/// `until`: the answered requests' latencies, sorted, and why the others failed.
+pub async fn health_checks(base: &str, timeout: Duration, until: Instant) -> (Vec<Duration>, Vec<String>) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    while Instant::now() < until {
+        let t = Instant::now();
+        match client.get(format!("{base}/health")).send().await {
+            Ok(r) if r.status() == 200 => latencies.push(t.elapsed()),
+            Ok(r) => failures.push(format!("status {}", r.status())),
+            Err(e) => failures.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    latencies.sort();
+    (latencies, failures)
+}
+
+/// A tool under `.tools/`, or `None` (a skip, said on stderr) when it is not installed and this is not
+/// CI; under `CI=true` a missing tool fails.
+pub fn tool(relative: &str) -> Option<PathBuf> {
+    let path = testkit::stack::tools_dir().join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{} is missing: run scripts/install-tools.sh",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: {} is not installed (scripts/install-tools.sh installs it)",
+        path.display()
+    );
+    None
+}
+
+/// Runs `program` in `cwd` with `env` added, to its end within `within`.
+pub async fn run(
+    program: &std::path::Path,
+    args: &[&str],
+    cwd: &std::path::Path,
+    env: &[(&str, String)],
+    within: Duration,
+) -> std::process::Output {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(cwd).kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    tokio::time::timeout(within, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} did not finish in {within:?}", program.display()))
+        .unwrap_or_else(|e| panic!("{}: {e} (is it installed?)", program.display()))
+}
+
+/// What a process wrote, stdout then stderr.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// How a hostile connection holds its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Sends a request head one byte every 400 ms, never finishing it.
+    SlowHeaders,
+    /// Sends a whole head announcing 10,000 bytes of body, then one byte every 400 ms.
+    SlowBody,
+    /// Connects and sends nothing.
+    Idle,
+}
+
+/// Opens one hostile connection and returns how long after connecting the server closed it (None: it
+/// was still open when the test gave up).
+pub async fn hostile(addr: String, kind: Kind, give_up: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(&addr).await.ok()?;
+    let trickle: Vec<u8> = match kind {
+        Kind::SlowHeaders => format!("GET /health HTTP/1.1\r\nhost: {addr}\r\nx-slow: ").into_bytes(),
+        Kind::SlowBody => {
+            let head = format!(
+                "POST /v1/generate HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 10000\r\n\r\n{{\"prompt\": \""
+            );
+            stream.write_all(head.as_bytes()).await.ok()?;
+            vec![b'a'; 10_000]
+        }
+        Kind::Idle => Vec::new(),
+    };
+    let mut next = 0;
+    let mut buf = [0u8; 1024];
+    loop {
+        if started.elapsed() > give_up {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_millis(400), stream.read(&mut buf)).await {
+            // The server closed (or reset) the connection; an answer before that is read and ignored.
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => {}
+        }
+        if next < trickle.len() {
+            if stream.write_all(&trickle[next..next + 1]).await.is_err() {
+                return Some(started.elapsed());
+            }
+            next += 1;
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::app::auth::Rejection;
 use crate::app::JobsError;
 use crate::domain::contract::{CONTRACT_VERSION, VERSION_UNSUPPORTED};
 use crate::domain::presets::FieldError;
+use crate::engine::NothingToRedeliver;
 use crate::ports::{QueueError, RateWindow, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +69,16 @@ impl From<JobsError> for ApiError {
         match e {
             JobsError::RateLimited(window) => ApiError::RateLimited(window),
             JobsError::TooManyInFlight { limit, rate } => ApiError::TooManyInFlight { limit, rate },
-            JobsError::InvalidTarget { field, message } => ApiError::InvalidCallbackUrl { field, message },
+            JobsError::InvalidTarget(e) => ApiError::InvalidCallbackUrl {
+                field: e.field,
+                message: e.message,
+            },
             JobsError::NotFound => ApiError::JobNotFound,
-            JobsError::NothingToRedeliver(why) => ApiError::NothingToRedeliver(why),
+            JobsError::NothingToRedeliver(why) => ApiError::NothingToRedeliver(match why {
+                NothingToRedeliver::Unfinished => "the job has not finished: its deliveries have not started",
+                NothingToRedeliver::NoTargets => "the job has no callbackUrl or callbacks",
+                NothingToRedeliver::AllDelivered => "every delivery was delivered",
+            }),
             JobsError::Changed => ApiError::JobChanged,
             JobsError::Store(e) => ApiError::Store(e),
             JobsError::Queue(e) => ApiError::Queue(e),

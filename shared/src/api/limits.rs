@@ -1,7 +1,7 @@
 //! Per-owner limits at the HTTP edge: the rate window becomes the `RateLimit` and `RateLimit-Policy`
 //! fields of draft-ietf-httpapi-ratelimit-headers (structured fields:
 //! `RateLimit-Policy: "default";q=120;w=60`, `RateLimit: "default";r=17;t=42`). A leaf: the refusals
-//! a store admission can end in are `jobs.rs`'s, their answers `errors.rs`'s.
+//! a store admission can end in are `app/mod.rs`'s, their answers `errors.rs`'s.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;

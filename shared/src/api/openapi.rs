@@ -580,16 +580,8 @@ mod tests {
     }
 
     async fn call(router: &axum::Router, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .expect("request");
-        let response = router.clone().oneshot(request).await.expect("infallible");
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let (status, answer) = testkit::router::call(router, method.as_str(), path, None, body).await;
+        (status.as_u16(), answer)
     }
 
     fn is_fallback(answer: &(u16, Value)) -> bool {
@@ -677,30 +669,11 @@ mod tests {
     /// section names every header the sender signs with.
     #[test]
     fn the_webhooks_section_describes_the_bodies_and_headers_sent() {
-        use crate::adapters::outbound::send::{body, Finished};
+        use crate::adapters::outbound::send::{body, example_context, examples};
         use crate::domain::targets::TargetKind;
-        let mut context = Map::new();
-        context.insert("userId".into(), json!("u1"));
-        context.insert("commitSha".into(), json!("abc"));
-        context.insert("repo".into(), json!("acme/x"));
+        let context = example_context();
         let result = json!({"title": "t"});
-        let done = Finished {
-            job_id: JOB,
-            completed: true,
-            result: Some(&result),
-            error: None,
-            provider: Some("groq"),
-            generation_time_ms: 42,
-            fallback: false,
-            context: &context,
-        };
-        let failed = Finished {
-            completed: false,
-            result: None,
-            error: Some("no provider"),
-            provider: None,
-            ..done
-        };
+        let [done, failed] = examples(JOB, &result, &context);
         let now = 1_796_000_000_123;
         let parse = |text: String| serde_json::from_str::<Value>(&text).expect("JSON");
         for (name, finished) in [("WebhookCompleted", &done), ("WebhookFailed", &failed)] {

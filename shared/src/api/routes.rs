@@ -1,4 +1,4 @@
-//! Routes and handlers. Each handler: authenticate, parse, one call of a use case (`jobs.rs`: one store
+//! Routes and handlers. Each handler: authenticate, parse, one call of a use case (`app/mod.rs`: one store
 //! call that also counts the request against its owner's limits; two for a new job, the create and the
 //! first step message), then the view of its answer (`views.rs`) or its error (`errors.rs`).
 
@@ -23,13 +23,13 @@ use super::errors::ApiError;
 use super::limits::{insert_policy, with_rate};
 use super::openapi;
 use super::views::{self, JobView, LiveWord, PurgedJob, PurgedReport, QueuedJob};
-use crate::app::{BatchSubmission, Counted, Immediate, Submission, SubmitOutcome, IMMEDIATE_WAIT};
+use crate::app::{Counted, Immediate, SubmitOutcome, IMMEDIATE_WAIT};
 use crate::domain::batch::is_valid_batch_id;
 use crate::domain::job::is_valid_job_id;
 use crate::domain::presets::batch::{self, BatchRefusal};
 use crate::domain::presets::commit_report::{report_identity, ReportRequest};
 use crate::domain::presets::generic::GenerateRequest;
-use crate::domain::presets::Preset;
+use crate::domain::presets::{Preset, Submission};
 // Up, on purpose: a router's state is the Service the wiring (service.rs) built once per process.
 use crate::wiring::service::Service;
 
@@ -181,13 +181,7 @@ async fn submit<P: Preset>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let request = P::parse(parse_body(body)?)?;
-    let submission = Submission {
-        identity: request.identity(),
-        spec: request.spec(),
-        deadline_seconds: request.deadline_seconds(),
-        cache: request.cache_control(),
-    };
+    let submission = Submission::of(&P::parse(parse_body(body)?)?);
     submit_parsed(&service, owner, submission, P::STATUS_PREFIX).await
 }
 
@@ -226,13 +220,7 @@ async fn immediate<P: Preset>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let owner = authenticate(&service, &headers)?;
-    let request = P::parse(parse_body(body)?)?;
-    let submission = Submission {
-        identity: request.identity(),
-        spec: request.spec(),
-        deadline_seconds: request.deadline_seconds(),
-        cache: request.cache_control(),
-    };
+    let submission = Submission::of(&P::parse(parse_body(body)?)?);
     let waited = service
         .jobs()
         .submit_and_wait(owner, submission, IMMEDIATE_WAIT)
@@ -261,25 +249,7 @@ async fn submit_batch(
         BatchRefusal::Envelope(e) => ApiError::Field(e),
         BatchRefusal::Items(errors) => ApiError::BatchItems(errors),
     })?;
-    let submission = BatchSubmission {
-        items: batch
-            .items
-            .into_iter()
-            .map(|(id, request)| {
-                let submission = Submission {
-                    identity: String::new(),
-                    spec: request.spec(),
-                    deadline_seconds: request.deadline_seconds(),
-                    cache: request.cache_control(),
-                };
-                (id, submission)
-            })
-            .collect(),
-        concurrency: batch.concurrency,
-        tenant_id: batch.tenant_id,
-        request_id: batch.request_id,
-    };
-    let submitted = service.jobs().submit_batch(owner, submission).await?;
+    let submitted = service.jobs().submit_batch(owner, batch).await?;
     Ok(counted(submitted, |b| {
         let view = views::batch_queued(&b.batch_id, b.item_count, b.concurrency);
         (StatusCode::ACCEPTED, Json(view)).into_response()

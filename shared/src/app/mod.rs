@@ -13,15 +13,14 @@ use std::time::Duration;
 
 use crate::domain::batch::{new_batch_id, BatchItem, BatchRecord};
 use crate::domain::budget::Spent;
-use crate::domain::contract::{CacheControl, Failure, FailureCode};
-use crate::domain::job::{job_id, new_gen, public_id, Job, JobResult, JobSpec, JobState};
-use crate::domain::message::Message;
+use crate::domain::contract::{Failure, FailureCode};
+use crate::domain::job::{job_id, Job, JobResult, JobState};
+use crate::domain::presets::batch::Batch;
+use crate::domain::presets::{FieldError, Submission};
 use crate::domain::quota::ProviderState;
-use crate::domain::targets::{self, TargetKind};
-use crate::engine::{Engine, ProviderSlot};
+use crate::engine::{Engine, NothingToRedeliver, ProviderSlot, Redelivered, StepError};
 use crate::ports::{
-    Admission, BatchRead, Created, JobRead, Limits, Overview, OverviewBounds, QueueError, RateLimit, RateWindow,
-    StoreError,
+    Admission, BatchRead, Created, JobRead, Overview, OverviewBounds, QueueError, RateLimit, RateWindow, StoreError,
 };
 
 /// Why a use case did not do what was asked. Mapped to HTTP once, in `api/errors.rs`.
@@ -33,15 +32,15 @@ pub(crate) enum JobsError {
     /// The owner has `limit` unfinished jobs already: nothing was written.
     #[error("too many jobs in flight")]
     TooManyInFlight { limit: u32, rate: Option<RateWindow> },
-    /// A callback or webhook target is refused before anything is stored; `field` names it in the request.
-    #[error("{field}: {message}")]
-    InvalidTarget { field: String, message: String },
+    /// A callback or webhook target is refused before anything is stored; the error names its field.
+    #[error(transparent)]
+    InvalidTarget(FieldError),
     /// No such job for this owner (never created, purged, expired, or another owner's).
     #[error("job not found")]
     NotFound,
     /// A redelivery found nothing to send: the job is unfinished, has no deliveries, or all were delivered.
-    #[error("{0}")]
-    NothingToRedeliver(&'static str),
+    #[error("nothing to redeliver: {0:?}")]
+    NothingToRedeliver(NothingToRedeliver),
     /// The job moved on (a delivery attempt ended) between the read and the write of a redelivery.
     #[error("the job changed during the request")]
     Changed,
@@ -49,6 +48,15 @@ pub(crate) enum JobsError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+}
+
+impl From<StepError> for JobsError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Store(e) => Self::Store(e),
+            StepError::Queue(e) => Self::Queue(e),
+        }
+    }
 }
 
 /// The answer of a call the store counted against its owner's rate limit: `rate` is the owner's window
@@ -110,18 +118,6 @@ impl Eta {
     }
 }
 
-/// A parsed job request, whichever preset it came from.
-#[derive(Debug)]
-pub(crate) struct Submission {
-    /// What makes two requests the same job (with the owner: the job id).
-    pub(crate) identity: String,
-    pub(crate) spec: JobSpec,
-    /// The caller's deadline; the configured default when absent.
-    pub(crate) deadline_seconds: Option<u64>,
-    /// Whether an identical finished job may answer (`cacheControl`).
-    pub(crate) cache: CacheControl,
-}
-
 /// How long the immediate routes wait for their job: inside API Gateway's 30 s, with room for the
 /// submit before and the answer after. Past it they answer 202 with the job to poll.
 pub(crate) const IMMEDIATE_WAIT: Duration = Duration::from_secs(25);
@@ -138,15 +134,6 @@ pub(crate) enum Immediate {
     Finished { job: Box<Job>, cached: bool },
     /// Still running at the end of the wait: poll it.
     Pending { job_id: String, eta: Option<Eta> },
-}
-
-/// A batch as parsed: each item's id and request, and the envelope's fields.
-#[derive(Debug)]
-pub(crate) struct BatchSubmission {
-    pub(crate) items: Vec<(String, Submission)>,
-    pub(crate) concurrency: u64,
-    pub(crate) tenant_id: Option<String>,
-    pub(crate) request_id: Option<String>,
 }
 
 /// A batch written: its id, and what the 202 echoes.
@@ -256,163 +243,34 @@ impl<'a> Jobs<'a> {
         Eta::of(engine.eta(job, &read.standing, read.running), engine.clock().now_ms())
     }
 
-    /// Refuses, before anything is stored, callback URLs that are unsafe on their face, and a webhook
-    /// nobody could verify because its owner has no secret; gives webhooks the configured retry policy.
-    fn check_targets(&self, owner: &str, spec: &mut JobSpec) -> Result<(), JobsError> {
-        let settings = self.engine.settings();
-        let mut callback_index = 0;
-        for target in &mut spec.targets {
-            let field = match target.kind {
-                TargetKind::Webhook => {
-                    target.max_attempts = settings.webhook_max_attempts;
-                    target.backoff_ms = settings.webhook_backoff_ms;
-                    target.schedule_ms = settings.webhook_schedule_ms.clone();
-                    "callbackUrl".to_string()
-                }
-                TargetKind::Callback => {
-                    callback_index += 1;
-                    format!("callbacks[{}].url", callback_index - 1)
-                }
-            };
-            if let Err(e) = settings.url_guard.check(&target.url) {
-                return Err(JobsError::InvalidTarget {
-                    field,
-                    message: e.to_string(),
-                });
-            }
-            if target.kind == TargetKind::Webhook && !settings.webhook_secrets.contains_key(owner) {
-                return Err(JobsError::InvalidTarget {
-                    field,
-                    message: "no webhook secret is configured for this key's owner (STEPPER_WEBHOOK_SECRETS), so \
-                              the webhook could not be signed"
-                        .into(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks the targets, creates the job (or meets the identical one) and queues its first step; a
-    /// job whose first step could not be queued is undone.
+    /// Checks the request's delivery targets, then submits it (`Engine::submit`: create or meet,
+    /// first step, undone when that step cannot be queued).
     pub(crate) async fn submit(
         &self,
         owner: String,
-        submission: Submission,
+        mut submission: Submission,
     ) -> Result<Counted<SubmitOutcome>, JobsError> {
-        let Submission {
-            identity,
-            mut spec,
-            deadline_seconds,
-            cache,
-        } = submission;
-        self.check_targets(&owner, &mut spec)?;
         let engine = self.engine;
-        let settings = engine.settings();
-        let now = engine.clock().now_ms();
-        let deadline_ms = now + deadline_seconds.map_or(settings.default_deadline_ms, |s| s * 1000);
-        let gen = new_gen();
-        let job = Job {
-            id: public_id(&job_id(&owner, &identity), &gen),
-            owner,
-            gen,
-            seq: 1,
-            state: JobState::Queued,
-            spec,
-            created_at_ms: now,
-            deadline_ms,
-            next_attempt_at_ms: None,
-            attempts: Vec::new(),
-            result: None,
-            error: None,
-            finished_at_ms: None,
-            expires_at_ms: deadline_ms + settings.unfinished_margin_ms,
-            deliveries: Vec::new(),
-        };
-        let limits = settings.limits.for_owner(&job.owner);
-        // The create puts the job in the due-index in the same command: whatever happens next (a queue
-        // error, a timeout of the answer, a crash), a job that exists is due and the sweeper runs it.
-        let created = match engine.store().create(&job, &engine.enlist(), limits).await {
-            Ok(created) => created,
-            Err(e) => {
-                // The store may have written the job (and armed a sweeper) without our hearing it: a
-                // sweep that takes the sweeper over makes sure a job that exists runs.
-                engine.rescue_sweeper().await;
-                return Err(e.into());
-            }
-        };
-        let (mut submitted, rate) = admitted(&job.owner, created)?;
-        if let Created::Existing(existing) = &submitted.created {
-            if existing.state.is_finished() && cache.bypasses_results() {
-                // `no-cache` / `refresh`: the finished identical job may not answer; a new job takes
-                // its place (purged uncounted, created again without counting the request twice).
-                // Costs a purge and a create only when such a job is met.
-                // The met job's own id: the new job's names another incarnation.
-                engine.store().purge(&job.owner, &existing.id, None).await?;
-                let again = Limits {
-                    rate: None,
-                    in_flight: limits.in_flight,
-                };
-                let (created, _) = admitted(&job.owner, engine.store().create(&job, &engine.enlist(), again).await?)?;
-                submitted = created;
-            }
-        }
-        if let Some(token) = submitted.arm_sweeper {
-            // Should this send fail, the armed token lapses after two grace periods and the next
-            // submit arms a sweeper again.
-            if let Err(e) = engine.start_sweeper(token).await {
-                tracing::warn!(job_id = %job.id, error = %e, "could not start the sweeper");
-            }
-        }
-        let eta = |job: &Job| Eta::of(engine.eta(job, &submitted.standing, false), engine.clock().now_ms());
-        let answer = match &submitted.created {
-            Created::New => {
-                let first = Message::Step {
-                    step: job.step_ref(),
-                    not_before_ms: None,
-                };
-                if let Err(e) = engine.queue().send(&first, Duration::ZERO).await {
-                    // Leave no job that nothing will ever step: undo the create (uncounted: it is ours,
-                    // not the caller's), tell the caller to retry. Should the undo fail too, the job is
-                    // due in the index and the sweeper runs it.
-                    if let Err(undo) = engine.store().purge(&job.owner, &job.id, None).await {
-                        tracing::error!(job_id = %job.id, error = %undo, "could not undo a job whose first step was not queued");
-                    }
-                    return Err(e.into());
-                }
-                tracing::info!(job_id = %job.id, owner = %job.owner, "job submitted");
-                crate::ports::metrics::submitted(&job.spec, &job.owner, crate::ports::metrics::Submitted::New);
-                SubmitOutcome::Queued {
-                    job_id: job.id.clone(),
-                    eta: eta(&job),
-                }
-            }
-            Created::Existing(existing) => {
-                let met = if existing.state.is_finished() {
-                    crate::ports::metrics::Submitted::Finished
-                } else {
-                    crate::ports::metrics::Submitted::InFlight
-                };
-                crate::ports::metrics::submitted(&job.spec, &job.owner, met);
-                if !existing.state.is_finished() {
-                    // An identical re-submit of an unfinished job (perhaps one whose first submit
-                    // answered 503 after the store had written it): queue its current step again. A
-                    // step in flight answers Busy and the duplicate comes back at its lease's end, then
-                    // drops as stale; a parked job stays parked.
-                    if let Err(e) = engine.enqueue_next(existing).await {
-                        tracing::warn!(job_id = %existing.id, error = %e, "could not re-queue a re-submitted job");
-                    }
-                }
-                match (&existing.state, &existing.result) {
-                    (JobState::Succeeded, Some(result)) => SubmitOutcome::Cached {
-                        job_id: existing.id.clone(),
-                        result: result.clone(),
-                    },
-                    _ => SubmitOutcome::Queued {
-                        job_id: existing.id.clone(),
-                        eta: eta(existing),
-                    },
-                }
-            }
+        engine
+            .check_targets(&owner, &mut submission)
+            .map_err(JobsError::InvalidTarget)?;
+        let (accepted, rate) = admitted(&owner, engine.submit(owner.clone(), submission).await?)?;
+        let eta = |job: &Job| Eta::of(engine.eta(job, &accepted.standing, false), engine.clock().now_ms());
+        let answer = match &accepted.created {
+            Created::New => SubmitOutcome::Queued {
+                job_id: accepted.job.id.clone(),
+                eta: eta(&accepted.job),
+            },
+            Created::Existing(existing) => match (&existing.state, &existing.result) {
+                (JobState::Succeeded, Some(result)) => SubmitOutcome::Cached {
+                    job_id: existing.id.clone(),
+                    result: result.clone(),
+                },
+                _ => SubmitOutcome::Queued {
+                    job_id: existing.id.clone(),
+                    eta: eta(existing),
+                },
+            },
         };
         Ok(Counted::ok(answer, rate))
     }
@@ -460,9 +318,9 @@ impl<'a> Jobs<'a> {
         admitted(owner, self.engine.store().purge(owner, job_id, rate).await?)
     }
 
-    /// Sends the job's dead (and failed, waiting) deliveries again now, each with its own `webhook-id`
-    /// and a fresh timestamp. Counted like a poll: one counted read, then the write, fenced on the step
-    /// the read saw (a delivery attempt that ends in between wins: `Changed`), then the step message.
+    /// Sends the job's dead (and failed, waiting) deliveries again now (`Engine::redeliver`). Counted
+    /// like a poll: one counted read, then the write, fenced on the step the read saw (a delivery
+    /// attempt that ends in between wins: `Changed`), then the step message.
     pub(crate) async fn redeliver(&self, owner: &str, job_id: &str) -> Result<Counted<Redelivery>, JobsError> {
         let engine = self.engine;
         let rate = self.rate_limit(owner);
@@ -470,42 +328,14 @@ impl<'a> Jobs<'a> {
             owner,
             engine.store().read(owner, job_id, READ_WITHOUT_GRACE, rate).await?,
         )?;
-        let job = match read {
-            None => return Ok(Counted::refused(JobsError::NotFound, rate)),
-            Some(read) if !read.job.state.is_finished() => {
-                let why = "the job has not finished: its deliveries have not started";
-                return Ok(Counted::refused(JobsError::NothingToRedeliver(why), rate));
-            }
-            Some(read) => read.job,
+        let Some(read) = read else {
+            return Ok(Counted::refused(JobsError::NotFound, rate));
         };
-        let now = engine.clock().now_ms();
-        let mut next = job.clone();
-        next.seq += 1;
-        let due = targets::redeliver(&mut next.deliveries, now);
-        if due == 0 {
-            let why = if job.deliveries.is_empty() {
-                "the job has no callbackUrl or callbacks"
-            } else {
-                "every delivery was delivered"
-            };
-            return Ok(Counted::refused(JobsError::NothingToRedeliver(why), rate));
-        }
-        next.next_attempt_at_ms = Some(now);
-        next.expires_at_ms = engine.delivery_expiry(&next, now);
-        let due_at = engine.due_for(&next);
-        if !engine
-            .store()
-            .finish(&job.step_ref(), &next, due_at, None)
-            .await?
-            .written
-        {
-            return Ok(Counted::refused(JobsError::Changed, rate));
-        }
-        // Written first: were the message lost, the deliveries are pending in the record, and the next
-        // redelivery request (or a re-drive) queues them again.
-        engine.enqueue_next(&next).await?;
-        tracing::info!(job_id = %job.id, owner = %owner, deliveries = due, "deliveries redelivered");
-        Ok(Counted::ok(Redelivery { job: next, due }, rate))
+        Ok(match engine.redeliver(read.job).await? {
+            Redelivered::Made { job, due } => Counted::ok(Redelivery { job, due }, rate),
+            Redelivered::Nothing(why) => Counted::refused(JobsError::NothingToRedeliver(why), rate),
+            Redelivered::Changed => Counted::refused(JobsError::Changed, rate),
+        })
     }
 
     /// Submits a job and waits for it up to `within` (the immediate routes): the job is an ordinary
@@ -569,30 +399,30 @@ impl<'a> Jobs<'a> {
     /// each is new and keeps its own callbacks), then writes the batch's record. Every item's create
     /// is counted against the owner's limits like a submit; an item refused for the owner's limits
     /// is recorded as failed (`RATE_LIMIT`), unless every item was (then the batch is refused).
-    pub(crate) async fn submit_batch(
-        &self,
-        owner: String,
-        batch: BatchSubmission,
-    ) -> Result<Counted<BatchQueued>, JobsError> {
+    pub(crate) async fn submit_batch(&self, owner: String, batch: Batch) -> Result<Counted<BatchQueued>, JobsError> {
         let engine = self.engine;
         let settings = engine.settings();
         let batch_id = new_batch_id();
-        let mut items = batch.items;
+        let mut items: Vec<(String, Submission)> = batch
+            .items
+            .into_iter()
+            .map(|(id, request)| (id, Submission::of(&request)))
+            .collect();
         // Every item's targets first: a refused callback refuses the batch before anything is written.
         for (index, (_, submission)) in items.iter_mut().enumerate() {
-            if let Err(JobsError::InvalidTarget { field, message }) = self.check_targets(&owner, &mut submission.spec) {
-                return Err(JobsError::InvalidTarget {
-                    field: format!("items[{index}].request.{field}"),
-                    message,
-                });
-            }
+            engine.check_targets(&owner, submission).map_err(|e| {
+                JobsError::InvalidTarget(FieldError::new(
+                    format!("items[{index}].request.{}", e.field),
+                    e.message,
+                ))
+            })?;
         }
         let now = engine.clock().now_ms();
         let longest = items
             .iter()
-            .map(|(_, s)| s.deadline_seconds.map_or(settings.default_deadline_ms, |d| d * 1000))
+            .map(|(_, s)| engine.deadline_ms(s.deadline_seconds))
             .max()
-            .unwrap_or(settings.default_deadline_ms);
+            .unwrap_or(engine.deadline_ms(None));
         let mut record = BatchRecord {
             id: batch_id.clone(),
             owner: owner.clone(),

@@ -24,7 +24,7 @@ const SCHEDULE_JITTER: f64 = 0.1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum TargetKind {
+pub enum TargetKind {
     /// `callbackUrl`: the signed webhook the caller verifies.
     Webhook,
     /// An entry of `callbacks`, with its own headers and retry policy.
@@ -202,7 +202,7 @@ pub(crate) fn redeliver(states: &mut [DeliveryState], now_ms: u64) -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AttemptReport {
+pub struct AttemptReport {
     pub(crate) delivered: bool,
     pub(crate) status: Option<u16>,
     pub(crate) error: Option<String>,

@@ -7,12 +7,9 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::step::{Engine, StepOutcome};
-use crate::adapters::outbound::alert_sink::{self, Sent};
 use crate::domain::alert::{Alert, AlertRules};
 use crate::domain::message::Message;
-
-/// How long one alert POST may take.
-const ALERT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::ports::outbound::AlertSent;
 
 impl Engine {
     /// What the store needs with each provider event to decide on incidents.
@@ -35,7 +32,7 @@ impl Engine {
                 }
                 _ => warn!(kind, severity, suppressed = alert.suppressed, "incident"),
             }
-            for sink in 0..self.settings.alerts.sinks.len() {
+            for sink in 0..self.outbound.sinks().len() {
                 let message = Message::Alert {
                     alert: alert.clone(),
                     sink,
@@ -51,38 +48,28 @@ impl Engine {
     /// One attempt of one alert to one sink; a failure comes back after the next wait of the
     /// schedule, until the schedule ends.
     pub(crate) async fn send_alert(&self, alert: &Alert, sink_index: usize, attempt: u32) -> StepOutcome {
-        let settings = &self.settings.alerts;
         let kind = alert.incident.kind();
-        let Some(sink) = settings.sinks.get(sink_index) else {
+        let Some(&sink) = self.outbound.sinks().get(sink_index) else {
             // Configured differently when it was queued.
             return StepOutcome::Dropped("alert sink no longer configured");
         };
-        let sent = alert_sink::send(
-            sink,
-            alert,
-            settings.secrets.as_ref(),
-            &self.settings.url_guard,
-            &self.settings.scrubber,
-            self.clock.now_ms(),
-            ALERT_TIMEOUT,
-        )
-        .await;
+        let sent = self.outbound.alert(alert, sink_index, self.clock.now_ms()).await;
         let reason = match sent {
-            Sent::Delivered => {
-                info!(kind, sink = sink.kind.as_str(), attempt, "alert delivered");
+            AlertSent::Delivered => {
+                info!(kind, sink, attempt, "alert delivered");
                 return StepOutcome::Dropped("alert delivered");
             }
-            Sent::Refused(reason) => {
-                error!(kind, sink = sink.kind.as_str(), reason = %reason, "alert sink refused by the URL guard");
+            AlertSent::Refused(reason) => {
+                error!(kind, sink, reason = %reason, "alert sink refused by the URL guard");
                 return StepOutcome::Dropped("alert sink refused");
             }
-            Sent::Failed(reason) => reason,
+            AlertSent::Failed(reason) => reason,
         };
-        let Some(wait) = settings.retry_ms.get(attempt as usize - 1).copied() else {
-            error!(kind, sink = sink.kind.as_str(), attempt, reason = %reason, "alert not delivered: given up");
+        let Some(wait) = self.settings.alerts.retry_ms.get(attempt as usize - 1).copied() else {
+            error!(kind, sink, attempt, reason = %reason, "alert not delivered: given up");
             return StepOutcome::Dropped("alert given up");
         };
-        warn!(kind, sink = sink.kind.as_str(), attempt, reason = %reason, retry_in_ms = wait, "alert not delivered");
+        warn!(kind, sink, attempt, reason = %reason, retry_in_ms = wait, "alert not delivered");
         let again = Message::Alert {
             alert: alert.clone(),
             sink: sink_index,

@@ -2,13 +2,10 @@
 //! attempt per step message, fenced and leased like provider steps. The deliveries were recorded in the
 //! same state write that finished the job, so a crash in between loses none of them.
 
-use std::time::Duration;
-
 use rand::Rng;
 use tracing::{info, warn};
 
 use super::step::{Engine, StepError, StepOutcome};
-use crate::adapters::outbound::send::{self, Finished};
 use crate::domain::alert::{Alert, Incident};
 use crate::domain::job::{Job, JobState, StepRef};
 use crate::domain::targets::{self, DeliveryStatus};
@@ -17,14 +14,66 @@ use crate::domain::targets::{self, DeliveryStatus};
 /// that no skew between the engine's clock and the store's makes the expiry look past.
 const PURGE_AFTER_DELIVERY_MS: u64 = 10_000;
 
-/// How long one delivery attempt may take.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why a redelivery found nothing to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NothingToRedeliver {
+    /// The job has not finished: its deliveries have not started.
+    Unfinished,
+    /// The job was submitted without targets.
+    NoTargets,
+    /// Every delivery was delivered.
+    AllDelivered,
+}
+
+/// What a redelivery came to.
+#[derive(Debug)]
+pub(crate) enum Redelivered {
+    Nothing(NothingToRedeliver),
+    /// The job moved on (a delivery attempt ended) since `job` was read: nothing was written.
+    Changed,
+    /// `due` deliveries made due now; `job` as written, its step queued.
+    Made {
+        job: Job,
+        due: usize,
+    },
+}
 
 impl Engine {
+    /// Makes the finished `job`'s dead (and failed, waiting) deliveries due now, each with its own
+    /// `webhook-id` and a fresh timestamp: the write fenced on the step `job` was read at, then the
+    /// step message.
+    pub(crate) async fn redeliver(&self, job: Job) -> Result<Redelivered, StepError> {
+        if !job.state.is_finished() {
+            return Ok(Redelivered::Nothing(NothingToRedeliver::Unfinished));
+        }
+        let now = self.clock.now_ms();
+        let mut next = job.clone();
+        next.seq += 1;
+        let due = targets::redeliver(&mut next.deliveries, now);
+        if due == 0 {
+            return Ok(Redelivered::Nothing(if job.deliveries.is_empty() {
+                NothingToRedeliver::NoTargets
+            } else {
+                NothingToRedeliver::AllDelivered
+            }));
+        }
+        next.next_attempt_at_ms = Some(now);
+        next.expires_at_ms = self.delivery_expiry(&next, now);
+        let due_at = self.due_for(&next);
+        if !self.store.finish(&job.step_ref(), &next, due_at, None).await?.written {
+            return Ok(Redelivered::Changed);
+        }
+        // Written first: were the message lost, the deliveries are pending in the record, and the next
+        // redelivery request (or a re-drive) queues them again.
+        self.enqueue_next(&next).await?;
+        info!(job_id = %job.id, owner = %job.owner, deliveries = due, "deliveries redelivered");
+        Ok(Redelivered::Made { job: next, due })
+    }
+
     /// When a finished job's record may expire, seen at `now`: its TTL after the last delivery it still
     /// owes could happen (the rest of every round, jitter included), or its TTL from now once it owes
     /// none (so a dead letter can still be read and redelivered).
-    pub(crate) fn delivery_expiry(&self, job: &Job, now: u64) -> u64 {
+    pub(super) fn delivery_expiry(&self, job: &Job, now: u64) -> u64 {
         let ttl = match job.state {
             JobState::Succeeded => self.settings.result_ttl_ms,
             _ => self.settings.failure_ttl_ms,
@@ -47,34 +96,8 @@ impl Engine {
             .await?;
             return Ok(StepOutcome::Rescheduled);
         }
-        let target = &job.deliveries[index].target;
-        let result = job.result.as_ref();
-        let finished = Finished {
-            job_id: &job.id,
-            completed: job.state == JobState::Succeeded,
-            result: result.map(|r| &*r.output),
-            error: job.error.as_deref(),
-            provider: result.map(|r| r.used_provider.as_str()),
-            generation_time_ms: result.map_or(0, |r| r.total_ms),
-            fallback: result.is_some_and(|r| r.fallback),
-            context: &job.spec.context,
-        };
-        let body = send::body(target.kind, &finished, now);
-        // Stable across retries and redeliveries of one target, so receivers can drop duplicates by id.
-        let msg_id = send::message_id(&job.id, &job.gen, index);
-        let secrets = self.settings.webhook_secrets.get(&job.owner);
-        let report = send::attempt(
-            target,
-            &body,
-            &msg_id,
-            secrets,
-            self.settings.webhook_legacy_bearer,
-            &self.settings.url_guard,
-            now,
-            DELIVERY_TIMEOUT,
-            &self.settings.scrubber,
-        )
-        .await;
+        let kind = job.deliveries[index].target.kind;
+        let report = self.outbound.deliver(&job, index, now).await;
         let after = self.clock.now_ms();
         let mut next = job.clone();
         next.seq += 1;
@@ -88,7 +111,7 @@ impl Engine {
             next.expires_at_ms = after + PURGE_AFTER_DELIVERY_MS;
         }
         let status = next.deliveries[index].status;
-        crate::ports::metrics::webhook_attempt(target.kind, status);
+        crate::ports::metrics::webhook_attempt(kind, status);
         if status == DeliveryStatus::Dead {
             warn!(job_id = %job.id, target = index, error = ?report.error, "delivery dead-lettered");
         } else {

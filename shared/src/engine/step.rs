@@ -13,6 +13,7 @@ use crate::domain::llm::CompletionRequest;
 use crate::domain::message::Message;
 use crate::domain::outcome::{CallReport, Failure};
 use crate::domain::quota::{ProviderEvent, ProviderLimits, ProviderState};
+use crate::ports::outbound::Outbound;
 use crate::ports::{Claim, Clock, Provider, Queue, QueueError, Store, StoreError};
 
 /// A configured provider: its adapter plus what the engine needs to know about it.
@@ -30,12 +31,14 @@ pub struct ProviderSlot {
 ///
 /// Its ports and settings are private to the engine: callers ask it to do things (run a step, queue a
 /// job's next step, estimate an end) rather than reach into its parts, so the engine alone decides how
-/// a step uses the store and the queue. The read accessors serve the use cases (`jobs.rs`) and tests.
+/// a step uses the store and the queue. The read accessors serve the use cases (`app/mod.rs`) and tests.
 #[derive(Clone)]
 pub struct Engine {
     pub(super) store: Arc<dyn Store>,
     pub(super) queue: Arc<dyn Queue>,
     pub(super) clock: Arc<dyn Clock>,
+    /// Webhooks, callbacks and alerts: every signed, guarded POST.
+    pub(super) outbound: Arc<dyn Outbound>,
     pub(super) providers: Arc<Vec<ProviderSlot>>,
     pub(super) settings: Arc<Settings>,
 }
@@ -72,6 +75,7 @@ impl Engine {
         store: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
+        outbound: Arc<dyn Outbound>,
         providers: Vec<ProviderSlot>,
         settings: Settings,
     ) -> Self {
@@ -79,6 +83,7 @@ impl Engine {
             store,
             queue,
             clock,
+            outbound,
             providers: Arc::new(providers),
             settings: Arc::new(settings),
         }

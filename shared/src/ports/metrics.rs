@@ -56,68 +56,57 @@ pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 3] = [
     (WAIT_SECONDS, WAIT_BUCKETS),
 ];
 
+/// Every counter's help text (their unit: a count).
+const COUNTER_HELP: [(&str, &str); 12] = [
+    (AI_REQUESTS_TOTAL, "Total number of AI provider requests"),
+    (PROVIDER_FAILURES_TOTAL, "Total number of provider failures"),
+    (CACHE_HITS_TOTAL, "Total number of cache hits"),
+    (CACHE_MISSES_TOTAL, "Total number of cache misses"),
+    (JOBS_PROCESSED_TOTAL, "Total number of jobs processed"),
+    (JOBS_SUBMITTED_TOTAL, "New jobs written by a submit"),
+    (PROVIDER_ATTEMPTS_TOTAL, "Provider attempts by outcome class"),
+    (
+        WEBHOOK_ATTEMPTS_TOTAL,
+        "Webhook and callback delivery attempts by outcome",
+    ),
+    (
+        STORE_REQUESTS_TOTAL,
+        "Store requests (one REST request on Upstash) by route or step and operation",
+    ),
+    (
+        REDIS_COMMANDS_TOTAL,
+        "Redis commands Upstash executed and bills (a script call plus every command inside it) by route or step",
+    ),
+    (
+        STORE_QUOTA_EXHAUSTED_TOTAL,
+        "Store requests refused because the store plan's request quota is spent (Upstash: max requests limit exceeded)",
+    ),
+    (STORE_REST_REQUESTS_TOTAL, "REST requests to Upstash by route or step"),
+];
+
+/// Every histogram's help text (their unit: seconds).
+const HISTOGRAM_HELP: [(&str, &str); 3] = [
+    (
+        AI_REQUEST_DURATION_SECONDS,
+        "Duration of AI provider requests in seconds",
+    ),
+    (JOB_DURATION_SECONDS, "Time from submit to a finished job"),
+    (WAIT_SECONDS, "Waits for a provider to become available, by reason"),
+];
+
 /// Registers help texts and units with the installed recorder.
 pub fn describe() {
     use ::metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(AI_REQUESTS_TOTAL, Unit::Count, "Total number of AI provider requests");
-    describe_histogram!(
-        AI_REQUEST_DURATION_SECONDS,
-        Unit::Seconds,
-        "Duration of AI provider requests in seconds"
-    );
-    describe_counter!(
-        PROVIDER_FAILURES_TOTAL,
-        Unit::Count,
-        "Total number of provider failures"
-    );
-    describe_counter!(CACHE_HITS_TOTAL, Unit::Count, "Total number of cache hits");
-    describe_counter!(CACHE_MISSES_TOTAL, Unit::Count, "Total number of cache misses");
+    for (name, help) in COUNTER_HELP {
+        describe_counter!(name, Unit::Count, help);
+    }
+    for (name, help) in HISTOGRAM_HELP {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
     describe_gauge!(
         JOB_QUEUE_SIZE,
         Unit::Count,
         "Jobs with work left in the store's due-index, as the last sweep saw it"
-    );
-    describe_counter!(JOBS_PROCESSED_TOTAL, Unit::Count, "Total number of jobs processed");
-    describe_counter!(JOBS_SUBMITTED_TOTAL, Unit::Count, "New jobs written by a submit");
-    describe_histogram!(
-        JOB_DURATION_SECONDS,
-        Unit::Seconds,
-        "Time from submit to a finished job"
-    );
-    describe_counter!(
-        PROVIDER_ATTEMPTS_TOTAL,
-        Unit::Count,
-        "Provider attempts by outcome class"
-    );
-    describe_histogram!(
-        WAIT_SECONDS,
-        Unit::Seconds,
-        "Waits for a provider to become available, by reason"
-    );
-    describe_counter!(
-        WEBHOOK_ATTEMPTS_TOTAL,
-        Unit::Count,
-        "Webhook and callback delivery attempts by outcome"
-    );
-    describe_counter!(
-        STORE_REQUESTS_TOTAL,
-        Unit::Count,
-        "Store requests (one REST request on Upstash) by route or step and operation"
-    );
-    describe_counter!(
-        REDIS_COMMANDS_TOTAL,
-        Unit::Count,
-        "Redis commands Upstash executed and bills (a script call plus every command inside it) by route or step"
-    );
-    describe_counter!(
-        STORE_QUOTA_EXHAUSTED_TOTAL,
-        Unit::Count,
-        "Store requests refused because the store plan's request quota is spent (Upstash: max requests limit exceeded)"
-    );
-    describe_counter!(
-        STORE_REST_REQUESTS_TOTAL,
-        Unit::Count,
-        "REST requests to Upstash by route or step"
     );
 }
 

@@ -1,7 +1,8 @@
 //! The ports: small traits the engine and the HTTP routes talk through. Adapters live beside them
-//! (`store::memory`, `store::upstash`, `queue::local`, `queue::sqs`, `providers::*`).
+//! (`store::memory`, `store::upstash`, `queue::local`, `queue::sqs`, `providers::*`, `outbound`).
 
 pub mod metrics;
+pub mod outbound;
 
 use std::collections::HashMap;
 use std::time::Duration;

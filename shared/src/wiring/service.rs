@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapters::outbound::GuardedPosts;
 use crate::adapters::providers::spec;
 use crate::adapters::store::memory::MemoryStore;
 use crate::adapters::store::metered::MeteredStore;
@@ -13,7 +14,9 @@ use crate::app::{HealthCache, Jobs};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::CompletionRequest;
 use crate::domain::outcome::{CallReport, Failure, RateSignals};
+use crate::engine::settings::Settings;
 use crate::engine::{Engine, ProviderSlot};
+use crate::ports::outbound::Outbound;
 use crate::ports::{Clock, Provider, Queue, Store, SystemClock};
 use crate::wiring::config::Config;
 
@@ -100,6 +103,17 @@ impl Provider for NotCalled {
     }
 }
 
+/// The webhooks', callbacks' and alerts' POSTs as `settings` configure them.
+pub fn outbound(settings: &Settings) -> Arc<dyn Outbound> {
+    Arc::new(GuardedPosts::new(
+        settings.url_guard.clone(),
+        settings.scrubber.clone(),
+        settings.webhook_secrets.clone(),
+        settings.webhook_legacy_bearer,
+        &settings.alerts,
+    ))
+}
+
 fn upstash_store(
     upstash: &crate::wiring::config::UpstashConfig,
     clock: Arc<dyn Clock>,
@@ -153,7 +167,14 @@ fn build_on<const CALLS_PROVIDERS: bool>(
             },
         })
         .collect();
-    let engine = Engine::new(store, queue, clock, providers, config.settings.clone());
+    let engine = Engine::new(
+        store,
+        queue,
+        clock,
+        outbound(&config.settings),
+        providers,
+        config.settings.clone(),
+    );
     Ok(Service {
         engine,
         keys: config.keys.clone(),

@@ -76,3 +76,38 @@ impl Queue for SimQueue {
         Ok(())
     }
 }
+
+/// A scenario's configuration: `settings`, `providers`, the store `upstash` names (memory when `None`),
+/// one owner `o` with the key `secret-key` (header `x-api-key`), no SQS queue.
+pub fn scenario_config(
+    settings: shared::engine::settings::Settings,
+    providers: Vec<shared::adapters::providers::spec::ProviderSpec>,
+    upstash: Option<shared::wiring::config::UpstashConfig>,
+) -> shared::wiring::config::Config {
+    shared::wiring::config::Config {
+        settings,
+        keys: shared::app::auth::ApiKeys::parse("o=secret-key", "x-api-key").unwrap(),
+        providers,
+        providers_source: "the scenario".into(),
+        upstash,
+        step_queue_url: None,
+        server: Default::default(),
+        http: Default::default(),
+    }
+}
+
+/// The Upstash emulator over `redis`, and the configuration that reaches it (the emulator stops when
+/// the first value is dropped).
+pub async fn upstash_emulator(
+    redis: &testkit::stack::RedisServer,
+) -> (testkit::stack::UpstashEmulator, shared::wiring::config::UpstashConfig) {
+    let upstash = testkit::stack::UpstashEmulator::start(redis)
+        .await
+        .expect("upstash emulator");
+    let config = shared::wiring::config::UpstashConfig {
+        url: upstash.url.clone(),
+        token: shared::domain::secret::Secret::new(upstash.token.clone()),
+        timeout_ms: 5_000,
+    };
+    (upstash, config)
+}

@@ -6,13 +6,11 @@
 //! headers). A `discord+`, `slack+` or `webhook+` prefix on the scheme names the kind explicitly
 //! (a proxy, a self-hosted relay, the tests' loopback receivers): `discord+http://127.0.0.1:9000/api/webhooks/1/abc`.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use url::Url;
 
-use crate::adapters::outbound::guard::{self, UrlGuard};
-use crate::adapters::outbound::sign::{self, WebhookSecrets};
+use crate::adapters::outbound::guard::UrlGuard;
+use crate::adapters::outbound::sign::WebhookSecrets;
 use crate::domain::alert::{Alert, Incident, Severity};
 use crate::domain::scrub::Scrubber;
 
@@ -313,44 +311,6 @@ pub(crate) fn alert_id(alert: &Alert) -> String {
     let body = serde_json::to_string(alert).unwrap_or_default();
     let digest = sha2::Sha256::digest(body.as_bytes());
     format!("alert_{}", &hex::encode(digest)[..24])
-}
-
-/// What one POST of an alert came to. Reasons are scrubbed and never hold the URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Sent {
-    Delivered,
-    /// Worth retrying (no answer, a non-2xx answer).
-    Failed(String),
-    /// The guard refused the address at send time: retrying cannot help.
-    Refused(String),
-}
-
-/// One POST of `alert` to `sink`.
-pub(crate) async fn send(
-    sink: &Sink,
-    alert: &Alert,
-    secrets: Option<&WebhookSecrets>,
-    url_guard: &UrlGuard,
-    scrubber: &Scrubber,
-    now_ms: u64,
-    timeout: Duration,
-) -> Sent {
-    let body = payload(sink.kind, alert, scrubber).to_string();
-    let pinned = match url_guard.resolve(&sink.url).await {
-        Ok(p) => p,
-        Err(e) => return Sent::Refused(scrubber.scrub_owned(e.to_string())),
-    };
-    let mut headers = Vec::new();
-    if sink.kind == SinkKind::Generic {
-        if let Some(secrets) = secrets {
-            headers.extend(sign::signed_headers(secrets, &alert_id(alert), now_ms, &body));
-        }
-    }
-    match guard::post(&pinned, &headers, body, timeout).await {
-        Ok(outcome) if outcome.is_delivered() => Sent::Delivered,
-        Ok(outcome) => Sent::Failed(outcome.failure_reason().unwrap_or_default()),
-        Err(e) => Sent::Failed(scrubber.scrub_owned(e.to_string())),
-    }
 }
 
 #[cfg(test)]

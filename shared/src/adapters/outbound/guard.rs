@@ -499,9 +499,9 @@ pub async fn post(
         if error.is_timeout() {
             DeliveryError::Timeout(timeout)
         } else if error.is_connect() {
-            DeliveryError::Connect(error_chain(&error.without_url()))
+            DeliveryError::Connect(crate::adapters::error_chain(&error.without_url()))
         } else {
-            DeliveryError::Request(error_chain(&error.without_url()))
+            DeliveryError::Request(crate::adapters::error_chain(&error.without_url()))
         }
     };
     let mut response = client
@@ -534,16 +534,4 @@ pub async fn post(
         body_truncated,
         location,
     })
-}
-
-/// The error and its sources on one line: reqwest's own message alone ("error sending request") hides the cause.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

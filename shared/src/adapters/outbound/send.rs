@@ -1,18 +1,17 @@
-//! The POST of one delivery a finished job owes: the body the contract promises ([`body`]), its
-//! signatures, and the SSRF-guarded, pinned attempt ([`attempt`]). What is owed and when — targets,
-//! their states and the retry schedule — are the domain's (`crate::domain::targets`); this module only sends.
+//! One delivery a finished job owes: the body the contract promises ([`body`]), the headers beside its
+//! signatures ([`headers`]) and what an attempt came to ([`report`]); the POST itself is
+//! [`super::signed_post`]. What is owed and when — targets, their states and the retry schedule — are
+//! the domain's (`crate::domain::targets`).
 //! Every attempt of one delivery carries the same `webhook-id` ([`message_id`]), redeliveries included.
-
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::guard::{self, UrlGuard};
 use super::js_json;
 use super::sign::{self, WebhookSecrets};
-use crate::domain::scrub::Scrubber;
+use super::Posted;
+use crate::domain::job::{Job, JobState};
 use crate::domain::targets::{AttemptReport, Target, TargetKind};
 
 /// The `webhook-id` of one delivery of one job's incarnation: the same for every attempt and every
@@ -31,6 +30,23 @@ pub(crate) struct Finished<'a> {
     pub(crate) generation_time_ms: u64,
     pub(crate) fallback: bool,
     pub(crate) context: &'a Map<String, Value>,
+}
+
+impl<'a> Finished<'a> {
+    /// What a finished job's bodies say of it.
+    pub(crate) fn of(job: &'a Job) -> Self {
+        let result = job.result.as_ref();
+        Self {
+            job_id: &job.id,
+            completed: job.state == JobState::Succeeded,
+            result: result.map(|r| &*r.output),
+            error: job.error.as_deref(),
+            provider: result.map(|r| r.used_provider.as_str()),
+            generation_time_ms: result.map_or(0, |r| r.total_ms),
+            fallback: result.is_some_and(|r| r.fallback),
+            context: &job.spec.context,
+        }
+    }
 }
 
 /// `"completed"`.
@@ -177,79 +193,82 @@ fn reserved(name: &str) -> bool {
         || n.starts_with("webhook-")
 }
 
-/// One POST to a target: SSRF-guarded and pinned, signed with the owner's secrets when there are any.
-/// What the receiver's side said (a redirect's `Location`, a connection error) passes `scrub` here,
-/// before it is logged or stored with the job.
-/// With `legacy_bearer` (`WEBHOOK_LEGACY_BEARER=true`), a `callbackUrl` webhook also carries the original's
-/// `Authorization: Bearer <secret>`; callbacks never do.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn attempt(
-    target: &Target,
-    body: &str,
-    msg_id: &str,
-    secrets: Option<&WebhookSecrets>,
-    legacy_bearer: bool,
-    guard: &UrlGuard,
-    now_ms: u64,
-    timeout: Duration,
-    scrub: &Scrubber,
-) -> AttemptReport {
-    let mut report = attempt_unscrubbed(target, body, msg_id, secrets, legacy_bearer, guard, now_ms, timeout).await;
-    report.error = report.error.map(|e| scrub.scrub_owned(e));
-    report
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn attempt_unscrubbed(
-    target: &Target,
-    body: &str,
-    msg_id: &str,
-    secrets: Option<&WebhookSecrets>,
-    legacy_bearer: bool,
-    guard: &UrlGuard,
-    now_ms: u64,
-    timeout: Duration,
-) -> AttemptReport {
-    let refused = |error: String| AttemptReport {
-        delivered: false,
-        status: None,
-        error: Some(error),
-        permanent: true,
-    };
-    let url = match url::Url::parse(&target.url) {
-        Ok(url) => url,
-        Err(e) => return refused(format!("invalid URL: {e}")),
-    };
-    let pinned = match guard.resolve(&url).await {
-        Ok(p) => p,
-        Err(e) => return refused(e.to_string()),
-    };
+/// The headers of one delivery besides its signatures: the target's own (never ours), and with
+/// `legacy_bearer` (`WEBHOOK_LEGACY_BEARER=true`) on a `callbackUrl` webhook the original's
+/// `Authorization: Bearer <secret>`; callbacks never carry it.
+pub(crate) fn headers(target: &Target, secrets: Option<&WebhookSecrets>, legacy_bearer: bool) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = target
         .headers
         .iter()
         .filter(|(k, _)| !reserved(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(secrets) = secrets {
-        headers.extend(sign::signed_headers(secrets, msg_id, now_ms, body));
-        if legacy_bearer && target.kind == TargetKind::Webhook {
-            headers.push(sign::legacy_bearer_header(secrets));
-        }
+    if let Some(secrets) = secrets.filter(|_| legacy_bearer && target.kind == TargetKind::Webhook) {
+        headers.push(sign::legacy_bearer_header(secrets));
     }
-    match guard::post(&pinned, &headers, body.to_string(), timeout).await {
-        Ok(outcome) => AttemptReport {
+    headers
+}
+
+/// An attempt that never left: retrying cannot help.
+pub(crate) fn refused(error: String) -> AttemptReport {
+    AttemptReport {
+        delivered: false,
+        status: None,
+        error: Some(error),
+        permanent: true,
+    }
+}
+
+/// What one delivery's POST came to, as the schedule reads it.
+pub(crate) fn report(posted: Posted) -> AttemptReport {
+    match posted {
+        Posted::Answered(outcome) => AttemptReport {
             delivered: outcome.is_delivered(),
             status: Some(outcome.status),
             error: outcome.failure_reason(),
             permanent: false,
         },
-        Err(e) => AttemptReport {
+        Posted::Refused(error) => refused(error),
+        Posted::Failed(error) => AttemptReport {
             delivered: false,
             status: None,
-            error: Some(e.to_string()),
+            error: Some(error),
             permanent: false,
         },
     }
+}
+
+/// A commit report's context (`userId`, `commitSha`, `repo`), for tests of the bodies.
+#[cfg(test)]
+pub(crate) fn example_context() -> Map<String, Value> {
+    let mut context = Map::new();
+    context.insert("userId".into(), Value::from("u1"));
+    context.insert("commitSha".into(), Value::from("abc"));
+    context.insert("repo".into(), Value::from("acme/x"));
+    context
+}
+
+/// Job `job_id` done (`result`, from groq in 42 ms) and failed ("no provider"), for tests of the bodies.
+#[cfg(test)]
+pub(crate) fn examples<'a>(job_id: &'a str, result: &'a Value, context: &'a Map<String, Value>) -> [Finished<'a>; 2] {
+    let done = Finished {
+        job_id,
+        completed: true,
+        result: Some(result),
+        error: None,
+        provider: Some("groq"),
+        generation_time_ms: 42,
+        fallback: false,
+        context,
+    };
+    let failed = Finished {
+        completed: false,
+        result: None,
+        error: Some("no provider"),
+        provider: None,
+        ..done
+    };
+    [done, failed]
 }
 
 #[cfg(test)]
@@ -259,32 +278,13 @@ mod tests {
 
     #[test]
     fn bodies_follow_the_contract() {
-        let mut ctx = Map::new();
-        ctx.insert("userId".into(), json!("u1"));
-        ctx.insert("commitSha".into(), json!("abc"));
-        ctx.insert("repo".into(), json!("acme/x"));
+        let context = example_context();
         let result = json!({"title": "Déjà vu 🚀", "n": 12345678901234567890u64, "f": 1.0});
-        let done = Finished {
-            job_id: "j",
-            completed: true,
-            result: Some(&result),
-            error: None,
-            provider: Some("groq"),
-            generation_time_ms: 42,
-            fallback: false,
-            context: &ctx,
-        };
+        let [done, failed] = examples("j", &result, &context);
         assert_eq!(
             body(TargetKind::Webhook, &done, 7),
             r#"{"jobId":"j","status":"completed","result":{"title":"Déjà vu 🚀","n":12345678901234567000,"f":1},"provider":"groq","generationTimeMs":42,"fallback":false,"timestamp":7}"#
         );
-        let failed = Finished {
-            completed: false,
-            result: None,
-            error: Some("no provider"),
-            provider: None,
-            ..done
-        };
         assert_eq!(
             body(TargetKind::Webhook, &failed, 7),
             r#"{"jobId":"j","status":"failed","error":"no provider","timestamp":7}"#

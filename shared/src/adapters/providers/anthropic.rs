@@ -2,20 +2,17 @@
 //! System messages go to the top-level `system`; Messages has no JSON mode, so a JSON job asks for it in
 //! the system instructions (with the schema when there is one) and the output check does the rest.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::classify::http_failure;
 use super::de;
-use super::transport::{self, Connection, Raw, TextPart};
+use super::transport::{self, Connection, Raw, TextPart, Wire};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
-use crate::domain::outcome::{Answer, CallReport, Failure};
+use crate::domain::outcome::{Answer, Failure};
 use crate::domain::quota::ResetClock;
-use crate::ports::Provider;
 
 pub(crate) const API_VERSION: &str = "2023-06-01";
 
@@ -129,17 +126,18 @@ fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
 }
 
 #[async_trait]
-impl Provider for AnthropicProvider {
-    fn name(&self) -> &str {
-        &self.conn.name
+impl Wire for AnthropicProvider {
+    fn conn(&self) -> &Connection {
+        &self.conn
     }
 
-    async fn call(&self, request: &CompletionRequest) -> CallReport {
-        let started = Instant::now();
+    async fn send(&self, request: &CompletionRequest) -> Result<Raw, reqwest::Error> {
         let mut headers = vec![("anthropic-version".to_string(), API_VERSION.to_string())];
         headers.extend(self.conn.key_header("x-api-key", false));
-        let sent = self.conn.post(&headers, &self.body(request)).await;
-        self.conn
-            .report(started, sent, |raw| parse_success(raw, self.conn.reset))
+        self.conn.post(&headers, &self.body(request)).await
+    }
+
+    fn answer(&self, raw: &Raw) -> Result<Answer, Failure> {
+        parse_success(raw, self.conn.reset)
     }
 }

@@ -1,18 +1,15 @@
 //! Cohere's v2 chat wire format: `POST {base}/chat`, Bearer key, OpenAI-like messages; JSON through
 //! `response_format {"type":"json_object","json_schema"?}`; the text in `message.content[]`.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::de;
-use super::transport::{self, Connection, Raw, TextPart};
+use super::transport::{self, Connection, Raw, TextPart, Wire};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat};
-use crate::domain::outcome::{Answer, CallReport, Failure};
-use crate::ports::Provider;
+use crate::domain::outcome::{Answer, Failure};
 
 pub(crate) struct CohereProvider {
     conn: Connection,
@@ -100,17 +97,17 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
 }
 
 #[async_trait]
-impl Provider for CohereProvider {
-    fn name(&self) -> &str {
-        &self.conn.name
+impl Wire for CohereProvider {
+    fn conn(&self) -> &Connection {
+        &self.conn
     }
 
-    async fn call(&self, request: &CompletionRequest) -> CallReport {
-        let started = Instant::now();
-        let sent = self
-            .conn
-            .post(&self.conn.key_header("authorization", true), &self.body(request))
-            .await;
-        self.conn.report(started, sent, parse_success)
+    async fn send(&self, request: &CompletionRequest) -> Result<Raw, reqwest::Error> {
+        let headers = self.conn.key_header("authorization", true);
+        self.conn.post(&headers, &self.body(request)).await
+    }
+
+    fn answer(&self, raw: &Raw) -> Result<Answer, Failure> {
+        parse_success(raw)
     }
 }

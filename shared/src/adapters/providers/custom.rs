@@ -9,18 +9,16 @@
 //! (a number, an array, an object); placeholders inside longer strings are replaced by their text. The
 //! template is filled as JSON, never as text, so no prompt can break out of its string.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::transport::{self, Raw};
+use super::transport::{self, Connection, Raw};
 use crate::adapters::outbound::guard::{pinned_client, GuardError, UrlGuard};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat, Role, Usage};
 use crate::domain::outcome::{Answer, CallReport, Failure, RateSignals};
-use crate::domain::quota::ResetClock;
-use crate::domain::secret::Secret;
 use crate::ports::Provider;
 
 /// A path to the text in a JSON answer: `choices[0].message.content`, `[0].generated_text`, `$.output`.
@@ -74,18 +72,15 @@ impl JsonPath {
 }
 
 pub(crate) struct CustomHttpProvider {
-    pub(crate) name: String,
-    pub(crate) url: String,
+    /// Its name, URL, key, deadline, quota clock and scrubber (its pooled client is not used: every
+    /// call connects to the address the guard pinned).
+    pub(crate) conn: Connection,
     pub(crate) model: String,
-    pub(crate) key: Option<Secret>,
     /// The header carrying the key: `authorization` sends `Bearer <key>`, any other name the bare key.
     pub(crate) auth_header: String,
     pub(crate) template: Value,
     pub(crate) response_path: JsonPath,
-    pub(crate) timeout: Duration,
-    pub(crate) reset: ResetClock,
     pub(crate) guard: UrlGuard,
-    pub(crate) scrub: crate::domain::scrub::Scrubber,
 }
 
 impl CustomHttpProvider {
@@ -120,13 +115,14 @@ impl CustomHttpProvider {
     }
 
     async fn send(&self, body: &Value) -> Result<Result<Raw, reqwest::Error>, Failure> {
-        let url = self.guard.check(&self.url).map_err(guard_failure)?;
+        let conn = &self.conn;
+        let url = self.guard.check(&conn.url).map_err(guard_failure)?;
         let target = self.guard.resolve(&url).await.map_err(guard_failure)?;
-        let client = pinned_client(&target, self.timeout, concat!("stepper/", env!("CARGO_PKG_VERSION")))
+        let client = pinned_client(&target, conn.timeout, concat!("stepper/", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Failure::new(ErrorClass::Overloaded, e.to_string()))?;
         let bearer = self.auth_header.eq_ignore_ascii_case("authorization");
-        let headers = transport::key_header(self.key.as_ref(), &self.auth_header, bearer);
-        Ok(transport::post_json(&client, target.url().as_str(), &headers, body, self.timeout).await)
+        let headers = conn.key_header(&self.auth_header, bearer);
+        Ok(transport::post_json(&client, target.url().as_str(), &headers, body, conn.timeout).await)
     }
 }
 
@@ -186,23 +182,17 @@ fn parse_success(raw: &Raw, path: &JsonPath) -> Result<Answer, Failure> {
 #[async_trait]
 impl Provider for CustomHttpProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.conn.name
     }
 
     async fn call(&self, request: &CompletionRequest) -> CallReport {
         let started = Instant::now();
         match self.send(&self.body(request)).await {
-            Ok(sent) => transport::report(
-                &self.name,
-                started,
-                sent,
-                self.timeout,
-                self.reset,
-                &self.scrub,
-                |raw| parse_success(raw, &self.response_path),
-            ),
+            Ok(sent) => self
+                .conn
+                .report(started, sent, |raw| parse_success(raw, &self.response_path)),
             Err(refused) => {
-                tracing::warn!(provider = %self.name, class = refused.class.as_str(), reason = %refused.message, "provider call refused");
+                tracing::warn!(provider = %self.conn.name, class = refused.class.as_str(), reason = %refused.message, "provider call refused");
                 CallReport {
                     result: Err(refused),
                     http_status: None,
@@ -216,8 +206,11 @@ impl Provider for CustomHttpProvider {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::domain::llm::ChatMessage;
+    use crate::domain::quota::ResetClock;
 
     #[test]
     fn paths_find_the_text() {
@@ -242,17 +235,20 @@ mod tests {
     fn the_template_is_filled_as_json_so_prompts_cannot_break_out() {
         let template = json!({"inputs": "{{prompt}}", "parameters": {"max_new_tokens": "{{max_tokens}}"}, "note": "model {{model}}!", "history": "{{messages}}"});
         let provider = CustomHttpProvider {
-            name: "p".into(),
-            url: "https://example.com/generate".into(),
+            conn: Connection {
+                name: "p".into(),
+                url: "https://example.com/generate".into(),
+                key: None,
+                timeout: Duration::from_secs(1),
+                reset: ResetClock::UtcMidnight,
+                client: reqwest::Client::new(),
+                scrub: Default::default(),
+            },
             model: "m1".into(),
-            key: None,
             auth_header: "authorization".into(),
             template,
             response_path: JsonPath::parse("generated_text").unwrap(),
-            timeout: Duration::from_secs(1),
-            reset: ResetClock::UtcMidnight,
             guard: UrlGuard::new(&[]).unwrap(),
-            scrub: Default::default(),
         };
         let evil = "\"}, \"admin\": true, {\"";
         let request = CompletionRequest {

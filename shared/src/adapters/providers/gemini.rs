@@ -2,18 +2,15 @@
 //! `x-goog-api-key`. JSON is asked for natively (`responseMimeType` + `responseJsonSchema`); a model that
 //! rejects the schema gets plain JSON mode from then on. Blocked prompts and safety stops arrive as HTTP 200.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::de;
-use super::transport::{self, Connection, Raw, SchemaFallback};
+use super::transport::{self, Connection, Raw, SchemaFallback, Wire};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat, Role};
-use crate::domain::outcome::{Answer, CallReport, Failure};
-use crate::ports::Provider;
+use crate::domain::outcome::{Answer, Failure};
 
 pub(crate) struct GeminiProvider {
     conn: Connection,
@@ -64,7 +61,7 @@ impl GeminiProvider {
         body
     }
 
-    async fn send(&self, body: Value) -> Result<Raw, reqwest::Error> {
+    async fn post(&self, body: Value) -> Result<Raw, reqwest::Error> {
         self.conn
             .post(&self.conn.key_header("x-goog-api-key", false), &body)
             .await
@@ -169,21 +166,18 @@ fn parse_success(raw: &Raw) -> Result<Answer, Failure> {
 }
 
 #[async_trait]
-impl Provider for GeminiProvider {
-    fn name(&self) -> &str {
-        &self.conn.name
+impl Wire for GeminiProvider {
+    fn conn(&self) -> &Connection {
+        &self.conn
     }
 
-    async fn call(&self, request: &CompletionRequest) -> CallReport {
-        let started = Instant::now();
-        let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
-        let sent = self
-            .json_schema
-            .send(wants_schema, schema_refused, |use_schema| {
-                self.send(Self::body(request, use_schema))
-            })
-            .await;
-        self.conn.report(started, sent, parse_success)
+    async fn send(&self, request: &CompletionRequest) -> Result<Raw, reqwest::Error> {
+        let post = |use_schema| self.post(Self::body(request, use_schema));
+        self.json_schema.send(request, schema_refused, post).await
+    }
+
+    fn answer(&self, raw: &Raw) -> Result<Answer, Failure> {
+        parse_success(raw)
     }
 }
 

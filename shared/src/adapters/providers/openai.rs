@@ -3,7 +3,6 @@
 //! endpoint, Ollama, llama.cpp). Per-provider differences are data (base URL, headers, limits).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -11,12 +10,11 @@ use serde_json::{json, Value};
 
 use super::classify::{error_code, http_failure};
 use super::de;
-use super::transport::{self, Connection, Raw, SchemaFallback};
+use super::transport::{self, Connection, Raw, SchemaFallback, Wire};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat};
-use crate::domain::outcome::{Answer, CallReport, Failure};
+use crate::domain::outcome::{Answer, Failure};
 use crate::domain::quota::ResetClock;
-use crate::ports::Provider;
 
 pub struct OpenAiProvider {
     conn: Connection,
@@ -58,7 +56,7 @@ impl OpenAiProvider {
         body
     }
 
-    async fn send(&self, body: Value) -> Result<Raw, reqwest::Error> {
+    async fn post(&self, body: Value) -> Result<Raw, reqwest::Error> {
         let mut headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         headers.extend(self.conn.key_header("authorization", true));
         self.conn.post(&headers, &body).await
@@ -139,23 +137,19 @@ fn parse_success(raw: &Raw, reset: ResetClock) -> Result<Answer, Failure> {
 }
 
 #[async_trait]
-impl Provider for OpenAiProvider {
-    fn name(&self) -> &str {
-        &self.conn.name
+impl Wire for OpenAiProvider {
+    fn conn(&self) -> &Connection {
+        &self.conn
     }
 
-    async fn call(&self, request: &CompletionRequest) -> CallReport {
-        let started = Instant::now();
-        let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
-        // Some models reject json_schema: they get plain JSON mode (json_object) from then on.
-        let sent = self
-            .json_schema
-            .send(wants_schema, schema_refused, |use_schema| {
-                self.send(self.body(request, use_schema))
-            })
-            .await;
-        self.conn
-            .report(started, sent, |raw| parse_success(raw, self.conn.reset))
+    /// Some models reject json_schema: they get plain JSON mode (json_object) from then on.
+    async fn send(&self, request: &CompletionRequest) -> Result<Raw, reqwest::Error> {
+        let post = |use_schema| self.post(self.body(request, use_schema));
+        self.json_schema.send(request, schema_refused, post).await
+    }
+
+    fn answer(&self, raw: &Raw) -> Result<Answer, Failure> {
+        parse_success(raw, self.conn.reset)
     }
 }
 

@@ -273,17 +273,12 @@ pub fn build(spec: &ProviderSpec, client: reqwest::Client, guard: &UrlGuard, scr
         Wire::Anthropic => Arc::new(AnthropicProvider::new(conn(), model)),
         Wire::Cohere => Arc::new(CohereProvider::new(conn(), model)),
         Wire::Http(shape) => Arc::new(CustomHttpProvider {
-            name: name.to_string(),
-            url: url.to_string(),
+            conn: conn(),
             model: model.to_string(),
-            key,
             auth_header: shape.auth_header.clone(),
             template: shape.body_template.clone(),
             response_path: shape.response_path.clone(),
-            timeout,
-            reset,
             guard: guard.clone(),
-            scrub: scrub.clone(),
         }),
     }
 }

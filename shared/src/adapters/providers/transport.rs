@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -14,11 +15,12 @@ use serde_json::Value;
 use super::classify::{http_failure, rate_signals, transport_failure};
 use super::de;
 use crate::domain::error_class::ErrorClass;
-use crate::domain::llm::{FinishReason, Usage};
+use crate::domain::llm::{CompletionRequest, FinishReason, ResponseFormat, Usage};
 use crate::domain::outcome::{Answer, CallReport, Failure, RateSignals};
 use crate::domain::quota::ResetClock;
 use crate::domain::scrub::Scrubber;
 use crate::domain::secret::Secret;
+use crate::ports::Provider;
 
 /// What every wire adapter holds: where it posts, with which key, under which deadline and quota clock,
 /// and the scrubber its failures' text goes through.
@@ -80,6 +82,32 @@ pub(crate) fn key_header(key: Option<&Secret>, name: &str, bearer: bool) -> Vec<
     key.map(|k| (name.to_string(), value(k))).into_iter().collect()
 }
 
+/// One wire format over a [`Connection`]: how a request goes out, how a 200 is read. Every wire is a
+/// [`Provider`] through it, its calls timed, sent and reported the same way.
+#[async_trait]
+pub(crate) trait Wire: Send + Sync {
+    fn conn(&self) -> &Connection;
+
+    /// Sends `request` in the wire's format.
+    async fn send(&self, request: &CompletionRequest) -> Result<Raw, reqwest::Error>;
+
+    /// Reads a 200 answer in the wire's format.
+    fn answer(&self, raw: &Raw) -> Result<Answer, Failure>;
+}
+
+#[async_trait]
+impl<W: Wire> Provider for W {
+    fn name(&self) -> &str {
+        &self.conn().name
+    }
+
+    async fn call(&self, request: &CompletionRequest) -> CallReport {
+        let started = Instant::now();
+        let sent = self.send(request).await;
+        self.conn().report(started, sent, |raw| self.answer(raw))
+    }
+}
+
 /// Remembers that a model refused the JSON Schema we asked it to follow, so later calls do not ask again.
 #[derive(Debug, Default)]
 pub(crate) struct SchemaFallback {
@@ -87,17 +115,18 @@ pub(crate) struct SchemaFallback {
 }
 
 impl SchemaFallback {
-    /// Sends with the schema when the job has one and the model has not refused it before; an answer that
-    /// `is_refusal` is remembered and the call is sent again without the schema.
+    /// Sends with the schema when `request` has one and the model has not refused it before; an answer
+    /// that `is_refusal` is remembered and the call is sent again without the schema.
     pub(crate) async fn send<Sent>(
         &self,
-        wants_schema: bool,
+        request: &CompletionRequest,
         is_refusal: impl Fn(&Raw) -> bool,
         send: impl Fn(bool) -> Sent,
     ) -> Result<Raw, reqwest::Error>
     where
         Sent: Future<Output = Result<Raw, reqwest::Error>>,
     {
+        let wants_schema = matches!(&request.format, ResponseFormat::Json { schema: Some(_) });
         let use_schema = wants_schema && !self.refused.load(Ordering::Relaxed);
         let sent = send(use_schema).await;
         match &sent {

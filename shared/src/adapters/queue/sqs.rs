@@ -227,7 +227,7 @@ impl SqsQueue {
         let response = request.body(payload.to_string()).send().await.map_err(|e| {
             // A request that could not be built fails the same way every time; a connection or a
             // timeout may not.
-            let message = transport_error(&e);
+            let message = crate::adapters::error_chain(&e);
             if e.is_builder() {
                 Failure::permanent(message)
             } else {
@@ -325,18 +325,6 @@ fn classify(status: u16, query_error: Option<&str>, body: &str) -> Failure {
         retryable,
         message: format!("HTTP {status} {code}: {detail}"),
     }
-}
-
-fn transport_error(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The message and delay SQS gets: waits beyond 15 minutes become a 15-minute hop with `not_before_ms`.

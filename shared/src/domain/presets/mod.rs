@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::fields::{Flag, Headers, Int, List, Listed, Object, Shape, Url};
+use crate::domain::contract::CacheControl;
 use crate::domain::job::JobSpec;
 use crate::domain::targets::{Target, TargetKind};
 
@@ -61,11 +62,12 @@ pub(crate) trait Preset: Sized {
     fn deadline_seconds(&self) -> Option<u64>;
 
     /// Whether an identical finished job may answer the request (`cacheControl`).
-    fn cache_control(&self) -> crate::domain::contract::CacheControl {
-        crate::domain::contract::CacheControl::Default
+    fn cache_control(&self) -> CacheControl {
+        CacheControl::Default
     }
 
-    /// What the job runs and whom it tells (`spec.targets`, checked by the route before it is stored).
+    /// What the job runs and whom it tells (`spec.targets`, checked by [`Submission::check_targets`]
+    /// before it is stored).
     fn spec(&self) -> JobSpec;
 }
 
@@ -126,7 +128,7 @@ impl Shape for Retry {
 }
 
 /// Who to tell when the job ends: the signed webhook `callbackUrl` first, then `callbacks` in order
-/// (shape only here; whether a URL is safe is the route's URL guard's question).
+/// (shape only here; whether a URL is safe is asked by [`Submission::check_targets`]).
 pub fn targets(callback_url: Option<Url>, callbacks: Option<Callbacks>) -> Vec<Target> {
     let webhook = callback_url.map(|url| Target::webhook(url.0));
     let callbacks = callbacks.into_iter().flat_map(|list| list.0).map(|c| {
@@ -148,6 +150,66 @@ pub fn targets(callback_url: Option<Url>, callbacks: Option<Callbacks>) -> Vec<T
         }
     });
     webhook.into_iter().chain(callbacks).collect()
+}
+
+/// A parsed job request, whichever preset it came from: what a submit hands the engine.
+#[derive(Debug)]
+pub(crate) struct Submission {
+    /// What makes two requests the same job (with the owner: the job id).
+    pub(crate) identity: String,
+    pub(crate) spec: JobSpec,
+    /// The caller's deadline; the configured default when absent.
+    pub(crate) deadline_seconds: Option<u64>,
+    /// Whether an identical finished job may answer (`cacheControl`).
+    pub(crate) cache: CacheControl,
+}
+
+/// The retry policy a deployment gives every `callbackUrl` webhook (callbacks bring their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WebhookRetry {
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff_ms: u64,
+    /// When not empty, replaces the two above.
+    pub(crate) schedule_ms: Vec<u64>,
+}
+
+impl Submission {
+    /// The submission of a parsed request.
+    pub(crate) fn of<P: Preset>(request: &P) -> Self {
+        Self {
+            identity: request.identity(),
+            spec: request.spec(),
+            deadline_seconds: request.deadline_seconds(),
+            cache: request.cache_control(),
+        }
+    }
+
+    /// Gives the webhook the deployment's retry policy and asks `admits` about every target (the
+    /// reason it refuses one, before anything is stored); a refusal names the field that gave it:
+    /// `callbackUrl`, or `callbacks[i].url`.
+    pub(crate) fn check_targets(
+        &mut self,
+        webhook: &WebhookRetry,
+        admits: impl Fn(TargetKind, &str) -> Result<(), String>,
+    ) -> Result<(), FieldError> {
+        let mut callbacks = 0;
+        for target in &mut self.spec.targets {
+            let field = match target.kind {
+                TargetKind::Webhook => {
+                    target.max_attempts = webhook.max_attempts;
+                    target.backoff_ms = webhook.backoff_ms;
+                    target.schedule_ms = webhook.schedule_ms.clone();
+                    "callbackUrl".to_string()
+                }
+                TargetKind::Callback => {
+                    callbacks += 1;
+                    format!("callbacks[{}].url", callbacks - 1)
+                }
+            };
+            admits(target.kind, &target.url).map_err(|message| FieldError::new(field, message))?;
+        }
+        Ok(())
+    }
 }
 
 /// A stable hash of a canonical JSON value (serde_json keeps insertion order; we build it in a fixed order).
