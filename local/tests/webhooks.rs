@@ -39,6 +39,15 @@ async fn start(provider: &FakeProvider, extra: &[(String, String)]) -> Local {
     Local::start(&openai_provider("alpha", &provider.base_url()), &pairs).await
 }
 
+/// A fake provider answering [`ANSWER`], a receiver answering `statuses`, and stepper-local sending to it.
+async fn answering(statuses: &[u16]) -> (FakeProvider, NodeReceiver, Local) {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    let hook = receiver(statuses).await;
+    let local = start(&provider, &env(hook.port)).await;
+    (provider, hook, local)
+}
+
 async fn wait_for(receiver: &NodeReceiver, count: usize, within: Duration) -> Vec<ReceivedWebhook> {
     let deadline = Instant::now() + within;
     loop {
@@ -80,10 +89,7 @@ async fn first_delivery(local: &Local, status_url: &str, word: &str) -> Value {
 
 #[tokio::test]
 async fn the_webhook_arrives_once_and_verifies_as_the_caller_checks_it() {
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
-    let hook = receiver(&[200]).await;
-    let local = start(&provider, &env(hook.port)).await;
+    let (_provider, hook, local) = answering(&[200]).await;
     let (code, queued) = local
         .post("/v1/generate", ALICE, generate(&hook.url("/hooks/stepper?token=t0")))
         .await;
@@ -551,10 +557,7 @@ async fn a_dead_letter_is_redelivered_with_the_same_id_and_a_fresh_timestamp() {
 /// the same job without the flag stays to be polled; nothing is lost before the webhook was received.
 #[tokio::test]
 async fn a_job_with_purge_on_delivery_goes_once_its_webhook_is_acknowledged() {
-    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
-    provider.set_default(FakeReply::openai_text(ANSWER));
-    let hook = receiver(&[200]).await;
-    let local = start(&provider, &env(hook.port)).await;
+    let (_provider, hook, local) = answering(&[200]).await;
     let mut purged = generate(&hook.url("/hooks/purged"));
     purged["purgeOnDelivery"] = json!(true);
     purged["requestId"] = json!("req-purged");

@@ -381,7 +381,7 @@ async fn a_quota_outage_past_the_deadline_costs_the_caller_nothing() {
 /// calls answered 429 stay within twice the minimum (one per cooldown window).
 /// With `known`, the storm is known before the jobs arrive (a first job met the first 429): the 40
 /// jobs are all waiting on the cooldown. Without, 40 fresh jobs hit the provider at once.
-async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) -> (u64, u64, usize) {
+async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) -> (u64, u64, usize, u64) {
     const JOBS: usize = 40;
     const STORM_MS: u64 = 60_000;
     const RETRY_AFTER_S: u64 = 5;
@@ -416,37 +416,44 @@ async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) ->
     }
     run_concurrently_until(&queue, &clock, &engine, start_ms + 10 * STORM_MS).await;
     let mut completed = 0;
+    let mut last_ms = 0;
     for id in &ids {
         let (_, status) = call(&router, "GET", &format!("/v1/jobs/{id}"), None).await;
         completed += usize::from(status["status"] == "completed");
+        let finished = status["finishedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        last_ms = last_ms.max(finished.map_or(u64::MAX, |t| t.timestamp_millis() as u64));
     }
     let windows = STORM_MS / (RETRY_AFTER_S * 1000);
-    (limited.load(Ordering::SeqCst), windows, completed)
+    // How long the last job took to finish after the storm ended (sim time).
+    let drain_ms = last_ms.saturating_sub(start_ms + STORM_MS);
+    (limited.load(Ordering::SeqCst), windows, completed, drain_ms)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_storm_is_probed_by_one_caller_per_cooldown() {
-    let (limited, windows, completed) = storm(None, SystemClock.now_ms(), true).await;
-    println!("storm (memory store): 40 waiting jobs, 60 s of 429 Retry-After 5, steps run concurrently: {limited} calls answered 429 for {windows} cooldown windows ({:.2}×), {completed} completed", limited as f64 / windows as f64);
+    let (limited, windows, completed, drain_ms) = storm(None, SystemClock.now_ms(), true).await;
+    println!("storm (memory store): 40 waiting jobs, 60 s of 429 Retry-After 5, steps run concurrently: {limited} calls answered 429 for {windows} cooldown windows ({:.2}×), {completed} completed, the last {drain_ms} ms after the storm", limited as f64 / windows as f64);
     assert_eq!(completed, 40);
     assert!(
         limited <= 2 * windows,
         "{limited} calls in a storm of {windows} windows"
     );
+    assert!(drain_ms <= 10_000, "the backlog drained {drain_ms} ms after the storm");
 
     let redis = RedisServer::start().await.unwrap();
     let upstash = UpstashEmulator::start(&redis).await.unwrap();
-    let (limited, windows, completed) = storm(Some(&upstash), redis.time_ms().await.unwrap(), true).await;
-    println!("storm (Upstash): 40 waiting jobs, 60 s of 429 Retry-After 5, steps run concurrently: {limited} calls answered 429 for {windows} cooldown windows ({:.2}×), {completed} completed", limited as f64 / windows as f64);
+    let (limited, windows, completed, drain_ms) = storm(Some(&upstash), redis.time_ms().await.unwrap(), true).await;
+    println!("storm (Upstash): 40 waiting jobs, 60 s of 429 Retry-After 5, steps run concurrently: {limited} calls answered 429 for {windows} cooldown windows ({:.2}×), {completed} completed, the last {drain_ms} ms after the storm", limited as f64 / windows as f64);
     assert_eq!(completed, 40);
     assert!(
         limited <= 2 * windows,
         "{limited} calls in a storm of {windows} windows"
     );
+    assert!(drain_ms <= 10_000, "the backlog drained {drain_ms} ms after the storm");
 
     // For the record: 40 fresh jobs arriving together into a storm nobody knows of yet all call once
     // before the first 429 is learned; after that, one probe per window.
-    let (limited, windows, completed) = storm(None, SystemClock.now_ms(), false).await;
+    let (limited, windows, completed, _) = storm(None, SystemClock.now_ms(), false).await;
     println!("storm (memory store): 40 fresh concurrent jobs into an unknown storm: {limited} calls answered 429 for {windows} windows (the first burst of 40 included), {completed} completed");
     assert_eq!(completed, 40);
     assert!(limited <= 40 + 2 * windows);

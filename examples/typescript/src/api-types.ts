@@ -1121,9 +1121,8 @@ export interface components {
              *     record expires seconds after the last), for a caller that takes results by webhook only and
              *     would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
              *     webhook or callback is kept as usual.
-             * @default null
              */
-            purgeOnDelivery: boolean | null;
+            purgeOnDelivery?: boolean;
             /**
              * @description Checked like every route's (the original ignored it on this route).
              * @constant
@@ -1217,9 +1216,8 @@ export interface components {
              *     record expires seconds after the last), for a caller that takes results by webhook only and
              *     would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
              *     webhook or callback is kept as usual.
-             * @default null
              */
-            purgeOnDelivery: boolean | null;
+            purgeOnDelivery?: boolean;
             /**
              * @description The contract version the caller speaks; anything else is refused with `errorCode: SCHEMA_VERSION_MISMATCH`.
              * @constant

@@ -219,13 +219,23 @@ impl ProviderState {
     }
 }
 
-/// The states a claim's decision sees: a provider whose probe another claim holds is cooling down
-/// until that probe's lease ends (by then its outcome is in the shared state). Pure.
+/// How long a claim held back by another claim's probe waits before it looks again: about two of the
+/// provider's calls (its moving-average latency), within these bounds, and never past the probe's lease.
+const PROBE_RECHECK_MIN_MS: u64 = 500;
+const PROBE_RECHECK_MAX_MS: u64 = 5_000;
+
+/// The states a claim's decision sees: a provider whose probe another claim holds is cooling down for
+/// about two of its calls, then the held claim looks again (by then the probe's outcome is usually in
+/// the shared state: a success lets it through at the provider's pace, another 429 moves the
+/// cooldown on), and never past the probe's lease (a probe that died). Waiting for the lease itself
+/// held a whole backlog for a lease after its provider had recovered. Pure.
 pub(crate) fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
     for (name, state) in states.iter_mut() {
         let probing = state.probe_until_ms > now_ms && state.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
         if probing && !probes.contains(name) {
-            state.cooldown_until_ms = state.cooldown_until_ms.max(state.probe_until_ms);
+            let recheck = (2 * state.latency_ms).clamp(PROBE_RECHECK_MIN_MS, PROBE_RECHECK_MAX_MS);
+            let held = state.probe_until_ms.min(now_ms + recheck);
+            state.cooldown_until_ms = state.cooldown_until_ms.max(held);
         }
     }
 }
@@ -383,6 +393,33 @@ impl ProviderEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_held_back_by_a_probe_looks_again_after_about_two_calls() {
+        let now = 1_000_000;
+        let probed = ProviderState {
+            last_class: Some(LastOutcome::Failed(ErrorClass::RateLimited)),
+            cooldown_until_ms: now - 10,
+            probe_until_ms: now + 60_000,
+            latency_ms: 800,
+            ..ProviderState::default()
+        };
+        let mut states = HashMap::from([("p".to_string(), probed.clone())]);
+        hold_back_for_probes(&mut states, &[], now);
+        assert_eq!(states["p"].cooldown_until_ms, now + 1_600, "two calls of 800 ms");
+        // The probe's holder is not held; a probe about to end holds no longer than its lease.
+        let mut states = HashMap::from([("p".to_string(), probed.clone())]);
+        hold_back_for_probes(&mut states, &["p".to_string()], now);
+        assert_eq!(states["p"].cooldown_until_ms, now - 10);
+        let ending = ProviderState {
+            probe_until_ms: now + 300,
+            latency_ms: 0,
+            ..probed
+        };
+        let mut states = HashMap::from([("p".to_string(), ending)]);
+        hold_back_for_probes(&mut states, &[], now);
+        assert_eq!(states["p"].cooldown_until_ms, now + 300);
+    }
 
     fn ms(rfc3339: &str) -> u64 {
         chrono::DateTime::parse_from_rfc3339(rfc3339)

@@ -72,7 +72,8 @@ pub(crate) struct ReportBody {
     /// would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
     /// webhook or callback is kept as usual.
     #[serde(default)]
-    purge_on_delivery: Option<bool>,
+    #[schemars(with = "super::fields::Flag")]
+    purge_on_delivery: Option<super::fields::Flag>,
     /// Checked like every route's (the original ignored it on this route).
     #[serde(default)]
     #[schemars(with = "crate::domain::contract::ContractVersion")]
@@ -113,7 +114,7 @@ impl Preset for ReportRequest {
             template: b.template.map(|t| t.0).unwrap_or_default(),
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
-            purge_on_delivery: b.purge_on_delivery.unwrap_or(false),
+            purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
         })
     }
 

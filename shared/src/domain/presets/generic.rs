@@ -89,7 +89,8 @@ pub(crate) struct GenerateBody {
     /// would purge at once. A dead-lettered delivery keeps the job (to redeliver); a job with no
     /// webhook or callback is kept as usual.
     #[serde(default)]
-    purge_on_delivery: Option<bool>,
+    #[schemars(with = "super::fields::Flag")]
+    purge_on_delivery: Option<super::fields::Flag>,
     #[serde(default)]
     #[schemars(with = "ContractVersion")]
     #[allow(dead_code)] // read for its check only
@@ -673,7 +674,7 @@ impl Preset for GenerateRequest {
             context,
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
-            purge_on_delivery: b.purge_on_delivery.unwrap_or(false),
+            purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
             cache: b.cache_control.unwrap_or_default(),
             providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })

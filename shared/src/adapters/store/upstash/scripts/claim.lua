@@ -12,7 +12,8 @@
 -- An 'ok' claim's commands are counted in the budget by the finish of its step (budget.lua's carry).
 -- The thundering herd: when a provider's cooldown after a rate limit, a quota or an overload has just
 -- ended, this claim takes its probe (field pu = the lease's end) unless another claim holds it; the
--- engine holds the other claims back until the probe's lease ends (quota.rs hold_back_for_probes).
+-- engine holds the other claims back for about two of the provider's calls, then they look again, never
+-- past the probe's lease (quota.rs hold_back_for_probes).
 local got = C('MGET', KEYS[1], KEYS[2])
 local v, raw = got[1], got[2]
 if not v then
