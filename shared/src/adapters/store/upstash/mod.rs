@@ -445,6 +445,9 @@ fn expiry_ahead(what: &str, expires_at_ms: u64, now_ms: u64) -> Result<(), Store
 /// most a day, its record a grace past it), as the provider states.
 const INDEX_LIFE_MS: u64 = 8 * DAY_MS;
 
+/// Most claims whose commands wait for the finish of their step, per process (see `carried`).
+const MAX_CARRIED: usize = 10_000;
+
 /// How often a process checks the engine's clock against the store's (scripts/clock.lua).
 const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -545,6 +548,11 @@ impl Store for UpstashStore {
             (Some("ok"), [job, providers, probes]) => {
                 // Its commands are counted by the finish of this step (budget.lua's carry).
                 if let Ok(mut carried) = self.carried.lock() {
+                    // A step that ends without a finish (a delivery step with nothing left to send, an
+                    // early redrive) leaves its entry behind, and its claim uncounted: bounded here.
+                    if carried.len() >= MAX_CARRIED {
+                        carried.clear();
+                    }
                     carried.insert((key, step.gen.clone(), step.seq), executed);
                 }
                 Claim::Acquired {
