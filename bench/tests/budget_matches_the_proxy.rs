@@ -1,4 +1,4 @@
-//! Issue 18: `GET /v1/budget` says what the deployment spent, and its figures are what was spent. On the
+//! `GET /v1/budget` says what the deployment spent, and its figures are what was spent. On the
 //! real stack (the service on the Upstash REST emulator behind the proxy that counts what Upstash
 //! bills), jobs run from a fresh store; the budget's store commands are then exactly what the proxy
 //! counted on the same run (every command executed, a script's inner commands included), script

@@ -1,4 +1,4 @@
-//! Operational alerts on the real stack (issue 20): two stepper-local instances on one Upstash store
+//! Operational alerts on the real stack: two stepper-local instances on one Upstash store
 //! (redis-server + the Upstash REST emulator), fake providers on loopback, and a loopback receiver
 //! per sink kind. Discord- and Slack-shaped URLs are named by their `discord+` / `slack+` prefix
 //! (in production the host says it: discord.com, hooks.slack.com).

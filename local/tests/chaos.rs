@@ -1,4 +1,4 @@
-//! Issue 14's chaos suite on the real stack: `stepper-local` (the real binary) over the Upstash REST
+//! The chaos suite on the real stack: `stepper-local` (the real binary) over the Upstash REST
 //! emulator and redis-server, with a fake provider on loopback. Prints its figures.
 //!
 //! Short form (the test command): `cargo test -p stepper-local --test chaos -- --nocapture`.

@@ -1,4 +1,4 @@
-//! Issue 18: how honest is the ETA? Three providers with known limits behind the real HTTP routes and
+//! How honest is the ETA? Three providers with known limits behind the real HTTP routes and
 //! step engine, on a clock the test drives; 200 jobs submitted at once. Every job's FIRST estimate (the
 //! `etaAt` of its 202) is compared with the moment it actually completed (`finishedAt` of its poll):
 //! each must be within ±20 % of the job's time in the system, or ±5 s. The error distribution is

@@ -28,7 +28,7 @@ use testkit::fake::{FakeProvider, FakeReply, Wire};
 
 use common::{scenario_config, upstash_emulator, ManualClock, SimQueue};
 
-/// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
+/// Thirty days: how far ahead of this process redis-server runs in the tests of an engine clock behind the store's.
 const MONTH_MS: i64 = 30 * 86_400_000;
 
 /// A provider's real quota as the fake enforces it: `limit` calls per quota day of `clock`.
@@ -81,7 +81,7 @@ struct Scenario {
 /// on Upstash, the machine's clock on the memory store), never to a calendar date: the test means the
 /// same on any day. The scenario starts 20 minutes before a UTC midnight at least 40 minutes ahead of
 /// that clock, so the manual clock never runs behind the store's (a job written "already expired"
-/// would be refused by the store's clock check, issue 21).
+/// would be refused by the store's clock check).
 struct Instants {
     t0: u64,
     utc_midnight: u64,
@@ -364,7 +364,7 @@ async fn on_the_upstash_store_over_the_real_stack() {
     on_upstash(testkit::stack::RedisServer::start().await.expect("redis-server")).await;
 }
 
-/// The guard against the class of issue 21: the same scenario with Redis's clock a month ahead of the
+/// The guard against an engine clock behind the store's: the same scenario with Redis's clock a month ahead of the
 /// machine's (libfaketime on redis-server), as if the test ran 30 days later. A scenario anchored to a
 /// fixed date, or to any clock but the store's, fails here: the store refuses its writes as already
 /// expired.

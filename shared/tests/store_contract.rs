@@ -20,7 +20,7 @@ use shared::ports::{
     RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
 
-/// Thirty days: how far ahead of this process redis-server runs in the guard tests of issue 21.
+/// Thirty days: how far ahead of this process redis-server runs in the tests of an engine clock behind the store's.
 const MONTH_MS: i64 = 30 * 86_400_000;
 
 fn now() -> u64 {
@@ -309,7 +309,7 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
     }
 }
 
-/// Issue 18: submit and poll read what an unfinished job's ETA needs in the script they run anyway:
+/// Submit and poll read what an unfinished job's ETA needs in the script they run anyway:
 /// the jobs due ahead of it and every provider's state.
 async fn create_and_read_read_what_the_eta_needs(store: Arc<dyn Store>) {
     // Due far past every other case's jobs: counts are compared with the first of these.
@@ -447,7 +447,7 @@ async fn unfinished_jobs_expire_at_their_expiry(store: Arc<dyn Store>) {
 }
 
 /// A record whose absolute expiry is already past would vanish as it is written: every adapter refuses
-/// it with `ExpiryInPast` and writes nothing (issue 21: on Upstash, judged by Redis's own clock).
+/// it with `ExpiryInPast` and writes nothing (on Upstash, judged by Redis's own clock).
 async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn Store>) {
     let mut late = job(&unique("owner"));
     late.expires_at_ms = now() - 60_000;
@@ -1352,9 +1352,10 @@ fn minus(after: Tally, before: Tally) -> Tally {
     }
 }
 
-/// Issue 18: every call counts what it spends in the same request (one store command, what
-/// `Charge::aws` says it implies on AWS, a job per new create), for the deployment and for its owner;
-/// an owner's read sees only its own fields.
+/// Every call counts what it spends in the same request (on Upstash inside the command that counts the
+/// request against its owner's limits; a claim's with the finish of its step), what `Charge::aws` says it
+/// implies on AWS and a job per new create, for the deployment and for its owner; an owner's read sees
+/// only its own fields.
 async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) {
     let owner = unique("budget");
     // Every script once, so that none is loaded (and billed twice) inside the measured stretch.
@@ -1633,7 +1634,7 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
     assert!(score.is_null(), "nor a due-index entry: {score}");
 }
 
-/// Issue 21: an engine whose clock is a month behind Redis's (here Redis runs a month ahead under
+/// An engine whose clock is a month behind Redis's (here Redis runs a month ahead under
 /// libfaketime) computes expiries Redis already sees as past. Every route script refuses before it
 /// writes, with `ExpiryInPast`, instead of writing a job that vanishes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! The budget (issue 18): what this deployment spends on Upstash, Lambda and SQS, counted in the store
+//! The budget: what this deployment spends on Upstash, Lambda and SQS, counted in the store
 //! calls it makes anyway, and the month's projection against the free tiers (`GET /v1/budget`).
 //!
 //! **What is counted is what Upstash bills: every command executed.** Every store call a route or a

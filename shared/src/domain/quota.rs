@@ -128,7 +128,7 @@ pub struct ProviderState {
     #[serde(rename = "la", default)]
     pub(crate) last_at_ms: u64,
     /// One claim holds the provider's probe until this instant: when a cooldown ends, that claim's
-    /// job may call it, the others wait for the probe's outcome (issue 14, the thundering herd).
+    /// job may call it, the others wait for the probe's outcome (the thundering herd).
     #[serde(rename = "pu", default, skip_serializing_if = "is_zero")]
     pub(crate) probe_until_ms: u64,
     /// A moving average of its successful calls' latency (ms, engine clock; 0: never timed): each

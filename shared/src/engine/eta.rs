@@ -1,4 +1,4 @@
-//! The ETA of an unfinished job (issue 18): a pure function of the provider chain's shared state,
+//! The ETA of an unfinished job: a pure function of the provider chain's shared state,
 //! the job's place in the due-index and the time. It does no I/O and reads no clock, so it is
 //! property-tested (see the tests below), like [`decide`](super::decide).
 //!

@@ -97,7 +97,7 @@ impl OwnerLimits {
 
 impl Default for OwnerLimits {
     /// 120 requests a minute (two a second: room to poll a few jobs each second) and 1,000 unfinished
-    /// jobs per owner. Parked jobs cost bytes, not commands (issue 14): a job's record is at most
+    /// jobs per owner. Parked jobs cost bytes, not commands: a job's record is at most
     /// ≈ 40 KB (a commit report at its full evidence budget, 24 KB of diff plus the 8 KB compact
     /// prompt, as JSON), so an owner at its cap holds ≤ 40 MB, under a sixth of Upstash free's 256 MB;
     /// a quota outage of a day fills no caller's cap, while a runaway client is still refused.

@@ -1,4 +1,4 @@
-//! The due-index's sweeper (issue 14). Every job with work left is in the store's due-index, scored
+//! The due-index's sweeper. Every job with work left is in the store's due-index, scored
 //! by when its next step is due; the scripts the routes and steps already run keep it current (no
 //! extra request). One sweeper re-queues what is due: a parked wait whose time has come, a step
 //! whose message was lost or never sent, a lease that lapsed (a step that died, a claim that landed

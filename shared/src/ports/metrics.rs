@@ -1,4 +1,4 @@
-//! Metrics: one set of names, two outputs (issue 18). Everything is recorded through the `metrics`
+//! Metrics: one set of names, two outputs. Everything is recorded through the `metrics`
 //! facade; the process installs the recorder. `stepper-local` renders Prometheus text at `GET /metrics`
 //! (`metrics-exporter-prometheus`), a Lambda function prints CloudWatch Embedded Metric Format lines at
 //! the end of each invocation (`crate::wiring::lambda`, `metrics_cloudwatch_embedded`). Without a recorder (the

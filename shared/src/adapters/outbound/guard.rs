@@ -398,7 +398,7 @@ fn classify_v6(address: Ipv6Addr) -> Option<AddressClass> {
 pub struct PostOutcome {
     pub status: u16,
     /// How many bytes of the response body were read (at most [`RESPONSE_BODY_CAP`]). The body itself is
-    /// not kept: nothing reads a receiver's answer beyond its status (issue 19, dead data), and it is
+    /// not kept: nothing reads a receiver's answer beyond its status (dead data), and it is
     /// read at all only so a short answer is taken whole before the connection closes.
     pub body_len: usize,
     /// Whether the body went on past the cap (the rest was not read).
