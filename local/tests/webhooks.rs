@@ -569,7 +569,9 @@ async fn a_job_with_purge_on_delivery_goes_once_its_webhook_is_acknowledged() {
     assert_eq!(code, 202, "{kept}");
     let got = wait_for(&hook, 2, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got.iter().any(|w| w.body["jobId"] == gone["jobId"] && w.body["status"] == "completed"));
+    assert!(got
+        .iter()
+        .any(|w| w.body["jobId"] == gone["jobId"] && w.body["status"] == "completed"));
     let gone_url = gone["statusUrl"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -579,9 +581,16 @@ async fn a_job_with_purge_on_delivery_goes_once_its_webhook_is_acknowledged() {
         }
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["deliveries"][0]["status"], "delivered", "{body}");
-        assert!(Instant::now() < deadline, "the job is still there 20 s after its webhook: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the job is still there 20 s after its webhook: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (code, body) = local.get(kept["statusUrl"].as_str().unwrap(), ALICE).await;
-    assert_eq!((code, &body["status"]), (200, &json!("completed")), "the job without the flag stays: {body}");
+    assert_eq!(
+        (code, &body["status"]),
+        (200, &json!("completed")),
+        "the job without the flag stays: {body}"
+    );
 }

@@ -420,7 +420,9 @@ async fn storm(upstash: Option<&UpstashEmulator>, start_ms: u64, known: bool) ->
     for id in &ids {
         let (_, status) = call(&router, "GET", &format!("/v1/jobs/{id}"), None).await;
         completed += usize::from(status["status"] == "completed");
-        let finished = status["finishedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let finished = status["finishedAt"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
         last_ms = last_ms.max(finished.map_or(u64::MAX, |t| t.timestamp_millis() as u64));
     }
     let windows = STORM_MS / (RETRY_AFTER_S * 1000);

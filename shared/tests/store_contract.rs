@@ -916,7 +916,10 @@ async fn the_sweeper_lives_only_while_the_index_holds_jobs(store: Arc<dyn Store>
         }
     );
     assert!(
-        matches!(sweep_at(&store, (&token, 4), false, now()).await, Swept::Due { left: 0, .. }),
+        matches!(
+            sweep_at(&store, (&token, 4), false, now()).await,
+            Swept::Due { left: 0, .. }
+        ),
         "an empty index released the sweeper: a later message finds nothing to do, and the chain ends"
     );
     let c = job(&unique("owner"));
@@ -1570,7 +1573,13 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
     // Every key the contract left behind expires by itself: job records, provider states and the
     // owners' buckets (budget, rate window, jobs in flight) alike; the due-index gets its expiry from
     // the sweeps (an index whose sweeper died goes once every job in it has).
-    let swept = sweep_at(&(Arc::new(UpstashStore::new(client.clone(), Arc::new(SystemClock))) as Arc<dyn Store>), ("last", 1), true, now()).await;
+    let swept = sweep_at(
+        &(Arc::new(UpstashStore::new(client.clone(), Arc::new(SystemClock))) as Arc<dyn Store>),
+        ("last", 1),
+        true,
+        now(),
+    )
+    .await;
     assert!(matches!(swept, Swept::Due { .. }), "{swept:?}");
     let keys = client.command(vec!["KEYS".into(), "st:*".into()]).await.unwrap();
     let keys: Vec<String> = keys

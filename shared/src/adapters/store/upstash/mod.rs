@@ -110,7 +110,6 @@ fn decode_batch(record: &str) -> Result<crate::domain::batch::BatchRecord, Store
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-
 /// The owner and id a due-index member (a record key) names: the id is the last 32 characters.
 fn parse_job_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(JOB_PREFIX)?;
@@ -378,7 +377,9 @@ impl UpstashStore {
         keys: &[&str],
         args: Vec<Value>,
     ) -> Result<Value, StoreError> {
-        self.eval_carrying(script, charge, owner, keys, args, 0).await.map(|(_, answer)| answer)
+        self.eval_carrying(script, charge, owner, keys, args, 0)
+            .await
+            .map(|(_, answer)| answer)
     }
 
     async fn eval_carrying(
@@ -556,12 +557,12 @@ impl Store for UpstashStore {
                     carried.insert((key, step.gen.clone(), step.seq), executed);
                 }
                 Claim::Acquired {
-                job: record(job)?,
-                providers: decode_providers(providers),
-                probes: probes
-                    .as_array()
-                    .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default(),
+                    job: record(job)?,
+                    providers: decode_providers(providers),
+                    probes: probes
+                        .as_array()
+                        .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
                 }
             }
             _ => return Err(unexpected()),
@@ -641,7 +642,11 @@ impl Store for UpstashStore {
             .lock()
             .ok()
             .and_then(|mut c| c.remove(&(key.clone(), step.gen.clone(), step.seq)));
-        let charge = if carried.is_some() { Charge::Claim } else { Charge::Finish };
+        let charge = if carried.is_some() {
+            Charge::Claim
+        } else {
+            Charge::Finish
+        };
         let (_, written) = self
             .eval_carrying(
                 &self.finish,
