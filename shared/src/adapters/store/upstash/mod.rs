@@ -3,7 +3,7 @@
 //! Upstash bills every command Redis executes: a script call and each `redis.call` inside it
 //! (scripts/count.lua counts them; the figures per route: `BILLED_PER_ROUTE` in bench/src/routes.rs).
 //! So each key below exists because a state change needs it, and each script runs only the commands
-//! its change needs: a delivered job (submit, claim, finish, poll, purge) executes 23.
+//! its change needs: a delivered job (submit, claim, finish, poll, purge) executes 22.
 //!
 //! Key layout (every key expires):
 //! - `st:j:<owner>:<job id>` — the job record: a header line
