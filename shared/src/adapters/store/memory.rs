@@ -308,7 +308,7 @@ struct Inner {
     /// an entry's expiry itself, so the clearing only bounds memory).
     next_prune_ms: u64,
     /// Per UTC day: provider attempts by (provider, outcome), and jobs finished by (owner, 's' | 'f')
-    /// (`st:a:<day>` on Upstash). Kept through the next day.
+    /// (on Upstash: the owner's bucket and the provider states). Kept through the next day.
     days: HashMap<u64, Day>,
     /// The budget's buckets, named as on Upstash (`st:b:h:<yyyymmddhh>`, `st:b:m:<yyyymm>`) → (expiry in
     /// epoch ms, field → count), with budget.lua's fields.

@@ -2,7 +2,7 @@
 -- window and a new job in its owner's jobs in flight (one BITFIELD, budget.lua, which also adds the
 -- call to the budget), and puts a new job in the due-index. One request, atomic.
 -- KEYS[1] job record, KEYS[2] the due-index (st:due: member the job's key, score when its next step is
--- due), KEYS[3] the sweeper token (st:sweeper), KEYS[4] the provider states (st:providers)
+-- due), KEYS[3] the sweeper token (st:sweeper), KEYS[4] the provider states (st:pv)
 -- ARGV[1] record, ARGV[2] the owner's record key prefix (st:j:<owner>:), ARGV[3] expiry (epoch ms),
 -- ARGV[4] rate limit ('0': none), ARGV[5] the rate window's id (its end, epoch ms), ARGV[6] in-flight
 -- cap ('0': none), ARGV[7] the due score (epoch ms, with a fraction that keeps arrival order: mod.rs),

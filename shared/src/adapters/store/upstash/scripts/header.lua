@@ -20,6 +20,10 @@ local function header(v)
   end
   return nil
 end
+-- A job's place in the due-index: its rank, less the index's member ~s (first: sweep.lua).
+local function place(due_key, member)
+  return math.max((C('ZRANK', due_key, member) or 1) - 1, 0)
+end
 local function finished(state)
   return state == 's' or state == 'f'
 end

@@ -3,7 +3,7 @@
 -- the keyspace: the owner's entries in the due-index (ZSCAN by the owner's key prefix; the earliest due
 -- come first), its dead-lettered jobs by record expiry (st:x:<owner>), today's counts (the owner's
 -- finished jobs in its bucket, budget.lua; each provider's attempts in its state, finish.lua).
--- KEYS[1] the due-index (st:due), KEYS[2] st:x:<owner>, KEYS[3] the provider states (st:providers)
+-- KEYS[1] the due-index (st:due), KEYS[2] st:x:<owner>, KEYS[3] the provider states (st:pv)
 -- ARGV[1] rate limit ('0': none), ARGV[2] the rate window's id (its end, epoch ms), ARGV[3] owner,
 -- ARGV[4] now (epoch ms), ARGV[5] most unfinished jobs counted by state, ARGV[6] most oldest jobs
 -- answered whole, ARGV[7] most dead-lettered jobs answered whole, ARGV[8] today (UTC day number),
@@ -56,8 +56,7 @@ for i = 1, scan, 500 do
       if #oldest < 3 * want then
         oldest[#oldest + 1] = v
         oldest[#oldest + 1] = running
-        -- Its rank, less the index's ~s (first: sweep.lua).
-        oldest[#oldest + 1] = standing(KEYS[1], KEYS[3], math.max((C('ZRANK', KEYS[1], keys[k]) or 1) - 1, 0),
+        oldest[#oldest + 1] = standing(KEYS[1], KEYS[3], place(KEYS[1], keys[k]),
           math.floor(entries[i + k - 1][2]), 9)
       end
     end

@@ -45,5 +45,4 @@ if finished(state) then
   end
   return {count, v, running}
 end
--- Its rank, less the index's ~s (first: sweep.lua).
-return {count, v, running, {math.max((C('ZRANK', KEYS[2], KEYS[1]) or 1) - 1, 0), states or false}}
+return {count, v, running, {place(KEYS[2], KEYS[1]), states or false}}
