@@ -440,7 +440,8 @@ async fn a_provider_storm_is_probed_by_one_caller_per_cooldown() {
         limited <= 2 * windows,
         "{limited} calls in a storm of {windows} windows"
     );
-    assert!(drain_ms <= 10_000, "the backlog drained {drain_ms} ms after the storm");
+    // Within a few of the provider's calls, not a probe's lease (4 s here when held for the lease).
+    assert!(drain_ms <= 2_000, "the backlog drained {drain_ms} ms after the storm");
 
     let redis = RedisServer::start().await.unwrap();
     let upstash = UpstashEmulator::start(&redis).await.unwrap();
@@ -451,7 +452,8 @@ async fn a_provider_storm_is_probed_by_one_caller_per_cooldown() {
         limited <= 2 * windows,
         "{limited} calls in a storm of {windows} windows"
     );
-    assert!(drain_ms <= 10_000, "the backlog drained {drain_ms} ms after the storm");
+    // Within a few of the provider's calls, not a probe's lease (4 s here when held for the lease).
+    assert!(drain_ms <= 2_000, "the backlog drained {drain_ms} ms after the storm");
 
     // For the record: 40 fresh jobs arriving together into a storm nobody knows of yet all call once
     // before the first 429 is learned; after that, one probe per window.
