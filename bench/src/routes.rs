@@ -219,14 +219,18 @@ impl UpstashStack {
         Ok((status, body, phase))
     }
 
-    async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>)> {
+    async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>, Vec<String>)> {
         loop {
             let delivery = tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
                 .await
                 .context("no step message within 10 s")?
                 .context("the queue closed")?;
             match delivery.message {
-                Message::Step { step, not_before_ms } => return Ok((step, not_before_ms)),
+                Message::Step {
+                    step,
+                    not_before_ms,
+                    providers,
+                } => return Ok((step, not_before_ms, providers)),
                 // The sweeper's chain (armed by the first create) and operator alerts: not a step of
                 // the job under way.
                 Message::Sweep { .. } | Message::Alert { .. } => continue,
@@ -250,9 +254,13 @@ impl UpstashStack {
         }
         let status_url = body["statusUrl"].as_str().context("statusUrl")?.to_string();
         loop {
-            let (step, not_before_ms) = self.next_step().await?;
+            let (step, not_before_ms, providers) = self.next_step().await?;
             let started = Instant::now();
-            let outcome = self.service.engine.run_step(&step, not_before_ms, 1).await?;
+            let outcome = self
+                .service
+                .engine
+                .run_step(&step, not_before_ms, &providers, 1)
+                .await?;
             trace.steps.push(Phase {
                 duration: started.elapsed(),
                 requests: self.proxy.take_log(),

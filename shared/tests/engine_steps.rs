@@ -200,13 +200,20 @@ impl World {
         }
     }
     async fn step(&self, step: &StepRef) -> Result<StepOutcome, StepError> {
-        self.engine.run_step(step, None, 1).await
+        self.engine.run_step(step, None, &[], 1).await
     }
 }
 
 /// What the queue holds after one step message: `step`, not before `not_before_ms`, after `delay`.
 fn sent(step: StepRef, not_before_ms: Option<u64>, delay: Duration) -> Vec<(Message, Duration)> {
-    vec![(Message::Step { step, not_before_ms }, delay)]
+    vec![(
+        Message::Step {
+            step,
+            not_before_ms,
+            providers: Vec::new(),
+        },
+        delay,
+    )]
 }
 
 fn next_of(step: &StepRef) -> StepRef {
@@ -292,7 +299,7 @@ async fn when_everyone_is_limited_the_job_waits_for_the_earliest() {
 async fn an_early_message_is_sent_on_without_touching_the_store() {
     let w = world(&["a"]);
     let s = w.submit(None).await;
-    let outcome = w.engine.run_step(&s, Some(T0 + 2_000_000), 1).await.unwrap();
+    let outcome = w.engine.run_step(&s, Some(T0 + 2_000_000), &[], 1).await.unwrap();
     assert_eq!(outcome, StepOutcome::Rescheduled);
     assert_eq!(
         w.queue.take(),
@@ -317,7 +324,7 @@ async fn a_held_lease_makes_the_message_come_back_later() {
     let w = world(&["a"]);
     let s = w.submit(None).await;
     assert!(matches!(
-        w.store.claim(&s, Duration::from_secs(60)).await.unwrap(),
+        w.store.claim(&s, Duration::from_secs(60), &[]).await.unwrap(),
         shared::ports::Claim::Acquired { .. }
     ));
     w.queue.take();
@@ -330,7 +337,8 @@ async fn a_held_lease_makes_the_message_come_back_later() {
         vec![(
             Message::Step {
                 step: s.clone(),
-                not_before_ms: None
+                not_before_ms: None,
+                providers: Vec::new(),
             },
             Duration::from_millis(60_050)
         )]
@@ -353,7 +361,7 @@ async fn a_lost_next_message_is_sent_again_by_the_redelivery() {
     w.queue.broken.store(false, Ordering::SeqCst);
     // The same message comes back (receive count 2): the job is one step further, so re-send its next.
     assert_eq!(
-        w.engine.run_step(&s, None, 2).await.unwrap(),
+        w.engine.run_step(&s, None, &[], 2).await.unwrap(),
         StepOutcome::Progressed { delay_ms: 0 }
     );
     assert_eq!(w.queue.take(), sent(next_of(&s), None, Duration::ZERO));

@@ -156,6 +156,7 @@ fn step(seq: u64, not_before_ms: Option<u64>) -> Message {
             seq,
         },
         not_before_ms,
+        providers: vec!["alpha".into(), "béta".into()],
     }
 }
 

@@ -143,7 +143,7 @@ async fn busy_on_the_local_queue_returns_at_the_leases_end() {
     assert!(matches!(
         engine
             .store()
-            .claim(&job.step_ref(), Duration::from_millis(1_500))
+            .claim(&job.step_ref(), Duration::from_millis(1_500), &[])
             .await
             .unwrap(),
         Claim::Acquired { .. }

@@ -12,7 +12,7 @@ use shared::domain::budget::{self, Spent, Tally};
 use shared::domain::error_class::ErrorClass;
 use shared::domain::job::{job_id, new_gen, public_id, record_id, Job, JobSpec, JobState, StepRef};
 use shared::domain::llm::{ChatMessage, ResponseFormat};
-use shared::domain::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, ResetClock};
+use shared::domain::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, Reservable, ResetClock};
 use shared::domain::secret::Secret;
 use shared::domain::targets::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
@@ -128,7 +128,7 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(30)).await.unwrap(),
+        store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
     let mut failed = j.clone();
@@ -199,21 +199,21 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
     let mut wrong_seq = step.clone();
     wrong_seq.seq = 7;
     assert!(matches!(
-        store.claim(&wrong_seq, Duration::from_secs(30)).await.unwrap(),
+        store.claim(&wrong_seq, Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Stale(_)
     ));
     let mut wrong_gen = step.clone();
     wrong_gen.gen = new_gen();
     assert!(matches!(
-        store.claim(&wrong_gen, Duration::from_secs(30)).await.unwrap(),
+        store.claim(&wrong_gen, Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Stale(_)
     ));
-    match store.claim(&step, Duration::from_secs(30)).await.unwrap() {
+    match store.claim(&step, Duration::from_secs(30), &[]).await.unwrap() {
         Claim::Acquired { job, .. } => assert_eq!(job, j),
         other => panic!("expected the lease, got {other:?}"),
     }
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(30)).await.unwrap(),
+        store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Busy { lease_left } if lease_left <= Duration::from_secs(30) && lease_left > Duration::from_secs(25)
     ));
     let running = read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
@@ -221,7 +221,7 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
     let mut missing = step.clone();
     missing.job_id = job_id("nobody", "nothing");
     assert_eq!(
-        store.claim(&missing, Duration::from_secs(30)).await.unwrap(),
+        store.claim(&missing, Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Missing
     );
 }
@@ -231,12 +231,12 @@ async fn a_lease_expires(store: Arc<dyn Store>) {
     create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_millis(300)).await.unwrap(),
+        store.claim(&step, Duration::from_millis(300), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(30)).await.unwrap(),
+        store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
 }
@@ -303,8 +303,129 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
     );
     let j = job(&unique("owner"));
     create(&store, &j).await;
-    match store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap() {
+    match store.claim(&j.step_ref(), Duration::from_secs(30), &[]).await.unwrap() {
         Claim::Acquired { providers, .. } => assert_eq!(providers.get(&name), Some(&expected)),
+        other => panic!("expected the lease, got {other:?}"),
+    }
+}
+
+/// Claims that race for a provider's last requests of the minute: each claim reserves a request of the
+/// first of its ranked providers that can be called now (counted in the same atomic change), so of eight
+/// claims at once only three get the 3-rpm provider; the rest find it full and reserve nothing (their
+/// next provider has no shared limit). A finish of a reserved call does not count it again; a finish of
+/// an unreserved one does. A provider cooling down is passed over.
+async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<dyn Store>) {
+    // Not across a minute's turn: the counts below are one minute's.
+    let into_minute = now() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis(60_500 - into_minute)).await;
+    }
+    let limited = unique("limited-");
+    let free = unique("free-");
+    let day = now() / DAY_MS;
+    let reservable = [
+        Reservable {
+            name: limited.clone(),
+            limits: ProviderLimits {
+                rpm: Some(3),
+                rpd: Some(100),
+                tpm: None,
+                reset: ResetClock::UtcMidnight,
+            },
+            day,
+        },
+        Reservable {
+            name: free.clone(),
+            limits: ProviderLimits::default(),
+            day,
+        },
+    ];
+    let mut jobs = Vec::new();
+    for _ in 0..8 {
+        let j = job(&unique("owner"));
+        create(&store, &j).await;
+        jobs.push(j);
+    }
+    let steps: Vec<StepRef> = jobs.iter().map(Job::step_ref).collect();
+    let claims = futures::future::join_all(
+        steps
+            .iter()
+            .map(|step| store.claim(step, Duration::from_secs(30), &reservable)),
+    )
+    .await;
+    let mut reserved = Vec::new();
+    for claim in claims {
+        match claim.unwrap() {
+            Claim::Acquired { reserved: r, .. } => reserved.push(r),
+            other => panic!("expected the lease, got {other:?}"),
+        }
+    }
+    let took = reserved
+        .iter()
+        .filter(|r| r.as_deref() == Some(limited.as_str()))
+        .count();
+    assert_eq!(
+        took, 3,
+        "three claims reserve the minute's three requests: {reserved:?}"
+    );
+    assert!(reserved
+        .iter()
+        .all(|r| r.is_none() || r.as_deref() == Some(limited.as_str())));
+    let count =
+        |states: &std::collections::HashMap<String, ProviderState>| states.get(&limited).map(|s| s.minute_requests);
+    assert_eq!(count(&store.provider_states().await.unwrap()), Some(3));
+
+    // A reserved call's finish does not count it again; an unreserved one's does.
+    let finish = |j: &Job, reserved: bool| {
+        let store = store.clone();
+        let j = j.clone();
+        let limited = limited.clone();
+        async move {
+            let mut next = j.clone();
+            next.seq += 1;
+            let mut e = event(&limited, None, 0);
+            e.reserved = reserved;
+            assert!(
+                store
+                    .finish(&j.step_ref(), &next, None, Some(&e))
+                    .await
+                    .unwrap()
+                    .written
+            );
+        }
+    };
+    finish(&jobs[0], true).await;
+    assert_eq!(count(&store.provider_states().await.unwrap()), Some(3));
+    finish(&jobs[1], false).await;
+    assert_eq!(count(&store.provider_states().await.unwrap()), Some(4));
+
+    // Cooling down: passed over for the next provider, which needs no reservation.
+    let mut cooling = event(&limited, Some(ErrorClass::RateLimited), now() + 60_000);
+    cooling.reserved = true;
+    let mut next = jobs[2].clone();
+    next.seq += 1;
+    assert!(
+        store
+            .finish(&jobs[2].step_ref(), &next, None, Some(&cooling))
+            .await
+            .unwrap()
+            .written
+    );
+    let later = job(&unique("owner"));
+    create(&store, &later).await;
+    let fresh = [Reservable {
+        limits: ProviderLimits {
+            rpm: Some(1_000),
+            ..reservable[0].limits
+        },
+        ..reservable[0].clone()
+    }];
+    match store
+        .claim(&later.step_ref(), Duration::from_secs(30), &fresh)
+        .await
+        .unwrap()
+    {
+        Claim::Acquired { reserved, .. } => assert_eq!(reserved, None, "a provider cooling down is not reserved"),
         other => panic!("expected the lease, got {other:?}"),
     }
 }
@@ -461,7 +582,7 @@ async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn
     create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(5)).await.unwrap(),
+        store.claim(&step, Duration::from_secs(5), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
     let mut next = j.clone();
@@ -544,8 +665,8 @@ async fn two_concurrent_claims_one_wins(store: Arc<dyn Store>) {
         create(&store, &j).await;
         let step = j.step_ref();
         let (a, b) = tokio::join!(
-            store.claim(&step, Duration::from_secs(30)),
-            store.claim(&step, Duration::from_secs(30))
+            store.claim(&step, Duration::from_secs(30), &[]),
+            store.claim(&step, Duration::from_secs(30), &[])
         );
         let acquired = [a.unwrap(), b.unwrap()]
             .iter()
@@ -946,7 +1067,7 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
     // A claim moves it to the lease's end (the step's caller may die, or give up on a late answer).
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(120)).await.unwrap(),
+        store.claim(&step, Duration::from_secs(120), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
     let t = now();
@@ -1017,7 +1138,10 @@ async fn an_expired_job_leaves_no_index_entry(store: Arc<dyn Store>) {
     create(&store, &gone).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        store.claim(&gone.step_ref(), Duration::from_secs(5)).await.unwrap(),
+        store
+            .claim(&gone.step_ref(), Duration::from_secs(5), &[])
+            .await
+            .unwrap(),
         Claim::Missing
     );
 }
@@ -1186,7 +1310,10 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     }
     let (queued, running, delayed) = (&jobs[0], &jobs[1], &jobs[2]);
     assert!(matches!(
-        store.claim(&running.step_ref(), Duration::from_secs(30)).await.unwrap(),
+        store
+            .claim(&running.step_ref(), Duration::from_secs(30), &[])
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     let limited = event(&provider, Some(ErrorClass::RateLimited), now() + 30_000);
@@ -1375,7 +1502,7 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
         "no second job"
     );
     assert!(matches!(
-        store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap(),
+        store.claim(&j.step_ref(), Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
     let mut done = j.clone();
@@ -1538,6 +1665,7 @@ contract!(
     a_lease_expires,
     finish_is_fenced,
     finish_applies_provider_events_like_quota_rs,
+    claims_share_a_providers_minute_through_their_reservations,
     finish_reports_each_incident_once,
     create_and_read_read_what_the_eta_needs,
     read_is_owner_scoped_and_shortens_a_finished_life,
@@ -1611,7 +1739,7 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         Created::New
     );
     assert!(matches!(
-        store.claim(&j.step_ref(), Duration::from_secs(30)).await.unwrap(),
+        store.claim(&j.step_ref(), Duration::from_secs(30), &[]).await.unwrap(),
         Claim::Acquired { .. }
     ));
     let mut done = j.clone();

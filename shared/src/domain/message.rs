@@ -20,6 +20,11 @@ pub enum Message {
         step: StepRef,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         not_before_ms: Option<u64>,
+        /// The job's providers in the order its next decision ranks them, when one of them has a
+        /// shared request limit: the claim reserves a request of the first that can be called
+        /// (`quota::reserve`). Empty (and absent from the body) otherwise, and from a sweep's re-drive.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        providers: Vec<String>,
     },
     /// Sweep the due-index (`engine::sweep`): re-queue what is due or stranded, then send itself on
     /// while the index holds jobs. `token` and `round` name the live sweeper's next message; any

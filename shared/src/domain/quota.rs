@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::domain::error_class::ErrorClass;
 use crate::domain::llm::Usage;
 
-const MINUTE_MS: u64 = 60_000;
+pub(crate) const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 86_400_000;
 
 /// When a provider's daily quota starts again.
@@ -240,6 +240,98 @@ pub(crate) fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, 
     }
 }
 
+/// A provider a claim may reserve a request of: the claim reserves one request of the first of these
+/// (the job's providers in the order its decision ranks them) that can be called now, so that instances
+/// claiming at once cannot all take a minute's last request. `day` is today's quota day by the
+/// provider's own reset clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservable {
+    pub name: String,
+    pub limits: ProviderLimits,
+    pub day: u64,
+}
+
+impl Reservable {
+    /// Whether a call to it must be reserved: it has a request limit that instances share.
+    pub(crate) fn counted(&self) -> bool {
+        self.limits.rpm.is_some() || self.limits.rpd.is_some()
+    }
+}
+
+impl ProviderState {
+    /// Whether a claim can count on calling this provider now: not disabled, not cooling down, its
+    /// probe not held by another claim (`probes`: the ones this claim took), under its minute's requests
+    /// and tokens and its day's requests. The same test as `available_at` at `now_ms` plus the probe;
+    /// claim.lua mirrors it.
+    pub(crate) fn open_now(&self, limits: &ProviderLimits, now_ms: u64, day: u64, took_probe: bool) -> bool {
+        if self.disabled.is_some() || self.cooldown_until_ms.max(self.circuit_open_until_ms) > now_ms {
+            return false;
+        }
+        let probing = self.probe_until_ms > now_ms && self.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
+        if probing && !took_probe {
+            return false;
+        }
+        let minute = now_ms / MINUTE_MS;
+        let over = |window: u64, used: u64, limit: Option<u64>, now_window: u64| {
+            limit.is_some_and(|l| window == now_window && used >= l)
+        };
+        !(over(self.minute, self.minute_requests, limits.rpm, minute)
+            || over(self.token_minute, self.minute_tokens, limits.tpm, minute)
+            || over(self.day, self.day_requests, limits.rpd, day))
+    }
+
+    /// Counts one request in `minute` and `day` when it is made (a claim's reservation, or a finish of
+    /// an unreserved call): a count from a window older than the one held is dropped, so a late finish
+    /// never wipes the newer window's count. claim.lua and finish.lua mirror it.
+    pub(crate) fn count_request(&mut self, minute: u64, day: u64) {
+        if minute > self.minute {
+            self.minute = minute;
+            self.minute_requests = 1;
+        } else if minute == self.minute {
+            self.minute_requests += 1;
+        }
+        if day > self.day {
+            self.day = day;
+            self.day_requests = 1;
+        } else if day == self.day {
+            self.day_requests += 1;
+        }
+    }
+
+    /// Takes a claim's own reservation back out of the view its decision sees (the decision asks
+    /// whether a request is left for this call, which the reservation already holds).
+    pub(crate) fn unreserve(&mut self, minute: u64, day: u64) {
+        if self.minute == minute {
+            self.minute_requests = self.minute_requests.saturating_sub(1);
+        }
+        if self.day == day {
+            self.day_requests = self.day_requests.saturating_sub(1);
+        }
+    }
+}
+
+/// Which of `reservable` a claim reserves a request of (its index), in place in `states`: the first
+/// that can be called now (`open_now`), when it has a shared request limit; `None` when the first open
+/// one has none (nothing to reserve) or none is open (the decision waits). claim.lua mirrors it.
+pub(crate) fn reserve(
+    states: &mut HashMap<String, ProviderState>,
+    reservable: &[Reservable],
+    probes: &[String],
+    now_ms: u64,
+) -> Option<usize> {
+    for (index, r) in reservable.iter().enumerate() {
+        let state = states.entry(r.name.clone()).or_default();
+        if state.open_now(&r.limits, now_ms, r.day, probes.contains(&r.name)) {
+            if !r.counted() {
+                return None;
+            }
+            state.count_request(now_ms / MINUTE_MS, r.day);
+            return Some(index);
+        }
+    }
+    None
+}
+
 /// When a provider may be called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Availability {
@@ -294,23 +386,14 @@ impl ProviderState {
 
     /// Folds one attempt's outcome in. Mirrors `finish.lua` rule for rule.
     pub fn apply(&mut self, e: &ProviderEvent) {
-        if self.minute == e.minute {
-            self.minute_requests += 1;
-        } else {
-            self.minute = e.minute;
-            self.minute_requests = 1;
+        if !e.reserved {
+            self.count_request(e.minute, e.day);
         }
         if self.token_minute == e.minute {
             self.minute_tokens += e.tokens;
-        } else {
+        } else if e.minute > self.token_minute {
             self.token_minute = e.minute;
             self.minute_tokens = e.tokens;
-        }
-        if self.day == e.day {
-            self.day_requests += 1;
-        } else {
-            self.day = e.day;
-            self.day_requests = 1;
         }
         self.cooldown_until_ms = self.cooldown_until_ms.max(e.cooldown_until_ms);
         match e.class {
@@ -363,6 +446,9 @@ pub struct ProviderEvent {
     /// What the store needs to decide on alerts (the providers, the flap window).
     #[serde(default)]
     pub alerts: crate::domain::alert::AlertRules,
+    /// The step's claim reserved this request (counted it in the minute and the day): not counted again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
 }
 
 impl ProviderEvent {
@@ -386,6 +472,7 @@ impl ProviderEvent {
             backoff,
             latency_ms: 0,
             alerts: crate::domain::alert::AlertRules::default(),
+            reserved: false,
         }
     }
 }

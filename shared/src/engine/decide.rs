@@ -75,6 +75,23 @@ pub(crate) fn job_failures(job: &Job, provider: &str) -> (u32, bool) {
     (soft, hard)
 }
 
+/// The job's providers (indexes into `chain`) in the order `decide` prefers them when several can be
+/// called now: those neither spent for this job, by fewest failures for this job, ties in `chain`'s order.
+/// `decide` calls the first of these that is available; the claim reserves a request of that same one
+/// (`quota::reserve`), so the ranking travels in the step message.
+pub(crate) fn ranking(job: &Job, chain: &[&str], policy: &StepPolicy) -> Vec<usize> {
+    let mut ranked: Vec<(u32, usize)> = chain
+        .iter()
+        .enumerate()
+        .filter_map(|(index, name)| {
+            let (failures, hard) = job_failures(job, name);
+            (!hard && failures < policy.max_failures_per_provider).then_some((failures, index))
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, index)| index).collect()
+}
+
 /// Picks what the job's next step does.
 ///
 /// Among providers that are neither spent for this job nor disabled, the one available now with the
@@ -299,6 +316,45 @@ mod tests {
                     }
                 }
                 Decision::GiveUp(GiveUp::NoProviders) => prop_assert!(candidates.is_empty()),
+            }
+        }
+
+        /// The claim reserves a request of the provider the decision then calls: the first open one of the
+        /// job's ranking (`quota::reserve`), once the engine has taken the reservation back out of the
+        /// decision's view. With nothing open, nothing is reserved and the decision does not call.
+        #[test]
+        fn the_claim_reserves_the_provider_the_decision_calls(
+            states in prop::collection::vec(state_strategy(), 1..4),
+            rpm in prop::option::of(1u64..4),
+            rpd in prop::option::of(1u64..3),
+            history in prop::collection::vec((0usize..4, class_strategy()), 0..8),
+            now in 0u64..3_000,
+        ) {
+            let limits = ProviderLimits { rpm, rpd, tpm: None, reset: Default::default() };
+            let attempts = history.iter().map(|(p, c)| attempt(NAMES[*p], *c)).collect();
+            let j = job(10_000, attempts);
+            let policy = StepPolicy::default();
+            let names: Vec<&str> = NAMES[..states.len()].to_vec();
+            let reservable: Vec<crate::domain::quota::Reservable> = ranking(&j, &names, &policy)
+                .into_iter()
+                .map(|i| crate::domain::quota::Reservable { name: names[i].to_string(), limits, day: 0 })
+                .collect();
+            let mut stored: std::collections::HashMap<String, ProviderState> =
+                names.iter().zip(&states).map(|(n, s)| (n.to_string(), s.clone())).collect();
+            let reserved = crate::domain::quota::reserve(&mut stored, &reservable, &[], now)
+                .map(|i| reservable[i].name.clone());
+            if let Some(name) = &reserved {
+                stored.get_mut(name).unwrap().unreserve(0, 0);
+            }
+            let seen: Vec<ProviderState> = names.iter().map(|n| stored[*n].clone()).collect();
+            let candidates: Vec<_> = seen.iter().enumerate()
+                .map(|(i, s)| Candidate { name: NAMES[i], limits, state: s }).collect();
+            match decide(&j, &candidates, now, &policy) {
+                Decision::Call(i) => {
+                    let counted = limits.rpm.is_some() || limits.rpd.is_some();
+                    prop_assert_eq!(reserved.as_deref(), counted.then_some(NAMES[i]));
+                }
+                _ => prop_assert_eq!(reserved, None),
             }
         }
 

@@ -12,7 +12,7 @@ use crate::domain::job::{Attempt, Job, JobResult, JobState, StepRef};
 use crate::domain::llm::CompletionRequest;
 use crate::domain::message::Message;
 use crate::domain::outcome::{CallReport, Failure};
-use crate::domain::quota::{ProviderEvent, ProviderLimits, ProviderState};
+use crate::domain::quota::{ProviderEvent, ProviderLimits, ProviderState, Reservable, MINUTE_MS};
 use crate::ports::outbound::Outbound;
 use crate::ports::{Claim, Clock, Provider, Queue, QueueError, Store, StoreError};
 
@@ -124,10 +124,12 @@ impl Engine {
     }
 
     /// Handles one step message. `receive_count` is how often it was received (1 = first).
+    /// `ranked`: the job's providers as its step message named them (`Message::Step::providers`).
     pub async fn run_step(
         &self,
         step: &StepRef,
         not_before_ms: Option<u64>,
+        ranked: &[String],
         receive_count: u32,
     ) -> Result<StepOutcome, StepError> {
         let now = self.clock.now_ms();
@@ -135,20 +137,29 @@ impl Engine {
             let message = Message::Step {
                 step: step.clone(),
                 not_before_ms: Some(at),
+                providers: ranked.to_vec(),
             };
             self.queue.send(&message, Duration::from_millis(at - now)).await?;
             return Ok(StepOutcome::Rescheduled);
         }
-        let (job, states) = match self.store.claim(step, self.lease()).await? {
+        let reservable = self.reservable(ranked, now);
+        let (job, states, reserved) = match self.store.claim(step, self.lease(), &reservable).await? {
             Claim::Acquired {
                 job,
                 mut providers,
                 probes,
+                reserved,
             } => {
+                // The decision asks whether a request is left for this call: the reservation holds it.
+                if let Some(r) = reservable.iter().find(|r| Some(&r.name) == reserved.as_ref()) {
+                    if let Some(state) = providers.get_mut(&r.name) {
+                        state.unreserve(now / MINUTE_MS, r.day);
+                    }
+                }
                 crate::domain::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
-                (job, providers)
+                (job, providers, reserved)
             }
-            Claim::Busy { lease_left } => return self.come_back(step, lease_left).await,
+            Claim::Busy { lease_left } => return self.come_back(step, ranked, lease_left).await,
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
             Claim::Stale(job) => return self.resend_lost_next(step, &job, receive_count).await,
         };
@@ -156,7 +167,7 @@ impl Engine {
             // A finished job's remaining steps are its deliveries.
             return self.delivery_step(step, job).await;
         }
-        let next = self.advance(job, &states).await;
+        let next = self.advance(job, &states, reserved.as_deref()).await;
         let (next_job, event) = next;
         let due = self.due_for(&next_job);
         let finished = self.store.finish(step, &next_job, due, event.as_ref()).await?;
@@ -193,12 +204,18 @@ impl Engine {
     }
 
     /// A Busy claim: the same step comes back when the lease ends, as a new message.
-    async fn come_back(&self, step: &StepRef, lease_left: Duration) -> Result<StepOutcome, StepError> {
+    async fn come_back(
+        &self,
+        step: &StepRef,
+        ranked: &[String],
+        lease_left: Duration,
+    ) -> Result<StepOutcome, StepError> {
         // A little past the end, so the lease has surely lapsed when the message returns.
         let delay = lease_left + Duration::from_millis(50);
         let message = Message::Step {
             step: step.clone(),
             not_before_ms: None,
+            providers: ranked.to_vec(),
         };
         self.queue.send(&message, delay).await?;
         Ok(StepOutcome::Busy {
@@ -215,12 +232,52 @@ impl Engine {
             info!(job_id = %job.id, delay_ms, "parked in the due-index until its next attempt");
             return Ok(delay_ms);
         }
-        let message = Message::Step {
+        self.queue
+            .send(&self.step_message(job), Duration::from_millis(delay_ms))
+            .await?;
+        Ok(delay_ms)
+    }
+
+    /// The message of the job's next step, naming its providers in the order its decision will rank
+    /// them when one has a shared request limit, for the claim's reservation.
+    pub(crate) fn step_message(&self, job: &Job) -> Message {
+        let chain = self.chain(job);
+        let providers = if chain.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some()) {
+            super::decide::ranking(
+                job,
+                &chain.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+                &self.settings.policy,
+            )
+            .into_iter()
+            .map(|i| chain[i].name.clone())
+            .collect()
+        } else {
+            Vec::new()
+        };
+        Message::Step {
             step: job.step_ref(),
             not_before_ms: None,
-        };
-        self.queue.send(&message, Duration::from_millis(delay_ms)).await?;
-        Ok(delay_ms)
+            providers,
+        }
+    }
+
+    /// The reservable providers a step message named, with their limits and today's quota day; empty
+    /// when none has a shared request limit (the claim then reserves nothing and decodes nothing).
+    fn reservable(&self, ranked: &[String], now_ms: u64) -> Vec<Reservable> {
+        let out: Vec<Reservable> = ranked
+            .iter()
+            .filter_map(|name| self.providers.iter().find(|p| &p.name == name))
+            .map(|p| Reservable {
+                name: p.name.clone(),
+                limits: p.limits,
+                day: p.limits.reset.day(now_ms),
+            })
+            .collect();
+        if out.iter().any(Reservable::counted) {
+            out
+        } else {
+            Vec::new()
+        }
     }
 
     /// The job's provider chain: the configured providers, re-ordered and filtered by the request's
@@ -282,10 +339,12 @@ impl Engine {
     }
 
     /// Decides, makes at most one provider call, and computes the job's next state.
+    /// `reserved`: the provider whose request the claim reserved (a call to it is counted already).
     async fn advance(
         &self,
         mut job: Job,
         states: &std::collections::HashMap<String, ProviderState>,
+        reserved: Option<&str>,
     ) -> (Job, Option<ProviderEvent>) {
         let now = self.clock.now_ms();
         job.seq += 1;
@@ -315,6 +374,7 @@ impl Engine {
         let mut event = self.provider_event(slot, &request, &report, accepted.as_ref().err(), after);
         // Timed on the engine's clock, like every decision (the ETA's pace).
         event.latency_ms = after.saturating_sub(now);
+        event.reserved = reserved == Some(slot.name.as_str());
         job.attempts
             .push(attempt(&job, slot, &report, accepted.as_ref().err(), after));
         info!(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::step::{Engine, StepError};
 use crate::domain::job::{job_id, new_gen, public_id, Job, JobState};
-use crate::domain::message::Message;
 use crate::domain::presets::{FieldError, Submission, WebhookRetry};
 use crate::ports::metrics::{self, Submitted as Met};
 use crate::ports::{Admission, Created, Limits, Standing};
@@ -117,10 +116,7 @@ impl Engine {
         }
         match &submitted.created {
             Created::New => {
-                let first = Message::Step {
-                    step: job.step_ref(),
-                    not_before_ms: None,
-                };
+                let first = self.step_message(&job);
                 if let Err(e) = self.queue.send(&first, Duration::ZERO).await {
                     // Leave no job that nothing will ever step: undo the create (uncounted: it is ours,
                     // not the caller's), tell the caller to retry. Should the undo fail too, the job is

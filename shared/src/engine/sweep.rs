@@ -123,6 +123,7 @@ impl Engine {
             let message = Message::Step {
                 step: step.clone(),
                 not_before_ms: None,
+                providers: Vec::new(),
             };
             self.queue.send(&message, Duration::ZERO).await?;
         }
@@ -167,8 +168,13 @@ impl Engine {
     /// Handles one queued message (both queues call this).
     pub async fn handle(&self, message: &Message, receive_count: u32) -> Result<StepOutcome, StepError> {
         match message {
-            Message::Step { step, not_before_ms } => {
-                crate::ports::metrics::in_route("step", self.run_step(step, *not_before_ms, receive_count)).await
+            Message::Step {
+                step,
+                not_before_ms,
+                providers,
+            } => {
+                crate::ports::metrics::in_route("step", self.run_step(step, *not_before_ms, providers, receive_count))
+                    .await
             }
             // A sweep message received again came back because its sweep failed on our side (a
             // store timeout), and that sweep may have landed and spent its round: it takes the

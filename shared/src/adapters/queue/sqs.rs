@@ -332,7 +332,12 @@ pub(crate) fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, 
     if delay <= MAX_DELAY {
         return (message.clone(), delay.as_millis().div_ceil(1000) as i32);
     }
-    let Message::Step { step, not_before_ms } = message else {
+    let Message::Step {
+        step,
+        not_before_ms,
+        providers,
+    } = message
+    else {
         // A sweep re-arms itself within 15 minutes; it never waits longer.
         return (message.clone(), MAX_DELAY.as_secs() as i32);
     };
@@ -341,6 +346,7 @@ pub(crate) fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, 
         Message::Step {
             step: step.clone(),
             not_before_ms: Some(until),
+            providers: providers.clone(),
         },
         MAX_DELAY.as_secs() as i32,
     )
@@ -371,6 +377,7 @@ mod tests {
         let m = Message::Step {
             step: step.clone(),
             not_before_ms: None,
+            providers: vec!["alpha".into()],
         };
         assert_eq!(hop(&m, Duration::from_millis(1_500), 0), (m.clone(), 2));
         assert_eq!(hop(&m, Duration::from_secs(900), 0).1, 900);
@@ -380,7 +387,8 @@ mod tests {
             (
                 Message::Step {
                     step,
-                    not_before_ms: Some(1_210_000)
+                    not_before_ms: Some(1_210_000),
+                    providers: vec!["alpha".into()],
                 },
                 900
             )

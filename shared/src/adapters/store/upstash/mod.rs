@@ -67,7 +67,7 @@ pub use client::{Script, UpstashClient};
 
 use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::domain::job::{id_gen, record_id, Job, StepRef};
-use crate::domain::quota::{ProviderEvent, ProviderState};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reservable};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
@@ -515,10 +515,22 @@ impl Store for UpstashStore {
         Ok(Admission::Admitted { value, rate })
     }
 
-    async fn claim(&self, step: &StepRef, lease: Duration) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
         let lease_ms = lease.as_millis() as u64;
         let now = self.clock.now_ms();
         let key = job_key(&step.owner, &step.job_id);
+        // claim.lua's reservable providers, in short keys (quota::reserve's input); '' when none.
+        let reservable = if reserve.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<Value> = reserve
+                .iter()
+                .map(|r| {
+                    serde_json::json!({"p": r.name, "rpm": r.limits.rpm, "tpm": r.limits.tpm, "rpd": r.limits.rpd, "d": r.day})
+                })
+                .collect();
+            Value::Array(list).to_string()
+        };
         let (executed, answer) = self
             .eval_carrying(
                 &self.claim,
@@ -530,6 +542,7 @@ impl Store for UpstashStore {
                     arg(step.seq.to_string()),
                     arg(lease_field(now + lease_ms)),
                     arg(now),
+                    arg(reservable),
                 ],
                 0,
             )
@@ -546,7 +559,7 @@ impl Store for UpstashStore {
                 // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
-            (Some("ok"), [job, providers, probes]) => {
+            (Some("ok"), [job, providers, probes, reserved]) => {
                 // Its commands are counted by the finish of this step (budget.lua's carry).
                 if let Ok(mut carried) = self.carried.lock() {
                     // A step that ends without a finish (a delivery step with nothing left to send, an
@@ -563,6 +576,7 @@ impl Store for UpstashStore {
                         .as_array()
                         .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                         .unwrap_or_default(),
+                    reserved: reserved.as_str().map(str::to_string),
                 }
             }
             _ => return Err(unexpected()),

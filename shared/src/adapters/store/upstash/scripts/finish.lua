@@ -86,9 +86,13 @@ end
 local before_dis = s.dis
 local before_co = n(s.co)
 local before_cu = n(s.cu)
-if n(s.mw) == e.minute then s.mc = n(s.mc) + 1 else s.mw = e.minute; s.mc = 1 end
-if n(s.tw) == e.minute then s.tc = n(s.tc) + e.tokens else s.tw = e.minute; s.tc = e.tokens end
-if n(s.dw) ~= e.day then s.dw = e.day; s.dc = 1 else s.dc = n(s.dc) + 1 end
+-- A request its claim reserved is counted already (claim.lua); a count from a window older than the
+-- one held is dropped, so a late finish never wipes the newer window.
+if not e.reserved then
+  if e.minute > n(s.mw) then s.mw = e.minute; s.mc = 1 elseif e.minute == n(s.mw) then s.mc = n(s.mc) + 1 end
+  if e.day > n(s.dw) then s.dw = e.day; s.dc = 1 elseif e.day == n(s.dw) then s.dc = n(s.dc) + 1 end
+end
+if n(s.tw) == e.minute then s.tc = n(s.tc) + e.tokens elseif e.minute > n(s.tw) then s.tw = e.minute; s.tc = e.tokens end
 s.cu = math.max(n(s.cu), e.cooldown_until_ms)
 s.cf = n(s.cf)
 s.co = n(s.co)
