@@ -371,49 +371,9 @@ fn busy() -> axum::response::Response {
         .into_response()
 }
 
-/// `GET /ready`: readiness for a load balancer or Kubernetes, `200 {"status":"ready"}` until the shutdown
-/// signal, then `503 {"status":"draining"}` while in-flight work finishes. Liveness is `GET /health`.
-pub fn ready_route(stopping: tokio::sync::watch::Receiver<bool>) -> axum::Router {
-    use axum::http::StatusCode;
-    axum::Router::new().route(
-        "/ready",
-        axum::routing::get(move || {
-            let draining = *stopping.borrow();
-            async move {
-                if draining {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(serde_json::json!({"status": "draining"})),
-                    )
-                } else {
-                    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
-                }
-            }
-        }),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::ServiceExt;
-
-    async fn ready(app: &axum::Router) -> (u16, serde_json::Value) {
-        let request = hyper::Request::get("/ready").body(Body::empty()).unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap())
-    }
-
-    #[tokio::test]
-    async fn ready_turns_503_once_draining() {
-        let (stopping, stopped) = tokio::sync::watch::channel(false);
-        let app = ready_route(stopped);
-        assert_eq!(ready(&app).await, (200, serde_json::json!({"status": "ready"})));
-        stopping.send(true).unwrap();
-        assert_eq!(ready(&app).await, (503, serde_json::json!({"status": "draining"})));
-    }
 
     #[test]
     fn the_busy_answer_says_retry() {

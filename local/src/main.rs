@@ -162,9 +162,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ))
     });
     let token = std::env::var("METRICS_TOKEN").ok().filter(|t| !t.is_empty());
-    let app = metrics::routes(metrics, token)
-        .merge(conn::ready_route(stopped))
-        .merge(shared::api::router(service));
+    // On the shutdown signal, `GET /ready` answers 503 while what is under way finishes.
+    let draining = service.clone();
+    let mut signal = stopped;
+    tokio::spawn(async move {
+        if signal.wait_for(|s| *s).await.is_ok() {
+            draining.drain();
+        }
+    });
+    let app = metrics::routes(metrics, token).merge(shared::api::router(service));
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let until = serve_http(listener, app, config.http, activity, &stopping, grace).await;
     // The HTTP side has finished (or given up at the grace's end): the steps under way get what is left

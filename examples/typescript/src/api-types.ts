@@ -174,6 +174,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Readiness: 200 while the instance takes work, 503 while it drains before it stops
+         * @description For a load balancer or Kubernetes' readiness probe; liveness is `GET /health`. Reads no store. On SIGTERM `stepper-local` answers 503 while it finishes the requests and steps under way (`SHUTDOWN_GRACE_SECONDS`); a Lambda function never drains.
+         */
+        get: operations["ready"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/providers": {
         parameters: {
             query?: never;
@@ -771,6 +791,11 @@ export interface components {
         LiveWord: "healthy" | "unhealthy";
         /** @enum {string} */
         StoreReach: "reachable" | "unreachable";
+        /** @description `GET /ready`: whether this instance takes work. Liveness is `GET /health`. */
+        Readiness: {
+            status: components["schemas"]["ReadyWord"];
+        };
+        ReadyWord: "ready" | "draining";
         /** @description `GET /v1/providers`. */
         Health: {
             status: components["schemas"]["HealthStatus"];
@@ -1823,6 +1848,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Liveness"];
+                };
+            };
+        };
+    };
+    ready: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `ready`: taking work. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Readiness"];
+                };
+            };
+            /** @description `draining`: stopping; send work elsewhere. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Readiness"];
                 };
             };
         };

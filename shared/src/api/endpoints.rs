@@ -27,6 +27,7 @@ pub enum Endpoint {
     PurgeJob,
     Redeliver,
     Health,
+    Ready,
     Providers,
     Budget,
     OpenApi,
@@ -36,7 +37,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::SubmitReport,
         Endpoint::SubmitGeneric,
         Endpoint::ReportImmediate,
@@ -48,6 +49,7 @@ impl Endpoint {
         Endpoint::PurgeJob,
         Endpoint::Redeliver,
         Endpoint::Health,
+        Endpoint::Ready,
         Endpoint::Providers,
         Endpoint::Budget,
         Endpoint::OpenApi,
@@ -69,6 +71,7 @@ impl Endpoint {
             Endpoint::PollReport
             | Endpoint::PollJob
             | Endpoint::Health
+            | Endpoint::Ready
             | Endpoint::Providers
             | Endpoint::Budget
             | Endpoint::OpenApi
@@ -101,6 +104,7 @@ impl Endpoint {
             Endpoint::PollJob | Endpoint::PurgeJob => "/v1/jobs/{jobId}",
             Endpoint::Redeliver => "/v1/jobs/{jobId}/deliveries/redeliver",
             Endpoint::Health => "/health",
+            Endpoint::Ready => "/ready",
             Endpoint::Providers => "/v1/providers",
             Endpoint::Budget => "/v1/budget",
             Endpoint::OpenApi => "/openapi.json",
@@ -127,12 +131,12 @@ impl Endpoint {
             .map_or("other", |(_, label)| *label)
     }
 
-    /// Whether the route wants an API key (health, the service info, the document and the dashboard's
+    /// Whether the route wants an API key (health, readiness, the service info, the document and the dashboard's
     /// page are public; the page asks for the key and sends it with the calls it makes).
     pub(crate) fn needs_key(self) -> bool {
         !matches!(
             self,
-            Endpoint::Health | Endpoint::OpenApi | Endpoint::Dashboard | Endpoint::ServiceInfo
+            Endpoint::Health | Endpoint::Ready | Endpoint::OpenApi | Endpoint::Dashboard | Endpoint::ServiceInfo
         )
     }
 
@@ -150,6 +154,7 @@ impl Endpoint {
             Endpoint::PurgeJob => "Forget a job",
             Endpoint::Redeliver => "Send a job's dead or failed webhooks and callbacks again",
             Endpoint::Health => "Health for a load balancer: up, and the store reachable",
+            Endpoint::Ready => "Readiness: 200 while the instance takes work, 503 while it drains before it stops",
             Endpoint::Providers => "Providers and their shared quota state",
             Endpoint::Budget => "Upstash commands, Lambda invocations and SQS requests spent, and the month's projection",
             Endpoint::OpenApi => "This document",

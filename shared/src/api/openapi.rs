@@ -11,7 +11,7 @@ use super::endpoints::Endpoint;
 use super::errors::{ErrorBody, RETRY_AFTER_SECONDS};
 use super::views::{
     BatchQueuedView, BatchView, Budget, CachedJob, Health, ImmediateAnswer, ImmediateFailed, JobView, JobsOverview,
-    Liveness, PurgedJob, PurgedReport, QueuedJob, Redelivered, ServiceInfo,
+    Liveness, PurgedJob, PurgedReport, QueuedJob, Readiness, Redelivered, ServiceInfo,
 };
 use crate::adapters::outbound::send::{CallbackBody, WebhookCompleted, WebhookFailed};
 use crate::adapters::outbound::sign;
@@ -405,6 +405,17 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
                 "503": json_response::<Liveness>(generator, "`unhealthy`: the store did not answer."),
             },
         }),
+        Endpoint::Ready => json!({
+            "operationId": "ready",
+            "tags": ["service"],
+            "description": "For a load balancer or Kubernetes' readiness probe; liveness is `GET /health`. \
+                            Reads no store. On SIGTERM `stepper-local` answers 503 while it finishes the requests \
+                            and steps under way (`SHUTDOWN_GRACE_SECONDS`); a Lambda function never drains.",
+            "responses": {
+                "200": json_response::<Readiness>(generator, "`ready`: taking work."),
+                "503": json_response::<Readiness>(generator, "`draining`: stopping; send work elsewhere."),
+            },
+        }),
         Endpoint::Providers => {
             let mut r = Map::new();
             r.insert(
@@ -586,6 +597,23 @@ mod tests {
 
     fn is_fallback(answer: &(u16, Value)) -> bool {
         answer.0 == 405 || (answer.0 == 404 && answer.1["code"] == "not_found")
+    }
+
+    #[tokio::test]
+    async fn ready_answers_503_once_the_service_drains() {
+        let (service, _queue) = service(&[]);
+        let router = crate::api::router(service.clone());
+        assert_eq!(
+            call(&router, Method::GET, "/ready", None).await,
+            (200, json!({"status": "ready"}))
+        );
+        service.drain();
+        assert_eq!(
+            call(&router, Method::GET, "/ready", None).await,
+            (503, json!({"status": "draining"}))
+        );
+        // Only readiness changes: the other routes keep serving while in-flight work finishes.
+        assert_eq!(call(&router, Method::GET, "/health", None).await.0, 200);
     }
 
     #[tokio::test]
@@ -822,6 +850,7 @@ mod tests {
                 keyed(Method::POST, &format!("/v1/jobs/{JOB}/deliveries/redeliver"), None).await,
             ),
             (Endpoint::Health, keyed(Method::GET, "/health", None).await),
+            (Endpoint::Ready, keyed(Method::GET, "/ready", None).await),
             (Endpoint::Providers, keyed(Method::GET, "/v1/providers", None).await),
             (Endpoint::Budget, keyed(Method::GET, "/v1/budget", None).await),
             (Endpoint::OpenApi, keyed(Method::GET, "/openapi.json", None).await),

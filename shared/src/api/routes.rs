@@ -80,6 +80,7 @@ fn handler<const S: u8>(endpoint: Endpoint, service: &Service) -> Option<MethodR
         E::PurgeJob if const { serves(S, E::PurgeJob) } => delete(purge_job).layer(from_fn(caps::bodyless)),
         E::Redeliver if const { serves(S, E::Redeliver) } => post(redeliver).layer(from_fn(caps::bodyless)),
         E::Health if const { serves(S, E::Health) } => get(health).layer(from_fn(caps::bodyless)),
+        E::Ready if const { serves(S, E::Ready) } => get(ready).layer(from_fn(caps::bodyless)),
         E::Providers if const { serves(S, E::Providers) } => get(providers).layer(from_fn(caps::bodyless)),
         E::Budget if const { serves(S, E::Budget) } => get(budget).layer(from_fn(caps::bodyless)),
         E::OpenApi if const { serves(S, E::OpenApi) } => {
@@ -386,6 +387,21 @@ async fn health(State(service): State<AppState>) -> Response {
         LiveWord::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(answer)).into_response()
+}
+
+/// `GET /ready`: no key needed, no store request; 503 once the instance drains before it stops.
+async fn ready(State(service): State<AppState>) -> Response {
+    if service.is_draining() {
+        let answer = views::Readiness {
+            status: views::ReadyWord::Draining,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(answer)).into_response()
+    } else {
+        Json(views::Readiness {
+            status: views::ReadyWord::Ready,
+        })
+        .into_response()
+    }
 }
 
 /// `GET /v1/providers`: the health summary plus each provider's shared quota state (scrubbed of every

@@ -621,6 +621,21 @@ pub(crate) fn jobs_overview(overview: &crate::ports::Overview, now: u64, etas: &
     }
 }
 
+/// `GET /ready`: whether this instance takes work. Liveness is `GET /health`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct Readiness {
+    pub(crate) status: ReadyWord,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReadyWord {
+    /// Taking work.
+    Ready,
+    /// Told to stop: finishing what is under way (`SHUTDOWN_GRACE_SECONDS`), taking no new work.
+    Draining,
+}
+
 /// `GET /health`'s status word: the instance is up and its store answers, or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

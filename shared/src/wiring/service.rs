@@ -26,9 +26,21 @@ pub struct Service {
     pub(crate) keys: ApiKeys,
     /// `GET /health`'s cached store check.
     pub(crate) health: HealthCache,
+    /// Set once the process was told to stop: `GET /ready` answers 503 while in-flight work finishes.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
+    /// From now on `GET /ready` answers 503 `draining` (a load balancer stops sending work here); every
+    /// other route keeps serving. A Lambda function never drains.
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The use cases the HTTP handlers call, over this service's engine.
     pub(crate) fn jobs(&self) -> Jobs<'_> {
         Jobs::new(&self.engine, &self.health)
@@ -179,6 +191,7 @@ fn build_on<const CALLS_PROVIDERS: bool>(
         engine,
         keys: config.keys.clone(),
         health: Default::default(),
+        draining: Default::default(),
     })
 }
 
