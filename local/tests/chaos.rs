@@ -11,6 +11,9 @@
 //! - Redis killed (-9) and restarted mid-run on its append-only file: every accepted job completes.
 //! - The sweeper's idle cost: 0 store commands over a window with no job (short form; a long window may
 //!   see the instance's takeover sweeps, backing off while the index is empty: one script each).
+//! - A storm of 429s (`Retry-After: 5`) for `CHAOS_STORM_SECONDS` (20; the long form 60), then an instant
+//!   provider: 40 jobs done within 10 s of the recovery, with at most twice the minimum calls during the
+//!   storm (one per Retry-After window) after the first wave (each worker's first claim, before any 429).
 
 mod common;
 
@@ -334,4 +337,81 @@ async fn the_sweeper_costs_nothing_while_no_job_exists() {
     );
     let keys = s.redis.dbsize().await.unwrap();
     println!("chaos idle: {commands} store commands ({scripts} takeover sweeps) over {idle} s with no job; {keys} keys left after the purge");
+}
+
+/// A storm of 429s with `Retry-After: 5`, then a provider that answers at once: after the first wave
+/// (every worker's first claim, before any 429 is in the shared state) one call per cooldown window
+/// reaches the provider (the claims that find the cooldown over give its probe to one of them), at most
+/// twice the minimum; once a probe succeeds the held-back jobs look again within
+/// about two of the provider's calls, so the 40 jobs are done within 10 s of the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_429s_drains_within_seconds_of_the_recovery() {
+    use std::sync::{Arc, Mutex};
+    const JOBS: usize = 40;
+    let storm = Duration::from_secs(env_number("CHAOS_STORM_SECONDS", 20));
+    let stack = stack(&[]).await;
+    let local = stack.local().await;
+    let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = calls.clone();
+    let started = Instant::now();
+    stack.provider.set_responder(move |_| {
+        seen.lock().unwrap().push(Instant::now());
+        if started.elapsed() < storm {
+            FakeReply::openai_status(429).with_header("retry-after", "5")
+        } else {
+            FakeReply::openai_text(r#"{"answer": "after the storm"}"#)
+        }
+    });
+    let posts = (0..JOBS).map(|i| {
+        let local = &local;
+        async move {
+            let (code, body) = local
+                .post(
+                    "/v1/generate",
+                    ALICE,
+                    serde_json::json!({"prompt": format!("storm job {i}")}),
+                )
+                .await;
+            assert_eq!(code, 202, "{body}");
+            body["statusUrl"].as_str().unwrap().to_string()
+        }
+    });
+    let urls = futures::future::join_all(posts).await;
+    let recovered = started + storm;
+    let mut last_done = Duration::ZERO;
+    for url in &urls {
+        let finished = local.wait_finished(url, ALICE, storm + Duration::from_secs(60)).await;
+        assert_eq!(finished["status"], "completed", "{finished}");
+        last_done = last_done.max(Instant::now().saturating_duration_since(recovered));
+    }
+    let calls = calls.lock().unwrap().clone();
+    // The first wave: the calls made before any 429 was in the shared state (every worker's first
+    // claim, all at once), at most the instance's step concurrency. After it, one call per cooldown window
+    // is the minimum.
+    let first_wave = calls
+        .iter()
+        .filter(|at| at.duration_since(started) < Duration::from_secs(1))
+        .count();
+    let during = calls.iter().filter(|at| **at < recovered).count() - first_wave;
+    let minimum = storm.as_secs().div_ceil(5) as usize - 1;
+    println!(
+        "chaos: {JOBS} jobs, {} s of 429 (Retry-After 5): a first wave of {first_wave} calls, then {during} during the \
+         storm (minimum {minimum}, {:.2}x), all done {} ms after the recovery; {} calls in all",
+        storm.as_secs(),
+        during as f64 / minimum as f64,
+        last_done.as_millis(),
+        calls.len()
+    );
+    assert!(
+        first_wave <= 8,
+        "{first_wave} calls in the first wave: more than the step concurrency"
+    );
+    assert!(
+        during <= 2 * minimum,
+        "{during} calls during the storm after the first wave, minimum {minimum}"
+    );
+    assert!(
+        last_done <= Duration::from_secs(10),
+        "the backlog took {last_done:?} after the recovery"
+    );
 }
