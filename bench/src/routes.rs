@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use shared::adapters::queue::local::{LocalQueue, Received};
 use shared::adapters::store::upstash::UpstashClient;
 use shared::domain::job::StepRef;
-use shared::domain::message::Message;
+use shared::domain::message::{Hint, Message};
 use shared::domain::secret::Secret;
 use shared::wiring::config::Config;
 use shared::wiring::service::Service;
@@ -219,7 +219,7 @@ impl UpstashStack {
         Ok((status, body, phase))
     }
 
-    async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>, Vec<String>)> {
+    async fn next_step(&mut self) -> anyhow::Result<(StepRef, Option<u64>, Hint)> {
         loop {
             let delivery = tokio::time::timeout(Duration::from_secs(10), self.deliveries.recv())
                 .await
@@ -229,8 +229,8 @@ impl UpstashStack {
                 Message::Step {
                     step,
                     not_before_ms,
-                    providers,
-                } => return Ok((step, not_before_ms, providers)),
+                    hint,
+                } => return Ok((step, not_before_ms, hint)),
                 // The sweeper's chain (armed by the first create) and operator alerts: not a step of
                 // the job under way.
                 Message::Sweep { .. } | Message::Alert { .. } => continue,
@@ -254,13 +254,9 @@ impl UpstashStack {
         }
         let status_url = body["statusUrl"].as_str().context("statusUrl")?.to_string();
         loop {
-            let (step, not_before_ms, providers) = self.next_step().await?;
+            let (step, not_before_ms, hint) = self.next_step().await?;
             let started = Instant::now();
-            let outcome = self
-                .service
-                .engine
-                .run_step(&step, not_before_ms, &providers, 1)
-                .await?;
+            let outcome = self.service.engine.run_step(&step, not_before_ms, &hint, 1).await?;
             trace.steps.push(Phase {
                 duration: started.elapsed(),
                 requests: self.proxy.take_log(),

@@ -1,6 +1,7 @@
 //! The step engine over the in-memory store and an in-process queue, with providers scripted at the
 //! port (no HTTP here: the wire formats have their own tests against the fake servers).
 
+use shared::domain::quota::Reserve;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,7 +201,7 @@ impl World {
         }
     }
     async fn step(&self, step: &StepRef) -> Result<StepOutcome, StepError> {
-        self.engine.run_step(step, None, &[], 1).await
+        self.engine.run_step(step, None, &Default::default(), 1).await
     }
 }
 
@@ -210,7 +211,7 @@ fn sent(step: StepRef, not_before_ms: Option<u64>, delay: Duration) -> Vec<(Mess
         Message::Step {
             step,
             not_before_ms,
-            providers: Vec::new(),
+            hint: Default::default(),
         },
         delay,
     )]
@@ -299,7 +300,11 @@ async fn when_everyone_is_limited_the_job_waits_for_the_earliest() {
 async fn an_early_message_is_sent_on_without_touching_the_store() {
     let w = world(&["a"]);
     let s = w.submit(None).await;
-    let outcome = w.engine.run_step(&s, Some(T0 + 2_000_000), &[], 1).await.unwrap();
+    let outcome = w
+        .engine
+        .run_step(&s, Some(T0 + 2_000_000), &Default::default(), 1)
+        .await
+        .unwrap();
     assert_eq!(outcome, StepOutcome::Rescheduled);
     assert_eq!(
         w.queue.take(),
@@ -324,7 +329,10 @@ async fn a_held_lease_makes_the_message_come_back_later() {
     let w = world(&["a"]);
     let s = w.submit(None).await;
     assert!(matches!(
-        w.store.claim(&s, Duration::from_secs(60), &[]).await.unwrap(),
+        w.store
+            .claim(&s, Duration::from_secs(60), &Reserve::default())
+            .await
+            .unwrap(),
         shared::ports::Claim::Acquired { .. }
     ));
     w.queue.take();
@@ -338,7 +346,7 @@ async fn a_held_lease_makes_the_message_come_back_later() {
             Message::Step {
                 step: s.clone(),
                 not_before_ms: None,
-                providers: Vec::new(),
+                hint: Default::default(),
             },
             Duration::from_millis(60_050)
         )]
@@ -361,7 +369,7 @@ async fn a_lost_next_message_is_sent_again_by_the_redelivery() {
     w.queue.broken.store(false, Ordering::SeqCst);
     // The same message comes back (receive count 2): the job is one step further, so re-send its next.
     assert_eq!(
-        w.engine.run_step(&s, None, &[], 2).await.unwrap(),
+        w.engine.run_step(&s, None, &Default::default(), 2).await.unwrap(),
         StepOutcome::Progressed { delay_ms: 0 }
     );
     assert_eq!(w.queue.take(), sent(next_of(&s), None, Duration::ZERO));

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use shared::adapters::queue::local::{LocalQueue, Received};
 use shared::adapters::queue::sqs::{RetryPolicy, SqsConfig, SqsQueue};
 use shared::domain::job::StepRef;
-use shared::domain::message::Message;
+use shared::domain::message::{Hint, Message};
 use shared::ports::{Queue, QueueError, SystemClock};
 use testkit::stack::MotoServer;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -156,7 +156,10 @@ fn step(seq: u64, not_before_ms: Option<u64>) -> Message {
             seq,
         },
         not_before_ms,
-        providers: vec!["alpha".into(), "béta".into()],
+        hint: Hint {
+            providers: vec!["alpha".into(), "béta".into()],
+            tenant: Some("ténant".into()),
+        },
     }
 }
 

@@ -230,12 +230,12 @@ impl Scenario {
                 Message::Step {
                     step,
                     not_before_ms,
-                    providers,
+                    hint,
                 } => {
                     if due > now {
                         self.wakes.push(due);
                     }
-                    (step, not_before_ms, providers)
+                    (step, not_before_ms, hint)
                 }
                 // No alert sink is configured here: none is ever queued.
                 Message::Alert { .. } => continue,
@@ -243,8 +243,8 @@ impl Scenario {
             let now = self.clock.now_ms();
             let states = self.engine.store().provider_states().await.unwrap();
             let hits: Vec<usize> = self.fakes.iter().map(FakeProvider::hits).collect();
-            let (step, not_before_ms, providers) = step;
-            self.engine.run_step(&step, not_before_ms, &providers, 1).await.unwrap();
+            let (step, not_before_ms, hint) = step;
+            self.engine.run_step(&step, not_before_ms, &hint, 1).await.unwrap();
             for (i, fake) in self.fakes.iter().enumerate() {
                 if fake.hits() > hits[i] {
                     let name = ["gemini", "groq", "cohere"][i];

@@ -9,6 +9,7 @@
 
 mod common;
 
+use shared::domain::quota::Reserve;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,7 +144,7 @@ async fn busy_on_the_local_queue_returns_at_the_leases_end() {
     assert!(matches!(
         engine
             .store()
-            .claim(&job.step_ref(), Duration::from_millis(1_500), &[])
+            .claim(&job.step_ref(), Duration::from_millis(1_500), &Reserve::default())
             .await
             .unwrap(),
         Claim::Acquired { .. }

@@ -12,7 +12,9 @@ use shared::domain::budget::{self, Spent, Tally};
 use shared::domain::error_class::ErrorClass;
 use shared::domain::job::{job_id, new_gen, public_id, record_id, Job, JobSpec, JobState, StepRef};
 use shared::domain::llm::{ChatMessage, ResponseFormat};
-use shared::domain::quota::{BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, Reservable, ResetClock};
+use shared::domain::quota::{
+    BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, Reservable, Reservation, Reserve, ResetClock,
+};
 use shared::domain::secret::Secret;
 use shared::domain::targets::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
@@ -128,7 +130,10 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&step, Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     let mut failed = j.clone();
@@ -199,21 +204,31 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
     let mut wrong_seq = step.clone();
     wrong_seq.seq = 7;
     assert!(matches!(
-        store.claim(&wrong_seq, Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&wrong_seq, Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Stale(_)
     ));
     let mut wrong_gen = step.clone();
     wrong_gen.gen = new_gen();
     assert!(matches!(
-        store.claim(&wrong_gen, Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&wrong_gen, Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Stale(_)
     ));
-    match store.claim(&step, Duration::from_secs(30), &[]).await.unwrap() {
+    match store
+        .claim(&step, Duration::from_secs(30), &Reserve::default())
+        .await
+        .unwrap()
+    {
         Claim::Acquired { job, .. } => assert_eq!(job, j),
         other => panic!("expected the lease, got {other:?}"),
     }
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
+        store.claim(&step, Duration::from_secs(30), &Reserve::default()).await.unwrap(),
         Claim::Busy { lease_left } if lease_left <= Duration::from_secs(30) && lease_left > Duration::from_secs(25)
     ));
     let running = read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.unwrap();
@@ -221,7 +236,10 @@ async fn claim_is_fenced_and_leased(store: Arc<dyn Store>) {
     let mut missing = step.clone();
     missing.job_id = job_id("nobody", "nothing");
     assert_eq!(
-        store.claim(&missing, Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&missing, Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Missing
     );
 }
@@ -231,12 +249,18 @@ async fn a_lease_expires(store: Arc<dyn Store>) {
     create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_millis(300), &[]).await.unwrap(),
+        store
+            .claim(&step, Duration::from_millis(300), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&step, Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
 }
@@ -303,7 +327,11 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
     );
     let j = job(&unique("owner"));
     create(&store, &j).await;
-    match store.claim(&j.step_ref(), Duration::from_secs(30), &[]).await.unwrap() {
+    match store
+        .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
+        .await
+        .unwrap()
+    {
         Claim::Acquired { providers, .. } => assert_eq!(providers.get(&name), Some(&expected)),
         other => panic!("expected the lease, got {other:?}"),
     }
@@ -312,8 +340,10 @@ async fn finish_applies_provider_events_like_quota_rs(store: Arc<dyn Store>) {
 /// Claims that race for a provider's last requests of the minute: each claim reserves a request of the
 /// first of its ranked providers that can be called now (counted in the same atomic change), so of eight
 /// claims at once only three get the 3-rpm provider; the rest find it full and reserve nothing (their
-/// next provider has no shared limit). A finish of a reserved call does not count it again; a finish of
-/// an unreserved one does. A provider cooling down is passed over.
+/// next provider has no shared limit). With no other provider, a claim books the job's turn instead: a
+/// tenant's turns a request's share apart from the next minute on, another tenant's first turn at the
+/// next minute. A finish of a reserved call does not count it again; a finish of an unreserved one does.
+/// A provider cooling down is passed over.
 async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<dyn Store>) {
     // Not across a minute's turn: the counts below are one minute's.
     let into_minute = now() % 60_000;
@@ -323,46 +353,50 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
     let limited = unique("limited-");
     let free = unique("free-");
     let day = now() / DAY_MS;
-    let reservable = [
-        Reservable {
-            name: limited.clone(),
-            limits: ProviderLimits {
-                rpm: Some(3),
-                rpd: Some(100),
-                tpm: None,
-                reset: ResetClock::UtcMidnight,
+    let limited_one = Reservable {
+        name: limited.clone(),
+        limits: ProviderLimits {
+            rpm: Some(3),
+            rpd: Some(100),
+            tpm: None,
+            reset: ResetClock::UtcMidnight,
+        },
+        day,
+    };
+    let both = Reserve {
+        providers: vec![
+            limited_one.clone(),
+            Reservable {
+                name: free.clone(),
+                limits: ProviderLimits::default(),
+                day,
             },
-            day,
-        },
-        Reservable {
-            name: free.clone(),
-            limits: ProviderLimits::default(),
-            day,
-        },
-    ];
+        ],
+        tenant: "owner/a".into(),
+    };
     let mut jobs = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..11 {
         let j = job(&unique("owner"));
         create(&store, &j).await;
         jobs.push(j);
     }
     let steps: Vec<StepRef> = jobs.iter().map(Job::step_ref).collect();
     let claims = futures::future::join_all(
-        steps
+        steps[..8]
             .iter()
-            .map(|step| store.claim(step, Duration::from_secs(30), &reservable)),
+            .map(|step| store.claim(step, Duration::from_secs(30), &both)),
     )
     .await;
     let mut reserved = Vec::new();
     for claim in claims {
         match claim.unwrap() {
-            Claim::Acquired { reserved: r, .. } => reserved.push(r),
+            Claim::Acquired { reservation, .. } => reserved.push(reservation),
             other => panic!("expected the lease, got {other:?}"),
         }
     }
     let took = reserved
         .iter()
-        .filter(|r| r.as_deref() == Some(limited.as_str()))
+        .filter(|r| **r == Reservation::Reserved(limited.clone()))
         .count();
     assert_eq!(
         took, 3,
@@ -370,10 +404,35 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
     );
     assert!(reserved
         .iter()
-        .all(|r| r.is_none() || r.as_deref() == Some(limited.as_str())));
+        .all(|r| *r == Reservation::None || *r == Reservation::Reserved(limited.clone())));
     let count =
         |states: &std::collections::HashMap<String, ProviderState>| states.get(&limited).map(|s| s.minute_requests);
     assert_eq!(count(&store.provider_states().await.unwrap()), Some(3));
+
+    // Only the full provider left: turns are booked, not requests.
+    let next_minute = (now() / 60_000 + 1) * 60_000;
+    let only = |tenant: &str| Reserve {
+        providers: vec![limited_one.clone()],
+        tenant: tenant.into(),
+    };
+    let mut booked = Vec::new();
+    for (step, tenant) in steps[8..].iter().zip(["owner/a", "owner/a", "owner/b"]) {
+        match store.claim(step, Duration::from_secs(30), &only(tenant)).await.unwrap() {
+            Claim::Acquired {
+                reservation: Reservation::Booked { provider, at_ms },
+                ..
+            } => {
+                assert_eq!(provider, limited);
+                booked.push(at_ms);
+            }
+            other => panic!("expected a booked turn, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        booked,
+        [next_minute, next_minute + 20_000, next_minute],
+        "a's turns 20 s apart (3 a minute), b's first at the next minute"
+    );
 
     // A reserved call's finish does not count it again; an unreserved one's does.
     let finish = |j: &Job, reserved: bool| {
@@ -413,19 +472,28 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
     );
     let later = job(&unique("owner"));
     create(&store, &later).await;
-    let fresh = [Reservable {
-        limits: ProviderLimits {
-            rpm: Some(1_000),
-            ..reservable[0].limits
-        },
-        ..reservable[0].clone()
-    }];
+    let roomy = Reserve {
+        providers: vec![Reservable {
+            limits: ProviderLimits {
+                rpm: Some(1_000),
+                ..limited_one.limits
+            },
+            ..limited_one.clone()
+        }],
+        tenant: "owner/a".into(),
+    };
     match store
-        .claim(&later.step_ref(), Duration::from_secs(30), &fresh)
+        .claim(&later.step_ref(), Duration::from_secs(30), &roomy)
         .await
         .unwrap()
     {
-        Claim::Acquired { reserved, .. } => assert_eq!(reserved, None, "a provider cooling down is not reserved"),
+        Claim::Acquired { reservation, .. } => {
+            assert_eq!(
+                reservation,
+                Reservation::None,
+                "a provider cooling down is neither reserved nor booked"
+            )
+        }
         other => panic!("expected the lease, got {other:?}"),
     }
 }
@@ -582,7 +650,10 @@ async fn an_expiry_already_past_is_refused_and_nothing_is_written(store: Arc<dyn
     create(&store, &j).await;
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(5), &[]).await.unwrap(),
+        store
+            .claim(&step, Duration::from_secs(5), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     let mut next = j.clone();
@@ -664,9 +735,10 @@ async fn two_concurrent_claims_one_wins(store: Arc<dyn Store>) {
         let j = job(&unique("owner"));
         create(&store, &j).await;
         let step = j.step_ref();
+        let none = Reserve::default();
         let (a, b) = tokio::join!(
-            store.claim(&step, Duration::from_secs(30), &[]),
-            store.claim(&step, Duration::from_secs(30), &[])
+            store.claim(&step, Duration::from_secs(30), &none),
+            store.claim(&step, Duration::from_secs(30), &none)
         );
         let acquired = [a.unwrap(), b.unwrap()]
             .iter()
@@ -1067,7 +1139,10 @@ async fn the_due_index_follows_the_job(store: Arc<dyn Store>) {
     // A claim moves it to the lease's end (the step's caller may die, or give up on a late answer).
     let step = j.step_ref();
     assert!(matches!(
-        store.claim(&step, Duration::from_secs(120), &[]).await.unwrap(),
+        store
+            .claim(&step, Duration::from_secs(120), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     let t = now();
@@ -1139,7 +1214,7 @@ async fn an_expired_job_leaves_no_index_entry(store: Arc<dyn Store>) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         store
-            .claim(&gone.step_ref(), Duration::from_secs(5), &[])
+            .claim(&gone.step_ref(), Duration::from_secs(5), &Reserve::default())
             .await
             .unwrap(),
         Claim::Missing
@@ -1311,7 +1386,7 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     let (queued, running, delayed) = (&jobs[0], &jobs[1], &jobs[2]);
     assert!(matches!(
         store
-            .claim(&running.step_ref(), Duration::from_secs(30), &[])
+            .claim(&running.step_ref(), Duration::from_secs(30), &Reserve::default())
             .await
             .unwrap(),
         Claim::Acquired { .. }
@@ -1502,7 +1577,10 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
         "no second job"
     );
     assert!(matches!(
-        store.claim(&j.step_ref(), Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     let mut done = j.clone();
@@ -1739,7 +1817,10 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         Created::New
     );
     assert!(matches!(
-        store.claim(&j.step_ref(), Duration::from_secs(30), &[]).await.unwrap(),
+        store
+            .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
+            .await
+            .unwrap(),
         Claim::Acquired { .. }
     ));
     let mut done = j.clone();

@@ -10,7 +10,7 @@ use serde_json::json;
 use shared::adapters::queue::local::LocalQueue;
 use shared::domain::job::{Job, StepRef};
 use shared::domain::message::Message;
-use shared::domain::quota::{ProviderState, Reservable};
+use shared::domain::quota::{ProviderState, Reserve};
 use shared::ports::{
     Admission, Claim, Enlist, FinishOutcome, JobRead, Limits, RateLimit, Store, StoreError, Submitted, SweepRequest,
     Swept,
@@ -28,7 +28,7 @@ impl Store for PanicsOnOneJob {
     async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         self.0.create(job, enlist, limits).await
     }
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         if step.job_id == DOOMED {
             panic!("a bug met while claiming {}", step.job_id);
         }
@@ -131,7 +131,7 @@ async fn a_panicking_record_fails_alone() {
             ..step.clone()
         },
         not_before_ms: None,
-        providers: Vec::new(),
+        hint: Default::default(),
     };
     let mut event = SqsEvent::default();
     event.records = vec![record("doomed", &doomed), record("healthy", &first)];

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use shared::adapters::queue::sqs::{SqsConfig, SqsQueue};
 use shared::domain::job::{record_id, Job, StepRef};
 use shared::domain::message::Message;
-use shared::domain::quota::{ProviderEvent, ProviderState, Reservable};
+use shared::domain::quota::{ProviderEvent, ProviderState, Reserve};
 use shared::engine::Engine;
 use shared::ports::{
     Admission, Claim, Enlist, JobRead, Limits, Queue, QueueError, RateLimit, Store, StoreError, Submitted,
@@ -247,7 +247,7 @@ impl Store for DiesBeforeTheWrite {
     async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         self.inner.create(job, enlist, limits).await
     }
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         self.inner.claim(step, lease, reserve).await
     }
     async fn finish(
@@ -389,7 +389,7 @@ async fn busy_comes_back_at_the_leases_end_without_using_the_receive_budget() {
         s.service
             .engine
             .store()
-            .claim(&step, Duration::from_secs(3), &[])
+            .claim(&step, Duration::from_secs(3), &Reserve::default())
             .await
             .unwrap(),
         Claim::Acquired { .. }

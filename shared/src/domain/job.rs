@@ -138,6 +138,23 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whose share of the providers the job takes when they are scarce (`quota::ProviderState::book`):
+    /// its `tenantId` (generic jobs), else its `userId` (reports), within its owner (`owner/tenant`);
+    /// the owner itself when it names neither.
+    pub(crate) fn tenant(&self) -> String {
+        let named = ["tenantId", "userId"].iter().find_map(|field| {
+            self.spec
+                .context
+                .get(*field)
+                .and_then(|v| v.as_str())
+                .filter(|t| !t.is_empty())
+        });
+        match named {
+            Some(tenant) => format!("{}/{tenant}", self.owner),
+            None => self.owner.clone(),
+        }
+    }
+
     /// Work is left: steps to run, or deliveries to make.
     pub(crate) fn has_work_left(&self) -> bool {
         !self.state.is_finished() || self.owes_deliveries()

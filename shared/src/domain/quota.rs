@@ -4,7 +4,7 @@
 //! in `store/upstash/scripts/finish.lua` (the store contract tests hold the two together).
 //! Reading it is pure: [`ProviderState::available_at`] says when a provider may be called again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Offset, TimeZone, Utc};
 use chrono_tz::America::Los_Angeles;
@@ -135,6 +135,10 @@ pub struct ProviderState {
     /// success moves it a quarter of the way to the new duration. The ETA's pace (engine/eta.rs).
     #[serde(rename = "lat", default, skip_serializing_if = "is_zero")]
     pub latency_ms: u64,
+    /// Turns booked on this provider while its minute's requests are used up, per tenant: the instant
+    /// from which the tenant's next waiting job is booked (`book`). Entries in the past are dropped.
+    #[serde(rename = "q", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) bookings: BTreeMap<String, u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -251,6 +255,14 @@ pub struct Reservable {
     pub day: u64,
 }
 
+/// What a claim may reserve: the job's providers in its decision's ranking, and its tenant (whose
+/// turns `book` spaces). Empty: the claim reserves nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserve {
+    pub providers: Vec<Reservable>,
+    pub tenant: String,
+}
+
 impl Reservable {
     /// Whether a call to it must be reserved: it has a request limit that instances share.
     pub(crate) fn counted(&self) -> bool {
@@ -310,26 +322,81 @@ impl ProviderState {
     }
 }
 
-/// Which of `reservable` a claim reserves a request of (its index), in place in `states`: the first
-/// that can be called now (`open_now`), when it has a shared request limit; `None` when the first open
-/// one has none (nothing to reserve) or none is open (the decision waits). claim.lua mirrors it.
+/// What a claim's reservation came to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Reservation {
+    /// Nothing reserved: the first provider that can be called has no shared request limit, or none can
+    /// be called and none is merely out of this minute's requests.
+    #[default]
+    None,
+    /// A request of this provider is counted for this step's call.
+    Reserved(String),
+    /// Every ranked provider is out of reach now and this one only for its minute's requests: the job's
+    /// turn on it is booked at `at_ms`, and the job waits for it rather than for the next minute.
+    Booked { provider: String, at_ms: u64 },
+}
+
+impl ProviderState {
+    /// Out of this minute's requests and nothing else: not disabled, not cooling down, its probe not
+    /// another claim's, under its tokens and its day's requests.
+    fn only_minute_full(&self, limits: &ProviderLimits, now_ms: u64, day: u64, took_probe: bool) -> bool {
+        let minute = now_ms / MINUTE_MS;
+        let minute_full = limits
+            .rpm
+            .is_some_and(|l| self.minute == minute && self.minute_requests >= l);
+        let without_rpm = ProviderLimits { rpm: None, ..*limits };
+        minute_full && self.open_now(&without_rpm, now_ms, day, took_probe)
+    }
+
+    /// Books `tenant`'s next turn on a provider whose minute is used up: from the next minute on, each
+    /// tenant's waiting jobs are booked one request's share apart (a minute over `rpm`, times the tenants
+    /// booking), so a backlog wakes at the provider's pace instead of all at once each minute, and a
+    /// tenant with one job waiting is booked at the next minute whatever another tenant has queued.
+    /// Returns the booked instant. claim.lua mirrors it.
+    pub(crate) fn book(&mut self, rpm: u64, tenant: &str, now_ms: u64) -> u64 {
+        self.bookings.retain(|_, from| *from > now_ms);
+        let tenants = self.bookings.len() as u64 + u64::from(!self.bookings.contains_key(tenant));
+        let spacing = (MINUTE_MS / rpm.max(1)).max(1) * tenants;
+        let next_minute = (now_ms / MINUTE_MS + 1) * MINUTE_MS;
+        let at = self.bookings.get(tenant).copied().unwrap_or(0).max(next_minute);
+        self.bookings.insert(tenant.to_string(), at + spacing);
+        at
+    }
+}
+
+/// A claim's reservation, in place in `states`: a request of the first of `reservable` (the job's
+/// ranking) that can be called now (`open_now`) when it has a shared request limit; when none can be
+/// called, a booked turn (`book`) on the first that is only out of its minute's requests. claim.lua
+/// mirrors it.
 pub(crate) fn reserve(
     states: &mut HashMap<String, ProviderState>,
     reservable: &[Reservable],
     probes: &[String],
+    tenant: &str,
     now_ms: u64,
-) -> Option<usize> {
-    for (index, r) in reservable.iter().enumerate() {
+) -> Reservation {
+    for r in reservable {
         let state = states.entry(r.name.clone()).or_default();
         if state.open_now(&r.limits, now_ms, r.day, probes.contains(&r.name)) {
             if !r.counted() {
-                return None;
+                return Reservation::None;
             }
             state.count_request(now_ms / MINUTE_MS, r.day);
-            return Some(index);
+            return Reservation::Reserved(r.name.clone());
         }
     }
-    None
+    for r in reservable {
+        let Some(rpm) = r.limits.rpm else { continue };
+        let state = states.entry(r.name.clone()).or_default();
+        if state.only_minute_full(&r.limits, now_ms, r.day, probes.contains(&r.name)) {
+            let at_ms = state.book(rpm, tenant, now_ms);
+            return Reservation::Booked {
+                provider: r.name.clone(),
+                at_ms,
+            };
+        }
+    }
+    Reservation::None
 }
 
 /// When a provider may be called.

@@ -321,7 +321,8 @@ mod tests {
 
         /// The claim reserves a request of the provider the decision then calls: the first open one of the
         /// job's ranking (`quota::reserve`), once the engine has taken the reservation back out of the
-        /// decision's view. With nothing open, nothing is reserved and the decision does not call.
+        /// decision's view. With nothing open, nothing is reserved (a turn may be booked) and the decision
+        /// does not call.
         #[test]
         fn the_claim_reserves_the_provider_the_decision_calls(
             states in prop::collection::vec(state_strategy(), 1..4),
@@ -341,11 +342,23 @@ mod tests {
                 .collect();
             let mut stored: std::collections::HashMap<String, ProviderState> =
                 names.iter().zip(&states).map(|(n, s)| (n.to_string(), s.clone())).collect();
-            let reserved = crate::domain::quota::reserve(&mut stored, &reservable, &[], now)
-                .map(|i| reservable[i].name.clone());
-            if let Some(name) = &reserved {
-                stored.get_mut(name).unwrap().unreserve(0, 0);
-            }
+            let reservation = crate::domain::quota::reserve(&mut stored, &reservable, &[], "tenant", now);
+            let mut booked = false;
+            let reserved = match reservation {
+                crate::domain::quota::Reservation::Reserved(name) => {
+                    stored.get_mut(&name).unwrap().unreserve(0, 0);
+                    Some(name)
+                }
+                crate::domain::quota::Reservation::Booked { provider, at_ms } => {
+                    // A turn is booked only when none can be called now, and never before the next minute.
+                    prop_assert!(at_ms >= 60_000);
+                    let state = stored.get_mut(&provider).unwrap();
+                    state.cooldown_until_ms = state.cooldown_until_ms.max(at_ms);
+                    booked = true;
+                    None
+                }
+                crate::domain::quota::Reservation::None => None,
+            };
             let seen: Vec<ProviderState> = names.iter().map(|n| stored[*n].clone()).collect();
             let candidates: Vec<_> = seen.iter().enumerate()
                 .map(|(i, s)| Candidate { name: NAMES[i], limits, state: s }).collect();
@@ -353,6 +366,7 @@ mod tests {
                 Decision::Call(i) => {
                     let counted = limits.rpm.is_some() || limits.rpd.is_some();
                     prop_assert_eq!(reserved.as_deref(), counted.then_some(NAMES[i]));
+                    prop_assert!(!booked);
                 }
                 _ => prop_assert_eq!(reserved, None),
             }

@@ -10,9 +10,9 @@ use super::settings::Settings;
 use crate::domain::error_class::ErrorClass;
 use crate::domain::job::{Attempt, Job, JobResult, JobState, StepRef};
 use crate::domain::llm::CompletionRequest;
-use crate::domain::message::Message;
+use crate::domain::message::{Hint, Message};
 use crate::domain::outcome::{CallReport, Failure};
-use crate::domain::quota::{ProviderEvent, ProviderLimits, ProviderState, Reservable, MINUTE_MS};
+use crate::domain::quota::{ProviderEvent, ProviderLimits, ProviderState, Reservable, Reservation, Reserve, MINUTE_MS};
 use crate::ports::outbound::Outbound;
 use crate::ports::{Claim, Clock, Provider, Queue, QueueError, Store, StoreError};
 
@@ -124,12 +124,12 @@ impl Engine {
     }
 
     /// Handles one step message. `receive_count` is how often it was received (1 = first).
-    /// `ranked`: the job's providers as its step message named them (`Message::Step::providers`).
+    /// `hint`: what its step message says about the job (`Message::Step`), for the claim's reservation.
     pub async fn run_step(
         &self,
         step: &StepRef,
         not_before_ms: Option<u64>,
-        ranked: &[String],
+        hint: &Hint,
         receive_count: u32,
     ) -> Result<StepOutcome, StepError> {
         let now = self.clock.now_ms();
@@ -137,29 +137,39 @@ impl Engine {
             let message = Message::Step {
                 step: step.clone(),
                 not_before_ms: Some(at),
-                providers: ranked.to_vec(),
+                hint: hint.clone(),
             };
             self.queue.send(&message, Duration::from_millis(at - now)).await?;
             return Ok(StepOutcome::Rescheduled);
         }
-        let reservable = self.reservable(ranked, now);
-        let (job, states, reserved) = match self.store.claim(step, self.lease(), &reservable).await? {
+        let reserve = self.reserve(step, hint, now);
+        let (job, states, reservation) = match self.store.claim(step, self.lease(), &reserve).await? {
             Claim::Acquired {
                 job,
                 mut providers,
                 probes,
-                reserved,
+                reservation,
             } => {
-                // The decision asks whether a request is left for this call: the reservation holds it.
-                if let Some(r) = reservable.iter().find(|r| Some(&r.name) == reserved.as_ref()) {
-                    if let Some(state) = providers.get_mut(&r.name) {
-                        state.unreserve(now / MINUTE_MS, r.day);
+                match &reservation {
+                    // The decision asks whether a request is left for this call: the reservation holds it.
+                    Reservation::Reserved(name) => {
+                        let day = reserve.providers.iter().find(|r| &r.name == name).map_or(0, |r| r.day);
+                        if let Some(state) = providers.get_mut(name) {
+                            state.unreserve(now / MINUTE_MS, day);
+                        }
                     }
+                    // Out of this minute's requests: for this job, the provider is available at its turn.
+                    Reservation::Booked { provider, at_ms } => {
+                        if let Some(state) = providers.get_mut(provider) {
+                            state.cooldown_until_ms = state.cooldown_until_ms.max(*at_ms);
+                        }
+                    }
+                    Reservation::None => {}
                 }
                 crate::domain::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
-                (job, providers, reserved)
+                (job, providers, reservation)
             }
-            Claim::Busy { lease_left } => return self.come_back(step, ranked, lease_left).await,
+            Claim::Busy { lease_left } => return self.come_back(step, hint, lease_left).await,
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
             Claim::Stale(job) => return self.resend_lost_next(step, &job, receive_count).await,
         };
@@ -167,7 +177,11 @@ impl Engine {
             // A finished job's remaining steps are its deliveries.
             return self.delivery_step(step, job).await;
         }
-        let next = self.advance(job, &states, reserved.as_deref()).await;
+        let reserved = match &reservation {
+            Reservation::Reserved(name) => Some(name.as_str()),
+            _ => None,
+        };
+        let next = self.advance(job, &states, reserved).await;
         let (next_job, event) = next;
         let due = self.due_for(&next_job);
         let finished = self.store.finish(step, &next_job, due, event.as_ref()).await?;
@@ -204,18 +218,13 @@ impl Engine {
     }
 
     /// A Busy claim: the same step comes back when the lease ends, as a new message.
-    async fn come_back(
-        &self,
-        step: &StepRef,
-        ranked: &[String],
-        lease_left: Duration,
-    ) -> Result<StepOutcome, StepError> {
+    async fn come_back(&self, step: &StepRef, hint: &Hint, lease_left: Duration) -> Result<StepOutcome, StepError> {
         // A little past the end, so the lease has surely lapsed when the message returns.
         let delay = lease_left + Duration::from_millis(50);
         let message = Message::Step {
             step: step.clone(),
             not_before_ms: None,
-            providers: ranked.to_vec(),
+            hint: hint.clone(),
         };
         self.queue.send(&message, delay).await?;
         Ok(StepOutcome::Busy {
@@ -239,44 +248,54 @@ impl Engine {
     }
 
     /// The message of the job's next step, naming its providers in the order its decision will rank
-    /// them when one has a shared request limit, for the claim's reservation.
+    /// them and its tenant when one of them has a shared request limit, for the claim's reservation.
     pub(crate) fn step_message(&self, job: &Job) -> Message {
         let chain = self.chain(job);
-        let providers = if chain.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some()) {
-            super::decide::ranking(
-                job,
-                &chain.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-                &self.settings.policy,
-            )
-            .into_iter()
-            .map(|i| chain[i].name.clone())
-            .collect()
+        let hint = if chain.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some()) {
+            let names: Vec<&str> = chain.iter().map(|p| p.name.as_str()).collect();
+            Hint {
+                providers: super::decide::ranking(job, &names, &self.settings.policy)
+                    .into_iter()
+                    .map(|i| chain[i].name.clone())
+                    .collect(),
+                tenant: Some(job.tenant()),
+            }
         } else {
-            Vec::new()
+            Hint::default()
         };
         Message::Step {
             step: job.step_ref(),
             not_before_ms: None,
-            providers,
+            hint,
         }
     }
 
-    /// The reservable providers a step message named, with their limits and today's quota day; empty
-    /// when none has a shared request limit (the claim then reserves nothing and decodes nothing).
-    fn reservable(&self, ranked: &[String], now_ms: u64) -> Vec<Reservable> {
-        let out: Vec<Reservable> = ranked
-            .iter()
-            .filter_map(|name| self.providers.iter().find(|p| &p.name == name))
-            .map(|p| Reservable {
-                name: p.name.clone(),
-                limits: p.limits,
-                day: p.limits.reset.day(now_ms),
-            })
-            .collect();
-        if out.iter().any(Reservable::counted) {
-            out
+    /// What the claim may reserve: the providers the message named (in configuration order when it named
+    /// none: a sweep's re-drive), with their limits and today's quota day, for the job's tenant (the
+    /// owner when the message did not say); nothing when none has a shared request limit (the claim then
+    /// decodes nothing).
+    fn reserve(&self, step: &StepRef, hint: &Hint, now_ms: u64) -> Reserve {
+        let slots: Vec<&ProviderSlot> = if hint.providers.is_empty() {
+            self.providers.iter().collect()
         } else {
-            Vec::new()
+            hint.providers
+                .iter()
+                .filter_map(|name| self.providers.iter().find(|p| &p.name == name))
+                .collect()
+        };
+        if !slots.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some()) {
+            return Reserve::default();
+        }
+        Reserve {
+            providers: slots
+                .into_iter()
+                .map(|p| Reservable {
+                    name: p.name.clone(),
+                    limits: p.limits,
+                    day: p.limits.reset.day(now_ms),
+                })
+                .collect(),
+            tenant: hint.tenant.clone().unwrap_or_else(|| step.owner.clone()),
         }
     }
 

@@ -123,7 +123,7 @@ impl Engine {
             let message = Message::Step {
                 step: step.clone(),
                 not_before_ms: None,
-                providers: Vec::new(),
+                hint: Default::default(),
             };
             self.queue.send(&message, Duration::ZERO).await?;
         }
@@ -171,10 +171,9 @@ impl Engine {
             Message::Step {
                 step,
                 not_before_ms,
-                providers,
+                hint,
             } => {
-                crate::ports::metrics::in_route("step", self.run_step(step, *not_before_ms, providers, receive_count))
-                    .await
+                crate::ports::metrics::in_route("step", self.run_step(step, *not_before_ms, hint, receive_count)).await
             }
             // A sweep message received again came back because its sweep failed on our side (a
             // store timeout), and that sweep may have landed and spent its round: it takes the

@@ -16,7 +16,7 @@ use crate::domain::job::{Job, StepRef};
 use crate::domain::llm::CompletionRequest;
 use crate::domain::message::Message;
 use crate::domain::outcome::CallReport;
-use crate::domain::quota::{ProviderEvent, ProviderState, Reservable};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 
 /// What went wrong behind the `Store` port, in words every store adapter shares: the engine and the
 /// routes match on it without knowing which adapter answered.
@@ -189,13 +189,12 @@ pub enum Claim {
     /// The step's lease is ours: here is the job and every provider's shared state, and the
     /// providers whose probe this claim took (their cooldown just ended: this job may call them, the
     /// others wait for the outcome). `reserved`: the provider whose next request this claim reserved
-    /// (counted in its minute and day, in `providers` too): the first of the claim's reservable providers
-    /// that could be called.
+    /// (counted in its minute and day, in `providers` too) or the turn it booked (`quota::reserve`).
     Acquired {
         job: Job,
         providers: HashMap<String, ProviderState>,
         probes: Vec<String>,
-        reserved: Option<String>,
+        reservation: Reservation,
     },
     /// Another worker holds this step's lease right now; it ends in `lease_left` (come back then).
     Busy { lease_left: Duration },
@@ -362,9 +361,10 @@ pub trait Store: Send + Sync {
     /// Meeting an existing job is never refused for being over that cap.
     async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError>;
     /// Takes the lease of one step (fenced by gen and seq), reads the shared provider states, and
-    /// reserves a request of the first of `reserve` that can be called now when it has a shared request
-    /// limit (`quota::reserve`), so instances that claim at once share a provider's minute and day.
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError>;
+    /// reserves a request of the first of `reserve`'s providers that can be called now when it has a
+    /// shared request limit, or books the job's turn when they are only out of this minute's requests
+    /// (`quota::reserve`), so instances that claim at once share a provider's minute and day.
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError>;
     /// Writes the job's next state if it is still at `step`, applies the provider event, releases
     /// the step's lease and moves the job's due-index entry to `due_at_ms` (`None`: out of the index).
     /// `written` is false when the job moved on meanwhile (nothing was written); `alerts` are the

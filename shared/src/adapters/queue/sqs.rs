@@ -335,7 +335,7 @@ pub(crate) fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, 
     let Message::Step {
         step,
         not_before_ms,
-        providers,
+        hint,
     } = message
     else {
         // A sweep re-arms itself within 15 minutes; it never waits longer.
@@ -346,7 +346,7 @@ pub(crate) fn hop(message: &Message, delay: Duration, now_ms: u64) -> (Message, 
         Message::Step {
             step: step.clone(),
             not_before_ms: Some(until),
-            providers: providers.clone(),
+            hint: hint.clone(),
         },
         MAX_DELAY.as_secs() as i32,
     )
@@ -365,6 +365,7 @@ impl Queue for SqsQueue {
 mod tests {
     use super::*;
     use crate::domain::job::StepRef;
+    use crate::domain::message::Hint;
 
     #[test]
     fn long_waits_become_hops_with_not_before() {
@@ -377,7 +378,10 @@ mod tests {
         let m = Message::Step {
             step: step.clone(),
             not_before_ms: None,
-            providers: vec!["alpha".into()],
+            hint: Hint {
+                providers: vec!["alpha".into()],
+                tenant: Some("t".into()),
+            },
         };
         assert_eq!(hop(&m, Duration::from_millis(1_500), 0), (m.clone(), 2));
         assert_eq!(hop(&m, Duration::from_secs(900), 0).1, 900);
@@ -388,7 +392,10 @@ mod tests {
                 Message::Step {
                     step,
                     not_before_ms: Some(1_210_000),
-                    providers: vec!["alpha".into()],
+                    hint: Hint {
+                        providers: vec!["alpha".into()],
+                        tenant: Some("t".into())
+                    },
                 },
                 900
             )

@@ -12,7 +12,7 @@ use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::domain::incidents::{self, AlertBook};
 use crate::domain::job::{id_gen, record_id, Job, JobSpec, JobState, StepRef};
 use crate::domain::llm::{ChatMessage, ResponseFormat, Role};
-use crate::domain::quota::{ProviderEvent, ProviderState, Reservable};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
@@ -641,7 +641,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.live();
         inner.spend(Charge::Claim, &step.owner, now);
@@ -671,13 +671,13 @@ impl Store for MemoryStore {
                 probes.push(name.clone());
             }
         }
-        let reserved = crate::domain::quota::reserve(&mut inner.providers, reserve, &probes, now)
-            .map(|index| reserve[index].name.clone());
+        let reservation =
+            crate::domain::quota::reserve(&mut inner.providers, &reserve.providers, &probes, &reserve.tenant, now);
         Ok(Claim::Acquired {
             job,
             providers: inner.providers.clone(),
             probes,
-            reserved,
+            reservation,
         })
     }
 
@@ -1194,7 +1194,10 @@ mod tests {
         clock.0.store(10_400, Ordering::SeqCst); // expired, and the next clearing is at 11_000
         let step = short.step_ref();
         assert!(matches!(
-            store.claim(&step, Duration::from_secs(30), &[]).await.unwrap(),
+            store
+                .claim(&step, Duration::from_secs(30), &Reserve::default())
+                .await
+                .unwrap(),
             Claim::Missing
         ));
         let polled = store

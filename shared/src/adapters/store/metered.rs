@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::domain::batch::BatchRecord;
 use crate::domain::job::{Job, StepRef};
-use crate::domain::quota::{ProviderEvent, ProviderState, Reservable};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reserve};
 use crate::ports::{
     Admission, BatchRead, Claim, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, RateLimit, Store,
     StoreError, Submitted, SweepRequest, Swept,
@@ -36,7 +36,7 @@ impl Store for MeteredStore {
     async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         counted("create", self.inner.create(job, enlist, limits).await)
     }
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         counted("claim", self.inner.claim(step, lease, reserve).await)
     }
     async fn finish(

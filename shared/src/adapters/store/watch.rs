@@ -14,7 +14,7 @@ use tracing::warn;
 use crate::domain::alert::{Alert, Incident};
 use crate::domain::job::{Job, StepRef};
 use crate::domain::message::Message;
-use crate::domain::quota::{ProviderEvent, ProviderState, Reservable};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reserve};
 use crate::ports::{
     Admission, Claim, Clock, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds, Queue, RateLimit, Store,
     StoreError, Submitted, SweepRequest, Swept,
@@ -129,7 +129,7 @@ impl Store for WatchedStore {
     async fn create(&self, job: &Job, enlist: &Enlist, limits: Limits) -> Result<Admission<Submitted>, StoreError> {
         self.observe(self.inner.create(job, enlist, limits).await).await
     }
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         self.observe(self.inner.claim(step, lease, reserve).await).await
     }
     async fn finish(

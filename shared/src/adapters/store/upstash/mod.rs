@@ -67,7 +67,7 @@ pub use client::{Script, UpstashClient};
 
 use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::domain::job::{id_gen, record_id, Job, StepRef};
-use crate::domain::quota::{ProviderEvent, ProviderState, Reservable};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
     RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
@@ -515,15 +515,16 @@ impl Store for UpstashStore {
         Ok(Admission::Admitted { value, rate })
     }
 
-    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &[Reservable]) -> Result<Claim, StoreError> {
+    async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         let lease_ms = lease.as_millis() as u64;
         let now = self.clock.now_ms();
         let key = job_key(&step.owner, &step.job_id);
         // claim.lua's reservable providers, in short keys (quota::reserve's input); '' when none.
-        let reservable = if reserve.is_empty() {
+        let reservable = if reserve.providers.is_empty() {
             String::new()
         } else {
             let list: Vec<Value> = reserve
+                .providers
                 .iter()
                 .map(|r| {
                     serde_json::json!({"p": r.name, "rpm": r.limits.rpm, "tpm": r.limits.tpm, "rpd": r.limits.rpd, "d": r.day})
@@ -543,6 +544,7 @@ impl Store for UpstashStore {
                     arg(lease_field(now + lease_ms)),
                     arg(now),
                     arg(reservable),
+                    arg(reserve.tenant.as_str()),
                 ],
                 0,
             )
@@ -559,7 +561,7 @@ impl Store for UpstashStore {
                 // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
-            (Some("ok"), [job, providers, probes, reserved]) => {
+            (Some("ok"), [job, providers, probes, reserved, booked_at]) => {
                 // Its commands are counted by the finish of this step (budget.lua's carry).
                 if let Ok(mut carried) = self.carried.lock() {
                     // A step that ends without a finish (a delivery step with nothing left to send, an
@@ -576,7 +578,14 @@ impl Store for UpstashStore {
                         .as_array()
                         .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                         .unwrap_or_default(),
-                    reserved: reserved.as_str().map(str::to_string),
+                    reservation: match (reserved.as_str(), booked_at.as_u64()) {
+                        (Some(provider), Some(at_ms)) => Reservation::Booked {
+                            provider: provider.to_string(),
+                            at_ms,
+                        },
+                        (Some(provider), None) => Reservation::Reserved(provider.to_string()),
+                        _ => Reservation::None,
+                    },
                 }
             }
             _ => return Err(unexpected()),

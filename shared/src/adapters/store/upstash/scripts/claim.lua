@@ -7,10 +7,11 @@
 -- KEYS[1] job record, KEYS[2] provider states (st:pv: one JSON object, provider name → state)
 -- ARGV[1] gen, ARGV[2] seq, ARGV[3] the lease's end (epoch ms, 13 digits), ARGV[4] now (epoch ms,
 -- the engine's clock), ARGV[5] the reservable providers (JSON list of {p, rpm, tpm, rpd, d: today's
--- quota day}, the job's decision ranking) or ''
+-- quota day}, the job's decision ranking) or '', ARGV[6] the job's tenant (its bookings' key)
 -- Returns {'missing'} | {'stale', record} | {'busy', lease ms left} |
 -- {'ok', record, provider states (the JSON object), {providers whose probe this claim took},
---  the provider whose request this claim reserved or false}
+--  the provider whose request this claim reserved or whose turn it booked, or false;
+--  the booked turn's instant (epoch ms) or false}
 -- An 'ok' claim's commands are counted in the budget by the finish of its step (budget.lua's carry).
 -- The thundering herd: when a provider's cooldown after a rate limit, a quota or an overload has just
 -- ended, this claim takes its probe (field pu = the lease's end) unless another claim holds it; the
@@ -64,6 +65,7 @@ end
 -- ranked provider that can be called now, when it has a shared request limit, counted in its minute
 -- and day here, so claims racing for a minute's last request cannot all take it.
 local reserved = false
+local booked = false
 if ARGV[5] ~= '' then
   if all == nil then
     all = raw and cjson.decode(raw) or {}
@@ -71,25 +73,62 @@ if ARGV[5] ~= '' then
   local minute = math.floor(now / 60000)
   local took = {}
   for _, name in ipairs(probes) do took[name] = true end
-  for _, r in ipairs(cjson.decode(ARGV[5])) do
-    local s = all[r.p]
-    if type(s) ~= 'table' then s = {} end
-    local function over(window, used, limit, current)
-      return type(limit) == 'number' and n(window) == current and n(used) >= limit
-    end
-    local open = s.dis == nil and math.max(n(s.cu), n(s.co)) <= now
+  local ranked = cjson.decode(ARGV[5])
+  local function over(window, used, limit, current)
+    return type(limit) == 'number' and n(window) == current and n(used) >= limit
+  end
+  -- open_now, but for the minute's requests when `rpm` is false.
+  local function open(s, r, rpm)
+    return s.dis == nil and math.max(n(s.cu), n(s.co)) <= now
       and not (n(s.pu) > now and probed(s) and not took[r.p])
-      and not over(s.mw, s.mc, r.rpm, minute) and not over(s.tw, s.tc, r.tpm, minute)
+      and not over(s.mw, s.mc, rpm, minute) and not over(s.tw, s.tc, r.tpm, minute)
       and not over(s.dw, s.dc, r.rpd, r.d)
-    if open then
+  end
+  local function state(name)
+    if type(all[name]) ~= 'table' then all[name] = {} end
+    return all[name]
+  end
+  local found = false
+  for _, r in ipairs(ranked) do
+    local s = state(r.p)
+    if open(s, r, r.rpm) then
       if type(r.rpm) == 'number' or type(r.rpd) == 'number' then
         if minute > n(s.mw) then s.mw = minute; s.mc = 1 elseif minute == n(s.mw) then s.mc = n(s.mc) + 1 end
         if r.d > n(s.dw) then s.dw = r.d; s.dc = 1 elseif r.d == n(s.dw) then s.dc = n(s.dc) + 1 end
-        all[r.p] = s
         reserved = r.p
         changed = true
       end
+      found = true
       break
+    end
+  end
+  -- None can be called now: the job's turn on the first that is only out of this minute's requests
+  -- (ProviderState::book: from the next minute on, each tenant's turns a request's share apart, times
+  -- the tenants booking).
+  if not found then
+    for _, r in ipairs(ranked) do
+      if type(r.rpm) == 'number' then
+        local s = state(r.p)
+        if over(s.mw, s.mc, r.rpm, minute) and open(s, r, false) then
+          local q = {}
+          local tenants = 0
+          if type(s.q) == 'table' then
+            for t, from in pairs(s.q) do
+              if tonumber(from) > now then q[t] = tonumber(from); tenants = tenants + 1 end
+            end
+          end
+          local tenant = ARGV[6]
+          if q[tenant] == nil then tenants = tenants + 1 end
+          local spacing = math.max(math.floor(60000 / math.max(r.rpm, 1)), 1) * tenants
+          local at = math.max(q[tenant] or 0, (minute + 1) * 60000)
+          q[tenant] = at + spacing
+          s.q = q
+          reserved = r.p
+          booked = at
+          changed = true
+          break
+        end
+      end
     end
   end
 end
@@ -104,4 +143,4 @@ if changed then
   end
 end
 BUDGET_CARRY = true
-return {'ok', v, raw or false, probes, reserved}
+return {'ok', v, raw or false, probes, reserved, booked}
