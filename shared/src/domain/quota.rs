@@ -356,7 +356,7 @@ impl ProviderState {
     pub(crate) fn book(&mut self, rpm: u64, tenant: &str, now_ms: u64) -> u64 {
         self.bookings.retain(|_, from| *from > now_ms);
         let tenants = self.bookings.len() as u64 + u64::from(!self.bookings.contains_key(tenant));
-        let spacing = (MINUTE_MS / rpm.max(1)).max(1) * tenants;
+        let spacing = MINUTE_MS.div_ceil(rpm.max(1)) * tenants;
         let next_minute = (now_ms / MINUTE_MS + 1) * MINUTE_MS;
         let at = self.bookings.get(tenant).copied().unwrap_or(0).max(next_minute);
         self.bookings.insert(tenant.to_string(), at + spacing);
@@ -728,5 +728,34 @@ mod tests {
             s.available_at(&limits, 10),
             Availability::Disabled("401 invalid api key".into())
         );
+    }
+
+    proptest::proptest! {
+        /// A tenant alone is booked at the provider's pace from the next minute on (never more than `rpm`
+        /// turns in a minute), and a tenant new to the provider is booked at the next minute whatever the
+        /// others have booked.
+        #[test]
+        fn turns_are_booked_at_the_providers_pace_and_a_new_tenant_goes_next(
+            rpm in 1u64..120,
+            backlog in 1usize..300,
+            now in 0u64..10_000_000,
+            later in 0u64..600_000,
+        ) {
+            let mut state = ProviderState::default();
+            let next_minute = (now / MINUTE_MS + 1) * MINUTE_MS;
+            let turns: Vec<u64> = (0..backlog).map(|_| state.book(rpm, "o/a", now)).collect();
+            proptest::prop_assert_eq!(turns[0], next_minute);
+            for pair in turns.windows(2) {
+                proptest::prop_assert!(pair[1] >= pair[0] + MINUTE_MS / rpm);
+            }
+            let mut per_minute: HashMap<u64, u64> = HashMap::new();
+            for t in &turns {
+                *per_minute.entry(t / MINUTE_MS).or_default() += 1;
+            }
+            proptest::prop_assert!(per_minute.values().all(|n| *n <= rpm));
+            let then = now + later;
+            let first = state.book(rpm, "o/b", then);
+            proptest::prop_assert_eq!(first, (then / MINUTE_MS + 1) * MINUTE_MS);
+        }
     }
 }

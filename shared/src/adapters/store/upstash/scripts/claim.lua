@@ -119,7 +119,7 @@ if ARGV[5] ~= '' then
           end
           local tenant = ARGV[6]
           if q[tenant] == nil then tenants = tenants + 1 end
-          local spacing = math.max(math.floor(60000 / math.max(r.rpm, 1)), 1) * tenants
+          local spacing = math.ceil(60000 / math.max(r.rpm, 1)) * tenants
           local at = math.max(q[tenant] or 0, (minute + 1) * 60000)
           q[tenant] = at + spacing
           s.q = q

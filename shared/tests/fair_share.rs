@@ -1,0 +1,202 @@
+//! Fair shares of a scarce provider, behind the real HTTP routes and step engine, on a clock the test
+//! drives: tenant A puts 2,000 jobs in at once on a provider limited to 6 requests a minute, then twenty
+//! other tenants each submit one job, one a minute at varying offsets. Each of those jobs is called
+//! within 2 provider calls of its submit (the calls made for anyone from its submit to its own, its own
+//! included), because a job that finds the minute used up books its tenant's turn (`quota::book`): A's
+//! backlog is booked at the provider's pace, another tenant's first job at the next minute. The backlog
+//! wakes at that pace too: the steps run per minute stay near the provider's 6, not A's 2,000. Run on the
+//! in-memory store and on the Upstash store over the real local stack. Prints its figures.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use http::StatusCode;
+use serde_json::{json, Value};
+use shared::adapters::providers::spec::{ProviderSpec, Wire as SpecWire};
+use shared::domain::message::Message;
+use shared::domain::quota::ProviderLimits;
+use shared::domain::secret::Secret;
+use shared::engine::settings::Settings;
+use shared::engine::Engine;
+use shared::ports::{Clock, SystemClock};
+use shared::wiring::config::UpstashConfig;
+use testkit::fake::{FakeProvider, FakeReply, Wire};
+
+use common::{scenario_config, upstash_emulator, ManualClock, SimQueue};
+
+const BACKLOG: usize = 2_000;
+const RPM: u64 = 6;
+const OTHERS: usize = 20;
+
+struct Scenario {
+    clock: Arc<ManualClock>,
+    queue: Arc<SimQueue>,
+    router: Router,
+    engine: Engine,
+    /// Every provider call: the job's prompt, in call order.
+    calls: Arc<Mutex<Vec<String>>>,
+    /// Steps run, per simulated minute.
+    steps_per_minute: std::collections::BTreeMap<u64, usize>,
+}
+
+async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> Scenario {
+    let clock = Arc::new(ManualClock(AtomicU64::new(t0)));
+    let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = calls.clone();
+    fake.set_responder(move |request| {
+        let prompt = request.body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        seen.lock().unwrap().push(prompt);
+        FakeReply::openai_text("done")
+    });
+    let provider = ProviderSpec {
+        name: "alpha".into(),
+        wire: SpecWire::OpenAi {
+            headers: Default::default(),
+        },
+        base_url: fake.base_url(),
+        model: "fake-model".into(),
+        api_key: Some(Secret::new("k")),
+        timeout_ms: 2_000,
+        limits: ProviderLimits {
+            rpm: Some(RPM),
+            ..Default::default()
+        },
+        small_context: false,
+    };
+    // The fake answers for as long as the scenario lives.
+    std::mem::forget(fake);
+    // No per-owner limits: the backlog is submitted at once.
+    let settings = Settings {
+        limits: shared::engine::settings::OwnerLimits {
+            rate: shared::engine::settings::PerOwner {
+                default: None,
+                overrides: Default::default(),
+            },
+            in_flight: shared::engine::settings::PerOwner {
+                default: None,
+                overrides: Default::default(),
+            },
+        },
+        ..Settings::default()
+    };
+    let config = scenario_config(settings, vec![provider], upstash);
+    let queue = Arc::new(SimQueue::new(clock.clone()));
+    let service = Arc::new(shared::wiring::service::build_with_clock(&config, queue.clone(), clock.clone()).unwrap());
+    Scenario {
+        clock,
+        queue,
+        router: shared::api::routes::router(service.clone()),
+        engine: service.engine.clone(),
+        calls,
+        steps_per_minute: Default::default(),
+    }
+}
+
+impl Scenario {
+    async fn submit(&self, tenant: &str, prompt: &str) -> String {
+        let body = json!({"prompt": prompt, "tenantId": tenant, "responseMode": "text"});
+        let (status, answer): (StatusCode, Value) =
+            testkit::router::call(&self.router, "POST", "/v1/generate", Some("secret-key"), Some(body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        answer["jobId"].as_str().unwrap().to_string()
+    }
+
+    /// Runs every message due by `limit` in due order, moving the clock to each due time.
+    async fn run_until(&mut self, limit: u64) {
+        while let Some((due, message)) = self.queue.pop_due_by(limit) {
+            if due > self.clock.now_ms() {
+                self.clock.0.store(due, Ordering::SeqCst);
+            }
+            if matches!(message, Message::Step { .. }) {
+                *self.steps_per_minute.entry(due / 60_000).or_default() += 1;
+            }
+            self.engine.handle(&message, 1).await.unwrap();
+        }
+        self.clock.0.store(limit.max(self.clock.now_ms()), Ordering::SeqCst);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+async fn a_backlog_never_starves_another_tenants_job(mut s: Scenario, t0: u64, store: &str) {
+    for i in 0..BACKLOG {
+        s.submit("tenant-a", &format!("a-{i}")).await;
+    }
+    // A's backlog settles: its jobs' turns booked at the provider's pace.
+    s.run_until(t0 + 3 * 60_000).await;
+    let mut waits = Vec::new();
+    for k in 0..OTHERS {
+        // One a minute, at a different second of it each time.
+        let at = t0 + (3 + k as u64) * 60_000 + (k as u64 * 7_919) % 60_000;
+        s.run_until(at).await;
+        let before = s.calls().len();
+        let prompt = format!("b{k}-only-job");
+        s.submit(&format!("tenant-b{k}"), &prompt).await;
+        let mut limit = at;
+        let position = loop {
+            let calls = s.calls();
+            if let Some(p) = calls[before..].iter().position(|c| *c == prompt) {
+                break p + 1;
+            }
+            limit += 1_000;
+            assert!(limit < at + 10 * 60_000, "{prompt} not called within 10 minutes");
+            s.run_until(limit).await;
+        };
+        waits.push((position, limit - at));
+    }
+    let calls = s.calls();
+    let a_calls = calls.iter().filter(|c| c.starts_with("a-")).count();
+    let minutes = s.steps_per_minute.len().max(1);
+    let steady: Vec<usize> = s.steps_per_minute.values().skip(1).copied().collect();
+    let mut positions: Vec<usize> = waits.iter().map(|(p, _)| *p).collect();
+    positions.sort();
+    let mut seconds: Vec<u64> = waits.iter().map(|(_, ms)| ms.div_ceil(1000)).collect();
+    seconds.sort();
+    println!(
+        "fair share ({store}): {BACKLOG} jobs of tenant A, then {OTHERS} tenants with one job each on a {RPM}-rpm \
+         provider: each called within {:?} calls of its submit (worst {}), within {:?} s (worst {} s); \
+         {} calls in {} simulated minutes ({a_calls} for A); steps run per minute after the first: max {}",
+        positions,
+        positions.last().unwrap(),
+        seconds,
+        seconds.last().unwrap(),
+        calls.len(),
+        minutes,
+        steady.iter().max().unwrap_or(&0),
+    );
+    assert!(
+        positions.iter().all(|p| *p <= 2),
+        "another tenant's job waited more than 2 calls: {positions:?}"
+    );
+    // Never past the provider's quota in any minute.
+    // The backlog wakes at the provider's pace: a few steps a minute beyond its calls, not 2,000.
+    assert!(
+        steady.iter().all(|n| *n <= 4 * RPM as usize),
+        "steps per minute {:?}",
+        s.steps_per_minute
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_memory_store() {
+    let t0 = (SystemClock.now_ms() / 60_000 + 1) * 60_000;
+    a_backlog_never_starves_another_tenants_job(scenario(None, t0).await, t0, "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_upstash_store_over_the_real_stack() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let (_upstash, config) = upstash_emulator(&redis).await;
+    // On Redis's clock: the store checks expiries against it.
+    let t0 = (redis.time_ms().await.expect("redis TIME") / 60_000 + 1) * 60_000;
+    a_backlog_never_starves_another_tenants_job(scenario(Some(config), t0).await, t0, "upstash").await;
+}
