@@ -139,14 +139,15 @@ impl Engine {
             self.queue.send(&message, Duration::from_millis(at - now)).await?;
             return Ok(StepOutcome::Rescheduled);
         }
-        let (job, states) = match self.store.claim(step, self.lease()).await? {
+        let (job, states, origins) = match self.store.claim(step, self.lease()).await? {
             Claim::Acquired {
                 job,
                 mut providers,
                 probes,
+                origins,
             } => {
                 crate::domain::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
-                (job, providers)
+                (job, providers, origins)
             }
             Claim::Busy { lease_left } => return self.come_back(step, lease_left).await,
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
@@ -154,7 +155,7 @@ impl Engine {
         };
         if job.state.is_finished() {
             // A finished job's remaining steps are its deliveries.
-            return self.delivery_step(step, job).await;
+            return self.delivery_step(step, job, &origins).await;
         }
         let next = self.advance(job, &states).await;
         let (next_job, event) = next;
