@@ -469,36 +469,43 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
     );
 }
 
-/// The receiver-recovery fast path on the Upstash store shared by two instances, with the real
-/// schedule (0, 5 s, 5 min, …): a receiver down for 30 s, 20 jobs with webhooks (10 submitted to each
-/// instance). Both scheduled attempts fail within the outage and the next would be 5 minutes later; one
-/// delivery probes the origin every 5 s instead, and its first success wakes every webhook waiting on
-/// it. All 20 arrive exactly once (counted per `webhook-id` at the receiver) within 15 s of the
-/// receiver answering again.
-#[tokio::test]
-async fn a_receiver_back_after_thirty_seconds_gets_every_webhook_within_seconds() {
-    let (_redis, upstash, provider) = store_and_provider().await;
+/// The receiver-recovery fast path, with the real schedule (0, 5 s, 5 min, …): a receiver down for
+/// `outage`, 20 jobs with webhooks submitted round-robin to `instances` stepper-local processes (on
+/// one shared Upstash store when `upstash` is given, else each on its memory store). Both scheduled
+/// attempts fail within the outage and the next would be 5 minutes later; one delivery per store
+/// probes the origin every 5 s instead, and its first success wakes every webhook waiting on it. All 20
+/// arrive exactly once (counted per `webhook-id` at the receiver) within 15 s of the receiver answering
+/// again. Answers that figure.
+async fn every_webhook_soon_after_the_receiver_returns(
+    upstash: Option<&UpstashEmulator>,
+    instances: usize,
+    outage: Duration,
+    provider: &FakeProvider,
+) -> Duration {
     let port = free_port().unwrap();
     let mut extra = vec![
         ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
         ("CALLBACK_ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{port}")),
     ];
-    extra.extend(upstash_env(&upstash));
-    let first = start(&provider, &extra).await;
-    let second = start(&provider, &extra).await;
+    if let Some(upstash) = upstash {
+        extra.extend(upstash_env(upstash));
+    }
+    let mut locals = Vec::new();
+    for _ in 0..instances {
+        locals.push(start(provider, &extra).await);
+    }
     let down_since = Instant::now();
     let mut jobs = Vec::new();
     for n in 0..20 {
-        let local = if n % 2 == 0 { &first } else { &second };
+        let local = &locals[n % instances];
         let body = json!({
             "prompt": format!("fast path job {n}"),
             "callbackUrl": format!("http://127.0.0.1:{port}/hook/{n}"),
         });
         let (code, queued) = local.post("/v1/generate", ALICE, body).await;
         assert_eq!(code, 202, "{queued}");
-        jobs.push(queued);
+        jobs.push((n % instances, queued));
     }
-    let outage = Duration::from_secs(30);
     tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
     let hook = NodeReceiver::start(SECRET, &[200], port).await.unwrap();
     let up_at = Instant::now();
@@ -516,14 +523,15 @@ async fn a_receiver_back_after_thirty_seconds_gets_every_webhook_within_seconds(
     );
     assert!(got_after.iter().all(|w| w.standard_ok && w.answered == 200));
     let mut attempts = Vec::new();
-    for job in &jobs {
-        let status = first.get(job["statusUrl"].as_str().unwrap(), ALICE).await.1;
+    for (instance, job) in &jobs {
+        let status = locals[*instance].get(job["statusUrl"].as_str().unwrap(), ALICE).await.1;
         assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
         attempts.push(status["deliveries"][0]["attempts"].as_u64().unwrap_or(0));
     }
     println!(
-        "fast path: receiver down {} ms, 20 webhooks of 20 jobs on two instances sharing Upstash: all \
-         delivered once each, the last {} ms after the receiver came back; attempts per webhook {attempts:?}",
+        "fast path ({}, {instances} instance(s)): receiver down {} ms, 20 webhooks of 20 jobs all delivered \
+         once each, the last {} ms after the receiver came back; attempts per webhook {attempts:?}",
+        if upstash.is_some() { "Upstash" } else { "memory store" },
         up_at.duration_since(down_since).as_millis(),
         last.as_millis()
     );
@@ -532,6 +540,23 @@ async fn a_receiver_back_after_thirty_seconds_gets_every_webhook_within_seconds(
         last <= Duration::from_secs(15),
         "all 20 within 15 s of the receiver's return, not at the 5-minute attempt: {last:?}"
     );
+    last
+}
+
+/// Two instances on one Upstash store, a 30 s outage: the origin's state and its waiting deliveries
+/// live in the store, so a probe on one instance wakes the other's deliveries too.
+#[tokio::test]
+async fn a_receiver_back_after_thirty_seconds_gets_every_webhook_within_seconds() {
+    let (_redis, upstash, provider) = store_and_provider().await;
+    every_webhook_soon_after_the_receiver_returns(Some(&upstash), 2, Duration::from_secs(30), &provider).await;
+}
+
+/// The same on the memory store (one instance), a 12 s outage: past both scheduled attempts.
+#[tokio::test]
+async fn on_the_memory_store_a_returning_receiver_gets_every_webhook_within_seconds() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    every_webhook_soon_after_the_receiver_returns(None, 1, Duration::from_secs(12), &provider).await;
 }
 
 #[tokio::test]

@@ -292,7 +292,7 @@ pub(crate) fn record_early(
     jitter: f64,
 ) -> Option<(usize, u64)> {
     match states.get_mut(index) {
-        Some(s) if !report.delivered && !report.permanent => {
+        Some(s) if s.status == DeliveryStatus::Pending && !report.delivered && !report.permanent => {
             s.attempts += 1;
             s.last_status = report.status;
             s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
@@ -452,6 +452,36 @@ mod tests {
         assert_eq!(record(&mut s, 0, &failed(500), 10, 0.5), Some((1, 0)));
         assert_eq!(record(&mut s, 1, &OK, 20, 0.5), None);
         assert_eq!(s[1].status, DeliveryStatus::Delivered);
+    }
+
+    #[test]
+    fn an_early_attempt_keeps_the_delivery_s_place_in_its_schedule() {
+        let mut s = plan(&[Target::webhook("https://x.example/h".into())]);
+        record(&mut s, 0, &failed(503), 0, 0.5);
+        record(&mut s, 0, &failed(503), 5_000, 0.5);
+        assert_eq!((s[0].round_attempts, s[0].next_at_ms), (2, Some(305_000)));
+        // Probes (or a retry after a recovery) that fail: counted, the schedule untouched.
+        for at in [10_000, 15_000, 25_000] {
+            assert_eq!(record_early(&mut s, 0, &failed(503), at, 0.5), Some((0, 305_000)));
+        }
+        assert_eq!(
+            (s[0].attempts, s[0].round_attempts, s[0].last_at_ms, s[0].waits_origin),
+            (5, 2, Some(25_000), true)
+        );
+        // The dead letter still comes after the schedule's last attempt, not sooner.
+        let mut now = 305_000;
+        while let Some((0, at)) = next_due(&s) {
+            now = at.max(now);
+            record(&mut s, 0, &failed(503), now, 0.5);
+            record_early(&mut s, 0, &failed(503), now + 1, 0.5);
+        }
+        assert_eq!((s[0].status, s[0].round_attempts), (DeliveryStatus::Dead, 8));
+        // A success early is delivered as any.
+        let mut s = plan(&[Target::webhook("https://x.example/h".into())]);
+        record(&mut s, 0, &failed(500), 0, 0.5);
+        assert!(!s[0].waits_origin, "a 500 is the receiver's answer, not an origin down");
+        assert_eq!(record_early(&mut s, 0, &OK, 1_000, 0.5), None);
+        assert_eq!((s[0].status, s[0].round_attempts), (DeliveryStatus::Delivered, 2));
     }
 
     #[test]
