@@ -535,7 +535,10 @@ async fn every_webhook_soon_after_the_receiver_returns(
         up_at.duration_since(down_since).as_millis(),
         last.as_millis()
     );
-    assert!(attempts.iter().all(|a| *a >= 2), "each failed in the outage: {attempts:?}");
+    assert!(
+        attempts.iter().all(|a| *a >= 2),
+        "each failed in the outage: {attempts:?}"
+    );
     assert!(
         last <= Duration::from_secs(15),
         "all 20 within 15 s of the receiver's return, not at the 5-minute attempt: {last:?}"
