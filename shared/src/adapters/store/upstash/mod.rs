@@ -27,7 +27,13 @@
 //! - `st:pv` — every provider's shared quota state (quota.rs): one JSON object, provider name → state
 //!   (with today's attempts by outcome for the overview), and `~all` while every provider is unusable
 //!   (an alert's state). One string, so a claim and a poll read it with the job's record in one `MGET`;
-//!   a finish rewrites it whole. Expires 8 days after the last finish.
+//!   a finish rewrites it whole. Expires 8 days after the last finish. Its `~o:<origin>` fields are the
+//!   failing delivery origins' states (domain/origins.rs: the receiver-recovery fast path), so a
+//!   delivery's claim reads its origin's state in the same `MGET`; only origin_down.lua and
+//!   origin_up.lua (the failure path) write them.
+//! - `st:o:<origin>` — the jobs waiting on a down origin's recovery: member the record key, score the
+//!   delivery's scheduled time (origin_down.lua adds, origin_up.lua moves them in the due-index and
+//!   deletes it). Expires 8 days after the outage's last change.
 //! - `st:b:m:<yyyymm>:<owner>` — an owner's month (scripts/budget.lua): signed 64-bit counters in one
 //!   string (`BITFIELD`): the budget (budget.rs: the month's four, then four for each hour of the
 //!   month), then the owner's live counters: its rate window (the window's id, its requests), its jobs
