@@ -1843,3 +1843,94 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     assert_eq!(create(&store, &j).await, Created::New);
     assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
 }
+
+/// What the fast path's failure path costs on Upstash, as Upstash bills it (every command redis-server
+/// executed, `INFO commandstats`): the figures docs/architecture.md and docs/webhooks.md state. An
+/// ordinary delivery runs none of it (bench/tests/billed_per_route.rs holds the routes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_fast_path_costs_a_bounded_number_of_commands_on_upstash() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+        .await
+        .expect("upstash emulator");
+    let client = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
+    let store: Arc<dyn Store> = Arc::new(UpstashStore::new(client, Arc::new(SystemClock)));
+    let owner = unique("cost");
+    let origin = "http://down.example:80";
+    let t = now();
+    let a = waiting_on(&store, &owner, &format!("{origin}/a"), t + 300_000).await;
+    let b = waiting_on(&store, &owner, &format!("{origin}/b"), t + 300_000).await;
+    let (holder_a, holder_b) = (origins::holder_of(&a.id, 0), origins::holder_of(&b.id, 0));
+    // Each script's first call loads it (NOSCRIPT, then EVAL): a one-off, not measured.
+    let warm = OriginDown {
+        origin: "http://warm.example:80",
+        owner: &owner,
+        job_id: &a.id,
+        holder: "w/0",
+        waits_until_ms: Some(t + 300_000),
+        probed: false,
+        now_ms: t,
+    };
+    store.origin_down(&warm).await.unwrap();
+    store.origin_up(warm.origin, &owner, t, t).await.unwrap();
+    let mut measured = Vec::new();
+    let calls: [(&str, &Job, &str, bool, u64); 3] = [
+        (
+            "the outage's first failure: takes the probe",
+            &a,
+            &holder_a,
+            false,
+            t + 1_000,
+        ),
+        ("another delivery fails there", &b, &holder_b, false, t + 1_100),
+        ("the holder's probe fails", &a, &holder_a, true, t + 6_000),
+    ];
+    for (what, j, holder, probed, at) in calls {
+        let before = testkit::billing::executed_so_far(redis.port).await.unwrap();
+        store
+            .origin_down(&OriginDown {
+                origin,
+                owner: &owner,
+                job_id: &j.id,
+                holder,
+                waits_until_ms: Some(t + 300_000),
+                probed,
+                now_ms: at,
+            })
+            .await
+            .unwrap();
+        measured.push((
+            what,
+            testkit::billing::executed_so_far(redis.port).await.unwrap() - before,
+        ));
+    }
+    let before = testkit::billing::executed_so_far(redis.port).await.unwrap();
+    assert_eq!(
+        store
+            .origin_up(origin, &owner, t + 9_000, t + 30_000)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    measured.push((
+        "a success: marked up, 2 jobs woken",
+        testkit::billing::executed_so_far(redis.port).await.unwrap() - before,
+    ));
+    let before = testkit::billing::executed_so_far(redis.port).await.unwrap();
+    assert!(store
+        .origin_up(origin, &owner, t + 9_500, t + 30_000)
+        .await
+        .unwrap()
+        .is_empty());
+    measured.push((
+        "another success: already up",
+        testkit::billing::executed_so_far(redis.port).await.unwrap() - before,
+    ));
+    println!("fast path commands: {measured:?}");
+    assert_eq!(
+        measured.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [6, 4, 6, 8, 3],
+        "{measured:?}"
+    );
+}
