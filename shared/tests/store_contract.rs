@@ -927,7 +927,9 @@ async fn a_failing_origin_is_probed_by_one_delivery_and_woken_by_a_success(store
     }
     let holder_a = origins::holder_of(&a.id, 0);
     let holder_b = origins::holder_of(&b.id, 0);
-    let steps: [(&Job, &str, Option<u64>, bool, u64, Option<u64>); 3] = [
+    // (job, its holder name, waits until, probed, at, the probe time expected)
+    type Call<'a> = (&'a Job, &'a str, Option<u64>, bool, u64, Option<u64>);
+    let steps: [Call; 3] = [
         (&a, &holder_a, Some(t + 300_000), false, t, Some(t + 5_000)),
         (&b, &holder_b, Some(t + 300_000), false, t + 100, None),
         (&a, &holder_a, Some(t + 300_000), true, t + 70_000, Some(t + 80_000)),
