@@ -26,9 +26,10 @@ pub const PROBE_FIRST_MINUTE_MS: u64 = 60_000;
 pub const PROBE_EARLY_MS: u64 = 10_000;
 /// From this long into an outage the probes back off: a tenth of the outage's length so far.
 pub const PROBE_STEADY_AFTER_MS: u64 = 180_000;
-/// The longest gap between two probes (under the engine's park threshold, so a probe's step is always
-/// a queued message, never a parked wait).
-pub const PROBE_MAX_MS: u64 = 240_000;
+/// The longest gap between two probes: an origin down for the whole schedule (27½ h) costs about 160
+/// probes, not one every few minutes (a gap past the engine's park threshold waits in the due-index,
+/// like any long wait).
+pub const PROBE_MAX_MS: u64 = 900_000;
 /// A probe holder keeps the probe this long past its next probe's time; a holder that does not come
 /// back by then (its job purged, its step lost) loses it to the next delivery that fails there.
 pub const PROBE_LEASE_MS: u64 = 60_000;
@@ -251,7 +252,8 @@ mod tests {
         assert_eq!(probe_delay_ms(12, 60_000), 10_000);
         assert_eq!(probe_delay_ms(20, 179_000), 10_000);
         assert_eq!(probe_delay_ms(25, 300_000), 30_000);
-        assert_eq!(probe_delay_ms(40, 3_600_000), PROBE_MAX_MS);
+        assert_eq!(probe_delay_ms(40, 3_600_000), 360_000);
+        assert_eq!(probe_delay_ms(90, 86_400_000), PROBE_MAX_MS);
     }
 
     #[test]
