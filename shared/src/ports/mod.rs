@@ -443,7 +443,8 @@ pub trait Store: Send + Sync {
     /// lists the delivery's job among those waiting on it until `waits_until_ms`, and hands the
     /// origin's one probe to this delivery when nobody holds it (or moves it on by the back-off,
     /// `origins::probe_delay_ms`, when this was the holder's probe). Answers the probe's time when this
-    /// delivery holds it. One request; the failure path only.
+    /// delivery holds it. One request; the failure path only. Both adapters implement it; the default
+    /// (a test's store double) tracks nothing, and deliveries keep their schedule.
     async fn origin_down(&self, down: &OriginDown<'_>) -> Result<Option<u64>, StoreError> {
         let _ = down;
         Ok(None)
@@ -451,7 +452,8 @@ pub trait Store: Send + Sync {
     /// A delivery to a down `origin` succeeded (`owner`'s: counted in its budget): the origin is marked
     /// up at `now_ms`, and every job waiting on it that still owes deliveries moves to `due_at_ms` in the
     /// due-index (only earlier) and comes back with its current step, for the caller to send. One
-    /// request, whatever the number of waiting jobs; nothing when the origin is not down.
+    /// request, whatever the number of waiting jobs; nothing when the origin is not down (nor in the
+    /// default, as `origin_down`'s).
     async fn origin_up(
         &self,
         origin: &str,
