@@ -342,8 +342,9 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
 
 /// Standard Webhooks' schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and a 10-minute outage on a
 /// clock `WEBHOOK_TEST_SCALE` times faster (100 by default: a 6 s outage, ~25 s of test). The long form,
-/// `WEBHOOK_TEST_SCALE=1`, is the real schedule and a real 10-minute outage (the webhooks arrive at the
-/// 30-minute attempt, about 35 min in).
+/// `WEBHOOK_TEST_SCALE=1`, is the real schedule and a real 10-minute outage: the webhooks arrive seconds
+/// after the receiver returns (the origin's probe, `domain/origins.rs`), no longer at the 30-minute
+/// attempt (about 35 min in); about 11 min of test.
 fn scaled() -> (u64, String, Duration) {
     let scale: u64 = std::env::var("WEBHOOK_TEST_SCALE")
         .ok()
