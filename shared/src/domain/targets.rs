@@ -292,12 +292,15 @@ pub(crate) fn record_early(
     jitter: f64,
 ) -> Option<(usize, u64)> {
     match states.get_mut(index) {
-        Some(s) if s.status == DeliveryStatus::Pending && !report.delivered && !report.permanent => {
-            s.attempts += 1;
-            s.last_status = report.status;
-            s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
-            s.last_at_ms = Some(now_ms);
-            s.waits_origin = super::origins::marks_down(report);
+        Some(s) if !report.delivered && !report.permanent => {
+            // Only a pending delivery is attempted; anything else is left as it is.
+            if s.status == DeliveryStatus::Pending {
+                s.attempts += 1;
+                s.last_status = report.status;
+                s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
+                s.last_at_ms = Some(now_ms);
+                s.waits_origin = super::origins::marks_down(report);
+            }
             next_due(states)
         }
         _ => record(states, index, report, now_ms, jitter),
