@@ -342,8 +342,9 @@ async fn callbacks_go_in_order_and_a_failure_stops_them_unless_told_to_continue(
 
 /// Standard Webhooks' schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and a 10-minute outage on a
 /// clock `WEBHOOK_TEST_SCALE` times faster (100 by default: a 6 s outage, ~25 s of test). The long form,
-/// `WEBHOOK_TEST_SCALE=1`, is the real schedule and a real 10-minute outage (the webhooks arrive at the
-/// 30-minute attempt, about 35 min in).
+/// `WEBHOOK_TEST_SCALE=1`, is the real schedule and a real 10-minute outage: the webhooks arrive seconds
+/// after the receiver returns (the origin's probe, `domain/origins.rs`), no longer at the 30-minute
+/// attempt (about 35 min in); about 11 min of test.
 fn scaled() -> (u64, String, Duration) {
     let scale: u64 = std::env::var("WEBHOOK_TEST_SCALE")
         .ok()
@@ -467,6 +468,99 @@ async fn a_receiver_down_for_ten_minutes_still_gets_every_webhook_once_in_order(
         outage.as_millis(),
         up_at.elapsed().as_millis()
     );
+}
+
+/// The receiver-recovery fast path, with the real schedule (0, 5 s, 5 min, …): a receiver down for
+/// `outage`, 20 jobs with webhooks submitted round-robin to `instances` stepper-local processes (on
+/// one shared Upstash store when `upstash` is given, else each on its memory store). Both scheduled
+/// attempts fail within the outage and the next would be 5 minutes later; one delivery per store
+/// probes the origin every 5 s instead, and its first success wakes every webhook waiting on it. All 20
+/// arrive exactly once (counted per `webhook-id` at the receiver) within 15 s of the receiver answering
+/// again. Answers that figure.
+async fn every_webhook_soon_after_the_receiver_returns(
+    upstash: Option<&UpstashEmulator>,
+    instances: usize,
+    outage: Duration,
+    provider: &FakeProvider,
+) -> Duration {
+    let port = free_port().unwrap();
+    let mut extra = vec![
+        ("STEPPER_WEBHOOK_SECRETS".into(), format!("alice={SECRET}")),
+        ("CALLBACK_ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{port}")),
+    ];
+    if let Some(upstash) = upstash {
+        extra.extend(upstash_env(upstash));
+    }
+    let mut locals = Vec::new();
+    for _ in 0..instances {
+        locals.push(start(provider, &extra).await);
+    }
+    let down_since = Instant::now();
+    let mut jobs = Vec::new();
+    for n in 0..20 {
+        let local = &locals[n % instances];
+        let body = json!({
+            "prompt": format!("fast path job {n}"),
+            "callbackUrl": format!("http://127.0.0.1:{port}/hook/{n}"),
+        });
+        let (code, queued) = local.post("/v1/generate", ALICE, body).await;
+        assert_eq!(code, 202, "{queued}");
+        jobs.push((n % instances, queued));
+    }
+    tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
+    let hook = NodeReceiver::start(SECRET, &[200], port).await.unwrap();
+    let up_at = Instant::now();
+    let got = wait_for(&hook, 20, Duration::from_secs(60)).await;
+    let last = up_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_after = hook.deliveries().await.unwrap();
+    let mut ids: Vec<&str> = got_after.iter().filter_map(|w| w.webhook_id.as_deref()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (got.len(), got_after.len(), ids.len()),
+        (20, 20, 20),
+        "every webhook once, no duplicate: {got_after:?}"
+    );
+    assert!(got_after.iter().all(|w| w.standard_ok && w.answered == 200));
+    let mut attempts = Vec::new();
+    for (instance, job) in &jobs {
+        let status = locals[*instance].get(job["statusUrl"].as_str().unwrap(), ALICE).await.1;
+        assert_eq!(status["deliveries"][0]["status"], "delivered", "{status}");
+        attempts.push(status["deliveries"][0]["attempts"].as_u64().unwrap_or(0));
+    }
+    println!(
+        "fast path ({}, {instances} instance(s)): receiver down {} ms, 20 webhooks of 20 jobs all delivered \
+         once each, the last {} ms after the receiver came back; attempts per webhook {attempts:?}",
+        if upstash.is_some() { "Upstash" } else { "memory store" },
+        up_at.duration_since(down_since).as_millis(),
+        last.as_millis()
+    );
+    assert!(
+        attempts.iter().all(|a| *a >= 2),
+        "each failed in the outage: {attempts:?}"
+    );
+    assert!(
+        last <= Duration::from_secs(15),
+        "all 20 within 15 s of the receiver's return, not at the 5-minute attempt: {last:?}"
+    );
+    last
+}
+
+/// Two instances on one Upstash store, a 30 s outage: the origin's state and its waiting deliveries
+/// live in the store, so a probe on one instance wakes the other's deliveries too.
+#[tokio::test]
+async fn a_receiver_back_after_thirty_seconds_gets_every_webhook_within_seconds() {
+    let (_redis, upstash, provider) = store_and_provider().await;
+    every_webhook_soon_after_the_receiver_returns(Some(&upstash), 2, Duration::from_secs(30), &provider).await;
+}
+
+/// The same on the memory store (one instance), a 12 s outage: past both scheduled attempts.
+#[tokio::test]
+async fn on_the_memory_store_a_returning_receiver_gets_every_webhook_within_seconds() {
+    let provider = FakeProvider::start(Wire::OpenAi).await.unwrap();
+    provider.set_default(FakeReply::openai_text(ANSWER));
+    every_webhook_soon_after_the_receiver_returns(None, 1, Duration::from_secs(12), &provider).await;
 }
 
 #[tokio::test]

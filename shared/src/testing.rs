@@ -44,3 +44,18 @@ pub fn spec() -> JobSpec {
         purge_on_delivery: false,
     }
 }
+
+/// One delivery attempt's report as an outbound adapter makes it: delivered (a 2xx `status`), or failed
+/// with `status` (`None`: no answer at all) and `error`. For tests that script the Outbound port.
+pub fn attempt_report(
+    delivered: bool,
+    status: Option<u16>,
+    error: Option<&str>,
+) -> crate::domain::targets::AttemptReport {
+    crate::domain::targets::AttemptReport {
+        delivered,
+        status,
+        error: error.map(str::to_string),
+        permanent: false,
+    }
+}

@@ -16,6 +16,7 @@ use shared::domain::message::Message;
 use shared::domain::outcome::{Answer, CallReport, Failure, RateSignals, RetryHint};
 use shared::engine::settings::Settings;
 use shared::engine::{Engine, ProviderSlot, StepError, StepOutcome};
+use shared::ports::outbound::{AlertSent, Outbound};
 use shared::ports::{Admission, Clock, Created, Limits, Provider, Queue, QueueError, Store, Submitted};
 
 struct ManualClock(AtomicU64);
@@ -114,6 +115,11 @@ struct World {
 const T0: u64 = 1_764_000_000_000;
 
 fn world(names: &[&str]) -> World {
+    world_telling(names, shared::wiring::service::outbound(&Settings::default()))
+}
+
+/// A world whose webhooks and callbacks go through `outbound`.
+fn world_telling(names: &[&str], outbound: Arc<dyn Outbound>) -> World {
     let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
     let store = Arc::new(MemoryStore::new(clock.clone()));
     let queue = Arc::new(RecordingQueue::default());
@@ -138,7 +144,6 @@ fn world(names: &[&str]) -> World {
         })
         .collect();
     let settings = Settings::default();
-    let outbound = shared::wiring::service::outbound(&settings);
     let engine = Engine::new(store.clone(), queue.clone(), clock.clone(), outbound, slots, settings);
     World {
         clock,
@@ -409,4 +414,166 @@ async fn the_deadline_ends_a_waiting_job() {
         .error
         .unwrap()
         .starts_with("deadline_exceeded: the job's deadline passed"));
+}
+
+/// A receiver scripted at the Outbound port: down (no answer) until told up; every attempt recorded.
+#[derive(Default)]
+struct Receiver {
+    up: AtomicBool,
+    /// (job id, delivery index, answered) of every attempt, in order.
+    attempts: Mutex<Vec<(String, usize, bool)>>,
+}
+
+#[async_trait]
+impl Outbound for Receiver {
+    fn admits(&self, _owner: &str, _kind: shared::domain::targets::TargetKind, _url: &str) -> Result<(), String> {
+        Ok(())
+    }
+    async fn deliver(&self, job: &Job, index: usize, _now_ms: u64) -> shared::domain::targets::AttemptReport {
+        let up = self.up.load(Ordering::SeqCst);
+        self.attempts.lock().unwrap().push((job.id.clone(), index, up));
+        if up {
+            shared::testing::attempt_report(true, Some(200), None)
+        } else {
+            shared::testing::attempt_report(false, None, Some("connection refused"))
+        }
+    }
+    fn sinks(&self) -> &[&'static str] {
+        &[]
+    }
+    async fn alert(&self, _alert: &shared::domain::alert::Alert, _sink: usize, _now_ms: u64) -> AlertSent {
+        AlertSent::Delivered
+    }
+}
+
+/// The receiver-recovery fast path through the engine on the memory store: three finished jobs owe a
+/// webhook to one origin that does not answer. One delivery holds the origin's probe and tries every
+/// 5 s without using up its schedule; the others wait out theirs (5 min). The probe's first success
+/// marks the origin up and sends the others' steps at once: each is delivered once, on its next step.
+#[tokio::test]
+async fn a_probe_s_success_wakes_every_delivery_waiting_on_its_origin() {
+    let receiver = Arc::new(Receiver::default());
+    let w = world_telling(&["a"], receiver.clone());
+    let mut steps = Vec::new();
+    for n in 0..3 {
+        let s = w.submit(None).await;
+        let mut job = w.job(&s).await;
+        job.spec.targets = vec![shared::domain::targets::Target::webhook(format!(
+            "http://hooks.test:8080/h/{n}"
+        ))];
+        // The submit route plans targets from the request; here they are written into the record.
+        assert!(w
+            .store
+            .finish(
+                &s,
+                &Job {
+                    seq: s.seq,
+                    ..job.clone()
+                },
+                Some(T0),
+                None
+            )
+            .await
+            .is_ok());
+        steps.push(s);
+    }
+    let current = |job: Job| job.step_ref();
+    // Each job's provider step finishes it; its delivery step fails (nobody answers).
+    for s in &steps {
+        let step = current(w.job(s).await);
+        assert_eq!(w.step(&step).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+        let step = current(w.job(s).await);
+        assert!(matches!(w.step(&step).await.unwrap(), StepOutcome::Progressed { .. }));
+    }
+    w.queue.take();
+    let holder = w.job(&steps[0]).await;
+    let at = holder.next_attempt_at_ms.unwrap();
+    assert!(
+        (T0 + 4_500..=T0 + 5_000).contains(&at),
+        "the first failure holds the probe: 5 s, or its schedule's 5 s ±10 % if sooner: {at}"
+    );
+    for s in &steps[1..] {
+        let job = w.job(s).await;
+        let at = job.next_attempt_at_ms.unwrap();
+        assert!((T0 + 4_500..=T0 + 5_500).contains(&at), "its schedule: 5 s ±10 %, {at}");
+    }
+    // The schedule's second attempt fails for all: the others now wait 5 minutes.
+    w.clock.advance(6_000);
+    for s in &steps {
+        let step = current(w.job(s).await);
+        assert!(matches!(w.step(&step).await.unwrap(), StepOutcome::Progressed { .. }));
+    }
+    for s in &steps[1..] {
+        let at = w.job(s).await.next_attempt_at_ms.unwrap();
+        assert!(at >= T0 + 6_000 + 270_000, "the next scheduled attempt is minutes away");
+    }
+    assert_eq!(
+        w.job(&steps[0]).await.next_attempt_at_ms,
+        Some(T0 + 11_000),
+        "the probe: 5 s on"
+    );
+    // Two probes fail: counted, the schedule untouched.
+    for _ in 0..2 {
+        w.clock.advance(5_000);
+        let step = current(w.job(&steps[0]).await);
+        assert!(matches!(w.step(&step).await.unwrap(), StepOutcome::Progressed { .. }));
+    }
+    let probing = w.job(&steps[0]).await;
+    assert_eq!(
+        (probing.deliveries[0].attempts, probing.deliveries[0].round_attempts),
+        (4, 2)
+    );
+    w.queue.take();
+    // The receiver answers again: the next probe succeeds and wakes the two others at once.
+    receiver.up.store(true, Ordering::SeqCst);
+    w.clock.advance(5_000);
+    let step = current(w.job(&steps[0]).await);
+    assert_eq!(w.step(&step).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+    let woken: Vec<StepRef> = w
+        .queue
+        .take()
+        .into_iter()
+        .map(|(m, delay)| match m {
+            Message::Step { step, .. } if delay == Duration::ZERO => step,
+            other => panic!("expected a woken step now, got {other:?} after {delay:?}"),
+        })
+        .collect();
+    let mut expected = vec![current(w.job(&steps[1]).await), current(w.job(&steps[2]).await)];
+    expected.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    let mut woken_sorted = woken.clone();
+    woken_sorted.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    assert_eq!(woken_sorted, expected);
+    for step in &woken {
+        assert_eq!(w.step(step).await.unwrap(), StepOutcome::Finished(JobState::Succeeded));
+        // A duplicate of the same message is dropped: exactly once.
+        assert!(matches!(w.step(step).await.unwrap(), StepOutcome::Dropped(_)));
+    }
+    let answered: Vec<String> = receiver
+        .attempts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, up)| *up)
+        .map(|(id, _, _)| id.clone())
+        .collect();
+    let mut ids: Vec<String> = steps.iter().map(|s| s.job_id.clone()).collect();
+    let mut got = answered.clone();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "each webhook delivered exactly once");
+    for s in &steps {
+        let job = w.job(s).await;
+        assert_eq!(
+            job.deliveries[0].status,
+            shared::domain::targets::DeliveryStatus::Delivered
+        );
+    }
+    assert!(
+        w.store
+            .origin_up("http://hooks.test:8080", "o", w.clock.now_ms(), 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the origin is up: nothing waits on it"
+    );
 }

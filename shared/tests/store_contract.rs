@@ -2,6 +2,7 @@
 //! Upstash store on the real local stack (redis-server + the Upstash REST emulator).
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +13,15 @@ use shared::domain::budget::{self, Spent, Tally};
 use shared::domain::error_class::ErrorClass;
 use shared::domain::job::{job_id, new_gen, public_id, record_id, Job, JobSpec, JobState, StepRef};
 use shared::domain::llm::{ChatMessage, ResponseFormat};
+use shared::domain::origins::{self, OriginState};
 use shared::domain::quota::{
     BackoffPolicy, ProviderEvent, ProviderLimits, ProviderState, Reservable, Reservation, Reserve, ResetClock,
 };
 use shared::domain::secret::Secret;
 use shared::domain::targets::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, Overview, OverviewBounds, RateLimit,
-    RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, OriginDown, Overview, OverviewBounds,
+    RateLimit, RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
 };
 
 /// Thirty days: how far ahead of this process redis-server runs in the tests of an engine clock behind the store's.
@@ -1042,6 +1044,174 @@ async fn due_of(store: &Arc<dyn Store>, ids: &[&str], at: u64) -> Vec<StepRef> {
     }
 }
 
+/// The origins' states as a claim sees them (a fresh job of `owner`, claimed).
+async fn origins_seen(store: &Arc<dyn Store>, owner: &str) -> HashMap<String, OriginState> {
+    let reader = job(owner);
+    create(store, &reader).await;
+    match store
+        .claim(&reader.step_ref(), Duration::from_secs(30), &Reserve::default())
+        .await
+        .unwrap()
+    {
+        Claim::Acquired { origins, .. } => origins,
+        other => panic!("expected the claim, got {other:?}"),
+    }
+}
+
+/// A finished job of `owner` that owes a webhook to `url`, its attempt failed, due again at `due`.
+async fn waiting_on(store: &Arc<dyn Store>, owner: &str, url: &str, due: u64) -> Job {
+    let j = job(owner);
+    create(store, &j).await;
+    let mut next = j.clone();
+    next.seq = 2;
+    next.state = JobState::Succeeded;
+    next.finished_at_ms = Some(now());
+    next.next_attempt_at_ms = Some(due);
+    let waiting = DeliveryState {
+        target: Target::webhook(url.to_string()),
+        status: DeliveryStatus::Pending,
+        attempts: 1,
+        round_attempts: 1,
+        redeliveries: 0,
+        last_status: None,
+        last_error: Some("connection refused".into()),
+        next_at_ms: Some(due),
+        done_at_ms: None,
+        last_at_ms: Some(now()),
+        waits_origin: true,
+    };
+    next.deliveries = vec![waiting];
+    assert!(
+        store
+            .finish(&j.step_ref(), &next, Some(due), None)
+            .await
+            .unwrap()
+            .written
+    );
+    next
+}
+
+/// The receiver-recovery fast path's shared state (domain/origins.rs): a failing origin is marked down
+/// with one probe holder whose failed probes move the probe on by the back-off, exactly as
+/// `origins::mark_down` says; a success marks it up once and wakes every job waiting on it (moved in
+/// the due-index, earlier only, answered with its current step); a dead holder releases the probe.
+async fn a_failing_origin_is_probed_by_one_delivery_and_woken_by_a_success(store: Arc<dyn Store>) {
+    let owner = unique("origins");
+    let origin = format!("http://{}.example:8080", unique("o"));
+    let url = format!("{origin}/hook?token=t");
+    let t = now();
+    let a = waiting_on(&store, &owner, &url, t + 300_000).await;
+    let b = waiting_on(&store, &owner, &url, t + 300_000).await;
+    let mut mirror: HashMap<String, OriginState> = origins_seen(&store, &owner).await;
+    assert!(!mirror.contains_key(&origin), "no state before a failure");
+    fn down<'a>(
+        origin: &'a str,
+        owner: &'a str,
+        j: &'a Job,
+        waits: Option<u64>,
+        probed: bool,
+        at: u64,
+    ) -> OriginDown<'a> {
+        OriginDown {
+            origin,
+            owner,
+            job_id: &j.id,
+            holder: "",
+            waits_until_ms: waits,
+            probed,
+            now_ms: at,
+        }
+    }
+    let holder_a = origins::holder_of(&a.id, 0);
+    let holder_b = origins::holder_of(&b.id, 0);
+    // (job, its holder name, waits until, probed, at, the probe time expected)
+    type Call<'a> = (&'a Job, &'a str, Option<u64>, bool, u64, Option<u64>);
+    let steps: [Call; 3] = [
+        (&a, &holder_a, Some(t + 300_000), false, t, Some(t + 5_000)),
+        (&b, &holder_b, Some(t + 300_000), false, t + 100, None),
+        (&a, &holder_a, Some(t + 300_000), true, t + 70_000, Some(t + 80_000)),
+    ];
+    for (j, holder, waits, probed, at, expected) in steps {
+        let answer = store
+            .origin_down(&OriginDown {
+                holder,
+                ..down(&origin, &owner, j, waits, probed, at)
+            })
+            .await
+            .unwrap();
+        let (_, mirrored) = origins::mark_down(&mut mirror, &origin, holder, waits.is_some(), probed, at);
+        assert_eq!((answer, mirrored), (expected, expected), "{holder} at +{}", at - t);
+    }
+    let seen = origins_seen(&store, &owner).await;
+    assert_eq!(
+        seen.get(&origin),
+        mirror.get(&origin),
+        "the store's state is origins.rs's"
+    );
+    assert_eq!(
+        seen[&origin],
+        OriginState {
+            down_since_ms: t,
+            holder: holder_a.clone(),
+            probe_at_ms: t + 80_000,
+            probe_until_ms: t + 80_000 + origins::PROBE_LEASE_MS,
+            probes_failed: 1,
+            up_at_ms: 0,
+        }
+    );
+    assert!(
+        due_of(&store, &[&a.id, &b.id], t + 40_000).await.is_empty(),
+        "waiting out their schedule"
+    );
+
+    // A success: marked up once, both jobs due at once with their current steps.
+    let mut woken = store.origin_up(&origin, &owner, t + 90_000, t + 35_000).await.unwrap();
+    woken.sort_by(|x, y| x.job_id.cmp(&y.job_id));
+    let mut expected = vec![a.step_ref(), b.step_ref()];
+    expected.sort_by(|x, y| x.job_id.cmp(&y.job_id));
+    assert_eq!(woken, expected);
+    assert!(origins::mark_up(&mut mirror, &origin, t + 90_000));
+    assert_eq!(origins_seen(&store, &owner).await.get(&origin), mirror.get(&origin));
+    let mut due = due_of(&store, &[&a.id, &b.id], t + 35_001).await;
+    due.sort_by(|x, y| x.job_id.cmp(&y.job_id));
+    assert_eq!(due, expected, "moved in the due-index");
+    assert!(
+        store
+            .origin_up(&origin, &owner, t + 91_000, t + 35_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "once: the origin is up"
+    );
+
+    // A new outage counts its probes afresh; a dead holder releases the probe.
+    let fresh = store
+        .origin_down(&OriginDown {
+            holder: &holder_b,
+            ..down(&origin, &owner, &b, Some(t + 400_000), false, t + 100_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(fresh, Some(t + 105_000));
+    let released = store
+        .origin_down(&OriginDown {
+            holder: &holder_b,
+            ..down(&origin, &owner, &b, None, true, t + 105_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(released, None);
+    let seen = origins_seen(&store, &owner).await;
+    assert!(seen[&origin].is_down() && seen[&origin].holder.is_empty(), "{seen:?}");
+    assert_eq!(seen[&origin].up_at_ms, t + 90_000);
+    // Nothing waits on it any more (b died, a was woken): a success wakes nobody.
+    assert!(store
+        .origin_up(&origin, &owner, t + 106_000, t + 35_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// Runs first, on an empty store: the sweeper is armed by the create that finds none; its key names
 /// the one live chain and the round of its next message, so another chain or a duplicate delivery
 /// stops at once; it is released when the index empties (so an idle store sweeps nothing).
@@ -1418,6 +1588,8 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
         last_error: Some("HTTP 503".into()),
         next_at_ms: None,
         done_at_ms: Some(now()),
+        last_at_ms: None,
+        waits_origin: false,
     };
     let dead = finish_as(&store, &dead, JobState::Succeeded, None, vec![letter]).await;
 
@@ -1761,6 +1933,7 @@ contract!(
     the_overview_counts_what_the_owner_holds,
     the_budget_counts_every_call_in_the_call_itself,
     batches_are_read_whole_in_item_order,
+    a_failing_origin_is_probed_by_one_delivery_and_woken_by_a_success,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1884,4 +2057,95 @@ async fn an_engine_clock_behind_the_store_clock_is_refused_not_lost() {
     j.expires_at_ms = store_now + 3_600_000;
     assert_eq!(create(&store, &j).await, Created::New);
     assert!(read(&store, &j.owner, &j.id, Duration::from_secs(60)).await.is_some());
+}
+
+/// What the fast path's failure path costs on Upstash, as Upstash bills it (every command redis-server
+/// executed, `INFO commandstats`): the figures docs/architecture.md and docs/webhooks.md state. An
+/// ordinary delivery runs none of it (bench/tests/billed_per_route.rs holds the routes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_fast_path_costs_a_bounded_number_of_commands_on_upstash() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+        .await
+        .expect("upstash emulator");
+    let client = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
+    let store: Arc<dyn Store> = Arc::new(UpstashStore::new(client, Arc::new(SystemClock)));
+    let owner = unique("cost");
+    let origin = "http://down.example:80";
+    let t = now();
+    let a = waiting_on(&store, &owner, &format!("{origin}/a"), t + 300_000).await;
+    let b = waiting_on(&store, &owner, &format!("{origin}/b"), t + 300_000).await;
+    let (holder_a, holder_b) = (origins::holder_of(&a.id, 0), origins::holder_of(&b.id, 0));
+    // Each script's first call loads it (NOSCRIPT, then EVAL): a one-off, not measured.
+    let warm = OriginDown {
+        origin: "http://warm.example:80",
+        owner: &owner,
+        job_id: &a.id,
+        holder: "w/0",
+        waits_until_ms: Some(t + 300_000),
+        probed: false,
+        now_ms: t,
+    };
+    store.origin_down(&warm).await.unwrap();
+    store.origin_up(warm.origin, &owner, t, t).await.unwrap();
+    let mut measured = Vec::new();
+    let calls: [(&str, &Job, &str, bool, u64); 3] = [
+        (
+            "the outage's first failure: takes the probe",
+            &a,
+            &holder_a,
+            false,
+            t + 1_000,
+        ),
+        ("another delivery fails there", &b, &holder_b, false, t + 1_100),
+        ("the holder's probe fails", &a, &holder_a, true, t + 6_000),
+    ];
+    for (what, j, holder, probed, at) in calls {
+        let before = testkit::billing::executed_so_far(redis.port).await.unwrap();
+        store
+            .origin_down(&OriginDown {
+                origin,
+                owner: &owner,
+                job_id: &j.id,
+                holder,
+                waits_until_ms: Some(t + 300_000),
+                probed,
+                now_ms: at,
+            })
+            .await
+            .unwrap();
+        measured.push((
+            what,
+            testkit::billing::executed_so_far(redis.port).await.unwrap() - before,
+        ));
+    }
+    let before = testkit::billing::executed_so_far(redis.port).await.unwrap();
+    assert_eq!(
+        store
+            .origin_up(origin, &owner, t + 9_000, t + 30_000)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    measured.push((
+        "a success: marked up, 2 jobs woken",
+        testkit::billing::executed_so_far(redis.port).await.unwrap() - before,
+    ));
+    let before = testkit::billing::executed_so_far(redis.port).await.unwrap();
+    assert!(store
+        .origin_up(origin, &owner, t + 9_500, t + 30_000)
+        .await
+        .unwrap()
+        .is_empty());
+    measured.push((
+        "another success: already up",
+        testkit::billing::executed_so_far(redis.port).await.unwrap() - before,
+    ));
+    println!("fast path commands: {measured:?}");
+    assert_eq!(
+        measured.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [6, 4, 6, 8, 3],
+        "{measured:?}"
+    );
 }

@@ -1278,6 +1278,8 @@ mod tests {
             last_error: None,
             next_at_ms: None,
             done_at_ms: Some(1_700_000_005_000),
+            last_at_ms: None,
+            waits_origin: false,
         };
         let mut pending = delivered.clone();
         pending.target.kind = crate::domain::targets::TargetKind::Callback;

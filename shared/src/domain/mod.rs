@@ -11,6 +11,7 @@ pub(crate) mod incidents;
 pub mod job;
 pub mod llm;
 pub mod message;
+pub mod origins;
 pub mod outcome;
 pub(crate) mod presets;
 pub mod quota;

@@ -113,6 +113,14 @@ pub struct DeliveryState {
     pub next_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_at_ms: Option<u64>,
+    /// When the last attempt ended (the receiver-recovery fast path compares it with its origin's
+    /// recovery: `domain/origins.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at_ms: Option<u64>,
+    /// The last attempt failed because the origin was down (no answer, 429, 502–504): the delivery may
+    /// go before its schedule once the origin answers again (`origins::fast_due`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waits_origin: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -132,6 +140,8 @@ pub(crate) fn plan(targets: &[Target]) -> Vec<DeliveryState> {
             last_error: None,
             next_at_ms: None,
             done_at_ms: None,
+            last_at_ms: None,
+            waits_origin: false,
         })
         .collect()
 }
@@ -139,6 +149,15 @@ pub(crate) fn plan(targets: &[Target]) -> Vec<DeliveryState> {
 /// The next delivery to attempt and when (the earliest due). The webhook runs on its own schedule; the
 /// callbacks go strictly in order, so only the first pending one is a candidate.
 pub(crate) fn next_due(states: &[DeliveryState]) -> Option<(usize, u64)> {
+    next_due_with(states, |_, _| None)
+}
+
+/// [`next_due`] with each candidate's time made earlier where `early` says (the receiver-recovery fast
+/// path: `origins::fast_due`); the candidates, and so the callbacks' order, are the same.
+pub(crate) fn next_due_with(
+    states: &[DeliveryState],
+    early: impl Fn(usize, &DeliveryState) -> Option<u64>,
+) -> Option<(usize, u64)> {
     let pending = |s: &DeliveryState| s.status == DeliveryStatus::Pending;
     let webhooks = states
         .iter()
@@ -150,7 +169,10 @@ pub(crate) fn next_due(states: &[DeliveryState]) -> Option<(usize, u64)> {
         .find(|(_, s)| s.target.kind == TargetKind::Callback && pending(s));
     webhooks
         .chain(first_callback)
-        .map(|(i, s)| (i, s.next_at_ms.unwrap_or(0)))
+        .map(|(i, s)| {
+            let scheduled = s.next_at_ms.unwrap_or(0);
+            (i, early(i, s).map_or(scheduled, |at| at.min(scheduled)))
+        })
         .min_by_key(|(i, at)| (*at, *i))
 }
 
@@ -229,6 +251,8 @@ pub(crate) fn record(
     s.last_status = report.status;
     s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
     s.next_at_ms = None;
+    s.last_at_ms = Some(now_ms);
+    s.waits_origin = super::origins::marks_down(report);
     if report.delivered {
         s.status = DeliveryStatus::Delivered;
         s.done_at_ms = Some(now_ms);
@@ -254,6 +278,33 @@ pub(crate) fn record(
         s.next_at_ms = Some(now_ms + ((base as f64 * factor) as u64).min(cap));
     }
     next_due(states)
+}
+
+/// Folds an attempt made before the delivery's scheduled time (its origin's probe, or once after the
+/// origin recovered): a success is delivered as any; a failure is counted but keeps the delivery's
+/// place and time in its schedule, so the schedule still bounds an origin that stays down and the dead
+/// letter comes after its last attempt, never sooner.
+pub(crate) fn record_early(
+    states: &mut [DeliveryState],
+    index: usize,
+    report: &AttemptReport,
+    now_ms: u64,
+    jitter: f64,
+) -> Option<(usize, u64)> {
+    match states.get_mut(index) {
+        Some(s) if !report.delivered && !report.permanent => {
+            // Only a pending delivery is attempted; anything else is left as it is.
+            if s.status == DeliveryStatus::Pending {
+                s.attempts += 1;
+                s.last_status = report.status;
+                s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
+                s.last_at_ms = Some(now_ms);
+                s.waits_origin = super::origins::marks_down(report);
+            }
+            next_due(states)
+        }
+        _ => record(states, index, report, now_ms, jitter),
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +455,36 @@ mod tests {
         assert_eq!(record(&mut s, 0, &failed(500), 10, 0.5), Some((1, 0)));
         assert_eq!(record(&mut s, 1, &OK, 20, 0.5), None);
         assert_eq!(s[1].status, DeliveryStatus::Delivered);
+    }
+
+    #[test]
+    fn an_early_attempt_keeps_the_delivery_s_place_in_its_schedule() {
+        let mut s = plan(&[Target::webhook("https://x.example/h".into())]);
+        record(&mut s, 0, &failed(503), 0, 0.5);
+        record(&mut s, 0, &failed(503), 5_000, 0.5);
+        assert_eq!((s[0].round_attempts, s[0].next_at_ms), (2, Some(305_000)));
+        // Probes (or a retry after a recovery) that fail: counted, the schedule untouched.
+        for at in [10_000, 15_000, 25_000] {
+            assert_eq!(record_early(&mut s, 0, &failed(503), at, 0.5), Some((0, 305_000)));
+        }
+        assert_eq!(
+            (s[0].attempts, s[0].round_attempts, s[0].last_at_ms, s[0].waits_origin),
+            (5, 2, Some(25_000), true)
+        );
+        // The dead letter still comes after the schedule's last attempt, not sooner.
+        let mut now = 305_000;
+        while let Some((0, at)) = next_due(&s) {
+            now = at.max(now);
+            record(&mut s, 0, &failed(503), now, 0.5);
+            record_early(&mut s, 0, &failed(503), now + 1, 0.5);
+        }
+        assert_eq!((s[0].status, s[0].round_attempts), (DeliveryStatus::Dead, 8));
+        // A success early is delivered as any.
+        let mut s = plan(&[Target::webhook("https://x.example/h".into())]);
+        record(&mut s, 0, &failed(500), 0, 0.5);
+        assert!(!s[0].waits_origin, "a 500 is the receiver's answer, not an origin down");
+        assert_eq!(record_early(&mut s, 0, &OK, 1_000, 0.5), None);
+        assert_eq!((s[0].status, s[0].round_attempts), (DeliveryStatus::Delivered, 2));
     }
 
     #[test]

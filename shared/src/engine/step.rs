@@ -143,12 +143,13 @@ impl Engine {
             return Ok(StepOutcome::Rescheduled);
         }
         let reserve = self.reserve(step, hint, now);
-        let (job, states, reservation) = match self.store.claim(step, self.lease(), &reserve).await? {
+        let (job, states, reservation, origins) = match self.store.claim(step, self.lease(), &reserve).await? {
             Claim::Acquired {
                 job,
                 mut providers,
                 probes,
                 reservation,
+                origins,
             } => {
                 match &reservation {
                     // The decision asks whether a request is left for this call: the reservation holds it.
@@ -167,7 +168,7 @@ impl Engine {
                     Reservation::None => {}
                 }
                 crate::domain::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
-                (job, providers, reservation)
+                (job, providers, reservation, origins)
             }
             Claim::Busy { lease_left } => return self.come_back(step, hint, lease_left).await,
             Claim::Missing => return Ok(StepOutcome::Dropped("job is gone")),
@@ -175,7 +176,7 @@ impl Engine {
         };
         if job.state.is_finished() {
             // A finished job's remaining steps are its deliveries.
-            return self.delivery_step(step, job).await;
+            return self.delivery_step(step, job, &origins).await;
         }
         let reserved = match &reservation {
             Reservation::Reserved(name) => Some(name.as_str()),

@@ -15,6 +15,7 @@ use crate::domain::budget::Spent;
 use crate::domain::job::{Job, StepRef};
 use crate::domain::llm::CompletionRequest;
 use crate::domain::message::Message;
+use crate::domain::origins::OriginState;
 use crate::domain::outcome::CallReport;
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 
@@ -195,6 +196,9 @@ pub enum Claim {
         providers: HashMap<String, ProviderState>,
         probes: Vec<String>,
         reservation: Reservation,
+        /// Every failing (or lately recovered) delivery origin's shared state, by origin
+        /// (`domain/origins.rs`), read with the provider states: no command of its own.
+        origins: HashMap<String, OriginState>,
     },
     /// Another worker holds this step's lease right now; it ends in `lease_left` (come back then).
     Busy { lease_left: Duration },
@@ -202,6 +206,23 @@ pub enum Claim {
     Stale(Job),
     /// No such job (purged or expired).
     Missing,
+}
+
+/// A delivery that failed because its origin did not answer (`Store::origin_down`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginDown<'a> {
+    /// `scheme://host:port` (`origins::origin_of`).
+    pub origin: &'a str,
+    pub owner: &'a str,
+    pub job_id: &'a str,
+    /// The delivery as a probe holder (`origins::holder_of`).
+    pub holder: &'a str,
+    /// Its scheduled next attempt: until then it waits on the origin's recovery. `None`: it was
+    /// dead-lettered and waits no more (a probe it held is released).
+    pub waits_until_ms: Option<u64>,
+    /// The attempt was this holder's probe: a failure moves the probe on by the back-off.
+    pub probed: bool,
+    pub now_ms: u64,
 }
 
 /// What `Store::finish` did.
@@ -421,6 +442,32 @@ pub trait Store: Send + Sync {
     /// An owner's job as it stands, uncounted and untouched: the immediate routes' wait (one plain
     /// `GET` on Upstash, the cheapest read there is).
     async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError>;
+    /// The receiver-recovery fast path, on a failure that says the origin is down (`origins::marks_down`):
+    /// marks the origin down (unless the store already tracks `origins::MAX_ORIGINS` down origins),
+    /// lists the delivery's job among those waiting on it until `waits_until_ms`, and hands the
+    /// origin's one probe to this delivery when nobody holds it (or moves it on by the back-off,
+    /// `origins::probe_delay_ms`, when this was the holder's probe). Answers the probe's time when this
+    /// delivery holds it. One request; the failure path only. Both adapters implement it; the default
+    /// (a test's store double) tracks nothing, and deliveries keep their schedule.
+    async fn origin_down(&self, down: &OriginDown<'_>) -> Result<Option<u64>, StoreError> {
+        let _ = down;
+        Ok(None)
+    }
+    /// A delivery to a down `origin` succeeded (`owner`'s: counted in its budget): the origin is marked
+    /// up at `now_ms`, and every job waiting on it that still owes deliveries moves to `due_at_ms` in the
+    /// due-index (only earlier) and comes back with its current step, for the caller to send. One
+    /// request, whatever the number of waiting jobs; nothing when the origin is not down (nor in the
+    /// default, as `origin_down`'s).
+    async fn origin_up(
+        &self,
+        origin: &str,
+        owner: &str,
+        now_ms: u64,
+        due_at_ms: u64,
+    ) -> Result<Vec<StepRef>, StoreError> {
+        let _ = (origin, owner, now_ms, due_at_ms);
+        Ok(Vec::new())
+    }
 }
 
 /// Delayed messages: the next step of a job, later deliveries.

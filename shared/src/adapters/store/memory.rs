@@ -12,10 +12,12 @@ use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::domain::incidents::{self, AlertBook};
 use crate::domain::job::{id_gen, record_id, Job, JobSpec, JobState, StepRef};
 use crate::domain::llm::{ChatMessage, ResponseFormat, Role};
+use crate::domain::origins::{self, OriginState};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reserve};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
-    RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
+    HORIZONS_MS,
 };
 
 /// The hasher of the maps every request touches (jobs, leases, the due-index's scores, rate windows,
@@ -295,6 +297,10 @@ struct Inner {
     /// The live sweeper: its token, the round its next message carries, and when it lapses.
     sweeper: Option<(String, u64, u64)>,
     providers: HashMap<String, ProviderState>,
+    /// Failing (or lately recovered) delivery origins' shared state (`~o:<origin>` in `st:pv` on Upstash).
+    origins: HashMap<String, OriginState>,
+    /// Per origin, the jobs waiting on its recovery → their delivery's scheduled time (`st:o:<origin>`).
+    waiting: HashMap<String, HashMap<(String, String), u64>>,
     /// Which incidents are raised and the flap windows (`st:alerts` on Upstash).
     alerts: AlertBook,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
@@ -678,6 +684,7 @@ impl Store for MemoryStore {
             providers: inner.providers.clone(),
             probes,
             reservation,
+            origins: inner.origins.clone(),
         })
     }
 
@@ -1049,6 +1056,65 @@ impl Store for MemoryStore {
             .job(&(owner.to_string(), record_id(job_id).to_string()), now)
             .filter(|held| id_gen(job_id).is_none_or(|gen| gen == held.head.gen))
             .map(|held| held.to_job()))
+    }
+
+    async fn origin_down(&self, down: &OriginDown<'_>) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.live();
+        inner.spend(Charge::Finish, down.owner, down.now_ms);
+        let Inner { origins, waiting, .. } = &mut *inner;
+        let (tracked, probe_at) = origins::mark_down(
+            origins,
+            down.origin,
+            down.holder,
+            down.waits_until_ms.is_some(),
+            down.probed,
+            down.now_ms,
+        );
+        // Lists of origins no longer tracked go with them (st:o:<origin> expires on Upstash).
+        waiting.retain(|origin, _| origins.contains_key(origin));
+        let key = (down.owner.to_string(), record_id(down.job_id).to_string());
+        match down.waits_until_ms {
+            Some(until) if tracked => {
+                waiting.entry(down.origin.to_string()).or_default().insert(key, until);
+            }
+            _ => {
+                if let Some(list) = waiting.get_mut(down.origin) {
+                    list.remove(&key);
+                }
+            }
+        }
+        Ok(probe_at)
+    }
+
+    async fn origin_up(
+        &self,
+        origin: &str,
+        owner: &str,
+        now_ms: u64,
+        due_at_ms: u64,
+    ) -> Result<Vec<StepRef>, StoreError> {
+        let mut inner = self.live();
+        inner.spend(Charge::Finish, owner, now_ms);
+        if !origins::mark_up(&mut inner.origins, origin, now_ms) {
+            return Ok(Vec::new());
+        }
+        let list = inner.waiting.remove(origin).unwrap_or_default();
+        let mut steps = Vec::new();
+        for key in list.into_keys() {
+            let owes = inner
+                .job(&key, now_ms)
+                .map(|held| held.to_job())
+                .filter(|job| job.state.is_finished() && job.owes_deliveries());
+            let (Some(job), Some(due)) = (owes, inner.due.get(&key)) else {
+                continue;
+            };
+            // Only earlier (origin_up.lua's ZADD XX LT).
+            if due.ms > due_at_ms {
+                Self::due_add(&mut inner, key, due_at_ms);
+            }
+            steps.push(job.step_ref());
+        }
+        Ok(steps)
     }
 }
 

@@ -95,4 +95,19 @@ impl Store for MeteredStore {
     async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
         counted("peek", self.inner.peek(owner, job_id).await)
     }
+    async fn origin_down(&self, down: &crate::ports::OriginDown<'_>) -> Result<Option<u64>, StoreError> {
+        counted("origin_down", self.inner.origin_down(down).await)
+    }
+    async fn origin_up(
+        &self,
+        origin: &str,
+        owner: &str,
+        now_ms: u64,
+        due_at_ms: u64,
+    ) -> Result<Vec<StepRef>, StoreError> {
+        counted(
+            "origin_up",
+            self.inner.origin_up(origin, owner, now_ms, due_at_ms).await,
+        )
+    }
 }

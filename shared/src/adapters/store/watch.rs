@@ -188,4 +188,17 @@ impl Store for WatchedStore {
     async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
         self.observe(self.inner.peek(owner, job_id).await).await
     }
+    async fn origin_down(&self, down: &crate::ports::OriginDown<'_>) -> Result<Option<u64>, StoreError> {
+        self.observe(self.inner.origin_down(down).await).await
+    }
+    async fn origin_up(
+        &self,
+        origin: &str,
+        owner: &str,
+        now_ms: u64,
+        due_at_ms: u64,
+    ) -> Result<Vec<StepRef>, StoreError> {
+        self.observe(self.inner.origin_up(origin, owner, now_ms, due_at_ms).await)
+            .await
+    }
 }

@@ -27,7 +27,13 @@
 //! - `st:pv` — every provider's shared quota state (quota.rs): one JSON object, provider name → state
 //!   (with today's attempts by outcome for the overview), and `~all` while every provider is unusable
 //!   (an alert's state). One string, so a claim and a poll read it with the job's record in one `MGET`;
-//!   a finish rewrites it whole. Expires 8 days after the last finish.
+//!   a finish rewrites it whole. Expires 8 days after the last finish. Its `~o:<origin>` fields are the
+//!   failing delivery origins' states (domain/origins.rs: the receiver-recovery fast path), so a
+//!   delivery's claim reads its origin's state in the same `MGET`; only origin_down.lua and
+//!   origin_up.lua (the failure path) write them.
+//! - `st:o:<origin>` — the jobs waiting on a down origin's recovery: member the record key, score the
+//!   delivery's scheduled time (origin_down.lua adds, origin_up.lua moves them in the due-index and
+//!   deletes it). Expires 8 days after the outage's last change.
 //! - `st:b:m:<yyyymm>:<owner>` — an owner's month (scripts/budget.lua): signed 64-bit counters in one
 //!   string (`BITFIELD`): the budget (budget.rs: the month's four, then four for each hour of the
 //!   month), then the owner's live counters: its rate window (the window's id, its requests), its jobs
@@ -67,10 +73,12 @@ pub use client::{Script, UpstashClient};
 
 use crate::domain::budget::{self, Bucket, Buckets, Charge, Spent};
 use crate::domain::job::{id_gen, record_id, Job, StepRef};
+use crate::domain::origins::{self, OriginState, ORIGIN_PREFIX};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
-    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, Overview, OverviewBounds,
-    RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS, HORIZONS_MS,
+    Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
+    HORIZONS_MS,
 };
 
 const PROVIDERS_KEY: &str = "st:pv";
@@ -268,6 +276,39 @@ fn decode_providers(v: &Value) -> HashMap<String, ProviderState> {
     states
 }
 
+/// The delivery origins' shared states kept in the provider states (`~o:<origin>` fields, origins.rs),
+/// by origin: read by the claim's existing `MGET`, so the fast path costs an ordinary delivery nothing.
+fn decode_origins(v: &Value) -> HashMap<String, OriginState> {
+    let Value::String(blob) = v else {
+        return HashMap::new();
+    };
+    // Cheap test first: no origin is down on the ordinary path.
+    if !blob.contains(ORIGIN_PREFIX) {
+        return HashMap::new();
+    }
+    let Ok(all) = serde_json::from_str::<serde_json::Map<String, Value>>(blob) else {
+        return HashMap::new();
+    };
+    all.into_iter()
+        .filter_map(|(name, raw)| {
+            let origin = name.strip_prefix(ORIGIN_PREFIX)?.to_string();
+            match serde_json::from_value(raw) {
+                Ok(state) => Some((origin, state)),
+                Err(e) => {
+                    // An unreadable origin state only costs that origin its fast path.
+                    tracing::warn!(origin = %origin, error = %e, "unreadable origin state ignored");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// A delivery origin's list of waiting jobs (origin_down.lua, origin_up.lua).
+fn origin_key(origin: &str) -> String {
+    format!("st:o:{origin}")
+}
+
 /// What a route script read for the ETA: `{ahead, provider states, due ms, {later counts}}`, or `{}`
 /// for a finished job.
 fn decode_standing(v: &Value) -> Result<Standing, StoreError> {
@@ -341,6 +382,8 @@ pub struct UpstashStore {
     spent: Script,
     batch_put: Script,
     batch_read: Script,
+    origin_down: Script,
+    origin_up: Script,
 }
 
 impl UpstashStore {
@@ -362,6 +405,8 @@ impl UpstashStore {
             spent: script!("scripts/spent.lua"),
             batch_put: script!("scripts/batch_put.lua", "scripts/clock.lua"),
             batch_read: script!("scripts/batch_read.lua"),
+            origin_down: script!("scripts/origin_down.lua"),
+            origin_up: script!("scripts/origin_up.lua"),
         }
     }
 
@@ -573,6 +618,7 @@ impl Store for UpstashStore {
                 }
                 Claim::Acquired {
                     job: record(job)?,
+                    origins: decode_origins(providers),
                     providers: decode_providers(providers),
                     probes: probes
                         .as_array()
@@ -1044,5 +1090,82 @@ impl Store for UpstashStore {
             .command(vec![arg("GET"), arg(job_key(owner, job_id))])
             .await?;
         Ok(decode_value(&record)?.filter(|job: &Job| id_gen(job_id).is_none_or(|gen| gen == job.gen)))
+    }
+
+    async fn origin_down(&self, down: &OriginDown<'_>) -> Result<Option<u64>, StoreError> {
+        let answer = self
+            .eval_counted(
+                &self.origin_down,
+                Charge::Finish,
+                down.owner,
+                &[PROVIDERS_KEY, &origin_key(down.origin)],
+                vec![
+                    arg(format!("{ORIGIN_PREFIX}{}", down.origin)),
+                    arg(job_key(down.owner, down.job_id)),
+                    arg(down.holder),
+                    arg(down.waits_until_ms.map_or(String::new(), |at| at.to_string())),
+                    arg(if down.probed { "1" } else { "0" }),
+                    arg(down.now_ms),
+                    arg(origins::PROBE_FIRST_MS),
+                    arg(origins::PROBE_FIRST_MINUTE_MS),
+                    arg(origins::PROBE_EARLY_MS),
+                    arg(origins::PROBE_STEADY_AFTER_MS),
+                    arg(origins::PROBE_MAX_MS),
+                    arg(origins::PROBE_LEASE_MS),
+                    arg(origins::MAX_ORIGINS as u64),
+                    arg(origins::UP_MARK_KEPT_MS),
+                ],
+            )
+            .await?;
+        match answer {
+            Value::Bool(false) | Value::Null => Ok(None),
+            other => other
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("unexpected origin_down answer {other}"))),
+        }
+    }
+
+    async fn origin_up(
+        &self,
+        origin: &str,
+        owner: &str,
+        now_ms: u64,
+        due_at_ms: u64,
+    ) -> Result<Vec<StepRef>, StoreError> {
+        let answer = self
+            .eval_counted(
+                &self.origin_up,
+                Charge::Finish,
+                owner,
+                &[PROVIDERS_KEY, &origin_key(origin), DUE_KEY],
+                vec![
+                    arg(format!("{ORIGIN_PREFIX}{origin}")),
+                    arg(now_ms),
+                    arg(due_score(due_at_ms)),
+                ],
+            )
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected origin_up answer {answer}"));
+        let items = answer.as_array().map(Vec::as_slice).unwrap_or_default();
+        if items.len() % 3 != 0 {
+            return Err(unexpected());
+        }
+        let mut steps = Vec::with_capacity(items.len() / 3);
+        for entry in items.chunks(3) {
+            let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
+                return Err(unexpected());
+            };
+            let (Some((owner, id)), Ok(seq)) = (parse_job_key(key), seq.parse()) else {
+                return Err(unexpected());
+            };
+            steps.push(StepRef {
+                owner: owner.to_string(),
+                job_id: id.to_string(),
+                gen: gen.clone(),
+                seq,
+            });
+        }
+        Ok(steps)
     }
 }
