@@ -127,7 +127,10 @@ export interface paths {
         get: operations["getJob"];
         put?: never;
         post?: never;
-        /** Forget a job */
+        /**
+         * Forget a job
+         * @description Forgets the job at once, and cancels it when it has not finished: a waiting or delayed job leaves the due-index; of a job whose provider call is under way, no further provider call starts, its result is dropped and no webhook or callback is sent after this answer.
+         */
         delete: operations["purgeJob"];
         options?: never;
         head?: never;
@@ -1202,7 +1205,10 @@ export interface components {
             maxTokens: number;
             /** @description The job's identity when given (else a hash of the prompt and options). */
             cacheKey?: string;
-            /** @description Kept with the job. */
+            /**
+             * @description Kept with the job, and its tenant when a provider is scarce: each tenant's waiting jobs take
+             *     turns, so one tenant's backlog never starves another's job.
+             */
             tenantId?: string;
             /** @description Kept with the job. */
             requestId?: string;

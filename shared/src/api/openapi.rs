@@ -363,6 +363,10 @@ fn operation(endpoint: Endpoint, generator: &mut SchemaGenerator, requests: &mut
             json!({
                 "operationId": "purgeJob",
                 "tags": ["jobs"],
+                "description": "Forgets the job at once, and cancels it when it has not finished: a waiting or \
+                                delayed job leaves the due-index; of a job whose provider call is under way, no \
+                                further provider call starts, its result is dropped and no webhook or callback \
+                                is sent after this answer.",
                 "parameters": [job_id_parameter()],
                 "responses": keyed(r),
             })

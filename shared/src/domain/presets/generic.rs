@@ -64,7 +64,8 @@ pub(crate) struct GenerateBody {
     #[serde(default)]
     #[schemars(with = "Text<1, 256>")]
     cache_key: Option<Text<1, 256>>,
-    /// Kept with the job.
+    /// Kept with the job, and its tenant when a provider is scarce: each tenant's waiting jobs take
+    /// turns, so one tenant's backlog never starves another's job.
     #[serde(default)]
     #[schemars(with = "Text<1, 256>")]
     tenant_id: Option<Text<1, 256>>,
