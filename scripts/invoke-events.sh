@@ -70,6 +70,7 @@ for _ in $(seq 120); do [[ "$(invoke poll poll-job)" == *'completed'* ]] && brea
 check poll poll-job '\"status\":\"completed\"'
 check step step-sqs '{"batchItemFailures":[]}'
 check poll health '"statusCode":200'
+check poll ready '\"status\":\"ready\"'
 check poll providers '"statusCode":200'
 check poll openapi '"statusCode":200'
 check poll budget '\"storeCommands\"'

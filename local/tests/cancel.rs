@@ -131,7 +131,10 @@ async fn cancel_waiting(upstash: bool) {
     // Past the cooldown: the job's step comes back and finds nothing to do.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(provider.hits(), 1, "no provider call after the cancel");
-    assert!(hook.deliveries().await.unwrap().is_empty(), "no webhook for a cancelled job");
+    assert!(
+        hook.deliveries().await.unwrap().is_empty(),
+        "no webhook for a cancelled job"
+    );
     let (code, _) = local.get(&status_url, ALICE).await;
     assert_eq!(code, 404);
 }

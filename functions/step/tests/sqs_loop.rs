@@ -721,9 +721,7 @@ async fn on_sqs_a_returning_receiver_gets_every_webhook_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqs_a_job_cancelled_mid_call_is_dropped_without_a_webhook() {
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let hook = testkit::receiver::NodeReceiver::start(SECRET, &[200], 0)
-        .await
-        .unwrap();
+    let hook = testkit::receiver::NodeReceiver::start(SECRET, &[200], 0).await.unwrap();
     // The stack's settings are 'static pairs; a test's one leak.
     let origin: &'static str = Box::leak(format!("http://127.0.0.1:{}", hook.port).into_boxed_str());
     let secrets: &'static str = Box::leak(format!("public={SECRET}").into_boxed_str());
@@ -746,14 +744,21 @@ async fn on_sqs_a_job_cancelled_mid_call_is_dropped_without_a_webhook() {
         call(&purge, "DELETE", &format!("/v1/jobs/{id}"), None, None).await
     };
     let (_, (status, purged)) = tokio::join!(s.drive_once(&s.service.engine), cancel);
-    assert_eq!((status.as_u16(), purged["success"].as_bool()), (200, Some(true)), "{purged}");
+    assert_eq!(
+        (status.as_u16(), purged["success"].as_bool()),
+        (200, Some(true)),
+        "{purged}"
+    );
     // Whatever is still queued (the duplicate, a retry) runs and finds nothing.
     let quiet = Instant::now();
     while quiet.elapsed() < Duration::from_secs(4) {
         s.drive_once(&s.service.engine).await;
     }
     assert_eq!(s.provider.hits(), 1, "no further provider call for a cancelled job");
-    assert!(hook.deliveries().await.unwrap().is_empty(), "no webhook for a cancelled job");
+    assert!(
+        hook.deliveries().await.unwrap().is_empty(),
+        "no webhook for a cancelled job"
+    );
     let poll = shared::api::poll_routes(s.service.clone());
     let (code, gone) = call(&poll, "GET", &format!("/v1/jobs/{id}"), None, None).await;
     assert_eq!(code.as_u16(), 404, "the result was dropped: {gone}");

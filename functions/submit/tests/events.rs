@@ -52,6 +52,11 @@ async fn every_http_event_reaches_its_route() {
         (200, Some("healthy"), Some("reachable")),
         "up with its store, whatever the providers: {body}"
     );
+    assert_eq!(
+        answer(poll(), "ready").await,
+        (200, serde_json::json!({"status": "ready"})),
+        "a Lambda function never drains"
+    );
     let (code, body) = answer(poll(), "providers").await;
     assert_eq!(code, 200, "{body}");
     let (code, body) = answer(poll(), "budget").await;

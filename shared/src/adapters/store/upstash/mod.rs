@@ -118,6 +118,29 @@ fn decode_batch(record: &str) -> Result<crate::domain::batch::BatchRecord, Store
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The steps a script answered as flat triples (record key, gen, seq): a sweep's due jobs, an origin's
+/// woken deliveries. `None` when the answer is not such a list.
+fn step_refs(items: &[Value]) -> Option<Vec<StepRef>> {
+    if items.len() % 3 != 0 {
+        return None;
+    }
+    items
+        .chunks(3)
+        .map(|entry| {
+            let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
+                return None;
+            };
+            let (owner, id) = parse_job_key(key)?;
+            Some(StepRef {
+                owner: owner.to_string(),
+                job_id: id.to_string(),
+                gen: gen.clone(),
+                seq: seq.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// The owner and id a due-index member (a record key) names: the id is the last 32 characters.
 fn parse_job_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(JOB_PREFIX)?;
@@ -661,22 +684,8 @@ impl Store for UpstashStore {
         let items = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)?;
         match items {
             [v] if v.as_str() == Some("stale") => Ok(Swept::Stale),
-            [v, left, next, round, stranded, due @ ..] if v.as_str() == Some("ok") && due.len() % 3 == 0 => {
-                let mut steps = Vec::with_capacity(due.len() / 3);
-                for entry in due.chunks(3) {
-                    let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
-                        return Err(unexpected());
-                    };
-                    let (Some((owner, id)), Ok(seq)) = (parse_job_key(key), seq.parse()) else {
-                        return Err(unexpected());
-                    };
-                    steps.push(StepRef {
-                        owner: owner.to_string(),
-                        job_id: id.to_string(),
-                        gen: gen.clone(),
-                        seq,
-                    });
-                }
+            [v, left, next, round, stranded, due @ ..] if v.as_str() == Some("ok") => {
+                let steps = step_refs(due).ok_or_else(unexpected)?;
                 // Redis prints a score as a double ("1764500000000" or "1.7645e+12").
                 let next_due_ms = next.as_str().and_then(|s| s.parse::<f64>().ok()).map(|f| f as u64);
                 Ok(Swept::Due {
@@ -1148,24 +1157,6 @@ impl Store for UpstashStore {
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected origin_up answer {answer}"));
         let items = answer.as_array().map(Vec::as_slice).unwrap_or_default();
-        if items.len() % 3 != 0 {
-            return Err(unexpected());
-        }
-        let mut steps = Vec::with_capacity(items.len() / 3);
-        for entry in items.chunks(3) {
-            let [Value::String(key), Value::String(gen), Value::String(seq)] = entry else {
-                return Err(unexpected());
-            };
-            let (Some((owner, id)), Ok(seq)) = (parse_job_key(key), seq.parse()) else {
-                return Err(unexpected());
-            };
-            steps.push(StepRef {
-                owner: owner.to_string(),
-                job_id: id.to_string(),
-                gen: gen.clone(),
-                seq,
-            });
-        }
-        Ok(steps)
+        step_refs(items).ok_or_else(unexpected)
     }
 }
