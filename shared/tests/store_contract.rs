@@ -460,6 +460,39 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
     finish(&jobs[1], false).await;
     assert_eq!(count(&store.provider_states().await.unwrap()), Some(4));
 
+    // A finished job's claim (a delivery step) reserves nothing.
+    let mut done = jobs[3].clone();
+    done.seq += 1;
+    done.state = JobState::Succeeded;
+    done.deliveries = Vec::new();
+    assert!(
+        store
+            .finish(&jobs[3].step_ref(), &done, None, None)
+            .await
+            .unwrap()
+            .written
+    );
+    let roomy_now = Reserve {
+        providers: vec![Reservable {
+            limits: ProviderLimits {
+                rpm: Some(1_000),
+                ..limited_one.limits
+            },
+            ..limited_one.clone()
+        }],
+        tenant: "owner/a".into(),
+    };
+    match store
+        .claim(&done.step_ref(), Duration::from_secs(30), &roomy_now)
+        .await
+        .unwrap()
+    {
+        Claim::Acquired { reservation, .. } => {
+            assert_eq!(reservation, Reservation::None, "a delivery step reserves nothing")
+        }
+        other => panic!("expected the lease, got {other:?}"),
+    }
+
     // Cooling down: passed over for the next provider, which needs no reservation.
     let mut cooling = event(&limited, Some(ErrorClass::RateLimited), now() + 60_000);
     cooling.reserved = true;

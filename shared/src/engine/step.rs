@@ -252,7 +252,9 @@ impl Engine {
     /// them and its tenant when one of them has a shared request limit, for the claim's reservation.
     pub(crate) fn step_message(&self, job: &Job) -> Message {
         let chain = self.chain(job);
-        let hint = if chain.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some()) {
+        // A finished job's steps are its deliveries: no provider to reserve.
+        let limited = chain.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some());
+        let hint = if limited && !job.state.is_finished() {
             let names: Vec<&str> = chain.iter().map(|p| p.name.as_str()).collect();
             Hint {
                 providers: super::decide::ranking(job, &names, &self.settings.policy)

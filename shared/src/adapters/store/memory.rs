@@ -13,7 +13,7 @@ use crate::domain::incidents::{self, AlertBook};
 use crate::domain::job::{id_gen, record_id, Job, JobSpec, JobState, StepRef};
 use crate::domain::llm::{ChatMessage, ResponseFormat, Role};
 use crate::domain::origins::{self, OriginState};
-use crate::domain::quota::{ProviderEvent, ProviderState, Reserve};
+use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
     OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
@@ -677,8 +677,12 @@ impl Store for MemoryStore {
                 probes.push(name.clone());
             }
         }
-        let reservation =
-            crate::domain::quota::reserve(&mut inner.providers, &reserve.providers, &probes, &reserve.tenant, now);
+        // A finished job's steps are its deliveries: they call no provider, and reserve nothing.
+        let reservation = if job.state.is_finished() {
+            Reservation::None
+        } else {
+            crate::domain::quota::reserve(&mut inner.providers, &reserve.providers, &probes, &reserve.tenant, now)
+        };
         Ok(Claim::Acquired {
             job,
             providers: inner.providers.clone(),

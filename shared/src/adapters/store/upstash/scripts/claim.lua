@@ -66,7 +66,8 @@ end
 -- and day here, so claims racing for a minute's last request cannot all take it.
 local reserved = false
 local booked = false
-if ARGV[5] ~= '' then
+-- A finished job's steps are its deliveries: they call no provider, and reserve nothing.
+if ARGV[5] ~= '' and not finished(state) then
   if all == nil then
     all = raw and cjson.decode(raw) or {}
   end
