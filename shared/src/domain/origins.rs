@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::targets::{AttemptReport, DeliveryState, DeliveryStatus};
+use super::targets::{DeliveryState, DeliveryStatus};
 
 /// The first probe of a failing origin goes this long after the failure that marked it down, and every
 /// probe in the outage's first minute as long after the last.
@@ -81,19 +81,6 @@ pub fn origin_of(url: &str) -> Option<String> {
     let host = parsed.host_str()?;
     let port = parsed.port_or_known_default()?;
     Some(format!("{}://{host}:{port}", parsed.scheme()))
-}
-
-/// Whether a failed attempt says the origin itself is down (no answer at all, or a gateway or overload
-/// answer), rather than that the receiver refused this one delivery (a 4xx or a 500 it will answer the
-/// same way again): only those mark it down and wait for its recovery.
-pub fn marks_down(report: &AttemptReport) -> bool {
-    if report.delivered || report.permanent {
-        return false;
-    }
-    match report.status {
-        None => true,
-        Some(status) => matches!(status, 429 | 502 | 503 | 504),
-    }
 }
 
 /// The wait before a failing origin's next probe: 5 s in the outage's first minute, 10 s until the
@@ -197,7 +184,7 @@ pub fn fast_due(delivery: &DeliveryState, origin: Option<&OriginState>, holder: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::targets::{plan, Target};
+    use crate::domain::targets::{plan, AttemptReport, Target};
     use proptest::prelude::*;
 
     fn failed_at(at: u64) -> DeliveryState {
@@ -231,18 +218,18 @@ mod tests {
             error: Some("x".into()),
             permanent: false,
         };
-        assert!(marks_down(&report(None)));
+        assert!(report(None).marks_origin_down());
         for status in [429, 502, 503, 504] {
-            assert!(marks_down(&report(Some(status))), "{status}");
+            assert!(report(Some(status)).marks_origin_down(), "{status}");
         }
         for status in [400, 401, 404, 410, 500] {
-            assert!(!marks_down(&report(Some(status))), "{status}");
+            assert!(!report(Some(status)).marks_origin_down(), "{status}");
         }
         let refused = AttemptReport {
             permanent: true,
             ..report(None)
         };
-        assert!(!marks_down(&refused));
+        assert!(!refused.marks_origin_down());
     }
 
     #[test]

@@ -232,6 +232,22 @@ pub struct AttemptReport {
     pub(crate) permanent: bool,
 }
 
+impl AttemptReport {
+    /// Whether a failed attempt says the origin itself is down (no answer at all, or a gateway or
+    /// overload answer), rather than that the receiver refused this one delivery (a 4xx or a 500 it
+    /// will answer the same way again): only those mark it down and wait for its recovery
+    /// (`origins`).
+    pub fn marks_origin_down(&self) -> bool {
+        if self.delivered || self.permanent {
+            return false;
+        }
+        match self.status {
+            None => true,
+            Some(status) => matches!(status, 429 | 502 | 503 | 504),
+        }
+    }
+}
+
 /// Folds one attempt into the states and says what is due next. Failures wait the target's schedule
 /// (±10 % jitter from `jitter` ∈ [0, 1)) or, without one, `backoff_ms × 2^(n-1)` (±20 %, at most 10 min);
 /// the last allowed failure of a round is the dead letter, and a dead callback without
@@ -252,7 +268,7 @@ pub(crate) fn record(
     s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
     s.next_at_ms = None;
     s.last_at_ms = Some(now_ms);
-    s.waits_origin = super::origins::marks_down(report);
+    s.waits_origin = report.marks_origin_down();
     if report.delivered {
         s.status = DeliveryStatus::Delivered;
         s.done_at_ms = Some(now_ms);
@@ -299,7 +315,7 @@ pub(crate) fn record_early(
                 s.last_status = report.status;
                 s.last_error = report.error.as_ref().map(|e| e.chars().take(200).collect());
                 s.last_at_ms = Some(now_ms);
-                s.waits_origin = super::origins::marks_down(report);
+                s.waits_origin = report.marks_origin_down();
             }
             next_due(states)
         }

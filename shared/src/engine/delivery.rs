@@ -129,7 +129,7 @@ impl Engine {
         } else {
             targets::record(&mut next.deliveries, index, &report, after, jitter);
         }
-        let probe_at = match (&origin, origins::marks_down(&report)) {
+        let probe_at = match (&origin, report.marks_origin_down()) {
             (Some(origin), true) => self.origin_down(&next, index, origin, probing, after).await,
             _ => None,
         };

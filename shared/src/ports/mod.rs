@@ -442,7 +442,7 @@ pub trait Store: Send + Sync {
     /// An owner's job as it stands, uncounted and untouched: the immediate routes' wait (one plain
     /// `GET` on Upstash, the cheapest read there is).
     async fn peek(&self, owner: &str, job_id: &str) -> Result<Option<Job>, StoreError>;
-    /// The receiver-recovery fast path, on a failure that says the origin is down (`origins::marks_down`):
+    /// The receiver-recovery fast path, on a failure that says the origin is down (`AttemptReport::marks_origin_down`):
     /// marks the origin down (unless the store already tracks `origins::MAX_ORIGINS` down origins),
     /// lists the delivery's job among those waiting on it until `waits_until_ms`, and hands the
     /// origin's one probe to this delivery when nobody holds it (or moves it on by the back-off,

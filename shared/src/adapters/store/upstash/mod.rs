@@ -121,7 +121,7 @@ fn decode_batch(record: &str) -> Result<crate::domain::batch::BatchRecord, Store
 /// The steps a script answered as flat triples (record key, gen, seq): a sweep's due jobs, an origin's
 /// woken deliveries. `None` when the answer is not such a list.
 fn step_refs(items: &[Value]) -> Option<Vec<StepRef>> {
-    if items.len() % 3 != 0 {
+    if !items.len().is_multiple_of(3) {
         return None;
     }
     items
