@@ -232,13 +232,28 @@ const PROBE_RECHECK_MAX_MS: u64 = 5_000;
 /// about two of its calls, then the held claim looks again (by then the probe's outcome is usually in
 /// the shared state: a success lets it through at the provider's pace, another 429 moves the
 /// cooldown on), and never past the probe's lease (a probe that died). Waiting for the lease itself
-/// held a whole backlog for a lease after its provider had recovered. Pure.
-pub(crate) fn hold_back_for_probes(states: &mut HashMap<String, ProviderState>, probes: &[String], now_ms: u64) {
+/// held a whole backlog for a lease after its provider had recovered. A cooldown that ended between the
+/// claim's read (`claimed_at_ms`) and the decision (`now_ms`) holds the claim back the same way: it could
+/// not take the probe, and calling would make one more probe (several claims in that gap made several).
+/// Pure.
+pub(crate) fn hold_back_for_probes(
+    states: &mut HashMap<String, ProviderState>,
+    probes: &[String],
+    claimed_at_ms: u64,
+    now_ms: u64,
+) {
     for (name, state) in states.iter_mut() {
-        let probing = state.probe_until_ms > now_ms && state.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
-        if probing && !probes.contains(name) {
+        let probed = state.last_class.is_some_and(|c| c.is_any(&PROBED_AFTER));
+        let probing = probed && state.probe_until_ms > now_ms;
+        let ends = state.cooldown_until_ms.max(state.circuit_open_until_ms);
+        let ended_since_claim = probed && ends > claimed_at_ms && ends <= now_ms;
+        if (probing || ended_since_claim) && !probes.contains(name) {
             let recheck = (2 * state.latency_ms).clamp(PROBE_RECHECK_MIN_MS, PROBE_RECHECK_MAX_MS);
-            let held = state.probe_until_ms.min(now_ms + recheck);
+            let held = if probing {
+                state.probe_until_ms.min(now_ms + recheck)
+            } else {
+                now_ms + recheck
+            };
             state.cooldown_until_ms = state.cooldown_until_ms.max(held);
         }
     }
@@ -559,20 +574,34 @@ mod tests {
             ..ProviderState::default()
         };
         let mut states = HashMap::from([("p".to_string(), probed.clone())]);
-        hold_back_for_probes(&mut states, &[], now);
+        hold_back_for_probes(&mut states, &[], now, now);
         assert_eq!(states["p"].cooldown_until_ms, now + 1_600, "two calls of 800 ms");
         // The probe's holder is not held; a probe about to end holds no longer than its lease.
         let mut states = HashMap::from([("p".to_string(), probed.clone())]);
-        hold_back_for_probes(&mut states, &["p".to_string()], now);
+        hold_back_for_probes(&mut states, &["p".to_string()], now, now);
         assert_eq!(states["p"].cooldown_until_ms, now - 10);
         let ending = ProviderState {
             probe_until_ms: now + 300,
             latency_ms: 0,
-            ..probed
+            ..probed.clone()
         };
         let mut states = HashMap::from([("p".to_string(), ending)]);
-        hold_back_for_probes(&mut states, &[], now);
+        hold_back_for_probes(&mut states, &[], now, now);
         assert_eq!(states["p"].cooldown_until_ms, now + 300);
+        // A cooldown that ended after the claim read the states: the claim took no probe, so it waits too.
+        let just_ended = ProviderState {
+            cooldown_until_ms: now - 2,
+            probe_until_ms: 0,
+            latency_ms: 0,
+            ..probed
+        };
+        let mut states = HashMap::from([("p".to_string(), just_ended.clone())]);
+        hold_back_for_probes(&mut states, &[], now - 5, now);
+        assert_eq!(states["p"].cooldown_until_ms, now + 500);
+        // Ended before the claim read them: the claim could have taken the probe; it is not held.
+        let mut states = HashMap::from([("p".to_string(), just_ended)]);
+        hold_back_for_probes(&mut states, &[], now - 1, now);
+        assert_eq!(states["p"].cooldown_until_ms, now - 2);
     }
 
     fn ms(rfc3339: &str) -> u64 {

@@ -167,7 +167,7 @@ impl Engine {
                     }
                     Reservation::None => {}
                 }
-                crate::domain::quota::hold_back_for_probes(&mut providers, &probes, self.clock.now_ms());
+                crate::domain::quota::hold_back_for_probes(&mut providers, &probes, now, self.clock.now_ms());
                 (job, providers, reservation, origins)
             }
             Claim::Busy { lease_left } => return self.come_back(step, hint, lease_left).await,
