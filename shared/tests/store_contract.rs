@@ -472,7 +472,8 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
             .unwrap()
             .written
     );
-    let roomy_now = Reserve {
+    // Room in the minute: only the job's state or the provider's cooldown keeps a claim from reserving.
+    let roomy = Reserve {
         providers: vec![Reservable {
             limits: ProviderLimits {
                 rpm: Some(1_000),
@@ -483,7 +484,7 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
         tenant: "owner/a".into(),
     };
     match store
-        .claim(&done.step_ref(), Duration::from_secs(30), &roomy_now)
+        .claim(&done.step_ref(), Duration::from_secs(30), &roomy)
         .await
         .unwrap()
     {
@@ -507,16 +508,6 @@ async fn claims_share_a_providers_minute_through_their_reservations(store: Arc<d
     );
     let later = job(&unique("owner"));
     create(&store, &later).await;
-    let roomy = Reserve {
-        providers: vec![Reservable {
-            limits: ProviderLimits {
-                rpm: Some(1_000),
-                ..limited_one.limits
-            },
-            ..limited_one.clone()
-        }],
-        tenant: "owner/a".into(),
-    };
     match store
         .claim(&later.step_ref(), Duration::from_secs(30), &roomy)
         .await
