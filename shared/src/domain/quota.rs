@@ -70,6 +70,14 @@ pub struct ProviderLimits {
     pub reset: ResetClock,
 }
 
+impl ProviderLimits {
+    /// A request limit that every instance and every concurrent step share (`rpm` or `rpd`): a call is
+    /// reserved by its claim (`reserve`).
+    pub(crate) fn shared_requests(&self) -> bool {
+        self.rpm.is_some() || self.rpd.is_some()
+    }
+}
+
 /// How failures back a provider off (shared by every job).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackoffPolicy {
@@ -279,9 +287,9 @@ pub struct Reserve {
 }
 
 impl Reservable {
-    /// Whether a call to it must be reserved: it has a request limit that instances share.
+    /// Whether a call to it must be reserved (`ProviderLimits::shared_requests`).
     pub(crate) fn counted(&self) -> bool {
-        self.limits.rpm.is_some() || self.limits.rpd.is_some()
+        self.limits.shared_requests()
     }
 }
 

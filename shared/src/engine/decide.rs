@@ -364,7 +364,7 @@ mod tests {
                 .map(|(i, s)| Candidate { name: NAMES[i], limits, state: s }).collect();
             match decide(&j, &candidates, now, &policy) {
                 Decision::Call(i) => {
-                    let counted = limits.rpm.is_some() || limits.rpd.is_some();
+                    let counted = limits.shared_requests();
                     prop_assert_eq!(reserved.as_deref(), counted.then_some(NAMES[i]));
                     prop_assert!(!booked);
                 }

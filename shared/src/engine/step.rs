@@ -253,7 +253,7 @@ impl Engine {
     pub(crate) fn step_message(&self, job: &Job) -> Message {
         let chain = self.chain(job);
         // A finished job's steps are its deliveries: no provider to reserve.
-        let limited = chain.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some());
+        let limited = chain.iter().any(|p| p.limits.shared_requests());
         let hint = if limited && !job.state.is_finished() {
             let names: Vec<&str> = chain.iter().map(|p| p.name.as_str()).collect();
             Hint {
@@ -286,7 +286,7 @@ impl Engine {
                 .filter_map(|name| self.providers.iter().find(|p| &p.name == name))
                 .collect()
         };
-        if !slots.iter().any(|p| p.limits.rpm.is_some() || p.limits.rpd.is_some()) {
+        if !slots.iter().any(|p| p.limits.shared_requests()) {
             return Reserve::default();
         }
         Reserve {
