@@ -104,7 +104,14 @@ async function main(): Promise<void> {
       if (!delivery.legacy || !delivery.standard || delivery.body?.jobId !== generic.job.jobId) {
         throw new Error("the webhook did not verify");
       }
-      // Delivered already: a redelivery finds nothing to send (a dead letter would be sent again).
+      // The receiver has answered; stepper records that answer a moment later. Wait until the poll says
+      // delivered (at most 10 s), then a redelivery finds nothing to send (a dead letter would be sent again).
+      for (let tries = 0; ; tries += 1) {
+        const view = await client.getJob(generic.job.statusUrl);
+        if ((view.deliveries ?? []).every((d) => d.status === "delivered")) break;
+        if (tries >= 100) throw new Error("the delivery was not recorded as delivered within 10 s");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       try {
         const again = await client.redeliver(generic.job.jobId);
         log("redeliver", { status: 202, redelivered: again.redelivered });
