@@ -39,9 +39,9 @@ use tower::ServiceExt;
 pub const BILLED_PER_ROUTE: [(&str, u64); 6] = [
     ("submit", 6),
     ("claim", 3),
-    ("finish", 6),
-    ("poll", 4),
-    ("purge", 3),
+    ("finish", 4),
+    ("poll", 2),
+    ("purge", 1),
     ("budget", 4),
 ];
 

@@ -26,10 +26,11 @@ async fn each_route_bills_what_the_table_says() {
         BILLED_PER_ROUTE,
         "billed commands per route (claim = the step's first request, finish = the rest); requests: {trace:#?}"
     );
-    // Each route is one REST request; the step is two (claim, finish).
+    // Each route is one REST request; the step is two (claim, finish), the poll two (the record and
+    // the provider states, then the finished job's life shortened: an unfinished job's rank instead).
     assert_eq!(trace.submit.requests.len(), 1, "{:?}", trace.submit.requests);
     assert_eq!(trace.steps[0].requests.len(), 2, "{:?}", trace.steps[0].requests);
-    assert_eq!(trace.poll.requests.len(), 1, "{:?}", trace.poll.requests);
+    assert_eq!(trace.poll.requests.len(), 2, "{:?}", trace.poll.requests);
     assert_eq!(trace.purge.requests.len(), 1, "{:?}", trace.purge.requests);
     assert_eq!(trace.budget.requests.len(), 1, "{:?}", trace.budget.requests);
     let total: u64 = BILLED_PER_ROUTE.iter().map(|(_, n)| n).sum();

@@ -803,7 +803,8 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
     let owner = unique("owner");
     let a = job(&owner);
     let grace = Duration::from_secs(60);
-    // Every route's call counts: create, read, purge (of a job that is not there, too).
+    // Creates count in the owner's window; polls and purges (of a job that is not there, too) in a
+    // window of their own, with the same limit.
     let first = create_with(&store, &a, limits).await.unwrap();
     assert!(
         matches!(
@@ -821,15 +822,30 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
         matches!(&second, Admission::Admitted { value: Some(d), .. } if d.job == a),
         "{second:?}"
     );
-    assert_eq!(window_of(&second).remaining, 1);
+    assert_eq!(window_of(&second).remaining, 2, "a poll is counted apart from creates");
     let third = store
         .purge(&owner, &job_id(&owner, "nothing"), limits.rate)
         .await
         .unwrap();
     assert!(matches!(third, Admission::Admitted { value: false, .. }), "{third:?}");
-    let w = window_of(&third);
+    assert_eq!(window_of(&third).remaining, 1);
+    let fourth = store.read(&owner, &a.id, grace, limits.rate).await.unwrap();
+    let w = window_of(&fourth);
     assert_eq!((w.remaining, w.limit), (0, limits.rate.unwrap()));
     assert!(w.resets_in_ms > 0 && w.resets_in_ms <= 60_000, "{w:?}");
+    for _ in 0..2 {
+        let more = create_with(&store, &job(&owner), limits).await.unwrap();
+        assert!(
+            matches!(
+                more,
+                Admission::Admitted {
+                    value: Created::New,
+                    ..
+                }
+            ),
+            "{more:?}"
+        );
+    }
 
     // Over the limit: refused, and nothing is done.
     let b = job(&owner);
@@ -857,7 +873,7 @@ async fn requests_past_the_rate_limit_are_refused_and_change_nothing(store: Arc<
         "the same window, ending at the same time"
     );
 
-    // Another owner has its own window.
+    // Another owner has its own windows.
     let other = create_with(&store, &job(&unique("owner")), limits).await.unwrap();
     assert!(matches!(
         other,

@@ -62,6 +62,10 @@ pub(crate) enum Charge {
     BudgetRead,
     /// `Store::overview`: `GET /v1/jobs` (the poll function; the dashboard's data).
     Overview,
+    /// What this process's polls and purges executed and no call has counted yet (the Upstash store
+    /// counts them with the owner's next counted call), counted on their own once they are many or
+    /// old: no AWS request of its own (the polls' and purges' invocations come with their count).
+    Flush,
 }
 
 /// AWS requests one store call implies.
@@ -85,7 +89,7 @@ impl Charge {
             Charge::Finish => (0, 0),
             Charge::Deliver | Charge::Purge | Charge::BudgetRead | Charge::Overview => (1, 0),
             // /health asks the store at most once per ten seconds: its invocations are not attributable.
-            Charge::ProviderStates => (0, 0),
+            Charge::ProviderStates | Charge::Flush => (0, 0),
         };
         Aws {
             lambda_invocations,

@@ -539,6 +539,12 @@ pub struct ProviderEvent {
     /// The step's claim reserved this request (counted it in the minute and the day): not counted again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserved: bool,
+    /// Whether the provider limits its requests (`rpm`, `rpd`) or its tokens (`tpm`): then every call
+    /// counts in the shared state (`changes_shared_state`). Not sent: the store's rules read the counts.
+    #[serde(skip)]
+    pub limits_requests: bool,
+    #[serde(skip)]
+    pub limits_tokens: bool,
 }
 
 impl ProviderEvent {
@@ -563,7 +569,27 @@ impl ProviderEvent {
             latency_ms: 0,
             alerts: crate::domain::alert::AlertRules::default(),
             reserved: false,
+            limits_requests: limits.shared_requests(),
+            limits_tokens: limits.tpm.is_some(),
         }
+    }
+
+    /// Whether folding this attempt into `before` (the provider's state as this process last read it;
+    /// `None`: not read) changes anything another step acts on: a failure, a cooldown, a count a limit
+    /// reads (a request no claim reserved, tokens under `tpm`), or a success that ends a failure streak,
+    /// an open circuit or a failed last outcome. When it does not, the attempt moves only the latency
+    /// average, the last attempt's instant and today's successes (`apply`): a store that pays for every
+    /// command may fold such successes in later, several at once (the Upstash store's quiet successes).
+    pub(crate) fn changes_shared_state(&self, before: Option<&ProviderState>) -> bool {
+        let Some(before) = before else { return true };
+        self.class.is_some()
+            || self.cooldown_until_ms > 0
+            || (self.limits_requests && !self.reserved)
+            || self.limits_tokens
+            || before.last_class != Some(LastOutcome::Ok)
+            || before.consecutive_failures > 0
+            || before.circuit_open_until_ms > 0
+            || before.disabled.is_some()
     }
 }
 
@@ -768,6 +794,44 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A success that changes nothing shared moves only the latency average and the last
+        /// attempt's instant (and, for a provider that limits nothing, the counts no limit reads).
+        #[test]
+        fn a_quiet_success_moves_only_the_latency_and_the_last_attempt(
+            mc in 0u64..50, dc in 0u64..500, tc in 0u64..5000, cu in 0u64..2_000_000, lat in 0u64..5000,
+            call in 0u64..5000, now in 1_000_000u64..1_100_000, reserved: bool,
+            rpm in proptest::option::of(1u64..60), tpm in proptest::option::of(1u64..60_000),
+        ) {
+            let before = ProviderState {
+                minute: now / MINUTE_MS, minute_requests: mc, token_minute: now / MINUTE_MS, minute_tokens: tc,
+                day: 1, day_requests: dc, cooldown_until_ms: cu, last_class: Some(LastOutcome::Ok),
+                last_at_ms: now - 1, latency_ms: lat, ..ProviderState::default()
+            };
+            let limits = ProviderLimits { rpm, rpd: None, tpm, reset: ResetClock::default() };
+            let mut event = ProviderEvent::new("p", &limits, now, BackoffPolicy::default());
+            event.day = 1;
+            event.latency_ms = call;
+            event.reserved = reserved;
+            event.tokens = 7;
+            let mut after = before.clone();
+            after.apply(&event);
+            if !event.changes_shared_state(Some(&before)) {
+                let mut expected = before.clone();
+                expected.latency_ms = after.latency_ms;
+                expected.last_at_ms = after.last_at_ms;
+                if rpm.is_none() {
+                    expected.minute_requests = after.minute_requests;
+                    expected.day_requests = after.day_requests;
+                }
+                if tpm.is_none() {
+                    expected.minute_tokens = after.minute_tokens;
+                }
+                proptest::prop_assert_eq!(after, expected);
+            } else {
+                proptest::prop_assert!(rpm.is_some() && !reserved || tpm.is_some());
+            }
+        }
+
         /// A tenant alone is booked at the provider's pace from the next minute on (never more than `rpm`
         /// turns in a minute), and a tenant new to the provider is booked at the next minute whatever the
         /// others have booked.

@@ -305,6 +305,9 @@ struct Inner {
     alerts: AlertBook,
     /// Requests per (owner, rate window id) → (count, window end in epoch ms).
     rates: HashMap<(String, u64), (u64, u64), Fast>,
+    /// The same for polls and purges, counted apart from the other requests as the Upstash store
+    /// counts them (in its process, at no command: `ReadWindows` there).
+    read_rates: HashMap<(String, u64), (u64, u64), Fast>,
     /// Each owner's unfinished jobs as (record expiry, id): the in-flight cap counts these, less the few
     /// that expired since the last clearing, not every job.
     unfinished: HashMap<String, BTreeSet<(u64, String)>>,
@@ -417,6 +420,7 @@ impl Inner {
         self.interned.clear_unused();
         self.leases.retain(|_, (_, _, until)| *until > now);
         self.rates.retain(|_, (_, ends)| *ends > now);
+        self.read_rates.retain(|_, (_, ends)| *ends > now);
         let today = now / DAY_MS;
         self.days.retain(|day, _| day + 1 >= today);
         self.budget.retain(|_, (expires, _)| *expires > now);
@@ -487,6 +491,15 @@ impl Inner {
         let Some(limit) = rate else { return Ok(None) };
         let (id, ends) = limit.window(now);
         let (count, _) = self.rates.entry((owner.to_string(), id)).or_insert((0, ends));
+        *count += 1;
+        limit.check(*count, now).map(Some)
+    }
+
+    /// Counts one poll or purge in its owner's current window of reads (`read_rates`).
+    fn count_read(&mut self, owner: &str, rate: Option<RateLimit>, now: u64) -> Result<Option<RateWindow>, RateWindow> {
+        let Some(limit) = rate else { return Ok(None) };
+        let (id, ends) = limit.window(now);
+        let (count, _) = self.read_rates.entry((owner.to_string(), id)).or_insert((0, ends));
         *count += 1;
         limit.check(*count, now).map(Some)
     }
@@ -772,7 +785,7 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         let mut inner = self.live();
         inner.spend(Charge::Deliver, owner, now);
-        let rate = match inner.count(owner, rate, now) {
+        let rate = match inner.count_read(owner, rate, now) {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
@@ -811,7 +824,7 @@ impl Store for MemoryStore {
         let now = self.clock.now_ms();
         let mut inner = self.live();
         inner.spend(Charge::Purge, owner, now);
-        let rate = match inner.count(owner, rate, now) {
+        let rate = match inner.count_read(owner, rate, now) {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };

@@ -392,13 +392,22 @@ pub struct UpstashStore {
     /// Store commands each acquired claim executed, by its step (record key, gen, seq): the finish of
     /// that step adds them to the budget (budget.lua), so a claim spends no command on the budget.
     carried: std::sync::Mutex<HashMap<(String, String, u64), u64>>,
+    /// What this process's polls and purges executed, by owner, that no call has counted in the budget
+    /// yet: the owner's next counted call adds it (budget.lua's carry), or a flush once it is many or
+    /// old (`Uncounted::due`), so a poll or a purge spends no command on the budget.
+    uncounted: std::sync::Mutex<HashMap<String, Uncounted>>,
+    /// Polls and purges counted against their owner's rate limit in this process (`ReadWindows`).
+    read_windows: ReadWindows,
+    /// Successes whose finish does not rewrite the provider states (`QuietSuccesses`).
+    quiet: std::sync::Mutex<QuietSuccesses>,
     /// Names the rate window a request falls in and the instant expired jobs are pruned at.
     clock: Arc<dyn Clock>,
     create: Script,
     claim: Script,
     finish: Script,
-    read: Script,
     purge: Script,
+    purged: Script,
+    flush: Script,
     sweep: Script,
     overview: Script,
     providers: Script,
@@ -415,13 +424,17 @@ impl UpstashStore {
             client,
             clock_checked: std::sync::Mutex::new(None),
             carried: std::sync::Mutex::new(HashMap::new()),
+            uncounted: std::sync::Mutex::new(HashMap::new()),
+            read_windows: ReadWindows::default(),
+            quiet: std::sync::Mutex::new(QuietSuccesses::default()),
             clock,
             create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
             claim: script!("scripts/claim.lua"),
             finish: script!("scripts/finish.lua", "scripts/clock.lua"),
-            read: script!("scripts/read.lua"),
             purge: script!("scripts/purge.lua"),
+            purged: script!("scripts/purged.lua"),
+            flush: script!("scripts/flush.lua"),
             sweep: script!("scripts/sweep.lua"),
             overview: script!("scripts/overview.lua", "scripts/standing.lua"),
             providers: script!("scripts/providers.lua"),
@@ -445,12 +458,83 @@ impl UpstashStore {
         keys: &[&str],
         args: Vec<Value>,
     ) -> Result<Value, StoreError> {
-        self.eval_carrying(script, charge, owner, keys, args, 0)
+        self.eval_carrying(script, charge, owner, keys, args, Carry::Counted(0))
             .await
             .map(|(_, answer)| answer)
     }
 
+    /// A counted script that also counts `carry`: a claim's commands (the finish of its step), and
+    /// unless the call leaves its own count to its caller (`Carry::Left`), whatever the owner's polls
+    /// and purges in this process left uncounted.
     async fn eval_carrying(
+        &self,
+        script: &Script,
+        charge: Charge,
+        owner: &str,
+        keys: &[&str],
+        args: Vec<Value>,
+        carry: Carry,
+    ) -> Result<(u64, Value), StoreError> {
+        let (carried, uncounted) = match carry {
+            Carry::Counted(claim) => (claim, self.take_uncounted(owner)),
+            Carry::Left => (0, Uncounted::default()),
+        };
+        let answer = self
+            .eval_with(script, charge, owner, keys, args, carried, &uncounted)
+            .await;
+        if answer.is_err() {
+            // Not counted: the next call counts it.
+            self.leave_uncounted(owner, uncounted);
+        }
+        answer
+    }
+
+    fn take_uncounted(&self, owner: &str) -> Uncounted {
+        self.uncounted
+            .lock()
+            .ok()
+            .and_then(|mut u| u.remove(owner))
+            .unwrap_or_default()
+    }
+
+    fn leave_uncounted(&self, owner: &str, more: Uncounted) {
+        if more.commands == 0 && more.lambda_invocations == 0 {
+            return;
+        }
+        if let Ok(mut uncounted) = self.uncounted.lock() {
+            uncounted.entry(owner.to_string()).or_default().add(more);
+        }
+    }
+
+    /// Leaves what a poll or a purge executed (`commands`, and the AWS requests `charge` implies) to
+    /// the owner's next counted call, and counts it on its own when it is due (`Uncounted::due`). A
+    /// failed flush leaves it for the next call: the read it follows has its answer already.
+    async fn count_later(&self, owner: &str, commands: u64, charge: Charge) {
+        self.leave_uncounted(
+            owner,
+            Uncounted {
+                commands,
+                lambda_invocations: charge.aws().lambda_invocations,
+                since: Some(std::time::Instant::now()),
+            },
+        );
+        let due = self
+            .uncounted
+            .lock()
+            .map(|u| u.get(owner).is_some_and(Uncounted::due))
+            .unwrap_or(false);
+        if due {
+            if let Err(error) = self
+                .eval_counted(&self.flush, Charge::Flush, owner, &[], Vec::new())
+                .await
+            {
+                tracing::warn!(owner, %error, "budget: counting this process's polls and purges failed; the next call counts them");
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn eval_with(
         &self,
         script: &Script,
         charge: Charge,
@@ -458,6 +542,7 @@ impl UpstashStore {
         keys: &[&str],
         mut args: Vec<Value>,
         carried: u64,
+        uncounted: &Uncounted,
     ) -> Result<(u64, Value), StoreError> {
         let now = self.clock.now_ms();
         let buckets = Buckets::at(now);
@@ -475,11 +560,11 @@ impl UpstashStore {
             .unwrap_or(true);
         args.extend([
             arg(owner),
-            arg(aws.lambda_invocations),
+            arg(aws.lambda_invocations + uncounted.lambda_invocations),
             arg(aws.sqs_requests),
             arg(budget::hour_of_month(now)),
             arg(buckets.month_expires_s),
-            arg(carried),
+            arg(carried + uncounted.commands),
             arg(if check_clock { "1" } else { "0" }),
             arg(1),
         ]);
@@ -496,6 +581,187 @@ impl UpstashStore {
             }
         }
         Ok((executed, answer.clone()))
+    }
+}
+
+/// What a call that leaves the budget to others carries (`UpstashStore::eval_carrying`).
+enum Carry {
+    /// The call counts itself, this many commands of a claim, and the owner's uncounted polls and purges.
+    Counted(u64),
+    /// The script leaves its own count to its caller (budget.lua's `BUDGET_CARRY`): nothing else rides on it.
+    Left,
+}
+
+/// An owner's polls and purges that no call has counted in the budget yet.
+#[derive(Debug, Default)]
+struct Uncounted {
+    commands: u64,
+    lambda_invocations: u64,
+    /// When the oldest of them ran.
+    since: Option<std::time::Instant>,
+}
+
+impl Uncounted {
+    /// Counted on their own (one flush call) once this many commands wait, or once the oldest has
+    /// waited this long: the budget lags a process's reads by at most that, and a process that ends
+    /// drops at most that much of its count.
+    const FLUSH_AT_COMMANDS: u64 = 64;
+    const FLUSH_AFTER: Duration = Duration::from_secs(60);
+
+    fn due(&self) -> bool {
+        self.commands >= Self::FLUSH_AT_COMMANDS || self.since.is_some_and(|at| at.elapsed() >= Self::FLUSH_AFTER)
+    }
+
+    fn add(&mut self, other: Uncounted) {
+        self.commands += other.commands;
+        self.lambda_invocations += other.lambda_invocations;
+        self.since = match (self.since, other.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Polls and purges counted against their owner's rate limit in this process, in a window of their
+/// own: a submit's count is the store's (exact across instances, create.lua), a read's costs no
+/// command. stepper-local is one process, so its count is exact; each Lambda instance counts its own.
+#[derive(Debug, Default)]
+struct ReadWindows(std::sync::Mutex<HashMap<String, (u64, u64)>>);
+
+impl ReadWindows {
+    /// Most owners remembered; past it, windows that ended are forgotten.
+    const MAX_OWNERS: usize = 10_000;
+
+    fn count(&self, owner: &str, rate: Option<RateLimit>, now_ms: u64) -> Result<Option<RateWindow>, RateWindow> {
+        let Some(limit) = rate else { return Ok(None) };
+        let (id, _) = limit.window(now_ms);
+        let count = match self.0.lock() {
+            Ok(mut windows) => {
+                if windows.len() >= Self::MAX_OWNERS {
+                    windows.retain(|_, (window, _)| *window == id);
+                }
+                let entry = windows.entry(owner.to_string()).or_insert((id, 0));
+                if entry.0 != id {
+                    *entry = (id, 0);
+                }
+                entry.1 += 1;
+                entry.1
+            }
+            // A poisoned lock counts nothing: the request is let through.
+            Err(_) => 1,
+        };
+        limit.check(count, now_ms).map(Some)
+    }
+}
+
+/// Successes that changed nothing another step acts on (`ProviderEvent::changes_shared_state`, against
+/// the provider states this process's last claim read): their finish skips the provider states' read
+/// and write (two commands of finish.lua's six), and the next finish that writes them folds these in
+/// (finish.lua: today's successes, the latency average, the last attempt), as each would have been.
+/// Held for at most `MAX` calls or `FOR`: the ETA's latency and the overview's counts lag by that
+/// much, and a process that ends loses at most that many successes from today's counts.
+#[derive(Debug, Default)]
+struct QuietSuccesses {
+    /// The provider states as the last claim read them (`st:pv`, whole).
+    seen: Option<serde_json::Map<String, Value>>,
+    /// Provider → (latency ms, instant ms) of each success held.
+    calls: HashMap<String, Vec<(u64, u64)>>,
+    since: Option<std::time::Instant>,
+}
+
+impl QuietSuccesses {
+    const MAX: usize = 16;
+    const FOR: Duration = Duration::from_secs(30);
+
+    /// Holds `event` when its finish need not write the provider states.
+    fn hold(&mut self, event: &ProviderEvent, today: u64) -> bool {
+        let Some(seen) = &self.seen else { return false };
+        // The deployment's "every provider unusable" flag: a success clears it (finish.lua).
+        if seen.contains_key("~all") {
+            return false;
+        }
+        let Some(raw) = seen.get(&event.provider) else {
+            return false;
+        };
+        // Today's counts start afresh on a new day: that write is not deferred.
+        if raw.get("ud").and_then(Value::as_u64) != Some(today) {
+            return false;
+        }
+        let before: Option<ProviderState> = serde_json::from_value(raw.clone()).ok();
+        if event.changes_shared_state(before.as_ref()) {
+            return false;
+        }
+        let held: usize = self.calls.values().map(Vec::len).sum();
+        if held + 1 >= Self::MAX || self.since.is_some_and(|at| at.elapsed() >= Self::FOR) {
+            return false;
+        }
+        self.calls
+            .entry(event.provider.clone())
+            .or_default()
+            .push((event.latency_ms, event.now_ms));
+        self.since.get_or_insert_with(std::time::Instant::now);
+        true
+    }
+
+    /// Every success held, for a finish that writes the provider states.
+    fn take(&mut self) -> HashMap<String, Vec<(u64, u64)>> {
+        self.since = None;
+        std::mem::take(&mut self.calls)
+    }
+
+    /// Held again: the finish that was to write them did not.
+    fn put_back(&mut self, calls: HashMap<String, Vec<(u64, u64)>>) {
+        if calls.is_empty() {
+            return;
+        }
+        for (provider, mut more) in calls {
+            self.calls.entry(provider).or_default().append(&mut more);
+        }
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+}
+
+/// A job record's header as the scripts read it (scripts/header.lua), for the routes that read a record
+/// with a plain command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    lease_end_ms: u64,
+    state: char,
+    gen: String,
+    flag: Option<char>,
+}
+
+impl Head {
+    fn of(record: &str) -> Option<Self> {
+        let line = record.split_once('\n')?.0;
+        let mut fields = line.split(' ');
+        let lease_end_ms = match fields.next()? {
+            "J2" => fields.next()?.parse().ok()?,
+            "J1" => 0,
+            _ => return None,
+        };
+        let state = fields.next()?.chars().next()?;
+        let gen = fields.next()?.to_string();
+        let _seq = fields.next()?;
+        let _expires = fields.next()?;
+        let flag = fields.next().and_then(|f| f.chars().next());
+        Some(Self {
+            lease_end_ms,
+            state,
+            gen,
+            flag,
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.state == 's' || self.state == 'f'
+    }
+
+    /// What a purge leaves behind that purged.lua clears: an unfinished job's due-index entry and place
+    /// among its owner's jobs in flight; a finished one's entry while it owes deliveries (` d`), and its
+    /// place among the dead-lettered (` d`, ` x`).
+    fn leaves_traces(&self) -> bool {
+        !self.finished() || matches!(self.flag, Some('d' | 'x'))
     }
 }
 
@@ -614,7 +880,8 @@ impl Store for UpstashStore {
                     arg(reservable),
                     arg(reserve.tenant.as_str()),
                 ],
-                0,
+                // Counted by the finish of its step (below: `carried`).
+                Carry::Left,
             )
             .await?;
         let unexpected = || StoreError::Corrupt(format!("unexpected claim answer {answer}"));
@@ -630,6 +897,10 @@ impl Store for UpstashStore {
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
             (Some("ok"), [job, providers, probes, reserved, booked_at]) => {
+                // The states its finish decides against (`QuietSuccesses`).
+                if let Ok(mut quiet) = self.quiet.lock() {
+                    quiet.seen = providers.as_str().and_then(|blob| serde_json::from_str(blob).ok());
+                }
                 // Its commands are counted by the finish of this step (budget.lua's carry).
                 if let Ok(mut carried) = self.carried.lock() {
                     // A step that ends without a finish (a delivery step with nothing left to send, an
@@ -707,11 +978,26 @@ impl Store for UpstashStore {
         due_at_ms: Option<u64>,
         event: Option<&ProviderEvent>,
     ) -> Result<FinishOutcome, StoreError> {
-        let event = match event {
-            Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            None => String::new(),
-        };
         expiry_ahead("job", next.expires_at_ms, self.clock.now_ms())?;
+        let today = today(self.clock.now_ms());
+        // A quiet success writes no provider state; a finish that writes one folds in those held.
+        let mut folded = HashMap::new();
+        let event = match event {
+            None => String::new(),
+            Some(e) => {
+                let mut quiet = self.quiet.lock().ok();
+                if quiet.as_mut().is_some_and(|q| q.hold(e, today)) {
+                    String::new()
+                } else {
+                    let mut json = serde_json::to_value(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    folded = quiet.as_mut().map(|q| q.take()).unwrap_or_default();
+                    if !folded.is_empty() {
+                        json["quiet"] = serde_json::json!(folded);
+                    }
+                    json.to_string()
+                }
+            }
+        };
         let key = job_key(&step.owner, &step.job_id);
         // The claim of this step, when this process made it: its commands and its AWS requests are
         // counted here (budget.lua's carry). A finish whose claim ran elsewhere counts only itself.
@@ -725,7 +1011,7 @@ impl Store for UpstashStore {
         } else {
             Charge::Finish
         };
-        let (_, written) = self
+        let written = self
             .eval_carrying(
                 &self.finish,
                 charge,
@@ -740,11 +1026,20 @@ impl Store for UpstashStore {
                     arg(record_id(&step.job_id)),
                     arg(due_at_ms.map_or(String::new(), due_score)),
                     arg(if next.dead_lettered() { "1" } else { "0" }),
-                    arg(today(self.clock.now_ms())),
+                    arg(today),
                 ],
-                carried.unwrap_or(0),
+                Carry::Counted(carried.unwrap_or(0)),
             )
-            .await?;
+            .await;
+        let written = match written {
+            Ok((_, written)) if written != Value::from(0) => written,
+            other => {
+                if let Ok(mut quiet) = self.quiet.lock() {
+                    quiet.put_back(folded);
+                }
+                other?.1
+            }
+        };
         match written {
             Value::String(incidents) => Ok(FinishOutcome {
                 written: true,
@@ -766,83 +1061,111 @@ impl Store for UpstashStore {
         rate: Option<RateLimit>,
     ) -> Result<Admission<Option<JobRead>>, StoreError> {
         let now = self.clock.now_ms();
-        let args = RateArgs::new(rate, now);
-        let answer = self
-            .eval_counted(
-                &self.read,
-                Charge::Deliver,
-                owner,
-                &[&job_key(owner, job_id), DUE_KEY, PROVIDERS_KEY],
-                vec![
-                    arg(grace.as_millis() as u64),
-                    arg(args.limit),
-                    arg(args.ends_at_ms),
-                    // The incarnation the id names ('': whichever): another one reads as no job.
-                    arg(id_gen(job_id).unwrap_or("")),
-                    arg(now),
-                ],
-            )
-            .await?;
-        let unexpected = || StoreError::Corrupt(format!("unexpected read answer {answer}"));
-        let (rate, rest) = match counted(&answer, rate, now, "read")? {
-            Ok(head) => head,
+        let rate = match self.read_windows.count(owner, rate, now) {
+            Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let value = match rest {
-            [] => None,
-            [record, running, standing @ ..] => {
-                let job = decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?;
-                let standing = match standing {
-                    [] => Standing::default(),
-                    // A poll's: the job's rank and the provider states (no horizons: read.lua).
-                    [Value::Array(read)] => match read.as_slice() {
-                        [ahead, providers] => Standing {
-                            ahead: ahead.as_u64().ok_or_else(unexpected)?,
-                            providers: decode_providers(providers),
-                            due_ms: None,
-                            later: Vec::new(),
-                        },
-                        _ => return Err(unexpected()),
-                    },
-                    _ => return Err(unexpected()),
-                };
-                Some(JobRead {
-                    job,
-                    running: running.as_i64() == Some(1),
-                    standing,
-                })
-            }
-            _ => return Err(unexpected()),
+        let key = job_key(owner, job_id);
+        // The record and the provider states in one command; then one more: for a finished job its
+        // life shortened to the grace (PEXPIRE ... LT never lengthens it, so later reads keep the
+        // first deadline) unless it still owes deliveries (` d`), for an unfinished one its rank in
+        // the due-index (the ETA: no horizons, so a poll costs the same whatever the backlog).
+        let got = self
+            .client
+            .command(vec![arg("MGET"), arg(key.as_str()), arg(PROVIDERS_KEY)])
+            .await?;
+        let unexpected = || StoreError::Corrupt(format!("unexpected MGET answer {got}"));
+        let [record, providers] = got.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+            return Err(unexpected());
         };
-        Ok(Admission::Admitted { value, rate })
+        // The incarnation the id names ('': whichever): another one reads as no job.
+        let wanted = id_gen(job_id).unwrap_or("");
+        let found = record
+            .as_str()
+            .and_then(|r| Head::of(r).map(|head| (r, head)))
+            .filter(|(_, head)| wanted.is_empty() || head.gen == wanted);
+        let Some((record, head)) = found else {
+            self.count_later(owner, 1, Charge::Deliver).await;
+            return Ok(Admission::Admitted { value: None, rate });
+        };
+        let job = decode(record)?;
+        let running = head.lease_end_ms > now;
+        let mut executed = 1;
+        let standing = if head.finished() {
+            if head.flag != Some('d') {
+                self.client
+                    .command(vec![
+                        arg("PEXPIRE"),
+                        arg(key.as_str()),
+                        arg(grace.as_millis() as u64),
+                        arg("LT"),
+                    ])
+                    .await?;
+                executed += 1;
+            }
+            Standing::default()
+        } else {
+            let rank = self
+                .client
+                .command(vec![arg("ZRANK"), arg(DUE_KEY), arg(key.as_str())])
+                .await?;
+            executed += 1;
+            Standing {
+                // Its place: its rank less the index's member ~s (first: sweep.lua).
+                ahead: rank.as_u64().unwrap_or(1).saturating_sub(1),
+                providers: decode_providers(providers),
+                due_ms: None,
+                later: Vec::new(),
+            }
+        };
+        self.count_later(owner, executed, Charge::Deliver).await;
+        Ok(Admission::Admitted {
+            value: Some(JobRead { job, running, standing }),
+            rate,
+        })
     }
 
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError> {
         let now = self.clock.now_ms();
-        let args = RateArgs::new(rate, now);
-        let answer = self
-            .eval_counted(
-                &self.purge,
-                Charge::Purge,
+        let rate = match self.read_windows.count(owner, rate, now) {
+            Ok(rate) => rate,
+            Err(window) => return Ok(Admission::RateLimited(window)),
+        };
+        let key = job_key(owner, job_id);
+        let (deleted, executed) = match id_gen(job_id) {
+            // By commit (whichever incarnation): one command.
+            None => (self.client.command(vec![arg("GETDEL"), arg(key.as_str())]).await?, 1),
+            // By id: another incarnation is not this purge's, so the check and the delete are one
+            // script (purge.lua), which leaves its count to this call.
+            Some(gen) => {
+                let (executed, answer) = self
+                    .eval_carrying(&self.purge, Charge::Purge, owner, &[&key], vec![arg(gen)], Carry::Left)
+                    .await?;
+                (answer, executed)
+            }
+        };
+        self.count_later(owner, executed, Charge::Purge).await;
+        let Some(head) = deleted.as_str().and_then(Head::of) else {
+            return Ok(Admission::Admitted { value: false, rate });
+        };
+        if head.leaves_traces() {
+            // Rare: a cancelled job, or one that owes or lost deliveries. Should this fail, the sweep
+            // drops an index entry whose record is gone, and a create recounts the jobs in flight.
+            self.eval_counted(
+                &self.purged,
+                Charge::Flush,
                 owner,
-                &[&job_key(owner, job_id), DUE_KEY, &dead_key(owner)],
-                // The incarnation the id names ('': whichever): another one is not this purge's.
+                &[DUE_KEY, &dead_key(owner)],
                 vec![
+                    arg(key.as_str()),
                     arg(record_id(job_id)),
-                    arg(args.limit),
-                    arg(args.ends_at_ms),
-                    arg(id_gen(job_id).unwrap_or("")),
+                    arg(head.state.to_string()),
+                    arg(head.flag.map_or(String::new(), |f| f.to_string())),
                 ],
             )
             .await?;
-        Ok(match counted(&answer, rate, now, "purge")? {
-            Ok((rate, [deleted])) => Admission::Admitted {
-                value: deleted.as_i64() == Some(1),
-                rate,
-            },
-            Ok(_) => return Err(StoreError::Corrupt(format!("unexpected purge answer {answer}"))),
-            Err(window) => Admission::RateLimited(window),
-        })
+        }
+        Ok(Admission::Admitted { value: true, rate })
     }
 
     async fn overview(
@@ -967,6 +1290,18 @@ impl Store for UpstashStore {
             let which = if budget::month_key(*start) == this_month { 1 } else { 2 };
             args.push(arg(format!("{which}:{}", budget::hour_of_month(*start))));
         }
+        // What this process's polls and purges spent that no call has counted yet (this read counts
+        // its owner's after reading): added to the answer, so a single process's budget is exact.
+        let uncounted: Vec<(String, u64, u64)> = self
+            .uncounted
+            .lock()
+            .map(|u| {
+                u.iter()
+                    .filter(|(o, _)| all_owners || o.as_str() == owner)
+                    .map(|(o, u)| (o.clone(), u.commands, u.lambda_invocations))
+                    .collect()
+            })
+            .unwrap_or_default();
         let answer = self
             .eval_counted(&self.spent, Charge::BudgetRead, owner, &keys, args)
             .await?;
@@ -986,7 +1321,17 @@ impl Store for UpstashStore {
             }
             buckets.push(bucket);
         }
-        let month = buckets.pop().unwrap_or_default();
+        let mut month = buckets.pop().unwrap_or_default();
+        for (o, commands, invocations) in uncounted {
+            for bucket in buckets.last_mut().into_iter().chain([&mut month]) {
+                bucket.fold(&format!("s:{o}"), commands);
+                bucket.fold(&format!("l:{o}"), invocations);
+                if all_owners {
+                    bucket.fold("s", commands);
+                    bucket.fold("l", invocations);
+                }
+            }
+        }
         Ok(Spent {
             hours: hours.iter().map(|(start, _)| *start).zip(buckets).collect(),
             month,

@@ -79,10 +79,31 @@ local all = {}
 if raw then
   all = cjson.decode(raw)
 end
-local s = all[e.provider] or {}
 local function n(x)
   return tonumber(x) or 0
 end
+-- Successes whose finish wrote no state (the adapter's quiet successes: they changed nothing another
+-- step acts on), folded in as each would have been: today's successes, the latency average, the last
+-- attempt. e.quiet: provider → {{latency ms, instant ms}, ...}.
+if type(e.quiet) == 'table' then
+  for name, calls in pairs(e.quiet) do
+    local q = all[name]
+    if type(q) == 'table' then
+      for _, call in ipairs(calls) do
+        local lat = n(call[1])
+        if n(q.lat) == 0 then q.lat = lat else q.lat = math.floor((3 * n(q.lat) + lat) / 4) end
+        if q.lat == 0 then q.lat = nil end
+        if n(q.ud) ~= tonumber(ARGV[9]) or type(q.ua) ~= 'table' then
+          q.ud = tonumber(ARGV[9])
+          q.ua = {}
+        end
+        q.ua.ok = n(q.ua.ok) + 1
+        q.la = math.max(n(q.la), n(call[2]))
+      end
+    end
+  end
+end
+local s = all[e.provider] or {}
 local before_dis = s.dis
 local before_co = n(s.co)
 local before_cu = n(s.cu)
