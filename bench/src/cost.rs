@@ -111,7 +111,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
         "stepper-bench cost: {} jobs on the Upstash stack (REST emulator on redis-server), each delivered at its first provider attempt",
         o.jobs
     );
-    println!("  per-owner limits (counted on every route)  {RATE_LIMIT} requests, {MAX_IN_FLIGHT} jobs in flight");
+    println!("  per-owner limits                          {RATE_LIMIT} requests (submits in the store, polls and purges per process), {MAX_IN_FLIGHT} jobs in flight");
     println!(
         "  Upstash-billed commands per delivered job {:>8.2}   (executed: a script call + every command inside it; a pipeline per command)",
         tally.billed as f64 / n

@@ -400,6 +400,9 @@ pub struct UpstashStore {
     read_windows: ReadWindows,
     /// Successes whose finish does not rewrite the provider states (`QuietSuccesses`).
     quiet: std::sync::Mutex<QuietSuccesses>,
+    /// The provider states (`st:pv`, as read) this process read last, and when: a create's ETA takes
+    /// them while they are fresh (`STATES_FRESH_FOR`) instead of reading them again.
+    states_read: std::sync::Mutex<Option<(std::time::Instant, Value)>>,
     /// Names the rate window a request falls in and the instant expired jobs are pruned at.
     clock: Arc<dyn Clock>,
     create: Script,
@@ -427,6 +430,7 @@ impl UpstashStore {
             uncounted: std::sync::Mutex::new(HashMap::new()),
             read_windows: ReadWindows::default(),
             quiet: std::sync::Mutex::new(QuietSuccesses::default()),
+            states_read: std::sync::Mutex::new(None),
             clock,
             create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
@@ -487,6 +491,23 @@ impl UpstashStore {
             self.leave_uncounted(owner, uncounted);
         }
         answer
+    }
+
+    /// The provider states read lately (`states_read`), when fresh.
+    fn fresh_states(&self) -> Option<Value> {
+        self.states_read
+            .lock()
+            .ok()?
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < STATES_FRESH_FOR)
+            .map(|(_, states)| states.clone())
+    }
+
+    /// Remembers provider states just read (`Some`), or forgets them once this process changed them.
+    fn states_seen(&self, states: Option<&Value>) {
+        if let Ok(mut read) = self.states_read.lock() {
+            *read = states.map(|v| (std::time::Instant::now(), v.clone()));
+        }
     }
 
     fn take_uncounted(&self, owner: &str) -> Uncounted {
@@ -780,6 +801,11 @@ fn expiry_ahead(what: &str, expires_at_ms: u64, now_ms: u64) -> Result<(), Store
 /// most a day, its record a grace past it), as the provider states.
 const INDEX_LIFE_MS: u64 = 8 * DAY_MS;
 
+/// How long provider states read by this process stand in for a create's read of them (the submit's
+/// ETA): another instance's change shows in a submit's ETA at most this late; this process's own
+/// writes drop them at once.
+const STATES_FRESH_FOR: Duration = Duration::from_secs(5);
+
 /// Most claims whose commands wait for the finish of their step, per process (see `carried`).
 const MAX_CARRIED: usize = 10_000;
 
@@ -792,6 +818,7 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         expiry_ahead("job", job.expires_at_ms, now)?;
         let rate = RateArgs::new(limits.rate, now);
+        let held = self.fresh_states();
         let answer = self
             .eval_counted(
                 &self.create,
@@ -809,6 +836,7 @@ impl Store for UpstashStore {
                     arg(enlist.sweeper_token.as_str()),
                     arg(enlist.sweeper_life.as_millis() as u64),
                     arg(now),
+                    arg(if held.is_some() { "1" } else { "0" }),
                 ]
                 .into_iter()
                 .chain(horizons())
@@ -825,18 +853,28 @@ impl Store for UpstashStore {
             Ok(rate) => rate,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
+        // The standing's provider states: as read by the script, else the ones held.
+        let standing = |v: &Value| -> Result<Standing, StoreError> {
+            let mut standing = decode_standing(v)?;
+            match (&held, v.as_array().and_then(|a| a.get(1))) {
+                (Some(states), Some(Value::Bool(false))) => standing.providers = decode_providers(states),
+                (_, Some(states @ Value::String(_))) => self.states_seen(Some(states)),
+                _ => {}
+            }
+            Ok(standing)
+        };
         let value = match (verdict.as_str(), rest) {
-            (Some("new"), [flag, standing]) => Submitted {
+            (Some("new"), [flag, read]) => Submitted {
                 created: Created::New,
                 arm_sweeper: armed(flag),
-                standing: decode_standing(standing)?,
+                standing: standing(read)?,
             },
-            (Some("existing"), [record, flag, standing]) => Submitted {
+            (Some("existing"), [record, flag, read]) => Submitted {
                 created: Created::Existing(Box::new(
                     decode_value(record)?.ok_or_else(|| StoreError::Corrupt("empty record".into()))?,
                 )),
                 arm_sweeper: armed(flag),
-                standing: decode_standing(standing)?,
+                standing: standing(read)?,
             },
             (Some("flight"), []) => {
                 return Ok(Admission::TooManyInFlight {
@@ -897,6 +935,7 @@ impl Store for UpstashStore {
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
             (Some("ok"), [job, providers, probes, reserved, booked_at]) => {
+                self.states_seen(Some(providers));
                 // The states its finish decides against (`QuietSuccesses`).
                 if let Ok(mut quiet) = self.quiet.lock() {
                     quiet.seen = providers.as_str().and_then(|blob| serde_json::from_str(blob).ok());
@@ -1011,6 +1050,7 @@ impl Store for UpstashStore {
         } else {
             Charge::Finish
         };
+        let writes_states = !event.is_empty();
         let written = self
             .eval_carrying(
                 &self.finish,
@@ -1031,6 +1071,10 @@ impl Store for UpstashStore {
                 Carry::Counted(carried.unwrap_or(0)),
             )
             .await;
+        if writes_states {
+            // This process changed the provider states (or may have): read them again.
+            self.states_seen(None);
+        }
         let written = match written {
             Ok((_, written)) if written != Value::from(0) => written,
             other => {

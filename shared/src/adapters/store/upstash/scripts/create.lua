@@ -7,7 +7,8 @@
 -- ARGV[4] rate limit ('0': none), ARGV[5] the rate window's id (its end, epoch ms), ARGV[6] in-flight
 -- cap ('0': none), ARGV[7] the due score (epoch ms, with a fraction that keeps arrival order: mod.rs),
 -- ARGV[8] a fresh sweeper token, ARGV[9] its life (ms), ARGV[10] now (epoch ms, the engine's clock),
--- ARGV[11] the number of the ETA's horizons, then each (ms)
+-- ARGV[11] '1' when the adapter holds the provider states already (read lately: the standing leaves
+-- them out, one command less), ARGV[12] the number of the ETA's horizons, then each (ms)
 -- Whether a sweeper chain is alive is read from the index itself: its member ~s, scored by minus the
 -- instant the chain lapses (negative: before every job), is refreshed by each sweep (sweep.lua). A new
 -- job's ZADD carries ~s at minus now with LT CH: it changes ~s only when the chain has lapsed (or there
@@ -21,6 +22,9 @@
 -- A new job enters the due-index in this same command, so whatever happens to the caller's answer
 -- (an error, a timeout) a job that exists is due and the sweeper runs it.
 check_expiry(ARGV[3], 'job', 0)
+if ARGV[11] == '1' then
+  STANDING_STATES = 0
+end
 local function arm()
   if C('SET', KEYS[3], ARGV[8] .. ':1', 'NX', 'PX', ARGV[9]) then
     C('ZADD', KEYS[2], -(tonumber(ARGV[10]) + tonumber(ARGV[9])), '~s')
@@ -46,7 +50,7 @@ if old and state ~= 'f' then
   -- an unfinished job its place (standing.lua: the index's head and the provider states).
   local after = 1
   if not finished(state) then
-    after = 3
+    after = 2 + STANDING_STATES
   end
   local count = owner_request(ARGV[4], ARGV[5], {}, after)
   if limited(count) then
@@ -56,7 +60,7 @@ if old and state ~= 'f' then
   if finished(state) then
     return {'existing', count, old, armed, {}}
   end
-  return {'existing', count, old, armed, standing_of(KEYS[2], KEYS[4], KEYS[1], 11)}
+  return {'existing', count, old, armed, standing_of(KEYS[2], KEYS[4], KEYS[1], 12)}
 end
 -- New (or replacing a finally failed job with the same identity): counted in the owner's window and
 -- jobs in flight. After the count: ZADD (the chain's check with it) and standing.lua's two.
@@ -66,7 +70,7 @@ if old then
 end
 budget_job()
 local cap = tonumber(ARGV[6])
-local count, got = owner_request(ARGV[4], ARGV[5], {{'INCRBY', SLOT_FLIGHT, 1}}, 3)
+local count, got = owner_request(ARGV[4], ARGV[5], {{'INCRBY', SLOT_FLIGHT, 1}}, 2 + STANDING_STATES)
 local full = cap > 0 and got[SLOT_FLIGHT] > cap
 local healed = nil
 if full and not limited(count) then
@@ -93,7 +97,7 @@ if full and not limited(count) then
   full = live >= cap
   healed = live
   if not full then
-    owner_bitfield({{'SET', SLOT_FLIGHT, live + 1}}, 3)
+    owner_bitfield({{'SET', SLOT_FLIGHT, live + 1}}, 2 + STANDING_STATES)
   end
 end
 if full or limited(count) then
@@ -122,4 +126,4 @@ if old then
 elseif C('ZADD', KEYS[2], 'LT', 'CH', -tonumber(ARGV[10]), '~s', ARGV[7], KEYS[1]) == 2 then
   armed = arm()
 end
-return {'new', count, armed, standing_of(KEYS[2], KEYS[4], KEYS[1], 11)}
+return {'new', count, armed, standing_of(KEYS[2], KEYS[4], KEYS[1], 12)}

@@ -7,6 +7,15 @@
 -- are read at once and counted here; only when there are more than that are the horizons past the last
 -- score read counted by ZCOUNT, so the answer is exact either way.
 local STANDING_SCAN = 1000
+-- 1: the standing reads the provider states (one GET); 0: the caller holds them (create.lua's ARGV[11]),
+-- the answer's states are false.
+local STANDING_STATES = 1
+local function states_of(states_key)
+  if STANDING_STATES == 0 then
+    return false
+  end
+  return C('GET', states_key) or false
+end
 -- For each horizon, the jobs due after ms and at most the horizon past it: counted in scores (the
 -- scores after ms, ascending, as read), and by ZCOUNT past the last one when the read was cut (full).
 local function horizons(due_key, ms, scores, full, first)
@@ -31,7 +40,7 @@ local function horizons(due_key, ms, scores, full, first)
   return later
 end
 local function standing(due_key, states_key, ahead, ms, first)
-  local states = C('GET', states_key) or false
+  local states = states_of(states_key)
   if not ms then
     return {0, states, 0, {}}
   end
@@ -68,7 +77,7 @@ local function standing_of(due_key, states_key, member, first)
     return standing(due_key, states_key, math.max(rank - skip, 0), math.floor(tonumber(score)), first)
   end
   local ms = math.floor(tonumber(head[at + 1]))
-  local states = C('GET', states_key) or false
+  local states = states_of(states_key)
   -- The jobs due after its millisecond among those read, in order.
   local scores = {}
   for i = at + 2, #head, 2 do
