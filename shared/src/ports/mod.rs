@@ -401,7 +401,7 @@ pub trait Store: Send + Sync {
     /// One sweep of the due-index (one request): the steps due by `now`, entries of vanished jobs dropped.
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError>;
     /// Reads a job for its owner (a poll); the first read of a finished job shortens its life to
-    /// `grace` (read.lua).
+    /// `grace` (`PEXPIRE … LT` on Upstash: later reads keep the first deadline).
     async fn read(
         &self,
         owner: &str,

@@ -556,7 +556,7 @@ impl MemoryStore {
     }
 
     /// What an unfinished job's ETA needs: `ahead`, every provider's state, and the jobs due after its
-    /// millisecond within each horizon (create.lua's and read.lua's `standing`).
+    /// millisecond within each horizon (create.lua's `standing`; a poll's is the rank and the states).
     fn standing(inner: &Inner, key: &(String, String), ahead: u64) -> Standing {
         let Some(ms) = inner.due.get(key).map(|d| d.ms) else {
             return Standing {

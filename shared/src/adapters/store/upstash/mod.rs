@@ -3,7 +3,8 @@
 //! Upstash bills every command Redis executes: a script call and each `redis.call` inside it
 //! (scripts/count.lua counts them; the figures per route: `BILLED_PER_ROUTE` in bench/src/routes.rs).
 //! So each key below exists because a state change needs it, and each script runs only the commands
-//! its change needs: a delivered job (submit, claim, finish, poll, purge) executes 22.
+//! its change needs: a delivered job (submit, claim, finish, poll, purge) executes 16, about 15 in a
+//! stream of jobs (a submit takes provider states read within 5 s; quiet successes write them once).
 //!
 //! Key layout (every key expires):
 //! - `st:j:<owner>:<job id>` — the job record: a header line
@@ -27,7 +28,8 @@
 //! - `st:pv` — every provider's shared quota state (quota.rs): one JSON object, provider name → state
 //!   (with today's attempts by outcome for the overview), and `~all` while every provider is unusable
 //!   (an alert's state). One string, so a claim and a poll read it with the job's record in one `MGET`;
-//!   a finish rewrites it whole. Expires 8 days after the last finish. Its `~o:<origin>` fields are the
+//!   a finish rewrites it whole, unless its attempt changed nothing another step acts on (a quiet
+//!   success, `QuietSuccesses`: folded in by the next finish that writes). Expires 8 days after the last finish. Its `~o:<origin>` fields are the
 //!   failing delivery origins' states (domain/origins.rs: the receiver-recovery fast path), so a
 //!   delivery's claim reads its origin's state in the same `MGET`; only origin_down.lua and
 //!   origin_up.lua (the failure path) write them.
@@ -38,9 +40,10 @@
 //!   string (`BITFIELD`): the budget (budget.rs: the month's four, then four for each hour of the
 //!   month), then the owner's live counters: its rate window (the window's id, its requests), its jobs
 //!   in flight, today's completed and failed jobs. The command that counts a request against the rate
-//!   limit (submit, poll, purge, the dashboard's reads), or takes a finished job out of flight
-//!   (finish), adds the call's spending to the budget in the same command; a claim's spending is added
-//!   by the finish of its step. The jobs in flight are carried into a new month's bucket; a count that
+//!   limit (submit, the dashboard's reads), or takes a finished job out of flight (finish), adds the
+//!   call's spending to the budget in the same command; a claim's spending is added by the finish of
+//!   its step, a poll's or a purge's (plain commands) by the owner's next counted call in this process
+//!   (`Uncounted`). The jobs in flight are carried into a new month's bucket; a count that
 //!   drifted up (a job expired unfinished) is recounted from the index before a create is refused.
 //!   It expires 35 days after the month ends. `st:b:o:<yyyymm>`: the month's owners (the deployment's
 //!   read sums them).
@@ -49,9 +52,10 @@
 //! - `st:alerts` — the alert book (finish.lua): flap windows and suppressed counts per provider.
 //!
 //! Requests per job that succeeds on its first attempt: submit 1 (create.lua), claim 1 (claim.lua),
-//! finish 1 (finish.lua), poll 1 (read.lua), purge 1 (purge.lua); plus the sweeps, shared by every job
-//! in the store. The scripts of the routes count the request against its owner's limits in the same
-//! request, and a refused request writes nothing that stays.
+//! finish 1 (finish.lua), poll 2 (`MGET`, then `PEXPIRE` or `ZRANK`), purge 1 (`GETDEL`); plus the
+//! sweeps, shared by every job in the store. The submit's script counts the request against its owner's
+//! limits in the same request, and a refused request writes nothing that stays; polls and purges are
+//! counted by the process (`ReadWindows`).
 //!
 //! Hosted Upstash runs a script under a global lock unless it declares every key it touches, and may
 //! stall on a cold key read by a name built at run time. Every key of the job path is passed in
@@ -400,9 +404,9 @@ pub struct UpstashStore {
     read_windows: ReadWindows,
     /// Successes whose finish does not rewrite the provider states (`QuietSuccesses`).
     quiet: std::sync::Mutex<QuietSuccesses>,
-    /// The provider states (`st:pv`, as read) this process read last, and when: a create's ETA takes
-    /// them while they are fresh (`STATES_FRESH_FOR`) instead of reading them again.
-    states_read: std::sync::Mutex<Option<(std::time::Instant, Value)>>,
+    /// The provider states (`st:pv`, as read) this process read last (`StatesRead`): a create's ETA
+    /// takes them while they are fresh instead of reading them again.
+    states_read: std::sync::Mutex<StatesRead>,
     /// Names the rate window a request falls in and the instant expired jobs are pruned at.
     clock: Arc<dyn Clock>,
     create: Script,
@@ -430,7 +434,7 @@ impl UpstashStore {
             uncounted: std::sync::Mutex::new(HashMap::new()),
             read_windows: ReadWindows::default(),
             quiet: std::sync::Mutex::new(QuietSuccesses::default()),
-            states_read: std::sync::Mutex::new(None),
+            states_read: std::sync::Mutex::new(StatesRead::default()),
             clock,
             create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
@@ -493,20 +497,38 @@ impl UpstashStore {
         answer
     }
 
-    /// The provider states read lately (`states_read`), when fresh.
-    fn fresh_states(&self) -> Option<Value> {
-        self.states_read
-            .lock()
-            .ok()?
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < STATES_FRESH_FOR)
-            .map(|(_, states)| states.clone())
+    /// The provider states read lately (`states_read`), when fresh, and the epoch a read starting now
+    /// must still find to be kept.
+    fn fresh_states(&self) -> (u64, Option<Value>) {
+        let now = self.clock.now_ms();
+        match self.states_read.lock() {
+            Ok(read) => (
+                read.epoch,
+                read.held
+                    .as_ref()
+                    .filter(|(at, _)| now >= *at && now - *at < StatesRead::FRESH_FOR_MS)
+                    .map(|(_, states)| states.clone()),
+            ),
+            Err(_) => (u64::MAX, None),
+        }
     }
 
-    /// Remembers provider states just read (`Some`), or forgets them once this process changed them.
-    fn states_seen(&self, states: Option<&Value>) {
+    /// Keeps provider states read by a request that started at `epoch`, unless this process changed
+    /// them since.
+    fn states_seen(&self, epoch: u64, states: &Value) {
+        let now = self.clock.now_ms();
         if let Ok(mut read) = self.states_read.lock() {
-            *read = states.map(|v| (std::time::Instant::now(), v.clone()));
+            if read.epoch == epoch {
+                read.held = Some((now, states.clone()));
+            }
+        }
+    }
+
+    /// This process changed the provider states (or may have): what it read is stale.
+    fn states_changed(&self) {
+        if let Ok(mut read) = self.states_read.lock() {
+            read.epoch += 1;
+            read.held = None;
         }
     }
 
@@ -801,10 +823,19 @@ fn expiry_ahead(what: &str, expires_at_ms: u64, now_ms: u64) -> Result<(), Store
 /// most a day, its record a grace past it), as the provider states.
 const INDEX_LIFE_MS: u64 = 8 * DAY_MS;
 
-/// How long provider states read by this process stand in for a create's read of them (the submit's
-/// ETA): another instance's change shows in a submit's ETA at most this late; this process's own
-/// writes drop them at once.
-const STATES_FRESH_FOR: Duration = Duration::from_secs(5);
+/// Provider states this process read, standing in for a create's read of them (the submit's ETA) for
+/// `FRESH_FOR_MS` (engine clock): another instance's change shows in a submit's ETA at most that late.
+/// This process's own writes drop them (a new epoch), and a read that overlapped a write is not kept.
+#[derive(Debug, Default)]
+struct StatesRead {
+    epoch: u64,
+    /// When (engine clock, ms) and what was read.
+    held: Option<(u64, Value)>,
+}
+
+impl StatesRead {
+    const FRESH_FOR_MS: u64 = 5_000;
+}
 
 /// Most claims whose commands wait for the finish of their step, per process (see `carried`).
 const MAX_CARRIED: usize = 10_000;
@@ -818,7 +849,7 @@ impl Store for UpstashStore {
         let now = self.clock.now_ms();
         expiry_ahead("job", job.expires_at_ms, now)?;
         let rate = RateArgs::new(limits.rate, now);
-        let held = self.fresh_states();
+        let (epoch, held) = self.fresh_states();
         let answer = self
             .eval_counted(
                 &self.create,
@@ -857,8 +888,9 @@ impl Store for UpstashStore {
         let standing = |v: &Value| -> Result<Standing, StoreError> {
             let mut standing = decode_standing(v)?;
             match (&held, v.as_array().and_then(|a| a.get(1))) {
-                (Some(states), Some(Value::Bool(false))) => standing.providers = decode_providers(states),
-                (_, Some(states @ Value::String(_))) => self.states_seen(Some(states)),
+                // Left out by the script (a Lua false answers as null).
+                (Some(states), Some(Value::Null | Value::Bool(false))) => standing.providers = decode_providers(states),
+                (_, Some(states @ Value::String(_))) => self.states_seen(epoch, states),
                 _ => {}
             }
             Ok(standing)
@@ -889,6 +921,7 @@ impl Store for UpstashStore {
 
     async fn claim(&self, step: &StepRef, lease: Duration, reserve: &Reserve) -> Result<Claim, StoreError> {
         let lease_ms = lease.as_millis() as u64;
+        let (epoch, _) = self.fresh_states();
         let now = self.clock.now_ms();
         let key = job_key(&step.owner, &step.job_id);
         // claim.lua's reservable providers, in short keys (quota::reserve's input); '' when none.
@@ -935,7 +968,7 @@ impl Store for UpstashStore {
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
             (Some("ok"), [job, providers, probes, reserved, booked_at]) => {
-                self.states_seen(Some(providers));
+                self.states_seen(epoch, providers);
                 // The states its finish decides against (`QuietSuccesses`).
                 if let Ok(mut quiet) = self.quiet.lock() {
                     quiet.seen = providers.as_str().and_then(|blob| serde_json::from_str(blob).ok());
@@ -1051,6 +1084,11 @@ impl Store for UpstashStore {
             Charge::Finish
         };
         let writes_states = !event.is_empty();
+        if writes_states {
+            // A create while this write is under way reads the states itself; a read that overlaps it
+            // is not kept (and after it, below).
+            self.states_changed();
+        }
         let written = self
             .eval_carrying(
                 &self.finish,
@@ -1072,8 +1110,7 @@ impl Store for UpstashStore {
             )
             .await;
         if writes_states {
-            // This process changed the provider states (or may have): read them again.
-            self.states_seen(None);
+            self.states_changed();
         }
         let written = match written {
             Ok((_, written)) if written != Value::from(0) => written,
