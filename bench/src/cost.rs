@@ -14,6 +14,9 @@ use crate::aws;
 /// The backlog whose poll and purge are measured.
 const BACKLOG: usize = 150;
 
+/// Webhook-only jobs measured (`UpstashStack::webhook_job`).
+const WEBHOOK_JOBS: usize = 20;
+
 pub(crate) struct Options {
     pub jobs: usize,
     pub idle_seconds: u64,
@@ -105,6 +108,18 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     let after_backlog_commands = job_commands(&stack.redis.command_stats().await?);
     let backlog_keys = stack.keys("st:j:").await?.len();
 
+    // A caller that takes results by webhook only: submit with a callbackUrl and purgeOnDelivery, the
+    // provider step, the delivery step; no poll, no purge. The first one also runs the backlog's step
+    // messages still queued (their jobs purged: dropped), before the count starts.
+    eprintln!("stepper-bench cost: {WEBHOOK_JOBS} webhook jobs with purgeOnDelivery");
+    stack.webhook_job("webhook-warm", 0).await?;
+    stack.proxy.reset();
+    let mut webhook_requests = 0;
+    for i in 0..WEBHOOK_JOBS {
+        webhook_requests += stack.webhook_job("webhook", i).await?.requests.len();
+    }
+    let webhook = stack.proxy.tally();
+
     let n = o.jobs as f64;
     let mean = |f: &dyn Fn(&JobTrace) -> f64| traces.iter().map(f).sum::<f64>() / n;
     println!(
@@ -164,6 +179,12 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     println!(
         "  idle {} s after the backlog's purge: billed commands {} (REST requests {}, Redis commands {}); job records and leases left {}",
         o.idle_seconds, after_backlog.billed, after_backlog.requests, after_backlog_commands, backlog_keys
+    );
+
+    println!(
+        "  a webhook job with purgeOnDelivery        {:>8.2}   billed commands ({:.2} REST requests: submit, the provider step, the delivery step; no poll, no purge)",
+        webhook.billed as f64 / WEBHOOK_JOBS as f64,
+        webhook_requests as f64 / WEBHOOK_JOBS as f64
     );
 
     // Lambda: one invocation per route call and per step message (at batch size 1; the step

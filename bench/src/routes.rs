@@ -22,6 +22,7 @@ use shared::wiring::service::Service;
 use testkit::billing::{BilledRequest, BillingProxy};
 use testkit::fake::FakeReply;
 use testkit::instant::InstantProvider;
+use testkit::receiver::NodeReceiver;
 use testkit::stack::{RedisServer, UpstashEmulator};
 
 use crate::{purge_uri, report_json, REPORT};
@@ -66,6 +67,9 @@ pub const KEYS_LEFT_PER_PURGED_JOB: u64 = 0;
 
 /// The per-owner limits stay on, so their cost is in the figures, far above what a run needs.
 pub const RATE_LIMIT: &str = "1000000000/1h";
+
+/// The receiver's signing secret (`webhook_job`).
+const WEBHOOK_SECRET: &str = "whsec_c3RlcHBlci1iZW5jaC13ZWJob29rLXNlY3JldA==";
 pub const MAX_IN_FLIGHT: &str = "10000000";
 
 /// One phase of a job: the REST requests it made to the store and how long it took.
@@ -138,6 +142,8 @@ pub struct UpstashStack {
     pub emulator: UpstashEmulator,
     pub proxy: BillingProxy,
     pub provider: InstantProvider,
+    /// Answers every webhook 200 (`webhook_job`).
+    pub receiver: NodeReceiver,
     pub service: Arc<Service>,
     app: axum::Router,
     deliveries: UnboundedReceiver<Received>,
@@ -160,6 +166,8 @@ impl UpstashStack {
         let provider = InstantProvider::start(FakeReply::openai_text(REPORT)).await?;
         let dir = std::env::temp_dir().join(format!("stepper-routes-{}-{}", std::process::id(), redis.port));
         let config_path = testkit::fake::providers_file(&dir, &provider.base_url(), 5000, Some("FAKE_KEY"))?;
+        let receiver = NodeReceiver::start(WEBHOOK_SECRET, &[200], 0).await?;
+        let receiver_origin = format!("http://127.0.0.1:{}", receiver.port);
         let (proxy_url, token) = (proxy.url.clone(), emulator.token.clone());
         let env = |name: &str| match name {
             "UPSTASH_REDIS_REST_URL" => Some(proxy_url.clone()),
@@ -170,6 +178,8 @@ impl UpstashStack {
             "STEPPER_MAX_IN_FLIGHT" => Some(MAX_IN_FLIGHT.to_string()),
             // No keys: every call is the open owner's; its budget read shows the whole deployment.
             "STEPPER_ADMIN_OWNER" => Some(shared::app::auth::OPEN_OWNER.to_string()),
+            "STEPPER_WEBHOOK_SECRETS" => Some(format!("{}={WEBHOOK_SECRET}", shared::app::auth::OPEN_OWNER)),
+            "CALLBACK_ALLOWED_ORIGINS" => Some(receiver_origin.clone()),
             _ => None,
         };
         let config = Config::from_lookup(&env)?;
@@ -186,6 +196,7 @@ impl UpstashStack {
             emulator,
             proxy,
             provider,
+            receiver,
             service,
             app,
             deliveries,
@@ -294,6 +305,35 @@ impl UpstashStack {
             bail!("purge answered {status}: {body}");
         }
         Ok(trace)
+    }
+
+    /// Submits job `i` with a webhook to the receiver and `purgeOnDelivery`, and runs its steps until
+    /// the receiver has the webhook: the whole trip of a caller that takes results by webhook only (no
+    /// poll; no purge: the job deletes itself once delivered). Its store requests and duration.
+    pub async fn webhook_job(&mut self, run: &str, i: usize) -> anyhow::Result<Phase> {
+        self.proxy.take_log();
+        let started = Instant::now();
+        let mut body = report_json(run, i);
+        body["callbackUrl"] = json!(self.receiver.url("/hook"));
+        body["purgeOnDelivery"] = json!(true);
+        let received = self.receiver.deliveries().await?.len();
+        let (status, answer) = self.call("POST", "/v1/reports", Some(body)).await?;
+        if status != 202 {
+            bail!("submit answered {status}: {answer}");
+        }
+        // Messages queued before it (another job's, undrained) run first.
+        for _ in 0..1000 {
+            let (step, not_before_ms, hint) = self.next_step().await?;
+            self.service.engine.run_step(&step, not_before_ms, &hint, 1).await?;
+            // The step that sent the webhook has recorded its answer once run_step returns.
+            if self.receiver.deliveries().await?.len() > received {
+                return Ok(Phase {
+                    duration: started.elapsed(),
+                    requests: self.proxy.take_log(),
+                });
+            }
+        }
+        bail!("webhook job {i} was not delivered in 1000 steps")
     }
 
     /// Submits job `i` and nothing else (its step message waits in the queue, undrained): its status URL.
