@@ -61,6 +61,12 @@ pub enum StepOutcome {
     Swept { requeued: usize, left: u64 },
 }
 
+/// How long into a step its job's first delivery may still be sent in it (`delivers_inline`): the step
+/// function's time (75 s, template.yaml: one provider attempt with its retry, 2 × 30 s) less a delivery
+/// attempt (10 s, the outbound adapter's timeout) and the store writes around it. Past it, the delivery
+/// is a step of its own.
+const INLINE_WITHIN_MS: u64 = 45_000;
+
 /// The message must be retried (it stays on the queue).
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -198,12 +204,36 @@ impl Engine {
             crate::ports::metrics::job_finished(&next_job, self.clock.now_ms());
             info!(job_id = %next_job.id, state = ?next_job.state, deliveries = next_job.deliveries.len(), "job finished");
             if next_job.has_work_left() {
+                if self.delivers_inline(&next_job, now) {
+                    // Its first delivery, due at once, goes in this step: no claim, no queue message
+                    // for it. The finish above recorded the deliveries owed, so a crash from here on
+                    // loses none: the step message comes back as stale and sends the delivery step
+                    // (`resend_lost_next`), or the sweeper does.
+                    match self
+                        .delivery_step(&next_job.step_ref(), next_job.clone(), &origins)
+                        .await
+                    {
+                        Ok(_) => return Ok(StepOutcome::Finished(next_job.state)),
+                        Err(error) => {
+                            warn!(job_id = %next_job.id, %error, "the delivery in the finishing step failed; its step is queued");
+                        }
+                    }
+                }
                 self.enqueue_next(&next_job).await?;
             }
             return Ok(StepOutcome::Finished(next_job.state));
         }
         let delay_ms = self.enqueue_next(&next_job).await?;
         Ok(StepOutcome::Progressed { delay_ms })
+    }
+
+    /// Whether the job that `finished` in a step that started at `started_ms` sends its first delivery
+    /// in that same step: the delivery is due now, and the step is young enough that a delivery attempt
+    /// still ends well inside the step's time (`INLINE_WITHIN_MS`).
+    fn delivers_inline(&self, finished: &Job, started_ms: u64) -> bool {
+        let now = self.clock.now_ms();
+        now.saturating_sub(started_ms) < INLINE_WITHIN_MS
+            && crate::domain::targets::next_due(&finished.deliveries).is_some_and(|(_, at)| at <= now)
     }
 
     /// A message received again whose step was written but whose next message may never have been sent
