@@ -381,8 +381,9 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     assert_eq!(requests("POST /v1/generate", "create"), 1.0);
     assert_eq!(requests("GET /v1/reports/{jobId}", "deliver"), f64::from(report_polls));
     assert_eq!(requests("GET /v1/jobs/{jobId}", "deliver"), f64::from(job_polls));
-    // A: two attempts and one delivery; B: two attempts (the wait between them); C: two attempts.
-    assert_eq!(requests("step", "claim"), 7.0);
+    // A: two attempts and one delivery (in the step that finished it: no claim of its own); B: two
+    // attempts (the wait between them); C: two attempts.
+    assert_eq!(requests("step", "claim"), 6.0);
     assert_eq!(requests("step", "finish"), 7.0);
     m.family("stepper_store_rest_requests_total", "counter", &["route"]);
     m.family("stepper_redis_commands_total", "counter", &["route"]);
@@ -391,7 +392,7 @@ async fn the_scrape_holds_every_family_with_the_originals_names_and_labels() {
     let expected = [
         ("POST /v1/reports", 3.0 + 1.0, "create.lua loaded once"),
         ("POST /v1/generate", 1.0, ""),
-        ("step", 7.0 + 7.0 + 2.0, "claim.lua and finish.lua loaded once each"),
+        ("step", 6.0 + 7.0 + 2.0, "claim.lua and finish.lua loaded once each"),
     ];
     // A poll is plain commands, one request each: the record, then its grace or its rank (none for a
     // finished job that still owes a delivery); once 64 commands wait, one script counts them in the
