@@ -142,17 +142,22 @@ impl Job {
     /// its `tenantId` (generic jobs), else its `userId` (reports), within its owner (`owner/tenant`);
     /// the owner itself when it names neither.
     pub(crate) fn tenant(&self) -> String {
-        let named = ["tenantId", "userId"].iter().find_map(|field| {
+        match self.tenant_name() {
+            Some(tenant) => format!("{}/{tenant}", self.owner),
+            None => self.owner.clone(),
+        }
+    }
+
+    /// The tenant the job names within its owner: its `tenantId`, else its `userId`, when a non-empty
+    /// string (overview.lua reads the same from the record).
+    pub(crate) fn tenant_name(&self) -> Option<&str> {
+        ["tenantId", "userId"].iter().find_map(|field| {
             self.spec
                 .context
                 .get(*field)
                 .and_then(|v| v.as_str())
                 .filter(|t| !t.is_empty())
-        });
-        match named {
-            Some(tenant) => format!("{}/{tenant}", self.owner),
-            None => self.owner.clone(),
-        }
+        })
     }
 
     /// Work is left: steps to run, or deliveries to make.

@@ -16,7 +16,7 @@ use crate::domain::origins::{self, OriginState};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
-    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount, DAY_MS,
     HORIZONS_MS,
 };
 
@@ -905,12 +905,16 @@ impl Store for MemoryStore {
         unfinished.retain(|j| !j.state.is_finished());
         unfinished.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         overview.unfinished = unfinished.len() as u64;
+        let mut tenants: HashMap<Option<&str>, (u64, u64)> = HashMap::new();
         for job in unfinished.into_iter().take(bounds.scan.max(1)) {
             let key = (job.owner.clone(), record_id(&job.id).to_string());
             let running = inner
                 .lease(&key, now)
                 .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
             overview.counted += 1;
+            let tenant = tenants.entry(job.tenant_name()).or_default();
+            tenant.0 += 1;
+            tenant.1 += u64::from(running);
             match (running, job.state) {
                 (true, _) => overview.active += 1,
                 (false, JobState::WaitingForRetry) => overview.delayed += 1,
@@ -926,6 +930,18 @@ impl Store for MemoryStore {
                 }
             }
         }
+        // The most unfinished first, ties by name (the owner's own share first), as overview.lua sorts.
+        let mut tenants: Vec<_> = tenants.into_iter().collect();
+        tenants.sort_by(|(a, (n, _)), (b, (m, _))| m.cmp(n).then_with(|| a.cmp(b)));
+        overview.tenants = tenants
+            .into_iter()
+            .take(bounds.tenants)
+            .map(|(tenant, (unfinished, running))| TenantCount {
+                tenant: tenant.map(str::to_string),
+                unfinished,
+                running,
+            })
+            .collect();
         // Soonest to expire first, ties by id (the Upstash index's score is the record's expiry).
         let mut dead = owned(inner.dead.get(owner).map_or_else(Vec::new, |ids| ids.iter().collect()));
         dead.retain(|j| j.dead_lettered());

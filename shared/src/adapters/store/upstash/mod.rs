@@ -77,7 +77,7 @@ use crate::domain::origins::{self, OriginState, ORIGIN_PREFIX};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
-    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount, DAY_MS,
     HORIZONS_MS,
 };
 
@@ -871,6 +871,7 @@ impl Store for UpstashStore {
                 ]
                 .into_iter()
                 .chain(horizons())
+                .chain([arg(bounds.tenants as u64)])
                 .collect(),
             )
             .await?;
@@ -879,7 +880,7 @@ impl Store for UpstashStore {
             Ok(head) => head,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day)] =
+        let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day), Value::Array(tenants)] =
             rest
         else {
             return Err(unexpected());
@@ -930,6 +931,17 @@ impl Store for UpstashStore {
             }
         }
         overview.attempts_today.sort();
+        for triple in tenants.chunks(3) {
+            let [Value::String(tenant), unfinished, running] = triple else {
+                return Err(unexpected());
+            };
+            overview.tenants.push(TenantCount {
+                tenant: (!tenant.is_empty()).then(|| tenant.clone()),
+                unfinished: number(unfinished)?,
+                running: number(running)?,
+            });
+        }
+        overview.tenants.truncate(bounds.tenants);
         Ok(Admission::Admitted { value: overview, rate })
     }
 

@@ -7,10 +7,11 @@
 -- ARGV[1] rate limit ('0': none), ARGV[2] the rate window's id (its end, epoch ms), ARGV[3] owner,
 -- ARGV[4] now (epoch ms), ARGV[5] most unfinished jobs counted by state, ARGV[6] most oldest jobs
 -- answered whole, ARGV[7] most dead-lettered jobs answered whole, ARGV[8] today (UTC day number),
--- ARGV[9] the number of the ETA's horizons, then each (ms)
+-- ARGV[9] the number of the ETA's horizons, then each (ms), then the most tenants answered
 -- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
 -- {record, running, standing (scripts/standing.lua), ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
--- counts: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
+-- counts: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only,
+-- {tenant ('' for jobs naming none), unfinished, running, ...} over the counted jobs, the most unfinished first}.
 local count, got = owner_request(ARGV[1], ARGV[2], {{'GET', SLOT_DAY}, {'GET', SLOT_COMPLETED}, {'GET', SLOT_FAILED}}, 0)
 if ARGV[1] ~= '0' and count > tonumber(ARGV[1]) then
   return {count}
@@ -26,6 +27,68 @@ repeat
   end
 until cursor == '0'
 table.sort(entries, function(a, b) return a[2] < b[2] end)
+-- A counted job's tenant (Job::tenant): its spec's context's `tenantId`, else `userId`, when a non-empty
+-- string; '' when it names neither. The record's JSON (serde's compact form) is walked, never rewritten:
+-- the values before spec.context are skipped whole (a string by its closing quote, an object or array
+-- by its brackets), so a key of the same name inside a prompt, a schema or the metadata is never taken.
+local function skip_string(s, i)
+  local j = i + 1
+  while true do
+    local q = string.find(s, '"', j, true)
+    if not q then return #s + 1 end
+    local b = q - 1
+    while string.byte(s, b) == 92 do b = b - 1 end
+    if (q - 1 - b) % 2 == 0 then return q + 1 end
+    j = q + 1
+  end
+end
+local function skip_value(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then return skip_string(s, i) end
+  if c == 123 or c == 91 then
+    local depth, j = 0, i
+    while true do
+      local k = string.find(s, '[%[%]{}"]', j)
+      if not k then return #s + 1 end
+      local ch = string.byte(s, k)
+      if ch == 34 then
+        j = skip_string(s, k)
+      else
+        depth = depth + ((ch == 123 or ch == 91) and 1 or -1)
+        j = k + 1
+        if depth == 0 then return j end
+      end
+    end
+  end
+  return string.find(s, '[,}%]]', i) or #s + 1
+end
+-- Where the value of `name` starts in the object at i, or nil.
+local function member(s, i, name)
+  if not i or string.byte(s, i) ~= 123 then return nil end
+  local j = i + 1
+  while string.byte(s, j) == 34 do
+    local after = skip_string(s, j)
+    if string.sub(s, j + 1, after - 2) == name then return after + 1 end
+    j = skip_value(s, after + 1)
+    if string.byte(s, j) ~= 44 then return nil end
+    j = j + 1
+  end
+  return nil
+end
+local function tenant_of(v)
+  local start = string.find(v, '\n', 1, true)
+  if not start then return '' end
+  local context = member(v, member(v, start + 1, 'spec'), 'context')
+  for _, field in ipairs({'tenantId', 'userId'}) do
+    local at = member(v, context, field)
+    if at and string.byte(v, at) == 34 then
+      local named = cjson.decode(string.sub(v, at, skip_string(v, at) - 1))
+      if named ~= '' then return named end
+    end
+  end
+  return ''
+end
+local tenants, tenant_names = {}, {}
 local waiting, active, delayed, counted = 0, 0, 0, 0
 local unfinished = #entries
 local oldest = {}
@@ -53,6 +116,13 @@ for i = 1, scan, 500 do
       else
         waiting = waiting + 1
       end
+      local tenant = tenant_of(v)
+      if not tenants[tenant] then
+        tenants[tenant] = {0, 0}
+        tenant_names[#tenant_names + 1] = tenant
+      end
+      tenants[tenant][1] = tenants[tenant][1] + 1
+      tenants[tenant][2] = tenants[tenant][2] + running
       if #oldest < 3 * want then
         oldest[#oldest + 1] = v
         oldest[#oldest + 1] = running
@@ -93,4 +163,15 @@ for name, s in pairs(states) do
     end
   end
 end
-return {count, unfinished, counted, waiting, active, delayed, oldest, dead_total, dead, day}
+table.sort(tenant_names, function(a, b)
+  if tenants[a][1] ~= tenants[b][1] then return tenants[a][1] > tenants[b][1] end
+  return a < b
+end)
+local by_tenant = {}
+for i = 1, math.min(#tenant_names, tonumber(ARGV[10 + tonumber(ARGV[9])])) do
+  local t = tenant_names[i]
+  by_tenant[#by_tenant + 1] = t
+  by_tenant[#by_tenant + 1] = tenants[t][1]
+  by_tenant[#by_tenant + 1] = tenants[t][2]
+end
+return {count, unfinished, counted, waiting, active, delayed, oldest, dead_total, dead, day, by_tenant}
