@@ -21,7 +21,8 @@ use shared::domain::secret::Secret;
 use shared::domain::targets::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, OriginDown, Overview, OverviewBounds,
-    RateLimit, RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, TenantCount, DAY_MS, HORIZONS_MS,
+    RateLimit, RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, TenantCount, DAY_MS,
+    HORIZONS_MS,
 };
 
 /// Thirty days: how far ahead of this process redis-server runs in the tests of an engine clock behind the store's.
@@ -1707,17 +1708,17 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
         },
     )
     .await;
-    assert_eq!(one.tenants, vec![tenant(Some("t1"), 1, 0)], "over the counted jobs only");
-    let top = overview(
-        &store,
-        &owner,
-        OverviewBounds {
-            tenants: 1,
-            ..bounds
-        },
-    )
-    .await;
-    assert_eq!(top.tenants, vec![tenant(Some("t1"), 2, 1)], "the most unfinished tenants only");
+    assert_eq!(
+        one.tenants,
+        vec![tenant(Some("t1"), 1, 0)],
+        "over the counted jobs only"
+    );
+    let top = overview(&store, &owner, OverviewBounds { tenants: 1, ..bounds }).await;
+    assert_eq!(
+        top.tenants,
+        vec![tenant(Some("t1"), 2, 1)],
+        "the most unfinished tenants only"
+    );
     assert_eq!(
         (
             one.unfinished,

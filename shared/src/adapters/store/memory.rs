@@ -16,8 +16,8 @@ use crate::domain::origins::{self, OriginState};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
-    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount, DAY_MS,
-    HORIZONS_MS,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount,
+    DAY_MS, HORIZONS_MS,
 };
 
 /// The hasher of the maps every request touches (jobs, leases, the due-index's scores, rate windows,

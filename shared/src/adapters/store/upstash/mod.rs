@@ -77,8 +77,8 @@ use crate::domain::origins::{self, OriginState, ORIGIN_PREFIX};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
-    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount, DAY_MS,
-    HORIZONS_MS,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount,
+    DAY_MS, HORIZONS_MS,
 };
 
 const PROVIDERS_KEY: &str = "st:pv";
