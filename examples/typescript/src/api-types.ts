@@ -959,6 +959,11 @@ export interface components {
             /** @description Today's (UTC) provider attempts by outcome, every owner's (providers are shared). */
             attemptsToday: components["schemas"]["ProviderAttempts"][];
             /**
+             * @description The counted unfinished jobs by tenant (their share of a scarce provider is the tenant's): the
+             *     most unfinished first, at most 50.
+             */
+            tenants: components["schemas"]["TenantJobs"][];
+            /**
              * Format: date-time
              * @description Where "today" starts (UTC midnight).
              */
@@ -1004,6 +1009,24 @@ export interface components {
             outcomes: {
                 [key: string]: number;
             };
+        };
+        /** @description One tenant's unfinished jobs. */
+        TenantJobs: {
+            /**
+             * @description The jobs' `tenantId` (generic jobs, batch items), else `userId` (reports); absent for jobs
+             *     naming neither (the API key's own share).
+             */
+            tenantId?: string | null;
+            /**
+             * Format: uint64
+             * @description Unfinished: queued, delayed or running.
+             */
+            unfinished: number;
+            /**
+             * Format: uint64
+             * @description Of them, a provider call is under way.
+             */
+            active: number;
         };
         /** @description `GET /`: what this service is and what it serves (no key needed). */
         ServiceInfo: {

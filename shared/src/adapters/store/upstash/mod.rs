@@ -10,7 +10,8 @@
 //!   `J2 <lease end, 13 digits> <state> <gen> <seq> <expires ms>` (then ` d` while a finished job still
 //!   owes deliveries: a poll does not shorten its life; else ` x` when one of its deliveries was
 //!   dead-lettered: purge.lua then clears `st:x:<owner>`) that the Lua scripts read
-//!   (scripts/header.lua), then the job as JSON (never parsed by Lua, so user JSON stays exact).
+//!   (scripts/header.lua), then the job as JSON (never rewritten by Lua, so user JSON stays exact;
+//!   overview.lua only walks it to the spec's context for the job's tenant).
 //!   The lease is the header's own field: a claim writes its end in place (`SETRANGE`), so it is
 //!   fenced by the header's gen and seq, and the finish's new record or a purge drops it with the
 //!   record. The id is derived from the owner and the request's identity (`job::job_id`), so this key
