@@ -257,6 +257,7 @@ impl Interned {
                 context: spec.context.clone(),
                 targets: spec.targets.clone(),
                 purge_on_delivery: spec.purge_on_delivery,
+                priority: spec.priority,
             },
             created_at_ms: job.created_at_ms,
             deadline_ms: job.deadline_ms,
@@ -681,7 +682,24 @@ impl Store for MemoryStore {
         let reservation = if job.state.is_finished() {
             Reservation::None
         } else {
-            crate::domain::quota::reserve(&mut inner.providers, &reserve.providers, &probes, &reserve.tenant, now)
+            let claimant = crate::domain::quota::Claimant {
+                key: format!("{}:{}", step.owner, record_id(&step.job_id)),
+                owner: step.owner.clone(),
+                job_id: step.job_id.clone(),
+                gen: step.gen.clone(),
+                next_seq: step.seq + 1,
+                tenant: job.tenant(),
+                line: job.line(),
+                priority: job.spec.priority,
+            };
+            crate::domain::quota::reserve(
+                &mut inner.providers,
+                &reserve.providers,
+                &probes,
+                &reserve.tenant,
+                Some(&claimant),
+                now,
+            )
         };
         Ok(Claim::Acquired {
             job,

@@ -74,6 +74,12 @@ pub(crate) struct ReportBody {
     #[serde(default)]
     #[schemars(with = "super::fields::Flag")]
     purge_on_delivery: Option<super::fields::Flag>,
+    /// The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
+    /// next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
+    /// `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
+    #[serde(default)]
+    #[schemars(with = "crate::domain::job::Priority")]
+    priority: Option<crate::domain::job::Priority>,
     /// Checked like every route's (the original ignored it on this route).
     #[serde(default)]
     #[schemars(with = "crate::domain::contract::ContractVersion")]
@@ -95,6 +101,7 @@ pub(crate) struct ReportRequest {
     pub(crate) deadline_seconds: Option<u64>,
     pub(crate) targets: Vec<Target>,
     pub(crate) purge_on_delivery: bool,
+    pub(crate) priority: crate::domain::job::Priority,
 }
 
 impl Preset for ReportRequest {
@@ -115,6 +122,7 @@ impl Preset for ReportRequest {
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
             purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
+            priority: b.priority.unwrap_or_default(),
         })
     }
 
@@ -146,6 +154,7 @@ impl Preset for ReportRequest {
             context,
             targets: self.targets.clone(),
             purge_on_delivery: self.purge_on_delivery,
+            priority: self.priority,
         }
     }
 }

@@ -92,6 +92,12 @@ pub(crate) struct GenerateBody {
     #[serde(default)]
     #[schemars(with = "super::fields::Flag")]
     purge_on_delivery: Option<super::fields::Flag>,
+    /// The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
+    /// next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
+    /// `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
+    #[serde(default)]
+    #[schemars(with = "crate::domain::job::Priority")]
+    priority: Option<crate::domain::job::Priority>,
     #[serde(default)]
     #[schemars(with = "ContractVersion")]
     #[allow(dead_code)] // read for its check only
@@ -422,6 +428,7 @@ pub(crate) struct GenerateRequest {
     pub(crate) cache: CacheControl,
     pub(crate) providers: Option<ProviderPrefs>,
     pub(crate) purge_on_delivery: bool,
+    pub(crate) priority: crate::domain::job::Priority,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -676,6 +683,7 @@ impl Preset for GenerateRequest {
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
             purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
+            priority: b.priority.unwrap_or_default(),
             cache: b.cache_control.unwrap_or_default(),
             providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })
@@ -713,6 +721,7 @@ impl Preset for GenerateRequest {
             targets: self.targets.clone(),
             providers: self.providers.clone(),
             purge_on_delivery: self.purge_on_delivery,
+            priority: self.priority,
         }
     }
 }

@@ -419,12 +419,12 @@ impl UpstashStore {
             clock,
             create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
-            claim: script!("scripts/claim.lua"),
+            claim: script!("scripts/claim.lua", "scripts/json.lua"),
             finish: script!("scripts/finish.lua", "scripts/clock.lua"),
             read: script!("scripts/read.lua"),
             purge: script!("scripts/purge.lua"),
             sweep: script!("scripts/sweep.lua"),
-            overview: script!("scripts/overview.lua", "scripts/standing.lua"),
+            overview: script!("scripts/overview.lua", "scripts/json.lua", "scripts/standing.lua"),
             providers: script!("scripts/providers.lua"),
             spent: script!("scripts/spent.lua"),
             batch_put: script!("scripts/batch_put.lua", "scripts/clock.lua"),
@@ -614,6 +614,11 @@ impl Store for UpstashStore {
                     arg(now),
                     arg(reservable),
                     arg(reserve.tenant.as_str()),
+                    arg(step.owner.as_str()),
+                    arg(step.job_id.as_str()),
+                    arg(crate::domain::job::PRIORITY_LEAD_MS),
+                    arg(crate::domain::quota::GRANT_MS),
+                    arg(crate::domain::quota::MAX_JUMPERS as u64),
                 ],
                 0,
             )
@@ -630,7 +635,7 @@ impl Store for UpstashStore {
                 // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
-            (Some("ok"), [job, providers, probes, reserved, booked_at]) => {
+            (Some("ok"), [job, providers, probes, reserved, booked_at, handed]) => {
                 // Its commands are counted by the finish of this step (budget.lua's carry).
                 if let Ok(mut carried) = self.carried.lock() {
                     // A step that ends without a finish (a delivery step with nothing left to send, an
@@ -648,12 +653,29 @@ impl Store for UpstashStore {
                         .as_array()
                         .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                         .unwrap_or_default(),
-                    reservation: match (reserved.as_str(), booked_at.as_u64()) {
-                        (Some(provider), Some(at_ms)) => Reservation::Booked {
+                    reservation: match (reserved.as_str(), booked_at.as_u64(), handed.as_array()) {
+                        (Some(provider), Some(at_ms), Some(to)) => {
+                            let [Value::String(owner), Value::String(job_id), Value::String(gen), Value::String(seq)] =
+                                to.as_slice()
+                            else {
+                                return Err(unexpected());
+                            };
+                            Reservation::Handed {
+                                provider: provider.to_string(),
+                                at_ms,
+                                to: StepRef {
+                                    owner: owner.clone(),
+                                    job_id: job_id.clone(),
+                                    gen: gen.clone(),
+                                    seq: seq.parse().map_err(|_| unexpected())?,
+                                },
+                            }
+                        }
+                        (Some(provider), Some(at_ms), None) => Reservation::Booked {
                             provider: provider.to_string(),
                             at_ms,
                         },
-                        (Some(provider), None) => Reservation::Reserved(provider.to_string()),
+                        (Some(provider), None, _) => Reservation::Reserved(provider.to_string()),
                         _ => Reservation::None,
                     },
                 }
