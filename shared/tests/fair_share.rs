@@ -38,6 +38,8 @@ struct Scenario {
     engine: Engine,
     /// Every provider call: the job's prompt, in call order.
     calls: Arc<Mutex<Vec<String>>>,
+    /// When each call was made (simulated clock), in call order.
+    times: Arc<Mutex<Vec<u64>>>,
     /// Steps run, per simulated minute.
     steps_per_minute: std::collections::BTreeMap<u64, usize>,
 }
@@ -46,13 +48,15 @@ async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> Scenario {
     let clock = Arc::new(ManualClock(AtomicU64::new(t0)));
     let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = calls.clone();
+    let times: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (seen, at, now) = (calls.clone(), times.clone(), clock.clone());
     fake.set_responder(move |request| {
         let prompt = request.body["messages"][0]["content"]
             .as_str()
             .unwrap_or("")
             .to_string();
         seen.lock().unwrap().push(prompt);
+        at.lock().unwrap().push(now.now_ms());
         FakeReply::openai_text("done")
     });
     let provider = ProviderSpec {
@@ -95,13 +99,18 @@ async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> Scenario {
         router: shared::api::routes::router(service.clone()),
         engine: service.engine.clone(),
         calls,
+        times,
         steps_per_minute: Default::default(),
     }
 }
 
 impl Scenario {
     async fn submit(&self, tenant: &str, prompt: &str) -> String {
-        let body = json!({"prompt": prompt, "tenantId": tenant, "responseMode": "text"});
+        self.submit_at(tenant, prompt, "normal").await
+    }
+
+    async fn submit_at(&self, tenant: &str, prompt: &str, priority: &str) -> String {
+        let body = json!({"prompt": prompt, "tenantId": tenant, "responseMode": "text", "priority": priority});
         let (status, answer): (StatusCode, Value) =
             testkit::router::call(&self.router, "POST", "/v1/generate", Some("secret-key"), Some(body)).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
@@ -184,6 +193,97 @@ async fn a_backlog_never_starves_another_tenants_job(mut s: Scenario, t0: u64, s
         "steps per minute {:?}",
         s.steps_per_minute
     );
+}
+
+/// Tenant A's backlog of 40 normal jobs and tenant B's of 20 on the 6-rpm provider, then one more job of
+/// A's: `high`, or `normal` in the control run. The high job is called at A's next turn, before every
+/// one of A's jobs still waiting (the normal one behind most of them); B's calls are made no later than
+/// in the control run (its share unchanged); never over the provider's pace. Returns the calls' order and times.
+async fn a_high_job_goes_first_within_its_tenant(mut s: Scenario, t0: u64, priority: &str) -> (Vec<String>, Vec<u64>) {
+    for i in 0..40 {
+        s.submit("tenant-a", &format!("a-{i}")).await;
+    }
+    for i in 0..20 {
+        s.submit("tenant-b", &format!("b-{i}")).await;
+    }
+    s.run_until(t0 + 90_000).await;
+    let before = s.calls().len();
+    let submitted = s.clock.now_ms();
+    s.submit_at("tenant-a", "a-last", priority).await;
+    s.run_until(t0 + 30 * 60_000).await;
+    let calls = s.calls();
+    assert_eq!(calls.len(), 61, "every job called once");
+    let times = s.times.lock().unwrap().clone();
+    let a_after: Vec<&String> = calls[before..].iter().filter(|c| c.starts_with("a-")).collect();
+    let place = a_after.iter().position(|c| *c == "a-last").unwrap() + 1;
+    println!(
+        "priority {priority}: A's last job is call {place} of A's {} after its submit, {} s after it",
+        a_after.len(),
+        (times[calls.iter().position(|c| c == "a-last").unwrap()] - submitted) / 1000
+    );
+    if priority == "high" {
+        assert_eq!(place, 1, "the high job is A's next call: {a_after:?}");
+    } else {
+        // Behind A's backlog (not in submit order: a turn bumped in the minute B joined is booked again).
+        assert!(
+            place > a_after.len() / 2,
+            "the normal job waits behind A's backlog: {a_after:?}"
+        );
+    }
+    for pair in times.windows(2) {
+        assert!(pair[1] >= pair[0], "calls in order");
+    }
+    let mut per_minute: std::collections::BTreeMap<u64, u64> = Default::default();
+    for t in &times {
+        *per_minute.entry(t / 60_000).or_default() += 1;
+    }
+    assert!(
+        per_minute.values().all(|n| *n <= RPM),
+        "never over the provider's rpm: {per_minute:?}"
+    );
+    (calls, times)
+}
+
+/// The instants of B's calls in a run, from `t0`, in order.
+fn b_calls(run: &(Vec<String>, Vec<u64>), t0: u64) -> Vec<u64> {
+    run.0
+        .iter()
+        .zip(&run.1)
+        .filter(|(c, _)| c.starts_with("b-"))
+        .map(|(_, t)| t - t0)
+        .collect()
+}
+
+/// B's share is not touched by A's high job: as many calls, the k-th never later than in the control
+/// run. (Not always at the same instants: which of two claims due at one instant finds the minute used
+/// up may differ, and B's 20 calls were 0 or 30 s sooner in the runs seen.)
+fn b_share_unchanged(high: &[u64], control: &[u64]) {
+    assert_eq!(high.len(), control.len());
+    let sooner: Vec<i64> = high.iter().zip(control).map(|(h, c)| *c as i64 - *h as i64).collect();
+    println!("B's calls with A's high job, sooner than without it by (ms): {sooner:?}");
+    assert!(sooner.iter().all(|d| *d >= 0), "B's share shrank: {sooner:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_job_goes_first_within_its_tenant_on_the_memory_store() {
+    let t0 = (SystemClock.now_ms() / 60_000 + 1) * 60_000;
+    let control = a_high_job_goes_first_within_its_tenant(scenario(None, t0).await, t0, "normal").await;
+    let high = a_high_job_goes_first_within_its_tenant(scenario(None, t0).await, t0, "high").await;
+    b_share_unchanged(&b_calls(&high, t0), &b_calls(&control, t0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_job_goes_first_within_its_tenant_on_the_upstash_store() {
+    let mut runs = Vec::new();
+    for priority in ["normal", "high"] {
+        let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+        let (_upstash, config) = upstash_emulator(&redis).await;
+        let t0 = (redis.time_ms().await.expect("redis TIME") / 60_000 + 1) * 60_000;
+        // Both runs on the same minute grid: B's instants compare.
+        let run = a_high_job_goes_first_within_its_tenant(scenario(Some(config), t0).await, t0, priority).await;
+        runs.push((t0, run));
+    }
+    b_share_unchanged(&b_calls(&runs[1].1, runs[1].0), &b_calls(&runs[0].1, runs[0].0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

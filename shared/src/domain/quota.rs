@@ -987,7 +987,11 @@ mod tests {
             panic!("high not booked")
         };
         assert!(high_turn > turns[2] && high_turn > b_turn);
-        assert_eq!(states["p"].jumpers[&high.tenant].len(), 1, "the high job waits as a jumper");
+        assert_eq!(
+            states["p"].jumpers[&high.tenant].len(),
+            1,
+            "the high job waits as a jumper"
+        );
         // B at its turn: B's request, nothing handed (A's jumper is A's).
         assert_eq!(claim(&mut states, &b, b_turn), Reservation::Reserved("p".into()));
         // A's first normal job at its turn hands the request to the high job and takes its turn.
@@ -1001,12 +1005,22 @@ mod tests {
         assert!(states["p"].jumpers.is_empty());
         // The high job's claim finds the request granted: counted once, by the hand-over.
         let counted = states["p"].minute_requests;
-        assert_eq!(claim(&mut states, &high, turns[0] + 10), Reservation::Reserved("p".into()));
+        assert_eq!(
+            claim(&mut states, &high, turns[0] + 10),
+            Reservation::Reserved("p".into())
+        );
         assert_eq!(states["p"].minute_requests, counted);
-        assert_eq!((states["p"].minute, counted), (turns[0] / MINUTE_MS, 1), "the hand-over's one request");
+        assert_eq!(
+            (states["p"].minute, counted),
+            (turns[0] / MINUTE_MS, 2),
+            "B's request and the hand-over's"
+        );
         assert!(states["p"].grants.is_empty());
         // The next normal job of A keeps its own turn.
-        assert_eq!(claim(&mut states, &normal[1], turns[1]), Reservation::Reserved("p".into()));
+        assert_eq!(
+            claim(&mut states, &normal[1], turns[1]),
+            Reservation::Reserved("p".into())
+        );
 
         // A normal job behind a low one takes its turn; a high one submitted past the lead does not
         // jump a normal one.
@@ -1027,7 +1041,10 @@ mod tests {
             panic!("not booked")
         };
         let much_later = claimant("a", "h2", t0 + crate::domain::job::PRIORITY_LEAD_MS + 1, High);
-        assert!(matches!(claim(&mut states, &much_later, t0 + 2), Reservation::Booked { .. }));
+        assert!(matches!(
+            claim(&mut states, &much_later, t0 + 2),
+            Reservation::Booked { .. }
+        ));
         assert_eq!(claim(&mut states, &old, old_turn), Reservation::Reserved("p".into()));
     }
 

@@ -553,6 +553,13 @@ mod tests {
             "repo: is required"
         );
         assert_eq!(ReportRequest::parse(json!([1])).unwrap_err().field, "body");
+        let mut high = json!({"userId": "u", "commitSha": "abc", "repo": "r", "priority": "high"});
+        assert_eq!(
+            ReportRequest::parse(high.clone()).unwrap().spec().priority,
+            crate::domain::job::Priority::High
+        );
+        high["priority"] = json!("soon");
+        assert_eq!(ReportRequest::parse(high).unwrap_err().field, "priority");
     }
 
     #[test]

@@ -822,6 +822,8 @@ mod tests {
             (json!({"prompt": 3}), "prompt"),
             (json!({"prompt": ""}), "prompt"),
             (json!({"prompt": "x", "responseMode": "xml"}), "responseMode"),
+            (json!({"prompt": "x", "priority": "urgent"}), "priority"),
+            (json!({"prompt": "x", "priority": 1}), "priority"),
             (json!({"prompt": "x", "temperature": 3}), "temperature"),
             (json!({"prompt": "x", "maxTokens": 0}), "maxTokens"),
             (json!({"prompt": "x", "payload": [1]}), "payload"),
@@ -835,6 +837,23 @@ mod tests {
             ),
         ] {
             assert_eq!(GenerateRequest::parse(body.clone()).unwrap_err().field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn priority_is_kept_with_the_job_and_normal_by_default() {
+        use crate::domain::job::Priority;
+        for (given, want) in [
+            (Some("high"), Priority::High),
+            (Some("normal"), Priority::Normal),
+            (Some("low"), Priority::Low),
+            (None, Priority::Normal),
+        ] {
+            let mut body = json!({"prompt": "x"});
+            if let Some(p) = given {
+                body["priority"] = json!(p);
+            }
+            assert_eq!(GenerateRequest::parse(body).unwrap().spec().priority, want, "{given:?}");
         }
     }
 
