@@ -1178,22 +1178,15 @@ export interface components {
              * @description The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
              *     next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
              *     `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
-             * @default null
+             * @enum {string}
              */
-            priority: components["schemas"]["Priority"];
+            priority?: "high" | "normal" | "low";
             /**
              * @description Checked like every route's (the original ignored it on this route).
              * @constant
              */
             contractVersion?: "1";
         };
-        /**
-         * @description A job's place among its own tenant's jobs when a provider is scarce (the request's `priority`):
-         *     a `high` job takes the tenant's next turn before the tenant's earlier `normal` and `low` jobs, a
-         *     `normal` job before its earlier `low` ones; never another tenant's turn.
-         * @enum {string}
-         */
-        Priority: "high" | "normal" | "low";
         /** @description A generic job: `prompt` or `messages`, answered as JSON (optionally checked) or text. */
         GenerateRequest: {
             prompt?: string | {
@@ -1290,9 +1283,9 @@ export interface components {
              * @description The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
              *     next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
              *     `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
-             * @default null
+             * @enum {string}
              */
-            priority: components["schemas"]["Priority"];
+            priority?: "high" | "normal" | "low";
             /**
              * @description The contract version the caller speaks; anything else is refused with `errorCode: SCHEMA_VERSION_MISMATCH`.
              * @constant

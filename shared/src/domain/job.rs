@@ -38,7 +38,7 @@ impl JobState {
 /// A job's place among its own tenant's jobs when a provider is scarce (the request's `priority`):
 /// a `high` job takes the tenant's next turn before the tenant's earlier `normal` and `low` jobs, a
 /// `normal` job before its earlier `low` ones; never another tenant's turn.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     High,

@@ -78,8 +78,8 @@ pub(crate) struct ReportBody {
     /// next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
     /// `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
     #[serde(default)]
-    #[schemars(with = "crate::domain::job::Priority")]
-    priority: Option<crate::domain::job::Priority>,
+    #[schemars(with = "super::PriorityField")]
+    priority: Option<super::PriorityField>,
     /// Checked like every route's (the original ignored it on this route).
     #[serde(default)]
     #[schemars(with = "crate::domain::contract::ContractVersion")]
@@ -122,7 +122,7 @@ impl Preset for ReportRequest {
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
             purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
-            priority: b.priority.unwrap_or_default(),
+            priority: b.priority.map(|p| p.0).unwrap_or_default(),
         })
     }
 

@@ -96,8 +96,8 @@ pub(crate) struct GenerateBody {
     /// next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
     /// `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
     #[serde(default)]
-    #[schemars(with = "crate::domain::job::Priority")]
-    priority: Option<crate::domain::job::Priority>,
+    #[schemars(with = "super::PriorityField")]
+    priority: Option<super::PriorityField>,
     #[serde(default)]
     #[schemars(with = "ContractVersion")]
     #[allow(dead_code)] // read for its check only
@@ -683,7 +683,7 @@ impl Preset for GenerateRequest {
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
             purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
-            priority: b.priority.unwrap_or_default(),
+            priority: b.priority.map(|p| p.0).unwrap_or_default(),
             cache: b.cache_control.unwrap_or_default(),
             providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })
