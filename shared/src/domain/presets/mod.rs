@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub(crate) use self::fields::PriorityField;
 use self::fields::{Flag, Headers, Int, List, Listed, Object, Shape, Url};
 use crate::domain::contract::CacheControl;
 use crate::domain::job::JobSpec;
@@ -70,15 +71,6 @@ pub(crate) trait Preset: Sized {
     /// before it is stored).
     fn spec(&self) -> JobSpec;
 }
-
-/// The request's `priority`, read as `job::Priority`; its schema an optional field (absent: `normal`).
-/// A type of its own, read only: a field whose type serializes gets its default (`null`) written in
-/// the document, which makes it required in the generated TypeScript.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(transparent)]
-pub(crate) struct PriorityField(pub crate::domain::job::Priority);
-
-fields::leaf_schema!([] PriorityField, |_g| "Priority", schemars::json_schema!({"type": "string", "enum": ["high", "normal", "low"]}));
 
 /// How long a job may take, in seconds, when the request says: a minute to a week.
 pub(crate) type Deadline = Int<60, 604_800>;
