@@ -1048,7 +1048,109 @@ mod tests {
         assert_eq!(claim(&mut states, &old, old_turn), Reservation::Reserved("p".into()));
     }
 
+    /// Serves every job of `jobs` (tenant, priority, submitted at) on a `rpm` provider whose minute
+    /// `t0` is used up: each books at its submit, then comes back at its turn (a handed-over turn's
+    /// jumper at once). Returns each job's call instant, by index.
+    fn serve_all(jobs: &[(&str, crate::domain::job::Priority, u64)], rpm: u64, t0: u64) -> Vec<u64> {
+        let limits = ProviderLimits {
+            rpm: Some(rpm),
+            ..Default::default()
+        };
+        let reservable = [Reservable {
+            name: "p".into(),
+            limits,
+            day: 0,
+        }];
+        let mut state = ProviderState::default();
+        for _ in 0..rpm {
+            state.count_request(t0 / MINUTE_MS, 0);
+        }
+        let mut states = HashMap::from([("p".to_string(), state)]);
+        let claimants: Vec<Claimant> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (tenant, priority, at))| claimant(tenant, &i.to_string(), *at, *priority))
+            .collect();
+        let mut served = vec![None; jobs.len()];
+        // (when, job): the claims still to come, earliest first (ties by job).
+        let mut pending: std::collections::BTreeSet<(u64, usize)> =
+            jobs.iter().enumerate().map(|(i, (_, _, at))| (*at, i)).collect();
+        while let Some((now, i)) = pending.pop_first() {
+            let me = &claimants[i];
+            match reserve(&mut states, &reservable, &[], &me.tenant, Some(me), now) {
+                Reservation::Reserved(_) => served[i] = Some(now),
+                Reservation::Booked { at_ms, .. } => {
+                    pending.insert((at_ms, i));
+                }
+                Reservation::Handed { at_ms, to, .. } => {
+                    pending.insert((at_ms, i));
+                    let j: usize = to.job_id.parse().unwrap();
+                    pending.retain(|(_, k)| *k != j);
+                    pending.insert((now, j));
+                }
+                Reservation::None => panic!("the provider is always reservable"),
+            }
+        }
+        served.into_iter().map(|s| s.expect("every job served")).collect()
+    }
+
     proptest::proptest! {
+        /// Priorities reorder a tenant's own calls only: whatever priorities tenant A's jobs carry, tenant
+        /// B's jobs are called at the same instants as when all of A's are normal, A's calls at the same
+        /// instants in some order, and the provider never serves more than `rpm` a minute. A single
+        /// high job among A's normal ones is called no later than as a normal one, and before every A
+        /// job submitted before it that was not yet called when it was submitted, but for those whose
+        /// turn (the next minute's) was booked before its own.
+        #[test]
+        fn priorities_reorder_a_tenants_own_calls_only(
+            rpm in 2u64..12,
+            a in proptest::collection::vec(0u8..3, 1..40),
+            b in 0usize..10,
+            high in proptest::option::of(0usize..40),
+        ) {
+            use crate::domain::job::Priority::{High, Low, Normal};
+            let t0 = 100 * MINUTE_MS;
+            let word = |p: u8| [Low, Normal, High][p as usize];
+            let mut jobs: Vec<(&str, crate::domain::job::Priority, u64)> = match high {
+                // One high job among normal ones.
+                Some(h) => (0..a.len()).map(|i| ("a", if i == h % a.len() { High } else { Normal }, t0 + 1 + i as u64)).collect(),
+                None => a.iter().enumerate().map(|(i, p)| ("a", word(*p), t0 + 1 + i as u64)).collect(),
+            };
+            jobs.extend((0..b).map(|i| ("b", Normal, t0 + 1 + (a.len() + i) as u64)));
+            let plain: Vec<_> = jobs.iter().map(|(t, _, at)| (*t, Normal, *at)).collect();
+            let with = serve_all(&jobs, rpm, t0);
+            let without = serve_all(&plain, rpm, t0);
+            let mut a_with = Vec::new();
+            let mut a_without = Vec::new();
+            for (i, job) in jobs.iter().enumerate() {
+                if job.0 == "b" {
+                    proptest::prop_assert_eq!(with[i], without[i], "B's job {} moved", i);
+                } else {
+                    a_with.push(with[i]);
+                    a_without.push(without[i]);
+                }
+            }
+            a_with.sort();
+            a_without.sort();
+            proptest::prop_assert_eq!(a_with, a_without, "A's calls at the same instants");
+            if let Some(h) = high.map(|h| h % a.len()) {
+                proptest::prop_assert!(with[h] <= without[h], "the high job came later");
+                let first_turn = (t0 / MINUTE_MS + 1) * MINUTE_MS;
+                for k in 0..h {
+                    if with[k] > with[h] {
+                        continue;
+                    }
+                    // Called before the high job: only one whose turn was booked at the next minute.
+                    proptest::prop_assert!(with[k] == first_turn || with[k] <= jobs[h].2, "A's job {} went before the high job", k);
+                }
+            }
+            let mut per_minute: HashMap<u64, u64> = HashMap::new();
+            for at in &with {
+                *per_minute.entry(at / MINUTE_MS).or_default() += 1;
+            }
+            proptest::prop_assert!(per_minute.values().all(|n| *n <= rpm), "{:?}", per_minute);
+        }
+
         /// A tenant alone is booked at the provider's pace from the next minute on (never more than `rpm`
         /// turns in a minute), and a tenant new to the provider is booked at the next minute whatever the
         /// others have booked.
