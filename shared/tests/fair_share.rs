@@ -195,13 +195,19 @@ async fn a_backlog_never_starves_another_tenants_job(mut s: Scenario, t0: u64, s
     );
 }
 
-/// Tenant A's backlog of 40 normal jobs and tenant B's of 20 on the 6-rpm provider, then one more job of
-/// A's: `high`, or `normal` in the control run. The high job is called at A's next turn, before every
+/// Tenant A's backlog of 40 jobs (`backlog`: normal, or low) and tenant B's of 20 normal ones on the
+/// 6-rpm provider, then one more job of A's: of a higher priority (`high`; `normal` after low ones), or of
+/// the backlog's in the control run. The high job is called at A's next turn, before every
 /// one of A's jobs still waiting (the normal one behind most of them); B's calls are made no later than
 /// in the control run (its share unchanged); never over the provider's pace. Returns the calls' order and times.
-async fn a_high_job_goes_first_within_its_tenant(mut s: Scenario, t0: u64, priority: &str) -> (Vec<String>, Vec<u64>) {
+async fn a_high_job_goes_first_within_its_tenant(
+    mut s: Scenario,
+    t0: u64,
+    backlog: &str,
+    priority: &str,
+) -> (Vec<String>, Vec<u64>) {
     for i in 0..40 {
-        s.submit("tenant-a", &format!("a-{i}")).await;
+        s.submit_at("tenant-a", &format!("a-{i}"), backlog).await;
     }
     for i in 0..20 {
         s.submit("tenant-b", &format!("b-{i}")).await;
@@ -217,12 +223,12 @@ async fn a_high_job_goes_first_within_its_tenant(mut s: Scenario, t0: u64, prior
     let a_after: Vec<&String> = calls[before..].iter().filter(|c| c.starts_with("a-")).collect();
     let place = a_after.iter().position(|c| *c == "a-last").unwrap() + 1;
     println!(
-        "priority {priority}: A's last job is call {place} of A's {} after its submit, {} s after it",
+        "priority {priority} after a backlog of {backlog}: A's last job is call {place} of A's {} after its submit, {} s after it",
         a_after.len(),
         (times[calls.iter().position(|c| c == "a-last").unwrap()] - submitted) / 1000
     );
-    if priority == "high" {
-        assert_eq!(place, 1, "the high job is A's next call: {a_after:?}");
+    if priority != backlog {
+        assert_eq!(place, 1, "the {priority} job is A's next call: {a_after:?}");
     } else {
         // Behind A's backlog (not in submit order: a turn bumped in the minute B joined is booked again).
         assert!(
@@ -260,30 +266,44 @@ fn b_calls(run: &(Vec<String>, Vec<u64>), t0: u64) -> Vec<u64> {
 fn b_share_unchanged(high: &[u64], control: &[u64]) {
     assert_eq!(high.len(), control.len());
     let sooner: Vec<i64> = high.iter().zip(control).map(|(h, c)| *c as i64 - *h as i64).collect();
-    println!("B's calls with A's high job, sooner than without it by (ms): {sooner:?}");
+    println!("B's calls with A's higher-priority job, sooner than without it by (ms): {sooner:?}");
     assert!(sooner.iter().all(|d| *d >= 0), "B's share shrank: {sooner:?}");
 }
+
+/// (backlog, last job's priority): a high job after normal ones, a normal one after low ones, each with
+/// its control run (the last job of the backlog's priority).
+const PRIORITY_RUNS: [(&str, &str); 4] = [
+    ("normal", "normal"),
+    ("normal", "high"),
+    ("low", "low"),
+    ("low", "normal"),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_job_goes_first_within_its_tenant_on_the_memory_store() {
     let t0 = (SystemClock.now_ms() / 60_000 + 1) * 60_000;
-    let control = a_high_job_goes_first_within_its_tenant(scenario(None, t0).await, t0, "normal").await;
-    let high = a_high_job_goes_first_within_its_tenant(scenario(None, t0).await, t0, "high").await;
-    b_share_unchanged(&b_calls(&high, t0), &b_calls(&control, t0));
+    let mut runs = Vec::new();
+    for (backlog, priority) in PRIORITY_RUNS {
+        runs.push(a_high_job_goes_first_within_its_tenant(scenario(None, t0).await, t0, backlog, priority).await);
+    }
+    b_share_unchanged(&b_calls(&runs[1], t0), &b_calls(&runs[0], t0));
+    b_share_unchanged(&b_calls(&runs[3], t0), &b_calls(&runs[2], t0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_job_goes_first_within_its_tenant_on_the_upstash_store() {
     let mut runs = Vec::new();
-    for priority in ["normal", "high"] {
+    for (backlog, priority) in PRIORITY_RUNS {
         let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
         let (_upstash, config) = upstash_emulator(&redis).await;
         let t0 = (redis.time_ms().await.expect("redis TIME") / 60_000 + 1) * 60_000;
-        // Both runs on the same minute grid: B's instants compare.
-        let run = a_high_job_goes_first_within_its_tenant(scenario(Some(config), t0).await, t0, priority).await;
-        runs.push((t0, run));
+        // Every run on its own minute grid: B's instants compare from t0.
+        let run =
+            a_high_job_goes_first_within_its_tenant(scenario(Some(config), t0).await, t0, backlog, priority).await;
+        runs.push(b_calls(&run, t0));
     }
-    b_share_unchanged(&b_calls(&runs[1].1, runs[1].0), &b_calls(&runs[0].1, runs[0].0));
+    b_share_unchanged(&runs[1], &runs[0]);
+    b_share_unchanged(&runs[3], &runs[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
