@@ -51,7 +51,7 @@ pub enum Priority {
 /// `normal` jobs submitted up to this long before it, a `low` one after those submitted up to this
 /// long after it. The one bound on a low job's wait for its tenant's normal ones: a normal job
 /// submitted more than this after it never takes its turn.
-pub const PRIORITY_LEAD_MS: u64 = 3_600_000;
+pub(crate) const PRIORITY_LEAD_MS: u64 = 3_600_000;
 
 impl Priority {
     pub(crate) fn is_normal(&self) -> bool {

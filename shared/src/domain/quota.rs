@@ -164,7 +164,7 @@ pub struct ProviderState {
 /// A job waiting to take an earlier turn of its tenant: its key in the store, the step it is woken by
 /// (owner, job id, gen, seq), the turn it holds, its place in its tenant's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jumper {
+pub(crate) struct Jumper {
     #[serde(rename = "k")]
     pub(crate) key: String,
     #[serde(rename = "o")]
