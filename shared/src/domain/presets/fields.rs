@@ -289,27 +289,6 @@ impl Flag {
 via_check!([] Flag);
 leaf_schema!([] Flag, |_g| "Flag", json_schema!({"type": "boolean"}));
 
-/// The request's `priority`, read as `job::Priority`; its schema an optional field (absent: `normal`).
-/// Read only: a field whose type serializes gets its default (`null`) written in the document, which
-/// makes it required in the generated TypeScript.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PriorityField(pub crate::domain::job::Priority);
-
-impl PriorityField {
-    fn check(value: Value) -> Result<Self, Refusal> {
-        use crate::domain::job::Priority;
-        match value.as_str() {
-            Some("high") => Ok(Self(Priority::High)),
-            Some("normal") => Ok(Self(Priority::Normal)),
-            Some("low") => Ok(Self(Priority::Low)),
-            _ => Err(Refusal::new(r#"must be "high", "normal" or "low""#)),
-        }
-    }
-}
-
-via_check!([] PriorityField);
-leaf_schema!([] PriorityField, |_g| "Priority", json_schema!({"type": "string", "enum": ["high", "normal", "low"]}));
-
 /// Any JSON object, kept as it is.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct JsonObject(pub Map<String, Value>);
