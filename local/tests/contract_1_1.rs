@@ -158,6 +158,7 @@ async fn version_and_fields(local: &Local) {
         ("cacheControl", json!("sometimes")),
         ("preferredProviders", json!("alpha")),
         ("excludeProviders", json!([""])),
+        ("priority", json!("urgent")),
     ] {
         let (code, body) = local
             .post("/v1/generate", ALICE, json!({"prompt": "x", field: value}))
@@ -166,6 +167,14 @@ async fn version_and_fields(local: &Local) {
         assert_eq!(body["field"], field, "{body}");
         assert_eq!(body["code"], "invalid_request");
     }
+    // A report's priority is checked the same way.
+    let report = json!({"userId": "u", "commitSha": "abc", "repo": "r", "priority": 2});
+    let (code, body) = local.post("/v1/reports", ALICE, report).await;
+    assert_eq!((code, &body["field"]), (400, &json!("priority")), "{body}");
+    assert_eq!(
+        body["error"], r#"priority: must be "high", "normal" or "low""#,
+        "{body}"
+    );
 }
 
 /// The 1.1.0 poll fields, the cached 200 and `cacheControl`.

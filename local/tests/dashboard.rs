@@ -123,10 +123,14 @@ async fn the_dashboard_shows_every_state_in_a_real_browser_and_redelivers() {
     })
     .await;
 
-    // Every usable provider cools down: a new job waits (delayed) for the first to come back.
+    // Every usable provider cools down: a new job (of tenant acme) waits (delayed) for the first to come back.
     cooling.store(true, Ordering::SeqCst);
     let (_, waiting) = local
-        .post("/v1/generate", ALICE, json!({"prompt": "Name a fourth colour"}))
+        .post(
+            "/v1/generate",
+            ALICE,
+            json!({"prompt": "Name a fourth colour", "tenantId": "acme"}),
+        )
         .await;
     let waiting_url = waiting["statusUrl"].as_str().unwrap().to_string();
     let waiting = wait_for(&local, &waiting_url, "the job never waited", |b| {

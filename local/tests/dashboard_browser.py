@@ -108,6 +108,12 @@ def main(path):
         assert "etaAt" in waiting, "the poll answer of a delayed job carries etaAt: %r" % waiting
         expect(eta).to_contain_text("ETA " + utc(waiting["etaAt"]))
 
+        # Unfinished jobs by tenant: the waiting job names its tenant, and it is the only unfinished one.
+        tenant = page.locator('#tenants tr[data-tenant="acme"]')
+        expect(tenant).to_be_visible()
+        expect(tenant.locator("td").nth(1)).to_have_text("1")
+        expect(page.locator("#tenants tbody tr")).to_have_count(1)
+
         # The budget projection: a row per free tier (Upstash commands, Lambda invocations, SQS requests).
         expect(page.locator("#budget-table tbody tr")).to_have_count(3)
 

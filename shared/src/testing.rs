@@ -42,6 +42,7 @@ pub fn spec() -> JobSpec {
         context: Default::default(),
         targets: Vec::new(),
         purge_on_delivery: false,
+        priority: Default::default(),
     }
 }
 

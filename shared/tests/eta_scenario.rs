@@ -418,6 +418,128 @@ async fn a_backlog_parked_for_a_cooldown_goes_first(s: Scenario, store: &str) {
     assert!(misses.is_empty(), "{}", misses.join("\n"));
 }
 
+/// One provider of 6 requests a minute, ≈ 2 s a call (its own name: the Upstash test reuses the store).
+fn turns_plan() -> Plan {
+    Plan {
+        name: "t",
+        limits: ProviderLimits {
+            rpm: Some(6),
+            ..Default::default()
+        },
+        latency_ms: 2_000,
+    }
+}
+
+/// The jobs of tenant A's backlog in the two-tenant case.
+const TENANT_BACKLOG: usize = 60;
+
+impl Scenario {
+    /// Submits one job of `tenant` and runs its first step (its claim books its turn when the minute
+    /// is used up); returns what the caller saw and the tenant's next turn on provider t before the
+    /// submit (`None`: the tenant held no turn).
+    async fn submit_for(&self, tenant: &str, prompt: &str) -> (Seen, Option<u64>) {
+        let states = self.engine.store().provider_states().await.unwrap();
+        let now = self.clock.now_ms();
+        let turn = states.get("t").and_then(|st| {
+            let own = serde_json::to_value(st).ok()?;
+            own["q"]
+                .as_object()?
+                .iter()
+                .find(|(t, _)| t.ends_with(&format!("/{tenant}")))
+                .and_then(|(_, at)| at.as_u64())
+                .filter(|at| *at > now)
+        });
+        let body = json!({"prompt": prompt, "tenantId": tenant, "responseMode": "text"});
+        let (status, answer) = self.call("POST", "/v1/generate", Some(body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let submitted = self.clock.now_ms();
+        let eta = ms(&answer["etaAt"]);
+        let seen = Seen {
+            id: answer["jobId"].as_str().unwrap().to_string(),
+            submitted,
+            eta,
+            eta_seconds: answer["etaSeconds"].as_u64().unwrap(),
+        };
+        self.run_until(self.clock.now_ms()).await;
+        (seen, turn)
+    }
+}
+
+/// Two tenants on one 6-rpm provider: tenant A's backlog of 60 jobs books A's turns ten minutes ahead;
+/// then, one at a time, B's first job, three more of A's, two more of B's. A's new jobs wait for A's
+/// turn (past the backlog), however few jobs the due-index holds ahead of them; B's wait for B's turns
+/// (the next minute, then a share apart). Each first ETA is never before the tenant's next turn as the
+/// submit found it, and within ±20 % of the job's time in the system or ±5 s — but for B's third: its
+/// turn falls in the minute B joined, which A's turns booked before B came already fill (B's first turn
+/// took one of them), so it is bumped to B's next turn, which the ETA cannot see; it must not complete
+/// before its ETA.
+async fn two_tenants_wait_for_their_own_turns(s: Scenario, store: &str) {
+    let warm = s.submit(1, "turns warm-up").await;
+    s.run_until(s.clock.now_ms()).await;
+    assert_eq!(s.poll(&warm[0].id).await["status"], "completed");
+    for i in 0..TENANT_BACKLOG {
+        let body = json!({"prompt": format!("a backlog {i}"), "tenantId": "a", "responseMode": "text"});
+        let (status, answer) = s.call("POST", "/v1/generate", Some(body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    s.run_until(s.clock.now_ms()).await;
+    let mut measured = Vec::new();
+    for (tenant, prompt) in [
+        ("b", "b first"),
+        ("a", "a late 1"),
+        ("a", "a late 2"),
+        ("a", "a late 3"),
+        ("b", "b second"),
+        ("b", "b third"),
+    ] {
+        let (seen, turn) = s.submit_for(tenant, prompt).await;
+        if let Some(turn) = turn {
+            assert!(
+                seen.eta >= turn,
+                "{prompt}: ETA {} before its tenant's turn {turn}",
+                seen.eta
+            );
+        }
+        measured.push((prompt, seen, turn));
+    }
+    s.run_until(u64::MAX).await;
+    let mut errors = Vec::new();
+    let mut misses = Vec::new();
+    let mut lines = Vec::new();
+    for (prompt, job, turn) in &measured {
+        let answer = s.poll(&job.id).await;
+        assert_eq!(answer["status"], "completed", "{answer}");
+        let done = ms(&answer["finishedAt"]);
+        let took = done - job.submitted;
+        let error = job.eta as f64 - done as f64;
+        errors.push(100.0 * error / took as f64);
+        lines.push(format!(
+            "{prompt}: ETA in {:.1} s, completed in {:.1} s{}",
+            (job.eta - job.submitted) as f64 / 1000.0,
+            took as f64 / 1000.0,
+            turn.map_or(String::new(), |t| format!(
+                " (tenant's turn in {:.1} s)",
+                (t - job.submitted) as f64 / 1000.0
+            ))
+        ));
+        let bumped = *prompt == "b third";
+        if (bumped && error > 5_000.0) || (!bumped && error.abs() > (0.2 * took as f64).max(5_000.0)) {
+            misses.push(format!(
+                "{prompt}: eta in {} ms, completed in {took} ms",
+                job.eta - job.submitted
+            ));
+        }
+    }
+    println!(
+        "ETA with two tenants on the {store} store ({TENANT_BACKLOG} jobs of A booked on a 6-rpm provider, then B's and A's one at a time):\n  {}\n{}",
+        lines.join("\n  "),
+        distribution("first ETA − completion, %", errors)
+    );
+    let over = s.counters[0].lock().unwrap().over;
+    assert_eq!(over, 0, "no call came in over the provider's limit");
+    assert!(misses.is_empty(), "{}", misses.join("\n"));
+}
+
 /// A UTC midnight at least an hour after the store's clock: the scenario never runs behind it.
 fn midnight_after(store_now_ms: u64) -> u64 {
     ResetClock::UtcMidnight.next_reset(store_now_ms + 3_600_000)
@@ -436,6 +558,13 @@ async fn behind_a_backlog_on_the_memory_store() {
     a_backlog_parked_for_a_cooldown_goes_first(s, "memory").await;
 }
 
+#[tokio::test]
+async fn two_tenants_on_the_memory_store() {
+    let start = (SystemClock.now_ms() / MINUTE + 60) * MINUTE + 5_000;
+    let (s, _fakes) = scenario(None, start, vec![turns_plan()], None).await;
+    two_tenants_wait_for_their_own_turns(s, "memory").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_upstash_store_over_the_real_stack() {
     let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
@@ -444,6 +573,9 @@ async fn on_the_upstash_store_over_the_real_stack() {
     let (s, _fakes) = scenario(Some(config.clone()), midnight - 10 * MINUTE, plans().into(), None).await;
     the_first_eta_is_within_twenty_percent(s, "Upstash", midnight).await;
     let start = redis.time_ms().await.expect("redis TIME") + 3_600_000;
-    let (s, _fakes) = scenario(Some(config), start, vec![backlog_plan()], Some(2)).await;
+    let (s, _fakes) = scenario(Some(config.clone()), start, vec![backlog_plan()], Some(2)).await;
     a_backlog_parked_for_a_cooldown_goes_first(s, "Upstash").await;
+    let start = (redis.time_ms().await.expect("redis TIME") / MINUTE + 120) * MINUTE + 5_000;
+    let (s, _fakes) = scenario(Some(config), start, vec![turns_plan()], None).await;
+    two_tenants_wait_for_their_own_turns(s, "Upstash").await;
 }

@@ -38,6 +38,8 @@ struct Scenario {
     engine: Engine,
     /// Every provider call: the job's prompt, in call order.
     calls: Arc<Mutex<Vec<String>>>,
+    /// When each call was made (simulated clock), in call order.
+    times: Arc<Mutex<Vec<u64>>>,
     /// Steps run, per simulated minute.
     steps_per_minute: std::collections::BTreeMap<u64, usize>,
 }
@@ -46,13 +48,15 @@ async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> Scenario {
     let clock = Arc::new(ManualClock(AtomicU64::new(t0)));
     let fake = FakeProvider::start(Wire::OpenAi).await.unwrap();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = calls.clone();
+    let times: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (seen, at, now) = (calls.clone(), times.clone(), clock.clone());
     fake.set_responder(move |request| {
         let prompt = request.body["messages"][0]["content"]
             .as_str()
             .unwrap_or("")
             .to_string();
         seen.lock().unwrap().push(prompt);
+        at.lock().unwrap().push(now.now_ms());
         FakeReply::openai_text("done")
     });
     let provider = ProviderSpec {
@@ -95,13 +99,18 @@ async fn scenario(upstash: Option<UpstashConfig>, t0: u64) -> Scenario {
         router: shared::api::routes::router(service.clone()),
         engine: service.engine.clone(),
         calls,
+        times,
         steps_per_minute: Default::default(),
     }
 }
 
 impl Scenario {
     async fn submit(&self, tenant: &str, prompt: &str) -> String {
-        let body = json!({"prompt": prompt, "tenantId": tenant, "responseMode": "text"});
+        self.submit_at(tenant, prompt, "normal").await
+    }
+
+    async fn submit_at(&self, tenant: &str, prompt: &str, priority: &str) -> String {
+        let body = json!({"prompt": prompt, "tenantId": tenant, "responseMode": "text", "priority": priority});
         let (status, answer): (StatusCode, Value) =
             testkit::router::call(&self.router, "POST", "/v1/generate", Some("secret-key"), Some(body)).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
@@ -184,6 +193,117 @@ async fn a_backlog_never_starves_another_tenants_job(mut s: Scenario, t0: u64, s
         "steps per minute {:?}",
         s.steps_per_minute
     );
+}
+
+/// Tenant A's backlog of 40 jobs (`backlog`: normal, or low) and tenant B's of 20 normal ones on the
+/// 6-rpm provider, then one more job of A's: of a higher priority (`high`; `normal` after low ones), or of
+/// the backlog's in the control run. The high job is called at A's next turn, before every
+/// one of A's jobs still waiting (the normal one behind most of them); B's calls are made no later than
+/// in the control run (its share unchanged); never over the provider's pace. Returns the calls' order and times.
+async fn a_high_job_goes_first_within_its_tenant(
+    mut s: Scenario,
+    t0: u64,
+    backlog: &str,
+    priority: &str,
+) -> (Vec<String>, Vec<u64>) {
+    for i in 0..40 {
+        s.submit_at("tenant-a", &format!("a-{i}"), backlog).await;
+    }
+    for i in 0..20 {
+        s.submit("tenant-b", &format!("b-{i}")).await;
+    }
+    s.run_until(t0 + 90_000).await;
+    let before = s.calls().len();
+    let submitted = s.clock.now_ms();
+    s.submit_at("tenant-a", "a-last", priority).await;
+    s.run_until(t0 + 30 * 60_000).await;
+    let calls = s.calls();
+    assert_eq!(calls.len(), 61, "every job called once");
+    let times = s.times.lock().unwrap().clone();
+    let a_after: Vec<&String> = calls[before..].iter().filter(|c| c.starts_with("a-")).collect();
+    let place = a_after.iter().position(|c| *c == "a-last").unwrap() + 1;
+    println!(
+        "priority {priority} after a backlog of {backlog}: A's last job is call {place} of A's {} after its submit, {} s after it",
+        a_after.len(),
+        (times[calls.iter().position(|c| c == "a-last").unwrap()] - submitted) / 1000
+    );
+    if priority != backlog {
+        assert_eq!(place, 1, "the {priority} job is A's next call: {a_after:?}");
+    } else {
+        // Behind A's backlog (not in submit order: a turn bumped in the minute B joined is booked again).
+        assert!(
+            place > a_after.len() / 2,
+            "the normal job waits behind A's backlog: {a_after:?}"
+        );
+    }
+    for pair in times.windows(2) {
+        assert!(pair[1] >= pair[0], "calls in order");
+    }
+    let mut per_minute: std::collections::BTreeMap<u64, u64> = Default::default();
+    for t in &times {
+        *per_minute.entry(t / 60_000).or_default() += 1;
+    }
+    assert!(
+        per_minute.values().all(|n| *n <= RPM),
+        "never over the provider's rpm: {per_minute:?}"
+    );
+    (calls, times)
+}
+
+/// The instants of B's calls in a run, from `t0`, in order.
+fn b_calls(run: &(Vec<String>, Vec<u64>), t0: u64) -> Vec<u64> {
+    run.0
+        .iter()
+        .zip(&run.1)
+        .filter(|(c, _)| c.starts_with("b-"))
+        .map(|(_, t)| t - t0)
+        .collect()
+}
+
+/// B's share is not touched by A's high job: as many calls, the k-th never later than in the control
+/// run. (Not always at the same instants: which of two claims due at one instant finds the minute used
+/// up may differ, and B's 20 calls were 0 or 30 s sooner in the runs seen.)
+fn b_share_unchanged(high: &[u64], control: &[u64]) {
+    assert_eq!(high.len(), control.len());
+    let sooner: Vec<i64> = high.iter().zip(control).map(|(h, c)| *c as i64 - *h as i64).collect();
+    println!("B's calls with A's higher-priority job, sooner than without it by (ms): {sooner:?}");
+    assert!(sooner.iter().all(|d| *d >= 0), "B's share shrank: {sooner:?}");
+}
+
+/// (backlog, last job's priority): a high job after normal ones, a normal one after low ones, each with
+/// its control run (the last job of the backlog's priority).
+const PRIORITY_RUNS: [(&str, &str); 4] = [
+    ("normal", "normal"),
+    ("normal", "high"),
+    ("low", "low"),
+    ("low", "normal"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_job_goes_first_within_its_tenant_on_the_memory_store() {
+    let t0 = (SystemClock.now_ms() / 60_000 + 1) * 60_000;
+    let mut runs = Vec::new();
+    for (backlog, priority) in PRIORITY_RUNS {
+        runs.push(a_high_job_goes_first_within_its_tenant(scenario(None, t0).await, t0, backlog, priority).await);
+    }
+    b_share_unchanged(&b_calls(&runs[1], t0), &b_calls(&runs[0], t0));
+    b_share_unchanged(&b_calls(&runs[3], t0), &b_calls(&runs[2], t0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_job_goes_first_within_its_tenant_on_the_upstash_store() {
+    let mut runs = Vec::new();
+    for (backlog, priority) in PRIORITY_RUNS {
+        let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+        let (_upstash, config) = upstash_emulator(&redis).await;
+        let t0 = (redis.time_ms().await.expect("redis TIME") / 60_000 + 1) * 60_000;
+        // Every run on its own minute grid: B's instants compare from t0.
+        let run =
+            a_high_job_goes_first_within_its_tenant(scenario(Some(config), t0).await, t0, backlog, priority).await;
+        runs.push(b_calls(&run, t0));
+    }
+    b_share_unchanged(&runs[1], &runs[0]);
+    b_share_unchanged(&runs[3], &runs[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

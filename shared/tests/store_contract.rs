@@ -21,7 +21,8 @@ use shared::domain::secret::Secret;
 use shared::domain::targets::{DeliveryState, DeliveryStatus, Target};
 use shared::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, JobRead, Limits, OriginDown, Overview, OverviewBounds,
-    RateLimit, RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, DAY_MS, HORIZONS_MS,
+    RateLimit, RateWindow, Standing, Store, StoreError, SweepRequest, Swept, SystemClock, TenantCount, DAY_MS,
+    HORIZONS_MS,
 };
 
 /// Thirty days: how far ahead of this process redis-server runs in the tests of an engine clock behind the store's.
@@ -1577,6 +1578,7 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
         scan: 100,
         oldest: 2,
         dead: 5,
+        tenants: 10,
     };
     let empty = overview(&store, &owner, bounds).await;
     assert_eq!(
@@ -1590,8 +1592,30 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
     for age in [3_000, 2_000, 1_000] {
         let mut j = job(&owner);
         j.created_at_ms -= age;
-        create(&store, &j).await;
         jobs.push(j);
+    }
+    // Their tenants: the first names tenant t1 (after an empty tenantId, the userId); the second t1 by
+    // its tenantId; the third none, though its prompt, its schema and its metadata hold tenant-like keys
+    // (the overview reads the spec's context, nothing else).
+    jobs[0].spec.context = serde_json::json!({"tenantId": "", "userId": "t1", "metadata": {"tenantId": "m"}})
+        .as_object()
+        .cloned()
+        .unwrap();
+    jobs[1].spec.context = serde_json::json!({"tenantId": "t1"}).as_object().cloned().unwrap();
+    jobs[2].spec.messages = vec![ChatMessage::user(
+        r#"{"spec":{"context":{"tenantId":"prompt"}}} \"tenantId\":"#,
+    )];
+    jobs[2].spec.format = ResponseFormat::Json {
+        schema: Some(std::sync::Arc::new(
+            serde_json::json!({"examples": [{"context": {"tenantId": "schema"}}], "tenantId": "s"}),
+        )),
+    };
+    jobs[2].spec.context = serde_json::json!({"metadata": {"tenantId": "m", "userId": "m"}})
+        .as_object()
+        .cloned()
+        .unwrap();
+    for j in &jobs {
+        create(&store, j).await;
     }
     let (queued, running, delayed) = (&jobs[0], &jobs[1], &jobs[2]);
     assert!(matches!(
@@ -1646,6 +1670,16 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
         "the oldest first, bounded"
     );
     assert_eq!(seen.oldest[0].job, *queued, "whole records");
+    let tenant = |name: Option<&str>, unfinished, running| TenantCount {
+        tenant: name.map(str::to_string),
+        unfinished,
+        running,
+    };
+    assert_eq!(
+        seen.tenants,
+        vec![tenant(Some("t1"), 2, 1), tenant(None, 1, 0)],
+        "by tenant, the most unfinished first"
+    );
     assert_eq!((seen.dead_lettered, seen.dead_letters.clone()), (1, vec![dead.clone()]));
     if now() / DAY_MS == day {
         assert_eq!((seen.completed_today, seen.failed_today), (2, 1));
@@ -1686,9 +1720,21 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
             scan: 1,
             oldest: 5,
             dead: 0,
+            tenants: 10,
         },
     )
     .await;
+    assert_eq!(
+        one.tenants,
+        vec![tenant(Some("t1"), 1, 0)],
+        "over the counted jobs only"
+    );
+    let top = overview(&store, &owner, OverviewBounds { tenants: 1, ..bounds }).await;
+    assert_eq!(
+        top.tenants,
+        vec![tenant(Some("t1"), 2, 1)],
+        "the most unfinished tenants only"
+    );
     assert_eq!(
         (
             one.unfinished,

@@ -959,6 +959,11 @@ export interface components {
             /** @description Today's (UTC) provider attempts by outcome, every owner's (providers are shared). */
             attemptsToday: components["schemas"]["ProviderAttempts"][];
             /**
+             * @description The counted unfinished jobs by tenant (their share of a scarce provider is the tenant's): the
+             *     most unfinished first, at most 50.
+             */
+            tenants: components["schemas"]["TenantJobs"][];
+            /**
              * Format: date-time
              * @description Where "today" starts (UTC midnight).
              */
@@ -1004,6 +1009,24 @@ export interface components {
             outcomes: {
                 [key: string]: number;
             };
+        };
+        /** @description One tenant's unfinished jobs. */
+        TenantJobs: {
+            /**
+             * @description The jobs' `tenantId` (generic jobs, batch items), else `userId` (reports); absent for jobs
+             *     naming neither (the API key's own share).
+             */
+            tenantId?: string | null;
+            /**
+             * Format: uint64
+             * @description Unfinished: queued, delayed or running.
+             */
+            unfinished: number;
+            /**
+             * Format: uint64
+             * @description Of them, a provider call is under way.
+             */
+            active: number;
         };
         /** @description `GET /`: what this service is and what it serves (no key needed). */
         ServiceInfo: {
@@ -1152,6 +1175,13 @@ export interface components {
              */
             purgeOnDelivery?: boolean;
             /**
+             * @description The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
+             *     next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
+             *     `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
+             * @enum {string}
+             */
+            priority?: "high" | "normal" | "low";
+            /**
              * @description Checked like every route's (the original ignored it on this route).
              * @constant
              */
@@ -1249,6 +1279,13 @@ export interface components {
              *     webhook or callback is kept as usual.
              */
             purgeOnDelivery?: boolean;
+            /**
+             * @description The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
+             *     next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
+             *     `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
+             * @enum {string}
+             */
+            priority?: "high" | "normal" | "low";
             /**
              * @description The contract version the caller speaks; anything else is refused with `errorCode: SCHEMA_VERSION_MISMATCH`.
              * @constant

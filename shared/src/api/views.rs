@@ -545,6 +545,9 @@ pub(crate) struct JobsOverview {
     pub(crate) dead_letters: Vec<JobView>,
     /// Today's (UTC) provider attempts by outcome, every owner's (providers are shared).
     pub(crate) attempts_today: Vec<ProviderAttempts>,
+    /// The counted unfinished jobs by tenant (their share of a scarce provider is the tenant's): the
+    /// most unfinished first, at most 50.
+    pub(crate) tenants: Vec<TenantJobs>,
     /// Where "today" starts (UTC midnight).
     pub(crate) day: Timestamp,
     pub(crate) timestamp: Timestamp,
@@ -564,6 +567,20 @@ pub(crate) struct JobCounts {
     pub(crate) failed_today: u64,
     /// Finished jobs holding a dead-lettered delivery.
     pub(crate) dead_lettered: u64,
+}
+
+/// One tenant's unfinished jobs.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TenantJobs {
+    /// The jobs' `tenantId` (generic jobs, batch items), else `userId` (reports); absent for jobs
+    /// naming neither (the API key's own share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant_id: Option<String>,
+    /// Unfinished: queued, delayed or running.
+    pub(crate) unfinished: u64,
+    /// Of them, a provider call is under way.
+    pub(crate) active: u64,
 }
 
 /// One provider's attempts today.
@@ -616,6 +633,15 @@ pub(crate) fn jobs_overview(overview: &crate::ports::Overview, now: u64, etas: &
             .map(|job| job_status(job, false, None))
             .collect(),
         attempts_today: attempts,
+        tenants: overview
+            .tenants
+            .iter()
+            .map(|t| TenantJobs {
+                tenant_id: t.tenant.clone(),
+                unfinished: t.unfinished,
+                active: t.running,
+            })
+            .collect(),
         day: Timestamp::from_ms(now - now % crate::ports::DAY_MS),
         timestamp: Timestamp::from_ms(now),
     }
@@ -1324,7 +1350,7 @@ mod tests {
     }
     #[test]
     fn the_overview_groups_attempts_by_provider_and_reads_as_documented() {
-        use crate::ports::{AttemptCount, JobRead, Overview};
+        use crate::ports::{AttemptCount, JobRead, Overview, TenantCount};
         let count = |provider: &str, outcome: &str, count| AttemptCount {
             provider: provider.into(),
             outcome: outcome.into(),
@@ -1352,6 +1378,18 @@ mod tests {
                 count("alpha", "rate_limited", 2),
                 count("beta", "quota_exhausted", 1),
             ],
+            tenants: vec![
+                TenantCount {
+                    tenant: Some("acme".into()),
+                    unfinished: 2,
+                    running: 1,
+                },
+                TenantCount {
+                    tenant: None,
+                    unfinished: 1,
+                    running: 0,
+                },
+            ],
         };
         let now = 1_700_000_030_000;
         let view = jobs_overview(&overview, now, &[]);
@@ -1365,6 +1403,10 @@ mod tests {
         assert_eq!(json["oldest"][0]["status"], "queued");
         assert_eq!(json["oldest"][0]["rawStatus"], "delayed");
         assert_eq!(json["day"], "2023-11-14T00:00:00.000Z");
+        assert_eq!(
+            json["tenants"],
+            serde_json::json!([{"tenantId": "acme", "unfinished": 2, "active": 1}, {"unfinished": 1, "active": 0}])
+        );
     }
 
     #[test]

@@ -207,6 +207,7 @@ pub(crate) const OVERVIEW_BOUNDS: OverviewBounds = OverviewBounds {
     scan: 1000,
     oldest: 20,
     dead: 20,
+    tenants: 50,
 };
 
 /// A poll's read that never shortens the job's life (the grace applies to reads that deliver a result).

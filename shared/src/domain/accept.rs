@@ -157,6 +157,7 @@ mod tests {
             context: Default::default(),
             targets: vec![],
             purge_on_delivery: false,
+            priority: Default::default(),
         }
     }
 

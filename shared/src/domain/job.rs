@@ -35,6 +35,30 @@ impl JobState {
     }
 }
 
+/// A job's place among its own tenant's jobs when a provider is scarce (the request's `priority`):
+/// a `high` job takes the tenant's next turn before the tenant's earlier `normal` and `low` jobs, a
+/// `normal` job before its earlier `low` ones; never another tenant's turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+/// How far a priority moves a job in its tenant's line: a `high` job goes before the tenant's
+/// `normal` jobs submitted up to this long before it, a `low` one after those submitted up to this
+/// long after it. The one bound on a low job's wait for its tenant's normal ones: a normal job
+/// submitted more than this after it never takes its turn.
+pub(crate) const PRIORITY_LEAD_MS: u64 = 3_600_000;
+
+impl Priority {
+    pub(crate) fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
@@ -72,6 +96,9 @@ pub struct JobSpec {
     /// The job deletes itself once every delivery it owes is acknowledged (`purgeOnDelivery`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub purge_on_delivery: bool,
+    /// Its place among its tenant's jobs when a provider is scarce (`priority`).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -142,17 +169,35 @@ impl Job {
     /// its `tenantId` (generic jobs), else its `userId` (reports), within its owner (`owner/tenant`);
     /// the owner itself when it names neither.
     pub(crate) fn tenant(&self) -> String {
-        let named = ["tenantId", "userId"].iter().find_map(|field| {
+        match self.tenant_name() {
+            Some(tenant) => format!("{}/{tenant}", self.owner),
+            None => self.owner.clone(),
+        }
+    }
+
+    /// Its place in its tenant's line (ms; smaller goes first): when it was submitted, moved
+    /// `PRIORITY_LEAD_MS` sooner for a `high` job and later for a `low` one. claim.lua reads the same
+    /// from the record.
+    pub(crate) fn line(&self) -> i64 {
+        let lead = PRIORITY_LEAD_MS as i64;
+        self.created_at_ms as i64
+            + match self.spec.priority {
+                Priority::High => -lead,
+                Priority::Normal => 0,
+                Priority::Low => lead,
+            }
+    }
+
+    /// The tenant the job names within its owner: its `tenantId`, else its `userId`, when a non-empty
+    /// string (overview.lua reads the same from the record).
+    pub(crate) fn tenant_name(&self) -> Option<&str> {
+        ["tenantId", "userId"].iter().find_map(|field| {
             self.spec
                 .context
                 .get(*field)
                 .and_then(|v| v.as_str())
                 .filter(|t| !t.is_empty())
-        });
-        match named {
-            Some(tenant) => format!("{}/{tenant}", self.owner),
-            None => self.owner.clone(),
-        }
+        })
     }
 
     /// Work is left: steps to run, or deliveries to make.

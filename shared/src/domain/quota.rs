@@ -147,6 +147,57 @@ pub struct ProviderState {
     /// from which the tenant's next waiting job is booked (`book`). Entries in the past are dropped.
     #[serde(rename = "q", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) bookings: BTreeMap<String, u64>,
+    /// Per tenant, its jobs that booked a turn behind earlier turns of the tenant's jobs of a lower
+    /// priority (`Job::line`): the first of those lower jobs to come to its turn hands it over (`reserve`).
+    /// Never an empty list; entries past their own turn are dropped.
+    #[serde(rename = "h", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) jumpers: BTreeMap<String, Vec<Jumper>>,
+    /// Requests handed over, counted already: the job's key → until when its claim may use it.
+    #[serde(rename = "g", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) grants: BTreeMap<String, u64>,
+    /// Per tenant, the latest turn a `low` job of it holds: until then a `normal` job of the tenant
+    /// that books behind it waits as a jumper.
+    #[serde(rename = "lw", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) low_turns: BTreeMap<String, u64>,
+}
+
+/// A job waiting to take an earlier turn of its tenant: its key in the store, the step it is woken by
+/// (owner, job id, gen, seq), the turn it holds, its place in its tenant's line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Jumper {
+    #[serde(rename = "k")]
+    pub(crate) key: String,
+    #[serde(rename = "o")]
+    pub(crate) owner: String,
+    #[serde(rename = "i")]
+    pub(crate) job_id: String,
+    #[serde(rename = "g")]
+    pub(crate) gen: String,
+    #[serde(rename = "s")]
+    pub(crate) seq: u64,
+    #[serde(rename = "a")]
+    pub(crate) at_ms: u64,
+    #[serde(rename = "l")]
+    pub(crate) line: i64,
+}
+
+/// Most jumpers one provider's state holds (it travels with every claim): past it, a job keeps the
+/// turn it booked.
+pub(crate) const MAX_JUMPERS: usize = 16;
+
+/// The claiming job, for its tenant's line: its key in the store (unique), the step its next claim
+/// carries (gen, and the seq its finish writes), its tenant and place in the line (`Job::line`), its
+/// priority. claim.lua reads the same from the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimant {
+    pub(crate) key: String,
+    pub(crate) owner: String,
+    pub(crate) job_id: String,
+    pub(crate) gen: String,
+    pub(crate) next_seq: u64,
+    pub(crate) tenant: String,
+    pub(crate) line: i64,
+    pub(crate) priority: crate::domain::job::Priority,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -357,6 +408,13 @@ pub enum Reservation {
     /// Every ranked provider is out of reach now and this one only for its minute's requests: the job's
     /// turn on it is booked at `at_ms`, and the job waits for it rather than for the next minute.
     Booked { provider: String, at_ms: u64 },
+    /// The request reserved at the job's turn went to a job of its tenant ahead of it in the line (a
+    /// jumper, its step `to` to be sent now): this job takes that job's turn at `at_ms` instead.
+    Handed {
+        provider: String,
+        at_ms: u64,
+        to: crate::domain::job::StepRef,
+    },
 }
 
 impl ProviderState {
@@ -391,13 +449,30 @@ impl ProviderState {
 /// ranking) that can be called now (`open_now`) when it has a shared request limit; when none can be
 /// called, a booked turn (`book`) on the first that is only out of its minute's requests. claim.lua
 /// mirrors it.
+///
+/// Priority within a tenant (`claimant`): a request handed over to this job earlier (`grants`) is its
+/// reservation, counted already. A job that reserves at its turn while a job of its tenant ahead of it in
+/// the line (`Job::line`) waits as a jumper hands the request over (`Handed`): the jumper is woken now
+/// and this job takes the jumper's turn, so the tenant's turns, and every other tenant's, stay as
+/// booked. A job booked behind earlier turns of its tenant's lower-priority jobs waits as a jumper.
 pub(crate) fn reserve(
     states: &mut HashMap<String, ProviderState>,
     reservable: &[Reservable],
     probes: &[String],
     tenant: &str,
+    claimant: Option<&Claimant>,
     now_ms: u64,
 ) -> Reservation {
+    if let Some(me) = claimant {
+        for r in reservable {
+            if let Some(state) = states.get_mut(&r.name) {
+                state.grants.retain(|_, until| *until > now_ms);
+                if state.grants.remove(&me.key).is_some() {
+                    return Reservation::Reserved(r.name.clone());
+                }
+            }
+        }
+    }
     for r in reservable {
         let state = states.entry(r.name.clone()).or_default();
         if state.open_now(&r.limits, now_ms, r.day, probes.contains(&r.name)) {
@@ -405,6 +480,13 @@ pub(crate) fn reserve(
                 return Reservation::None;
             }
             state.count_request(now_ms / MINUTE_MS, r.day);
+            if let Some(to) = claimant.and_then(|me| state.hand_over(me, now_ms)) {
+                return Reservation::Handed {
+                    provider: r.name.clone(),
+                    at_ms: to.1,
+                    to: to.0,
+                };
+            }
             return Reservation::Reserved(r.name.clone());
         }
     }
@@ -412,7 +494,11 @@ pub(crate) fn reserve(
         let Some(rpm) = r.limits.rpm else { continue };
         let state = states.entry(r.name.clone()).or_default();
         if state.only_minute_full(&r.limits, now_ms, r.day, probes.contains(&r.name)) {
+            let ahead = state.bookings.get(tenant).is_some_and(|from| *from > now_ms);
             let at_ms = state.book(rpm, tenant, now_ms);
+            if let Some(me) = claimant {
+                state.wait_to_jump(me, ahead, at_ms, now_ms);
+            }
             return Reservation::Booked {
                 provider: r.name.clone(),
                 at_ms,
@@ -420,6 +506,76 @@ pub(crate) fn reserve(
         }
     }
     Reservation::None
+}
+
+/// How long a handed-over request waits for the woken job's claim (its step is sent at once).
+pub(crate) const GRANT_MS: u64 = 60_000;
+
+impl ProviderState {
+    /// The jumper of `me`'s tenant furthest ahead in the line, when it is ahead of `me`: taken off the
+    /// list and granted the request `me` reserved. Returns its step and the turn it held.
+    fn hand_over(&mut self, me: &Claimant, now_ms: u64) -> Option<(crate::domain::job::StepRef, u64)> {
+        self.drop_past_jumpers(now_ms);
+        let list = self.jumpers.get_mut(&me.tenant)?;
+        let (i, _) = list
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.line < me.line && j.key != me.key)
+            .min_by_key(|(_, j)| (j.line, j.at_ms))?;
+        let jumper = list.remove(i);
+        if list.is_empty() {
+            self.jumpers.remove(&me.tenant);
+        }
+        self.grants.insert(jumper.key.clone(), now_ms + GRANT_MS);
+        Some((
+            crate::domain::job::StepRef {
+                owner: jumper.owner,
+                job_id: jumper.job_id,
+                gen: jumper.gen,
+                seq: jumper.seq,
+            },
+            jumper.at_ms,
+        ))
+    }
+
+    /// After `me` booked its turn at `at_ms` (`ahead`: its tenant held turns before it): a `low` job
+    /// marks the tenant's low turns; a `high` job, or a `normal` one behind a low turn, waits as a jumper
+    /// (while the provider holds fewer than `MAX_JUMPERS`).
+    fn wait_to_jump(&mut self, me: &Claimant, ahead: bool, at_ms: u64, now_ms: u64) {
+        use crate::domain::job::Priority;
+        self.drop_past_jumpers(now_ms);
+        let below = match me.priority {
+            Priority::Low => {
+                let latest = self.low_turns.entry(me.tenant.clone()).or_default();
+                *latest = (*latest).max(at_ms);
+                return;
+            }
+            Priority::High => true,
+            Priority::Normal => self.low_turns.get(&me.tenant).is_some_and(|at| *at > now_ms),
+        };
+        let held: usize = self.jumpers.values().map(Vec::len).sum();
+        if !ahead || !below || held >= MAX_JUMPERS {
+            return;
+        }
+        self.jumpers.entry(me.tenant.clone()).or_default().push(Jumper {
+            key: me.key.clone(),
+            owner: me.owner.clone(),
+            job_id: me.job_id.clone(),
+            gen: me.gen.clone(),
+            seq: me.next_seq,
+            at_ms,
+            line: me.line,
+        });
+    }
+
+    /// Jumpers whose own turn has come, and low turns past, are dropped.
+    fn drop_past_jumpers(&mut self, now_ms: u64) {
+        for list in self.jumpers.values_mut() {
+            list.retain(|j| j.at_ms > now_ms);
+        }
+        self.jumpers.retain(|_, list| !list.is_empty());
+        self.low_turns.retain(|_, at| *at > now_ms);
+    }
 }
 
 /// When a provider may be called.
@@ -793,6 +949,177 @@ mod tests {
         );
     }
 
+    /// A claimant of tenant `tenant` (within owner o), job `id`, submitted at `created`.
+    fn claimant(tenant: &str, id: &str, created: u64, priority: crate::domain::job::Priority) -> Claimant {
+        let mut job = crate::testing::job();
+        job.created_at_ms = created;
+        job.spec.priority = priority;
+        job.spec.context.insert("tenantId".into(), serde_json::json!(tenant));
+        Claimant {
+            key: format!("k:{id}"),
+            owner: job.owner.clone(),
+            job_id: id.into(),
+            gen: "g".into(),
+            next_seq: 2,
+            tenant: job.tenant(),
+            line: job.line(),
+            priority,
+        }
+    }
+
+    /// Priority within a tenant: a high job booked behind its tenant's normal turns takes the first of
+    /// them (the normal job at its turn hands its request over and takes the high job's turn); the other
+    /// tenant's turns stay as booked; a normal job does the same behind a low one; a high job submitted
+    /// more than PRIORITY_LEAD_MS after a normal one does not jump it.
+    #[test]
+    fn a_higher_priority_takes_its_tenants_next_turn_and_no_other_tenants() {
+        use crate::domain::job::Priority::{High, Low, Normal};
+        let limits = ProviderLimits {
+            rpm: Some(6),
+            ..Default::default()
+        };
+        let reservable = [Reservable {
+            name: "p".into(),
+            limits,
+            day: 0,
+        }];
+        let t0 = 10 * MINUTE_MS;
+        let full = || {
+            let mut state = ProviderState::default();
+            for _ in 0..6 {
+                state.count_request(t0 / MINUTE_MS, 0);
+            }
+            HashMap::from([("p".to_string(), state)])
+        };
+        let mut states = full();
+        let claim = |states: &mut HashMap<String, ProviderState>, me: &Claimant, now: u64| {
+            reserve(states, &reservable, &[], &me.tenant, Some(me), now)
+        };
+        // A's backlog of normal jobs books A's turns, B's one job a turn of B's; then A's high job.
+        let normal: Vec<Claimant> = (0..3).map(|i| claimant("a", &format!("n{i}"), t0, Normal)).collect();
+        let turns: Vec<u64> = normal
+            .iter()
+            .map(|me| match claim(&mut states, me, t0 + 1) {
+                Reservation::Booked { at_ms, .. } => at_ms,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let b = claimant("b", "b0", t0, Normal);
+        let Reservation::Booked { at_ms: b_turn, .. } = claim(&mut states, &b, t0 + 2) else {
+            panic!("b not booked")
+        };
+        let high = claimant("a", "h", t0 + 5, High);
+        let Reservation::Booked { at_ms: high_turn, .. } = claim(&mut states, &high, t0 + 3) else {
+            panic!("high not booked")
+        };
+        assert!(high_turn > turns[2] && high_turn > b_turn);
+        assert_eq!(
+            states["p"].jumpers[&high.tenant].len(),
+            1,
+            "the high job waits as a jumper"
+        );
+        // B at its turn: B's request, nothing handed (A's jumper is A's).
+        assert_eq!(claim(&mut states, &b, b_turn), Reservation::Reserved("p".into()));
+        // A's first normal job at its turn hands the request to the high job and takes its turn.
+        match claim(&mut states, &normal[0], turns[0]) {
+            Reservation::Handed { at_ms, to, .. } => {
+                assert_eq!(at_ms, high_turn);
+                assert_eq!((to.job_id.as_str(), to.gen.as_str(), to.seq), ("h", "g", 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(states["p"].jumpers.is_empty());
+        // The high job's claim finds the request granted: counted once, by the hand-over.
+        let counted = states["p"].minute_requests;
+        assert_eq!(
+            claim(&mut states, &high, turns[0] + 10),
+            Reservation::Reserved("p".into())
+        );
+        assert_eq!(states["p"].minute_requests, counted);
+        assert_eq!(
+            (states["p"].minute, counted),
+            (turns[0] / MINUTE_MS, 2),
+            "B's request and the hand-over's"
+        );
+        assert!(states["p"].grants.is_empty());
+        // The next normal job of A keeps its own turn.
+        assert_eq!(
+            claim(&mut states, &normal[1], turns[1]),
+            Reservation::Reserved("p".into())
+        );
+
+        // A normal job behind a low one takes its turn; a high one submitted past the lead does not
+        // jump a normal one.
+        let mut states = full();
+        let low = claimant("a", "l", t0, Low);
+        let Reservation::Booked { at_ms: low_turn, .. } = claim(&mut states, &low, t0 + 1) else {
+            panic!("low not booked")
+        };
+        let late = claimant("a", "n", t0 + 1, Normal);
+        assert!(matches!(claim(&mut states, &late, t0 + 2), Reservation::Booked { .. }));
+        assert!(matches!(
+            claim(&mut states, &low, low_turn),
+            Reservation::Handed { to, .. } if to.job_id == "n"
+        ));
+        let mut states = full();
+        let old = claimant("a", "old", t0, Normal);
+        let Reservation::Booked { at_ms: old_turn, .. } = claim(&mut states, &old, t0 + 1) else {
+            panic!("not booked")
+        };
+        let much_later = claimant("a", "h2", t0 + crate::domain::job::PRIORITY_LEAD_MS + 1, High);
+        assert!(matches!(
+            claim(&mut states, &much_later, t0 + 2),
+            Reservation::Booked { .. }
+        ));
+        assert_eq!(claim(&mut states, &old, old_turn), Reservation::Reserved("p".into()));
+    }
+
+    /// Serves every job of `jobs` (tenant, priority, submitted at) on a `rpm` provider whose minute
+    /// `t0` is used up: each books at its submit, then comes back at its turn (a handed-over turn's
+    /// jumper at once). Returns each job's call instant, by index.
+    fn serve_all(jobs: &[(&str, crate::domain::job::Priority, u64)], rpm: u64, t0: u64) -> Vec<u64> {
+        let limits = ProviderLimits {
+            rpm: Some(rpm),
+            ..Default::default()
+        };
+        let reservable = [Reservable {
+            name: "p".into(),
+            limits,
+            day: 0,
+        }];
+        let mut state = ProviderState::default();
+        for _ in 0..rpm {
+            state.count_request(t0 / MINUTE_MS, 0);
+        }
+        let mut states = HashMap::from([("p".to_string(), state)]);
+        let claimants: Vec<Claimant> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (tenant, priority, at))| claimant(tenant, &i.to_string(), *at, *priority))
+            .collect();
+        let mut served = vec![None; jobs.len()];
+        // (when, job): the claims still to come, earliest first (ties by job).
+        let mut pending: std::collections::BTreeSet<(u64, usize)> =
+            jobs.iter().enumerate().map(|(i, (_, _, at))| (*at, i)).collect();
+        while let Some((now, i)) = pending.pop_first() {
+            let me = &claimants[i];
+            match reserve(&mut states, &reservable, &[], &me.tenant, Some(me), now) {
+                Reservation::Reserved(_) => served[i] = Some(now),
+                Reservation::Booked { at_ms, .. } => {
+                    pending.insert((at_ms, i));
+                }
+                Reservation::Handed { at_ms, to, .. } => {
+                    pending.insert((at_ms, i));
+                    let j: usize = to.job_id.parse().unwrap();
+                    pending.retain(|(_, k)| *k != j);
+                    pending.insert((now, j));
+                }
+                Reservation::None => panic!("the provider is always reservable"),
+            }
+        }
+        served.into_iter().map(|s| s.expect("every job served")).collect()
+    }
+
     proptest::proptest! {
         /// A success that changes nothing shared moves only the latency average and the last
         /// attempt's instant (and, for a provider that limits nothing, the counts no limit reads).
@@ -830,6 +1157,62 @@ mod tests {
             } else {
                 proptest::prop_assert!(rpm.is_some() && !reserved || tpm.is_some());
             }
+        }
+
+        /// Priorities reorder a tenant's own calls only: whatever priorities tenant A's jobs carry, tenant
+        /// B's jobs are called at the same instants as when all of A's are normal, A's calls at the same
+        /// instants in some order, and the provider never serves more than `rpm` a minute. A single
+        /// high job among A's normal ones is called no later than as a normal one, and before every A
+        /// job submitted before it that was not yet called when it was submitted, but for those whose
+        /// turn (the next minute's) was booked before its own.
+        #[test]
+        fn priorities_reorder_a_tenants_own_calls_only(
+            rpm in 2u64..12,
+            a in proptest::collection::vec(0u8..3, 1..40),
+            b in 0usize..10,
+            high in proptest::option::of(0usize..40),
+        ) {
+            use crate::domain::job::Priority::{High, Low, Normal};
+            let t0 = 100 * MINUTE_MS;
+            let word = |p: u8| [Low, Normal, High][p as usize];
+            let mut jobs: Vec<(&str, crate::domain::job::Priority, u64)> = match high {
+                // One high job among normal ones.
+                Some(h) => (0..a.len()).map(|i| ("a", if i == h % a.len() { High } else { Normal }, t0 + 1 + i as u64)).collect(),
+                None => a.iter().enumerate().map(|(i, p)| ("a", word(*p), t0 + 1 + i as u64)).collect(),
+            };
+            jobs.extend((0..b).map(|i| ("b", Normal, t0 + 1 + (a.len() + i) as u64)));
+            let plain: Vec<_> = jobs.iter().map(|(t, _, at)| (*t, Normal, *at)).collect();
+            let with = serve_all(&jobs, rpm, t0);
+            let without = serve_all(&plain, rpm, t0);
+            let mut a_with = Vec::new();
+            let mut a_without = Vec::new();
+            for (i, job) in jobs.iter().enumerate() {
+                if job.0 == "b" {
+                    proptest::prop_assert_eq!(with[i], without[i], "B's job {} moved", i);
+                } else {
+                    a_with.push(with[i]);
+                    a_without.push(without[i]);
+                }
+            }
+            a_with.sort();
+            a_without.sort();
+            proptest::prop_assert_eq!(a_with, a_without, "A's calls at the same instants");
+            if let Some(h) = high.map(|h| h % a.len()) {
+                proptest::prop_assert!(with[h] <= without[h], "the high job came later");
+                let first_turn = (t0 / MINUTE_MS + 1) * MINUTE_MS;
+                for k in 0..h {
+                    if with[k] > with[h] {
+                        continue;
+                    }
+                    // Called before the high job: only one whose turn was booked at the next minute.
+                    proptest::prop_assert!(with[k] == first_turn || with[k] <= jobs[h].2, "A's job {} went before the high job", k);
+                }
+            }
+            let mut per_minute: HashMap<u64, u64> = HashMap::new();
+            for at in &with {
+                *per_minute.entry(at / MINUTE_MS).or_default() += 1;
+            }
+            proptest::prop_assert!(per_minute.values().all(|n| *n <= rpm), "{:?}", per_minute);
         }
 
         /// A tenant alone is booked at the provider's pace from the next minute on (never more than `rpm`

@@ -342,7 +342,7 @@ mod tests {
                 .collect();
             let mut stored: std::collections::HashMap<String, ProviderState> =
                 names.iter().zip(&states).map(|(n, s)| (n.to_string(), s.clone())).collect();
-            let reservation = crate::domain::quota::reserve(&mut stored, &reservable, &[], "tenant", now);
+            let reservation = crate::domain::quota::reserve(&mut stored, &reservable, &[], "tenant", None, now);
             let mut booked = false;
             let reserved = match reservation {
                 crate::domain::quota::Reservation::Reserved(name) => {
@@ -355,6 +355,10 @@ mod tests {
                     let state = stored.get_mut(&provider).unwrap();
                     state.cooldown_until_ms = state.cooldown_until_ms.max(at_ms);
                     booked = true;
+                    None
+                }
+                crate::domain::quota::Reservation::Handed { .. } => {
+                    prop_assert!(false, "a hand-over needs a claimant");
                     None
                 }
                 crate::domain::quota::Reservation::None => None,

@@ -14,6 +14,13 @@
 //! queue's concurrency: the worker pool, the step function's maximum concurrency). The job itself
 //! only uses the providers it has not spent (a hard failure, or the policy's count of soft ones) and
 //! starts no earlier than its own next attempt; a job whose step is running now has nobody ahead.
+//! **Turns.** Where a provider's minute is used up, jobs book their tenant's turns on it
+//! (`quota::ProviderState::book`): a job that has not waited yet (no next attempt of its own) whose tenant
+//! holds turns on a provider is served there no earlier than its tenant's next turn, however few jobs
+//! the due-index holds ahead of it (its tenant's earlier jobs hold the turns before it, parked where
+//! the index's order does not show them), and the jobs due after it in the index are not counted as
+//! going first (the turns booked before its own are those); a job that waits already holds its turn
+//! as its next attempt.
 //! The answer is when this job's call ends — the latest end it would have at any place in line up to
 //! its own, so that more jobs ahead never give a sooner answer (a place may get a faster provider than
 //! the one before it) — never before `now` and never after the job's deadline (by then it has ended
@@ -69,11 +76,14 @@ struct Lane {
     day_used: u64,
     /// Spent for the job the estimate is for (it serves only the jobs ahead).
     spent: bool,
+    /// The job's own earliest call here: its tenant's next turn (0: none booked, or the job holds its own).
+    turn_ms: u64,
 }
 
 impl Lane {
     fn new(state: &ProviderState, limits: ProviderLimits, latency_ms: u64, spent: bool) -> Self {
         Self {
+            turn_ms: 0,
             limits,
             latency_ms,
             blocked_until_ms: state.cooldown_until_ms.max(state.circuit_open_until_ms),
@@ -162,6 +172,8 @@ pub(crate) fn estimate(
         timed.iter().sum::<u64>() / timed.len() as u64
     };
     // Disabled providers serve nobody; a zero limit never frees up.
+    // A job that has not waited yet takes its tenant's next turn where the tenant holds turns.
+    let tenant = job.next_attempt_at_ms.is_none().then(|| job.tenant());
     let lanes: Vec<Lane> = chain
         .iter()
         .filter(|c| c.state.disabled.is_none() && c.limits.rpm != Some(0) && c.limits.rpd != Some(0))
@@ -172,12 +184,19 @@ pub(crate) fn estimate(
             } else {
                 fallback_latency
             };
-            Lane::new(
+            let mut lane = Lane::new(
                 c.state,
                 c.limits,
                 latency,
                 hard || failures >= policy.max_failures_per_provider,
-            )
+            );
+            lane.turn_ms = tenant
+                .as_ref()
+                .and_then(|t| c.state.bookings.get(t))
+                .copied()
+                .filter(|at| *at > now_ms)
+                .unwrap_or(0);
+            lane
         })
         .collect();
     if lanes.iter().all(|l| l.spent) {
@@ -195,6 +214,15 @@ pub(crate) fn estimate(
     };
     if position.running {
         return Some(run(0).1);
+    }
+    // Served at its tenant's turn: the turns booked before it are the jobs that go first there (the
+    // booking spaced them), so the jobs due after it in the index are not counted again.
+    let (start, end) = run(position.ahead);
+    if lanes
+        .iter()
+        .any(|l| !l.spent && l.turn_ms > 0 && start == l.free_at(l.turn_ms))
+    {
+        return Some(end);
     }
     // Jobs due after this one that are due before its turn go first: count them in until that stops
     // moving its turn (each round only adds jobs, so it ends within one round per horizon).
@@ -228,13 +256,13 @@ fn simulate(job: &Job, mut lanes: Vec<Lane>, ahead: u64, now_ms: u64, concurrenc
     let mut hull = now_ms;
     for served in 0..=ahead {
         let slot = free.peek().map_or(now_ms, |Reverse(at)| *at);
-        let (_, start, mine) = serve(&lanes, slot.max(own_start), |l| !l.spent);
+        let (_, start, mine) = serve(&lanes, slot.max(own_start), |l| !l.spent, |l| l.turn_ms);
         hull = hull.max(mine);
         if served == ahead {
             return (clamp(start), clamp(hull));
         }
         free.pop();
-        let (index, _, done) = serve(&lanes, slot, |_| true);
+        let (index, _, done) = serve(&lanes, slot, |_| true, |_| 0);
         lanes[index].count(done);
         // Places that start past the deadline cannot make this job end any later than it.
         if done >= job.deadline_ms {
@@ -246,19 +274,26 @@ fn simulate(job: &Job, mut lanes: Vec<Lane>, ahead: u64, now_ms: u64, concurrenc
 }
 
 /// Which provider a call ready at `ready` gets, when it starts and when it ends: the first of the
-/// chain (among `eligible` ones) that may be called then, else the first to free up. The caller makes
-/// sure one is eligible.
-fn serve(lanes: &[Lane], ready: u64, eligible: impl Fn(&Lane) -> bool) -> (usize, u64, u64) {
+/// chain (among `eligible` ones) that may be called then, else the first to free up; never on a
+/// provider before its `turn` (the job's tenant's turn there; 0: none). The caller makes sure one is
+/// eligible.
+fn serve(
+    lanes: &[Lane],
+    ready: u64,
+    eligible: impl Fn(&Lane) -> bool,
+    turn: impl Fn(&Lane) -> u64,
+) -> (usize, u64, u64) {
+    let free_at = |l: &Lane, t: u64| l.free_at(t.max(turn(l)));
     let mut t = ready;
-    // Each round moves t to a window's end at least; a handful settle any chain.
+    // Each round moves t to a window's end or a turn at least; a handful settle any chain.
     for _ in 0..16 {
-        if let Some(i) = lanes.iter().position(|l| eligible(l) && l.free_at(t) <= t) {
+        if let Some(i) = lanes.iter().position(|l| eligible(l) && free_at(l, t) <= t) {
             return (i, t, t.saturating_add(lanes[i].latency_ms));
         }
         t = lanes
             .iter()
             .filter(|l| eligible(l))
-            .map(|l| l.free_at(t))
+            .map(|l| free_at(l, t))
             .min()
             .unwrap_or(t);
     }
@@ -266,7 +301,7 @@ fn serve(lanes: &[Lane], ready: u64, eligible: impl Fn(&Lane) -> bool) -> (usize
         .iter()
         .enumerate()
         .filter(|(_, l)| eligible(l))
-        .map(|(i, l)| (i, l.free_at(t)))
+        .map(|(i, l)| (i, free_at(l, t)))
         .min_by_key(|(_, at)| *at)
         .unwrap_or((0, t));
     (i, at, at.saturating_add(lanes.get(i).map_or(0, |l| l.latency_ms)))
@@ -537,6 +572,44 @@ mod tests {
                 prop_assert_eq!(running, estimate(&j, &c, &at(0), now, &p, concurrency).unwrap());
                 prop_assert!(running <= eta);
             }
+        }
+
+        /// Turns: a job that has not waited yet, whose tenant's next turn on the only provider is at T,
+        /// ends no sooner than T (and never sooner with more jobs ahead); a job of a tenant without
+        /// turns there, and a job that holds its own wait, are estimated as if nobody had booked.
+        #[test]
+        fn a_fresh_job_waits_for_its_tenants_turn(
+            state in state_strategy(),
+            limits in limits_strategy(),
+            ahead in 0u64..60,
+            turn_in in 1u64..7_200_000,
+            next_in in 0u64..400_000,
+            concurrency in 1u32..6,
+        ) {
+            let now = T0;
+            let p = StepPolicy::default();
+            let mut booked = state.clone();
+            booked.bookings.insert("o".into(), now + turn_in);
+            booked.bookings.insert("o/busy".into(), now + 2 * turn_in);
+            let (plain, booked) = ([state], [booked]);
+            let (free, busy) = (chain(&plain, &[limits]), chain(&booked, &[limits]));
+            let fresh = job(now + 3 * DAY, None, vec![]);
+            if let Some(eta) = estimate(&fresh, &busy, &at(ahead), now, &p, concurrency) {
+                prop_assert!(eta >= now + turn_in, "eta {} before the turn {}", eta, now + turn_in);
+                prop_assert!(estimate(&fresh, &busy, &at(ahead + 1), now, &p, concurrency).unwrap() >= eta);
+                prop_assert!(eta >= estimate(&fresh, &free, &at(ahead), now, &p, concurrency).unwrap());
+            }
+            let mut other = job(now + 3 * DAY, None, vec![]);
+            other.spec.context.insert("tenantId".into(), serde_json::json!("other"));
+            prop_assert_eq!(
+                estimate(&other, &busy, &at(ahead), now, &p, concurrency),
+                estimate(&other, &free, &at(ahead), now, &p, concurrency)
+            );
+            let waiting = job(now + 3 * DAY, Some(now + next_in), vec![]);
+            prop_assert_eq!(
+                estimate(&waiting, &busy, &at(ahead), now, &p, concurrency),
+                estimate(&waiting, &free, &at(ahead), now, &p, concurrency)
+            );
         }
 
         /// A job waiting for its next attempt never ends before it; with one unlimited provider of

@@ -171,6 +171,22 @@ impl Engine {
                             state.cooldown_until_ms = state.cooldown_until_ms.max(*at_ms);
                         }
                     }
+                    // Its turn went to a job of its tenant ahead of it in the line: that job's step goes now
+                    // (its claim finds the request granted), and this one waits for that job's turn.
+                    Reservation::Handed { provider, at_ms, to } => {
+                        if let Some(state) = providers.get_mut(provider) {
+                            state.cooldown_until_ms = state.cooldown_until_ms.max(*at_ms);
+                        }
+                        let woken = Message::Step {
+                            step: to.clone(),
+                            not_before_ms: None,
+                            hint: Hint::default(),
+                        };
+                        if let Err(e) = self.queue.send(&woken, Duration::ZERO).await {
+                            // Its grant lapses unused; it keeps the turn it booked.
+                            warn!(job_id = %to.job_id, error = %e, "could not wake the job a turn was handed to");
+                        }
+                    }
                     Reservation::None => {}
                 }
                 crate::domain::quota::hold_back_for_probes(&mut providers, &probes, now, self.clock.now_ms());

@@ -254,6 +254,19 @@ pub struct OverviewBounds {
     pub oldest: usize,
     /// Most dead-lettered jobs answered whole.
     pub dead: usize,
+    /// Most tenants answered in `Overview::tenants` (those with the most unfinished jobs).
+    pub tenants: usize,
+}
+
+/// One tenant's unfinished jobs among those the overview counted (`Overview::counted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCount {
+    /// The jobs' `tenantId`, else `userId` (`Job::tenant_name`); `None`: jobs naming neither, the
+    /// owner's own share.
+    pub tenant: Option<String>,
+    pub unfinished: u64,
+    /// Of them, those a step holds the lease of.
+    pub running: u64,
 }
 
 /// Today's (UTC) provider attempts of one outcome (`ok` or an error class name), every owner's.
@@ -285,6 +298,9 @@ pub struct Overview {
     pub dead_letters: Vec<Job>,
     /// Today's provider attempts by provider and outcome, sorted.
     pub attempts_today: Vec<AttemptCount>,
+    /// The counted jobs by tenant: the most unfinished first, ties by name (the owner's own share,
+    /// `None`, first), at most `OverviewBounds::tenants`.
+    pub tenants: Vec<TenantCount>,
 }
 
 /// Milliseconds in a UTC day: the overview's "today" is `now / DAY_MS`.

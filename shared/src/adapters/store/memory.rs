@@ -16,8 +16,8 @@ use crate::domain::origins::{self, OriginState};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
-    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
-    HORIZONS_MS,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount,
+    DAY_MS, HORIZONS_MS,
 };
 
 /// The hasher of the maps every request touches (jobs, leases, the due-index's scores, rate windows,
@@ -257,6 +257,7 @@ impl Interned {
                 context: spec.context.clone(),
                 targets: spec.targets.clone(),
                 purge_on_delivery: spec.purge_on_delivery,
+                priority: spec.priority,
             },
             created_at_ms: job.created_at_ms,
             deadline_ms: job.deadline_ms,
@@ -694,7 +695,24 @@ impl Store for MemoryStore {
         let reservation = if job.state.is_finished() {
             Reservation::None
         } else {
-            crate::domain::quota::reserve(&mut inner.providers, &reserve.providers, &probes, &reserve.tenant, now)
+            let claimant = crate::domain::quota::Claimant {
+                key: format!("{}:{}", step.owner, record_id(&step.job_id)),
+                owner: step.owner.clone(),
+                job_id: step.job_id.clone(),
+                gen: step.gen.clone(),
+                next_seq: step.seq + 1,
+                tenant: job.tenant(),
+                line: job.line(),
+                priority: job.spec.priority,
+            };
+            crate::domain::quota::reserve(
+                &mut inner.providers,
+                &reserve.providers,
+                &probes,
+                &reserve.tenant,
+                Some(&claimant),
+                now,
+            )
         };
         Ok(Claim::Acquired {
             job,
@@ -918,12 +936,16 @@ impl Store for MemoryStore {
         unfinished.retain(|j| !j.state.is_finished());
         unfinished.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         overview.unfinished = unfinished.len() as u64;
+        let mut tenants: HashMap<Option<&str>, (u64, u64)> = HashMap::new();
         for job in unfinished.into_iter().take(bounds.scan.max(1)) {
             let key = (job.owner.clone(), record_id(&job.id).to_string());
             let running = inner
                 .lease(&key, now)
                 .is_some_and(|(gen, seq, _)| *gen == job.gen && *seq == job.seq);
             overview.counted += 1;
+            let tenant = tenants.entry(job.tenant_name()).or_default();
+            tenant.0 += 1;
+            tenant.1 += u64::from(running);
             match (running, job.state) {
                 (true, _) => overview.active += 1,
                 (false, JobState::WaitingForRetry) => overview.delayed += 1,
@@ -939,6 +961,18 @@ impl Store for MemoryStore {
                 }
             }
         }
+        // The most unfinished first, ties by name (the owner's own share first), as overview.lua sorts.
+        let mut tenants: Vec<_> = tenants.into_iter().collect();
+        tenants.sort_by(|(a, (n, _)), (b, (m, _))| m.cmp(n).then_with(|| a.cmp(b)));
+        overview.tenants = tenants
+            .into_iter()
+            .take(bounds.tenants)
+            .map(|(tenant, (unfinished, running))| TenantCount {
+                tenant: tenant.map(str::to_string),
+                unfinished,
+                running,
+            })
+            .collect();
         // Soonest to expire first, ties by id (the Upstash index's score is the record's expiry).
         let mut dead = owned(inner.dead.get(owner).map_or_else(Vec::new, |ids| ids.iter().collect()));
         dead.retain(|j| j.dead_lettered());

@@ -169,6 +169,16 @@
     $("counted").textContent = overview.counted < overview.unfinished
       ? "States counted over the oldest " + number(overview.counted) + " of " + number(overview.unfinished) + " unfinished jobs."
       : number(overview.unfinished) + " unfinished jobs.";
+    // Unfinished jobs by tenant (tenantId, else userId; none: the key's own share), over the counted ones.
+    var tenants = clear($("tenants").tBodies[0]);
+    if (!(overview.tenants || []).length) tenants.appendChild(el("tr", {}, [el("td", { colspan: "3", cls: "hint", text: "No unfinished job." })]));
+    (overview.tenants || []).forEach(function (t) {
+      tenants.appendChild(el("tr", { "data-tenant": t.tenantId || "" }, [
+        el("td", {}, t.tenantId ? [el("code", { text: t.tenantId })] : [el("span", { cls: "hint", text: "(none named)" })]),
+        el("td", { text: number(t.unfinished) }),
+        el("td", { text: number(t.active) })
+      ]));
+    });
     var body = clear($("oldest").tBodies[0]);
     if (!overview.oldest.length) body.appendChild(el("tr", {}, [el("td", { colspan: "6", cls: "hint", text: "No unfinished job." })]));
     overview.oldest.forEach(function (job) {

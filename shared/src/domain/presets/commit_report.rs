@@ -74,6 +74,12 @@ pub(crate) struct ReportBody {
     #[serde(default)]
     #[schemars(with = "super::fields::Flag")]
     purge_on_delivery: Option<super::fields::Flag>,
+    /// The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
+    /// next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
+    /// `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
+    #[serde(default)]
+    #[schemars(with = "super::PriorityField")]
+    priority: Option<super::PriorityField>,
     /// Checked like every route's (the original ignored it on this route).
     #[serde(default)]
     #[schemars(with = "crate::domain::contract::ContractVersion")]
@@ -95,6 +101,7 @@ pub(crate) struct ReportRequest {
     pub(crate) deadline_seconds: Option<u64>,
     pub(crate) targets: Vec<Target>,
     pub(crate) purge_on_delivery: bool,
+    pub(crate) priority: crate::domain::job::Priority,
 }
 
 impl Preset for ReportRequest {
@@ -115,6 +122,7 @@ impl Preset for ReportRequest {
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
             purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
+            priority: b.priority.map(|p| p.0).unwrap_or_default(),
         })
     }
 
@@ -146,6 +154,7 @@ impl Preset for ReportRequest {
             context,
             targets: self.targets.clone(),
             purge_on_delivery: self.purge_on_delivery,
+            priority: self.priority,
         }
     }
 }
@@ -544,6 +553,13 @@ mod tests {
             "repo: is required"
         );
         assert_eq!(ReportRequest::parse(json!([1])).unwrap_err().field, "body");
+        let mut high = json!({"userId": "u", "commitSha": "abc", "repo": "r", "priority": "high"});
+        assert_eq!(
+            ReportRequest::parse(high.clone()).unwrap().spec().priority,
+            crate::domain::job::Priority::High
+        );
+        high["priority"] = json!("soon");
+        assert_eq!(ReportRequest::parse(high).unwrap_err().field, "priority");
     }
 
     #[test]

@@ -92,6 +92,12 @@ pub(crate) struct GenerateBody {
     #[serde(default)]
     #[schemars(with = "super::fields::Flag")]
     purge_on_delivery: Option<super::fields::Flag>,
+    /// The job's place among its tenant's jobs when a provider is scarce: `high` takes the tenant's
+    /// next turn before its earlier `normal` and `low` jobs (submitted up to an hour before it),
+    /// `normal` before its earlier `low` ones; never another tenant's turn. Default `normal`.
+    #[serde(default)]
+    #[schemars(with = "super::PriorityField")]
+    priority: Option<super::PriorityField>,
     #[serde(default)]
     #[schemars(with = "ContractVersion")]
     #[allow(dead_code)] // read for its check only
@@ -422,6 +428,7 @@ pub(crate) struct GenerateRequest {
     pub(crate) cache: CacheControl,
     pub(crate) providers: Option<ProviderPrefs>,
     pub(crate) purge_on_delivery: bool,
+    pub(crate) priority: crate::domain::job::Priority,
 }
 
 /// Looks up `a.b.c` in a JSON object.
@@ -676,6 +683,7 @@ impl Preset for GenerateRequest {
             deadline_seconds: b.deadline_seconds.map(|d| d.0),
             targets: targets(b.callback_url, b.callbacks),
             purge_on_delivery: b.purge_on_delivery.is_some_and(|f| f.0),
+            priority: b.priority.map(|p| p.0).unwrap_or_default(),
             cache: b.cache_control.unwrap_or_default(),
             providers: ProviderPrefs::of(b.preferred_providers, b.exclude_providers),
         })
@@ -713,6 +721,7 @@ impl Preset for GenerateRequest {
             targets: self.targets.clone(),
             providers: self.providers.clone(),
             purge_on_delivery: self.purge_on_delivery,
+            priority: self.priority,
         }
     }
 }
@@ -813,6 +822,8 @@ mod tests {
             (json!({"prompt": 3}), "prompt"),
             (json!({"prompt": ""}), "prompt"),
             (json!({"prompt": "x", "responseMode": "xml"}), "responseMode"),
+            (json!({"prompt": "x", "priority": "urgent"}), "priority"),
+            (json!({"prompt": "x", "priority": 1}), "priority"),
             (json!({"prompt": "x", "temperature": 3}), "temperature"),
             (json!({"prompt": "x", "maxTokens": 0}), "maxTokens"),
             (json!({"prompt": "x", "payload": [1]}), "payload"),
@@ -826,6 +837,23 @@ mod tests {
             ),
         ] {
             assert_eq!(GenerateRequest::parse(body.clone()).unwrap_err().field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn priority_is_kept_with_the_job_and_normal_by_default() {
+        use crate::domain::job::Priority;
+        for (given, want) in [
+            (Some("high"), Priority::High),
+            (Some("normal"), Priority::Normal),
+            (Some("low"), Priority::Low),
+            (None, Priority::Normal),
+        ] {
+            let mut body = json!({"prompt": "x"});
+            if let Some(p) = given {
+                body["priority"] = json!(p);
+            }
+            assert_eq!(GenerateRequest::parse(body).unwrap().spec().priority, want, "{given:?}");
         }
     }
 

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use self::fields::{Flag, Headers, Int, List, Listed, Object, Shape, Url};
+use self::fields::{Flag, Headers, Int, List, Listed, Object, Refusal, Shape, Url};
 use crate::domain::contract::CacheControl;
 use crate::domain::job::JobSpec;
 use crate::domain::targets::{Target, TargetKind};
@@ -70,6 +70,27 @@ pub(crate) trait Preset: Sized {
     /// before it is stored).
     fn spec(&self) -> JobSpec;
 }
+
+/// The request's `priority`, read as `job::Priority`; its schema an optional field (absent: `normal`).
+/// Read only: a field whose type serializes gets its default (`null`) written in the document, which
+/// makes it required in the generated TypeScript.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PriorityField(pub crate::domain::job::Priority);
+
+impl PriorityField {
+    fn check(value: Value) -> Result<Self, Refusal> {
+        use crate::domain::job::Priority;
+        match value.as_str() {
+            Some("high") => Ok(Self(Priority::High)),
+            Some("normal") => Ok(Self(Priority::Normal)),
+            Some("low") => Ok(Self(Priority::Low)),
+            _ => Err(Refusal::new(r#"must be "high", "normal" or "low""#)),
+        }
+    }
+}
+
+fields::via_check!([] PriorityField);
+fields::leaf_schema!([] PriorityField, |_g| "Priority", schemars::json_schema!({"type": "string", "enum": ["high", "normal", "low"]}));
 
 /// How long a job may take, in seconds, when the request says: a minute to a week.
 pub(crate) type Deadline = Int<60, 604_800>;

@@ -11,7 +11,8 @@
 //!   `J2 <lease end, 13 digits> <state> <gen> <seq> <expires ms>` (then ` d` while a finished job still
 //!   owes deliveries: a poll does not shorten its life; else ` x` when one of its deliveries was
 //!   dead-lettered: purge.lua then clears `st:x:<owner>`) that the Lua scripts read
-//!   (scripts/header.lua), then the job as JSON (never parsed by Lua, so user JSON stays exact).
+//!   (scripts/header.lua), then the job as JSON (never rewritten by Lua, so user JSON stays exact;
+//!   overview.lua only walks it to the spec's context for the job's tenant).
 //!   The lease is the header's own field: a claim writes its end in place (`SETRANGE`), so it is
 //!   fenced by the header's gen and seq, and the finish's new record or a purge drops it with the
 //!   record. The id is derived from the owner and the request's identity (`job::job_id`), so this key
@@ -81,8 +82,8 @@ use crate::domain::origins::{self, OriginState, ORIGIN_PREFIX};
 use crate::domain::quota::{ProviderEvent, ProviderState, Reservation, Reserve};
 use crate::ports::{
     Admission, AttemptCount, Claim, Clock, Created, Enlist, FinishOutcome, JobRead, Limits, OriginDown, Overview,
-    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, DAY_MS,
-    HORIZONS_MS,
+    OverviewBounds, RateLimit, RateWindow, Standing, Store, StoreError, Submitted, SweepRequest, Swept, TenantCount,
+    DAY_MS, HORIZONS_MS,
 };
 
 const PROVIDERS_KEY: &str = "st:pv";
@@ -438,13 +439,13 @@ impl UpstashStore {
             clock,
             create: script!("scripts/create.lua", "scripts/clock.lua", "scripts/standing.lua"),
             // Claim and sweep write no absolute expiry: no clock check (one TIME call less).
-            claim: script!("scripts/claim.lua"),
+            claim: script!("scripts/claim.lua", "scripts/json.lua"),
             finish: script!("scripts/finish.lua", "scripts/clock.lua"),
             purge: script!("scripts/purge.lua"),
             purged: script!("scripts/purged.lua"),
             flush: script!("scripts/flush.lua"),
             sweep: script!("scripts/sweep.lua"),
-            overview: script!("scripts/overview.lua", "scripts/standing.lua"),
+            overview: script!("scripts/overview.lua", "scripts/json.lua", "scripts/standing.lua"),
             providers: script!("scripts/providers.lua"),
             spent: script!("scripts/spent.lua"),
             batch_put: script!("scripts/batch_put.lua", "scripts/clock.lua"),
@@ -951,6 +952,11 @@ impl Store for UpstashStore {
                     arg(now),
                     arg(reservable),
                     arg(reserve.tenant.as_str()),
+                    arg(step.owner.as_str()),
+                    arg(step.job_id.as_str()),
+                    arg(crate::domain::job::PRIORITY_LEAD_MS),
+                    arg(crate::domain::quota::GRANT_MS),
+                    arg(crate::domain::quota::MAX_JUMPERS as u64),
                 ],
                 // Counted by the finish of its step (below: `carried`).
                 Carry::Left,
@@ -968,7 +974,7 @@ impl Store for UpstashStore {
                 // PTTL: -1 (no expiry) cannot happen; treat anything odd as a full lease.
                 lease_left: Duration::from_millis(left.as_u64().unwrap_or(lease_ms)),
             },
-            (Some("ok"), [job, providers, probes, reserved, booked_at]) => {
+            (Some("ok"), [job, providers, probes, reserved, booked_at, handed]) => {
                 self.states_seen(epoch, providers);
                 // The states its finish decides against (`QuietSuccesses`).
                 if let Ok(mut quiet) = self.quiet.lock() {
@@ -991,12 +997,29 @@ impl Store for UpstashStore {
                         .as_array()
                         .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                         .unwrap_or_default(),
-                    reservation: match (reserved.as_str(), booked_at.as_u64()) {
-                        (Some(provider), Some(at_ms)) => Reservation::Booked {
+                    reservation: match (reserved.as_str(), booked_at.as_u64(), handed.as_array()) {
+                        (Some(provider), Some(at_ms), Some(to)) => {
+                            let [Value::String(owner), Value::String(job_id), Value::String(gen), Value::String(seq)] =
+                                to.as_slice()
+                            else {
+                                return Err(unexpected());
+                            };
+                            Reservation::Handed {
+                                provider: provider.to_string(),
+                                at_ms,
+                                to: StepRef {
+                                    owner: owner.clone(),
+                                    job_id: job_id.clone(),
+                                    gen: gen.clone(),
+                                    seq: seq.parse().map_err(|_| unexpected())?,
+                                },
+                            }
+                        }
+                        (Some(provider), Some(at_ms), None) => Reservation::Booked {
                             provider: provider.to_string(),
                             at_ms,
                         },
-                        (Some(provider), None) => Reservation::Reserved(provider.to_string()),
+                        (Some(provider), None, _) => Reservation::Reserved(provider.to_string()),
                         _ => Reservation::None,
                     },
                 }
@@ -1276,6 +1299,7 @@ impl Store for UpstashStore {
                 ]
                 .into_iter()
                 .chain(horizons())
+                .chain([arg(bounds.tenants as u64)])
                 .collect(),
             )
             .await?;
@@ -1284,7 +1308,7 @@ impl Store for UpstashStore {
             Ok(head) => head,
             Err(window) => return Ok(Admission::RateLimited(window)),
         };
-        let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day)] =
+        let [unfinished, counted, waiting, active, delayed, Value::Array(oldest), dead_lettered, Value::Array(dead), Value::Array(day), Value::Array(tenants)] =
             rest
         else {
             return Err(unexpected());
@@ -1335,6 +1359,17 @@ impl Store for UpstashStore {
             }
         }
         overview.attempts_today.sort();
+        for triple in tenants.chunks(3) {
+            let [Value::String(tenant), unfinished, running] = triple else {
+                return Err(unexpected());
+            };
+            overview.tenants.push(TenantCount {
+                tenant: (!tenant.is_empty()).then(|| tenant.clone()),
+                unfinished: number(unfinished)?,
+                running: number(running)?,
+            });
+        }
+        overview.tenants.truncate(bounds.tenants);
         Ok(Admission::Admitted { value: overview, rate })
     }
 

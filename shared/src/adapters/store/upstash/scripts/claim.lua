@@ -7,11 +7,19 @@
 -- KEYS[1] job record, KEYS[2] provider states (st:pv: one JSON object, provider name → state)
 -- ARGV[1] gen, ARGV[2] seq, ARGV[3] the lease's end (epoch ms, 13 digits), ARGV[4] now (epoch ms,
 -- the engine's clock), ARGV[5] the reservable providers (JSON list of {p, rpm, tpm, rpd, d: today's
--- quota day}, the job's decision ranking) or '', ARGV[6] the job's tenant (its bookings' key)
+-- quota day}, the job's decision ranking) or '', ARGV[6] the job's tenant (its bookings' key),
+-- ARGV[7] the job's owner, ARGV[8] its job id (the step a hand-over wakes is named by them),
+-- ARGV[9] PRIORITY_LEAD_MS (job.rs), ARGV[10] GRANT_MS and ARGV[11] MAX_JUMPERS (quota.rs)
 -- Returns {'missing'} | {'stale', record} | {'busy', lease ms left} |
 -- {'ok', record, provider states (the JSON object), {providers whose probe this claim took},
 --  the provider whose request this claim reserved or whose turn it booked, or false;
---  the booked turn's instant (epoch ms) or false}
+--  the booked turn's instant (epoch ms) or false;
+--  the step the reserved request was handed to {owner, job id, gen, seq} (its turn: the booked instant) or false}
+-- Priority within a tenant (quota.rs reserve, rule for rule): a request handed over to this job (the
+-- state's `g`) is its reservation, counted already; a job that reserves while a job of its tenant
+-- ahead of it in the line waits as a jumper (`h`) hands the request over and takes that job's turn; a
+-- job booked behind its tenant's lower-priority turns waits as a jumper. The record's JSON is walked
+-- (scripts/json.lua) only when that can matter: jumpers listed, low turns held, or a priority named.
 -- An 'ok' claim's commands are counted in the budget by the finish of its step (budget.lua's carry).
 -- The thundering herd: when a provider's cooldown after a rate limit, a quota or an overload has just
 -- ended, this claim takes its probe (field pu = the lease's end) unless another claim holds it; the
@@ -66,6 +74,50 @@ end
 -- and day here, so claims racing for a minute's last request cannot all take it.
 local reserved = false
 local booked = false
+local handed = false
+-- The claiming job as the turns' priority sees it (quota::Claimant), read from the record once.
+local claimant = nil
+local function me()
+  if claimant == nil then
+    local start = json_start(v)
+    local spec = start and member(v, start, 'spec')
+    local named = start and tenant_name(v, spec) or ''
+    local created = start and member(v, start, 'created_at_ms')
+    local at = spec and member(v, spec, 'priority')
+    local priority = at and string.match(v, '^"(%a+)"', at) or 'normal'
+    local lead = tonumber(ARGV[9])
+    local line = tonumber(created and string.match(v, '^%d+', created) or '0')
+    if priority == 'high' then line = line - lead elseif priority == 'low' then line = line + lead end
+    claimant = {
+      tenant = named ~= '' and (ARGV[7] .. '/' .. named) or ARGV[7],
+      line = line,
+      priority = priority,
+    }
+  end
+  return claimant
+end
+local function empty(t)
+  return type(t) ~= 'table' or next(t) == nil
+end
+-- ProviderState::drop_past_jumpers.
+local function drop_past(s)
+  if not empty(s.h) then
+    for t, list in pairs(s.h) do
+      local kept = {}
+      for _, j in ipairs(list) do
+        if tonumber(j.a) > now then kept[#kept + 1] = j end
+      end
+      s.h[t] = #kept > 0 and kept or nil
+    end
+  end
+  if empty(s.h) then s.h = nil end
+  if not empty(s.lw) then
+    for t, at in pairs(s.lw) do
+      if tonumber(at) <= now then s.lw[t] = nil end
+    end
+  end
+  if empty(s.lw) then s.lw = nil end
+end
 -- A finished job's steps are its deliveries: they call no provider, and reserve nothing.
 if ARGV[5] ~= '' and not finished(state) then
   if all == nil then
@@ -90,7 +142,24 @@ if ARGV[5] ~= '' and not finished(state) then
     return all[name]
   end
   local found = false
+  -- A request handed over to this job earlier: its reservation, counted already.
   for _, r in ipairs(ranked) do
+    local s = all[r.p]
+    if type(s) == 'table' and not empty(s.g) then
+      for k, until_ms in pairs(s.g) do
+        if tonumber(until_ms) <= now then s.g[k] = nil; changed = true end
+      end
+      if s.g[KEYS[1]] then
+        s.g[KEYS[1]] = nil
+        reserved = r.p
+        found = true
+        changed = true
+      end
+      if empty(s.g) then s.g = nil end
+      if found then break end
+    end
+  end
+  for _, r in ipairs(found and {} or ranked) do
     local s = state(r.p)
     if open(s, r, r.rpm) then
       if type(r.rpm) == 'number' or type(r.rpd) == 'number' then
@@ -98,6 +167,30 @@ if ARGV[5] ~= '' and not finished(state) then
         if r.d > n(s.dw) then s.dw = r.d; s.dc = 1 elseif r.d == n(s.dw) then s.dc = n(s.dc) + 1 end
         reserved = r.p
         changed = true
+        -- ProviderState::hand_over: the jumper of this job's tenant furthest ahead in the line, when it
+        -- is ahead of this job, gets the request; this job takes its turn.
+        if not empty(s.h) then
+          drop_past(s)
+          local list = s.h and s.h[me().tenant]
+          local best = nil
+          for i, j in ipairs(list or {}) do
+            if tonumber(j.l) < me().line and j.k ~= KEYS[1] then
+              if best == nil or tonumber(j.l) < tonumber(list[best].l)
+                  or (tonumber(j.l) == tonumber(list[best].l) and tonumber(j.a) < tonumber(list[best].a)) then
+                best = i
+              end
+            end
+          end
+          if best then
+            local j = table.remove(list, best)
+            if #list == 0 then s.h[me().tenant] = nil end
+            if empty(s.h) then s.h = nil end
+            if type(s.g) ~= 'table' then s.g = {} end
+            s.g[j.k] = now + tonumber(ARGV[10])
+            booked = tonumber(j.a)
+            handed = {j.o, j.i, j.g, tostring(j.s)}
+          end
+        end
       end
       found = true
       break
@@ -119,6 +212,7 @@ if ARGV[5] ~= '' and not finished(state) then
             end
           end
           local tenant = ARGV[6]
+          local ahead = q[tenant] ~= nil
           if q[tenant] == nil then tenants = tenants + 1 end
           local spacing = math.ceil(60000 / math.max(r.rpm, 1)) * tenants
           local at = math.max(q[tenant] or 0, (minute + 1) * 60000)
@@ -127,6 +221,27 @@ if ARGV[5] ~= '' and not finished(state) then
           reserved = r.p
           booked = at
           changed = true
+          -- ProviderState::wait_to_jump (the record is read only when a priority is named or low turns
+          -- are held: a normal job behind none waits as it booked).
+          if string.find(v, '"priority":"', 1, true) or not empty(s.lw) then
+            drop_past(s)
+            local mine = me()
+            if mine.priority == 'low' then
+              if type(s.lw) ~= 'table' then s.lw = {} end
+              s.lw[mine.tenant] = math.max(tonumber(s.lw[mine.tenant] or 0), at)
+            else
+              local below = mine.priority == 'high' or (s.lw ~= nil and tonumber(s.lw[mine.tenant] or 0) > now)
+              local held = 0
+              for _, list in pairs(s.h or {}) do held = held + #list end
+              if ahead and below and held < tonumber(ARGV[11]) then
+                if type(s.h) ~= 'table' then s.h = {} end
+                local list = s.h[mine.tenant] or {}
+                list[#list + 1] = {k = KEYS[1], o = ARGV[7], i = ARGV[8], g = ARGV[1], s = tonumber(ARGV[2]) + 1,
+                  a = at, l = mine.line}
+                s.h[mine.tenant] = list
+              end
+            end
+          end
           break
         end
       end
@@ -144,4 +259,4 @@ if changed then
   end
 end
 BUDGET_CARRY = true
-return {'ok', v, raw or false, probes, reserved, booked}
+return {'ok', v, raw or false, probes, reserved, booked, handed}

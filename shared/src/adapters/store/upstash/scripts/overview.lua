@@ -7,10 +7,11 @@
 -- ARGV[1] rate limit ('0': none), ARGV[2] the rate window's id (its end, epoch ms), ARGV[3] owner,
 -- ARGV[4] now (epoch ms), ARGV[5] most unfinished jobs counted by state, ARGV[6] most oldest jobs
 -- answered whole, ARGV[7] most dead-lettered jobs answered whole, ARGV[8] today (UTC day number),
--- ARGV[9] the number of the ETA's horizons, then each (ms)
+-- ARGV[9] the number of the ETA's horizons, then each (ms), then the most tenants answered
 -- Returns {count} when over the limit, else {count, unfinished, counted, waiting, active, delayed,
 -- {record, running, standing (scripts/standing.lua), ...} of the oldest, dead-lettered, {record, ...}, {field, value, ...} of today's
--- counts: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only}.
+-- counts: 'p:<outcome>:<provider>' for every provider, 'o:<s|f>:<owner>' for this owner only,
+-- {tenant ('' for jobs naming none), unfinished, running, ...} over the counted jobs, the most unfinished first}.
 local count, got = owner_request(ARGV[1], ARGV[2], {{'GET', SLOT_DAY}, {'GET', SLOT_COMPLETED}, {'GET', SLOT_FAILED}}, 0)
 if ARGV[1] ~= '0' and count > tonumber(ARGV[1]) then
   return {count}
@@ -26,6 +27,14 @@ repeat
   end
 until cursor == '0'
 table.sort(entries, function(a, b) return a[2] < b[2] end)
+-- A counted job's tenant (Job::tenant): its spec's context's `tenantId`, else `userId`, when a non-empty
+-- string; '' when it names neither (scripts/json.lua walks the record's JSON, never rewrites it).
+local function tenant_of(v)
+  local start = json_start(v)
+  if not start then return '' end
+  return tenant_name(v, member(v, start, 'spec'))
+end
+local tenants, tenant_names = {}, {}
 local waiting, active, delayed, counted = 0, 0, 0, 0
 local unfinished = #entries
 local oldest = {}
@@ -53,6 +62,13 @@ for i = 1, scan, 500 do
       else
         waiting = waiting + 1
       end
+      local tenant = tenant_of(v)
+      if not tenants[tenant] then
+        tenants[tenant] = {0, 0}
+        tenant_names[#tenant_names + 1] = tenant
+      end
+      tenants[tenant][1] = tenants[tenant][1] + 1
+      tenants[tenant][2] = tenants[tenant][2] + running
       if #oldest < 3 * want then
         oldest[#oldest + 1] = v
         oldest[#oldest + 1] = running
@@ -93,4 +109,15 @@ for name, s in pairs(states) do
     end
   end
 end
-return {count, unfinished, counted, waiting, active, delayed, oldest, dead_total, dead, day}
+table.sort(tenant_names, function(a, b)
+  if tenants[a][1] ~= tenants[b][1] then return tenants[a][1] > tenants[b][1] end
+  return a < b
+end)
+local by_tenant = {}
+for i = 1, math.min(#tenant_names, tonumber(ARGV[10 + tonumber(ARGV[9])])) do
+  local t = tenant_names[i]
+  by_tenant[#by_tenant + 1] = t
+  by_tenant[#by_tenant + 1] = tenants[t][1]
+  by_tenant[#by_tenant + 1] = tenants[t][2]
+end
+return {count, unfinished, counted, waiting, active, delayed, oldest, dead_total, dead, day, by_tenant}
