@@ -202,7 +202,34 @@ struct Seen {
     eta_seconds: u64,
 }
 
+/// A completed job against its first estimate: when it finished, how long it took, and the estimate's
+/// error (ms; positive: the ETA was late).
+struct Outcome {
+    done: u64,
+    took: u64,
+    error: f64,
+}
+
+impl Outcome {
+    /// Off by more than ±20 % of the job's time, or ±5 s.
+    fn missed(&self) -> bool {
+        self.error.abs() > (0.2 * self.took as f64).max(5_000.0)
+    }
+}
+
 impl Scenario {
+    /// Polls `job`, which must have completed, and compares its first ETA with when it did.
+    async fn outcome(&self, job: &Seen) -> Outcome {
+        let answer = self.poll(&job.id).await;
+        assert_eq!(answer["status"], "completed", "{answer}");
+        let done = ms(&answer["finishedAt"]);
+        Outcome {
+            done,
+            took: done - job.submitted,
+            error: job.eta as f64 - done as f64,
+        }
+    }
+
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
         testkit::router::call(&self.router, method, uri, Some("secret-key"), body).await
     }
@@ -328,15 +355,12 @@ async fn the_first_eta_is_within_twenty_percent(s: Scenario, store: &str, midnig
     let mut misses = Vec::new();
     let mut finished = HashMap::new();
     for (i, job) in burst.iter().enumerate() {
-        let answer = s.poll(&job.id).await;
-        assert_eq!(answer["status"], "completed", "{answer}");
-        let done = ms(&answer["finishedAt"]);
-        finished.insert(job.id.clone(), done);
-        let took = done - job.submitted;
-        let error = job.eta as f64 - done as f64;
+        let outcome = s.outcome(job).await;
+        let (took, error) = (outcome.took, outcome.error);
+        finished.insert(job.id.clone(), outcome.done);
         errors_s.push(error / 1000.0);
         errors_pct.push(100.0 * error / took as f64);
-        if error.abs() > (0.2 * took as f64).max(5_000.0) {
+        if outcome.missed() {
             misses.push(format!(
                 "job {i}: eta {} s (at {}), completed after {} s",
                 job.eta_seconds,
@@ -401,13 +425,10 @@ async fn a_backlog_parked_for_a_cooldown_goes_first(s: Scenario, store: &str) {
     let mut errors = Vec::new();
     let mut misses = Vec::new();
     for job in &late {
-        let answer = s.poll(&job.id).await;
-        assert_eq!(answer["status"], "completed", "{answer}");
-        let done = ms(&answer["finishedAt"]);
-        let took = done - job.submitted;
-        let error = job.eta as f64 - done as f64;
+        let outcome = s.outcome(job).await;
+        let (took, error) = (outcome.took, outcome.error);
         errors.push(100.0 * error / took as f64);
-        if error.abs() > (0.2 * took as f64).max(5_000.0) {
+        if outcome.missed() {
             misses.push(format!("eta in {} ms, completed in {took} ms", job.eta - job.submitted));
         }
     }
@@ -507,11 +528,8 @@ async fn two_tenants_wait_for_their_own_turns(s: Scenario, store: &str) {
     let mut misses = Vec::new();
     let mut lines = Vec::new();
     for (prompt, job, turn) in &measured {
-        let answer = s.poll(&job.id).await;
-        assert_eq!(answer["status"], "completed", "{answer}");
-        let done = ms(&answer["finishedAt"]);
-        let took = done - job.submitted;
-        let error = job.eta as f64 - done as f64;
+        let outcome = s.outcome(job).await;
+        let (took, error) = (outcome.took, outcome.error);
         errors.push(100.0 * error / took as f64);
         lines.push(format!(
             "{prompt}: ETA in {:.1} s, completed in {:.1} s{}",
@@ -523,7 +541,7 @@ async fn two_tenants_wait_for_their_own_turns(s: Scenario, store: &str) {
             ))
         ));
         let bumped = *prompt == "b third";
-        if (bumped && error > 5_000.0) || (!bumped && error.abs() > (0.2 * took as f64).max(5_000.0)) {
+        if (bumped && error > 5_000.0) || (!bumped && outcome.missed()) {
             misses.push(format!(
                 "{prompt}: eta in {} ms, completed in {took} ms",
                 job.eta - job.submitted
