@@ -182,7 +182,7 @@ pub(crate) async fn run(o: Options) -> anyhow::Result<()> {
     );
 
     println!(
-        "  a webhook job with purgeOnDelivery        {:>8.2}   billed commands ({:.2} REST requests: submit, the provider step, the delivery step; no poll, no purge)",
+        "  a webhook job with purgeOnDelivery        {:>8.2}   billed commands ({:.2} REST requests: submit, the provider step and its delivery; no poll, no purge)",
         webhook.billed as f64 / WEBHOOK_JOBS as f64,
         webhook_requests as f64 / WEBHOOK_JOBS as f64
     );
