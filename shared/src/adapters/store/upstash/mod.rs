@@ -30,8 +30,8 @@
 //!   (with today's attempts by outcome for the overview), and `~all` while every provider is unusable
 //!   (an alert's state). One string, so a claim and a poll read it with the job's record in one `MGET`;
 //!   a finish rewrites it whole, unless its attempt changed nothing another step acts on (a quiet
-//!   success, `QuietSuccesses`: folded in by the next finish that writes). Expires 8 days after the last finish. Its `~o:<origin>` fields are the
-//!   failing delivery origins' states (domain/origins.rs: the receiver-recovery fast path), so a
+//!   success, `QuietSuccesses`: folded in by the next finish that writes). Expires 8 days after the
+//!   last finish. Its `~o:<origin>` fields are the failing delivery origins' states (domain/origins.rs: the receiver-recovery fast path), so a
 //!   delivery's claim reads its origin's state in the same `MGET`; only origin_down.lua and
 //!   origin_up.lua (the failure path) write them.
 //! - `st:o:<origin>` — the jobs waiting on a down origin's recovery: member the record key, score the
