@@ -417,7 +417,8 @@ pub trait Store: Send + Sync {
     /// One sweep of the due-index (one request): the steps due by `now`, entries of vanished jobs dropped.
     async fn sweep(&self, request: &SweepRequest<'_>) -> Result<Swept, StoreError>;
     /// Reads a job for its owner (a poll); the first read of a finished job shortens its life to
-    /// `grace` (`PEXPIRE … LT` on Upstash: later reads keep the first deadline).
+    /// `grace` (`PEXPIRE … LT` on Upstash: later reads keep the first deadline). Counted against `rate`
+    /// in the owner's window of reads, apart from creates (shared with purges; kept per process).
     async fn read(
         &self,
         owner: &str,
@@ -425,7 +426,8 @@ pub trait Store: Send + Sync {
         grace: Duration,
         rate: Option<RateLimit>,
     ) -> Result<Admission<Option<JobRead>>, StoreError>;
-    /// Deletes an owner's job at once. Admitted with whether it existed.
+    /// Deletes an owner's job at once. Admitted with whether it existed. Counted against `rate` in the
+    /// owner's window of reads, as a poll.
     async fn purge(&self, owner: &str, job_id: &str, rate: Option<RateLimit>) -> Result<Admission<bool>, StoreError>;
     /// One owner's jobs at a glance, counted against its limits like a poll: its unfinished jobs by
     /// state (the oldest `bounds.scan`), the oldest of them, its jobs finished today, its dead-lettered
