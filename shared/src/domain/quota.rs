@@ -181,20 +181,29 @@ pub(crate) struct Jumper {
     pub(crate) line: i64,
 }
 
+impl Jumper {
+    /// The step that wakes it (its fields keep the short names claim.lua writes).
+    fn step(self) -> crate::domain::job::StepRef {
+        crate::domain::job::StepRef {
+            owner: self.owner,
+            job_id: self.job_id,
+            gen: self.gen,
+            seq: self.seq,
+        }
+    }
+}
+
 /// Most jumpers one provider's state holds (it travels with every claim): past it, a job keeps the
 /// turn it booked.
 pub(crate) const MAX_JUMPERS: usize = 16;
 
-/// The claiming job, for its tenant's line: its key in the store (unique), the step its next claim
-/// carries (gen, and the seq its finish writes), its tenant and place in the line (`Job::line`), its
+/// The claiming job, for its tenant's line: its key in the store (unique), its next step (the seq its
+/// finish writes: a jumper is woken at it), its tenant and place in the line (`Job::line`), its
 /// priority. claim.lua reads the same from the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claimant {
     pub(crate) key: String,
-    pub(crate) owner: String,
-    pub(crate) job_id: String,
-    pub(crate) gen: String,
-    pub(crate) next_seq: u64,
+    pub(crate) next: crate::domain::job::StepRef,
     pub(crate) tenant: String,
     pub(crate) line: i64,
     pub(crate) priority: crate::domain::job::Priority,
@@ -527,15 +536,8 @@ impl ProviderState {
             self.jumpers.remove(&me.tenant);
         }
         self.grants.insert(jumper.key.clone(), now_ms + GRANT_MS);
-        Some((
-            crate::domain::job::StepRef {
-                owner: jumper.owner,
-                job_id: jumper.job_id,
-                gen: jumper.gen,
-                seq: jumper.seq,
-            },
-            jumper.at_ms,
-        ))
+        let at_ms = jumper.at_ms;
+        Some((jumper.step(), at_ms))
     }
 
     /// After `me` booked its turn at `at_ms` (`ahead`: its tenant held turns before it): a `low` job
@@ -559,10 +561,10 @@ impl ProviderState {
         }
         self.jumpers.entry(me.tenant.clone()).or_default().push(Jumper {
             key: me.key.clone(),
-            owner: me.owner.clone(),
-            job_id: me.job_id.clone(),
-            gen: me.gen.clone(),
-            seq: me.next_seq,
+            owner: me.next.owner.clone(),
+            job_id: me.next.job_id.clone(),
+            gen: me.next.gen.clone(),
+            seq: me.next.seq,
             at_ms,
             line: me.line,
         });
@@ -957,10 +959,12 @@ mod tests {
         job.spec.context.insert("tenantId".into(), serde_json::json!(tenant));
         Claimant {
             key: format!("k:{id}"),
-            owner: job.owner.clone(),
-            job_id: id.into(),
-            gen: "g".into(),
-            next_seq: 2,
+            next: crate::domain::job::StepRef {
+                owner: job.owner.clone(),
+                job_id: id.into(),
+                gen: "g".into(),
+                seq: 2,
+            },
             tenant: job.tenant(),
             line: job.line(),
             priority,

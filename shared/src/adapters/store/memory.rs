@@ -697,10 +697,10 @@ impl Store for MemoryStore {
         } else {
             let claimant = crate::domain::quota::Claimant {
                 key: format!("{}:{}", step.owner, record_id(&step.job_id)),
-                owner: step.owner.clone(),
-                job_id: step.job_id.clone(),
-                gen: step.gen.clone(),
-                next_seq: step.seq + 1,
+                next: StepRef {
+                    seq: step.seq + 1,
+                    ..step.clone()
+                },
                 tenant: job.tenant(),
                 line: job.line(),
                 priority: job.spec.priority,

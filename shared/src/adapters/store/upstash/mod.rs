@@ -493,60 +493,52 @@ impl UpstashStore {
             }
             Carry::Left => Uncounted::default(),
         };
-        let answer = self.eval_script(script, charge, owner, keys, args, &extra).await;
+        let answer: Result<(u64, Value), StoreError> = async {
+            let mut args = args;
+            let now = self.clock.now_ms();
+            let buckets = Buckets::at(now);
+            let (month_start, _, _) = budget::month_of(now);
+            let month = format!("{}:{owner}", buckets.month_key);
+            let previous = format!("{}:{owner}", budget::month_key(month_start.saturating_sub(1)));
+            let owners = budget::owners_key(now);
+            let mut all = keys.to_vec();
+            all.extend([month.as_str(), previous.as_str(), owners.as_str()]);
+            let aws = charge.aws();
+            let check_clock = self
+                .clock_checked
+                .lock()
+                .map(|at| at.is_none_or(|at| at.elapsed() >= CLOCK_CHECK_EVERY))
+                .unwrap_or(true);
+            args.extend([
+                arg(owner),
+                arg(aws.lambda_invocations + extra.lambda_invocations),
+                arg(aws.sqs_requests),
+                arg(budget::hour_of_month(now)),
+                arg(buckets.month_expires_s),
+                arg(extra.commands),
+                arg(if check_clock { "1" } else { "0" }),
+                arg(1),
+            ]);
+            let answer = self.client.eval(script, &all, args).await?;
+            let unexpected = || StoreError::Corrupt(format!("unexpected script answer {answer}"));
+            let [executed, answer] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
+                return Err(unexpected());
+            };
+            let executed = executed.as_u64().ok_or_else(unexpected)?;
+            crate::ports::metrics::redis_commands(executed as usize);
+            if check_clock && script.checks_clock() {
+                if let Ok(mut at) = self.clock_checked.lock() {
+                    *at = Some(std::time::Instant::now());
+                }
+            }
+            Ok((executed, answer.clone()))
+        }
+        .await;
         if answer.is_err() {
             // Not counted: the next call counts it.
             self.leave_uncounted(owner, extra);
         }
         answer
-    }
-
-    async fn eval_script(
-        &self,
-        script: &Script,
-        charge: Charge,
-        owner: &str,
-        keys: &[&str],
-        mut args: Vec<Value>,
-        extra: &Uncounted,
-    ) -> Result<(u64, Value), StoreError> {
-        let now = self.clock.now_ms();
-        let buckets = Buckets::at(now);
-        let (month_start, _, _) = budget::month_of(now);
-        let month = format!("{}:{owner}", buckets.month_key);
-        let previous = format!("{}:{owner}", budget::month_key(month_start.saturating_sub(1)));
-        let owners = budget::owners_key(now);
-        let mut all = keys.to_vec();
-        all.extend([month.as_str(), previous.as_str(), owners.as_str()]);
-        let aws = charge.aws();
-        let check_clock = self
-            .clock_checked
-            .lock()
-            .map(|at| at.is_none_or(|at| at.elapsed() >= CLOCK_CHECK_EVERY))
-            .unwrap_or(true);
-        args.extend([
-            arg(owner),
-            arg(aws.lambda_invocations + extra.lambda_invocations),
-            arg(aws.sqs_requests),
-            arg(budget::hour_of_month(now)),
-            arg(buckets.month_expires_s),
-            arg(extra.commands),
-            arg(if check_clock { "1" } else { "0" }),
-            arg(1),
-        ]);
-        let answer = self.client.eval(script, &all, args).await?;
-        let unexpected = || StoreError::Corrupt(format!("unexpected script answer {answer}"));
-        let [executed, answer] = answer.as_array().map(Vec::as_slice).ok_or_else(unexpected)? else {
-            return Err(unexpected());
-        };
-        let executed = executed.as_u64().ok_or_else(unexpected)?;
-        crate::ports::metrics::redis_commands(executed as usize);
-        if check_clock && script.checks_clock() {
-            if let Ok(mut at) = self.clock_checked.lock() {
-                *at = Some(std::time::Instant::now());
-            }
-        }
-        Ok((executed, answer.clone()))
     }
 
     /// The provider states read lately (`states_read`), when fresh, and the epoch a read starting now
