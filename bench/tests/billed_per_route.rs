@@ -64,3 +64,45 @@ async fn each_read_route_bills_what_the_table_says() {
         assert_eq!((phase.requests.len(), phase.billed()), (1, billed), "{name}: {phase:?}");
     }
 }
+
+/// A submit within 5 s of a claim that read the provider states takes those for its ETA instead of
+/// reading them: one executed command less, and the 202 still carries the estimate.
+#[tokio::test]
+async fn a_submit_after_a_claim_takes_the_provider_states_it_read() {
+    let mut stack = UpstashStack::start().await.unwrap();
+    // The first job loads the scripts and its finish writes the provider states (this process then
+    // forgets what it read); the second's claim reads them, and its success writes nothing.
+    stack.one_job("warm", 0).await.unwrap();
+    stack.one_job("warm", 1).await.unwrap();
+    stack.proxy.reset();
+    let (status, body) = stack
+        .call("POST", "/v1/reports", Some(stepper_bench::report_json("held", 0)))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert!(body["etaSeconds"].is_u64(), "{body}");
+    assert_eq!(stack.proxy.tally().billed, BILLED_PER_ROUTE[0].1 - 1);
+}
+
+/// Polls and purges leave their count to the owner's next counted call; once 64 commands wait, one
+/// call of their own counts them (flush.lua: the script call and its BITFIELD).
+#[tokio::test]
+async fn polls_count_themselves_once_64_commands_wait() {
+    let mut stack = UpstashStack::start().await.unwrap();
+    stack.one_job("warm", 0).await.unwrap();
+    let url = stack.submit_only("polled", 0).await.unwrap();
+    stack.budget().await.unwrap();
+    stack.proxy.reset();
+    // A waiting job's poll is two commands: 32 polls are 64. The flush is the only script (its first
+    // call loads it: NOSCRIPT, then EVAL).
+    for n in 1..=32 {
+        let (status, body, phase) = stack.billed_call("GET", &url).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let scripts = phase
+            .requests
+            .iter()
+            .filter(|r| r.commands.iter().any(|c| c.starts_with("EVAL")))
+            .count();
+        assert_eq!(scripts > 0, n == 32, "poll {n}: {:?}", phase.requests);
+    }
+}

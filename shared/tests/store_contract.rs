@@ -2235,3 +2235,84 @@ async fn the_origin_fast_path_costs_a_bounded_number_of_commands_on_upstash() {
         "{measured:?}"
     );
 }
+
+/// On Upstash a success that changes nothing another step acts on (`ProviderEvent::changes_shared_state`
+/// against the states its claim read) writes no provider state; the next finish that writes folds the
+/// held successes in as each would have been: the latency average, today's successes, the last attempt.
+#[tokio::test]
+async fn quiet_successes_are_held_then_folded_in_on_upstash() {
+    let redis = testkit::stack::RedisServer::start().await.expect("redis-server");
+    let upstash = testkit::stack::UpstashEmulator::start(&redis)
+        .await
+        .expect("upstash emulator");
+    let client = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
+    let probe = UpstashClient::new(&upstash.url, Secret::new(upstash.token.clone()), Duration::from_secs(5)).unwrap();
+    let store: Arc<dyn Store> = Arc::new(UpstashStore::new(client, Arc::new(SystemClock)));
+    let owner = unique("quiet");
+    let provider = unique("provider-");
+    // A provider that limits nothing: its successes need no count in the shared state.
+    let unlimited = ProviderLimits {
+        rpm: None,
+        rpd: None,
+        tpm: None,
+        reset: ResetClock::UtcMidnight,
+    };
+    let attempt = |class: Option<ErrorClass>, latency_ms: u64| {
+        let mut e = ProviderEvent::new(&provider, &unlimited, now(), BackoffPolicy::default());
+        e.class = class;
+        e.latency_ms = latency_ms;
+        e
+    };
+    let stored = || async {
+        let raw = probe
+            .command(vec![Value::from("GET"), Value::from("st:pv")])
+            .await
+            .unwrap();
+        let all: Value = serde_json::from_str(raw.as_str().unwrap()).unwrap();
+        all[provider.as_str()].clone()
+    };
+    let mut expected = ProviderState::default();
+    let events = [
+        attempt(None, 1_000),
+        attempt(None, 600),
+        attempt(None, 200),
+        attempt(None, 1_400),
+        attempt(Some(ErrorClass::Overloaded), 0),
+    ];
+    for (n, e) in events.iter().enumerate() {
+        let j = job(&owner);
+        create(&store, &j).await;
+        assert!(matches!(
+            store
+                .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
+                .await
+                .unwrap(),
+            Claim::Acquired { .. }
+        ));
+        let mut next = j.clone();
+        next.seq += 1;
+        assert!(store.finish(&j.step_ref(), &next, None, Some(e)).await.unwrap().written);
+        expected.apply(e);
+        let state = stored().await;
+        match n {
+            // The first success is written (its claim saw no state of the provider).
+            0 => assert_eq!(state["lat"], 1_000, "{state}"),
+            // The next three are held: the stored state has not moved.
+            1..=3 => {
+                assert_eq!(state["lat"], 1_000, "held, not written: {state}");
+                assert_eq!(state["ua"]["ok"], 1, "{state}");
+            }
+            // The failure writes, and folds the three held successes in first.
+            _ => {
+                assert_eq!(state["lat"], expected.latency_ms, "{state}");
+                assert_eq!(
+                    (state["ua"]["ok"].clone(), state["ua"]["overloaded"].clone()),
+                    (4.into(), 1.into()),
+                    "{state}"
+                );
+                assert_eq!(state["lc"], "overloaded", "{state}");
+                assert_eq!(state["cf"], 1, "{state}");
+            }
+        }
+    }
+}
