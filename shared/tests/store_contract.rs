@@ -102,6 +102,15 @@ async fn purge(store: &Arc<dyn Store>, owner: &str, id: &str) -> bool {
     unlimited(store.purge(owner, id, None).await.unwrap())
 }
 
+/// Claims `step` with a 30 s lease and nothing to reserve: it must be acquired.
+async fn acquire(store: &Arc<dyn Store>, step: &StepRef) {
+    let claim = store
+        .claim(step, Duration::from_secs(30), &Reserve::default())
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Acquired { .. }), "{claim:?}");
+}
+
 fn event(provider: &str, class: Option<ErrorClass>, cooldown_until_ms: u64) -> ProviderEvent {
     let limits = ProviderLimits {
         rpm: Some(10),
@@ -132,13 +141,7 @@ async fn create_replaces_a_failed_job(store: Arc<dyn Store>) {
     let mut j = job(&unique("owner"));
     create(&store, &j).await;
     let step = j.step_ref();
-    assert!(matches!(
-        store
-            .claim(&step, Duration::from_secs(30), &Reserve::default())
-            .await
-            .unwrap(),
-        Claim::Acquired { .. }
-    ));
+    acquire(&store, &step).await;
     let mut failed = j.clone();
     failed.seq = 2;
     failed.state = JobState::Failed;
@@ -259,13 +262,7 @@ async fn a_lease_expires(store: Arc<dyn Store>) {
         Claim::Acquired { .. }
     ));
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert!(matches!(
-        store
-            .claim(&step, Duration::from_secs(30), &Reserve::default())
-            .await
-            .unwrap(),
-        Claim::Acquired { .. }
-    ));
+    acquire(&store, &step).await;
 }
 
 async fn finish_is_fenced(store: Arc<dyn Store>) {
@@ -1618,13 +1615,7 @@ async fn the_overview_counts_what_the_owner_holds(store: Arc<dyn Store>) {
         create(&store, j).await;
     }
     let (queued, running, delayed) = (&jobs[0], &jobs[1], &jobs[2]);
-    assert!(matches!(
-        store
-            .claim(&running.step_ref(), Duration::from_secs(30), &Reserve::default())
-            .await
-            .unwrap(),
-        Claim::Acquired { .. }
-    ));
+    acquire(&store, &running.step_ref()).await;
     let limited = event(&provider, Some(ErrorClass::RateLimited), now() + 30_000);
     finish_as(&store, delayed, JobState::WaitingForRetry, Some(&limited), vec![]).await;
     // Three finished: completed, failed, completed with its webhook dead-lettered.
@@ -1834,13 +1825,7 @@ async fn the_budget_counts_every_call_in_the_call_itself(store: Arc<dyn Store>) 
         matches!(create(&store, &again).await, Created::Existing(_)),
         "no second job"
     );
-    assert!(matches!(
-        store
-            .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
-            .await
-            .unwrap(),
-        Claim::Acquired { .. }
-    ));
+    acquire(&store, &j.step_ref()).await;
     let mut done = j.clone();
     done.seq = 2;
     done.state = JobState::Succeeded;
@@ -2075,13 +2060,7 @@ async fn upstash_store_meets_the_contract_on_the_real_stack() {
         create_with(&store, &j, cap(5)).await.map(unlimited).unwrap(),
         Created::New
     );
-    assert!(matches!(
-        store
-            .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
-            .await
-            .unwrap(),
-        Claim::Acquired { .. }
-    ));
+    acquire(&store, &j.step_ref()).await;
     let mut done = j.clone();
     done.seq = 2;
     done.state = JobState::Succeeded;
@@ -2282,13 +2261,7 @@ async fn quiet_successes_are_held_then_folded_in_on_upstash() {
     for (n, e) in events.iter().enumerate() {
         let j = job(&owner);
         create(&store, &j).await;
-        assert!(matches!(
-            store
-                .claim(&j.step_ref(), Duration::from_secs(30), &Reserve::default())
-                .await
-                .unwrap(),
-            Claim::Acquired { .. }
-        ));
+        acquire(&store, &j.step_ref()).await;
         let mut next = j.clone();
         next.seq += 1;
         assert!(store.finish(&j.step_ref(), &next, None, Some(e)).await.unwrap().written);
